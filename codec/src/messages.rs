@@ -1,0 +1,398 @@
+//! Message blocks: commands into the engine (template ids 1–99) and events out of it (101–199).
+//!
+//! Each struct is the root block of one SBE message, in schema order, little-endian, with explicit
+//! `reserved` fields so every byte belongs to a named field and every block is a multiple of
+//! 8 bytes. Sizes are asserted at compile time; `tests/schema.rs` checks every offset against
+//! `schema/exchange.xml`.
+//!
+//! Template id ranges: 1–19 order entry and ledger commands, 20–39 reserved for AMM commands,
+//! 40–59 reserved for administrative commands, 101–199 engine events.
+
+use crate::types::*;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// A fixed-layout SBE message block.
+pub trait Message: FromBytes + IntoBytes + KnownLayout + Immutable + Unaligned + Copy {
+    /// The message's template id.
+    const TEMPLATE_ID: u16;
+    /// The schema's name of the message.
+    const NAME: &'static str;
+    /// The root block length in bytes.
+    const BLOCK_LENGTH: u16 = size_of::<Self>() as u16;
+}
+
+macro_rules! message {
+    ($(#[$meta:meta])* $name:ident = $id:literal, $bytes:literal {
+        $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug, Default)]
+        #[repr(C)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty),+
+        }
+
+        impl Message for $name {
+            const TEMPLATE_ID: u16 = $id;
+            const NAME: &'static str = stringify!($name);
+        }
+
+        const _: () = assert!(size_of::<$name>() == $bytes);
+        const _: () = assert!(size_of::<$name>() % 8 == 0);
+    };
+}
+
+// ----------------------------------------------------------------------------------------------
+// Commands
+// ----------------------------------------------------------------------------------------------
+
+message!(
+    /// Place an order.
+    ///
+    /// Limit orders carry `price_ticks` and `quantity_lots`. Market orders carry no price and
+    /// either `quantity_lots` or (buys only) `quote_quantity`, the most quote to spend.
+    NewOrder = 1, 56 {
+        /// Owner; set by the gateway from the authenticated session.
+        pub user_id: UserId,
+        /// Client's id for the order; 0 for none.
+        pub client_order_id: ClientOrderId,
+        /// Limit price; zero for market orders.
+        pub price_ticks: Ticks,
+        /// Base quantity; zero for a market buy by quote quantity.
+        pub quantity_lots: Lots,
+        /// For market buys: the most quote to spend (minor units); zero otherwise.
+        pub quote_quantity: Amount,
+        /// Market to trade on.
+        pub market_id: MarketId,
+        /// Buy or sell.
+        pub side: SideCode,
+        /// Limit or market.
+        pub order_type: OrderTypeCode,
+        /// Time in force.
+        pub time_in_force: TimeInForceCode,
+        /// Self-trade prevention mode.
+        pub self_trade_prevention: SelfTradePreventionCode,
+        /// Reject instead of taking liquidity.
+        pub post_only: BooleanCode,
+        /// Zero.
+        pub reserved: Reserved<7>,
+    }
+);
+
+message!(
+    /// Cancel one open order, by exchange id or (when `order_id` is 0) by client id.
+    CancelOrder = 2, 32 {
+        /// Owner; set by the gateway from the authenticated session.
+        pub user_id: UserId,
+        /// Exchange id of the order, or 0 to cancel by `client_order_id`.
+        pub order_id: OrderId,
+        /// Client id of the order when `order_id` is 0.
+        pub client_order_id: ClientOrderId,
+        /// Market of the order.
+        pub market_id: MarketId,
+        /// Zero.
+        pub reserved: Reserved<4>,
+    }
+);
+
+message!(
+    /// Amend the price and/or quantity of an open GTC limit order. Reducing the quantity keeps
+    /// time priority; a price change or a quantity increase loses it (and may trade).
+    CancelReplace = 3, 48 {
+        /// Owner; set by the gateway from the authenticated session.
+        pub user_id: UserId,
+        /// Exchange id of the order, or 0 to find it by `client_order_id`.
+        pub order_id: OrderId,
+        /// Client id of the order when `order_id` is 0.
+        pub client_order_id: ClientOrderId,
+        /// New limit price, or 0 to keep the price.
+        pub new_price_ticks: Ticks,
+        /// New total order quantity (filled part included, as FIX OrderQty), or 0 to keep it.
+        pub new_quantity_lots: Lots,
+        /// Market of the order.
+        pub market_id: MarketId,
+        /// Zero.
+        pub reserved: Reserved<4>,
+    }
+);
+
+message!(
+    /// Cancel all of a user's open orders on a market (or every market when `market_id` is 0).
+    MassCancel = 4, 16 {
+        /// Owner; set by the gateway from the authenticated session.
+        pub user_id: UserId,
+        /// Market, or 0 for all markets.
+        pub market_id: MarketId,
+        /// Which sides to cancel.
+        pub side: SideFilterCode,
+        /// Zero.
+        pub reserved: Reserved<3>,
+    }
+);
+
+message!(
+    /// Credit an asset to a user's available balance (an on-chain deposit, or an admin credit).
+    Deposit = 5, 24 {
+        /// Account credited.
+        pub user_id: UserId,
+        /// Amount in the asset's minor units.
+        pub amount: Amount,
+        /// Asset credited.
+        pub asset_id: AssetId,
+        /// Zero.
+        pub reserved: Reserved<4>,
+    }
+);
+
+message!(
+    /// Debit an asset from a user's available balance.
+    Withdraw = 6, 24 {
+        /// Account debited.
+        pub user_id: UserId,
+        /// Amount in the asset's minor units.
+        pub amount: Amount,
+        /// Asset debited.
+        pub asset_id: AssetId,
+        /// Zero.
+        pub reserved: Reserved<4>,
+    }
+);
+
+// ----------------------------------------------------------------------------------------------
+// Events. Each starts with the sequence of the command that caused it and its timestamp.
+// ----------------------------------------------------------------------------------------------
+
+message!(
+    /// A new order passed every check. Follows with fills, then a rest on the book, an expiry or
+    /// a cancel.
+    OrderAccepted = 101, 80 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Owner.
+        pub user_id: UserId,
+        /// Exchange-assigned id.
+        pub order_id: OrderId,
+        /// Client id as sent.
+        pub client_order_id: ClientOrderId,
+        /// Limit price (zero for market orders).
+        pub price_ticks: Ticks,
+        /// Quantity as sent.
+        pub quantity_lots: Lots,
+        /// Quote quantity as sent.
+        pub quote_quantity: Amount,
+        /// Market.
+        pub market_id: MarketId,
+        /// Side.
+        pub side: SideCode,
+        /// Order type.
+        pub order_type: OrderTypeCode,
+        /// Time in force.
+        pub time_in_force: TimeInForceCode,
+        /// Self-trade prevention mode.
+        pub self_trade_prevention: SelfTradePreventionCode,
+        /// Post-only flag.
+        pub post_only: BooleanCode,
+        /// Zero.
+        pub reserved: Reserved<7>,
+    }
+);
+
+message!(
+    /// A command was refused; nothing changed.
+    OrderRejected = 102, 48 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// User who sent the command.
+        pub user_id: UserId,
+        /// Client order id of the command, if any.
+        pub client_order_id: ClientOrderId,
+        /// Exchange order id the command referred to, if any.
+        pub order_id: OrderId,
+        /// Market of the command, if any.
+        pub market_id: MarketId,
+        /// The rule broken.
+        pub reason: RejectReasonCode,
+        /// Template id of the rejected command.
+        pub command_template_id: zerocopy::little_endian::U16,
+    }
+);
+
+message!(
+    /// A trade between a resting (maker) order and an incoming (taker) order.
+    Fill = 103, 136 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Sequential per market.
+        pub trade_id: TradeId,
+        /// Trade price (the maker's price).
+        pub price_ticks: Ticks,
+        /// Trade quantity.
+        pub quantity_lots: Lots,
+        /// Notional in quote minor units (price × quantity).
+        pub quote_amount: Amount,
+        /// Maker's owner.
+        pub maker_user_id: UserId,
+        /// Maker order.
+        pub maker_order_id: OrderId,
+        /// Maker's client id.
+        pub maker_client_order_id: ClientOrderId,
+        /// Maker's open quantity after this fill.
+        pub maker_remaining_lots: Lots,
+        /// Fee charged to the maker, in quote minor units.
+        pub maker_fee: Amount,
+        /// Taker's owner.
+        pub taker_user_id: UserId,
+        /// Taker order.
+        pub taker_order_id: OrderId,
+        /// Taker's client id.
+        pub taker_client_order_id: ClientOrderId,
+        /// Taker's open quantity after this fill (for quote-quantity market buys: unbounded, 0).
+        pub taker_remaining_lots: Lots,
+        /// Fee charged to the taker, in quote minor units.
+        pub taker_fee: Amount,
+        /// Market.
+        pub market_id: MarketId,
+        /// The taker's side (the aggressor side).
+        pub taker_side: SideCode,
+        /// Zero.
+        pub reserved: Reserved<3>,
+    }
+);
+
+message!(
+    /// An open order was cancelled; its remainder left the book and its reservation was released.
+    OrderCanceled = 104, 64 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Owner.
+        pub user_id: UserId,
+        /// Exchange id.
+        pub order_id: OrderId,
+        /// Client id.
+        pub client_order_id: ClientOrderId,
+        /// Quantity filled before the cancel.
+        pub filled_lots: Lots,
+        /// Quantity that was still open and is now cancelled.
+        pub canceled_lots: Lots,
+        /// Market.
+        pub market_id: MarketId,
+        /// Side.
+        pub side: SideCode,
+        /// Why.
+        pub reason: CancelReasonCode,
+        /// Zero.
+        pub reserved: Reserved<2>,
+    }
+);
+
+message!(
+    /// The unfilled remainder of an immediate-or-cancel, fill-or-kill or market order expired.
+    OrderExpired = 105, 64 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Owner.
+        pub user_id: UserId,
+        /// Exchange id.
+        pub order_id: OrderId,
+        /// Client id.
+        pub client_order_id: ClientOrderId,
+        /// Quantity filled.
+        pub filled_lots: Lots,
+        /// Quantity that expired unfilled (0 for quote-quantity market buys).
+        pub expired_lots: Lots,
+        /// Market.
+        pub market_id: MarketId,
+        /// Side.
+        pub side: SideCode,
+        /// Why.
+        pub reason: ExpireReasonCode,
+        /// Zero.
+        pub reserved: Reserved<2>,
+    }
+);
+
+message!(
+    /// An open order was amended by a cancel-replace.
+    OrderReplaced = 106, 80 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Owner.
+        pub user_id: UserId,
+        /// Exchange id (unchanged by the replace).
+        pub order_id: OrderId,
+        /// Client id.
+        pub client_order_id: ClientOrderId,
+        /// New limit price.
+        pub price_ticks: Ticks,
+        /// New total quantity.
+        pub quantity_lots: Lots,
+        /// Filled so far.
+        pub filled_lots: Lots,
+        /// Open quantity after the replace (before any matching it triggers).
+        pub remaining_lots: Lots,
+        /// Market.
+        pub market_id: MarketId,
+        /// Side.
+        pub side: SideCode,
+        /// Whether the order kept its time priority.
+        pub priority_kept: BooleanCode,
+        /// Zero.
+        pub reserved: Reserved<2>,
+    }
+);
+
+message!(
+    /// The new aggregate of one price level after a change (quantity 0: level removed).
+    BookLevelUpdate = 107, 48 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Level price.
+        pub price_ticks: Ticks,
+        /// Total open quantity at the level; zero removes the level.
+        pub quantity_lots: Lots,
+        /// Number of orders at the level.
+        pub order_count: OrderCount,
+        /// Market.
+        pub market_id: MarketId,
+        /// Side of the level.
+        pub side: SideCode,
+        /// Zero.
+        pub reserved: Reserved<7>,
+    }
+);
+
+message!(
+    /// The new balance of one (user, asset) after a change.
+    BalanceUpdate = 108, 48 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Account.
+        pub user_id: UserId,
+        /// Available (free) amount after the change.
+        pub available: Amount,
+        /// Locked (reserved by open orders) amount after the change.
+        pub locked: Amount,
+        /// Asset.
+        pub asset_id: AssetId,
+        /// Why it changed.
+        pub reason: BalanceChangeCode,
+        /// Zero.
+        pub reserved: Reserved<3>,
+    }
+);

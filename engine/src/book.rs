@@ -1,0 +1,539 @@
+//! Order books: the [`Book`] interface the matching logic uses, and [`OrderBook`], the fast
+//! implementation.
+//!
+//! [`OrderBook`] keeps every resting order in a fixed-capacity arena (slots allocated at start-up)
+//! linked into two intrusive doubly linked lists: its price level's FIFO queue (time priority) and
+//! its owner's list (for mass cancels). Levels live in their own arena; each side keeps a vector of
+//! `(price, level slot)` sorted so that the best price is the *last* element, which makes the best
+//! price O(1) and puts the churn of new and emptied levels near the end of the vector where moving
+//! elements is cheap. Cancel by id is a hash lookup plus O(1) unlinking; only emptying a level
+//! touches the sorted vector.
+//!
+//! Invariants (checked by [`OrderBook::validate_structure`]): a level's total equals the sum of its
+//! orders' open quantities and its count their number; every order has a positive open quantity;
+//! the side vectors are strictly sorted; the id, client-id and user indexes agree with the arena.
+
+use crate::{FastMap, new_map};
+use codec::{ClientOrderId, OrderId, SelfTradePrevention, Side, Ticks, UserId};
+
+/// A resting order and the funds it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestingOrder {
+    /// Exchange id.
+    pub order_id: OrderId,
+    /// Owner.
+    pub user_id: UserId,
+    /// Client id (0: none).
+    pub client_order_id: ClientOrderId,
+    /// Side.
+    pub side: Side,
+    /// Limit price.
+    pub price: Ticks,
+    /// Total order quantity in lots (filled part included).
+    pub quantity_lots: u64,
+    /// Filled so far, in lots.
+    pub filled_lots: u64,
+    /// Still open, in lots; always positive while resting.
+    pub remaining_lots: u64,
+    /// Funds locked for this order: quote minor units for bids, base minor units for asks.
+    pub reserved: u64,
+    /// Self-trade prevention mode (kept for replaces that trade).
+    pub self_trade_prevention: SelfTradePrevention,
+    /// Post-only flag (kept for replaces).
+    pub post_only: bool,
+}
+
+/// The aggregate of one price level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LevelSummary {
+    /// Price.
+    pub price: Ticks,
+    /// Sum of open quantities.
+    pub total_lots: u64,
+    /// Number of orders.
+    pub order_count: u32,
+}
+
+/// Why an order could not be inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// No free order slot (capacity fixed at start-up).
+    BookFull,
+}
+
+/// What the matching logic needs from an order book. Implemented by the fast [`OrderBook`] and
+/// by the naive reference book in the test kit; both must behave identically.
+pub trait Book {
+    /// Best (highest bid / lowest ask) price of a side.
+    fn best_price(&self, side: Side) -> Option<Ticks>;
+    /// The order first in priority on a side (best price, earliest arrival).
+    fn front(&self, side: Side) -> Option<&RestingOrder>;
+    /// Looks up an open order.
+    fn get(&self, order_id: OrderId) -> Option<&RestingOrder>;
+    /// Looks up an open order by its owner's client id.
+    fn find_client_order(&self, user_id: UserId, client_order_id: ClientOrderId) -> Option<OrderId>;
+    /// Number of open orders of a user.
+    fn open_orders_of(&self, user_id: UserId) -> usize;
+    /// Whether one more order fits.
+    fn has_capacity(&self) -> bool;
+    /// Appends an order at the back of its price level's queue.
+    ///
+    /// # Errors
+    /// [`InsertError::BookFull`] when no slot is free.
+    fn insert(&mut self, order: RestingOrder) -> Result<(), InsertError>;
+    /// Removes an order; returns it.
+    fn remove(&mut self, order_id: OrderId) -> Option<RestingOrder>;
+    /// Applies a fill or a quantity reduction in place, keeping time priority: sets the total,
+    /// open and filled quantities and the reservation. `remaining_lots` must stay positive (remove
+    /// the order instead when it reaches zero).
+    fn update_in_place(
+        &mut self,
+        order_id: OrderId,
+        quantity_lots: u64,
+        remaining_lots: u64,
+        filled_lots: u64,
+        reserved: u64,
+    );
+    /// Summary of the level at a price, if it exists.
+    fn level(&self, side: Side, price: Ticks) -> Option<LevelSummary>;
+    /// Visits a side's orders in priority order until `visit` returns false.
+    fn visit_in_priority(&self, side: Side, visit: &mut dyn FnMut(&RestingOrder) -> bool);
+    /// Visits a side's levels from the best price outwards until `visit` returns false.
+    fn visit_levels(&self, side: Side, visit: &mut dyn FnMut(LevelSummary) -> bool);
+    /// Appends the ids of a user's open orders, oldest first, to `out`.
+    fn orders_of(&self, user_id: UserId, out: &mut Vec<OrderId>);
+    /// Number of open orders.
+    fn len(&self) -> usize;
+    /// Checks the implementation's internal invariants.
+    ///
+    /// # Errors
+    /// A description of the first broken invariant.
+    fn validate_structure(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Whether the book is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Slot index in an arena; `NIL` marks the end of a list.
+type Slot = u32;
+const NIL: Slot = Slot::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct OrderNode {
+    order: RestingOrder,
+    level: Slot,
+    prev: Slot,
+    next: Slot,
+    user_prev: Slot,
+    user_next: Slot,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    price: Ticks,
+    total_lots: u64,
+    order_count: u32,
+    head: Slot,
+    tail: Slot,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UserOrders {
+    head: Slot,
+    tail: Slot,
+    count: u32,
+}
+
+/// One side's levels sorted so the best price is last.
+#[derive(Debug)]
+struct SideLevels {
+    side: Side,
+    sorted: Vec<(Ticks, Slot)>,
+}
+
+impl SideLevels {
+    /// Whether `a` is a better price than `b` for this side.
+    #[inline]
+    fn better(&self, a: Ticks, b: Ticks) -> bool {
+        match self.side {
+            Side::Bid => a > b,
+            Side::Ask => a < b,
+        }
+    }
+
+    /// Index in `sorted` where `price` is or would be inserted. The vector is ordered from worst
+    /// to best, so "better" prices sort higher.
+    #[inline]
+    fn search(&self, price: Ticks) -> Result<usize, usize> {
+        self.sorted.binary_search_by(|&(p, _)| {
+            if p == price {
+                core::cmp::Ordering::Equal
+            } else if self.better(p, price) {
+                core::cmp::Ordering::Greater
+            } else {
+                core::cmp::Ordering::Less
+            }
+        })
+    }
+}
+
+/// The fast order book of one market. See the module documentation.
+#[derive(Debug)]
+pub struct OrderBook {
+    orders: Vec<OrderNode>,
+    free_orders: Vec<Slot>,
+    levels: Vec<Level>,
+    free_levels: Vec<Slot>,
+    bids: SideLevels,
+    asks: SideLevels,
+    by_id: FastMap<OrderId, Slot>,
+    by_client_id: FastMap<(UserId, ClientOrderId), OrderId>,
+    by_user: FastMap<UserId, UserOrders>,
+    len: usize,
+}
+
+impl OrderBook {
+    /// A book with room for `capacity` resting orders; every structure is allocated now.
+    ///
+    /// # Panics
+    /// If `capacity` does not fit the slot index type.
+    pub fn with_capacity(capacity: usize) -> Self {
+        assert!(capacity < NIL as usize, "book capacity {capacity} too large");
+        let empty_order = OrderNode {
+            order: RestingOrder {
+                order_id: OrderId::ZERO,
+                user_id: UserId::ZERO,
+                client_order_id: ClientOrderId::ZERO,
+                side: Side::Bid,
+                price: Ticks::ZERO,
+                quantity_lots: 0,
+                filled_lots: 0,
+                remaining_lots: 0,
+                reserved: 0,
+                self_trade_prevention: SelfTradePrevention::Allow,
+                post_only: false,
+            },
+            level: NIL,
+            prev: NIL,
+            next: NIL,
+            user_prev: NIL,
+            user_next: NIL,
+        };
+        let empty_level = Level { price: Ticks::ZERO, total_lots: 0, order_count: 0, head: NIL, tail: NIL };
+        Self {
+            orders: vec![empty_order; capacity],
+            // Popped from the end: slot 0 is used first.
+            free_orders: (0..capacity as Slot).rev().collect(),
+            levels: vec![empty_level; capacity],
+            free_levels: (0..capacity as Slot).rev().collect(),
+            bids: SideLevels { side: Side::Bid, sorted: Vec::with_capacity(capacity) },
+            asks: SideLevels { side: Side::Ask, sorted: Vec::with_capacity(capacity) },
+            by_id: new_map(capacity),
+            by_client_id: new_map(capacity),
+            by_user: new_map(1024),
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn side_levels(&self, side: Side) -> &SideLevels {
+        match side {
+            Side::Bid => &self.bids,
+            Side::Ask => &self.asks,
+        }
+    }
+
+    #[inline]
+    fn side_levels_mut(&mut self, side: Side) -> &mut SideLevels {
+        match side {
+            Side::Bid => &mut self.bids,
+            Side::Ask => &mut self.asks,
+        }
+    }
+
+    fn level_slot(&self, side: Side, price: Ticks) -> Option<Slot> {
+        let levels = self.side_levels(side);
+        levels.search(price).ok().map(|index| levels.sorted[index].1)
+    }
+
+    /// Checks the structural invariants listed in the module documentation.
+    ///
+    /// # Errors
+    /// A description of the first broken invariant.
+    pub fn check_structure(&self) -> Result<(), String> {
+        let mut seen = 0usize;
+        for levels in [&self.bids, &self.asks] {
+            for pair in levels.sorted.windows(2) {
+                if !levels.better(pair[1].0, pair[0].0) {
+                    return Err(format!("{:?} levels not strictly sorted: {:?}", levels.side, pair));
+                }
+            }
+            for &(price, slot) in &levels.sorted {
+                let level = &self.levels[slot as usize];
+                if level.price != price {
+                    return Err(format!("level slot {slot} price {:?} != index price {price:?}", level.price));
+                }
+                let (mut total, mut count, mut cursor, mut prev) = (0u64, 0u32, level.head, NIL);
+                while cursor != NIL {
+                    let node = &self.orders[cursor as usize];
+                    if node.prev != prev || node.level != slot {
+                        return Err(format!("broken level list at slot {cursor}"));
+                    }
+                    if node.order.remaining_lots == 0 || node.order.price != price || node.order.side != levels.side {
+                        return Err(format!("order {:?} misplaced or empty", node.order.order_id));
+                    }
+                    if self.by_id.get(&node.order.order_id) != Some(&cursor) {
+                        return Err(format!("order {:?} missing from id index", node.order.order_id));
+                    }
+                    total += node.order.remaining_lots;
+                    count += 1;
+                    prev = cursor;
+                    cursor = node.next;
+                }
+                if level.tail != prev || total != level.total_lots || count != level.order_count || count == 0 {
+                    return Err(format!("level {price:?} totals {total}/{count} disagree with {level:?}"));
+                }
+                seen += count as usize;
+            }
+        }
+        if seen != self.len || self.by_id.len() != self.len {
+            return Err(format!("order count {seen} / index {} / len {}", self.by_id.len(), self.len));
+        }
+        let client_ids = self
+            .by_id
+            .values()
+            .filter(|&&slot| self.orders[slot as usize].order.client_order_id != ClientOrderId::ZERO)
+            .count();
+        if client_ids != self.by_client_id.len() {
+            return Err(format!("client id index has {} entries, expected {client_ids}", self.by_client_id.len()));
+        }
+        let user_total: u32 = self.by_user.values().map(|u| u.count).sum();
+        if user_total as usize != self.len {
+            return Err(format!("user lists count {user_total}, book has {}", self.len));
+        }
+        Ok(())
+    }
+
+    fn unlink_from_level(&mut self, slot: Slot) {
+        let node = self.orders[slot as usize];
+        let level_slot = node.level;
+        if node.prev != NIL {
+            self.orders[node.prev as usize].next = node.next;
+        } else {
+            self.levels[level_slot as usize].head = node.next;
+        }
+        if node.next != NIL {
+            self.orders[node.next as usize].prev = node.prev;
+        } else {
+            self.levels[level_slot as usize].tail = node.prev;
+        }
+        let level = &mut self.levels[level_slot as usize];
+        level.total_lots -= node.order.remaining_lots;
+        level.order_count -= 1;
+        if level.order_count == 0 {
+            let price = level.price;
+            let side = node.order.side;
+            let levels = self.side_levels_mut(side);
+            if let Ok(index) = levels.search(price) {
+                levels.sorted.remove(index);
+            }
+            self.free_levels.push(level_slot);
+        }
+    }
+
+    fn unlink_from_user(&mut self, slot: Slot) {
+        let node = self.orders[slot as usize];
+        let user_id = node.order.user_id;
+        if node.user_prev != NIL {
+            self.orders[node.user_prev as usize].user_next = node.user_next;
+        }
+        if node.user_next != NIL {
+            self.orders[node.user_next as usize].user_prev = node.user_prev;
+        }
+        let mut emptied = false;
+        if let Some(list) = self.by_user.get_mut(&user_id) {
+            if list.head == slot {
+                list.head = node.user_next;
+            }
+            if list.tail == slot {
+                list.tail = node.user_prev;
+            }
+            list.count -= 1;
+            emptied = list.count == 0;
+        }
+        if emptied {
+            self.by_user.remove(&user_id);
+        }
+    }
+}
+
+impl Book for OrderBook {
+    #[inline]
+    fn best_price(&self, side: Side) -> Option<Ticks> {
+        self.side_levels(side).sorted.last().map(|&(price, _)| price)
+    }
+
+    #[inline]
+    fn front(&self, side: Side) -> Option<&RestingOrder> {
+        let &(_, level) = self.side_levels(side).sorted.last()?;
+        let head = self.levels[level as usize].head;
+        Some(&self.orders[head as usize].order)
+    }
+
+    #[inline]
+    fn get(&self, order_id: OrderId) -> Option<&RestingOrder> {
+        self.by_id.get(&order_id).map(|&slot| &self.orders[slot as usize].order)
+    }
+
+    #[inline]
+    fn find_client_order(&self, user_id: UserId, client_order_id: ClientOrderId) -> Option<OrderId> {
+        self.by_client_id.get(&(user_id, client_order_id)).copied()
+    }
+
+    #[inline]
+    fn open_orders_of(&self, user_id: UserId) -> usize {
+        self.by_user.get(&user_id).map_or(0, |list| list.count as usize)
+    }
+
+    #[inline]
+    fn has_capacity(&self) -> bool {
+        !self.free_orders.is_empty() && !self.free_levels.is_empty()
+    }
+
+    fn insert(&mut self, order: RestingOrder) -> Result<(), InsertError> {
+        debug_assert!(order.remaining_lots > 0);
+        if !self.has_capacity() {
+            return Err(InsertError::BookFull);
+        }
+        let slot = self.free_orders.pop().ok_or(InsertError::BookFull)?;
+        let level_slot = match self.level_slot(order.side, order.price) {
+            Some(level_slot) => level_slot,
+            None => {
+                let level_slot = self.free_levels.pop().ok_or(InsertError::BookFull)?;
+                self.levels[level_slot as usize] =
+                    Level { price: order.price, total_lots: 0, order_count: 0, head: NIL, tail: NIL };
+                let levels = self.side_levels_mut(order.side);
+                let index = levels.search(order.price).unwrap_err();
+                levels.sorted.insert(index, (order.price, level_slot));
+                level_slot
+            }
+        };
+        let level = &mut self.levels[level_slot as usize];
+        let prev = level.tail;
+        level.tail = slot;
+        if level.head == NIL {
+            level.head = slot;
+        }
+        level.total_lots += order.remaining_lots;
+        level.order_count += 1;
+        if prev != NIL {
+            self.orders[prev as usize].next = slot;
+        }
+
+        let user = self.by_user.entry(order.user_id).or_insert(UserOrders { head: NIL, tail: NIL, count: 0 });
+        let user_prev = user.tail;
+        user.tail = slot;
+        if user.head == NIL {
+            user.head = slot;
+        }
+        user.count += 1;
+        if user_prev != NIL {
+            self.orders[user_prev as usize].user_next = slot;
+        }
+
+        self.orders[slot as usize] = OrderNode { order, level: level_slot, prev, next: NIL, user_prev, user_next: NIL };
+        self.by_id.insert(order.order_id, slot);
+        if order.client_order_id != ClientOrderId::ZERO {
+            self.by_client_id.insert((order.user_id, order.client_order_id), order.order_id);
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    fn remove(&mut self, order_id: OrderId) -> Option<RestingOrder> {
+        let slot = self.by_id.remove(&order_id)?;
+        self.unlink_from_level(slot);
+        self.unlink_from_user(slot);
+        let order = self.orders[slot as usize].order;
+        if order.client_order_id != ClientOrderId::ZERO {
+            self.by_client_id.remove(&(order.user_id, order.client_order_id));
+        }
+        self.free_orders.push(slot);
+        self.len -= 1;
+        Some(order)
+    }
+
+    fn update_in_place(
+        &mut self,
+        order_id: OrderId,
+        quantity_lots: u64,
+        remaining_lots: u64,
+        filled_lots: u64,
+        reserved: u64,
+    ) {
+        debug_assert!(remaining_lots > 0);
+        let Some(&slot) = self.by_id.get(&order_id) else {
+            debug_assert!(false, "update of unknown order {order_id:?}");
+            return;
+        };
+        let node = &mut self.orders[slot as usize];
+        let before = node.order.remaining_lots;
+        node.order.quantity_lots = quantity_lots;
+        node.order.remaining_lots = remaining_lots;
+        node.order.filled_lots = filled_lots;
+        node.order.reserved = reserved;
+        let level = &mut self.levels[node.level as usize];
+        level.total_lots = level.total_lots - before + remaining_lots;
+    }
+
+    fn level(&self, side: Side, price: Ticks) -> Option<LevelSummary> {
+        let level = &self.levels[self.level_slot(side, price)? as usize];
+        Some(LevelSummary { price: level.price, total_lots: level.total_lots, order_count: level.order_count })
+    }
+
+    fn visit_in_priority(&self, side: Side, visit: &mut dyn FnMut(&RestingOrder) -> bool) {
+        for &(_, level_slot) in self.side_levels(side).sorted.iter().rev() {
+            let mut cursor = self.levels[level_slot as usize].head;
+            while cursor != NIL {
+                let node = &self.orders[cursor as usize];
+                if !visit(&node.order) {
+                    return;
+                }
+                cursor = node.next;
+            }
+        }
+    }
+
+    fn visit_levels(&self, side: Side, visit: &mut dyn FnMut(LevelSummary) -> bool) {
+        for &(_, level_slot) in self.side_levels(side).sorted.iter().rev() {
+            let level = &self.levels[level_slot as usize];
+            let summary =
+                LevelSummary { price: level.price, total_lots: level.total_lots, order_count: level.order_count };
+            if !visit(summary) {
+                return;
+            }
+        }
+    }
+
+    fn orders_of(&self, user_id: UserId, out: &mut Vec<OrderId>) {
+        let Some(list) = self.by_user.get(&user_id) else { return };
+        let mut cursor = list.head;
+        while cursor != NIL {
+            let node = &self.orders[cursor as usize];
+            out.push(node.order.order_id);
+            cursor = node.user_next;
+        }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn validate_structure(&self) -> Result<(), String> {
+        self.check_structure()
+    }
+}

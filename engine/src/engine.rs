@@ -1,0 +1,1002 @@
+//! The engine: command dispatch, order checks, matching and settlement.
+
+use crate::book::{Book, OrderBook, RestingOrder};
+use crate::config::{ConfigError, EngineConfig, EngineLimits, MarketSpec};
+use crate::hash::StateHasher;
+use crate::ledger::{Balance, Ledger, LedgerError};
+use codec::{
+    Amount, AssetId, BalanceChange, BalanceUpdate, BookLevelUpdate, CancelOrder, CancelReason, CancelReplace,
+    ClientOrderId, Command, Deposit, Event, ExpireReason, Fill, Lots, MarketId, MassCancel, NewOrder, OrderAccepted,
+    OrderCanceled, OrderCount, OrderExpired, OrderId, OrderRejected, OrderReplaced, OrderType, RejectReason, Reserved,
+    SelfTradePrevention, Sequence, Side, SideFilter, Ticks, TimeInForce, TimestampNs, TradeId, UserId, Withdraw,
+};
+
+/// What the sequencer stamps on a command: its position in the journal and the time it was
+/// accepted. The engine copies both into the events it emits and reads no clock of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandContext {
+    /// Global command sequence number.
+    pub sequence: Sequence,
+    /// Sequencer time.
+    pub timestamp_ns: TimestampNs,
+}
+
+impl CommandContext {
+    /// A context from plain integers.
+    pub fn new(sequence: u64, timestamp_ns: u64) -> Self {
+        Self { sequence: Sequence::new(sequence), timestamp_ns: TimestampNs::new(timestamp_ns) }
+    }
+}
+
+struct MarketState<B> {
+    spec: MarketSpec,
+    book: B,
+    next_trade_id: u64,
+}
+
+/// An incoming order while it matches.
+#[derive(Debug, Clone, Copy)]
+struct Taker {
+    order_id: OrderId,
+    user_id: UserId,
+    client_order_id: ClientOrderId,
+    side: Side,
+    /// Limit price; `None` for market orders.
+    limit: Option<u64>,
+    /// Total order quantity (0 for quote-quantity market buys).
+    quantity_lots: u64,
+    /// Still to fill; `None` when only the budget bounds it (quote-quantity market buys).
+    remaining_lots: Option<u64>,
+    filled_lots: u64,
+    /// Most quote (notional + fee) a market buy may spend.
+    budget: Option<u64>,
+    spent: u64,
+    self_trade_prevention: SelfTradePrevention,
+    time_in_force: TimeInForce,
+    post_only: bool,
+}
+
+/// Why matching stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MatchStop {
+    Filled,
+    PriceLimit,
+    NoLiquidity,
+    FundsExhausted,
+    SelfTrade,
+}
+
+/// The matching engine over books of type `B` (the fast [`OrderBook`] by default; tests also run
+/// it over a naive reference book and compare).
+pub struct Engine<B: Book = OrderBook> {
+    markets: Vec<MarketState<B>>,
+    ledger: Ledger,
+    next_order_id: u64,
+    limits: EngineLimits,
+    /// Reused buffer for mass cancels (capacity: the per-user open-order bound).
+    scratch_order_ids: Vec<OrderId>,
+}
+
+impl Engine<OrderBook> {
+    /// An engine with fast books, all memory for orders allocated now.
+    ///
+    /// # Errors
+    /// When the configuration is inconsistent.
+    pub fn new(config: &EngineConfig) -> Result<Self, ConfigError> {
+        Self::with_books(config, OrderBook::with_capacity)
+    }
+}
+
+type Outcome = Result<(), RejectReason>;
+
+impl<B: Book> Engine<B> {
+    /// An engine whose books are made by `make_book(capacity)`.
+    ///
+    /// # Errors
+    /// When the configuration is inconsistent.
+    pub fn with_books(config: &EngineConfig, mut make_book: impl FnMut(usize) -> B) -> Result<Self, ConfigError> {
+        let specs = config.validate()?;
+        let limits = config.limits;
+        Ok(Self {
+            markets: specs
+                .into_iter()
+                .map(|spec| MarketState { spec, book: make_book(limits.orders_per_market_max), next_trade_id: 1 })
+                .collect(),
+            ledger: Ledger::new(config.assets.len(), limits.accounts_expected),
+            next_order_id: 1,
+            limits,
+            scratch_order_ids: Vec::with_capacity(limits.open_orders_per_user_max),
+        })
+    }
+
+    /// Executes one command, appending its events to `out`. Either the command is rejected
+    /// (exactly one [`OrderRejected`] event, no state change) or it takes effect completely.
+    pub fn execute(&mut self, ctx: CommandContext, command: &Command, out: &mut Vec<Event>) {
+        let result = match command {
+            Command::NewOrder(m) => self.new_order(ctx, m, out),
+            Command::CancelOrder(m) => self.cancel_order(ctx, m, out),
+            Command::CancelReplace(m) => self.cancel_replace(ctx, m, out),
+            Command::MassCancel(m) => self.mass_cancel(ctx, m, out),
+            Command::Deposit(m) => self.deposit(ctx, m, out),
+            Command::Withdraw(m) => self.withdraw(ctx, m, out),
+        };
+        if let Err(reason) = result {
+            let (client_order_id, order_id, market_id) = match command {
+                Command::NewOrder(m) => (m.client_order_id, OrderId::ZERO, m.market_id),
+                Command::CancelOrder(m) => (m.client_order_id, m.order_id, m.market_id),
+                Command::CancelReplace(m) => (m.client_order_id, m.order_id, m.market_id),
+                Command::MassCancel(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
+                Command::Deposit(_) | Command::Withdraw(_) => (ClientOrderId::ZERO, OrderId::ZERO, MarketId::ZERO),
+            };
+            out.push(Event::OrderRejected(OrderRejected {
+                sequence: ctx.sequence,
+                timestamp_ns: ctx.timestamp_ns,
+                user_id: command.user_id(),
+                client_order_id,
+                order_id,
+                market_id,
+                reason: reason.into(),
+                command_template_id: command.template_id().into(),
+            }));
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Queries
+    // ------------------------------------------------------------------------------------------
+
+    /// A user's balance of an asset.
+    pub fn balance(&self, user_id: UserId, asset: AssetId) -> Balance {
+        self.ledger.balance(user_id, asset)
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The book of a market.
+    pub fn book(&self, market_id: MarketId) -> Option<&B> {
+        self.market_index(market_id).map(|i| &self.markets[i].book)
+    }
+
+    /// Number of markets (ids 1..=count).
+    pub fn market_count(&self) -> usize {
+        self.markets.len()
+    }
+
+    /// The id the next accepted order will get.
+    pub fn next_order_id(&self) -> OrderId {
+        OrderId::new(self.next_order_id)
+    }
+
+    /// A hash of the complete engine state (books in priority order with every order field,
+    /// balances in account order, fees, flows, id counters). Equal states have equal hashes on
+    /// any platform and run.
+    pub fn state_hash(&self) -> u64 {
+        let mut hasher = StateHasher::default();
+        hasher.u64(self.next_order_id);
+        for market in &self.markets {
+            hasher.u64(market.next_trade_id);
+            for side in [Side::Bid, Side::Ask] {
+                hasher.u64(market.book.len() as u64);
+                market.book.visit_in_priority(side, &mut |order| {
+                    hash_order(&mut hasher, order);
+                    true
+                });
+            }
+        }
+        self.ledger.hash_into(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Checks every book and ledger invariant: books not crossed and internally consistent,
+    /// each order's reservation exact, each user's locked balance equal to the sum of their
+    /// orders' reservations, conservation of every asset, per-user order bounds.
+    ///
+    /// # Errors
+    /// A description of the first broken invariant.
+    pub fn validate(&self) -> Result<(), String> {
+        use std::collections::BTreeMap;
+        let mut locked_by_orders: BTreeMap<(UserId, AssetId), u128> = BTreeMap::new();
+        let mut open_by_user: BTreeMap<(MarketId, UserId), usize> = BTreeMap::new();
+        for market in &self.markets {
+            let spec = &market.spec;
+            let symbol = &spec.config.symbol;
+            market.book.validate_structure().map_err(|e| format!("{symbol}: {e}"))?;
+            if let (Some(bid), Some(ask)) = (market.book.best_price(Side::Bid), market.book.best_price(Side::Ask))
+                && bid >= ask
+            {
+                return Err(format!("{symbol}: book crossed at rest: bid {bid:?} >= ask {ask:?}"));
+            }
+            let mut problem = None;
+            for side in [Side::Bid, Side::Ask] {
+                market.book.visit_in_priority(side, &mut |order| {
+                    let expected = match order.side {
+                        Side::Bid => spec.bid_reservation(order.price.get(), order.remaining_lots),
+                        Side::Ask => spec.base_amount(order.remaining_lots),
+                    };
+                    if order.remaining_lots == 0
+                        || order.filled_lots + order.remaining_lots != order.quantity_lots
+                        || expected != Some(order.reserved)
+                    {
+                        problem =
+                            Some(format!("{symbol}: order state wrong: {order:?}, expected reservation {expected:?}"));
+                        return false;
+                    }
+                    let asset = match order.side {
+                        Side::Bid => spec.config.quote,
+                        Side::Ask => spec.config.base,
+                    };
+                    *locked_by_orders.entry((order.user_id, asset)).or_default() += u128::from(order.reserved);
+                    *open_by_user.entry((spec.config.id, order.user_id)).or_default() += 1;
+                    true
+                });
+            }
+            if let Some(problem) = problem {
+                return Err(problem);
+            }
+        }
+        if let Some(((market, user), count)) =
+            open_by_user.iter().find(|&(_, &count)| count > self.limits.open_orders_per_user_max)
+        {
+            return Err(format!("user {user} has {count} open orders on market {market}"));
+        }
+        let mut problem = None;
+        self.ledger.visit_balances(&mut |user, asset, balance| {
+            let expected = locked_by_orders.remove(&(user, asset)).unwrap_or(0);
+            if u128::from(balance.locked) != expected && problem.is_none() {
+                problem = Some(format!(
+                    "user {user} asset {asset}: locked {} != order reservations {expected}",
+                    balance.locked
+                ));
+            }
+        });
+        if let Some(problem) = problem {
+            return Err(problem);
+        }
+        if let Some(((user, asset), amount)) = locked_by_orders.into_iter().next() {
+            return Err(format!("user {user} asset {asset}: orders reserve {amount} but no account"));
+        }
+        self.ledger.check_conservation()
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Commands
+    // ------------------------------------------------------------------------------------------
+
+    fn market_index(&self, market_id: MarketId) -> Option<usize> {
+        let index = (market_id.get() as usize).checked_sub(1)?;
+        (index < self.markets.len()).then_some(index)
+    }
+
+    fn new_order(&mut self, ctx: CommandContext, m: &NewOrder, out: &mut Vec<Event>) -> Outcome {
+        let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
+        let invalid = |_| RejectReason::InvalidEnumValue;
+        let side = m.side.get().map_err(invalid)?;
+        let order_type = m.order_type.get().map_err(invalid)?;
+        let time_in_force = m.time_in_force.get().map_err(invalid)?;
+        let self_trade_prevention = m.self_trade_prevention.get().map_err(invalid)?;
+        let post_only = bool::from(m.post_only.get().map_err(invalid)?);
+        let market = &self.markets[mi];
+        let spec = &market.spec;
+        let config = &spec.config;
+        let (price, quantity, quote_quantity) = (m.price_ticks.get(), m.quantity_lots.get(), m.quote_quantity.get());
+
+        // Shape of the order.
+        match order_type {
+            OrderType::Limit => {
+                if quote_quantity != 0 {
+                    return Err(RejectReason::InvalidOrderType);
+                }
+                if price == 0 || price > config.max_price_ticks {
+                    return Err(RejectReason::InvalidPrice);
+                }
+                if quantity == 0 {
+                    return Err(RejectReason::InvalidQuantity);
+                }
+                if post_only && time_in_force != TimeInForce::Gtc {
+                    return Err(RejectReason::InvalidTimeInForce);
+                }
+            }
+            OrderType::Market => {
+                if price != 0 || post_only || (quantity != 0 && quote_quantity != 0) {
+                    return Err(RejectReason::InvalidOrderType);
+                }
+                if quote_quantity != 0 && side == Side::Ask {
+                    return Err(RejectReason::InvalidOrderType);
+                }
+                if quantity == 0 && quote_quantity == 0 {
+                    return Err(RejectReason::InvalidQuantity);
+                }
+                if quote_quantity != 0 && time_in_force == TimeInForce::Fok {
+                    return Err(RejectReason::InvalidTimeInForce);
+                }
+            }
+        }
+        if quantity != 0 {
+            if quantity < config.min_quantity_lots {
+                return Err(RejectReason::QuantityBelowMinimum);
+            }
+            if quantity > config.max_quantity_lots {
+                return Err(RejectReason::QuantityAboveMaximum);
+            }
+        }
+        let minimum_value = match order_type {
+            OrderType::Limit => spec.notional(price, quantity).ok_or(RejectReason::ArithmeticOverflow)?,
+            OrderType::Market if quote_quantity != 0 => quote_quantity,
+            OrderType::Market => u64::MAX, // price unknown until it trades
+        };
+        if minimum_value < config.min_notional {
+            return Err(RejectReason::NotionalBelowMinimum);
+        }
+        let client_order_id = m.client_order_id;
+        if client_order_id != ClientOrderId::ZERO && market.book.find_client_order(m.user_id, client_order_id).is_some()
+        {
+            return Err(RejectReason::DuplicateClientOrderId);
+        }
+        let may_rest = order_type == OrderType::Limit && time_in_force == TimeInForce::Gtc;
+        if may_rest {
+            if market.book.open_orders_of(m.user_id) >= self.limits.open_orders_per_user_max {
+                return Err(RejectReason::TooManyOpenOrders);
+            }
+            if !market.book.has_capacity() {
+                return Err(RejectReason::BookFull);
+            }
+        }
+
+        // Funds: the whole order must be affordable at its limit (takers pay from available).
+        let (base, quote) = (config.base, config.quote);
+        let budget = match (order_type, side) {
+            (OrderType::Limit, Side::Bid) => {
+                let needed = spec.bid_reservation(price, quantity).ok_or(RejectReason::ArithmeticOverflow)?;
+                if self.ledger.get(m.user_id, quote).available < needed {
+                    return Err(RejectReason::InsufficientBalance);
+                }
+                None
+            }
+            (_, Side::Ask) => {
+                let needed = spec.base_amount(quantity).ok_or(RejectReason::ArithmeticOverflow)?;
+                if self.ledger.get(m.user_id, base).available < needed {
+                    return Err(RejectReason::InsufficientBalance);
+                }
+                None
+            }
+            (OrderType::Market, Side::Bid) => {
+                let available = self.ledger.get(m.user_id, quote).available;
+                if available == 0 || available < quote_quantity {
+                    return Err(RejectReason::InsufficientBalance);
+                }
+                Some(if quote_quantity != 0 { quote_quantity } else { available })
+            }
+        };
+
+        let opposite = side.opposite();
+        match order_type {
+            OrderType::Limit => {
+                if post_only && market.book.best_price(opposite).is_some_and(|best| crosses(side, price, best.get())) {
+                    return Err(RejectReason::PostOnlyWouldTake);
+                }
+            }
+            OrderType::Market => {
+                if market.book.best_price(opposite).is_none() {
+                    return Err(RejectReason::NoLiquidity);
+                }
+            }
+        }
+        let mut taker = Taker {
+            order_id: OrderId::new(self.next_order_id),
+            user_id: m.user_id,
+            client_order_id,
+            side,
+            limit: (order_type == OrderType::Limit).then_some(price),
+            quantity_lots: quantity,
+            remaining_lots: (quantity != 0).then_some(quantity),
+            filled_lots: 0,
+            budget,
+            spent: 0,
+            self_trade_prevention,
+            time_in_force,
+            post_only,
+        };
+        if time_in_force == TimeInForce::Fok {
+            self.check_fill_or_kill(mi, &taker)?;
+        }
+
+        // Accepted: from here on the command takes effect.
+        self.next_order_id += 1;
+        out.push(Event::OrderAccepted(OrderAccepted {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: m.user_id,
+            order_id: taker.order_id,
+            client_order_id,
+            price_ticks: m.price_ticks,
+            quantity_lots: m.quantity_lots,
+            quote_quantity: m.quote_quantity,
+            market_id: m.market_id,
+            side: m.side,
+            order_type: m.order_type,
+            time_in_force: m.time_in_force,
+            self_trade_prevention: m.self_trade_prevention,
+            post_only: m.post_only,
+            reserved: Reserved::ZERO,
+        }));
+        let stop = self.match_taker(ctx, mi, &mut taker, out);
+        self.finish_taker(ctx, mi, &taker, stop, out);
+        Ok(())
+    }
+
+    fn cancel_order(&mut self, ctx: CommandContext, m: &CancelOrder, out: &mut Vec<Event>) -> Outcome {
+        let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
+        let order_id = self.find_own_order(mi, m.user_id, m.order_id, m.client_order_id)?;
+        self.cancel_resting(ctx, mi, order_id, CancelReason::UserRequested, out);
+        Ok(())
+    }
+
+    fn mass_cancel(&mut self, ctx: CommandContext, m: &MassCancel, out: &mut Vec<Event>) -> Outcome {
+        let filter = m.side.get().map_err(|_| RejectReason::InvalidEnumValue)?;
+        let markets = if m.market_id == MarketId::ZERO {
+            0..self.markets.len()
+        } else {
+            let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
+            mi..mi + 1
+        };
+        let mut ids = core::mem::take(&mut self.scratch_order_ids);
+        for mi in markets {
+            ids.clear();
+            self.markets[mi].book.orders_of(m.user_id, &mut ids);
+            for &order_id in &ids {
+                let side = self.markets[mi].book.get(order_id).map(|o| o.side);
+                let wanted = match (filter, side) {
+                    (_, None) => false,
+                    (SideFilter::Both, Some(_)) => true,
+                    (SideFilter::Bid, Some(side)) => side == Side::Bid,
+                    (SideFilter::Ask, Some(side)) => side == Side::Ask,
+                };
+                if wanted {
+                    self.cancel_resting(ctx, mi, order_id, CancelReason::MassCancel, out);
+                }
+            }
+        }
+        ids.clear();
+        self.scratch_order_ids = ids;
+        Ok(())
+    }
+
+    fn cancel_replace(&mut self, ctx: CommandContext, m: &CancelReplace, out: &mut Vec<Event>) -> Outcome {
+        let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
+        let order_id = self.find_own_order(mi, m.user_id, m.order_id, m.client_order_id)?;
+        let market = &self.markets[mi];
+        let spec = &market.spec;
+        let config = &spec.config;
+        let order = *market.book.get(order_id).ok_or(RejectReason::UnknownOrder)?;
+        let new_price = if m.new_price_ticks.get() == 0 { order.price.get() } else { m.new_price_ticks.get() };
+        let new_quantity = if m.new_quantity_lots.get() == 0 { order.quantity_lots } else { m.new_quantity_lots.get() };
+        if new_price > config.max_price_ticks {
+            return Err(RejectReason::InvalidPrice);
+        }
+        if new_quantity > config.max_quantity_lots {
+            return Err(RejectReason::QuantityAboveMaximum);
+        }
+        if new_quantity < config.min_quantity_lots {
+            return Err(RejectReason::QuantityBelowMinimum);
+        }
+        if (new_price == order.price.get() && new_quantity == order.quantity_lots) || new_quantity <= order.filled_lots
+        {
+            return Err(RejectReason::InvalidReplace);
+        }
+        if spec.notional(new_price, new_quantity).ok_or(RejectReason::ArithmeticOverflow)? < config.min_notional {
+            return Err(RejectReason::NotionalBelowMinimum);
+        }
+        let opposite = order.side.opposite();
+        let would_cross =
+            market.book.best_price(opposite).is_some_and(|best| crosses(order.side, new_price, best.get()));
+        if order.post_only && would_cross {
+            return Err(RejectReason::PostOnlyWouldTake);
+        }
+        let remaining = new_quantity - order.filled_lots;
+        let (asset, reservation) = match order.side {
+            Side::Bid => (config.quote, spec.bid_reservation(new_price, remaining)),
+            Side::Ask => (config.base, spec.base_amount(remaining)),
+        };
+        let reservation = reservation.ok_or(RejectReason::ArithmeticOverflow)?;
+        let available = self.ledger.get(m.user_id, asset).available;
+        if reservation > order.reserved && reservation - order.reserved > available {
+            return Err(RejectReason::InsufficientBalance);
+        }
+
+        let priority_kept = new_price == order.price.get() && new_quantity < order.quantity_lots;
+        let replaced = |remaining_lots: u64| {
+            Event::OrderReplaced(OrderReplaced {
+                sequence: ctx.sequence,
+                timestamp_ns: ctx.timestamp_ns,
+                user_id: order.user_id,
+                order_id,
+                client_order_id: order.client_order_id,
+                price_ticks: Ticks::new(new_price),
+                quantity_lots: Lots::new(new_quantity),
+                filled_lots: Lots::new(order.filled_lots),
+                remaining_lots: Lots::new(remaining_lots),
+                market_id: m.market_id,
+                side: order.side.into(),
+                priority_kept: priority_kept.into(),
+                reserved: Reserved::ZERO,
+            })
+        };
+        if priority_kept {
+            // A pure reduction: stays in place; the freed reservation goes back to available.
+            let released = order.reserved - reservation;
+            let book = &mut self.markets[mi].book;
+            book.update_in_place(order_id, new_quantity, remaining, order.filled_lots, reservation);
+            out.push(replaced(remaining));
+            self.emit_level(ctx, mi, order.side, order.price.get(), out);
+            let balance = self.ledger.unlock(order.user_id, asset, released).expect("reservation held in locked");
+            self.emit_balance(ctx, order.user_id, asset, balance, BalanceChange::OrderReleased, out);
+            return Ok(());
+        }
+
+        // Loses priority: leave the book, release the old reservation, then trade and/or rest at
+        // the new price like a new GTC order (funds for that were checked above).
+        self.markets[mi].book.remove(order_id);
+        out.push(replaced(remaining));
+        self.emit_level(ctx, mi, order.side, order.price.get(), out);
+        let balance = self.ledger.unlock(order.user_id, asset, order.reserved).expect("reservation held in locked");
+        self.emit_balance(ctx, order.user_id, asset, balance, BalanceChange::OrderReleased, out);
+        let mut taker = Taker {
+            order_id,
+            user_id: order.user_id,
+            client_order_id: order.client_order_id,
+            side: order.side,
+            limit: Some(new_price),
+            quantity_lots: new_quantity,
+            remaining_lots: Some(remaining),
+            filled_lots: order.filled_lots,
+            budget: None,
+            spent: 0,
+            self_trade_prevention: order.self_trade_prevention,
+            time_in_force: TimeInForce::Gtc,
+            post_only: order.post_only,
+        };
+        let stop = if would_cross { self.match_taker(ctx, mi, &mut taker, out) } else { MatchStop::PriceLimit };
+        self.finish_taker(ctx, mi, &taker, stop, out);
+        Ok(())
+    }
+
+    fn deposit(&mut self, ctx: CommandContext, m: &Deposit, out: &mut Vec<Event>) -> Outcome {
+        self.check_asset(m.asset_id, m.amount)?;
+        let balance = self.ledger.deposit(m.user_id, m.asset_id, m.amount.get()).map_err(|e| match e {
+            LedgerError::Overflow => RejectReason::ArithmeticOverflow,
+            LedgerError::Insufficient => RejectReason::InsufficientBalance,
+        })?;
+        self.emit_balance(ctx, m.user_id, m.asset_id, balance, BalanceChange::Deposit, out);
+        Ok(())
+    }
+
+    fn withdraw(&mut self, ctx: CommandContext, m: &Withdraw, out: &mut Vec<Event>) -> Outcome {
+        self.check_asset(m.asset_id, m.amount)?;
+        let balance = self
+            .ledger
+            .withdraw(m.user_id, m.asset_id, m.amount.get())
+            .map_err(|_| RejectReason::InsufficientBalance)?;
+        self.emit_balance(ctx, m.user_id, m.asset_id, balance, BalanceChange::Withdrawal, out);
+        Ok(())
+    }
+
+    fn check_asset(&self, asset: AssetId, amount: Amount) -> Outcome {
+        if asset.get() as usize >= self.ledger.asset_count() {
+            return Err(RejectReason::UnknownAsset);
+        }
+        if amount.get() == 0 {
+            return Err(RejectReason::AmountZero);
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Matching
+    // ------------------------------------------------------------------------------------------
+
+    /// Finds the caller's own open order by id or client id.
+    fn find_own_order(
+        &self,
+        mi: usize,
+        user_id: UserId,
+        order_id: OrderId,
+        client_order_id: ClientOrderId,
+    ) -> Result<OrderId, RejectReason> {
+        let book = &self.markets[mi].book;
+        if order_id != OrderId::ZERO {
+            let order = book.get(order_id).ok_or(RejectReason::UnknownOrder)?;
+            if order.user_id != user_id {
+                return Err(RejectReason::NotOrderOwner);
+            }
+            Ok(order_id)
+        } else if client_order_id != ClientOrderId::ZERO {
+            book.find_client_order(user_id, client_order_id).ok_or(RejectReason::UnknownOrder)
+        } else {
+            Err(RejectReason::UnknownOrder)
+        }
+    }
+
+    /// Dry run of a fill-or-kill order: would it fill completely right now? Mirrors
+    /// [`Self::match_taker`] without changing anything.
+    fn check_fill_or_kill(&self, mi: usize, taker: &Taker) -> Outcome {
+        let market = &self.markets[mi];
+        let spec = &market.spec;
+        let Some(mut needed) = taker.remaining_lots else { return Err(RejectReason::InvalidTimeInForce) };
+        let mut budget_left = taker.budget;
+        let mut self_trade = false;
+        market.book.visit_in_priority(taker.side.opposite(), &mut |maker| {
+            if taker.limit.is_some_and(|limit| !crosses(taker.side, limit, maker.price.get())) {
+                return false;
+            }
+            if maker.user_id == taker.user_id {
+                match taker.self_trade_prevention {
+                    SelfTradePrevention::Allow => {}
+                    SelfTradePrevention::RejectMaker => return true,
+                    SelfTradePrevention::RejectTaker | SelfTradePrevention::RejectBoth => {
+                        self_trade = true;
+                        return false;
+                    }
+                }
+            }
+            let mut lots = needed.min(maker.remaining_lots);
+            if let Some(left) = budget_left.as_mut() {
+                lots = lots.min(affordable_lots(spec, maker.price.get(), *left, lots));
+                *left -= taker_cost(spec, maker.price.get(), lots);
+                if lots == 0 {
+                    return false;
+                }
+            }
+            needed -= lots;
+            needed > 0
+        });
+        match (needed, self_trade) {
+            (0, _) => Ok(()),
+            (_, true) => Err(RejectReason::SelfTradePrevented),
+            (_, false) => Err(RejectReason::FillOrKillNotFillable),
+        }
+    }
+
+    /// Matches a taker against the opposite side until it fills, stops crossing, runs out of
+    /// liquidity or funds, or self-trade prevention stops it.
+    fn match_taker(&mut self, ctx: CommandContext, mi: usize, taker: &mut Taker, out: &mut Vec<Event>) -> MatchStop {
+        let opposite = taker.side.opposite();
+        loop {
+            if taker.remaining_lots == Some(0) {
+                return MatchStop::Filled;
+            }
+            let market = &self.markets[mi];
+            let Some(&maker) = market.book.front(opposite) else { return MatchStop::NoLiquidity };
+            if taker.limit.is_some_and(|limit| !crosses(taker.side, limit, maker.price.get())) {
+                return MatchStop::PriceLimit;
+            }
+            if maker.user_id == taker.user_id {
+                match taker.self_trade_prevention {
+                    SelfTradePrevention::Allow => {}
+                    SelfTradePrevention::RejectMaker => {
+                        self.cancel_resting(ctx, mi, maker.order_id, CancelReason::SelfTradePrevention, out);
+                        continue;
+                    }
+                    SelfTradePrevention::RejectTaker => return MatchStop::SelfTrade,
+                    SelfTradePrevention::RejectBoth => {
+                        self.cancel_resting(ctx, mi, maker.order_id, CancelReason::SelfTradePrevention, out);
+                        return MatchStop::SelfTrade;
+                    }
+                }
+            }
+            let mut lots = taker.remaining_lots.unwrap_or(u64::MAX).min(maker.remaining_lots);
+            if let Some(budget) = taker.budget {
+                lots = affordable_lots(&market.spec, maker.price.get(), budget - taker.spent, lots);
+                if lots == 0 {
+                    return MatchStop::FundsExhausted;
+                }
+            }
+            self.settle_fill(ctx, mi, taker, &maker, lots, out);
+        }
+    }
+
+    /// Settles one fill of `lots` at the maker's price: moves base and quote between the two
+    /// users, charges both fees, updates or removes the maker and emits the events.
+    fn settle_fill(
+        &mut self,
+        ctx: CommandContext,
+        mi: usize,
+        taker: &mut Taker,
+        maker: &RestingOrder,
+        lots: u64,
+        out: &mut Vec<Event>,
+    ) {
+        let market = &mut self.markets[mi];
+        let spec = &market.spec;
+        let (base, quote) = (spec.config.base, spec.config.quote);
+        let price = maker.price.get();
+        // Bounded by the configuration check: price and quantity within their maxima.
+        let notional = spec.notional(price, lots).expect("notional bounded by market limits");
+        let base_amount = spec.base_amount(lots).expect("quantity bounded by market limits");
+        let maker_fee = MarketSpec::fee(notional, spec.config.maker_fee_ppm);
+        let taker_fee = MarketSpec::fee(notional, spec.config.taker_fee_ppm);
+        let trade_id = market.next_trade_id;
+        market.next_trade_id += 1;
+
+        let maker_remaining = maker.remaining_lots - lots;
+        let maker_filled = maker.filled_lots + lots;
+        // What the maker's reservation still has to cover after this fill.
+        let (maker_spent, maker_required) = match maker.side {
+            Side::Bid => (
+                notional + maker_fee,
+                spec.bid_reservation(price, maker_remaining).expect("bounded by the original reservation"),
+            ),
+            Side::Ask => (base_amount, spec.base_amount(maker_remaining).expect("bounded")),
+        };
+        let maker_reserved_after = maker.reserved - maker_spent;
+        let maker_release = maker_reserved_after - maker_required;
+
+        const INVARIANT: &str = "funds checked before matching";
+        let ledger = &mut self.ledger;
+        match taker.side {
+            Side::Bid => {
+                ledger.spend_available(taker.user_id, quote, notional + taker_fee).expect(INVARIANT);
+                ledger.credit(taker.user_id, base, base_amount);
+                ledger.spend_locked(maker.user_id, base, base_amount).expect(INVARIANT);
+                ledger.credit(maker.user_id, quote, notional - maker_fee);
+                taker.spent += notional + taker_fee;
+            }
+            Side::Ask => {
+                ledger.spend_available(taker.user_id, base, base_amount).expect(INVARIANT);
+                ledger.credit(taker.user_id, quote, notional - taker_fee);
+                ledger.spend_locked(maker.user_id, quote, notional + maker_fee).expect(INVARIANT);
+                ledger.credit(maker.user_id, base, base_amount);
+            }
+        }
+        let maker_asset = match maker.side {
+            Side::Bid => quote,
+            Side::Ask => base,
+        };
+        if maker_release > 0 {
+            ledger.unlock(maker.user_id, maker_asset, maker_release).expect(INVARIANT);
+        }
+        ledger.collect_fee(quote, maker_fee + taker_fee);
+        if maker_remaining == 0 {
+            market.book.remove(maker.order_id);
+        } else {
+            market.book.update_in_place(
+                maker.order_id,
+                maker.quantity_lots,
+                maker_remaining,
+                maker_filled,
+                maker_required,
+            );
+        }
+        taker.filled_lots += lots;
+        if let Some(remaining) = taker.remaining_lots.as_mut() {
+            *remaining -= lots;
+        }
+
+        out.push(Event::Fill(Fill {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            trade_id: TradeId::new(trade_id),
+            price_ticks: maker.price,
+            quantity_lots: Lots::new(lots),
+            quote_amount: Amount::new(notional),
+            maker_user_id: maker.user_id,
+            maker_order_id: maker.order_id,
+            maker_client_order_id: maker.client_order_id,
+            maker_remaining_lots: Lots::new(maker_remaining),
+            maker_fee: Amount::new(maker_fee),
+            taker_user_id: taker.user_id,
+            taker_order_id: taker.order_id,
+            taker_client_order_id: taker.client_order_id,
+            taker_remaining_lots: Lots::new(taker.remaining_lots.unwrap_or(0)),
+            taker_fee: Amount::new(taker_fee),
+            market_id: spec.config.id,
+            taker_side: taker.side.into(),
+            reserved: Reserved::ZERO,
+        }));
+        for (user, asset) in
+            [(taker.user_id, quote), (taker.user_id, base), (maker.user_id, quote), (maker.user_id, base)]
+        {
+            let balance = self.ledger.get(user, asset);
+            self.emit_balance(ctx, user, asset, balance, BalanceChange::Trade, out);
+        }
+        self.emit_level(ctx, mi, maker.side, price, out);
+    }
+
+    /// After matching: rest a GTC remainder, or expire / cancel what is left.
+    fn finish_taker(&mut self, ctx: CommandContext, mi: usize, taker: &Taker, stop: MatchStop, out: &mut Vec<Event>) {
+        let remaining = taker.remaining_lots.unwrap_or(0);
+        let expire = |reason: ExpireReason| {
+            Event::OrderExpired(OrderExpired {
+                sequence: ctx.sequence,
+                timestamp_ns: ctx.timestamp_ns,
+                user_id: taker.user_id,
+                order_id: taker.order_id,
+                client_order_id: taker.client_order_id,
+                filled_lots: Lots::new(taker.filled_lots),
+                expired_lots: Lots::new(remaining),
+                market_id: self.markets[mi].spec.config.id,
+                side: taker.side.into(),
+                reason: reason.into(),
+                reserved: Reserved::ZERO,
+            })
+        };
+        match stop {
+            MatchStop::Filled => {}
+            MatchStop::SelfTrade => {
+                out.push(Event::OrderCanceled(OrderCanceled {
+                    sequence: ctx.sequence,
+                    timestamp_ns: ctx.timestamp_ns,
+                    user_id: taker.user_id,
+                    order_id: taker.order_id,
+                    client_order_id: taker.client_order_id,
+                    filled_lots: Lots::new(taker.filled_lots),
+                    canceled_lots: Lots::new(remaining),
+                    market_id: self.markets[mi].spec.config.id,
+                    side: taker.side.into(),
+                    reason: CancelReason::SelfTradePrevention.into(),
+                    reserved: Reserved::ZERO,
+                }));
+            }
+            MatchStop::FundsExhausted => out.push(expire(ExpireReason::FundsExhausted)),
+            MatchStop::PriceLimit | MatchStop::NoLiquidity => match (taker.limit, taker.time_in_force) {
+                (Some(price), TimeInForce::Gtc) => self.rest(ctx, mi, taker, price, out),
+                (Some(_), _) => out.push(expire(ExpireReason::ImmediateOrCancel)),
+                (None, _) => out.push(expire(ExpireReason::NoLiquidity)),
+            },
+        }
+    }
+
+    /// Puts a GTC remainder on the book and locks its reservation.
+    fn rest(&mut self, ctx: CommandContext, mi: usize, taker: &Taker, price: u64, out: &mut Vec<Event>) {
+        let market = &mut self.markets[mi];
+        let spec = &market.spec;
+        let remaining = taker.remaining_lots.unwrap_or(0);
+        let (asset, reserved) = match taker.side {
+            Side::Bid => (spec.config.quote, spec.bid_reservation(price, remaining)),
+            Side::Ask => (spec.config.base, spec.base_amount(remaining)),
+        };
+        let reserved = reserved.expect("bounded by market limits");
+        const INVARIANT: &str = "funds and capacity checked before acceptance";
+        let balance = self.ledger.lock(taker.user_id, asset, reserved).expect(INVARIANT);
+        market
+            .book
+            .insert(RestingOrder {
+                order_id: taker.order_id,
+                user_id: taker.user_id,
+                client_order_id: taker.client_order_id,
+                side: taker.side,
+                price: Ticks::new(price),
+                quantity_lots: taker.quantity_lots,
+                filled_lots: taker.filled_lots,
+                remaining_lots: remaining,
+                reserved,
+                self_trade_prevention: taker.self_trade_prevention,
+                post_only: taker.post_only,
+            })
+            .expect(INVARIANT);
+        self.emit_balance(ctx, taker.user_id, asset, balance, BalanceChange::OrderLocked, out);
+        self.emit_level(ctx, mi, taker.side, price, out);
+    }
+
+    /// Removes a resting order, releases its reservation and emits the events.
+    fn cancel_resting(
+        &mut self,
+        ctx: CommandContext,
+        mi: usize,
+        order_id: OrderId,
+        reason: CancelReason,
+        out: &mut Vec<Event>,
+    ) {
+        let market = &mut self.markets[mi];
+        let Some(order) = market.book.remove(order_id) else { return };
+        let asset = match order.side {
+            Side::Bid => market.spec.config.quote,
+            Side::Ask => market.spec.config.base,
+        };
+        let market_id = market.spec.config.id;
+        let balance = self.ledger.unlock(order.user_id, asset, order.reserved).expect("reservation held in locked");
+        out.push(Event::OrderCanceled(OrderCanceled {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: order.user_id,
+            order_id,
+            client_order_id: order.client_order_id,
+            filled_lots: Lots::new(order.filled_lots),
+            canceled_lots: Lots::new(order.remaining_lots),
+            market_id,
+            side: order.side.into(),
+            reason: reason.into(),
+            reserved: Reserved::ZERO,
+        }));
+        self.emit_level(ctx, mi, order.side, order.price.get(), out);
+        self.emit_balance(ctx, order.user_id, asset, balance, BalanceChange::OrderReleased, out);
+    }
+
+    fn emit_level(&self, ctx: CommandContext, mi: usize, side: Side, price: u64, out: &mut Vec<Event>) {
+        let market = &self.markets[mi];
+        let (total, count) =
+            market.book.level(side, Ticks::new(price)).map_or((0, 0), |level| (level.total_lots, level.order_count));
+        out.push(Event::BookLevelUpdate(BookLevelUpdate {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            price_ticks: Ticks::new(price),
+            quantity_lots: Lots::new(total),
+            order_count: OrderCount::new(count),
+            market_id: market.spec.config.id,
+            side: side.into(),
+            reserved: Reserved::ZERO,
+        }));
+    }
+
+    fn emit_balance(
+        &self,
+        ctx: CommandContext,
+        user_id: UserId,
+        asset: AssetId,
+        balance: Balance,
+        reason: BalanceChange,
+        out: &mut Vec<Event>,
+    ) {
+        out.push(Event::BalanceUpdate(BalanceUpdate {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id,
+            available: Amount::new(balance.available),
+            locked: Amount::new(balance.locked),
+            asset_id: asset,
+            reason: reason.into(),
+            reserved: Reserved::ZERO,
+        }));
+    }
+}
+
+/// Whether a `side` order at `limit` trades against a resting order at `resting`.
+#[inline]
+fn crosses(side: Side, limit: u64, resting: u64) -> bool {
+    match side {
+        Side::Bid => limit >= resting,
+        Side::Ask => limit <= resting,
+    }
+}
+
+/// What a taker buy pays for `lots` at `price`: notional plus taker fee.
+#[inline]
+fn taker_cost(spec: &MarketSpec, price: u64, lots: u64) -> u64 {
+    let notional = spec.notional(price, lots).expect("bounded by market limits");
+    notional + MarketSpec::fee(notional, spec.config.taker_fee_ppm)
+}
+
+/// The most lots (at most `max_lots`) a taker buy can pay for at `price` with `budget`.
+fn affordable_lots(spec: &MarketSpec, price: u64, budget: u64, max_lots: u64) -> u64 {
+    let per_lot = u128::from(price) * u128::from(spec.quote_per_tick_lot);
+    let per_lot_with_fee =
+        per_lot * u128::from(crate::config::FEE_PPM_DENOMINATOR + u64::from(spec.config.taker_fee_ppm));
+    // Lower bound: the exact cost with an unrounded fee is <= budget.
+    let estimate = u128::from(budget) * u128::from(crate::config::FEE_PPM_DENOMINATOR) / per_lot_with_fee;
+    let mut lots = u64::try_from(estimate).unwrap_or(u64::MAX).min(max_lots);
+    // The rounded-down fee can make one more lot affordable, never two.
+    if lots < max_lots && taker_cost(spec, price, lots + 1) <= budget {
+        lots += 1;
+    }
+    lots
+}
+
+fn hash_order(hasher: &mut StateHasher, order: &RestingOrder) {
+    for value in [
+        order.order_id.get(),
+        order.user_id.get(),
+        order.client_order_id.get(),
+        order.side as u64,
+        order.price.get(),
+        order.quantity_lots,
+        order.filled_lots,
+        order.remaining_lots,
+        order.reserved,
+        order.self_trade_prevention as u64,
+        u64::from(order.post_only),
+    ] {
+        hasher.u64(value);
+    }
+}

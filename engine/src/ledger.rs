@@ -1,0 +1,254 @@
+//! Balances: per (user, asset) `available` and `locked`, the fee account, and the running totals of
+//! deposits and withdrawals that the conservation invariant is checked against.
+//!
+//! Invariant (checked by [`Ledger::check_conservation`]): for every asset,
+//! `Σ users (available + locked) + fees_collected = deposits − withdrawals`.
+//! Every operation is checked: an operation that would overflow or go negative is refused before
+//! anything changes, so a refused operation has no effect.
+
+use crate::{FastMap, new_map};
+use codec::{AssetId, UserId};
+
+/// One user's holding of one asset, in the asset's minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Balance {
+    /// Free to use.
+    pub available: u64,
+    /// Reserved by open orders.
+    pub locked: u64,
+}
+
+/// A user's balances, one per configured asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Account {
+    pub user_id: UserId,
+    pub balances: Vec<Balance>,
+}
+
+/// All balances. Accounts are kept in creation order, which is deterministic (journal order), so
+/// iterating them for hashing or validation never depends on hash-map order.
+#[derive(Debug)]
+pub struct Ledger {
+    asset_count: usize,
+    accounts: Vec<Account>,
+    index: FastMap<UserId, u32>,
+    fees_collected: Vec<u64>,
+    deposited: Vec<u128>,
+    withdrawn: Vec<u128>,
+}
+
+/// A ledger operation that was refused; nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LedgerError {
+    Insufficient,
+    Overflow,
+}
+
+impl Ledger {
+    pub(crate) fn new(asset_count: usize, accounts_expected: usize) -> Self {
+        Self {
+            asset_count,
+            accounts: Vec::with_capacity(accounts_expected),
+            index: new_map(accounts_expected),
+            fees_collected: vec![0; asset_count],
+            deposited: vec![0; asset_count],
+            withdrawn: vec![0; asset_count],
+        }
+    }
+
+    /// The balance of a user in an asset (zero for unknown users or assets).
+    pub fn balance(&self, user_id: UserId, asset: AssetId) -> Balance {
+        self.index
+            .get(&user_id)
+            .and_then(|&i| self.accounts[i as usize].balances.get(asset.get() as usize))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Fees collected so far in an asset.
+    pub fn fees_collected(&self, asset: AssetId) -> u64 {
+        self.fees_collected.get(asset.get() as usize).copied().unwrap_or(0)
+    }
+
+    /// Total deposited and total withdrawn of an asset.
+    pub fn flows(&self, asset: AssetId) -> (u128, u128) {
+        let i = asset.get() as usize;
+        (self.deposited.get(i).copied().unwrap_or(0), self.withdrawn.get(i).copied().unwrap_or(0))
+    }
+
+    /// Visits every (user, asset, balance) in account creation order, assets in id order.
+    pub fn visit_balances(&self, visit: &mut dyn FnMut(UserId, AssetId, Balance)) {
+        for account in &self.accounts {
+            for (asset, balance) in account.balances.iter().enumerate() {
+                visit(account.user_id, AssetId::new(asset as u32), *balance);
+            }
+        }
+    }
+
+    /// Number of assets.
+    pub fn asset_count(&self) -> usize {
+        self.asset_count
+    }
+
+    /// Number of accounts.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    #[inline]
+    fn slot(&self, user_id: UserId) -> Option<usize> {
+        self.index.get(&user_id).map(|&i| i as usize)
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, user_id: UserId, asset: AssetId) -> Balance {
+        match self.slot(user_id) {
+            Some(i) => self.accounts[i].balances[asset.get() as usize],
+            None => Balance::default(),
+        }
+    }
+
+    /// The balance of an existing account, for in-place updates. Callers only reach this after
+    /// checking the account exists (it holds funds they are about to move).
+    #[inline]
+    fn balance_mut(&mut self, user_id: UserId, asset: AssetId) -> Option<&mut Balance> {
+        let i = self.slot(user_id)?;
+        self.accounts[i].balances.get_mut(asset.get() as usize)
+    }
+
+    fn account_mut_or_create(&mut self, user_id: UserId) -> &mut Account {
+        let i = match self.slot(user_id) {
+            Some(i) => i,
+            None => {
+                let i = self.accounts.len();
+                self.accounts.push(Account { user_id, balances: vec![Balance::default(); self.asset_count] });
+                self.index.insert(user_id, i as u32);
+                i
+            }
+        };
+        &mut self.accounts[i]
+    }
+
+    /// Credits a deposit to available.
+    pub(crate) fn deposit(&mut self, user_id: UserId, asset: AssetId, amount: u64) -> Result<Balance, LedgerError> {
+        let a = asset.get() as usize;
+        let current = self.get(user_id, asset);
+        let available = current.available.checked_add(amount).ok_or(LedgerError::Overflow)?;
+        // The asset's total in circulation must stay below 2^64 so that every sum of balances fits.
+        let outstanding = self.deposited[a] - self.withdrawn[a] + u128::from(amount);
+        if outstanding > u128::from(u64::MAX) {
+            return Err(LedgerError::Overflow);
+        }
+        self.deposited[a] += u128::from(amount);
+        let balance = &mut self.account_mut_or_create(user_id).balances[a];
+        balance.available = available;
+        Ok(*balance)
+    }
+
+    /// Debits a withdrawal from available.
+    pub(crate) fn withdraw(&mut self, user_id: UserId, asset: AssetId, amount: u64) -> Result<Balance, LedgerError> {
+        let a = asset.get() as usize;
+        let balance = self.balance_mut(user_id, asset).ok_or(LedgerError::Insufficient)?;
+        balance.available = balance.available.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        let after = *balance;
+        self.withdrawn[a] += u128::from(amount);
+        Ok(after)
+    }
+
+    /// Moves `amount` from available to locked.
+    pub(crate) fn lock(&mut self, user_id: UserId, asset: AssetId, amount: u64) -> Result<Balance, LedgerError> {
+        let balance = self.balance_mut(user_id, asset).ok_or(LedgerError::Insufficient)?;
+        let available = balance.available.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        // Cannot overflow: available + locked never exceeds the asset's outstanding total (< 2^64).
+        balance.locked += amount;
+        balance.available = available;
+        Ok(*balance)
+    }
+
+    /// Moves `amount` from locked back to available.
+    pub(crate) fn unlock(&mut self, user_id: UserId, asset: AssetId, amount: u64) -> Result<Balance, LedgerError> {
+        let balance = self.balance_mut(user_id, asset).ok_or(LedgerError::Insufficient)?;
+        let locked = balance.locked.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        balance.available += amount;
+        balance.locked = locked;
+        Ok(*balance)
+    }
+
+    /// Takes `amount` out of locked (a maker's reservation paying for its fill).
+    pub(crate) fn spend_locked(
+        &mut self,
+        user_id: UserId,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<Balance, LedgerError> {
+        let balance = self.balance_mut(user_id, asset).ok_or(LedgerError::Insufficient)?;
+        balance.locked = balance.locked.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        Ok(*balance)
+    }
+
+    /// Takes `amount` out of available (a taker paying for its fill).
+    pub(crate) fn spend_available(
+        &mut self,
+        user_id: UserId,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<Balance, LedgerError> {
+        let balance = self.balance_mut(user_id, asset).ok_or(LedgerError::Insufficient)?;
+        balance.available = balance.available.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        Ok(*balance)
+    }
+
+    /// Adds `amount` to available (proceeds of a fill). Only called with amounts just taken from
+    /// another balance or the fee split, so totals cannot exceed the outstanding total.
+    pub(crate) fn credit(&mut self, user_id: UserId, asset: AssetId, amount: u64) -> Balance {
+        let balance = &mut self.account_mut_or_create(user_id).balances[asset.get() as usize];
+        balance.available += amount;
+        *balance
+    }
+
+    /// Adds a collected fee to the fee account.
+    pub(crate) fn collect_fee(&mut self, asset: AssetId, amount: u64) {
+        self.fees_collected[asset.get() as usize] += amount;
+    }
+
+    /// Checks the conservation invariant for every asset.
+    ///
+    /// # Errors
+    /// A description of the first asset whose books do not balance.
+    pub fn check_conservation(&self) -> Result<(), String> {
+        let mut held = vec![0u128; self.asset_count];
+        for account in &self.accounts {
+            for (a, balance) in account.balances.iter().enumerate() {
+                held[a] += u128::from(balance.available) + u128::from(balance.locked);
+            }
+        }
+        for a in 0..self.asset_count {
+            let left = held[a] + u128::from(self.fees_collected[a]);
+            let right = self.deposited[a] - self.withdrawn[a];
+            if left != right {
+                return Err(format!(
+                    "asset {a}: balances {} + fees {} != deposits {} - withdrawals {}",
+                    held[a], self.fees_collected[a], self.deposited[a], self.withdrawn[a]
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds the ledger's full state to a hasher, in deterministic order.
+    pub(crate) fn hash_into(&self, hasher: &mut crate::StateHasher) {
+        hasher.u64(self.accounts.len() as u64);
+        for account in &self.accounts {
+            hasher.u64(account.user_id.get());
+            for balance in &account.balances {
+                hasher.u64(balance.available);
+                hasher.u64(balance.locked);
+            }
+        }
+        for a in 0..self.asset_count {
+            hasher.u64(self.fees_collected[a]);
+            hasher.u128(self.deposited[a]);
+            hasher.u128(self.withdrawn[a]);
+        }
+    }
+}

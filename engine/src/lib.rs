@@ -1,0 +1,41 @@
+//! The matching engine: order books, balances with reservations, fees.
+//!
+//! [`Engine::execute`] is a pure function of the engine state and one [`codec::Command`] with its
+//! [`CommandContext`] (sequence and timestamp from the journal): it appends the resulting
+//! [`codec::Event`]s to the caller's buffer and never does I/O, reads a clock or draws randomness.
+//! Replaying the same commands therefore reproduces the same state, which [`Engine::state_hash`]
+//! summarises.
+//!
+//! Rules the engine enforces, each rejection a numbered [`codec::RejectReason`]; a rejected command
+//! changes nothing:
+//! - price-time priority; limit orders GTC / IOC / FOK, post-only, market orders by base quantity
+//!   or (buys) by quote quantity; self-trade prevention; client order ids unique per user among
+//!   that user's open orders on a market;
+//! - funds: a resting bid locks `notional + taker fee` in quote, a resting ask locks its base
+//!   quantity; takers pay from available and must be able to afford the whole order at their limit
+//!   price (market buys spend at most their available balance or quote quantity); fees are charged
+//!   in the quote asset, rounded down, to the fee account.
+//!
+//! [`Engine::validate`] checks the book and ledger invariants; tests call it after every command.
+
+pub mod book;
+pub mod config;
+mod engine;
+mod hash;
+pub mod ledger;
+pub mod testkit;
+
+pub use book::{Book, LevelSummary, OrderBook, RestingOrder};
+pub use config::{AssetConfig, ConfigError, EngineConfig, EngineLimits, MarketConfig};
+pub use engine::{CommandContext, Engine};
+pub use hash::StateHasher;
+pub use ledger::{Balance, Ledger};
+
+/// Hash map used for lookups on the hot path (never iterated on the state path, so its hasher
+/// cannot influence determinism).
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, core::hash::BuildHasherDefault<hash::IdHasher>>;
+
+/// A [`FastMap`] with room for `capacity` entries allocated now.
+pub(crate) fn new_map<K, V>(capacity: usize) -> FastMap<K, V> {
+    FastMap::with_capacity_and_hasher(capacity, Default::default())
+}

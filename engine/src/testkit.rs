@@ -1,0 +1,361 @@
+//! Test kit shared by tests and benchmarks: a naive reference book, an event-driven reference
+//! ledger, and command constructors.
+//!
+//! [`NaiveBook`] implements [`Book`] with a plain vector and linear scans, simple enough to be
+//! obviously right. Running the same commands through `Engine<OrderBook>` and
+//! `Engine<NaiveBook>` must give identical events and state hashes.
+//!
+//! [`ReferenceLedger`] rebuilds every user's total holding per asset from the events alone
+//! (deposits, withdrawals and fills) and must agree with the engine's balances.
+
+use crate::book::{Book, InsertError, LevelSummary, RestingOrder};
+use codec::*;
+use std::collections::BTreeMap;
+
+/// A deliberately simple order book: a vector of `(arrival, order)`, scanned linearly.
+#[derive(Debug, Default, Clone)]
+pub struct NaiveBook {
+    orders: Vec<(u64, RestingOrder)>,
+    next_arrival: u64,
+    capacity: usize,
+}
+
+impl NaiveBook {
+    /// A naive book holding at most `capacity` orders.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { orders: Vec::new(), next_arrival: 0, capacity }
+    }
+
+    fn better(side: Side, a: Ticks, b: Ticks) -> bool {
+        match side {
+            Side::Bid => a > b,
+            Side::Ask => a < b,
+        }
+    }
+
+    fn sorted(&self, side: Side) -> Vec<(u64, RestingOrder)> {
+        let mut orders: Vec<_> = self.orders.iter().copied().filter(|(_, o)| o.side == side).collect();
+        orders.sort_by(|(arrival_a, a), (arrival_b, b)| {
+            if a.price == b.price {
+                arrival_a.cmp(arrival_b)
+            } else if Self::better(side, a.price, b.price) {
+                core::cmp::Ordering::Less
+            } else {
+                core::cmp::Ordering::Greater
+            }
+        });
+        orders
+    }
+
+    fn position(&self, order_id: OrderId) -> Option<usize> {
+        self.orders.iter().position(|(_, o)| o.order_id == order_id)
+    }
+}
+
+impl Book for NaiveBook {
+    fn best_price(&self, side: Side) -> Option<Ticks> {
+        self.front(side).map(|o| o.price)
+    }
+
+    fn front(&self, side: Side) -> Option<&RestingOrder> {
+        let mut best: Option<&(u64, RestingOrder)> = None;
+        for entry in self.orders.iter().filter(|(_, o)| o.side == side) {
+            best = match best {
+                None => Some(entry),
+                Some(current) => {
+                    let (arrival, order) = entry;
+                    let better = Self::better(side, order.price, current.1.price)
+                        || (order.price == current.1.price && *arrival < current.0);
+                    Some(if better { entry } else { current })
+                }
+            };
+        }
+        best.map(|(_, o)| o)
+    }
+
+    fn get(&self, order_id: OrderId) -> Option<&RestingOrder> {
+        self.orders.iter().map(|(_, o)| o).find(|o| o.order_id == order_id)
+    }
+
+    fn find_client_order(&self, user_id: UserId, client_order_id: ClientOrderId) -> Option<OrderId> {
+        self.orders
+            .iter()
+            .map(|(_, o)| o)
+            .find(|o| o.user_id == user_id && o.client_order_id == client_order_id && client_order_id != ClientOrderId::ZERO)
+            .map(|o| o.order_id)
+    }
+
+    fn open_orders_of(&self, user_id: UserId) -> usize {
+        self.orders.iter().filter(|(_, o)| o.user_id == user_id).count()
+    }
+
+    fn has_capacity(&self) -> bool {
+        self.orders.len() < self.capacity
+    }
+
+    fn insert(&mut self, order: RestingOrder) -> Result<(), InsertError> {
+        if !self.has_capacity() {
+            return Err(InsertError::BookFull);
+        }
+        self.orders.push((self.next_arrival, order));
+        self.next_arrival += 1;
+        Ok(())
+    }
+
+    fn remove(&mut self, order_id: OrderId) -> Option<RestingOrder> {
+        let index = self.position(order_id)?;
+        Some(self.orders.remove(index).1)
+    }
+
+    fn update_in_place(
+        &mut self,
+        order_id: OrderId,
+        quantity_lots: u64,
+        remaining_lots: u64,
+        filled_lots: u64,
+        reserved: u64,
+    ) {
+        if let Some(index) = self.position(order_id) {
+            let order = &mut self.orders[index].1;
+            order.quantity_lots = quantity_lots;
+            order.remaining_lots = remaining_lots;
+            order.filled_lots = filled_lots;
+            order.reserved = reserved;
+        }
+    }
+
+    fn level(&self, side: Side, price: Ticks) -> Option<LevelSummary> {
+        let at: Vec<_> = self.orders.iter().filter(|(_, o)| o.side == side && o.price == price).collect();
+        (!at.is_empty()).then(|| LevelSummary {
+            price,
+            total_lots: at.iter().map(|(_, o)| o.remaining_lots).sum(),
+            order_count: at.len() as u32,
+        })
+    }
+
+    fn visit_in_priority(&self, side: Side, visit: &mut dyn FnMut(&RestingOrder) -> bool) {
+        for (_, order) in self.sorted(side) {
+            if !visit(&order) {
+                return;
+            }
+        }
+    }
+
+    fn visit_levels(&self, side: Side, visit: &mut dyn FnMut(LevelSummary) -> bool) {
+        let mut prices: Vec<Ticks> = self.sorted(side).iter().map(|(_, o)| o.price).collect();
+        prices.dedup();
+        for price in prices {
+            if let Some(level) = self.level(side, price)
+                && !visit(level)
+            {
+                return;
+            }
+        }
+    }
+
+    fn orders_of(&self, user_id: UserId, out: &mut Vec<OrderId>) {
+        let mut mine: Vec<_> = self.orders.iter().filter(|(_, o)| o.user_id == user_id).collect();
+        mine.sort_by_key(|(arrival, _)| *arrival);
+        out.extend(mine.iter().map(|(_, o)| o.order_id));
+    }
+
+    fn len(&self) -> usize {
+        self.orders.len()
+    }
+}
+
+/// Each user's total holding (available + locked) per asset and the fees collected, rebuilt from
+/// events alone.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReferenceLedger {
+    /// (user, asset) → available + locked.
+    pub holdings: BTreeMap<(UserId, AssetId), i128>,
+    /// Asset → fees collected.
+    pub fees: BTreeMap<AssetId, i128>,
+    /// Market → (base, quote, lot size).
+    markets: BTreeMap<MarketId, (AssetId, AssetId, u64)>,
+    /// Pending deposit/withdrawal deltas keyed by (user, asset), applied when their balance
+    /// update arrives (the event carries the reason).
+    last: BTreeMap<(UserId, AssetId), (u64, u64)>,
+}
+
+impl ReferenceLedger {
+    /// A reference ledger for the markets of `config`.
+    pub fn new(config: &crate::EngineConfig) -> Self {
+        Self {
+            markets: config.markets.iter().map(|m| (m.id, (m.base, m.quote, m.lot_size))).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Applies one event.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::BalanceUpdate(update) => {
+                let key = (update.user_id, update.asset_id);
+                let now = (update.available.get(), update.locked.get());
+                let before = self.last.insert(key, now).unwrap_or((0, 0));
+                let delta = i128::from(now.0) + i128::from(now.1) - i128::from(before.0) - i128::from(before.1);
+                match update.reason.get() {
+                    // Deposits and withdrawals change the holding by exactly their amount; trades
+                    // are accounted from the fill itself below, and locks/releases move nothing.
+                    Ok(BalanceChange::Deposit) | Ok(BalanceChange::Withdrawal) => {
+                        *self.holdings.entry(key).or_default() += delta;
+                    }
+                    _ => {}
+                }
+            }
+            Event::Fill(fill) => {
+                let (base, quote, lot_size) = self.markets[&fill.market_id];
+                let base_amount = i128::from(fill.quantity_lots.get()) * i128::from(lot_size);
+                let notional = i128::from(fill.quote_amount.get());
+                let (buyer, buyer_fee, seller, seller_fee) = match fill.taker_side.get() {
+                    Ok(Side::Bid) => (fill.taker_user_id, fill.taker_fee, fill.maker_user_id, fill.maker_fee),
+                    _ => (fill.maker_user_id, fill.maker_fee, fill.taker_user_id, fill.taker_fee),
+                };
+                *self.holdings.entry((buyer, base)).or_default() += base_amount;
+                *self.holdings.entry((buyer, quote)).or_default() -= notional + i128::from(buyer_fee.get());
+                *self.holdings.entry((seller, base)).or_default() -= base_amount;
+                *self.holdings.entry((seller, quote)).or_default() += notional - i128::from(seller_fee.get());
+                *self.fees.entry(quote).or_default() += i128::from(fill.maker_fee.get() + fill.taker_fee.get());
+            }
+            _ => {}
+        }
+    }
+
+    /// Compares with the engine's balances and fees.
+    ///
+    /// # Errors
+    /// The first disagreement.
+    pub fn check<B: Book>(&self, engine: &crate::Engine<B>) -> Result<(), String> {
+        for (&(user, asset), &holding) in &self.holdings {
+            let balance = engine.balance(user, asset);
+            let actual = i128::from(balance.available) + i128::from(balance.locked);
+            if actual != holding {
+                return Err(format!("user {user} asset {asset}: engine holds {actual}, events say {holding}"));
+            }
+        }
+        for (&asset, &fees) in &self.fees {
+            if i128::from(engine.ledger().fees_collected(asset)) != fees {
+                return Err(format!("asset {asset}: fee account disagrees with fills"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Command constructors for tests and benchmarks.
+pub mod commands {
+    use codec::*;
+
+    /// A limit order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn limit(
+        user: u64,
+        market: u32,
+        side: Side,
+        price_ticks: u64,
+        quantity_lots: u64,
+        time_in_force: TimeInForce,
+        client_order_id: u64,
+    ) -> Command {
+        Command::NewOrder(NewOrder {
+            user_id: UserId::new(user),
+            client_order_id: ClientOrderId::new(client_order_id),
+            price_ticks: Ticks::new(price_ticks),
+            quantity_lots: Lots::new(quantity_lots),
+            quote_quantity: Amount::ZERO,
+            market_id: MarketId::new(market),
+            side: side.into(),
+            order_type: OrderType::Limit.into(),
+            time_in_force: time_in_force.into(),
+            self_trade_prevention: SelfTradePrevention::RejectTaker.into(),
+            post_only: false.into(),
+            reserved: Reserved::ZERO,
+        })
+    }
+
+    /// A GTC limit order without client id.
+    pub fn gtc(user: u64, market: u32, side: Side, price_ticks: u64, quantity_lots: u64) -> Command {
+        limit(user, market, side, price_ticks, quantity_lots, TimeInForce::Gtc, 0)
+    }
+
+    /// A market order by base quantity.
+    pub fn market(user: u64, market: u32, side: Side, quantity_lots: u64) -> Command {
+        Command::NewOrder(NewOrder {
+            user_id: UserId::new(user),
+            client_order_id: ClientOrderId::ZERO,
+            price_ticks: Ticks::ZERO,
+            quantity_lots: Lots::new(quantity_lots),
+            quote_quantity: Amount::ZERO,
+            market_id: MarketId::new(market),
+            side: side.into(),
+            order_type: OrderType::Market.into(),
+            time_in_force: TimeInForce::Ioc.into(),
+            self_trade_prevention: SelfTradePrevention::RejectTaker.into(),
+            post_only: false.into(),
+            reserved: Reserved::ZERO,
+        })
+    }
+
+    /// A market buy spending at most `quote_quantity` (notional + fee).
+    pub fn market_buy_quote(user: u64, market: u32, quote_quantity: u64) -> Command {
+        let Command::NewOrder(mut order) = self::market(user, market, Side::Bid, 0) else { unreachable!() };
+        order.quote_quantity = Amount::new(quote_quantity);
+        Command::NewOrder(order)
+    }
+
+    /// Cancel by exchange order id.
+    pub fn cancel(user: u64, market: u32, order_id: u64) -> Command {
+        Command::CancelOrder(CancelOrder {
+            user_id: UserId::new(user),
+            order_id: OrderId::new(order_id),
+            client_order_id: ClientOrderId::ZERO,
+            market_id: MarketId::new(market),
+            reserved: Reserved::ZERO,
+        })
+    }
+
+    /// Cancel-replace by exchange order id (0 keeps price / quantity).
+    pub fn replace(user: u64, market: u32, order_id: u64, new_price_ticks: u64, new_quantity_lots: u64) -> Command {
+        Command::CancelReplace(CancelReplace {
+            user_id: UserId::new(user),
+            order_id: OrderId::new(order_id),
+            client_order_id: ClientOrderId::ZERO,
+            new_price_ticks: Ticks::new(new_price_ticks),
+            new_quantity_lots: Lots::new(new_quantity_lots),
+            market_id: MarketId::new(market),
+            reserved: Reserved::ZERO,
+        })
+    }
+
+    /// Mass cancel (market 0: every market).
+    pub fn mass_cancel(user: u64, market: u32, side: SideFilter) -> Command {
+        Command::MassCancel(MassCancel {
+            user_id: UserId::new(user),
+            market_id: MarketId::new(market),
+            side: side.into(),
+            reserved: Reserved::ZERO,
+        })
+    }
+
+    /// Deposit.
+    pub fn deposit(user: u64, asset: u32, amount: u64) -> Command {
+        Command::Deposit(Deposit {
+            user_id: UserId::new(user),
+            amount: Amount::new(amount),
+            asset_id: AssetId::new(asset),
+            reserved: Reserved::ZERO,
+        })
+    }
+
+    /// Withdrawal.
+    pub fn withdraw(user: u64, asset: u32, amount: u64) -> Command {
+        Command::Withdraw(Withdraw {
+            user_id: UserId::new(user),
+            amount: Amount::new(amount),
+            asset_id: AssetId::new(asset),
+            reserved: Reserved::ZERO,
+        })
+    }
+}

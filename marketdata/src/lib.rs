@@ -1,0 +1,4 @@
+//! WebSocket market data publisher (encode once, share with every subscriber).
+//!
+//! **Not implemented yet**: this crate is an empty placeholder that keeps the workspace's
+//! architecture visible. Its work is tracked in issue #5.

@@ -165,6 +165,37 @@ impl<B: Book> Engine<B> {
         self.markets.len()
     }
 
+    /// Visits each market's next trade id and book, in market id order.
+    pub fn visit_markets(&self, visit: &mut dyn FnMut(u64, &B)) {
+        for market in &self.markets {
+            visit(market.next_trade_id, &market.book);
+        }
+    }
+
+    pub(crate) fn ledger_mut(&mut self) -> &mut Ledger {
+        &mut self.ledger
+    }
+
+    /// Loads counters and resting orders (each market's orders in priority order, bids first)
+    /// into a freshly built engine.
+    pub(crate) fn restore_markets(
+        &mut self,
+        next_order_id: u64,
+        markets: Vec<(u64, Vec<RestingOrder>)>,
+    ) -> Result<(), String> {
+        self.next_order_id = next_order_id;
+        for (market, (next_trade_id, orders)) in self.markets.iter_mut().zip(markets) {
+            market.next_trade_id = next_trade_id;
+            for order in orders {
+                if order.order_id.get() >= next_order_id || market.book.get(order.order_id).is_some() {
+                    return Err(format!("order {} out of range or duplicated", order.order_id));
+                }
+                market.book.insert(order).map_err(|_| format!("{}: book capacity exceeded", market.spec.config.symbol))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The id the next accepted order will get.
     pub fn next_order_id(&self) -> OrderId {
         OrderId::new(self.next_order_id)
@@ -446,6 +477,9 @@ impl<B: Book> Engine<B> {
         for mi in markets {
             ids.clear();
             self.markets[mi].book.orders_of(m.user_id, &mut ids);
+            // Cancel in id order: the events then depend only on the book's contents, not on the
+            // history that built it, so an engine restored from a snapshot behaves identically.
+            ids.sort_unstable();
             for &order_id in &ids {
                 let side = self.markets[mi].book.get(order_id).map(|o| o.side);
                 let wanted = match (filter, side) {

@@ -235,6 +235,49 @@ impl Ledger {
         Ok(())
     }
 
+    /// Appends the ledger's state to a snapshot (format in [`crate::snapshot`]).
+    pub(crate) fn write_snapshot(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.accounts.len() as u64).to_le_bytes());
+        for account in &self.accounts {
+            out.extend_from_slice(&account.user_id.get().to_le_bytes());
+            for balance in &account.balances {
+                out.extend_from_slice(&balance.available.to_le_bytes());
+                out.extend_from_slice(&balance.locked.to_le_bytes());
+            }
+        }
+        for a in 0..self.asset_count {
+            out.extend_from_slice(&self.fees_collected[a].to_le_bytes());
+            out.extend_from_slice(&self.deposited[a].to_le_bytes());
+            out.extend_from_slice(&self.withdrawn[a].to_le_bytes());
+        }
+    }
+
+    /// Replaces an empty ledger's state with a snapshot's.
+    pub(crate) fn read_snapshot(&mut self, r: &mut crate::snapshot::Reader<'_>) -> Result<(), crate::snapshot::SnapshotError> {
+        let count = r.u64()? as usize;
+        for _ in 0..count {
+            let user_id = UserId::new(r.u64()?);
+            if self.index.contains_key(&user_id) {
+                return Err(crate::snapshot::invalid(format!("account {user_id} twice")));
+            }
+            let mut balances = Vec::with_capacity(self.asset_count);
+            for _ in 0..self.asset_count {
+                balances.push(Balance { available: r.u64()?, locked: r.u64()? });
+            }
+            self.index.insert(user_id, self.accounts.len() as u32);
+            self.accounts.push(Account { user_id, balances });
+        }
+        for a in 0..self.asset_count {
+            self.fees_collected[a] = r.u64()?;
+            self.deposited[a] = r.u128()?;
+            self.withdrawn[a] = r.u128()?;
+            if self.withdrawn[a] > self.deposited[a] {
+                return Err(crate::snapshot::invalid(format!("asset {a}: withdrawn exceeds deposited")));
+            }
+        }
+        Ok(())
+    }
+
     /// Feeds the ledger's full state to a hasher, in deterministic order.
     pub(crate) fn hash_into(&self, hasher: &mut crate::StateHasher) {
         hasher.u64(self.accounts.len() as u64);

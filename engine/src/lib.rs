@@ -22,7 +22,9 @@ pub mod book;
 pub mod config;
 mod engine;
 mod hash;
+pub mod journal;
 pub mod ledger;
+pub mod snapshot;
 pub mod testkit;
 
 pub use book::{Book, LevelSummary, OrderBook, RestingOrder};

@@ -1,0 +1,2 @@
+//! Placeholder until the workloads benchmark lands.
+fn main() {}

@@ -11,6 +11,7 @@
 //! than this version knows is accepted and its tail ignored (forward compatibility); a shorter one
 //! is refused.
 
+pub mod decimal;
 pub mod header;
 pub mod messages;
 pub mod types;

@@ -1,2 +1,248 @@
-//! placeholder
-fn main() {}
+//! The `exchange` server: recovers the engine from its data directory, runs the engine thread
+//! with a durable journal, and (with `--demo`) a demo market. Operator subcommands rebuild and
+//! inspect state offline. See `exchange --help` and docs/operations.md.
+
+use clap::{Parser, Subcommand};
+use codec::Command;
+use exchange::config::{Config, DurabilitySetting, IdleStrategy};
+use exchange::runtime::{self, Runtime};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A low-latency crypto exchange. Settings come from the config file (default: the built-in
+/// exchange.toml), then environment variables, then flags.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML). Default: the built-in configuration.
+    #[arg(long, global = true, env = "EXCHANGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (journal and snapshots); overrides `data_dir`.
+    #[arg(long, global = true, env = "EXCHANGE_DATA")]
+    data: Option<PathBuf>,
+    /// Journal durability; overrides `journal.durability`. `none` is unsafe (benchmarks only).
+    #[arg(long, global = true, env = "EXCHANGE_DURABILITY", value_enum)]
+    durability: Option<DurabilitySetting>,
+    /// Engine idle strategy; overrides `engine.idle`.
+    #[arg(long, global = true, env = "EXCHANGE_IDLE", value_enum)]
+    idle: Option<IdleStrategy>,
+    /// Core to pin the engine thread to; overrides `engine.core`.
+    #[arg(long, global = true, env = "EXCHANGE_CORE")]
+    core: Option<usize>,
+    /// Snapshot every N commands; overrides `snapshot.every_commands`.
+    #[arg(long, global = true, env = "EXCHANGE_SNAPSHOT_EVERY")]
+    snapshot_every: Option<u64>,
+    #[command(subcommand)]
+    command: Option<Subcommands>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RunArgs {
+    /// Fund demo users and run a market maker and a few traders.
+    #[arg(long, env = "EXCHANGE_DEMO")]
+    demo: bool,
+    /// Demo orders per second.
+    #[arg(long, default_value_t = 200, env = "EXCHANGE_DEMO_RATE")]
+    demo_rate: u64,
+    /// Stop the demo flow after this many orders (0: never).
+    #[arg(long, default_value_t = 0)]
+    demo_orders: u64,
+    /// Shut down by itself after this many seconds (0: run until SIGINT/SIGTERM).
+    #[arg(long, default_value_t = 0)]
+    run_for: u64,
+    /// Print a status line every N seconds (0: never).
+    #[arg(long, default_value_t = 5)]
+    status_every: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Subcommands {
+    /// Run the server (the default).
+    Run(RunArgs),
+    /// Rebuild the state from the newest snapshot and the journal (read-only) and print the
+    /// state hash and counts.
+    Replay {
+        /// Ignore snapshots: replay the whole journal from sequence 1 (needs every segment).
+        #[arg(long)]
+        from_scratch: bool,
+    },
+    /// Journal tools.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+    /// Recover the data directory and write a snapshot of the result (the server must be stopped).
+    Snapshot,
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalCommand {
+    /// Print the journal's records, one per line.
+    Dump {
+        /// First sequence to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Most records to print (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EXCHANGE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(data) = &cli.data {
+        config.data_dir = data.clone();
+    }
+    if let Some(durability) = cli.durability {
+        config.journal.durability = durability;
+    }
+    if let Some(idle) = cli.idle {
+        config.engine.idle = idle;
+    }
+    if cli.core.is_some() {
+        config.engine.core = cli.core;
+    }
+    if let Some(every) = cli.snapshot_every {
+        config.snapshot.every_commands = every;
+    }
+    Ok(config)
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let config = load_config(&cli)?;
+    let engine_config = config.engine_config()?;
+    match &cli.command {
+        None => serve(&config, engine_config, cli.run.clone()),
+        Some(Subcommands::Run(args)) => serve(&config, engine_config, args.clone()),
+        Some(Subcommands::Replay { from_scratch }) => {
+            let started = Instant::now();
+            let (recovered, _) = runtime::recover(&config, &engine_config, *from_scratch, false)?;
+            let elapsed = started.elapsed();
+            let engine = &recovered.engine;
+            println!("data directory   {}", config.data_dir.display());
+            match &recovered.snapshot {
+                Some((sequence, path)) => println!("snapshot         {} (sequence {sequence})", path.display()),
+                None => println!("snapshot         none"),
+            }
+            println!("replayed         {} commands in {:.3} s ({:.0} commands/s)", recovered.replayed, elapsed.as_secs_f64(), recovered.replayed as f64 / elapsed.as_secs_f64().max(1e-9));
+            if let Some((path, offset)) = &recovered.torn_tail {
+                println!("torn tail        {} at offset {offset} (ignored; a server start truncates it)", path.display());
+            }
+            println!("last sequence    {}", recovered.last_sequence);
+            println!("accounts         {}", engine.ledger().account_count());
+            let mut resting = 0;
+            engine.visit_markets(&mut |_, book| resting += engine::Book::len(book));
+            println!("resting orders   {resting}");
+            println!("next order id    {}", engine.next_order_id());
+            println!("state hash       {:#018x}", engine.state_hash());
+            engine.validate().map_err(|e| format!("invariant broken after replay: {e}"))?;
+            println!("invariants       ok");
+            Ok(())
+        }
+        Some(Subcommands::Journal { command: JournalCommand::Dump { from, limit } }) => {
+            let contents = engine::journal::JournalReader::open(&config.journal_dir())?.read_after(from.saturating_sub(1))?;
+            let take = if *limit == 0 { usize::MAX } else { *limit };
+            for record in contents.records.iter().take(take) {
+                match Command::decode(&record.payload) {
+                    Ok((command, _)) => println!("{} {} {:?}", record.sequence, record.timestamp_ns, command),
+                    Err(error) => println!("{} {} <undecodable: {error}>", record.sequence, record.timestamp_ns),
+                }
+            }
+            if let Some((path, offset)) = contents.torn_tail {
+                println!("# torn tail in {} at offset {offset}", path.display());
+            }
+            Ok(())
+        }
+        Some(Subcommands::Snapshot) => {
+            let (recovered, _) = runtime::recover(&config, &engine_config, false, true)?;
+            let mut bytes = Vec::new();
+            recovered.engine.write_snapshot(recovered.last_sequence, &mut bytes);
+            let path = engine::snapshot::write_snapshot_file(&config.snapshot_dir(), recovered.last_sequence, &bytes)?;
+            println!("snapshot at sequence {} written to {}", recovered.last_sequence, path.display());
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: &Config, engine_config: engine::EngineConfig, args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let (recovered, writer) = runtime::recover(config, &engine_config, false, true)?;
+    let writer = writer.expect("recover opened the writer");
+    tracing::info!(
+        data = %config.data_dir.display(),
+        snapshot = ?recovered.snapshot.as_ref().map(|s| s.0),
+        replayed = recovered.replayed,
+        last_sequence = recovered.last_sequence,
+        torn_tail = ?recovered.torn_tail,
+        state_hash = format_args!("{:#018x}", recovered.engine.state_hash()),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
+    let runtime = Runtime::start(config, recovered, writer, Vec::new())?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+
+    let demo = args.demo.then(|| {
+        let (ring, stop, config) = (runtime.ring.clone(), stop.clone(), engine_config.clone());
+        let (rate, orders) = (args.demo_rate, args.demo_orders);
+        tracing::info!(rate, "demo market running");
+        std::thread::spawn(move || exchange::demo::run(config, ring, stop, rate, orders))
+    });
+
+    let deadline = (args.run_for > 0).then(|| Instant::now() + Duration::from_secs(args.run_for));
+    let mut last_status = Instant::now();
+    let mut last_commands = 0;
+    while !stop.load(Ordering::Relaxed) && !runtime.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if args.status_every > 0 && last_status.elapsed() >= Duration::from_secs(args.status_every) {
+            let stats = &runtime.stats;
+            let commands = stats.commands.load(Ordering::Relaxed);
+            let rate = (commands - last_commands) as f64 / last_status.elapsed().as_secs_f64();
+            tracing::info!(
+                sequence = stats.last_sequence.load(Ordering::Relaxed),
+                commands_per_second = rate as u64,
+                fills = stats.fills.load(Ordering::Relaxed),
+                rejects = stats.rejects.load(Ordering::Relaxed),
+                batches = stats.batches.load(Ordering::Relaxed),
+                "status"
+            );
+            last_status = Instant::now();
+            last_commands = commands;
+        }
+    }
+    tracing::info!("shutting down: draining the ring, final commit and snapshot");
+    stop.store(true, Ordering::Relaxed);
+    if let Some(demo) = demo {
+        let _ = demo.join();
+    }
+    runtime.shutdown()?;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! `--demo`: funded demo users, a market maker quoting around a drifting mid on every market, and
+//! a few traders that occasionally cross, so a fresh exchange shows a live book and trades.
+//!
+//! The flow is driven by a seeded xorshift generator, so a demo run is repeatable given the same
+//! interleaving; it pushes commands through the ingress ring like any gateway would.
+
+use crate::runtime::{IngressCommand, IngressRing};
+use codec::*;
+use engine::EngineConfig;
+use engine::testkit::commands;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// User id of the demo market maker.
+pub const MARKET_MAKER: u64 = 1;
+/// User ids of the demo traders.
+pub const TRADERS: std::ops::RangeInclusive<u64> = 2..=4;
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Pushes a command, waiting while the ring is full (the demo is a polite producer).
+fn push(ring: &IngressRing, command: Command, stop: &AtomicBool) {
+    let mut item = IngressCommand { command };
+    while let Err(rejected) = ring.push(item) {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        item = rejected;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Mid prices in ticks for the sample markets (BTC 60,000, ETH 3,000, SOL 150 USDC).
+fn mid_ticks(config: &EngineConfig, market: usize) -> u64 {
+    let spec = &config.markets[market];
+    let quote_decimals = config.assets[spec.quote.get() as usize].decimals;
+    let price_quote = match spec.symbol.as_str() {
+        s if s.starts_with("BTC") => 60_000,
+        s if s.starts_with("ETH") => 3_000,
+        _ => 150,
+    };
+    (price_quote * 10u64.pow(u32::from(quote_decimals)) / spec.tick_size).max(10)
+}
+
+/// Runs the demo flow until `stop`, at about `orders_per_second`; `limit` bounds the number of
+/// orders (0: unbounded).
+pub fn run(config: EngineConfig, ring: Arc<IngressRing>, stop: Arc<AtomicBool>, orders_per_second: u64, limit: u64) {
+    let mut rng = XorShift(0x00de_0000_5eed_0001);
+    for user in std::iter::once(MARKET_MAKER).chain(TRADERS) {
+        for asset in &config.assets {
+            let amount = 10u64.pow(u32::from(asset.decimals)) * 1_000_000;
+            push(&ring, commands::deposit(user, asset.id.get(), amount), &stop);
+        }
+    }
+    let mut mids: Vec<u64> = (0..config.markets.len()).map(|m| mid_ticks(&config, m)).collect();
+    let pause = Duration::from_nanos(1_000_000_000 / orders_per_second.max(1));
+    let mut sent = 0u64;
+    let mut client_id = 0u64;
+    while !stop.load(Ordering::Relaxed) && (limit == 0 || sent < limit) {
+        let market_index = (rng.next() % config.markets.len() as u64) as usize;
+        let market = &config.markets[market_index];
+        let market_id = market.id.get();
+        let mid = &mut mids[market_index];
+        // A slow random walk.
+        let step = (*mid / 2_000).max(1);
+        if rng.next() % 2 == 0 { *mid += step } else { *mid = mid.saturating_sub(step).max(step * 10) }
+        let lots = rng.range(1, 50) * market.min_quantity_lots.max(1);
+        client_id = client_id % 1_000_000 + 1;
+        let command = match rng.next() % 10 {
+            // The maker refreshes its quotes: cancel everything, then quote both sides.
+            0 => commands::mass_cancel(MARKET_MAKER, market_id, SideFilter::Both),
+            1..=6 => {
+                let side = if rng.next() % 2 == 0 { Side::Bid } else { Side::Ask };
+                let offset = rng.range(1, 20) * step;
+                let price = match side {
+                    Side::Bid => mid.saturating_sub(offset).max(1),
+                    Side::Ask => *mid + offset,
+                };
+                commands::limit(MARKET_MAKER, market_id, side, price, lots, TimeInForce::Gtc, client_id)
+            }
+            _ => {
+                let trader = rng.range(*TRADERS.start(), *TRADERS.end());
+                let side = if rng.next() % 2 == 0 { Side::Bid } else { Side::Ask };
+                commands::market(trader, market_id, side, lots.min(market.max_quantity_lots))
+            }
+        };
+        push(&ring, command, &stop);
+        sent += 1;
+        std::thread::sleep(pause);
+    }
+}

@@ -1,0 +1,6 @@
+//! The exchange server: configuration, recovery, the engine runtime (ingress ring, sequencer,
+//! journal, engine thread, snapshots) and the demo market. The binary in `main.rs` wires them.
+
+pub mod config;
+pub mod demo;
+pub mod runtime;

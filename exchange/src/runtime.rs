@@ -1,0 +1,377 @@
+//! The engine runtime: recovery, the ingress ring, and the sequencer/engine thread.
+//!
+//! ```text
+//! producers ──push──▶ ingress ring (bounded, lock-free MPMC) ──▶ engine thread:
+//!                                                   1. drain up to batch_max commands
+//!                                                   2. stamp sequence + time, append to journal
+//!                                                   3. write + fdatasync the batch (group commit)
+//!                                                   4. execute each command, publish its events
+//!                                                   5. every N commands: serialise a snapshot,
+//!                                                      hand it to the snapshot writer thread
+//! ```
+//!
+//! Nothing a command causes leaves the engine thread before step 3 completes, so no
+//! acknowledgement can precede durability. If the journal fails (disk full, fsync error) the
+//! thread stops before executing the batch: nothing of it is acknowledged, and recovery on the
+//! next start truncates whatever was torn.
+
+use crate::config::{Config, IdleStrategy};
+use codec::{Command, Event};
+use crossbeam_queue::ArrayQueue;
+use engine::journal::{JournalError, JournalWriter};
+use engine::snapshot::{SnapshotError, list_snapshots, write_snapshot_file};
+use engine::{CommandContext, Engine, EngineConfig, OrderBook};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A command waiting on the ingress ring.
+#[derive(Debug, Clone, Copy)]
+pub struct IngressCommand {
+    /// The command.
+    pub command: Command,
+}
+
+/// The ingress ring shared by every producer.
+pub type IngressRing = ArrayQueue<IngressCommand>;
+
+/// Receives every executed command's events on the engine thread. Implementations must not
+/// block or do I/O: copy what they need and return.
+pub trait EventConsumer: Send {
+    /// Called once per executed command, in sequence order, after its batch is durable.
+    fn on_events(&mut self, sequence: u64, command: &Command, events: &[Event]);
+}
+
+/// Counters readable from any thread.
+#[derive(Debug, Default)]
+pub struct RuntimeStats {
+    /// Last executed (and durable) sequence.
+    pub last_sequence: AtomicU64,
+    /// Commands executed since start.
+    pub commands: AtomicU64,
+    /// Fills since start.
+    pub fills: AtomicU64,
+    /// Rejections since start.
+    pub rejects: AtomicU64,
+    /// Group commits since start.
+    pub batches: AtomicU64,
+    /// State hash after the most recent batch.
+    pub state_hash: AtomicU64,
+}
+
+/// Why the runtime could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Journal damage or I/O failure.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Snapshot failure.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// A journal record that is not a command.
+    #[error("journal record {sequence} does not decode as a command: {reason}")]
+    BadRecord {
+        /// Sequence.
+        sequence: u64,
+        /// Decoder error.
+        reason: String,
+    },
+    /// Engine configuration refused.
+    #[error(transparent)]
+    Config(#[from] engine::ConfigError),
+}
+
+/// The state rebuilt from disk.
+pub struct Recovered {
+    /// The engine at the last durable sequence.
+    pub engine: Engine,
+    /// Last durable sequence.
+    pub last_sequence: u64,
+    /// Snapshot used, if any.
+    pub snapshot: Option<(u64, PathBuf)>,
+    /// Journal records replayed on top of it.
+    pub replayed: u64,
+    /// Where a torn tail was found (and, for a writer, truncated).
+    pub torn_tail: Option<(PathBuf, u64)>,
+}
+
+/// Loads the newest snapshot that restores cleanly (older ones are tried if it is damaged).
+fn load_snapshot(config: &EngineConfig, dir: &Path) -> Result<Option<(Engine, u64, PathBuf)>, RuntimeError> {
+    for (sequence, path) in list_snapshots(dir)? {
+        let bytes = std::fs::read(&path).map_err(|source| SnapshotError::Io { path: path.clone(), source })?;
+        match Engine::restore_snapshot(config, OrderBook::with_capacity, &bytes) {
+            Ok((engine, at)) if at == sequence => return Ok(Some((engine, at, path))),
+            Ok(_) => tracing::warn!(path = %path.display(), "snapshot sequence does not match its name; skipped"),
+            Err(error) => tracing::warn!(path = %path.display(), %error, "snapshot unusable; trying an older one"),
+        }
+    }
+    Ok(None)
+}
+
+/// Rebuilds the engine from the newest snapshot and the journal after it. With `writer` settings
+/// the journal is opened for appending (a torn tail is truncated) and the writer returned.
+///
+/// # Errors
+/// Corruption, I/O errors, or records that do not decode.
+pub fn recover(
+    config: &Config,
+    engine_config: &EngineConfig,
+    from_scratch: bool,
+    open_writer: bool,
+) -> Result<(Recovered, Option<JournalWriter>), RuntimeError> {
+    let snapshot = if from_scratch { None } else { load_snapshot(engine_config, &config.snapshot_dir())? };
+    let (mut engine, after, snapshot_path) = match snapshot {
+        Some((engine, at, path)) => (engine, at, Some((at, path))),
+        None => (Engine::new(engine_config)?, 0, None),
+    };
+    let (writer, contents) = if open_writer {
+        let (writer, contents) = JournalWriter::open(&config.journal_dir(), config.journal_config(), after)?;
+        (Some(writer), contents)
+    } else {
+        (None, engine::journal::JournalReader::open(&config.journal_dir())?.read_after(after)?)
+    };
+    if let Some(first) = contents.records.first()
+        && first.sequence != after + 1
+    {
+        return Err(JournalError::Corrupt {
+            path: config.journal_dir(),
+            offset: 0,
+            reason: format!("journal resumes at sequence {}, snapshot ends at {after}", first.sequence),
+        }
+        .into());
+    }
+    let mut events = Vec::with_capacity(1024);
+    let mut last_sequence = after;
+    for record in &contents.records {
+        let (command, _) = Command::decode(&record.payload)
+            .map_err(|e| RuntimeError::BadRecord { sequence: record.sequence, reason: e.to_string() })?;
+        events.clear();
+        engine.execute(CommandContext::new(record.sequence, record.timestamp_ns), &command, &mut events);
+        last_sequence = record.sequence;
+    }
+    let recovered = Recovered {
+        engine,
+        last_sequence,
+        snapshot: snapshot_path,
+        replayed: contents.records.len() as u64,
+        torn_tail: contents.torn_tail,
+    };
+    Ok((recovered, writer))
+}
+
+/// Handle to the running engine thread.
+pub struct Runtime {
+    /// Producers push commands here.
+    pub ring: Arc<IngressRing>,
+    /// Live counters.
+    pub stats: Arc<RuntimeStats>,
+    stop: Arc<AtomicBool>,
+    snapshot_now: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), RuntimeError>>>,
+}
+
+impl Runtime {
+    /// Starts the engine thread on a recovered engine.
+    pub fn start(
+        config: &Config,
+        recovered: Recovered,
+        journal: JournalWriter,
+        consumers: Vec<Box<dyn EventConsumer>>,
+    ) -> std::io::Result<Self> {
+        let ring = Arc::new(IngressRing::new(config.engine.ring_capacity));
+        let stats = Arc::new(RuntimeStats::default());
+        stats.last_sequence.store(recovered.last_sequence, Ordering::Relaxed);
+        stats.state_hash.store(recovered.engine.state_hash(), Ordering::Relaxed);
+        let stop = Arc::new(AtomicBool::new(false));
+        let snapshot_now = Arc::new(AtomicBool::new(false));
+        let mut engine_thread = EngineThread {
+            engine: recovered.engine,
+            journal,
+            ring: ring.clone(),
+            stats: stats.clone(),
+            stop: stop.clone(),
+            snapshot_now: snapshot_now.clone(),
+            consumers,
+            idle: config.engine.idle,
+            batch_max: config.journal.batch_max.max(1),
+            snapshot_every: config.snapshot.every_commands,
+            snapshot_dir: config.snapshot_dir(),
+            journal_dir: config.journal_dir(),
+            prune_journal: config.snapshot.prune_journal,
+            last_sequence: recovered.last_sequence,
+            last_timestamp_ns: 0,
+            since_snapshot: 0,
+        };
+        let core = config.engine.core;
+        let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
+            if let Some(core) = core {
+                let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                tracing::info!(core, pinned, "engine thread pinned");
+            }
+            engine_thread.run()
+        })?;
+        Ok(Self { ring, stats, stop, snapshot_now, thread: Some(thread) })
+    }
+
+    /// Asks for a snapshot at the next opportunity.
+    pub fn request_snapshot(&self) {
+        self.snapshot_now.store(true, Ordering::Release);
+    }
+
+    /// Whether the engine thread has ended (normally only after [`Self::shutdown`], or on a
+    /// journal failure).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Drains the ring, commits, snapshots and stops the engine thread.
+    ///
+    /// # Errors
+    /// What stopped the engine thread, if it failed.
+    pub fn shutdown(mut self) -> Result<(), RuntimeError> {
+        self.stop.store(true, Ordering::Release);
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|_| {
+                Err(RuntimeError::BadRecord { sequence: 0, reason: "engine thread panicked".into() })
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+struct EngineThread {
+    engine: Engine,
+    journal: JournalWriter,
+    ring: Arc<IngressRing>,
+    stats: Arc<RuntimeStats>,
+    stop: Arc<AtomicBool>,
+    snapshot_now: Arc<AtomicBool>,
+    consumers: Vec<Box<dyn EventConsumer>>,
+    idle: IdleStrategy,
+    batch_max: usize,
+    snapshot_every: u64,
+    snapshot_dir: PathBuf,
+    journal_dir: PathBuf,
+    prune_journal: bool,
+    last_sequence: u64,
+    last_timestamp_ns: u64,
+    since_snapshot: u64,
+}
+
+impl EngineThread {
+    fn run(&mut self) -> Result<(), RuntimeError> {
+        let mut batch: Vec<(u64, u64, Command)> = Vec::with_capacity(self.batch_max);
+        let mut events: Vec<Event> = Vec::with_capacity(4096);
+        let mut encoded = [0u8; Command::ENCODED_BYTES_MAX];
+        let mut snapshot_buffer = Vec::new();
+        let mut idle_polls = 0u32;
+        loop {
+            while batch.len() < self.batch_max {
+                let Some(item) = self.ring.pop() else { break };
+                // Time enters through the journal: stamped once here, never read by the engine.
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+                self.last_timestamp_ns = self.last_timestamp_ns.max(now);
+                let length = item.command.encode(&mut encoded).expect("buffer fits every command");
+                let sequence = self.journal.append(self.last_timestamp_ns, &encoded[..length])?;
+                batch.push((sequence, self.last_timestamp_ns, item.command));
+            }
+            if batch.is_empty() {
+                if self.snapshot_now.swap(false, Ordering::AcqRel) {
+                    self.snapshot(&mut snapshot_buffer)?;
+                }
+                if self.stop.load(Ordering::Acquire) && self.ring.is_empty() {
+                    self.snapshot(&mut snapshot_buffer)?;
+                    tracing::info!(sequence = self.last_sequence, hash = format_args!("{:#018x}", self.engine.state_hash()), "engine stopped");
+                    return Ok(());
+                }
+                idle_polls = idle_polls.saturating_add(1);
+                self.wait(idle_polls);
+                continue;
+            }
+            idle_polls = 0;
+            let started = std::time::Instant::now();
+            if let Err(error) = self.journal.commit() {
+                tracing::error!(%error, "journal commit failed: engine stops; nothing of this batch was acknowledged");
+                return Err(error.into());
+            }
+            let commit_ns = started.elapsed().as_nanos() as u64;
+            let mut fills = 0;
+            let mut rejects = 0;
+            let executed = batch.len() as u64;
+            for (sequence, timestamp_ns, command) in batch.drain(..) {
+                events.clear();
+                self.engine.execute(CommandContext::new(sequence, timestamp_ns), &command, &mut events);
+                for event in &events {
+                    match event {
+                        Event::Fill(_) => fills += 1,
+                        Event::OrderRejected(_) => rejects += 1,
+                        _ => {}
+                    }
+                }
+                for consumer in &mut self.consumers {
+                    consumer.on_events(sequence, &command, &events);
+                }
+                self.last_sequence = sequence;
+                self.since_snapshot += 1;
+            }
+            let stats = &self.stats;
+            stats.commands.fetch_add(executed, Ordering::Relaxed);
+            stats.fills.fetch_add(fills, Ordering::Relaxed);
+            stats.rejects.fetch_add(rejects, Ordering::Relaxed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.last_sequence.store(self.last_sequence, Ordering::Release);
+            tracing::trace!(commit_ns, sequence = self.last_sequence, "batch committed");
+            if self.snapshot_every > 0 && self.since_snapshot >= self.snapshot_every
+                || self.snapshot_now.swap(false, Ordering::AcqRel)
+            {
+                self.snapshot(&mut snapshot_buffer)?;
+            }
+        }
+    }
+
+    fn wait(&self, idle_polls: u32) {
+        match self.idle {
+            IdleStrategy::BusySpin => std::hint::spin_loop(),
+            IdleStrategy::SpinYield => {
+                if idle_polls < 100 {
+                    std::hint::spin_loop();
+                } else if idle_polls < 200 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(20));
+                }
+            }
+            IdleStrategy::Park => std::thread::sleep(Duration::from_micros(50)),
+        }
+    }
+
+    /// Serialises the state (the pause), writes it durably, prunes covered journal segments.
+    fn snapshot(&mut self, buffer: &mut Vec<u8>) -> Result<(), RuntimeError> {
+        self.stats.state_hash.store(self.engine.state_hash(), Ordering::Relaxed);
+        if self.last_sequence == 0 {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        self.engine.write_snapshot(self.last_sequence, buffer);
+        let pause = started.elapsed();
+        let path = write_snapshot_file(&self.snapshot_dir, self.last_sequence, buffer)?;
+        tracing::info!(sequence = self.last_sequence, bytes = buffer.len(), pause_us = pause.as_micros() as u64, path = %path.display(), "snapshot written");
+        self.since_snapshot = 0;
+        if self.prune_journal {
+            // Keep the previous snapshot and the journal since it, in case the newest is damaged.
+            let snapshots = list_snapshots(&self.snapshot_dir)?;
+            if let Some(&(keep_from, _)) = snapshots.get(1) {
+                for (_, old) in snapshots.iter().skip(2) {
+                    let _ = std::fs::remove_file(old);
+                }
+                let removed = self.journal.remove_segments_before(keep_from)?;
+                if removed > 0 {
+                    tracing::info!(removed, dir = %self.journal_dir.display(), "journal segments covered by snapshots removed");
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -114,8 +114,9 @@ wire_integer!(
     OrderCount(U32, u32)
 );
 
-/// Reserved bytes that pad a block to a multiple of 8 bytes. Always written as zero and ignored
-/// when read, so a later schema version may give them a meaning.
+/// Reserved bytes that pad a block to a multiple of 8 bytes. Senders write zeros; receivers must
+/// not interpret them, so a later schema version may give them a meaning. (Decoding keeps the
+/// bytes as received, so a re-encoded message is byte-identical to its source.)
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq)]
 #[repr(transparent)]
 pub struct Reserved<const N: usize>([u8; N]);

@@ -1,0 +1,80 @@
+//! Shared by the integration tests: the one list of every message with every field, in struct
+//! order, so each test can generate per-message code from it with a callback macro.
+//!
+//! `tests/schema.rs` proves the list complete (the fields must tile each block exactly), and a
+//! struct literal built from it (`tests/properties.rs`) would not compile with a field missing.
+
+#![allow(unused_macros)]
+
+/// Calls `$callback!` with every message as `Name => Envelope { field, ... }`.
+macro_rules! for_each_message {
+    ($callback:ident) => {
+        $callback! {
+            NewOrder => Command {
+                user_id, client_order_id, price_ticks, quantity_lots, quote_quantity, market_id,
+                side, order_type, time_in_force, self_trade_prevention, post_only, reserved,
+            },
+            CancelOrder => Command { user_id, order_id, client_order_id, market_id, reserved },
+            CancelReplace => Command {
+                user_id, order_id, client_order_id, new_price_ticks, new_quantity_lots, market_id,
+                reserved,
+            },
+            MassCancel => Command { user_id, market_id, side, reserved },
+            Deposit => Command { user_id, amount, asset_id, reserved },
+            Withdraw => Command { user_id, amount, asset_id, reserved },
+            OrderAccepted => Event {
+                sequence, timestamp_ns, user_id, order_id, client_order_id, price_ticks,
+                quantity_lots, quote_quantity, market_id, side, order_type, time_in_force,
+                self_trade_prevention, post_only, reserved,
+            },
+            OrderRejected => Event {
+                sequence, timestamp_ns, user_id, client_order_id, order_id, market_id, reason,
+                command_template_id,
+            },
+            Fill => Event {
+                sequence, timestamp_ns, trade_id, price_ticks, quantity_lots, quote_amount,
+                maker_user_id, maker_order_id, maker_client_order_id, maker_remaining_lots,
+                maker_fee, taker_user_id, taker_order_id, taker_client_order_id,
+                taker_remaining_lots, taker_fee, market_id, taker_side, reserved,
+            },
+            OrderCanceled => Event {
+                sequence, timestamp_ns, user_id, order_id, client_order_id, filled_lots,
+                canceled_lots, market_id, side, reason, reserved,
+            },
+            OrderExpired => Event {
+                sequence, timestamp_ns, user_id, order_id, client_order_id, filled_lots,
+                expired_lots, market_id, side, reason, reserved,
+            },
+            OrderReplaced => Event {
+                sequence, timestamp_ns, user_id, order_id, client_order_id, price_ticks,
+                quantity_lots, filled_lots, remaining_lots, market_id, side, priority_kept,
+                reserved,
+            },
+            BookLevelUpdate => Event {
+                sequence, timestamp_ns, price_ticks, quantity_lots, order_count, market_id, side,
+                reserved,
+            },
+            BalanceUpdate => Event {
+                sequence, timestamp_ns, user_id, available, locked, asset_id, reason, reserved,
+            },
+        }
+    };
+}
+
+/// Calls `$callback!` with every wire enum as `Enum => CodeType`.
+macro_rules! for_each_enum {
+    ($callback:ident) => {
+        $callback! {
+            Side => SideCode,
+            SideFilter => SideFilterCode,
+            OrderType => OrderTypeCode,
+            TimeInForce => TimeInForceCode,
+            SelfTradePrevention => SelfTradePreventionCode,
+            Boolean => BooleanCode,
+            CancelReason => CancelReasonCode,
+            ExpireReason => ExpireReasonCode,
+            BalanceChange => BalanceChangeCode,
+            RejectReason => RejectReasonCode,
+        }
+    };
+}

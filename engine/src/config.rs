@@ -45,7 +45,9 @@ pub struct MarketConfig {
     pub max_quantity_lots: u64,
     /// Highest price in ticks.
     pub max_price_ticks: u64,
-    /// Smallest limit-order notional in quote minor units.
+    /// Smallest order notional in quote minor units: checked against price × quantity for limit
+    /// orders and against the quote quantity of market buys by quote (a market order by base
+    /// quantity has no price to check before it trades).
     pub min_notional: u64,
     /// Fee charged to makers, parts per million of the notional.
     pub maker_fee_ppm: u32,

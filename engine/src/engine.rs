@@ -190,7 +190,10 @@ impl<B: Book> Engine<B> {
                 if order.order_id.get() >= next_order_id || market.book.get(order.order_id).is_some() {
                     return Err(format!("order {} out of range or duplicated", order.order_id));
                 }
-                market.book.insert(order).map_err(|_| format!("{}: book capacity exceeded", market.spec.config.symbol))?;
+                market
+                    .book
+                    .insert(order)
+                    .map_err(|_| format!("{}: book capacity exceeded", market.spec.config.symbol))?;
             }
         }
         Ok(())

@@ -176,7 +176,11 @@ fn contains_valid_record(bytes: &[u8]) -> bool {
 fn read_segment(path: &Path, is_last: bool) -> Result<(u64, Vec<Record>, SegmentEnd), JournalError> {
     let mut bytes = Vec::new();
     File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_error(path))?;
-    let corrupt = |offset: usize, reason: String| JournalError::Corrupt { path: path.to_path_buf(), offset: offset as u64, reason };
+    let corrupt = |offset: usize, reason: String| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
     if bytes.len() < SEGMENT_HEADER_BYTES {
         if is_last {
             // A segment whose header was never completely written holds no records.

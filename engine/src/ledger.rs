@@ -222,13 +222,13 @@ impl Ledger {
                 held[a] += u128::from(balance.available) + u128::from(balance.locked);
             }
         }
-        for a in 0..self.asset_count {
-            let left = held[a] + u128::from(self.fees_collected[a]);
+        for (a, held) in held.into_iter().enumerate() {
+            let left = held + u128::from(self.fees_collected[a]);
             let right = self.deposited[a] - self.withdrawn[a];
             if left != right {
                 return Err(format!(
-                    "asset {a}: balances {} + fees {} != deposits {} - withdrawals {}",
-                    held[a], self.fees_collected[a], self.deposited[a], self.withdrawn[a]
+                    "asset {a}: balances {held} + fees {} != deposits {} - withdrawals {}",
+                    self.fees_collected[a], self.deposited[a], self.withdrawn[a]
                 ));
             }
         }
@@ -253,7 +253,10 @@ impl Ledger {
     }
 
     /// Replaces an empty ledger's state with a snapshot's.
-    pub(crate) fn read_snapshot(&mut self, r: &mut crate::snapshot::Reader<'_>) -> Result<(), crate::snapshot::SnapshotError> {
+    pub(crate) fn read_snapshot(
+        &mut self,
+        r: &mut crate::snapshot::Reader<'_>,
+    ) -> Result<(), crate::snapshot::SnapshotError> {
         let count = r.u64()? as usize;
         for _ in 0..count {
             let user_id = UserId::new(r.u64()?);

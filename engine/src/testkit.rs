@@ -81,7 +81,9 @@ impl Book for NaiveBook {
         self.orders
             .iter()
             .map(|(_, o)| o)
-            .find(|o| o.user_id == user_id && o.client_order_id == client_order_id && client_order_id != ClientOrderId::ZERO)
+            .find(|o| {
+                o.user_id == user_id && o.client_order_id == client_order_id && client_order_id != ClientOrderId::ZERO
+            })
             .map(|o| o.order_id)
     }
 
@@ -357,5 +359,128 @@ pub mod commands {
             asset_id: AssetId::new(asset),
             reserved: Reserved::ZERO,
         })
+    }
+}
+
+/// glibc's `rand()` after `srand(seed)`: the TYPE_3 additive feedback generator (degree 31,
+/// separation 3) that `random_r` uses by default, reimplemented bit for bit so that workloads
+/// published as "C code with `srand(3)`" can be reproduced exactly.
+///
+/// Seeding: `r[0] = seed` (0 becomes 1), `r[i] = 16807 · r[i−1] mod (2^31 − 1)` for `i < 31`
+/// computed with Schrage's method on signed 32-bit words exactly as glibc does (so seeds of 2^31
+/// and above behave as in C), `r[i] = r[i−31]` for `31 <= i < 34`, then
+/// `r[i] = r[i−31] + r[i−3]` (wrapping `u32`). The first 344 values of the recurrence are
+/// discarded; the k-th output is `r[k + 344] >> 1`, in `0..=RAND_MAX` (2^31 − 1).
+#[derive(Debug, Clone)]
+pub struct GlibcRand {
+    /// The last 34 values of the recurrence, `r[i]` at `i % 34`.
+    ring: [u32; 34],
+    /// Index of the next value to compute.
+    next: usize,
+}
+
+impl GlibcRand {
+    /// Largest value [`GlibcRand::rand`] returns (glibc's `RAND_MAX`).
+    pub const RAND_MAX: u32 = 0x7fff_ffff;
+
+    /// The generator after `srand(seed)`.
+    pub fn new(seed: u32) -> Self {
+        let seed = if seed == 0 { 1 } else { seed };
+        let mut ring = [0u32; 34];
+        ring[0] = seed;
+        // glibc: `int32_t word = seed; hi = word / 127773; lo = word % 127773;
+        // word = 16807 * lo - 2836 * hi; if (word < 0) word += 2147483647;` with `long` (64-bit)
+        // intermediates and C's truncating division, which Rust's `/` and `%` share.
+        let mut word = seed as i32;
+        for slot in ring.iter_mut().take(31).skip(1) {
+            let hi = i64::from(word) / 127_773;
+            let lo = i64::from(word) % 127_773;
+            word = (16_807 * lo - 2_836 * hi) as i32;
+            if word < 0 {
+                word = word.wrapping_add(2_147_483_647);
+            }
+            *slot = word as u32;
+        }
+        for i in 31..34 {
+            ring[i] = ring[i - 31];
+        }
+        let mut rng = Self { ring, next: 34 };
+        for _ in 34..344 {
+            rng.step();
+        }
+        rng
+    }
+
+    /// Computes the next value of the recurrence.
+    #[inline]
+    fn step(&mut self) -> u32 {
+        let i = self.next;
+        // i − 31 ≡ i + 3 and i − 3 ≡ i + 31 (mod 34).
+        let value = self.ring[(i + 3) % 34].wrapping_add(self.ring[(i + 31) % 34]);
+        self.ring[i % 34] = value;
+        self.next = if i + 1 >= 2 * 34 { i + 1 - 34 } else { i + 1 };
+        value
+    }
+
+    /// The next `rand()` output, in `0..=RAND_MAX`.
+    #[inline]
+    pub fn rand(&mut self) -> u32 {
+        self.step() >> 1
+    }
+
+    /// `lo + rand() % (hi − lo + 1)`: the usual (slightly biased) C idiom for a value in
+    /// `lo..=hi`. Requires `lo <= hi` and `hi − lo < RAND_MAX`.
+    #[inline]
+    pub fn uniform(&mut self, lo: u32, hi: u32) -> u32 {
+        debug_assert!(lo <= hi && hi - lo < Self::RAND_MAX);
+        lo + self.rand() % (hi - lo + 1)
+    }
+}
+
+#[cfg(test)]
+mod glibc_rand_tests {
+    use super::GlibcRand;
+
+    fn first(seed: u32, n: usize) -> Vec<u32> {
+        let mut rng = GlibcRand::new(seed);
+        (0..n).map(|_| rng.rand()).collect()
+    }
+
+    #[test]
+    fn matches_glibc_for_seed_1() {
+        assert_eq!(first(1, 5), [1804289383, 846930886, 1681692777, 1714636915, 1957747793]);
+    }
+
+    /// Expected values printed by `srand(s); rand()...` compiled with gcc against glibc.
+    #[test]
+    fn matches_glibc_for_other_seeds() {
+        assert_eq!(
+            first(3, 8),
+            [1205554746, 483147985, 844158168, 953350440, 612121425, 310914940, 1210224072, 1856883376]
+        );
+        // srand(0) is srand(1).
+        assert_eq!(first(0, 5), first(1, 5));
+        assert_eq!(first(42, 4), [71876166, 708592740, 1483128881, 907283241]);
+        // Seeds >= 2^31 go through glibc's signed 32-bit seeding.
+        assert_eq!(first(0x8000_0001, 4), [1081815585, 5219348, 1080917272, 1083470877]);
+        assert_eq!(first(u32::MAX, 4), [254925627, 1205188300, 366127624, 1401405153]);
+    }
+
+    #[test]
+    fn long_run_matches_glibc() {
+        let mut rng = GlibcRand::new(3);
+        let mut last = 0;
+        for _ in 0..1_000_000 {
+            last = rng.rand();
+        }
+        assert_eq!(last, 403654803);
+    }
+
+    #[test]
+    fn uniform_is_the_c_idiom() {
+        // srand(3): the first W-LB order is a buy at 1880 + 1205554746 % 10 = 1886.
+        let mut rng = GlibcRand::new(3);
+        assert_eq!(rng.uniform(0, 9), 6);
+        assert_eq!(rng.uniform(1, 10), 6);
     }
 }

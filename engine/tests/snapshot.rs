@@ -76,7 +76,7 @@ fn restored_engine_continues_identically() {
         }
         events.clear();
     }
-    assert!(original.book(MarketId::new(1)).map_or(0, |b| engine::Book::len(b)) > 10, "the book should hold orders");
+    assert!(original.book(MarketId::new(1)).map_or(0, engine::Book::len) > 10, "the book should hold orders");
     assert_eq!(checked, 8);
 }
 

@@ -52,6 +52,8 @@ pub struct EngineSection {
     pub idle: IdleStrategy,
     /// Ingress ring capacity (commands).
     pub ring_capacity: usize,
+    /// Egress broadcast ring capacity (events); a consumer further behind is told it lagged.
+    pub egress_capacity: usize,
     /// Resting orders per market.
     pub orders_per_market_max: usize,
     /// Open orders per user per market.
@@ -179,7 +181,8 @@ impl Config {
             .collect();
         let mut markets = Vec::new();
         for (i, m) in self.markets.iter().enumerate() {
-            let value_error = |field: &'static str, reason: String| ConfigError::Value { market: m.symbol.clone(), field, reason };
+            let value_error =
+                |field: &'static str, reason: String| ConfigError::Value { market: m.symbol.clone(), field, reason };
             let find = |symbol: &str, field| {
                 assets
                     .iter()
@@ -209,8 +212,16 @@ impl Config {
                 quote: quote.id,
                 tick_size,
                 lot_size,
-                min_quantity_lots: in_units("min_quantity", parse("min_quantity", &m.min_quantity, base.decimals)?, lot_size)?,
-                max_quantity_lots: in_units("max_quantity", parse("max_quantity", &m.max_quantity, base.decimals)?, lot_size)?,
+                min_quantity_lots: in_units(
+                    "min_quantity",
+                    parse("min_quantity", &m.min_quantity, base.decimals)?,
+                    lot_size,
+                )?,
+                max_quantity_lots: in_units(
+                    "max_quantity",
+                    parse("max_quantity", &m.max_quantity, base.decimals)?,
+                    lot_size,
+                )?,
                 max_price_ticks: in_units("max_price", parse("max_price", &m.max_price, quote.decimals)?, tick_size)?,
                 min_notional: parse("min_notional", &m.min_notional, quote.decimals)?,
                 maker_fee_ppm: m.maker_fee_ppm,
@@ -227,7 +238,10 @@ impl Config {
             },
         };
         // Validate now so a bad file fails at start-up with a clear message.
-        engine::Engine::new(&EngineConfig { limits: EngineLimits { orders_per_market_max: 1, ..config.limits }, ..config.clone() })?;
+        engine::Engine::new(&EngineConfig {
+            limits: EngineLimits { orders_per_market_max: 1, ..config.limits },
+            ..config.clone()
+        })?;
         Ok(config)
     }
 

@@ -33,7 +33,7 @@ impl XorShift {
 
 /// Pushes a command, waiting while the ring is full (the demo is a polite producer).
 fn push(ring: &IngressRing, command: Command, stop: &AtomicBool) {
-    let mut item = IngressCommand { command };
+    let mut item = IngressCommand { origin: 0, command };
     while let Err(rejected) = ring.push(item) {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -55,31 +55,59 @@ fn mid_ticks(config: &EngineConfig, market: usize) -> u64 {
     (price_quote * 10u64.pow(u32::from(quote_decimals)) / spec.tick_size).max(10)
 }
 
-/// Runs the demo flow until `stop`, at about `orders_per_second`; `limit` bounds the number of
-/// orders (0: unbounded).
-pub fn run(config: EngineConfig, ring: Arc<IngressRing>, stop: Arc<AtomicBool>, orders_per_second: u64, limit: u64) {
-    let mut rng = XorShift(0x00de_0000_5eed_0001);
-    for user in std::iter::once(MARKET_MAKER).chain(TRADERS) {
-        for asset in &config.assets {
-            let amount = 10u64.pow(u32::from(asset.decimals)) * 1_000_000;
-            push(&ring, commands::deposit(user, asset.id.get(), amount), &stop);
+/// The demo's command stream: funding for every demo user, then an endless, seeded mix of maker
+/// quotes, maker quote refreshes (mass cancels) and trader market orders. A pure function of the
+/// configuration, so tests can rebuild exactly what a demo run sent.
+pub struct DemoFlow {
+    config: EngineConfig,
+    rng: XorShift,
+    mids: Vec<u64>,
+    client_id: u64,
+    funding: std::vec::IntoIter<Command>,
+}
+
+impl DemoFlow {
+    /// The flow for a configuration.
+    pub fn new(config: &EngineConfig) -> Self {
+        let mut funding = Vec::new();
+        for user in std::iter::once(MARKET_MAKER).chain(TRADERS) {
+            for asset in &config.assets {
+                let amount = 10u64.pow(u32::from(asset.decimals)) * 1_000_000;
+                funding.push(commands::deposit(user, asset.id.get(), amount));
+            }
+        }
+        Self {
+            mids: (0..config.markets.len()).map(|m| mid_ticks(config, m)).collect(),
+            config: config.clone(),
+            rng: XorShift(0x00de_0000_5eed_0001),
+            client_id: 0,
+            funding: funding.into_iter(),
         }
     }
-    let mut mids: Vec<u64> = (0..config.markets.len()).map(|m| mid_ticks(&config, m)).collect();
-    let pause = Duration::from_nanos(1_000_000_000 / orders_per_second.max(1));
-    let mut sent = 0u64;
-    let mut client_id = 0u64;
-    while !stop.load(Ordering::Relaxed) && (limit == 0 || sent < limit) {
-        let market_index = (rng.next() % config.markets.len() as u64) as usize;
-        let market = &config.markets[market_index];
+}
+
+impl Iterator for DemoFlow {
+    type Item = Command;
+
+    fn next(&mut self) -> Option<Command> {
+        if let Some(deposit) = self.funding.next() {
+            return Some(deposit);
+        }
+        let rng = &mut self.rng;
+        let market_index = (rng.next() % self.config.markets.len() as u64) as usize;
+        let market = &self.config.markets[market_index];
         let market_id = market.id.get();
-        let mid = &mut mids[market_index];
+        let mid = &mut self.mids[market_index];
         // A slow random walk.
         let step = (*mid / 2_000).max(1);
-        if rng.next() % 2 == 0 { *mid += step } else { *mid = mid.saturating_sub(step).max(step * 10) }
+        if rng.next() % 2 == 0 {
+            *mid += step
+        } else {
+            *mid = mid.saturating_sub(step).max(step * 10)
+        }
         let lots = rng.range(1, 50) * market.min_quantity_lots.max(1);
-        client_id = client_id % 1_000_000 + 1;
-        let command = match rng.next() % 10 {
+        self.client_id = self.client_id % 1_000_000 + 1;
+        Some(match rng.next() % 10 {
             // The maker refreshes its quotes: cancel everything, then quote both sides.
             0 => commands::mass_cancel(MARKET_MAKER, market_id, SideFilter::Both),
             1..=6 => {
@@ -89,16 +117,26 @@ pub fn run(config: EngineConfig, ring: Arc<IngressRing>, stop: Arc<AtomicBool>, 
                     Side::Bid => mid.saturating_sub(offset).max(1),
                     Side::Ask => *mid + offset,
                 };
-                commands::limit(MARKET_MAKER, market_id, side, price, lots, TimeInForce::Gtc, client_id)
+                commands::limit(MARKET_MAKER, market_id, side, price, lots, TimeInForce::Gtc, self.client_id)
             }
             _ => {
                 let trader = rng.range(*TRADERS.start(), *TRADERS.end());
                 let side = if rng.next() % 2 == 0 { Side::Bid } else { Side::Ask };
                 commands::market(trader, market_id, side, lots.min(market.max_quantity_lots))
             }
-        };
+        })
+    }
+}
+
+/// Runs the demo flow until `stop`, at about `orders_per_second`; `limit` bounds the number of
+/// commands (0: unbounded).
+pub fn run(config: EngineConfig, ring: Arc<IngressRing>, stop: Arc<AtomicBool>, orders_per_second: u64, limit: u64) {
+    let pause = Duration::from_nanos(1_000_000_000 / orders_per_second.max(1));
+    for (sent, command) in DemoFlow::new(&config).enumerate() {
+        if stop.load(Ordering::Relaxed) || (limit != 0 && sent as u64 >= limit) {
+            return;
+        }
         push(&ring, command, &stop);
-        sent += 1;
         std::thread::sleep(pause);
     }
 }

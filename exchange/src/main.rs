@@ -58,6 +58,10 @@ struct RunArgs {
     /// Print a status line every N seconds (0: never).
     #[arg(long, default_value_t = 5)]
     status_every: u64,
+    /// Print `ACKED <sequence>` on stdout whenever the durable, executed sequence advances (for
+    /// crash tests: every printed sequence must survive a kill -9).
+    #[arg(long, hide = true)]
+    print_acks: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,9 +151,17 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Some((sequence, path)) => println!("snapshot         {} (sequence {sequence})", path.display()),
                 None => println!("snapshot         none"),
             }
-            println!("replayed         {} commands in {:.3} s ({:.0} commands/s)", recovered.replayed, elapsed.as_secs_f64(), recovered.replayed as f64 / elapsed.as_secs_f64().max(1e-9));
+            println!(
+                "replayed         {} commands in {:.3} s ({:.0} commands/s)",
+                recovered.replayed,
+                elapsed.as_secs_f64(),
+                recovered.replayed as f64 / elapsed.as_secs_f64().max(1e-9)
+            );
             if let Some((path, offset)) = &recovered.torn_tail {
-                println!("torn tail        {} at offset {offset} (ignored; a server start truncates it)", path.display());
+                println!(
+                    "torn tail        {} at offset {offset} (ignored; a server start truncates it)",
+                    path.display()
+                );
             }
             println!("last sequence    {}", recovered.last_sequence);
             println!("accounts         {}", engine.ledger().account_count());
@@ -163,7 +175,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Some(Subcommands::Journal { command: JournalCommand::Dump { from, limit } }) => {
-            let contents = engine::journal::JournalReader::open(&config.journal_dir())?.read_after(from.saturating_sub(1))?;
+            let contents =
+                engine::journal::JournalReader::open(&config.journal_dir())?.read_after(from.saturating_sub(1))?;
             let take = if *limit == 0 { usize::MAX } else { *limit };
             for record in contents.records.iter().take(take) {
                 match Command::decode(&record.payload) {
@@ -187,7 +200,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-fn serve(config: &Config, engine_config: engine::EngineConfig, args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn serve(
+    config: &Config,
+    engine_config: engine::EngineConfig,
+    args: RunArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let (recovered, writer) = runtime::recover(config, &engine_config, false, true)?;
     let writer = writer.expect("recover opened the writer");
@@ -201,7 +218,7 @@ fn serve(config: &Config, engine_config: engine::EngineConfig, args: RunArgs) ->
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered"
     );
-    let runtime = Runtime::start(config, recovered, writer, Vec::new())?;
+    let runtime = Runtime::start(config, recovered, writer)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
@@ -212,6 +229,23 @@ fn serve(config: &Config, engine_config: engine::EngineConfig, args: RunArgs) ->
         let (rate, orders) = (args.demo_rate, args.demo_orders);
         tracing::info!(rate, "demo market running");
         std::thread::spawn(move || exchange::demo::run(config, ring, stop, rate, orders))
+    });
+
+    let acks = args.print_acks.then(|| {
+        let (stats, stop) = (runtime.stats.clone(), stop.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut printed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let durable = stats.last_sequence.load(Ordering::Acquire);
+                if durable > printed {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "ACKED {durable}").and_then(|_| out.flush());
+                    printed = durable;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
     });
 
     let deadline = (args.run_for > 0).then(|| Instant::now() + Duration::from_secs(args.run_for));
@@ -240,8 +274,8 @@ fn serve(config: &Config, engine_config: engine::EngineConfig, args: RunArgs) ->
     }
     tracing::info!("shutting down: draining the ring, final commit and snapshot");
     stop.store(true, Ordering::Relaxed);
-    if let Some(demo) = demo {
-        let _ = demo.join();
+    for thread in [demo, acks].into_iter().flatten() {
+        let _ = thread.join();
     }
     runtime.shutdown()?;
     Ok(())

@@ -6,6 +6,7 @@
 //!                                                   2. stamp sequence + time, append to journal
 //!                                                   3. write + fdatasync the batch (group commit)
 //!                                                   4. execute each command, publish its events
+//!                                                      once into the egress broadcast ring
 //!                                                   5. every N commands: serialise a snapshot,
 //!                                                      hand it to the snapshot writer thread
 //! ```
@@ -16,6 +17,7 @@
 //! next start truncates whatever was torn.
 
 use crate::config::{Config, IdleStrategy};
+use crate::egress::BroadcastRing;
 use codec::{Command, Event};
 use crossbeam_queue::ArrayQueue;
 use engine::journal::{JournalError, JournalWriter};
@@ -30,19 +32,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// A command waiting on the ingress ring.
 #[derive(Debug, Clone, Copy)]
 pub struct IngressCommand {
+    /// Who sent it (e.g. a gateway session id; 0: internal). Copied onto every event it causes
+    /// so the egress ring can route execution reports back.
+    pub origin: u64,
     /// The command.
     pub command: Command,
 }
 
 /// The ingress ring shared by every producer.
 pub type IngressRing = ArrayQueue<IngressCommand>;
-
-/// Receives every executed command's events on the engine thread. Implementations must not
-/// block or do I/O: copy what they need and return.
-pub trait EventConsumer: Send {
-    /// Called once per executed command, in sequence order, after its batch is durable.
-    fn on_events(&mut self, sequence: u64, command: &Command, events: &[Event]);
-}
 
 /// Counters readable from any thread.
 #[derive(Debug, Default)]
@@ -165,6 +163,8 @@ pub fn recover(
 pub struct Runtime {
     /// Producers push commands here.
     pub ring: Arc<IngressRing>,
+    /// Every event, once its command is durable, for every consumer.
+    pub egress: Arc<BroadcastRing>,
     /// Live counters.
     pub stats: Arc<RuntimeStats>,
     stop: Arc<AtomicBool>,
@@ -174,13 +174,9 @@ pub struct Runtime {
 
 impl Runtime {
     /// Starts the engine thread on a recovered engine.
-    pub fn start(
-        config: &Config,
-        recovered: Recovered,
-        journal: JournalWriter,
-        consumers: Vec<Box<dyn EventConsumer>>,
-    ) -> std::io::Result<Self> {
+    pub fn start(config: &Config, recovered: Recovered, journal: JournalWriter) -> std::io::Result<Self> {
         let ring = Arc::new(IngressRing::new(config.engine.ring_capacity));
+        let egress = BroadcastRing::new(config.engine.egress_capacity);
         let stats = Arc::new(RuntimeStats::default());
         stats.last_sequence.store(recovered.last_sequence, Ordering::Relaxed);
         stats.state_hash.store(recovered.engine.state_hash(), Ordering::Relaxed);
@@ -193,7 +189,7 @@ impl Runtime {
             stats: stats.clone(),
             stop: stop.clone(),
             snapshot_now: snapshot_now.clone(),
-            consumers,
+            egress: egress.clone(),
             idle: config.engine.idle,
             batch_max: config.journal.batch_max.max(1),
             snapshot_every: config.snapshot.every_commands,
@@ -212,7 +208,7 @@ impl Runtime {
             }
             engine_thread.run()
         })?;
-        Ok(Self { ring, stats, stop, snapshot_now, thread: Some(thread) })
+        Ok(Self { ring, egress, stats, stop, snapshot_now, thread: Some(thread) })
     }
 
     /// Asks for a snapshot at the next opportunity.
@@ -248,7 +244,7 @@ struct EngineThread {
     stats: Arc<RuntimeStats>,
     stop: Arc<AtomicBool>,
     snapshot_now: Arc<AtomicBool>,
-    consumers: Vec<Box<dyn EventConsumer>>,
+    egress: Arc<BroadcastRing>,
     idle: IdleStrategy,
     batch_max: usize,
     snapshot_every: u64,
@@ -262,7 +258,7 @@ struct EngineThread {
 
 impl EngineThread {
     fn run(&mut self) -> Result<(), RuntimeError> {
-        let mut batch: Vec<(u64, u64, Command)> = Vec::with_capacity(self.batch_max);
+        let mut batch: Vec<(u64, u64, IngressCommand)> = Vec::with_capacity(self.batch_max);
         let mut events: Vec<Event> = Vec::with_capacity(4096);
         let mut encoded = [0u8; Command::ENCODED_BYTES_MAX];
         let mut snapshot_buffer = Vec::new();
@@ -275,7 +271,7 @@ impl EngineThread {
                 self.last_timestamp_ns = self.last_timestamp_ns.max(now);
                 let length = item.command.encode(&mut encoded).expect("buffer fits every command");
                 let sequence = self.journal.append(self.last_timestamp_ns, &encoded[..length])?;
-                batch.push((sequence, self.last_timestamp_ns, item.command));
+                batch.push((sequence, self.last_timestamp_ns, item));
             }
             if batch.is_empty() {
                 if self.snapshot_now.swap(false, Ordering::AcqRel) {
@@ -283,7 +279,11 @@ impl EngineThread {
                 }
                 if self.stop.load(Ordering::Acquire) && self.ring.is_empty() {
                     self.snapshot(&mut snapshot_buffer)?;
-                    tracing::info!(sequence = self.last_sequence, hash = format_args!("{:#018x}", self.engine.state_hash()), "engine stopped");
+                    tracing::info!(
+                        sequence = self.last_sequence,
+                        hash = format_args!("{:#018x}", self.engine.state_hash()),
+                        "engine stopped"
+                    );
                     return Ok(());
                 }
                 idle_polls = idle_polls.saturating_add(1);
@@ -300,18 +300,16 @@ impl EngineThread {
             let mut fills = 0;
             let mut rejects = 0;
             let executed = batch.len() as u64;
-            for (sequence, timestamp_ns, command) in batch.drain(..) {
+            for (sequence, timestamp_ns, item) in batch.drain(..) {
                 events.clear();
-                self.engine.execute(CommandContext::new(sequence, timestamp_ns), &command, &mut events);
+                self.engine.execute(CommandContext::new(sequence, timestamp_ns), &item.command, &mut events);
                 for event in &events {
                     match event {
                         Event::Fill(_) => fills += 1,
                         Event::OrderRejected(_) => rejects += 1,
                         _ => {}
                     }
-                }
-                for consumer in &mut self.consumers {
-                    consumer.on_events(sequence, &command, &events);
+                    self.egress.publish(item.origin, event);
                 }
                 self.last_sequence = sequence;
                 self.since_snapshot += 1;

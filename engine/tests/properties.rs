@@ -173,7 +173,11 @@ fn run(commands: &[Command]) -> Result<Coverage, TestCaseError> {
         fast.execute(ctx, command, &mut fast_events);
         naive.execute(ctx, command, &mut naive_events);
         prop_assert_eq!(&fast_events, &naive_events, "command {} {:?}", i, command);
-        prop_assert!(!fast_events.is_empty() || matches!(command, Command::MassCancel(_)), "no events for {:?}", command);
+        prop_assert!(
+            !fast_events.is_empty() || matches!(command, Command::MassCancel(_)),
+            "no events for {:?}",
+            command
+        );
         let rejected = fast_events.iter().any(|e| matches!(e, Event::OrderRejected(_)));
         if rejected {
             prop_assert_eq!(fast_events.len(), 1, "a reject comes alone");
@@ -219,7 +223,10 @@ proptest! {
 fn long_stream_keeps_invariants() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::{Config, TestRunner};
-    let mut runner = TestRunner::new_with_rng(Config::default(), proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha));
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
+    );
     let commands = prop::collection::vec(command(), 3_000).new_tree(&mut runner).unwrap().current();
     let coverage = run(&commands).unwrap();
     println!("{coverage:#?}");

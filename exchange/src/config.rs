@@ -18,6 +18,8 @@ pub const DEFAULT_CONFIG: &str = include_str!("../exchange.toml");
 pub struct Config {
     /// Directory of the journal and snapshots.
     pub data_dir: PathBuf,
+    /// HTTP listener (metrics now; REST and WebSocket later).
+    pub http: HttpSection,
     /// Engine thread settings.
     pub engine: EngineSection,
     /// Journal settings.
@@ -28,6 +30,14 @@ pub struct Config {
     pub assets: Vec<AssetSection>,
     /// Markets, in id order (ids start at 1).
     pub markets: Vec<MarketSection>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address to listen on, e.g. `127.0.0.1:8080`; port 0 picks a free port.
+    pub listen: std::net::SocketAddr,
 }
 
 /// How the engine thread waits when its ring is empty.

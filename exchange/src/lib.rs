@@ -4,4 +4,6 @@
 pub mod config;
 pub mod demo;
 pub mod egress;
+pub mod http;
+pub mod metrics;
 pub mod runtime;

@@ -32,6 +32,9 @@ struct Cli {
     /// Core to pin the engine thread to; overrides `engine.core`.
     #[arg(long, global = true, env = "EXCHANGE_CORE")]
     core: Option<usize>,
+    /// HTTP port (metrics, and later REST/WebSocket); overrides the port of `http.listen`.
+    #[arg(long, global = true, env = "EXCHANGE_HTTP_PORT")]
+    http_port: Option<u16>,
     /// Snapshot every N commands; overrides `snapshot.every_commands`.
     #[arg(long, global = true, env = "EXCHANGE_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
@@ -129,6 +132,9 @@ fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
     if cli.core.is_some() {
         config.engine.core = cli.core;
     }
+    if let Some(port) = cli.http_port {
+        config.http.listen.set_port(port);
+    }
     if let Some(every) = cli.snapshot_every {
         config.snapshot.every_commands = every;
     }
@@ -218,9 +224,30 @@ fn serve(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered"
     );
+    let http_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let listener = http_runtime
+        .block_on(tokio::net::TcpListener::bind(config.http.listen))
+        .map_err(|e| format!("cannot listen on {}: {e}", config.http.listen))?;
     let runtime = Runtime::start(config, recovered, writer)?;
+    tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health)");
 
     let stop = Arc::new(AtomicBool::new(false));
+    let router = exchange::http::router(exchange::http::HttpState {
+        metrics: runtime.metrics.clone(),
+        stats: runtime.stats.clone(),
+        ring: runtime.ring.clone(),
+    });
+    let http_stop = stop.clone();
+    http_runtime.spawn(async move {
+        let shutdown = async move {
+            while !http_stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    });
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
 
@@ -278,5 +305,6 @@ fn serve(
         let _ = thread.join();
     }
     runtime.shutdown()?;
+    http_runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }

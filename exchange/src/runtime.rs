@@ -18,6 +18,7 @@
 
 use crate::config::{Config, IdleStrategy};
 use crate::egress::BroadcastRing;
+use crate::metrics::Metrics;
 use codec::{Command, Event};
 use crossbeam_queue::ArrayQueue;
 use engine::journal::{JournalError, JournalWriter};
@@ -165,6 +166,8 @@ pub struct Runtime {
     pub ring: Arc<IngressRing>,
     /// Every event, once its command is durable, for every consumer.
     pub egress: Arc<BroadcastRing>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
     /// Live counters.
     pub stats: Arc<RuntimeStats>,
     stop: Arc<AtomicBool>,
@@ -177,6 +180,7 @@ impl Runtime {
     pub fn start(config: &Config, recovered: Recovered, journal: JournalWriter) -> std::io::Result<Self> {
         let ring = Arc::new(IngressRing::new(config.engine.ring_capacity));
         let egress = BroadcastRing::new(config.engine.egress_capacity);
+        let metrics = Arc::new(Metrics::default());
         let stats = Arc::new(RuntimeStats::default());
         stats.last_sequence.store(recovered.last_sequence, Ordering::Relaxed);
         stats.state_hash.store(recovered.engine.state_hash(), Ordering::Relaxed);
@@ -190,6 +194,7 @@ impl Runtime {
             stop: stop.clone(),
             snapshot_now: snapshot_now.clone(),
             egress: egress.clone(),
+            metrics: metrics.clone(),
             idle: config.engine.idle,
             batch_max: config.journal.batch_max.max(1),
             snapshot_every: config.snapshot.every_commands,
@@ -208,7 +213,7 @@ impl Runtime {
             }
             engine_thread.run()
         })?;
-        Ok(Self { ring, egress, stats, stop, snapshot_now, thread: Some(thread) })
+        Ok(Self { ring, egress, metrics, stats, stop, snapshot_now, thread: Some(thread) })
     }
 
     /// Asks for a snapshot at the next opportunity.
@@ -245,6 +250,7 @@ struct EngineThread {
     stop: Arc<AtomicBool>,
     snapshot_now: Arc<AtomicBool>,
     egress: Arc<BroadcastRing>,
+    metrics: Arc<Metrics>,
     idle: IdleStrategy,
     batch_max: usize,
     snapshot_every: u64,
@@ -297,23 +303,35 @@ impl EngineThread {
                 return Err(error.into());
             }
             let commit_ns = started.elapsed().as_nanos() as u64;
+            let metrics = &*self.metrics;
+            metrics.journal_commit_ns.record(commit_ns);
+            metrics.journal_batch_size.record(batch.len() as u64);
             let mut fills = 0;
             let mut rejects = 0;
             let executed = batch.len() as u64;
             for (sequence, timestamp_ns, item) in batch.drain(..) {
+                let command_started = std::time::Instant::now();
                 events.clear();
                 self.engine.execute(CommandContext::new(sequence, timestamp_ns), &item.command, &mut events);
                 for event in &events {
                     match event {
                         Event::Fill(_) => fills += 1,
-                        Event::OrderRejected(_) => rejects += 1,
+                        Event::OrderRejected(rejected) => {
+                            rejects += 1;
+                            if let Ok(reason) = rejected.reason.get() {
+                                metrics.reject(reason);
+                            }
+                        }
                         _ => {}
                     }
                     self.egress.publish(item.origin, event);
                 }
+                metrics.command(item.command.template_id());
+                metrics.engine_command_ns.record(command_started.elapsed().as_nanos() as u64);
                 self.last_sequence = sequence;
                 self.since_snapshot += 1;
             }
+            metrics.fills.fetch_add(fills, Ordering::Relaxed);
             let stats = &self.stats;
             stats.commands.fetch_add(executed, Ordering::Relaxed);
             stats.fills.fetch_add(fills, Ordering::Relaxed);
@@ -355,6 +373,7 @@ impl EngineThread {
         self.engine.write_snapshot(self.last_sequence, buffer);
         let pause = started.elapsed();
         let path = write_snapshot_file(&self.snapshot_dir, self.last_sequence, buffer)?;
+        self.metrics.snapshot_ns.record(started.elapsed().as_nanos() as u64);
         tracing::info!(sequence = self.last_sequence, bytes = buffer.len(), pause_us = pause.as_micros() as u64, path = %path.display(), "snapshot written");
         self.since_snapshot = 0;
         if self.prune_journal {

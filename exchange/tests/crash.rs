@@ -63,7 +63,7 @@ fn kill_dash_nine_loses_nothing_acknowledged() {
         rng ^= rng << 17;
         let delay = Duration::from_millis(200 + rng % 700);
         let mut child = Command::new(BINARY)
-            .args(["--data", dir.to_str().unwrap(), "--snapshot-every", "300", "run", "--demo"])
+            .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--snapshot-every", "300", "run", "--demo"])
             .args(["--demo-rate", "5000", "--status-every", "0", "--print-acks"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -103,7 +103,7 @@ fn kill_dash_nine_loses_nothing_acknowledged() {
 fn corruption_mid_journal_refuses_to_start() {
     let dir = data_dir("corrupt");
     let status = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--snapshot-every", "0", "run", "--demo"])
+        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--snapshot-every", "0", "run", "--demo"])
         .args(["--demo-rate", "20000", "--demo-orders", "500", "--run-for", "1", "--status-every", "0"])
         .stderr(Stdio::null())
         .status()
@@ -117,7 +117,7 @@ fn corruption_mid_journal_refuses_to_start() {
     bytes[middle] ^= 0x40;
     std::fs::write(&segment, &bytes).unwrap();
     let output = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "run", "--run-for", "1"])
+        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "run", "--run-for", "1"])
         .stderr(Stdio::piped())
         .output()
         .unwrap();

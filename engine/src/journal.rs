@@ -480,24 +480,34 @@ impl JournalWriter {
         Ok(self.durable_sequence)
     }
 
-    /// Deletes whole segments whose records all precede `sequence` (already covered by a
-    /// snapshot). The current segment is never deleted.
+    /// Deletes whole segments whose records all precede `sequence` (see
+    /// [`remove_segments_before`]).
     ///
     /// # Errors
     /// I/O errors.
     pub fn remove_segments_before(&self, sequence: u64) -> Result<usize, JournalError> {
-        let segments = list_segments(&self.dir)?;
-        let mut removed = 0;
-        for pair in segments.windows(2) {
-            let (_, path) = &pair[0];
-            let (next_first, _) = pair[1];
-            if next_first <= sequence + 1 && *path != self.path {
-                fs::remove_file(path).map_err(io_error(path))?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        remove_segments_before(&self.dir, sequence)
     }
+}
+
+/// Deletes whole segments whose records all precede `sequence` (already covered by a snapshot).
+/// The newest segment (the one being appended to) is never deleted, so this is safe to call from
+/// another thread while the writer runs.
+///
+/// # Errors
+/// I/O errors.
+pub fn remove_segments_before(dir: &Path, sequence: u64) -> Result<usize, JournalError> {
+    let segments = list_segments(dir)?;
+    let mut removed = 0;
+    for pair in segments.windows(2) {
+        let (_, path) = &pair[0];
+        let (next_first, _) = pair[1];
+        if next_first <= sequence + 1 {
+            fs::remove_file(path).map_err(io_error(path))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

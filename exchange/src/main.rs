@@ -35,6 +35,9 @@ struct Cli {
     /// HTTP port (metrics, and later REST/WebSocket); overrides the port of `http.listen`.
     #[arg(long, global = true, env = "EXCHANGE_HTTP_PORT")]
     http_port: Option<u16>,
+    /// Journal segment size in bytes; overrides `journal.segment_bytes`.
+    #[arg(long, global = true, env = "EXCHANGE_SEGMENT_BYTES")]
+    segment_bytes: Option<u64>,
     /// Snapshot every N commands; overrides `snapshot.every_commands`.
     #[arg(long, global = true, env = "EXCHANGE_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
@@ -135,6 +138,9 @@ fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
     }
     if let Some(port) = cli.http_port {
         config.http.listen.set_port(port);
+    }
+    if let Some(bytes) = cli.segment_bytes {
+        config.journal.segment_bytes = bytes;
     }
     if let Some(every) = cli.snapshot_every {
         config.snapshot.every_commands = every;

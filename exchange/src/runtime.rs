@@ -264,10 +264,22 @@ struct EngineThread {
 
 impl EngineThread {
     fn run(&mut self) -> Result<(), RuntimeError> {
+        let mut snapshots = SnapshotWriter::start(
+            self.snapshot_dir.clone(),
+            self.journal_dir.clone(),
+            self.prune_journal,
+            self.metrics.clone(),
+        )
+        .map_err(|source| SnapshotError::Io { path: self.snapshot_dir.clone(), source })?;
+        let result = self.run_loop(&mut snapshots);
+        snapshots.finish();
+        result
+    }
+
+    fn run_loop(&mut self, snapshots: &mut SnapshotWriter) -> Result<(), RuntimeError> {
         let mut batch: Vec<(u64, u64, IngressCommand)> = Vec::with_capacity(self.batch_max);
         let mut events: Vec<Event> = Vec::with_capacity(4096);
         let mut encoded = [0u8; Command::ENCODED_BYTES_MAX];
-        let mut snapshot_buffer = Vec::new();
         let mut idle_polls = 0u32;
         loop {
             while batch.len() < self.batch_max {
@@ -281,10 +293,12 @@ impl EngineThread {
             }
             if batch.is_empty() {
                 if self.snapshot_now.swap(false, Ordering::AcqRel) {
-                    self.snapshot(&mut snapshot_buffer)?;
+                    self.snapshot(snapshots)?;
                 }
                 if self.stop.load(Ordering::Acquire) && self.ring.is_empty() {
-                    self.snapshot(&mut snapshot_buffer)?;
+                    // Final snapshot: wait for any in-flight one so this one is not skipped.
+                    snapshots.wait_idle();
+                    self.snapshot(snapshots)?;
                     tracing::info!(
                         sequence = self.last_sequence,
                         hash = format_args!("{:#018x}", self.engine.state_hash()),
@@ -342,7 +356,7 @@ impl EngineThread {
             if self.snapshot_every > 0 && self.since_snapshot >= self.snapshot_every
                 || self.snapshot_now.swap(false, Ordering::AcqRel)
             {
-                self.snapshot(&mut snapshot_buffer)?;
+                self.snapshot(snapshots)?;
             }
         }
     }
@@ -363,32 +377,126 @@ impl EngineThread {
         }
     }
 
-    /// Serialises the state (the pause), writes it durably, prunes covered journal segments.
-    fn snapshot(&mut self, buffer: &mut Vec<u8>) -> Result<(), RuntimeError> {
+    /// Serialises the state into a buffer (the engine's only pause) and hands it to the snapshot
+    /// writer thread. At most one snapshot is in flight; if the previous one is still being
+    /// written, this one is postponed rather than waited for.
+    fn snapshot(&mut self, snapshots: &mut SnapshotWriter) -> Result<(), RuntimeError> {
         self.stats.state_hash.store(self.engine.state_hash(), Ordering::Relaxed);
-        if self.last_sequence == 0 {
+        if self.last_sequence == 0 || self.last_sequence == snapshots.last_sequence {
             return Ok(());
         }
+        let Some(mut buffer) = snapshots.take_buffer() else {
+            return Ok(());
+        };
         let started = std::time::Instant::now();
-        self.engine.write_snapshot(self.last_sequence, buffer);
+        self.engine.write_snapshot(self.last_sequence, &mut buffer);
         let pause = started.elapsed();
-        let path = write_snapshot_file(&self.snapshot_dir, self.last_sequence, buffer)?;
-        self.metrics.snapshot_ns.record(started.elapsed().as_nanos() as u64);
-        tracing::info!(sequence = self.last_sequence, bytes = buffer.len(), pause_us = pause.as_micros() as u64, path = %path.display(), "snapshot written");
+        tracing::debug!(sequence = self.last_sequence, pause_us = pause.as_micros() as u64, "snapshot serialised");
+        snapshots.submit(self.last_sequence, buffer);
         self.since_snapshot = 0;
-        if self.prune_journal {
-            // Keep the previous snapshot and the journal since it, in case the newest is damaged.
-            let snapshots = list_snapshots(&self.snapshot_dir)?;
-            if let Some(&(keep_from, _)) = snapshots.get(1) {
-                for (_, old) in snapshots.iter().skip(2) {
-                    let _ = std::fs::remove_file(old);
-                }
-                let removed = self.journal.remove_segments_before(keep_from)?;
-                if removed > 0 {
-                    tracing::info!(removed, dir = %self.journal_dir.display(), "journal segments covered by snapshots removed");
-                }
-            }
-        }
         Ok(())
+    }
+}
+
+/// A snapshot job: the sequence and the serialised state.
+type SnapshotJob = (u64, Vec<u8>, std::time::Instant);
+
+/// The snapshot writer thread and the engine thread's end of it. Buffers go back and forth so
+/// that steady-state snapshots reuse memory.
+struct SnapshotWriter {
+    jobs: Option<std::sync::mpsc::SyncSender<SnapshotJob>>,
+    returned: std::sync::mpsc::Receiver<Vec<u8>>,
+    spare: Option<Vec<u8>>,
+    in_flight: bool,
+    last_sequence: u64,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SnapshotWriter {
+    fn start(
+        snapshot_dir: PathBuf,
+        journal_dir: PathBuf,
+        prune_journal: bool,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        let (jobs, job_receiver) = std::sync::mpsc::sync_channel::<SnapshotJob>(1);
+        let (return_sender, returned) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name("snapshot-writer".into()).spawn(move || {
+            for (sequence, buffer, started) in job_receiver {
+                match write_snapshot_file(&snapshot_dir, sequence, &buffer) {
+                    Ok(path) => {
+                        metrics.snapshot_ns.record(started.elapsed().as_nanos() as u64);
+                        tracing::info!(sequence, bytes = buffer.len(), path = %path.display(), "snapshot written");
+                        if prune_journal {
+                            prune(&snapshot_dir, &journal_dir);
+                        }
+                    }
+                    // Not fatal: the journal still holds everything; recovery just replays more.
+                    Err(error) => tracing::error!(%error, sequence, "snapshot failed"),
+                }
+                let _ = return_sender.send(buffer);
+            }
+        })?;
+        Ok(Self {
+            jobs: Some(jobs),
+            returned,
+            spare: Some(Vec::new()),
+            in_flight: false,
+            last_sequence: 0,
+            thread: Some(thread),
+        })
+    }
+
+    /// A buffer to serialise into, or `None` while the previous snapshot is still being written.
+    fn take_buffer(&mut self) -> Option<Vec<u8>> {
+        if self.in_flight {
+            let buffer = self.returned.try_recv().ok()?;
+            self.in_flight = false;
+            self.spare = Some(buffer);
+        }
+        self.spare.take()
+    }
+
+    fn submit(&mut self, sequence: u64, buffer: Vec<u8>) {
+        if let Some(jobs) = &self.jobs
+            && jobs.send((sequence, buffer, std::time::Instant::now())).is_ok()
+        {
+            self.in_flight = true;
+            self.last_sequence = sequence;
+        }
+    }
+
+    /// Waits for the in-flight snapshot, if any.
+    fn wait_idle(&mut self) {
+        if self.in_flight
+            && let Ok(buffer) = self.returned.recv()
+        {
+            self.in_flight = false;
+            self.spare = Some(buffer);
+        }
+    }
+
+    /// Finishes the last job and stops the thread.
+    fn finish(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Keeps the two newest snapshots and the journal from the older of them on; removes the rest.
+fn prune(snapshot_dir: &Path, journal_dir: &Path) {
+    let Ok(snapshots) = list_snapshots(snapshot_dir) else { return };
+    // Keep the previous snapshot and the journal since it, in case the newest is damaged.
+    if let Some(&(keep_from, _)) = snapshots.get(1) {
+        for (_, old) in snapshots.iter().skip(2) {
+            let _ = std::fs::remove_file(old);
+        }
+        match engine::journal::remove_segments_before(journal_dir, keep_from) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "journal segments covered by snapshots removed"),
+            Err(error) => tracing::warn!(%error, "journal pruning failed"),
+        }
     }
 }

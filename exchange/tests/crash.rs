@@ -160,3 +160,43 @@ fn snapshots_prune_the_journal_and_recovery_still_matches() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("resumes at sequence"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A journal write that fails (here: the file-size limit, which makes `write` fail like a full
+/// disk) stops the engine before anything of the failed batch is acknowledged; the server exits
+/// with an error, and a restart recovers every acknowledged command.
+#[test]
+fn journal_write_failure_stops_cleanly_and_recovers() {
+    let dir = data_dir("disk-full");
+    // SIGXFSZ ignored: exceeding the limit then fails the write with EFBIG instead of killing.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 64; exec {BINARY} --data {} --http-port 0 --snapshot-every 0 --segment-bytes 100000000 \
+         run --demo --demo-rate 20000 --status-every 0 --print-acks --run-for 20",
+        dir.display()
+    );
+    let output = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the server must stop on the failed write: {stderr}");
+    assert!(stderr.contains("journal"), "the error names the journal: {stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let acked = stdout.lines().filter_map(|l| l.strip_prefix("ACKED ")?.parse::<u64>().ok()).max().unwrap_or(0);
+    assert!(acked > 100, "work was acknowledged before the failure ({acked})");
+
+    // Restart without the limit: recovery truncates the torn batch and keeps everything acked.
+    let status = Command::new(BINARY)
+        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "run", "--run-for", "1", "--status-every", "0"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (last_sequence, hash) = replay(&dir, true);
+    assert!(last_sequence >= acked, "acknowledged {acked}, recovered {last_sequence}");
+    let engine_config = Config::load(None).unwrap().engine_config().unwrap();
+    let mut reference = Engine::new(&engine_config).unwrap();
+    let mut events = Vec::new();
+    for (i, command) in DemoFlow::new(&engine_config).take(last_sequence as usize).enumerate() {
+        reference.execute(CommandContext::new(i as u64 + 1, 0), &command, &mut events);
+        events.clear();
+    }
+    assert_eq!(hash, format!("{:#018x}", reference.state_hash()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

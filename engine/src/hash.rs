@@ -1,7 +1,8 @@
 //! Hashing: the state hash (a fixed, documented function of the state) and the fast hasher of the
 //! engine's lookup maps.
 
-use core::hash::Hasher;
+use core::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// FNV-1a, 64-bit, over the little-endian bytes of each value fed in. Stable across platforms,
 /// builds and runs, so a state hash can be compared between a live engine and a replay.
@@ -41,8 +42,39 @@ impl StateHasher {
     }
 }
 
-/// Multiply-xorshift hasher for integer keys (ids). Not DoS-resistant, which is fine: keys are
-/// exchange-assigned ids or authenticated user ids, and map sizes are bounded.
+/// Seed given to lookup maps created from now on (see [`set_lookup_hash_seed`]).
+static LOOKUP_HASH_SEED: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the seed of the engine's lookup-map hasher for maps created afterwards. The server sets a
+/// random one at start-up so that clients cannot precompute colliding client order ids. The seed
+/// changes only where entries sit in memory, never what the engine does: maps are never iterated
+/// on the state path (a test runs the same stream under different seeds and compares hashes).
+pub fn set_lookup_hash_seed(seed: u64) {
+    LOOKUP_HASH_SEED.store(seed, Ordering::Relaxed);
+}
+
+/// Builds [`IdHasher`]s from the seed current when the map was created.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeededIdHasher {
+    seed: u64,
+}
+
+impl Default for SeededIdHasher {
+    fn default() -> Self {
+        Self { seed: LOOKUP_HASH_SEED.load(Ordering::Relaxed) }
+    }
+}
+
+impl BuildHasher for SeededIdHasher {
+    type Hasher = IdHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher { state: self.seed }
+    }
+}
+
+/// Multiply-xorshift hasher for integer keys (ids), seeded per process.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct IdHasher {
     state: u64,

@@ -35,7 +35,9 @@ pub use ledger::{Balance, Ledger};
 
 /// Hash map used for lookups on the hot path (never iterated on the state path, so its hasher
 /// cannot influence determinism).
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, core::hash::BuildHasherDefault<hash::IdHasher>>;
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, hash::SeededIdHasher>;
+
+pub use hash::set_lookup_hash_seed;
 
 /// A [`FastMap`] with room for `capacity` entries allocated now.
 pub(crate) fn new_map<K, V>(capacity: usize) -> FastMap<K, V> {

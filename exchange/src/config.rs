@@ -96,8 +96,11 @@ pub enum DurabilitySetting {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotSection {
-    /// Take a snapshot after this many commands (0: never, except at shutdown).
+    /// Take a snapshot after this many commands (0: not by count).
     pub every_commands: u64,
+    /// Take a snapshot when this many seconds passed since the last one and commands arrived in
+    /// between (0: not by time). Shutdown always snapshots.
+    pub every_seconds: u64,
     /// Delete journal segments wholly covered by the newest snapshot.
     pub prune_journal: bool,
 }

@@ -219,6 +219,10 @@ fn serve(
     args: RunArgs,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
+    // A per-process seed for the engine's lookup maps, so clients cannot precompute colliding ids.
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()).rotate_left(32);
+    engine::set_lookup_hash_seed(seed);
     let (recovered, writer) = runtime::recover(config, &engine_config, false, true)?;
     let writer = writer.expect("recover opened the writer");
     tracing::info!(

@@ -198,6 +198,9 @@ impl Runtime {
             idle: config.engine.idle,
             batch_max: config.journal.batch_max.max(1),
             snapshot_every: config.snapshot.every_commands,
+            snapshot_interval: (config.snapshot.every_seconds > 0)
+                .then(|| Duration::from_secs(config.snapshot.every_seconds)),
+            last_snapshot_at: std::time::Instant::now(),
             snapshot_dir: config.snapshot_dir(),
             journal_dir: config.journal_dir(),
             prune_journal: config.snapshot.prune_journal,
@@ -254,6 +257,8 @@ struct EngineThread {
     idle: IdleStrategy,
     batch_max: usize,
     snapshot_every: u64,
+    snapshot_interval: Option<Duration>,
+    last_snapshot_at: std::time::Instant,
     snapshot_dir: PathBuf,
     journal_dir: PathBuf,
     prune_journal: bool,
@@ -353,9 +358,10 @@ impl EngineThread {
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.last_sequence.store(self.last_sequence, Ordering::Release);
             tracing::trace!(commit_ns, sequence = self.last_sequence, "batch committed");
-            if self.snapshot_every > 0 && self.since_snapshot >= self.snapshot_every
-                || self.snapshot_now.swap(false, Ordering::AcqRel)
-            {
+            let due_by_count = self.snapshot_every > 0 && self.since_snapshot >= self.snapshot_every;
+            let due_by_time =
+                self.snapshot_interval.is_some_and(|interval| self.last_snapshot_at.elapsed() >= interval);
+            if due_by_count || due_by_time || self.snapshot_now.swap(false, Ordering::AcqRel) {
                 self.snapshot(snapshots)?;
             }
         }
@@ -394,6 +400,7 @@ impl EngineThread {
         tracing::debug!(sequence = self.last_sequence, pause_us = pause.as_micros() as u64, "snapshot serialised");
         snapshots.submit(self.last_sequence, buffer);
         self.since_snapshot = 0;
+        self.last_snapshot_at = std::time::Instant::now();
         Ok(())
     }
 }

@@ -136,6 +136,7 @@ envelope!(
         OrderReplaced,
         BookLevelUpdate,
         BalanceUpdate,
+        MassCancelReport,
     }
 );
 
@@ -165,6 +166,7 @@ impl Event {
             Event::OrderReplaced(m) => m.sequence,
             Event::BookLevelUpdate(m) => m.sequence,
             Event::BalanceUpdate(m) => m.sequence,
+            Event::MassCancelReport(m) => m.sequence,
         }
     }
 }

@@ -396,3 +396,24 @@ message!(
         pub reserved: Reserved<3>,
     }
 );
+
+message!(
+    /// A mass cancel finished (always emitted, after the cancels it caused, even when nothing
+    /// was open), so every command produces at least one event a gateway can answer with.
+    MassCancelReport = 109, 40 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// User whose orders were cancelled.
+        pub user_id: UserId,
+        /// Market, or 0 for all markets.
+        pub market_id: MarketId,
+        /// Number of orders cancelled.
+        pub canceled_count: OrderCount,
+        /// Sides that were cancelled.
+        pub side: SideFilterCode,
+        /// Zero.
+        pub reserved: Reserved<7>,
+    }
+);

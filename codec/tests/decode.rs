@@ -103,7 +103,7 @@ const VERSION_AT: usize = 6;
 #[test]
 fn the_instances_cover_every_message() {
     let all = all();
-    assert_eq!(all.len(), 14);
+    assert_eq!(all.len(), 15);
     for message in &all {
         let bytes = message.to_vec();
         assert_eq!(message.decode_like(&bytes), Ok((*message, bytes.len())), "{}", message.name());

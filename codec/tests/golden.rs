@@ -207,6 +207,15 @@ fn instances() -> Vec<Any> {
             reason: BalanceChange::OrderReleased.into(),
             reserved: Reserved::ZERO,
         }),
+        Event::MassCancelReport(MassCancelReport {
+            sequence,
+            timestamp_ns,
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            market_id: MarketId::new(0x5152_5354),
+            canceled_count: OrderCount::new(0x6162_6364),
+            side: SideFilter::Ask.into(),
+            reserved: Reserved::ZERO,
+        }),
     ];
     commands.into_iter().map(Any::Command).chain(events.into_iter().map(Any::Event)).collect()
 }
@@ -252,7 +261,7 @@ fn golden_directory_holds_exactly_one_file_per_message() {
         std::fs::read_dir(golden_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     found.sort();
     assert_eq!(found, expected);
-    assert_eq!(expected.len(), 14, "6 commands and 8 events");
+    assert_eq!(expected.len(), 15, "6 commands and 9 events");
 }
 
 #[test]

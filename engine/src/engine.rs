@@ -6,9 +6,10 @@ use crate::hash::StateHasher;
 use crate::ledger::{Balance, Ledger, LedgerError};
 use codec::{
     Amount, AssetId, BalanceChange, BalanceUpdate, BookLevelUpdate, CancelOrder, CancelReason, CancelReplace,
-    ClientOrderId, Command, Deposit, Event, ExpireReason, Fill, Lots, MarketId, MassCancel, NewOrder, OrderAccepted,
-    OrderCanceled, OrderCount, OrderExpired, OrderId, OrderRejected, OrderReplaced, OrderType, RejectReason, Reserved,
-    SelfTradePrevention, Sequence, Side, SideFilter, Ticks, TimeInForce, TimestampNs, TradeId, UserId, Withdraw,
+    ClientOrderId, Command, Deposit, Event, ExpireReason, Fill, Lots, MarketId, MassCancel, MassCancelReport, NewOrder,
+    OrderAccepted, OrderCanceled, OrderCount, OrderExpired, OrderId, OrderRejected, OrderReplaced, OrderType,
+    RejectReason, Reserved, SelfTradePrevention, Sequence, Side, SideFilter, Ticks, TimeInForce, TimestampNs, TradeId,
+    UserId, Withdraw,
 };
 
 /// What the sequencer stamps on a command: its position in the journal and the time it was
@@ -477,6 +478,7 @@ impl<B: Book> Engine<B> {
             mi..mi + 1
         };
         let mut ids = core::mem::take(&mut self.scratch_order_ids);
+        let mut canceled = 0u32;
         for mi in markets {
             ids.clear();
             self.markets[mi].book.orders_of(m.user_id, &mut ids);
@@ -493,11 +495,21 @@ impl<B: Book> Engine<B> {
                 };
                 if wanted {
                     self.cancel_resting(ctx, mi, order_id, CancelReason::MassCancel, out);
+                    canceled += 1;
                 }
             }
         }
         ids.clear();
         self.scratch_order_ids = ids;
+        out.push(Event::MassCancelReport(MassCancelReport {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: m.user_id,
+            market_id: m.market_id,
+            canceled_count: OrderCount::new(canceled),
+            side: m.side,
+            reserved: Reserved::ZERO,
+        }));
         Ok(())
     }
 

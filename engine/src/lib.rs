@@ -19,6 +19,7 @@
 //! [`Engine::validate`] checks the book and ledger invariants; tests call it after every command.
 
 pub mod book;
+pub mod bus;
 pub mod config;
 mod engine;
 mod hash;

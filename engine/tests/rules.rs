@@ -832,7 +832,7 @@ fn cancel_of_another_users_order_is_refused_and_the_order_stays() {
     // By client id a user only ever finds their own orders.
     h.reject(cancel_by_client_id(2, M1, 5), RejectReason::UnknownOrder);
     h.reject(c::replace(2, M1, id, 19_000, 0), RejectReason::NotOrderOwner);
-    assert!(h.ok(c::mass_cancel(2, M1, SideFilter::Both)).is_empty());
+    assert_eq!(mass_report(&h.ok(c::mass_cancel(2, M1, SideFilter::Both))), [(2, M1, 0)], "nothing of user 1's");
     assert_eq!(h.queue(M1, Side::Bid), [(id, 5)]);
     assert_eq!(h.balance(1, USDC), (899_950, 100_050));
 }
@@ -855,6 +855,17 @@ fn mass_cancel_setup() -> Harness {
     h
 }
 
+/// The (user, market, count) of each MassCancelReport.
+fn mass_report(events: &[Event]) -> Vec<(u64, u32, u32)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::MassCancelReport(r) => Some((r.user_id.get(), r.market_id.get(), r.canceled_count.get())),
+            _ => None,
+        })
+        .collect()
+}
+
 fn canceled_ids(events: &[Event]) -> Vec<(u64, u32)> {
     events
         .iter()
@@ -868,7 +879,8 @@ fn canceled_ids(events: &[Event]) -> Vec<(u64, u32)> {
 fn mass_cancel_per_market() {
     let mut h = mass_cancel_setup();
     let ev = h.ok(c::mass_cancel(1, M1, SideFilter::Both));
-    assert_eq!(names(&ev), [CANCELED, LEVEL, BAL, CANCELED, LEVEL, BAL, CANCELED, LEVEL, BAL]);
+    assert_eq!(names(&ev), [CANCELED, LEVEL, BAL, CANCELED, LEVEL, BAL, CANCELED, LEVEL, BAL, "MassCancelReport"]);
+    assert_eq!(mass_report(&ev), [(1, M1, 3)], "the report comes last and counts the cancels");
     assert_eq!(canceled(&ev[0]), (1, 1, 0, 1, CancelReason::MassCancel));
     assert_eq!(level(&ev[1]), (Side::Bid, 19_000, 1, 1));
     assert_eq!(bal(&ev[2]), (1, USDC, 962_982, 37_018, BalanceChange::OrderReleased));
@@ -881,15 +893,16 @@ fn mass_cancel_per_market() {
     assert_eq!(h.queue(M1, Side::Bid), [(4, 1)]);
     assert!(h.queue(M1, Side::Ask).is_empty());
     assert_eq!(h.queue(M2, Side::Bid), [(3, 1)]);
-    // Nothing left to cancel there: no events, not a rejection.
-    assert!(h.ok(c::mass_cancel(1, M1, SideFilter::Both)).is_empty());
+    // Nothing left to cancel there: only the report (a count of 0), not a rejection.
+    assert_eq!(mass_report(&h.ok(c::mass_cancel(1, M1, SideFilter::Both))), [(1, M1, 0)]);
 }
 
 #[test]
 fn mass_cancel_all_markets() {
     let mut h = mass_cancel_setup();
     let ev = h.ok(c::mass_cancel(1, 0, SideFilter::Both));
-    assert_eq!(ev.len(), 12);
+    assert_eq!(ev.len(), 13);
+    assert_eq!(mass_report(&ev), [(1, 0, 4)]);
     assert_eq!(canceled_ids(&ev), [(1, M1), (2, M1), (5, M1), (3, M2)]);
     assert!(ev.iter().filter(|e| e.name() == CANCELED).all(|e| canceled(e).4 == CancelReason::MassCancel));
     assert_eq!(h.balance(1, USDC), (1_000_000, 0));

@@ -20,7 +20,6 @@ use crate::config::{Config, IdleStrategy};
 use crate::egress::BroadcastRing;
 use crate::metrics::Metrics;
 use codec::{Command, Event};
-use crossbeam_queue::ArrayQueue;
 use engine::journal::{JournalError, JournalWriter};
 use engine::snapshot::{SnapshotError, list_snapshots, write_snapshot_file};
 use engine::{CommandContext, Engine, EngineConfig, OrderBook};
@@ -30,18 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A command waiting on the ingress ring.
-#[derive(Debug, Clone, Copy)]
-pub struct IngressCommand {
-    /// Who sent it (e.g. a gateway session id; 0: internal). Copied onto every event it causes
-    /// so the egress ring can route execution reports back.
-    pub origin: u64,
-    /// The command.
-    pub command: Command,
-}
-
-/// The ingress ring shared by every producer.
-pub type IngressRing = ArrayQueue<IngressCommand>;
+pub use engine::bus::{IngressCommand, IngressRing};
 
 /// Counters readable from any thread.
 #[derive(Debug, Default)]

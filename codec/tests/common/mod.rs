@@ -57,6 +57,9 @@ macro_rules! for_each_message {
             BalanceUpdate => Event {
                 sequence, timestamp_ns, user_id, available, locked, asset_id, reason, reserved,
             },
+            MassCancelReport => Event {
+                sequence, timestamp_ns, user_id, market_id, canceled_count, side, reserved,
+            },
         }
     };
 }

@@ -140,6 +140,22 @@ envelope!(
     }
 );
 
+envelope!(
+    /// The binary gateway's session-layer messages (both directions).
+    Session {
+        Negotiate,
+        NegotiateResponse,
+        Establish,
+        EstablishAck,
+        SequenceHeartbeat,
+        RetransmitRequest,
+        Retransmission,
+        RetransmitReject,
+        Terminate,
+        BusinessReject,
+    }
+);
+
 impl Command {
     /// The user the command acts for.
     pub fn user_id(&self) -> crate::UserId {

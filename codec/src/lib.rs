@@ -1,5 +1,5 @@
-//! SBE-compatible fixed-layout binary messages: every command into the matching engine and every
-//! event out of it.
+//! SBE-compatible fixed-layout binary messages: every command into the matching engine, every
+//! event out of it, and the session layer of the binary order-entry gateway.
 //!
 //! `schema/exchange.xml` is the single source of truth (FIX Trading Community SBE 1.0 semantics,
 //! little-endian). The Rust layouts in [`messages`] mirror it byte for byte, which a test checks,
@@ -19,7 +19,7 @@ pub mod types;
 mod envelope;
 mod framing;
 
-pub use envelope::{Command, Event};
+pub use envelope::{Command, Event, Session};
 pub use framing::{FRAME_BYTES_MAX, FrameDecoder, encode_frame, frame_length};
 pub use header::*;
 pub use messages::*;

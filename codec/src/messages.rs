@@ -1,4 +1,5 @@
-//! Message blocks: commands into the engine (template ids 1–99) and events out of it (101–199).
+//! Message blocks: commands into the engine (template ids 1–99), events out of it (101–199) and
+//! the binary gateway's session protocol (200–229).
 //!
 //! Each struct is the root block of one SBE message, in schema order, little-endian, with explicit
 //! `reserved` fields so every byte belongs to a named field and every block is a multiple of
@@ -6,7 +7,8 @@
 //! `schema/exchange.xml`.
 //!
 //! Template id ranges: 1–19 order entry and ledger commands, 20–39 reserved for AMM commands,
-//! 40–59 reserved for administrative commands, 101–199 engine events.
+//! 40–59 reserved for administrative commands, 101–199 engine events, 200–229 the binary
+//! gateway's session protocol.
 
 use crate::types::*;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -415,5 +417,132 @@ message!(
         pub side: SideFilterCode,
         /// Zero.
         pub reserved: Reserved<7>,
+    }
+);
+
+// ----------------------------------------------------------------------------------------------
+// Binary session protocol (gateway-binary). Application messages from the client are the order
+// entry commands above; to the client, the engine events that concern it and BusinessReject.
+// ----------------------------------------------------------------------------------------------
+
+message!(
+    /// Client → server, first message: which API key wants to log on.
+    Negotiate = 200, 40 {
+        /// The Ed25519 public key registered for the user.
+        pub api_key: PublicKey,
+        /// Client clock, nanoseconds since the epoch (informational).
+        pub timestamp_ns: TimestampNs,
+    }
+);
+
+message!(
+    /// Server → client: the challenge to sign.
+    NegotiateResponse = 201, 40 {
+        /// Random bytes, fresh per connection.
+        pub server_nonce: Nonce,
+        /// Server clock, nanoseconds since the epoch.
+        pub timestamp_ns: TimestampNs,
+    }
+);
+
+message!(
+    /// Client → server: proof of key ownership and session parameters.
+    Establish = 202, 80 {
+        /// Ed25519 signature over `"exchange-binary-logon-v1" ‖ server_nonce ‖ api_key`.
+        pub signature: Signature,
+        /// Sequence of the next server → client application message the client wants (1 for a
+        /// new session; after a reconnect, one past the last it processed).
+        pub next_expected_sequence: Sequence,
+        /// Heartbeat interval the client asks for, milliseconds.
+        pub keep_alive_ms: zerocopy::little_endian::U32,
+        /// Zero.
+        pub reserved: Reserved<4>,
+    }
+);
+
+message!(
+    /// Server → client: logged on.
+    EstablishAck = 203, 32 {
+        /// The user the key belongs to; every order of the session is this user's.
+        pub user_id: UserId,
+        /// Sequence the server's next application message will carry.
+        pub next_sequence: Sequence,
+        /// Sequence the server expects on the client's next application message.
+        pub next_expected_sequence: Sequence,
+        /// Heartbeat interval granted, milliseconds.
+        pub keep_alive_ms: zerocopy::little_endian::U32,
+        /// Zero.
+        pub reserved: Reserved<4>,
+    }
+);
+
+message!(
+    /// Either direction: the sender's next application sequence; also the heartbeat.
+    SequenceHeartbeat = 204, 8 {
+        /// Sequence the sender's next application message will carry.
+        pub next_sequence: Sequence,
+    }
+);
+
+message!(
+    /// Client → server: resend application messages `from_sequence ..+ count`.
+    RetransmitRequest = 205, 16 {
+        /// First sequence wanted.
+        pub from_sequence: Sequence,
+        /// Number of messages.
+        pub count: zerocopy::little_endian::U32,
+        /// Zero.
+        pub reserved: Reserved<4>,
+    }
+);
+
+message!(
+    /// Server → client: the next `count` application messages are resent, from `from_sequence`.
+    Retransmission = 206, 16 {
+        /// Sequence of the first resent message.
+        pub from_sequence: Sequence,
+        /// Number of messages that follow.
+        pub count: zerocopy::little_endian::U32,
+        /// Zero.
+        pub reserved: Reserved<4>,
+    }
+);
+
+message!(
+    /// Server → client: a retransmission request that cannot be served.
+    RetransmitReject = 207, 16 {
+        /// The requested start.
+        pub from_sequence: Sequence,
+        /// Why.
+        pub reason: RetransmitRejectReasonCode,
+        /// Zero.
+        pub reserved: Reserved<7>,
+    }
+);
+
+message!(
+    /// Either direction: the session ends; the sender closes the connection after it.
+    Terminate = 208, 8 {
+        /// Why.
+        pub reason: TerminateReasonCode,
+        /// Zero.
+        pub reserved: Reserved<7>,
+    }
+);
+
+message!(
+    /// Server → client: an application message refused by the gateway before the engine (rate
+    /// limit, engine busy, invalid field). Engine rejections come as `OrderRejected` instead.
+    BusinessReject = 209, 24 {
+        /// Client sequence of the refused message.
+        pub client_sequence: Sequence,
+        /// Its client order id, if it had one.
+        pub client_order_id: ClientOrderId,
+        /// The rule broken.
+        pub reason: RejectReasonCode,
+        /// Template id of the refused message.
+        pub ref_template_id: zerocopy::little_endian::U16,
+        /// Zero.
+        pub reserved: Reserved<4>,
     }
 );

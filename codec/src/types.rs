@@ -138,6 +138,33 @@ impl<const N: usize> fmt::Debug for Reserved<N> {
     }
 }
 
+/// Opaque fixed-length bytes (keys, nonces, signatures).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct FixedBytes<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> Default for FixedBytes<N> {
+    fn default() -> Self {
+        Self([0; N])
+    }
+}
+
+impl<const N: usize> fmt::Debug for FixedBytes<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0[..N.min(8)] {
+            write!(f, "{byte:02x}")?;
+        }
+        if N > 8 { write!(f, "…") } else { Ok(()) }
+    }
+}
+
+/// An Ed25519 public key (an API key).
+pub type PublicKey = FixedBytes<32>;
+/// A 32-byte random challenge.
+pub type Nonce = FixedBytes<32>;
+/// An Ed25519 signature.
+pub type Signature = FixedBytes<64>;
+
 /// An enum carried on the wire as a fixed-width code.
 pub trait WireEnum: Sized + Copy + 'static {
     /// The schema's name of the enum type.
@@ -371,6 +398,40 @@ wire_enum!(
         OrderReleased = 4,
         /// A trade settled.
         Trade = 5,
+    }
+);
+
+wire_enum!(
+    /// Why a binary session ends.
+    TerminateReason / /// Wire code of [`TerminateReason`].
+    TerminateReasonCode(u8, u8) {
+        /// Orderly end at the peer's request.
+        Finished = 0,
+        /// Unknown API key, bad signature, or a message before logon.
+        Unauthenticated = 1,
+        /// Persistent abuse of the message-rate limit.
+        Throttled = 2,
+        /// Undecodable or out-of-protocol message (garbage on the stream).
+        ProtocolError = 3,
+        /// No message within the keep-alive interval.
+        KeepAliveTimeout = 4,
+        /// The client could not keep up with its execution reports.
+        SlowConsumer = 5,
+        /// The same API key logged on on another connection.
+        DuplicateSession = 6,
+        /// The server is shutting down.
+        ServerShutdown = 7,
+    }
+);
+
+wire_enum!(
+    /// Why a retransmission request was refused.
+    RetransmitRejectReason / /// Wire code of [`RetransmitRejectReason`].
+    RetransmitRejectReasonCode(u8, u8) {
+        /// The range starts before the kept window or after the last message sent.
+        OutOfRange = 1,
+        /// The request asks for more messages than one retransmission may carry.
+        TooMany = 2,
     }
 );
 

@@ -1,7 +1,7 @@
 //! Proves the decoders refuse every malformed input with the right [`DecodeError`] and accept
 //! what SBE allows: every truncation of every message is `ShortBuffer`; unknown template ids
-//! (including an event id given to `Command::decode` and a command id to `Event::decode`) are
-//! `UnknownTemplate`; a foreign schema id is `WrongSchema`; a declared block shorter than the
+//! (including the id of a message of one envelope given to the decoder of another: `Command`,
+//! `Event` and `Session` ids are disjoint) are `UnknownTemplate`; a foreign schema id is `WrongSchema`; a declared block shorter than the
 //! message's is `BlockTooShort`; a longer one is accepted with its tail skipped and counted in
 //! `consumed`; and unknown enum codes surface from the `.get()` accessors as `InvalidEnumValue`.
 
@@ -11,11 +11,25 @@ mod common;
 use codec::*;
 use zerocopy::{FromBytes, IntoBytes};
 
-/// A command or an event, so every message can go through one loop.
+/// A command, an event or a session message, so every message can go through one loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Any {
     Command(Command),
     Event(Event),
+    Session(Session),
+}
+
+/// The envelope decoders, by name.
+const ENVELOPES: [&str; 3] = ["Command", "Event", "Session"];
+
+/// Decodes `bytes` with the envelope named `envelope`, keeping only the template id.
+fn decode_with(envelope: &str, bytes: &[u8]) -> Result<u16, DecodeError> {
+    match envelope {
+        "Command" => Command::decode(bytes).map(|(m, _)| m.template_id()),
+        "Event" => Event::decode(bytes).map(|(m, _)| m.template_id()),
+        "Session" => Session::decode(bytes).map(|(m, _)| m.template_id()),
+        other => panic!("unknown envelope {other}"),
+    }
 }
 
 impl Any {
@@ -23,6 +37,7 @@ impl Any {
         match self {
             Any::Command(m) => m.name(),
             Any::Event(m) => m.name(),
+            Any::Session(m) => m.name(),
         }
     }
 
@@ -30,6 +45,16 @@ impl Any {
         match self {
             Any::Command(m) => m.template_id(),
             Any::Event(m) => m.template_id(),
+            Any::Session(m) => m.template_id(),
+        }
+    }
+
+    /// The name of the envelope that holds the message.
+    fn envelope(&self) -> &'static str {
+        match self {
+            Any::Command(_) => "Command",
+            Any::Event(_) => "Event",
+            Any::Session(_) => "Session",
         }
     }
 
@@ -37,22 +62,24 @@ impl Any {
         match self {
             Any::Command(m) => m.to_vec(),
             Any::Event(m) => m.to_vec(),
+            Any::Session(m) => m.to_vec(),
         }
     }
 
-    /// Decodes `bytes` in the same direction as `self`.
+    fn encode(&self, out: &mut [u8]) -> Option<usize> {
+        match self {
+            Any::Command(m) => m.encode(out),
+            Any::Event(m) => m.encode(out),
+            Any::Session(m) => m.encode(out),
+        }
+    }
+
+    /// Decodes `bytes` with the envelope of `self`.
     fn decode_like(&self, bytes: &[u8]) -> Result<(Any, usize), DecodeError> {
         match self {
             Any::Command(_) => Command::decode(bytes).map(|(m, n)| (Any::Command(m), n)),
             Any::Event(_) => Event::decode(bytes).map(|(m, n)| (Any::Event(m), n)),
-        }
-    }
-
-    /// Decodes `bytes` in the other direction.
-    fn decode_opposite(&self, bytes: &[u8]) -> Result<(), DecodeError> {
-        match self {
-            Any::Command(_) => Event::decode(bytes).map(drop),
-            Any::Event(_) => Command::decode(bytes).map(drop),
+            Any::Session(_) => Session::decode(bytes).map(|(m, n)| (Any::Session(m), n)),
         }
     }
 }
@@ -103,7 +130,10 @@ const VERSION_AT: usize = 6;
 #[test]
 fn the_instances_cover_every_message() {
     let all = all();
-    assert_eq!(all.len(), 15);
+    assert_eq!(all.len(), 25);
+    for envelope in ENVELOPES {
+        assert!(all.iter().any(|m| m.envelope() == envelope), "no {envelope} message");
+    }
     for message in &all {
         let bytes = message.to_vec();
         assert_eq!(message.decode_like(&bytes), Ok((*message, bytes.len())), "{}", message.name());
@@ -138,37 +168,35 @@ fn trailing_bytes_are_not_consumed() {
 
 #[test]
 fn unknown_template_ids_are_refused() {
-    let command_ids: Vec<u16> = all().iter().filter(|m| matches!(m, Any::Command(_))).map(Any::template_id).collect();
-    let event_ids: Vec<u16> = all().iter().filter(|m| matches!(m, Any::Event(_))).map(Any::template_id).collect();
+    let all = all();
     let mut bytes = vec![0u8; MESSAGE_HEADER_BYTES + 200];
     bytes[..MESSAGE_HEADER_BYTES].copy_from_slice(MessageHeader::new(0, 200).as_bytes());
-    for template_id in 0..=u16::MAX {
-        set_u16(&mut bytes, TEMPLATE_ID_AT, template_id);
-        let command = Command::decode(&bytes).map(|(m, _)| m.template_id());
-        let event = Event::decode(&bytes).map(|(m, _)| m.template_id());
-        if command_ids.contains(&template_id) {
-            assert_eq!(command, Ok(template_id));
-        } else {
-            assert_eq!(command, Err(DecodeError::UnknownTemplate(template_id)));
-        }
-        if event_ids.contains(&template_id) {
-            assert_eq!(event, Ok(template_id));
-        } else {
-            assert_eq!(event, Err(DecodeError::UnknownTemplate(template_id)));
+    for envelope in ENVELOPES {
+        let ids: Vec<u16> = all.iter().filter(|m| m.envelope() == envelope).map(Any::template_id).collect();
+        for template_id in 0..=u16::MAX {
+            set_u16(&mut bytes, TEMPLATE_ID_AT, template_id);
+            let decoded = decode_with(envelope, &bytes);
+            if ids.contains(&template_id) {
+                assert_eq!(decoded, Ok(template_id), "{envelope}");
+            } else {
+                assert_eq!(decoded, Err(DecodeError::UnknownTemplate(template_id)), "{envelope}");
+            }
         }
     }
 }
 
 #[test]
-fn a_message_of_the_other_direction_is_an_unknown_template() {
+fn a_message_of_another_envelope_is_an_unknown_template() {
     for message in all() {
         let bytes = message.to_vec();
-        assert_eq!(
-            message.decode_opposite(&bytes),
-            Err(DecodeError::UnknownTemplate(message.template_id())),
-            "{}",
-            message.name()
-        );
+        for envelope in ENVELOPES.into_iter().filter(|&e| e != message.envelope()) {
+            assert_eq!(
+                decode_with(envelope, &bytes),
+                Err(DecodeError::UnknownTemplate(message.template_id())),
+                "{} through {envelope}::decode",
+                message.name()
+            );
+        }
     }
 }
 
@@ -339,6 +367,27 @@ fn invalid_enum_codes_decode_and_are_reported_by_the_accessors() {
         panic!("not a BalanceUpdate");
     };
     assert_eq!(balance.reason.get(), invalid("BalanceChange", 6));
+
+    let mut bytes = Session::RetransmitReject(RetransmitReject::default()).to_vec();
+    bytes[block + 8] = 0;
+    let (Session::RetransmitReject(reject), _) = Session::decode(&bytes).unwrap() else {
+        panic!("not a RetransmitReject");
+    };
+    assert_eq!(reject.reason.get(), invalid("RetransmitRejectReason", 0));
+
+    let mut bytes = Session::Terminate(Terminate::default()).to_vec();
+    bytes[block] = 8;
+    let (Session::Terminate(terminate), _) = Session::decode(&bytes).unwrap() else {
+        panic!("not a Terminate");
+    };
+    assert_eq!(terminate.reason.get(), invalid("TerminateReason", 8));
+
+    let mut bytes = Session::BusinessReject(BusinessReject::default()).to_vec();
+    bytes[block + 16..block + 18].copy_from_slice(&0u16.to_le_bytes());
+    let (Session::BusinessReject(reject), _) = Session::decode(&bytes).unwrap() else {
+        panic!("not a BusinessReject");
+    };
+    assert_eq!(reject.reason.get(), invalid("RejectReason", 0));
 }
 
 #[test]
@@ -347,17 +396,23 @@ fn encode_refuses_a_short_output_buffer() {
         let len = message.to_vec().len();
         let mut out = vec![0u8; len];
         for short in 0..len {
-            let written = match message {
-                Any::Command(m) => m.encode(&mut out[..short]),
-                Any::Event(m) => m.encode(&mut out[..short]),
-            };
-            assert_eq!(written, None, "{} into {short} bytes", message.name());
+            assert_eq!(message.encode(&mut out[..short]), None, "{} into {short} bytes", message.name());
         }
-        let written = match message {
-            Any::Command(m) => m.encode(&mut out),
-            Any::Event(m) => m.encode(&mut out),
+        assert_eq!(message.encode(&mut out), Some(len));
+        let max = match message {
+            Any::Command(_) => Command::ENCODED_BYTES_MAX,
+            Any::Event(_) => Event::ENCODED_BYTES_MAX,
+            Any::Session(_) => Session::ENCODED_BYTES_MAX,
         };
-        assert_eq!(written, Some(len));
-        assert!(len <= Command::ENCODED_BYTES_MAX.max(Event::ENCODED_BYTES_MAX));
+        assert!(len <= max, "{}: {len} bytes, envelope maximum {max}", message.name());
+    }
+    // Each maximum is reached by one of the envelope's messages.
+    for (envelope, max) in [
+        ("Command", Command::ENCODED_BYTES_MAX),
+        ("Event", Event::ENCODED_BYTES_MAX),
+        ("Session", Session::ENCODED_BYTES_MAX),
+    ] {
+        let longest = all().iter().filter(|m| m.envelope() == envelope).map(|m| m.to_vec().len()).max();
+        assert_eq!(longest, Some(max), "{envelope}::ENCODED_BYTES_MAX");
     }
 }

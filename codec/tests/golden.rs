@@ -9,13 +9,14 @@
 
 use codec::*;
 use std::path::PathBuf;
-use zerocopy::little_endian::U16;
+use zerocopy::little_endian::{U16, U32};
 
-/// A command or an event, so every message can go through one loop.
+/// A command, an event or a session message, so every message can go through one loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Any {
     Command(Command),
     Event(Event),
+    Session(Session),
 }
 
 impl Any {
@@ -23,6 +24,15 @@ impl Any {
         match self {
             Any::Command(m) => m.name(),
             Any::Event(m) => m.name(),
+            Any::Session(m) => m.name(),
+        }
+    }
+
+    fn template_id(&self) -> u16 {
+        match self {
+            Any::Command(m) => m.template_id(),
+            Any::Event(m) => m.template_id(),
+            Any::Session(m) => m.template_id(),
         }
     }
 
@@ -30,16 +40,23 @@ impl Any {
         match self {
             Any::Command(m) => m.to_vec(),
             Any::Event(m) => m.to_vec(),
+            Any::Session(m) => m.to_vec(),
         }
     }
 
-    /// Decodes `bytes` in the same direction as `self`.
+    /// Decodes `bytes` with the envelope of `self`.
     fn decode_like(&self, bytes: &[u8]) -> Result<(Any, usize), DecodeError> {
         match self {
             Any::Command(_) => Command::decode(bytes).map(|(m, n)| (Any::Command(m), n)),
             Any::Event(_) => Event::decode(bytes).map(|(m, n)| (Any::Event(m), n)),
+            Any::Session(_) => Session::decode(bytes).map(|(m, n)| (Any::Session(m), n)),
         }
     }
+}
+
+/// `N` bytes counting up from `first`: distinct within the field and in a range of its own.
+fn counting<const N: usize>(first: u8) -> FixedBytes<N> {
+    FixedBytes(std::array::from_fn(|i| first.wrapping_add(i as u8)))
 }
 
 /// One instance of every message. Every field has its own value whose bytes all differ, so a
@@ -217,7 +234,53 @@ fn instances() -> Vec<Any> {
             reserved: Reserved::ZERO,
         }),
     ];
-    commands.into_iter().map(Any::Command).chain(events.into_iter().map(Any::Event)).collect()
+    let session = [
+        Session::Negotiate(Negotiate { api_key: counting(0xC0), timestamp_ns }),
+        Session::NegotiateResponse(NegotiateResponse { server_nonce: counting(0xE0), timestamp_ns }),
+        Session::Establish(Establish {
+            signature: counting(0x40),
+            next_expected_sequence: sequence,
+            keep_alive_ms: U32::new(0x9192_9394),
+            reserved: Reserved::ZERO,
+        }),
+        Session::EstablishAck(EstablishAck {
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            next_sequence: sequence,
+            next_expected_sequence: Sequence::new(0xA1A2_A3A4_A5A6_A7A8),
+            keep_alive_ms: U32::new(0x9192_9394),
+            reserved: Reserved::ZERO,
+        }),
+        Session::SequenceHeartbeat(SequenceHeartbeat { next_sequence: sequence }),
+        Session::RetransmitRequest(RetransmitRequest {
+            from_sequence: Sequence::new(0xA1A2_A3A4_A5A6_A7A8),
+            count: U32::new(0xB1B2_B3B4),
+            reserved: Reserved::ZERO,
+        }),
+        Session::Retransmission(Retransmission {
+            from_sequence: Sequence::new(0xC1C2_C3C4_C5C6_C7C8),
+            count: U32::new(0xD1D2_D3D4),
+            reserved: Reserved::ZERO,
+        }),
+        Session::RetransmitReject(RetransmitReject {
+            from_sequence: Sequence::new(0xA1A2_A3A4_A5A6_A7A8),
+            reason: RetransmitRejectReason::TooMany.into(),
+            reserved: Reserved::ZERO,
+        }),
+        Session::Terminate(Terminate { reason: TerminateReason::SlowConsumer.into(), reserved: Reserved::ZERO }),
+        Session::BusinessReject(BusinessReject {
+            client_sequence: Sequence::new(0xA1A2_A3A4_A5A6_A7A8),
+            client_order_id: ClientOrderId::new(0x1112_1314_1516_1718),
+            reason: RejectReason::Throttled.into(),
+            ref_template_id: U16::new(CancelReplace::TEMPLATE_ID),
+            reserved: Reserved::ZERO,
+        }),
+    ];
+    commands
+        .into_iter()
+        .map(Any::Command)
+        .chain(events.into_iter().map(Any::Event))
+        .chain(session.into_iter().map(Any::Session))
+        .collect()
 }
 
 fn golden_dir() -> PathBuf {
@@ -261,7 +324,7 @@ fn golden_directory_holds_exactly_one_file_per_message() {
         std::fs::read_dir(golden_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     found.sort();
     assert_eq!(found, expected);
-    assert_eq!(expected.len(), 15, "6 commands and 9 events");
+    assert_eq!(expected.len(), 25, "6 commands, 9 events and 10 session messages");
 }
 
 #[test]
@@ -269,10 +332,7 @@ fn every_golden_header_is_correct() {
     for message in instances() {
         let bytes = message.to_vec();
         let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
-        let (template_id, block_length) = match message {
-            Any::Command(m) => (m.template_id(), bytes.len() - MESSAGE_HEADER_BYTES),
-            Any::Event(m) => (m.template_id(), bytes.len() - MESSAGE_HEADER_BYTES),
-        };
+        let (template_id, block_length) = (message.template_id(), bytes.len() - MESSAGE_HEADER_BYTES);
         assert_eq!(usize::from(u16_at(0)), block_length, "{}: blockLength", message.name());
         assert_eq!(u16_at(2), template_id, "{}: templateId", message.name());
         assert_eq!(u16_at(4), 1, "{}: schemaId", message.name());
@@ -335,4 +395,28 @@ fn order_rejected_and_fill_bytes_by_hand() {
     assert_eq!(&fill[8 + 120..8 + 128], &[0x1B, 0x1A, 0x0F, 0x0E, 0x0D, 0x0C, 0x0B, 0x0A]); // takerFee
     assert_eq!(&fill[8 + 128..8 + 132], &[0x54, 0x53, 0x52, 0x51]); // marketId
     assert_eq!(&fill[8 + 132..], &[2, 0, 0, 0]); // takerSide Ask, reserved
+}
+
+#[test]
+fn session_bytes_by_hand() {
+    let establish = golden_bytes("Establish");
+    assert_eq!(establish.len(), 8 + 80);
+    assert_eq!(&establish[..8], &[80, 0, 202, 0, 1, 0, 1, 0]);
+    let signature: Vec<u8> = (0x40..0x80).collect();
+    assert_eq!(&establish[8..8 + 64], &signature[..]); // signature @0, as is
+    assert_eq!(&establish[8 + 64..8 + 72], &[0x88, 0x87, 0x86, 0x85, 0x84, 0x83, 0x82, 0x81]); // nextExpectedSequence
+    assert_eq!(&establish[8 + 72..8 + 76], &[0x94, 0x93, 0x92, 0x91]); // keepAliveMs
+    assert_eq!(&establish[8 + 76..], &[0; 4]); // reserved
+
+    let reject = golden_bytes("BusinessReject");
+    assert_eq!(reject.len(), 8 + 24);
+    assert_eq!(&reject[..8], &[24, 0, 209, 0, 1, 0, 1, 0]);
+    assert_eq!(&reject[8..16], &[0xA8, 0xA7, 0xA6, 0xA5, 0xA4, 0xA3, 0xA2, 0xA1]); // clientSequence
+    assert_eq!(&reject[8 + 8..8 + 16], &[0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11]); // clientOrderId
+    assert_eq!(&reject[8 + 16..8 + 18], &901u16.to_le_bytes()); // reason: Throttled
+    assert_eq!(&reject[8 + 18..8 + 20], &[3, 0]); // refTemplateId: CancelReplace
+    assert_eq!(&reject[8 + 20..], &[0; 4]); // reserved
+
+    let terminate = golden_bytes("Terminate");
+    assert_eq!(terminate, [8, 0, 208, 0, 1, 0, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0]); // reason: SlowConsumer
 }

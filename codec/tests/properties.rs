@@ -1,5 +1,5 @@
-//! Property-based tests (proptest) of the codec: `Command::decode`, `Event::decode` and
-//! `FrameDecoder::next_frame` never panic on arbitrary bytes (up to ~300 bytes, and on inputs that
+//! Property-based tests (proptest) of the codec: `Command::decode`, `Event::decode`,
+//! `Session::decode` and `FrameDecoder::next_frame` never panic on arbitrary bytes (up to ~300 bytes, and on inputs that
 //! start with a plausible header so the block paths are reached), every error they return is
 //! consistent with the input, and every message round-trips encode → decode for arbitrary field
 //! values (including unknown enum codes), alone and as SOFH frames in a stream read in pieces.
@@ -11,13 +11,14 @@ use codec::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use zerocopy::FromBytes;
-use zerocopy::little_endian::U16;
+use zerocopy::little_endian::{U16, U32};
 
-/// A command or an event, so every message can go through one loop.
+/// A command, an event or a session message, so every message can go through one loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Any {
     Command(Command),
     Event(Event),
+    Session(Session),
 }
 
 impl Any {
@@ -25,6 +26,15 @@ impl Any {
         match self {
             Any::Command(m) => m.to_vec(),
             Any::Event(m) => m.to_vec(),
+            Any::Session(m) => m.to_vec(),
+        }
+    }
+
+    fn encode(&self, out: &mut [u8]) -> Option<usize> {
+        match self {
+            Any::Command(m) => m.encode(out),
+            Any::Event(m) => m.encode(out),
+            Any::Session(m) => m.encode(out),
         }
     }
 
@@ -32,6 +42,7 @@ impl Any {
         match self {
             Any::Command(_) => Command::decode(bytes).map(|(m, n)| (Any::Command(m), n)),
             Any::Event(_) => Event::decode(bytes).map(|(m, n)| (Any::Event(m), n)),
+            Any::Session(_) => Session::decode(bytes).map(|(m, n)| (Any::Session(m), n)),
         }
     }
 }
@@ -65,6 +76,7 @@ from_u64_integers!(
     TradeId(u64),
     OrderCount(u32),
     U16(u16),
+    U32(u32),
 );
 
 macro_rules! from_u64_codes {
@@ -79,6 +91,14 @@ macro_rules! from_u64_codes {
 }
 
 for_each_enum!(from_u64_codes);
+
+impl<const N: usize> FromU64 for FixedBytes<N> {
+    /// The value's 8 bytes, repeated, each repetition flipped differently, so every byte varies.
+    fn from_u64(value: u64) -> Self {
+        let bytes = value.to_le_bytes();
+        FixedBytes(std::array::from_fn(|i| bytes[i % 8] ^ (i / 8).wrapping_mul(0x35) as u8))
+    }
+}
 
 impl<const N: usize> FromU64 for Reserved<N> {
     fn from_u64(_: u64) -> Self {
@@ -121,13 +141,15 @@ fn field_values() -> impl Strategy<Value = Vec<u64>> {
 /// Template ids: every known one, their neighbours and anything else.
 fn template_id() -> impl Strategy<Value = u16> {
     prop_oneof![
-        4 => prop::sample::select(vec![1u16, 2, 3, 4, 5, 6, 101, 102, 103, 104, 105, 106, 107, 108]),
-        1 => prop::sample::select(vec![0u16, 7, 99, 100, 109, 200, u16::MAX]),
+        4 => prop::sample::select(
+            [1..=6u16, 101..=109, 200..=209].into_iter().flatten().collect::<Vec<_>>()
+        ),
+        1 => prop::sample::select(vec![0u16, 7, 99, 100, 110, 199, 210, 229, 230, u16::MAX]),
         1 => any::<u16>(),
     ]
 }
 
-/// Checks one `Command::decode` or `Event::decode` outcome against the input.
+/// Checks one `Command::decode`, `Event::decode` or `Session::decode` outcome against the input.
 fn check_decoded<M: Copy>(
     bytes: &[u8],
     result: Result<(M, usize), DecodeError>,
@@ -167,10 +189,16 @@ fn check_decoded<M: Copy>(
     Ok(())
 }
 
-/// Runs both message decoders and the frame decoder over `bytes` and checks every outcome.
-fn check_all_decoders(bytes: &[u8]) -> Result<(), TestCaseError> {
+/// Runs every message decoder over `bytes` and checks every outcome.
+fn check_message_decoders(bytes: &[u8]) -> Result<(), TestCaseError> {
     check_decoded(bytes, Command::decode(bytes), Command::template_id, |m| m.to_vec())?;
     check_decoded(bytes, Event::decode(bytes), Event::template_id, |m| m.to_vec())?;
+    check_decoded(bytes, Session::decode(bytes), Session::template_id, |m| m.to_vec())
+}
+
+/// Runs every message decoder and the frame decoder over `bytes` and checks every outcome.
+fn check_all_decoders(bytes: &[u8]) -> Result<(), TestCaseError> {
+    check_message_decoders(bytes)?;
     check_frame(bytes)
 }
 
@@ -192,8 +220,7 @@ fn check_frame(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert!((FRAMING_HEADER_BYTES + MESSAGE_HEADER_BYTES..=FRAME_BYTES_MAX).contains(&length));
             prop_assert!(length <= bytes.len());
             prop_assert_eq!(message, &bytes[FRAMING_HEADER_BYTES..length]);
-            check_decoded(message, Command::decode(message), Command::template_id, |m| m.to_vec())?;
-            check_decoded(message, Event::decode(message), Event::template_id, |m| m.to_vec())?;
+            check_message_decoders(message)?;
         }
         Err(DecodeError::WrongEncodingType(encoding)) => {
             prop_assert_eq!(Some(encoding), declared.map(|d| d.1));
@@ -268,11 +295,7 @@ proptest! {
 
             // `encode` writes exactly the message into a larger buffer and leaves the rest alone.
             let mut out = vec![0xA5u8; bytes.len() + 16];
-            let written = match message {
-                Any::Command(m) => m.encode(&mut out),
-                Any::Event(m) => m.encode(&mut out),
-            };
-            prop_assert_eq!(written, Some(bytes.len()));
+            prop_assert_eq!(message.encode(&mut out), Some(bytes.len()));
             prop_assert_eq!(&out[..bytes.len()], &bytes[..]);
             prop_assert!(out[bytes.len()..].iter().all(|&b| b == 0xA5));
         }
@@ -282,10 +305,16 @@ proptest! {
     /// messages in order.
     #[test]
     fn framed_streams_round_trip(
-        picks in vec((0..14usize, field_values()), 1..8),
+        picks in vec((any::<prop::sample::Index>(), field_values()), 1..8),
         chunk in 1..64usize,
     ) {
-        let messages: Vec<Any> = picks.iter().map(|(i, values)| build_all(values)[*i]).collect();
+        let messages: Vec<Any> = picks
+            .iter()
+            .map(|(pick, values)| {
+                let all = build_all(values);
+                all[pick.index(all.len())]
+            })
+            .collect();
         let mut stream = Vec::new();
         for message in &messages {
             let bytes = message.to_vec();

@@ -10,7 +10,7 @@ use codec::*;
 use roxmltree::{Document, Node};
 use std::collections::{BTreeMap, BTreeSet};
 use std::mem::offset_of;
-use zerocopy::little_endian::U16;
+use zerocopy::little_endian::{U16, U32};
 
 const SBE_NAMESPACE: &str = "http://fixprotocol.io/2016/sbe";
 
@@ -201,8 +201,10 @@ fn parse(text: &str) -> Schema {
 
 /// How a Rust field type appears in the schema.
 trait SchemaType {
-    /// The name of the schema type the field must have.
-    fn xml_name() -> String;
+    /// The name of the schema type the field `field` (its Rust name) must have. Named Rust types
+    /// map to one schema type each; raw integers and byte arrays, whose Rust type does not say
+    /// what they hold, map by field name.
+    fn xml_name(field: &str) -> String;
     /// Its primitive type (`primitiveType` or `encodingType`).
     fn primitive() -> &'static str;
 }
@@ -210,7 +212,7 @@ trait SchemaType {
 macro_rules! named_types {
     ($($ty:ident => $primitive:literal),+ $(,)?) => {
         $(impl SchemaType for $ty {
-            fn xml_name() -> String {
+            fn xml_name(_field: &str) -> String {
                 stringify!($ty).to_owned()
             }
             fn primitive() -> &'static str {
@@ -238,7 +240,7 @@ named_types!(
 macro_rules! enum_types {
     ($($enum:ident => $code:ident),+ $(,)?) => {
         $(impl SchemaType for $code {
-            fn xml_name() -> String {
+            fn xml_name(_field: &str) -> String {
                 <$enum as WireEnum>::NAME.to_owned()
             }
             fn primitive() -> &'static str {
@@ -255,7 +257,7 @@ macro_rules! enum_types {
 for_each_enum!(enum_types);
 
 impl<const N: usize> SchemaType for Reserved<N> {
-    fn xml_name() -> String {
+    fn xml_name(_field: &str) -> String {
         format!("Reserved{N}")
     }
     fn primitive() -> &'static str {
@@ -263,13 +265,49 @@ impl<const N: usize> SchemaType for Reserved<N> {
     }
 }
 
-/// The only raw integer field: `OrderRejected::command_template_id`.
+/// Byte arrays (`PublicKey`, `Nonce` and `Signature` are aliases of `FixedBytes<N>`); the size
+/// check against the XML type's `length` catches a wrong `N`.
+impl<const N: usize> SchemaType for FixedBytes<N> {
+    fn xml_name(field: &str) -> String {
+        match field {
+            "api_key" => "PublicKey",
+            "server_nonce" => "Nonce",
+            "signature" => "Signature",
+            other => panic!("byte-array field {other}: no schema type known; add it here"),
+        }
+        .to_owned()
+    }
+    fn primitive() -> &'static str {
+        "uint8"
+    }
+}
+
+/// Raw 16-bit integer fields.
 impl SchemaType for U16 {
-    fn xml_name() -> String {
-        "TemplateId".to_owned()
+    fn xml_name(field: &str) -> String {
+        match field {
+            "command_template_id" | "ref_template_id" => "TemplateId",
+            other => panic!("raw uint16 field {other}: no schema type known; add it here"),
+        }
+        .to_owned()
     }
     fn primitive() -> &'static str {
         "uint16"
+    }
+}
+
+/// Raw 32-bit integer fields.
+impl SchemaType for U32 {
+    fn xml_name(field: &str) -> String {
+        match field {
+            "keep_alive_ms" => "KeepAliveMs",
+            "count" => "MessageCount",
+            other => panic!("raw uint32 field {other}: no schema type known; add it here"),
+        }
+        .to_owned()
+    }
+    fn primitive() -> &'static str {
+        "uint32"
     }
 }
 
@@ -283,7 +321,7 @@ struct RustField {
 }
 
 fn rust_field<M, F: SchemaType>(name: &'static str, offset: usize, _access: impl Fn(&M) -> &F) -> RustField {
-    RustField { name, offset, size: size_of::<F>(), xml_type: F::xml_name(), primitive: F::primitive() }
+    RustField { name, offset, size: size_of::<F>(), xml_type: F::xml_name(name), primitive: F::primitive() }
 }
 
 #[derive(Debug)]
@@ -299,13 +337,15 @@ struct RustMessage {
     decodes_as: Option<&'static str>,
 }
 
-/// Decodes a header for `template_id` followed by a zero block, through `Command` or `Event`.
+/// Decodes a header for `template_id` followed by a zero block, through `Command`, `Event` or
+/// `Session`.
 fn decode_zeroed(direction: &str, template_id: u16) -> Result<&'static str, DecodeError> {
     let mut bytes = [0u8; MESSAGE_HEADER_BYTES + 255];
     bytes[..MESSAGE_HEADER_BYTES].copy_from_slice(zerocopy::IntoBytes::as_bytes(&MessageHeader::new(template_id, 255)));
     match direction {
         "Command" => Command::decode(&bytes).map(|(m, _)| m.name()),
         "Event" => Event::decode(&bytes).map(|(m, _)| m.name()),
+        "Session" => Session::decode(&bytes).map(|(m, _)| m.name()),
         other => panic!("unknown direction {other}"),
     }
 }
@@ -443,7 +483,9 @@ fn every_message_matches_the_rust_layout() {
         assert_eq!(r.decodes_as, Some(r.name), "{what}: {}::decode of its template id", r.direction);
         match r.direction {
             "Command" => assert!((1..=99).contains(&r.template_id), "{what}: command ids are 1-99"),
-            _ => assert!((101..=199).contains(&r.template_id), "{what}: event ids are 101-199"),
+            "Event" => assert!((101..=199).contains(&r.template_id), "{what}: event ids are 101-199"),
+            "Session" => assert!((200..=229).contains(&r.template_id), "{what}: session ids are 200-229"),
+            other => panic!("{what}: unknown envelope {other}"),
         }
 
         let names: Vec<_> = x.fields.iter().map(|f| f.name.clone()).collect();
@@ -473,7 +515,7 @@ fn every_message_matches_the_rust_layout() {
 fn the_message_list_is_every_template_the_decoders_know() {
     let listed: BTreeSet<_> = rust_messages().iter().map(|m| (m.direction, m.template_id)).collect();
     let mut known = BTreeSet::new();
-    for direction in ["Command", "Event"] {
+    for direction in ["Command", "Event", "Session"] {
         for template_id in 0..=u16::MAX {
             match decode_zeroed(direction, template_id) {
                 Ok(_) => {

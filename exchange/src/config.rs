@@ -20,6 +20,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HTTP listener (metrics now; REST and WebSocket later).
     pub http: HttpSection,
+    /// SBE binary order-entry gateway.
+    pub binary: BinarySection,
+    /// API keys (Ed25519 public keys) and the users they act for.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySection>,
     /// Engine thread settings.
     pub engine: EngineSection,
     /// Journal settings.
@@ -38,6 +43,50 @@ pub struct Config {
 pub struct HttpSection {
     /// Address to listen on, e.g. `127.0.0.1:8080`; port 0 picks a free port.
     pub listen: std::net::SocketAddr,
+}
+
+/// `[binary]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinarySection {
+    /// Listen address; the gateway is off when `enabled = false`.
+    pub listen: std::net::SocketAddr,
+    /// Whether to start the gateway.
+    pub enabled: bool,
+    /// Sustained application messages per second per session.
+    pub messages_per_second: u32,
+    /// Burst above the sustained rate.
+    pub burst: u32,
+    /// Throttled messages in a row before the session is terminated.
+    pub throttle_strikes_max: u32,
+    /// Most simultaneous connections.
+    pub connections_max: usize,
+    /// Outbound messages kept per session for retransmission.
+    pub retransmit_window: usize,
+}
+
+/// `[[api_keys]]`: a user's Ed25519 public key, base64 (the format Backpack uses).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySection {
+    /// The user the key acts for.
+    pub user_id: u64,
+    /// Base64 of the 32-byte public key.
+    pub public_key: String,
+}
+
+impl ApiKeySection {
+    /// The decoded key.
+    ///
+    /// # Errors
+    /// Not base64 of 32 bytes.
+    pub fn key(&self) -> Result<[u8; 32], String> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.public_key.trim())
+            .map_err(|e| format!("api key of user {}: {e}", self.user_id))?;
+        bytes.try_into().map_err(|_| format!("api key of user {}: not 32 bytes", self.user_id))
+    }
 }
 
 /// How the engine thread waits when its ring is empty.

@@ -17,6 +17,12 @@ pub const MARKET_MAKER: u64 = 1;
 /// User ids of the demo traders.
 pub const TRADERS: std::ops::RangeInclusive<u64> = 2..=4;
 
+/// API secrets (Ed25519 seeds) of the demo users, registered with `--demo`: user `n`'s seed is
+/// 32 bytes of value `n`. Public knowledge: never use them outside a demo.
+pub fn demo_secrets() -> Vec<(u64, [u8; 32])> {
+    std::iter::once(MARKET_MAKER).chain(TRADERS).map(|user| (user, [user as u8; 32])).collect()
+}
+
 struct XorShift(u64);
 
 impl XorShift {

@@ -35,6 +35,9 @@ struct Cli {
     /// HTTP port (metrics, and later REST/WebSocket); overrides the port of `http.listen`.
     #[arg(long, global = true, env = "EXCHANGE_HTTP_PORT")]
     http_port: Option<u16>,
+    /// SBE binary gateway port; overrides the port of `binary.listen`.
+    #[arg(long, global = true, env = "EXCHANGE_SBE_PORT")]
+    sbe_port: Option<u16>,
     /// Journal segment size in bytes; overrides `journal.segment_bytes`.
     #[arg(long, global = true, env = "EXCHANGE_SEGMENT_BYTES")]
     segment_bytes: Option<u64>,
@@ -139,6 +142,9 @@ fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
     if let Some(port) = cli.http_port {
         config.http.listen.set_port(port);
     }
+    if let Some(port) = cli.sbe_port {
+        config.binary.listen.set_port(port);
+    }
     if let Some(bytes) = cli.segment_bytes {
         config.journal.segment_bytes = bytes;
     }
@@ -239,8 +245,35 @@ fn serve(
     let listener = http_runtime
         .block_on(tokio::net::TcpListener::bind(config.http.listen))
         .map_err(|e| format!("cannot listen on {}: {e}", config.http.listen))?;
+    let credentials = Arc::new(gateway_binary::Credentials::default());
+    for key in &config.api_keys {
+        credentials.insert(codec::FixedBytes(key.key()?), codec::UserId::new(key.user_id));
+    }
+    if args.demo {
+        for (user, secret) in exchange::demo::demo_secrets() {
+            credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
+        }
+    }
     let runtime = Runtime::start(config, recovered, writer)?;
     tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health)");
+    let binary_gateway = if config.binary.enabled {
+        let gateway_config = gateway_binary::GatewayConfig {
+            listen: config.binary.listen,
+            connections_max: config.binary.connections_max,
+            messages_per_second: config.binary.messages_per_second,
+            burst: config.binary.burst,
+            throttle_strikes_max: config.binary.throttle_strikes_max,
+            retransmit_window: config.binary.retransmit_window,
+            ..gateway_binary::GatewayConfig::default()
+        };
+        let (ingress, egress) = (runtime.ring.clone(), runtime.egress.clone());
+        let gateway = http_runtime
+            .block_on(gateway_binary::BinaryGateway::start(gateway_config, credentials.clone(), ingress, &egress))
+            .map_err(|e| format!("cannot start the binary gateway on {}: {e}", config.binary.listen))?;
+        Some(gateway)
+    } else {
+        None
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let router = exchange::http::router(exchange::http::HttpState {
@@ -314,6 +347,9 @@ fn serve(
     stop.store(true, Ordering::Relaxed);
     for thread in [demo, acks].into_iter().flatten() {
         let _ = thread.join();
+    }
+    if let Some(gateway) = binary_gateway {
+        gateway.shutdown();
     }
     runtime.shutdown()?;
     http_runtime.shutdown_timeout(Duration::from_secs(1));

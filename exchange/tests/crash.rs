@@ -63,7 +63,18 @@ fn kill_dash_nine_loses_nothing_acknowledged() {
         rng ^= rng << 17;
         let delay = Duration::from_millis(200 + rng % 700);
         let mut child = Command::new(BINARY)
-            .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--snapshot-every", "300", "run", "--demo"])
+            .args([
+                "--data",
+                dir.to_str().unwrap(),
+                "--http-port",
+                "0",
+                "--sbe-port",
+                "0",
+                "--snapshot-every",
+                "300",
+                "run",
+                "--demo",
+            ])
             .args(["--demo-rate", "5000", "--status-every", "0", "--print-acks"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -103,7 +114,18 @@ fn kill_dash_nine_loses_nothing_acknowledged() {
 fn corruption_mid_journal_refuses_to_start() {
     let dir = data_dir("corrupt");
     let status = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--snapshot-every", "0", "run", "--demo"])
+        .args([
+            "--data",
+            dir.to_str().unwrap(),
+            "--http-port",
+            "0",
+            "--sbe-port",
+            "0",
+            "--snapshot-every",
+            "0",
+            "run",
+            "--demo",
+        ])
         .args(["--demo-rate", "20000", "--demo-orders", "500", "--run-for", "1", "--status-every", "0"])
         .stderr(Stdio::null())
         .status()
@@ -117,7 +139,7 @@ fn corruption_mid_journal_refuses_to_start() {
     bytes[middle] ^= 0x40;
     std::fs::write(&segment, &bytes).unwrap();
     let output = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "run", "--run-for", "1"])
+        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "run", "--run-for", "1"])
         .stderr(Stdio::piped())
         .output()
         .unwrap();
@@ -131,7 +153,7 @@ fn corruption_mid_journal_refuses_to_start() {
 fn snapshots_prune_the_journal_and_recovery_still_matches() {
     let dir = data_dir("prune");
     let status = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--snapshot-every", "400"])
+        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--snapshot-every", "400"])
         .args(["--segment-bytes", "16384", "run", "--demo", "--demo-rate", "20000", "--demo-orders", "4000"])
         .args(["--run-for", "3", "--status-every", "0"])
         .stderr(Stdio::null())
@@ -169,7 +191,7 @@ fn journal_write_failure_stops_cleanly_and_recovers() {
     let dir = data_dir("disk-full");
     // SIGXFSZ ignored: exceeding the limit then fails the write with EFBIG instead of killing.
     let script = format!(
-        "trap '' XFSZ; ulimit -f 64; exec {BINARY} --data {} --http-port 0 --snapshot-every 0 --segment-bytes 100000000 \
+        "trap '' XFSZ; ulimit -f 64; exec {BINARY} --data {} --http-port 0 --sbe-port 0 --snapshot-every 0 --segment-bytes 100000000 \
          run --demo --demo-rate 20000 --status-every 0 --print-acks --run-for 20",
         dir.display()
     );
@@ -183,7 +205,19 @@ fn journal_write_failure_stops_cleanly_and_recovers() {
 
     // Restart without the limit: recovery truncates the torn batch and keeps everything acked.
     let status = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "run", "--run-for", "1", "--status-every", "0"])
+        .args([
+            "--data",
+            dir.to_str().unwrap(),
+            "--http-port",
+            "0",
+            "--sbe-port",
+            "0",
+            "run",
+            "--run-for",
+            "1",
+            "--status-every",
+            "0",
+        ])
         .stderr(Stdio::null())
         .status()
         .unwrap();

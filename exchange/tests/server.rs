@@ -22,7 +22,18 @@ fn demo_server_serves_metrics_and_stops_cleanly() {
     let dir = std::env::temp_dir().join(format!("exchange-server-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut child = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "run", "--demo", "--demo-rate", "2000"])
+        .args([
+            "--data",
+            dir.to_str().unwrap(),
+            "--http-port",
+            "0",
+            "--sbe-port",
+            "0",
+            "run",
+            "--demo",
+            "--demo-rate",
+            "2000",
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

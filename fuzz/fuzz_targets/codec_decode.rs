@@ -1,22 +1,30 @@
-//! Fuzzes every decoder of the codec: `Command::decode`, `Event::decode` and
+//! Fuzzes every decoder of the codec: `Command::decode`, `Event::decode`, `Session::decode` and
 //! `FrameDecoder::next_frame` (and the messages inside complete frames) must never panic, and
 //! whatever decodes must re-encode to the same known block.
 
 #![no_main]
 
-use codec::{Command, DecodeError, Event, FrameDecoder, MESSAGE_HEADER_BYTES};
+use codec::{Command, DecodeError, Event, FrameDecoder, MESSAGE_HEADER_BYTES, Session};
 use libfuzzer_sys::fuzz_target;
 
-/// Decodes `bytes` as a command and as an event and checks what decodes.
+/// Decodes `bytes` as a command, as an event and as a session message and checks what decodes.
 fn decode_messages(bytes: &[u8]) {
+    let mut decoded = 0;
     if let Ok((command, consumed)) = Command::decode(bytes) {
+        decoded += 1;
         check(bytes, &command.to_vec(), consumed);
         let _ = command.user_id();
     }
     if let Ok((event, consumed)) = Event::decode(bytes) {
+        decoded += 1;
         check(bytes, &event.to_vec(), consumed);
         let _ = event.sequence();
     }
+    if let Ok((session, consumed)) = Session::decode(bytes) {
+        decoded += 1;
+        check(bytes, &session.to_vec(), consumed);
+    }
+    assert!(decoded <= 1, "the envelopes' template ids overlap");
 }
 
 /// A decoded message re-encodes to the header's template and the same known block.

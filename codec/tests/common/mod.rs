@@ -6,7 +6,8 @@
 
 #![allow(unused_macros)]
 
-/// Calls `$callback!` with every message as `Name => Envelope { field, ... }`.
+/// Calls `$callback!` with every message as `Name => Envelope { field, ... }`, where `Envelope` is
+/// the enum that decodes it: `Command`, `Event` or `Session`.
 macro_rules! for_each_message {
     ($callback:ident) => {
         $callback! {
@@ -60,6 +61,18 @@ macro_rules! for_each_message {
             MassCancelReport => Event {
                 sequence, timestamp_ns, user_id, market_id, canceled_count, side, reserved,
             },
+            Negotiate => Session { api_key, timestamp_ns },
+            NegotiateResponse => Session { server_nonce, timestamp_ns },
+            Establish => Session { signature, next_expected_sequence, keep_alive_ms, reserved },
+            EstablishAck => Session {
+                user_id, next_sequence, next_expected_sequence, keep_alive_ms, reserved,
+            },
+            SequenceHeartbeat => Session { next_sequence },
+            RetransmitRequest => Session { from_sequence, count, reserved },
+            Retransmission => Session { from_sequence, count, reserved },
+            RetransmitReject => Session { from_sequence, reason, reserved },
+            Terminate => Session { reason, reserved },
+            BusinessReject => Session { client_sequence, client_order_id, reason, ref_template_id, reserved },
         }
     };
 }
@@ -77,6 +90,8 @@ macro_rules! for_each_enum {
             CancelReason => CancelReasonCode,
             ExpireReason => ExpireReasonCode,
             BalanceChange => BalanceChangeCode,
+            TerminateReason => TerminateReasonCode,
+            RetransmitRejectReason => RetransmitRejectReasonCode,
             RejectReason => RejectReasonCode,
         }
     };

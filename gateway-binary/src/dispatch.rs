@@ -1,0 +1,144 @@
+//! The dispatcher: reads the engine's egress ring and hands each event to the sessions it
+//! concerns, as a numbered application message.
+//!
+//! Routing: an event goes to the session whose command caused it (the origin tag), and an event
+//! about a resting order placed through this gateway (a maker fill, a cancel or expiry caused by
+//! someone else's command) goes to the session that placed the order. A fill shown to one side
+//! has the other side's identifiers, remaining quantity and fee zeroed: no user learns another's
+//! orders. Book and balance updates are not sent on order-entry sessions.
+
+use crate::Shared;
+use crate::session::{SessionState, event_frame};
+use codec::*;
+use engine::bus::{Consumer, ReadError, origin};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
+    // Open orders placed through this gateway: order id → session id.
+    let mut owners: HashMap<OrderId, u64> = HashMap::new();
+    let mut idle = 0u32;
+    while !shared.stopping.load(Ordering::Acquire) {
+        match consumer.try_next() {
+            Ok(published) => {
+                idle = 0;
+                route(&shared, &mut owners, published.origin, &published.event);
+            }
+            Err(ReadError::Empty) => {
+                idle = idle.saturating_add(1);
+                if idle < 64 {
+                    std::hint::spin_loop();
+                } else if idle < 128 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+            Err(lagged @ ReadError::Lagged { oldest, .. }) => {
+                // Events were lost for this gateway: sessions cannot be trusted to have every
+                // report. Cut every connection (clients reconnect and reconcile) and go on.
+                tracing::error!(%lagged, "binary gateway dispatcher lagged; terminating all connections");
+                for session in shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                    let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(connection) = state.connection.take() {
+                        let _ = connection.kill.send(Some(TerminateReason::SlowConsumer));
+                    }
+                }
+                consumer.seek(oldest);
+            }
+        }
+    }
+    // Shutdown: tell connected clients.
+    for session in shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        if let Some(connection) = session.lock().unwrap_or_else(|e| e.into_inner()).connection.take() {
+            let _ = connection.kill.send(Some(TerminateReason::ServerShutdown));
+        }
+    }
+}
+
+fn session_by_id(shared: &Shared, session_id: u64) -> Option<Arc<Mutex<SessionState>>> {
+    let key = *shared.session_keys.lock().unwrap_or_else(|e| e.into_inner()).get(&session_id)?;
+    shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
+}
+
+fn deliver(shared: &Shared, session_id: u64, event: &Event) {
+    if let Some(session) = session_by_id(shared, session_id) {
+        session.lock().unwrap_or_else(|e| e.into_inner()).push_application(event_frame(event));
+    }
+}
+
+fn route(shared: &Shared, owners: &mut HashMap<OrderId, u64>, tag: u64, event: &Event) {
+    let origin_session = (origin::gateway(tag) == origin::BINARY).then(|| origin::value(tag));
+    match event {
+        Event::OrderAccepted(accepted) => {
+            if let Some(session) = origin_session {
+                owners.insert(accepted.order_id, session);
+                deliver(shared, session, event);
+            }
+        }
+        Event::OrderRejected(_) | Event::MassCancelReport(_) => {
+            if let Some(session) = origin_session {
+                deliver(shared, session, event);
+            }
+        }
+        Event::Fill(fill) => {
+            let maker_session = owners.get(&fill.maker_order_id).copied();
+            let taker_session = owners.get(&fill.taker_order_id).copied().or(origin_session);
+            if fill.maker_remaining_lots.get() == 0 {
+                owners.remove(&fill.maker_order_id);
+            }
+            if fill.taker_remaining_lots.get() == 0 {
+                // Later events of the taker (quote-quantity market orders) come from the same
+                // command and are routed by origin.
+                owners.remove(&fill.taker_order_id);
+            }
+            match (maker_session, taker_session) {
+                (Some(maker), Some(taker)) if maker == taker => deliver(shared, maker, event),
+                (maker, taker) => {
+                    if let Some(maker) = maker {
+                        let mut shown = *fill;
+                        shown.taker_user_id = UserId::ZERO;
+                        shown.taker_order_id = OrderId::ZERO;
+                        shown.taker_client_order_id = ClientOrderId::ZERO;
+                        shown.taker_remaining_lots = Lots::ZERO;
+                        shown.taker_fee = Amount::ZERO;
+                        deliver(shared, maker, &Event::Fill(shown));
+                    }
+                    if let Some(taker) = taker {
+                        let mut shown = *fill;
+                        shown.maker_user_id = UserId::ZERO;
+                        shown.maker_order_id = OrderId::ZERO;
+                        shown.maker_client_order_id = ClientOrderId::ZERO;
+                        shown.maker_remaining_lots = Lots::ZERO;
+                        shown.maker_fee = Amount::ZERO;
+                        deliver(shared, taker, &Event::Fill(shown));
+                    }
+                }
+            }
+        }
+        Event::OrderCanceled(OrderCanceled { order_id, .. }) | Event::OrderExpired(OrderExpired { order_id, .. }) => {
+            let owner = owners.remove(order_id);
+            route_to_owner_and_origin(shared, owner, origin_session, event);
+        }
+        Event::OrderReplaced(replaced) => {
+            let owner = owners.get(&replaced.order_id).copied();
+            route_to_owner_and_origin(shared, owner, origin_session, event);
+        }
+        Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) => {}
+    }
+}
+
+fn route_to_owner_and_origin(shared: &Shared, owner: Option<u64>, origin_session: Option<u64>, event: &Event) {
+    match (owner, origin_session) {
+        (Some(owner), Some(origin)) if owner != origin => {
+            // Both the session that placed the order and the one that acted on it (the same
+            // user's, since only owners can cancel or replace) hear about it.
+            deliver(shared, owner, event);
+            deliver(shared, origin, event);
+        }
+        (Some(session), _) | (None, Some(session)) => deliver(shared, session, event),
+        (None, None) => {}
+    }
+}

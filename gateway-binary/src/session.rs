@@ -1,0 +1,535 @@
+//! Connections and sessions: logon, inbound validation, heartbeats, retransmission, terminate.
+
+use crate::{KEEP_ALIVE_MS_MAX, KEEP_ALIVE_MS_MIN, LOGON_CONTEXT, RETRANSMIT_COUNT_MAX, Shared, TokenBucket};
+use bytes::{Bytes, BytesMut};
+use codec::*;
+use engine::bus::{IngressCommand, origin};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+/// Time a connection has to complete its logon.
+const LOGON_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Encodes a message with its SOFH into a shareable buffer.
+pub(crate) fn frame(encode: impl FnOnce(&mut [u8]) -> Option<usize>) -> Bytes {
+    let mut message = [0u8; 256];
+    let length = encode(&mut message).expect("every message fits 256 bytes");
+    let mut out = vec![0u8; frame_length(length)];
+    encode_frame(&message[..length], &mut out).expect("sized above");
+    Bytes::from(out)
+}
+
+pub(crate) fn session_frame(message: Session) -> Bytes {
+    frame(|out| message.encode(out))
+}
+
+pub(crate) fn event_frame(event: &Event) -> Bytes {
+    frame(|out| event.encode(out))
+}
+
+/// The live connection of a session.
+pub(crate) struct Connection {
+    pub id: u64,
+    pub outbound: mpsc::Sender<Bytes>,
+    pub kill: watch::Sender<Option<TerminateReason>>,
+}
+
+/// A session: one per API key, outliving its connections.
+pub(crate) struct SessionState {
+    pub user_id: UserId,
+    pub session_id: u64,
+    /// Sequence the next outbound application message gets.
+    pub next_outbound: u64,
+    /// Sequence the next inbound application message gets.
+    pub next_inbound: u64,
+    /// Recent outbound application messages, oldest first: (sequence, frame).
+    pub window: VecDeque<(u64, Bytes)>,
+    pub window_max: usize,
+    pub connection: Option<Connection>,
+    pub last_outbound: Instant,
+    /// Client order ids already used in this session (bounded, oldest forgotten first).
+    recent_client_ids: HashSet<u64>,
+    recent_order: VecDeque<u64>,
+    recent_max: usize,
+}
+
+impl SessionState {
+    fn new(user_id: UserId, session_id: u64, window_max: usize, recent_max: usize) -> Self {
+        Self {
+            user_id,
+            session_id,
+            next_outbound: 1,
+            next_inbound: 1,
+            window: VecDeque::new(),
+            window_max,
+            connection: None,
+            last_outbound: Instant::now(),
+            recent_client_ids: HashSet::new(),
+            recent_order: VecDeque::new(),
+            recent_max,
+        }
+    }
+
+    /// Numbers, keeps and (if connected) sends an outbound application message. A connection
+    /// whose queue is full is cut with `SlowConsumer`; the message stays in the window.
+    pub fn push_application(&mut self, frame: Bytes) {
+        let sequence = self.next_outbound;
+        self.next_outbound += 1;
+        self.window.push_back((sequence, frame.clone()));
+        while self.window.len() > self.window_max {
+            self.window.pop_front();
+        }
+        self.last_outbound = Instant::now();
+        if let Some(connection) = &self.connection
+            && connection.outbound.try_send(frame).is_err()
+        {
+            let _ = connection.kill.send(Some(TerminateReason::SlowConsumer));
+            self.connection = None;
+        }
+    }
+
+    /// Records a client order id; false if the session used it before.
+    fn remember_client_order_id(&mut self, id: u64) -> bool {
+        if !self.recent_client_ids.insert(id) {
+            return false;
+        }
+        self.recent_order.push_back(id);
+        if self.recent_order.len() > self.recent_max
+            && let Some(old) = self.recent_order.pop_front()
+        {
+            self.recent_client_ids.remove(&old);
+        }
+        true
+    }
+}
+
+pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let open = shared.stats.connections.load(Ordering::Relaxed) as usize;
+        if open >= shared.config.connections_max {
+            tracing::warn!(%peer, open, "binary gateway: connection limit reached");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let connection_id = shared.next_session_id.fetch_add(1, Ordering::Relaxed);
+            run_connection(stream, shared.clone(), connection_id).await;
+            shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+enum Phase {
+    AwaitNegotiate,
+    AwaitEstablish { key: PublicKey, user_id: UserId, nonce: [u8; 32] },
+    Established { session: Arc<Mutex<SessionState>>, keep_alive: Duration },
+}
+
+/// The writer half: drains the outbound queue, batching writes; on a kill signal writes the
+/// Terminate immediately and closes.
+async fn write_loop(
+    socket: tokio::net::tcp::OwnedWriteHalf,
+    mut outbound: mpsc::Receiver<Bytes>,
+    mut kill: watch::Receiver<Option<TerminateReason>>,
+) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, socket);
+    loop {
+        tokio::select! {
+            biased;
+            changed = kill.changed() => {
+                let reason = if changed.is_ok() { *kill.borrow() } else { None };
+                if let Some(reason) = reason {
+                    let terminate = session_frame(Session::Terminate(Terminate { reason: reason.into(), reserved: Reserved::ZERO }));
+                    let _ = writer.write_all(&terminate).await;
+                }
+                let _ = writer.flush().await;
+                let _ = writer.shutdown().await;
+                return;
+            }
+            message = outbound.recv() => {
+                let Some(message) = message else {
+                    let _ = writer.flush().await;
+                    return;
+                };
+                if writer.write_all(&message).await.is_err() {
+                    return;
+                }
+                while let Ok(message) = outbound.try_recv() {
+                    if writer.write_all(&message).await.is_err() {
+                        return;
+                    }
+                }
+                if writer.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u64) {
+    let peer = stream.peer_addr().ok();
+    let (mut reader, writer) = stream.into_split();
+    let (outbound_sender, outbound) = mpsc::channel::<Bytes>(shared.config.outbound_queue_max);
+    let (kill, kill_receiver) = watch::channel(None);
+    let mut kill_watch = kill.subscribe();
+    let writer_task = tokio::spawn(write_loop(writer, outbound, kill_receiver));
+    let mut buffer = BytesMut::with_capacity(2 * FRAME_BYTES_MAX);
+    let mut phase = Phase::AwaitNegotiate;
+    let mut bucket = TokenBucket::new(shared.config.messages_per_second, shared.config.burst, Instant::now());
+    let mut strikes = 0u32;
+    let mut last_inbound = Instant::now();
+    let started = Instant::now();
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(100));
+
+    let reason: TerminateReason = 'connection: loop {
+        // Parse every complete frame in the buffer.
+        loop {
+            let (message, used) = match FrameDecoder::next_frame(&buffer) {
+                Ok(Some((message, used))) => (message.to_vec(), used),
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::debug!(?peer, %error, "binary gateway: bad frame");
+                    break 'connection TerminateReason::ProtocolError;
+                }
+            };
+            let _ = buffer.split_to(used);
+            last_inbound = Instant::now();
+            match handle_message(
+                &shared,
+                &mut phase,
+                &message,
+                &outbound_sender,
+                &kill,
+                connection_id,
+                &mut bucket,
+                &mut strikes,
+            ) {
+                Ok(()) => {}
+                Err(reason) => break 'connection reason,
+            }
+        }
+        if buffer.len() > 2 * FRAME_BYTES_MAX {
+            break TerminateReason::ProtocolError;
+        }
+        let keep_alive = match &phase {
+            Phase::Established { keep_alive, .. } => Some(*keep_alive),
+            _ => None,
+        };
+        tokio::select! {
+            read = reader.read_buf(&mut buffer) => match read {
+                Ok(0) | Err(_) => break TerminateReason::Finished,
+                Ok(_) => {}
+            },
+            _ = heartbeat.tick() => {
+                match (&phase, keep_alive) {
+                    (Phase::Established { session, .. }, Some(keep_alive)) => {
+                        if last_inbound.elapsed() > keep_alive * 2 {
+                            break TerminateReason::KeepAliveTimeout;
+                        }
+                        let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+                        if state.last_outbound.elapsed() >= keep_alive {
+                            let beat = session_frame(Session::SequenceHeartbeat(SequenceHeartbeat {
+                                next_sequence: Sequence::new(state.next_outbound),
+                            }));
+                            state.last_outbound = Instant::now();
+                            let _ = outbound_sender.try_send(beat);
+                        }
+                    }
+                    _ => {
+                        if started.elapsed() > LOGON_TIMEOUT {
+                            break TerminateReason::Unauthenticated;
+                        }
+                    }
+                }
+                if shared.stopping.load(Ordering::Acquire) {
+                    break TerminateReason::ServerShutdown;
+                }
+            }
+            _ = kill_watch.changed() => {
+                // Cut from elsewhere (slow consumer, duplicate logon): the writer already sends
+                // the Terminate.
+                break 'connection kill_watch.borrow().unwrap_or(TerminateReason::Finished);
+            }
+        }
+    };
+
+    // Detach from the session (if this connection still owns it) and say why we end.
+    if let Phase::Established { session, .. } = &phase {
+        let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+        if state.connection.as_ref().is_some_and(|c| c.id == connection_id) {
+            state.connection = None;
+        }
+    }
+    tracing::debug!(?peer, ?reason, "binary gateway: connection ends");
+    let _ = kill.send(Some(reason));
+    drop(outbound_sender);
+    let _ = writer_task.await;
+}
+
+fn business_reject(
+    client_sequence: u64,
+    client_order_id: ClientOrderId,
+    template_id: u16,
+    reason: RejectReason,
+) -> Bytes {
+    session_frame(Session::BusinessReject(BusinessReject {
+        client_sequence: Sequence::new(client_sequence),
+        client_order_id,
+        reason: reason.into(),
+        ref_template_id: template_id.into(),
+        reserved: Reserved::ZERO,
+    }))
+}
+
+/// Handles one inbound message. `Err` ends the connection with that reason.
+#[allow(clippy::too_many_arguments)]
+fn handle_message(
+    shared: &Shared,
+    phase: &mut Phase,
+    message: &[u8],
+    outbound: &mpsc::Sender<Bytes>,
+    kill: &watch::Sender<Option<TerminateReason>>,
+    connection_id: u64,
+    bucket: &mut TokenBucket,
+    strikes: &mut u32,
+) -> Result<(), TerminateReason> {
+    let send = |frame: Bytes| outbound.try_send(frame).map_err(|_| TerminateReason::SlowConsumer);
+    match phase {
+        Phase::AwaitNegotiate => {
+            let Ok((Session::Negotiate(negotiate), _)) = Session::decode(message) else {
+                shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(TerminateReason::Unauthenticated);
+            };
+            let Some(user_id) = shared.credentials.user_of(&negotiate.api_key) else {
+                shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(TerminateReason::Unauthenticated);
+            };
+            let mut nonce = [0u8; 32];
+            getrandom::fill(&mut nonce).map_err(|_| TerminateReason::ServerShutdown)?;
+            send(session_frame(Session::NegotiateResponse(NegotiateResponse {
+                server_nonce: FixedBytes(nonce),
+                timestamp_ns: TimestampNs::new(now_ns()),
+            })))?;
+            *phase = Phase::AwaitEstablish { key: negotiate.api_key, user_id, nonce };
+            Ok(())
+        }
+        Phase::AwaitEstablish { key, user_id, nonce } => {
+            let Ok((Session::Establish(establish), _)) = Session::decode(message) else {
+                shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(TerminateReason::Unauthenticated);
+            };
+            if !verify_logon(key, nonce, &establish.signature) {
+                shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(TerminateReason::Unauthenticated);
+            }
+            let keep_alive_ms = establish.keep_alive_ms.get().clamp(KEEP_ALIVE_MS_MIN, KEEP_ALIVE_MS_MAX);
+            let session = {
+                let mut sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+                sessions
+                    .entry(key.0)
+                    .or_insert_with(|| {
+                        let session_id = shared.next_session_id.fetch_add(1, Ordering::Relaxed);
+                        shared.session_keys.lock().unwrap_or_else(|e| e.into_inner()).insert(session_id, key.0);
+                        Arc::new(Mutex::new(SessionState::new(
+                            *user_id,
+                            session_id,
+                            shared.config.retransmit_window,
+                            shared.config.client_order_ids_remembered,
+                        )))
+                    })
+                    .clone()
+            };
+            {
+                let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+                if state.connection.is_some() {
+                    shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(TerminateReason::DuplicateSession);
+                }
+                // The key may have been re-registered to another user since the session began.
+                state.user_id = *user_id;
+                send(session_frame(Session::EstablishAck(EstablishAck {
+                    user_id: *user_id,
+                    next_sequence: Sequence::new(state.next_outbound),
+                    next_expected_sequence: Sequence::new(state.next_inbound),
+                    keep_alive_ms: keep_alive_ms.into(),
+                    reserved: Reserved::ZERO,
+                })))?;
+                state.connection = Some(crate::session::Connection {
+                    id: connection_id,
+                    outbound: outbound.clone(),
+                    kill: kill.clone(),
+                });
+                state.last_outbound = Instant::now();
+            }
+            shared.stats.logons.fetch_add(1, Ordering::Relaxed);
+            *phase = Phase::Established { session, keep_alive: Duration::from_millis(u64::from(keep_alive_ms)) };
+            Ok(())
+        }
+        Phase::Established { session, .. } => {
+            // Session-layer messages first.
+            if let Ok((message, _)) = Session::decode(message) {
+                return match message {
+                    Session::SequenceHeartbeat(_) => Ok(()),
+                    Session::Terminate(_) => Err(TerminateReason::Finished),
+                    Session::RetransmitRequest(request) => {
+                        let state = session.lock().unwrap_or_else(|e| e.into_inner());
+                        retransmit(&state, request, outbound)
+                    }
+                    // Logon messages again, or server-side messages from a client.
+                    _ => Err(TerminateReason::ProtocolError),
+                };
+            }
+            let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+            let client_sequence = state.next_inbound;
+            state.next_inbound += 1;
+            let (command, template_id) = match Command::decode(message) {
+                Ok((command, _)) => {
+                    let template_id = command.template_id();
+                    (command, template_id)
+                }
+                Err(_) => {
+                    let template_id = message.get(2..4).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+                    shared.stats.business_rejects.fetch_add(1, Ordering::Relaxed);
+                    state.push_application(business_reject(
+                        client_sequence,
+                        ClientOrderId::ZERO,
+                        template_id,
+                        RejectReason::MalformedMessage,
+                    ));
+                    return Ok(());
+                }
+            };
+            let reject = |state: &mut SessionState, client_order_id, reason| {
+                shared.stats.business_rejects.fetch_add(1, Ordering::Relaxed);
+                state.push_application(business_reject(client_sequence, client_order_id, template_id, reason));
+            };
+            if !bucket.try_take(Instant::now()) {
+                *strikes += 1;
+                if *strikes > shared.config.throttle_strikes_max {
+                    return Err(TerminateReason::Throttled);
+                }
+                reject(&mut state, ClientOrderId::ZERO, RejectReason::Throttled);
+                return Ok(());
+            }
+            *strikes = 0;
+            let user_id = state.user_id;
+            // The user is always the session's; the message's field is overwritten.
+            let (command, client_order_id) = match command {
+                Command::NewOrder(mut m) => {
+                    m.user_id = user_id;
+                    let enums_valid = m.side.get().is_ok()
+                        && m.order_type.get().is_ok()
+                        && m.time_in_force.get().is_ok()
+                        && m.self_trade_prevention.get().is_ok()
+                        && m.post_only.get().is_ok();
+                    if !enums_valid {
+                        reject(&mut state, m.client_order_id, RejectReason::InvalidEnumValue);
+                        return Ok(());
+                    }
+                    if m.client_order_id != ClientOrderId::ZERO
+                        && !state.remember_client_order_id(m.client_order_id.get())
+                    {
+                        reject(&mut state, m.client_order_id, RejectReason::DuplicateClientOrderId);
+                        return Ok(());
+                    }
+                    (Command::NewOrder(m), m.client_order_id)
+                }
+                Command::CancelOrder(mut m) => {
+                    m.user_id = user_id;
+                    (Command::CancelOrder(m), m.client_order_id)
+                }
+                Command::CancelReplace(mut m) => {
+                    m.user_id = user_id;
+                    (Command::CancelReplace(m), m.client_order_id)
+                }
+                Command::MassCancel(mut m) => {
+                    m.user_id = user_id;
+                    if m.side.get().is_err() {
+                        reject(&mut state, ClientOrderId::ZERO, RejectReason::InvalidEnumValue);
+                        return Ok(());
+                    }
+                    (Command::MassCancel(m), ClientOrderId::ZERO)
+                }
+                // Ledger commands are administrative, not order entry.
+                Command::Deposit(_) | Command::Withdraw(_) => {
+                    reject(&mut state, ClientOrderId::ZERO, RejectReason::InvalidOrderType);
+                    return Ok(());
+                }
+            };
+            let tag = origin::tag(origin::BINARY, state.session_id);
+            if shared.ingress.push(IngressCommand { origin: tag, command }).is_err() {
+                shared.stats.ingress_busy.fetch_add(1, Ordering::Relaxed);
+                reject(&mut state, client_order_id, RejectReason::EngineBusy);
+                return Ok(());
+            }
+            shared.stats.commands.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+}
+
+fn retransmit(
+    state: &SessionState,
+    request: RetransmitRequest,
+    outbound: &mpsc::Sender<Bytes>,
+) -> Result<(), TerminateReason> {
+    let from = request.from_sequence.get();
+    let count = request.count.get();
+    let oldest = state.window.front().map_or(state.next_outbound, |(sequence, _)| *sequence);
+    let reject = |reason: RetransmitRejectReason| {
+        session_frame(Session::RetransmitReject(RetransmitReject {
+            from_sequence: request.from_sequence,
+            reason: reason.into(),
+            reserved: Reserved::ZERO,
+        }))
+    };
+    let send = |frame: Bytes| outbound.try_send(frame).map_err(|_| TerminateReason::SlowConsumer);
+    if count > RETRANSMIT_COUNT_MAX {
+        return send(reject(RetransmitRejectReason::TooMany));
+    }
+    if count == 0 || from < oldest || from.saturating_add(u64::from(count)) > state.next_outbound {
+        return send(reject(RetransmitRejectReason::OutOfRange));
+    }
+    send(session_frame(Session::Retransmission(Retransmission {
+        from_sequence: request.from_sequence,
+        count: count.into(),
+        reserved: Reserved::ZERO,
+    })))?;
+    let skip = (from - oldest) as usize;
+    for (_, frame) in state.window.iter().skip(skip).take(count as usize) {
+        send(frame.clone())?;
+    }
+    Ok(())
+}
+
+/// The bytes a client signs at logon.
+pub fn logon_payload(nonce: &[u8; 32], api_key: &PublicKey) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(LOGON_CONTEXT.len() + 64);
+    payload.extend_from_slice(LOGON_CONTEXT);
+    payload.extend_from_slice(nonce);
+    payload.extend_from_slice(&api_key.0);
+    payload
+}
+
+fn verify_logon(key: &PublicKey, nonce: &[u8; 32], signature: &Signature) -> bool {
+    let Ok(verifying) = ed25519_dalek::VerifyingKey::from_bytes(&key.0) else { return false };
+    let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
+    verifying.verify_strict(&logon_payload(nonce, key), &signature).is_ok()
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}

@@ -23,6 +23,38 @@ pub fn demo_secrets() -> Vec<(u64, [u8; 32])> {
     std::iter::once(MARKET_MAKER).chain(TRADERS).map(|user| (user, [user as u8; 32])).collect()
 }
 
+/// First user id of the load-test users (`--load-users N` creates `LOAD_USER_FIRST..+N`).
+pub const LOAD_USER_FIRST: u64 = 1_000_001;
+
+/// API secret of load-test user `user`: its id's 8 little-endian bytes, repeated four times.
+/// Public knowledge, like the demo secrets: for benchmarks on a private machine only.
+pub fn load_user_secret(user: u64) -> [u8; 32] {
+    let mut secret = [0u8; 32];
+    for chunk in secret.chunks_exact_mut(8) {
+        chunk.copy_from_slice(&user.to_le_bytes());
+    }
+    secret
+}
+
+/// Deposits that fund load-test users generously in every asset.
+pub fn load_user_funding(config: &EngineConfig, count: u64) -> Vec<Command> {
+    let mut funding = Vec::new();
+    for user in LOAD_USER_FIRST..LOAD_USER_FIRST + count {
+        for asset in &config.assets {
+            let amount = 10u64.pow(u32::from(asset.decimals)) * 10_000_000;
+            funding.push(commands::deposit(user, asset.id.get(), amount));
+        }
+    }
+    funding
+}
+
+/// Pushes commands through the ingress ring in order (waiting while it is full).
+pub fn push_all(ring: &IngressRing, commands: Vec<Command>, stop: &AtomicBool) {
+    for command in commands {
+        push(ring, command, stop);
+    }
+}
+
 struct XorShift(u64);
 
 impl XorShift {

@@ -58,6 +58,10 @@ struct RunArgs {
     /// Demo orders per second.
     #[arg(long, default_value_t = 200, env = "EXCHANGE_DEMO_RATE")]
     demo_rate: u64,
+    /// Create this many funded load-test users (ids from 1,000,001, secrets documented in
+    /// docs/benchmarks.md) for loadgen. Never on a public machine: their secrets are public.
+    #[arg(long, default_value_t = 0, env = "EXCHANGE_LOAD_USERS")]
+    load_users: u64,
     /// Stop the demo flow after this many orders (0: never).
     #[arg(long, default_value_t = 0)]
     demo_orders: u64,
@@ -249,6 +253,10 @@ fn serve(
     for key in &config.api_keys {
         credentials.insert(codec::FixedBytes(key.key()?), codec::UserId::new(key.user_id));
     }
+    for user in exchange::demo::LOAD_USER_FIRST..exchange::demo::LOAD_USER_FIRST + args.load_users {
+        let secret = exchange::demo::load_user_secret(user);
+        credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
+    }
     if args.demo {
         for (user, secret) in exchange::demo::demo_secrets() {
             credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
@@ -295,6 +303,11 @@ fn serve(
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
 
+    if args.load_users > 0 {
+        let funding = exchange::demo::load_user_funding(&engine_config, args.load_users);
+        exchange::demo::push_all(&runtime.ring, funding, &stop);
+        tracing::info!(users = args.load_users, first = exchange::demo::LOAD_USER_FIRST, "load-test users funded");
+    }
     let demo = args.demo.then(|| {
         let (ring, stop, config) = (runtime.ring.clone(), stop.clone(), engine_config.clone());
         let (rate, orders) = (args.demo_rate, args.demo_orders);

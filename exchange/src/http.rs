@@ -20,6 +20,8 @@ pub struct HttpState {
     pub stats: Arc<RuntimeStats>,
     /// The ingress ring (for its depth).
     pub ring: Arc<IngressRing>,
+    /// The binary gateway's counters, when it runs.
+    pub binary: Option<Arc<gateway_binary::GatewayStats>>,
 }
 
 /// The router.
@@ -37,7 +39,36 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             state.stats.last_sequence.load(Ordering::Relaxed) as f64,
         ),
     ];
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges))
+    let mut gauges = gauges.to_vec();
+    let mut counters = Vec::new();
+    if let Some(binary) = &state.binary {
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        gauges.push((
+            "exchange_binary_connections",
+            "Open connections of the SBE gateway.",
+            load(&binary.connections) as f64,
+        ));
+        counters.extend([
+            ("exchange_binary_logons_total", "Sessions established on the SBE gateway.", load(&binary.logons)),
+            (
+                "exchange_binary_logon_failures_total",
+                "Logons refused by the SBE gateway.",
+                load(&binary.logon_failures),
+            ),
+            ("exchange_binary_commands_total", "Commands the SBE gateway put on the ring.", load(&binary.commands)),
+            (
+                "exchange_binary_business_rejects_total",
+                "BusinessRejects sent by the SBE gateway.",
+                load(&binary.business_rejects),
+            ),
+            (
+                "exchange_binary_ingress_busy_total",
+                "SBE commands refused because the ring was full.",
+                load(&binary.ingress_busy),
+            ),
+        ]);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges, &counters))
 }
 
 async fn health(State(state): State<HttpState>) -> impl IntoResponse {

@@ -288,6 +288,7 @@ fn serve(
         metrics: runtime.metrics.clone(),
         stats: runtime.stats.clone(),
         ring: runtime.ring.clone(),
+        binary: binary_gateway.as_ref().map(|gateway| gateway.stats()),
     });
     let http_stop = stop.clone();
     http_runtime.spawn(async move {

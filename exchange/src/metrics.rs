@@ -95,7 +95,8 @@ pub struct Metrics {
     pub engine_command_ns: AtomicHistogram,
     /// Time of each snapshot (serialise + write + fsync).
     pub snapshot_ns: AtomicHistogram,
-    /// Commands refused because the ingress ring was full.
+    /// Commands refused because the ingress ring was full (internal producers; each gateway
+    /// counts its own).
     pub ingress_busy: AtomicU64,
 }
 
@@ -131,8 +132,9 @@ impl Metrics {
         }
     }
 
-    /// Renders every metric plus the given gauges (name, help, value) as Prometheus text.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+    /// Renders every metric plus the given gauges and counters (name, help, value) as Prometheus
+    /// text.
+    pub fn render(&self, gauges: &[(&str, &str, f64)], counters: &[(&str, &str, u64)]) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let _ = writeln!(out, "# HELP exchange_commands_total Commands executed by the engine, by type.");
         let _ = writeln!(out, "# TYPE exchange_commands_total counter");
@@ -174,6 +176,9 @@ impl Metrics {
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
         out
     }
 }
@@ -201,7 +206,8 @@ mod tests {
         let metrics = Metrics::default();
         metrics.command(1);
         metrics.reject(RejectReason::InsufficientBalance);
-        let text = metrics.render(&[("exchange_ingress_ring_depth", "Commands waiting.", 3.0)]);
+        let text = metrics.render(&[("exchange_ingress_ring_depth", "Commands waiting.", 3.0)], &[("c_total", "c", 7)]);
+        assert!(text.contains("# TYPE c_total counter\nc_total 7"));
         assert!(text.contains("exchange_commands_total{type=\"new_order\"} 1"));
         assert!(text.contains("exchange_rejects_total{reason=\"InsufficientBalance\"} 1"));
         assert!(text.contains("exchange_ingress_ring_depth 3"));

@@ -223,6 +223,16 @@ impl OrderBook {
             user_next: NIL,
         };
         let empty_level = Level { price: Ticks::ZERO, total_lots: 0, order_count: 0, head: NIL, tail: NIL };
+        let mut by_id = new_map(capacity);
+        let mut by_client_id = new_map(capacity);
+        // Touch every page of the maps now (insert, then clear keeps the capacity), so the first
+        // orders of the day do not pay page faults on the hot path.
+        for i in 0..capacity as u64 {
+            by_id.insert(OrderId::new(i), 0);
+            by_client_id.insert((UserId::new(i), ClientOrderId::new(i)), OrderId::ZERO);
+        }
+        by_id.clear();
+        by_client_id.clear();
         Self {
             orders: vec![empty_order; capacity],
             // Popped from the end: slot 0 is used first.
@@ -231,8 +241,8 @@ impl OrderBook {
             free_levels: (0..capacity as Slot).rev().collect(),
             bids: SideLevels { side: Side::Bid, sorted: Vec::with_capacity(capacity) },
             asks: SideLevels { side: Side::Ask, sorted: Vec::with_capacity(capacity) },
-            by_id: new_map(capacity),
-            by_client_id: new_map(capacity),
+            by_id,
+            by_client_id,
             by_user: new_map(1024),
             len: 0,
         }

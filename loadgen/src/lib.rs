@@ -1,4 +1,86 @@
-//! Open-loop latency profiler for every gateway.
+//! Open-loop latency profiler for the exchange's gateways, starting with the SBE gateway.
 //!
-//! **Not implemented yet**: this crate is an empty placeholder that keeps the workspace's
-//! architecture visible. Its work is tracked in issue #9.
+//! Two measurements, each printed as a table (and optionally written as JSON and as an
+//! HdrHistogram interval log):
+//!
+//! - [`baseline`]: a raw loopback TCP ping-pong with the size of a framed SBE `NewOrder`
+//!   (70 bytes), on the same schedule. It is the floor: the kernel's loopback round trip plus
+//!   the generator's own costs, which every gateway figure is divided by.
+//! - [`sbe`]: `C` binary-gateway sessions, each logged on as one of the funded load-test users
+//!   that `exchange --load-users N` creates ([`users`]), sending a seeded order mix ([`flow`]).
+//!
+//! Both are **open loop**: a single schedule ([`schedule`]) fixes when each request is due,
+//! `t0 + i / rate`, independently of the responses, and every latency is measured from that
+//! scheduled time, not from the moment the request was actually written, which corrects for
+//! coordinated omission ([`latency`] explains it). [`compare`] runs the baseline and the gateway
+//! back to back and divides the gateway's acknowledgement latency by the baseline's round trip at
+//! each percentile.
+//!
+//! ```no_run
+//! let report = loadgen::sbe::run(&loadgen::sbe::SbeConfig {
+//!     address: "127.0.0.1:9100".into(),
+//!     rate: 2_000,
+//!     ..Default::default()
+//! })?;
+//! println!("{report}");
+//! # Ok::<(), loadgen::LoadError>(())
+//! ```
+
+pub mod baseline;
+pub mod flow;
+pub mod latency;
+pub mod progress;
+pub mod report;
+pub mod sbe;
+pub mod schedule;
+pub mod users;
+
+use std::fmt;
+
+/// Why a run could not happen (failures during a run are counted in the report instead).
+#[derive(Debug)]
+pub struct LoadError(String);
+
+impl LoadError {
+    /// An error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<std::io::Error> for LoadError {
+    fn from(error: std::io::Error) -> Self {
+        Self(format!("i/o: {error}"))
+    }
+}
+
+/// Events per second between the first and the last of `count` events (nanosecond times); 0
+/// with fewer than two.
+pub fn achieved_rate(count: u64, first_ns: u64, last_ns: u64) -> f64 {
+    if count < 2 || last_ns <= first_ns {
+        return 0.0;
+    }
+    (count - 1) as f64 * 1e9 / (last_ns - first_ns) as f64
+}
+
+/// Runs the baseline, then the gateway, and compares the gateway's `ack_all` with the
+/// baseline's `rtt` at every percentile.
+///
+/// # Errors
+/// As [`baseline::run`] and [`sbe::run`].
+pub fn compare(
+    baseline_config: &baseline::BaselineConfig,
+    sbe_config: &sbe::SbeConfig,
+) -> Result<report::Comparison, LoadError> {
+    let baseline = baseline::run(baseline_config)?;
+    let gateway = sbe::run(sbe_config)?;
+    Ok(report::Comparison::new(baseline, gateway, "ack_all", "rtt"))
+}

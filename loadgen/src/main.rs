@@ -1,0 +1,291 @@
+//! `loadgen`: the command line of the open-loop latency profiler.
+//!
+//! ```text
+//! loadgen baseline --messages 20000 --size 70 --rate 2000
+//! loadgen sbe --address 127.0.0.1:9100 --connections 4 --rate 2000 --duration 10 [--baseline]
+//! ```
+//!
+//! Exit status: 0 for a clean run, 1 when the run could not start, 2 when it completed with
+//! errors (unanswered requests, lost connections…: see the `errors` line).
+
+use clap::{Args, Parser, Subcommand};
+use loadgen::baseline::{BaselineConfig, FRAMED_NEW_ORDER_BYTES};
+use loadgen::flow::{Mix, PriceModel};
+use loadgen::report::{Report, write_hdr_log, write_json};
+use loadgen::sbe::SbeConfig;
+use loadgen::users::LOAD_USER_FIRST;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Open-loop, coordinated-omission-corrected latency profiler: every latency is measured from
+/// the request's scheduled send time, t0 + i/rate.
+#[derive(Parser)]
+#[command(name = "loadgen", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Raw loopback TCP ping-pong (in-process echo server): the floor every gateway figure is
+    /// divided by.
+    Baseline(BaselineArgs),
+    /// Open-loop order flow over the SBE gateway, one session per load-test user (start the
+    /// server with `exchange --load-users N`).
+    Sbe(SbeArgs),
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text.parse().map_err(|_| format!("not a number of seconds: {text:?}"))?;
+    Duration::try_from_secs_f64(value).map_err(|e| e.to_string())
+}
+
+/// A `--pin` core list (a newtype, so clap takes it as one value, not many).
+#[derive(Debug, Clone)]
+struct CoreList(Vec<usize>);
+
+fn cores(text: &str) -> Result<CoreList, String> {
+    loadgen::schedule::parse_cores(text).map(CoreList)
+}
+
+/// Pacing and placement.
+#[derive(Args)]
+struct Timing {
+    /// Spin (instead of sleeping) for the last this-many microseconds before each due time.
+    #[arg(long, default_value_t = 50)]
+    spin_us: u64,
+    /// Pin threads to cores, e.g. `0,1` or `0-3`: the sender on the first, receivers (and the
+    /// baseline's echo server) on the next ones, wrapping.
+    #[arg(long, value_parser = cores)]
+    pin: Option<CoreList>,
+}
+
+/// Where results go.
+#[derive(Args)]
+struct Output {
+    /// Also write the results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also write the histograms as an HdrHistogram interval log (V2, compressed).
+    #[arg(long)]
+    hdr_log: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct BaselineArgs {
+    /// Measured messages (warm-up messages come on top).
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// Bytes per message (default: a framed SBE NewOrder).
+    #[arg(long, default_value_t = FRAMED_NEW_ORDER_BYTES)]
+    size: usize,
+    /// Messages per second.
+    #[arg(long, default_value_t = 2_000)]
+    rate: u64,
+    /// Warm-up, seconds, at the same rate, not recorded.
+    #[arg(long, default_value = "2", value_parser = seconds)]
+    warmup: Duration,
+    /// Seconds to wait for the last echoes.
+    #[arg(long, default_value = "5", value_parser = seconds)]
+    drain: Duration,
+    #[command(flatten)]
+    timing: Timing,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Args)]
+struct SbeArgs {
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    address: String,
+    /// Sessions, each logged on as its own load-test user.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// User of the first connection (the next ones follow).
+    #[arg(long, default_value_t = LOAD_USER_FIRST)]
+    first_user: u64,
+    /// Requests per second over all connections.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Measured seconds.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    duration: Duration,
+    /// Warm-up seconds before (same rate, not recorded).
+    #[arg(long, default_value = "2", value_parser = seconds)]
+    warmup: Duration,
+    /// Seconds to wait for outstanding responses after the last send.
+    #[arg(long, default_value = "5", value_parser = seconds)]
+    drain: Duration,
+    /// Percent GTC limit orders.
+    #[arg(long, default_value_t = 80)]
+    limit_pct: u32,
+    /// Percent market orders.
+    #[arg(long, default_value_t = 5)]
+    market_pct: u32,
+    /// Percent IOC limit orders.
+    #[arg(long, default_value_t = 5)]
+    ioc_pct: u32,
+    /// Percent cancels of the connection's open orders.
+    #[arg(long, default_value_t = 10)]
+    cancel_pct: u32,
+    /// Percent cancel-replaces of the connection's open orders.
+    #[arg(long, default_value_t = 0)]
+    replace_pct: u32,
+    /// Market id (1: BTC_USDC).
+    #[arg(long, default_value_t = 1)]
+    market: u32,
+    /// Mid price, ticks (600000: 60,000 USDC on BTC_USDC).
+    #[arg(long, default_value_t = 600_000)]
+    mid: u64,
+    /// Limit prices are mid ± 1..=spread ticks.
+    #[arg(long, default_value_t = 100)]
+    spread: u64,
+    /// Percent of limit/IOC orders priced across the mid (they take liquidity).
+    #[arg(long, default_value_t = 10)]
+    cross_pct: u32,
+    /// Smallest quantity, lots (price × lots must reach the market's minimum notional).
+    #[arg(long, default_value_t = 2)]
+    lots_min: u64,
+    /// Largest quantity, lots.
+    #[arg(long, default_value_t = 20)]
+    lots_max: u64,
+    /// Open orders per connection before limit orders turn into cancels (0: unbounded).
+    #[arg(long, default_value_t = 500)]
+    max_open: usize,
+    /// Seed of the order flows.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Do not mass-cancel the users' orders before and after the run.
+    #[arg(long)]
+    no_cleanup: bool,
+    /// First run the loopback baseline at the same rate, duration and message size, then print
+    /// gateway/baseline ratios per percentile.
+    #[arg(long)]
+    baseline: bool,
+    /// Baseline message size, bytes.
+    #[arg(long, default_value_t = FRAMED_NEW_ORDER_BYTES)]
+    size: usize,
+    #[command(flatten)]
+    timing: Timing,
+    #[command(flatten)]
+    output: Output,
+}
+
+fn finish(reports: &[&Report], output: &Output, json: impl FnOnce() -> serde_json::Value) -> ExitCode {
+    if let Some(path) = &output.json
+        && let Err(error) = write_json(path, &json())
+    {
+        eprintln!("error: cannot write {}: {error}", path.display());
+        return ExitCode::FAILURE;
+    }
+    if let Some(path) = &output.hdr_log
+        && let Err(error) = write_hdr_log(path, reports)
+    {
+        eprintln!("error: cannot write {}: {error}", path.display());
+        return ExitCode::FAILURE;
+    }
+    if reports.iter().any(|r| r.error_count() > 0) { ExitCode::from(2) } else { ExitCode::SUCCESS }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Baseline(args) => {
+            let config = BaselineConfig {
+                messages: args.messages,
+                size: args.size,
+                rate: args.rate,
+                warmup: args.warmup,
+                drain: args.drain,
+                spin: Duration::from_micros(args.timing.spin_us),
+                pin: args.timing.pin.clone().map(|c| c.0).unwrap_or_default(),
+                progress: !args.output.quiet,
+                echo_stall: None,
+            };
+            match loadgen::baseline::run(&config) {
+                Ok(report) => {
+                    print!("{report}");
+                    finish(&[&report], &args.output, || serde_json::to_value(&report).unwrap_or_default())
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Commands::Sbe(args) => {
+            let config = SbeConfig {
+                address: args.address.clone(),
+                connections: args.connections,
+                first_user: args.first_user,
+                rate: args.rate,
+                duration: args.duration,
+                warmup: args.warmup,
+                drain: args.drain,
+                mix: Mix {
+                    limit_pct: args.limit_pct,
+                    market_pct: args.market_pct,
+                    ioc_pct: args.ioc_pct,
+                    cancel_pct: args.cancel_pct,
+                    replace_pct: args.replace_pct,
+                },
+                prices: PriceModel {
+                    market_id: args.market,
+                    mid_ticks: args.mid,
+                    spread_ticks: args.spread,
+                    cross_pct: args.cross_pct,
+                    lots_min: args.lots_min,
+                    lots_max: args.lots_max,
+                },
+                max_open: args.max_open,
+                seed: args.seed,
+                cleanup: !args.no_cleanup,
+                spin: Duration::from_micros(args.timing.spin_us),
+                pin: args.timing.pin.clone().map(|c| c.0).unwrap_or_default(),
+                progress: !args.output.quiet,
+            };
+            if args.baseline {
+                let baseline = BaselineConfig {
+                    messages: (args.rate as f64 * args.duration.as_secs_f64()).ceil().max(1.0) as u64,
+                    size: args.size,
+                    rate: args.rate,
+                    warmup: args.warmup,
+                    drain: args.drain,
+                    spin: config.spin,
+                    pin: config.pin.clone(),
+                    progress: config.progress,
+                    echo_stall: None,
+                };
+                match loadgen::compare(&baseline, &config) {
+                    Ok(comparison) => {
+                        print!("{comparison}");
+                        finish(&[&comparison.baseline, &comparison.gateway], &args.output, || {
+                            serde_json::to_value(&comparison).unwrap_or_default()
+                        })
+                    }
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        ExitCode::FAILURE
+                    }
+                }
+            } else {
+                match loadgen::sbe::run(&config) {
+                    Ok(report) => {
+                        print!("{report}");
+                        finish(&[&report], &args.output, || serde_json::to_value(&report).unwrap_or_default())
+                    }
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    }
+}

@@ -52,8 +52,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects and logs on with the Ed25519 seed `secret`; asks for outbound messages from
-    /// `next_expected_sequence` (1 for a new session).
+    /// Connects and logs on with the Ed25519 seed `secret`, saying the next server sequence it
+    /// expects (1 for a new session). The server does not replay on its own: after a reconnect,
+    /// compare `next_expected_sequence` with `ack.next_sequence` and send a `RetransmitRequest`
+    /// for the gap.
     ///
     /// # Errors
     /// Connection failure, or the server refusing the logon.
@@ -61,6 +63,22 @@ impl Client {
         address: impl ToSocketAddrs,
         secret: &[u8; 32],
         next_expected_sequence: u64,
+    ) -> Result<Self, ClientError> {
+        Self::connect_with(address, secret, next_expected_sequence, 5_000)
+    }
+
+    /// As [`Self::connect`], asking for a keep-alive interval of `keep_alive_ms`. The server
+    /// clamps it to [`crate::KEEP_ALIVE_MS_MIN`]..=[`crate::KEEP_ALIVE_MS_MAX`] and says what it
+    /// granted in `ack.keep_alive_ms`; the client must then send something (a `SequenceHeartbeat`
+    /// when idle) at least that often: a session silent for twice the interval is terminated.
+    ///
+    /// # Errors
+    /// Connection failure, or the server refusing the logon.
+    pub fn connect_with(
+        address: impl ToSocketAddrs,
+        secret: &[u8; 32],
+        next_expected_sequence: u64,
+        keep_alive_ms: u32,
     ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(address)?;
         stream.set_nodelay(true)?;
@@ -77,7 +95,7 @@ impl Client {
         client.send_session(Session::Establish(Establish {
             signature: FixedBytes(signature.to_bytes()),
             next_expected_sequence: Sequence::new(next_expected_sequence),
-            keep_alive_ms: 5_000.into(),
+            keep_alive_ms: keep_alive_ms.into(),
             reserved: Reserved::ZERO,
         }))?;
         match client.receive()? {

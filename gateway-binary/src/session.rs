@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, watch};
 
 /// Time a connection has to complete its logon.
 const LOGON_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time the writer of an ending connection has to flush what is queued and the Terminate.
+const WRITER_GRACE: Duration = Duration::from_secs(1);
 
 /// Encodes a message with its SOFH into a shareable buffer.
 pub(crate) fn frame(encode: impl FnOnce(&mut [u8]) -> Option<usize>) -> Bytes {
@@ -52,6 +54,10 @@ pub(crate) struct SessionState {
     pub window_max: usize,
     pub connection: Option<Connection>,
     pub last_outbound: Instant,
+    /// The session's rate limit: it belongs to the session, so a reconnect does not refill it.
+    bucket: TokenBucket,
+    /// Throttled application messages in a row (across connections).
+    strikes: u32,
     /// Client order ids already used in this session (bounded, oldest forgotten first).
     recent_client_ids: HashSet<u64>,
     recent_order: VecDeque<u64>,
@@ -59,19 +65,21 @@ pub(crate) struct SessionState {
 }
 
 impl SessionState {
-    fn new(user_id: UserId, session_id: u64, window_max: usize, recent_max: usize) -> Self {
+    fn new(user_id: UserId, session_id: u64, config: &crate::GatewayConfig) -> Self {
         Self {
             user_id,
             session_id,
             next_outbound: 1,
             next_inbound: 1,
             window: VecDeque::new(),
-            window_max,
+            window_max: config.retransmit_window,
             connection: None,
             last_outbound: Instant::now(),
+            bucket: TokenBucket::new(config.messages_per_second, config.burst, Instant::now()),
+            strikes: 0,
             recent_client_ids: HashSet::new(),
             recent_order: VecDeque::new(),
-            recent_max,
+            recent_max: config.client_order_ids_remembered,
         }
     }
 
@@ -105,6 +113,15 @@ impl SessionState {
             self.recent_client_ids.remove(&old);
         }
         true
+    }
+
+    /// Undoes [`Self::remember_client_order_id`] for the id just remembered, when its command
+    /// never reached the engine (ingress full): the client is told to retry, with the same id.
+    fn forget_last_client_order_id(&mut self, id: u64) {
+        if self.recent_order.back() == Some(&id) {
+            self.recent_order.pop_back();
+            self.recent_client_ids.remove(&id);
+        }
     }
 }
 
@@ -150,6 +167,16 @@ async fn write_loop(
             biased;
             changed = kill.changed() => {
                 let reason = if changed.is_ok() { *kill.borrow() } else { None };
+                // What was queued before the kill goes out first: it is numbered, and the
+                // Terminate must be the last message. Not for a slow consumer: the queue is the
+                // problem then (its messages stay in the retransmission window).
+                if reason != Some(TerminateReason::SlowConsumer) {
+                    while let Ok(message) = outbound.try_recv() {
+                        if writer.write_all(&message).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 if let Some(reason) = reason {
                     let terminate = session_frame(Session::Terminate(Terminate { reason: reason.into(), reserved: Reserved::ZERO }));
                     let _ = writer.write_all(&terminate).await;
@@ -185,11 +212,9 @@ async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u
     let (outbound_sender, outbound) = mpsc::channel::<Bytes>(shared.config.outbound_queue_max);
     let (kill, kill_receiver) = watch::channel(None);
     let mut kill_watch = kill.subscribe();
-    let writer_task = tokio::spawn(write_loop(writer, outbound, kill_receiver));
+    let mut writer_task = tokio::spawn(write_loop(writer, outbound, kill_receiver));
     let mut buffer = BytesMut::with_capacity(2 * FRAME_BYTES_MAX);
     let mut phase = Phase::AwaitNegotiate;
-    let mut bucket = TokenBucket::new(shared.config.messages_per_second, shared.config.burst, Instant::now());
-    let mut strikes = 0u32;
     let mut last_inbound = Instant::now();
     let started = Instant::now();
     let mut heartbeat = tokio::time::interval(Duration::from_millis(100));
@@ -207,16 +232,7 @@ async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u
             };
             let _ = buffer.split_to(used);
             last_inbound = Instant::now();
-            match handle_message(
-                &shared,
-                &mut phase,
-                &message,
-                &outbound_sender,
-                &kill,
-                connection_id,
-                &mut bucket,
-                &mut strikes,
-            ) {
+            match handle_message(&shared, &mut phase, &message, &outbound_sender, &kill, connection_id) {
                 Ok(()) => {}
                 Err(reason) => break 'connection reason,
             }
@@ -276,7 +292,13 @@ async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u
     tracing::debug!(?peer, ?reason, "binary gateway: connection ends");
     let _ = kill.send(Some(reason));
     drop(outbound_sender);
-    let _ = writer_task.await;
+    // A writer blocked on a peer that does not read (its socket buffers full) would hold this
+    // connection, and its slot, for as long as the peer keeps the socket open: give it a moment
+    // to say goodbye, then cut it.
+    if tokio::time::timeout(WRITER_GRACE, &mut writer_task).await.is_err() {
+        tracing::debug!(?peer, "binary gateway: peer not reading; connection cut");
+        writer_task.abort();
+    }
 }
 
 fn business_reject(
@@ -295,7 +317,6 @@ fn business_reject(
 }
 
 /// Handles one inbound message. `Err` ends the connection with that reason.
-#[allow(clippy::too_many_arguments)]
 fn handle_message(
     shared: &Shared,
     phase: &mut Phase,
@@ -303,8 +324,6 @@ fn handle_message(
     outbound: &mpsc::Sender<Bytes>,
     kill: &watch::Sender<Option<TerminateReason>>,
     connection_id: u64,
-    bucket: &mut TokenBucket,
-    strikes: &mut u32,
 ) -> Result<(), TerminateReason> {
     let send = |frame: Bytes| outbound.try_send(frame).map_err(|_| TerminateReason::SlowConsumer);
     match phase {
@@ -343,12 +362,7 @@ fn handle_message(
                     .or_insert_with(|| {
                         let session_id = shared.next_session_id.fetch_add(1, Ordering::Relaxed);
                         shared.session_keys.lock().unwrap_or_else(|e| e.into_inner()).insert(session_id, key.0);
-                        Arc::new(Mutex::new(SessionState::new(
-                            *user_id,
-                            session_id,
-                            shared.config.retransmit_window,
-                            shared.config.client_order_ids_remembered,
-                        )))
+                        Arc::new(Mutex::new(SessionState::new(*user_id, session_id, &shared.config)))
                     })
                     .clone()
             };
@@ -416,15 +430,15 @@ fn handle_message(
                 shared.stats.business_rejects.fetch_add(1, Ordering::Relaxed);
                 state.push_application(business_reject(client_sequence, client_order_id, template_id, reason));
             };
-            if !bucket.try_take(Instant::now()) {
-                *strikes += 1;
-                if *strikes > shared.config.throttle_strikes_max {
+            if !state.bucket.try_take(Instant::now()) {
+                state.strikes += 1;
+                if state.strikes > shared.config.throttle_strikes_max {
                     return Err(TerminateReason::Throttled);
                 }
-                reject(&mut state, ClientOrderId::ZERO, RejectReason::Throttled);
+                reject(&mut state, client_order_id_of(&command), RejectReason::Throttled);
                 return Ok(());
             }
-            *strikes = 0;
+            state.strikes = 0;
             let user_id = state.user_id;
             // The user is always the session's; the message's field is overwritten.
             let (command, client_order_id) = match command {
@@ -472,12 +486,27 @@ fn handle_message(
             let tag = origin::tag(origin::BINARY, state.session_id);
             if shared.ingress.push(IngressCommand { origin: tag, command }).is_err() {
                 shared.stats.ingress_busy.fetch_add(1, Ordering::Relaxed);
+                if matches!(command, Command::NewOrder(_)) && client_order_id != ClientOrderId::ZERO {
+                    // EngineBusy says "retry later": the retry must not be a duplicate.
+                    state.forget_last_client_order_id(client_order_id.get());
+                }
                 reject(&mut state, client_order_id, RejectReason::EngineBusy);
                 return Ok(());
             }
             shared.stats.commands.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
+    }
+}
+
+/// The client order id a command carries (a new order's own, or the one a cancel or replace
+/// refers to); zero for commands without one.
+fn client_order_id_of(command: &Command) -> ClientOrderId {
+    match command {
+        Command::NewOrder(m) => m.client_order_id,
+        Command::CancelOrder(m) => m.client_order_id,
+        Command::CancelReplace(m) => m.client_order_id,
+        Command::MassCancel(_) | Command::Deposit(_) | Command::Withdraw(_) => ClientOrderId::ZERO,
     }
 }
 

@@ -56,7 +56,8 @@
 //! engine; should be 0). Under `fsync` a command waits for the commit of its own batch and, when
 //! it arrives during a commit, for the rest of that one too: p50 is about 1 to 2 commit times,
 //! and the tail follows the disk's slowest `fdatasync`s (on a shared virtual disk these vary a lot
-//! from run to run; compare the `commit µs` column across runs before comparing latencies).
+//! from run to run; compare the `commit µs` column across runs before comparing latencies; `inf`
+//! there means a commit took over 1 s).
 //!
 //! The baseline row, run with the same producer, consumer, schedule and rates, replaces the
 //! runtime by a plain hand-off: producer → crossbeam `ArrayQueue` → relay thread → second
@@ -77,6 +78,12 @@
 //! recovered state hash must equal the runtime's. Run 3 times (the journal is in the page cache,
 //! so this is CPU-bound replay, not disk reading); the median and best are printed, with the time
 //! to read and verify the journal alone and to allocate an empty engine alone.
+//!
+//! # Disk hygiene
+//! Before every journal cell, every runtime latency row and the recovery journal's measurement,
+//! the benchmark runs `sync`, so that writeback of earlier work (its own no-fsync rows, or the
+//! build that just linked it) is not charged to an `fdatasync` being measured. Other processes
+//! writing to the same disk meanwhile (a concurrent build) still show up in the fsync rows.
 //!
 //! # Environment
 //! `RUNTIME_BENCH_QUICK=1` shrinks everything for a smoke run of a few seconds: journal cells of
@@ -192,6 +199,13 @@ impl Drop for ScratchDir {
     }
 }
 
+/// Flushes every dirty page of the system (`sync`) so that writeback of earlier work (this
+/// benchmark's own no-fsync rows, a build that just linked it) does not land inside a measurement
+/// that fsyncs. Best effort: a missing `sync` binary is ignored.
+fn settle_disk() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 fn durability_name(durability: Durability) -> &'static str {
     match durability {
         Durability::Fsync => "fsync",
@@ -260,6 +274,14 @@ fn mount_of(path: &Path) -> String {
         })
         .max_by_key(|(length, _)| *length)
         .map_or_else(|| "unknown file system".into(), |(_, text)| text)
+}
+
+/// The 1-, 5- and 15-minute load averages (`/proc/loadavg`): other work on the machine during the
+/// run shows up in the latency tails and the fsync rows.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn cpu_model() -> String {
@@ -468,6 +490,7 @@ fn journal_benchmark(settings: &Settings, base: &Path) -> Vec<JournalResult> {
     for durability in [Durability::Fsync, Durability::None] {
         for batch in settings.journal_batches {
             let dir = base.join(format!("journal-{}-{batch}", durability_name(durability)));
+            settle_disk();
             let result = journal_cell(settings, &dir, durability, batch, &payload[..length]);
             eprintln!(
                 "# journal {:>5} batch {:>3}: {} records/s",
@@ -648,7 +671,7 @@ struct Commits {
 impl Commits {
     fn read(runtime: &Runtime) -> Self {
         const NAME: &str = "exchange_journal_commit_seconds";
-        let text = runtime.metrics.render(&[]);
+        let text = runtime.metrics.render(&[], &[]);
         let mut commits = Self::default();
         for line in text.lines() {
             let Some(rest) = line.strip_prefix(NAME) else { continue };
@@ -731,6 +754,7 @@ fn runtime_latency(
 ) -> LatencyResult {
     let dir = base.join(format!("latency-{}-{rate}", durability_name(durability)));
     let _ = std::fs::remove_dir_all(&dir);
+    settle_disk();
     let config = runtime_config(&dir, durability);
     let (recovered, writer) = runtime::recover(&config, engine_config, false, true).expect("recover empty dir");
     let runtime = Runtime::start(&config, recovered, writer.expect("writer opened")).expect("engine thread");
@@ -891,6 +915,7 @@ fn recovery_benchmark(settings: &Settings, base: &Path, engine_config: &EngineCo
     runtime.shutdown().expect("runtime shut down cleanly");
     let final_hash = stats.state_hash.load(Ordering::Acquire);
     std::fs::remove_dir_all(config.snapshot_dir()).expect("remove snapshots");
+    settle_disk();
     let journal_bytes = engine::journal::list_segments(&config.journal_dir())
         .expect("list segments")
         .iter()
@@ -962,6 +987,7 @@ impl Table {
 }
 
 fn print_summary(
+    load_at_start: &str,
     settings: &Settings,
     base: &Path,
     plan: &Plan,
@@ -981,6 +1007,10 @@ fn print_summary(
          cores: they share them, so latency tails include scheduler effects"
     );
     println!("scratch    {} ({})", base.display(), mount_of(base));
+    println!(
+        "load avg   {load_at_start} at start, {} at end (1, 5, 15 min; other work adds to the tails)",
+        load_average()
+    );
     let flow = plan.flow.len() as f64;
     let mix = &plan.mix;
     println!(
@@ -1130,6 +1160,7 @@ fn print_summary(
 }
 
 fn main() {
+    let load_at_start = load_average();
     let settings = Settings::from_env().with_env_rates();
     let base = std::env::temp_dir().join(format!("exchange-runtime-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
@@ -1144,6 +1175,6 @@ fn main() {
     let journal = journal_benchmark(&settings, &base);
     let latency = latency_benchmark(&settings, &base, &engine_config, &plan);
     let recovery = recovery_benchmark(&settings, &base, &engine_config, &plan);
-    print_summary(&settings, &base, &plan, &journal, &latency, &recovery);
+    print_summary(&load_at_start, &settings, &base, &plan, &journal, &latency, &recovery);
     drop(scratch);
 }

@@ -44,7 +44,8 @@ pub struct RuntimeStats {
     pub rejects: AtomicU64,
     /// Group commits since start.
     pub batches: AtomicU64,
-    /// State hash after the most recent batch.
+    /// State hash as of the most recent snapshot (or start-up); hashing the whole state after
+    /// every batch would cost the engine thread a full pass over its state.
     pub state_hash: AtomicU64,
 }
 

@@ -22,6 +22,11 @@ pub struct Config {
     pub http: HttpSection,
     /// SBE binary order-entry gateway.
     pub binary: BinarySection,
+    /// FIX 4.4 order-entry gateway.
+    pub fix: FixSection,
+    /// FIX sessions (CompID pairs) and their users' keys.
+    #[serde(default)]
+    pub fix_sessions: Vec<FixSessionSection>,
     /// API keys (Ed25519 public keys) and the users they act for.
     #[serde(default)]
     pub api_keys: Vec<ApiKeySection>,
@@ -65,6 +70,38 @@ pub struct BinarySection {
     pub retransmit_window: usize,
 }
 
+/// `[fix]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixSection {
+    /// Whether to start the gateway.
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: std::net::SocketAddr,
+    /// Sustained inbound messages per second per session.
+    pub messages_per_second: u32,
+    /// Burst above the sustained rate.
+    pub burst: u32,
+    /// Throttled messages in a row before the session is logged out.
+    pub throttle_strikes_max: u32,
+    /// Most simultaneous connections.
+    pub connections_max: usize,
+}
+
+/// `[[fix_sessions]]`: a CompID pair, its user and the user's Ed25519 public key (base64).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixSessionSection {
+    /// The client's SenderCompID(49).
+    pub sender_comp_id: String,
+    /// The client's TargetCompID(56), the exchange's CompID for this session.
+    pub target_comp_id: String,
+    /// The user every order of the session belongs to.
+    pub user_id: u64,
+    /// Base64 of the 32-byte public key the client signs its Logon with.
+    pub public_key: String,
+}
+
 /// `[[api_keys]]`: a user's Ed25519 public key, base64 (the format Backpack uses).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,12 +118,18 @@ impl ApiKeySection {
     /// # Errors
     /// Not base64 of 32 bytes.
     pub fn key(&self) -> Result<[u8; 32], String> {
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(self.public_key.trim())
-            .map_err(|e| format!("api key of user {}: {e}", self.user_id))?;
-        bytes.try_into().map_err(|_| format!("api key of user {}: not 32 bytes", self.user_id))
+        decode_key(&self.public_key).map_err(|e| format!("api key of user {}: {e}", self.user_id))
     }
+}
+
+/// Decodes a base64 Ed25519 public key.
+///
+/// # Errors
+/// Not base64 of 32 bytes.
+pub fn decode_key(text: &str) -> Result<[u8; 32], String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|e| e.to_string())?;
+    bytes.try_into().map_err(|_| "not 32 bytes".to_string())
 }
 
 /// How the engine thread waits when its ring is empty.

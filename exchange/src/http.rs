@@ -22,6 +22,8 @@ pub struct HttpState {
     pub ring: Arc<IngressRing>,
     /// The binary gateway's counters, when it runs.
     pub binary: Option<Arc<gateway_binary::GatewayStats>>,
+    /// The FIX gateway's counters, when it runs.
+    pub fix: Option<Arc<gateway_fix::GatewayStats>>,
 }
 
 /// The router.
@@ -66,6 +68,30 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
                 "SBE commands refused because the ring was full.",
                 load(&binary.ingress_busy),
             ),
+        ]);
+    }
+    if let Some(fix) = &state.fix {
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        gauges.push((
+            "exchange_fix_connections",
+            "Open connections of the FIX gateway.",
+            load(&fix.connections) as f64,
+        ));
+        counters.extend([
+            ("exchange_fix_logons_total", "Sessions logged on at the FIX gateway.", load(&fix.logons)),
+            ("exchange_fix_logon_failures_total", "Logons refused by the FIX gateway.", load(&fix.logon_failures)),
+            ("exchange_fix_messages_in_total", "FIX messages received.", load(&fix.messages_in)),
+            ("exchange_fix_garbled_total", "Garbled FIX messages ignored.", load(&fix.garbled)),
+            ("exchange_fix_commands_total", "Commands the FIX gateway put on the ring.", load(&fix.commands)),
+            ("exchange_fix_session_rejects_total", "Session-level Rejects sent.", load(&fix.session_rejects)),
+            ("exchange_fix_business_rejects_total", "BusinessMessageRejects sent.", load(&fix.business_rejects)),
+            ("exchange_fix_throttled_total", "FIX messages refused by the rate limit.", load(&fix.throttled)),
+            (
+                "exchange_fix_ingress_busy_total",
+                "FIX commands refused because the ring was full.",
+                load(&fix.ingress_busy),
+            ),
+            ("exchange_fix_resend_requests_total", "ResendRequests served.", load(&fix.resend_requests)),
         ]);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges, &counters))

@@ -38,6 +38,9 @@ struct Cli {
     /// SBE binary gateway port; overrides the port of `binary.listen`.
     #[arg(long, global = true, env = "EXCHANGE_SBE_PORT")]
     sbe_port: Option<u16>,
+    /// FIX gateway port; overrides the port of `fix.listen`.
+    #[arg(long, global = true, env = "EXCHANGE_FIX_PORT")]
+    fix_port: Option<u16>,
     /// Journal segment size in bytes; overrides `journal.segment_bytes`.
     #[arg(long, global = true, env = "EXCHANGE_SEGMENT_BYTES")]
     segment_bytes: Option<u64>,
@@ -148,6 +151,9 @@ fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
     }
     if let Some(port) = cli.sbe_port {
         config.binary.listen.set_port(port);
+    }
+    if let Some(port) = cli.fix_port {
+        config.fix.listen.set_port(port);
     }
     if let Some(bytes) = cli.segment_bytes {
         config.journal.segment_bytes = bytes;
@@ -282,6 +288,44 @@ fn serve(
     } else {
         None
     };
+    let fix_gateway = if config.fix.enabled {
+        let mut sessions = Vec::new();
+        for session in &config.fix_sessions {
+            sessions.push(gateway_fix::SessionConfig {
+                sender_comp_id: session.sender_comp_id.clone(),
+                target_comp_id: session.target_comp_id.clone(),
+                user_id: codec::UserId::new(session.user_id),
+                public_key: exchange::config::decode_key(&session.public_key)
+                    .map_err(|e| format!("FIX session {}: {e}", session.sender_comp_id))?,
+            });
+        }
+        if args.demo {
+            for (user, secret) in exchange::demo::demo_secrets() {
+                sessions.push(gateway_fix::SessionConfig {
+                    sender_comp_id: format!("DEMO{user}"),
+                    target_comp_id: "EXCHANGE".into(),
+                    user_id: codec::UserId::new(user),
+                    public_key: gateway_binary::client::api_key_of(&secret).0,
+                });
+            }
+        }
+        let gateway_config = gateway_fix::GatewayConfig {
+            listen: config.fix.listen,
+            store_dir: config.data_dir.join("fix"),
+            connections_max: config.fix.connections_max,
+            messages_per_second: config.fix.messages_per_second,
+            burst: config.fix.burst,
+            throttle_strikes_max: config.fix.throttle_strikes_max,
+            ..gateway_fix::GatewayConfig::default()
+        };
+        let (ingress, egress) = (runtime.ring.clone(), runtime.egress.clone());
+        let gateway = http_runtime
+            .block_on(gateway_fix::FixGateway::start(gateway_config, sessions, &engine_config, ingress, &egress))
+            .map_err(|e| format!("cannot start the FIX gateway on {}: {e}", config.fix.listen))?;
+        Some(gateway)
+    } else {
+        None
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let router = exchange::http::router(exchange::http::HttpState {
@@ -289,6 +333,7 @@ fn serve(
         stats: runtime.stats.clone(),
         ring: runtime.ring.clone(),
         binary: binary_gateway.as_ref().map(|gateway| gateway.stats()),
+        fix: fix_gateway.as_ref().map(|gateway| gateway.stats()),
     });
     let http_stop = stop.clone();
     http_runtime.spawn(async move {
@@ -363,6 +408,9 @@ fn serve(
         let _ = thread.join();
     }
     if let Some(gateway) = binary_gateway {
+        gateway.shutdown();
+    }
+    if let Some(gateway) = fix_gateway {
         gateway.shutdown();
     }
     runtime.shutdown()?;

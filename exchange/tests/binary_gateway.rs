@@ -14,7 +14,7 @@ const SECRET: [u8; 32] = [2; 32];
 /// Starts the server with the demo users (funding only) and returns it with the SBE port.
 fn start(dir: &std::path::Path) -> (Child, u16) {
     let mut child = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0"])
+        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"])
         .args(["run", "--demo", "--demo-orders", "16", "--status-every", "0"])
         .stderr(Stdio::piped())
         .spawn()

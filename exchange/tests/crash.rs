@@ -16,7 +16,6 @@
 use engine::{CommandContext, Engine};
 use exchange::config::Config;
 use exchange::demo::DemoFlow;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -61,31 +60,34 @@ fn kill_dash_nine_loses_nothing_acknowledged() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let delay = Duration::from_millis(200 + rng % 700);
+        let delay = Duration::from_millis(rng % 600);
         let mut child = Command::new(BINARY)
-            .args([
-                "--data",
-                dir.to_str().unwrap(),
-                "--http-port",
-                "0",
-                "--sbe-port",
-                "0",
-                "--snapshot-every",
-                "300",
-                "run",
-                "--demo",
-            ])
-            .args(["--demo-rate", "5000", "--status-every", "0", "--print-acks"])
+            .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"])
+            .args(["--snapshot-every", "300", "run", "--demo", "--demo-rate", "5000", "--status-every", "0"])
+            .arg("--print-acks")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Read acknowledgements as they come; start the random delay once the server is working
+        // (recovery of a debug build takes a while), so every kill lands in live operation.
+        let stdout = child.stdout.take().unwrap();
+        let (sender, acks) = std::sync::mpsc::channel::<u64>();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(sequence) = line.strip_prefix("ACKED ").and_then(|n| n.parse().ok()) {
+                    let _ = sender.send(sequence);
+                }
+            }
+        });
+        let mut acked = acks.recv_timeout(Duration::from_secs(30)).expect("the server acknowledges work");
         std::thread::sleep(delay);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let mut stdout = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-        let acked = stdout.lines().filter_map(|l| l.strip_prefix("ACKED ")?.parse::<u64>().ok()).max().unwrap_or(0);
+        reader.join().unwrap();
+        acked = acked.max(acks.try_iter().max().unwrap_or(0));
         if acked > journaled {
             total_acked_runs += 1;
         }
@@ -121,6 +123,8 @@ fn corruption_mid_journal_refuses_to_start() {
             "0",
             "--sbe-port",
             "0",
+            "--fix-port",
+            "0",
             "--snapshot-every",
             "0",
             "run",
@@ -139,7 +143,19 @@ fn corruption_mid_journal_refuses_to_start() {
     bytes[middle] ^= 0x40;
     std::fs::write(&segment, &bytes).unwrap();
     let output = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "run", "--run-for", "1"])
+        .args([
+            "--data",
+            dir.to_str().unwrap(),
+            "--http-port",
+            "0",
+            "--sbe-port",
+            "0",
+            "--fix-port",
+            "0",
+            "run",
+            "--run-for",
+            "1",
+        ])
         .stderr(Stdio::piped())
         .output()
         .unwrap();
@@ -153,7 +169,18 @@ fn corruption_mid_journal_refuses_to_start() {
 fn snapshots_prune_the_journal_and_recovery_still_matches() {
     let dir = data_dir("prune");
     let status = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--snapshot-every", "400"])
+        .args([
+            "--data",
+            dir.to_str().unwrap(),
+            "--http-port",
+            "0",
+            "--sbe-port",
+            "0",
+            "--fix-port",
+            "0",
+            "--snapshot-every",
+            "400",
+        ])
         .args(["--segment-bytes", "16384", "run", "--demo", "--demo-rate", "20000", "--demo-orders", "4000"])
         .args(["--run-for", "3", "--status-every", "0"])
         .stderr(Stdio::null())
@@ -191,7 +218,7 @@ fn journal_write_failure_stops_cleanly_and_recovers() {
     let dir = data_dir("disk-full");
     // SIGXFSZ ignored: exceeding the limit then fails the write with EFBIG instead of killing.
     let script = format!(
-        "trap '' XFSZ; ulimit -f 64; exec {BINARY} --data {} --http-port 0 --sbe-port 0 --snapshot-every 0 --segment-bytes 100000000 \
+        "trap '' XFSZ; ulimit -f 64; exec {BINARY} --data {} --http-port 0 --sbe-port 0 --fix-port 0 --snapshot-every 0 --segment-bytes 100000000 \
          run --demo --demo-rate 20000 --status-every 0 --print-acks --run-for 20",
         dir.display()
     );
@@ -211,6 +238,8 @@ fn journal_write_failure_stops_cleanly_and_recovers() {
             "--http-port",
             "0",
             "--sbe-port",
+            "0",
+            "--fix-port",
             "0",
             "run",
             "--run-for",

@@ -29,6 +29,8 @@ fn demo_server_serves_metrics_and_stops_cleanly() {
             "0",
             "--sbe-port",
             "0",
+            "--fix-port",
+            "0",
             "run",
             "--demo",
             "--demo-rate",

@@ -1,4 +1,266 @@
 //! FIX 4.4 order-entry acceptor over TCP.
 //!
-//! **Not implemented yet**: this crate is an empty placeholder that keeps the workspace's
-//! architecture visible. Its work is tracked in issue #6.
+//! Standard FIX engines (QuickFIX, QuickFIX/J, Artio, OnixS) connect as initiators and trade
+//! through the same engine as the other gateways. The layers, outermost first:
+//!
+//! 1. [`parser`]: a zero-copy tag=value parser over the receive buffer. Garbled input
+//!    (BeginString, BodyLength, MsgType not the first three fields; wrong BodyLength or CheckSum)
+//!    is skipped without consuming a sequence number; a message is at most
+//!    [`parser::MESSAGE_BYTES_MAX`] bytes of body.
+//! 2. The session layer (`session`): an explicit state machine per connection
+//!    (`AwaitLogon → Active`, either ending the connection after a Logout or on an error) over a
+//!    persistent per-session state (sequence numbers,
+//!    outbound store, rate limit). Logon is checked against the configured [`SessionConfig`]s
+//!    (CompIDs and an Ed25519 key, see [`logon_payload`]); heartbeats, test requests, gap
+//!    detection with ResendRequest, resends with PossDup and GapFill, SequenceReset, session
+//!    Reject with SessionRejectReason, Logout.
+//! 3. The application layer (`app`): NewOrderSingle, OrderCancelRequest,
+//!    OrderCancelReplaceRequest and OrderMassCancelRequest become the codec's fixed-layout
+//!    commands on the engine's ingress ring (prices and quantities converted exactly to ticks and
+//!    lots); the dispatcher (`dispatch`) turns the engine's events into ExecutionReport,
+//!    OrderCancelReject and OrderMassCancelReport for the session that placed the order.
+//!
+//! Invariants: the user of every command is the session's configured user, never the message's;
+//! every outbound sequenced message is durable in the session's store before it is written to the
+//! socket (see `store`); a message is processed only when its MsgSeqNum is the next expected one
+//! (lower: duplicate or fatal; higher: ResendRequest); one connection per session at a time.
+//!
+//! The full rules, tags and configuration are in docs/fix.md.
+
+mod app;
+mod dispatch;
+pub mod encoder;
+pub mod parser;
+mod session;
+pub mod store;
+mod throttle;
+
+use codec::UserId;
+use engine::EngineConfig;
+use engine::bus::{BroadcastRing, IngressRing};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use throttle::TokenBucket;
+
+/// The bytes a client signs at logon: `SendingTime(52) ‖ SOH ‖ MsgSeqNum(34) ‖ SOH ‖
+/// SenderCompID(49) ‖ SOH ‖ TargetCompID(56)`, each exactly as it appears in the Logon message.
+/// Username(553) carries the base64 (standard alphabet, padded) Ed25519 public key and
+/// Password(554) the base64 signature of these bytes.
+pub fn logon_payload(sending_time: &[u8], msg_seq_num: &[u8], sender_comp_id: &[u8], target_comp_id: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(sending_time.len() + msg_seq_num.len() + 64);
+    for (i, part) in [sending_time, msg_seq_num, sender_comp_id, target_comp_id].into_iter().enumerate() {
+        if i > 0 {
+            payload.push(parser::SOH);
+        }
+        payload.extend_from_slice(part);
+    }
+    payload
+}
+
+/// One FIX session the gateway accepts: a CompID pair and the credentials of its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// The client's SenderCompID(49) (our TargetCompID). Letters, digits, `_`, `-`, `.`.
+    pub sender_comp_id: String,
+    /// The client's TargetCompID(56): the gateway's own CompID for this session.
+    pub target_comp_id: String,
+    /// The user every order of the session belongs to.
+    pub user_id: UserId,
+    /// The Ed25519 public key the client proves at logon.
+    pub public_key: [u8; 32],
+}
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory of the per-session stores (sequence numbers and outbound messages).
+    pub store_dir: PathBuf,
+    /// Most simultaneous connections (logged on or not).
+    pub connections_max: usize,
+    /// Sustained inbound messages per second per session.
+    pub messages_per_second: u32,
+    /// Burst above the sustained rate.
+    pub burst: u32,
+    /// Throttled messages in a row after which the session is logged out.
+    pub throttle_strikes_max: u32,
+    /// Outbound application messages kept in memory per session for resending.
+    pub resend_window: usize,
+    /// Most messages one ResendRequest is answered with (the client asks again for the rest).
+    pub resend_max: u64,
+    /// Outbound messages queued per connection before it is cut as a slow consumer.
+    pub outbound_queue_max: usize,
+    /// ClOrdIDs remembered per session (for reports and OrigClOrdID look-ups).
+    pub cl_ord_ids_remembered: usize,
+    /// Largest accepted difference between SendingTime(52) and the gateway's clock.
+    pub sending_time_tolerance: Duration,
+    /// Accepted HeartBtInt(108) range, seconds.
+    pub heartbeat_seconds: std::ops::RangeInclusive<u32>,
+    /// Time a connection has to log on.
+    pub logon_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9200)),
+            store_dir: PathBuf::from("fix-store"),
+            connections_max: 256,
+            messages_per_second: 1_000,
+            burst: 200,
+            throttle_strikes_max: 100,
+            resend_window: 100_000,
+            resend_max: 10_000,
+            outbound_queue_max: 65_536,
+            cl_ord_ids_remembered: 1 << 18,
+            sending_time_tolerance: Duration::from_secs(120),
+            heartbeat_seconds: 1..=300,
+            logon_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Listening or store files failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A session's CompIDs are empty, duplicated or contain characters outside `[A-Za-z0-9_.-]`.
+    #[error("bad session configuration: {0}")]
+    BadSession(String),
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// Connections open now.
+    pub connections: AtomicU64,
+    /// Logons accepted since start.
+    pub logons: AtomicU64,
+    /// Logons refused.
+    pub logon_failures: AtomicU64,
+    /// Inbound messages parsed.
+    pub messages_in: AtomicU64,
+    /// Garbled inbound messages skipped.
+    pub garbled: AtomicU64,
+    /// Commands put on the ingress ring.
+    pub commands: AtomicU64,
+    /// Session Reject(3) sent.
+    pub session_rejects: AtomicU64,
+    /// BusinessMessageReject(j) sent.
+    pub business_rejects: AtomicU64,
+    /// Messages refused by the rate limit.
+    pub throttled: AtomicU64,
+    /// Commands refused because the ingress ring was full.
+    pub ingress_busy: AtomicU64,
+    /// ResendRequests received.
+    pub resend_requests: AtomicU64,
+}
+
+/// Everything the session tasks share with the dispatcher.
+pub(crate) struct Shared {
+    pub config: GatewayConfig,
+    pub markets: app::Markets,
+    pub ingress: Arc<IngressRing>,
+    /// Sessions in configuration order; session id = index + 1.
+    pub sessions: Vec<Arc<Mutex<session::SessionState>>>,
+    pub next_connection_id: AtomicU64,
+    pub stats: Arc<GatewayStats>,
+    pub stopping: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn session(&self, session_id: u64) -> Option<&Arc<Mutex<session::SessionState>>> {
+        self.sessions.get(usize::try_from(session_id).ok()?.checked_sub(1)?)
+    }
+}
+
+/// A running gateway.
+pub struct FixGateway {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    dispatcher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FixGateway {
+    /// Opens every session's store, binds the listener, starts the dispatcher thread (egress →
+    /// sessions) and the accept loop on the current tokio runtime.
+    ///
+    /// # Errors
+    /// A bad session list, an unusable store directory, or an address that cannot be bound.
+    pub async fn start(
+        config: GatewayConfig,
+        sessions: Vec<SessionConfig>,
+        markets: &EngineConfig,
+        ingress: Arc<IngressRing>,
+        egress: &Arc<BroadcastRing>,
+    ) -> Result<Self, StartError> {
+        let mut states = Vec::with_capacity(sessions.len());
+        let mut seen = std::collections::HashSet::new();
+        for (index, session) in sessions.into_iter().enumerate() {
+            let valid = |id: &str| {
+                !id.is_empty()
+                    && id.len() <= 64
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            };
+            if !valid(&session.sender_comp_id) || !valid(&session.target_comp_id) {
+                return Err(StartError::BadSession(format!("{}/{}", session.sender_comp_id, session.target_comp_id)));
+            }
+            if !seen.insert((session.sender_comp_id.clone(), session.target_comp_id.clone())) {
+                return Err(StartError::BadSession(format!("duplicate {}", session.sender_comp_id)));
+            }
+            states.push(Arc::new(Mutex::new(session::SessionState::open(session, index as u64 + 1, &config)?)));
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            config,
+            markets: app::Markets::new(markets),
+            ingress,
+            sessions: states,
+            next_connection_id: AtomicU64::new(1),
+            stats: Arc::new(GatewayStats::default()),
+            stopping: AtomicBool::new(false),
+        });
+        let consumer = egress.subscribe();
+        let dispatcher = {
+            let shared = shared.clone();
+            std::thread::Builder::new().name("fix-dispatch".into()).spawn(move || dispatch::run(shared, consumer))?
+        };
+        tokio::spawn(session::accept_loop(listener, shared.clone()));
+        tracing::info!(listen = %local_addr, "FIX gateway listening");
+        Ok(Self { shared, local_addr, dispatcher: Some(dispatcher) })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Arc<GatewayStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Stops accepting, logs connected sessions out, stops the dispatcher.
+    pub fn shutdown(mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        if let Some(dispatcher) = self.dispatcher.take() {
+            let _ = dispatcher.join();
+        }
+        // Give session tasks a moment to send their Logout.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+impl Drop for FixGateway {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,440 @@
+//! The dispatcher: reads the engine's egress ring and turns the events about orders placed
+//! through this gateway into FIX application messages for the sessions concerned.
+//!
+//! Routing (as in the SBE gateway): an event goes to the session whose command caused it (the
+//! origin tag), and an event about an order placed through this gateway (a maker fill, a cancel
+//! caused by someone else's command) goes to the session that placed it. Reports carry no
+//! counterparty identifiers.
+//!
+//! Correlation: each session keeps a FIFO of its commands in flight (`Pending`). The engine
+//! processes a session's commands in order and answers each with exactly one event
+//! (OrderAccepted or OrderRejected for a new order; OrderCanceled(UserRequested) or OrderRejected
+//! for a cancel; OrderReplaced or OrderRejected for a replace; MassCancelReport or OrderRejected
+//! for a mass cancel), so the front of the FIFO is the command an answer belongs to.
+//!
+//! Order state (quantity, cumulative quantity and notional for CumQty/LeavesQty/AvgPx) is kept
+//! here for open orders of this gateway, keyed by order id.
+//!
+//! Outbound messages are stored per session as they are built and synced + sent in batches:
+//! whenever the ring is drained (or every [`BATCH_MAX`] events).
+
+use crate::Shared;
+use crate::app::{MarketInfo, Pending, cxl_rej_reason, ord_rej_reason};
+use crate::encoder::Body;
+use crate::session::SessionState;
+use codec::*;
+use engine::bus::{Consumer, ReadError, origin};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Events handled before touched sessions are flushed.
+const BATCH_MAX: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+struct OrderInfo {
+    session: u64,
+    market: MarketId,
+    side: Side,
+    order_type: OrderType,
+    price: u64,
+    quantity: u64,
+    cum: u64,
+    /// Σ price × quantity of the fills, in ticks × lots.
+    notional: u128,
+}
+
+struct Dispatcher {
+    shared: Arc<Shared>,
+    orders: HashMap<OrderId, OrderInfo>,
+    /// (session, engine client order id) → order id, for the status in cancel rejects.
+    by_client: HashMap<(u64, u64), OrderId>,
+    touched: Vec<u64>,
+    last_sequence: u64,
+    exec_counter: u64,
+}
+
+pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
+    let mut dispatcher = Dispatcher {
+        shared: shared.clone(),
+        orders: HashMap::new(),
+        by_client: HashMap::new(),
+        touched: Vec::new(),
+        last_sequence: u64::MAX,
+        exec_counter: 0,
+    };
+    let mut idle = 0u32;
+    let mut batch = 0usize;
+    while !shared.stopping.load(Ordering::Acquire) {
+        match consumer.try_next() {
+            Ok(published) => {
+                idle = 0;
+                dispatcher.route(published.origin, &published.event);
+                batch += 1;
+                if batch >= BATCH_MAX {
+                    dispatcher.flush();
+                    batch = 0;
+                }
+            }
+            Err(ReadError::Empty) => {
+                dispatcher.flush();
+                batch = 0;
+                idle = idle.saturating_add(1);
+                if idle < 64 {
+                    std::hint::spin_loop();
+                } else if idle < 128 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+            Err(lagged @ ReadError::Lagged { oldest, .. }) => {
+                // Reports were lost: cut every connection (clients reconnect and reconcile).
+                tracing::error!(%lagged, "FIX dispatcher lagged; cutting all connections");
+                for session in &shared.sessions {
+                    session.lock().unwrap_or_else(|e| e.into_inner()).cut();
+                }
+                consumer.seek(oldest);
+            }
+        }
+    }
+}
+
+fn status(info: &OrderInfo, leaves: u64) -> &'static str {
+    if leaves == 0 {
+        "2"
+    } else if info.cum > 0 {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+impl Dispatcher {
+    fn flush(&mut self) {
+        for session_id in self.touched.drain(..) {
+            if let Some(session) = self.shared.session(session_id) {
+                session.lock().unwrap_or_else(|e| e.into_inner()).flush();
+            }
+        }
+    }
+
+    fn exec_id(&mut self, sequence: Sequence) -> String {
+        if sequence.get() != self.last_sequence {
+            self.last_sequence = sequence.get();
+            self.exec_counter = 0;
+        }
+        self.exec_counter += 1;
+        format!("{}-{}", sequence.get(), self.exec_counter)
+    }
+
+    fn with_session(&mut self, session_id: u64, build: impl FnOnce(&mut SessionState)) {
+        let Some(session) = self.shared.session(session_id).cloned() else { return };
+        build(&mut session.lock().unwrap_or_else(|e| e.into_inner()));
+        if !self.touched.contains(&session_id) {
+            self.touched.push(session_id);
+        }
+    }
+
+    fn market(&self, id: MarketId) -> Option<MarketInfo> {
+        self.shared.markets.by_id(id).cloned()
+    }
+
+    fn route(&mut self, tag: u64, event: &Event) {
+        let origin_session = (origin::gateway(tag) == origin::FIX).then(|| origin::value(tag));
+        match event {
+            Event::OrderAccepted(accepted) => {
+                let Some(session) = origin_session else { return };
+                let exec_id = self.exec_id(accepted.sequence);
+                let Some(market) = self.market(accepted.market_id) else { return };
+                let info = OrderInfo {
+                    session,
+                    market: accepted.market_id,
+                    side: accepted.side.get().unwrap_or(Side::Bid),
+                    order_type: accepted.order_type.get().unwrap_or(OrderType::Limit),
+                    price: accepted.price_ticks.get(),
+                    quantity: accepted.quantity_lots.get(),
+                    cum: 0,
+                    notional: 0,
+                };
+                self.orders.insert(accepted.order_id, info);
+                self.by_client.insert((session, accepted.client_order_id.get()), accepted.order_id);
+                self.with_session(session, |state| {
+                    if matches!(state.pending.front(), Some(Pending::New { .. })) {
+                        state.pending.pop_front();
+                    }
+                    let cl_ord_id = state.ids.text(accepted.client_order_id);
+                    let mut body = Body::new();
+                    header(&mut body, accepted.order_id, &cl_ord_id, None, &exec_id, "0", "0");
+                    instrument(&mut body, &market, &info);
+                    body.uint(14, 0).field(151, market.quantity(info.quantity)).field(6, "0");
+                    state.send_app(b"8", body);
+                });
+            }
+            Event::Fill(fill) => {
+                for maker in [true, false] {
+                    let (order_id, remaining) = if maker {
+                        (fill.maker_order_id, fill.maker_remaining_lots.get())
+                    } else {
+                        (fill.taker_order_id, fill.taker_remaining_lots.get())
+                    };
+                    let client_order_id = if maker { fill.maker_client_order_id } else { fill.taker_client_order_id };
+                    let Some(info) = self.orders.get_mut(&order_id) else { continue };
+                    info.cum += fill.quantity_lots.get();
+                    info.notional += u128::from(fill.price_ticks.get()) * u128::from(fill.quantity_lots.get());
+                    let info = *info;
+                    if remaining == 0 {
+                        self.orders.remove(&order_id);
+                        self.by_client.remove(&(info.session, client_order_id.get()));
+                    }
+                    let exec_id = self.exec_id(fill.sequence);
+                    let Some(market) = self.market(info.market) else { continue };
+                    self.with_session(info.session, |state| {
+                        let cl_ord_id = state.ids.text(client_order_id);
+                        let mut body = Body::new();
+                        header(&mut body, order_id, &cl_ord_id, None, &exec_id, "F", status(&info, remaining));
+                        instrument(&mut body, &market, &info);
+                        body.field(32, market.quantity(fill.quantity_lots.get()));
+                        body.field(31, market.price(fill.price_ticks.get()));
+                        totals(&mut body, &market, &info, remaining);
+                        body.field(851, if maker { "1" } else { "2" });
+                        state.send_app(b"8", body);
+                    });
+                }
+            }
+            Event::OrderCanceled(canceled) => {
+                let info = self.orders.remove(&canceled.order_id);
+                if let Some(info) = info {
+                    self.by_client.remove(&(info.session, canceled.client_order_id.get()));
+                }
+                let answer = canceled.reason.get() == Ok(CancelReason::UserRequested);
+                let exec_id = self.exec_id(canceled.sequence);
+                let targets = targets(info.map(|i| i.session), origin_session);
+                let Some(market) = self.market(canceled.market_id) else { return };
+                let info = info.unwrap_or(OrderInfo {
+                    session: 0,
+                    market: canceled.market_id,
+                    side: canceled.side.get().unwrap_or(Side::Bid),
+                    order_type: OrderType::Limit,
+                    price: 0,
+                    quantity: canceled.filled_lots.get() + canceled.canceled_lots.get(),
+                    cum: canceled.filled_lots.get(),
+                    notional: 0,
+                });
+                for session in targets.into_iter().flatten() {
+                    self.with_session(session, |state| {
+                        let mut cl_ord_id = state.ids.text(canceled.client_order_id);
+                        let mut orig = None;
+                        if answer
+                            && Some(session) == origin_session
+                            && let Some(Pending::Cancel { .. }) = state.pending.front()
+                            && let Some(Pending::Cancel { cl_ord_id: request, orig: original }) =
+                                state.pending.pop_front()
+                        {
+                            cl_ord_id = request.into();
+                            orig = Some(original);
+                        }
+                        let mut body = Body::new();
+                        header(&mut body, canceled.order_id, &cl_ord_id, orig.as_deref(), &exec_id, "4", "4");
+                        instrument(&mut body, &market, &info);
+                        totals(&mut body, &market, &info, 0);
+                        state.send_app(b"8", body);
+                    });
+                }
+            }
+            Event::OrderExpired(expired) => {
+                let info = self.orders.remove(&expired.order_id);
+                let Some(info) = info else { return };
+                self.by_client.remove(&(info.session, expired.client_order_id.get()));
+                let exec_id = self.exec_id(expired.sequence);
+                let Some(market) = self.market(expired.market_id) else { return };
+                self.with_session(info.session, |state| {
+                    let cl_ord_id = state.ids.text(expired.client_order_id);
+                    let mut body = Body::new();
+                    header(&mut body, expired.order_id, &cl_ord_id, None, &exec_id, "C", "C");
+                    instrument(&mut body, &market, &info);
+                    totals(&mut body, &market, &info, 0);
+                    state.send_app(b"8", body);
+                });
+            }
+            Event::OrderReplaced(replaced) => {
+                let info = self.orders.get_mut(&replaced.order_id).map(|info| {
+                    info.price = replaced.price_ticks.get();
+                    info.quantity = replaced.quantity_lots.get();
+                    *info
+                });
+                let exec_id = self.exec_id(replaced.sequence);
+                let Some(market) = self.market(replaced.market_id) else { return };
+                let info = info.unwrap_or(OrderInfo {
+                    session: 0,
+                    market: replaced.market_id,
+                    side: replaced.side.get().unwrap_or(Side::Bid),
+                    order_type: OrderType::Limit,
+                    price: replaced.price_ticks.get(),
+                    quantity: replaced.quantity_lots.get(),
+                    cum: replaced.filled_lots.get(),
+                    notional: 0,
+                });
+                let owner = (info.session != 0).then_some(info.session);
+                for session in targets(owner, origin_session).into_iter().flatten() {
+                    self.with_session(session, |state| {
+                        let old = state.ids.text(replaced.client_order_id);
+                        let mut cl_ord_id = old.clone();
+                        let mut orig = None;
+                        if Some(session) == origin_session
+                            && let Some(Pending::Replace { .. }) = state.pending.front()
+                            && let Some(Pending::Replace { cl_ord_id: request, orig: original }) =
+                                state.pending.pop_front()
+                        {
+                            state.ids.rename(replaced.client_order_id.get(), &request);
+                            cl_ord_id = request.into();
+                            orig = Some(original);
+                        }
+                        let remaining = replaced.remaining_lots.get();
+                        let status = if info.cum > 0 { "1" } else { "0" };
+                        let mut body = Body::new();
+                        header(&mut body, replaced.order_id, &cl_ord_id, orig.as_deref(), &exec_id, "5", status);
+                        instrument(&mut body, &market, &info);
+                        totals(&mut body, &market, &info, remaining);
+                        state.send_app(b"8", body);
+                    });
+                }
+            }
+            Event::OrderRejected(rejected) => {
+                let Some(session) = origin_session else { return };
+                let exec_id = self.exec_id(rejected.sequence);
+                let reason = rejected.reason.get().unwrap_or(RejectReason::MalformedMessage);
+                let market = self.market(rejected.market_id);
+                let known = if rejected.order_id != OrderId::ZERO {
+                    self.orders.get(&rejected.order_id).copied()
+                } else {
+                    self.by_client
+                        .get(&(session, rejected.client_order_id.get()))
+                        .and_then(|id| self.orders.get(id))
+                        .copied()
+                };
+                let template = rejected.command_template_id.get();
+                self.with_session(session, |state| {
+                    let pending = state.pending.pop_front();
+                    let mut body = Body::new();
+                    match (template, pending) {
+                        (3 | 2, Some(Pending::Cancel { cl_ord_id, orig } | Pending::Replace { cl_ord_id, orig })) => {
+                            let order_id = if rejected.order_id != OrderId::ZERO {
+                                rejected.order_id.to_string()
+                            } else {
+                                "NONE".into()
+                            };
+                            let status = known.map_or("8", |info| if info.cum > 0 { "1" } else { "0" });
+                            body.field(37, order_id).field(11, &*cl_ord_id).field(41, &*orig).field(39, status);
+                            body.field(434, if template == 2 { "1" } else { "2" });
+                            body.uint(102, u64::from(cxl_rej_reason(reason))).field(58, reason.message());
+                            state.send_app(b"9", body);
+                        }
+                        (4, Some(Pending::MassCancel { cl_ord_id, request_type })) => {
+                            body.field(37, "NONE").field(11, &*cl_ord_id).uint(530, u64::from(request_type));
+                            body.field(531, "0").uint(532, if reason == RejectReason::UnknownMarket { 1 } else { 99 });
+                            body.field(58, reason.message());
+                            state.send_app(b"r", body);
+                        }
+                        (_, pending) => {
+                            let cl_ord_id = state.ids.text(rejected.client_order_id);
+                            body.field(37, "NONE")
+                                .field(11, &cl_ord_id)
+                                .field(17, &exec_id)
+                                .field(150, "8")
+                                .field(39, "8");
+                            if let Some(market) = &market {
+                                body.field(55, &market.symbol);
+                            }
+                            if let Some(Pending::New { side, lots, ticks, order_type }) = pending {
+                                body.field(54, if side == Side::Bid { "1" } else { "2" });
+                                if let Some(market) = &market {
+                                    body.field(38, market.quantity(lots));
+                                    body.field(40, if order_type == OrderType::Market { "1" } else { "2" });
+                                    if ticks != 0 {
+                                        body.field(44, market.price(ticks));
+                                    }
+                                }
+                            }
+                            body.uint(14, 0).uint(151, 0).field(6, "0");
+                            body.uint(103, u64::from(ord_rej_reason(reason))).field(58, reason.message());
+                            state.send_app(b"8", body);
+                        }
+                    }
+                });
+            }
+            Event::MassCancelReport(report) => {
+                let Some(session) = origin_session else { return };
+                let market = self.market(report.market_id);
+                self.with_session(session, |state| {
+                    let (cl_ord_id, request_type) = match state.pending.front() {
+                        Some(Pending::MassCancel { .. }) => match state.pending.pop_front() {
+                            Some(Pending::MassCancel { cl_ord_id, request_type }) => {
+                                (cl_ord_id.to_string(), request_type)
+                            }
+                            _ => ("NONE".into(), 7),
+                        },
+                        _ => ("NONE".into(), if report.market_id == MarketId::ZERO { 7 } else { 1 }),
+                    };
+                    let mut body = Body::new();
+                    body.field(11, cl_ord_id).field(37, format!("MC-{}", report.sequence.get()));
+                    body.uint(530, u64::from(request_type)).uint(531, u64::from(request_type));
+                    if let Some(market) = &market {
+                        body.field(55, &market.symbol);
+                    }
+                    body.uint(533, u64::from(report.canceled_count.get()));
+                    state.send_app(b"r", body);
+                });
+            }
+            Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) => {}
+        }
+    }
+}
+
+/// The sessions an event about an order goes to: its owner and the session that acted on it.
+fn targets(owner: Option<u64>, origin: Option<u64>) -> [Option<u64>; 2] {
+    match (owner, origin) {
+        (Some(owner), Some(origin)) if owner != origin => [Some(owner), Some(origin)],
+        (Some(session), _) | (None, Some(session)) => [Some(session), None],
+        (None, None) => [None, None],
+    }
+}
+
+/// OrderID, ClOrdID, OrigClOrdID, ExecID, ExecType, OrdStatus.
+fn header(
+    body: &mut Body,
+    order_id: OrderId,
+    cl_ord_id: &str,
+    orig: Option<&str>,
+    exec_id: &str,
+    exec_type: &str,
+    status: &str,
+) {
+    body.uint(37, order_id.get()).field(11, cl_ord_id);
+    if let Some(orig) = orig {
+        body.field(41, orig);
+    }
+    body.field(17, exec_id).field(150, exec_type).field(39, status);
+}
+
+/// Symbol, Side, OrderQty, OrdType, Price.
+fn instrument(body: &mut Body, market: &MarketInfo, info: &OrderInfo) {
+    body.field(55, &market.symbol).field(54, if info.side == Side::Bid { "1" } else { "2" });
+    body.field(38, market.quantity(info.quantity));
+    body.field(40, if info.order_type == OrderType::Market { "1" } else { "2" });
+    if info.price != 0 {
+        body.field(44, market.price(info.price));
+    }
+}
+
+/// CumQty, LeavesQty, AvgPx (truncated to the quote asset's minor unit).
+fn totals(body: &mut Body, market: &MarketInfo, info: &OrderInfo, leaves: u64) {
+    body.field(14, market.quantity(info.cum)).field(151, market.quantity(leaves));
+    if info.cum == 0 {
+        body.field(6, "0");
+    } else {
+        let average = info.notional * u128::from(market.tick_size) / u128::from(info.cum);
+        body.field(6, market.quote_amount(average));
+    }
+}

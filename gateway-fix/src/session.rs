@@ -1,0 +1,886 @@
+//! The FIX session layer: connections, the per-connection state machine and the persistent
+//! per-session state.
+//!
+//! State machine of a connection ([`Phase`]):
+//! - `AwaitLogon`: the first (non-garbled) message must be a Logon with a configured CompID pair,
+//!   valid credentials, a HeartBtInt in range, an accurate SendingTime and a MsgSeqNum not below
+//!   the expected one; otherwise an unsequenced Logout (or, for a session already connected,
+//!   nothing) and the connection closes. A Logon with ResetSeqNumFlag=Y resets both series.
+//! - `Active`: every message passes the header checks (CompIDs, MsgSeqNum, SendingTime), then
+//!   the sequence check: too high → one ResendRequest for the gap (the message is dropped and
+//!   comes back in the resend), too low → ignored if PossDup, else Logout and close; the expected
+//!   one is processed and consumes the number. SequenceReset-Reset and Logout are honoured at any
+//!   number.
+//! - Closing: any Logout (ours or theirs) ends the connection after it is written.
+//!
+//! A [`SessionState`] outlives connections: sequence numbers, the outbound store (durable before
+//! sending), the resend window, the rate limit and the ClOrdID map. It is shared with the
+//! dispatcher under a mutex; every outbound sequenced message goes through
+//! [`SessionState::send_app`] / [`SessionState::send_admin`] then [`SessionState::flush`].
+
+use crate::app::{self, ClOrdIds, Pending, Refusal};
+use crate::encoder::{Body, Header, PossDup, time};
+use crate::parser::{self, Message, Parsed};
+use crate::store::{Store, StoredMessage};
+use crate::{GatewayConfig, SessionConfig, Shared, TokenBucket};
+use base64::Engine as _;
+use bytes::{Buf, Bytes, BytesMut};
+use engine::bus::{IngressCommand, origin};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+/// Time the writer of an ending connection has to flush what is queued.
+const WRITER_GRACE: Duration = Duration::from_secs(1);
+/// Pending cancel/replace/mass-cancel answers remembered per session.
+const PENDING_MAX: usize = 65_536;
+
+/// The live connection of a session.
+pub(crate) struct Connection {
+    pub id: u64,
+    pub outbound: mpsc::Sender<Bytes>,
+    /// Set to cut the connection at once (slow consumer, lost events).
+    pub kill: watch::Sender<bool>,
+}
+
+/// A session: one per configured CompID pair, outliving its connections.
+pub(crate) struct SessionState {
+    pub config: SessionConfig,
+    pub session_id: u64,
+    header: Header,
+    /// Sequence number of the next outbound message.
+    pub next_outbound: u64,
+    /// Sequence number expected on the next inbound message.
+    pub next_inbound: u64,
+    store: Store,
+    /// Outbound application messages kept for resending, by ascending sequence.
+    window: VecDeque<StoredMessage>,
+    window_max: usize,
+    resend_max: u64,
+    pub connection: Option<Connection>,
+    /// Encoded messages stored but not yet synced and handed to the connection.
+    unsent: Vec<Bytes>,
+    pub last_sent: Instant,
+    bucket: TokenBucket,
+    strikes: u32,
+    pub ids: ClOrdIds,
+    pub pending: VecDeque<Pending>,
+    /// SendingTime of the last accepted Logon: a Logon must be later (no replayed logons).
+    last_logon_ms: i64,
+}
+
+impl SessionState {
+    /// Opens the session's store and recovers its numbers.
+    pub fn open(config: SessionConfig, session_id: u64, gateway: &GatewayConfig) -> std::io::Result<Self> {
+        let directory = gateway.store_dir.join(format!("{}@{}", config.sender_comp_id, config.target_comp_id));
+        let (store, recovered) = Store::open(&directory, gateway.resend_window)?;
+        Ok(Self {
+            header: Header::new(&config.target_comp_id, &config.sender_comp_id),
+            config,
+            session_id,
+            next_outbound: recovered.next_outbound,
+            next_inbound: recovered.next_inbound,
+            store,
+            window: recovered.messages.into(),
+            window_max: gateway.resend_window,
+            resend_max: gateway.resend_max.max(1),
+            connection: None,
+            unsent: Vec::new(),
+            last_sent: Instant::now(),
+            bucket: TokenBucket::new(gateway.messages_per_second, gateway.burst, Instant::now()),
+            strikes: 0,
+            ids: ClOrdIds::new(gateway.cl_ord_ids_remembered),
+            pending: VecDeque::new(),
+            last_logon_ms: i64::MIN,
+        })
+    }
+
+    /// Numbers, stores and queues an application message (kept for resending; stored even
+    /// while no connection is open, so the client can ask for it after reconnecting).
+    pub fn send_app(&mut self, msg_type: &'static [u8], body: Body) {
+        let sequence = self.next_outbound;
+        self.next_outbound += 1;
+        let message = StoredMessage {
+            sequence,
+            msg_type: Bytes::from_static(msg_type),
+            sending_time: time::format(time::now_ms()),
+            body: Bytes::from(body.0),
+        };
+        if let Err(error) = self.store.append_application(&message) {
+            tracing::error!(%error, session = self.session_id, "FIX store append failed");
+        }
+        if self.connection.is_some() {
+            self.unsent.push(self.header.encode(msg_type, sequence, &message.sending_time, None, &message.body));
+        }
+        self.window.push_back(message);
+        while self.window.len() > self.window_max {
+            self.window.pop_front();
+        }
+    }
+
+    /// Numbers, stores (its number only) and queues an administrative message; only on a
+    /// connection.
+    pub fn send_admin(&mut self, msg_type: &'static [u8], body: &Body) {
+        if self.connection.is_none() {
+            return;
+        }
+        let sequence = self.next_outbound;
+        self.next_outbound += 1;
+        if let Err(error) = self.store.append_admin(sequence) {
+            tracing::error!(%error, session = self.session_id, "FIX store append failed");
+        }
+        let now = time::format(time::now_ms());
+        self.unsent.push(self.header.encode(msg_type, sequence, &now, None, &body.0));
+    }
+
+    /// Makes the queued messages durable, then hands them to the connection (cut as a slow
+    /// consumer if its queue is full).
+    pub fn flush(&mut self) {
+        if self.unsent.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.sync() {
+            tracing::error!(%error, session = self.session_id, "FIX store sync failed; connection cut");
+            self.unsent.clear();
+            self.cut();
+            return;
+        }
+        self.last_sent = Instant::now();
+        let Some(connection) = &self.connection else {
+            self.unsent.clear();
+            return;
+        };
+        let mut slow = false;
+        for message in self.unsent.drain(..) {
+            if !slow && connection.outbound.try_send(message).is_err() {
+                slow = true;
+            }
+        }
+        if slow {
+            tracing::warn!(session = self.session_id, "FIX slow consumer; connection cut");
+            self.cut();
+        }
+    }
+
+    /// Cuts the connection without a Logout.
+    pub fn cut(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            let _ = connection.kill.send(true);
+        }
+    }
+
+    fn set_inbound(&mut self, next_inbound: u64) {
+        self.next_inbound = next_inbound;
+        if let Err(error) = self.store.set_inbound(next_inbound) {
+            tracing::error!(%error, session = self.session_id, "FIX store write failed");
+        }
+    }
+
+    fn reset(&mut self) {
+        if let Err(error) = self.store.reset() {
+            tracing::error!(%error, session = self.session_id, "FIX store reset failed");
+        }
+        self.next_outbound = 1;
+        self.next_inbound = 1;
+        self.window.clear();
+    }
+
+    fn send_direct(&mut self, message: Bytes) {
+        if let Some(connection) = &self.connection
+            && connection.outbound.try_send(message).is_err()
+        {
+            self.cut();
+        }
+    }
+
+    /// Answers a ResendRequest: stored application messages again with PossDupFlag=Y and
+    /// OrigSendingTime, everything else (administrative, or older than the window) as
+    /// SequenceReset-GapFill. At most `resend_max` numbers per request.
+    fn resend(&mut self, begin: u64, end: u64) {
+        self.flush();
+        let last = self.next_outbound - 1;
+        let end = if end == 0 || end > last { last } else { end };
+        let begin = begin.max(1);
+        if begin > end {
+            return;
+        }
+        let end = end.min(begin.saturating_add(self.resend_max - 1));
+        let mut gap_start: Option<u64> = None;
+        let now = time::format(time::now_ms());
+        let mut index = self.window.partition_point(|m| m.sequence < begin);
+        let mut out = Vec::new();
+        let gap_fill = |header: &Header, from: u64, to: u64| {
+            let mut body = Body::new();
+            body.field(123, "Y").uint(36, to);
+            header.encode(b"4", from, &now, Some(PossDup { orig_sending_time: None }), &body.0)
+        };
+        for sequence in begin..=end {
+            let stored = self.window.get(index).filter(|m| m.sequence == sequence);
+            match stored {
+                Some(message) => {
+                    if let Some(from) = gap_start.take() {
+                        out.push(gap_fill(&self.header, from, sequence));
+                    }
+                    out.push(self.header.encode(
+                        &message.msg_type,
+                        sequence,
+                        &now,
+                        Some(PossDup { orig_sending_time: Some(&message.sending_time) }),
+                        &message.body,
+                    ));
+                    index += 1;
+                }
+                None => {
+                    gap_start.get_or_insert(sequence);
+                }
+            }
+        }
+        if let Some(from) = gap_start {
+            out.push(gap_fill(&self.header, from, end + 1));
+        }
+        self.last_sent = Instant::now();
+        for message in out {
+            self.send_direct(message);
+        }
+    }
+}
+
+pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = check.tick() => {
+                if shared.stopping.load(Ordering::Acquire) {
+                    return; // drops the listener
+                }
+                continue;
+            }
+        };
+        let Ok((stream, peer)) = accepted else { continue };
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let open = shared.stats.connections.load(Ordering::Relaxed) as usize;
+        if open >= shared.config.connections_max {
+            tracing::warn!(%peer, open, "FIX gateway: connection limit reached");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+            run_connection(stream, shared.clone(), connection_id).await;
+            shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// The state machine of one connection.
+enum Phase {
+    /// Nothing valid received yet.
+    AwaitLogon,
+    /// Logged on.
+    Active {
+        session: Arc<Mutex<SessionState>>,
+        heartbeat: Duration,
+        /// When our TestRequest went out, while unanswered.
+        test_request: Option<Instant>,
+        /// The highest MsgSeqNum seen while a ResendRequest we sent is outstanding.
+        resend_through: Option<u64>,
+    },
+}
+
+/// What the connection does after a message.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// End the connection (a Logout, if any, has been queued).
+    Close,
+}
+
+/// The writer half: drains the outbound queue in batches; ends when every sender is gone (after
+/// writing what was queued) or at once on a kill.
+async fn write_loop(
+    socket: tokio::net::tcp::OwnedWriteHalf,
+    mut outbound: mpsc::Receiver<Bytes>,
+    mut kill: watch::Receiver<bool>,
+) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, socket);
+    loop {
+        tokio::select! {
+            biased;
+            changed = kill.changed() => {
+                if changed.is_ok() {
+                    // Cut: nothing more is written.
+                    let _ = writer.shutdown().await;
+                    return;
+                }
+                // The connection ended normally: write what is queued, then close.
+                while let Some(message) = outbound.recv().await {
+                    if writer.write_all(&message).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = writer.flush().await;
+                let _ = writer.shutdown().await;
+                return;
+            }
+            message = outbound.recv() => {
+                let Some(message) = message else {
+                    let _ = writer.flush().await;
+                    let _ = writer.shutdown().await;
+                    return;
+                };
+                if writer.write_all(&message).await.is_err() {
+                    return;
+                }
+                while let Ok(message) = outbound.try_recv() {
+                    if writer.write_all(&message).await.is_err() {
+                        return;
+                    }
+                }
+                if writer.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Context<'a> {
+    shared: &'a Shared,
+    outbound: mpsc::Sender<Bytes>,
+    kill: watch::Sender<bool>,
+    connection_id: u64,
+    next_test_request: u64,
+}
+
+async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u64) {
+    let peer = stream.peer_addr().ok();
+    let (mut reader, writer) = stream.into_split();
+    let (outbound, outbound_receiver) = mpsc::channel::<Bytes>(shared.config.outbound_queue_max);
+    let (kill, kill_receiver) = watch::channel(false);
+    let mut kill_watch = kill.subscribe();
+    let mut writer_task = tokio::spawn(write_loop(writer, outbound_receiver, kill_receiver));
+    let mut context = Context { shared: &shared, outbound, kill, connection_id, next_test_request: 1 };
+    let mut buffer = BytesMut::with_capacity(2 * parser::MESSAGE_BYTES_MAX);
+    let mut phase = Phase::AwaitLogon;
+    let mut last_received = Instant::now();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+
+    'connection: loop {
+        loop {
+            let (flow, used) = match parser::parse(&buffer) {
+                Parsed::Incomplete => break,
+                Parsed::Garbled(skip) => {
+                    shared.stats.garbled.fetch_add(1, Ordering::Relaxed);
+                    buffer.advance(skip);
+                    continue;
+                }
+                Parsed::Complete(message, used) => {
+                    shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+                    last_received = Instant::now();
+                    (handle(&mut context, &mut phase, &message), used)
+                }
+            };
+            buffer.advance(used);
+            if flow == Flow::Close {
+                break 'connection;
+            }
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut buffer) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            _ = tick.tick() => {
+                if timer(&mut context, &mut phase, last_received, started) == Flow::Close {
+                    break;
+                }
+            }
+            _ = kill_watch.changed() => break,
+        }
+    }
+
+    if let Phase::Active { session, .. } = &phase {
+        let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+        state.flush();
+        if state.connection.as_ref().is_some_and(|c| c.id == connection_id) {
+            state.connection = None;
+        }
+    }
+    tracing::debug!(?peer, "FIX gateway: connection ends");
+    drop(context);
+    if tokio::time::timeout(WRITER_GRACE, &mut writer_task).await.is_err() {
+        writer_task.abort();
+    }
+}
+
+/// Periodic work: logon timeout, heartbeats, test requests, shutdown.
+fn timer(context: &mut Context<'_>, phase: &mut Phase, last_received: Instant, started: Instant) -> Flow {
+    match phase {
+        Phase::AwaitLogon => {
+            if started.elapsed() > context.shared.config.logon_timeout
+                || context.shared.stopping.load(Ordering::Acquire)
+            {
+                return Flow::Close;
+            }
+            Flow::Continue
+        }
+        Phase::Active { session, heartbeat, test_request, .. } => {
+            let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+            if state.connection.as_ref().is_none_or(|c| c.id != context.connection_id) {
+                return Flow::Close;
+            }
+            if context.shared.stopping.load(Ordering::Acquire) {
+                logout(&mut state, "Server shutdown");
+                return Flow::Close;
+            }
+            let silent = last_received.elapsed();
+            match *test_request {
+                Some(sent) if silent > sent.elapsed() => {}
+                Some(_) => *test_request = None,
+                None => {}
+            }
+            match *test_request {
+                Some(sent) if sent.elapsed() > heartbeat.mul_f64(1.2) => {
+                    logout(&mut state, "Heartbeat timeout: no answer to TestRequest");
+                    return Flow::Close;
+                }
+                None if silent > heartbeat.mul_f64(1.2) => {
+                    let mut body = Body::new();
+                    body.field(112, format!("TEST-{}", context.next_test_request));
+                    context.next_test_request += 1;
+                    state.send_admin(b"1", &body);
+                    state.flush();
+                    *test_request = Some(Instant::now());
+                }
+                _ => {}
+            }
+            if state.last_sent.elapsed() >= *heartbeat {
+                state.send_admin(b"0", &Body::new());
+                state.flush();
+            }
+            Flow::Continue
+        }
+    }
+}
+
+/// Queues a sequenced Logout with `text` and flushes.
+fn logout(state: &mut SessionState, text: &str) {
+    let mut body = Body::new();
+    body.field(58, text);
+    state.send_admin(b"5", &body);
+    state.flush();
+}
+
+/// Reject(3): RefSeqNum, RefTagID, RefMsgType, SessionRejectReason, Text.
+fn session_reject(shared: &Shared, state: &mut SessionState, message: &Message<'_>, tag: u32, reason: u32, text: &str) {
+    shared.stats.session_rejects.fetch_add(1, Ordering::Relaxed);
+    let mut body = Body::new();
+    if let Some(sequence) = message.get(34) {
+        body.field(45, sequence);
+    }
+    if tag != 0 {
+        body.uint(371, u64::from(tag));
+    }
+    body.field(372, message.msg_type()).uint(373, u64::from(reason)).field(58, text);
+    state.send_admin(b"3", &body);
+    state.flush();
+}
+
+fn business_reject(
+    shared: &Shared,
+    state: &mut SessionState,
+    message: &Message<'_>,
+    reason: u32,
+    text: &str,
+    ref_id: Option<&str>,
+) {
+    shared.stats.business_rejects.fetch_add(1, Ordering::Relaxed);
+    let mut body = Body::new();
+    if let Some(sequence) = message.get(34) {
+        body.field(45, sequence);
+    }
+    body.field(372, message.msg_type());
+    if let Some(ref_id) = ref_id {
+        body.field(379, ref_id);
+    }
+    body.uint(380, u64::from(reason)).field(58, text);
+    state.send_app(b"j", body);
+    state.flush();
+}
+
+fn parse_u64(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 18 {
+        return None;
+    }
+    text.iter().try_fold(0u64, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0')))
+}
+
+/// Whether a MsgType is one FIX 4.4 defines.
+fn is_valid_msg_type(msg_type: &[u8]) -> bool {
+    match msg_type {
+        [c] => c.is_ascii_alphanumeric(),
+        [b'A', c] => c.is_ascii_uppercase(),
+        [b'B', c] => (b'A'..=b'H').contains(c),
+        _ => false,
+    }
+}
+
+/// An unsequenced Logout to a connection that is not (or not yet) a session.
+fn refuse(context: &Context<'_>, message: &Message<'_>, text: &str) -> Flow {
+    context.shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
+    let ours = message.text(56).filter(|t| !t.is_empty()).unwrap_or("GATEWAY");
+    let theirs = message.text(49).filter(|t| !t.is_empty()).unwrap_or("UNKNOWN");
+    let mut body = Body::new();
+    body.field(58, text);
+    let logout = Header::new(ours, theirs).encode(b"5", 1, &time::format(time::now_ms()), None, &body.0);
+    let _ = context.outbound.try_send(logout);
+    Flow::Close
+}
+
+fn handle(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) -> Flow {
+    match phase {
+        Phase::AwaitLogon => logon(context, phase, message),
+        Phase::Active { .. } => active(context, phase, message),
+    }
+}
+
+fn logon(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) -> Flow {
+    let shared = context.shared;
+    if message.msg_type() != b"A" {
+        return refuse(context, message, "First message must be a Logon");
+    }
+    let (Some(sender), Some(target)) = (message.get(49), message.get(56)) else {
+        return refuse(context, message, "CompID problem");
+    };
+    let Some(session) = shared.sessions.iter().find(|s| {
+        let state = s.lock().unwrap_or_else(|e| e.into_inner());
+        state.config.sender_comp_id.as_bytes() == sender && state.config.target_comp_id.as_bytes() == target
+    }) else {
+        return refuse(context, message, "Unknown CompID");
+    };
+    let Some(sequence) = message.get(34).and_then(parse_u64) else {
+        return refuse(context, message, "MsgSeqNum(34) missing or invalid");
+    };
+    let Some(heartbeat) = message
+        .get(108)
+        .and_then(parse_u64)
+        .filter(|h| u32::try_from(*h).is_ok_and(|h| shared.config.heartbeat_seconds.contains(&h)))
+    else {
+        return refuse(context, message, "Invalid HeartBtInt(108)");
+    };
+    let Some(sending_time) = message.get(52) else {
+        return refuse(context, message, "SendingTime(52) missing");
+    };
+    if !sending_time_accurate(shared, sending_time) {
+        return refuse(context, message, "SendingTime accuracy problem");
+    }
+    let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+    let logon_ms = time::parse(sending_time).unwrap_or(i64::MIN);
+    if !credentials_valid(&state.config, message, sending_time) || logon_ms <= state.last_logon_ms {
+        drop(state);
+        return refuse(context, message, "Invalid credentials");
+    }
+    if state.connection.is_some() {
+        // A second connection for a logged-on session: disconnect without a reply.
+        shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
+        return Flow::Close;
+    }
+    state.last_logon_ms = logon_ms;
+    let reset = message.get(141) == Some(b"Y");
+    if reset {
+        state.reset();
+    }
+    state.connection =
+        Some(Connection { id: context.connection_id, outbound: context.outbound.clone(), kill: context.kill.clone() });
+    if sequence < state.next_inbound {
+        let text = format!("MsgSeqNum too low, expecting {} but received {}", state.next_inbound, sequence);
+        logout(&mut state, &text);
+        state.connection = None;
+        shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
+        return Flow::Close;
+    }
+    let mut body = Body::new();
+    body.field(98, "0").uint(108, heartbeat);
+    if reset {
+        body.field(141, "Y");
+    }
+    state.send_admin(b"A", &body);
+    let mut resend_through = None;
+    if sequence == state.next_inbound {
+        state.set_inbound(sequence + 1);
+    } else {
+        let mut body = Body::new();
+        body.uint(7, state.next_inbound).uint(16, 0);
+        state.send_admin(b"2", &body);
+        resend_through = Some(sequence);
+    }
+    state.flush();
+    shared.stats.logons.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(session = state.session_id, sender = %state.config.sender_comp_id, "FIX logon");
+    drop(state);
+    *phase = Phase::Active {
+        session: session.clone(),
+        heartbeat: Duration::from_secs(heartbeat),
+        test_request: None,
+        resend_through,
+    };
+    Flow::Continue
+}
+
+fn sending_time_accurate(shared: &Shared, sending_time: &[u8]) -> bool {
+    time::parse(sending_time).is_some_and(|ms| {
+        (ms - time::now_ms()).unsigned_abs() <= shared.config.sending_time_tolerance.as_millis() as u64
+    })
+}
+
+/// Username(553) is the session's public key in base64, Password(554) an Ed25519 signature of
+/// [`crate::logon_payload`] in base64.
+fn credentials_valid(config: &SessionConfig, message: &Message<'_>, sending_time: &[u8]) -> bool {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let (Some(username), Some(password)) = (message.get(553), message.get(554)) else { return false };
+    let Ok(key) = engine.decode(username) else { return false };
+    if key != config.public_key {
+        return false;
+    }
+    let Ok(signature) = engine.decode(password) else { return false };
+    let Ok(signature) = <[u8; 64]>::try_from(signature.as_slice()) else { return false };
+    let Ok(verifying) = ed25519_dalek::VerifyingKey::from_bytes(&config.public_key) else { return false };
+    let payload = crate::logon_payload(
+        sending_time,
+        message.get(34).unwrap_or_default(),
+        message.get(49).unwrap_or_default(),
+        message.get(56).unwrap_or_default(),
+    );
+    verifying.verify_strict(&payload, &ed25519_dalek::Signature::from_bytes(&signature)).is_ok()
+}
+
+fn active(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) -> Flow {
+    let shared = context.shared;
+    let Phase::Active { session, test_request, resend_through, .. } = phase else { return Flow::Close };
+    let session = session.clone();
+    let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+    if state.connection.as_ref().is_none_or(|c| c.id != context.connection_id) {
+        return Flow::Close;
+    }
+    let msg_type = message.msg_type();
+    let Some(sequence) = message.get(34).and_then(parse_u64) else {
+        logout(&mut state, "MsgSeqNum(34) missing or invalid");
+        return Flow::Close;
+    };
+    if message.get(49) != Some(state.config.sender_comp_id.as_bytes())
+        || message.get(56) != Some(state.config.target_comp_id.as_bytes())
+    {
+        let tag = if message.get(49) != Some(state.config.sender_comp_id.as_bytes()) { 49 } else { 56 };
+        session_reject(shared, &mut state, message, tag, 9, "CompID problem");
+        let next = state.next_inbound.max(sequence + 1);
+        state.set_inbound(next);
+        logout(&mut state, "CompID problem");
+        return Flow::Close;
+    }
+    let poss_dup = message.get(43) == Some(b"Y");
+    // SequenceReset-Reset: moves the expected number forward whatever the MsgSeqNum.
+    if msg_type == b"4" && message.get(123) != Some(b"Y") {
+        match message.get(36).and_then(parse_u64) {
+            Some(new) if new >= state.next_inbound => {
+                state.set_inbound(new);
+                *resend_through = None;
+            }
+            Some(_) => session_reject(shared, &mut state, message, 36, 5, "NewSeqNo lower than expected"),
+            None => session_reject(shared, &mut state, message, 36, 1, "Required tag missing"),
+        }
+        return Flow::Continue;
+    }
+    if sequence > state.next_inbound {
+        if msg_type == b"5" {
+            logout(&mut state, "Logout acknowledged");
+            return Flow::Close;
+        }
+        if msg_type == b"2" {
+            answer_resend_request(shared, &mut state, message);
+        }
+        if resend_through.is_none() {
+            let mut body = Body::new();
+            body.uint(7, state.next_inbound).uint(16, 0);
+            state.send_admin(b"2", &body);
+            state.flush();
+        }
+        *resend_through = Some(resend_through.unwrap_or(0).max(sequence));
+        return Flow::Continue;
+    }
+    if sequence < state.next_inbound {
+        if poss_dup {
+            return Flow::Continue;
+        }
+        let text = format!("MsgSeqNum too low, expecting {} but received {}", state.next_inbound, sequence);
+        logout(&mut state, &text);
+        return Flow::Close;
+    }
+    // The expected number: it is consumed whatever happens next.
+    state.set_inbound(sequence + 1);
+    if resend_through.is_some_and(|through| sequence >= through) {
+        *resend_through = None;
+    }
+    let Some(sending_time) = message.get(52) else {
+        session_reject(shared, &mut state, message, 52, 1, "Required tag missing");
+        return Flow::Continue;
+    };
+    let Some(sent_ms) = time::parse(sending_time) else {
+        session_reject(shared, &mut state, message, 52, 6, "Incorrect data format for value");
+        return Flow::Continue;
+    };
+    if poss_dup {
+        match message.get(122).map(time::parse) {
+            // A gap fill may come without OrigSendingTime (as QuickFIX accepts).
+            None if msg_type == b"4" => {}
+            None => {
+                session_reject(shared, &mut state, message, 122, 1, "Required tag missing");
+                return Flow::Continue;
+            }
+            Some(Some(orig)) if orig > sent_ms => {
+                session_reject(shared, &mut state, message, 122, 10, "SendingTime accuracy problem");
+                return Flow::Continue;
+            }
+            Some(None) => {
+                session_reject(shared, &mut state, message, 122, 6, "Incorrect data format for value");
+                return Flow::Continue;
+            }
+            Some(Some(_)) => {}
+        }
+    }
+    if !sending_time_accurate(shared, sending_time) {
+        session_reject(shared, &mut state, message, 52, 10, "SendingTime accuracy problem");
+        return Flow::Continue;
+    }
+    if let Some(tag) = message.has_repeated_tag() {
+        session_reject(shared, &mut state, message, tag, 13, "Tag appears more than once");
+        return Flow::Continue;
+    }
+    match msg_type {
+        b"0" => {
+            *test_request = None;
+            Flow::Continue
+        }
+        b"1" => {
+            let Some(id) = message.get(112) else {
+                session_reject(shared, &mut state, message, 112, 1, "Required tag missing");
+                return Flow::Continue;
+            };
+            let mut body = Body::new();
+            body.field(112, id);
+            state.send_admin(b"0", &body);
+            state.flush();
+            Flow::Continue
+        }
+        b"2" => {
+            answer_resend_request(shared, &mut state, message);
+            Flow::Continue
+        }
+        b"3" => {
+            tracing::debug!(session = state.session_id, ?message, "FIX reject received");
+            Flow::Continue
+        }
+        b"4" => {
+            // Gap fill (reset mode was handled above).
+            match message.get(36).and_then(parse_u64) {
+                Some(new) if new > sequence => state.set_inbound(new),
+                Some(_) => session_reject(shared, &mut state, message, 36, 5, "NewSeqNo not above MsgSeqNum"),
+                None => session_reject(shared, &mut state, message, 36, 1, "Required tag missing"),
+            }
+            Flow::Continue
+        }
+        b"5" => {
+            logout(&mut state, "Logout acknowledged");
+            Flow::Close
+        }
+        b"A" => {
+            session_reject(shared, &mut state, message, 35, 5, "Already logged on");
+            Flow::Continue
+        }
+        b"D" | b"F" | b"G" | b"q" => application(shared, &mut state, message),
+        other if is_valid_msg_type(other) => {
+            business_reject(shared, &mut state, message, 3, "Unsupported Message Type", None);
+            Flow::Continue
+        }
+        _ => {
+            session_reject(shared, &mut state, message, 35, 11, "Invalid MsgType");
+            Flow::Continue
+        }
+    }
+}
+
+fn answer_resend_request(shared: &Shared, state: &mut SessionState, message: &Message<'_>) {
+    shared.stats.resend_requests.fetch_add(1, Ordering::Relaxed);
+    // Resend requests count against the rate limit too: a resend storm is bounded by it (and
+    // each answer by `resend_max`).
+    if !state.bucket.try_take(Instant::now()) {
+        shared.stats.throttled.fetch_add(1, Ordering::Relaxed);
+        let text = format!("Throttle limit exceeded: {} messages per second", state.bucket.rate_per_second());
+        session_reject(shared, state, message, 0, 99, &text);
+        return;
+    }
+    let (Some(begin), Some(end)) = (message.get(7), message.get(16)) else {
+        let tag = if message.get(7).is_none() { 7 } else { 16 };
+        session_reject(shared, state, message, tag, 1, "Required tag missing");
+        return;
+    };
+    let (Some(begin), Some(end)) = (parse_u64(begin), parse_u64(end)) else {
+        session_reject(shared, state, message, 7, 6, "Incorrect data format for value");
+        return;
+    };
+    state.resend(begin, end);
+}
+
+fn application(shared: &Shared, state: &mut SessionState, message: &Message<'_>) -> Flow {
+    if !state.bucket.try_take(Instant::now()) {
+        shared.stats.throttled.fetch_add(1, Ordering::Relaxed);
+        state.strikes += 1;
+        if state.strikes > shared.config.throttle_strikes_max {
+            let text =
+                format!("Throttle limit exceeded persistently: {} messages per second", state.bucket.rate_per_second());
+            logout(state, &text);
+            return Flow::Close;
+        }
+        let text = format!("Throttle limit exceeded: {} messages per second", state.bucket.rate_per_second());
+        let ref_id = message.text(11);
+        business_reject(shared, state, message, 0, &text, ref_id);
+        return Flow::Continue;
+    }
+    state.strikes = 0;
+    let user_id = state.config.user_id;
+    match app::translate(message, &shared.markets, &mut state.ids, user_id) {
+        Ok((command, pending)) => {
+            let tag = origin::tag(origin::FIX, state.session_id);
+            if shared.ingress.push(IngressCommand { origin: tag, command }).is_err() {
+                shared.stats.ingress_busy.fetch_add(1, Ordering::Relaxed);
+                business_reject(shared, state, message, 4, "Engine busy, retry later", message.text(11));
+                return Flow::Continue;
+            }
+            shared.stats.commands.fetch_add(1, Ordering::Relaxed);
+            if let Some(pending) = pending {
+                state.pending.push_back(pending);
+                if state.pending.len() > PENDING_MAX {
+                    state.pending.pop_front();
+                }
+            }
+        }
+        Err(Refusal::Session { tag, reason, text }) => session_reject(shared, state, message, tag, reason, text),
+        Err(Refusal::Business { reason, text, ref_id }) => {
+            business_reject(shared, state, message, reason, &text, ref_id.as_deref());
+        }
+        Err(Refusal::Report { msg_type, body }) => {
+            state.send_app(msg_type, body);
+            state.flush();
+        }
+    }
+    Flow::Continue
+}

@@ -27,6 +27,7 @@ pub mod journal;
 pub mod ledger;
 pub mod snapshot;
 pub mod testkit;
+pub mod throttle;
 
 pub use book::{Book, LevelSummary, OrderBook, RestingOrder};
 pub use config::{AssetConfig, ConfigError, EngineConfig, EngineLimits, MarketConfig};

@@ -1,5 +1,6 @@
-//! The HTTP listener. For now it serves `/metrics` (Prometheus text) and `/health`; the REST API
-//! (gateway-json) and the WebSocket endpoint will be mounted on the same router.
+//! The HTTP listener: `/metrics` (Prometheus text), `/health`, and the public REST API of
+//! gateway-json (`/api/v1/...`, docs/rest-api.md). The WebSocket endpoint will be mounted on the
+//! same router.
 
 use crate::metrics::Metrics;
 use crate::runtime::{IngressRing, RuntimeStats};
@@ -24,11 +25,16 @@ pub struct HttpState {
     pub binary: Option<Arc<gateway_binary::GatewayStats>>,
     /// The FIX gateway's counters, when it runs.
     pub fix: Option<Arc<gateway_fix::GatewayStats>>,
+    /// The market view the public REST API reads.
+    pub market_view: Arc<marketdata::MarketView>,
+    /// The engine configuration (symbols, precisions) of the REST API.
+    pub engine_config: Arc<engine::EngineConfig>,
 }
 
-/// The router.
+/// The router: metrics, health and the public REST API.
 pub fn router(state: HttpState) -> Router {
-    Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(state)
+    let public_api = gateway_json::public_router(state.market_view.clone(), state.engine_config.clone());
+    Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(state).merge(public_api)
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
@@ -42,6 +48,11 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         ),
     ];
     let mut gauges = gauges.to_vec();
+    gauges.push((
+        "exchange_marketdata_stale",
+        "1 when the market view lost events and its books are untrustworthy (REST depth answers 503).",
+        f64::from(u8::from(state.market_view.is_stale())),
+    ));
     let mut counters = Vec::new();
     if let Some(binary) = &state.binary {
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);

@@ -62,7 +62,9 @@ struct RunArgs {
     #[arg(long, default_value_t = 200, env = "EXCHANGE_DEMO_RATE")]
     demo_rate: u64,
     /// Create this many funded load-test users (ids from 1,000,001, secrets documented in
-    /// docs/benchmarks.md) for loadgen. Never on a public machine: their secrets are public.
+    /// docs/benchmarks.md) for loadgen: an SBE API key each and, when the FIX gateway is enabled,
+    /// a FIX session `LOAD<user id>` → `EXCHANGE` with the same key. Never on a public machine:
+    /// their secrets are public.
     #[arg(long, default_value_t = 0, env = "EXCHANGE_LOAD_USERS")]
     load_users: u64,
     /// Stop the demo flow after this many orders (0: never).
@@ -268,8 +270,13 @@ fn serve(
             credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
         }
     }
+    // The REST market view starts from the recovered books and follows the egress ring from its
+    // first event.
+    let market_view = Arc::new(marketdata::MarketView::new(&engine_config));
+    market_view.seed_books(&recovered.engine);
     let runtime = Runtime::start(config, recovered, writer)?;
-    tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health)");
+    let market_feed = marketdata::Feed::start(market_view.clone(), runtime.egress.subscribe_from(0))?;
+    tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health, /api/v1)");
     let binary_gateway = if config.binary.enabled {
         let gateway_config = gateway_binary::GatewayConfig {
             listen: config.binary.listen,
@@ -309,6 +316,16 @@ fn serve(
                 });
             }
         }
+        // One session per load-test user (`loadgen fix`): SenderCompID `LOAD<user id>`, the
+        // same key as the user's SBE API key.
+        for user in exchange::demo::LOAD_USER_FIRST..exchange::demo::LOAD_USER_FIRST + args.load_users {
+            sessions.push(gateway_fix::SessionConfig {
+                sender_comp_id: format!("LOAD{user}"),
+                target_comp_id: "EXCHANGE".into(),
+                user_id: codec::UserId::new(user),
+                public_key: gateway_binary::client::api_key_of(&exchange::demo::load_user_secret(user)).0,
+            });
+        }
         let gateway_config = gateway_fix::GatewayConfig {
             listen: config.fix.listen,
             store_dir: config.data_dir.join("fix"),
@@ -334,6 +351,8 @@ fn serve(
         ring: runtime.ring.clone(),
         binary: binary_gateway.as_ref().map(|gateway| gateway.stats()),
         fix: fix_gateway.as_ref().map(|gateway| gateway.stats()),
+        market_view,
+        engine_config: Arc::new(engine_config.clone()),
     });
     let http_stop = stop.clone();
     http_runtime.spawn(async move {
@@ -413,6 +432,7 @@ fn serve(
     if let Some(gateway) = fix_gateway {
         gateway.shutdown();
     }
+    market_feed.shutdown();
     runtime.shutdown()?;
     http_runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())

@@ -1,13 +1,16 @@
-//! Open-loop latency profiler for the exchange's gateways, starting with the SBE gateway.
+//! Open-loop latency profiler for the exchange's gateways (SBE and FIX).
 //!
-//! Two measurements, each printed as a table (and optionally written as JSON and as an
+//! The measurements, each printed as a table (and optionally written as JSON and as an
 //! HdrHistogram interval log):
 //!
 //! - [`baseline`]: a raw loopback TCP ping-pong with the size of a framed SBE `NewOrder`
 //!   (70 bytes), on the same schedule. It is the floor: the kernel's loopback round trip plus
 //!   the generator's own costs, which every gateway figure is divided by.
 //! - [`sbe`]: `C` binary-gateway sessions, each logged on as one of the funded load-test users
-//!   that `exchange --load-users N` creates ([`users`]), sending a seeded order mix ([`flow`]).
+//!   that `exchange --load-users N` creates ([`users`]), sending a seeded order mix ([`flow`]),
+//!   optionally several orders per socket write (`batch`), and [`sweep`], the search for the
+//!   highest sustained rate.
+//! - [`fix`]: the same schedule, mix and report over `C` FIX 4.4 sessions (`LOAD<user id>`).
 //!
 //! Both are **open loop**: a single schedule ([`schedule`]) fixes when each request is due,
 //! `t0 + i / rate`, independently of the responses, and every latency is measured from that
@@ -27,12 +30,14 @@
 //! ```
 
 pub mod baseline;
+pub mod fix;
 pub mod flow;
 pub mod latency;
 pub mod progress;
 pub mod report;
 pub mod sbe;
 pub mod schedule;
+pub mod sweep;
 pub mod users;
 
 use std::fmt;
@@ -71,7 +76,7 @@ pub fn achieved_rate(count: u64, first_ns: u64, last_ns: u64) -> f64 {
     (count - 1) as f64 * 1e9 / (last_ns - first_ns) as f64
 }
 
-/// Runs the baseline, then the gateway, and compares the gateway's `ack_all` with the
+/// Runs the baseline, then the SBE gateway, and compares the gateway's `ack_all` with the
 /// baseline's `rtt` at every percentile.
 ///
 /// # Errors
@@ -80,7 +85,19 @@ pub fn compare(
     baseline_config: &baseline::BaselineConfig,
     sbe_config: &sbe::SbeConfig,
 ) -> Result<report::Comparison, LoadError> {
+    compare_with(baseline_config, || sbe::run(sbe_config))
+}
+
+/// Runs the baseline, then `gateway` (any target's run: [`sbe::run`], [`fix::run`]), and
+/// compares the gateway's `ack_all` with the baseline's `rtt` at every percentile.
+///
+/// # Errors
+/// As [`baseline::run`] and `gateway`.
+pub fn compare_with(
+    baseline_config: &baseline::BaselineConfig,
+    gateway: impl FnOnce() -> Result<report::Report, LoadError>,
+) -> Result<report::Comparison, LoadError> {
     let baseline = baseline::run(baseline_config)?;
-    let gateway = sbe::run(sbe_config)?;
+    let gateway = gateway()?;
     Ok(report::Comparison::new(baseline, gateway, "ack_all", "rtt"))
 }

@@ -2,14 +2,18 @@
 //!
 //! ```text
 //! loadgen baseline --messages 20000 --size 70 --rate 2000
-//! loadgen sbe --address 127.0.0.1:9100 --connections 4 --rate 2000 --duration 10 [--baseline]
+//! loadgen sbe --address 127.0.0.1:9100 --connections 4 --rate 2000 --duration 10 [--baseline] [--batch 16]
+//! loadgen sbe --find-max --batch 16 --connections 8 --duration 5
+//! loadgen fix --address 127.0.0.1:9200 --connections 4 --rate 2000 --duration 10 [--baseline]
 //! ```
 //!
 //! Exit status: 0 for a clean run, 1 when the run could not start, 2 when it completed with
 //! errors (unanswered requests, lost connections…: see the `errors` line).
 
 use clap::{Args, Parser, Subcommand};
+use loadgen::LoadError;
 use loadgen::baseline::{BaselineConfig, FRAMED_NEW_ORDER_BYTES};
+use loadgen::fix::FixConfig;
 use loadgen::flow::{Mix, PriceModel};
 use loadgen::report::{Report, write_hdr_log, write_json};
 use loadgen::sbe::SbeConfig;
@@ -35,6 +39,9 @@ enum Commands {
     /// Open-loop order flow over the SBE gateway, one session per load-test user (start the
     /// server with `exchange --load-users N`).
     Sbe(SbeArgs),
+    /// The same open-loop order flow over the FIX gateway, one session `LOAD<user id>` per
+    /// load-test user (start the server with `exchange --load-users N`).
+    Fix(FixArgs),
 }
 
 fn seconds(text: &str) -> Result<Duration, String> {
@@ -99,11 +106,12 @@ struct BaselineArgs {
     output: Output,
 }
 
+/// Settings shared by the gateway targets.
 #[derive(Args)]
-struct SbeArgs {
-    /// Gateway address.
-    #[arg(long, default_value = "127.0.0.1:9100")]
-    address: String,
+struct GatewayArgs {
+    /// Gateway address (default: 127.0.0.1:9100 for sbe, 127.0.0.1:9200 for fix).
+    #[arg(long)]
+    address: Option<String>,
     /// Sessions, each logged on as its own load-test user.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -177,6 +185,56 @@ struct SbeArgs {
     output: Output,
 }
 
+#[derive(Args)]
+struct SbeArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// Orders per socket write, per connection: each connection's next N orders are written
+    /// together when the last of them is due (every order keeps its own scheduled time).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Instead of one run, run at increasing offered rates (from --start-rate, × --rate-factor,
+    /// up to --max-rate) until fewer than 95% are answered per second or p99 > 10 ms (with
+    /// --batch > 1: measured from each batch's scheduled write time) twice in a row; prints
+    /// achieved vs offered per step (and writes the steps to --json).
+    #[arg(long)]
+    find_max: bool,
+    /// First offered rate of --find-max.
+    #[arg(long, default_value_t = 2_000)]
+    start_rate: u64,
+    /// Rate growth per --find-max step.
+    #[arg(long, default_value_t = 1.5)]
+    rate_factor: f64,
+    /// Highest offered rate of --find-max.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_rate: u64,
+    /// Attempts again at a --find-max step that was not sustained before stopping.
+    #[arg(long, default_value_t = 1)]
+    retries: usize,
+    /// The p99 limit of a sustained --find-max step, milliseconds (a large value sweeps for
+    /// throughput alone).
+    #[arg(long, default_value_t = 10.0)]
+    p99_max_ms: f64,
+}
+
+#[derive(Args)]
+struct FixArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// Symbol(55) of --market.
+    #[arg(long, default_value = "BTC_USDC")]
+    symbol: String,
+    /// Decimals of one price tick (BTC_USDC: 1, tick 0.1 USDC).
+    #[arg(long, default_value_t = 1)]
+    price_decimals: u32,
+    /// Decimals of one lot (BTC_USDC: 5, lot 0.00001 BTC).
+    #[arg(long, default_value_t = 5)]
+    quantity_decimals: u32,
+    /// The gateway's CompID (TargetCompID).
+    #[arg(long, default_value = "EXCHANGE")]
+    target_comp_id: String,
+}
+
 fn finish(reports: &[&Report], output: &Output, json: impl FnOnce() -> serde_json::Value) -> ExitCode {
     if let Some(path) = &output.json
         && let Err(error) = write_json(path, &json())
@@ -219,72 +277,135 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Commands::Sbe(args) => {
-            let config = SbeConfig {
-                address: args.address.clone(),
-                connections: args.connections,
-                first_user: args.first_user,
-                rate: args.rate,
-                duration: args.duration,
-                warmup: args.warmup,
-                drain: args.drain,
-                mix: Mix {
-                    limit_pct: args.limit_pct,
-                    market_pct: args.market_pct,
-                    ioc_pct: args.ioc_pct,
-                    cancel_pct: args.cancel_pct,
-                    replace_pct: args.replace_pct,
-                },
-                prices: PriceModel {
-                    market_id: args.market,
-                    mid_ticks: args.mid,
-                    spread_ticks: args.spread,
-                    cross_pct: args.cross_pct,
-                    lots_min: args.lots_min,
-                    lots_max: args.lots_max,
-                },
-                max_open: args.max_open,
-                seed: args.seed,
-                cleanup: !args.no_cleanup,
-                spin: Duration::from_micros(args.timing.spin_us),
-                pin: args.timing.pin.clone().map(|c| c.0).unwrap_or_default(),
-                progress: !args.output.quiet,
-            };
-            if args.baseline {
-                let baseline = BaselineConfig {
-                    messages: (args.rate as f64 * args.duration.as_secs_f64()).ceil().max(1.0) as u64,
-                    size: args.size,
-                    rate: args.rate,
-                    warmup: args.warmup,
-                    drain: args.drain,
-                    spin: config.spin,
-                    pin: config.pin.clone(),
-                    progress: config.progress,
-                    echo_stall: None,
+        Commands::Sbe(sbe) => {
+            let mut config = gateway_config(&sbe.gateway, "127.0.0.1:9100");
+            config.batch = sbe.batch.max(1);
+            let args = &sbe.gateway;
+            if sbe.find_max {
+                let rates = loadgen::sweep::rates(sbe.start_rate, sbe.rate_factor, sbe.max_rate);
+                let result = loadgen::sweep::sweep(
+                    &rates,
+                    sbe.retries,
+                    (sbe.p99_max_ms * 1e6) as u64,
+                    |rate| loadgen::sbe::run(&SbeConfig { rate, ..config.clone() }),
+                    |step, report| {
+                        eprintln!(
+                            "offered {}/s: answered {:.0}/s, p99 {:.1} µs{}",
+                            step.offered,
+                            step.achieved,
+                            step.p99_ns as f64 / 1e3,
+                            if report.error_count() > 0 {
+                                format!(", errors {:?}", report.errors)
+                            } else {
+                                String::new()
+                            }
+                        )
+                    },
+                );
+                return match result {
+                    Ok(sweep) => {
+                        print!("{sweep}");
+                        if let Some(path) = &args.output.json
+                            && let Err(error) = write_json(path, &serde_json::to_value(&sweep).unwrap_or_default())
+                        {
+                            eprintln!("error: cannot write {}: {error}", path.display());
+                            return ExitCode::FAILURE;
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        ExitCode::FAILURE
+                    }
                 };
-                match loadgen::compare(&baseline, &config) {
-                    Ok(comparison) => {
-                        print!("{comparison}");
-                        finish(&[&comparison.baseline, &comparison.gateway], &args.output, || {
-                            serde_json::to_value(&comparison).unwrap_or_default()
-                        })
-                    }
-                    Err(error) => {
-                        eprintln!("error: {error}");
-                        ExitCode::FAILURE
-                    }
-                }
-            } else {
-                match loadgen::sbe::run(&config) {
-                    Ok(report) => {
-                        print!("{report}");
-                        finish(&[&report], &args.output, || serde_json::to_value(&report).unwrap_or_default())
-                    }
-                    Err(error) => {
-                        eprintln!("error: {error}");
-                        ExitCode::FAILURE
-                    }
-                }
+            }
+            run_gateway(args, &config, || loadgen::sbe::run(&config))
+        }
+        Commands::Fix(fix) => {
+            let config = FixConfig {
+                run: gateway_config(&fix.gateway, "127.0.0.1:9200"),
+                symbol: fix.symbol.clone(),
+                price_decimals: fix.price_decimals,
+                quantity_decimals: fix.quantity_decimals,
+                target_comp_id: fix.target_comp_id.clone(),
+                ..FixConfig::default()
+            };
+            run_gateway(&fix.gateway, &config.run, || loadgen::fix::run(&config))
+        }
+    }
+}
+
+/// The run settings of a gateway target.
+fn gateway_config(args: &GatewayArgs, default_address: &str) -> SbeConfig {
+    SbeConfig {
+        address: args.address.clone().unwrap_or_else(|| default_address.to_owned()),
+        connections: args.connections,
+        first_user: args.first_user,
+        rate: args.rate,
+        duration: args.duration,
+        warmup: args.warmup,
+        drain: args.drain,
+        mix: Mix {
+            limit_pct: args.limit_pct,
+            market_pct: args.market_pct,
+            ioc_pct: args.ioc_pct,
+            cancel_pct: args.cancel_pct,
+            replace_pct: args.replace_pct,
+        },
+        prices: PriceModel {
+            market_id: args.market,
+            mid_ticks: args.mid,
+            spread_ticks: args.spread,
+            cross_pct: args.cross_pct,
+            lots_min: args.lots_min,
+            lots_max: args.lots_max,
+        },
+        max_open: args.max_open,
+        seed: args.seed,
+        cleanup: !args.no_cleanup,
+        spin: Duration::from_micros(args.timing.spin_us),
+        pin: args.timing.pin.clone().map(|c| c.0).unwrap_or_default(),
+        progress: !args.output.quiet,
+        batch: 1,
+    }
+}
+
+/// One gateway run (any target), optionally after the baseline at the same rate, duration and
+/// message size; prints and writes the results the same way for every target.
+fn run_gateway(args: &GatewayArgs, config: &SbeConfig, run: impl FnOnce() -> Result<Report, LoadError>) -> ExitCode {
+    if args.baseline {
+        let baseline = BaselineConfig {
+            messages: (args.rate as f64 * args.duration.as_secs_f64()).ceil().max(1.0) as u64,
+            size: args.size,
+            rate: args.rate,
+            warmup: args.warmup,
+            drain: args.drain,
+            spin: config.spin,
+            pin: config.pin.clone(),
+            progress: config.progress,
+            echo_stall: None,
+        };
+        match loadgen::compare_with(&baseline, run) {
+            Ok(comparison) => {
+                print!("{comparison}");
+                finish(&[&comparison.baseline, &comparison.gateway], &args.output, || {
+                    serde_json::to_value(&comparison).unwrap_or_default()
+                })
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    } else {
+        match run() {
+            Ok(report) => {
+                print!("{report}");
+                finish(&[&report], &args.output, || serde_json::to_value(&report).unwrap_or_default())
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
             }
         }
     }

@@ -143,3 +143,68 @@ pub fn pin_current_thread(core: usize) -> bool {
     }
     pinned
 }
+
+/// One socket write of a batched run: the requests (by index) that connection `connection`
+/// sends together, each with its own due time, written when the last of them is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The connection that writes it.
+    pub connection: usize,
+    /// `(request index, due time in ns after the start)`, in index order.
+    pub requests: Vec<(u64, u64)>,
+}
+
+impl Batch {
+    /// When the batch is written: the due time of its last request (which is the latest).
+    pub fn write_due_ns(&self) -> u64 {
+        self.requests.last().map_or(0, |&(_, due)| due)
+    }
+}
+
+/// Groups the `total` requests of a [`Schedule`] into per-connection batches of `size`
+/// (at least 1): connection `k`'s requests `k, k+C, k+2C…` are cut into runs of `size`
+/// consecutive ones, and the last run of each connection may be shorter. Batches come out in
+/// the order of their write times (the index of their last request), so a sender that waits
+/// for each batch's [`Batch::write_due_ns`] never waits for an earlier time after a later one.
+///
+/// The schedule itself is untouched: every request keeps its own due time (and its latency is
+/// measured from it); batching only delays the *write* of the early requests of a batch to the
+/// due time of its last one, which is the cost being measured. With `size` 1 every request is
+/// its own batch, written at its own due time.
+#[derive(Debug, Clone)]
+pub struct Batches {
+    schedule: Schedule,
+    connections: usize,
+    size: usize,
+    total: u64,
+    next: u64,
+    pending: Vec<Vec<(u64, u64)>>,
+}
+
+impl Batches {
+    /// The batches of `total` requests of `schedule` over `connections` connections.
+    pub fn new(schedule: Schedule, connections: usize, total: u64, size: usize) -> Self {
+        let connections = connections.max(1);
+        Self { schedule, connections, size: size.max(1), total, next: 0, pending: vec![Vec::new(); connections] }
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Batch;
+
+    fn next(&mut self) -> Option<Batch> {
+        while self.next < self.total {
+            let index = self.next;
+            self.next += 1;
+            let connection = self.schedule.connection(index);
+            let pending = &mut self.pending[connection];
+            pending.push((index, self.schedule.due_ns(index)));
+            let last_of_connection = index + self.connections as u64 >= self.total;
+            if pending.len() >= self.size || last_of_connection {
+                let requests = std::mem::take(pending);
+                return Some(Batch { connection, requests });
+            }
+        }
+        None
+    }
+}

@@ -1,4 +1,43 @@
-//! WebSocket market data publisher (encode once, share with every subscriber).
+//! Market data: a [`MarketView`] of every market built from the engine's egress events, read by
+//! the REST API (gateway-json) and later by the WebSocket publisher.
 //!
-//! **Not implemented yet**: this crate is an empty placeholder that keeps the workspace's
-//! architecture visible. Its work is tracked in issue #5.
+//! # Data flow
+//! One consumer thread ([`Feed`]) reads the egress broadcast ring and applies each event to the
+//! view: `BookLevelUpdate`s maintain the aggregated book of each market, `Fill`s the recent
+//! trades, the per-minute candles that serve klines, and the rolling 24 h / 7 d ticker. Every
+//! other event is ignored. Readers (HTTP handlers) copy what they need under a per-market
+//! `RwLock` held only for the copy, so they never block the consumer for long and never see a
+//! half-applied event.
+//!
+//! # Units
+//! Everything in the view is an integer in the engine's units: prices in ticks, quantities in
+//! lots, notionals in quote minor units, times in nanoseconds since the epoch (event time, not
+//! wall-clock time of reading). Decimal text is produced only at the edge, by [`format`](mod@format).
+//!
+//! # Update ids
+//! Each market counts the `BookLevelUpdate`s applied to it, from 0 at process start: the
+//! *update id*. A depth snapshot reports the id of the last update it includes
+//! (`lastUpdateId`); the WebSocket depth stream will number its diffs with the same counter, so a
+//! client can merge a REST snapshot with the stream (`U` = previous `u` + 1).
+//!
+//! # Limitations
+//! - History is in memory only: after a restart the books are seeded from the recovered engine
+//!   ([`MarketView::seed_books`]) but trades, tickers and klines start empty, and update ids
+//!   restart at 0.
+//! - If the consumer falls more than the ring's capacity behind ([`engine::bus::ReadError::Lagged`]),
+//!   book updates were lost: the error is logged and the view is marked *stale*
+//!   ([`MarketView::is_stale`]) and stays so (the REST depth endpoint answers 503) until it is
+//!   resynchronised with [`MarketView::seed_books`]. The running server cannot do that yet (it
+//!   would need a book snapshot from the engine thread), so in practice a stale view lasts until
+//!   the process restarts. Trades, tickers and klines keep being updated but miss the lost fills.
+//! - Trades: the last [`TRADES_KEPT`] per market. Candles: one per minute with trades, for the
+//!   last [`MINUTES_KEPT`] minutes.
+
+mod feed;
+pub mod format;
+pub mod interval;
+mod view;
+
+pub use feed::Feed;
+pub use interval::KlineInterval;
+pub use view::{Candle, DepthSnapshot, MINUTES_KEPT, MarketView, TRADES_KEPT, TickerStats, TradeRecord};

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod fix;
+
 use codec::UserId;
 use engine::bus::{BroadcastRing, IngressCommand, IngressRing};
 use engine::testkit::commands;

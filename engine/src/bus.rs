@@ -95,9 +95,15 @@ pub struct Published {
     pub position: u64,
     /// Origin tag given at publication.
     pub origin: u64,
+    /// Whether this is the last event of its command (a gateway waiting for a command's whole
+    /// outcome can answer once it sees it).
+    pub last_of_command: bool,
     /// The event.
     pub event: Event,
 }
+
+/// High bit of a slot's length word: the event is the last of its command.
+const LAST_OF_COMMAND: u64 = 1 << 63;
 
 /// Why a read returned no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -140,9 +146,20 @@ impl BroadcastRing {
         self.head.load(Ordering::Acquire)
     }
 
-    /// Publishes one event. Single publisher only (the engine thread); never blocks, never
-    /// allocates.
+    /// Publishes every event of one command, marking the last. Single publisher only (the engine
+    /// thread); never blocks, never allocates.
+    pub fn publish_command(&self, origin: u64, events: &[Event]) {
+        for (index, event) in events.iter().enumerate() {
+            self.publish_one(origin, event, index + 1 == events.len());
+        }
+    }
+
+    /// Publishes one event as a command of its own (marked last of its command).
     pub fn publish(&self, origin: u64, event: &Event) {
+        self.publish_one(origin, event, true);
+    }
+
+    fn publish_one(&self, origin: u64, event: &Event, last_of_command: bool) {
         let mut bytes = [0u8; SLOT_WORDS * 8];
         let length = event.encode(&mut bytes).expect("slot fits the largest event");
         let position = self.head.load(Ordering::Relaxed);
@@ -150,7 +167,7 @@ impl BroadcastRing {
         slot.stamp.store(2 * position + 1, Ordering::Relaxed);
         fence(Ordering::Release);
         slot.origin.store(origin, Ordering::Relaxed);
-        slot.length.store(length as u64, Ordering::Relaxed);
+        slot.length.store(length as u64 | if last_of_command { LAST_OF_COMMAND } else { 0 }, Ordering::Relaxed);
         for (word, chunk) in slot.words.iter().zip(bytes.chunks_exact(8)) {
             word.store(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), Ordering::Relaxed);
         }
@@ -213,7 +230,8 @@ impl Consumer {
             return Err(lagged(ring));
         }
         let origin = slot.origin.load(Ordering::Relaxed);
-        let length = slot.length.load(Ordering::Relaxed) as usize;
+        let length_word = slot.length.load(Ordering::Relaxed);
+        let length = (length_word & !LAST_OF_COMMAND) as usize;
         let mut bytes = [0u8; SLOT_WORDS * 8];
         for (word, chunk) in slot.words.iter().zip(bytes.chunks_exact_mut(8)) {
             chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
@@ -225,7 +243,8 @@ impl Consumer {
         // The publisher wrote a valid encoding; a failure here would be a torn read, which the
         // stamps exclude.
         let (event, _) = Event::decode(&bytes[..length.min(bytes.len())]).map_err(|_| lagged(ring))?;
-        let published = Published { position: self.cursor, origin, event };
+        let published =
+            Published { position: self.cursor, origin, last_of_command: length_word & LAST_OF_COMMAND != 0, event };
         self.cursor += 1;
         Ok(published)
     }
@@ -264,6 +283,15 @@ mod tests {
         }
         assert_eq!(a.try_next(), Err(ReadError::Empty));
         assert_eq!(b.try_next().unwrap().event, event(0), "cursors are independent");
+    }
+
+    #[test]
+    fn the_last_event_of_a_command_is_marked() {
+        let ring = BroadcastRing::new(8);
+        let mut consumer = ring.subscribe();
+        ring.publish_command(7, &[event(1), event(2), event(3)]);
+        let flags: Vec<_> = (0..3).map(|_| consumer.try_next().unwrap().last_of_command).collect();
+        assert_eq!(flags, [false, false, true]);
     }
 
     #[test]

@@ -332,8 +332,8 @@ impl EngineThread {
                         }
                         _ => {}
                     }
-                    self.egress.publish(item.origin, event);
                 }
+                self.egress.publish_command(item.origin, &events);
                 metrics.command(item.command.template_id());
                 metrics.engine_command_ns.record(command_started.elapsed().as_nanos() as u64);
                 self.last_sequence = sequence;

@@ -160,9 +160,7 @@ fn main() {
                 sequence += 1;
                 events.clear();
                 engine.execute(CommandContext::new(sequence, sequence), &command, &mut events);
-                for event in &events {
-                    egress.publish(origin, event);
-                }
+                egress.publish_command(origin, &events);
             }
         })
     };

@@ -102,9 +102,7 @@ impl Harness {
                     sequence += 1;
                     events.clear();
                     engine.execute(CommandContext::new(sequence, sequence), &command, &mut events);
-                    for event in &events {
-                        egress.publish(origin, event);
-                    }
+                    egress.publish_command(origin, &events);
                 }
             })
         };

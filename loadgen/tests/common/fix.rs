@@ -76,9 +76,7 @@ impl FixHarness {
                     sequence += 1;
                     events.clear();
                     engine.execute(CommandContext::new(sequence, sequence), &command, &mut events);
-                    for event in &events {
-                        egress.publish(origin, event);
-                    }
+                    egress.publish_command(origin, &events);
                 }
             })
         };

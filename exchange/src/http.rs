@@ -1,5 +1,5 @@
-//! The HTTP listener: `/metrics` (Prometheus text), `/health`, and the public REST API of
-//! gateway-json (`/api/v1/...`, docs/rest-api.md). The WebSocket endpoint will be mounted on the
+//! The HTTP listener: `/metrics` (Prometheus text), `/health`, and the public and signed REST API
+//! of gateway-json (`/api/v1/...`, docs/rest-api.md). The WebSocket endpoint will be mounted on the
 //! same router.
 
 use crate::metrics::Metrics;
@@ -29,12 +29,20 @@ pub struct HttpState {
     pub market_view: Arc<marketdata::MarketView>,
     /// The engine configuration (symbols, precisions) of the REST API.
     pub engine_config: Arc<engine::EngineConfig>,
+    /// The signed (private) REST API's state (orders and balances).
+    pub private_api: gateway_json::PrivateState,
 }
 
-/// The router: metrics, health and the public REST API.
+/// The router: metrics, health and the public and private REST API.
 pub fn router(state: HttpState) -> Router {
     let public_api = gateway_json::public_router(state.market_view.clone(), state.engine_config.clone());
-    Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(state).merge(public_api)
+    let private_api = gateway_json::private_router(state.private_api.clone());
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .with_state(state)
+        .merge(public_api)
+        .merge(private_api)
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

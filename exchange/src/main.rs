@@ -274,8 +274,11 @@ fn serve(
     // first event.
     let market_view = Arc::new(marketdata::MarketView::new(&engine_config));
     market_view.seed_books(&recovered.engine);
+    // So do the signed REST API's balance and open-order views.
+    let account_views = Arc::new(gateway_json::AccountViews::from_engine(&recovered.engine, &engine_config));
     let runtime = Runtime::start(config, recovered, writer)?;
     let market_feed = marketdata::Feed::start(market_view.clone(), runtime.egress.subscribe_from(0))?;
+    let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress.subscribe_from(0))?;
     tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health, /api/v1)");
     let binary_gateway = if config.binary.enabled {
         let gateway_config = gateway_binary::GatewayConfig {
@@ -353,6 +356,12 @@ fn serve(
         fix: fix_gateway.as_ref().map(|gateway| gateway.stats()),
         market_view,
         engine_config: Arc::new(engine_config.clone()),
+        private_api: gateway_json::PrivateState::new(
+            &rest_gateway,
+            credentials.clone(),
+            runtime.ring.clone(),
+            Arc::new(engine_config.clone()),
+        ),
     });
     let http_stop = stop.clone();
     http_runtime.spawn(async move {
@@ -433,6 +442,7 @@ fn serve(
         gateway.shutdown();
     }
     market_feed.shutdown();
+    rest_gateway.shutdown();
     runtime.shutdown()?;
     http_runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())

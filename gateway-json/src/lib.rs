@@ -1,5 +1,6 @@
-//! Backpack-compatible REST API. For now: the public market-data endpoints, served from a
-//! [`marketdata::MarketView`]; the signed (private) endpoints come later.
+//! Backpack-compatible REST API: the public market-data endpoints, served from a
+//! [`marketdata::MarketView`], and the Ed25519-signed private endpoints for orders and balances
+//! ([`private_router`], [`RestGateway`], [`auth`]).
 //!
 //! [`public_router`] serves, at the server root (see docs/rest-api.md):
 //! `GET /api/v1/markets`, `/api/v1/market?symbol=`, `/api/v1/ticker?symbol=[&interval=1d|1w]`,
@@ -19,6 +20,13 @@
 //!   `503 SERVICE_UNAVAILABLE`. Handlers never panic on input.
 //! - Headers are not required: `Content-Type` on a GET and `X-API-Key` on a public request (the
 //!   official client sends both) are ignored.
+
+pub mod accounts;
+pub mod auth;
+mod private;
+
+pub use accounts::{AccountViews, OpenOrder, RestGateway};
+pub use private::{ENGINE_TIMEOUT_DEFAULT, PrivateState, private_router, reject_error};
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
@@ -69,7 +77,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 struct Api {
     view: Arc<MarketView>,
@@ -211,7 +219,7 @@ pub fn public_router(view: Arc<MarketView>, config: Arc<EngineConfig>) -> Router
         .with_state(api)
 }
 
-fn ok(value: Value) -> ApiResult {
+pub(crate) fn ok(value: Value) -> ApiResult {
     Ok(axum::Json(value).into_response())
 }
 

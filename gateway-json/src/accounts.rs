@@ -1,0 +1,358 @@
+//! The REST gateway's side of the engine: per-user balance and open-order views kept from the
+//! egress events, and the dispatcher thread that completes waiting requests.
+//!
+//! Requests are correlated by origin: each command a REST handler puts on the ingress ring
+//! carries `origin::tag(origin::REST, request_id)`; the dispatcher collects the events published
+//! with that origin and hands them to the waiting handler once it sees the command's last event
+//! (`Published::last_of_command`). Views are updated *before* the waiter is completed, so a
+//! response is never older than the views a following request reads.
+
+use codec::{
+    AssetId, ClientOrderId, Event, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId,
+};
+use engine::bus::{Consumer, ReadError, origin};
+use engine::{Book, Engine, EngineConfig, Ledger};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// An open order as the REST API shows it, in engine units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOrder {
+    /// Exchange id.
+    pub order_id: OrderId,
+    /// Client id (0: none).
+    pub client_order_id: ClientOrderId,
+    /// Market.
+    pub market_id: MarketId,
+    /// Side.
+    pub side: Side,
+    /// Order type.
+    pub order_type: OrderType,
+    /// Limit price in ticks (0 for market orders).
+    pub price_ticks: u64,
+    /// Total quantity in lots.
+    pub quantity_lots: u64,
+    /// Quote quantity (market buys by quote), minor units.
+    pub quote_quantity: u64,
+    /// Filled so far, lots.
+    pub filled_lots: u64,
+    /// Quote traded so far, minor units (0 for orders seeded from a recovered book: unknown).
+    pub executed_quote: u64,
+    /// Time in force.
+    pub time_in_force: TimeInForce,
+    /// Self-trade prevention.
+    pub self_trade_prevention: SelfTradePrevention,
+    /// Post-only.
+    pub post_only: bool,
+    /// Acceptance time, ns (0 for orders seeded from a recovered book: unknown).
+    pub created_ns: u64,
+}
+
+/// Per-user balances and open orders, maintained by the dispatcher from the egress events.
+#[derive(Debug, Default)]
+pub struct AccountViews {
+    balances: RwLock<HashMap<UserId, BTreeMap<AssetId, engine::Balance>>>,
+    orders: RwLock<HashMap<UserId, BTreeMap<OrderId, OpenOrder>>>,
+    stale: AtomicBool,
+}
+
+impl AccountViews {
+    /// Empty views (a fresh engine).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Views seeded from a (recovered) engine: balances from its ledger, open orders from its
+    /// books. Call before the engine thread starts and follow the egress ring from its start.
+    pub fn from_engine<B: Book>(engine: &Engine<B>, config: &EngineConfig) -> Self {
+        let views = Self::from_ledger(engine.ledger(), config);
+        views.seed_orders(engine);
+        views
+    }
+
+    /// Views whose balances are seeded from `ledger` (assets of `config`); no open orders.
+    pub fn from_ledger(ledger: &Ledger, config: &EngineConfig) -> Self {
+        let views = Self::new();
+        {
+            let mut balances = write(&views.balances);
+            ledger.visit_balances(&mut |user, asset, balance| {
+                if (asset.get() as usize) < config.assets.len() && balance != engine::Balance::default() {
+                    balances.entry(user).or_default().insert(asset, balance);
+                }
+            });
+        }
+        views
+    }
+
+    /// Replaces the open orders with the resting orders of `engine`'s books.
+    pub fn seed_orders<B: Book>(&self, engine: &Engine<B>) {
+        let mut orders: HashMap<UserId, BTreeMap<OrderId, OpenOrder>> = HashMap::new();
+        let mut market = 0u32;
+        engine.visit_markets(&mut |_, book| {
+            market += 1;
+            for side in [Side::Bid, Side::Ask] {
+                book.visit_in_priority(side, &mut |resting| {
+                    orders.entry(resting.user_id).or_default().insert(
+                        resting.order_id,
+                        OpenOrder {
+                            order_id: resting.order_id,
+                            client_order_id: resting.client_order_id,
+                            market_id: MarketId::new(market),
+                            side: resting.side,
+                            order_type: OrderType::Limit,
+                            price_ticks: resting.price.get(),
+                            quantity_lots: resting.quantity_lots,
+                            quote_quantity: 0,
+                            filled_lots: resting.filled_lots,
+                            executed_quote: 0,
+                            time_in_force: TimeInForce::Gtc,
+                            self_trade_prevention: resting.self_trade_prevention,
+                            post_only: resting.post_only,
+                            created_ns: 0,
+                        },
+                    );
+                    true
+                });
+            }
+        });
+        *write(&self.orders) = orders;
+    }
+
+    /// A user's non-zero balances by asset.
+    pub fn balances(&self, user: UserId) -> BTreeMap<AssetId, engine::Balance> {
+        read(&self.balances).get(&user).cloned().unwrap_or_default()
+    }
+
+    /// A user's open orders, by id (oldest first), optionally of one market.
+    pub fn open_orders(&self, user: UserId, market: Option<MarketId>) -> Vec<OpenOrder> {
+        read(&self.orders)
+            .get(&user)
+            .map(|orders| orders.values().filter(|o| market.is_none_or(|m| o.market_id == m)).copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// One of a user's open orders on a market, by exchange id or (when `order_id` is 0) client id.
+    pub fn find(
+        &self,
+        user: UserId,
+        market: MarketId,
+        order_id: OrderId,
+        client_order_id: ClientOrderId,
+    ) -> Option<OpenOrder> {
+        let orders = read(&self.orders);
+        let orders = orders.get(&user)?;
+        if order_id != OrderId::ZERO {
+            orders.get(&order_id).filter(|o| o.market_id == market).copied()
+        } else {
+            orders.values().find(|o| o.market_id == market && o.client_order_id == client_order_id).copied()
+        }
+    }
+
+    /// Whether events were lost (the dispatcher lagged): the views may be wrong until restart.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Acquire)
+    }
+
+    /// Applies one engine event.
+    pub fn apply(&self, event: &Event) {
+        match event {
+            Event::BalanceUpdate(update) => {
+                let balance = engine::Balance { available: update.available.get(), locked: update.locked.get() };
+                write(&self.balances).entry(update.user_id).or_default().insert(update.asset_id, balance);
+            }
+            Event::OrderAccepted(accepted) => {
+                let (Ok(side), Ok(order_type), Ok(time_in_force), Ok(self_trade_prevention)) = (
+                    accepted.side.get(),
+                    accepted.order_type.get(),
+                    accepted.time_in_force.get(),
+                    accepted.self_trade_prevention.get(),
+                ) else {
+                    return;
+                };
+                let order = OpenOrder {
+                    order_id: accepted.order_id,
+                    client_order_id: accepted.client_order_id,
+                    market_id: accepted.market_id,
+                    side,
+                    order_type,
+                    price_ticks: accepted.price_ticks.get(),
+                    quantity_lots: accepted.quantity_lots.get(),
+                    quote_quantity: accepted.quote_quantity.get(),
+                    filled_lots: 0,
+                    executed_quote: 0,
+                    time_in_force,
+                    self_trade_prevention,
+                    post_only: accepted.post_only.get().is_ok_and(bool::from),
+                    created_ns: accepted.timestamp_ns.get(),
+                };
+                write(&self.orders).entry(accepted.user_id).or_default().insert(order.order_id, order);
+            }
+            Event::Fill(fill) => {
+                let mut orders = write(&self.orders);
+                for (user, order_id, remaining) in [
+                    (fill.maker_user_id, fill.maker_order_id, fill.maker_remaining_lots.get()),
+                    (fill.taker_user_id, fill.taker_order_id, fill.taker_remaining_lots.get()),
+                ] {
+                    let Some(user_orders) = orders.get_mut(&user) else { continue };
+                    let Some(order) = user_orders.get_mut(&order_id) else { continue };
+                    order.filled_lots += fill.quantity_lots.get();
+                    order.executed_quote += fill.quote_amount.get();
+                    // A quote-quantity market buy reports 0 remaining; it ends with an expiry.
+                    if remaining == 0 && order.quote_quantity == 0 {
+                        user_orders.remove(&order_id);
+                    }
+                }
+            }
+            Event::OrderCanceled(canceled) => self.remove(canceled.user_id, canceled.order_id),
+            Event::OrderExpired(expired) => self.remove(expired.user_id, expired.order_id),
+            Event::OrderReplaced(replaced) => {
+                let mut orders = write(&self.orders);
+                if let Some(order) = orders.get_mut(&replaced.user_id).and_then(|o| o.get_mut(&replaced.order_id)) {
+                    order.price_ticks = replaced.price_ticks.get();
+                    order.quantity_lots = replaced.quantity_lots.get();
+                    order.filled_lots = replaced.filled_lots.get();
+                }
+            }
+            Event::OrderRejected(_) | Event::BookLevelUpdate(_) | Event::MassCancelReport(_) => {}
+        }
+    }
+
+    fn remove(&self, user: UserId, order_id: OrderId) {
+        let mut orders = write(&self.orders);
+        if let Some(user_orders) = orders.get_mut(&user) {
+            user_orders.remove(&order_id);
+            if user_orders.is_empty() {
+                orders.remove(&user);
+            }
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Waiter {
+    events: Vec<Event>,
+    done: oneshot::Sender<Vec<Event>>,
+}
+
+/// State shared by the handlers and the dispatcher.
+pub(crate) struct Dispatch {
+    pub views: Arc<AccountViews>,
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    next_request: AtomicU64,
+    stopping: AtomicBool,
+}
+
+impl Dispatch {
+    /// Registers a waiter; returns the request id (the origin value to tag the command with).
+    pub fn register(&self) -> (u64, oneshot::Receiver<Vec<Event>>) {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (done, receiver) = oneshot::channel();
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Waiter { events: Vec::new(), done });
+        (id, receiver)
+    }
+
+    /// Forgets a waiter (the command was not sent, or the handler gave up).
+    pub fn forget(&self, id: u64) {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    fn route(&self, tag: u64, event: Event, last: bool) {
+        if origin::gateway(tag) != origin::REST {
+            return;
+        }
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let id = origin::value(tag);
+        let Some(waiter) = waiters.get_mut(&id) else { return };
+        waiter.events.push(event);
+        if last {
+            if let Some(waiter) = waiters.remove(&id) {
+                let _ = waiter.done.send(waiter.events);
+            }
+        }
+    }
+}
+
+fn run(dispatch: Arc<Dispatch>, mut consumer: Consumer) {
+    let mut idle = 0u32;
+    while !dispatch.stopping.load(Ordering::Acquire) {
+        match consumer.try_next() {
+            Ok(published) => {
+                idle = 0;
+                dispatch.views.apply(&published.event);
+                dispatch.route(published.origin, published.event, published.last_of_command);
+            }
+            Err(ReadError::Empty) => {
+                idle = idle.saturating_add(1);
+                if idle < 64 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            Err(lagged @ ReadError::Lagged { oldest, .. }) => {
+                // Events were lost: the views can no longer be trusted, and the waiters whose
+                // events were lost will time out.
+                tracing::error!(%lagged, "REST dispatcher lagged; balance and order views are stale");
+                dispatch.views.stale.store(true, Ordering::Release);
+                consumer.seek(oldest);
+            }
+        }
+    }
+}
+
+/// The running REST order gateway: the dispatcher thread and the state the private router
+/// shares with it.
+pub struct RestGateway {
+    pub(crate) dispatch: Arc<Dispatch>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RestGateway {
+    /// Starts the dispatcher thread reading `consumer` (subscribe it where `views` were seeded:
+    /// `subscribe_from(0)` for views seeded from the engine the runtime starts with).
+    ///
+    /// # Errors
+    /// The thread cannot be spawned.
+    pub fn start(views: Arc<AccountViews>, consumer: Consumer) -> std::io::Result<Self> {
+        let dispatch = Arc::new(Dispatch {
+            views,
+            waiters: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+        });
+        let thread = {
+            let dispatch = dispatch.clone();
+            std::thread::Builder::new().name("rest-dispatch".into()).spawn(move || run(dispatch, consumer))?
+        };
+        Ok(Self { dispatch, thread: Some(thread) })
+    }
+
+    /// The views the dispatcher maintains.
+    pub fn views(&self) -> Arc<AccountViews> {
+        self.dispatch.views.clone()
+    }
+
+    /// Stops the dispatcher thread (pending requests time out).
+    pub fn shutdown(mut self) {
+        self.dispatch.stopping.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RestGateway {
+    fn drop(&mut self) {
+        self.dispatch.stopping.store(true, Ordering::Release);
+    }
+}

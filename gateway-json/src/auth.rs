@@ -1,0 +1,217 @@
+//! Backpack request signing: the signed string and its verification.
+//!
+//! A signed request carries `X-API-Key` (base64 of the 32-byte Ed25519 public key),
+//! `X-Signature` (base64 of the 64-byte signature), `X-Timestamp` (ms since the epoch) and
+//! optionally `X-Window` (ms, default [`WINDOW_DEFAULT_MS`], at most [`WINDOW_MAX_MS`]). The
+//! signature covers
+//!
+//! ```text
+//! instruction=<name>[&<key>=<value>...]&timestamp=<X-Timestamp>&window=<X-Window or 5000>
+//! ```
+//!
+//! where the parameters are the JSON body's top-level keys (POST / DELETE) or the query's keys
+//! (GET), sorted by key (byte order), each value exactly as the client wrote it: a JSON string
+//! without its quotes (escapes decoded), any other JSON value as its raw text (`100.00`, `true`),
+//! a query value URL-decoded. Every failure is `401 UNAUTHORIZED` with a message saying which
+//! check failed.
+
+use crate::ApiError;
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use codec::{FixedBytes, UserId};
+use gateway_binary::Credentials;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+/// `X-Window` when the header is absent, ms.
+pub const WINDOW_DEFAULT_MS: u64 = 5_000;
+/// Largest `X-Window` accepted, ms.
+pub const WINDOW_MAX_MS: u64 = 60_000;
+
+/// `401 UNAUTHORIZED` with a message.
+pub fn unauthorized(message: impl Into<String>) -> ApiError {
+    ApiError { status: StatusCode::UNAUTHORIZED, code: "UNAUTHORIZED", message: message.into() }
+}
+
+/// Signed parameters: key → value as the client wrote it, sorted by key.
+pub type SignedParams = BTreeMap<String, String>;
+
+/// Parses a JSON object body into its signed parameters, keeping each value's raw text
+/// (strings unquoted). An empty body is an empty object.
+///
+/// # Errors
+/// `400 INVALID_CLIENT_REQUEST` when the body is not a JSON object.
+pub fn body_params(body: &[u8]) -> Result<SignedParams, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(SignedParams::new());
+    }
+    let raw: BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("Malformed JSON body: {e}")))?;
+    let mut params = SignedParams::new();
+    for (key, value) in raw {
+        let text = value.get();
+        let text = if text.starts_with('"') {
+            serde_json::from_str::<String>(text).map_err(|_| ApiError::bad_request("Malformed JSON string"))?
+        } else {
+            text.to_string()
+        };
+        params.insert(key, text);
+    }
+    Ok(params)
+}
+
+/// Parses a query string into its signed parameters (URL-decoded; a repeated key keeps its
+/// first value).
+///
+/// # Errors
+/// `400 INVALID_CLIENT_REQUEST` for a malformed query string.
+pub fn query_params(query: Option<&str>) -> Result<SignedParams, ApiError> {
+    let Some(query) = query else { return Ok(SignedParams::new()) };
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query).map_err(|_| ApiError::bad_request("Malformed query string"))?;
+    let mut params = SignedParams::new();
+    for (key, value) in pairs {
+        params.entry(key).or_insert(value);
+    }
+    Ok(params)
+}
+
+/// The string a client signs.
+pub fn signing_string(instruction: &str, params: &SignedParams, timestamp: u64, window: u64) -> String {
+    let mut text = format!("instruction={instruction}");
+    for (key, value) in params {
+        text.push('&');
+        text.push_str(key);
+        text.push('=');
+        text.push_str(value);
+    }
+    text.push_str(&format!("&timestamp={timestamp}&window={window}"));
+    text
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
+    let value = headers.get(name).ok_or_else(|| unauthorized(format!("Missing header {name}")))?;
+    value.to_str().map(str::trim).map_err(|_| unauthorized(format!("Invalid header {name}")))
+}
+
+fn decimal_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(_) => {
+            let text = header(headers, name)?;
+            let valid = !text.is_empty() && text.len() <= 19 && text.bytes().all(|b| b.is_ascii_digit());
+            valid
+                .then(|| text.parse().ok())
+                .flatten()
+                .map(Some)
+                .ok_or_else(|| unauthorized(format!("Invalid header {name}: expected milliseconds")))
+        }
+    }
+}
+
+/// Verifies a request's signature headers against `instruction` and `params` at time `now_ms`;
+/// returns the key's user.
+///
+/// # Errors
+/// `401 UNAUTHORIZED`: a header is missing or malformed, the window is 0 or above
+/// [`WINDOW_MAX_MS`], the timestamp is more than the window in the past or in the future, the
+/// key is not registered, or the signature does not verify.
+pub fn verify(
+    credentials: &Credentials,
+    headers: &HeaderMap,
+    instruction: &str,
+    params: &SignedParams,
+    now_ms: u64,
+) -> Result<UserId, ApiError> {
+    let key_text = header(headers, "x-api-key")?;
+    let signature_text = header(headers, "x-signature")?;
+    let timestamp =
+        decimal_header(headers, "x-timestamp")?.ok_or_else(|| unauthorized("Missing header x-timestamp"))?;
+    let window = decimal_header(headers, "x-window")?.unwrap_or(WINDOW_DEFAULT_MS);
+    if window == 0 || window > WINDOW_MAX_MS {
+        return Err(unauthorized(format!("Invalid X-Window {window}: must be from 1 to {WINDOW_MAX_MS} ms")));
+    }
+    if now_ms.saturating_sub(timestamp) > window {
+        return Err(unauthorized("Request has expired: X-Timestamp is older than the window"));
+    }
+    if timestamp.saturating_sub(now_ms) > window {
+        return Err(unauthorized("X-Timestamp is too far in the future"));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key: [u8; 32] = b64
+        .decode(key_text)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| unauthorized("Invalid X-API-Key: expected base64 of a 32-byte Ed25519 public key"))?;
+    let signature: [u8; 64] = b64
+        .decode(signature_text)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| unauthorized("Invalid X-Signature: expected base64 of a 64-byte Ed25519 signature"))?;
+    let user = credentials.user_of(&FixedBytes(key)).ok_or_else(|| unauthorized("Unknown API key"))?;
+    let verifying = ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|_| unauthorized("Invalid API key"))?;
+    let message = signing_string(instruction, params, timestamp, window);
+    verifying
+        .verify_strict(message.as_bytes(), &ed25519_dalek::Signature::from_bytes(&signature))
+        .map_err(|_| unauthorized("Invalid signature"))?;
+    Ok(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_string_sorts_and_keeps_raw_values() {
+        let params =
+            body_params(br#"{"symbol":"BTC_USDT","orderId":28,"price":"100.00","postOnly":true,"q":1.50}"#).unwrap();
+        assert_eq!(
+            signing_string("orderCancel", &params, 1_614_550_000_000, 5_000),
+            "instruction=orderCancel&orderId=28&postOnly=true&price=100.00&q=1.50&symbol=BTC_USDT\
+             &timestamp=1614550000000&window=5000"
+        );
+        assert_eq!(
+            signing_string("balanceQuery", &SignedParams::new(), 1, 2),
+            "instruction=balanceQuery&timestamp=1&window=2"
+        );
+        assert_eq!(query_params(Some("symbol=SOL%5FUSDC&a=1&a=2")).unwrap()["a"], "1");
+        assert!(body_params(b"[1]").is_err());
+        assert!(body_params(b"  ").unwrap().is_empty());
+    }
+
+    /// The worked example of docs/rest-api.md.
+    #[test]
+    fn documented_example_verifies() {
+        let secret = [7u8; 32];
+        let credentials = Credentials::default();
+        credentials.insert(gateway_binary::client::api_key_of(&secret), UserId::new(42));
+        let body = br#"{"symbol":"BTC_USDC","side":"Bid","orderType":"Limit","price":"64000.0","quantity":"0.00100","clientId":42}"#;
+        let params = body_params(body).unwrap();
+        let timestamp = 1_764_021_600_000;
+        assert_eq!(
+            signing_string("orderExecute", &params, timestamp, 5_000),
+            "instruction=orderExecute&clientId=42&orderType=Limit&price=64000.0&quantity=0.00100&side=Bid\
+             &symbol=BTC_USDC&timestamp=1764021600000&window=5000"
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", "6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=".parse().unwrap());
+        headers.insert(
+            "x-signature",
+            "YfHPmYT/XxXLOkJDPSeKKfwnMHWj22lmW6lP0bczPvaRPhtorN3/u4fyHffdD3zjN0V5NipDSXW6Lglkjpr6DQ==".parse().unwrap(),
+        );
+        headers.insert("x-timestamp", "1764021600000".parse().unwrap());
+        headers.insert("x-window", "5000".parse().unwrap());
+        assert_eq!(verify(&credentials, &headers, "orderExecute", &params, timestamp + 4_000), Ok(UserId::new(42)));
+        assert_eq!(
+            verify(&credentials, &headers, "orderExecute", &params, timestamp + 5_001).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}

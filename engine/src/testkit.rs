@@ -484,3 +484,64 @@ mod glibc_rand_tests {
         assert_eq!(rng.uniform(1, 10), 6);
     }
 }
+
+/// An engine serving the bus on its own thread: the runtime's loop without the journal (pop a
+/// command, execute it, publish its events marking the last). For gateway tests and examples,
+/// where durability is not what is being tested.
+pub struct EngineLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EngineLoop {
+    /// Starts serving; commands get sequences from `last_sequence + 1` on.
+    pub fn start(
+        mut engine: crate::Engine,
+        last_sequence: u64,
+        ingress: std::sync::Arc<crate::bus::IngressRing>,
+        egress: std::sync::Arc<crate::bus::BroadcastRing>,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (stop, paused) = (stop.clone(), paused.clone());
+            std::thread::spawn(move || {
+                let mut events = Vec::new();
+                let mut sequence = last_sequence;
+                while !stop.load(Ordering::Relaxed) {
+                    let next = if paused.load(Ordering::Relaxed) { None } else { ingress.pop() };
+                    let Some(crate::bus::IngressCommand { origin, command }) = next else {
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                        continue;
+                    };
+                    sequence += 1;
+                    events.clear();
+                    engine.execute(crate::CommandContext::new(sequence, sequence), &command, &mut events);
+                    egress.publish_command(origin, &events);
+                }
+            })
+        };
+        Self { stop, paused, thread: Some(thread) }
+    }
+
+    /// Stops (or resumes) taking commands off the ring, e.g. to fill it up in a test.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A handle to the pause switch.
+    pub fn pause_switch(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.paused.clone()
+    }
+}
+
+impl Drop for EngineLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

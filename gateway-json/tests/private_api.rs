@@ -13,14 +13,13 @@ use axum::http::{Method, Request, StatusCode};
 use base64::Engine as _;
 use codec::UserId;
 use ed25519_dalek::{Signer, SigningKey};
-use engine::bus::{BroadcastRing, IngressCommand, IngressRing};
-use engine::testkit::commands;
+use engine::bus::{BroadcastRing, IngressRing};
+use engine::testkit::{EngineLoop, commands};
 use engine::{CommandContext, Engine, EngineConfig};
 use gateway_binary::Credentials;
 use gateway_json::{AccountViews, PrivateState, RestGateway, private_router};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tower::ServiceExt;
 
@@ -42,8 +41,7 @@ fn now_ms() -> u64 {
 
 struct Harness {
     router: Router,
-    stop: Arc<AtomicBool>,
-    engine: Option<std::thread::JoinHandle<()>>,
+    engine: Option<EngineLoop>,
     gateway: Option<RestGateway>,
 }
 
@@ -68,35 +66,15 @@ impl Harness {
         let ingress = Arc::new(IngressRing::new(64));
         let egress = BroadcastRing::new(1 << 14);
         let gateway = RestGateway::start(views, egress.subscribe_from(0)).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let engine_thread = {
-            let (ingress, egress, stop) = (ingress.clone(), egress.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut events = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(IngressCommand { origin, command }) = ingress.pop() else {
-                        std::thread::sleep(Duration::from_micros(50));
-                        continue;
-                    };
-                    sequence += 1;
-                    events.clear();
-                    engine.execute(CommandContext::new(sequence, sequence * 1_000_000), &command, &mut events);
-                    engine.validate().unwrap();
-                    egress.publish_command(origin, &events);
-                }
-            })
-        };
+        let engine_loop = EngineLoop::start(engine, sequence, ingress.clone(), egress.clone());
         let state = PrivateState::new(&gateway, credentials, ingress, Arc::new(config));
-        Self { router: private_router(state), stop, engine: Some(engine_thread), gateway: Some(gateway) }
+        Self { router: private_router(state), engine: Some(engine_loop), gateway: Some(gateway) }
     }
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(engine) = self.engine.take() {
-            let _ = engine.join();
-        }
+        drop(self.engine.take());
         if let Some(gateway) = self.gateway.take() {
             gateway.shutdown();
         }

@@ -9,8 +9,8 @@
 
 use codec::*;
 use ed25519_dalek::Signer;
-use engine::bus::{BroadcastRing, IngressCommand, IngressRing};
-use engine::testkit::commands;
+use engine::bus::{BroadcastRing, IngressRing};
+use engine::testkit::{EngineLoop, commands};
 use engine::{CommandContext, Engine, EngineConfig};
 use gateway_binary::client::{Client, ClientError, Incoming, api_key_of};
 use gateway_binary::session::logon_payload;
@@ -35,8 +35,7 @@ pub struct Harness {
     /// While set, the engine thread leaves the ingress ring alone (to fill it up).
     pub engine_paused: Arc<AtomicBool>,
     gateway: Option<BinaryGateway>,
-    stop: Arc<AtomicBool>,
-    engine: Option<std::thread::JoinHandle<()>>,
+    engine: Option<EngineLoop>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -65,26 +64,8 @@ impl Harness {
                 engine.execute(CommandContext::new(sequence, 0), &commands::deposit(user, asset, amount), &mut events);
             }
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let engine_paused = Arc::new(AtomicBool::new(false));
-        let engine_thread = {
-            let (ingress, egress, stop, paused) =
-                (ingress.clone(), egress.clone(), stop.clone(), engine_paused.clone());
-            std::thread::spawn(move || {
-                let mut events = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let command = if paused.load(Ordering::Relaxed) { None } else { ingress.pop() };
-                    let Some(IngressCommand { origin, command }) = command else {
-                        std::thread::sleep(Duration::from_micros(50));
-                        continue;
-                    };
-                    sequence += 1;
-                    events.clear();
-                    engine.execute(CommandContext::new(sequence, sequence), &command, &mut events);
-                    egress.publish_command(origin, &events);
-                }
-            })
-        };
+        let engine_loop = EngineLoop::start(engine, sequence, ingress.clone(), egress.clone());
+        let engine_paused = engine_loop.pause_switch();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let gateway = runtime.block_on(BinaryGateway::start(config, credentials.clone(), ingress, &egress)).unwrap();
         Self {
@@ -92,8 +73,7 @@ impl Harness {
             credentials,
             engine_paused,
             gateway: Some(gateway),
-            stop,
-            engine: Some(engine_thread),
+            engine: Some(engine_loop),
             runtime: Some(runtime),
         }
     }
@@ -140,10 +120,7 @@ impl Drop for Harness {
         if let Some(gateway) = self.gateway.take() {
             gateway.shutdown();
         }
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(engine) = self.engine.take() {
-            let _ = engine.join();
-        }
+        drop(self.engine.take());
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_secs(1));
         }

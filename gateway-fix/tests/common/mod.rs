@@ -7,8 +7,8 @@
 use base64::Engine as _;
 use codec::UserId;
 use ed25519_dalek::Signer;
-use engine::bus::{BroadcastRing, IngressCommand, IngressRing};
-use engine::testkit::commands;
+use engine::bus::{BroadcastRing, IngressRing};
+use engine::testkit::{EngineLoop, commands};
 use engine::{CommandContext, Engine, EngineConfig};
 use gateway_fix::encoder::{checksum, time};
 use gateway_fix::parser::{Parsed, parse};
@@ -17,7 +17,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a test waits for any one message before failing.
@@ -51,8 +51,7 @@ pub struct Harness {
     ingress: Arc<IngressRing>,
     egress: Arc<BroadcastRing>,
     gateway: Option<FixGateway>,
-    stop: Arc<AtomicBool>,
-    engine: Option<std::thread::JoinHandle<()>>,
+    engine: Option<EngineLoop>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -89,23 +88,7 @@ impl Harness {
                 engine.execute(CommandContext::new(sequence, 0), &commands::deposit(user, asset, amount), &mut events);
             }
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let engine_thread = {
-            let (ingress, egress, stop) = (ingress.clone(), egress.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut events = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(IngressCommand { origin, command }) = ingress.pop() else {
-                        std::thread::sleep(Duration::from_micros(50));
-                        continue;
-                    };
-                    sequence += 1;
-                    events.clear();
-                    engine.execute(CommandContext::new(sequence, sequence), &command, &mut events);
-                    egress.publish_command(origin, &events);
-                }
-            })
-        };
+        let engine_loop = EngineLoop::start(engine, sequence, ingress.clone(), egress.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let mut harness = Self {
             address: "127.0.0.1:0".parse().unwrap(),
@@ -115,8 +98,7 @@ impl Harness {
             ingress,
             egress,
             gateway: None,
-            stop,
-            engine: Some(engine_thread),
+            engine: Some(engine_loop),
             runtime: Some(runtime),
         };
         harness.start_gateway();
@@ -168,10 +150,7 @@ impl Drop for Harness {
         if let Some(gateway) = self.gateway.take() {
             gateway.shutdown();
         }
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(engine) = self.engine.take() {
-            let _ = engine.join();
-        }
+        drop(self.engine.take());
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_secs(1));
         }

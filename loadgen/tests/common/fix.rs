@@ -5,23 +5,22 @@
 //! origin.
 
 use codec::UserId;
-use engine::bus::{BroadcastRing, IngressCommand, IngressRing};
-use engine::testkit::commands;
+use engine::bus::{BroadcastRing, IngressRing};
+use engine::testkit::{EngineLoop, commands};
 use engine::{CommandContext, Engine, EngineConfig};
 use gateway_fix::{FixGateway, GatewayConfig, SessionConfig};
 use loadgen::users::{LOAD_USER_FIRST, load_user_secret};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub struct FixHarness {
     pub address: SocketAddr,
     store_dir: PathBuf,
     gateway: Option<FixGateway>,
-    stop: Arc<AtomicBool>,
-    engine: Option<std::thread::JoinHandle<()>>,
+    engine: Option<EngineLoop>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -63,31 +62,14 @@ impl FixHarness {
                 engine.execute(CommandContext::new(sequence, 0), &deposit, &mut events);
             }
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let engine_thread = {
-            let (ingress, egress, stop) = (ingress.clone(), egress.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut events = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(IngressCommand { origin, command }) = ingress.pop() else {
-                        std::thread::sleep(Duration::from_micros(50));
-                        continue;
-                    };
-                    sequence += 1;
-                    events.clear();
-                    engine.execute(CommandContext::new(sequence, sequence), &command, &mut events);
-                    egress.publish_command(origin, &events);
-                }
-            })
-        };
+        let engine_loop = EngineLoop::start(engine, sequence, ingress.clone(), egress.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let gateway = runtime.block_on(FixGateway::start(config, sessions, &engine_config, ingress, &egress)).unwrap();
         Self {
             address: gateway.local_addr(),
             store_dir,
             gateway: Some(gateway),
-            stop,
-            engine: Some(engine_thread),
+            engine: Some(engine_loop),
             runtime: Some(runtime),
         }
     }
@@ -98,10 +80,7 @@ impl Drop for FixHarness {
         if let Some(gateway) = self.gateway.take() {
             gateway.shutdown();
         }
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(engine) = self.engine.take() {
-            let _ = engine.join();
-        }
+        drop(self.engine.take());
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_secs(1));
         }

@@ -8,21 +8,19 @@
 pub mod fix;
 
 use codec::UserId;
-use engine::bus::{BroadcastRing, IngressCommand, IngressRing};
-use engine::testkit::commands;
+use engine::bus::{BroadcastRing, IngressRing};
+use engine::testkit::{EngineLoop, commands};
 use engine::{CommandContext, Engine, EngineConfig};
 use gateway_binary::client::api_key_of;
 use gateway_binary::{BinaryGateway, Credentials, GatewayConfig};
 use loadgen::users::{LOAD_USER_FIRST, load_user_secret};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub struct Harness {
     pub address: SocketAddr,
     gateway: Option<BinaryGateway>,
-    stop: Arc<AtomicBool>,
-    engine: Option<std::thread::JoinHandle<()>>,
+    engine: Option<EngineLoop>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -47,30 +45,13 @@ impl Harness {
                 engine.execute(CommandContext::new(sequence, 0), &deposit, &mut events);
             }
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let engine_thread = {
-            let (ingress, egress, stop) = (ingress.clone(), egress.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut events = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(IngressCommand { origin, command }) = ingress.pop() else {
-                        std::thread::sleep(std::time::Duration::from_micros(50));
-                        continue;
-                    };
-                    sequence += 1;
-                    events.clear();
-                    engine.execute(CommandContext::new(sequence, sequence), &command, &mut events);
-                    egress.publish_command(origin, &events);
-                }
-            })
-        };
+        let engine_loop = EngineLoop::start(engine, sequence, ingress.clone(), egress.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let gateway = runtime.block_on(BinaryGateway::start(config, credentials, ingress, &egress)).unwrap();
         Self {
             address: gateway.local_addr(),
             gateway: Some(gateway),
-            stop,
-            engine: Some(engine_thread),
+            engine: Some(engine_loop),
             runtime: Some(runtime),
         }
     }
@@ -81,10 +62,7 @@ impl Drop for Harness {
         if let Some(gateway) = self.gateway.take() {
             gateway.shutdown();
         }
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(engine) = self.engine.take() {
-            let _ = engine.join();
-        }
+        drop(self.engine.take());
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
         }

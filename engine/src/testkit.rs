@@ -437,54 +437,6 @@ impl GlibcRand {
     }
 }
 
-#[cfg(test)]
-mod glibc_rand_tests {
-    use super::GlibcRand;
-
-    fn first(seed: u32, n: usize) -> Vec<u32> {
-        let mut rng = GlibcRand::new(seed);
-        (0..n).map(|_| rng.rand()).collect()
-    }
-
-    #[test]
-    fn matches_glibc_for_seed_1() {
-        assert_eq!(first(1, 5), [1804289383, 846930886, 1681692777, 1714636915, 1957747793]);
-    }
-
-    /// Expected values printed by `srand(s); rand()...` compiled with gcc against glibc.
-    #[test]
-    fn matches_glibc_for_other_seeds() {
-        assert_eq!(
-            first(3, 8),
-            [1205554746, 483147985, 844158168, 953350440, 612121425, 310914940, 1210224072, 1856883376]
-        );
-        // srand(0) is srand(1).
-        assert_eq!(first(0, 5), first(1, 5));
-        assert_eq!(first(42, 4), [71876166, 708592740, 1483128881, 907283241]);
-        // Seeds >= 2^31 go through glibc's signed 32-bit seeding.
-        assert_eq!(first(0x8000_0001, 4), [1081815585, 5219348, 1080917272, 1083470877]);
-        assert_eq!(first(u32::MAX, 4), [254925627, 1205188300, 366127624, 1401405153]);
-    }
-
-    #[test]
-    fn long_run_matches_glibc() {
-        let mut rng = GlibcRand::new(3);
-        let mut last = 0;
-        for _ in 0..1_000_000 {
-            last = rng.rand();
-        }
-        assert_eq!(last, 403654803);
-    }
-
-    #[test]
-    fn uniform_is_the_c_idiom() {
-        // srand(3): the first W-LB order is a buy at 1880 + 1205554746 % 10 = 1886.
-        let mut rng = GlibcRand::new(3);
-        assert_eq!(rng.uniform(0, 9), 6);
-        assert_eq!(rng.uniform(1, 10), 6);
-    }
-}
-
 /// An engine serving the bus on its own thread: the runtime's loop without the journal (pop a
 /// command, execute it, publish its events marking the last). For gateway tests and examples,
 /// where durability is not what is being tested.
@@ -543,5 +495,53 @@ impl Drop for EngineLoop {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod glibc_rand_tests {
+    use super::GlibcRand;
+
+    fn first(seed: u32, n: usize) -> Vec<u32> {
+        let mut rng = GlibcRand::new(seed);
+        (0..n).map(|_| rng.rand()).collect()
+    }
+
+    #[test]
+    fn matches_glibc_for_seed_1() {
+        assert_eq!(first(1, 5), [1804289383, 846930886, 1681692777, 1714636915, 1957747793]);
+    }
+
+    /// Expected values printed by `srand(s); rand()...` compiled with gcc against glibc.
+    #[test]
+    fn matches_glibc_for_other_seeds() {
+        assert_eq!(
+            first(3, 8),
+            [1205554746, 483147985, 844158168, 953350440, 612121425, 310914940, 1210224072, 1856883376]
+        );
+        // srand(0) is srand(1).
+        assert_eq!(first(0, 5), first(1, 5));
+        assert_eq!(first(42, 4), [71876166, 708592740, 1483128881, 907283241]);
+        // Seeds >= 2^31 go through glibc's signed 32-bit seeding.
+        assert_eq!(first(0x8000_0001, 4), [1081815585, 5219348, 1080917272, 1083470877]);
+        assert_eq!(first(u32::MAX, 4), [254925627, 1205188300, 366127624, 1401405153]);
+    }
+
+    #[test]
+    fn long_run_matches_glibc() {
+        let mut rng = GlibcRand::new(3);
+        let mut last = 0;
+        for _ in 0..1_000_000 {
+            last = rng.rand();
+        }
+        assert_eq!(last, 403654803);
+    }
+
+    #[test]
+    fn uniform_is_the_c_idiom() {
+        // srand(3): the first W-LB order is a buy at 1880 + 1205554746 % 10 = 1886.
+        let mut rng = GlibcRand::new(3);
+        assert_eq!(rng.uniform(0, 9), 6);
+        assert_eq!(rng.uniform(1, 10), 6);
     }
 }

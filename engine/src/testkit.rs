@@ -8,6 +8,8 @@
 //! [`ReferenceLedger`] rebuilds every user's total holding per asset from the events alone
 //! (deposits, withdrawals and fills) and must agree with the engine's balances.
 
+pub mod profiles;
+
 use crate::book::{Book, InsertError, LevelSummary, RestingOrder};
 use codec::*;
 use std::collections::BTreeMap;

@@ -637,7 +637,7 @@ pub fn run(config: &FixConfig) -> Result<Report, LoadError> {
             *state.errors.entry("unanswered (warm-up)".into()).or_default() += warmup;
         }
     }
-    let ramp = monitor.map(|m| m.finish(clock.now_ns(), &counters, &counters.step_sent(), &mut gather));
+    let ramp = monitor.map(|m| m.finish(&counters, &counters.step_sent(), &mut gather));
     if run.cleanup {
         mass_cancel_all(&conns, config, &counters, "E");
     }
@@ -677,7 +677,7 @@ pub fn run(config: &FixConfig) -> Result<Report, LoadError> {
         .collect();
     let mut report = gateway_report("fix", run, SBE_HISTOGRAMS, figures, &sent, unanswered);
     report.settings.insert("symbol".to_owned(), config.symbol.clone());
-    report.ramp = ramp.unwrap_or_default();
+    crate::ramp::attach(&mut report, run.ramp.as_ref(), ramp);
     Ok(report)
 }
 

@@ -402,7 +402,8 @@ impl OrderFlow {
             && let Some(&row) = replay.rows.get(replay.next)
         {
             replay.next = (replay.next + replay.stride) % replay.rows.len();
-            let command = commands::limit(0, market, row.side, row.price_ticks, row.lots, TimeInForce::Gtc, client_order_id);
+            let command =
+                commands::limit(0, market, row.side, row.price_ticks, row.lots, TimeInForce::Gtc, client_order_id);
             return Request { kind: RequestKind::Limit, key: client_order_id, command, substituted };
         }
         let side = if self.rng.below(2) == 0 { Side::Bid } else { Side::Ask };

@@ -28,7 +28,8 @@ pub struct Series<'a> {
 
 /// The histograms of a report worth plotting, by name: the acknowledgement latency of all
 /// requests and of each type, the taker fill latency, and the baseline's round trip.
-pub const PLOTTED: &[&str] = &["ack_all", "ack_limit", "ack_ioc", "ack_market", "ack_cancel", "ack_replace", "fill", "rtt"];
+pub const PLOTTED: &[&str] =
+    &["ack_all", "ack_limit", "ack_ioc", "ack_market", "ack_cancel", "ack_replace", "fill", "rtt"];
 
 /// The non-empty plotted histograms of `reports`, labelled `<kind> <name>`; the baseline's
 /// dashed.
@@ -58,7 +59,7 @@ pub fn write_plot(path: &Path, title: &str, reports: &[&Report]) -> std::io::Res
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 560.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 230.0;
+const RIGHT: f64 = 270.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 const COLORS: [&str; 10] =

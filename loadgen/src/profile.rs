@@ -73,12 +73,9 @@ impl Profile {
                 lots_max: 100,
                 ..default
             },
-            Profile::WObrs => PriceModel {
-                spread_ticks: W_OBRS_BAND_TICKS,
-                placement: Placement::Band,
-                lots_max: 100,
-                ..default
-            },
+            Profile::WObrs => {
+                PriceModel { spread_ticks: W_OBRS_BAND_TICKS, placement: Placement::Band, lots_max: 100, ..default }
+            }
         }
     }
 }
@@ -94,11 +91,12 @@ impl FromStr for Profile {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let wanted = text.trim().to_ascii_lowercase().replace('_', "-");
-        Profile::ALL.into_iter().find(|p| p.name() == wanted || (wanted == "ec" && *p == Profile::ExchangeCore)).ok_or_else(
-            || {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.name() == wanted || (wanted == "ec" && *p == Profile::ExchangeCore))
+            .ok_or_else(|| {
                 let names: Vec<_> = Profile::ALL.iter().map(|p| p.name()).collect();
                 format!("unknown profile {text:?} (known: {})", names.join(", "))
-            },
-        )
+            })
     }
 }

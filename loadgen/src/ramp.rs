@@ -86,6 +86,11 @@ impl Ramp {
         self.rates.is_empty()
     }
 
+    /// The mean offered rate over the steps.
+    pub fn mean_rate(&self) -> f64 {
+        self.rates.iter().sum::<u64>() as f64 / self.rates.len().max(1) as f64
+    }
+
     /// All the steps together.
     pub fn duration(&self) -> Duration {
         self.step * self.rates.len() as u32
@@ -107,6 +112,9 @@ impl Ramp {
         Some(((into / step_ns) as usize).min(self.rates.len().saturating_sub(1)))
     }
 }
+
+/// Calls its argument with each connection's [`LiveStats`] in turn (locking each on the way).
+pub type Gather<'a> = dyn FnMut(&mut dyn FnMut(&mut LiveStats)) + 'a;
 
 /// No step: a request of the warm-up, or of a run without a ramp.
 pub const NO_STEP: u32 = u32::MAX;
@@ -223,13 +231,7 @@ impl RampMonitor {
     /// Looks at the clock (`now_ns`) and the counters; judges every step whose grace period is
     /// over, from the receivers' stats (`gather` calls its argument with each connection's).
     /// Returns true when a step failed and the run should stop.
-    pub fn poll(
-        &mut self,
-        now_ns: u64,
-        counters: &Counters,
-        sent: &[u64],
-        gather: &mut dyn FnMut(&mut dyn FnMut(&mut LiveStats)),
-    ) -> bool {
+    pub fn poll(&mut self, now_ns: u64, counters: &Counters, sent: &[u64], gather: &mut Gather<'_>) -> bool {
         for k in 0..self.marks.len() {
             if self.marks[k].is_none() && now_ns >= self.step_start_ns(k) {
                 self.marks[k] = Some(Marks::read(counters));
@@ -247,22 +249,16 @@ impl RampMonitor {
         self.stopped
     }
 
-    /// The rows, judging the steps not judged yet that the run reached (the one it stopped in
-    /// as partial).
-    pub fn finish(
-        mut self,
-        now_ns: u64,
-        counters: &Counters,
-        sent: &[u64],
-        gather: &mut dyn FnMut(&mut dyn FnMut(&mut LiveStats)),
-    ) -> Vec<RampRow> {
+    /// The rows, judging the steps not judged yet that the run reached (one with less than 99%
+    /// of its requests sent as partial).
+    pub fn finish(mut self, counters: &Counters, sent: &[u64], gather: &mut Gather<'_>) -> Vec<RampRow> {
         while !self.stopped && self.rows.len() < self.ramp.len() {
             let k = self.rows.len();
             let sent_k = sent.get(k).copied().unwrap_or(0);
             if sent_k == 0 {
                 break;
             }
-            let partial = now_ns < self.step_start_ns(k + 1) || sent_k < self.expected(k) * 99 / 100;
+            let partial = sent_k < self.expected(k) * 99 / 100;
             let row = self.judge(k, sent_k, partial, counters, gather);
             self.stopped = !row.sustained;
             self.rows.push(row);
@@ -275,14 +271,7 @@ impl RampMonitor {
         (self.ramp.step.as_nanos() * u128::from(self.ramp.rates[k])).div_ceil(1_000_000_000) as u64
     }
 
-    fn judge(
-        &mut self,
-        k: usize,
-        sent: u64,
-        partial: bool,
-        counters: &Counters,
-        gather: &mut dyn FnMut(&mut dyn FnMut(&mut LiveStats)),
-    ) -> RampRow {
+    fn judge(&mut self, k: usize, sent: u64, partial: bool, counters: &Counters, gather: &mut Gather<'_>) -> RampRow {
         let mut histogram = new_histogram();
         gather(&mut |live| {
             if let Some(step) = live.steps.get(k) {
@@ -329,7 +318,7 @@ pub(crate) fn watch<T>(
     clock: &Clock,
     mut monitor: Option<&mut RampMonitor>,
     stop: &AtomicBool,
-    gather: &mut dyn FnMut(&mut dyn FnMut(&mut LiveStats)),
+    gather: &mut Gather<'_>,
 ) {
     let mut recent = new_histogram();
     while !sender.is_finished() {
@@ -346,6 +335,17 @@ pub(crate) fn watch<T>(
             stop.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// Puts the ramp's rows into a gateway report; its offered rate and measured window become those
+/// of the steps run (the mean offered rate, and their total length).
+pub(crate) fn attach(report: &mut crate::report::Report, ramp: Option<&Ramp>, rows: Option<Vec<RampRow>>) {
+    let (Some(ramp), Some(rows)) = (ramp, rows) else { return };
+    if !rows.is_empty() {
+        report.offered_rate = rows.iter().map(|r| r.offered as f64).sum::<f64>() / rows.len() as f64;
+        report.duration_s = ramp.step.as_secs_f64() * rows.len() as f64;
+    }
+    report.ramp = rows;
 }
 
 /// The ramp table of a report.
@@ -486,7 +486,7 @@ mod tests {
         let sec = 1_000_000_000;
         // Step 0: all 100 answered fast. Step 1: 200 answered, but 5 of them slow (p99 > 10 ms).
         let mut conns = [stats_with(0, 3, &[(50_000, 100)]), stats_with(1, 3, &[(80_000, 195), (20_000_000, 5)])];
-        let mut gather = |f: &mut dyn FnMut(&mut LiveStats)| conns.iter_mut().for_each(|c| f(c));
+        let mut gather = |f: &mut dyn FnMut(&mut LiveStats)| conns.iter_mut().for_each(&mut *f);
         assert!(!monitor.poll(0, &counters, &[0, 0, 0], &mut gather));
         assert!(!monitor.poll(sec, &counters, &[100, 0, 0], &mut gather));
         // Not judged before the grace period is over.
@@ -494,7 +494,7 @@ mod tests {
         assert!(!monitor.poll(sec + 200_000_000, &counters, &[100, 60, 0], &mut gather));
         assert!(!monitor.poll(2 * sec, &counters, &[100, 200, 0], &mut gather));
         assert!(monitor.poll(2 * sec + 200_000_000, &counters, &[100, 200, 50], &mut gather));
-        let rows = monitor.finish(2 * sec + 300_000_000, &counters, &[100, 200, 60], &mut gather);
+        let rows = monitor.finish(&counters, &[100, 200, 60], &mut gather);
         assert_eq!(rows.len(), 2, "the run stops after the failed step");
         assert!(rows[0].sustained && !rows[1].sustained && !rows[1].partial);
         assert_eq!((rows[0].answered, rows[1].answered), (100, 200));
@@ -509,18 +509,18 @@ mod tests {
         // 900 of 1000 answered in time: 90% < 95%.
         let mut monitor = RampMonitor::new(ramp.clone(), 0, 10_000_000);
         let mut conns = [stats_with(0, 2, &[(50_000, 900)])];
-        let mut gather = |f: &mut dyn FnMut(&mut LiveStats)| conns.iter_mut().for_each(|c| f(c));
+        let mut gather = |f: &mut dyn FnMut(&mut LiveStats)| conns.iter_mut().for_each(&mut *f);
         monitor.poll(0, &counters, &[0, 0], &mut gather);
         assert!(monitor.poll(sec + 200_000_000, &counters, &[1000, 200], &mut gather));
         // All answered, but 2% refused by the gateway.
         let mut monitor = RampMonitor::new(ramp, 0, 10_000_000);
         let mut conns = [stats_with(0, 2, &[(50_000, 1000)])];
-        let mut gather = |f: &mut dyn FnMut(&mut LiveStats)| conns.iter_mut().for_each(|c| f(c));
+        let mut gather = |f: &mut dyn FnMut(&mut LiveStats)| conns.iter_mut().for_each(&mut *f);
         monitor.poll(0, &counters, &[0, 0], &mut gather);
         counters.gateway_rejects.store(20, Ordering::Relaxed);
         counters.rejects.store(20, Ordering::Relaxed);
         assert!(monitor.poll(sec + 200_000_000, &counters, &[1000, 200], &mut gather));
-        let rows = monitor.finish(sec + 200_000_000, &counters, &[1000, 200], &mut gather);
+        let rows = monitor.finish(&counters, &[1000, 200], &mut gather);
         assert_eq!((rows[0].gateway_rejects, rows[0].rejects), (20, 20));
         assert!(!rows[0].sustained);
     }
@@ -531,9 +531,9 @@ mod tests {
         let mut monitor = RampMonitor::new(ramp, 0, 10_000_000);
         let counters = Counters::default();
         let mut conns = [stats_with(0, 2, &[(50_000, 100)]), stats_with(1, 2, &[(50_000, 50)])];
-        let mut gather = |f: &mut dyn FnMut(&mut LiveStats)| conns.iter_mut().for_each(|c| f(c));
+        let mut gather = |f: &mut dyn FnMut(&mut LiveStats)| conns.iter_mut().for_each(&mut *f);
         monitor.poll(0, &counters, &[0, 0], &mut gather);
-        let rows = monitor.finish(1_500_000_000, &counters, &[100, 50], &mut gather);
+        let rows = monitor.finish(&counters, &[100, 50], &mut gather);
         assert_eq!(rows.len(), 2);
         assert!(rows[0].sustained);
         assert!(rows[1].partial && !rows[1].sustained);

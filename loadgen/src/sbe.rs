@@ -141,7 +141,9 @@ impl SbeConfig {
     pub(crate) fn flow(&self, k: usize, base: u64) -> OrderFlow {
         let seed = self.seed.wrapping_add(k as u64);
         match &self.replay {
-            Some(rows) => OrderFlow::replaying(rows.clone(), k, self.connections, self.prices, self.max_open, seed, base),
+            Some(rows) => {
+                OrderFlow::replaying(rows.clone(), k, self.connections, self.prices, self.max_open, seed, base)
+            }
             None => OrderFlow::new(self.mix, self.prices, self.max_open, seed, base),
         }
     }
@@ -183,9 +185,9 @@ impl SbeConfig {
 
     /// A monitor of the ramp, if any, whose steps start at clock reading `start_ns` + warm-up.
     pub(crate) fn monitor(&self, start_ns: u64) -> Option<RampMonitor> {
-        self.ramp.as_ref().map(|ramp| {
-            RampMonitor::new(ramp.clone(), start_ns + self.warmup.as_nanos() as u64, self.ramp_p99_max_ns)
-        })
+        self.ramp
+            .as_ref()
+            .map(|ramp| RampMonitor::new(ramp.clone(), start_ns + self.warmup.as_nanos() as u64, self.ramp_p99_max_ns))
     }
 }
 
@@ -957,7 +959,7 @@ pub fn run(config: &SbeConfig) -> Result<Report, LoadError> {
             *state.errors.entry("unanswered (warm-up)".into()).or_default() += warmup;
         }
     }
-    let ramp = monitor.map(|m| m.finish(clock.now_ns(), &counters, &counters.step_sent(), &mut gather));
+    let ramp = monitor.map(|m| m.finish(&counters, &counters.step_sent(), &mut gather));
     if config.cleanup {
         mass_cancel_all(&mut conns, config.prices.market_id, &counters);
     }
@@ -1003,7 +1005,7 @@ pub fn run(config: &SbeConfig) -> Result<Report, LoadError> {
     };
     let mut report = gateway_report("sbe", config, SBE_HISTOGRAMS, figures, &totals, unanswered);
     report.settings.insert("batch".to_owned(), config.batch.max(1).to_string());
-    report.ramp = ramp.unwrap_or_default();
+    crate::ramp::attach(&mut report, config.ramp.as_ref(), ramp);
     Ok(report)
 }
 
@@ -1117,7 +1119,7 @@ pub(crate) fn gateway_report(
         target: config.address.clone(),
         connections: config.connections,
         settings,
-        offered_rate: config.rate as f64,
+        offered_rate: config.ramp.as_ref().map_or(config.rate as f64, Ramp::mean_rate),
         achieved_send_rate: achieved_rate(sent.sent_measured, sent.first_send_ns, sent.last_send_ns),
         achieved_response_rate: achieved_rate(answered, first_answer, last_answer),
         warmup_s: config.warmup.as_secs_f64(),

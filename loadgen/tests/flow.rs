@@ -7,8 +7,8 @@ use codec::*;
 use engine::testkit::profiles::{FlowRow, parse_flow_csv};
 use loadgen::flow::{Mix, OpenOrder, OpenOrders, OrderFlow, PriceModel, RequestKind};
 use loadgen::profile::Profile;
-use std::sync::Arc;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// Plays the exchange's part crudely: every GTC limit order rests at once.
 fn drive(flow: &mut OrderFlow, open: &mut OpenOrders, count: usize) -> Vec<loadgen::flow::Request> {
@@ -287,7 +287,8 @@ fn the_default_profile_is_the_default_mix() {
 
 #[test]
 fn a_replay_sends_the_file_in_order_over_the_connections_and_cycles() {
-    let rows: Arc<[FlowRow]> = parse_flow_csv("side,price,qty\nB,100,1\nS,101,2\nB,102,3\nS,103,4\nB,104,5\n").unwrap().into();
+    let rows: Arc<[FlowRow]> =
+        parse_flow_csv("side,price,qty\nB,100,1\nS,101,2\nB,102,3\nS,103,4\nB,104,5\n").unwrap().into();
     let connections = 2;
     let mut flows: Vec<OrderFlow> = (0..connections)
         .map(|k| OrderFlow::replaying(rows.clone(), k, connections, PriceModel::default(), 0, k as u64, 1))

@@ -102,9 +102,9 @@ impl Progress {
         }
         let sent = counters.sent.load(Ordering::Relaxed);
         let rate = (sent - self.last_sent) as f64 / since.as_secs_f64();
-        let p99 = self.p99_ns.map_or_else(|| "-".to_owned(), |ns| format!("{:.1} µs", ns as f64 / 1e3));
+        let p99 = self.p99_ns.map_or_else(String::new, |ns| format!(" p99 {:.1} µs", ns as f64 / 1e3));
         let message = format!(
-            "sent {sent} ({rate:.0}/s) answered {} p99 {p99} rejects {} errors {}",
+            "sent {sent} ({rate:.0}/s) answered {}{p99} rejects {} errors {}",
             counters.answered.load(Ordering::Relaxed),
             counters.rejects.load(Ordering::Relaxed),
             counters.errors.load(Ordering::Relaxed)

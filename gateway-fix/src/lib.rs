@@ -1,4 +1,4 @@
-//! FIX 4.4 order-entry acceptor over TCP.
+//! FIX 4.4 and FIXT.1.1 / FIX 5.0 SP2 order-entry acceptor over TCP.
 //!
 //! Standard FIX engines (QuickFIX, QuickFIX/J, Artio, OnixS) connect as initiators and trade
 //! through the same engine as the other gateways. The layers, outermost first:
@@ -22,7 +22,9 @@
 //!
 //! Invariants: the user of every command is the session's configured user, never the message's;
 //! every outbound sequenced message is durable in the session's store before it is written to the
-//! socket (see `store`); a message is processed only when its MsgSeqNum is the next expected one
+//! socket (see `store`: the syncer thread writes and `fsync`s each session's batch, then hands it
+//! to the connection, so neither the dispatcher nor a connection task waits on the disk); a
+//! session answers in the BeginString of its Logon and ends on any other; a message is processed only when its MsgSeqNum is the next expected one
 //! (lower: duplicate or fatal; higher: ResendRequest); one connection per session at a time.
 //!
 //! The full rules, tags and configuration are in docs/fix.md.

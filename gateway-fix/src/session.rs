@@ -69,7 +69,6 @@ pub(crate) enum StoreWrite {
 pub(crate) struct Batch {
     pub files: Arc<StoreFiles>,
     pub write: StoreWrite,
-    pub sync_inbound: bool,
     pub items: Vec<Outgoing>,
 }
 
@@ -269,20 +268,22 @@ impl SessionState {
         let write = if self.compact || self.log_records > self.compact_at {
             self.compact = false;
             self.records.clear();
-            let image = store::encode_image(self.next_outbound, self.window.iter(), self.orders.values());
+            self.inbound_dirty = false;
+            let image =
+                store::encode_image(self.next_outbound, self.next_inbound, self.window.iter(), self.orders.values());
             let kept = self.window.len() + self.orders.len();
-            self.log_records = 1 + kept;
+            self.log_records = 2 + kept;
             self.compact_at = 2 * kept + COMPACT_SLACK;
             StoreWrite::Replace(image)
         } else {
+            if std::mem::take(&mut self.inbound_dirty) {
+                // The inbound number the batch's messages acknowledge, durable with them.
+                store::encode_inbound(&mut self.records, self.next_inbound);
+                self.log_records += 1;
+            }
             StoreWrite::Append(std::mem::take(&mut self.records))
         };
-        Batch {
-            files: self.files.clone(),
-            write,
-            sync_inbound: std::mem::take(&mut self.inbound_dirty),
-            items: std::mem::take(&mut self.unsent),
-        }
+        Batch { files: self.files.clone(), write, items: std::mem::take(&mut self.unsent) }
     }
 
     /// Cuts the connection without a Logout.
@@ -400,7 +401,7 @@ pub(crate) fn run_syncer(shared: Arc<Shared>) {
             let Some(session) = shared.session(session_id) else { continue };
             let batch = session.lock().unwrap_or_else(|e| e.into_inner()).take_batch();
             let result = match &batch.write {
-                StoreWrite::Append(records) => batch.files.append_and_sync(records, batch.sync_inbound),
+                StoreWrite::Append(records) => batch.files.append_and_sync(records),
                 StoreWrite::Replace(image) => batch.files.replace(image),
             };
             if let Err(error) = result {

@@ -10,14 +10,19 @@
 //!   - kind 2: the state of an order placed through the session (sequence field 0; see
 //!     [`OrderRecord`]); the last record of an order id wins, a closed order's record removes it;
 //!   - kind 3: a base: every outbound number up to `sequence` is used (written first by a
-//!     compaction, whose file then holds only the resend window and the open orders).
+//!     compaction, whose file then holds only the resend window and the open orders);
+//!   - kind 4: the next expected inbound number (`sequence`), as of the batch it ends.
 //! - `inbound.seq`: the next expected inbound sequence number, 8 bytes little-endian.
 //!
 //! Invariants: an outbound message's record is written and `fsync`ed before its bytes are handed
 //! to the socket (the session's syncer does both, in order, one `fsync` per batch), so after a
-//! crash the next outbound number is never reused. The inbound number is written on every change
-//! (before the message's command reaches the engine) and synced with the log. A truncated last
-//! record (crash while appending) is ignored on load. A compaction writes a complete new file,
+//! crash the next outbound number is never reused. The inbound number is written to
+//! `inbound.seq` on every change, before the message's command reaches the engine (a process
+//! crash keeps it: it is in the page cache), and into the log with the next batch, so the one
+//! `fsync` of a batch also makes durable every inbound number its messages acknowledge (a power
+//! loss keeps that). At start the larger of the two wins (`inbound.seq` is synced at every log
+//! rewrite, so it is never older than the last reset). A truncated last record (crash while
+//! appending) is ignored on load. A compaction writes a complete new file,
 //! syncs it and renames it over the log, so a crash leaves either the old or the new file.
 
 use crate::encoder::time;
@@ -34,6 +39,7 @@ const KIND_ADMIN: u8 = 0;
 const KIND_APPLICATION: u8 = 1;
 const KIND_ORDER: u8 = 2;
 const KIND_BASE: u8 = 3;
+const KIND_INBOUND: u8 = 4;
 
 /// An application message kept for resending.
 #[derive(Debug, Clone)]
@@ -158,6 +164,11 @@ pub fn encode_admin(out: &mut Vec<u8>, sequence: u64) {
     append_admin_record(out, KIND_ADMIN, sequence);
 }
 
+/// Encodes the next expected inbound number.
+pub fn encode_inbound(out: &mut Vec<u8>, next_inbound: u64) {
+    append_admin_record(out, KIND_INBOUND, next_inbound);
+}
+
 /// Encodes an application message's record.
 pub fn encode_application(out: &mut Vec<u8>, message: &StoredMessage) {
     let length = 10 + message.msg_type.len() + time::LENGTH + message.body.len();
@@ -175,15 +186,17 @@ pub fn encode_order(out: &mut Vec<u8>, order: &OrderRecord, open: bool) {
     order.encode(open, out);
 }
 
-/// A complete compacted log: the base (every number below `next_outbound` used), the resend
-/// window and the open orders.
+/// A complete compacted log: the base (every number below `next_outbound` used), the next
+/// expected inbound number, the resend window and the open orders.
 pub fn encode_image<'a>(
     next_outbound: u64,
+    next_inbound: u64,
     window: impl Iterator<Item = &'a StoredMessage>,
     orders: impl Iterator<Item = &'a OrderRecord>,
 ) -> Vec<u8> {
     let mut out = Vec::new();
     append_admin_record(&mut out, KIND_BASE, next_outbound - 1);
+    encode_inbound(&mut out, next_inbound);
     for order in orders {
         order.encode(true, &mut out);
     }
@@ -215,6 +228,7 @@ impl StoreFiles {
         let mut recovered = Recovered { next_outbound: 1, next_inbound: 1, ..Recovered::default() };
         let mut position = 0;
         let mut valid_end = 0;
+        let mut logged_inbound = 1;
         while let Some(header) = bytes.get(position..position + 4) {
             let length = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
             let Some(record) = bytes.get(position + 4..position + 4 + length) else { break };
@@ -249,6 +263,7 @@ impl StoreFiles {
                         recovered.orders.remove(&order.order_id);
                     }
                 }
+                KIND_INBOUND => logged_inbound = sequence,
                 KIND_BASE => {
                     recovered.messages.retain(|m| m.sequence <= sequence);
                     recovered.next_outbound = sequence + 1;
@@ -271,22 +286,19 @@ impl StoreFiles {
         if inbound.read_exact_at(&mut number, 0).is_ok() {
             recovered.next_inbound = u64::from_le_bytes(number).max(1);
         }
+        recovered.next_inbound = recovered.next_inbound.max(logged_inbound);
         Ok((Self { directory: directory.to_path_buf(), log: Mutex::new(log), inbound }, recovered))
     }
 
-    /// Appends encoded records to the log and makes them (and, if asked, the inbound number)
-    /// durable.
+    /// Appends encoded records to the log and makes them durable (one `fsync`).
     ///
     /// # Errors
     /// File system errors.
-    pub fn append_and_sync(&self, records: &[u8], sync_inbound: bool) -> io::Result<()> {
+    pub fn append_and_sync(&self, records: &[u8]) -> io::Result<()> {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         if !records.is_empty() {
             log.write_all(records)?;
             log.sync_data()?;
-        }
-        if sync_inbound {
-            self.inbound.sync_data()?;
         }
         Ok(())
     }
@@ -311,8 +323,8 @@ impl StoreFiles {
         self.inbound.sync_data()
     }
 
-    /// Records the next expected inbound number (synced with the next batch; see the module
-    /// docs).
+    /// Records the next expected inbound number in `inbound.seq` (not synced; the log gets it
+    /// with the next batch, see the module docs).
     ///
     /// # Errors
     /// File system errors.
@@ -361,7 +373,8 @@ mod tests {
             encode_order(&mut records, &order(7, 4), true);
             encode_order(&mut records, &order(8, 10), false);
             store.set_inbound(7).unwrap();
-            store.append_and_sync(&records, true).unwrap();
+            encode_inbound(&mut records, 6);
+            store.append_and_sync(&records).unwrap();
         }
         // A torn record at the end.
         OpenOptions::new().append(true).open(dir.join("outbound.log")).unwrap().write_all(&[50, 0, 0, 0, 3]).unwrap();
@@ -373,20 +386,24 @@ mod tests {
         assert_eq!(recovered.orders[&7], order(7, 4));
         // Compaction: base 41 (next 42), the window and the open order.
         let open = order(7, 5);
-        store.replace(&encode_image(42, [&message].into_iter(), [&open].into_iter())).unwrap();
+        store.replace(&encode_image(42, 7, [&message].into_iter(), [&open].into_iter())).unwrap();
         let mut more = Vec::new();
         encode_admin(&mut more, 42);
-        store.append_and_sync(&more, false).unwrap();
+        // A power loss that kept the log but not inbound.seq: the log's number wins.
+        encode_inbound(&mut more, 9);
+        store.append_and_sync(&more).unwrap();
         drop(store);
         let (_, recovered) = StoreFiles::open(&dir, 10).unwrap();
-        assert_eq!((recovered.next_outbound, recovered.records), (43, 4));
+        assert_eq!((recovered.next_outbound, recovered.next_inbound, recovered.records), (43, 9, 6));
         assert_eq!((recovered.messages.len(), &recovered.orders[&7]), (1, &open));
         // A reset: base 0, no window.
         let (store, _) = StoreFiles::open(&dir, 10).unwrap();
-        store.replace(&encode_image(1, std::iter::empty(), std::iter::empty())).unwrap();
+        store.set_inbound(1).unwrap();
+        store.replace(&encode_image(1, 1, std::iter::empty(), std::iter::empty())).unwrap();
         drop(store);
         let (_, recovered) = StoreFiles::open(&dir, 10).unwrap();
-        assert_eq!((recovered.next_outbound, recovered.messages.len(), recovered.orders.len()), (1, 0, 0));
+        assert_eq!((recovered.next_outbound, recovered.next_inbound), (1, 1));
+        assert_eq!((recovered.messages.len(), recovered.orders.len()), (0, 0));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -197,12 +197,20 @@ fn garbled_messages_are_ignored_without_consuming_a_sequence_number() {
     fields.swap(0, 1);
     fields.push((112, "swapped".into()));
     fix.write(&frame(&fields)).unwrap();
+    // BeginString not first, BodyLength not second, an unsupported BeginString.
+    let text = String::from_utf8(good.clone()).unwrap();
+    let (begin, rest) = text.split_once('\x01').unwrap();
+    let (length, body) = rest.split_once('\x01').unwrap();
+    fix.write(format!("{length}\x01{begin}\x01{body}").as_bytes()).unwrap();
+    let (msg_type, fields) = body.split_once('\x01').unwrap();
+    fix.write(format!("{begin}\x01{msg_type}\x01{length}\x01{fields}").as_bytes()).unwrap();
+    fix.write(text.replace("8=FIX.4.4", "8=FIX.4.2").as_bytes()).unwrap();
     // Plain noise.
     fix.write(b"hello\x01world=\x01").unwrap();
     // The good one, numbered 2, still expected.
     fix.write(&good).unwrap();
     assert_eq!(fix.expect("0").at(112), "ok");
-    assert!(harness.stat(|s| &s.garbled) >= 3);
+    assert!(harness.stat(|s| &s.garbled) >= 6);
 }
 
 #[test]

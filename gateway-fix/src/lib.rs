@@ -91,7 +91,9 @@ pub struct GatewayConfig {
     pub burst: u32,
     /// Throttled messages in a row after which the session is logged out.
     pub throttle_strikes_max: u32,
-    /// Outbound application messages kept in memory per session for resending.
+    /// Outbound application messages kept per session (in memory and in the store) for
+    /// resending; older ones are gap-filled, and the store is rewritten to this window (plus the
+    /// open orders) whenever it holds more than twice that plus 64 records.
     pub resend_window: usize,
     /// Most messages one ResendRequest is answered with (the client asks again for the rest).
     pub resend_max: u64,

@@ -132,3 +132,26 @@ fn fixt_order_flow_with_a_fix44_counterparty() {
     let reject = maker.expect("j");
     assert_eq!((reject.at(8), reject.at(380)), (FIXT, "3"));
 }
+
+#[test]
+fn messages_stored_under_fix44_are_resent_in_fixt() {
+    let harness = Harness::start(1, |_| {});
+    let mut fix = harness.client(1); // FIX.4.4, server 1 = Logon
+    fix.limit("V1", "1", "50000", "0.0001"); // server 2 = ER New
+    assert_eq!(fix.expect("8").at(8), FIX44);
+    fix.send("5", &[]); // server 3
+    fix.expect("5");
+    fix.assert_closed();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let mut fixt = Fix::connect_fixt(harness.address, 1);
+    fixt.next_seq = fix.next_seq;
+    let logon = fixt.logon(30, false);
+    assert_eq!((logon.at(8), logon.seq()), (FIXT, 4));
+    fixt.send("2", &[(7, "1"), (16, "0")]);
+    let fill = fixt.expect("4");
+    assert_eq!((fill.at(8), fill.seq(), fill.at(36)), (FIXT, 1, "2"));
+    let again = fixt.expect("8");
+    assert_eq!((again.at(8), again.seq(), again.at(43), again.at(11)), (FIXT, 2, "Y", "V1"));
+    let fill = fixt.expect("4");
+    assert_eq!((fill.seq(), fill.at(36)), (3, "5"));
+}

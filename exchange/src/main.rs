@@ -276,6 +276,8 @@ fn serve(
     market_view.seed_books(&recovered.engine);
     // So do the signed REST API's balance and open-order views.
     let account_views = Arc::new(gateway_json::AccountViews::from_engine(&recovered.engine, &engine_config));
+    // The FIX gateway reconciles its sessions' stored open orders with the recovered books.
+    let fix_resting = gateway_fix::EngineOrders::from_engine(&recovered.engine);
     let runtime = Runtime::start(config, recovered, writer)?;
     let market_feed = marketdata::Feed::start(market_view.clone(), runtime.egress.subscribe_from(0))?;
     let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress.subscribe_from(0))?;
@@ -340,7 +342,14 @@ fn serve(
         };
         let (ingress, egress) = (runtime.ring.clone(), runtime.egress.clone());
         let gateway = http_runtime
-            .block_on(gateway_fix::FixGateway::start(gateway_config, sessions, &engine_config, ingress, &egress))
+            .block_on(gateway_fix::FixGateway::start_after_recovery(
+                gateway_config,
+                sessions,
+                &engine_config,
+                ingress,
+                &egress,
+                &fix_resting,
+            ))
             .map_err(|e| format!("cannot start the FIX gateway on {}: {e}", config.fix.listen))?;
         Some(gateway)
     } else {

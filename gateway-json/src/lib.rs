@@ -117,7 +117,8 @@ impl Api {
                     "stepSize": format.quantity(1),
                 },
             },
-            "orderBookState": "Open",
+            // A halted market still takes cancels: Backpack's `CancelOnly`.
+            "orderBookState": if self.view.is_halted(market.id).unwrap_or(false) { "CancelOnly" } else { "Open" },
             "createdAt": self.created_at,
             "visible": true,
         })

@@ -22,11 +22,17 @@
 //!   official client sends both) are ignored.
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 mod private;
+pub mod sessions;
+pub mod users;
 
 pub use accounts::{AccountViews, OpenOrder, RestGateway};
+pub use admin::{AdminState, admin_router};
 pub use private::{ENGINE_TIMEOUT_DEFAULT, PrivateState, private_router, reject_error};
+pub use sessions::sessions_router;
+pub use users::{UserStore, UsersConfig};
 
 use axum::Router;
 use axum::extract::{RawQuery, State};

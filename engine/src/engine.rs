@@ -7,10 +7,9 @@ use crate::ledger::{Balance, Ledger, LedgerError};
 use codec::{
     Amount, AssetId, BalanceChange, BalanceUpdate, BookLevelUpdate, CancelOrder, CancelReason, CancelReplace,
     ClientOrderId, Command, Deposit, Event, ExpireReason, Fill, Lots, MarketAction, MarketControl, MarketId,
-    MarketStatusChanged, MassCancel, MassCancelReport, NewOrder,
-    OrderAccepted, OrderCanceled, OrderCount, OrderExpired, OrderId, OrderRejected, OrderReplaced, OrderType,
-    RejectReason, Reserved, SelfTradePrevention, Sequence, Side, SideFilter, Ticks, TimeInForce, TimestampNs, TradeId,
-    UserId, Withdraw,
+    MarketStatusChanged, MassCancel, MassCancelReport, NewOrder, OrderAccepted, OrderCanceled, OrderCount,
+    OrderExpired, OrderId, OrderRejected, OrderReplaced, OrderType, RejectReason, Reserved, SelfTradePrevention,
+    Sequence, Side, SideFilter, Ticks, TimeInForce, TimestampNs, TradeId, UserId, Withdraw,
 };
 
 /// What the sequencer stamps on a command: its position in the journal and the time it was

@@ -298,7 +298,9 @@ fn serve(
     };
     let user_store = Arc::new(gateway_json::UserStore::open(users_config, credentials.clone())?);
     if config.users.jwt_secret.is_empty() {
-        tracing::warn!("no users.jwt_secret configured: session tokens are signed with a random key and end at restart");
+        tracing::warn!(
+            "no users.jwt_secret configured: session tokens are signed with a random key and end at restart"
+        );
     }
     // The REST market view starts from the recovered books and follows the egress ring from its
     // first event.

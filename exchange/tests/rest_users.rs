@@ -94,7 +94,13 @@ fn signed(secret: &[u8; 32], instruction: &str, params: &str) -> Vec<(&'static s
 }
 
 fn register(port: u16, username: &str, password: &str) -> (u16, Value) {
-    request(port, "POST", "/api/v1/auth/register", &[], &json!({"username": username, "password": password}).to_string())
+    request(
+        port,
+        "POST",
+        "/api/v1/auth/register",
+        &[],
+        &json!({"username": username, "password": password}).to_string(),
+    )
 }
 
 fn login(port: u16, username: &str, password: &str) -> (u16, Value) {
@@ -109,7 +115,8 @@ fn token(port: u16, username: &str, password: &str) -> String {
 }
 
 fn order_body(price: &str) -> String {
-    json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": price, "quantity": "0.01000"}).to_string()
+    json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": price, "quantity": "0.01000"})
+        .to_string()
 }
 
 fn book_state(port: u16) -> Value {
@@ -176,7 +183,8 @@ fn users_sessions_keys_admin_and_restart() {
     let (status, body) = admin(port, "/api/v1/admin/deposits", deposit.clone());
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["available"], "10000");
-    let (status, body) = admin(port, "/api/v1/admin/deposits", json!({"userId": bob_id, "symbol": "BTC", "quantity": "1.5"}));
+    let (status, body) =
+        admin(port, "/api/v1/admin/deposits", json!({"userId": bob_id, "symbol": "BTC", "quantity": "1.5"}));
     assert_eq!(status, 200, "{body}");
     let (status, capital) = request(port, "GET", "/api/v1/capital", &bearer(&alice_token), "");
     assert_eq!(status, 200, "{capital}");
@@ -185,7 +193,8 @@ fn users_sessions_keys_admin_and_restart() {
     let over = json!({"userId": alice_id, "symbol": "USDC", "quantity": "10000.000001"});
     let (status, body) = admin(port, "/api/v1/admin/withdrawals", over);
     assert_eq!((status, body["code"].as_str()), (400, Some("INSUFFICIENT_FUNDS")), "{body}");
-    let (status, body) = admin(port, "/api/v1/admin/withdrawals", json!({"userId": alice_id, "symbol": "USDC", "quantity": "2500.5"}));
+    let (status, body) =
+        admin(port, "/api/v1/admin/withdrawals", json!({"userId": alice_id, "symbol": "USDC", "quantity": "2500.5"}));
     assert_eq!((status, body["available"].as_str()), (200, Some("7499.5")), "{body}");
     let (status, capital) = request(port, "GET", "/api/v1/capital", &bearer(&alice_token), "");
     assert_eq!((status, &capital["USDC"]["available"]), (200, &json!("7499.5")));
@@ -244,8 +253,8 @@ fn users_sessions_keys_admin_and_restart() {
     let (_, by_session) = request(port, "GET", "/api/v1/capital", &bearer(&alice_token), "");
     assert_eq!(capital, by_session, "the generated key acts for alice");
     let own_secret = [77u8; 32];
-    let own_public =
-        base64::engine::general_purpose::STANDARD.encode(SigningKey::from_bytes(&own_secret).verifying_key().to_bytes());
+    let own_public = base64::engine::general_purpose::STANDARD
+        .encode(SigningKey::from_bytes(&own_secret).verifying_key().to_bytes());
     let (status, registered) = request(
         port,
         "POST",

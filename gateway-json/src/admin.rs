@@ -130,7 +130,11 @@ pub async fn create_user(State(state): State<AdminState>, headers: HeaderMap, bo
     let users = state.users.clone();
     let user = tokio::task::spawn_blocking(move || users.register(&request.username, &request.password))
         .await
-        .map_err(|_| ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "SERVICE_UNAVAILABLE", message: "Busy".into() })??;
+        .map_err(|_| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "SERVICE_UNAVAILABLE",
+            message: "Busy".into(),
+        })??;
     tracing::info!(user = user.id.get(), username = %user.username, "user created by admin");
     Ok((StatusCode::CREATED, axum::Json(user_json(&user))).into_response())
 }
@@ -141,15 +145,12 @@ async fn transfer(state: &AdminState, body: &[u8], withdrawal: bool) -> ApiResul
         return Err(ApiError::bad_request("Invalid userId: must be positive"));
     }
     let (asset_id, decimals) = state.asset(&request.symbol)?;
-    let amount = parse_fixed(&request.quantity, decimals)
-        .ok()
-        .filter(|&amount| amount > 0)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "Invalid quantity: {} (a positive decimal with at most {decimals} decimals)",
-                request.quantity
-            ))
-        })?;
+    let amount = parse_fixed(&request.quantity, decimals).ok().filter(|&amount| amount > 0).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Invalid quantity: {} (a positive decimal with at most {decimals} decimals)",
+            request.quantity
+        ))
+    })?;
     let user_id = UserId::new(request.user_id);
     let (amount, reserved) = (Amount::new(amount), Reserved::ZERO);
     let command = if withdrawal {
@@ -179,7 +180,11 @@ async fn transfer(state: &AdminState, body: &[u8], withdrawal: bool) -> ApiResul
             _ => {}
         }
     }
-    Err(ApiError { status: StatusCode::BAD_GATEWAY, code: "INTERNAL_ERROR", message: "Unexpected engine answer".into() })
+    Err(ApiError {
+        status: StatusCode::BAD_GATEWAY,
+        code: "INTERNAL_ERROR",
+        message: "Unexpected engine answer".into(),
+    })
 }
 
 /// Credits an asset to a user (the engine's journaled `Deposit`).
@@ -237,7 +242,11 @@ async fn market_control(state: &AdminState, body: &[u8], halt: bool) -> ApiResul
             _ => {}
         }
     }
-    Err(ApiError { status: StatusCode::BAD_GATEWAY, code: "INTERNAL_ERROR", message: "Unexpected engine answer".into() })
+    Err(ApiError {
+        status: StatusCode::BAD_GATEWAY,
+        code: "INTERNAL_ERROR",
+        message: "Unexpected engine answer".into(),
+    })
 }
 
 /// Halts a market: new orders and replaces are refused, cancels still work.

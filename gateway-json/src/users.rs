@@ -280,9 +280,7 @@ fn normalise_username(username: &str) -> Result<String, ApiError> {
     let valid = (3..=64).contains(&name.chars().count())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._@+-".contains(c));
     if !valid {
-        return Err(ApiError::bad_request(
-            "Invalid username: 3 to 64 characters of letters, digits and . _ @ + -",
-        ));
+        return Err(ApiError::bad_request("Invalid username: 3 to 64 characters of letters, digits and . _ @ + -"));
     }
     Ok(name)
 }
@@ -313,8 +311,7 @@ impl UserStore {
         };
         std::fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
         let path = config.dir.join(USERS_FILE);
-        let mut file =
-            OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io(&path))?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io(&path))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io(&path))?;
         let (records, good_len) = parse_records(&path, &bytes)?;
@@ -345,10 +342,8 @@ impl UserStore {
             Some(secret) => secret.clone(),
             None => {
                 let mut secret = vec![0u8; 32];
-                getrandom::fill(&mut secret).map_err(|e| StoreError::Io {
-                    path: path.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
+                getrandom::fill(&mut secret)
+                    .map_err(|e| StoreError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
                 secret
             }
         };
@@ -491,12 +486,13 @@ impl UserStore {
     /// # Errors
     /// `401 UNAUTHORIZED`.
     pub fn verify_jwt(&self, token: &str) -> Result<UserId, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation).map_err(|error| {
-            match error.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthorized("Session expired, log in again"),
-                _ => unauthorized("Invalid session token"),
-            }
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation).map_err(
+                |error| match error.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthorized("Session expired, log in again"),
+                    _ => unauthorized("Invalid session token"),
+                },
+            )?;
         let claims = data.claims;
         let id = claims.sub.parse::<u64>().map_err(|_| unauthorized("Invalid session token"))?;
         if claims.typ != SESSION_TYPE || !self.lock().users.contains_key(&id) {
@@ -581,8 +577,11 @@ impl UserStore {
     /// `404 RESOURCE_NOT_FOUND` when the key is not an active key of this user; `503` when the
     /// record cannot be written.
     pub fn revoke_key(&self, user_id: UserId, api_key: &str) -> Result<ApiKey, ApiError> {
-        let not_found =
-            || ApiError { status: StatusCode::NOT_FOUND, code: "RESOURCE_NOT_FOUND", message: "API key not found".into() };
+        let not_found = || ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "RESOURCE_NOT_FOUND",
+            message: "API key not found".into(),
+        };
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(api_key.trim())
             .ok()
@@ -619,11 +618,20 @@ fn apply(inner: &mut Inner, record: Record) {
     match record {
         Record::User { id, username, password_hash, created_at } => {
             inner.by_name.insert(username.clone(), id);
-            inner.users.insert(id, StoredUser { user: User { id: UserId::new(id), username, created_ms: created_at }, password_hash });
+            inner.users.insert(
+                id,
+                StoredUser { user: User { id: UserId::new(id), username, created_ms: created_at }, password_hash },
+            );
             inner.next_id = inner.next_id.max(id + 1);
         }
         Record::Key { api_key, user_id, label, created_at } => {
-            let key = ApiKey { api_key: api_key.clone(), user_id: UserId::new(user_id), label, created_ms: created_at, revoked_ms: None };
+            let key = ApiKey {
+                api_key: api_key.clone(),
+                user_id: UserId::new(user_id),
+                label,
+                created_ms: created_at,
+                revoked_ms: None,
+            };
             inner.keys.insert(api_key, key);
         }
         Record::Revoke { api_key, revoked_at } => {
@@ -763,8 +771,11 @@ mod tests {
         let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), parts[1]);
         assert!(store.verify_jwt(&none).is_err());
         // An expired token.
-        let claims = Claims { sub: user.id.get().to_string(), iat: 1, exp: now_ms() / 1_000 - 1, typ: "session".into() };
-        let expired = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"secret")).unwrap();
+        let claims =
+            Claims { sub: user.id.get().to_string(), iat: 1, exp: now_ms() / 1_000 - 1, typ: "session".into() };
+        let expired =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"secret"))
+                .unwrap();
         assert_eq!(store.verify_jwt(&expired).unwrap_err().message, "Session expired, log in again");
     }
 

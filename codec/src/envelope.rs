@@ -122,7 +122,7 @@ macro_rules! envelope {
 
 envelope!(
     /// Every command the engine accepts.
-    Command { NewOrder, CancelOrder, CancelReplace, MassCancel, Deposit, Withdraw }
+    Command { NewOrder, CancelOrder, CancelReplace, MassCancel, Deposit, Withdraw, MarketControl }
 );
 
 envelope!(
@@ -137,6 +137,7 @@ envelope!(
         BookLevelUpdate,
         BalanceUpdate,
         MassCancelReport,
+        MarketStatusChanged,
     }
 );
 
@@ -166,6 +167,8 @@ impl Command {
             Command::MassCancel(m) => m.user_id,
             Command::Deposit(m) => m.user_id,
             Command::Withdraw(m) => m.user_id,
+            // An operator command acts for no user.
+            Command::MarketControl(_) => crate::UserId::ZERO,
         }
     }
 }
@@ -183,6 +186,7 @@ impl Event {
             Event::BookLevelUpdate(m) => m.sequence,
             Event::BalanceUpdate(m) => m.sequence,
             Event::MassCancelReport(m) => m.sequence,
+            Event::MarketStatusChanged(m) => m.sequence,
         }
     }
 }

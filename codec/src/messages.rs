@@ -160,6 +160,19 @@ message!(
     }
 );
 
+message!(
+    /// Operator command: halt or resume trading on a market. Answered by
+    /// [`MarketStatusChanged`] (or `OrderRejected` for an unknown market or action).
+    MarketControl = 7, 8 {
+        /// Market.
+        pub market_id: MarketId,
+        /// Halt or resume.
+        pub action: MarketActionCode,
+        /// Zero.
+        pub reserved: Reserved<3>,
+    }
+);
+
 // ----------------------------------------------------------------------------------------------
 // Events. Each starts with the sequence of the command that caused it and its timestamp.
 // ----------------------------------------------------------------------------------------------
@@ -417,6 +430,23 @@ message!(
         pub side: SideFilterCode,
         /// Zero.
         pub reserved: Reserved<7>,
+    }
+);
+
+message!(
+    /// A market's trading status after a [`MarketControl`] command (emitted even when the
+    /// status did not change).
+    MarketStatusChanged = 110, 24 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Market.
+        pub market_id: MarketId,
+        /// Whether the market is now halted.
+        pub halted: BooleanCode,
+        /// Zero.
+        pub reserved: Reserved<3>,
     }
 );
 

@@ -436,6 +436,17 @@ wire_enum!(
 );
 
 wire_enum!(
+    /// What an operator does to a market.
+    MarketAction / /// Wire code of [`MarketAction`].
+    MarketActionCode(u8, u8) {
+        /// Stop trading: new orders and replaces are rejected with `MarketHalted`; cancels work.
+        Halt = 1,
+        /// Trading resumes.
+        Resume = 2,
+    }
+);
+
+wire_enum!(
     /// Numbered reasons a command was rejected, named after the rule it broke. Rejections are
     /// data: every gateway maps each code to its protocol (FIX OrdRejReason/Text, SBE reject
     /// code, HTTP status and `code`). A rejected command changes no engine state.

@@ -111,6 +111,11 @@ fn instances() -> Vec<Any> {
             asset_id: AssetId::new(0x7172_7374),
             reserved: Reserved::ZERO,
         }),
+        Command::MarketControl(MarketControl {
+            market_id: MarketId::new(0x5152_5354),
+            action: MarketAction::Resume.into(),
+            reserved: Reserved::ZERO,
+        }),
     ];
     let sequence = Sequence::new(0x8182_8384_8586_8788);
     let timestamp_ns = TimestampNs::new(0x1788_0000_0000_0001);
@@ -233,6 +238,13 @@ fn instances() -> Vec<Any> {
             side: SideFilter::Ask.into(),
             reserved: Reserved::ZERO,
         }),
+        Event::MarketStatusChanged(MarketStatusChanged {
+            sequence,
+            timestamp_ns,
+            market_id: MarketId::new(0x5152_5354),
+            halted: true.into(),
+            reserved: Reserved::ZERO,
+        }),
     ];
     let session = [
         Session::Negotiate(Negotiate { api_key: counting(0xC0), timestamp_ns }),
@@ -324,7 +336,7 @@ fn golden_directory_holds_exactly_one_file_per_message() {
         std::fs::read_dir(golden_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     found.sort();
     assert_eq!(found, expected);
-    assert_eq!(expected.len(), 25, "6 commands, 9 events and 10 session messages");
+    assert_eq!(expected.len(), 27, "7 commands, 10 events and 10 session messages");
 }
 
 #[test]

@@ -213,7 +213,10 @@ impl Tally {
                 Event::OrderExpired(_) => self.expired += 1,
                 Event::OrderReplaced(_) => self.replaced += 1,
                 Event::OrderRejected(reject) => *self.rejects.entry(reject.reason.raw()).or_default() += 1,
-                Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) | Event::MassCancelReport(_) => {}
+                Event::BookLevelUpdate(_)
+                | Event::BalanceUpdate(_)
+                | Event::MassCancelReport(_)
+                | Event::MarketStatusChanged(_) => {}
             }
         }
     }

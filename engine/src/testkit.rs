@@ -353,6 +353,15 @@ pub mod commands {
         })
     }
 
+    /// Halt (`halt`) or resume a market.
+    pub fn market_control(market: u32, halt: bool) -> Command {
+        Command::MarketControl(MarketControl {
+            market_id: MarketId::new(market),
+            action: if halt { MarketAction::Halt } else { MarketAction::Resume }.into(),
+            reserved: Reserved::ZERO,
+        })
+    }
+
     /// Withdrawal.
     pub fn withdraw(user: u64, asset: u32, amount: u64) -> Command {
         Command::Withdraw(Withdraw {

@@ -141,6 +141,20 @@ fn command() -> impl Strategy<Value = Command> {
                 reserved: Reserved::ZERO,
             })
         }),
+        // Rare halts and resumes (an unknown market or action is rejected).
+        1 => (0..=MARKETS + 1, prop_oneof![1 => Just(1u8), 8 => Just(2u8), 1 => Just(9u8)]).prop_map(
+            |(market, action)| {
+                let command = Command::MarketControl(MarketControl {
+                    market_id: MarketId::new(market),
+                    action: MarketAction::Halt.into(),
+                    reserved: Reserved::ZERO,
+                });
+                // Patch the action byte (an unknown code included) on the wire form.
+                let mut bytes = command.to_vec();
+                bytes[MESSAGE_HEADER_BYTES + core::mem::offset_of!(MarketControl, action)] = action;
+                Command::decode(&bytes).unwrap().0
+            }
+        ),
     ]
 }
 

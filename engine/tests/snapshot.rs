@@ -27,7 +27,14 @@ fn stream(count: usize) -> Vec<Command> {
         commands.push(deposit(user, 0, 50_000_000));
         commands.push(deposit(user, 1, 5_000_000_000));
     }
-    for _ in 0..count {
+    for i in 0..count {
+        // Market 1 is halted around every other snapshot point (sequence 12 + 250k), so the
+        // halted flag is snapshotted, restored and then obeyed.
+        match i % 500 {
+            230 => commands.push(market_control(1, true)),
+            270 => commands.push(market_control(1, false)),
+            _ => {}
+        }
         let user = rng.range(1, 6);
         let side = if rng.next() % 2 == 0 { Side::Bid } else { Side::Ask };
         commands.push(match rng.next() % 50 {

@@ -30,6 +30,12 @@ pub struct Config {
     /// API keys (Ed25519 public keys) and the users they act for.
     #[serde(default)]
     pub api_keys: Vec<ApiKeySection>,
+    /// Registered users, sessions (JWT) and their API keys (gateway-json's user store).
+    #[serde(default)]
+    pub users: UsersSection,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminSection,
     /// Engine thread settings.
     pub engine: EngineSection,
     /// Journal settings.
@@ -130,6 +136,64 @@ pub fn decode_key(text: &str) -> Result<[u8; 32], String> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|e| e.to_string())?;
     bytes.try_into().map_err(|_| "not 32 bytes".to_string())
+}
+
+/// `[users]`: the user store (records under `<data_dir>/users/`) and session tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsersSection {
+    /// HS256 secret of session tokens (JWT); empty: a random secret per process, so every
+    /// session ends when the server restarts. Overridden by `EXCHANGE_JWT_SECRET`.
+    pub jwt_secret: String,
+    /// Session token lifetime, seconds.
+    pub jwt_ttl_seconds: u64,
+    /// Smallest id a registered user gets; raised above every configured user id. The load-test
+    /// range (1,000,001..=1,999,999) is skipped.
+    pub first_user_id: u64,
+    /// Shortest password.
+    pub password_min_length: usize,
+    /// Login attempts per username in a burst; one more every `login_refill_seconds`.
+    pub login_burst_per_user: u32,
+    /// Login and registration attempts per client IP in a burst.
+    pub login_burst_per_ip: u32,
+    /// Seconds to regain one attempt.
+    pub login_refill_seconds: u64,
+}
+
+impl Default for UsersSection {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            jwt_ttl_seconds: 900,
+            first_user_id: 10_000,
+            password_min_length: 8,
+            login_burst_per_user: 10,
+            login_burst_per_ip: 30,
+            login_refill_seconds: 6,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Bearer token of the admin API; empty: the admin API is off. Overridden by
+    /// `EXCHANGE_ADMIN_TOKEN`.
+    pub token: String,
+}
+
+impl Config {
+    /// The largest user id named by the configuration (`[[api_keys]]`, `[[fix_sessions]]`).
+    pub fn configured_user_id_max(&self) -> u64 {
+        let keys = self.api_keys.iter().map(|key| key.user_id);
+        keys.chain(self.fix_sessions.iter().map(|session| session.user_id)).max().unwrap_or(0)
+    }
+
+    /// The user store's directory.
+    pub fn users_dir(&self) -> PathBuf {
+        self.data_dir.join("users")
+    }
 }
 
 /// How the engine thread waits when its ring is empty.

@@ -1,5 +1,6 @@
 //! The HTTP listener: `/metrics` (Prometheus text), `/health`, and the public and signed REST API
-//! of gateway-json (`/api/v1/...`, docs/rest-api.md). The WebSocket endpoint will be mounted on the
+//! of gateway-json (`/api/v1/...`, docs/rest-api.md), with registration, login, API key
+//! management and (when an admin token is configured) the admin API. The WebSocket endpoint will be mounted on the
 //! same router.
 
 use crate::metrics::Metrics;
@@ -31,18 +32,31 @@ pub struct HttpState {
     pub engine_config: Arc<engine::EngineConfig>,
     /// The signed (private) REST API's state (orders and balances).
     pub private_api: gateway_json::PrivateState,
+    /// Registered users, API keys and sessions.
+    pub users: Arc<gateway_json::UserStore>,
+    /// The admin API's bearer token; `None`: the admin API is not served.
+    pub admin_token: Option<String>,
 }
 
 /// The router: metrics, health and the public and private REST API.
 pub fn router(state: HttpState) -> Router {
     let public_api = gateway_json::public_router(state.market_view.clone(), state.engine_config.clone());
     let private_api = gateway_json::private_router(state.private_api.clone());
-    Router::new()
+    let sessions = gateway_json::sessions_router(state.users.clone());
+    let admin = state.admin_token.clone().map(|token| {
+        gateway_json::admin_router(gateway_json::AdminState::new(token, state.private_api.clone(), state.users.clone()))
+    });
+    let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .with_state(state)
         .merge(public_api)
         .merge(private_api)
+        .merge(sessions);
+    match admin {
+        Some(admin) => router.merge(admin),
+        None => router,
+    }
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

@@ -47,6 +47,9 @@ struct Cli {
     /// Snapshot every N commands; overrides `snapshot.every_commands`.
     #[arg(long, global = true, env = "EXCHANGE_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
+    /// Session token (JWT) lifetime in seconds; overrides `users.jwt_ttl_seconds`.
+    #[arg(long, global = true, env = "EXCHANGE_JWT_TTL_SECONDS")]
+    jwt_ttl_seconds: Option<u64>,
     #[command(subcommand)]
     command: Option<Subcommands>,
     #[command(flatten)]
@@ -163,6 +166,16 @@ fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
     if let Some(every) = cli.snapshot_every {
         config.snapshot.every_commands = every;
     }
+    if let Some(seconds) = cli.jwt_ttl_seconds {
+        config.users.jwt_ttl_seconds = seconds;
+    }
+    // Secrets come from the environment rather than flags (flags show in `ps`).
+    if let Ok(secret) = std::env::var("EXCHANGE_JWT_SECRET") {
+        config.users.jwt_secret = secret;
+    }
+    if let Ok(token) = std::env::var("EXCHANGE_ADMIN_TOKEN") {
+        config.admin.token = token;
+    }
     Ok(config)
 }
 
@@ -270,6 +283,25 @@ fn serve(
             credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
         }
     }
+    // Registered users and their API keys (not in the journal: see docs/rest-api.md). New ids
+    // start above every configured and demo user and skip the load-test range.
+    let users_config = gateway_json::UsersConfig {
+        jwt_secret: (!config.users.jwt_secret.is_empty()).then(|| config.users.jwt_secret.as_bytes().to_vec()),
+        jwt_ttl: Duration::from_secs(config.users.jwt_ttl_seconds.max(1)),
+        first_user_id: config.users.first_user_id.max(config.configured_user_id_max() + 1).max(5),
+        reserved_ids: vec![exchange::demo::LOAD_USER_FIRST..=1_999_999],
+        password_min: config.users.password_min_length,
+        login_burst_per_user: config.users.login_burst_per_user,
+        login_burst_per_ip: config.users.login_burst_per_ip,
+        login_refill: Duration::from_secs(config.users.login_refill_seconds.max(1)),
+        ..gateway_json::UsersConfig::new(config.users_dir())
+    };
+    let user_store = Arc::new(gateway_json::UserStore::open(users_config, credentials.clone())?);
+    if config.users.jwt_secret.is_empty() {
+        tracing::warn!(
+            "no users.jwt_secret configured: session tokens are signed with a random key and end at restart"
+        );
+    }
     // The REST market view starts from the recovered books and follows the egress ring from its
     // first event.
     let market_view = Arc::new(marketdata::MarketView::new(&engine_config));
@@ -370,8 +402,14 @@ fn serve(
             credentials.clone(),
             runtime.ring.clone(),
             Arc::new(engine_config.clone()),
-        ),
+        )
+        .with_users(user_store.clone()),
+        users: user_store.clone(),
+        admin_token: (!config.admin.token.is_empty()).then(|| config.admin.token.clone()),
     });
+    if config.admin.token.is_empty() {
+        tracing::info!("admin API off (no admin token)");
+    }
     let http_stop = stop.clone();
     http_runtime.spawn(async move {
         let shutdown = async move {
@@ -379,7 +417,9 @@ fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+        // Connection info gives handlers the client's address (per-IP login limits).
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
             tracing::error!(%error, "HTTP server failed");
         }
     });

@@ -436,7 +436,7 @@ impl Dispatcher {
                     state.send_app(b"r", body);
                 });
             }
-            Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) => {}
+            Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) | Event::MarketStatusChanged(_) => {}
         }
     }
 }

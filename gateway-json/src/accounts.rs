@@ -216,7 +216,10 @@ impl AccountViews {
                     order.filled_lots = replaced.filled_lots.get();
                 }
             }
-            Event::OrderRejected(_) | Event::BookLevelUpdate(_) | Event::MassCancelReport(_) => {}
+            Event::OrderRejected(_)
+            | Event::BookLevelUpdate(_)
+            | Event::MassCancelReport(_)
+            | Event::MarketStatusChanged(_) => {}
         }
     }
 

@@ -22,11 +22,17 @@
 //!   official client sends both) are ignored.
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 mod private;
+pub mod sessions;
+pub mod users;
 
 pub use accounts::{AccountViews, OpenOrder, RestGateway};
+pub use admin::{AdminState, admin_router};
 pub use private::{ENGINE_TIMEOUT_DEFAULT, PrivateState, private_router, reject_error};
+pub use sessions::sessions_router;
+pub use users::{UserStore, UsersConfig};
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
@@ -117,7 +123,8 @@ impl Api {
                     "stepSize": format.quantity(1),
                 },
             },
-            "orderBookState": "Open",
+            // A halted market still takes cancels: Backpack's `CancelOnly`.
+            "orderBookState": if self.view.is_halted(market.id).unwrap_or(false) { "CancelOnly" } else { "Open" },
             "createdAt": self.created_at,
             "visible": true,
         })

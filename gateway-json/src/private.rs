@@ -33,6 +33,8 @@ pub struct PrivateState {
     formats: Arc<Vec<MarketFormat>>,
     symbols: Arc<HashMap<String, usize>>,
     timeout: Duration,
+    /// Session tokens (JWT) accepted instead of a signature, when set.
+    users: Option<Arc<crate::users::UserStore>>,
 }
 
 impl PrivateState {
@@ -54,7 +56,20 @@ impl PrivateState {
             formats: Arc::new(formats),
             symbols: Arc::new(symbols),
             timeout: ENGINE_TIMEOUT_DEFAULT,
+            users: None,
         }
+    }
+
+    /// Also accepts session tokens of `users` (`Authorization: Bearer <JWT>`, when the request
+    /// carries no `X-Signature`) on every signed endpoint.
+    pub fn with_users(mut self, users: Arc<crate::users::UserStore>) -> Self {
+        self.users = Some(users);
+        self
+    }
+
+    /// The engine configuration.
+    pub(crate) fn engine_config(&self) -> &EngineConfig {
+        &self.config
     }
 
     /// Sets how long a request waits for the engine (then `504 TIMEOUT`).
@@ -64,6 +79,10 @@ impl PrivateState {
     }
 
     fn authenticate(&self, headers: &HeaderMap, instruction: &str, params: &SignedParams) -> Result<UserId, ApiError> {
+        if let (Some(token), false) = (crate::sessions::bearer(headers), headers.contains_key("x-signature")) {
+            let users = self.users.as_ref().ok_or_else(|| auth::unauthorized("Session tokens are not accepted"))?;
+            return users.verify_jwt(token);
+        }
         auth::verify(&self.credentials, headers, instruction, params, auth::now_ms())
     }
 
@@ -85,7 +104,7 @@ impl PrivateState {
     }
 
     /// Puts a command on the ring and waits for its events.
-    async fn execute(&self, command: Command) -> Result<Vec<Event>, ApiError> {
+    pub(crate) async fn execute(&self, command: Command) -> Result<Vec<Event>, ApiError> {
         let (id, receiver) = self.dispatch.register();
         if self.ingress.push(IngressCommand { origin: origin::tag(origin::REST, id), command }).is_err() {
             self.dispatch.forget(id);

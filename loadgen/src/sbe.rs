@@ -462,7 +462,7 @@ impl ConnState {
                 }
             }
             Event::MassCancelReport(_) => self.mass_cancel_reports += 1,
-            Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) => {}
+            Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) | Event::MarketStatusChanged(_) => {}
         }
     }
 

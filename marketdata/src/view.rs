@@ -113,6 +113,8 @@ struct MarketState {
     /// One-minute candles with trades, oldest first.
     minutes: VecDeque<Candle>,
     last_price: Option<u64>,
+    /// Halted by an operator (`MarketStatusChanged`).
+    halted: bool,
 }
 
 impl MarketState {
@@ -204,12 +206,13 @@ impl MarketView {
         self.slot(market_id).map(|lock| lock.write().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Replaces every book with the engine's (e.g. the recovered engine, before the runtime
-    /// starts) and clears the stale flag. Update ids are kept.
+    /// Replaces every book and halted flag with the engine's (e.g. the recovered engine, before
+    /// the runtime starts) and clears the stale flag. Update ids are kept.
     pub fn seed_books<B: Book>(&self, engine: &Engine<B>) {
         for (index, lock) in self.markets.iter().enumerate() {
             let Some(book) = engine.book(MarketId::new(index as u32 + 1)) else { continue };
             let mut state = lock.write().unwrap_or_else(|e| e.into_inner());
+            state.halted = engine.is_halted(MarketId::new(index as u32 + 1)).unwrap_or(false);
             for side in [Side::Bid, Side::Ask] {
                 let mut levels = BTreeMap::new();
                 book.visit_levels(side, &mut |level| {
@@ -225,7 +228,7 @@ impl MarketView {
         self.stale.store(false, Ordering::Release);
     }
 
-    /// Applies one engine event (only book updates and fills matter).
+    /// Applies one engine event (only book updates, fills and market status changes matter).
     pub fn apply(&self, event: &Event) {
         match event {
             Event::BookLevelUpdate(update) => {
@@ -238,6 +241,11 @@ impl MarketView {
                 self.latest_event_ns.fetch_max(fill.timestamp_ns.get(), Ordering::Relaxed);
                 if let Some(mut state) = self.write(fill.market_id) {
                     state.apply_fill(fill);
+                }
+            }
+            Event::MarketStatusChanged(changed) => {
+                if let Some(mut state) = self.write(changed.market_id) {
+                    state.halted = changed.halted.get().is_ok_and(bool::from);
                 }
             }
             _ => {}
@@ -272,6 +280,12 @@ impl MarketView {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         wall.max(self.latest_event_ns.load(Ordering::Relaxed))
+    }
+
+    /// Whether a market is halted by an operator (orders refused, cancels allowed). `None` for
+    /// an unknown market.
+    pub fn is_halted(&self, market_id: MarketId) -> Option<bool> {
+        Some(self.read(market_id)?.halted)
     }
 
     /// The best `limit` levels of each side. `None` for an unknown market.

@@ -23,6 +23,7 @@ macro_rules! for_each_message {
             MassCancel => Command { user_id, market_id, side, reserved },
             Deposit => Command { user_id, amount, asset_id, reserved },
             Withdraw => Command { user_id, amount, asset_id, reserved },
+            MarketControl => Command { market_id, action, reserved },
             OrderAccepted => Event {
                 sequence, timestamp_ns, user_id, order_id, client_order_id, price_ticks,
                 quantity_lots, quote_quantity, market_id, side, order_type, time_in_force,
@@ -61,6 +62,7 @@ macro_rules! for_each_message {
             MassCancelReport => Event {
                 sequence, timestamp_ns, user_id, market_id, canceled_count, side, reserved,
             },
+            MarketStatusChanged => Event { sequence, timestamp_ns, market_id, halted, reserved },
             Negotiate => Session { api_key, timestamp_ns },
             NegotiateResponse => Session { server_nonce, timestamp_ns },
             Establish => Session { signature, next_expected_sequence, keep_alive_ms, reserved },
@@ -92,6 +94,7 @@ macro_rules! for_each_enum {
             BalanceChange => BalanceChangeCode,
             TerminateReason => TerminateReasonCode,
             RetransmitRejectReason => RetransmitRejectReasonCode,
+            MarketAction => MarketActionCode,
             RejectReason => RejectReasonCode,
         }
     };

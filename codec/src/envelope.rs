@@ -122,7 +122,7 @@ macro_rules! envelope {
 
 envelope!(
     /// Every command the engine accepts.
-    Command { NewOrder, CancelOrder, CancelReplace, MassCancel, Deposit, Withdraw }
+    Command { NewOrder, CancelOrder, CancelReplace, MassCancel, Deposit, Withdraw, AddLiquidity, RemoveLiquidity, Swap }
 );
 
 envelope!(
@@ -137,6 +137,9 @@ envelope!(
         BookLevelUpdate,
         BalanceUpdate,
         MassCancelReport,
+        LiquidityAdded,
+        LiquidityRemoved,
+        SwapExecuted,
     }
 );
 
@@ -166,6 +169,9 @@ impl Command {
             Command::MassCancel(m) => m.user_id,
             Command::Deposit(m) => m.user_id,
             Command::Withdraw(m) => m.user_id,
+            Command::AddLiquidity(m) => m.user_id,
+            Command::RemoveLiquidity(m) => m.user_id,
+            Command::Swap(m) => m.user_id,
         }
     }
 }
@@ -183,6 +189,9 @@ impl Event {
             Event::BookLevelUpdate(m) => m.sequence,
             Event::BalanceUpdate(m) => m.sequence,
             Event::MassCancelReport(m) => m.sequence,
+            Event::LiquidityAdded(m) => m.sequence,
+            Event::LiquidityRemoved(m) => m.sequence,
+            Event::SwapExecuted(m) => m.sequence,
         }
     }
 }

@@ -210,6 +210,7 @@ impl Tally {
                 Event::OrderReplaced(_) => self.replaced += 1,
                 Event::OrderRejected(reject) => *self.rejects.entry(reject.reason.raw()).or_default() += 1,
                 Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) | Event::MassCancelReport(_) => {}
+                Event::LiquidityAdded(_) | Event::LiquidityRemoved(_) | Event::SwapExecuted(_) => {}
             }
         }
     }

@@ -1,9 +1,11 @@
 //! The engine: command dispatch, order checks, matching and settlement.
 
+use crate::amm::{self, Pool};
 use crate::book::{Book, OrderBook, RestingOrder};
 use crate::config::{ConfigError, EngineConfig, EngineLimits, MarketSpec};
 use crate::hash::StateHasher;
 use crate::ledger::{Balance, Ledger, LedgerError};
+use codec::{AddLiquidity, LiquidityAdded, LiquidityRemoved, RemoveLiquidity, Shares, Swap, SwapExecuted, SwapMode};
 use codec::{
     Amount, AssetId, BalanceChange, BalanceUpdate, BookLevelUpdate, CancelOrder, CancelReason, CancelReplace,
     ClientOrderId, Command, Deposit, Event, ExpireReason, Fill, Lots, MarketId, MassCancel, MassCancelReport, NewOrder,
@@ -76,6 +78,10 @@ pub struct Engine<B: Book = OrderBook> {
     limits: EngineLimits,
     /// Reused buffer for mass cancels (capacity: the per-user open-order bound).
     scratch_order_ids: Vec<OrderId>,
+    /// AMM pools, in configuration order.
+    pools: Vec<Pool>,
+    /// Per market (index = market id − 1): the index of its pool in `pools`.
+    pool_of_market: Vec<Option<usize>>,
 }
 
 impl Engine<OrderBook> {
@@ -98,7 +104,20 @@ impl<B: Book> Engine<B> {
     pub fn with_books(config: &EngineConfig, mut make_book: impl FnMut(usize) -> B) -> Result<Self, ConfigError> {
         let specs = config.validate()?;
         let limits = config.limits;
+        let mut pool_of_market = vec![None; specs.len()];
+        let pools = config
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(index, pool)| {
+                let market = &specs[pool.market_id.get() as usize - 1].config;
+                pool_of_market[pool.market_id.get() as usize - 1] = Some(index);
+                Pool::new(pool.market_id, market.base, market.quote, pool.fee_bps)
+            })
+            .collect();
         Ok(Self {
+            pools,
+            pool_of_market,
             markets: specs
                 .into_iter()
                 .map(|spec| MarketState { spec, book: make_book(limits.orders_per_market_max), next_trade_id: 1 })
@@ -120,6 +139,9 @@ impl<B: Book> Engine<B> {
             Command::MassCancel(m) => self.mass_cancel(ctx, m, out),
             Command::Deposit(m) => self.deposit(ctx, m, out),
             Command::Withdraw(m) => self.withdraw(ctx, m, out),
+            Command::AddLiquidity(m) => self.add_liquidity(ctx, m, out),
+            Command::RemoveLiquidity(m) => self.remove_liquidity(ctx, m, out),
+            Command::Swap(m) => self.swap(ctx, m, out),
         };
         if let Err(reason) = result {
             let (client_order_id, order_id, market_id) = match command {
@@ -128,6 +150,9 @@ impl<B: Book> Engine<B> {
                 Command::CancelReplace(m) => (m.client_order_id, m.order_id, m.market_id),
                 Command::MassCancel(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
                 Command::Deposit(_) | Command::Withdraw(_) => (ClientOrderId::ZERO, OrderId::ZERO, MarketId::ZERO),
+                Command::AddLiquidity(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
+                Command::RemoveLiquidity(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
+                Command::Swap(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
             };
             out.push(Event::OrderRejected(OrderRejected {
                 sequence: ctx.sequence,
@@ -200,6 +225,42 @@ impl<B: Book> Engine<B> {
         Ok(())
     }
 
+    /// The AMM pool beside a market, if it has one.
+    pub fn pool(&self, market_id: MarketId) -> Option<&Pool> {
+        let index = self.market_index(market_id)?;
+        self.pool_of_market[index].map(|p| &self.pools[p])
+    }
+
+    /// Every AMM pool, in configuration order.
+    pub fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+
+    /// Replaces the pools' state (restoring a snapshot) and the ledger's pool account with it.
+    pub(crate) fn restore_pools(&mut self, pools: Vec<Pool>) -> Result<(), String> {
+        if pools.len() != self.pools.len() {
+            return Err(format!("{} pools, configuration has {}", pools.len(), self.pools.len()));
+        }
+        let mut pooled = vec![0u128; self.ledger.asset_count()];
+        for (slot, pool) in self.pools.iter_mut().zip(pools) {
+            if pool.market_id != slot.market_id {
+                return Err(format!("pool of market {} where {} is configured", pool.market_id, slot.market_id));
+            }
+            pool.validate()?;
+            pooled[slot.base.get() as usize] += u128::from(pool.base_reserve);
+            pooled[slot.quote.get() as usize] += u128::from(pool.quote_reserve);
+            slot.base_reserve = pool.base_reserve;
+            slot.quote_reserve = pool.quote_reserve;
+            slot.total_shares = pool.total_shares;
+            slot.holders = pool.holders;
+        }
+        for (asset, amount) in pooled.into_iter().enumerate() {
+            let amount = u64::try_from(amount).map_err(|_| format!("asset {asset}: pools hold more than u64"))?;
+            self.ledger.set_pooled(AssetId::new(asset as u32), amount);
+        }
+        Ok(())
+    }
+
     /// The id the next accepted order will get.
     pub fn next_order_id(&self) -> OrderId {
         OrderId::new(self.next_order_id)
@@ -222,6 +283,10 @@ impl<B: Book> Engine<B> {
             }
         }
         self.ledger.hash_into(&mut hasher);
+        // Nothing is added without pools, so hashes of pool-less configurations are unchanged.
+        for pool in &self.pools {
+            pool.hash_into(&mut hasher);
+        }
         hasher.finish()
     }
 
@@ -292,6 +357,19 @@ impl<B: Book> Engine<B> {
         }
         if let Some(((user, asset), amount)) = locked_by_orders.into_iter().next() {
             return Err(format!("user {user} asset {asset}: orders reserve {amount} but no account"));
+        }
+        // Pools: their own invariants, and their reserves are exactly the ledger's pool account.
+        let mut pooled = vec![0u128; self.ledger.asset_count()];
+        for pool in &self.pools {
+            pool.validate()?;
+            pooled[pool.base.get() as usize] += u128::from(pool.base_reserve);
+            pooled[pool.quote.get() as usize] += u128::from(pool.quote_reserve);
+        }
+        for (asset, reserves) in pooled.into_iter().enumerate() {
+            let account = self.ledger.pooled(AssetId::new(asset as u32));
+            if u128::from(account) != reserves {
+                return Err(format!("asset {asset}: pool reserves {reserves} != ledger pool account {account}"));
+            }
         }
         self.ledger.check_conservation()
     }
@@ -639,6 +717,169 @@ impl<B: Book> Engine<B> {
         if amount.get() == 0 {
             return Err(RejectReason::AmountZero);
         }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // AMM pools
+    // ------------------------------------------------------------------------------------------
+
+    /// The index of the pool beside a market.
+    fn pool_index(&self, market_id: MarketId) -> Result<usize, RejectReason> {
+        let mi = self.market_index(market_id).ok_or(RejectReason::UnknownMarket)?;
+        self.pool_of_market[mi].ok_or(RejectReason::PoolNotFound)
+    }
+
+    fn add_liquidity(&mut self, ctx: CommandContext, m: &AddLiquidity, out: &mut Vec<Event>) -> Outcome {
+        let pi = self.pool_index(m.market_id)?;
+        let pool = &self.pools[pi];
+        let deposit = amm::add_liquidity(
+            pool.base_reserve,
+            pool.quote_reserve,
+            pool.total_shares,
+            m.max_base_amount.get(),
+            m.max_quote_amount.get(),
+        )?;
+        if deposit.shares < m.min_shares.get() {
+            return Err(RejectReason::SlippageExceeded);
+        }
+        let (base, quote) = (pool.base, pool.quote);
+        if self.ledger.get(m.user_id, base).available < deposit.base
+            || self.ledger.get(m.user_id, quote).available < deposit.quote
+        {
+            return Err(RejectReason::InsufficientBalance);
+        }
+        let overflow = RejectReason::ArithmeticOverflow;
+        let base_reserve = pool.base_reserve.checked_add(deposit.base).ok_or(overflow)?;
+        let quote_reserve = pool.quote_reserve.checked_add(deposit.quote).ok_or(overflow)?;
+        let user_shares = pool.shares_of(m.user_id).checked_add(deposit.shares).ok_or(overflow)?;
+
+        const INVARIANT: &str = "funds checked above";
+        let base_balance = self.ledger.pay_into_pool(m.user_id, base, deposit.base).expect(INVARIANT);
+        let quote_balance = self.ledger.pay_into_pool(m.user_id, quote, deposit.quote).expect(INVARIANT);
+        let pool = &mut self.pools[pi];
+        pool.base_reserve = base_reserve;
+        pool.quote_reserve = quote_reserve;
+        pool.total_shares = deposit.total_shares_after;
+        pool.holders.insert(m.user_id, user_shares);
+        out.push(Event::LiquidityAdded(LiquidityAdded {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: m.user_id,
+            base_amount: Amount::new(deposit.base),
+            quote_amount: Amount::new(deposit.quote),
+            shares: Shares::new(deposit.shares),
+            user_shares: Shares::new(user_shares),
+            total_shares: Shares::new(pool.total_shares),
+            base_reserve: Amount::new(base_reserve),
+            quote_reserve: Amount::new(quote_reserve),
+            market_id: m.market_id,
+            reserved: Reserved::ZERO,
+        }));
+        self.emit_balance(ctx, m.user_id, base, base_balance, BalanceChange::Pool, out);
+        self.emit_balance(ctx, m.user_id, quote, quote_balance, BalanceChange::Pool, out);
+        Ok(())
+    }
+
+    fn remove_liquidity(&mut self, ctx: CommandContext, m: &RemoveLiquidity, out: &mut Vec<Event>) -> Outcome {
+        let pi = self.pool_index(m.market_id)?;
+        let pool = &self.pools[pi];
+        let shares = m.shares.get();
+        if shares == 0 {
+            return Err(RejectReason::InvalidAmount);
+        }
+        if pool.total_shares == 0 {
+            return Err(RejectReason::PoolEmpty);
+        }
+        let held = pool.shares_of(m.user_id);
+        if held < shares {
+            return Err(RejectReason::InsufficientShares);
+        }
+        let (base_out, quote_out) =
+            amm::remove_liquidity(pool.base_reserve, pool.quote_reserve, pool.total_shares, shares)?;
+        if base_out < m.min_base_amount.get() || quote_out < m.min_quote_amount.get() {
+            return Err(RejectReason::SlippageExceeded);
+        }
+        let (base, quote) = (pool.base, pool.quote);
+
+        const INVARIANT: &str = "payouts are at most the reserves, which the pool account holds";
+        let base_balance = self.ledger.pay_out_of_pool(m.user_id, base, base_out).expect(INVARIANT);
+        let quote_balance = self.ledger.pay_out_of_pool(m.user_id, quote, quote_out).expect(INVARIANT);
+        let pool = &mut self.pools[pi];
+        pool.base_reserve -= base_out;
+        pool.quote_reserve -= quote_out;
+        pool.total_shares -= shares;
+        let user_shares = held - shares;
+        if user_shares == 0 {
+            pool.holders.remove(&m.user_id);
+        } else {
+            pool.holders.insert(m.user_id, user_shares);
+        }
+        out.push(Event::LiquidityRemoved(LiquidityRemoved {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: m.user_id,
+            base_amount: Amount::new(base_out),
+            quote_amount: Amount::new(quote_out),
+            shares: Shares::new(shares),
+            user_shares: Shares::new(user_shares),
+            total_shares: Shares::new(pool.total_shares),
+            base_reserve: Amount::new(pool.base_reserve),
+            quote_reserve: Amount::new(pool.quote_reserve),
+            market_id: m.market_id,
+            reserved: Reserved::ZERO,
+        }));
+        self.emit_balance(ctx, m.user_id, base, base_balance, BalanceChange::Pool, out);
+        self.emit_balance(ctx, m.user_id, quote, quote_balance, BalanceChange::Pool, out);
+        Ok(())
+    }
+
+    fn swap(&mut self, ctx: CommandContext, m: &Swap, out: &mut Vec<Event>) -> Outcome {
+        let pi = self.pool_index(m.market_id)?;
+        let side = m.side.get().map_err(|_| RejectReason::InvalidEnumValue)?;
+        let mode = m.mode.get().map_err(|_| RejectReason::InvalidEnumValue)?;
+        let pool = &self.pools[pi];
+        let result = amm::swap(pool.base_reserve, pool.quote_reserve, side, mode, m.amount.get(), pool.fee_bps)?;
+        let limit = m.limit.get();
+        let slipped = match mode {
+            SwapMode::ExactIn => result.amount_out < limit,
+            SwapMode::ExactOut => limit != 0 && result.amount_in > limit,
+        };
+        if slipped {
+            return Err(RejectReason::SlippageExceeded);
+        }
+        let (asset_in, asset_out) = match side {
+            Side::Bid => (pool.quote, pool.base),
+            Side::Ask => (pool.base, pool.quote),
+        };
+        if self.ledger.get(m.user_id, asset_in).available < result.amount_in {
+            return Err(RejectReason::InsufficientBalance);
+        }
+
+        const INVARIANT: &str = "funds checked above; the payout is below the reserve";
+        let in_balance = self.ledger.pay_into_pool(m.user_id, asset_in, result.amount_in).expect(INVARIANT);
+        let out_balance = self.ledger.pay_out_of_pool(m.user_id, asset_out, result.amount_out).expect(INVARIANT);
+        let pool = &mut self.pools[pi];
+        match side {
+            Side::Bid => (pool.quote_reserve, pool.base_reserve) = (result.reserve_in_after, result.reserve_out_after),
+            Side::Ask => (pool.base_reserve, pool.quote_reserve) = (result.reserve_in_after, result.reserve_out_after),
+        }
+        out.push(Event::SwapExecuted(SwapExecuted {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: m.user_id,
+            amount_in: Amount::new(result.amount_in),
+            amount_out: Amount::new(result.amount_out),
+            fee: Amount::new(result.fee),
+            base_reserve: Amount::new(pool.base_reserve),
+            quote_reserve: Amount::new(pool.quote_reserve),
+            market_id: m.market_id,
+            side: m.side,
+            mode: m.mode,
+            reserved: Reserved::ZERO,
+        }));
+        self.emit_balance(ctx, m.user_id, asset_in, in_balance, BalanceChange::Pool, out);
+        self.emit_balance(ctx, m.user_id, asset_out, out_balance, BalanceChange::Pool, out);
         Ok(())
     }
 

@@ -387,7 +387,12 @@ impl Dispatcher {
                     state.send_app(b"r", body);
                 });
             }
-            Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) => {}
+            // AMM pool commands are served by the REST API only.
+            Event::BookLevelUpdate(_)
+            | Event::BalanceUpdate(_)
+            | Event::LiquidityAdded(_)
+            | Event::LiquidityRemoved(_)
+            | Event::SwapExecuted(_) => {}
         }
     }
 }

@@ -216,7 +216,13 @@ impl AccountViews {
                     order.filled_lots = replaced.filled_lots.get();
                 }
             }
-            Event::OrderRejected(_) | Event::BookLevelUpdate(_) | Event::MassCancelReport(_) => {}
+            // Balances changed by AMM pool commands arrive as BalanceUpdates.
+            Event::OrderRejected(_)
+            | Event::BookLevelUpdate(_)
+            | Event::MassCancelReport(_)
+            | Event::LiquidityAdded(_)
+            | Event::LiquidityRemoved(_)
+            | Event::SwapExecuted(_) => {}
         }
     }
 

@@ -380,7 +380,11 @@ impl ConnState {
                 }
             }
             Event::MassCancelReport(_) => self.mass_cancel_reports += 1,
-            Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) => {}
+            Event::BookLevelUpdate(_)
+            | Event::BalanceUpdate(_)
+            | Event::LiquidityAdded(_)
+            | Event::LiquidityRemoved(_)
+            | Event::SwapExecuted(_) => {}
         }
     }
 

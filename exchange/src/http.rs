@@ -37,12 +37,14 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     let public_api = gateway_json::public_router(state.market_view.clone(), state.engine_config.clone());
     let private_api = gateway_json::private_router(state.private_api.clone());
+    let amm_api = gateway_json::amm::amm_router(state.private_api.clone(), state.market_view.clone());
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .with_state(state)
         .merge(public_api)
         .merge(private_api)
+        .merge(amm_api)
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

@@ -29,7 +29,7 @@ pub struct PrivateState {
     dispatch: Arc<Dispatch>,
     credentials: Arc<Credentials>,
     ingress: Arc<IngressRing>,
-    config: Arc<EngineConfig>,
+    pub(crate) config: Arc<EngineConfig>,
     formats: Arc<Vec<MarketFormat>>,
     symbols: Arc<HashMap<String, usize>>,
     timeout: Duration,
@@ -63,7 +63,12 @@ impl PrivateState {
         self
     }
 
-    fn authenticate(&self, headers: &HeaderMap, instruction: &str, params: &SignedParams) -> Result<UserId, ApiError> {
+    pub(crate) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        instruction: &str,
+        params: &SignedParams,
+    ) -> Result<UserId, ApiError> {
         auth::verify(&self.credentials, headers, instruction, params, auth::now_ms())
     }
 
@@ -79,13 +84,13 @@ impl PrivateState {
         Ok(())
     }
 
-    fn market(&self, params: &SignedParams) -> Result<usize, ApiError> {
+    pub(crate) fn market(&self, params: &SignedParams) -> Result<usize, ApiError> {
         let symbol = params.get("symbol").ok_or_else(|| ApiError::bad_request("Missing required parameter: symbol"))?;
         self.symbols.get(symbol).copied().ok_or_else(|| ApiError::bad_request(format!("Market not found: {symbol}")))
     }
 
     /// Puts a command on the ring and waits for its events.
-    async fn execute(&self, command: Command) -> Result<Vec<Event>, ApiError> {
+    pub(crate) async fn execute(&self, command: Command) -> Result<Vec<Event>, ApiError> {
         let (id, receiver) = self.dispatch.register();
         if self.ingress.push(IngressCommand { origin: origin::tag(origin::REST, id), command }).is_err() {
             self.dispatch.forget(id);

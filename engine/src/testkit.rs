@@ -225,13 +225,13 @@ impl ReferenceLedger {
             }
             Event::LiquidityAdded(added) => {
                 let (base, quote, _) = self.markets[&added.market_id];
-                self.to_pool(added.user_id, base, i128::from(added.base_amount.get()));
-                self.to_pool(added.user_id, quote, i128::from(added.quote_amount.get()));
+                self.move_to_pool(added.user_id, base, i128::from(added.base_amount.get()));
+                self.move_to_pool(added.user_id, quote, i128::from(added.quote_amount.get()));
             }
             Event::LiquidityRemoved(removed) => {
                 let (base, quote, _) = self.markets[&removed.market_id];
-                self.to_pool(removed.user_id, base, -i128::from(removed.base_amount.get()));
-                self.to_pool(removed.user_id, quote, -i128::from(removed.quote_amount.get()));
+                self.move_to_pool(removed.user_id, base, -i128::from(removed.base_amount.get()));
+                self.move_to_pool(removed.user_id, quote, -i128::from(removed.quote_amount.get()));
             }
             Event::SwapExecuted(swap) => {
                 let (base, quote, _) = self.markets[&swap.market_id];
@@ -239,15 +239,15 @@ impl ReferenceLedger {
                     Ok(Side::Bid) => (quote, base),
                     _ => (base, quote),
                 };
-                self.to_pool(swap.user_id, asset_in, i128::from(swap.amount_in.get()));
-                self.to_pool(swap.user_id, asset_out, -i128::from(swap.amount_out.get()));
+                self.move_to_pool(swap.user_id, asset_in, i128::from(swap.amount_in.get()));
+                self.move_to_pool(swap.user_id, asset_out, -i128::from(swap.amount_out.get()));
             }
             _ => {}
         }
     }
 
     /// Moves `amount` (negative: out of the pool) between a user and the pool account.
-    fn to_pool(&mut self, user: UserId, asset: AssetId, amount: i128) {
+    fn move_to_pool(&mut self, user: UserId, asset: AssetId, amount: i128) {
         *self.holdings.entry((user, asset)).or_default() -= amount;
         *self.pooled.entry(asset).or_default() += amount;
     }

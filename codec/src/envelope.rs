@@ -122,7 +122,7 @@ macro_rules! envelope {
 
 envelope!(
     /// Every command the engine accepts.
-    Command { NewOrder, CancelOrder, CancelReplace, MassCancel, Deposit, Withdraw, AddLiquidity, RemoveLiquidity, Swap }
+    Command { NewOrder, CancelOrder, CancelReplace, MassCancel, Deposit, Withdraw, AddLiquidity, RemoveLiquidity, Swap, RoutedOrder }
 );
 
 envelope!(
@@ -140,6 +140,7 @@ envelope!(
         LiquidityAdded,
         LiquidityRemoved,
         SwapExecuted,
+        OrderRouted,
     }
 );
 
@@ -172,6 +173,7 @@ impl Command {
             Command::AddLiquidity(m) => m.user_id,
             Command::RemoveLiquidity(m) => m.user_id,
             Command::Swap(m) => m.user_id,
+            Command::RoutedOrder(m) => m.user_id,
         }
     }
 }
@@ -192,6 +194,7 @@ impl Event {
             Event::LiquidityAdded(m) => m.sequence,
             Event::LiquidityRemoved(m) => m.sequence,
             Event::SwapExecuted(m) => m.sequence,
+            Event::OrderRouted(m) => m.sequence,
         }
     }
 }

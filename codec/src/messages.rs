@@ -219,6 +219,26 @@ message!(
     }
 );
 
+message!(
+    /// A market order routed between the order book and the market's AMM pool for the best total
+    /// price; all or nothing (docs/amm.md).
+    RoutedOrder = 11, 32 {
+        /// Trader; set by the gateway from the authenticated session.
+        pub user_id: UserId,
+        /// Base quantity to buy or sell, in lots.
+        pub quantity_lots: Lots,
+        /// Buy: most quote to pay in total, fees included; sell: least quote to receive; 0 for no
+        /// limit.
+        pub quote_limit: Amount,
+        /// Market (with a pool).
+        pub market_id: MarketId,
+        /// `Bid` buys base, `Ask` sells base.
+        pub side: SideCode,
+        /// Zero.
+        pub reserved: Reserved<3>,
+    }
+);
+
 // ----------------------------------------------------------------------------------------------
 // Events. Each starts with the sequence of the command that caused it and its timestamp.
 // ----------------------------------------------------------------------------------------------
@@ -566,6 +586,35 @@ message!(
         pub mode: SwapModeCode,
         /// Zero.
         pub reserved: Reserved<2>,
+    }
+);
+
+message!(
+    /// A routed order completed: how much went to the book and to the pool (after the fills and
+    /// the swap it caused).
+    OrderRouted = 114, 72 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Trader.
+        pub user_id: UserId,
+        /// The book leg's order id; 0 when nothing went to the book.
+        pub order_id: OrderId,
+        /// Quantity traded on the book.
+        pub book_lots: Lots,
+        /// Quote paid to the book fees included (buy) or received after fees (sell).
+        pub book_quote: Amount,
+        /// Base traded with the pool, minor units.
+        pub pool_base_amount: Amount,
+        /// Quote paid to the pool fee included (buy) or received (sell).
+        pub pool_quote: Amount,
+        /// Market.
+        pub market_id: MarketId,
+        /// `Bid` bought base, `Ask` sold base.
+        pub side: SideCode,
+        /// Zero.
+        pub reserved: Reserved<3>,
     }
 );
 

@@ -130,7 +130,7 @@ const VERSION_AT: usize = 6;
 #[test]
 fn the_instances_cover_every_message() {
     let all = all();
-    assert_eq!(all.len(), 31);
+    assert_eq!(all.len(), 33);
     for envelope in ENVELOPES {
         assert!(all.iter().any(|m| m.envelope() == envelope), "no {envelope} message");
     }

@@ -136,6 +136,14 @@ fn instances() -> Vec<Any> {
             mode: SwapMode::ExactOut.into(),
             reserved: Reserved::ZERO,
         }),
+        Command::RoutedOrder(RoutedOrder {
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            quantity_lots: Lots::new(0x3132_3334_3536_3738),
+            quote_limit: Amount::new(0x4142_4344_4546_4748),
+            market_id: MarketId::new(0x5152_5354),
+            side: Side::Bid.into(),
+            reserved: Reserved::ZERO,
+        }),
     ];
     let sequence = Sequence::new(0x8182_8384_8586_8788);
     let timestamp_ns = TimestampNs::new(0x1788_0000_0000_0001);
@@ -300,6 +308,19 @@ fn instances() -> Vec<Any> {
             mode: SwapMode::ExactIn.into(),
             reserved: Reserved::ZERO,
         }),
+        Event::OrderRouted(OrderRouted {
+            sequence,
+            timestamp_ns,
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            order_id: OrderId::new(0x6162_6364_6566_6768),
+            book_lots: Lots::new(0x3132_3334_3536_3738),
+            book_quote: Amount::new(0x4142_4344_4546_4748),
+            pool_base_amount: Amount::new(0x2122_2324_2526_2728),
+            pool_quote: Amount::new(0xE1E2_E3E4_E5E6_E7E8),
+            market_id: MarketId::new(0x5152_5354),
+            side: Side::Ask.into(),
+            reserved: Reserved::ZERO,
+        }),
     ];
     let session = [
         Session::Negotiate(Negotiate { api_key: counting(0xC0), timestamp_ns }),
@@ -391,7 +412,7 @@ fn golden_directory_holds_exactly_one_file_per_message() {
         std::fs::read_dir(golden_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     found.sort();
     assert_eq!(found, expected);
-    assert_eq!(expected.len(), 31, "9 commands, 12 events and 10 session messages");
+    assert_eq!(expected.len(), 33, "10 commands, 13 events and 10 session messages");
 }
 
 #[test]

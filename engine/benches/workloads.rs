@@ -210,7 +210,10 @@ impl Tally {
                 Event::OrderReplaced(_) => self.replaced += 1,
                 Event::OrderRejected(reject) => *self.rejects.entry(reject.reason.raw()).or_default() += 1,
                 Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) | Event::MassCancelReport(_) => {}
-                Event::LiquidityAdded(_) | Event::LiquidityRemoved(_) | Event::SwapExecuted(_) => {}
+                Event::LiquidityAdded(_)
+                | Event::LiquidityRemoved(_)
+                | Event::SwapExecuted(_)
+                | Event::OrderRouted(_) => {}
             }
         }
     }

@@ -261,6 +261,210 @@ pub fn spot_impact_ppm(base: u64, quote: u64, side: Side, result: &SwapResult) -
     u64::try_from(impact).unwrap_or(u64::MAX)
 }
 
+/// A market's constants for pricing book fills (quote per tick-lot, lot size, taker fee).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookTerms {
+    /// Quote minor units of one lot at one tick.
+    pub quote_per_tick_lot: u64,
+    /// Base minor units per lot.
+    pub lot_size: u64,
+    /// Taker fee, parts per million of the notional (rounded down per fill).
+    pub taker_fee_ppm: u32,
+}
+
+/// How a routed order splits between the book and the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutePlan {
+    /// Lots taken from the book.
+    pub book_lots: u64,
+    /// Quote paid to the book fees included (buy), or received after fees (sell).
+    pub book_quote: u64,
+    /// Base traded with the pool, minor units (`(quantity − book_lots) × lot_size`).
+    pub pool_base: u64,
+    /// Quote paid to the pool fee included (buy), or received (sell).
+    pub pool_quote: u64,
+}
+
+impl RoutePlan {
+    /// Total quote paid (buy) or received (sell).
+    pub fn total_quote(&self) -> u128 {
+        u128::from(self.book_quote) + u128::from(self.pool_quote)
+    }
+}
+
+/// Prefix sums over a ladder of book entries (best first): lots and quote value of full fills.
+struct Ladder<'a> {
+    entries: &'a [(u64, u64)],
+    cumulative_lots: Vec<u64>,
+    cumulative_quote: Vec<u128>,
+    side: Side,
+    terms: BookTerms,
+}
+
+impl<'a> Ladder<'a> {
+    fn new(entries: &'a [(u64, u64)], side: Side, terms: BookTerms) -> Self {
+        let (mut lots, mut quote) = (0u64, 0u128);
+        let (mut cumulative_lots, mut cumulative_quote) =
+            (Vec::with_capacity(entries.len()), Vec::with_capacity(entries.len()));
+        for &(entry_lots, price) in entries {
+            lots = lots.saturating_add(entry_lots);
+            quote += Self::fill_quote(side, terms, entry_lots, price);
+            cumulative_lots.push(lots);
+            cumulative_quote.push(quote);
+        }
+        Self { entries, cumulative_lots, cumulative_quote, side, terms }
+    }
+
+    /// One fill of `lots` at `price` ticks: notional plus the taker fee (buy) or minus it (sell),
+    /// the fee rounded down as the engine charges it.
+    fn fill_quote(side: Side, terms: BookTerms, lots: u64, price: u64) -> u128 {
+        let notional = u128::from(price) * u128::from(lots) * u128::from(terms.quote_per_tick_lot);
+        let fee = notional * u128::from(terms.taker_fee_ppm) / 1_000_000;
+        match side {
+            Side::Bid => notional + fee,
+            Side::Ask => notional - fee,
+        }
+    }
+
+    fn depth(&self) -> u64 {
+        self.cumulative_lots.last().copied().unwrap_or(0)
+    }
+
+    /// Quote of taking the first `lots` (at most the depth).
+    fn quote(&self, lots: u64) -> u128 {
+        let full = self.cumulative_lots.partition_point(|&c| c <= lots);
+        let (done_lots, done_quote) =
+            if full == 0 { (0, 0) } else { (self.cumulative_lots[full - 1], self.cumulative_quote[full - 1]) };
+        let rest = lots - done_lots;
+        if rest == 0 {
+            return done_quote;
+        }
+        done_quote + Self::fill_quote(self.side, self.terms, rest, self.entries[full].1)
+    }
+}
+
+/// Splits a market order of `quantity_lots` between a book and a pool for the best total price:
+/// the least quote paid for a buy (`Bid`), the most received for a sell (`Ask`). `ladder` is
+/// the opposite side of the book, best first, as `(lots, price ticks)` per resting order (each
+/// entry is one fill, so fees round exactly as the engine's fills do); the pool has reserves
+/// (`base`, `quote`) and `fee_bps`.
+///
+/// # Rule
+/// The total `T(L)` of taking `L` lots from the book and the rest from the pool is convex in
+/// `L` (book prices worsen level by level, the pool's marginal price worsens continuously), so
+/// the best `L` is where the book's next lot stops being cheaper than the pool's: found by binary
+/// search on `T(L + 1) − T(L)`. The pool-only (`L = 0`) and book-only (`L = quantity`) splits
+/// are always candidates too, whenever feasible, and the best candidate wins (ties: more on the
+/// book), so the route is never worse than either venue alone, rounding included.
+///
+/// # Errors
+/// `InvalidQuantity` for zero lots, `InsufficientLiquidity` when neither venue nor any split can
+/// fill the whole quantity.
+pub fn plan_route(
+    ladder: &[(u64, u64)],
+    side: Side,
+    quantity_lots: u64,
+    terms: BookTerms,
+    base: u64,
+    quote: u64,
+    fee_bps: u32,
+) -> AmmResult<RoutePlan> {
+    if quantity_lots == 0 {
+        return Err(RejectReason::InvalidQuantity);
+    }
+    let ladder = Ladder::new(ladder, side, terms);
+    let book_max = ladder.depth().min(quantity_lots);
+    // The pool's leg for `pool_lots` lots: quote paid (buy) or received (sell); None if the pool
+    // cannot do it (not enough reserve, output rounding to nothing, overflow).
+    let pool_leg = |pool_lots: u64| -> Option<u64> {
+        if pool_lots == 0 {
+            return Some(0);
+        }
+        let amount = pool_lots.checked_mul(terms.lot_size)?;
+        let mode = match side {
+            Side::Bid => SwapMode::ExactOut,
+            Side::Ask => SwapMode::ExactIn,
+        };
+        let result = swap(base, quote, side, mode, amount, fee_bps).ok()?;
+        Some(match side {
+            Side::Bid => result.amount_in,
+            Side::Ask => result.amount_out,
+        })
+    };
+    // Cost to minimise: quote paid for a buy, minus quote received for a sell.
+    let cost = |book_lots: u64| -> Option<i128> {
+        let pool = pool_leg(quantity_lots - book_lots)?;
+        let total = i128::try_from(ladder.quote(book_lots)).ok()? + i128::from(pool);
+        Some(match side {
+            Side::Bid => total,
+            Side::Ask => -total,
+        })
+    };
+    // Feasible book shares with a non-empty pool leg form one interval [lo, hi]: a buy's pool leg
+    // is feasible up to some size (lo is the least L), a sell's from some size on (hi the most).
+    let feasible = |l: u64| l < quantity_lots && pool_leg(quantity_lots - l).is_some();
+    let mut candidates = Vec::with_capacity(5);
+    if book_max == quantity_lots {
+        candidates.push(quantity_lots); // book alone
+    }
+    let upper = book_max.min(quantity_lots - 1);
+    let interval = match side {
+        Side::Bid => {
+            // Smallest L in [0, upper] with a feasible pool leg (feasibility grows with L).
+            let (mut low, mut high) = (0u64, upper + 1);
+            while low < high {
+                let mid = low + (high - low) / 2;
+                if feasible(mid) { high = mid } else { low = mid + 1 }
+            }
+            (low <= upper).then_some((low, upper))
+        }
+        Side::Ask => {
+            // Largest L in [0, upper] with a feasible pool leg (feasibility shrinks with L).
+            if feasible(0) {
+                let (mut low, mut high) = (0u64, upper);
+                while low < high {
+                    let mid = low + (high - low).div_ceil(2);
+                    if feasible(mid) { low = mid } else { high = mid - 1 }
+                }
+                Some((0, low))
+            } else {
+                None
+            }
+        }
+    };
+    if let Some((lo, hi)) = interval {
+        // Smallest L in [lo, hi) whose next lot does not lower the cost.
+        let (mut low, mut high) = (lo, hi);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match (cost(mid), cost(mid + 1)) {
+                (Some(here), Some(next)) if next < here => low = mid + 1,
+                _ => high = mid,
+            }
+        }
+        candidates.extend([lo, hi, low, (low + 1).min(hi)]);
+        if lo == 0 {
+            candidates.push(0); // pool alone
+        }
+    }
+    let mut best: Option<(i128, u64)> = None;
+    for l in candidates {
+        let Some(c) = cost(l) else { continue };
+        if best.is_none_or(|(best_cost, best_l)| c < best_cost || (c == best_cost && l > best_l)) {
+            best = Some((c, l));
+        }
+    }
+    let (_, book_lots) = best.ok_or(RejectReason::InsufficientLiquidity)?;
+    let pool_lots = quantity_lots - book_lots;
+    let to_u64 = |v: u128| u64::try_from(v).map_err(|_| RejectReason::ArithmeticOverflow);
+    Ok(RoutePlan {
+        book_lots,
+        book_quote: to_u64(ladder.quote(book_lots))?,
+        pool_base: pool_lots * terms.lot_size,
+        pool_quote: pool_leg(pool_lots).ok_or(RejectReason::InsufficientLiquidity)?,
+    })
+}
+
 /// A pool's configuration: which market it trades beside and its fee.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -445,6 +649,80 @@ mod tests {
         assert_eq!(remove_liquidity(5_001, 11_252, 7_501, 1_501).unwrap(), (1_000, 2_251), "rounded down");
         assert_eq!(remove_liquidity(5_001, 11_252, 7_501, 6_502), Err(RejectReason::InsufficientShares));
         assert_eq!(remove_liquidity(0, 0, 0, 1), Err(RejectReason::PoolEmpty));
+    }
+
+    const TERMS: BookTerms = BookTerms { quote_per_tick_lot: 1, lot_size: 10, taker_fee_ppm: 1_000 };
+
+    /// The route is never worse than either venue alone, and splits when that is better.
+    #[test]
+    fn routes_split_and_never_lose() {
+        // Asks: 5 lots at 100, 5 at 120 (quote per lot = price); the pool: 1000 base, 10_000 quote
+        // (spot 10 quote per base = 100 per lot of 10).
+        let asks = [(5, 100), (5, 120)];
+        let plan = plan_route(&asks, Side::Bid, 10, TERMS, 1_000, 10_000, 30).unwrap();
+        let book_only = plan_route(&asks, Side::Bid, 10, TERMS, 0, 0, 30).unwrap();
+        assert_eq!(book_only.book_lots, 10, "an empty pool leaves the book");
+        let pool_only = plan_route(&[], Side::Bid, 10, TERMS, 1_000, 10_000, 30).unwrap();
+        assert_eq!(pool_only.pool_base, 100);
+        assert!(plan.total_quote() <= book_only.total_quote() && plan.total_quote() <= pool_only.total_quote());
+        assert!(plan.book_lots > 0 && plan.pool_base > 0, "splitting is cheaper here: {plan:?}");
+        // Sells: bids at 100 and 80.
+        let bids = [(5, 100), (5, 80)];
+        let plan = plan_route(&bids, Side::Ask, 10, TERMS, 1_000, 10_000, 30).unwrap();
+        let book_only = plan_route(&bids, Side::Ask, 10, TERMS, 0, 0, 30).unwrap();
+        let pool_only = plan_route(&[], Side::Ask, 10, TERMS, 1_000, 10_000, 30).unwrap();
+        assert!(plan.total_quote() >= book_only.total_quote() && plan.total_quote() >= pool_only.total_quote());
+        assert_eq!(plan_route(&bids, Side::Ask, 11, TERMS, 0, 0, 30), Err(RejectReason::InsufficientLiquidity));
+        assert_eq!(plan_route(&bids, Side::Ask, 0, TERMS, 0, 0, 30), Err(RejectReason::InvalidQuantity));
+        // Exhaustive check against every split on small random cases.
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2_000 {
+            let side = if next(2) == 0 { Side::Bid } else { Side::Ask };
+            let mut ladder: Vec<(u64, u64)> = (0..next(5)).map(|_| (1 + next(6), 50 + next(100))).collect();
+            ladder.sort_by_key(|&(_, p)| if side == Side::Bid { p } else { u64::MAX - p });
+            let (base, quote) = (next(3) * (100 + next(2_000)), 1 + next(30_000));
+            let quantity = 1 + next(20);
+            let fee = next(100) as u32;
+            let best_split = (0..=quantity)
+                .filter_map(|l| {
+                    let depth: u64 = ladder.iter().map(|e| e.0).sum();
+                    if l > depth {
+                        return None;
+                    }
+                    let book = Ladder::new(&ladder, side, TERMS).quote(l);
+                    let pool = if l == quantity {
+                        Some(0)
+                    } else {
+                        let mode = if side == Side::Bid { SwapMode::ExactOut } else { SwapMode::ExactIn };
+                        swap(base, quote, side, mode, (quantity - l) * 10, fee).ok().map(|r| match side {
+                            Side::Bid => r.amount_in,
+                            Side::Ask => r.amount_out,
+                        })
+                    }?;
+                    Some(book + u128::from(pool))
+                })
+                .collect::<Vec<_>>();
+            let plan = plan_route(&ladder, side, quantity, TERMS, base, quote, fee);
+            match (side, best_split.is_empty()) {
+                (_, true) => assert_eq!(plan, Err(RejectReason::InsufficientLiquidity)),
+                (Side::Bid, false) => {
+                    let total = plan.unwrap().total_quote();
+                    let best = *best_split.iter().min().unwrap();
+                    assert!(total <= best, "buy {ladder:?} {base} {quote} {quantity}: {total} vs {best}");
+                }
+                (Side::Ask, false) => {
+                    let total = plan.unwrap().total_quote();
+                    let best = *best_split.iter().max().unwrap();
+                    assert!(total >= best, "sell {ladder:?} {base} {quote} {quantity}: {total} vs {best}");
+                }
+            }
+        }
     }
 
     #[test]

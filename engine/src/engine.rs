@@ -5,7 +5,10 @@ use crate::book::{Book, OrderBook, RestingOrder};
 use crate::config::{ConfigError, EngineConfig, EngineLimits, MarketSpec};
 use crate::hash::StateHasher;
 use crate::ledger::{Balance, Ledger, LedgerError};
-use codec::{AddLiquidity, LiquidityAdded, LiquidityRemoved, RemoveLiquidity, Shares, Swap, SwapExecuted, SwapMode};
+use codec::{
+    AddLiquidity, LiquidityAdded, LiquidityRemoved, OrderRouted, RemoveLiquidity, RoutedOrder, Shares, Swap,
+    SwapExecuted, SwapMode,
+};
 use codec::{
     Amount, AssetId, BalanceChange, BalanceUpdate, BookLevelUpdate, CancelOrder, CancelReason, CancelReplace,
     ClientOrderId, Command, Deposit, Event, ExpireReason, Fill, Lots, MarketId, MassCancel, MassCancelReport, NewOrder,
@@ -142,6 +145,7 @@ impl<B: Book> Engine<B> {
             Command::AddLiquidity(m) => self.add_liquidity(ctx, m, out),
             Command::RemoveLiquidity(m) => self.remove_liquidity(ctx, m, out),
             Command::Swap(m) => self.swap(ctx, m, out),
+            Command::RoutedOrder(m) => self.routed_order(ctx, m, out),
         };
         if let Err(reason) = result {
             let (client_order_id, order_id, market_id) = match command {
@@ -153,6 +157,7 @@ impl<B: Book> Engine<B> {
                 Command::AddLiquidity(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
                 Command::RemoveLiquidity(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
                 Command::Swap(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
+                Command::RoutedOrder(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
             };
             out.push(Event::OrderRejected(OrderRejected {
                 sequence: ctx.sequence,
@@ -880,6 +885,142 @@ impl<B: Book> Engine<B> {
         }));
         self.emit_balance(ctx, m.user_id, asset_in, in_balance, BalanceChange::Pool, out);
         self.emit_balance(ctx, m.user_id, asset_out, out_balance, BalanceChange::Pool, out);
+        Ok(())
+    }
+
+    /// A market order split between the book and the pool ([`amm::plan_route`]), all or nothing.
+    /// The book leg is an IOC market order for the planned lots that skips (and, by self-trade
+    /// prevention `RejectMaker`, cancels) the user's own resting orders, exactly as planned; the
+    /// pool leg a swap of the rest. Funds and the quote limit are checked on the exact plan before
+    /// anything happens.
+    fn routed_order(&mut self, ctx: CommandContext, m: &RoutedOrder, out: &mut Vec<Event>) -> Outcome {
+        let pi = self.pool_index(m.market_id)?;
+        let mi = m.market_id.get() as usize - 1;
+        let side = m.side.get().map_err(|_| RejectReason::InvalidEnumValue)?;
+        let quantity = m.quantity_lots.get();
+        let spec = &self.markets[mi].spec;
+        let config = &spec.config;
+        if quantity == 0 {
+            return Err(RejectReason::InvalidQuantity);
+        }
+        if quantity < config.min_quantity_lots {
+            return Err(RejectReason::QuantityBelowMinimum);
+        }
+        if quantity > config.max_quantity_lots {
+            return Err(RejectReason::QuantityAboveMaximum);
+        }
+        // The opposite side in priority order, without the user's own orders, up to the quantity.
+        let mut ladder = Vec::new();
+        let mut gathered = 0u64;
+        self.markets[mi].book.visit_in_priority(side.opposite(), &mut |order| {
+            if order.user_id != m.user_id {
+                ladder.push((order.remaining_lots, order.price.get()));
+                gathered = gathered.saturating_add(order.remaining_lots);
+            }
+            gathered < quantity
+        });
+        let terms = amm::BookTerms {
+            quote_per_tick_lot: spec.quote_per_tick_lot,
+            lot_size: config.lot_size,
+            taker_fee_ppm: config.taker_fee_ppm,
+        };
+        let pool = &self.pools[pi];
+        let plan =
+            amm::plan_route(&ladder, side, quantity, terms, pool.base_reserve, pool.quote_reserve, pool.fee_bps)?;
+        let total = u64::try_from(plan.total_quote()).map_err(|_| RejectReason::ArithmeticOverflow)?;
+        let limit = m.quote_limit.get();
+        let (base, quote) = (config.base, config.quote);
+        match side {
+            Side::Bid => {
+                if limit != 0 && total > limit {
+                    return Err(RejectReason::SlippageExceeded);
+                }
+                if self.ledger.get(m.user_id, quote).available < total {
+                    return Err(RejectReason::InsufficientBalance);
+                }
+            }
+            Side::Ask => {
+                if total < limit {
+                    return Err(RejectReason::SlippageExceeded);
+                }
+                let base_amount = spec.base_amount(quantity).ok_or(RejectReason::ArithmeticOverflow)?;
+                if self.ledger.get(m.user_id, base).available < base_amount {
+                    return Err(RejectReason::InsufficientBalance);
+                }
+            }
+        }
+
+        // Accepted: the book leg, then the pool leg, then the report.
+        let mut order_id = OrderId::ZERO;
+        if plan.book_lots > 0 {
+            order_id = OrderId::new(self.next_order_id);
+            self.next_order_id += 1;
+            out.push(Event::OrderAccepted(OrderAccepted {
+                sequence: ctx.sequence,
+                timestamp_ns: ctx.timestamp_ns,
+                user_id: m.user_id,
+                order_id,
+                client_order_id: ClientOrderId::ZERO,
+                price_ticks: Ticks::ZERO,
+                quantity_lots: Lots::new(plan.book_lots),
+                quote_quantity: Amount::ZERO,
+                market_id: m.market_id,
+                side: m.side,
+                order_type: OrderType::Market.into(),
+                time_in_force: TimeInForce::Ioc.into(),
+                self_trade_prevention: SelfTradePrevention::RejectMaker.into(),
+                post_only: false.into(),
+                reserved: Reserved::ZERO,
+            }));
+            let mut taker = Taker {
+                order_id,
+                user_id: m.user_id,
+                client_order_id: ClientOrderId::ZERO,
+                side,
+                limit: None,
+                quantity_lots: plan.book_lots,
+                remaining_lots: Some(plan.book_lots),
+                filled_lots: 0,
+                budget: None,
+                spent: 0,
+                self_trade_prevention: SelfTradePrevention::RejectMaker,
+                time_in_force: TimeInForce::Ioc,
+                post_only: false,
+            };
+            let stop = self.match_taker(ctx, mi, &mut taker, out);
+            debug_assert_eq!(stop, MatchStop::Filled, "the plan took only what the book holds");
+            self.finish_taker(ctx, mi, &taker, stop, out);
+        }
+        if plan.pool_base > 0 {
+            let mode = match side {
+                Side::Bid => SwapMode::ExactOut,
+                Side::Ask => SwapMode::ExactIn,
+            };
+            let swap = Swap {
+                user_id: m.user_id,
+                amount: Amount::new(plan.pool_base),
+                limit: Amount::ZERO,
+                market_id: m.market_id,
+                side: m.side,
+                mode: mode.into(),
+                reserved: Reserved::ZERO,
+            };
+            // Planned against this very pool state with the funds checked: cannot fail.
+            self.swap(ctx, &swap, out).expect("the pool leg was planned on the same state");
+        }
+        out.push(Event::OrderRouted(OrderRouted {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: m.user_id,
+            order_id,
+            book_lots: Lots::new(plan.book_lots),
+            book_quote: Amount::new(plan.book_quote),
+            pool_base_amount: Amount::new(plan.pool_base),
+            pool_quote: Amount::new(plan.pool_quote),
+            market_id: m.market_id,
+            side: m.side,
+            reserved: Reserved::ZERO,
+        }));
         Ok(())
     }
 

@@ -421,6 +421,18 @@ pub mod commands {
         })
     }
 
+    /// A market order routed between the book and the pool; `quote_limit` 0 for none.
+    pub fn routed(user: u64, market: u32, side: Side, quantity_lots: u64, quote_limit: u64) -> Command {
+        Command::RoutedOrder(RoutedOrder {
+            user_id: UserId::new(user),
+            quantity_lots: Lots::new(quantity_lots),
+            quote_limit: Amount::new(quote_limit),
+            market_id: MarketId::new(market),
+            side: side.into(),
+            reserved: Reserved::ZERO,
+        })
+    }
+
     /// Withdrawal.
     pub fn withdraw(user: u64, asset: u32, amount: u64) -> Command {
         Command::Withdraw(Withdraw {

@@ -291,8 +291,10 @@ fn pool_command() -> impl Strategy<Value = Command> {
             .prop_map(|(u, m, side, mode, amount, limit)| swap(u, m, side, mode, amount, limit)),
         2 => (user.clone(), prop_oneof![Just(Side::Bid), Just(Side::Ask)], 90u64..=110, 1u64..=50)
             .prop_map(|(u, side, price, lots)| limit(u, ETH_USDC, side, price * 10_000, lots * 100, TimeInForce::Gtc, 0)),
-        1 => (user, prop_oneof![Just(Side::Bid), Just(Side::Ask)], 1u64..=50)
+        1 => (user.clone(), prop_oneof![Just(Side::Bid), Just(Side::Ask)], 1u64..=50)
             .prop_map(|(u, side, lots)| market(u, ETH_USDC, side, lots * 100)),
+        2 => (user, prop_oneof![Just(Side::Bid), Just(Side::Ask)], 1u64..=5_000, prop_oneof![3 => Just(0u64), 1 => 0u64..=5_000_000_000])
+            .prop_map(|(u, side, lots, limit)| routed(u, ETH_USDC, side, lots * 10, limit)),
     ]
 }
 
@@ -324,6 +326,7 @@ proptest! {
                 Command::AddLiquidity(m) => Some(m.market_id),
                 Command::RemoveLiquidity(m) => Some(m.market_id),
                 Command::Swap(m) => Some(m.market_id),
+                Command::RoutedOrder(m) => Some(m.market_id),
                 _ => None,
             };
             let before = market.map(|m| h.engine.pool(m).unwrap().clone());
@@ -334,7 +337,7 @@ proptest! {
                 let after = h.engine.pool(market).unwrap().clone();
                 let k = |p: &engine::Pool| u128::from(p.base_reserve) * u128::from(p.quote_reserve);
                 match command {
-                    Command::Swap(_) => {
+                    Command::Swap(_) | Command::RoutedOrder(_) => {
                         prop_assert!(k(&after) >= k(&before), "k decreased by {:?}", command);
                         prop_assert_eq!(after.total_shares, before.total_shares);
                     }
@@ -392,4 +395,144 @@ fn pool_configuration_is_checked() {
     let mut bad = config();
     bad.pools[0].market_id = MarketId::new(7);
     assert!(Engine::new(&bad).is_err(), "unknown market");
+}
+
+/// What `user` ends with in quote and base after `setup` and then `command` on a fresh engine,
+/// and the command's events.
+fn outcome(setup: &[Command], command: Command, user: u64) -> (u64, u64, Vec<Event>) {
+    let mut h = Harness::new();
+    for c in setup {
+        h.run(*c);
+    }
+    let events = h.run(command);
+    (h.balance(user, USDC), h.balance(user, ETH), events)
+}
+
+fn total_of_route(events: &[Event]) -> OrderRouted {
+    match events.last() {
+        Some(Event::OrderRouted(routed)) => *routed,
+        _ => panic!("expected OrderRouted last, got {events:?}"),
+    }
+}
+
+/// A routed buy splits between a thin book and the pool when that is cheaper, and the report
+/// matches the fills and the swap it caused.
+#[test]
+fn routed_order_splits_and_reports() {
+    let mut setup = Vec::new();
+    for user in 1..=3 {
+        setup.push(deposit(user, ETH, 1_000_000_000_000));
+        setup.push(deposit(user, USDC, 10_000_000_000_000));
+    }
+    // Pool: 100 ETH / 300_000 USDC (3000 per ETH); book: asks of user 3 at 2990 and 3010.
+    setup.push(add_liquidity(1, ETH_USDC, 10_000_000_000, 300_000_000_000));
+    setup.push(limit(3, ETH_USDC, Side::Ask, 299_000, 20_000, TimeInForce::Gtc, 0)); // 2 ETH at 2990
+    setup.push(limit(3, ETH_USDC, Side::Ask, 301_000, 20_000, TimeInForce::Gtc, 0)); // 2 ETH at 3010
+    let quantity = 50_000; // 5 ETH in lots of 0.0001
+    let (route_usdc, route_eth, events) = outcome(&setup, routed(2, ETH_USDC, Side::Bid, quantity, 0), 2);
+    let report = total_of_route(&events);
+    assert!(report.book_lots.get() > 0 && report.pool_base_amount.get() > 0, "{report:?}");
+    let fills: u64 = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Fill(f) => Some(f.quote_amount.get() + f.taker_fee.get()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(fills, report.book_quote.get());
+    let pool_leg = events.iter().find_map(|e| if let Event::SwapExecuted(s) = e { Some(*s) } else { None }).unwrap();
+    assert_eq!(pool_leg.amount_in.get(), report.pool_quote.get());
+    assert_eq!(route_eth, 1_000_000_000_000 + 500_000_000, "exactly 5 ETH bought");
+    // Each venue alone costs more.
+    let (pool_usdc, pool_eth, _) = outcome(&setup, swap(2, ETH_USDC, Side::Bid, SwapMode::ExactOut, 500_000_000, 0), 2);
+    let (book_usdc, book_eth, _) =
+        outcome(&setup, limit(2, ETH_USDC, Side::Bid, 400_000, quantity, TimeInForce::Ioc, 0), 2);
+    assert_eq!(pool_eth, route_eth);
+    assert!(book_eth < route_eth, "the book alone cannot fill 5 ETH");
+    assert!(route_usdc > pool_usdc, "route {route_usdc} vs pool alone {pool_usdc}");
+    let _ = book_usdc;
+
+    // Limits and funds: rejected without effect.
+    let mut h = Harness::new();
+    for c in &setup {
+        h.run(*c);
+    }
+    h.rejected(routed(2, ETH_USDC, Side::Bid, quantity, report.book_quote.get()), RejectReason::SlippageExceeded);
+    h.rejected(routed(2, BTC_USDC, Side::Bid, quantity, 0), RejectReason::PoolNotFound);
+    h.rejected(routed(2, ETH_USDC, Side::Bid, 0, 0), RejectReason::InvalidQuantity);
+    h.rejected(routed(4, ETH_USDC, Side::Ask, quantity, 0), RejectReason::InsufficientBalance);
+    h.rejected(routed(2, ETH_USDC, Side::Bid, 1_000_000_000, 0), RejectReason::InsufficientLiquidity);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// A routed order is never worse than the same quantity on either venue alone (when that venue
+    /// can fill it): the user ends with at least as much quote (buying) or gets at least as much
+    /// (selling), for the same base.
+    #[test]
+    fn routed_orders_never_lose_to_a_single_venue(
+        asks in prop::collection::vec((295_000u64..=310_000, 1u64..=30_000), 0..6),
+        bids in prop::collection::vec((290_000u64..=305_000, 1u64..=30_000), 0..6),
+        pool_eth in prop_oneof![Just(0u64), 1_000_000_000u64..=50_000_000_000],
+        pool_price in 2_900u64..=3_100,
+        fee in 0u32..=100,
+        buy in any::<bool>(),
+        quantity in 1u64..=100_000,
+    ) {
+        let mut setup = Vec::new();
+        for user in 1..=3 {
+            setup.push(deposit(user, ETH, 1_000_000_000_000));
+            setup.push(deposit(user, USDC, 100_000_000_000_000));
+        }
+        if pool_eth > 0 {
+            // pool_eth in minor units (8 decimals); quote = eth · price in USDC minor units (6).
+            setup.push(add_liquidity(1, ETH_USDC, pool_eth, pool_eth / 100 * pool_price));
+        }
+        for &(price, lots) in &asks {
+            setup.push(limit(3, ETH_USDC, Side::Ask, price.max(bids.iter().map(|b| b.0).max().unwrap_or(0) + 1), lots, TimeInForce::Gtc, 0));
+        }
+        for &(price, lots) in &bids {
+            setup.push(limit(3, ETH_USDC, Side::Bid, price, lots, TimeInForce::Gtc, 0));
+        }
+        let side = if buy { Side::Bid } else { Side::Ask };
+        let base = quantity * 10_000;
+        let (route_usdc, route_eth, events) = outcome_with_fee(&setup, routed(2, ETH_USDC, side, quantity, 0), fee);
+        let routed_ok = !matches!(events[0], Event::OrderRejected(_));
+        let pool_only = swap(2, ETH_USDC, side, if buy { SwapMode::ExactOut } else { SwapMode::ExactIn }, base, 0);
+        let (pool_usdc, pool_eth_after, pool_events) = outcome_with_fee(&setup, pool_only, fee);
+        let pool_ok = !matches!(pool_events[0], Event::OrderRejected(_));
+        let book_only = market(2, ETH_USDC, side, quantity);
+        let (book_usdc, book_eth, book_events) = outcome_with_fee(&setup, book_only, fee);
+        let book_filled = book_events.iter().filter_map(|e| if let Event::Fill(f) = e { Some(f.quantity_lots.get()) } else { None }).sum::<u64>() == quantity;
+        if pool_ok || book_filled {
+            prop_assert!(routed_ok, "a venue can fill it alone, so the route must: {:?}", events[0]);
+        }
+        if routed_ok {
+            let moved = if buy { route_eth - 1_000_000_000_000 } else { 1_000_000_000_000 - route_eth };
+            prop_assert_eq!(moved, base);
+            if pool_ok {
+                prop_assert_eq!(pool_eth_after, route_eth);
+                prop_assert!(route_usdc >= pool_usdc, "route {} < pool alone {}", route_usdc, pool_usdc);
+            }
+            if book_filled {
+                prop_assert_eq!(book_eth, route_eth);
+                prop_assert!(route_usdc >= book_usdc, "route {} < book alone {}", route_usdc, book_usdc);
+            }
+        }
+    }
+}
+
+/// [`outcome`] for user 2 with the ETH_USDC pool's fee set to `fee_bps`.
+fn outcome_with_fee(setup: &[Command], command: Command, fee_bps: u32) -> (u64, u64, Vec<Event>) {
+    let mut config = config();
+    config.pools[0].fee_bps = fee_bps;
+    let mut h = Harness::new();
+    h.engine = Engine::new(&config).unwrap();
+    h.reference = ReferenceLedger::new(&config);
+    for c in setup {
+        h.run(*c);
+    }
+    let events = h.run(command);
+    (h.balance(2, USDC), h.balance(2, ETH), events)
 }

@@ -130,6 +130,7 @@ impl Harness {
             Command::AddLiquidity(m) => assert_eq!(rejected.market_id, m.market_id),
             Command::RemoveLiquidity(m) => assert_eq!(rejected.market_id, m.market_id),
             Command::Swap(m) => assert_eq!(rejected.market_id, m.market_id),
+            Command::RoutedOrder(m) => assert_eq!(rejected.market_id, m.market_id),
         }
         assert_eq!(self.engine.state_hash(), hash, "a rejected command changed the state: {command:?}");
         assert_eq!(self.engine.next_order_id(), next_order_id);

@@ -131,7 +131,8 @@ fn route(shared: &Shared, owners: &mut HashMap<OrderId, u64>, tag: u64, event: &
         | Event::BalanceUpdate(_)
         | Event::LiquidityAdded(_)
         | Event::LiquidityRemoved(_)
-        | Event::SwapExecuted(_) => {}
+        | Event::SwapExecuted(_)
+        | Event::OrderRouted(_) => {}
     }
 }
 

@@ -483,7 +483,8 @@ fn handle_message(
                 | Command::Withdraw(_)
                 | Command::AddLiquidity(_)
                 | Command::RemoveLiquidity(_)
-                | Command::Swap(_) => {
+                | Command::Swap(_)
+                | Command::RoutedOrder(_) => {
                     reject(&mut state, ClientOrderId::ZERO, RejectReason::InvalidOrderType);
                     return Ok(());
                 }
@@ -516,7 +517,8 @@ fn client_order_id_of(command: &Command) -> ClientOrderId {
         | Command::Withdraw(_)
         | Command::AddLiquidity(_)
         | Command::RemoveLiquidity(_)
-        | Command::Swap(_) => ClientOrderId::ZERO,
+        | Command::Swap(_)
+        | Command::RoutedOrder(_) => ClientOrderId::ZERO,
     }
 }
 

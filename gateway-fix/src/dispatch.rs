@@ -392,7 +392,8 @@ impl Dispatcher {
             | Event::BalanceUpdate(_)
             | Event::LiquidityAdded(_)
             | Event::LiquidityRemoved(_)
-            | Event::SwapExecuted(_) => {}
+            | Event::SwapExecuted(_)
+            | Event::OrderRouted(_) => {}
         }
     }
 }

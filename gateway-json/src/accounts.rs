@@ -222,7 +222,8 @@ impl AccountViews {
             | Event::MassCancelReport(_)
             | Event::LiquidityAdded(_)
             | Event::LiquidityRemoved(_)
-            | Event::SwapExecuted(_) => {}
+            | Event::SwapExecuted(_)
+            | Event::OrderRouted(_) => {}
         }
     }
 

@@ -384,7 +384,8 @@ impl ConnState {
             | Event::BalanceUpdate(_)
             | Event::LiquidityAdded(_)
             | Event::LiquidityRemoved(_)
-            | Event::SwapExecuted(_) => {}
+            | Event::SwapExecuted(_)
+            | Event::OrderRouted(_) => {}
         }
     }
 

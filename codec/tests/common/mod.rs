@@ -30,6 +30,7 @@ macro_rules! for_each_message {
                 user_id, shares, min_base_amount, min_quote_amount, market_id, reserved,
             },
             Swap => Command { user_id, amount, limit, market_id, side, mode, reserved },
+            RoutedOrder => Command { user_id, quantity_lots, quote_limit, market_id, side, reserved },
             OrderAccepted => Event {
                 sequence, timestamp_ns, user_id, order_id, client_order_id, price_ticks,
                 quantity_lots, quote_quantity, market_id, side, order_type, time_in_force,
@@ -79,6 +80,10 @@ macro_rules! for_each_message {
             SwapExecuted => Event {
                 sequence, timestamp_ns, user_id, amount_in, amount_out, fee, base_reserve,
                 quote_reserve, market_id, side, mode, reserved,
+            },
+            OrderRouted => Event {
+                sequence, timestamp_ns, user_id, order_id, book_lots, book_quote, pool_base_amount,
+                pool_quote, market_id, side, reserved,
             },
             Negotiate => Session { api_key, timestamp_ns },
             NegotiateResponse => Session { server_nonce, timestamp_ns },

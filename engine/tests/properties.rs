@@ -181,6 +181,18 @@ fn pool_command() -> impl Strategy<Value = Command> {
                     reserved: Reserved::ZERO,
                 })
             }),
+        1 => (user.clone(), 1..=MARKETS, side(), 0u64..=60, prop_oneof![3 => Just(0u64), 1 => 0u64..=400_000]).prop_map(
+            |(user, market, side, lots, limit)| {
+                Command::RoutedOrder(RoutedOrder {
+                    user_id: UserId::new(user),
+                    quantity_lots: Lots::new(lots),
+                    quote_limit: Amount::new(limit),
+                    market_id: MarketId::new(market),
+                    side: side.into(),
+                    reserved: Reserved::ZERO,
+                })
+            }
+        ),
         3 => (user, 1..=MARKETS, side(), prop::sample::select(SwapMode::ALL.to_vec()), 0u64..=400_000, prop_oneof![3 => Just(0u64), 1 => 0u64..=400_000])
             .prop_map(|(user, market, side, mode, amount, limit)| {
                 Command::Swap(Swap {
@@ -312,6 +324,7 @@ fn long_stream_keeps_invariants() {
         "LiquidityAdded",
         "LiquidityRemoved",
         "SwapExecuted",
+        "OrderRouted",
     ] {
         assert!(coverage.get(kind).copied().unwrap_or(0) >= 5, "the stream should produce {kind}: {coverage:?}");
     }

@@ -1,8 +1,9 @@
 //! The AMM pool endpoints on the real server (`--demo`, ephemeral ports): demo user 2 funds the
 //! SOL_USDC pool with 10 SOL and 20 USDC over signed REST, the public quote shows what buying 1 SOL
 //! costs on the pool (the worked example plus the 30 bps fee) next to the book, user 3 swaps with
-//! a slippage limit (one too tight, then one that fits), cannot burn user 2's liquidity, an
-//! unsigned request is refused, and user 2 withdraws. Proves the AMM router, the pool view and the
+//! a slippage limit (one too tight, then one that fits) and routes a market order between book
+//! and pool, cannot burn user 2's liquidity, an unsigned request is refused, and user 2
+//! withdraws. Proves the AMM router, the pool view and the
 //! engine's pool commands are wired into the server.
 
 use base64::Engine as _;
@@ -127,6 +128,7 @@ fn pools_over_rest_on_the_real_server() {
     assert_eq!(quote["pool"]["spotPrice"], "2");
     assert_eq!(quote["assetIn"], "USDC");
     assert!(quote.get("book").is_some(), "{quote}");
+    assert!(quote["route"].get("totalQuote").is_some(), "{quote}");
 
     // User 3 swaps: a limit one minor unit too tight is refused, the quoted amount fills.
     let tight = json!({"symbol": "SOL_USDC", "side": "Bid", "quantity": "1", "maxAmountIn": "2.228909"});
@@ -139,6 +141,20 @@ fn pools_over_rest_on_the_real_server() {
     assert_eq!((swapped["amountIn"].as_str(), swapped["amountOut"].as_str()), (Some("2.22891"), Some("1")));
     assert_eq!(swapped["fee"], "0.006687");
     assert_eq!(swapped["baseReserve"], "9");
+
+    // A routed market order: here the pool (about 2.5 USDC per SOL) beats the demo book (about
+    // 150), so everything goes to the pool; a limit below the cost is refused.
+    let route = json!({"symbol": "SOL_USDC", "side": "Bid", "quantity": "0.5", "quoteLimit": "0.01"});
+    let (status, refused) = call(port, 3, "POST", "/api/v1/amm/route", &route, Some("routeExecute"));
+    assert_eq!((status, refused["code"].as_str()), (400, Some("INVALID_ORDER")), "{refused}");
+    let route = json!({"symbol": "SOL_USDC", "side": "Bid", "quantity": "0.5"});
+    let (status, routed) = call(port, 3, "POST", "/api/v1/amm/route", &route, Some("routeExecute"));
+    assert_eq!(status, 200, "{routed}");
+    assert_eq!((routed["quantity"].as_str(), routed["poolQuantity"].as_str()), (Some("0.5"), Some("0.5")), "{routed}");
+    assert_eq!(routed["bookQuantity"], "0");
+    let off_grid = json!({"symbol": "SOL_USDC", "side": "Bid", "quantity": "0.001"});
+    let (status, _) = call(port, 3, "POST", "/api/v1/amm/route", &off_grid, Some("routeExecute"));
+    assert_eq!(status, 400);
 
     // Wrong limit for the mode, bad amounts, no pool on the market.
     let wrong = json!({"symbol": "SOL_USDC", "side": "Ask", "quantity": "1", "maxAmountIn": "1"});
@@ -159,7 +175,7 @@ fn pools_over_rest_on_the_real_server() {
     let (status, refused) = call(port, 3, "DELETE", "/api/v1/amm/liquidity", &steal, Some("liquidityRemove"));
     assert_eq!((status, refused["code"].as_str()), (400, Some("INSUFFICIENT_FUNDS")), "{refused}");
 
-    let all = json!({"symbol": "SOL_USDC", "shares": "447212595", "minBaseQuantity": "8.9"});
+    let all = json!({"symbol": "SOL_USDC", "shares": "447212595", "minBaseQuantity": "8.4"});
     let (status, removed) = call(port, 2, "DELETE", "/api/v1/amm/liquidity", &all, Some("liquidityRemove"));
     assert_eq!(status, 200, "{removed}");
     assert_eq!(removed["userShares"], "0");

@@ -10,8 +10,12 @@
 //!   `Bid` with `quoteQuantity` pays exactly that, a `Bid` with `quantity` receives exactly that),
 //!   and an optional slippage limit: `minAmountOut` when the input is fixed, `maxAmountIn` when
 //!   the output is.
-//! - `GET /api/v1/amm/quote?symbol=&side=&quantity=|quoteQuantity=` (public): the pool's swap
-//!   and, for comparison, a market order walked through the book.
+//! - `POST /api/v1/amm/route` (`routeExecute`): a market order of `quantity` (base, on the lot
+//!   grid) split between the book and the pool for the best total price
+//!   ([`engine::amm::plan_route`]), all or nothing, with an optional `quoteLimit` (the most quote to
+//!   pay for a `Bid`, the least to receive for an `Ask`).
+//! - `GET /api/v1/amm/quote?symbol=&side=&quantity=|quoteQuantity=` (public): the pool's swap,
+//!   a market order walked through the book, and (for a base `quantity`) the routed split.
 //! - `GET /api/v1/amm/pools[?symbol=]` (public): reserves, shares, fee and spot price.
 //!
 //! Signed requests use the same Backpack signing as the order endpoints ([`crate::auth`]); every
@@ -49,6 +53,7 @@ pub fn amm_router(private: PrivateState, view: Arc<MarketView>) -> Router {
     Router::new()
         .route("/api/v1/amm/liquidity", post(liquidity_add).delete(liquidity_remove))
         .route("/api/v1/amm/swap", post(swap_execute))
+        .route("/api/v1/amm/route", post(route_execute))
         .route("/api/v1/amm/quote", get(quote))
         .route("/api/v1/amm/pools", get(pools))
         .with_state(AmmState { private, view })
@@ -354,6 +359,53 @@ async fn swap_execute(State(state): State<AmmState>, headers: HeaderMap, body: B
     Err(unexpected())
 }
 
+async fn route_execute(State(state): State<AmmState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let (user, params) = signed_body(&state, &headers, &body, "routeExecute")?;
+    let market = state.pool_market(&params)?;
+    let side = side(&params)?;
+    let lot_size = state.private.config.markets[market.index].lot_size;
+    let base = required_amount(&params, "quantity", market.base_decimals)?;
+    if base == 0 || base % lot_size != 0 {
+        return Err(invalid(format!(
+            "Invalid quantity: must be a positive multiple of the step size {}",
+            format_trimmed(u128::from(lot_size), market.base_decimals)
+        )));
+    }
+    let command = RoutedOrder {
+        user_id: user,
+        quantity_lots: Lots::new(base / lot_size),
+        quote_limit: Amount::new(amount(&params, "quoteLimit", market.quote_decimals)?.unwrap_or(0)),
+        market_id: market.id,
+        side: side.into(),
+        reserved: Reserved::ZERO,
+    };
+    for event in state.private.execute(Command::RoutedOrder(command)).await? {
+        match event {
+            Event::OrderRejected(rejected) => return Err(amm_reject_error(rejected.reason)),
+            Event::OrderRouted(routed) => {
+                let book_base = routed.book_lots.get().saturating_mul(lot_size);
+                let total = routed.book_quote.get().saturating_add(routed.pool_quote.get());
+                let quote_text = |amount: u64| format_trimmed(u128::from(amount), market.quote_decimals);
+                let base_text = |amount: u64| format_trimmed(u128::from(amount), market.base_decimals);
+                return ok(json!({
+                    "symbol": market.symbol,
+                    "side": if side == Side::Bid { "Bid" } else { "Ask" },
+                    "quantity": base_text(base),
+                    "orderId": (routed.order_id != OrderId::ZERO).then(|| routed.order_id.get().to_string()),
+                    "bookQuantity": base_text(book_base),
+                    "bookQuote": quote_text(routed.book_quote.get()),
+                    "poolQuantity": base_text(routed.pool_base_amount.get()),
+                    "poolQuote": quote_text(routed.pool_quote.get()),
+                    "totalQuote": quote_text(total),
+                    "price": price(&market, base, total),
+                }));
+            }
+            _ => {}
+        }
+    }
+    Err(unexpected())
+}
+
 async fn quote(State(state): State<AmmState>, RawQuery(query): RawQuery) -> ApiResult {
     let params = auth::query_params(query.as_deref())?;
     let market = state.pool_market(&params)?;
@@ -382,17 +434,50 @@ async fn quote(State(state): State<AmmState>, RawQuery(query): RawQuery) -> ApiR
     // The same trade as a market order on the book: by base quantity, or by quote.
     let config = &state.private.config;
     let market_config = &config.markets[market.index];
-    let book = BookUnits::of(config, market_config).and_then(|units| {
-        let target = match (side, mode) {
-            (Side::Bid, SwapMode::ExactOut) | (Side::Ask, SwapMode::ExactIn) => {
-                BookTarget::Lots(fixed / market_config.lot_size)
-            }
-            _ => BookTarget::Quote(fixed),
-        };
-        let depth = state.view.depth(market.id, QUOTE_DEPTH)?;
-        let levels = if side == Side::Bid { depth.asks } else { depth.bids };
-        Some(walk_book(&levels, side, target, units))
+    let by_base = matches!((side, mode), (Side::Bid, SwapMode::ExactOut) | (Side::Ask, SwapMode::ExactIn));
+    let units = BookUnits::of(config, market_config);
+    let levels =
+        state.view.depth(market.id, QUOTE_DEPTH).map(|depth| if side == Side::Bid { depth.asks } else { depth.bids });
+    let book = units.zip(levels.as_ref()).map(|(units, levels)| {
+        let target = if by_base { BookTarget::Lots(fixed / market_config.lot_size) } else { BookTarget::Quote(fixed) };
+        walk_book(levels, side, target, units)
     });
+    // The routed split (POST /api/v1/amm/route), for a base quantity on the lot grid. Levels stand
+    // for orders here, so the book's fee is rounded once per level: at least the engine's.
+    let route = match (units, levels, state.view.pools().pool(market.id)) {
+        (Some(units), Some(levels), Some(pool)) if by_base && fixed % market_config.lot_size == 0 => {
+            let ladder: Vec<(u64, u64)> = levels.iter().map(|&(price, lots)| (lots, price)).collect();
+            let terms = engine::amm::BookTerms {
+                quote_per_tick_lot: units.quote_per_tick_lot,
+                lot_size: units.lot_size,
+                taker_fee_ppm: units.taker_fee_ppm,
+            };
+            let lots = fixed / market_config.lot_size;
+            match engine::amm::plan_route(
+                &ladder,
+                side,
+                lots,
+                terms,
+                pool.base_reserve,
+                pool.quote_reserve,
+                pool.fee_bps,
+            ) {
+                Ok(plan) => {
+                    let total = u64::try_from(plan.total_quote()).unwrap_or(u64::MAX);
+                    json!({
+                        "bookQuantity": format_trimmed(u128::from(plan.book_lots) * u128::from(units.lot_size), market.base_decimals),
+                        "bookQuote": format_trimmed(u128::from(plan.book_quote), market.quote_decimals),
+                        "poolQuantity": format_trimmed(u128::from(plan.pool_base), market.base_decimals),
+                        "poolQuote": format_trimmed(u128::from(plan.pool_quote), market.quote_decimals),
+                        "totalQuote": format_trimmed(u128::from(total), market.quote_decimals),
+                        "price": price(&market, fixed, total),
+                    })
+                }
+                Err(reason) => json!({ "error": amm_reject_error(reason.into()).message }),
+            }
+        }
+        _ => Value::Null,
+    };
     let book = match book {
         None => Value::Null,
         Some(book) if book.base_amount == 0 => json!({ "error": "No liquidity on the book for this amount" }),
@@ -418,6 +503,7 @@ async fn quote(State(state): State<AmmState>, RawQuery(query): RawQuery) -> ApiR
         "assetOut": out_symbol,
         "pool": pool,
         "book": book,
+        "route": route,
     }))
 }
 

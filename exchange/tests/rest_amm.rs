@@ -81,7 +81,7 @@ fn pools_over_rest_on_the_real_server() {
     assert_eq!(status, 200, "{pools}");
     let symbols: Vec<&str> = pools.as_array().unwrap().iter().map(|p| p["symbol"].as_str().unwrap()).collect();
     assert_eq!(symbols, ["ETH_USDC", "SOL_USDC"]);
-    assert_eq!(pools[1]["baseReserve"], "0");
+    assert_eq!(pools[1]["baseReserve"], "0", "the demo leaves the SOL_USDC pool empty");
 
     // The demo funds its users shortly after start.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -95,6 +95,22 @@ fn pools_over_rest_on_the_real_server() {
             assert!(Instant::now() < deadline, "demo user {user} was never funded: {balances}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    // The demo market maker funds the ETH_USDC pool: 100 ETH at 3000.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, pools) = call(port, 0, "GET", "/api/v1/amm/pools?symbol=ETH_USDC", &Value::Null, None);
+        if pools[0]["baseReserve"] != "0" {
+            assert_eq!(
+                pools[0]["price"].as_str().map(|p| p.starts_with("2") || p.starts_with("3")),
+                Some(true),
+                "{pools}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the demo never funded the ETH_USDC pool: {pools}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 
     // Unsigned or wrongly signed: 401, nothing happens.

@@ -237,7 +237,7 @@ pub fn walk_book(levels: &[(u64, u64)], side: Side, target: BookTarget, units: B
             }
         };
         lots_total += take;
-        notional += take * per_lot;
+        notional = notional.saturating_add(take.saturating_mul(per_lot));
         let done = match target {
             BookTarget::Lots(wanted) => lots_total == u128::from(wanted),
             BookTarget::Quote(budget) => match side {

@@ -126,6 +126,65 @@ fn pools_over_rest_on_the_real_server() {
     assert_eq!(added["totalShares"], "447213595", "⌊√(10·10⁹ · 20·10⁶)⌋");
     assert_eq!(added["shares"], "447212595", "minus the 1000 locked shares");
 
+    // Malformed requests: 4xx with {code, message}, never a crash.
+    for (method, path, body, instruction) in [
+        ("POST", "/api/v1/amm/liquidity", json!({"baseQuantity": "1", "quoteQuantity": "1"}), "liquidityAdd"),
+        ("POST", "/api/v1/amm/liquidity", json!({"symbol": "SOL_USDC", "baseQuantity": "1"}), "liquidityAdd"),
+        (
+            "POST",
+            "/api/v1/amm/liquidity",
+            json!({"symbol": "SOL_USDC", "baseQuantity": "1e3", "quoteQuantity": "1"}),
+            "liquidityAdd",
+        ),
+        (
+            "POST",
+            "/api/v1/amm/liquidity",
+            json!({"symbol": "SOL_USDC", "baseQuantity": "0.0000000001", "quoteQuantity": "1"}),
+            "liquidityAdd",
+        ),
+        (
+            "POST",
+            "/api/v1/amm/liquidity",
+            json!({"symbol": "NOPE", "baseQuantity": "1", "quoteQuantity": "1"}),
+            "liquidityAdd",
+        ),
+        ("DELETE", "/api/v1/amm/liquidity", json!({"symbol": "SOL_USDC", "shares": "abc"}), "liquidityRemove"),
+        ("DELETE", "/api/v1/amm/liquidity", json!({"symbol": "SOL_USDC"}), "liquidityRemove"),
+        ("DELETE", "/api/v1/amm/liquidity", json!({"symbol": "SOL_USDC", "shares": "0"}), "liquidityRemove"),
+        ("POST", "/api/v1/amm/swap", json!({"symbol": "SOL_USDC", "side": "Buy", "quantity": "1"}), "swapExecute"),
+        ("POST", "/api/v1/amm/swap", json!({"symbol": "SOL_USDC", "side": "Bid", "quantity": "0"}), "swapExecute"),
+        (
+            "POST",
+            "/api/v1/amm/swap",
+            json!({"symbol": "SOL_USDC", "side": "Bid", "quantity": "99999999999999999999"}),
+            "swapExecute",
+        ),
+        ("POST", "/api/v1/amm/route", json!({"symbol": "SOL_USDC", "side": "Bid"}), "routeExecute"),
+    ] {
+        let (status, error) = call(port, 2, method, path, &body, Some(instruction));
+        assert!((400..500).contains(&status), "{method} {path} {body}: {status} {error}");
+        assert!(error["code"].is_string() && error["message"].is_string(), "{error}");
+    }
+    for path in
+        ["/api/v1/amm/quote?symbol=SOL_USDC", "/api/v1/amm/quote?side=Bid&quantity=1", "/api/v1/amm/pools?symbol=X"]
+    {
+        let (status, error) = call(port, 0, "GET", path, &Value::Null, None);
+        assert!((400..500).contains(&status), "{path}: {status} {error}");
+    }
+
+    let (status, mine) = call(port, 2, "GET", "/api/v1/amm/shares", &Value::Null, Some("liquidityQuery"));
+    assert_eq!(status, 200, "{mine}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut mine = mine;
+    while mine.as_array().is_none_or(Vec::is_empty) {
+        assert!(Instant::now() < deadline, "user 2's shares never showed: {mine}");
+        std::thread::sleep(Duration::from_millis(50));
+        mine = call(port, 2, "GET", "/api/v1/amm/shares", &Value::Null, Some("liquidityQuery")).1;
+    }
+    assert_eq!(mine[0]["shares"], "447212595", "{mine}");
+    let (_, theirs) = call(port, 3, "GET", "/api/v1/amm/shares", &Value::Null, Some("liquidityQuery"));
+    assert_eq!(theirs, json!([]), "user 3 sees no shares of user 2");
+
     // The quote is public; the view follows the engine's events, so wait for it to show the pool.
     let path = "/api/v1/amm/quote?symbol=SOL_USDC&side=Bid&quantity=1";
     let deadline = Instant::now() + Duration::from_secs(10);

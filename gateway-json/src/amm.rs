@@ -17,6 +17,8 @@
 //! - `GET /api/v1/amm/quote?symbol=&side=&quantity=|quoteQuantity=` (public): the pool's swap,
 //!   a market order walked through the book, and (for a base `quantity`) the routed split.
 //! - `GET /api/v1/amm/pools[?symbol=]` (public): reserves, shares, fee and spot price.
+//! - `GET /api/v1/amm/shares[?symbol=]` (`liquidityQuery`): the signer's shares in each pool and
+//!   what they would withdraw now.
 //!
 //! Signed requests use the same Backpack signing as the order endpoints ([`crate::auth`]); every
 //! amount is a decimal string in the asset's own units (shares are integers). Engine rejections
@@ -56,6 +58,7 @@ pub fn amm_router(private: PrivateState, view: Arc<MarketView>) -> Router {
         .route("/api/v1/amm/route", post(route_execute))
         .route("/api/v1/amm/quote", get(quote))
         .route("/api/v1/amm/pools", get(pools))
+        .route("/api/v1/amm/shares", get(shares_query))
         .with_state(AmmState { private, view })
 }
 
@@ -520,6 +523,35 @@ async fn pools(State(state): State<AmmState>, RawQuery(query): RawQuery) -> ApiR
         }
         let market = state.market_at(pool.market_id.get() as usize - 1);
         out.push(pool_json(&market, &pool));
+    }
+    ok(Value::Array(out))
+}
+
+async fn shares_query(State(state): State<AmmState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
+    let params = auth::query_params(query.as_deref())?;
+    let user = state.private.authenticate(&headers, "liquidityQuery", &params)?;
+    state.fresh()?;
+    let only = match params.get("symbol") {
+        None => None,
+        Some(_) => Some(state.pool_market(&params)?.id),
+    };
+    let mut out = Vec::new();
+    for pool in state.view.pools().all() {
+        let held = pool.holders.get(&user).copied().unwrap_or(0);
+        if held == 0 || only.is_some_and(|id| id != pool.market_id) {
+            continue;
+        }
+        let market = state.market_at(pool.market_id.get() as usize - 1);
+        let (base, quote) =
+            engine::amm::remove_liquidity(pool.base_reserve, pool.quote_reserve, pool.total_shares, held)
+                .unwrap_or((0, 0));
+        out.push(json!({
+            "symbol": market.symbol,
+            "shares": held.to_string(),
+            "totalShares": pool.total_shares.to_string(),
+            "baseQuantity": format_trimmed(u128::from(base), market.base_decimals),
+            "quoteQuantity": format_trimmed(u128::from(quote), market.quote_decimals),
+        }));
     }
     ok(Value::Array(out))
 }

@@ -122,7 +122,7 @@ macro_rules! envelope {
 
 envelope!(
     /// Every command the engine accepts.
-    Command { NewOrder, CancelOrder, CancelReplace, MassCancel, Deposit, Withdraw, MarketControl }
+    Command { NewOrder, CancelOrder, CancelReplace, MassCancel, Deposit, Withdraw, MarketControl, AddLiquidity, RemoveLiquidity, Swap, RoutedOrder }
 );
 
 envelope!(
@@ -138,6 +138,10 @@ envelope!(
         BalanceUpdate,
         MassCancelReport,
         MarketStatusChanged,
+        LiquidityAdded,
+        LiquidityRemoved,
+        SwapExecuted,
+        OrderRouted,
     }
 );
 
@@ -169,6 +173,10 @@ impl Command {
             Command::Withdraw(m) => m.user_id,
             // An operator command acts for no user.
             Command::MarketControl(_) => crate::UserId::ZERO,
+            Command::AddLiquidity(m) => m.user_id,
+            Command::RemoveLiquidity(m) => m.user_id,
+            Command::Swap(m) => m.user_id,
+            Command::RoutedOrder(m) => m.user_id,
         }
     }
 }
@@ -187,6 +195,10 @@ impl Event {
             Event::BalanceUpdate(m) => m.sequence,
             Event::MassCancelReport(m) => m.sequence,
             Event::MarketStatusChanged(m) => m.sequence,
+            Event::LiquidityAdded(m) => m.sequence,
+            Event::LiquidityRemoved(m) => m.sequence,
+            Event::SwapExecuted(m) => m.sequence,
+            Event::OrderRouted(m) => m.sequence,
         }
     }
 }

@@ -217,6 +217,10 @@ impl Tally {
                 | Event::BalanceUpdate(_)
                 | Event::MassCancelReport(_)
                 | Event::MarketStatusChanged(_) => {}
+                Event::LiquidityAdded(_)
+                | Event::LiquidityRemoved(_)
+                | Event::SwapExecuted(_)
+                | Event::OrderRouted(_) => {}
             }
         }
     }

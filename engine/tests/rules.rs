@@ -128,6 +128,10 @@ impl Harness {
             Command::MassCancel(m) => assert_eq!(rejected.market_id, m.market_id),
             Command::Deposit(_) | Command::Withdraw(_) => assert_eq!(rejected.market_id, MarketId::ZERO),
             Command::MarketControl(m) => assert_eq!(rejected.market_id, m.market_id),
+            Command::AddLiquidity(m) => assert_eq!(rejected.market_id, m.market_id),
+            Command::RemoveLiquidity(m) => assert_eq!(rejected.market_id, m.market_id),
+            Command::Swap(m) => assert_eq!(rejected.market_id, m.market_id),
+            Command::RoutedOrder(m) => assert_eq!(rejected.market_id, m.market_id),
         }
         assert_eq!(self.engine.state_hash(), hash, "a rejected command changed the state: {command:?}");
         assert_eq!(self.engine.next_order_id(), next_order_id);

@@ -46,6 +46,19 @@ pub struct Config {
     pub assets: Vec<AssetSection>,
     /// Markets, in id order (ids start at 1).
     pub markets: Vec<MarketSection>,
+    /// AMM pools beside markets (docs/amm.md).
+    #[serde(default)]
+    pub pools: Vec<PoolSection>,
+}
+
+/// `[[pools]]`: a constant-product AMM pool beside a market's order book.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    /// Symbol of the market whose base and quote the pool holds.
+    pub market: String,
+    /// Swap fee, basis points of the amount paid in (at most 1000).
+    pub fee_bps: u32,
 }
 
 /// `[http]`.
@@ -397,9 +410,19 @@ impl Config {
                 taker_fee_ppm: m.taker_fee_ppm,
             });
         }
+        let mut pools = Vec::new();
+        for pool in &self.pools {
+            let market = markets.iter().find(|m| m.symbol == pool.market).ok_or_else(|| ConfigError::Value {
+                market: pool.market.clone(),
+                field: "pools.market",
+                reason: "unknown market".into(),
+            })?;
+            pools.push(engine::PoolConfig { market_id: market.id, fee_bps: pool.fee_bps });
+        }
         let config = EngineConfig {
             assets,
             markets,
+            pools,
             limits: EngineLimits {
                 orders_per_market_max: self.engine.orders_per_market_max,
                 open_orders_per_user_max: self.engine.open_orders_per_user_max,
@@ -449,6 +472,19 @@ mod tests {
         let btc = &engine.markets[0];
         assert_eq!((btc.tick_size, btc.lot_size), (100_000, 1_000), "0.1 USDC and 0.00001 BTC");
         assert!(btc.maker_fee_ppm <= btc.taker_fee_ppm);
+        let pools: Vec<_> = engine.pools.iter().map(|p| (p.market_id.get(), p.fee_bps)).collect();
+        assert_eq!(pools, [(2, 30), (3, 30)], "pools beside ETH_USDC and SOL_USDC");
+    }
+
+    #[test]
+    fn pools_on_unknown_markets_are_refused() {
+        let text = DEFAULT_CONFIG.replace("market = \"SOL_USDC\"", "market = \"DOGE_USDC\"");
+        let config: Config = toml::from_str(&text).unwrap();
+        let error = config.engine_config().unwrap_err().to_string();
+        assert!(error.contains("DOGE_USDC"), "{error}");
+        let text = DEFAULT_CONFIG.replace("fee_bps = 30", "fee_bps = 5000");
+        let config: Config = toml::from_str(&text).unwrap();
+        assert!(config.engine_config().is_err());
     }
 
     #[test]

@@ -46,13 +46,15 @@ pub fn router(state: HttpState) -> Router {
     let admin = state.admin_token.clone().map(|token| {
         gateway_json::admin_router(gateway_json::AdminState::new(token, state.private_api.clone(), state.users.clone()))
     });
+    let amm_api = gateway_json::amm::amm_router(state.private_api.clone(), state.market_view.clone());
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .with_state(state)
         .merge(public_api)
         .merge(private_api)
-        .merge(sessions);
+        .merge(sessions)
+        .merge(amm_api);
     match admin {
         Some(admin) => router.merge(admin),
         None => router,

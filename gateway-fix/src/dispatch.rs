@@ -436,7 +436,14 @@ impl Dispatcher {
                     state.send_app(b"r", body);
                 });
             }
-            Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) | Event::MarketStatusChanged(_) => {}
+            // AMM pool commands are served by the REST API only.
+            Event::BookLevelUpdate(_)
+            | Event::BalanceUpdate(_)
+            | Event::MarketStatusChanged(_)
+            | Event::LiquidityAdded(_)
+            | Event::LiquidityRemoved(_)
+            | Event::SwapExecuted(_)
+            | Event::OrderRouted(_) => {}
         }
     }
 }

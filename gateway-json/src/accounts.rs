@@ -216,10 +216,15 @@ impl AccountViews {
                     order.filled_lots = replaced.filled_lots.get();
                 }
             }
+            // Balances changed by AMM pool commands arrive as BalanceUpdates.
             Event::OrderRejected(_)
             | Event::BookLevelUpdate(_)
             | Event::MassCancelReport(_)
-            | Event::MarketStatusChanged(_) => {}
+            | Event::MarketStatusChanged(_)
+            | Event::LiquidityAdded(_)
+            | Event::LiquidityRemoved(_)
+            | Event::SwapExecuted(_)
+            | Event::OrderRouted(_) => {}
         }
     }
 

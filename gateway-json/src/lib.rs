@@ -1,6 +1,6 @@
 //! Backpack-compatible REST API: the public market-data endpoints, served from a
 //! [`marketdata::MarketView`], and the Ed25519-signed private endpoints for orders and balances
-//! ([`private_router`], [`RestGateway`], [`auth`]).
+//! ([`private_router`], [`RestGateway`], [`auth`]), and the AMM pool endpoints ([`amm::amm_router`]).
 //!
 //! [`public_router`] serves, at the server root (see docs/rest-api.md):
 //! `GET /api/v1/markets`, `/api/v1/market?symbol=`, `/api/v1/ticker?symbol=[&interval=1d|1w]`,
@@ -23,6 +23,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod amm;
 pub mod auth;
 mod private;
 pub mod sessions;

@@ -29,7 +29,7 @@ pub struct PrivateState {
     dispatch: Arc<Dispatch>,
     credentials: Arc<Credentials>,
     ingress: Arc<IngressRing>,
-    config: Arc<EngineConfig>,
+    pub(crate) config: Arc<EngineConfig>,
     formats: Arc<Vec<MarketFormat>>,
     symbols: Arc<HashMap<String, usize>>,
     timeout: Duration,
@@ -78,7 +78,12 @@ impl PrivateState {
         self
     }
 
-    fn authenticate(&self, headers: &HeaderMap, instruction: &str, params: &SignedParams) -> Result<UserId, ApiError> {
+    pub(crate) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        instruction: &str,
+        params: &SignedParams,
+    ) -> Result<UserId, ApiError> {
         if let (Some(token), false) = (crate::sessions::bearer(headers), headers.contains_key("x-signature")) {
             let users = self.users.as_ref().ok_or_else(|| auth::unauthorized("Session tokens are not accepted"))?;
             return users.verify_jwt(token);
@@ -98,7 +103,7 @@ impl PrivateState {
         Ok(())
     }
 
-    fn market(&self, params: &SignedParams) -> Result<usize, ApiError> {
+    pub(crate) fn market(&self, params: &SignedParams) -> Result<usize, ApiError> {
         let symbol = params.get("symbol").ok_or_else(|| ApiError::bad_request("Missing required parameter: symbol"))?;
         self.symbols.get(symbol).copied().ok_or_else(|| ApiError::bad_request(format!("Market not found: {symbol}")))
     }

@@ -462,7 +462,13 @@ impl ConnState {
                 }
             }
             Event::MassCancelReport(_) => self.mass_cancel_reports += 1,
-            Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) | Event::MarketStatusChanged(_) => {}
+            Event::BookLevelUpdate(_)
+            | Event::BalanceUpdate(_)
+            | Event::MarketStatusChanged(_)
+            | Event::LiquidityAdded(_)
+            | Event::LiquidityRemoved(_)
+            | Event::SwapExecuted(_)
+            | Event::OrderRouted(_) => {}
         }
     }
 

@@ -4,8 +4,9 @@
 //! # Data flow
 //! One consumer thread ([`Feed`]) reads the egress broadcast ring and applies each event to the
 //! view: `BookLevelUpdate`s maintain the aggregated book of each market, `Fill`s the recent
-//! trades, the per-minute candles that serve klines, and the rolling 24 h / 7 d ticker. Every
-//! other event is ignored. Readers (HTTP handlers) copy what they need under a per-market
+//! trades, the per-minute candles that serve klines, and the rolling 24 h / 7 d ticker; the AMM
+//! pool events the [`amm::PoolView`] (reserves and shares, for pool quotes). Every other event is
+//! ignored. Readers (HTTP handlers) copy what they need under a per-market
 //! `RwLock` held only for the copy, so they never block the consumer for long and never see a
 //! half-applied event.
 //!
@@ -33,6 +34,7 @@
 //! - Trades: the last [`TRADES_KEPT`] per market. Candles: one per minute with trades, for the
 //!   last [`MINUTES_KEPT`] minutes.
 
+pub mod amm;
 mod feed;
 pub mod format;
 pub mod interval;

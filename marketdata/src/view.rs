@@ -175,6 +175,7 @@ pub struct MarketView {
     stale: AtomicBool,
     latest_event_ns: AtomicU64,
     consumed: AtomicU64,
+    pools: crate::amm::PoolView,
 }
 
 impl std::fmt::Debug for MarketView {
@@ -191,7 +192,13 @@ impl MarketView {
             stale: AtomicBool::new(false),
             latest_event_ns: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
+            pools: crate::amm::PoolView::new(config),
         }
+    }
+
+    /// The AMM pools (reserves and shares from the pool events).
+    pub fn pools(&self) -> &crate::amm::PoolView {
+        &self.pools
     }
 
     fn slot(&self, market_id: MarketId) -> Option<&RwLock<MarketState>> {
@@ -206,8 +213,8 @@ impl MarketView {
         self.slot(market_id).map(|lock| lock.write().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Replaces every book and halted flag with the engine's (e.g. the recovered engine, before
-    /// the runtime starts) and clears the stale flag. Update ids are kept.
+    /// Replaces every book, halted flag and pool with the engine's (e.g. the recovered engine,
+    /// before the runtime starts) and clears the stale flag. Update ids are kept.
     pub fn seed_books<B: Book>(&self, engine: &Engine<B>) {
         for (index, lock) in self.markets.iter().enumerate() {
             let Some(book) = engine.book(MarketId::new(index as u32 + 1)) else { continue };
@@ -225,6 +232,7 @@ impl MarketView {
                 }
             }
         }
+        self.pools.seed(engine);
         self.stale.store(false, Ordering::Release);
     }
 
@@ -248,6 +256,7 @@ impl MarketView {
                     state.halted = changed.halted.get().is_ok_and(bool::from);
                 }
             }
+            Event::LiquidityAdded(_) | Event::LiquidityRemoved(_) | Event::SwapExecuted(_) => self.pools.apply(event),
             _ => {}
         }
     }

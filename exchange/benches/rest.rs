@@ -67,7 +67,12 @@ impl Connection {
     fn open(port: u16) -> Self {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_nodelay(true).unwrap();
-        Self { writer: stream.try_clone().unwrap(), reader: BufReader::new(stream), line: String::new(), body: Vec::new() }
+        Self {
+            writer: stream.try_clone().unwrap(),
+            reader: BufReader::new(stream),
+            line: String::new(),
+            body: Vec::new(),
+        }
     }
 
     /// Sends `request`, reads the response; returns its status.

@@ -351,8 +351,7 @@ fn serve(
     let limits = config.http.limits();
     let key_limiter =
         Arc::new(gateway_json::limits::KeyRateLimiter::new(limits.key_requests_per_second, limits.key_burst));
-    let ip_limiter =
-        Arc::new(gateway_json::limits::IpRateLimiter::new(limits.ip_requests_per_second, limits.ip_burst));
+    let ip_limiter = Arc::new(gateway_json::limits::IpRateLimiter::new(limits.ip_requests_per_second, limits.ip_burst));
     let router = exchange::http::router(exchange::http::HttpState {
         metrics: runtime.metrics.clone(),
         stats: runtime.stats.clone(),

@@ -67,7 +67,8 @@ fn demo_server_serves_batches_history_and_withdrawals() {
     // The demo funds its users through the engine shortly after start: a deposit in the history.
     let deadline = Instant::now() + Duration::from_secs(20);
     let deposits = loop {
-        let (status, deposits) = call(port, "GET", "/wapi/v1/capital/deposits", "", Some("instruction=depositQueryAll"));
+        let (status, deposits) =
+            call(port, "GET", "/wapi/v1/capital/deposits", "", Some("instruction=depositQueryAll"));
         assert_eq!(status, 200, "{deposits}");
         if deposits.as_array().is_some_and(|d| d.iter().any(|d| d["symbol"] == "USDC")) {
             break deposits;

@@ -7,12 +7,12 @@
 //! (`Published::last_of_command`). Views are updated *before* the waiter is completed, so a
 //! response is never older than the views a following request reads.
 
+use crate::history::{ClosedStatus, FillRecord, History, TransferRecord};
+use codec::BalanceChange;
 use codec::{
     AssetId, ClientOrderId, Event, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId,
 };
 use engine::bus::{Consumer, ReadError, origin};
-use crate::history::{ClosedStatus, FillRecord, History, TransferRecord};
-use codec::BalanceChange;
 use engine::{Book, Engine, EngineConfig, Ledger};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -186,9 +186,10 @@ impl AccountViews {
                     Ok(BalanceChange::Deposit) => self
                         .history
                         .record_deposit(update.user_id, transfer(balance.available.saturating_sub(before.available))),
-                    Ok(BalanceChange::Withdrawal) => self
-                        .history
-                        .record_withdrawal(update.user_id, transfer(before.available.saturating_sub(balance.available))),
+                    Ok(BalanceChange::Withdrawal) => self.history.record_withdrawal(
+                        update.user_id,
+                        transfer(before.available.saturating_sub(balance.available)),
+                    ),
                     _ => {}
                 }
             }

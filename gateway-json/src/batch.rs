@@ -171,11 +171,10 @@ pub(crate) async fn orders_cancel_all(State(state): State<PrivateState>, headers
         match event {
             Event::OrderRejected(rejected) => return Err(reject_error(rejected.reason)),
             Event::OrderCanceled(canceled) if canceled.user_id == user => {
-                let order = before
-                    .iter()
-                    .find(|o| o.order_id == canceled.order_id)
-                    .copied()
-                    .or_else(|| state.dispatch.views.history().closed_order(user, canceled.order_id).map(|c| c.order));
+                let order =
+                    before.iter().find(|o| o.order_id == canceled.order_id).copied().or_else(|| {
+                        state.dispatch.views.history().closed_order(user, canceled.order_id).map(|c| c.order)
+                    });
                 if let Some(mut order) = order {
                     order.filled_lots = canceled.filled_lots.get();
                     cancelled.push(state.order_json(&order, "Cancelled"));

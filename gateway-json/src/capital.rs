@@ -104,7 +104,11 @@ fn withdrawal_json(state: &PrivateState, withdrawal: &TransferRecord) -> Value {
         (status = 401, description = "Bad signature", body = crate::openapi::ErrorBody),
     )
 )]
-pub(crate) async fn deposits(State(state): State<PrivateState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
+pub(crate) async fn deposits(
+    State(state): State<PrivateState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     let params = auth::query_params(query.as_deref())?;
     let user = state.authenticate(&headers, "depositQueryAll", &params)?;
     let page = Page::parse(&params)?;
@@ -236,5 +240,9 @@ pub(crate) async fn withdraw(State(state): State<PrivateState>, headers: HeaderM
             _ => {}
         }
     }
-    Err(ApiError { status: StatusCode::BAD_GATEWAY, code: "INTERNAL_ERROR", message: "Unexpected engine answer".into() })
+    Err(ApiError {
+        status: StatusCode::BAD_GATEWAY,
+        code: "INTERNAL_ERROR",
+        message: "Unexpected engine answer".into(),
+    })
 }

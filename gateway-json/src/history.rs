@@ -224,7 +224,11 @@ pub(crate) fn number(
     let Some(text) = either(params, camel, snake) else { return Ok(None) };
     let valid = !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit());
     valid.then(|| text.parse::<u64>().ok()).flatten().filter(|v| range.contains(v)).map(Some).ok_or_else(|| {
-        ApiError::bad_request(format!("Invalid {camel}: {text} (expected an integer from {} to {})", range.start(), range.end()))
+        ApiError::bad_request(format!(
+            "Invalid {camel}: {text} (expected an integer from {} to {})",
+            range.start(),
+            range.end()
+        ))
     })
 }
 
@@ -412,7 +416,9 @@ pub(crate) async fn order_history(
         return ok(json!([]));
     }
     let wanted = |o: &OpenOrder| {
-        market.is_none_or(|m| o.market_id == m) && order.is_none_or(|id| o.order_id == id) && page.contains(o.created_ns)
+        market.is_none_or(|m| o.market_id == m)
+            && order.is_none_or(|id| o.order_id == id)
+            && page.contains(o.created_ns)
     };
     let views = &state.dispatch.views;
     let mut orders: Vec<(OpenOrder, &'static str)> = views
@@ -421,9 +427,11 @@ pub(crate) async fn order_history(
         .filter(|o| wanted(o))
         .map(|o| (o, if o.filled_lots > 0 { "PartiallyFilled" } else { "New" }))
         .collect();
-    orders.extend(views.history().closed_orders(user, |c| wanted(&c.order)).into_iter().map(|c| (c.order, c.status.name())));
+    orders.extend(
+        views.history().closed_orders(user, |c| wanted(&c.order)).into_iter().map(|c| (c.order, c.status.name())),
+    );
     // Newest first: order ids grow with time.
-    orders.sort_by(|a, b| b.0.order_id.cmp(&a.0.order_id));
+    orders.sort_by_key(|(order, _)| std::cmp::Reverse(order.order_id));
     let out = page
         .apply(orders)
         .iter()

@@ -443,7 +443,7 @@ pub struct BatchError {
 #[serde(untagged)]
 pub enum BatchResult {
     /// Executed.
-    Order(Order),
+    Order(Box<Order>),
     /// Refused.
     Error(BatchError),
 }

@@ -71,7 +71,12 @@ impl PrivateState {
         self
     }
 
-    pub(crate) fn authenticate(&self, headers: &HeaderMap, instruction: &str, params: &SignedParams) -> Result<UserId, ApiError> {
+    pub(crate) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        instruction: &str,
+        params: &SignedParams,
+    ) -> Result<UserId, ApiError> {
         let user = auth::verify(&self.credentials, headers, instruction, params, auth::now_ms())?;
         if let Some(limiter) = &self.key_limiter {
             // The key verified, so it is present and is the caller's.
@@ -500,7 +505,11 @@ fn open_status(order: &OpenOrder) -> &'static str {
         (status = 404, description = "Order not open for this user", body = crate::openapi::ErrorBody),
     )
 )]
-pub(crate) async fn order_query(State(state): State<PrivateState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
+pub(crate) async fn order_query(
+    State(state): State<PrivateState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     let params = auth::query_params(query.as_deref())?;
     let user = state.authenticate(&headers, "orderQuery", &params)?;
     state.fresh_views()?;
@@ -554,7 +563,11 @@ pub(crate) async fn order_query_all(
         (status = 401, description = "Bad signature", body = crate::openapi::ErrorBody),
     )
 )]
-pub(crate) async fn balance_query(State(state): State<PrivateState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
+pub(crate) async fn balance_query(
+    State(state): State<PrivateState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     let params = auth::query_params(query.as_deref())?;
     let user = state.authenticate(&headers, "balanceQuery", &params)?;
     state.fresh_views()?;

@@ -285,7 +285,8 @@ async fn batch_orders_execute_in_order_with_per_order_results() {
     assert_eq!(open.as_array().unwrap().len(), 2, "{open}");
 
     // Another user's batch trades against them; results say so.
-    let (status, results) = batch(r, 2, &[limit("Ask", "50001.0", "0.00200"), limit("Ask", "50000.0", "0.00050")]).await;
+    let (status, results) =
+        batch(r, 2, &[limit("Ask", "50001.0", "0.00200"), limit("Ask", "50000.0", "0.00050")]).await;
     assert_eq!(status, StatusCode::OK, "{results}");
     assert_eq!(results[0]["status"], "Filled", "{results}");
     assert_eq!(results[1]["status"], "Filled", "{results}");
@@ -384,8 +385,12 @@ async fn cancel_all_cancels_only_the_callers_orders_of_the_market() {
 async fn fill_and_order_history_per_user() {
     let h = Harness::start();
     let r = &h.router;
-    let ask = place(r, 1, json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Limit", "price": "64000.0",
-                                  "quantity": "0.00300", "clientId": 5}))
+    let ask = place(
+        r,
+        1,
+        json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Limit", "price": "64000.0",
+                                  "quantity": "0.00300", "clientId": 5}),
+    )
     .await;
     let ask_id = ask["id"].as_str().unwrap().to_string();
     let before_fills = now_ms();
@@ -462,8 +467,7 @@ async fn fill_and_order_history_per_user() {
     // User 3 traded nothing; user 1's order id gives user 3 nothing.
     let (_, none) = get_call(r, "/wapi/v1/history/fills", 3, "fillHistoryQueryAll", "").await;
     assert_eq!(none, json!([]));
-    let (_, none) =
-        get_call(r, "/wapi/v1/history/fills", 3, "fillHistoryQueryAll", &format!("orderId={ask_id}")).await;
+    let (_, none) = get_call(r, "/wapi/v1/history/fills", 3, "fillHistoryQueryAll", &format!("orderId={ask_id}")).await;
     assert_eq!(none, json!([]));
 
     // Order history: user 2 has two filled bids, a cancelled one and an open one, newest first.
@@ -564,11 +568,46 @@ async fn malformed_inputs_are_clear_4xx() {
     let ts = now_ms();
     // (method, path, instruction, raw body or query, expected status, code)
     let bodies: Vec<(Method, &str, &str, String, StatusCode, &str)> = vec![
-        (Method::POST, "/api/v1/orders", "orderExecute", "[]".into(), StatusCode::BAD_REQUEST, "INVALID_CLIENT_REQUEST"),
-        (Method::POST, "/api/v1/orders", "orderExecute", "{}".into(), StatusCode::BAD_REQUEST, "INVALID_CLIENT_REQUEST"),
-        (Method::POST, "/api/v1/orders", "orderExecute", "[1,2]".into(), StatusCode::BAD_REQUEST, "INVALID_CLIENT_REQUEST"),
-        (Method::POST, "/api/v1/orders", "orderExecute", "[{".into(), StatusCode::BAD_REQUEST, "INVALID_CLIENT_REQUEST"),
-        (Method::POST, "/api/v1/orders", "orderExecute", "[[]]".into(), StatusCode::BAD_REQUEST, "INVALID_CLIENT_REQUEST"),
+        (
+            Method::POST,
+            "/api/v1/orders",
+            "orderExecute",
+            "[]".into(),
+            StatusCode::BAD_REQUEST,
+            "INVALID_CLIENT_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/api/v1/orders",
+            "orderExecute",
+            "{}".into(),
+            StatusCode::BAD_REQUEST,
+            "INVALID_CLIENT_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/api/v1/orders",
+            "orderExecute",
+            "[1,2]".into(),
+            StatusCode::BAD_REQUEST,
+            "INVALID_CLIENT_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/api/v1/orders",
+            "orderExecute",
+            "[{".into(),
+            StatusCode::BAD_REQUEST,
+            "INVALID_CLIENT_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/api/v1/orders",
+            "orderExecute",
+            "[[]]".into(),
+            StatusCode::BAD_REQUEST,
+            "INVALID_CLIENT_REQUEST",
+        ),
         (
             Method::POST,
             "/api/v1/orders",
@@ -577,8 +616,22 @@ async fn malformed_inputs_are_clear_4xx() {
             StatusCode::BAD_REQUEST,
             "INVALID_CLIENT_REQUEST",
         ),
-        (Method::DELETE, "/api/v1/orders", "orderCancelAll", "{}".into(), StatusCode::BAD_REQUEST, "INVALID_CLIENT_REQUEST"),
-        (Method::DELETE, "/api/v1/orders", "orderCancelAll", "[1]".into(), StatusCode::BAD_REQUEST, "INVALID_CLIENT_REQUEST"),
+        (
+            Method::DELETE,
+            "/api/v1/orders",
+            "orderCancelAll",
+            "{}".into(),
+            StatusCode::BAD_REQUEST,
+            "INVALID_CLIENT_REQUEST",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/orders",
+            "orderCancelAll",
+            "[1]".into(),
+            StatusCode::BAD_REQUEST,
+            "INVALID_CLIENT_REQUEST",
+        ),
         (
             Method::DELETE,
             "/api/v1/orders",
@@ -644,7 +697,9 @@ async fn malformed_inputs_are_clear_4xx() {
     for (method, path, instruction, body, expected, code) in bodies {
         // Sign whatever parses as an object, so the body itself is what gets refused.
         let signed = match serde_json::from_str::<Value>(&body) {
-            Ok(value @ Value::Object(_)) => format!("instruction={instruction}{}&timestamp={ts}&window=5000", params_of(&value)),
+            Ok(value @ Value::Object(_)) => {
+                format!("instruction={instruction}{}&timestamp={ts}&window=5000", params_of(&value))
+            }
             _ => format!("instruction={instruction}&timestamp={ts}&window=5000"),
         };
         let (status, answer) = send(r, method.clone(), path, &body, &auth_headers(1, &signed, ts)).await;

@@ -15,7 +15,7 @@ use codec::{
 use engine::bus::{Consumer, ReadError, origin};
 use engine::{Book, Engine, EngineConfig, Ledger};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -331,6 +331,8 @@ struct Waiter {
 pub(crate) struct Dispatch {
     pub views: Arc<AccountViews>,
     waiters: Mutex<HashMap<u64, Waiter>>,
+    /// Requests waiting for the engine (the dispatcher does not nap while there are any).
+    pending: AtomicUsize,
     next_request: AtomicU64,
     stopping: AtomicBool,
 }
@@ -340,13 +342,17 @@ impl Dispatch {
     pub fn register(&self) -> (u64, oneshot::Receiver<Vec<Event>>) {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (done, receiver) = oneshot::channel();
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Waiter { events: Vec::new(), done });
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters.insert(id, Waiter { events: Vec::new(), done });
+        self.pending.store(waiters.len(), Ordering::Release);
         (id, receiver)
     }
 
     /// Forgets a waiter (the command was not sent, or the handler gave up).
     pub fn forget(&self, id: u64) {
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters.remove(&id);
+        self.pending.store(waiters.len(), Ordering::Relaxed);
     }
 
     fn route(&self, tag: u64, event: Event, last: bool) {
@@ -358,7 +364,9 @@ impl Dispatch {
         let Some(waiter) = waiters.get_mut(&id) else { return };
         waiter.events.push(event);
         if last {
-            if let Some(waiter) = waiters.remove(&id) {
+            let removed = waiters.remove(&id);
+            self.pending.store(waiters.len(), Ordering::Relaxed);
+            if let Some(waiter) = removed {
                 let _ = waiter.done.send(waiter.events);
             }
         }
@@ -376,7 +384,8 @@ fn run(dispatch: Arc<Dispatch>, mut consumer: Consumer) {
             }
             Err(ReadError::Empty) => {
                 idle = idle.saturating_add(1);
-                if idle < 64 {
+                // Nap only when no request is waiting: a nap delays every answer by up to its length.
+                if idle < 64 || dispatch.pending.load(Ordering::Acquire) > 0 {
                     std::thread::yield_now();
                 } else {
                     std::thread::sleep(Duration::from_micros(200));
@@ -410,6 +419,7 @@ impl RestGateway {
         let dispatch = Arc::new(Dispatch {
             views,
             waiters: Mutex::new(HashMap::new()),
+            pending: AtomicUsize::new(0),
             next_request: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
         });

@@ -111,6 +111,7 @@ pub(crate) async fn deposits(
 ) -> ApiResult {
     let params = auth::query_params(query.as_deref())?;
     let user = state.authenticate(&headers, "depositQueryAll", &params)?;
+    state.fresh_views()?;
     let page = Page::parse(&params)?;
     let records: Vec<TransferRecord> =
         state.dispatch.views.history().deposits(user).into_iter().filter(|d| page.contains(d.timestamp_ns)).collect();
@@ -138,6 +139,7 @@ pub(crate) async fn withdrawals(
 ) -> ApiResult {
     let params = auth::query_params(query.as_deref())?;
     let user = state.authenticate(&headers, "withdrawalQueryAll", &params)?;
+    state.fresh_views()?;
     let page = Page::parse(&params)?;
     let records: Vec<TransferRecord> = state
         .dispatch

@@ -336,6 +336,7 @@ pub(crate) async fn fill_history(
 ) -> ApiResult {
     let params = auth::query_params(query.as_deref())?;
     let user = state.authenticate(&headers, "fillHistoryQueryAll", &params)?;
+    state.fresh_views()?;
     let page = Page::parse(&params)?;
     let market = market_filter(&state, &params)?;
     let order = order_filter(&params)?;

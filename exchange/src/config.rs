@@ -67,6 +67,63 @@ pub struct PoolSection {
 pub struct HttpSection {
     /// Address to listen on, e.g. `127.0.0.1:8080`; port 0 picks a free port.
     pub listen: std::net::SocketAddr,
+    /// Largest request body, bytes (a larger one is `413`).
+    #[serde(default = "http_defaults::body_bytes_max")]
+    pub body_bytes_max: usize,
+    /// Sustained requests per second per client IP address (0: unlimited); over it `429`.
+    #[serde(default = "http_defaults::ip_requests_per_second")]
+    pub ip_requests_per_second: u32,
+    /// Burst above the per-IP rate.
+    #[serde(default = "http_defaults::ip_burst")]
+    pub ip_burst: u32,
+    /// Sustained signed requests per second per API key (0: unlimited); over it `429`.
+    #[serde(default = "http_defaults::key_requests_per_second")]
+    pub key_requests_per_second: u32,
+    /// Burst above the per-key rate.
+    #[serde(default = "http_defaults::key_burst")]
+    pub key_burst: u32,
+    /// Most simultaneous HTTP connections; one more is answered `503` and closed.
+    #[serde(default = "http_defaults::connections_max")]
+    pub connections_max: usize,
+}
+
+impl HttpSection {
+    /// The limits of the REST API.
+    pub fn limits(&self) -> gateway_json::limits::HttpLimits {
+        gateway_json::limits::HttpLimits {
+            body_bytes_max: self.body_bytes_max,
+            ip_requests_per_second: self.ip_requests_per_second,
+            ip_burst: self.ip_burst,
+            key_requests_per_second: self.key_requests_per_second,
+            key_burst: self.key_burst,
+            connections_max: self.connections_max,
+        }
+    }
+}
+
+/// Defaults of the `[http]` limits (those of [`gateway_json::limits::HttpLimits`]), so that
+/// configuration files written before the limits existed still load.
+mod http_defaults {
+    use gateway_json::limits::HttpLimits;
+
+    pub(super) fn body_bytes_max() -> usize {
+        HttpLimits::default().body_bytes_max
+    }
+    pub(super) fn ip_requests_per_second() -> u32 {
+        HttpLimits::default().ip_requests_per_second
+    }
+    pub(super) fn ip_burst() -> u32 {
+        HttpLimits::default().ip_burst
+    }
+    pub(super) fn key_requests_per_second() -> u32 {
+        HttpLimits::default().key_requests_per_second
+    }
+    pub(super) fn key_burst() -> u32 {
+        HttpLimits::default().key_burst
+    }
+    pub(super) fn connections_max() -> usize {
+        HttpLimits::default().connections_max
+    }
 }
 
 /// `[binary]`.

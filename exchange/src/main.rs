@@ -389,6 +389,10 @@ fn serve(
     };
 
     let stop = Arc::new(AtomicBool::new(false));
+    let limits = config.http.limits();
+    let key_limiter =
+        Arc::new(gateway_json::limits::KeyRateLimiter::new(limits.key_requests_per_second, limits.key_burst));
+    let ip_limiter = Arc::new(gateway_json::limits::IpRateLimiter::new(limits.ip_requests_per_second, limits.ip_burst));
     let router = exchange::http::router(exchange::http::HttpState {
         metrics: runtime.metrics.clone(),
         stats: runtime.stats.clone(),
@@ -403,13 +407,16 @@ fn serve(
             runtime.ring.clone(),
             Arc::new(engine_config.clone()),
         )
-        .with_users(user_store.clone()),
+        .with_users(user_store.clone())
+        .with_key_limits(key_limiter),
         users: user_store.clone(),
         admin_token: (!config.admin.token.is_empty()).then(|| config.admin.token.clone()),
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");
     }
+    let router = gateway_json::limits::with_limits(router, &limits, ip_limiter);
+    let listener = gateway_json::limits::LimitedListener::new(listener, limits.connections_max);
     let http_stop = stop.clone();
     http_runtime.spawn(async move {
         let shutdown = async move {
@@ -417,8 +424,8 @@ fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        // Connection info gives handlers the client's address (per-IP login limits).
-        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        // Connection info gives handlers and limits the client's address (per-IP limits).
+        let service = router.into_make_service_with_connect_info::<gateway_json::limits::PeerAddr>();
         if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
             tracing::error!(%error, "HTTP server failed");
         }

@@ -25,6 +25,11 @@ pub mod accounts;
 pub mod admin;
 pub mod amm;
 pub mod auth;
+pub mod batch;
+mod capital;
+pub mod history;
+pub mod limits;
+pub mod openapi;
 mod private;
 pub mod sessions;
 pub mod users;
@@ -224,6 +229,7 @@ pub fn public_router(view: Arc<MarketView>, config: Arc<EngineConfig>) -> Router
         .route("/api/v1/klines", get(klines))
         .route("/api/v1/status", get(status))
         .route("/api/v1/time", get(time))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .with_state(api)
 }
 
@@ -231,6 +237,17 @@ pub(crate) fn ok(value: Value) -> ApiResult {
     Ok(axum::Json(value).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/markets",
+    tag = "Markets",
+    description = "Every market.",
+    params(crate::openapi::MarketsQuery),
+    responses(
+        (status = 200, description = "Markets", body = Vec<crate::openapi::Market>),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn markets(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     // `marketType` may repeat (the official client sends SPOT and PERP); every market is SPOT.
@@ -241,6 +258,17 @@ async fn markets(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiR
     ok(Value::Array((0..api.config.markets.len()).map(|index| api.market_json(index)).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/market",
+    tag = "Markets",
+    description = "One market.",
+    params(crate::openapi::SymbolQuery),
+    responses(
+        (status = 200, description = "The market", body = crate::openapi::Market),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn market(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     ok(api.market_json(api.market(&params)?))
@@ -254,6 +282,17 @@ fn ticker_window(params: &Params) -> Result<u64, ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ticker",
+    tag = "Markets",
+    description = "24 h (or 1 week) statistics of a market.",
+    params(crate::openapi::TickerQuery),
+    responses(
+        (status = 200, description = "Ticker", body = crate::openapi::Ticker),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn ticker(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     let index = api.market(&params)?;
@@ -262,6 +301,17 @@ async fn ticker(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiRe
     ok(api.ticker_json(index, &stats))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickers",
+    tag = "Markets",
+    description = "Statistics of every market.",
+    params(crate::openapi::TickerQuery),
+    responses(
+        (status = 200, description = "Tickers", body = Vec<crate::openapi::Ticker>),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn tickers(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     let window = ticker_window(&params)?;
@@ -274,6 +324,18 @@ async fn tickers(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiR
     ok(Value::Array(all))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/depth",
+    tag = "Markets",
+    description = "Order book depth (timestamp in µs).",
+    params(crate::openapi::DepthQuery),
+    responses(
+        (status = 200, description = "Depth", body = crate::openapi::Depth),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Market view resynchronising", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn depth(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     let index = api.market(&params)?;
@@ -319,6 +381,17 @@ fn trades_json(api: &Api, index: usize, limit: u64, offset: u64) -> ApiResult {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/trades",
+    tag = "Markets",
+    description = "Recent trades, oldest first.",
+    params(crate::openapi::TradesQuery),
+    responses(
+        (status = 200, description = "Trades", body = Vec<crate::openapi::Trade>),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn trades(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     let index = api.market(&params)?;
@@ -326,6 +399,17 @@ async fn trades(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiRe
     trades_json(&api, index, limit, 0)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/trades/history",
+    tag = "Markets",
+    description = "Older trades (offset skips the most recent).",
+    params(crate::openapi::TradesQuery),
+    responses(
+        (status = 200, description = "Trades", body = Vec<crate::openapi::Trade>),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn trades_history(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     let index = api.market(&params)?;
@@ -334,6 +418,17 @@ async fn trades_history(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) 
     trades_json(&api, index, limit, offset)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/klines",
+    tag = "Markets",
+    description = "Candles; startTime and endTime in seconds.",
+    params(crate::openapi::KlinesQuery),
+    responses(
+        (status = 200, description = "Klines", body = Vec<crate::openapi::Kline>),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn klines(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     let index = api.market(&params)?;
@@ -371,11 +466,15 @@ async fn klines(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiRe
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/status", tag = "System", description = "Server status.",
+    responses((status = 200, description = "Status", body = crate::openapi::ServerStatus)))]
 async fn status(State(api): State<Arc<Api>>) -> ApiResult {
     let message = api.view.is_stale().then_some("Market data is resynchronising");
     ok(json!({ "status": "Ok", "message": message }))
 }
 
+#[utoipa::path(get, path = "/api/v1/time", tag = "System", description = "Server time, ms since the epoch.",
+    responses((status = 200, description = "ms since the epoch", body = u64)))]
 async fn time(State(api): State<Arc<Api>>) -> ApiResult {
     ok(json!(api.view.now_ns() / 1_000_000))
 }

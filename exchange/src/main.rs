@@ -274,12 +274,16 @@ fn serve(
     // first event.
     let market_view = Arc::new(marketdata::MarketView::new(&engine_config));
     market_view.seed_books(&recovered.engine);
+    // The WebSocket publisher feeds the view (diffs and snapshots share its update ids).
+    let publisher =
+        marketdata::Publisher::new(market_view.clone(), &engine_config, config.websocket.publisher_config());
+    publisher.seed_orders(&recovered.engine);
     // So do the signed REST API's balance and open-order views.
     let account_views = Arc::new(gateway_json::AccountViews::from_engine(&recovered.engine, &engine_config));
     let runtime = Runtime::start(config, recovered, writer)?;
-    let market_feed = marketdata::Feed::start(market_view.clone(), runtime.egress.subscribe_from(0))?;
+    let market_feed = marketdata::Feed::start_publishing(publisher.clone(), runtime.egress.subscribe_from(0))?;
     let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress.subscribe_from(0))?;
-    tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health, /api/v1)");
+    tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health, /api/v1, WebSocket at / and /ws)");
     let binary_gateway = if config.binary.enabled {
         let gateway_config = gateway_binary::GatewayConfig {
             listen: config.binary.listen,
@@ -362,6 +366,7 @@ fn serve(
             runtime.ring.clone(),
             Arc::new(engine_config.clone()),
         ),
+        websocket: gateway_json::WsState::new(publisher, credentials.clone(), config.websocket.ws_config()),
     });
     let http_stop = stop.clone();
     http_runtime.spawn(async move {
@@ -370,7 +375,9 @@ fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+        if let Err(error) = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await {
             tracing::error!(%error, "HTTP server failed");
         }
     });

@@ -24,9 +24,11 @@
 pub mod accounts;
 pub mod auth;
 mod private;
+pub mod ws;
 
 pub use accounts::{AccountViews, OpenOrder, RestGateway};
 pub use private::{ENGINE_TIMEOUT_DEFAULT, PrivateState, private_router, reject_error};
+pub use ws::{JwtVerifier, WsConfig, WsState, ws_router};
 
 use axum::Router;
 use axum::extract::{RawQuery, State};

@@ -33,11 +33,16 @@
 //! - Trades: the last [`TRADES_KEPT`] per market. Candles: one per minute with trades, for the
 //!   last [`MINUTES_KEPT`] minutes.
 
+pub mod encode;
 mod feed;
 pub mod format;
 pub mod interval;
+pub mod publisher;
+pub mod stream;
 mod view;
 
 pub use feed::Feed;
+pub use publisher::{Delivery, LagPolicy, Publisher, PublisherConfig, PublisherStats, SubscribeError, Subscription};
+pub use stream::{Conflation, StreamKey, StreamSpec};
 pub use interval::KlineInterval;
 pub use view::{Candle, DepthSnapshot, MINUTES_KEPT, MarketView, TRADES_KEPT, TickerStats, TradeRecord};

@@ -56,7 +56,7 @@ impl Frame {
         self
     }
 
-    /// `"key":[["price","quantity"],...]`.
+    /// `"key":[["price","quantity"],...]`; a quantity of 0 is written `"0"` (level removed).
     pub fn levels(
         &mut self,
         key: &str,
@@ -69,7 +69,12 @@ impl Frame {
             if index > 0 {
                 self.text.push(',');
             }
-            let _ = write!(self.text, r#"["{}","{}"]"#, format.price(price), format.quantity(u128::from(lots)));
+            if lots == 0 {
+                // Backpack's removal marker, exactly.
+                let _ = write!(self.text, r#"["{}","0"]"#, format.price(price));
+            } else {
+                let _ = write!(self.text, r#"["{}","{}"]"#, format.price(price), format.quantity(u128::from(lots)));
+            }
         }
         self.text.push(']');
         self

@@ -293,9 +293,20 @@ impl Session {
 
     /// Handles one text message; returns the frames to send back.
     fn handle(&mut self, text: &str) -> Option<String> {
-        let request: Request = match serde_json::from_str(text) {
-            Ok(request) => request,
+        let value: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
             Err(error) => return Some(error_frame(&Value::Null, ERROR_INVALID_REQUEST, format!("Invalid JSON: {error}"))),
+        };
+        let id = value.get("id").cloned().unwrap_or(Value::Null);
+        let request: Request = match serde_json::from_value(value) {
+            Ok(request) => request,
+            Err(error) => {
+                return Some(error_frame(
+                    &id,
+                    ERROR_INVALID_REQUEST,
+                    format!("Invalid request: {error} (expected {{\"method\", \"params\"}})"),
+                ));
+            }
         };
         let id = &request.id;
         let method = request.method.to_ascii_uppercase();

@@ -151,16 +151,16 @@ impl Subscriber {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `frame` of `key`; never blocks on the reader.
-    fn push(&self, key: StreamKey, frame: &Bytes, policy: LagPolicy, stats: &PublisherStats) {
+    /// Queues `frame` of `key`; never blocks on the reader. Whether it was queued.
+    fn push(&self, key: StreamKey, frame: &Bytes, policy: LagPolicy, stats: &PublisherStats) -> bool {
         let mut inbox = self.inbox();
         if inbox.closed.is_some() {
-            return;
+            return false;
         }
         if let Some(lag) = inbox.lagging.iter_mut().find(|lag| lag.key == key) {
             lag.dropped += 1;
             stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         if inbox.frames.len() >= self.bound {
             stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
@@ -177,15 +177,15 @@ impl Subscriber {
             }
             drop(inbox);
             self.notify.notify_one();
-            return;
+            return false;
         }
         let was_empty = inbox.frames.is_empty();
         inbox.frames.push_back(frame.clone());
         drop(inbox);
-        stats.frames_queued.fetch_add(1, Ordering::Relaxed);
         if was_empty {
             self.notify.notify_one();
         }
+        true
     }
 
     fn close(&self, reason: String) {
@@ -284,6 +284,9 @@ pub struct Publisher {
     registry: RwLock<HashMap<StreamKey, Slot>>,
     feed: Mutex<FeedState>,
     stats: PublisherStats,
+    /// Subscriptions to conflated depth and to klines (their per-update checks are skipped at 0).
+    conflated_subscriptions: AtomicU64,
+    kline_subscriptions: AtomicU64,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -381,6 +384,8 @@ impl Publisher {
             registry: RwLock::new(HashMap::new()),
             feed: Mutex::new(feed),
             stats: PublisherStats::default(),
+            conflated_subscriptions: AtomicU64::new(0),
+            kline_subscriptions: AtomicU64::new(0),
         })
     }
 
@@ -471,6 +476,19 @@ impl Publisher {
         self.registry.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn count(&self, key: &StreamKey, added: bool) {
+        let counter = match key {
+            StreamKey::DepthConflated(..) => &self.conflated_subscriptions,
+            StreamKey::Kline(..) => &self.kline_subscriptions,
+            _ => return,
+        };
+        if added {
+            counter.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counter.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Whether anybody subscribes to `key`.
     pub fn has_subscribers(&self, key: &StreamKey) -> bool {
         self.registry_read().get(key).is_some_and(|slot| !slot.subscribers.is_empty())
@@ -485,9 +503,11 @@ impl Publisher {
         }
         let frame = encode(&slot.name);
         self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
+        let mut queued = 0;
         for subscriber in &slot.subscribers {
-            subscriber.push(key, &frame, self.config.lag_policy, &self.stats);
+            queued += u64::from(subscriber.push(key, &frame, self.config.lag_policy, &self.stats));
         }
+        self.stats.frames_queued.fetch_add(queued, Ordering::Relaxed);
     }
 
     /// Closes every subscriber (e.g. the feed lost events: streams would have gaps).
@@ -644,10 +664,13 @@ impl Publisher {
             frame.finish()
         });
         let state = &mut feed.markets[index];
+        let conflating = self.conflated_subscriptions.load(Ordering::Relaxed) > 0;
         for window in Conflation::ALL {
             let pending = &mut state.conflating[window.slot()];
-            if !self.has_subscribers(&StreamKey::DepthConflated(market, window)) {
-                *pending = Conflating::default();
+            if !conflating || !self.has_subscribers(&StreamKey::DepthConflated(market, window)) {
+                if pending.first_id.is_some() {
+                    *pending = Conflating::default();
+                }
                 continue;
             }
             if pending.first_id.is_none() {
@@ -697,6 +720,9 @@ impl Publisher {
 
     fn publish_klines(&self, market: MarketId, timestamp_ns: u64, now: u64) {
         let Some((_, meta)) = self.market(market) else { return };
+        if self.kline_subscriptions.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         for name in KlineInterval::NAMES {
             let Some(interval) = KlineInterval::parse(name) else { continue };
             let key = StreamKey::Kline(market, interval);
@@ -939,6 +965,7 @@ impl Subscription {
             return Ok(false);
         }
         inbox.streams.push(key);
+        self.publisher.count(&key, true);
         let name = self.publisher.stream_name(&key);
         registry.entry(key).or_insert_with(|| Slot { name, subscribers: Vec::new() }).subscribers.push(self.subscriber.clone());
         Ok(true)
@@ -951,6 +978,7 @@ impl Subscription {
         let Some(position) = inbox.streams.iter().position(|k| k == key) else { return false };
         inbox.streams.swap_remove(position);
         inbox.lagging.retain(|lag| lag.key != *key);
+        self.publisher.count(key, false);
         if let Some(slot) = registry.get_mut(key) {
             slot.subscribers.retain(|s| !Arc::ptr_eq(s, &self.subscriber));
             if slot.subscribers.is_empty() {

@@ -71,9 +71,17 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     let ws = state.websocket.publisher().stats();
     gauges.push(("exchange_ws_subscribers", "Open WebSocket subscribers.", load(&ws.subscribers) as f64));
     counters.extend([
-        ("exchange_ws_frames_encoded_total", "Stream frames encoded (once per event and stream).", load(&ws.frames_encoded)),
+        (
+            "exchange_ws_frames_encoded_total",
+            "Stream frames encoded (once per event and stream).",
+            load(&ws.frames_encoded),
+        ),
         ("exchange_ws_frames_queued_total", "Stream frames queued to subscribers.", load(&ws.frames_queued)),
-        ("exchange_ws_frames_dropped_total", "Stream frames dropped for lagging subscribers.", load(&ws.frames_dropped)),
+        (
+            "exchange_ws_frames_dropped_total",
+            "Stream frames dropped for lagging subscribers.",
+            load(&ws.frames_dropped),
+        ),
         ("exchange_ws_lags_total", "Times a subscriber started lagging on a stream.", load(&ws.lags)),
         ("exchange_ws_lag_disconnects_total", "Subscribers closed for lagging.", load(&ws.lag_disconnects)),
     ]);

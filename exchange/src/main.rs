@@ -377,7 +377,8 @@ fn serve(
         };
         if let Err(error) = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(shutdown)
-            .await {
+            .await
+        {
             tracing::error!(%error, "HTTP server failed");
         }
     });

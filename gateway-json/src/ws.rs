@@ -70,7 +70,7 @@ pub struct WsConfig {
     /// Open connections per client IP address.
     pub connections_per_ip: usize,
     /// Largest inbound text message, bytes (larger ones get an error frame; above four times
-    /// this the protocol layer closes the connection with 1009).
+    /// this the protocol layer drops the connection).
     pub message_bytes_max: usize,
     /// Sustained inbound messages per second.
     pub messages_per_second: u32,
@@ -295,7 +295,9 @@ impl Session {
     fn handle(&mut self, text: &str) -> Option<String> {
         let value: Value = match serde_json::from_str(text) {
             Ok(value) => value,
-            Err(error) => return Some(error_frame(&Value::Null, ERROR_INVALID_REQUEST, format!("Invalid JSON: {error}"))),
+            Err(error) => {
+                return Some(error_frame(&Value::Null, ERROR_INVALID_REQUEST, format!("Invalid JSON: {error}")));
+            }
         };
         let id = value.get("id").cloned().unwrap_or(Value::Null);
         let request: Request = match serde_json::from_value(value) {
@@ -482,5 +484,50 @@ async fn connection(mut socket: WebSocket, state: WsState, _guard: IpGuard) {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::Signer;
+
+    /// The worked example of docs/websocket-api.md.
+    #[test]
+    fn documented_subscribe_signature_verifies() {
+        let secret = [7u8; 32];
+        let credentials = Credentials::default();
+        credentials.insert(gateway_binary::client::api_key_of(&secret), UserId::new(42));
+        let text = auth::signing_string("subscribe", &SignedParams::new(), 1_764_021_600_000, 5_000);
+        assert_eq!(text, "instruction=subscribe&timestamp=1764021600000&window=5000");
+        let signature = ed25519_dalek::SigningKey::from_bytes(&secret).sign(text.as_bytes());
+        use base64::Engine as _;
+        let signature = base64::engine::general_purpose::STANDARD.encode(signature.to_bytes());
+        assert_eq!(
+            signature,
+            "/DZMNlz7QJ2Hva0p48yJeMhxRNpIUpFq0+b9N/EKLbt2dVYc8iGcWleAPUknEq8Z+aIVJ+d56vxCI06bKcXoBQ=="
+        );
+        let key = "6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
+        let verify = |now| {
+            auth::verify_signature(
+                &credentials,
+                key,
+                &signature,
+                1_764_021_600_000,
+                5_000,
+                "subscribe",
+                &SignedParams::new(),
+                now,
+            )
+        };
+        assert_eq!(verify(1_764_021_601_000), Ok(UserId::new(42)));
+        assert!(verify(1_764_021_606_000).is_err(), "expired");
+    }
+
+    #[test]
+    fn token_bucket_refuses_beyond_the_burst() {
+        let config = WsConfig { burst: 3, messages_per_second: 0, ..WsConfig::default() };
+        let mut bucket = Bucket::new(&config);
+        assert_eq!((0..5).map(|_| bucket.take()).filter(|ok| *ok).count(), 3);
     }
 }

@@ -107,18 +107,7 @@ impl Harness {
         tokio::spawn(async move {
             axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
         });
-        Self {
-            addr,
-            rest,
-            ingress,
-            egress,
-            publisher,
-            mirror,
-            sequence,
-            expected_events: 0,
-            engine,
-            feed: Some(feed),
-        }
+        Self { addr, rest, ingress, egress, publisher, mirror, sequence, expected_events: 0, engine, feed: Some(feed) }
     }
 
     /// Sends a command to the engine and executes it on the mirror; returns the mirror's events.
@@ -313,8 +302,7 @@ async fn subscribe_unsubscribe_and_error_frames() {
         assert_eq!(data["m"], false, "the buyer took");
     }
 
-    let (answer, before) =
-        request(&mut noisy, json!({"method": "UNSUBSCRIBE", "params": ["trade.BTC_USDC"]}), 3).await;
+    let (answer, before) = request(&mut noisy, json!({"method": "UNSUBSCRIBE", "params": ["trade.BTC_USDC"]}), 3).await;
     assert_eq!((answer, before.len()), (json!({"result": null, "id": 3}), 0));
     h.submit(commands::market(2, 1, Side::Bid, 10));
     h.settle().await;
@@ -407,7 +395,7 @@ async fn private_streams_need_credentials_and_show_only_your_own_events() {
     let private = json!({"method": "SUBSCRIBE", "params": ["account.orderUpdate", "account.balanceUpdate"]});
     for (index, bad) in [
         json!({}),
-        json!({"signature": signature(2, 1, now_ms())}),  // bob's signature under alice's key
+        json!({"signature": signature(2, 1, now_ms())}), // bob's signature under alice's key
         json!({"signature": signature(1, 1, now_ms() - 60_000)}), // expired
         json!({"signature": ["x", "y"]}),
         json!({"jwt": "nobody"}),
@@ -459,16 +447,30 @@ async fn private_streams_need_credentials_and_show_only_your_own_events() {
         let event = data["e"].as_str().unwrap().to_string();
         match event.as_str() {
             "orderAccepted" if data["i"] == alice_bid.to_string() => {
-                assert_eq!((data["p"].as_str(), data["q"].as_str(), data["X"].as_str()), (Some("60000.0"), Some("0.00010"), Some("New")));
-                assert_eq!((data["S"].as_str(), data["o"].as_str(), data["f"].as_str()), (Some("Bid"), Some("LIMIT"), Some("GTC")));
+                assert_eq!(
+                    (data["p"].as_str(), data["q"].as_str(), data["X"].as_str()),
+                    (Some("60000.0"), Some("0.00010"), Some("New"))
+                );
+                assert_eq!(
+                    (data["S"].as_str(), data["o"].as_str(), data["f"].as_str()),
+                    (Some("Bid"), Some("LIMIT"), Some("GTC"))
+                );
             }
             "orderModified" => assert_eq!((data["p"].as_str(), data["q"].as_str()), (Some("60001.0"), Some("0.00020"))),
             "orderFill" => {
-                assert_eq!((data["l"].as_str(), data["L"].as_str(), data["m"].as_bool()), (Some("0.00005"), Some("60001.0"), Some(true)));
-                assert_eq!((data["z"].as_str(), data["X"].as_str(), data["N"].as_str()), (Some("0.00005"), Some("PartiallyFilled"), Some("USDC")));
+                assert_eq!(
+                    (data["l"].as_str(), data["L"].as_str(), data["m"].as_bool()),
+                    (Some("0.00005"), Some("60001.0"), Some(true))
+                );
+                assert_eq!(
+                    (data["z"].as_str(), data["X"].as_str(), data["N"].as_str()),
+                    (Some("0.00005"), Some("PartiallyFilled"), Some("USDC"))
+                );
                 assert!(data["t"].is_u64() && data["n"].is_string());
             }
-            "orderCancelled" => assert_eq!((data["X"].as_str(), data["z"].as_str()), (Some("Cancelled"), Some("0.00005"))),
+            "orderCancelled" => {
+                assert_eq!((data["X"].as_str(), data["z"].as_str()), (Some("Cancelled"), Some("0.00005")))
+            }
             "orderExpired" => assert_eq!(data["X"], "Expired"),
             _ => {}
         }
@@ -483,12 +485,17 @@ async fn private_streams_need_credentials_and_show_only_your_own_events() {
     while bob_ids.len() < 3 {
         let frame = recv(&mut bob).await;
         assert_eq!(frame["stream"], "account.orderUpdate.BTC_USDC");
-        bob_ids.push((frame["data"]["e"].as_str().unwrap().to_string(), frame["data"]["i"].as_str().unwrap().to_string()));
+        bob_ids
+            .push((frame["data"]["e"].as_str().unwrap().to_string(), frame["data"]["i"].as_str().unwrap().to_string()));
     }
     assert_eq!(bob_ids[0], ("orderAccepted".into(), bob_ask.to_string()));
     assert!(bob_ids[1..].iter().all(|(_, id)| *id == bob_sell.to_string()), "{bob_ids:?}");
     let frame = recv(&mut carol).await;
-    assert_eq!((frame["data"]["e"].as_str(), frame["data"]["p"].as_str()), (Some("orderAccepted"), Some("50000.0")), "JWT user 3");
+    assert_eq!(
+        (frame["data"]["e"].as_str(), frame["data"]["p"].as_str()),
+        (Some("orderAccepted"), Some("50000.0")),
+        "JWT user 3"
+    );
     // Nothing else arrived for carol: her next answer is the one to this request.
     let (_, before) = request(&mut carol, json!({"method": "UNSUBSCRIBE", "params": ["account.orderUpdate"]}), 4).await;
     assert!(before.is_empty(), "{before:?}");
@@ -496,7 +503,14 @@ async fn private_streams_need_credentials_and_show_only_your_own_events() {
 
 /// Reads depth frames until one ends at `last`; checks `U = previous u + 1` from the first
 /// frame after `snapshot_id` on and applies them to `book`.
-async fn follow_depth(client: &mut Client, stream: &str, book: &mut Levels, snapshot_id: u64, last: u64, exact: bool) -> usize {
+async fn follow_depth(
+    client: &mut Client,
+    stream: &str,
+    book: &mut Levels,
+    snapshot_id: u64,
+    last: u64,
+    exact: bool,
+) -> usize {
     let mut previous = snapshot_id;
     let mut applied = 0;
     loop {

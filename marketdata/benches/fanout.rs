@@ -53,8 +53,11 @@ fn drain(subscriptions: &[marketdata::Subscription]) -> usize {
 fn encode_once(subscribers: usize, updates: u64, batch: u64) -> (f64, usize) {
     let config = EngineConfig::sample();
     let view = Arc::new(MarketView::new(&config));
-    let publisher =
-        Publisher::new(view, &config, PublisherConfig { queue_frames: batch as usize + 1, ..PublisherConfig::default() });
+    let publisher = Publisher::new(
+        view,
+        &config,
+        PublisherConfig { queue_frames: batch as usize + 1, ..PublisherConfig::default() },
+    );
     let subscriptions: Vec<_> = (0..subscribers).map(|_| publisher.connect()).collect();
     for subscription in &subscriptions {
         subscription.subscribe(StreamKey::Depth(MarketId::new(1))).unwrap();

@@ -37,8 +37,9 @@ impl Feed {
     fn spawn(target: Target, consumer: Consumer) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
-        let thread =
-            std::thread::Builder::new().name("marketdata".into()).spawn(move || run(&target, consumer, &thread_stop))?;
+        let thread = std::thread::Builder::new()
+            .name("marketdata".into())
+            .spawn(move || run(&target, consumer, &thread_stop))?;
         Ok(Self { stop, thread: Some(thread) })
     }
 

@@ -66,7 +66,12 @@ pub struct PublisherConfig {
 
 impl Default for PublisherConfig {
     fn default() -> Self {
-        Self { queue_frames: 4_096, lag_policy: LagPolicy::Resync, resyncs_max: 16, ticker_every: Duration::from_secs(1) }
+        Self {
+            queue_frames: 4_096,
+            lag_policy: LagPolicy::Resync,
+            resyncs_max: 16,
+            ticker_every: Duration::from_secs(1),
+        }
     }
 }
 
@@ -613,9 +618,10 @@ impl Publisher {
                 }
                 Event::OrderReplaced(replaced) => {
                     let side = replaced.side.get().unwrap_or(Side::Bid);
-                    let info = feed.orders.entry(replaced.order_id).or_insert_with(|| {
-                        unknown_order(replaced.market_id, replaced.client_order_id, side, 0, 0)
-                    });
+                    let info = feed
+                        .orders
+                        .entry(replaced.order_id)
+                        .or_insert_with(|| unknown_order(replaced.market_id, replaced.client_order_id, side, 0, 0));
                     info.price_ticks = replaced.price_ticks.get();
                     info.quantity_lots = replaced.quantity_lots.get();
                     info.filled_lots = replaced.filled_lots.get();
@@ -772,8 +778,24 @@ impl Publisher {
         let taker_side = fill.taker_side.get().unwrap_or(Side::Bid);
         let maker_side = if taker_side == Side::Bid { Side::Ask } else { Side::Bid };
         let parties = [
-            (fill.maker_user_id, fill.maker_order_id, fill.maker_client_order_id, maker_side, fill.maker_remaining_lots, fill.maker_fee, true),
-            (fill.taker_user_id, fill.taker_order_id, fill.taker_client_order_id, taker_side, fill.taker_remaining_lots, fill.taker_fee, false),
+            (
+                fill.maker_user_id,
+                fill.maker_order_id,
+                fill.maker_client_order_id,
+                maker_side,
+                fill.maker_remaining_lots,
+                fill.maker_fee,
+                true,
+            ),
+            (
+                fill.taker_user_id,
+                fill.taker_order_id,
+                fill.taker_client_order_id,
+                taker_side,
+                fill.taker_remaining_lots,
+                fill.taker_fee,
+                false,
+            ),
         ];
         for (user, order_id, client_order_id, side, remaining, fee, maker) in parties {
             let remaining = remaining.get();
@@ -917,7 +939,13 @@ impl Publisher {
     }
 }
 
-fn unknown_order(market: MarketId, client_order_id: ClientOrderId, side: Side, quantity: u64, filled: u64) -> OrderInfo {
+fn unknown_order(
+    market: MarketId,
+    client_order_id: ClientOrderId,
+    side: Side,
+    quantity: u64,
+    filled: u64,
+) -> OrderInfo {
     OrderInfo {
         market,
         client_order_id,
@@ -967,7 +995,11 @@ impl Subscription {
         inbox.streams.push(key);
         self.publisher.count(&key, true);
         let name = self.publisher.stream_name(&key);
-        registry.entry(key).or_insert_with(|| Slot { name, subscribers: Vec::new() }).subscribers.push(self.subscriber.clone());
+        registry
+            .entry(key)
+            .or_insert_with(|| Slot { name, subscribers: Vec::new() })
+            .subscribers
+            .push(self.subscriber.clone());
         Ok(true)
     }
 

@@ -453,7 +453,7 @@ async fn connection(mut socket: WebSocket, state: WsState, _guard: IpGuard) {
                 Delivery::Lagged(lagged) => {
                     let notice = session.subscription.lag_notice(&lagged);
                     let keys: Vec<StreamKey> = lagged.iter().map(|(key, _)| *key).collect();
-                    let sent = match Utf8Bytes::try_from(Bytes::from(notice)) {
+                    let sent = match Utf8Bytes::try_from(notice) {
                         Ok(text) => socket.send(Message::Text(text)).await.is_ok(),
                         Err(_) => true,
                     };

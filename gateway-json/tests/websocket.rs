@@ -427,6 +427,7 @@ async fn private_streams_need_credentials_and_show_only_your_own_events() {
     h.settle().await;
 
     let required = "q,f,V,O,z,Z,T,X,i,S";
+    let alice_bid_text = alice_bid.to_string();
     let mut alice_events = Vec::new();
     let mut balances = 0;
     while !alice_events.contains(&"orderExpired".to_string()) {
@@ -446,7 +447,7 @@ async fn private_streams_need_credentials_and_show_only_your_own_events() {
         assert_ne!(data["i"], bob_sell.to_string(), "never another user's order");
         let event = data["e"].as_str().unwrap().to_string();
         match event.as_str() {
-            "orderAccepted" if data["i"] == alice_bid.to_string() => {
+            "orderAccepted" if data["i"].as_str() == Some(alice_bid_text.as_str()) => {
                 assert_eq!(
                     (data["p"].as_str(), data["q"].as_str(), data["X"].as_str()),
                     (Some("60000.0"), Some("0.00010"), Some("New"))

@@ -48,10 +48,8 @@ impl KlineInterval {
             Self::Week => "1w",
             Self::Month => "1month",
             Self::Seconds(seconds) => {
-                Self::NAMES.iter().find(|name| Self::parse(name) == Some(self)).copied().unwrap_or_else(|| {
-                    // Only the parsed lengths exist; keep a readable fallback anyway.
-                    if seconds % 86_400 == 0 { "1d" } else { "1m" }
-                })
+                let fallback = if seconds % 86_400 == 0 { "1d" } else { "1m" };
+                Self::NAMES.iter().find(|name| Self::parse(name) == Some(self)).copied().unwrap_or(fallback)
             }
         }
     }

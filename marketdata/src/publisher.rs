@@ -840,7 +840,7 @@ impl Publisher {
                 let mut frame = Frame::new(name, event.event, now);
                 frame.str("s", &meta.symbol);
                 if info.client_order_id != ClientOrderId::ZERO {
-                    frame.int("c", u64::from(info.client_order_id.get()));
+                    frame.int("c", info.client_order_id.get());
                 }
                 frame.str("S", side_name(info.side)).str("o", order_type_name(info.order_type));
                 frame.str("f", time_in_force_name(info.time_in_force));

@@ -54,7 +54,7 @@ impl Rebuilt {
         for (key, side) in [("a", &mut self.asks), ("b", &mut self.bids)] {
             for level in data[key].as_array().unwrap() {
                 let (price, quantity) = (level[0].as_str().unwrap(), level[1].as_str().unwrap());
-                if quantity.trim_end_matches('0').trim_end_matches('.') == "" {
+                if quantity == "0" {
                     side.remove(price);
                 } else {
                     side.insert(price.into(), quantity.into());

@@ -118,8 +118,16 @@ impl WsState {
 
     /// Accepts `"jwt": "<token>"` in SUBSCRIBE messages, verified by `verifier`.
     pub fn with_jwt(self, verifier: JwtVerifier) -> Self {
-        let inner = Arc::into_inner(self.inner).expect("with_jwt is called before the state is shared");
-        Self { inner: Arc::new(Inner { jwt: Some(verifier), ..inner }) }
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                publisher: inner.publisher.clone(),
+                credentials: inner.credentials.clone(),
+                config: inner.config.clone(),
+                jwt: Some(verifier),
+                per_ip: Mutex::default(),
+            }),
+        }
     }
 
     /// The publisher behind the endpoint.
@@ -399,14 +407,16 @@ async fn connection(mut socket: WebSocket, state: WsState, _guard: IpGuard) {
         tokio::select! {
             incoming = socket.recv() => {
                 let Some(Ok(message)) = incoming else { break };
+                let limited = matches!(message, Message::Text(_) | Message::Binary(_)) && !bucket.take();
                 let reply = match message {
+                    Message::Text(_) | Message::Binary(_) if limited => {
+                        strikes += 1;
+                        Some(error_frame(&Value::Null, ERROR_RATE_LIMITED, format!(
+                            "Too many messages: at most {} per second", config.messages_per_second
+                        )))
+                    }
                     Message::Text(text) => {
-                        if !bucket.take() {
-                            strikes += 1;
-                            Some(error_frame(&Value::Null, ERROR_RATE_LIMITED, format!(
-                                "Too many messages: at most {} per second", config.messages_per_second
-                            )))
-                        } else if text.len() > config.message_bytes_max {
+                        if text.len() > config.message_bytes_max {
                             strikes += 1;
                             Some(error_frame(&Value::Null, ERROR_INVALID_REQUEST, format!(
                                 "Message too large: at most {} bytes", config.message_bytes_max
@@ -416,6 +426,7 @@ async fn connection(mut socket: WebSocket, state: WsState, _guard: IpGuard) {
                         }
                     }
                     Message::Binary(_) => {
+                        strikes += 1;
                         Some(error_frame(&Value::Null, ERROR_INVALID_REQUEST, "Binary messages are not supported"))
                     }
                     Message::Pong(_) => {

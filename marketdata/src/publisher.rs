@@ -1051,7 +1051,8 @@ impl Subscription {
             let resume = |snapshot: Option<Bytes>| {
                 let mut inbox = self.subscriber.inbox();
                 inbox.lagging.retain(|lag| lag.key != *key);
-                if let Some(frame) = snapshot {
+                // Not for a stream unsubscribed meanwhile.
+                if let Some(frame) = snapshot.filter(|_| inbox.streams.contains(key)) {
                     inbox.frames.push_back(frame);
                 }
             };

@@ -535,6 +535,34 @@ mod tests {
         assert!(verify(1_764_021_606_000).is_err(), "expired");
     }
 
+    fn session() -> Session {
+        let config = engine::EngineConfig::sample();
+        let view = Arc::new(marketdata::MarketView::new(&config));
+        let publisher = Publisher::new(view, &config, marketdata::PublisherConfig::default());
+        let state = WsState::new(publisher, Arc::new(Credentials::default()), WsConfig::default());
+        let subscription = state.inner.publisher.connect();
+        Session { state, subscription, streams: HashMap::new() }
+    }
+
+    proptest::proptest! {
+        /// Any message: never a panic, and every answer is JSON (a result with the request's id
+        /// or an error frame with a code and a message).
+        #[test]
+        fn any_message_gets_a_json_answer_or_none(
+            text in r#"\{("method":"(SUBSCRIBE|UNSUBSCRIBE|subscribe|X)",?)?("params":\[("(depth|trade|account)\.[A-Z_.a-z0-9]{0,12}",?){0,3}\],?)?("id":(1|"x"|null|\[\]),?)?("signature":\[("[A-Za-z0-9+/=]{0,8}",?){0,4}\],?)?("jwt":"t",?)?\}|\PC{0,60}"#
+        ) {
+            let mut session = session();
+            if let Some(answer) = session.handle(&text) {
+                let value: Value = serde_json::from_str(&answer).unwrap();
+                let is_result = value.get("result").is_some() && !value["id"].is_null();
+                let is_error = value["error"]["code"].is_u64() && value["error"]["message"].is_string();
+                proptest::prop_assert!(is_result || is_error, "{}", answer);
+            }
+            proptest::prop_assert!(session.streams.len() <= session.state.inner.config.subscriptions_max);
+            proptest::prop_assert!(session.streams.keys().all(|name| !name.starts_with("account.")), "no private stream without credentials");
+        }
+    }
+
     #[test]
     fn token_bucket_refuses_beyond_the_burst() {
         let config = WsConfig { burst: 3, messages_per_second: 0, ..WsConfig::default() };

@@ -154,6 +154,20 @@ pub(crate) fn name(key: &StreamKey, symbol: impl Fn(MarketId) -> String) -> Stri
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any text: never a panic; whatever parses is named back to a name that parses to the
+        /// same stream.
+        #[test]
+        fn parser_is_total(text in "(depth|trade|bookTicker|ticker|kline|account|[a-z]{0,6})(\\.(SOL_USDC|200ms|1000ms|1m|1month|orderUpdate|balanceUpdate|[A-Za-z0-9_]{0,10})){0,3}|\\PC{0,40}") {
+            let market = |s: &str| (s == "SOL_USDC").then_some(MarketId::new(3));
+            if let Ok(spec) = parse(&text, market) {
+                let key = spec.key(Some(UserId::new(1))).unwrap();
+                let name = name(&key, |_| "SOL_USDC".to_string());
+                proptest::prop_assert_eq!(parse(&name, market), Ok(spec));
+            }
+        }
+    }
+
     #[test]
     fn names_round_trip() {
         let market = |s: &str| (s == "SOL_USDC").then_some(MarketId::new(3));

@@ -29,6 +29,7 @@ use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use codec::UserId;
+use futures_util::SinkExt;
 use gateway_binary::Credentials;
 use marketdata::{Delivery, Publisher, StreamKey, StreamSpec, SubscribeError, Subscription};
 use serde::Deserialize;
@@ -449,15 +450,16 @@ async fn connection(mut socket: WebSocket, state: WsState, _guard: IpGuard) {
             }
             delivery = session.subscription.next() => match delivery {
                 Delivery::Frames(frames) => {
+                    // Queue them all, then one flush: one write for a batch, not one per frame.
                     let mut failed = false;
                     for frame in frames {
                         let Ok(text) = Utf8Bytes::try_from(frame) else { continue };
-                        if socket.send(Message::Text(text)).await.is_err() {
+                        if socket.feed(Message::Text(text)).await.is_err() {
                             failed = true;
                             break;
                         }
                     }
-                    if failed {
+                    if failed || socket.flush().await.is_err() {
                         break;
                     }
                 }

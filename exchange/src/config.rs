@@ -18,8 +18,11 @@ pub const DEFAULT_CONFIG: &str = include_str!("../exchange.toml");
 pub struct Config {
     /// Directory of the journal and snapshots.
     pub data_dir: PathBuf,
-    /// HTTP listener (metrics now; REST and WebSocket later).
+    /// HTTP listener: metrics, REST and WebSocket.
     pub http: HttpSection,
+    /// The WebSocket API on the HTTP port (defaults when absent).
+    #[serde(default)]
+    pub websocket: WebSocketSection,
     /// SBE binary order-entry gateway.
     pub binary: BinarySection,
     /// FIX 4.4 order-entry gateway.
@@ -123,6 +126,94 @@ mod http_defaults {
     }
     pub(super) fn connections_max() -> usize {
         HttpLimits::default().connections_max
+    }
+}
+
+/// `[websocket]`: the WebSocket API (served on the HTTP port, docs/websocket-api.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketSection {
+    /// Server ping interval, ms (Backpack: 60000).
+    pub ping_interval_ms: u64,
+    /// A ping unanswered this long closes the connection, ms (Backpack: 120000).
+    pub pong_timeout_ms: u64,
+    /// Streams per connection.
+    pub subscriptions_max: usize,
+    /// Open connections per client IP address.
+    pub connections_per_ip: usize,
+    /// Largest inbound message, bytes.
+    pub message_bytes_max: usize,
+    /// Sustained inbound messages per second per connection.
+    pub messages_per_second: u32,
+    /// Inbound burst allowance, messages.
+    pub burst: u32,
+    /// Limit violations tolerated before a connection is closed.
+    pub strikes_max: u32,
+    /// Frames a connection may have queued before it lags.
+    pub queue_frames: usize,
+    /// What a lagging connection gets: `resync` (lag notice, depth snapshot, diffs) or
+    /// `disconnect` (closed with a reason).
+    pub lag_policy: LagPolicySetting,
+    /// Resyncs a connection may have before it is closed.
+    pub resyncs_max: u32,
+}
+
+/// `websocket.lag_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LagPolicySetting {
+    /// Lag notice, then a depth snapshot and diffs again.
+    Resync,
+    /// Close with a reason.
+    Disconnect,
+}
+
+impl Default for WebSocketSection {
+    fn default() -> Self {
+        let ws = gateway_json::WsConfig::default();
+        let publisher = marketdata::PublisherConfig::default();
+        Self {
+            ping_interval_ms: ws.ping_interval.as_millis() as u64,
+            pong_timeout_ms: ws.pong_timeout.as_millis() as u64,
+            subscriptions_max: ws.subscriptions_max,
+            connections_per_ip: ws.connections_per_ip,
+            message_bytes_max: ws.message_bytes_max,
+            messages_per_second: ws.messages_per_second,
+            burst: ws.burst,
+            strikes_max: ws.strikes_max,
+            queue_frames: publisher.queue_frames,
+            lag_policy: LagPolicySetting::Resync,
+            resyncs_max: publisher.resyncs_max,
+        }
+    }
+}
+
+impl WebSocketSection {
+    /// The endpoint's settings.
+    pub fn ws_config(&self) -> gateway_json::WsConfig {
+        gateway_json::WsConfig {
+            ping_interval: std::time::Duration::from_millis(self.ping_interval_ms.max(1)),
+            pong_timeout: std::time::Duration::from_millis(self.pong_timeout_ms.max(1)),
+            subscriptions_max: self.subscriptions_max,
+            connections_per_ip: self.connections_per_ip,
+            message_bytes_max: self.message_bytes_max,
+            messages_per_second: self.messages_per_second,
+            burst: self.burst,
+            strikes_max: self.strikes_max,
+        }
+    }
+
+    /// The publisher's settings.
+    pub fn publisher_config(&self) -> marketdata::PublisherConfig {
+        marketdata::PublisherConfig {
+            queue_frames: self.queue_frames.max(1),
+            lag_policy: match self.lag_policy {
+                LagPolicySetting::Resync => marketdata::LagPolicy::Resync,
+                LagPolicySetting::Disconnect => marketdata::LagPolicy::Disconnect,
+            },
+            resyncs_max: self.resyncs_max,
+            ..marketdata::PublisherConfig::default()
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The HTTP listener: `/metrics` (Prometheus text), `/health`, and the public and signed REST API
 //! of gateway-json (`/api/v1/...`, docs/rest-api.md), with registration, login, API key
-//! management and (when an admin token is configured) the admin API. The WebSocket endpoint will be mounted on the
-//! same router.
+//! management and (when an admin token is configured) the admin API, and its WebSocket API
+//! (`GET /` and `/ws` with `Upgrade: websocket`, docs/websocket-api.md).
 
 use crate::metrics::Metrics;
 use crate::runtime::{IngressRing, RuntimeStats};
@@ -36,9 +36,12 @@ pub struct HttpState {
     pub users: Arc<gateway_json::UserStore>,
     /// The admin API's bearer token; `None`: the admin API is not served.
     pub admin_token: Option<String>,
+    /// The WebSocket endpoint's state (publisher, keys, limits).
+    pub websocket: gateway_json::WsState,
 }
 
-/// The router: metrics, health and the public and private REST API.
+/// The router: metrics, health, the public and private REST API and the WebSocket endpoint.
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` (per-IP WebSocket limit).
 pub fn router(state: HttpState) -> Router {
     let public_api = gateway_json::public_router(state.market_view.clone(), state.engine_config.clone());
     let private_api = gateway_json::private_router(state.private_api.clone());
@@ -47,6 +50,7 @@ pub fn router(state: HttpState) -> Router {
         gateway_json::admin_router(gateway_json::AdminState::new(token, state.private_api.clone(), state.users.clone()))
     });
     let amm_api = gateway_json::amm::amm_router(state.private_api.clone(), state.market_view.clone());
+    let websocket = gateway_json::ws_router(state.websocket.clone());
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
@@ -54,7 +58,8 @@ pub fn router(state: HttpState) -> Router {
         .merge(public_api)
         .merge(private_api)
         .merge(sessions)
-        .merge(amm_api);
+        .merge(amm_api)
+        .merge(websocket);
     match admin {
         Some(admin) => router.merge(admin),
         None => router,
@@ -78,6 +83,24 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         f64::from(u8::from(state.market_view.is_stale())),
     ));
     let mut counters = Vec::new();
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let ws = state.websocket.publisher().stats();
+    gauges.push(("exchange_ws_subscribers", "Open WebSocket subscribers.", load(&ws.subscribers) as f64));
+    counters.extend([
+        (
+            "exchange_ws_frames_encoded_total",
+            "Stream frames encoded (once per event and stream).",
+            load(&ws.frames_encoded),
+        ),
+        ("exchange_ws_frames_queued_total", "Stream frames queued to subscribers.", load(&ws.frames_queued)),
+        (
+            "exchange_ws_frames_dropped_total",
+            "Stream frames dropped for lagging subscribers.",
+            load(&ws.frames_dropped),
+        ),
+        ("exchange_ws_lags_total", "Times a subscriber started lagging on a stream.", load(&ws.lags)),
+        ("exchange_ws_lag_disconnects_total", "Subscribers closed for lagging.", load(&ws.lag_disconnects)),
+    ]);
     if let Some(binary) = &state.binary {
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         gauges.push((

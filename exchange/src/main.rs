@@ -306,14 +306,18 @@ fn serve(
     // first event.
     let market_view = Arc::new(marketdata::MarketView::new(&engine_config));
     market_view.seed_books(&recovered.engine);
+    // The WebSocket publisher feeds the view (diffs and snapshots share its update ids).
+    let publisher =
+        marketdata::Publisher::new(market_view.clone(), &engine_config, config.websocket.publisher_config());
+    publisher.seed_orders(&recovered.engine);
     // So do the signed REST API's balance and open-order views.
     let account_views = Arc::new(gateway_json::AccountViews::from_engine(&recovered.engine, &engine_config));
     // The FIX gateway reconciles its sessions' stored open orders with the recovered books.
     let fix_resting = gateway_fix::EngineOrders::from_engine(&recovered.engine);
     let runtime = Runtime::start(config, recovered, writer)?;
-    let market_feed = marketdata::Feed::start(market_view.clone(), runtime.egress.subscribe_from(0))?;
+    let market_feed = marketdata::Feed::start_publishing(publisher.clone(), runtime.egress.subscribe_from(0))?;
     let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress.subscribe_from(0))?;
-    tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health, /api/v1)");
+    tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health, /api/v1, WebSocket at / and /ws)");
     let binary_gateway = if config.binary.enabled {
         let gateway_config = gateway_binary::GatewayConfig {
             listen: config.binary.listen,
@@ -393,6 +397,11 @@ fn serve(
     let key_limiter =
         Arc::new(gateway_json::limits::KeyRateLimiter::new(limits.key_requests_per_second, limits.key_burst));
     let ip_limiter = Arc::new(gateway_json::limits::IpRateLimiter::new(limits.ip_requests_per_second, limits.ip_burst));
+    // WebSocket private streams accept the same session tokens (JWT) as the REST API.
+    let session_verifier: gateway_json::JwtVerifier = {
+        let users = user_store.clone();
+        Arc::new(move |token: &str| users.verify_jwt(token).ok())
+    };
     let router = exchange::http::router(exchange::http::HttpState {
         metrics: runtime.metrics.clone(),
         stats: runtime.stats.clone(),
@@ -411,6 +420,8 @@ fn serve(
         .with_key_limits(key_limiter),
         users: user_store.clone(),
         admin_token: (!config.admin.token.is_empty()).then(|| config.admin.token.clone()),
+        websocket: gateway_json::WsState::new(publisher, credentials.clone(), config.websocket.ws_config())
+            .with_jwt(session_verifier),
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");

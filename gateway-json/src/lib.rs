@@ -33,12 +33,14 @@ pub mod openapi;
 mod private;
 pub mod sessions;
 pub mod users;
+pub mod ws;
 
 pub use accounts::{AccountViews, OpenOrder, RestGateway};
 pub use admin::{AdminState, admin_router};
 pub use private::{ENGINE_TIMEOUT_DEFAULT, PrivateState, private_router, reject_error};
 pub use sessions::sessions_router;
 pub use users::{UserStore, UsersConfig};
+pub use ws::{JwtVerifier, WsConfig, WsState, ws_router};
 
 use axum::Router;
 use axum::extract::{RawQuery, State};

@@ -239,7 +239,27 @@ fn signed_body(
     Ok((user, params))
 }
 
-async fn liquidity_add(State(state): State<AmmState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+/// `POST /api/v1/amm/liquidity`: deposits both assets into a pool for LP shares.
+#[utoipa::path(
+    post,
+    path = "/api/v1/amm/liquidity",
+    tag = "AMM",
+    description = "Add liquidity (instruction `liquidityAdd`): deposit at most `baseQuantity` and `quoteQuantity` in the pool's \
+                   ratio (the first deposit sets the price) for LP shares.",
+    security(("signature" = []), ("session" = [])),
+    request_body(content = crate::openapi::LiquidityAddRequest, content_type = "application/json"),
+    params(crate::openapi::SignatureHeaders),
+    responses(
+        (status = 200, description = "What was deposited and the shares minted", body = crate::openapi::LiquidityChange),
+        (status = 400, description = "Missing or malformed parameter (`INVALID_CLIENT_REQUEST`), slippage, empty pool, \
+                                      insufficient liquidity or bad amount (`INVALID_ORDER`), missing balance or shares \
+                                      (`INSUFFICIENT_FUNDS`)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or bad signature or session token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The market has no pool", body = crate::openapi::ErrorBody),
+        (status = 504, description = "The engine did not answer in time", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn liquidity_add(State(state): State<AmmState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let (user, params) = signed_body(&state, &headers, &body, "liquidityAdd")?;
     let market = state.pool_market(&params)?;
     let command = AddLiquidity {
@@ -271,7 +291,27 @@ async fn liquidity_add(State(state): State<AmmState>, headers: HeaderMap, body: 
     Err(unexpected())
 }
 
-async fn liquidity_remove(State(state): State<AmmState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+/// `DELETE /api/v1/amm/liquidity`: burns the signer's LP shares for their part of the reserves.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/amm/liquidity",
+    tag = "AMM",
+    description = "Remove liquidity (instruction `liquidityRemove`): burn `shares` of the signer's own shares for their part of \
+                   both reserves.",
+    security(("signature" = []), ("session" = [])),
+    request_body(content = crate::openapi::LiquidityRemoveRequest, content_type = "application/json"),
+    params(crate::openapi::SignatureHeaders),
+    responses(
+        (status = 200, description = "What was paid out and the shares burned", body = crate::openapi::LiquidityChange),
+        (status = 400, description = "Missing or malformed parameter (`INVALID_CLIENT_REQUEST`), slippage, empty pool, \
+                                      insufficient liquidity or bad amount (`INVALID_ORDER`), missing balance or shares \
+                                      (`INSUFFICIENT_FUNDS`)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or bad signature or session token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The market has no pool", body = crate::openapi::ErrorBody),
+        (status = 504, description = "The engine did not answer in time", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn liquidity_remove(State(state): State<AmmState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let (user, params) = signed_body(&state, &headers, &body, "liquidityRemove")?;
     let market = state.pool_market(&params)?;
     let burned =
@@ -306,7 +346,28 @@ async fn liquidity_remove(State(state): State<AmmState>, headers: HeaderMap, bod
     Err(unexpected())
 }
 
-async fn swap_execute(State(state): State<AmmState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+/// `POST /api/v1/amm/swap`: a swap against a pool.
+#[utoipa::path(
+    post,
+    path = "/api/v1/amm/swap",
+    tag = "AMM",
+    description = "Swap against the pool (instruction `swapExecute`). `Bid` buys base, `Ask` sells it; exactly one of \
+                   `quantity` (base) and `quoteQuantity` is given and is the fixed amount. Slippage limit: `minAmountOut` \
+                   when the input is fixed, `maxAmountIn` when the output is.",
+    security(("signature" = []), ("session" = [])),
+    request_body(content = crate::openapi::SwapRequest, content_type = "application/json"),
+    params(crate::openapi::SignatureHeaders),
+    responses(
+        (status = 200, description = "The executed swap", body = crate::openapi::SwapResult),
+        (status = 400, description = "Missing or malformed parameter (`INVALID_CLIENT_REQUEST`), slippage, empty pool, \
+                                      insufficient liquidity or bad amount (`INVALID_ORDER`), missing balance or shares \
+                                      (`INSUFFICIENT_FUNDS`)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or bad signature or session token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The market has no pool", body = crate::openapi::ErrorBody),
+        (status = 504, description = "The engine did not answer in time", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn swap_execute(State(state): State<AmmState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let (user, params) = signed_body(&state, &headers, &body, "swapExecute")?;
     let market = state.pool_market(&params)?;
     let (side, mode, fixed) = swap_terms(&params, &market)?;
@@ -362,7 +423,28 @@ async fn swap_execute(State(state): State<AmmState>, headers: HeaderMap, body: B
     Err(unexpected())
 }
 
-async fn route_execute(State(state): State<AmmState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+/// `POST /api/v1/amm/route`: a market order split between the book and the pool.
+#[utoipa::path(
+    post,
+    path = "/api/v1/amm/route",
+    tag = "AMM",
+    description = "Routed market order (instruction `routeExecute`): `quantity` base (a multiple of the step size) split \
+                   between the order book and the pool for the best total price, all or nothing, within the optional \
+                   `quoteLimit` (most quote to pay for a `Bid`, least to receive for an `Ask`).",
+    security(("signature" = []), ("session" = [])),
+    request_body(content = crate::openapi::RouteRequest, content_type = "application/json"),
+    params(crate::openapi::SignatureHeaders),
+    responses(
+        (status = 200, description = "Both legs of the executed route", body = crate::openapi::RouteResult),
+        (status = 400, description = "Missing or malformed parameter (`INVALID_CLIENT_REQUEST`), slippage, empty pool, \
+                                      insufficient liquidity or bad amount (`INVALID_ORDER`), missing balance or shares \
+                                      (`INSUFFICIENT_FUNDS`)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or bad signature or session token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The market has no pool", body = crate::openapi::ErrorBody),
+        (status = 504, description = "The engine did not answer in time", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn route_execute(State(state): State<AmmState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let (user, params) = signed_body(&state, &headers, &body, "routeExecute")?;
     let market = state.pool_market(&params)?;
     let side = side(&params)?;
@@ -409,7 +491,23 @@ async fn route_execute(State(state): State<AmmState>, headers: HeaderMap, body: 
     Err(unexpected())
 }
 
-async fn quote(State(state): State<AmmState>, RawQuery(query): RawQuery) -> ApiResult {
+/// `GET /api/v1/amm/quote` (public): a swap quoted on the pool, the book and the router.
+#[utoipa::path(
+    get,
+    path = "/api/v1/amm/quote",
+    tag = "AMM",
+    description = "Quote a trade (public): the pool's swap, the same trade as a market order walked through the book and, \
+                   for a base `quantity` on the lot grid, the routed split. Computed from the market view, never by the \
+                   engine.",
+    params(crate::openapi::AmmQuoteQuery),
+    responses(
+        (status = 200, description = "The quotes", body = crate::openapi::AmmQuote),
+        (status = 400, description = "Missing or malformed parameter", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The market has no pool", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The market view is resynchronising", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn quote(State(state): State<AmmState>, RawQuery(query): RawQuery) -> ApiResult {
     let params = auth::query_params(query.as_deref())?;
     let market = state.pool_market(&params)?;
     state.fresh()?;
@@ -510,7 +608,20 @@ async fn quote(State(state): State<AmmState>, RawQuery(query): RawQuery) -> ApiR
     }))
 }
 
-async fn pools(State(state): State<AmmState>, RawQuery(query): RawQuery) -> ApiResult {
+/// `GET /api/v1/amm/pools` (public): every pool's state.
+#[utoipa::path(
+    get,
+    path = "/api/v1/amm/pools",
+    tag = "AMM",
+    description = "The pools (public): reserves, shares, fee and spot price; one pool with `symbol`.",
+    params(crate::openapi::PoolQuery),
+    responses(
+        (status = 200, description = "The pools", body = Vec<crate::openapi::Pool>),
+        (status = 400, description = "Malformed query or unknown symbol", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The market has no pool", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn pools(State(state): State<AmmState>, RawQuery(query): RawQuery) -> ApiResult {
     let params = auth::query_params(query.as_deref())?;
     let only = match params.get("symbol") {
         None => None,
@@ -527,7 +638,28 @@ async fn pools(State(state): State<AmmState>, RawQuery(query): RawQuery) -> ApiR
     ok(Value::Array(out))
 }
 
-async fn shares_query(State(state): State<AmmState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
+/// `GET /api/v1/amm/shares`: the signer's LP positions.
+#[utoipa::path(
+    get,
+    path = "/api/v1/amm/shares",
+    tag = "AMM",
+    description = "The signer's shares in each pool and what they would withdraw now (instruction `liquidityQuery`); one \
+                   pool with `symbol`.",
+    security(("signature" = []), ("session" = [])),
+    params(crate::openapi::PoolQuery, crate::openapi::SignatureHeaders),
+    responses(
+        (status = 200, description = "The signer's positions (pools where they hold shares)", body = Vec<crate::openapi::PoolShares>),
+        (status = 400, description = "Malformed query or unknown symbol", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or bad signature or session token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The market has no pool", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The market view is resynchronising", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn shares_query(
+    State(state): State<AmmState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     let params = auth::query_params(query.as_deref())?;
     let user = state.private.authenticate(&headers, "liquidityQuery", &params)?;
     state.fresh()?;

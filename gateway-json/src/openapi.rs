@@ -14,7 +14,11 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use std::sync::OnceLock;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 /// The API document: every public and signed endpoint.
 #[derive(OpenApi)]
@@ -23,8 +27,9 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         title = "Exchange REST API (Backpack compatible)",
         version = "1",
         description = "Backpack Exchange compatible REST API. Signed endpoints need X-API-Key, X-Signature, \
-                       X-Timestamp and X-Window (see docs/rest-api.md for the signed string). Errors are \
-                       `{code, message}`."
+                       X-Timestamp and X-Window (see docs/rest-api.md for the signed string) or a session token \
+                       (`Authorization: Bearer`). Errors are `{code, message}`. The WebSocket API is not REST and \
+                       is not described here (docs/websocket-api.md)."
     ),
     paths(
         // Public market data (lib.rs).
@@ -54,6 +59,27 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         crate::capital::deposits,
         crate::capital::withdrawals,
         crate::capital::withdraw,
+        // Users, sessions and API keys (sessions.rs).
+        crate::sessions::register,
+        crate::sessions::login,
+        crate::sessions::account,
+        crate::sessions::list_keys,
+        crate::sessions::create_key,
+        crate::sessions::revoke_key,
+        // Admin API (admin.rs).
+        crate::admin::create_user,
+        crate::admin::deposit,
+        crate::admin::withdraw,
+        crate::admin::halt,
+        crate::admin::resume,
+        // AMM pools (amm.rs).
+        crate::amm::liquidity_add,
+        crate::amm::liquidity_remove,
+        crate::amm::swap_execute,
+        crate::amm::route_execute,
+        crate::amm::shares_query,
+        crate::amm::quote,
+        crate::amm::pools,
     ),
     components(schemas(
         ErrorBody,
@@ -75,16 +101,112 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         Deposit,
         Withdrawal,
         WithdrawalRequest,
+        crate::sessions::Credentials,
+        crate::sessions::NewKey,
+        crate::sessions::KeyReference,
+        crate::admin::Transfer,
+        crate::admin::MarketReference,
+        LiquidityAddRequest,
+        LiquidityRemoveRequest,
+        SwapRequest,
+        RouteRequest,
+        LiquidityChange,
+        SwapResult,
+        RouteResult,
+        AmmQuote,
+        PoolSwapQuote,
+        BookQuote,
+        RouteQuote,
+        QuoteError,
+        PoolQuoteResult,
+        BookQuoteResult,
+        RouteQuoteResult,
+        Pool,
+        PoolShares,
     )),
+    modifiers(&SecuritySchemes),
     tags(
         (name = "Markets", description = "Public market data"),
         (name = "System", description = "Status, time and this document"),
         (name = "Order", description = "Signed order entry and queries"),
         (name = "Capital", description = "Signed balances, deposits and withdrawals"),
         (name = "History", description = "Signed fill and order history"),
+        (name = "Users", description = "Registration, login (session tokens) and API key management"),
+        (name = "Admin", description = "Operator API: users, deposits, withdrawals, market halts (admin token)"),
+        (name = "AMM", description = "Liquidity pools: signed liquidity, swaps and routed orders; public quotes and pools"),
     )
 )]
 pub struct ApiDoc;
+
+/// Name of the security scheme of the Ed25519-signed requests.
+pub const SIGNATURE_SCHEME: &str = "signature";
+/// Name of the security scheme of session tokens (`Authorization: Bearer <JWT>`).
+pub const SESSION_SCHEME: &str = "session";
+/// Name of the security scheme of the admin API (`Authorization: Bearer <admin token>`).
+pub const ADMIN_SCHEME: &str = "admin";
+
+/// Adds the security schemes the annotations name, and marks every signed endpoint (an operation
+/// with the `X-Signature` header parameter, see [`SignatureHeaders`]) whose annotation names no
+/// scheme as accepting a signature or a session token.
+pub struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            SIGNATURE_SCHEME,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "Backpack Ed25519 request signing. X-API-Key is the base64 Ed25519 public key, but it is not a \
+                 static API key: every request also needs X-Signature (base64 Ed25519 signature of \
+                 `instruction=<name>&<sorted params>&timestamp=<X-Timestamp>&window=<X-Window>`), X-Timestamp \
+                 (ms) and optionally X-Window (ms, default 5000, at most 60000); the server checks the \
+                 signature and the time window. See docs/rest-api.md.",
+            ))),
+        );
+        components.add_security_scheme(
+            SESSION_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "Session token from POST /api/v1/auth/login (HS256 JWT, short-lived). Also accepted by \
+                         every signed endpoint in place of the signature headers.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            ADMIN_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The operator's admin token (configured on the server; the admin API is served only \
+                         when one is set).",
+                    ))
+                    .build(),
+            ),
+        );
+        for item in openapi.paths.paths.values_mut() {
+            let operations =
+                [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch].into_iter().flatten();
+            for operation in operations {
+                let signed =
+                    operation.parameters.iter().flatten().any(|parameter| {
+                        parameter.parameter_in == ParameterIn::Header && parameter.name == "X-Signature"
+                    });
+                if signed && operation.security.is_none() {
+                    operation.security = Some(vec![
+                        SecurityRequirement::new(SIGNATURE_SCHEME, Vec::<String>::new()),
+                        SecurityRequirement::new(SESSION_SCHEME, Vec::<String>::new()),
+                    ]);
+                }
+            }
+        }
+    }
+}
 
 /// The document as JSON text (built once).
 pub fn document_json() -> &'static str {
@@ -108,18 +230,20 @@ pub(crate) async fn serve() -> Response {
 // Parameters.
 // ----------------------------------------------------------------------------------------------
 
-/// The signature headers of every signed request.
+/// The signature headers of every signed request. They are optional in the document because a
+/// session token (`Authorization: Bearer`, scheme `session`) may replace them; without one, the
+/// first three are required.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct SignatureHeaders {
-    /// Base64 of the 32-byte Ed25519 public key.
-    #[param(rename = "X-API-Key")]
+    /// Base64 of the 32-byte Ed25519 public key (required unless a session token is sent).
+    #[param(rename = "X-API-Key", required = false)]
     api_key: String,
-    /// Base64 of the Ed25519 signature of the signed string.
-    #[param(rename = "X-Signature")]
+    /// Base64 of the Ed25519 signature of the signed string (required unless a session token is sent).
+    #[param(rename = "X-Signature", required = false)]
     signature: String,
-    /// Client time, ms since the epoch.
-    #[param(rename = "X-Timestamp")]
+    /// Client time, ms since the epoch (required unless a session token is sent).
+    #[param(rename = "X-Timestamp", required = false)]
     timestamp: u64,
     /// Validity window, ms (default 5000, at most 60000).
     #[param(rename = "X-Window")]
@@ -556,4 +680,270 @@ pub struct WithdrawalRequest {
     symbol: String,
     /// Ignored.
     two_factor_token: Option<String>,
+}
+
+// ----------------------------------------------------------------------------------------------
+// AMM pools (amm.rs, docs/amm.md). Amounts are decimal strings in the asset's own units; shares
+// are integers written as strings (a JSON number is accepted in requests too).
+// ----------------------------------------------------------------------------------------------
+
+/// `symbol` of a pool (every pool when absent).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PoolQuery {
+    /// Market symbol of a pool, e.g. `SOL_USDC`.
+    symbol: Option<String>,
+}
+
+/// `GET /api/v1/amm/quote` parameters: exactly one of `quantity` and `quoteQuantity`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct AmmQuoteQuery {
+    /// Market symbol of a pool.
+    symbol: String,
+    /// `Bid` (buy base) or `Ask` (sell base).
+    side: String,
+    /// Base amount: paid in (`Ask`) or received (`Bid`).
+    quantity: Option<String>,
+    /// Quote amount: paid in (`Bid`) or received (`Ask`).
+    quote_quantity: Option<String>,
+}
+
+/// `POST /api/v1/amm/liquidity` body.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiquidityAddRequest {
+    symbol: String,
+    /// The most base to deposit.
+    base_quantity: String,
+    /// The most quote to deposit.
+    quote_quantity: String,
+    /// Fewest shares to accept (default 0: any).
+    min_shares: Option<String>,
+}
+
+/// `DELETE /api/v1/amm/liquidity` body.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiquidityRemoveRequest {
+    symbol: String,
+    /// Shares to burn (the signer's own).
+    shares: String,
+    /// Least base to receive (default: any).
+    min_base_quantity: Option<String>,
+    /// Least quote to receive (default: any).
+    min_quote_quantity: Option<String>,
+}
+
+/// `POST /api/v1/amm/swap` body: exactly one of `quantity` and `quoteQuantity`, the fixed amount
+/// (`Bid` + `quoteQuantity` pays exactly that, `Bid` + `quantity` receives exactly that, and the
+/// reverse for `Ask`).
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwapRequest {
+    symbol: String,
+    /// `Bid` buys base, `Ask` sells it.
+    side: String,
+    /// Base amount.
+    quantity: Option<String>,
+    /// Quote amount.
+    quote_quantity: Option<String>,
+    /// Slippage limit when the input is fixed: the least to receive.
+    min_amount_out: Option<String>,
+    /// Slippage limit when the output is fixed: the most to pay.
+    max_amount_in: Option<String>,
+}
+
+/// `POST /api/v1/amm/route` body.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRequest {
+    symbol: String,
+    /// `Bid` or `Ask`.
+    side: String,
+    /// Base amount, a positive multiple of the market's step size.
+    quantity: String,
+    /// The most quote to pay (`Bid`) or the least to receive (`Ask`); default: none.
+    quote_limit: Option<String>,
+}
+
+/// A deposit into or a withdrawal from a pool.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiquidityChange {
+    symbol: String,
+    /// Base taken (add) or paid out (remove).
+    base_quantity: String,
+    /// Quote taken (add) or paid out (remove).
+    quote_quantity: String,
+    /// Shares minted (add) or burned (remove).
+    shares: String,
+    /// The user's shares after.
+    user_shares: String,
+    total_shares: String,
+    /// Reserves after.
+    base_reserve: String,
+    quote_reserve: String,
+}
+
+/// An executed swap.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwapResult {
+    symbol: String,
+    side: String,
+    asset_in: String,
+    asset_out: String,
+    /// Paid in, fee included.
+    amount_in: String,
+    amount_out: String,
+    /// In the input asset.
+    fee: String,
+    /// Quote per base, rounded down.
+    price: Option<String>,
+    /// Reserves after.
+    base_reserve: String,
+    quote_reserve: String,
+}
+
+/// An executed routed order.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteResult {
+    symbol: String,
+    side: String,
+    quantity: String,
+    /// The book leg's order id; null when everything went to the pool.
+    order_id: Option<String>,
+    book_quantity: String,
+    book_quote: String,
+    pool_quantity: String,
+    pool_quote: String,
+    total_quote: String,
+    /// Average quote per base.
+    price: Option<String>,
+}
+
+/// `GET /api/v1/amm/quote` answer.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AmmQuote {
+    symbol: String,
+    side: String,
+    asset_in: String,
+    asset_out: String,
+    /// The pool's swap.
+    pool: PoolQuoteResult,
+    /// The same trade as a market order through the book (null without book data).
+    book: Option<BookQuoteResult>,
+    /// The routed split (null unless a base `quantity` on the lot grid).
+    route: Option<RouteQuoteResult>,
+}
+
+/// The pool's side of a quote.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSwapQuote {
+    amount_in: String,
+    amount_out: String,
+    fee: String,
+    price: Option<String>,
+    /// Quote per base before the swap.
+    spot_price: Option<String>,
+    /// A fraction: `"0.114455"` is 11.45 %.
+    price_impact: String,
+}
+
+/// The book's side of a quote.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BookQuote {
+    amount_in: String,
+    amount_out: String,
+    /// Taker fee in the quote asset.
+    fee: String,
+    /// Whether the fee is included in `amountIn` (buys) rather than taken from `amountOut` (sells).
+    fee_in_amount_in: bool,
+    price: Option<String>,
+    /// False when the book is too thin for the whole amount.
+    complete: bool,
+}
+
+/// The router's split of a quote.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteQuote {
+    book_quantity: String,
+    book_quote: String,
+    pool_quantity: String,
+    pool_quote: String,
+    total_quote: String,
+    price: Option<String>,
+}
+
+/// A venue that cannot fill the quoted trade.
+#[derive(ToSchema)]
+pub struct QuoteError {
+    /// Why, e.g. `Not enough liquidity in the pool`.
+    error: String,
+}
+
+/// The pool's quote or why there is none.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum PoolQuoteResult {
+    /// Quoted.
+    Quote(PoolSwapQuote),
+    /// Not possible.
+    Error(QuoteError),
+}
+
+/// The book's quote or why there is none.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum BookQuoteResult {
+    /// Quoted.
+    Quote(BookQuote),
+    /// Not possible.
+    Error(QuoteError),
+}
+
+/// The routed split or why there is none.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum RouteQuoteResult {
+    /// Quoted.
+    Quote(RouteQuote),
+    /// Not possible.
+    Error(QuoteError),
+}
+
+/// A pool.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pool {
+    symbol: String,
+    base_symbol: String,
+    quote_symbol: String,
+    /// Swap fee, basis points of the amount paid in.
+    fee_bps: u32,
+    base_reserve: String,
+    quote_reserve: String,
+    total_shares: String,
+    /// Number of share holders.
+    providers: u64,
+    /// Spot price (quote per base); null for an empty pool.
+    price: Option<String>,
+}
+
+/// The signer's position in a pool.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolShares {
+    symbol: String,
+    shares: String,
+    total_shares: String,
+    /// What the shares would withdraw now.
+    base_quantity: String,
+    quote_quantity: String,
 }

@@ -227,7 +227,7 @@ pub async fn list_keys(State(state): State<Sessions>, headers: HeaderMap) -> Api
     path = "/api/v1/account/keys",
     tag = "Users",
     security(("session" = [])),
-    request_body = NewKey,
+    request_body = Option<NewKey>,
     responses(
         (status = 201, description = "The key; with `secret` when generated (shown only now)"),
         (status = 400, description = "Invalid or already registered key, label too long, too many keys"),

@@ -1,8 +1,10 @@
 //! The OpenAPI document served at `GET /api/v1/openapi.json` parses as OpenAPI 3 and documents
-//! every route of the public and private routers, with every method they answer: the routes are
+//! every route of every REST router (public, private, sessions, admin, AMM: merged as
+//! exchange/src/http.rs does), with every method they answer: the routes are
 //! read from the routers themselves (their debug form lists the paths) and each method is probed
 //! (anything but 405 means the router serves it), so a route added without `#[utoipa::path]`
-//! and an entry in `openapi::ApiDoc` fails here.
+//! and an entry in `openapi::ApiDoc` fails here. Every security requirement names a defined scheme,
+//! and every signed endpoint requires one.
 
 use axum::Router;
 use axum::body::Body;
@@ -10,7 +12,10 @@ use axum::http::{Method, Request, StatusCode};
 use engine::EngineConfig;
 use engine::bus::{BroadcastRing, IngressRing};
 use gateway_binary::Credentials;
-use gateway_json::{AccountViews, PrivateState, RestGateway, private_router, public_router};
+use gateway_json::{
+    AccountViews, AdminState, PrivateState, RestGateway, UserStore, UsersConfig, admin_router, amm, private_router,
+    public_router, sessions_router,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -34,9 +39,18 @@ async fn openapi_lists_every_route() {
     let view = Arc::new(marketdata::MarketView::new(&config));
     let egress = BroadcastRing::new(1024);
     let gateway = RestGateway::start(Arc::new(AccountViews::new()), egress.subscribe_from(0)).unwrap();
-    let state =
-        PrivateState::new(&gateway, Arc::new(Credentials::default()), Arc::new(IngressRing::new(8)), config.clone());
-    let router = public_router(view, config).merge(private_router(state));
+    let credentials = Arc::new(Credentials::default());
+    let dir = std::env::temp_dir().join(format!("openapi-users-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let users = Arc::new(UserStore::open(UsersConfig::new(&dir), credentials.clone()).unwrap());
+    let state = PrivateState::new(&gateway, credentials, Arc::new(IngressRing::new(8)), config.clone())
+        .with_users(users.clone());
+    // Every REST router of the server (exchange/src/http.rs), the admin API included.
+    let router = public_router(view.clone(), config)
+        .merge(private_router(state.clone()))
+        .merge(sessions_router(users.clone()))
+        .merge(admin_router(AdminState::new("admin-token", state.clone(), users)))
+        .merge(amm::amm_router(state, view));
 
     let response = router
         .clone()
@@ -59,7 +73,7 @@ async fn openapi_lists_every_route() {
 
     // The fallback's internal catch-all and the empty fallback router's "/" are not routes.
     let paths: BTreeSet<String> = router_paths(&router).into_iter().filter(|p| !p.contains("__private__")).collect();
-    assert!(paths.len() >= 18, "routes found in the router: {paths:?}");
+    assert!(paths.len() >= 33, "routes found in the router: {paths:?}");
     let mut missing = Vec::new();
     for path in &paths {
         let mut served = Vec::new();
@@ -87,6 +101,43 @@ async fn openapi_lists_every_route() {
     for path in documented.keys() {
         assert!(paths.contains(path), "documented but not routed: {path}");
     }
-    assert!(paths.contains("/wapi/v1/history/fills") && paths.contains("/api/v1/openapi.json"), "{paths:?}");
+    for path in ["/wapi/v1/history/fills", "/api/v1/openapi.json", "/api/v1/account/keys", "/api/v1/admin/deposits"] {
+        assert!(paths.contains(path), "{path} not in {paths:?}");
+    }
+    assert!(paths.contains("/api/v1/amm/swap") && paths.contains("/api/v1/amm/pools"), "{paths:?}");
+
+    // Security: the three schemes exist, every requirement names one of them, and every operation
+    // with the signature headers (a signed endpoint) requires the signature or a session token.
+    let schemes = document["components"]["securitySchemes"].as_object().expect("securitySchemes");
+    assert_eq!(schemes["session"]["scheme"], "bearer", "{schemes:?}");
+    assert_eq!(schemes["session"]["bearerFormat"], "JWT", "{schemes:?}");
+    assert_eq!(schemes["admin"]["scheme"], "bearer", "{schemes:?}");
+    assert_eq!((&schemes["signature"]["type"], &schemes["signature"]["in"]), (&"apiKey".into(), &"header".into()));
+    assert!(schemes["signature"]["description"].as_str().is_some_and(|d| d.contains("not a static API key")));
+    let mut signed = 0;
+    for (path, item) in documented {
+        for (method, operation) in item.as_object().unwrap() {
+            let requirements = operation["security"].as_array().map(Vec::as_slice).unwrap_or_default();
+            for requirement in requirements {
+                for name in requirement.as_object().unwrap().keys() {
+                    assert!(schemes.contains_key(name), "{method} {path}: undefined security scheme {name}");
+                }
+            }
+            let has_signature = operation["parameters"]
+                .as_array()
+                .is_some_and(|parameters| parameters.iter().any(|p| p["name"] == "X-Signature" && p["in"] == "header"));
+            if has_signature {
+                signed += 1;
+                let names: BTreeSet<&str> =
+                    requirements.iter().flat_map(|r| r.as_object().unwrap().keys()).map(String::as_str).collect();
+                assert_eq!(names, BTreeSet::from(["session", "signature"]), "{method} {path}");
+            }
+            if path.starts_with("/api/v1/admin/") {
+                assert_eq!(operation["security"], serde_json::json!([{"admin": []}]), "{method} {path}");
+            }
+        }
+    }
+    assert!(signed >= 15, "signed operations: {signed}");
     gateway.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -166,12 +166,33 @@ pub fn replay(
 /// As [`replay`].
 pub fn replay_from(
     history: &History,
-    mut engine: Engine,
+    engine: Engine,
     at: u64,
     after: u64,
     up_to: u64,
     visit: &mut dyn FnMut(CommandEvents) -> Result<(), SinkError>,
 ) -> Result<u64, SinkError> {
+    replay_engine(history, engine, at, after, up_to, visit).map(|(last, _)| last)
+}
+
+/// The engine's state at exactly `sequence`, rebuilt from a snapshot and the journal (for checks
+/// and tools).
+///
+/// # Errors
+/// As [`replay`].
+pub fn engine_at(history: &History, sequence: u64) -> Result<Engine, SinkError> {
+    let (engine, at) = history.engine_at_or_before(sequence)?;
+    replay_engine(history, engine, at, at, sequence, &mut |_| Ok(())).map(|(_, engine)| engine)
+}
+
+fn replay_engine(
+    history: &History,
+    mut engine: Engine,
+    at: u64,
+    after: u64,
+    up_to: u64,
+    visit: &mut dyn FnMut(CommandEvents) -> Result<(), SinkError>,
+) -> Result<(u64, Engine), SinkError> {
     let reader = engine::journal::JournalReader::open(&history.journal_dir).map_err(catch_up)?;
     let contents = reader.read_after(at).map_err(catch_up)?;
     let mut expected = at + 1;
@@ -194,10 +215,10 @@ pub fn replay_from(
             last = record.sequence;
         }
     }
-    if last < up_to {
-        return Err(SinkError::CatchUp(format!("the journal ends at {last}, before sequence {up_to}")));
+    if expected <= up_to {
+        return Err(SinkError::CatchUp(format!("the journal ends at {}, before sequence {up_to}", expected - 1)));
     }
-    Ok(last)
+    Ok((last, engine))
 }
 
 fn catch_up(error: impl std::fmt::Display) -> SinkError {
@@ -258,7 +279,7 @@ impl Driver {
         config: DriverConfig,
         history: History,
         ring: Arc<BroadcastRing>,
-        durable: Arc<AtomicU64>,
+        durable: impl Fn() -> u64 + Send + 'static,
         floor: Arc<AtomicU64>,
     ) -> std::io::Result<Self> {
         let name = sink.name();
@@ -268,7 +289,7 @@ impl Driver {
             config,
             history,
             ring,
-            durable,
+            durable: Box::new(durable),
             floor: floor.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
@@ -315,7 +336,7 @@ struct DriverState {
     config: DriverConfig,
     history: History,
     ring: Arc<BroadcastRing>,
-    durable: Arc<AtomicU64>,
+    durable: Box<dyn Fn() -> u64 + Send>,
     floor: Arc<AtomicU64>,
     stats: Arc<DriverStats>,
     stop: Arc<AtomicBool>,
@@ -374,7 +395,7 @@ impl DriverState {
         let mut cursor = match sink.open()? {
             Resume::After(cursor) => cursor,
             Resume::Seed => {
-                let durable = self.durable.load(Ordering::Acquire);
+                let durable = (self.durable)();
                 let (engine, at) = self.history.engine_at_or_before(durable)?;
                 sink.seed(&engine, at);
                 self.advance(at);
@@ -388,7 +409,7 @@ impl DriverState {
         let mut oldest_in_batch = Instant::now();
         let mut last_tick = Instant::now();
         loop {
-            let durable = self.durable.load(Ordering::Acquire);
+            let durable = (self.durable)();
             match consumer.try_next() {
                 Ok(published) => {
                     if !aligned {
@@ -442,7 +463,7 @@ impl DriverState {
                         cursor = self.catch_up(sink, cursor, durable)?;
                     }
                     if self.stop.load(Ordering::Acquire) {
-                        let durable = self.durable.load(Ordering::Acquire);
+                        let durable = (self.durable)();
                         if durable <= cursor && consumer.try_next() == Err(ReadError::Empty) {
                             return Ok(());
                         }

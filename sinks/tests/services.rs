@@ -3,7 +3,9 @@
 //! outages of the service, restarts of the sink and a ring too small to keep up (so the sink
 //! lags and catches up from the journal) neither lose nor duplicate anything.
 //!
-//! Each test needs its service's URL (`DATABASE_URL`, `KAFKA_BROKERS`, `REDIS_URL`). Without it
+//! Each test needs its service's URL (`EXCHANGE_TEST_DATABASE_URL`, `EXCHANGE_TEST_KAFKA_BROKERS`,
+//! `EXCHANGE_TEST_REDIS_URL`; test-only names so that servers spawned by other tests do not
+//! turn their sinks on by inheriting `DATABASE_URL` & co). Without it
 //! the test is skipped with a loud message, unless `EXCHANGE_REQUIRE_SERVICES=1` (set by
 //! `scripts/test`), in which case it fails. Outages use `EXCHANGE_SERVICES_CTL`.
 
@@ -172,7 +174,9 @@ impl Venue {
     fn start(&self, sink: Box<dyn Sink>) -> Driver {
         let config = DriverConfig { batch_commands: 200, ..DriverConfig::default() };
         let floor = Arc::new(AtomicU64::new(0));
-        Driver::start(sink, config, self.history(), self.ring.clone(), self.durable.clone(), floor).unwrap()
+        let durable = self.durable.clone();
+        let durable = move || durable.load(Ordering::Acquire);
+        Driver::start(sink, config, self.history(), self.ring.clone(), durable, floor).unwrap()
     }
 
     fn events(&self) -> impl Iterator<Item = (u64, usize, &Event)> {
@@ -209,7 +213,7 @@ fn fresh_database(url: &str, name: &str) -> String {
 
 #[test]
 fn postgres_sink_is_exactly_once_through_outages_restarts_and_lag() {
-    let Some(url) = service("DATABASE_URL") else { return };
+    let Some(url) = service("EXCHANGE_TEST_DATABASE_URL") else { return };
     let url = fresh_database(&url, "sink_test");
     // A tiny ring: the sink lags and must catch up from the journal.
     let mut venue = Venue::new("postgres", 256);
@@ -353,7 +357,7 @@ fn venue_config() -> EngineConfig {
 
 #[test]
 fn kafka_sink_is_exactly_once_through_outages_and_restarts() {
-    let Some(brokers) = service("KAFKA_BROKERS") else { return };
+    let Some(brokers) = service("EXCHANGE_TEST_KAFKA_BROKERS") else { return };
     let mut kafka = KafkaConfig::new(&brokers);
     let prefix = format!("t{}-", std::process::id());
     kafka.orders_topic = format!("{prefix}orders");
@@ -446,7 +450,7 @@ fn kafka_sink_is_exactly_once_through_outages_and_restarts() {
 
 #[test]
 fn redis_snapshot_equals_the_engine_book_through_outages() {
-    let Some(url) = service("REDIS_URL") else { return };
+    let Some(url) = service("EXCHANGE_TEST_REDIS_URL") else { return };
     let mut redis_config = RedisConfig::new(&url);
     redis_config.prefix = format!("t{}:", std::process::id());
     redis_config.interval = Duration::from_millis(100);

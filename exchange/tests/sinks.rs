@@ -20,8 +20,12 @@ const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
 
 fn services() -> Option<(String, String, String, String)> {
     let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let names =
-        ["EXCHANGE_TEST_DATABASE_URL", "EXCHANGE_TEST_KAFKA_BROKERS", "EXCHANGE_TEST_REDIS_URL", "EXCHANGE_SERVICES_CTL"];
+    let names = [
+        "EXCHANGE_TEST_DATABASE_URL",
+        "EXCHANGE_TEST_KAFKA_BROKERS",
+        "EXCHANGE_TEST_REDIS_URL",
+        "EXCHANGE_SERVICES_CTL",
+    ];
     match names.map(get) {
         [Some(a), Some(b), Some(c), Some(d)] => Some((a, b, c, d)),
         _ => {
@@ -29,7 +33,9 @@ fn services() -> Option<(String, String, String, String)> {
                 std::env::var("EXCHANGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
                 "{names:?} must be set under EXCHANGE_REQUIRE_SERVICES=1: scripts/test starts the services"
             );
-            eprintln!("\n!!! SKIPPED: {names:?} not set. Run `source scripts/services` first (scripts/test does). !!!\n");
+            eprintln!(
+                "\n!!! SKIPPED: {names:?} not set. Run `source scripts/services` first (scripts/test does). !!!\n"
+            );
             None
         }
     }
@@ -197,15 +203,12 @@ fn sinks_survive_service_outages_and_kill_dash_nine() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut quiet_since = Instant::now();
     while Instant::now() < deadline && (seen.len() < fills.len() || quiet_since.elapsed() < Duration::from_secs(2)) {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(message) => {
-                let message = message.unwrap();
-                let trade: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
-                let key = (trade["market_id"].as_i64().unwrap() as i32, trade["trade_id"].as_i64().unwrap());
-                *seen.entry(key).or_default() += 1;
-                quiet_since = Instant::now();
-            }
-            None => {}
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.unwrap();
+            let trade: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+            let key = (trade["market_id"].as_i64().unwrap() as i32, trade["trade_id"].as_i64().unwrap());
+            *seen.entry(key).or_default() += 1;
+            quiet_since = Instant::now();
         }
     }
     let duplicated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();

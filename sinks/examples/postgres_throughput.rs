@@ -47,8 +47,7 @@ fn database(url: &str, name: &str, runtime: &tokio::runtime::Runtime) -> String 
 }
 
 fn main() {
-    let Some(url) = std::env::var("EXCHANGE_TEST_DATABASE_URL").or_else(|_| std::env::var("DATABASE_URL")).ok()
-    else {
+    let Some(url) = std::env::var("EXCHANGE_TEST_DATABASE_URL").or_else(|_| std::env::var("DATABASE_URL")).ok() else {
         eprintln!("postgres bench skipped: set EXCHANGE_TEST_DATABASE_URL (source scripts/services)");
         return;
     };
@@ -79,15 +78,25 @@ fn main() {
 
     // Baseline: one INSERT per order_events row.
     let baseline_url = database(&url, &format!("bench_base_{id}"), &runtime);
-    let mut baseline = PostgresSink::new(&baseline_url, Reference { engine_config: config.clone(), api_keys: vec![] })
-        .unwrap();
+    let mut baseline =
+        PostgresSink::new(&baseline_url, Reference { engine_config: config.clone(), api_keys: vec![] }).unwrap();
     baseline.open().unwrap();
     let events: Vec<(i64, i32, &'static str, i64, String)> = log
         .iter()
         .flat_map(|c| {
-            c.events.iter().enumerate().filter(|(_, e)| !matches!(e, Event::BookLevelUpdate(_) | Event::BalanceUpdate(_))).map(
-                |(i, e)| (c.sequence as i64, i as i32, sinks::json::type_name(e), 1i64, sinks::json::event_json(e, i).to_string()),
-            )
+            c.events
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !matches!(e, Event::BookLevelUpdate(_) | Event::BalanceUpdate(_)))
+                .map(|(i, e)| {
+                    (
+                        c.sequence as i64,
+                        i as i32,
+                        sinks::json::type_name(e),
+                        1i64,
+                        sinks::json::event_json(e, i).to_string(),
+                    )
+                })
         })
         .collect();
     let single = runtime.block_on(async {
@@ -114,7 +123,10 @@ fn main() {
         started.elapsed()
     });
     let rate = |rows: usize, elapsed: std::time::Duration| rows as f64 / elapsed.as_secs_f64();
-    println!("postgres sink throughput ({count} commands, {} events)", log.iter().map(|c| c.events.len()).sum::<usize>());
+    println!(
+        "postgres sink throughput ({count} commands, {} events)",
+        log.iter().map(|c| c.events.len()).sum::<usize>()
+    );
     println!(
         "  batched sink (UNNEST, 1000 commands/tx, all tables)   {rows:>8} rows in {:>7.3} s  {:>10.0} rows/s",
         batched.as_secs_f64(),

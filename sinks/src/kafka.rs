@@ -189,11 +189,7 @@ impl Sink for KafkaSink {
         let mut waiting = 0usize;
         for topic in config.topics() {
             let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(kafka)?;
-            let count = metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .map_or(0, |t| t.partitions().len() as i32);
+            let count = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len() as i32);
             if count == 0 {
                 return Err(kafka(format!("topic {topic} has no partitions yet")));
             }

@@ -352,16 +352,25 @@ impl DriverState {
     fn run(&mut self, sink: &mut dyn Sink) {
         let mut retry = self.config.retry;
         loop {
+            let before = self.stats.cursor.load(Ordering::Relaxed);
             match self.session(sink) {
                 Ended::Stopped => {
                     if let Err(error) = sink.close() {
                         tracing::warn!(sink = sink.name(), %error, "sink close failed");
                     }
-                    tracing::info!(sink = sink.name(), cursor = self.stats.cursor.load(Ordering::Relaxed), "sink stopped");
+                    tracing::info!(
+                        sink = sink.name(),
+                        cursor = self.stats.cursor.load(Ordering::Relaxed),
+                        "sink stopped"
+                    );
                     return;
                 }
                 Ended::Failed(error) => {
                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    if self.stats.cursor.load(Ordering::Relaxed) > before {
+                        // The session made progress: a fresh failure, not a persisting outage.
+                        retry = self.config.retry;
+                    }
                     tracing::warn!(sink = sink.name(), %error, retry_ms = retry.as_millis() as u64, "sink failed; reconnecting");
                     let until = Instant::now() + retry;
                     while Instant::now() < until {
@@ -448,7 +457,11 @@ impl DriverState {
                 }
                 Err(ReadError::Lagged { oldest, .. }) => {
                     self.stats.lags.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(sink = sink.name(), cursor, "sink lagged behind the ring; catching up from the journal");
+                    tracing::warn!(
+                        sink = sink.name(),
+                        cursor,
+                        "sink lagged behind the ring; catching up from the journal"
+                    );
                     current = None;
                     aligned = false;
                     consumer.seek(oldest + capacity / 4);
@@ -464,7 +477,7 @@ impl DriverState {
                     }
                     if self.stop.load(Ordering::Acquire) {
                         let durable = (self.durable)();
-                        if durable <= cursor && consumer.try_next() == Err(ReadError::Empty) {
+                        if durable <= cursor && consumer.cursor() >= self.ring.head() {
                             return Ok(());
                         }
                         continue;
@@ -524,7 +537,13 @@ impl DriverState {
         if up_to <= cursor {
             return Ok(cursor);
         }
-        tracing::info!(sink = sink.name(), from = cursor + 1, to = up_to, snapshot = at, "catching up from the journal");
+        tracing::info!(
+            sink = sink.name(),
+            from = cursor + 1,
+            to = up_to,
+            snapshot = at,
+            "catching up from the journal"
+        );
         let mut batch = Vec::with_capacity(self.config.batch_commands);
         let mut written = cursor;
         let batch_commands = self.config.batch_commands;

@@ -418,14 +418,39 @@ impl Rows {
                             } else {
                                 (locked_account, available_account)
                             };
-                            rows.entry(sequence, &mut entry_index, asset, from, to, delta_available.unsigned_abs(), code);
+                            rows.entry(
+                                sequence,
+                                &mut entry_index,
+                                asset,
+                                from,
+                                to,
+                                delta_available.unsigned_abs(),
+                                code,
+                            );
                         } else {
-                            for (delta, user_account) in [(delta_available, available_account), (delta_locked, locked_account)]
+                            for (delta, user_account) in
+                                [(delta_available, available_account), (delta_locked, locked_account)]
                             {
                                 if delta > 0 {
-                                    rows.entry(sequence, &mut entry_index, asset, counter.into(), user_account, delta.unsigned_abs(), code);
+                                    rows.entry(
+                                        sequence,
+                                        &mut entry_index,
+                                        asset,
+                                        counter.into(),
+                                        user_account,
+                                        delta.unsigned_abs(),
+                                        code,
+                                    );
                                 } else if delta < 0 {
-                                    rows.entry(sequence, &mut entry_index, asset, user_account, counter.into(), delta.unsigned_abs(), code);
+                                    rows.entry(
+                                        sequence,
+                                        &mut entry_index,
+                                        asset,
+                                        user_account,
+                                        counter.into(),
+                                        delta.unsigned_abs(),
+                                        code,
+                                    );
                                 }
                             }
                         }

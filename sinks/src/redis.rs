@@ -267,6 +267,9 @@ impl Sink for RedisSink {
     }
 }
 
+/// Book levels as `(ticks, lots, orders)`, best first.
+pub type Levels = Vec<(u64, u64, u32)>;
+
 /// Reads the sequence and one market's book levels (`(ticks, lots, orders)`, best first) back
 /// from Redis, from the same `MULTI`-consistent state.
 ///
@@ -276,19 +279,16 @@ pub fn read_book(
     connection: &mut redis::Connection,
     prefix: &str,
     symbol: &str,
-) -> Result<(u64, Vec<(u64, u64, u32)>, Vec<(u64, u64, u32)>), SinkError> {
+) -> Result<(u64, Levels, Levels), SinkError> {
     let text: Option<String> =
         redis::cmd("GET").arg(format!("{prefix}book:{symbol}")).query(connection).map_err(service)?;
     let text = text.ok_or_else(|| service(format!("no book for {symbol}")))?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(service)?;
-    let levels = |name: &str| -> Vec<(u64, u64, u32)> {
+    let levels = |name: &str| -> Levels {
         value[name]
             .as_array()
             .map(|levels| {
-                levels
-                    .iter()
-                    .filter_map(|l| Some((l[0].as_u64()?, l[1].as_u64()?, l[2].as_u64()? as u32)))
-                    .collect()
+                levels.iter().filter_map(|l| Some((l[0].as_u64()?, l[1].as_u64()?, l[2].as_u64()? as u32))).collect()
             })
             .unwrap_or_default()
     };

@@ -146,13 +146,13 @@ impl Venue {
             let mut bytes = [0u8; Command::ENCODED_BYTES_MAX];
             for command in chunk {
                 let length = command.encode(&mut bytes).unwrap();
-                sequences.push(self.journal.append(0, &bytes[..length]).unwrap());
+                sequences.push(self.journal.append(7, &bytes[..length]).unwrap());
             }
             self.journal.commit().unwrap();
             let mut events = Vec::new();
             for (command, sequence) in chunk.iter().zip(sequences) {
                 events.clear();
-                self.engine.execute(CommandContext::new(sequence, sequence * 1_000), command, &mut events);
+                self.engine.execute(CommandContext::new(sequence, 7), command, &mut events);
                 self.ring.publish_command(0, &events);
                 self.log.push(CommandEvents { sequence, events: events.clone() });
                 self.durable.store(sequence, Ordering::Release);
@@ -300,8 +300,10 @@ fn postgres_sink_is_exactly_once_through_outages_restarts_and_lag() {
                 .unwrap();
         let stored: HashMap<_, _> =
             rows.into_iter().map(|(u, a, av, lk)| ((u, a), (av.parse().unwrap(), lk.parse().unwrap()))).collect();
-        let nonzero: HashMap<_, _> = engine_balances.iter().filter(|(_, v)| **v != (0, 0)).map(|(k, v)| (*k, *v)).collect();
-        let stored_nonzero: HashMap<_, _> = stored.iter().filter(|(_, v)| **v != (0u64, 0u64)).map(|(k, v)| (*k, *v)).collect();
+        let nonzero: HashMap<_, _> =
+            engine_balances.iter().filter(|(_, v)| **v != (0, 0)).map(|(k, v)| (*k, *v)).collect();
+        let stored_nonzero: HashMap<_, _> =
+            stored.iter().filter(|(_, v)| **v != (0u64, 0u64)).map(|(k, v)| (*k, *v)).collect();
         assert_eq!(stored_nonzero, nonzero, "materialized balances");
         let ledger: Vec<(String, i32, String)> = sqlx::query_as(
             "SELECT account, asset_id, sum(amount)::text FROM (
@@ -496,7 +498,6 @@ fn redis_snapshot_equals_the_engine_book_through_outages() {
     assert!(!engine_bids.is_empty() && !engine_asks.is_empty());
     assert_eq!(bids, engine_bids, "bids at sequence {sequence}");
     assert_eq!(asks, engine_asks, "asks at sequence {sequence}");
-    let stored: u64 =
-        redis::cmd("GET").arg(format!("{}sequence", redis_config.prefix)).query(&mut connection).unwrap();
+    let stored: u64 = redis::cmd("GET").arg(format!("{}sequence", redis_config.prefix)).query(&mut connection).unwrap();
     assert_eq!(stored, sequence);
 }

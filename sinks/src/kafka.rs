@@ -178,7 +178,7 @@ impl Sink for KafkaSink {
         let consumer: BaseConsumer = base_config(&config.brokers)
             .set("group.id", "exchange-kafka-sink-resume")
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
+            .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "50")
             .set("session.timeout.ms", "6000")
             .create()
@@ -186,7 +186,7 @@ impl Sink for KafkaSink {
         self.partitions.clear();
         self.held.clear();
         let mut assignment = rdkafka::TopicPartitionList::new();
-        let mut waiting = 0usize;
+        let mut partitions_total = 0usize;
         for topic in config.topics() {
             let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(kafka)?;
             let count = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len() as i32);
@@ -195,34 +195,36 @@ impl Sink for KafkaSink {
             }
             self.partitions.insert(topic.to_string(), count);
             for partition in 0..count {
+                // The high watermark is only a starting point (tansu 0.6 may report a stale one):
+                // the partition is read from just before it to its end.
                 let (low, high) =
                     consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).map_err(kafka)?;
-                if high > low {
-                    assignment
-                        .add_partition_offset(topic, partition, rdkafka::Offset::Offset(high - 1))
-                        .map_err(kafka)?;
-                    waiting += 1;
-                }
+                let start = if high > low { rdkafka::Offset::Offset(high - 1) } else { rdkafka::Offset::Beginning };
+                assignment.add_partition_offset(topic, partition, start).map_err(kafka)?;
+                partitions_total += 1;
             }
         }
-        if waiting > 0 {
-            consumer.assign(&assignment).map_err(kafka)?;
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while self.held.len() < waiting {
-                if std::time::Instant::now() > deadline {
-                    return Err(kafka("timed out reading the last message of every partition"));
+        consumer.assign(&assignment).map_err(kafka)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut quiet_since = std::time::Instant::now();
+        // Until every partition reported its end (the event names the partition number only, so
+        // they are counted) and nothing more arrived for a moment.
+        let mut ends = 0usize;
+        while ends < partitions_total || quiet_since.elapsed() < Duration::from_millis(500) {
+            if std::time::Instant::now() > deadline {
+                return Err(kafka("timed out reading the end of every partition"));
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    quiet_since = std::time::Instant::now();
+                    let position = position_of(message.headers())
+                        .ok_or_else(|| kafka(format!("message without sequence headers in {}", message.topic())))?;
+                    let entry = self.held.entry((message.topic().to_string(), message.partition())).or_insert(position);
+                    *entry = (*entry).max(position);
                 }
-                match consumer.poll(Duration::from_millis(200)) {
-                    Some(Ok(message)) => {
-                        let position = position_of(message.headers())
-                            .ok_or_else(|| kafka(format!("message without sequence headers in {}", message.topic())))?;
-                        let key = (message.topic().to_string(), message.partition());
-                        let entry = self.held.entry(key).or_insert(position);
-                        *entry = (*entry).max(position);
-                    }
-                    Some(Err(error)) => return Err(kafka(error)),
-                    None => {}
-                }
+                Some(Err(KafkaError::PartitionEOF(_))) => ends += 1,
+                Some(Err(error)) => return Err(kafka(error)),
+                None => {}
             }
         }
         let highest = self.held.values().map(|p| p.0).max().unwrap_or(0);

@@ -49,6 +49,9 @@ pub enum SinkError {
     /// The journal or snapshots cannot produce the events the sink misses.
     #[error("catch-up impossible: {0}")]
     CatchUp(String),
+    /// [`Driver::abort`] was called.
+    #[error("aborted")]
+    Aborted,
 }
 
 impl SinkError {
@@ -263,6 +266,7 @@ pub struct Driver {
     stats: Arc<DriverStats>,
     floor: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -285,6 +289,7 @@ impl Driver {
         let name = sink.name();
         let stats = Arc::new(DriverStats::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let abort = Arc::new(AtomicBool::new(false));
         let mut state = DriverState {
             config,
             history,
@@ -293,9 +298,10 @@ impl Driver {
             floor: floor.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
+            abort: abort.clone(),
         };
         let thread = std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || state.run(&mut *sink))?;
-        Ok(Self { name, stats, floor, stop, thread: Some(thread) })
+        Ok(Self { name, stats, floor, stop, abort, thread: Some(thread) })
     }
 
     /// The sink's name.
@@ -311,6 +317,16 @@ impl Driver {
     /// The pruning floor this driver publishes.
     pub fn floor(&self) -> Arc<AtomicU64> {
         self.floor.clone()
+    }
+
+    /// Stops at once, as if the sink's process died: no further write (the one in progress, if
+    /// any, completes or fails on its own), no final flush, no close. For tests of recovery.
+    pub fn abort(mut self) {
+        self.abort.store(true, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 
     /// Writes what the engine has published up to now (the engine should be stopped first), closes
@@ -340,6 +356,7 @@ struct DriverState {
     floor: Arc<AtomicU64>,
     stats: Arc<DriverStats>,
     stop: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
 }
 
 /// How a streaming session ended.
@@ -354,6 +371,7 @@ impl DriverState {
         loop {
             let before = self.stats.cursor.load(Ordering::Relaxed);
             match self.session(sink) {
+                Ended::Stopped if self.abort.load(Ordering::Acquire) => return,
                 Ended::Stopped => {
                     if let Err(error) = sink.close() {
                         tracing::warn!(sink = sink.name(), %error, "sink close failed");
@@ -365,6 +383,7 @@ impl DriverState {
                     );
                     return;
                 }
+                Ended::Failed(SinkError::Aborted) => return,
                 Ended::Failed(error) => {
                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
                     if self.stats.cursor.load(Ordering::Relaxed) > before {
@@ -501,6 +520,9 @@ impl DriverState {
 
     fn flush(&self, sink: &mut dyn Sink, batch: &mut Vec<CommandEvents>, cursor: &mut u64) -> Result<(), SinkError> {
         let Some(last) = batch.last().map(|c| c.sequence) else { return Ok(()) };
+        if self.abort.load(Ordering::Acquire) {
+            return Err(SinkError::Aborted);
+        }
         sink.write(batch)?;
         self.stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
@@ -547,10 +569,13 @@ impl DriverState {
         let mut batch = Vec::with_capacity(self.config.batch_commands);
         let mut written = cursor;
         let batch_commands = self.config.batch_commands;
-        let (stats, floor) = (self.stats.clone(), self.floor.clone());
+        let (stats, floor, abort) = (self.stats.clone(), self.floor.clone(), self.abort.clone());
         replay_from(&self.history, engine, at, cursor, up_to, &mut |command| {
             batch.push(command);
             if batch.len() >= batch_commands {
+                if abort.load(Ordering::Acquire) {
+                    return Err(SinkError::Aborted);
+                }
                 sink.write(&batch)?;
                 stats.replayed.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -562,6 +587,9 @@ impl DriverState {
             Ok(())
         })?;
         if !batch.is_empty() {
+            if self.abort.load(Ordering::Acquire) {
+                return Err(SinkError::Aborted);
+            }
             sink.write(&batch)?;
             self.stats.replayed.fetch_add(batch.len() as u64, Ordering::Relaxed);
             self.stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);

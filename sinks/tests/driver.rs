@@ -124,7 +124,7 @@ fn every_command_exactly_once_through_failures_lag_and_restarts() {
     let driver = start(&store);
     run(&commands[1_000..2_000], &mut engine, true);
     std::thread::sleep(Duration::from_millis(50));
-    driver.shutdown(Duration::from_secs(0));
+    driver.abort();
     run(&commands[2_000..], &mut engine, false);
     let driver = start(&store);
     let deadline = Instant::now() + Duration::from_secs(60);

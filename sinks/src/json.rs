@@ -120,3 +120,30 @@ pub fn timestamp_ns(event: &Event) -> u64 {
         Event::MassCancelReport(m) => m.timestamp_ns.get(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codec::*;
+
+    #[test]
+    fn events_carry_their_identity_and_exact_integers() {
+        let event = Event::BalanceUpdate(BalanceUpdate {
+            sequence: Sequence::new(42),
+            timestamp_ns: TimestampNs::new(7),
+            user_id: UserId::new(9),
+            available: Amount::new(u64::MAX),
+            locked: Amount::new(1),
+            asset_id: AssetId::new(1),
+            reason: BalanceChange::Trade.into(),
+            reserved: Reserved::ZERO,
+        });
+        let value = event_json(&event, 3);
+        assert_eq!(value["type"], "balance_update");
+        assert_eq!(value["template_id"], 108);
+        assert_eq!(value["sequence"], 42);
+        assert_eq!(value["event_index"], 3);
+        assert_eq!(value["available"].as_u64(), Some(u64::MAX), "no float rounding");
+        assert_eq!(value["reason"], 5);
+    }
+}

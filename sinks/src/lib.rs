@@ -89,6 +89,11 @@ pub trait Sink: Send {
     /// # Errors
     /// The service failed; nothing is assumed written.
     fn write(&mut self, commands: &[CommandEvents]) -> Result<(), SinkError>;
+    /// How far before its durable cursor the sink may resume after a restart (Kafka: its
+    /// in-flight window); history that far back is kept from pruning.
+    fn resume_margin(&self) -> u64 {
+        0
+    }
     /// Called regularly, also when idle (periodic snapshots).
     ///
     /// # Errors
@@ -273,8 +278,9 @@ pub struct Driver {
 impl Driver {
     /// Starts `sink` on a thread of its own. `durable` is the engine's last durable, executed
     /// sequence (every event of every command up to it is published before it advances). `floor`
-    /// receives the sink's durable cursor (0 until the sink has opened): the runtime must keep
-    /// the newest snapshot at or before it and every journal record after that snapshot.
+    /// receives the sink's durable cursor less its [`Sink::resume_margin`] (0 until the sink has
+    /// opened): the runtime must keep the newest snapshot at or before it and every journal
+    /// record after that snapshot.
     ///
     /// # Errors
     /// The thread cannot be spawned.
@@ -290,7 +296,9 @@ impl Driver {
         let stats = Arc::new(DriverStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let abort = Arc::new(AtomicBool::new(false));
+        let margin = sink.resume_margin();
         let mut state = DriverState {
+            margin,
             config,
             history,
             ring,
@@ -349,6 +357,7 @@ impl Driver {
 }
 
 struct DriverState {
+    margin: u64,
     config: DriverConfig,
     history: History,
     ring: Arc<BroadcastRing>,
@@ -535,7 +544,7 @@ impl DriverState {
     /// the newest snapshot at or before it and the journal after that snapshot.
     fn advance(&self, cursor: u64) {
         self.stats.cursor.store(cursor, Ordering::Release);
-        self.floor.store(cursor, Ordering::Release);
+        self.floor.store(cursor.saturating_sub(self.margin), Ordering::Release);
     }
 
     /// Writes the commands in `(cursor, up_to]` regenerated from the journal; returns the new
@@ -569,7 +578,7 @@ impl DriverState {
         let mut batch = Vec::with_capacity(self.config.batch_commands);
         let mut written = cursor;
         let batch_commands = self.config.batch_commands;
-        let (stats, floor, abort) = (self.stats.clone(), self.floor.clone(), self.abort.clone());
+        let (stats, floor, abort, margin) = (self.stats.clone(), self.floor.clone(), self.abort.clone(), self.margin);
         replay_from(&self.history, engine, at, cursor, up_to, &mut |command| {
             batch.push(command);
             if batch.len() >= batch_commands {
@@ -581,7 +590,7 @@ impl DriverState {
                 stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 written = batch.last().map_or(written, |c| c.sequence);
                 stats.cursor.store(written, Ordering::Release);
-                floor.store(written, Ordering::Release);
+                floor.store(written.saturating_sub(margin), Ordering::Release);
                 batch.clear();
             }
             Ok(())

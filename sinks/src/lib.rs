@@ -440,6 +440,17 @@ impl DriverState {
             }
         };
         self.advance(cursor);
+        let durable = (self.durable)();
+        if cursor > durable {
+            // Only an operator mistake does this (another data directory, a restored backup):
+            // the sink will write nothing until the engine passes its cursor.
+            tracing::error!(
+                sink = sink.name(),
+                cursor,
+                durable,
+                "the sink holds sequences this journal does not have (another data directory?)"
+            );
+        }
         tracing::info!(sink = sink.name(), cursor, "sink opened");
         let mut batch: Vec<CommandEvents> = Vec::with_capacity(self.config.batch_commands);
         let mut current: Option<CommandEvents> = None;

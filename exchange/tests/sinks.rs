@@ -11,6 +11,8 @@
 use codec::Event;
 use exchange::config::Config;
 use sinks::History;
+use sinks::redis_client as redis;
+use sinks::{rdkafka, sqlx};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

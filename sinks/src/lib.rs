@@ -17,6 +17,11 @@
 //! the driver publishes ([`Driver::floor`]): the runtime prunes only below the lowest floor.
 
 pub mod json;
+
+// The client crates, for tools and tests that query the services directly.
+pub use ::redis as redis_client;
+pub use rdkafka;
+pub use sqlx;
 pub mod kafka;
 pub mod postgres;
 pub mod redis;

@@ -45,6 +45,9 @@ pub struct Config {
     pub journal: JournalSection,
     /// Snapshot policy.
     pub snapshot: SnapshotSection,
+    /// Kafka, Postgres and Redis sinks (all off by default).
+    #[serde(default)]
+    pub sinks: SinksSection,
     /// Assets, in id order.
     pub assets: Vec<AssetSection>,
     /// Markets, in id order (ids start at 1).
@@ -420,6 +423,136 @@ pub struct SnapshotSection {
     pub every_seconds: u64,
     /// Delete journal segments wholly covered by the newest snapshot.
     pub prune_journal: bool,
+}
+
+/// `[sinks]`: each sink is on when its subsection is present (or its environment variable set).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksSection {
+    /// `[sinks.postgres]`.
+    pub postgres: Option<PostgresSinkSection>,
+    /// `[sinks.kafka]`.
+    pub kafka: Option<KafkaSinkSection>,
+    /// `[sinks.redis]`.
+    pub redis: Option<RedisSinkSection>,
+}
+
+/// `[sinks.postgres]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSinkSection {
+    /// `postgres://user[:password]@host:port/database`.
+    pub url: String,
+}
+
+/// `[sinks.kafka]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkSection {
+    /// Bootstrap brokers, `host:port,…`.
+    pub brokers: String,
+    /// Order lifecycle topic.
+    #[serde(default = "default_orders_topic")]
+    pub orders_topic: String,
+    /// Trades topic.
+    #[serde(default = "default_trades_topic")]
+    pub trades_topic: String,
+    /// Balance events topic.
+    #[serde(default = "default_balances_topic")]
+    pub balances_topic: String,
+    /// Book level updates topic.
+    #[serde(default = "default_book_topic")]
+    pub book_topic: String,
+    /// AMM pool events topic.
+    #[serde(default = "default_pools_topic")]
+    pub pools_topic: String,
+    /// Partitions of the topics the sink creates.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of the topics the sink creates.
+    #[serde(default = "default_replication")]
+    pub replication: i32,
+}
+
+impl KafkaSinkSection {
+    /// The default topics on `brokers`.
+    pub fn new(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.to_string(),
+            orders_topic: default_orders_topic(),
+            trades_topic: default_trades_topic(),
+            balances_topic: default_balances_topic(),
+            book_topic: default_book_topic(),
+            pools_topic: default_pools_topic(),
+            partitions: default_partitions(),
+            replication: default_replication(),
+        }
+    }
+}
+
+fn default_orders_topic() -> String {
+    "orders".into()
+}
+fn default_trades_topic() -> String {
+    "trades".into()
+}
+fn default_balances_topic() -> String {
+    "balance-events".into()
+}
+fn default_book_topic() -> String {
+    "book-updates".into()
+}
+fn default_pools_topic() -> String {
+    "amm-events".into()
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    1
+}
+
+/// `[sinks.redis]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSinkSection {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Key prefix.
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+    /// Book levels per side.
+    #[serde(default = "default_redis_depth")]
+    pub depth: usize,
+    /// Last trades kept per market.
+    #[serde(default = "default_redis_depth")]
+    pub trades: usize,
+    /// Milliseconds between snapshots.
+    #[serde(default = "default_redis_interval")]
+    pub interval_ms: u64,
+}
+
+impl RedisSinkSection {
+    /// Defaults for `url`.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            prefix: default_redis_prefix(),
+            depth: default_redis_depth(),
+            trades: default_redis_depth(),
+            interval_ms: default_redis_interval(),
+        }
+    }
+}
+
+fn default_redis_prefix() -> String {
+    "exchange:".into()
+}
+fn default_redis_depth() -> usize {
+    50
+}
+fn default_redis_interval() -> u64 {
+    500
 }
 
 /// `[[assets]]`.

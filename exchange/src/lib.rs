@@ -6,4 +6,5 @@ pub mod demo;
 pub mod egress;
 pub mod http;
 pub mod metrics;
+pub mod publishers;
 pub mod runtime;

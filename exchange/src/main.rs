@@ -50,6 +50,15 @@ struct Cli {
     /// Session token (JWT) lifetime in seconds; overrides `users.jwt_ttl_seconds`.
     #[arg(long, global = true, env = "EXCHANGE_JWT_TTL_SECONDS")]
     jwt_ttl_seconds: Option<u64>,
+    /// Turns the Postgres sink on (overrides `sinks.postgres.url`).
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Turns the Kafka sink on (overrides `sinks.kafka.brokers`).
+    #[arg(long, global = true, env = "KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Turns the Redis sink on (overrides `sinks.redis.url`).
+    #[arg(long, global = true, env = "REDIS_URL")]
+    redis_url: Option<String>,
     #[command(subcommand)]
     command: Option<Subcommands>,
     #[command(flatten)]
@@ -175,6 +184,21 @@ fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
     }
     if let Ok(token) = std::env::var("EXCHANGE_ADMIN_TOKEN") {
         config.admin.token = token;
+    }
+    if let Some(url) = cli.database_url.as_ref().filter(|u| !u.is_empty()) {
+        config.sinks.postgres = Some(exchange::config::PostgresSinkSection { url: url.clone() });
+    }
+    if let Some(brokers) = cli.kafka_brokers.as_ref().filter(|b| !b.is_empty()) {
+        match &mut config.sinks.kafka {
+            Some(kafka) => kafka.brokers = brokers.clone(),
+            None => config.sinks.kafka = Some(exchange::config::KafkaSinkSection::new(brokers)),
+        }
+    }
+    if let Some(url) = cli.redis_url.as_ref().filter(|u| !u.is_empty()) {
+        match &mut config.sinks.redis {
+            Some(redis) => redis.url = url.clone(),
+            None => config.sinks.redis = Some(exchange::config::RedisSinkSection::new(url)),
+        }
     }
     Ok(config)
 }
@@ -314,7 +338,11 @@ fn serve(
     let account_views = Arc::new(gateway_json::AccountViews::from_engine(&recovered.engine, &engine_config));
     // The FIX gateway reconciles its sessions' stored open orders with the recovered books.
     let fix_resting = gateway_fix::EngineOrders::from_engine(&recovered.engine);
-    let runtime = Runtime::start(config, recovered, writer)?;
+    // Sinks register their pruning floors before the engine thread can take a snapshot.
+    let retention = Arc::new(runtime::Retention::default());
+    let planned_sinks = exchange::publishers::plan(config, &engine_config, &retention)?;
+    let runtime = Runtime::start_with_retention(config, recovered, writer, retention)?;
+    let sinks = planned_sinks.start(config, &engine_config, &runtime)?;
     let market_feed = marketdata::Feed::start_publishing(publisher.clone(), runtime.egress.subscribe_from(0))?;
     let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress.subscribe_from(0))?;
     tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health, /api/v1, WebSocket at / and /ws)");
@@ -491,6 +519,7 @@ fn serve(
                 fills = stats.fills.load(Ordering::Relaxed),
                 rejects = stats.rejects.load(Ordering::Relaxed),
                 batches = stats.batches.load(Ordering::Relaxed),
+                sinks = ?sinks.cursors(),
                 "status"
             );
             last_status = Instant::now();
@@ -510,7 +539,11 @@ fn serve(
     }
     market_feed.shutdown();
     rest_gateway.shutdown();
-    runtime.shutdown()?;
+    let stopped = runtime.shutdown();
+    // The engine has published its last event: let the sinks write it (a sink whose service is
+    // down gives up after the deadline and catches up from the journal on the next start).
+    sinks.shutdown(Duration::from_secs(10));
+    stopped?;
     http_runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }

@@ -149,6 +149,28 @@ pub fn recover(
     Ok((recovered, writer))
 }
 
+/// What history the sinks still need: each registered floor is a sink's durable cursor (0 until
+/// the sink reports). Pruning keeps the newest snapshot at or before the lowest floor and every
+/// journal record after it, so a sink can always catch up by replay.
+#[derive(Debug, Default)]
+pub struct Retention {
+    floors: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
+}
+
+impl Retention {
+    /// A new floor (starting at 0: keep everything) for one sink.
+    pub fn register(&self) -> Arc<AtomicU64> {
+        let floor = Arc::new(AtomicU64::new(0));
+        self.floors.lock().unwrap_or_else(|e| e.into_inner()).push(floor.clone());
+        floor
+    }
+
+    /// The lowest floor, or `None` when no sink is registered.
+    pub fn floor(&self) -> Option<u64> {
+        self.floors.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|f| f.load(Ordering::Acquire)).min()
+    }
+}
+
 /// Handle to the running engine thread.
 pub struct Runtime {
     /// Producers push commands here.
@@ -167,6 +189,17 @@ pub struct Runtime {
 impl Runtime {
     /// Starts the engine thread on a recovered engine.
     pub fn start(config: &Config, recovered: Recovered, journal: JournalWriter) -> std::io::Result<Self> {
+        Self::start_with_retention(config, recovered, journal, Arc::new(Retention::default()))
+    }
+
+    /// Starts the engine thread; journal pruning keeps what the sinks registered in `retention`
+    /// still need.
+    pub fn start_with_retention(
+        config: &Config,
+        recovered: Recovered,
+        journal: JournalWriter,
+        retention: Arc<Retention>,
+    ) -> std::io::Result<Self> {
         let ring = Arc::new(IngressRing::new(config.engine.ring_capacity));
         let egress = BroadcastRing::new(config.engine.egress_capacity);
         let metrics = Arc::new(Metrics::default());
@@ -193,6 +226,7 @@ impl Runtime {
             snapshot_dir: config.snapshot_dir(),
             journal_dir: config.journal_dir(),
             prune_journal: config.snapshot.prune_journal,
+            retention,
             last_sequence: recovered.last_sequence,
             last_timestamp_ns: 0,
             since_snapshot: 0,
@@ -251,6 +285,7 @@ struct EngineThread {
     snapshot_dir: PathBuf,
     journal_dir: PathBuf,
     prune_journal: bool,
+    retention: Arc<Retention>,
     last_sequence: u64,
     last_timestamp_ns: u64,
     since_snapshot: u64,
@@ -262,6 +297,7 @@ impl EngineThread {
             self.snapshot_dir.clone(),
             self.journal_dir.clone(),
             self.prune_journal,
+            self.retention.clone(),
             self.metrics.clone(),
         )
         .map_err(|source| SnapshotError::Io { path: self.snapshot_dir.clone(), source })?;
@@ -413,6 +449,7 @@ impl SnapshotWriter {
         snapshot_dir: PathBuf,
         journal_dir: PathBuf,
         prune_journal: bool,
+        retention: Arc<Retention>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
         let (jobs, job_receiver) = std::sync::mpsc::sync_channel::<SnapshotJob>(1);
@@ -424,7 +461,7 @@ impl SnapshotWriter {
                         metrics.snapshot_ns.record(started.elapsed().as_nanos() as u64);
                         tracing::info!(sequence, bytes = buffer.len(), path = %path.display(), "snapshot written");
                         if prune_journal {
-                            prune(&snapshot_dir, &journal_dir);
+                            prune(&snapshot_dir, &journal_dir, retention.floor());
                         }
                     }
                     // Not fatal: the journal still holds everything; recovery just replays more.
@@ -481,18 +518,65 @@ impl SnapshotWriter {
     }
 }
 
-/// Keeps the two newest snapshots and the journal from the older of them on; removes the rest.
-fn prune(snapshot_dir: &Path, journal_dir: &Path) {
+/// Keeps the two newest snapshots and the journal from the older of them on, and (with sinks)
+/// the newest snapshot at or before the lowest sink floor and the journal after it; removes the
+/// rest.
+pub fn prune(snapshot_dir: &Path, journal_dir: &Path, sink_floor: Option<u64>) {
     let Ok(snapshots) = list_snapshots(snapshot_dir) else { return };
     // Keep the previous snapshot and the journal since it, in case the newest is damaged.
-    if let Some(&(keep_from, _)) = snapshots.get(1) {
-        for (_, old) in snapshots.iter().skip(2) {
-            let _ = std::fs::remove_file(old);
+    let Some(&(mut keep_from, _)) = snapshots.get(1) else { return };
+    if let Some(floor) = sink_floor {
+        // A sink catches up from a snapshot at or before its cursor: without one, keep everything.
+        match snapshots.iter().find(|(sequence, _)| *sequence <= floor) {
+            Some(&(sequence, _)) => keep_from = keep_from.min(sequence),
+            None => return,
         }
-        match engine::journal::remove_segments_before(journal_dir, keep_from) {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "journal segments covered by snapshots removed"),
-            Err(error) => tracing::warn!(%error, "journal pruning failed"),
+    }
+    for (_, old) in snapshots.iter().filter(|(sequence, _)| *sequence < keep_from) {
+        let _ = std::fs::remove_file(old);
+    }
+    match engine::journal::remove_segments_before(journal_dir, keep_from) {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, keep_from, "journal segments covered by snapshots removed"),
+        Err(error) => tracing::warn!(%error, "journal pruning failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<u64> {
+        let mut list: Vec<u64> = list_snapshots(dir).unwrap().into_iter().map(|(s, _)| s).collect();
+        list.sort_unstable();
+        list
+    }
+
+    #[test]
+    fn pruning_keeps_what_the_slowest_sink_needs() {
+        let dir = std::env::temp_dir().join(format!("prune-floor-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (snapshots, journal) = (dir.join("snapshots"), dir.join("journal"));
+        for sequence in [100, 200, 300, 400] {
+            write_snapshot_file(&snapshots, sequence, b"x").unwrap();
         }
+        let retention = Retention::default();
+        let floor = retention.register();
+        // A sink that has not reported yet (floor 0): nothing goes.
+        prune(&snapshots, &journal, retention.floor());
+        assert_eq!(names(&snapshots), [100, 200, 300, 400]);
+        // A sink at 250 needs the snapshot at 200 and everything after it.
+        floor.store(250, Ordering::Release);
+        prune(&snapshots, &journal, retention.floor());
+        assert_eq!(names(&snapshots), [200, 300, 400]);
+        // Caught up: the usual two newest.
+        floor.store(450, Ordering::Release);
+        prune(&snapshots, &journal, retention.floor());
+        assert_eq!(names(&snapshots), [300, 400]);
+        // Without sinks: the usual two newest.
+        write_snapshot_file(&snapshots, 500, b"x").unwrap();
+        prune(&snapshots, &journal, None);
+        assert_eq!(names(&snapshots), [400, 500]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

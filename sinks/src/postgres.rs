@@ -1,0 +1,946 @@
+//! The Postgres sink: orders, order events, trades, a double-entry ledger and materialized
+//! balances, written in batched transactions with the sink's progress in the same transaction.
+//!
+//! Schema: `migrations/` (applied at start with sqlx's migrator; `sqlx migrate run` applies the
+//! same files). Each [`Sink::write`] is one transaction:
+//!
+//! 1. `SELECT last_sequence FROM sink_progress WHERE sink = 'postgres' FOR UPDATE` (locks out a
+//!    second writer; a mismatch with the sink's own cursor aborts and reconnects);
+//! 2. multi-row `INSERT … SELECT FROM UNNEST($1::bigint[], …)` per table, one statement each;
+//! 3. `UPDATE sink_progress SET last_sequence = <last command of the batch>`; `COMMIT`.
+//!
+//! A crash anywhere before the commit leaves neither rows nor progress; after it, both. The
+//! cursor read back at start is therefore exactly what the tables hold, and the driver feeds
+//! the sink the next command: exactly once. Inserts also carry `ON CONFLICT DO NOTHING` on
+//! their natural keys (sequence + event index, market + trade id) as a second line of defence.
+//!
+//! [`Queries`] reads the history back (fills, orders, balances of a user) for the REST API.
+
+use crate::{CommandEvents, Resume, Sink, SinkError};
+use codec::{BalanceChange, Event};
+use engine::EngineConfig;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{Connection, PgPool, Row};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::str::FromStr;
+
+/// The schema migrations, embedded (the same files `sqlx migrate run` applies).
+pub fn migrator() -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(vec![Migration::new(
+            20261124000001,
+            Cow::Borrowed("init"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("../../migrations/20261124000001_init.sql")),
+            false,
+        )]),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
+/// Name of this sink's row in `sink_progress`.
+const SINK: &str = "postgres";
+
+/// Reference data written at every start.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// Assets and markets.
+    pub engine_config: EngineConfig,
+    /// API keys: (user, Ed25519 public key).
+    pub api_keys: Vec<(u64, [u8; 32])>,
+}
+
+/// The Postgres sink.
+pub struct PostgresSink {
+    url: String,
+    reference: Reference,
+    runtime: tokio::runtime::Runtime,
+    connection: Option<PgConnection>,
+    /// Balances as of `cursor` (what the `balances` table holds).
+    balances: HashMap<(u64, u32), (u64, u64)>,
+    cursor: u64,
+    quote_of_market: HashMap<u32, u32>,
+}
+
+impl PostgresSink {
+    /// A sink for `url` (`postgres://user@host:port/db`); connects on [`Sink::open`].
+    ///
+    /// # Errors
+    /// The tokio runtime cannot be created.
+    pub fn new(url: &str, reference: Reference) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let quote_of_market = reference.engine_config.markets.iter().map(|m| (m.id.get(), m.quote.get())).collect();
+        Ok(Self {
+            url: url.to_string(),
+            reference,
+            runtime,
+            connection: None,
+            balances: HashMap::new(),
+            cursor: 0,
+            quote_of_market,
+        })
+    }
+}
+
+fn db(error: impl std::fmt::Display) -> SinkError {
+    SinkError::Service(format!("postgres: {error}"))
+}
+
+fn signed(value: u64) -> Result<i64, SinkError> {
+    i64::try_from(value).map_err(|_| SinkError::Service(format!("postgres: id {value} exceeds BIGINT")))
+}
+
+impl Sink for PostgresSink {
+    fn name(&self) -> &'static str {
+        SINK
+    }
+
+    fn open(&mut self) -> Result<Resume, SinkError> {
+        self.connection = None;
+        let options = PgConnectOptions::from_str(&self.url).map_err(db)?;
+        let reference = self.reference.clone();
+        let (connection, cursor, balances) = self.runtime.block_on(async move {
+            let mut connection = PgConnection::connect_with(&options).await.map_err(db)?;
+            migrator().run_direct(&mut connection).await.map_err(db)?;
+            write_reference(&mut connection, &reference).await?;
+            sqlx::query("INSERT INTO sink_progress (sink, last_sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING")
+                .bind(SINK)
+                .execute(&mut connection)
+                .await
+                .map_err(db)?;
+            let cursor: i64 = sqlx::query_scalar("SELECT last_sequence FROM sink_progress WHERE sink = $1")
+                .bind(SINK)
+                .fetch_one(&mut connection)
+                .await
+                .map_err(db)?;
+            let rows = sqlx::query("SELECT user_id, asset_id, available::text, locked::text FROM balances")
+                .fetch_all(&mut connection)
+                .await
+                .map_err(db)?;
+            let mut balances = HashMap::with_capacity(rows.len());
+            for row in rows {
+                let user: i64 = row.get(0);
+                let asset: i32 = row.get(1);
+                let available: String = row.get(2);
+                let locked: String = row.get(3);
+                balances.insert((user as u64, asset as u32), (parse(&available)?, parse(&locked)?));
+            }
+            Ok::<_, SinkError>((connection, cursor as u64, balances))
+        })?;
+        self.connection = Some(connection);
+        self.cursor = cursor;
+        self.balances = balances;
+        Ok(Resume::After(cursor))
+    }
+
+    fn write(&mut self, commands: &[CommandEvents]) -> Result<(), SinkError> {
+        let Some(last) = commands.last().map(|c| c.sequence) else { return Ok(()) };
+        let mut rows = Rows::build(commands, &self.balances, &self.quote_of_market)?;
+        let connection = self.connection.as_mut().ok_or_else(|| db("not connected"))?;
+        let expected = self.cursor;
+        let result = self.runtime.block_on(rows.apply(connection, expected, last));
+        if let Err(error) = result {
+            // The transaction rolled back; the connection may be gone: reconnect on open().
+            self.connection = None;
+            return Err(error);
+        }
+        self.balances.extend(rows.balances.drain());
+        self.cursor = last;
+        Ok(())
+    }
+}
+
+fn parse(text: &str) -> Result<u64, SinkError> {
+    text.parse().map_err(|_| db(format!("not a u64 amount: {text}")))
+}
+
+async fn write_reference(connection: &mut PgConnection, reference: &Reference) -> Result<(), SinkError> {
+    let mut tx = connection.begin().await.map_err(db)?;
+    for asset in &reference.engine_config.assets {
+        sqlx::query(
+            "INSERT INTO assets (asset_id, symbol, decimals) VALUES ($1, $2, $3)
+             ON CONFLICT (asset_id) DO UPDATE SET symbol = EXCLUDED.symbol, decimals = EXCLUDED.decimals",
+        )
+        .bind(asset.id.get() as i32)
+        .bind(&asset.symbol)
+        .bind(i16::from(asset.decimals))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
+    for market in &reference.engine_config.markets {
+        sqlx::query(
+            "INSERT INTO markets (market_id, symbol, base_asset_id, quote_asset_id, tick_size, lot_size,
+                                  maker_fee_ppm, taker_fee_ppm)
+             VALUES ($1, $2, $3, $4, $5::numeric, $6::numeric, $7, $8)
+             ON CONFLICT (market_id) DO UPDATE SET symbol = EXCLUDED.symbol, tick_size = EXCLUDED.tick_size,
+                 lot_size = EXCLUDED.lot_size, maker_fee_ppm = EXCLUDED.maker_fee_ppm,
+                 taker_fee_ppm = EXCLUDED.taker_fee_ppm",
+        )
+        .bind(market.id.get() as i32)
+        .bind(&market.symbol)
+        .bind(market.base.get() as i32)
+        .bind(market.quote.get() as i32)
+        .bind(market.tick_size.to_string())
+        .bind(market.lot_size.to_string())
+        .bind(market.maker_fee_ppm as i32)
+        .bind(market.taker_fee_ppm as i32)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
+    for (user, key) in &reference.api_keys {
+        sqlx::query("INSERT INTO users (user_id, first_sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING")
+            .bind(signed(*user)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO api_keys (public_key, user_id) VALUES ($1, $2)
+             ON CONFLICT (public_key) DO UPDATE SET user_id = EXCLUDED.user_id",
+        )
+        .bind(key.as_slice())
+        .bind(signed(*user)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}
+
+/// The latest state of an order changed by a batch.
+#[derive(Debug, Default)]
+struct OrderChange {
+    status: Option<&'static str>,
+    remaining: Option<u64>,
+    price: Option<u64>,
+    quantity: Option<u64>,
+    filled_delta: u64,
+    sequence: u64,
+    timestamp_ns: u64,
+}
+
+/// Column vectors of one batch, ready for `UNNEST`.
+#[derive(Debug, Default)]
+struct Rows {
+    users: Vec<i64>,
+    user_first: Vec<i64>,
+    // orders (new)
+    o_id: Vec<i64>,
+    o_user: Vec<i64>,
+    o_market: Vec<i32>,
+    o_client: Vec<String>,
+    o_side: Vec<i16>,
+    o_type: Vec<i16>,
+    o_tif: Vec<i16>,
+    o_stp: Vec<i16>,
+    o_post: Vec<bool>,
+    o_price: Vec<String>,
+    o_quantity: Vec<String>,
+    o_quote: Vec<String>,
+    o_sequence: Vec<i64>,
+    o_ns: Vec<i64>,
+    changes: Vec<(u64, OrderChange)>,
+    change_index: HashMap<u64, usize>,
+    // order_events
+    e_sequence: Vec<i64>,
+    e_index: Vec<i32>,
+    e_kind: Vec<&'static str>,
+    e_user: Vec<i64>,
+    e_market: Vec<i32>,
+    e_order: Vec<Option<i64>>,
+    e_ns: Vec<i64>,
+    e_details: Vec<String>,
+    // trades
+    t_market: Vec<i32>,
+    t_id: Vec<i64>,
+    t_sequence: Vec<i64>,
+    t_ns: Vec<i64>,
+    t_price: Vec<String>,
+    t_quantity: Vec<String>,
+    t_quote: Vec<String>,
+    t_side: Vec<i16>,
+    t_maker: Vec<i64>,
+    t_maker_order: Vec<i64>,
+    t_maker_fee: Vec<String>,
+    t_taker: Vec<i64>,
+    t_taker_order: Vec<i64>,
+    t_taker_fee: Vec<String>,
+    // ledger
+    l_sequence: Vec<i64>,
+    l_index: Vec<i32>,
+    l_asset: Vec<i32>,
+    l_debit: Vec<String>,
+    l_credit: Vec<String>,
+    l_amount: Vec<String>,
+    l_reason: Vec<i16>,
+    /// Balances after the batch, for the (user, asset) pairs it touched.
+    balances: HashMap<(u64, u32), (u64, u64)>,
+    balance_sequence: HashMap<(u64, u32), u64>,
+}
+
+fn account(user: u64, bucket: &str) -> String {
+    format!("user:{user}:{bucket}")
+}
+
+impl Rows {
+    /// Turns a batch of commands into rows. `before`: balances before the batch.
+    fn build(
+        commands: &[CommandEvents],
+        before: &HashMap<(u64, u32), (u64, u64)>,
+        quote_of_market: &HashMap<u32, u32>,
+    ) -> Result<Self, SinkError> {
+        let mut rows = Rows::default();
+        let mut seen_users = std::collections::HashSet::new();
+        for command in commands {
+            let sequence = signed(command.sequence)?;
+            let mut entry_index = 0i32;
+            for (index, event) in command.events.iter().enumerate() {
+                let mut user_seen = |rows: &mut Rows, user: u64| -> Result<(), SinkError> {
+                    if user != 0 && seen_users.insert(user) {
+                        rows.users.push(signed(user)?);
+                        rows.user_first.push(sequence);
+                    }
+                    Ok(())
+                };
+                let ns = crate::json::timestamp_ns(event) as i64;
+                let (lifecycle, user, market, order) = match event {
+                    Event::OrderAccepted(m) => (true, m.user_id.get(), m.market_id.get(), Some(m.order_id.get())),
+                    Event::OrderRejected(m) => (true, m.user_id.get(), m.market_id.get(), None),
+                    Event::Fill(m) => (true, m.taker_user_id.get(), m.market_id.get(), Some(m.taker_order_id.get())),
+                    Event::OrderCanceled(m) => (true, m.user_id.get(), m.market_id.get(), Some(m.order_id.get())),
+                    Event::OrderExpired(m) => (true, m.user_id.get(), m.market_id.get(), Some(m.order_id.get())),
+                    Event::OrderReplaced(m) => (true, m.user_id.get(), m.market_id.get(), Some(m.order_id.get())),
+                    Event::MassCancelReport(m) => (true, m.user_id.get(), m.market_id.get(), None),
+                    Event::MarketStatusChanged(m) => (true, 0, m.market_id.get(), None),
+                    Event::LiquidityAdded(m) => (true, m.user_id.get(), m.market_id.get(), None),
+                    Event::LiquidityRemoved(m) => (true, m.user_id.get(), m.market_id.get(), None),
+                    Event::SwapExecuted(m) => (true, m.user_id.get(), m.market_id.get(), None),
+                    Event::OrderRouted(m) => {
+                        let order = Some(m.order_id.get()).filter(|&id| id != 0);
+                        (true, m.user_id.get(), m.market_id.get(), order)
+                    }
+                    Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) => (false, 0, 0, None),
+                };
+                if lifecycle {
+                    user_seen(&mut rows, user)?;
+                    rows.e_sequence.push(sequence);
+                    rows.e_index.push(index as i32);
+                    rows.e_kind.push(crate::json::type_name(event));
+                    rows.e_user.push(signed(user)?);
+                    rows.e_market.push(market as i32);
+                    rows.e_order.push(order.map(signed).transpose()?);
+                    rows.e_ns.push(ns);
+                    rows.e_details.push(crate::json::event_json(event, index).to_string());
+                }
+                match event {
+                    Event::OrderAccepted(m) => {
+                        rows.o_id.push(signed(m.order_id.get())?);
+                        rows.o_user.push(signed(m.user_id.get())?);
+                        rows.o_market.push(m.market_id.get() as i32);
+                        rows.o_client.push(m.client_order_id.get().to_string());
+                        rows.o_side.push(m.side.raw() as i16);
+                        rows.o_type.push(m.order_type.raw() as i16);
+                        rows.o_tif.push(m.time_in_force.raw() as i16);
+                        rows.o_stp.push(m.self_trade_prevention.raw() as i16);
+                        rows.o_post.push(m.post_only.raw() == 1);
+                        rows.o_price.push(m.price_ticks.get().to_string());
+                        rows.o_quantity.push(m.quantity_lots.get().to_string());
+                        rows.o_quote.push(m.quote_quantity.get().to_string());
+                        rows.o_sequence.push(sequence);
+                        rows.o_ns.push(ns);
+                    }
+                    Event::Fill(m) => {
+                        user_seen(&mut rows, m.maker_user_id.get())?;
+                        rows.t_market.push(m.market_id.get() as i32);
+                        rows.t_id.push(signed(m.trade_id.get())?);
+                        rows.t_sequence.push(sequence);
+                        rows.t_ns.push(ns);
+                        rows.t_price.push(m.price_ticks.get().to_string());
+                        rows.t_quantity.push(m.quantity_lots.get().to_string());
+                        rows.t_quote.push(m.quote_amount.get().to_string());
+                        rows.t_side.push(m.taker_side.raw() as i16);
+                        rows.t_maker.push(signed(m.maker_user_id.get())?);
+                        rows.t_maker_order.push(signed(m.maker_order_id.get())?);
+                        rows.t_maker_fee.push(m.maker_fee.get().to_string());
+                        rows.t_taker.push(signed(m.taker_user_id.get())?);
+                        rows.t_taker_order.push(signed(m.taker_order_id.get())?);
+                        rows.t_taker_fee.push(m.taker_fee.get().to_string());
+                        let lots = m.quantity_lots.get();
+                        for (order, remaining) in [
+                            (m.maker_order_id.get(), m.maker_remaining_lots.get()),
+                            (m.taker_order_id.get(), m.taker_remaining_lots.get()),
+                        ] {
+                            let change = rows.change(order, command.sequence, ns as u64);
+                            change.filled_delta += lots;
+                            change.remaining = Some(remaining);
+                            change.status = Some(if remaining == 0 { "filled" } else { "partially_filled" });
+                        }
+                        let fee = u128::from(m.maker_fee.get()) + u128::from(m.taker_fee.get());
+                        if fee > 0 {
+                            let quote = quote_of_market.get(&m.market_id.get()).copied().unwrap_or(0);
+                            rows.entry(sequence, &mut entry_index, quote, "clearing".into(), "fees".into(), fee, 0);
+                        }
+                    }
+                    Event::OrderCanceled(m) => {
+                        let change = rows.change(m.order_id.get(), command.sequence, ns as u64);
+                        change.status = Some("canceled");
+                        change.remaining = Some(0);
+                    }
+                    Event::OrderExpired(m) => {
+                        let change = rows.change(m.order_id.get(), command.sequence, ns as u64);
+                        change.status = Some("expired");
+                        change.remaining = Some(0);
+                    }
+                    Event::OrderReplaced(m) => {
+                        let change = rows.change(m.order_id.get(), command.sequence, ns as u64);
+                        change.price = Some(m.price_ticks.get());
+                        change.quantity = Some(m.quantity_lots.get());
+                        change.remaining = Some(m.remaining_lots.get());
+                        change.status = Some(if m.filled_lots.get() > 0 { "partially_filled" } else { "new" });
+                    }
+                    Event::BalanceUpdate(m) => {
+                        let (user, asset) = (m.user_id.get(), m.asset_id.get());
+                        user_seen(&mut rows, user)?;
+                        let key = (user, asset);
+                        let (previous_available, previous_locked) =
+                            rows.balances.get(&key).or_else(|| before.get(&key)).copied().unwrap_or((0, 0));
+                        let (available, locked) = (m.available.get(), m.locked.get());
+                        let delta_available = i128::from(available) - i128::from(previous_available);
+                        let delta_locked = i128::from(locked) - i128::from(previous_locked);
+                        let reason = m.reason.get().ok();
+                        let code = m.reason.raw() as i16;
+                        let (available_account, locked_account) = (account(user, "available"), account(user, "locked"));
+                        let counter = match reason {
+                            Some(BalanceChange::Deposit | BalanceChange::Withdrawal) => "external",
+                            // AMM liquidity and swaps: the pools' reserves, one account for all pools.
+                            Some(BalanceChange::Pool) => "pools",
+                            _ => "clearing",
+                        };
+                        if delta_available != 0 && delta_available == -delta_locked {
+                            // Lock or release: between the user's own two accounts.
+                            let (from, to) = if delta_available < 0 {
+                                (available_account, locked_account)
+                            } else {
+                                (locked_account, available_account)
+                            };
+                            rows.entry(
+                                sequence,
+                                &mut entry_index,
+                                asset,
+                                from,
+                                to,
+                                delta_available.unsigned_abs(),
+                                code,
+                            );
+                        } else {
+                            for (delta, user_account) in
+                                [(delta_available, available_account), (delta_locked, locked_account)]
+                            {
+                                if delta > 0 {
+                                    rows.entry(
+                                        sequence,
+                                        &mut entry_index,
+                                        asset,
+                                        counter.into(),
+                                        user_account,
+                                        delta.unsigned_abs(),
+                                        code,
+                                    );
+                                } else if delta < 0 {
+                                    rows.entry(
+                                        sequence,
+                                        &mut entry_index,
+                                        asset,
+                                        user_account,
+                                        counter.into(),
+                                        delta.unsigned_abs(),
+                                        code,
+                                    );
+                                }
+                            }
+                        }
+                        rows.balances.insert(key, (available, locked));
+                        rows.balance_sequence.insert(key, command.sequence);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    fn change(&mut self, order: u64, sequence: u64, timestamp_ns: u64) -> &mut OrderChange {
+        let index = *self.change_index.entry(order).or_insert_with(|| {
+            self.changes.push((order, OrderChange::default()));
+            self.changes.len() - 1
+        });
+        let change = &mut self.changes[index].1;
+        change.sequence = sequence;
+        change.timestamp_ns = timestamp_ns;
+        change
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn entry(
+        &mut self,
+        sequence: i64,
+        index: &mut i32,
+        asset: u32,
+        debit: String,
+        credit: String,
+        amount: u128,
+        reason: i16,
+    ) {
+        self.l_sequence.push(sequence);
+        self.l_index.push(*index);
+        *index += 1;
+        self.l_asset.push(asset as i32);
+        self.l_debit.push(debit);
+        self.l_credit.push(credit);
+        self.l_amount.push(amount.to_string());
+        self.l_reason.push(reason);
+    }
+
+    /// Writes the batch and the progress in one transaction.
+    async fn apply(&mut self, connection: &mut PgConnection, expected: u64, last: u64) -> Result<(), SinkError> {
+        let mut tx = connection.begin().await.map_err(db)?;
+        let progress: i64 = sqlx::query_scalar("SELECT last_sequence FROM sink_progress WHERE sink = $1 FOR UPDATE")
+            .bind(SINK)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        if progress as u64 != expected {
+            return Err(db(format!("sink_progress is {progress}, expected {expected}: another writer? reloading")));
+        }
+        if !self.users.is_empty() {
+            sqlx::query(
+                "INSERT INTO users (user_id, first_sequence) SELECT * FROM UNNEST($1::bigint[], $2::bigint[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.users)
+            .bind(&self.user_first)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if !self.o_id.is_empty() {
+            sqlx::query(
+                "INSERT INTO orders (order_id, user_id, market_id, client_order_id, side, order_type, time_in_force,
+                     self_trade_prevention, post_only, price_ticks, quantity_lots, quote_quantity, filled_lots,
+                     remaining_lots, status, created_sequence, updated_sequence, created_ns, updated_ns)
+                 SELECT o.id, o.user_id, o.market, o.client::numeric, o.side, o.type, o.tif, o.stp, o.post,
+                     o.price::numeric, o.quantity::numeric, o.quote::numeric, 0, o.quantity::numeric, 'new',
+                     o.seq, o.seq, o.ns, o.ns
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::int[], $4::text[], $5::smallint[], $6::smallint[],
+                     $7::smallint[], $8::smallint[], $9::bool[], $10::text[], $11::text[], $12::text[],
+                     $13::bigint[], $14::bigint[])
+                     AS o(id, user_id, market, client, side, type, tif, stp, post, price, quantity, quote, seq, ns)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.o_id)
+            .bind(&self.o_user)
+            .bind(&self.o_market)
+            .bind(&self.o_client)
+            .bind(&self.o_side)
+            .bind(&self.o_type)
+            .bind(&self.o_tif)
+            .bind(&self.o_stp)
+            .bind(&self.o_post)
+            .bind(&self.o_price)
+            .bind(&self.o_quantity)
+            .bind(&self.o_quote)
+            .bind(&self.o_sequence)
+            .bind(&self.o_ns)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if !self.changes.is_empty() {
+            let mut ids = Vec::with_capacity(self.changes.len());
+            let mut statuses = Vec::with_capacity(self.changes.len());
+            let mut remaining = Vec::with_capacity(self.changes.len());
+            let mut prices = Vec::with_capacity(self.changes.len());
+            let mut quantities = Vec::with_capacity(self.changes.len());
+            let mut filled = Vec::with_capacity(self.changes.len());
+            let mut sequences = Vec::with_capacity(self.changes.len());
+            let mut times = Vec::with_capacity(self.changes.len());
+            for (order, change) in &self.changes {
+                ids.push(signed(*order)?);
+                statuses.push(change.status.map(str::to_string));
+                remaining.push(change.remaining.map(|v| v.to_string()));
+                prices.push(change.price.map(|v| v.to_string()));
+                quantities.push(change.quantity.map(|v| v.to_string()));
+                filled.push(change.filled_delta.to_string());
+                sequences.push(signed(change.sequence)?);
+                times.push(change.timestamp_ns as i64);
+            }
+            sqlx::query(
+                "UPDATE orders o SET status = COALESCE(u.status, o.status),
+                     remaining_lots = COALESCE(u.remaining::numeric, o.remaining_lots),
+                     price_ticks = COALESCE(u.price::numeric, o.price_ticks),
+                     quantity_lots = COALESCE(u.quantity::numeric, o.quantity_lots),
+                     filled_lots = o.filled_lots + u.filled::numeric,
+                     updated_sequence = u.seq, updated_ns = u.ns
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                     $8::bigint[]) AS u(id, status, remaining, price, quantity, filled, seq, ns)
+                 WHERE o.order_id = u.id",
+            )
+            .bind(&ids)
+            .bind(&statuses)
+            .bind(&remaining)
+            .bind(&prices)
+            .bind(&quantities)
+            .bind(&filled)
+            .bind(&sequences)
+            .bind(&times)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if !self.e_sequence.is_empty() {
+            sqlx::query(
+                "INSERT INTO order_events (sequence, event_index, kind, user_id, market_id, order_id, timestamp_ns,
+                     details)
+                 SELECT e.seq, e.idx, e.kind, e.user_id, e.market, e.order_id, e.ns, e.details::jsonb
+                 FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::bigint[],
+                     $7::bigint[], $8::text[]) AS e(seq, idx, kind, user_id, market, order_id, ns, details)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.e_sequence)
+            .bind(&self.e_index)
+            .bind(&self.e_kind)
+            .bind(&self.e_user)
+            .bind(&self.e_market)
+            .bind(&self.e_order)
+            .bind(&self.e_ns)
+            .bind(&self.e_details)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if !self.t_id.is_empty() {
+            sqlx::query(
+                "INSERT INTO trades (market_id, trade_id, sequence, timestamp_ns, price_ticks, quantity_lots,
+                     quote_amount, taker_side, maker_user_id, maker_order_id, maker_fee, taker_user_id,
+                     taker_order_id, taker_fee)
+                 SELECT t.market, t.id, t.seq, t.ns, t.price::numeric, t.quantity::numeric, t.quote::numeric,
+                     t.side, t.maker, t.maker_order, t.maker_fee::numeric, t.taker, t.taker_order,
+                     t.taker_fee::numeric
+                 FROM UNNEST($1::int[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[],
+                     $7::text[], $8::smallint[], $9::bigint[], $10::bigint[], $11::text[], $12::bigint[],
+                     $13::bigint[], $14::text[])
+                     AS t(market, id, seq, ns, price, quantity, quote, side, maker, maker_order, maker_fee, taker,
+                         taker_order, taker_fee)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.t_market)
+            .bind(&self.t_id)
+            .bind(&self.t_sequence)
+            .bind(&self.t_ns)
+            .bind(&self.t_price)
+            .bind(&self.t_quantity)
+            .bind(&self.t_quote)
+            .bind(&self.t_side)
+            .bind(&self.t_maker)
+            .bind(&self.t_maker_order)
+            .bind(&self.t_maker_fee)
+            .bind(&self.t_taker)
+            .bind(&self.t_taker_order)
+            .bind(&self.t_taker_fee)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if !self.l_sequence.is_empty() {
+            sqlx::query(
+                "INSERT INTO ledger_entries (sequence, entry_index, asset_id, debit_account, credit_account, amount,
+                     reason)
+                 SELECT l.seq, l.idx, l.asset, l.debit, l.credit, l.amount::numeric, l.reason
+                 FROM UNNEST($1::bigint[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[], $7::smallint[])
+                     AS l(seq, idx, asset, debit, credit, amount, reason)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.l_sequence)
+            .bind(&self.l_index)
+            .bind(&self.l_asset)
+            .bind(&self.l_debit)
+            .bind(&self.l_credit)
+            .bind(&self.l_amount)
+            .bind(&self.l_reason)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if !self.balances.is_empty() {
+            let mut users = Vec::with_capacity(self.balances.len());
+            let mut assets = Vec::with_capacity(self.balances.len());
+            let mut available = Vec::with_capacity(self.balances.len());
+            let mut locked = Vec::with_capacity(self.balances.len());
+            let mut sequences = Vec::with_capacity(self.balances.len());
+            for (key, (a, l)) in &self.balances {
+                users.push(signed(key.0)?);
+                assets.push(key.1 as i32);
+                available.push(a.to_string());
+                locked.push(l.to_string());
+                sequences.push(signed(self.balance_sequence.get(key).copied().unwrap_or(last))?);
+            }
+            sqlx::query(
+                "INSERT INTO balances (user_id, asset_id, available, locked, sequence)
+                 SELECT b.user_id, b.asset, b.available::numeric, b.locked::numeric, b.seq
+                 FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bigint[])
+                     AS b(user_id, asset, available, locked, seq)
+                 ON CONFLICT (user_id, asset_id) DO UPDATE SET available = EXCLUDED.available,
+                     locked = EXCLUDED.locked, sequence = EXCLUDED.sequence",
+            )
+            .bind(&users)
+            .bind(&assets)
+            .bind(&available)
+            .bind(&locked)
+            .bind(&sequences)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        sqlx::query("UPDATE sink_progress SET last_sequence = $2, updated_at = now() WHERE sink = $1")
+            .bind(SINK)
+            .bind(signed(last)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// Rows this batch inserts or updates (for throughput figures).
+    fn row_count(&self) -> usize {
+        self.users.len()
+            + self.o_id.len()
+            + self.changes.len()
+            + self.e_sequence.len()
+            + self.t_id.len()
+            + self.l_sequence.len()
+            + self.balances.len()
+    }
+}
+
+/// Rows a batch of commands turns into (for throughput figures).
+///
+/// # Errors
+/// An id beyond `BIGINT`.
+pub fn rows_of(commands: &[CommandEvents], engine_config: &EngineConfig) -> Result<usize, SinkError> {
+    let quote = engine_config.markets.iter().map(|m| (m.id.get(), m.quote.get())).collect();
+    Ok(Rows::build(commands, &HashMap::new(), &quote)?.row_count())
+}
+
+/// A trade as the history API returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillRecord {
+    /// Market.
+    pub market_id: u32,
+    /// Trade id (per market).
+    pub trade_id: u64,
+    /// Engine sequence of the command that traded.
+    pub sequence: u64,
+    /// Time of the command.
+    pub timestamp_ns: u64,
+    /// Price, ticks.
+    pub price_ticks: u64,
+    /// Quantity, lots.
+    pub quantity_lots: u64,
+    /// Notional, quote minor units.
+    pub quote_amount: u64,
+    /// This user's order.
+    pub order_id: u64,
+    /// This user's side: 1 bid, 2 ask.
+    pub side: u8,
+    /// Whether this user was the maker.
+    pub is_maker: bool,
+    /// This user's fee, quote minor units.
+    pub fee: u64,
+}
+
+/// An order as the history API returns it (its latest state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord {
+    /// Exchange order id.
+    pub order_id: u64,
+    /// Market.
+    pub market_id: u32,
+    /// Client order id.
+    pub client_order_id: u64,
+    /// 1 bid, 2 ask.
+    pub side: u8,
+    /// 1 limit, 2 market.
+    pub order_type: u8,
+    /// Limit price, ticks.
+    pub price_ticks: u64,
+    /// Quantity, lots.
+    pub quantity_lots: u64,
+    /// Filled, lots.
+    pub filled_lots: u64,
+    /// `new`, `partially_filled`, `filled`, `canceled` or `expired`.
+    pub status: String,
+    /// Time of the command that created it.
+    pub created_ns: u64,
+    /// Time of the last change.
+    pub updated_ns: u64,
+}
+
+/// Read-only queries over the sink's tables (for the REST history endpoints).
+#[derive(Debug, Clone)]
+pub struct Queries {
+    pool: PgPool,
+}
+
+impl Queries {
+    /// Connects a small pool.
+    ///
+    /// # Errors
+    /// Bad URL or the database is unreachable.
+    pub async fn connect(url: &str) -> Result<Self, SinkError> {
+        let pool = PgPoolOptions::new().max_connections(4).connect(url).await.map_err(db)?;
+        Ok(Self { pool })
+    }
+
+    /// A user's fills, newest first, optionally on one market; `before_sequence` pages back.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn fills(
+        &self,
+        user_id: u64,
+        market_id: Option<u32>,
+        before_sequence: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<FillRecord>, SinkError> {
+        let rows = sqlx::query(
+            "SELECT market_id, trade_id, sequence, timestamp_ns, price_ticks::text, quantity_lots::text,
+                 quote_amount::text, maker_user_id, maker_order_id, maker_fee::text, taker_user_id, taker_order_id,
+                 taker_fee::text, taker_side
+             FROM trades
+             WHERE (maker_user_id = $1 OR taker_user_id = $1) AND ($2::int IS NULL OR market_id = $2)
+                 AND ($3::bigint IS NULL OR sequence < $3)
+             ORDER BY sequence DESC, trade_id DESC LIMIT $4",
+        )
+        .bind(signed(user_id)?)
+        .bind(market_id.map(|m| m as i32))
+        .bind(before_sequence.map(signed).transpose()?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut fills = Vec::with_capacity(rows.len());
+        for row in rows {
+            let maker: i64 = row.get(7);
+            let taker: i64 = row.get(10);
+            let taker_side: i16 = row.get(13);
+            // A self-trade lists the taker side.
+            let is_maker = maker as u64 == user_id && taker as u64 != user_id;
+            let (order, fee, side) = if is_maker {
+                (row.get::<i64, _>(8), row.get::<String, _>(9), if taker_side == 1 { 2 } else { 1 })
+            } else {
+                (row.get::<i64, _>(11), row.get::<String, _>(12), taker_side as u8)
+            };
+            fills.push(FillRecord {
+                market_id: row.get::<i32, _>(0) as u32,
+                trade_id: row.get::<i64, _>(1) as u64,
+                sequence: row.get::<i64, _>(2) as u64,
+                timestamp_ns: row.get::<i64, _>(3) as u64,
+                price_ticks: parse(&row.get::<String, _>(4))?,
+                quantity_lots: parse(&row.get::<String, _>(5))?,
+                quote_amount: parse(&row.get::<String, _>(6))?,
+                order_id: order as u64,
+                side,
+                is_maker,
+                fee: parse(&fee)?,
+            });
+        }
+        Ok(fills)
+    }
+
+    /// A user's orders (latest state), newest first, optionally on one market; `before_order_id`
+    /// pages back.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn orders(
+        &self,
+        user_id: u64,
+        market_id: Option<u32>,
+        before_order_id: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<OrderRecord>, SinkError> {
+        let rows = sqlx::query(
+            "SELECT order_id, market_id, client_order_id::text, side, order_type, price_ticks::text,
+                 quantity_lots::text, filled_lots::text, status, created_ns, updated_ns
+             FROM orders
+             WHERE user_id = $1 AND ($2::int IS NULL OR market_id = $2) AND ($3::bigint IS NULL OR order_id < $3)
+             ORDER BY order_id DESC LIMIT $4",
+        )
+        .bind(signed(user_id)?)
+        .bind(market_id.map(|m| m as i32))
+        .bind(before_order_id.map(signed).transpose()?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut orders = Vec::with_capacity(rows.len());
+        for row in rows {
+            orders.push(OrderRecord {
+                order_id: row.get::<i64, _>(0) as u64,
+                market_id: row.get::<i32, _>(1) as u32,
+                client_order_id: parse(&row.get::<String, _>(2))?,
+                side: row.get::<i16, _>(3) as u8,
+                order_type: row.get::<i16, _>(4) as u8,
+                price_ticks: parse(&row.get::<String, _>(5))?,
+                quantity_lots: parse(&row.get::<String, _>(6))?,
+                filled_lots: parse(&row.get::<String, _>(7))?,
+                status: row.get(8),
+                created_ns: row.get::<i64, _>(9) as u64,
+                updated_ns: row.get::<i64, _>(10) as u64,
+            });
+        }
+        Ok(orders)
+    }
+
+    /// A user's balances: (asset id, available, locked).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn balances(&self, user_id: u64) -> Result<Vec<(u32, u64, u64)>, SinkError> {
+        let rows = sqlx::query(
+            "SELECT asset_id, available::text, locked::text FROM balances WHERE user_id = $1 ORDER BY asset_id",
+        )
+        .bind(signed(user_id)?)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok((row.get::<i32, _>(0) as u32, parse(&row.get::<String, _>(1))?, parse(&row.get::<String, _>(2))?))
+            })
+            .collect()
+    }
+
+    /// The last sequence the Postgres sink applied.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn progress(&self) -> Result<u64, SinkError> {
+        let value: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM sink_progress WHERE sink = $1")
+            .bind(SINK)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(value.unwrap_or(0) as u64)
+    }
+
+    /// The underlying pool (for ad-hoc queries in tests and tools).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}

@@ -6,7 +6,7 @@
 //! Covers subscribe / unsubscribe and error frames (with a healthy neighbour unaffected), the
 //! fields of every public stream, private streams (signatures, JWT, isolation between users),
 //! gap-free depth ids and the REST-snapshot + diffs rebuild against the engine's book (also for
-//! the conflated stream), lagging connections (resync with a snapshot, or disconnect), the
+//! the conflated stream), the AMM pool stream, lagging connections (resync with a snapshot, or disconnect), the
 //! ping / pong timeout, and the connection limits.
 
 use axum::Router;
@@ -70,10 +70,10 @@ struct Harness {
 }
 
 impl Harness {
-    /// Users 1..=3 with 10 BTC and 1,000,000 USDC each; with `run_engine` false nothing but the
+    /// Users 1..=3 with 10 BTC and 1,000,000 USDC each (pools beside ETH_USDC and SOL_USDC); with `run_engine` false nothing but the
     /// test publishes to the egress ring.
     async fn start(ws: WsConfig, publisher_config: PublisherConfig, run_engine: bool) -> Self {
-        let mut config = EngineConfig::sample();
+        let mut config = EngineConfig::sample_with_pools();
         config.limits.orders_per_market_max = 1 << 16;
         let mut engine = Engine::new(&config).unwrap();
         let mut mirror = Engine::new(&config).unwrap();
@@ -386,6 +386,54 @@ async fn every_public_stream_has_its_fields() {
         assert_eq!(kline["c"], "64000.0");
     }
     assert_eq!(seen["kline.1m.BTC_USDC"]["T"].as_u64().unwrap() - seen["kline.1m.BTC_USDC"]["t"].as_u64().unwrap(), 60);
+}
+
+/// `amm.<symbol>`: a real client subscribes, liquidity and a swap executed by the engine show up
+/// with the mirror engine's amounts and reserves and without the users; a market without a pool
+/// is an error frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_events_stream_to_subscribers() {
+    let mut h = Harness::start(WsConfig::default(), PublisherConfig::default(), true).await;
+    let mut client = h.connect().await;
+    let (answer, _) = request(&mut client, json!({"method": "SUBSCRIBE", "params": ["amm.BTC_USDC"]}), 1).await;
+    assert_eq!(error_code(&answer), 4001, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("No AMM pool"), "{answer}");
+    subscribe(&mut client, &["amm.SOL_USDC"], 2).await;
+    h.submit(commands::deposit(1, 3, 100_000_000_000));
+    h.submit(commands::deposit(2, 3, 100_000_000_000));
+    h.submit(commands::add_liquidity(1, 3, 10_000_000_000, 20_000_000));
+    let swapped = h.submit(commands::swap(2, 3, Side::Bid, codec::SwapMode::ExactOut, 1_000_000_000, 0));
+    h.settle().await;
+    let Event::SwapExecuted(swap) = swapped[0] else { panic!("{swapped:?}") };
+
+    let added = recv(&mut client).await;
+    assert_eq!(added["stream"], "amm.SOL_USDC");
+    let data = &added["data"];
+    assert_eq!((data["e"].as_str(), data["s"].as_str()), (Some("liquidityAdded"), Some("SOL_USDC")));
+    assert_eq!(
+        (data["x"].as_str(), data["y"].as_str(), data["L"].as_str()),
+        (Some("10"), Some("20"), Some("447213595"))
+    );
+    let frame = recv(&mut client).await;
+    assert_eq!(frame["stream"], "amm.SOL_USDC");
+    let data = &frame["data"];
+    assert_eq!((data["e"].as_str(), data["S"].as_str()), (Some("swap"), Some("Bid")));
+    let usdc = |units: u64| marketdata::format::format_trimmed(u128::from(units), 6);
+    let sol = |units: u64| marketdata::format::format_trimmed(u128::from(units), 9);
+    assert_eq!(data["i"].as_str(), Some(&*usdc(swap.amount_in.get())));
+    assert_eq!(
+        (data["i"].as_str(), data["o"].as_str(), data["f"].as_str()),
+        (Some("2.22891"), Some("1"), Some("0.006687"))
+    );
+    assert_eq!(data["x"].as_str(), Some(&*sol(swap.base_reserve.get())));
+    assert_eq!(data["y"].as_str(), Some(&*usdc(swap.quote_reserve.get())));
+    let pool = h.mirror.pool(codec::MarketId::new(3)).unwrap();
+    assert_eq!((data["x"].as_str(), data["L"].as_str()), (Some("9"), Some(&*pool.total_shares.to_string())));
+    assert_eq!(data["T"].as_u64(), Some(swap.timestamp_ns.get() / 1_000));
+    assert!(data["E"].is_u64());
+    for forbidden in ["u", "U", "user", "userId", "c"] {
+        assert!(data.get(forbidden).is_none(), "no user on the public stream: {frame}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -286,6 +286,8 @@ pub struct Publisher {
     /// Asset symbol and decimals, by asset id.
     assets: Vec<(String, u8)>,
     symbols: HashMap<String, MarketId>,
+    /// Markets with an AMM pool (the only ones with an `amm.<symbol>` stream).
+    pools: Vec<MarketId>,
     registry: RwLock<HashMap<StreamKey, Slot>>,
     feed: Mutex<FeedState>,
     stats: PublisherStats,
@@ -375,6 +377,7 @@ impl Publisher {
         let assets: Vec<(String, u8)> = engine.assets.iter().map(|a| (a.symbol.clone(), a.decimals)).collect();
         assert!(markets.iter().all(|m| json_safe(&m.symbol)) && assets.iter().all(|a| json_safe(&a.0)));
         let symbols = engine.markets.iter().map(|m| (m.symbol.clone(), m.id)).collect();
+        let pools = engine.pools.iter().map(|pool| pool.market_id).collect();
         let feed = FeedState {
             markets: markets.iter().map(|_| MarketFeed::default()).collect(),
             orders: HashMap::new(),
@@ -386,6 +389,7 @@ impl Publisher {
             markets,
             assets,
             symbols,
+            pools,
             registry: RwLock::new(HashMap::new()),
             feed: Mutex::new(feed),
             stats: PublisherStats::default(),
@@ -459,7 +463,7 @@ impl Publisher {
     /// # Errors
     /// A message saying what is wrong with the name.
     pub fn parse(&self, name: &str) -> Result<StreamSpec, String> {
-        stream::parse(name, |symbol| self.symbols.get(symbol).copied())
+        stream::parse(name, |symbol| self.symbols.get(symbol).copied(), |market| self.pools.contains(&market))
     }
 
     /// The canonical name of a stream.
@@ -636,6 +640,9 @@ impl Publisher {
                     self.publish_order(replaced.user_id, replaced.order_id, &info, &order_event, now);
                 }
                 Event::BalanceUpdate(update) => self.publish_balance(update, now),
+                Event::LiquidityAdded(_) | Event::LiquidityRemoved(_) | Event::SwapExecuted(_) => {
+                    self.publish_pool(event, now);
+                }
                 _ => {}
             }
         }
@@ -887,6 +894,52 @@ impl Publisher {
             frame.str("f", &crate::format::format_trimmed(u128::from(update.available.get()), *decimals));
             frame.str("l", &crate::format::format_trimmed(u128::from(update.locked.get()), *decimals));
             frame.str("r", reason).int("T", update.timestamp_ns.get() / 1_000);
+            frame.finish()
+        });
+    }
+
+    /// One frame of `amm.<symbol>` for a pool event. Public: who provided or swapped is left out
+    /// (no user ids), as `trade.<symbol>` names orders, not users.
+    fn publish_pool(&self, event: &Event, now: u64) {
+        let (market, timestamp_ns, base_reserve, quote_reserve) = match event {
+            Event::LiquidityAdded(e) => (e.market_id, e.timestamp_ns, e.base_reserve, e.quote_reserve),
+            Event::LiquidityRemoved(e) => (e.market_id, e.timestamp_ns, e.base_reserve, e.quote_reserve),
+            Event::SwapExecuted(e) => (e.market_id, e.timestamp_ns, e.base_reserve, e.quote_reserve),
+            _ => return,
+        };
+        let Some((_, meta)) = self.market(market) else { return };
+        let (base, quote) = (meta.format.base_decimals, meta.format.quote_decimals);
+        let amount =
+            |value: codec::Amount, decimals: u8| crate::format::format_trimmed(u128::from(value.get()), decimals);
+        self.publish(StreamKey::Amm(market), |name| {
+            let (kind, total_shares) = match event {
+                Event::LiquidityAdded(e) => ("liquidityAdded", e.total_shares.get()),
+                Event::LiquidityRemoved(e) => ("liquidityRemoved", e.total_shares.get()),
+                // A swap leaves the shares as they are; the view already applied the command (at
+                // most one pool event per command), so its total is the one after this swap.
+                _ => ("swap", self.view.pools().pool(market).map_or(0, |pool| pool.total_shares)),
+            };
+            let mut frame = Frame::new(name, kind, now);
+            frame.str("s", &meta.symbol);
+            match event {
+                Event::LiquidityAdded(codec::LiquidityAdded { base_amount, quote_amount, shares, .. })
+                | Event::LiquidityRemoved(codec::LiquidityRemoved { base_amount, quote_amount, shares, .. }) => {
+                    frame.str("b", &amount(*base_amount, base)).str("q", &amount(*quote_amount, quote));
+                    frame.str("n", &shares.get().to_string());
+                }
+                Event::SwapExecuted(swap) => {
+                    let side = swap.side.get().unwrap_or(Side::Bid);
+                    let (decimals_in, decimals_out) = if side == Side::Bid { (quote, base) } else { (base, quote) };
+                    frame.str("S", side_name(side));
+                    frame
+                        .str("i", &amount(swap.amount_in, decimals_in))
+                        .str("o", &amount(swap.amount_out, decimals_out));
+                    frame.str("f", &amount(swap.fee, decimals_in));
+                }
+                _ => {}
+            }
+            frame.str("x", &amount(base_reserve, base)).str("y", &amount(quote_reserve, quote));
+            frame.str("L", &total_shares.to_string()).int("T", timestamp_ns.get() / 1_000);
             frame.finish()
         });
     }

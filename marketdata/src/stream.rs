@@ -61,6 +61,8 @@ pub enum StreamKey {
     Ticker(MarketId),
     /// `kline.<interval>.<symbol>`.
     Kline(MarketId, KlineInterval),
+    /// `amm.<symbol>`: the events of the market's AMM pool (no user ids).
+    Amm(MarketId),
     /// `account.orderUpdate` (all markets) or `account.orderUpdate.<symbol>` of one user.
     OrderUpdate(UserId, Option<MarketId>),
     /// `account.balanceUpdate` of one user.
@@ -105,8 +107,13 @@ impl StreamSpec {
     }
 }
 
-/// Parses a stream name with `market` resolving a symbol. The error says what is wrong.
-pub(crate) fn parse(name: &str, market: impl Fn(&str) -> Option<MarketId>) -> Result<StreamSpec, String> {
+/// Parses a stream name with `market` resolving a symbol and `has_pool` telling whether a market
+/// has an AMM pool (`amm.<symbol>` needs one). The error says what is wrong.
+pub(crate) fn parse(
+    name: &str,
+    market: impl Fn(&str) -> Option<MarketId>,
+    has_pool: impl Fn(MarketId) -> bool,
+) -> Result<StreamSpec, String> {
     let symbol = |text: &str| market(text).ok_or_else(|| format!("Unknown symbol in stream {name}: {text}"));
     let mut parts = name.splitn(3, '.');
     let kind = parts.next().unwrap_or_default();
@@ -130,6 +137,13 @@ pub(crate) fn parse(name: &str, market: impl Fn(&str) -> Option<MarketId>) -> Re
                 KlineInterval::parse(interval).ok_or_else(|| format!("Invalid kline interval in stream {name}"))?;
             StreamKey::Kline(symbol(sym)?, interval)
         }
+        ("amm", Some(sym), None) => {
+            let market = symbol(sym)?;
+            if !has_pool(market) {
+                return Err(format!("No AMM pool for market in stream {name}: {sym}"));
+            }
+            StreamKey::Amm(market)
+        }
         _ => return Err(format!("Unknown stream: {name}")),
     };
     Ok(StreamSpec::Public(key))
@@ -144,6 +158,7 @@ pub(crate) fn name(key: &StreamKey, symbol: impl Fn(MarketId) -> String) -> Stri
         StreamKey::BookTicker(m) => format!("bookTicker.{}", symbol(*m)),
         StreamKey::Ticker(m) => format!("ticker.{}", symbol(*m)),
         StreamKey::Kline(m, interval) => format!("kline.{}.{}", interval.name(), symbol(*m)),
+        StreamKey::Amm(m) => format!("amm.{}", symbol(*m)),
         StreamKey::OrderUpdate(_, None) => "account.orderUpdate".into(),
         StreamKey::OrderUpdate(_, Some(m)) => format!("account.orderUpdate.{}", symbol(*m)),
         StreamKey::BalanceUpdate(_) => "account.balanceUpdate".into(),
@@ -154,24 +169,41 @@ pub(crate) fn name(key: &StreamKey, symbol: impl Fn(MarketId) -> String) -> Stri
 mod tests {
     use super::*;
 
+    /// SOL_USDC (3) has a pool, BTC_USDC (1) has none.
+    fn market(text: &str) -> Option<MarketId> {
+        match text {
+            "SOL_USDC" => Some(MarketId::new(3)),
+            "BTC_USDC" => Some(MarketId::new(1)),
+            _ => None,
+        }
+    }
+
+    fn has_pool(market: MarketId) -> bool {
+        market == MarketId::new(3)
+    }
+
+    fn symbol(market: MarketId) -> String {
+        if market == MarketId::new(3) { "SOL_USDC" } else { "BTC_USDC" }.to_string()
+    }
+
     proptest::proptest! {
         /// Any text: never a panic; whatever parses is named back to a name that parses to the
         /// same stream.
         #[test]
-        fn parser_is_total(text in "(depth|trade|bookTicker|ticker|kline|account|[a-z]{0,6})(\\.(SOL_USDC|200ms|1000ms|1m|1month|orderUpdate|balanceUpdate|[A-Za-z0-9_]{0,10})){0,3}|\\PC{0,40}") {
-            let market = |s: &str| (s == "SOL_USDC").then_some(MarketId::new(3));
-            if let Ok(spec) = parse(&text, market) {
+        fn parser_is_total(text in "(depth|trade|bookTicker|ticker|kline|account|amm|[a-z]{0,6})(\\.(SOL_USDC|BTC_USDC|200ms|1000ms|1m|1month|orderUpdate|balanceUpdate|[A-Za-z0-9_]{0,10})){0,3}|\\PC{0,40}") {
+            if let Ok(spec) = parse(&text, market, has_pool) {
                 let key = spec.key(Some(UserId::new(1))).unwrap();
-                let name = name(&key, |_| "SOL_USDC".to_string());
-                proptest::prop_assert_eq!(parse(&name, market), Ok(spec));
+                if let StreamKey::Amm(pool_market) = key {
+                    proptest::prop_assert!(has_pool(pool_market), "amm stream of a market without a pool");
+                }
+                let name = name(&key, symbol);
+                proptest::prop_assert_eq!(parse(&name, market, has_pool), Ok(spec));
             }
         }
     }
 
     #[test]
     fn names_round_trip() {
-        let market = |s: &str| (s == "SOL_USDC").then_some(MarketId::new(3));
-        let symbol = |_| "SOL_USDC".to_string();
         for text in [
             "depth.SOL_USDC",
             "depth.200ms.SOL_USDC",
@@ -185,8 +217,10 @@ mod tests {
             "account.orderUpdate",
             "account.orderUpdate.SOL_USDC",
             "account.balanceUpdate",
+            "amm.SOL_USDC",
+            "trade.BTC_USDC",
         ] {
-            let spec = parse(text, market).unwrap();
+            let spec = parse(text, market, has_pool).unwrap();
             let key = spec.key(Some(UserId::new(7))).unwrap();
             assert_eq!(name(&key, symbol), text);
             assert_eq!(spec.is_private(), text.starts_with("account."));
@@ -202,8 +236,14 @@ mod tests {
             "account.orders",
             "ticker",
             "account.orderUpdate.NOPE",
+            "amm",
+            "amm.NOPE",
+            "amm.SOL_USDC.x",
+            "amm.200ms.SOL_USDC",
         ] {
-            assert!(parse(bad, market).is_err(), "{bad}");
+            assert!(parse(bad, market, has_pool).is_err(), "{bad}");
         }
+        let no_pool = parse("amm.BTC_USDC", market, has_pool).unwrap_err();
+        assert!(no_pool.contains("No AMM pool"), "{no_pool}");
     }
 }

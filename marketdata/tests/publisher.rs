@@ -1,7 +1,7 @@
 //! The publisher without sockets: encode once (one buffer shared by every subscriber), nothing
 //! encoded for streams without subscribers, gap-free depth ids, lag handling (resync with a
-//! snapshot that continues gap-free, disconnect policy, too many resyncs), conflated depth, and
-//! private streams filed per user.
+//! snapshot that continues gap-free, disconnect policy, too many resyncs), conflated depth,
+//! private streams filed per user, and the AMM pool stream.
 
 use bytes::Bytes;
 use codec::*;
@@ -244,4 +244,114 @@ async fn private_streams_are_filed_per_user() {
     let his = frames(&bob).await;
     assert_eq!(json(&his[0])["stream"], "account.orderUpdate.BTC_USDC");
     assert_eq!(json(&his[0])["data"]["i"], "8");
+}
+
+/// `amm.<symbol>`: one frame per pool event of a real engine, encoded once for every subscriber,
+/// with the reserves after in the assets' decimals, and no user id (the worked example of
+/// docs/amm.md: a 10 SOL × 20 USDC pool, buying 1 SOL costs 2.22891 USDC with the 30 bps fee).
+#[tokio::test]
+async fn pool_events_stream_without_user_ids() {
+    use engine::testkit::commands::*;
+    let config = EngineConfig::sample_with_pools();
+    let publisher = Publisher::new(Arc::new(MarketView::new(&config)), &config, PublisherConfig::default());
+    assert!(publisher.parse("amm.BTC_USDC").unwrap_err().contains("No AMM pool"), "BTC_USDC has no pool");
+    assert!(publisher.parse("amm.NOPE").is_err());
+    let marketdata::StreamSpec::Public(key) = publisher.parse("amm.SOL_USDC").unwrap() else { panic!("public") };
+    assert_eq!(key, StreamKey::Amm(MarketId::new(3)));
+    let (first, second) = (publisher.connect(), publisher.connect());
+    first.subscribe(key).unwrap();
+    second.subscribe(key).unwrap();
+    let other = publisher.connect();
+    other.subscribe(StreamKey::Amm(MarketId::new(2))).unwrap();
+
+    let mut engine = engine::Engine::new(&config).unwrap();
+    let mut sequence = 0;
+    let mut run = |command: Command| {
+        sequence += 1;
+        let mut events = Vec::new();
+        engine.execute(engine::CommandContext::new(sequence, sequence), &command, &mut events);
+        publisher.on_command(&events);
+        events
+    };
+    for user in 1..=2 {
+        run(deposit(user, 1, 1_000_000_000));
+        run(deposit(user, 3, 100_000_000_000));
+    }
+    assert_eq!(publisher.stats().frames_encoded.load(Ordering::Relaxed), 0, "deposits are no pool events");
+    run(add_liquidity(1, 3, 10_000_000_000, 20_000_000));
+    run(swap(2, 3, Side::Bid, SwapMode::ExactOut, 1_000_000_000, 0));
+    let sold = run(swap(2, 3, Side::Ask, SwapMode::ExactIn, 500_000_000, 0));
+    let Event::SwapExecuted(sold) = sold[0] else { panic!("{sold:?}") };
+    run(remove_liquidity(1, 3, 447_212_595));
+    assert_eq!(publisher.stats().frames_encoded.load(Ordering::Relaxed), 4, "once per event");
+    assert_eq!(publisher.stats().frames_queued.load(Ordering::Relaxed), 8);
+
+    let frames_first = frames(&first).await;
+    let frames_second = frames(&second).await;
+    assert_eq!(frames_first.len(), 4);
+    for (a, b) in frames_first.iter().zip(&frames_second) {
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the same buffer for both subscribers");
+    }
+    let data: Vec<Value> = frames_first
+        .iter()
+        .map(|frame| {
+            let value = json(frame);
+            assert_eq!(value["stream"], "amm.SOL_USDC");
+            value["data"].clone()
+        })
+        .collect();
+    let keys = |data: &Value| data.as_object().unwrap().keys().cloned().collect::<Vec<_>>().join(",");
+    let sorted = |mut list: Vec<&str>| {
+        list.sort_unstable();
+        list.join(",")
+    };
+    let liquidity_keys = sorted(vec!["e", "E", "s", "b", "q", "n", "x", "y", "L", "T"]);
+    let swap_keys = sorted(vec!["e", "E", "s", "S", "i", "o", "f", "x", "y", "L", "T"]);
+
+    let added = &data[0];
+    assert_eq!(keys(added), liquidity_keys, "no user id: {added}");
+    assert_eq!(added["e"], "liquidityAdded");
+    assert_eq!(added["s"], "SOL_USDC");
+    assert_eq!((added["b"].as_str(), added["q"].as_str()), (Some("10"), Some("20")));
+    assert_eq!(added["n"], "447212595", "√(10¹⁰ · 2·10⁷) − 1000 locked");
+    assert_eq!(
+        (added["x"].as_str(), added["y"].as_str(), added["L"].as_str()),
+        (Some("10"), Some("20"), Some("447213595"))
+    );
+    assert_eq!(added["T"].as_u64(), Some(0), "the test engine's clock: ns → µs");
+    assert!(added["E"].as_u64().unwrap() > 1_700_000_000_000_000);
+
+    let bought = &data[1];
+    assert_eq!(keys(bought), swap_keys, "no user id: {bought}");
+    assert_eq!((bought["e"].as_str(), bought["S"].as_str()), (Some("swap"), Some("Bid")));
+    assert_eq!((bought["i"].as_str(), bought["o"].as_str()), (Some("2.22891"), Some("1")), "USDC in, SOL out");
+    assert_eq!(bought["f"], "0.006687", "in the input asset");
+    assert_eq!((bought["x"].as_str(), bought["y"].as_str()), (Some("9"), Some("22.22891")));
+    assert_eq!(bought["L"], "447213595", "a swap mints nothing");
+
+    let sell = &data[2];
+    assert_eq!(keys(sell), swap_keys);
+    assert_eq!((sell["S"].as_str(), sell["i"].as_str()), (Some("Ask"), Some("0.5")), "SOL in");
+    let usdc = |units: u64| marketdata::format::format_trimmed(u128::from(units), 6);
+    assert_eq!(sell["o"].as_str(), Some(&*usdc(sold.amount_out.get())));
+    assert_eq!(sell["f"], marketdata::format::format_trimmed(u128::from(sold.fee.get()), 9));
+    assert_eq!((sell["x"].as_str(), sell["y"].as_str()), (Some("9.5"), Some(&*usdc(sold.quote_reserve.get()))));
+
+    let removed = &data[3];
+    assert_eq!(keys(removed), liquidity_keys);
+    assert_eq!(
+        (removed["e"].as_str(), removed["n"].as_str(), removed["L"].as_str()),
+        (Some("liquidityRemoved"), Some("447212595"), Some("1000"))
+    );
+    let pool = engine.pool(MarketId::new(3)).unwrap();
+    let view = publisher.view().pools().pool(MarketId::new(3)).unwrap();
+    assert_eq!((view.base_reserve, view.quote_reserve), (pool.base_reserve, pool.quote_reserve));
+    assert_eq!(removed["x"], marketdata::format::format_trimmed(u128::from(pool.base_reserve), 9));
+    assert_eq!(removed["y"], usdc(pool.quote_reserve));
+    assert!(pool.base_reserve > 0 && pool.quote_reserve > 0, "the locked minimum keeps both");
+    assert!(publisher.has_subscribers(&StreamKey::Amm(MarketId::new(2))));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), other.next()).await.is_err(),
+        "nothing on ETH_USDC's pool stream"
+    );
 }

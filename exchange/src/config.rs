@@ -30,6 +30,9 @@ pub struct Config {
     /// API keys (Ed25519 public keys) and the users they act for.
     #[serde(default)]
     pub api_keys: Vec<ApiKeySection>,
+    /// The trading page (docs/web.md).
+    #[serde(default)]
+    pub web: WebSection,
     /// Engine thread settings.
     pub engine: EngineSection,
     /// Journal settings.
@@ -48,6 +51,25 @@ pub struct Config {
 pub struct HttpSection {
     /// Address to listen on, e.g. `127.0.0.1:8080`; port 0 picks a free port.
     pub listen: std::net::SocketAddr,
+}
+
+/// `[web]`: the trading page, served on the HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// Whether to serve the page.
+    pub enabled: bool,
+    /// URL path of the page (`/app`: the page is at `/app/`; `/` redirects browsers there).
+    pub path: String,
+    /// Serve the page's files from this directory instead of the copies embedded in the binary
+    /// (for working on the page without rebuilding).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        Self { enabled: true, path: "/app".into(), dir: None }
+    }
 }
 
 /// `[binary]`.

@@ -1,6 +1,6 @@
 //! The HTTP listener: `/metrics` (Prometheus text), `/health`, and the public and signed REST API
-//! of gateway-json (`/api/v1/...`, docs/rest-api.md). The WebSocket endpoint will be mounted on the
-//! same router.
+//! of gateway-json (`/api/v1/...`, docs/rest-api.md), the trading page (`/app/`, docs/web.md) and,
+//! in demo mode, the test-funds faucet. The WebSocket endpoint will be mounted on the same router.
 
 use crate::metrics::Metrics;
 use crate::runtime::{IngressRing, RuntimeStats};
@@ -31,18 +31,41 @@ pub struct HttpState {
     pub engine_config: Arc<engine::EngineConfig>,
     /// The signed (private) REST API's state (orders and balances).
     pub private_api: gateway_json::PrivateState,
+    /// The trading page, when served (docs/web.md).
+    pub web: Option<crate::web::WebConfig>,
+    /// The demo faucet (`--demo` only).
+    pub faucet: Option<crate::faucet::Faucet>,
 }
 
 /// The router: metrics, health and the public and private REST API.
 pub fn router(state: HttpState) -> Router {
     let public_api = gateway_json::public_router(state.market_view.clone(), state.engine_config.clone());
     let private_api = gateway_json::private_router(state.private_api.clone());
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
-        .with_state(state)
-        .merge(public_api)
-        .merge(private_api)
+    let mut router = Router::new().route("/metrics", get(metrics)).route("/health", get(health));
+    if let Some(web) = &state.web {
+        // Browsers asking for `/` get the page; at merge, the WebSocket handler at `/` answers
+        // non-upgrade requests with `crate::web::root_redirect` instead.
+        let path = web.path.clone();
+        router = router.route(
+            "/",
+            get(move |headers: axum::http::HeaderMap| async move {
+                if crate::web::is_websocket_upgrade(&headers) {
+                    // No WebSocket API on this branch yet.
+                    axum::http::StatusCode::NOT_FOUND.into_response()
+                } else {
+                    crate::web::root_redirect(&path)
+                }
+            }),
+        );
+    }
+    let mut router = router.with_state(state.clone()).merge(public_api).merge(private_api);
+    if let Some(web) = state.web {
+        router = router.merge(crate::web::router(web));
+    }
+    if let Some(faucet) = state.faucet {
+        router = router.merge(faucet.router());
+    }
+    router
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

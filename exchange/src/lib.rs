@@ -4,6 +4,8 @@
 pub mod config;
 pub mod demo;
 pub mod egress;
+pub mod faucet;
 pub mod http;
 pub mod metrics;
 pub mod runtime;
+pub mod web;

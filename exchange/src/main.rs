@@ -348,6 +348,25 @@ fn serve(
     };
 
     let stop = Arc::new(AtomicBool::new(false));
+    let private_api = gateway_json::PrivateState::new(
+        &rest_gateway,
+        credentials.clone(),
+        runtime.ring.clone(),
+        Arc::new(engine_config.clone()),
+    );
+    let web = if config.web.enabled {
+        let path = exchange::web::WebConfig::normalised_path(&config.web.path)?;
+        Some(exchange::web::WebConfig { path, dir: config.web.dir.clone(), demo: args.demo })
+    } else {
+        None
+    };
+    let faucet = args.demo.then(|| {
+        exchange::faucet::Faucet::new(
+            &engine_config,
+            private_api.clone(),
+            exchange::faucet::signed(credentials.clone()),
+        )
+    });
     let router = exchange::http::router(exchange::http::HttpState {
         metrics: runtime.metrics.clone(),
         stats: runtime.stats.clone(),
@@ -356,12 +375,9 @@ fn serve(
         fix: fix_gateway.as_ref().map(|gateway| gateway.stats()),
         market_view,
         engine_config: Arc::new(engine_config.clone()),
-        private_api: gateway_json::PrivateState::new(
-            &rest_gateway,
-            credentials.clone(),
-            runtime.ring.clone(),
-            Arc::new(engine_config.clone()),
-        ),
+        private_api,
+        web,
+        faucet,
     });
     let http_stop = stop.clone();
     http_runtime.spawn(async move {

@@ -84,8 +84,9 @@ impl PrivateState {
         self.symbols.get(symbol).copied().ok_or_else(|| ApiError::bad_request(format!("Market not found: {symbol}")))
     }
 
-    /// Puts a command on the ring and waits for its events.
-    async fn execute(&self, command: Command) -> Result<Vec<Event>, ApiError> {
+    /// Puts a command on the ring and waits for its events (`503` when the ring is full, `504`
+    /// after the timeout). Used by the handlers here and by the exchange's demo faucet.
+    pub async fn execute(&self, command: Command) -> Result<Vec<Event>, ApiError> {
         let (id, receiver) = self.dispatch.register();
         if self.ingress.push(IngressCommand { origin: origin::tag(origin::REST, id), command }).is_err() {
             self.dispatch.forget(id);

@@ -136,7 +136,7 @@ class App {
     this.renderTrades();
     this.renderFormHints();
     this.stream.setStreams([`depth.${symbol}`, `trade.${symbol}`]);
-    await Promise.all([this.snapshot(), this.loadTrades(), this.refreshTicker(), this.refreshChart(), this.refreshAccount()]);
+    await Promise.all([this.snapshot(), this.loadTrades(true), this.refreshTicker(), this.refreshChart(), this.refreshAccount()]);
   }
 
   /** Loads the REST depth snapshot; WebSocket diffs received meanwhile are applied over it. */
@@ -156,19 +156,19 @@ class App {
     }
   }
 
-  async loadTrades() {
+  /** @param {boolean} [initial] the first load for this market (nothing is new then) */
+  async loadTrades(initial = false) {
     const market = this.market;
     if (!market) return;
     try {
       const trades = await api.trades(market.symbol, TRADES_KEPT);
       if (market !== this.market) return;
-      const known = this.trades.length;
       let added = false;
       for (const t of trades) {
         added = this.addTrade({ id: t.id, price: t.price, quantity: t.quantity, timeMs: t.timestamp, takerSide: t.isBuyerMaker ? 'Ask' : 'Bid' }) || added;
       }
       this.renderTrades();
-      if (added && known > 0) {
+      if (added && !initial) {
         this.marketStatsSoon();
         if (this.session) this.refreshAccountSoon();
       }

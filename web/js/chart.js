@@ -26,7 +26,7 @@ export function drawChart(canvas, candles, emptyText) {
   if (!g) return;
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
   const style = getComputedStyle(canvas);
-  const colour = (name, fallback) => style.getPropertyValue(name).trim() || fallback;
+  const colour = (/** @type {string} */ name, /** @type {string} */ fallback) => style.getPropertyValue(name).trim() || fallback;
   const up = colour('--buy', '#1a7f37');
   const down = colour('--sell', '#c62828');
   const ink = colour('--muted', '#666');

@@ -72,7 +72,8 @@ class App {
     /** @type {Session | null} */
     this.session = null;
     this.demo = false;
-    this.snapshotInFlight = false;
+    /** @type {Market | null} the market whose depth snapshot is being fetched */
+    this.snapshotInFlight = null;
     /** @type {ReturnType<typeof setInterval> | undefined} */
     this.poller = undefined;
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -142,8 +143,8 @@ class App {
   /** Loads the REST depth snapshot; WebSocket diffs received meanwhile are applied over it. */
   async snapshot() {
     const market = this.market;
-    if (!market || this.snapshotInFlight) return;
-    this.snapshotInFlight = true;
+    if (!market || this.snapshotInFlight === market) return;
+    this.snapshotInFlight = market;
     try {
       const snapshot = await api.depth(market.symbol);
       if (market !== this.market) return;
@@ -152,7 +153,7 @@ class App {
     } catch (error) {
       $('spread').textContent = `Order book unavailable: ${describe(error)}`;
     } finally {
-      this.snapshotInFlight = false;
+      if (this.snapshotInFlight === market) this.snapshotInFlight = null;
     }
   }
 

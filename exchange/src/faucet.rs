@@ -93,6 +93,10 @@ async fn credit(faucet: &Faucet, headers: &HeaderMap, body: &Bytes) -> Result<Re
                 ),
             });
         }
+        if last.len() >= 10_000 {
+            // Bounded memory: forget claims whose cooldown is over.
+            last.retain(|_, claimed| now.duration_since(*claimed) < COOLDOWN);
+        }
         last.insert(user, now);
     }
     let mut credited = serde_json::Map::new();

@@ -5,7 +5,7 @@ import * as api from './api.js';
 import { ApiError } from './api.js';
 import { Applied, OrderBook } from './book.js';
 import { drawChart, foldTrade } from './chart.js';
-import { decimalsOf, group } from './decimal.js';
+import { decimalsOf, group, multiply } from './decimal.js';
 import { StreamClient } from './ws.js';
 
 /** @typedef {import('./api.js').Market} Market */
@@ -524,6 +524,8 @@ class App {
     const limit = $('type-limit').checked;
     $('price-field').hidden = !limit;
     $('limit-options').hidden = !limit;
+    const total = limit ? multiply($('price').value, $('quantity').value) : null;
+    $('order-total').textContent = total !== null && market ? `Total ${group(total)} ${market.quoteSymbol} before fees` : '';
     const submit = $('order-submit');
     submit.textContent = `${buy ? 'Buy' : 'Sell'} ${market ? market.baseSymbol : ''}`;
     submit.classList.toggle('buy', buy);

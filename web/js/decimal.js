@@ -80,3 +80,20 @@ export function group(text) {
   const grouped = whole.replace(/\B(?=(\d{3})+(?!\d))/g, '\u2009');
   return fraction === undefined ? grouped : `${grouped}.${fraction}`;
 }
+
+/**
+ * The exact product of two decimal strings (e.g. price × quantity), or null if one is not a
+ * plain decimal. Trailing zeros of the fraction are trimmed ("150.000" × "2.00" -> "300").
+ * @param {string} a
+ * @param {string} b
+ * @returns {string | null}
+ */
+export function multiply(a, b) {
+  const da = decimalsOf(a.trim());
+  const db = decimalsOf(b.trim());
+  const x = toUnits(a, da);
+  const y = toUnits(b, db);
+  if (x === null || y === null) return null;
+  const text = fromUnits(x * y, da + db);
+  return text.includes('.') ? text.replace(/\.?0+$/, '') : text;
+}

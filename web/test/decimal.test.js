@@ -1,7 +1,7 @@
 // Unit tests of the page's exact decimal helpers (node --test web/test).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compare, decimalsOf, fromUnits, group, isMultipleOf, toUnits } from '../js/decimal.js';
+import { compare, decimalsOf, fromUnits, group, isMultipleOf, multiply, toUnits } from '../js/decimal.js';
 
 test('decimal strings convert to units exactly and back', () => {
   assert.equal(toUnits('64000.5', 1), 640005n);
@@ -31,4 +31,12 @@ test('comparisons, grid checks and grouping', () => {
   assert.ok(!isMultipleOf('0', '0.01'), 'zero is not a positive multiple');
   assert.equal(group('1234567.891'), '1\u2009234\u2009567.891');
   assert.equal(group('999'), '999');
+});
+
+test('products are exact', () => {
+  assert.equal(multiply('150.000', '2.00'), '300');
+  assert.equal(multiply('64000.5', '0.00120'), '76.8006');
+  assert.equal(multiply('0.1', '0.2'), '0.02', 'no binary floating point');
+  assert.equal(multiply('100', '3'), '300');
+  assert.equal(multiply('1.5', 'x'), null);
 });

@@ -193,6 +193,18 @@ test('two users trade through the page and both see the trade, the book and thei
   await logIn(seller.page, 2, `seller-${stamp}`);
   await logIn(buyer.page, 3, `buyer-${stamp}`);
 
+  // Every visible control has an accessible name (a label, aria-label or text).
+  const unnamed = await seller.page.evaluate(() =>
+    [...document.querySelectorAll('input, select, button, [role="tab"]')]
+      .filter((el) => /** @type {HTMLElement} */ (el).offsetParent !== null || el.matches('.segmented input'))
+      .filter((el) => {
+        const labels = /** @type {HTMLInputElement} */ (el).labels;
+        return !(labels && labels.length) && !el.getAttribute('aria-label') && !el.textContent?.trim();
+      })
+      .map((el) => el.outerHTML.slice(0, 80)),
+  );
+  assert.deepEqual(unnamed, []);
+
   // Test funds from the demo faucet, through the button.
   for (const { page } of [seller, buyer]) {
     const before = hasJwt ? 0n : await balance(page, 'SOL', 'available');

@@ -251,6 +251,11 @@ class App {
         if (this.session) this.refreshAccountSoon();
       }
     } else if (stream.startsWith('account.')) {
+      // Backpack's order update: e event, s symbol, i order id, S side, l / L last fill quantity / price.
+      if (data?.e === 'orderFill') {
+        const side = data.S === 'Bid' ? 'Bought' : 'Sold';
+        this.flash('account-message', `${side} ${data.l} ${data.s ?? ''} at ${data.L} (order ${data.i}).`, 'ok');
+      }
       this.refreshAccountSoon();
     }
   }

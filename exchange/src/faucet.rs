@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use codec::{Event, UserId};
+use codec::Event;
 use engine::EngineConfig;
 use gateway_json::{ApiError, PrivateState};
 use std::collections::HashMap;
@@ -22,13 +22,9 @@ pub const BASE_UNITS: u64 = 100;
 /// Shortest time between two claims of one user.
 pub const COOLDOWN: Duration = Duration::from_secs(10);
 
-/// Finds the user of a request from its headers and raw body (a JWT, a signature, ...).
-pub type Authenticator = Arc<dyn Fn(&HeaderMap, &Bytes) -> Result<UserId, ApiError> + Send + Sync>;
-
 /// The faucet's state.
 #[derive(Clone)]
 pub struct Faucet {
-    authenticate: Authenticator,
     private: PrivateState,
     /// (asset id, minor units, decimal text) credited per claim.
     amounts: Arc<Vec<(u32, u64, String, String)>>,
@@ -36,9 +32,10 @@ pub struct Faucet {
 }
 
 impl Faucet {
-    /// A faucet crediting through `private` (the REST gateway's engine access), for the users
-    /// `authenticate` recognises.
-    pub fn new(config: &EngineConfig, private: PrivateState, authenticate: Authenticator) -> Self {
+    /// A faucet crediting through `private` (the REST gateway's engine access), for the users it
+    /// authenticates (signature with instruction `demoFaucet`, or whatever else the signed
+    /// endpoints accept).
+    pub fn new(config: &EngineConfig, private: PrivateState) -> Self {
         let amounts = config
             .assets
             .iter()
@@ -49,22 +46,13 @@ impl Faucet {
                 (asset.id.get(), minor, asset.symbol.clone(), units.to_string())
             })
             .collect();
-        Self { authenticate, private, amounts: Arc::new(amounts), last_claim: Arc::default() }
+        Self { private, amounts: Arc::new(amounts), last_claim: Arc::default() }
     }
 
     /// `POST /api/v1/demo/faucet`.
     pub fn router(self) -> Router {
         Router::new().route("/api/v1/demo/faucet", post(claim)).with_state(self)
     }
-}
-
-/// The Ed25519 request signature of the REST API (instruction `demoFaucet`, body parameters
-/// signed as usual) as an [`Authenticator`].
-pub fn signed(credentials: Arc<gateway_binary::Credentials>) -> Authenticator {
-    Arc::new(move |headers, body| {
-        let params = gateway_json::auth::body_params(body)?;
-        gateway_json::auth::verify(&credentials, headers, "demoFaucet", &params, gateway_json::auth::now_ms())
-    })
 }
 
 async fn claim(State(faucet): State<Faucet>, headers: HeaderMap, body: Bytes) -> Response {
@@ -75,7 +63,8 @@ async fn claim(State(faucet): State<Faucet>, headers: HeaderMap, body: Bytes) ->
 }
 
 async fn credit(faucet: &Faucet, headers: &HeaderMap, body: &Bytes) -> Result<Response, ApiError> {
-    let user = (faucet.authenticate)(headers, body)?;
+    let params = gateway_json::auth::body_params(body)?;
+    let user = faucet.private.authenticate(headers, "demoFaucet", &params)?;
     {
         let mut last = faucet.last_claim.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();

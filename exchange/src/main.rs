@@ -360,13 +360,7 @@ fn serve(
     } else {
         None
     };
-    let faucet = args.demo.then(|| {
-        exchange::faucet::Faucet::new(
-            &engine_config,
-            private_api.clone(),
-            exchange::faucet::signed(credentials.clone()),
-        )
-    });
+    let faucet = args.demo.then(|| exchange::faucet::Faucet::new(&engine_config, private_api.clone()));
     let router = exchange::http::router(exchange::http::HttpState {
         metrics: runtime.metrics.clone(),
         stats: runtime.stats.clone(),

@@ -63,7 +63,17 @@ impl PrivateState {
         self
     }
 
-    fn authenticate(&self, headers: &HeaderMap, instruction: &str, params: &SignedParams) -> Result<UserId, ApiError> {
+    /// The user of a request signed for `instruction` over `params` (see docs/rest-api.md). Used
+    /// by the handlers here and by the exchange's demo faucet.
+    ///
+    /// # Errors
+    /// `401 UNAUTHORIZED` when the request is not authenticated.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        instruction: &str,
+        params: &SignedParams,
+    ) -> Result<UserId, ApiError> {
         auth::verify(&self.credentials, headers, instruction, params, auth::now_ms())
     }
 

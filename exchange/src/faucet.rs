@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use codec::Event;
+use codec::{Event, UserId};
 use engine::EngineConfig;
 use gateway_json::{ApiError, PrivateState};
 use std::collections::HashMap;

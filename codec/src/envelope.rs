@@ -122,7 +122,7 @@ macro_rules! envelope {
 
 envelope!(
     /// Every command the engine accepts.
-    Command { NewOrder, CancelOrder, CancelReplace, MassCancel, Deposit, Withdraw }
+    Command { NewOrder, CancelOrder, CancelReplace, MassCancel, Deposit, Withdraw, MarketControl, AddLiquidity, RemoveLiquidity, Swap, RoutedOrder }
 );
 
 envelope!(
@@ -137,6 +137,11 @@ envelope!(
         BookLevelUpdate,
         BalanceUpdate,
         MassCancelReport,
+        MarketStatusChanged,
+        LiquidityAdded,
+        LiquidityRemoved,
+        SwapExecuted,
+        OrderRouted,
     }
 );
 
@@ -166,6 +171,12 @@ impl Command {
             Command::MassCancel(m) => m.user_id,
             Command::Deposit(m) => m.user_id,
             Command::Withdraw(m) => m.user_id,
+            // An operator command acts for no user.
+            Command::MarketControl(_) => crate::UserId::ZERO,
+            Command::AddLiquidity(m) => m.user_id,
+            Command::RemoveLiquidity(m) => m.user_id,
+            Command::Swap(m) => m.user_id,
+            Command::RoutedOrder(m) => m.user_id,
         }
     }
 }
@@ -183,6 +194,11 @@ impl Event {
             Event::BookLevelUpdate(m) => m.sequence,
             Event::BalanceUpdate(m) => m.sequence,
             Event::MassCancelReport(m) => m.sequence,
+            Event::MarketStatusChanged(m) => m.sequence,
+            Event::LiquidityAdded(m) => m.sequence,
+            Event::LiquidityRemoved(m) => m.sequence,
+            Event::SwapExecuted(m) => m.sequence,
+            Event::OrderRouted(m) => m.sequence,
         }
     }
 }

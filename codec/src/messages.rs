@@ -6,7 +6,7 @@
 //! 8 bytes. Sizes are asserted at compile time; `tests/schema.rs` checks every offset against
 //! `schema/exchange.xml`.
 //!
-//! Template id ranges: 1–19 order entry and ledger commands, 20–39 reserved for AMM commands,
+//! Template id ranges: 1–19 order entry, ledger, market control (7) and AMM pool (8–11) commands, 20–39 reserved,
 //! 40–59 reserved for administrative commands, 101–199 engine events, 200–229 the binary
 //! gateway's session protocol.
 
@@ -157,6 +157,98 @@ message!(
         pub asset_id: AssetId,
         /// Zero.
         pub reserved: Reserved<4>,
+    }
+);
+
+message!(
+    /// Operator command: halt or resume trading on a market. Answered by
+    /// [`MarketStatusChanged`] (or `OrderRejected` for an unknown market or action).
+    MarketControl = 7, 8 {
+        /// Market.
+        pub market_id: MarketId,
+        /// Halt or resume.
+        pub action: MarketActionCode,
+        /// Zero.
+        pub reserved: Reserved<3>,
+    }
+);
+
+message!(
+    /// Deposit both assets into a market's AMM pool in its current ratio (the first provider sets
+    /// the price and uses both maxima) and receive LP shares.
+    AddLiquidity = 8, 40 {
+        /// Provider; set by the gateway from the authenticated session.
+        pub user_id: UserId,
+        /// Most base to deposit (minor units).
+        pub max_base_amount: Amount,
+        /// Most quote to deposit (minor units).
+        pub max_quote_amount: Amount,
+        /// Fewest shares accepted (slippage limit); 0 for any.
+        pub min_shares: Shares,
+        /// Market whose pool receives the liquidity.
+        pub market_id: MarketId,
+        /// Zero.
+        pub reserved: Reserved<4>,
+    }
+);
+
+message!(
+    /// Burn LP shares and receive their part of both reserves.
+    RemoveLiquidity = 9, 40 {
+        /// Provider; set by the gateway from the authenticated session.
+        pub user_id: UserId,
+        /// Shares to burn (at most the user's).
+        pub shares: Shares,
+        /// Least base accepted (slippage limit); 0 for any.
+        pub min_base_amount: Amount,
+        /// Least quote accepted (slippage limit); 0 for any.
+        pub min_quote_amount: Amount,
+        /// Market of the pool.
+        pub market_id: MarketId,
+        /// Zero.
+        pub reserved: Reserved<4>,
+    }
+);
+
+message!(
+    /// Trade with a market's AMM pool: buy (`Bid`) base with quote or sell (`Ask`) base for
+    /// quote, with the amount in or the amount out fixed, and a slippage limit.
+    Swap = 10, 32 {
+        /// Trader; set by the gateway from the authenticated session.
+        pub user_id: UserId,
+        /// `ExactIn`: paid in (quote for a buy, base for a sell); `ExactOut`: received (base for
+        /// a buy, quote for a sell). Minor units.
+        pub amount: Amount,
+        /// `ExactIn`: least accepted out; `ExactOut`: most paid in; 0 for no limit.
+        pub limit: Amount,
+        /// Market of the pool.
+        pub market_id: MarketId,
+        /// `Bid` buys base, `Ask` sells base.
+        pub side: SideCode,
+        /// Which amount is fixed.
+        pub mode: SwapModeCode,
+        /// Zero.
+        pub reserved: Reserved<2>,
+    }
+);
+
+message!(
+    /// A market order routed between the order book and the market's AMM pool for the best total
+    /// price; all or nothing (docs/amm.md).
+    RoutedOrder = 11, 32 {
+        /// Trader; set by the gateway from the authenticated session.
+        pub user_id: UserId,
+        /// Base quantity to buy or sell, in lots.
+        pub quantity_lots: Lots,
+        /// Buy: most quote to pay in total, fees included; sell: least quote to receive; 0 for no
+        /// limit.
+        pub quote_limit: Amount,
+        /// Market (with a pool).
+        pub market_id: MarketId,
+        /// `Bid` buys base, `Ask` sells base.
+        pub side: SideCode,
+        /// Zero.
+        pub reserved: Reserved<3>,
     }
 );
 
@@ -417,6 +509,142 @@ message!(
         pub side: SideFilterCode,
         /// Zero.
         pub reserved: Reserved<7>,
+    }
+);
+
+message!(
+    /// A market's trading status after a [`MarketControl`] command (emitted even when the
+    /// status did not change).
+    MarketStatusChanged = 110, 24 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Market.
+        pub market_id: MarketId,
+        /// Whether the market is now halted.
+        pub halted: BooleanCode,
+        /// Zero.
+        pub reserved: Reserved<3>,
+    }
+);
+
+message!(
+    /// Liquidity entered a pool; shares were minted to the provider.
+    LiquidityAdded = 111, 88 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Provider.
+        pub user_id: UserId,
+        /// Base deposited.
+        pub base_amount: Amount,
+        /// Quote deposited.
+        pub quote_amount: Amount,
+        /// Shares minted to the provider.
+        pub shares: Shares,
+        /// The provider's shares after the change.
+        pub user_shares: Shares,
+        /// All shares of the pool after the change (including the locked minimum).
+        pub total_shares: Shares,
+        /// Base reserve after the change.
+        pub base_reserve: Amount,
+        /// Quote reserve after the change.
+        pub quote_reserve: Amount,
+        /// Market of the pool.
+        pub market_id: MarketId,
+        /// Zero.
+        pub reserved: Reserved<4>,
+    }
+);
+
+message!(
+    /// Shares were burned; the provider received their part of both reserves.
+    LiquidityRemoved = 112, 88 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Provider.
+        pub user_id: UserId,
+        /// Base paid out.
+        pub base_amount: Amount,
+        /// Quote paid out.
+        pub quote_amount: Amount,
+        /// Shares burned.
+        pub shares: Shares,
+        /// The provider's shares after the change.
+        pub user_shares: Shares,
+        /// All shares of the pool after the change (including the locked minimum).
+        pub total_shares: Shares,
+        /// Base reserve after the change.
+        pub base_reserve: Amount,
+        /// Quote reserve after the change.
+        pub quote_reserve: Amount,
+        /// Market of the pool.
+        pub market_id: MarketId,
+        /// Zero.
+        pub reserved: Reserved<4>,
+    }
+);
+
+message!(
+    /// A swap against a pool settled.
+    SwapExecuted = 113, 72 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Trader.
+        pub user_id: UserId,
+        /// Paid in (quote for a buy, base for a sell), fee included.
+        pub amount_in: Amount,
+        /// Received (base for a buy, quote for a sell).
+        pub amount_out: Amount,
+        /// Part of `amount_in` kept by the pool as its fee.
+        pub fee: Amount,
+        /// Base reserve after the swap.
+        pub base_reserve: Amount,
+        /// Quote reserve after the swap.
+        pub quote_reserve: Amount,
+        /// Market of the pool.
+        pub market_id: MarketId,
+        /// `Bid` bought base, `Ask` sold base.
+        pub side: SideCode,
+        /// Which amount was fixed.
+        pub mode: SwapModeCode,
+        /// Zero.
+        pub reserved: Reserved<2>,
+    }
+);
+
+message!(
+    /// A routed order completed: how much went to the book and to the pool (after the fills and
+    /// the swap it caused).
+    OrderRouted = 114, 72 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Trader.
+        pub user_id: UserId,
+        /// The book leg's order id; 0 when nothing went to the book.
+        pub order_id: OrderId,
+        /// Quantity traded on the book.
+        pub book_lots: Lots,
+        /// Quote paid to the book fees included (buy) or received after fees (sell).
+        pub book_quote: Amount,
+        /// Base traded with the pool, minor units.
+        pub pool_base_amount: Amount,
+        /// Quote paid to the pool fee included (buy) or received (sell).
+        pub pool_quote: Amount,
+        /// Market.
+        pub market_id: MarketId,
+        /// `Bid` bought base, `Ask` sold base.
+        pub side: SideCode,
+        /// Zero.
+        pub reserved: Reserved<3>,
     }
 );
 

@@ -114,6 +114,11 @@ wire_integer!(
     OrderCount(U32, u32)
 );
 
+wire_integer!(
+    /// Liquidity-provider shares of an AMM pool.
+    Shares(U64, u64)
+);
+
 /// Reserved bytes that pad a block to a multiple of 8 bytes. Senders write zeros; receivers must
 /// not interpret them, so a later schema version may give them a meaning. (Decoding keeps the
 /// bytes as received, so a re-encoded message is byte-identical to its source.)
@@ -398,6 +403,19 @@ wire_enum!(
         OrderReleased = 4,
         /// A trade settled.
         Trade = 5,
+        /// An AMM pool operation settled (liquidity added or removed, swap).
+        Pool = 6,
+    }
+);
+
+wire_enum!(
+    /// Which side of an AMM swap is fixed.
+    SwapMode / /// Wire code of [`SwapMode`].
+    SwapModeCode(u8, u8) {
+        /// The amount paid in is fixed; the limit is the least accepted out.
+        ExactIn = 1,
+        /// The amount received is fixed; the limit is the most paid in.
+        ExactOut = 2,
     }
 );
 
@@ -436,12 +454,23 @@ wire_enum!(
 );
 
 wire_enum!(
+    /// What an operator does to a market.
+    MarketAction / /// Wire code of [`MarketAction`].
+    MarketActionCode(u8, u8) {
+        /// Stop trading: new orders and replaces are rejected with `MarketHalted`; cancels work.
+        Halt = 1,
+        /// Trading resumes.
+        Resume = 2,
+    }
+);
+
+wire_enum!(
     /// Numbered reasons a command was rejected, named after the rule it broke. Rejections are
     /// data: every gateway maps each code to its protocol (FIX OrdRejReason/Text, SBE reject
     /// code, HTTP status and `code`). A rejected command changes no engine state.
     ///
     /// Numbering: 1xx market, 2xx order fields, 3xx funds and risk, 4xx order lifecycle,
-    /// 5xx ledger, 9xx gateway-side (never produced by the engine).
+    /// 5xx ledger, 6xx AMM pools, 9xx gateway-side (never produced by the engine).
     RejectReason / /// Wire code of [`RejectReason`].
     RejectReasonCode(U16, u16) {
         /// No market with that id.
@@ -497,6 +526,18 @@ wire_enum!(
         AmountZero = 501,
         /// The operation would overflow a balance or a notional.
         ArithmeticOverflow = 502,
+        /// The market has no AMM pool.
+        PoolNotFound = 601,
+        /// The swap or liquidity change would be worse than the command's limit.
+        SlippageExceeded = 602,
+        /// The pool has no liquidity.
+        PoolEmpty = 603,
+        /// The pool cannot pay that amount out, or a first deposit is too small.
+        InsufficientLiquidity = 604,
+        /// The user holds fewer pool shares than the command burns.
+        InsufficientShares = 605,
+        /// An amount is zero or the result would round to nothing.
+        InvalidAmount = 606,
         /// The gateway's per-session message rate was exceeded (gateway-side).
         Throttled = 901,
         /// The engine's ingress ring was full; retry later (gateway-side).
@@ -536,6 +577,12 @@ impl RejectReason {
             RejectReason::InvalidReplace => "replace changes nothing or quantity not above filled",
             RejectReason::AmountZero => "amount must be positive",
             RejectReason::ArithmeticOverflow => "amount too large",
+            RejectReason::PoolNotFound => "no liquidity pool for this market",
+            RejectReason::SlippageExceeded => "price moved beyond the slippage limit",
+            RejectReason::PoolEmpty => "the pool has no liquidity",
+            RejectReason::InsufficientLiquidity => "not enough liquidity in the pool",
+            RejectReason::InsufficientShares => "not enough pool shares",
+            RejectReason::InvalidAmount => "amount is zero or too small",
             RejectReason::Throttled => "message rate limit exceeded",
             RejectReason::EngineBusy => "engine busy, retry later",
             RejectReason::MalformedMessage => "malformed message",

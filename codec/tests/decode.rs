@@ -130,7 +130,7 @@ const VERSION_AT: usize = 6;
 #[test]
 fn the_instances_cover_every_message() {
     let all = all();
-    assert_eq!(all.len(), 25);
+    assert_eq!(all.len(), 35);
     for envelope in ENVELOPES {
         assert!(all.iter().any(|m| m.envelope() == envelope), "no {envelope} message");
     }
@@ -362,11 +362,11 @@ fn invalid_enum_codes_decode_and_are_reported_by_the_accessors() {
     assert_eq!(expired.reason.get(), invalid("ExpireReason", 4));
 
     let mut bytes = Event::BalanceUpdate(BalanceUpdate::default()).to_vec();
-    bytes[block + 44] = 6;
+    bytes[block + 44] = 7;
     let (Event::BalanceUpdate(balance), _) = Event::decode(&bytes).unwrap() else {
         panic!("not a BalanceUpdate");
     };
-    assert_eq!(balance.reason.get(), invalid("BalanceChange", 6));
+    assert_eq!(balance.reason.get(), invalid("BalanceChange", 7));
 
     let mut bytes = Session::RetransmitReject(RetransmitReject::default()).to_vec();
     bytes[block + 8] = 0;

@@ -111,6 +111,44 @@ fn instances() -> Vec<Any> {
             asset_id: AssetId::new(0x7172_7374),
             reserved: Reserved::ZERO,
         }),
+        Command::MarketControl(MarketControl {
+            market_id: MarketId::new(0x5152_5354),
+            action: MarketAction::Resume.into(),
+            reserved: Reserved::ZERO,
+        }),
+        Command::AddLiquidity(AddLiquidity {
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            max_base_amount: Amount::new(0x4142_4344_4546_4748),
+            max_quote_amount: Amount::new(0xE1E2_E3E4_E5E6_E7E8),
+            min_shares: Shares::new(0xB1B2_B3B4_B5B6_B7B8),
+            market_id: MarketId::new(0x5152_5354),
+            reserved: Reserved::ZERO,
+        }),
+        Command::RemoveLiquidity(RemoveLiquidity {
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            shares: Shares::new(0xB1B2_B3B4_B5B6_B7B8),
+            min_base_amount: Amount::new(0x4142_4344_4546_4748),
+            min_quote_amount: Amount::new(0xE1E2_E3E4_E5E6_E7E8),
+            market_id: MarketId::new(0x5152_5354),
+            reserved: Reserved::ZERO,
+        }),
+        Command::Swap(Swap {
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            amount: Amount::new(0x4142_4344_4546_4748),
+            limit: Amount::new(0xE1E2_E3E4_E5E6_E7E8),
+            market_id: MarketId::new(0x5152_5354),
+            side: Side::Ask.into(),
+            mode: SwapMode::ExactOut.into(),
+            reserved: Reserved::ZERO,
+        }),
+        Command::RoutedOrder(RoutedOrder {
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            quantity_lots: Lots::new(0x3132_3334_3536_3738),
+            quote_limit: Amount::new(0x4142_4344_4546_4748),
+            market_id: MarketId::new(0x5152_5354),
+            side: Side::Bid.into(),
+            reserved: Reserved::ZERO,
+        }),
     ];
     let sequence = Sequence::new(0x8182_8384_8586_8788);
     let timestamp_ns = TimestampNs::new(0x1788_0000_0000_0001);
@@ -233,6 +271,68 @@ fn instances() -> Vec<Any> {
             side: SideFilter::Ask.into(),
             reserved: Reserved::ZERO,
         }),
+        Event::MarketStatusChanged(MarketStatusChanged {
+            sequence,
+            timestamp_ns,
+            market_id: MarketId::new(0x5152_5354),
+            halted: true.into(),
+            reserved: Reserved::ZERO,
+        }),
+        Event::LiquidityAdded(LiquidityAdded {
+            sequence,
+            timestamp_ns,
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            base_amount: Amount::new(0x4142_4344_4546_4748),
+            quote_amount: Amount::new(0xE1E2_E3E4_E5E6_E7E8),
+            shares: Shares::new(0xB1B2_B3B4_B5B6_B7B8),
+            user_shares: Shares::new(0xC1C2_C3C4_C5C6_C7C8),
+            total_shares: Shares::new(0xD1D2_D3D4_D5D6_D7D8),
+            base_reserve: Amount::new(0x2122_2324_2526_2728),
+            quote_reserve: Amount::new(0x3132_3334_3536_3738),
+            market_id: MarketId::new(0x5152_5354),
+            reserved: Reserved::ZERO,
+        }),
+        Event::LiquidityRemoved(LiquidityRemoved {
+            sequence,
+            timestamp_ns,
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            base_amount: Amount::new(0x4142_4344_4546_4748),
+            quote_amount: Amount::new(0xE1E2_E3E4_E5E6_E7E8),
+            shares: Shares::new(0xB1B2_B3B4_B5B6_B7B8),
+            user_shares: Shares::new(0xC1C2_C3C4_C5C6_C7C8),
+            total_shares: Shares::new(0xD1D2_D3D4_D5D6_D7D8),
+            base_reserve: Amount::new(0x2122_2324_2526_2728),
+            quote_reserve: Amount::new(0x3132_3334_3536_3738),
+            market_id: MarketId::new(0x5152_5354),
+            reserved: Reserved::ZERO,
+        }),
+        Event::SwapExecuted(SwapExecuted {
+            sequence,
+            timestamp_ns,
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            amount_in: Amount::new(0x4142_4344_4546_4748),
+            amount_out: Amount::new(0xE1E2_E3E4_E5E6_E7E8),
+            fee: Amount::new(0x0A0B_0C0D_0E0F_1A1B),
+            base_reserve: Amount::new(0x2122_2324_2526_2728),
+            quote_reserve: Amount::new(0x3132_3334_3536_3738),
+            market_id: MarketId::new(0x5152_5354),
+            side: Side::Bid.into(),
+            mode: SwapMode::ExactIn.into(),
+            reserved: Reserved::ZERO,
+        }),
+        Event::OrderRouted(OrderRouted {
+            sequence,
+            timestamp_ns,
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            order_id: OrderId::new(0x6162_6364_6566_6768),
+            book_lots: Lots::new(0x3132_3334_3536_3738),
+            book_quote: Amount::new(0x4142_4344_4546_4748),
+            pool_base_amount: Amount::new(0x2122_2324_2526_2728),
+            pool_quote: Amount::new(0xE1E2_E3E4_E5E6_E7E8),
+            market_id: MarketId::new(0x5152_5354),
+            side: Side::Ask.into(),
+            reserved: Reserved::ZERO,
+        }),
     ];
     let session = [
         Session::Negotiate(Negotiate { api_key: counting(0xC0), timestamp_ns }),
@@ -324,7 +424,7 @@ fn golden_directory_holds_exactly_one_file_per_message() {
         std::fs::read_dir(golden_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     found.sort();
     assert_eq!(found, expected);
-    assert_eq!(expected.len(), 25, "6 commands, 9 events and 10 session messages");
+    assert_eq!(expected.len(), 35, "11 commands, 14 events and 10 session messages");
 }
 
 #[test]
@@ -375,6 +475,19 @@ fn new_order_bytes_by_hand() {
     expected.extend_from_slice(&[0; 7]); // reserved @49
     assert_eq!(expected.len(), 8 + 56);
     assert_eq!(golden_bytes("NewOrder"), expected);
+}
+
+/// The AMM swap command, by hand from the schema.
+#[test]
+fn swap_bytes_by_hand() {
+    let swap = golden_bytes("Swap");
+    assert_eq!(swap.len(), 8 + 32);
+    assert_eq!(&swap[..8], &[32, 0, 10, 0, 1, 0, 1, 0]);
+    assert_eq!(&swap[8..16], &[0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01]); // userId @0
+    assert_eq!(&swap[8 + 8..8 + 16], &[0x48, 0x47, 0x46, 0x45, 0x44, 0x43, 0x42, 0x41]); // amount @8
+    assert_eq!(&swap[8 + 16..8 + 24], &[0xE8, 0xE7, 0xE6, 0xE5, 0xE4, 0xE3, 0xE2, 0xE1]); // limit @16
+    assert_eq!(&swap[8 + 24..8 + 28], &[0x54, 0x53, 0x52, 0x51]); // marketId @24
+    assert_eq!(&swap[8 + 28..], &[2, 2, 0, 0]); // side Ask, mode ExactOut, reserved
 }
 
 #[test]

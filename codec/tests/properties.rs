@@ -75,6 +75,7 @@ from_u64_integers!(
     TimestampNs(u64),
     TradeId(u64),
     OrderCount(u32),
+    Shares(u64),
     U16(u16),
     U32(u32),
 );

@@ -235,6 +235,7 @@ named_types!(
     TimestampNs => "uint64",
     TradeId => "uint64",
     OrderCount => "uint32",
+    Shares => "uint64",
 );
 
 macro_rules! enum_types {

@@ -61,6 +61,10 @@
 //! runs only the named workloads.
 
 use codec::{Command, Event, MarketId, OrderId, OrderType, RejectReason, Side, TimeInForce, WireEnum};
+use engine::testkit::profiles::{
+    EXCHANGE_CORE, EXCHANGE_CORE_BAND_TICKS, EXCHANGE_CORE_CROSSING_IN_BAND, EXCHANGE_CORE_IOC_THROUGH_TICKS, W_OBRS,
+    W_OBRS_BAND_TICKS, parse_flow_csv,
+};
 use engine::testkit::{GlibcRand, commands};
 use engine::{Book, CommandContext, Engine, EngineConfig, OrderBook};
 use hdrhistogram::Histogram;
@@ -209,7 +213,14 @@ impl Tally {
                 Event::OrderExpired(_) => self.expired += 1,
                 Event::OrderReplaced(_) => self.replaced += 1,
                 Event::OrderRejected(reject) => *self.rejects.entry(reject.reason.raw()).or_default() += 1,
-                Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) | Event::MassCancelReport(_) => {}
+                Event::BookLevelUpdate(_)
+                | Event::BalanceUpdate(_)
+                | Event::MassCancelReport(_)
+                | Event::MarketStatusChanged(_) => {}
+                Event::LiquidityAdded(_)
+                | Event::LiquidityRemoved(_)
+                | Event::SwapExecuted(_)
+                | Event::OrderRouted(_) => {}
             }
         }
     }
@@ -337,31 +348,17 @@ fn build_wlb(n: usize) -> Vec<Command> {
         .collect()
 }
 
-/// Reads a `side,price,qty` file into GTC limits of [`BUYER`] / [`SELLER`].
+/// Reads a `side,price,qty` file ([`parse_flow_csv`]) into GTC limits of [`BUYER`] / [`SELLER`].
 fn read_csv(path: &Path) -> Result<Vec<Command>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut orders = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let bad = |what: &str| format!("{}:{}: {what}: {line:?}", path.display(), index + 1);
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if fields.first().is_some_and(|f| f.eq_ignore_ascii_case("side")) {
-            continue; // header
-        }
-        let [side, price, quantity] = fields[..] else { return Err(bad("expected side,price,qty")) };
-        let (side, user) = match side.to_ascii_lowercase().as_str() {
-            "b" | "buy" => (Side::Bid, BUYER),
-            "s" | "sell" => (Side::Ask, SELLER),
-            _ => return Err(bad("side must be B, S, buy or sell")),
-        };
-        let price: u64 = price.parse().map_err(|_| bad("price is not an integer number of ticks"))?;
-        let quantity: u64 = quantity.parse().map_err(|_| bad("qty is not an integer number of lots"))?;
-        orders.push(commands::gtc(user, MARKET, side, price, quantity));
-    }
-    Ok(orders)
+    let rows = parse_flow_csv(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let user = if row.side == Side::Bid { BUYER } else { SELLER };
+            commands::gtc(user, MARKET, row.side, row.price_ticks, row.lots)
+        })
+        .collect())
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -547,8 +544,8 @@ fn plan_obrs(warmup: usize, measured: usize) -> Plan {
     let mut all = Vec::with_capacity(total);
     for _ in 0..total {
         let roll = rng.next() % 100;
-        let command = if roll < 70 {
-            let price = rng.range(99, 101);
+        let command = if roll < u64::from(W_OBRS.gtc_pct) {
+            let price = rng.range(100 - W_OBRS_BAND_TICKS, 100 + W_OBRS_BAND_TICKS);
             let quantity = rng.range(1, 100);
             let side = if rng.next() % 2 == 0 { Side::Bid } else { Side::Ask };
             let owner = 1 + rng.next() % 4;
@@ -561,7 +558,7 @@ fn plan_obrs(warmup: usize, measured: usize) -> Plan {
             }
             command
         } else {
-            let command = if roll < 90 {
+            let command = if roll < u64::from(W_OBRS.gtc_pct + W_OBRS.cancel_pct) {
                 if limits.is_empty() {
                     // R(1, 0) is empty: nothing to name yet. Send a cancel of order 0 (a miss).
                     early_cancels += 1;
@@ -657,7 +654,8 @@ const EC_START_PRICE: u64 = 100_000;
 /// price. With `may_cross`, 3 in 30 are at or through that best price (offsets −3..=−1) and trade;
 /// without, those offsets are mirrored to 0..=2 and the order rests.
 fn ec_price(rng: &mut XorShift64, book: &OrderBook, side: Side, may_cross: bool) -> u64 {
-    let mut offset = rng.range(0, 29) as i64 - 3;
+    let crossing = EXCHANGE_CORE_CROSSING_IN_BAND as i64;
+    let mut offset = rng.range(0, EXCHANGE_CORE_BAND_TICKS - 1) as i64 - crossing;
     if !may_cross && offset < 0 {
         offset = -offset - 1;
     }
@@ -709,14 +707,16 @@ fn plan_ec(warmup: usize, measured: usize) -> Plan {
         // Holds the book near its target size: below it, new and moved orders all rest.
         let may_cross = open.list.len() >= TARGET_BOOK;
         let book = planner.book();
-        let (command, subject) = if roll < 12 || open.list.is_empty() {
+        let (gtc, ioc, cancel) =
+            (u64::from(EXCHANGE_CORE.gtc_pct), u64::from(EXCHANGE_CORE.ioc_pct), u64::from(EXCHANGE_CORE.cancel_pct));
+        let (command, subject) = if roll < gtc + ioc || open.list.is_empty() {
             let owner = rng.range(1, ACCOUNTS);
             let side = random_side(&mut rng);
-            let command = if roll < 9 || (open.list.is_empty() && roll >= 12) {
+            let command = if roll < gtc || (open.list.is_empty() && roll >= gtc + ioc) {
                 commands::gtc(owner, MARKET, side, ec_price(&mut rng, book, side, may_cross), rng.range(1, 100))
             } else {
                 // Aggressive: at the opposite best price or up to 3 ticks through it.
-                let through = rng.range(0, 3);
+                let through = rng.range(0, EXCHANGE_CORE_IOC_THROUGH_TICKS);
                 let price = match side {
                     Side::Bid => book.best_price(Side::Ask).map_or(EC_START_PRICE, |p| p.get() + through),
                     Side::Ask => {
@@ -728,7 +728,7 @@ fn plan_ec(warmup: usize, measured: usize) -> Plan {
             (command, None)
         } else {
             let target = open.list[(rng.next() % open.list.len() as u64) as usize];
-            if roll < 18 {
+            if roll < gtc + ioc + cancel {
                 (commands::cancel(target.owner, MARKET, target.id), None)
             } else {
                 let mut price = ec_price(&mut rng, book, target.side, may_cross);

@@ -6,6 +6,7 @@
 //! `tick_size × lot_size / 10^base_decimals`, must be a whole number of quote minor units, so
 //! every notional is the exact integer `price_ticks × quantity_lots × quote_per_tick_lot`.
 
+use crate::amm::PoolConfig;
 use codec::{AssetId, MarketId};
 
 /// Parts-per-million denominator of fee rates.
@@ -80,6 +81,8 @@ pub struct EngineConfig {
     pub assets: Vec<AssetConfig>,
     /// Markets, ids 1.. in order.
     pub markets: Vec<MarketConfig>,
+    /// AMM pools, at most one per market, beside its order book (see [`crate::amm`]).
+    pub pools: Vec<PoolConfig>,
     /// Bounds.
     pub limits: EngineLimits,
 }
@@ -117,6 +120,9 @@ pub enum ConfigError {
     /// A limit of zero.
     #[error("limits must be positive")]
     BadLimits,
+    /// A pool on an unknown market, a second pool on a market, or a fee above the maximum.
+    #[error("pool on market {0}: unknown market, duplicate pool or fee above {max} bps", max = crate::amm::FEE_BPS_MAX)]
+    BadPool(u32),
 }
 
 /// A market's configuration with derived constants.
@@ -218,6 +224,14 @@ impl EngineConfig {
             }
             specs.push(spec);
         }
+        for (index, pool) in self.pools.iter().enumerate() {
+            let market = pool.market_id.get();
+            let known = market >= 1 && market as usize <= self.markets.len();
+            let duplicate = self.pools[..index].iter().any(|p| p.market_id == pool.market_id);
+            if !known || duplicate || pool.fee_bps > crate::amm::FEE_BPS_MAX {
+                return Err(ConfigError::BadPool(market));
+            }
+        }
         Ok(specs)
     }
 
@@ -251,7 +265,19 @@ impl EngineConfig {
                 // 0.001 USDC ticks, 0.01 SOL lots.
                 market(3, "SOL_USDC", 3, 1_000, 10_000_000),
             ],
+            pools: Vec::new(),
             limits: EngineLimits::default(),
+        }
+    }
+
+    /// [`Self::sample`] with AMM pools beside ETH_USDC (fee 30 bps) and SOL_USDC (fee 30 bps).
+    pub fn sample_with_pools() -> Self {
+        Self {
+            pools: vec![
+                PoolConfig { market_id: MarketId::new(2), fee_bps: 30 },
+                PoolConfig { market_id: MarketId::new(3), fee_bps: 30 },
+            ],
+            ..Self::sample()
         }
     }
 }

@@ -1,15 +1,20 @@
 //! The engine: command dispatch, order checks, matching and settlement.
 
+use crate::amm::{self, Pool};
 use crate::book::{Book, OrderBook, RestingOrder};
 use crate::config::{ConfigError, EngineConfig, EngineLimits, MarketSpec};
 use crate::hash::StateHasher;
 use crate::ledger::{Balance, Ledger, LedgerError};
 use codec::{
+    AddLiquidity, LiquidityAdded, LiquidityRemoved, OrderRouted, RemoveLiquidity, RoutedOrder, Shares, Swap,
+    SwapExecuted, SwapMode,
+};
+use codec::{
     Amount, AssetId, BalanceChange, BalanceUpdate, BookLevelUpdate, CancelOrder, CancelReason, CancelReplace,
-    ClientOrderId, Command, Deposit, Event, ExpireReason, Fill, Lots, MarketId, MassCancel, MassCancelReport, NewOrder,
-    OrderAccepted, OrderCanceled, OrderCount, OrderExpired, OrderId, OrderRejected, OrderReplaced, OrderType,
-    RejectReason, Reserved, SelfTradePrevention, Sequence, Side, SideFilter, Ticks, TimeInForce, TimestampNs, TradeId,
-    UserId, Withdraw,
+    ClientOrderId, Command, Deposit, Event, ExpireReason, Fill, Lots, MarketAction, MarketControl, MarketId,
+    MarketStatusChanged, MassCancel, MassCancelReport, NewOrder, OrderAccepted, OrderCanceled, OrderCount,
+    OrderExpired, OrderId, OrderRejected, OrderReplaced, OrderType, RejectReason, Reserved, SelfTradePrevention,
+    Sequence, Side, SideFilter, Ticks, TimeInForce, TimestampNs, TradeId, UserId, Withdraw,
 };
 
 /// What the sequencer stamps on a command: its position in the journal and the time it was
@@ -33,6 +38,8 @@ struct MarketState<B> {
     spec: MarketSpec,
     book: B,
     next_trade_id: u64,
+    /// Halted by an operator: new orders and replaces are rejected, cancels work.
+    halted: bool,
 }
 
 /// An incoming order while it matches.
@@ -76,6 +83,10 @@ pub struct Engine<B: Book = OrderBook> {
     limits: EngineLimits,
     /// Reused buffer for mass cancels (capacity: the per-user open-order bound).
     scratch_order_ids: Vec<OrderId>,
+    /// AMM pools, in configuration order.
+    pools: Vec<Pool>,
+    /// Per market (index = market id − 1): the index of its pool in `pools`.
+    pool_of_market: Vec<Option<usize>>,
 }
 
 impl Engine<OrderBook> {
@@ -98,10 +109,28 @@ impl<B: Book> Engine<B> {
     pub fn with_books(config: &EngineConfig, mut make_book: impl FnMut(usize) -> B) -> Result<Self, ConfigError> {
         let specs = config.validate()?;
         let limits = config.limits;
+        let mut pool_of_market = vec![None; specs.len()];
+        let pools = config
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(index, pool)| {
+                let market = &specs[pool.market_id.get() as usize - 1].config;
+                pool_of_market[pool.market_id.get() as usize - 1] = Some(index);
+                Pool::new(pool.market_id, market.base, market.quote, pool.fee_bps)
+            })
+            .collect();
         Ok(Self {
+            pools,
+            pool_of_market,
             markets: specs
                 .into_iter()
-                .map(|spec| MarketState { spec, book: make_book(limits.orders_per_market_max), next_trade_id: 1 })
+                .map(|spec| MarketState {
+                    spec,
+                    book: make_book(limits.orders_per_market_max),
+                    next_trade_id: 1,
+                    halted: false,
+                })
                 .collect(),
             ledger: Ledger::new(config.assets.len(), limits.accounts_expected),
             next_order_id: 1,
@@ -120,6 +149,11 @@ impl<B: Book> Engine<B> {
             Command::MassCancel(m) => self.mass_cancel(ctx, m, out),
             Command::Deposit(m) => self.deposit(ctx, m, out),
             Command::Withdraw(m) => self.withdraw(ctx, m, out),
+            Command::MarketControl(m) => self.market_control(ctx, m, out),
+            Command::AddLiquidity(m) => self.add_liquidity(ctx, m, out),
+            Command::RemoveLiquidity(m) => self.remove_liquidity(ctx, m, out),
+            Command::Swap(m) => self.swap(ctx, m, out),
+            Command::RoutedOrder(m) => self.routed_order(ctx, m, out),
         };
         if let Err(reason) = result {
             let (client_order_id, order_id, market_id) = match command {
@@ -127,7 +161,12 @@ impl<B: Book> Engine<B> {
                 Command::CancelOrder(m) => (m.client_order_id, m.order_id, m.market_id),
                 Command::CancelReplace(m) => (m.client_order_id, m.order_id, m.market_id),
                 Command::MassCancel(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
+                Command::MarketControl(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
                 Command::Deposit(_) | Command::Withdraw(_) => (ClientOrderId::ZERO, OrderId::ZERO, MarketId::ZERO),
+                Command::AddLiquidity(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
+                Command::RemoveLiquidity(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
+                Command::Swap(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
+                Command::RoutedOrder(m) => (ClientOrderId::ZERO, OrderId::ZERO, m.market_id),
             };
             out.push(Event::OrderRejected(OrderRejected {
                 sequence: ctx.sequence,
@@ -166,6 +205,11 @@ impl<B: Book> Engine<B> {
         self.markets.len()
     }
 
+    /// Whether a market is halted (`None`: no such market).
+    pub fn is_halted(&self, market_id: MarketId) -> Option<bool> {
+        self.market_index(market_id).map(|i| self.markets[i].halted)
+    }
+
     /// Visits each market's next trade id and book, in market id order.
     pub fn visit_markets(&self, visit: &mut dyn FnMut(u64, &B)) {
         for market in &self.markets {
@@ -177,16 +221,18 @@ impl<B: Book> Engine<B> {
         &mut self.ledger
     }
 
-    /// Loads counters and resting orders (each market's orders in priority order, bids first)
+    /// Loads counters, halted flags and resting orders (each market's orders in priority order,
+    /// bids first)
     /// into a freshly built engine.
     pub(crate) fn restore_markets(
         &mut self,
         next_order_id: u64,
-        markets: Vec<(u64, Vec<RestingOrder>)>,
+        markets: Vec<(u64, bool, Vec<RestingOrder>)>,
     ) -> Result<(), String> {
         self.next_order_id = next_order_id;
-        for (market, (next_trade_id, orders)) in self.markets.iter_mut().zip(markets) {
+        for (market, (next_trade_id, halted, orders)) in self.markets.iter_mut().zip(markets) {
             market.next_trade_id = next_trade_id;
+            market.halted = halted;
             for order in orders {
                 if order.order_id.get() >= next_order_id || market.book.get(order.order_id).is_some() {
                     return Err(format!("order {} out of range or duplicated", order.order_id));
@@ -196,6 +242,42 @@ impl<B: Book> Engine<B> {
                     .insert(order)
                     .map_err(|_| format!("{}: book capacity exceeded", market.spec.config.symbol))?;
             }
+        }
+        Ok(())
+    }
+
+    /// The AMM pool beside a market, if it has one.
+    pub fn pool(&self, market_id: MarketId) -> Option<&Pool> {
+        let index = self.market_index(market_id)?;
+        self.pool_of_market[index].map(|p| &self.pools[p])
+    }
+
+    /// Every AMM pool, in configuration order.
+    pub fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+
+    /// Replaces the pools' state (restoring a snapshot) and the ledger's pool account with it.
+    pub(crate) fn restore_pools(&mut self, pools: Vec<Pool>) -> Result<(), String> {
+        if pools.len() != self.pools.len() {
+            return Err(format!("{} pools, configuration has {}", pools.len(), self.pools.len()));
+        }
+        let mut pooled = vec![0u128; self.ledger.asset_count()];
+        for (slot, pool) in self.pools.iter_mut().zip(pools) {
+            if pool.market_id != slot.market_id {
+                return Err(format!("pool of market {} where {} is configured", pool.market_id, slot.market_id));
+            }
+            pool.validate()?;
+            pooled[slot.base.get() as usize] += u128::from(pool.base_reserve);
+            pooled[slot.quote.get() as usize] += u128::from(pool.quote_reserve);
+            slot.base_reserve = pool.base_reserve;
+            slot.quote_reserve = pool.quote_reserve;
+            slot.total_shares = pool.total_shares;
+            slot.holders = pool.holders;
+        }
+        for (asset, amount) in pooled.into_iter().enumerate() {
+            let amount = u64::try_from(amount).map_err(|_| format!("asset {asset}: pools hold more than u64"))?;
+            self.ledger.set_pooled(AssetId::new(asset as u32), amount);
         }
         Ok(())
     }
@@ -213,6 +295,11 @@ impl<B: Book> Engine<B> {
         hasher.u64(self.next_order_id);
         for market in &self.markets {
             hasher.u64(market.next_trade_id);
+            // Only a halted market adds to the hash, so states without halts hash as before the
+            // flag existed (and version-1 snapshots still verify).
+            if market.halted {
+                hasher.u64(u64::MAX);
+            }
             for side in [Side::Bid, Side::Ask] {
                 hasher.u64(market.book.len() as u64);
                 market.book.visit_in_priority(side, &mut |order| {
@@ -222,6 +309,10 @@ impl<B: Book> Engine<B> {
             }
         }
         self.ledger.hash_into(&mut hasher);
+        // Nothing is added without pools, so hashes of pool-less configurations are unchanged.
+        for pool in &self.pools {
+            pool.hash_into(&mut hasher);
+        }
         hasher.finish()
     }
 
@@ -293,6 +384,19 @@ impl<B: Book> Engine<B> {
         if let Some(((user, asset), amount)) = locked_by_orders.into_iter().next() {
             return Err(format!("user {user} asset {asset}: orders reserve {amount} but no account"));
         }
+        // Pools: their own invariants, and their reserves are exactly the ledger's pool account.
+        let mut pooled = vec![0u128; self.ledger.asset_count()];
+        for pool in &self.pools {
+            pool.validate()?;
+            pooled[pool.base.get() as usize] += u128::from(pool.base_reserve);
+            pooled[pool.quote.get() as usize] += u128::from(pool.quote_reserve);
+        }
+        for (asset, reserves) in pooled.into_iter().enumerate() {
+            let account = self.ledger.pooled(AssetId::new(asset as u32));
+            if u128::from(account) != reserves {
+                return Err(format!("asset {asset}: pool reserves {reserves} != ledger pool account {account}"));
+            }
+        }
         self.ledger.check_conservation()
     }
 
@@ -307,6 +411,9 @@ impl<B: Book> Engine<B> {
 
     fn new_order(&mut self, ctx: CommandContext, m: &NewOrder, out: &mut Vec<Event>) -> Outcome {
         let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
+        if self.markets[mi].halted {
+            return Err(RejectReason::MarketHalted);
+        }
         let invalid = |_| RejectReason::InvalidEnumValue;
         let side = m.side.get().map_err(invalid)?;
         let order_type = m.order_type.get().map_err(invalid)?;
@@ -515,6 +622,9 @@ impl<B: Book> Engine<B> {
 
     fn cancel_replace(&mut self, ctx: CommandContext, m: &CancelReplace, out: &mut Vec<Event>) -> Outcome {
         let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
+        if self.markets[mi].halted {
+            return Err(RejectReason::MarketHalted);
+        }
         let order_id = self.find_own_order(mi, m.user_id, m.order_id, m.client_order_id)?;
         let market = &self.markets[mi];
         let spec = &market.spec;
@@ -632,6 +742,23 @@ impl<B: Book> Engine<B> {
         Ok(())
     }
 
+    fn market_control(&mut self, ctx: CommandContext, m: &MarketControl, out: &mut Vec<Event>) -> Outcome {
+        let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
+        let halted = match m.action.get().map_err(|_| RejectReason::InvalidEnumValue)? {
+            MarketAction::Halt => true,
+            MarketAction::Resume => false,
+        };
+        self.markets[mi].halted = halted;
+        out.push(Event::MarketStatusChanged(MarketStatusChanged {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            market_id: m.market_id,
+            halted: halted.into(),
+            reserved: Reserved::ZERO,
+        }));
+        Ok(())
+    }
+
     fn check_asset(&self, asset: AssetId, amount: Amount) -> Outcome {
         if asset.get() as usize >= self.ledger.asset_count() {
             return Err(RejectReason::UnknownAsset);
@@ -639,6 +766,317 @@ impl<B: Book> Engine<B> {
         if amount.get() == 0 {
             return Err(RejectReason::AmountZero);
         }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // AMM pools
+    // ------------------------------------------------------------------------------------------
+
+    /// The index of the pool beside a market.
+    fn pool_index(&self, market_id: MarketId) -> Result<usize, RejectReason> {
+        let mi = self.market_index(market_id).ok_or(RejectReason::UnknownMarket)?;
+        self.pool_of_market[mi].ok_or(RejectReason::PoolNotFound)
+    }
+
+    /// A halted market's pool takes no new liquidity and no trades (swaps, routed orders), like its
+    /// book; removing liquidity, like cancelling, still works.
+    fn refuse_if_halted(&self, market_id: MarketId) -> Result<(), RejectReason> {
+        match self.is_halted(market_id) {
+            Some(true) => Err(RejectReason::MarketHalted),
+            _ => Ok(()),
+        }
+    }
+
+    fn add_liquidity(&mut self, ctx: CommandContext, m: &AddLiquidity, out: &mut Vec<Event>) -> Outcome {
+        let pi = self.pool_index(m.market_id)?;
+        self.refuse_if_halted(m.market_id)?;
+        let pool = &self.pools[pi];
+        let deposit = amm::add_liquidity(
+            pool.base_reserve,
+            pool.quote_reserve,
+            pool.total_shares,
+            m.max_base_amount.get(),
+            m.max_quote_amount.get(),
+        )?;
+        if deposit.shares < m.min_shares.get() {
+            return Err(RejectReason::SlippageExceeded);
+        }
+        let (base, quote) = (pool.base, pool.quote);
+        if self.ledger.get(m.user_id, base).available < deposit.base
+            || self.ledger.get(m.user_id, quote).available < deposit.quote
+        {
+            return Err(RejectReason::InsufficientBalance);
+        }
+        let overflow = RejectReason::ArithmeticOverflow;
+        let base_reserve = pool.base_reserve.checked_add(deposit.base).ok_or(overflow)?;
+        let quote_reserve = pool.quote_reserve.checked_add(deposit.quote).ok_or(overflow)?;
+        let user_shares = pool.shares_of(m.user_id).checked_add(deposit.shares).ok_or(overflow)?;
+
+        const INVARIANT: &str = "funds checked above";
+        let base_balance = self.ledger.pay_into_pool(m.user_id, base, deposit.base).expect(INVARIANT);
+        let quote_balance = self.ledger.pay_into_pool(m.user_id, quote, deposit.quote).expect(INVARIANT);
+        let pool = &mut self.pools[pi];
+        pool.base_reserve = base_reserve;
+        pool.quote_reserve = quote_reserve;
+        pool.total_shares = deposit.total_shares_after;
+        pool.holders.insert(m.user_id, user_shares);
+        out.push(Event::LiquidityAdded(LiquidityAdded {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: m.user_id,
+            base_amount: Amount::new(deposit.base),
+            quote_amount: Amount::new(deposit.quote),
+            shares: Shares::new(deposit.shares),
+            user_shares: Shares::new(user_shares),
+            total_shares: Shares::new(pool.total_shares),
+            base_reserve: Amount::new(base_reserve),
+            quote_reserve: Amount::new(quote_reserve),
+            market_id: m.market_id,
+            reserved: Reserved::ZERO,
+        }));
+        self.emit_balance(ctx, m.user_id, base, base_balance, BalanceChange::Pool, out);
+        self.emit_balance(ctx, m.user_id, quote, quote_balance, BalanceChange::Pool, out);
+        Ok(())
+    }
+
+    fn remove_liquidity(&mut self, ctx: CommandContext, m: &RemoveLiquidity, out: &mut Vec<Event>) -> Outcome {
+        let pi = self.pool_index(m.market_id)?;
+        let pool = &self.pools[pi];
+        let shares = m.shares.get();
+        if shares == 0 {
+            return Err(RejectReason::InvalidAmount);
+        }
+        if pool.total_shares == 0 {
+            return Err(RejectReason::PoolEmpty);
+        }
+        let held = pool.shares_of(m.user_id);
+        if held < shares {
+            return Err(RejectReason::InsufficientShares);
+        }
+        let (base_out, quote_out) =
+            amm::remove_liquidity(pool.base_reserve, pool.quote_reserve, pool.total_shares, shares)?;
+        if base_out < m.min_base_amount.get() || quote_out < m.min_quote_amount.get() {
+            return Err(RejectReason::SlippageExceeded);
+        }
+        let (base, quote) = (pool.base, pool.quote);
+
+        const INVARIANT: &str = "payouts are at most the reserves, which the pool account holds";
+        let base_balance = self.ledger.pay_out_of_pool(m.user_id, base, base_out).expect(INVARIANT);
+        let quote_balance = self.ledger.pay_out_of_pool(m.user_id, quote, quote_out).expect(INVARIANT);
+        let pool = &mut self.pools[pi];
+        pool.base_reserve -= base_out;
+        pool.quote_reserve -= quote_out;
+        pool.total_shares -= shares;
+        let user_shares = held - shares;
+        if user_shares == 0 {
+            pool.holders.remove(&m.user_id);
+        } else {
+            pool.holders.insert(m.user_id, user_shares);
+        }
+        out.push(Event::LiquidityRemoved(LiquidityRemoved {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: m.user_id,
+            base_amount: Amount::new(base_out),
+            quote_amount: Amount::new(quote_out),
+            shares: Shares::new(shares),
+            user_shares: Shares::new(user_shares),
+            total_shares: Shares::new(pool.total_shares),
+            base_reserve: Amount::new(pool.base_reserve),
+            quote_reserve: Amount::new(pool.quote_reserve),
+            market_id: m.market_id,
+            reserved: Reserved::ZERO,
+        }));
+        self.emit_balance(ctx, m.user_id, base, base_balance, BalanceChange::Pool, out);
+        self.emit_balance(ctx, m.user_id, quote, quote_balance, BalanceChange::Pool, out);
+        Ok(())
+    }
+
+    fn swap(&mut self, ctx: CommandContext, m: &Swap, out: &mut Vec<Event>) -> Outcome {
+        let pi = self.pool_index(m.market_id)?;
+        self.refuse_if_halted(m.market_id)?;
+        let side = m.side.get().map_err(|_| RejectReason::InvalidEnumValue)?;
+        let mode = m.mode.get().map_err(|_| RejectReason::InvalidEnumValue)?;
+        let pool = &self.pools[pi];
+        let result = amm::swap(pool.base_reserve, pool.quote_reserve, side, mode, m.amount.get(), pool.fee_bps)?;
+        let limit = m.limit.get();
+        let slipped = match mode {
+            SwapMode::ExactIn => result.amount_out < limit,
+            SwapMode::ExactOut => limit != 0 && result.amount_in > limit,
+        };
+        if slipped {
+            return Err(RejectReason::SlippageExceeded);
+        }
+        let (asset_in, asset_out) = match side {
+            Side::Bid => (pool.quote, pool.base),
+            Side::Ask => (pool.base, pool.quote),
+        };
+        if self.ledger.get(m.user_id, asset_in).available < result.amount_in {
+            return Err(RejectReason::InsufficientBalance);
+        }
+
+        const INVARIANT: &str = "funds checked above; the payout is below the reserve";
+        let in_balance = self.ledger.pay_into_pool(m.user_id, asset_in, result.amount_in).expect(INVARIANT);
+        let out_balance = self.ledger.pay_out_of_pool(m.user_id, asset_out, result.amount_out).expect(INVARIANT);
+        let pool = &mut self.pools[pi];
+        match side {
+            Side::Bid => (pool.quote_reserve, pool.base_reserve) = (result.reserve_in_after, result.reserve_out_after),
+            Side::Ask => (pool.base_reserve, pool.quote_reserve) = (result.reserve_in_after, result.reserve_out_after),
+        }
+        out.push(Event::SwapExecuted(SwapExecuted {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: m.user_id,
+            amount_in: Amount::new(result.amount_in),
+            amount_out: Amount::new(result.amount_out),
+            fee: Amount::new(result.fee),
+            base_reserve: Amount::new(pool.base_reserve),
+            quote_reserve: Amount::new(pool.quote_reserve),
+            market_id: m.market_id,
+            side: m.side,
+            mode: m.mode,
+            reserved: Reserved::ZERO,
+        }));
+        self.emit_balance(ctx, m.user_id, asset_in, in_balance, BalanceChange::Pool, out);
+        self.emit_balance(ctx, m.user_id, asset_out, out_balance, BalanceChange::Pool, out);
+        Ok(())
+    }
+
+    /// A market order split between the book and the pool ([`amm::plan_route`]), all or nothing.
+    /// The book leg is an IOC market order for the planned lots that skips (and, by self-trade
+    /// prevention `RejectMaker`, cancels) the user's own resting orders, exactly as planned; the
+    /// pool leg a swap of the rest. Funds and the quote limit are checked on the exact plan before
+    /// anything happens.
+    fn routed_order(&mut self, ctx: CommandContext, m: &RoutedOrder, out: &mut Vec<Event>) -> Outcome {
+        let pi = self.pool_index(m.market_id)?;
+        self.refuse_if_halted(m.market_id)?;
+        let mi = m.market_id.get() as usize - 1;
+        let side = m.side.get().map_err(|_| RejectReason::InvalidEnumValue)?;
+        let quantity = m.quantity_lots.get();
+        let spec = &self.markets[mi].spec;
+        let config = &spec.config;
+        if quantity == 0 {
+            return Err(RejectReason::InvalidQuantity);
+        }
+        if quantity < config.min_quantity_lots {
+            return Err(RejectReason::QuantityBelowMinimum);
+        }
+        if quantity > config.max_quantity_lots {
+            return Err(RejectReason::QuantityAboveMaximum);
+        }
+        // The opposite side in priority order, without the user's own orders, up to the quantity.
+        let mut ladder = Vec::new();
+        let mut gathered = 0u64;
+        self.markets[mi].book.visit_in_priority(side.opposite(), &mut |order| {
+            if order.user_id != m.user_id {
+                ladder.push((order.remaining_lots, order.price.get()));
+                gathered = gathered.saturating_add(order.remaining_lots);
+            }
+            gathered < quantity
+        });
+        let terms = amm::BookTerms {
+            quote_per_tick_lot: spec.quote_per_tick_lot,
+            lot_size: config.lot_size,
+            taker_fee_ppm: config.taker_fee_ppm,
+        };
+        let pool = &self.pools[pi];
+        let plan =
+            amm::plan_route(&ladder, side, quantity, terms, pool.base_reserve, pool.quote_reserve, pool.fee_bps)?;
+        let total = u64::try_from(plan.total_quote()).map_err(|_| RejectReason::ArithmeticOverflow)?;
+        let limit = m.quote_limit.get();
+        let (base, quote) = (config.base, config.quote);
+        match side {
+            Side::Bid => {
+                if limit != 0 && total > limit {
+                    return Err(RejectReason::SlippageExceeded);
+                }
+                if self.ledger.get(m.user_id, quote).available < total {
+                    return Err(RejectReason::InsufficientBalance);
+                }
+            }
+            Side::Ask => {
+                if total < limit {
+                    return Err(RejectReason::SlippageExceeded);
+                }
+                let base_amount = spec.base_amount(quantity).ok_or(RejectReason::ArithmeticOverflow)?;
+                if self.ledger.get(m.user_id, base).available < base_amount {
+                    return Err(RejectReason::InsufficientBalance);
+                }
+            }
+        }
+
+        // Accepted: the book leg, then the pool leg, then the report.
+        let mut order_id = OrderId::ZERO;
+        if plan.book_lots > 0 {
+            order_id = OrderId::new(self.next_order_id);
+            self.next_order_id += 1;
+            out.push(Event::OrderAccepted(OrderAccepted {
+                sequence: ctx.sequence,
+                timestamp_ns: ctx.timestamp_ns,
+                user_id: m.user_id,
+                order_id,
+                client_order_id: ClientOrderId::ZERO,
+                price_ticks: Ticks::ZERO,
+                quantity_lots: Lots::new(plan.book_lots),
+                quote_quantity: Amount::ZERO,
+                market_id: m.market_id,
+                side: m.side,
+                order_type: OrderType::Market.into(),
+                time_in_force: TimeInForce::Ioc.into(),
+                self_trade_prevention: SelfTradePrevention::RejectMaker.into(),
+                post_only: false.into(),
+                reserved: Reserved::ZERO,
+            }));
+            let mut taker = Taker {
+                order_id,
+                user_id: m.user_id,
+                client_order_id: ClientOrderId::ZERO,
+                side,
+                limit: None,
+                quantity_lots: plan.book_lots,
+                remaining_lots: Some(plan.book_lots),
+                filled_lots: 0,
+                budget: None,
+                spent: 0,
+                self_trade_prevention: SelfTradePrevention::RejectMaker,
+                time_in_force: TimeInForce::Ioc,
+                post_only: false,
+            };
+            let stop = self.match_taker(ctx, mi, &mut taker, out);
+            debug_assert_eq!(stop, MatchStop::Filled, "the plan took only what the book holds");
+            self.finish_taker(ctx, mi, &taker, stop, out);
+        }
+        if plan.pool_base > 0 {
+            let mode = match side {
+                Side::Bid => SwapMode::ExactOut,
+                Side::Ask => SwapMode::ExactIn,
+            };
+            let swap = Swap {
+                user_id: m.user_id,
+                amount: Amount::new(plan.pool_base),
+                limit: Amount::ZERO,
+                market_id: m.market_id,
+                side: m.side,
+                mode: mode.into(),
+                reserved: Reserved::ZERO,
+            };
+            // Planned against this very pool state with the funds checked: cannot fail.
+            self.swap(ctx, &swap, out).expect("the pool leg was planned on the same state");
+        }
+        out.push(Event::OrderRouted(OrderRouted {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: m.user_id,
+            order_id,
+            book_lots: Lots::new(plan.book_lots),
+            book_quote: Amount::new(plan.book_quote),
+            pool_base_amount: Amount::new(plan.pool_base),
+            pool_quote: Amount::new(plan.pool_quote),
+            market_id: m.market_id,
+            side: m.side,
+            reserved: Reserved::ZERO,
+        }));
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //! deposits and withdrawals that the conservation invariant is checked against.
 //!
 //! Invariant (checked by [`Ledger::check_conservation`]): for every asset,
-//! `Σ users (available + locked) + fees_collected = deposits − withdrawals`.
+//! `Σ users (available + locked) + fees_collected + pooled = deposits − withdrawals`, where
+//! `pooled` is what the AMM pools hold (the pool account; see [`crate::amm`]).
 //! Every operation is checked: an operation that would overflow or go negative is refused before
 //! anything changes, so a refused operation has no effect.
 
@@ -33,6 +34,8 @@ pub struct Ledger {
     accounts: Vec<Account>,
     index: FastMap<UserId, u32>,
     fees_collected: Vec<u64>,
+    /// Held by AMM pools, per asset (the sum of the pools' reserves).
+    pooled: Vec<u64>,
     deposited: Vec<u128>,
     withdrawn: Vec<u128>,
 }
@@ -51,6 +54,7 @@ impl Ledger {
             accounts: Vec::with_capacity(accounts_expected),
             index: new_map(accounts_expected),
             fees_collected: vec![0; asset_count],
+            pooled: vec![0; asset_count],
             deposited: vec![0; asset_count],
             withdrawn: vec![0; asset_count],
         }
@@ -68,6 +72,11 @@ impl Ledger {
     /// Fees collected so far in an asset.
     pub fn fees_collected(&self, asset: AssetId) -> u64 {
         self.fees_collected.get(asset.get() as usize).copied().unwrap_or(0)
+    }
+
+    /// What the AMM pools hold of an asset (the pool account).
+    pub fn pooled(&self, asset: AssetId) -> u64 {
+        self.pooled.get(asset.get() as usize).copied().unwrap_or(0)
     }
 
     /// Total deposited and total withdrawn of an asset.
@@ -211,6 +220,38 @@ impl Ledger {
         self.fees_collected[asset.get() as usize] += amount;
     }
 
+    /// Moves `amount` from a user's available balance into the pool account.
+    pub(crate) fn pay_into_pool(
+        &mut self,
+        user_id: UserId,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<Balance, LedgerError> {
+        let balance = self.balance_mut(user_id, asset).ok_or(LedgerError::Insufficient)?;
+        balance.available = balance.available.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        let after = *balance;
+        // Cannot overflow: the pool account's total never exceeds the asset's outstanding total.
+        self.pooled[asset.get() as usize] += amount;
+        Ok(after)
+    }
+
+    /// Moves `amount` from the pool account to a user's available balance.
+    pub(crate) fn pay_out_of_pool(
+        &mut self,
+        user_id: UserId,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<Balance, LedgerError> {
+        let a = asset.get() as usize;
+        self.pooled[a] = self.pooled[a].checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        Ok(self.credit(user_id, asset, amount))
+    }
+
+    /// Sets the pool account of an asset (restoring a snapshot, from the pools' reserves).
+    pub(crate) fn set_pooled(&mut self, asset: AssetId, amount: u64) {
+        self.pooled[asset.get() as usize] = amount;
+    }
+
     /// Checks the conservation invariant for every asset.
     ///
     /// # Errors
@@ -223,12 +264,12 @@ impl Ledger {
             }
         }
         for (a, held) in held.into_iter().enumerate() {
-            let left = held + u128::from(self.fees_collected[a]);
+            let left = held + u128::from(self.fees_collected[a]) + u128::from(self.pooled[a]);
             let right = self.deposited[a] - self.withdrawn[a];
             if left != right {
                 return Err(format!(
-                    "asset {a}: balances {held} + fees {} != deposits {} - withdrawals {}",
-                    self.fees_collected[a], self.deposited[a], self.withdrawn[a]
+                    "asset {a}: balances {held} + fees {} + pooled {} != deposits {} - withdrawals {}",
+                    self.fees_collected[a], self.pooled[a], self.deposited[a], self.withdrawn[a]
                 ));
             }
         }

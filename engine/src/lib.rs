@@ -16,8 +16,15 @@
 //!   price (market buys spend at most their available balance or quote quantity); fees are charged
 //!   in the quote asset, rounded down, to the fee account.
 //!
-//! [`Engine::validate`] checks the book and ledger invariants; tests call it after every command.
+//! - AMM pools ([`amm`]): constant-product pools beside the order books of configured markets,
+//!   with liquidity provision (LP shares), exact-in / exact-out swaps with slippage limits, fees
+//!   kept in the pool and rounding in the pool's favour; their reserves are held in the ledger's
+//!   pool account.
+//!
+//! [`Engine::validate`] checks the book, pool and ledger invariants; tests call it after every
+//! command.
 
+pub mod amm;
 pub mod book;
 pub mod bus;
 pub mod config;
@@ -29,6 +36,7 @@ pub mod snapshot;
 pub mod testkit;
 pub mod throttle;
 
+pub use amm::{Pool, PoolConfig};
 pub use book::{Book, LevelSummary, OrderBook, RestingOrder};
 pub use config::{AssetConfig, ConfigError, EngineConfig, EngineLimits, MarketConfig};
 pub use engine::{CommandContext, Engine};

@@ -3,11 +3,15 @@
 //!
 //! # Format (little-endian)
 //! Magic `EXSNAP01`, format version u32, reserved u32, sequence u64, state hash u64, asset count
-//! u32, market count u32, next order id u64; per market: next trade id u64, order count u64, then
+//! u32, market count u32, next order id u64; per market: next trade id u64, halted flag u64 (0 or
+//! 1; absent in version 1, whose markets are all open), order count u64, then
 //! every resting order (bids then asks, each side in priority order) as 11 u64 fields; the ledger:
 //! account count u64, per account the user id and (available, locked) per asset; per asset the
-//! fees collected u64, deposited u128 and withdrawn u128; finally a CRC32C u32 of all preceding
-//! bytes.
+//! fees collected u64, deposited u128 and withdrawn u128; (version 2) the AMM pools: pool count
+//! u64, per pool its market id u64, base reserve u64, quote reserve u64, total shares u64, holder
+//! count u64 and per holder (user id u64, shares u64) in user id order; finally a CRC32C u32 of
+//! all preceding bytes. Version 1 snapshots (before pools) are still read: their pools are empty.
+//! The ledger's pool account is rebuilt from the pools' reserves.
 //!
 //! Restoring inserts the orders in priority order, which rebuilds the same queues; the restored
 //! engine's [`Engine::state_hash`] must equal the stored hash, or the snapshot is refused.
@@ -28,7 +32,7 @@ use std::path::{Path, PathBuf};
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"EXSNAP01";
 /// Snapshot format version.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// Why a snapshot could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +92,12 @@ impl<B: Book> Engine<B> {
         out.extend_from_slice(&(self.ledger().asset_count() as u32).to_le_bytes());
         out.extend_from_slice(&(self.market_count() as u32).to_le_bytes());
         out.extend_from_slice(&self.next_order_id().get().to_le_bytes());
+        let mut market_id = 0u32;
         self.visit_markets(&mut |next_trade_id, book| {
+            market_id += 1;
             out.extend_from_slice(&next_trade_id.to_le_bytes());
+            let halted = self.is_halted(codec::MarketId::new(market_id)).unwrap_or(false);
+            out.extend_from_slice(&u64::from(halted).to_le_bytes());
             out.extend_from_slice(&(book.len() as u64).to_le_bytes());
             for side in [Side::Bid, Side::Ask] {
                 book.visit_in_priority(side, &mut |order| {
@@ -113,6 +121,22 @@ impl<B: Book> Engine<B> {
             }
         });
         self.ledger().write_snapshot(out);
+        out.extend_from_slice(&(self.pools().len() as u64).to_le_bytes());
+        for pool in self.pools() {
+            for value in [
+                u64::from(pool.market_id.get()),
+                pool.base_reserve,
+                pool.quote_reserve,
+                pool.total_shares,
+                pool.holders.len() as u64,
+            ] {
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+            for (user, shares) in &pool.holders {
+                out.extend_from_slice(&user.get().to_le_bytes());
+                out.extend_from_slice(&shares.to_le_bytes());
+            }
+        }
         let crc = crc32c::crc32c(out);
         out.extend_from_slice(&crc.to_le_bytes());
     }
@@ -139,7 +163,8 @@ impl<B: Book> Engine<B> {
             return Err(invalid("bad magic"));
         }
         let version = r.u32()?;
-        if version != SNAPSHOT_VERSION {
+        // Version 1 had no halted flag per market (every market open).
+        if version != SNAPSHOT_VERSION && version != 1 {
             return Err(invalid(format!("unsupported version {version}")));
         }
         r.u32()?;
@@ -158,6 +183,14 @@ impl<B: Book> Engine<B> {
         let mut markets = Vec::with_capacity(market_count);
         for _ in 0..market_count {
             let next_trade_id = r.u64()?;
+            let halted = match version {
+                1 => false,
+                _ => match r.u64()? {
+                    0 => false,
+                    1 => true,
+                    other => return Err(invalid(format!("bad halted flag {other}"))),
+                },
+            };
             let count = r.u64()? as usize;
             let mut orders = Vec::with_capacity(count.min(1 << 20));
             for _ in 0..count {
@@ -181,10 +214,33 @@ impl<B: Book> Engine<B> {
                     post_only: field[10] != 0,
                 });
             }
-            markets.push((next_trade_id, orders));
+            markets.push((next_trade_id, halted, orders));
         }
         engine.restore_markets(next_order_id, markets).map_err(invalid)?;
         engine.ledger_mut().read_snapshot(&mut r)?;
+        if version >= 2 {
+            let count = r.u64()? as usize;
+            let mut pools = Vec::with_capacity(count.min(1 << 10));
+            for _ in 0..count {
+                let market_id =
+                    codec::MarketId::new(u32::try_from(r.u64()?).map_err(|_| invalid("pool market id out of range"))?);
+                let configured = engine.pool(market_id).ok_or_else(|| invalid(format!("no pool on {market_id}")))?;
+                let mut pool = configured.clone();
+                pool.base_reserve = r.u64()?;
+                pool.quote_reserve = r.u64()?;
+                pool.total_shares = r.u64()?;
+                pool.holders.clear();
+                let holders = r.u64()?;
+                for _ in 0..holders {
+                    let (user, shares) = (UserId::new(r.u64()?), r.u64()?);
+                    if pool.holders.insert(user, shares).is_some() {
+                        return Err(invalid(format!("pool {market_id}: holder {user} twice")));
+                    }
+                }
+                pools.push(pool);
+            }
+            engine.restore_pools(pools).map_err(invalid)?;
+        }
         if r.offset != body.len() {
             return Err(invalid("trailing bytes"));
         }

@@ -8,6 +8,8 @@
 //! [`ReferenceLedger`] rebuilds every user's total holding per asset from the events alone
 //! (deposits, withdrawals and fills) and must agree with the engine's balances.
 
+pub mod profiles;
+
 use crate::book::{Book, InsertError, LevelSummary, RestingOrder};
 use codec::*;
 use std::collections::BTreeMap;
@@ -174,6 +176,8 @@ pub struct ReferenceLedger {
     pub holdings: BTreeMap<(UserId, AssetId), i128>,
     /// Asset → fees collected.
     pub fees: BTreeMap<AssetId, i128>,
+    /// Asset → held by AMM pools.
+    pub pooled: BTreeMap<AssetId, i128>,
     /// Market → (base, quote, lot size).
     markets: BTreeMap<MarketId, (AssetId, AssetId, u64)>,
     /// Pending deposit/withdrawal deltas keyed by (user, asset), applied when their balance
@@ -221,11 +225,36 @@ impl ReferenceLedger {
                 *self.holdings.entry((seller, quote)).or_default() += notional - i128::from(seller_fee.get());
                 *self.fees.entry(quote).or_default() += i128::from(fill.maker_fee.get() + fill.taker_fee.get());
             }
+            Event::LiquidityAdded(added) => {
+                let (base, quote, _) = self.markets[&added.market_id];
+                self.move_to_pool(added.user_id, base, i128::from(added.base_amount.get()));
+                self.move_to_pool(added.user_id, quote, i128::from(added.quote_amount.get()));
+            }
+            Event::LiquidityRemoved(removed) => {
+                let (base, quote, _) = self.markets[&removed.market_id];
+                self.move_to_pool(removed.user_id, base, -i128::from(removed.base_amount.get()));
+                self.move_to_pool(removed.user_id, quote, -i128::from(removed.quote_amount.get()));
+            }
+            Event::SwapExecuted(swap) => {
+                let (base, quote, _) = self.markets[&swap.market_id];
+                let (asset_in, asset_out) = match swap.side.get() {
+                    Ok(Side::Bid) => (quote, base),
+                    _ => (base, quote),
+                };
+                self.move_to_pool(swap.user_id, asset_in, i128::from(swap.amount_in.get()));
+                self.move_to_pool(swap.user_id, asset_out, -i128::from(swap.amount_out.get()));
+            }
             _ => {}
         }
     }
 
-    /// Compares with the engine's balances and fees.
+    /// Moves `amount` (negative: out of the pool) between a user and the pool account.
+    fn move_to_pool(&mut self, user: UserId, asset: AssetId, amount: i128) {
+        *self.holdings.entry((user, asset)).or_default() -= amount;
+        *self.pooled.entry(asset).or_default() += amount;
+    }
+
+    /// Compares with the engine's balances, fees and pool account.
     ///
     /// # Errors
     /// The first disagreement.
@@ -240,6 +269,11 @@ impl ReferenceLedger {
         for (&asset, &fees) in &self.fees {
             if i128::from(engine.ledger().fees_collected(asset)) != fees {
                 return Err(format!("asset {asset}: fee account disagrees with fills"));
+            }
+        }
+        for (&asset, &pooled) in &self.pooled {
+            if i128::from(engine.ledger().pooled(asset)) != pooled {
+                return Err(format!("asset {asset}: pool account disagrees with pool events"));
             }
         }
         Ok(())
@@ -347,6 +381,65 @@ pub mod commands {
             user_id: UserId::new(user),
             amount: Amount::new(amount),
             asset_id: AssetId::new(asset),
+            reserved: Reserved::ZERO,
+        })
+    }
+
+    /// Halt (`halt`) or resume a market.
+    pub fn market_control(market: u32, halt: bool) -> Command {
+        Command::MarketControl(MarketControl {
+            market_id: MarketId::new(market),
+            action: if halt { MarketAction::Halt } else { MarketAction::Resume }.into(),
+            reserved: Reserved::ZERO,
+        })
+    }
+
+    /// Adds liquidity to a market's pool (no slippage limit).
+    pub fn add_liquidity(user: u64, market: u32, max_base: u64, max_quote: u64) -> Command {
+        Command::AddLiquidity(AddLiquidity {
+            user_id: UserId::new(user),
+            max_base_amount: Amount::new(max_base),
+            max_quote_amount: Amount::new(max_quote),
+            min_shares: Shares::ZERO,
+            market_id: MarketId::new(market),
+            reserved: Reserved::ZERO,
+        })
+    }
+
+    /// Burns pool shares (no slippage limit).
+    pub fn remove_liquidity(user: u64, market: u32, shares: u64) -> Command {
+        Command::RemoveLiquidity(RemoveLiquidity {
+            user_id: UserId::new(user),
+            shares: Shares::new(shares),
+            min_base_amount: Amount::ZERO,
+            min_quote_amount: Amount::ZERO,
+            market_id: MarketId::new(market),
+            reserved: Reserved::ZERO,
+        })
+    }
+
+    /// A swap against a market's pool; `limit` is the least out (exact in) or the most in
+    /// (exact out), 0 for none.
+    pub fn swap(user: u64, market: u32, side: Side, mode: SwapMode, amount: u64, limit: u64) -> Command {
+        Command::Swap(Swap {
+            user_id: UserId::new(user),
+            amount: Amount::new(amount),
+            limit: Amount::new(limit),
+            market_id: MarketId::new(market),
+            side: side.into(),
+            mode: mode.into(),
+            reserved: Reserved::ZERO,
+        })
+    }
+
+    /// A market order routed between the book and the pool; `quote_limit` 0 for none.
+    pub fn routed(user: u64, market: u32, side: Side, quantity_lots: u64, quote_limit: u64) -> Command {
+        Command::RoutedOrder(RoutedOrder {
+            user_id: UserId::new(user),
+            quantity_lots: Lots::new(quantity_lots),
+            quote_limit: Amount::new(quote_limit),
+            market_id: MarketId::new(market),
+            side: side.into(),
             reserved: Reserved::ZERO,
         })
     }

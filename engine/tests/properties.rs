@@ -3,13 +3,14 @@
 //! every command `validate()` holds (book not crossed, level totals, exact reservations, locked =
 //! Σ reservations, conservation per asset) and the event-rebuilt reference ledger agrees with
 //! the engine's balances. Rejected commands must leave the state hash unchanged, and replaying
-//! the stream gives the same final hash.
+//! the stream gives the same final hash. AMM pool commands (add / remove liquidity, swaps) are
+//! mixed in: pools on both markets, their reserves checked against the ledger's pool account.
 //!
 //! Failing seeds are kept in `tests/properties.proptest-regressions`.
 
 use codec::*;
 use engine::testkit::{NaiveBook, ReferenceLedger};
-use engine::{CommandContext, Engine, EngineConfig, EngineLimits, OrderBook};
+use engine::{CommandContext, Engine, EngineConfig, EngineLimits, OrderBook, PoolConfig};
 use proptest::prelude::*;
 
 const USERS: u64 = 4;
@@ -30,6 +31,10 @@ fn config() -> EngineConfig {
     // Give ETH_USDC a tick-lot worth more than one quote unit to exercise the scaling.
     config.markets[1].tick_size = 30_000;
     config.limits = EngineLimits { orders_per_market_max: 24, open_orders_per_user_max: 5, accounts_expected: 8 };
+    config.pools = vec![
+        PoolConfig { market_id: MarketId::new(1), fee_bps: 30 },
+        PoolConfig { market_id: MarketId::new(2), fee_bps: 0 },
+    ];
     config
 }
 
@@ -54,6 +59,11 @@ fn order_reference() -> impl Strategy<Value = u64> {
 /// Commands drawn over a small space of users, prices, ids and quantities so they interact a lot:
 /// crossing orders, self trades, duplicate client ids, cancels of real and missing orders.
 fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![20 => book_command(), 6 => pool_command()]
+}
+
+/// Order-book and ledger commands.
+fn book_command() -> impl Strategy<Value = Command> {
     let user = 1..=USERS;
     let market = 1..=MARKETS;
     prop_oneof![
@@ -141,6 +151,74 @@ fn command() -> impl Strategy<Value = Command> {
                 reserved: Reserved::ZERO,
             })
         }),
+        // Rare halts and resumes (an unknown market or action is rejected).
+        1 => (0..=MARKETS + 1, prop_oneof![1 => Just(1u8), 8 => Just(2u8), 1 => Just(9u8)]).prop_map(
+            |(market, action)| {
+                let command = Command::MarketControl(MarketControl {
+                    market_id: MarketId::new(market),
+                    action: MarketAction::Halt.into(),
+                    reserved: Reserved::ZERO,
+                });
+                // Patch the action byte (an unknown code included) on the wire form.
+                let mut bytes = command.to_vec();
+                bytes[MESSAGE_HEADER_BYTES + core::mem::offset_of!(MarketControl, action)] = action;
+                Command::decode(&bytes).unwrap().0
+            }
+        ),
+    ]
+}
+
+/// AMM pool commands.
+fn pool_command() -> impl Strategy<Value = Command> {
+    let user = 1..=USERS;
+    prop_oneof![
+        // AMM pools: market 0 is unknown; small amounts round to nothing, large ones exceed funds.
+        2 => (user.clone(), 0..=MARKETS, 0u64..=3_000_000, 0u64..=3_000_000, prop_oneof![3 => Just(0u64), 1 => 0u64..=2_000_000])
+            .prop_map(|(user, market, base, quote, min_shares)| {
+                Command::AddLiquidity(AddLiquidity {
+                    user_id: UserId::new(user),
+                    max_base_amount: Amount::new(base),
+                    max_quote_amount: Amount::new(quote),
+                    min_shares: Shares::new(min_shares),
+                    market_id: MarketId::new(market),
+                    reserved: Reserved::ZERO,
+                })
+            }),
+        1 => (user.clone(), 1..=MARKETS, prop_oneof![1u64..=3_000, 0u64..=3_000_000], prop_oneof![3 => Just(0u64), 1 => 0u64..=2_000_000])
+            .prop_map(|(user, market, shares, min)| {
+                Command::RemoveLiquidity(RemoveLiquidity {
+                    user_id: UserId::new(user),
+                    shares: Shares::new(shares),
+                    min_base_amount: Amount::new(min),
+                    min_quote_amount: Amount::new(min / 2),
+                    market_id: MarketId::new(market),
+                    reserved: Reserved::ZERO,
+                })
+            }),
+        1 => (user.clone(), 1..=MARKETS, side(), 0u64..=60, prop_oneof![3 => Just(0u64), 1 => 0u64..=400_000]).prop_map(
+            |(user, market, side, lots, limit)| {
+                Command::RoutedOrder(RoutedOrder {
+                    user_id: UserId::new(user),
+                    quantity_lots: Lots::new(lots),
+                    quote_limit: Amount::new(limit),
+                    market_id: MarketId::new(market),
+                    side: side.into(),
+                    reserved: Reserved::ZERO,
+                })
+            }
+        ),
+        3 => (user, 1..=MARKETS, side(), prop::sample::select(SwapMode::ALL.to_vec()), 0u64..=400_000, prop_oneof![3 => Just(0u64), 1 => 0u64..=400_000])
+            .prop_map(|(user, market, side, mode, amount, limit)| {
+                Command::Swap(Swap {
+                    user_id: UserId::new(user),
+                    amount: Amount::new(amount),
+                    limit: Amount::new(limit),
+                    market_id: MarketId::new(market),
+                    side: side.into(),
+                    mode: mode.into(),
+                    reserved: Reserved::ZERO,
+                })
+            }),
     ]
 }
 
@@ -153,6 +231,10 @@ fn funding() -> Vec<Command> {
         }
     }
     commands
+}
+
+fn pool_k(pool: &engine::Pool) -> u128 {
+    u128::from(pool.base_reserve) * u128::from(pool.quote_reserve)
 }
 
 /// Event counts by template id, to show a stream really exercised the engine.
@@ -168,6 +250,10 @@ fn run(commands: &[Command]) -> Result<Coverage, TestCaseError> {
     for (i, command) in funding().iter().chain(commands).enumerate() {
         let ctx = CommandContext::new(i as u64 + 1, 1_000 + i as u64);
         let hash_before = fast.state_hash();
+        let fast_before = match command {
+            Command::Swap(swap) => fast.pool(swap.market_id).cloned().unwrap_or_else(|| fast.pools()[0].clone()),
+            _ => fast.pools()[0].clone(),
+        };
         fast_events.clear();
         naive_events.clear();
         fast.execute(ctx, command, &mut fast_events);
@@ -179,6 +265,13 @@ fn run(commands: &[Command]) -> Result<Coverage, TestCaseError> {
             command
         );
         let rejected = fast_events.iter().any(|e| matches!(e, Event::OrderRejected(_)));
+        if let Command::Swap(swap) = command
+            && !rejected
+        {
+            // k = base · quote never decreases after a swap.
+            let (before, after) = (pool_k(&fast_before), pool_k(&fast.pool(swap.market_id).unwrap().clone()));
+            prop_assert!(after >= before, "k decreased: {} -> {} by {:?}", before, after, command);
+        }
         if rejected {
             prop_assert_eq!(fast_events.len(), 1, "a reject comes alone");
             prop_assert_eq!(hash_before, fast.state_hash(), "rejected command changed state: {:?}", command);
@@ -227,7 +320,8 @@ fn long_stream_keeps_invariants() {
         Config::default(),
         proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
     );
-    let commands = prop::collection::vec(command(), 3_000).new_tree(&mut runner).unwrap().current();
+    let mut commands = prop::collection::vec(book_command(), 3_000).new_tree(&mut runner).unwrap().current();
+    commands.extend(prop::collection::vec(command(), 1_500).new_tree(&mut runner).unwrap().current());
     let coverage = run(&commands).unwrap();
     println!("{coverage:#?}");
     for kind in [
@@ -241,6 +335,10 @@ fn long_stream_keeps_invariants() {
         "ReplacedKeepingPriority",
         "BookLevelUpdate",
         "BalanceUpdate",
+        "LiquidityAdded",
+        "LiquidityRemoved",
+        "SwapExecuted",
+        "OrderRouted",
     ] {
         assert!(coverage.get(kind).copied().unwrap_or(0) >= 5, "the stream should produce {kind}: {coverage:?}");
     }

@@ -127,6 +127,11 @@ impl Harness {
             }
             Command::MassCancel(m) => assert_eq!(rejected.market_id, m.market_id),
             Command::Deposit(_) | Command::Withdraw(_) => assert_eq!(rejected.market_id, MarketId::ZERO),
+            Command::MarketControl(m) => assert_eq!(rejected.market_id, m.market_id),
+            Command::AddLiquidity(m) => assert_eq!(rejected.market_id, m.market_id),
+            Command::RemoveLiquidity(m) => assert_eq!(rejected.market_id, m.market_id),
+            Command::Swap(m) => assert_eq!(rejected.market_id, m.market_id),
+            Command::RoutedOrder(m) => assert_eq!(rejected.market_id, m.market_id),
         }
         assert_eq!(self.engine.state_hash(), hash, "a rejected command changed the state: {command:?}");
         assert_eq!(self.engine.next_order_id(), next_order_id);
@@ -1394,6 +1399,62 @@ fn deposits_and_withdrawals() {
     // The asset's outstanding total must fit in u64.
     h.deposit(3, USDC, u64::MAX);
     h.reject(c::deposit(4, USDC, 1), RejectReason::ArithmeticOverflow);
+}
+
+// ----------------------------------------------------------------------------------------------
+// Market halts
+// ----------------------------------------------------------------------------------------------
+
+fn status(event: &Event) -> (u32, bool) {
+    let changed = get!(event, MarketStatusChanged);
+    (changed.market_id.get(), bool::from(changed.halted.get().unwrap()))
+}
+
+#[test]
+fn a_halted_market_refuses_orders_and_replaces_but_allows_cancels() {
+    let mut h = Harness::new();
+    h.deposit(1, USDC, 1_000_000);
+    h.deposit(2, BTC, 100_000);
+    let (bid, _) = h.place(gtc(1, Side::Bid, 1_000, 10));
+    let (other, _) = h.place(gtc(1, Side::Bid, 990, 5));
+    let (third, _) = h.place(gtc(1, Side::Bid, 980, 5));
+    let open_hash = h.engine.state_hash();
+
+    let ev = h.ok(c::market_control(M1, true));
+    assert_eq!(ev.len(), 1);
+    assert_eq!(status(&ev[0]), (M1, true));
+    assert_eq!(h.engine.is_halted(MarketId::new(M1)), Some(true));
+    assert_eq!(h.engine.is_halted(MarketId::new(M2)), Some(false));
+    assert_ne!(h.engine.state_hash(), open_hash, "the halted flag is part of the state");
+    // Halting again changes nothing but is still answered.
+    let hash = h.engine.state_hash();
+    assert_eq!(status(&h.ok(c::market_control(M1, true))[0]), (M1, true));
+    assert_eq!(h.engine.state_hash(), hash);
+
+    h.reject(gtc(2, Side::Ask, 1_000, 1), RejectReason::MarketHalted);
+    h.reject(c::market(2, M1, Side::Ask, 1), RejectReason::MarketHalted);
+    h.reject(c::replace(1, M1, bid, 1_001, 0), RejectReason::MarketHalted);
+    // Resting orders stay; cancels and mass cancels work.
+    assert!(h.balance(1, USDC).1 > 0);
+    let ev = h.ok(c::cancel(1, M1, bid));
+    assert_eq!(get!(&ev[0], OrderCanceled).order_id.get(), bid);
+    let ev = h.ok(c::mass_cancel(1, M1, SideFilter::Both));
+    assert_eq!(get!(ev.last().unwrap(), MassCancelReport).canceled_count.get(), 2);
+    let _ = (other, third);
+    assert_eq!(h.balance(1, USDC), (1_000_000, 0));
+    // Other markets trade on.
+    h.deposit(3, ETH, 100_000);
+    h.place(c::gtc(3, M2, Side::Ask, 1_000, 1));
+
+    let ev = h.ok(c::market_control(M1, false));
+    assert_eq!(status(&ev[0]), (M1, false));
+    assert_ne!(h.engine.state_hash(), open_hash, "orders were cancelled meanwhile");
+    h.place(gtc(2, Side::Ask, 1_000, 1));
+
+    h.reject(c::market_control(99, true), RejectReason::UnknownMarket);
+    h.reject(c::market_control(0, false), RejectReason::UnknownMarket);
+    let bad = with_raw_byte(c::market_control(M1, true), core::mem::offset_of!(MarketControl, action), 7);
+    h.reject(bad, RejectReason::InvalidEnumValue);
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -27,15 +27,29 @@ fn stream(count: usize) -> Vec<Command> {
         commands.push(deposit(user, 0, 50_000_000));
         commands.push(deposit(user, 1, 5_000_000_000));
     }
-    for _ in 0..count {
+    for i in 0..count {
+        // Market 1 is halted around every other snapshot point (sequence 12 + 250k), so the
+        // halted flag is snapshotted, restored and then obeyed.
+        match i % 500 {
+            230 => commands.push(market_control(1, true)),
+            270 => commands.push(market_control(1, false)),
+            _ => {}
+        }
         let user = rng.range(1, 6);
         let side = if rng.next() % 2 == 0 { Side::Bid } else { Side::Ask };
-        commands.push(match rng.next() % 50 {
+        commands.push(match rng.next() % 56 {
             0..=29 => limit(user, 1, side, rng.range(990, 1010), rng.range(1, 50), TimeInForce::Gtc, rng.range(0, 9)),
             30..=34 => market(user, 1, side, rng.range(1, 20)),
             35..=39 => cancel(user, 1, rng.range(1, 300)),
             40..=48 => replace(user, 1, rng.range(1, 300), rng.range(985, 1015), rng.range(0, 60)),
-            _ => mass_cancel(user, 1, SideFilter::Both),
+            49 => mass_cancel(user, 1, SideFilter::Both),
+            // The AMM pool beside the book (its state is in the snapshot too).
+            50..=51 => add_liquidity(user, 1, rng.range(1, 2_000_000), rng.range(1, 200_000_000)),
+            52 => remove_liquidity(user, 1, rng.range(1, 5_000_000)),
+            _ => {
+                let mode = if rng.next() % 2 == 0 { SwapMode::ExactIn } else { SwapMode::ExactOut };
+                swap(user, 1, side, mode, rng.range(1, 1_000_000), 0)
+            }
         });
     }
     commands
@@ -44,6 +58,7 @@ fn stream(count: usize) -> Vec<Command> {
 fn config() -> EngineConfig {
     let mut config = EngineConfig::sample();
     config.limits.orders_per_market_max = 4_096;
+    config.pools = vec![engine::PoolConfig { market_id: MarketId::new(1), fee_bps: 25 }];
     config
 }
 
@@ -77,6 +92,7 @@ fn restored_engine_continues_identically() {
         events.clear();
     }
     assert!(original.book(MarketId::new(1)).map_or(0, engine::Book::len) > 10, "the book should hold orders");
+    assert!(original.pool(MarketId::new(1)).unwrap().holders.len() > 1, "the pool should have providers");
     assert_eq!(checked, 8);
 }
 

@@ -18,8 +18,11 @@ pub const DEFAULT_CONFIG: &str = include_str!("../exchange.toml");
 pub struct Config {
     /// Directory of the journal and snapshots.
     pub data_dir: PathBuf,
-    /// HTTP listener (metrics now; REST and WebSocket later).
+    /// HTTP listener: metrics, REST and WebSocket.
     pub http: HttpSection,
+    /// The WebSocket API on the HTTP port (defaults when absent).
+    #[serde(default)]
+    pub websocket: WebSocketSection,
     /// SBE binary order-entry gateway.
     pub binary: BinarySection,
     /// FIX 4.4 order-entry gateway.
@@ -30,6 +33,12 @@ pub struct Config {
     /// API keys (Ed25519 public keys) and the users they act for.
     #[serde(default)]
     pub api_keys: Vec<ApiKeySection>,
+    /// Registered users, sessions (JWT) and their API keys (gateway-json's user store).
+    #[serde(default)]
+    pub users: UsersSection,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminSection,
     /// The trading page (docs/web.md).
     #[serde(default)]
     pub web: WebSection,
@@ -43,6 +52,19 @@ pub struct Config {
     pub assets: Vec<AssetSection>,
     /// Markets, in id order (ids start at 1).
     pub markets: Vec<MarketSection>,
+    /// AMM pools beside markets (docs/amm.md).
+    #[serde(default)]
+    pub pools: Vec<PoolSection>,
+}
+
+/// `[[pools]]`: a constant-product AMM pool beside a market's order book.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    /// Symbol of the market whose base and quote the pool holds.
+    pub market: String,
+    /// Swap fee, basis points of the amount paid in (at most 1000).
+    pub fee_bps: u32,
 }
 
 /// `[http]`.
@@ -51,6 +73,151 @@ pub struct Config {
 pub struct HttpSection {
     /// Address to listen on, e.g. `127.0.0.1:8080`; port 0 picks a free port.
     pub listen: std::net::SocketAddr,
+    /// Largest request body, bytes (a larger one is `413`).
+    #[serde(default = "http_defaults::body_bytes_max")]
+    pub body_bytes_max: usize,
+    /// Sustained requests per second per client IP address (0: unlimited); over it `429`.
+    #[serde(default = "http_defaults::ip_requests_per_second")]
+    pub ip_requests_per_second: u32,
+    /// Burst above the per-IP rate.
+    #[serde(default = "http_defaults::ip_burst")]
+    pub ip_burst: u32,
+    /// Sustained signed requests per second per API key (0: unlimited); over it `429`.
+    #[serde(default = "http_defaults::key_requests_per_second")]
+    pub key_requests_per_second: u32,
+    /// Burst above the per-key rate.
+    #[serde(default = "http_defaults::key_burst")]
+    pub key_burst: u32,
+    /// Most simultaneous HTTP connections; one more is answered `503` and closed.
+    #[serde(default = "http_defaults::connections_max")]
+    pub connections_max: usize,
+}
+
+impl HttpSection {
+    /// The limits of the REST API.
+    pub fn limits(&self) -> gateway_json::limits::HttpLimits {
+        gateway_json::limits::HttpLimits {
+            body_bytes_max: self.body_bytes_max,
+            ip_requests_per_second: self.ip_requests_per_second,
+            ip_burst: self.ip_burst,
+            key_requests_per_second: self.key_requests_per_second,
+            key_burst: self.key_burst,
+            connections_max: self.connections_max,
+        }
+    }
+}
+
+/// Defaults of the `[http]` limits (those of [`gateway_json::limits::HttpLimits`]), so that
+/// configuration files written before the limits existed still load.
+mod http_defaults {
+    use gateway_json::limits::HttpLimits;
+
+    pub(super) fn body_bytes_max() -> usize {
+        HttpLimits::default().body_bytes_max
+    }
+    pub(super) fn ip_requests_per_second() -> u32 {
+        HttpLimits::default().ip_requests_per_second
+    }
+    pub(super) fn ip_burst() -> u32 {
+        HttpLimits::default().ip_burst
+    }
+    pub(super) fn key_requests_per_second() -> u32 {
+        HttpLimits::default().key_requests_per_second
+    }
+    pub(super) fn key_burst() -> u32 {
+        HttpLimits::default().key_burst
+    }
+    pub(super) fn connections_max() -> usize {
+        HttpLimits::default().connections_max
+    }
+}
+
+/// `[websocket]`: the WebSocket API (served on the HTTP port, docs/websocket-api.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketSection {
+    /// Server ping interval, ms (Backpack: 60000).
+    pub ping_interval_ms: u64,
+    /// A ping unanswered this long closes the connection, ms (Backpack: 120000).
+    pub pong_timeout_ms: u64,
+    /// Streams per connection.
+    pub subscriptions_max: usize,
+    /// Open connections per client IP address.
+    pub connections_per_ip: usize,
+    /// Largest inbound message, bytes.
+    pub message_bytes_max: usize,
+    /// Sustained inbound messages per second per connection.
+    pub messages_per_second: u32,
+    /// Inbound burst allowance, messages.
+    pub burst: u32,
+    /// Limit violations tolerated before a connection is closed.
+    pub strikes_max: u32,
+    /// Frames a connection may have queued before it lags.
+    pub queue_frames: usize,
+    /// What a lagging connection gets: `resync` (lag notice, depth snapshot, diffs) or
+    /// `disconnect` (closed with a reason).
+    pub lag_policy: LagPolicySetting,
+    /// Resyncs a connection may have before it is closed.
+    pub resyncs_max: u32,
+}
+
+/// `websocket.lag_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LagPolicySetting {
+    /// Lag notice, then a depth snapshot and diffs again.
+    Resync,
+    /// Close with a reason.
+    Disconnect,
+}
+
+impl Default for WebSocketSection {
+    fn default() -> Self {
+        let ws = gateway_json::WsConfig::default();
+        let publisher = marketdata::PublisherConfig::default();
+        Self {
+            ping_interval_ms: ws.ping_interval.as_millis() as u64,
+            pong_timeout_ms: ws.pong_timeout.as_millis() as u64,
+            subscriptions_max: ws.subscriptions_max,
+            connections_per_ip: ws.connections_per_ip,
+            message_bytes_max: ws.message_bytes_max,
+            messages_per_second: ws.messages_per_second,
+            burst: ws.burst,
+            strikes_max: ws.strikes_max,
+            queue_frames: publisher.queue_frames,
+            lag_policy: LagPolicySetting::Resync,
+            resyncs_max: publisher.resyncs_max,
+        }
+    }
+}
+
+impl WebSocketSection {
+    /// The endpoint's settings.
+    pub fn ws_config(&self) -> gateway_json::WsConfig {
+        gateway_json::WsConfig {
+            ping_interval: std::time::Duration::from_millis(self.ping_interval_ms.max(1)),
+            pong_timeout: std::time::Duration::from_millis(self.pong_timeout_ms.max(1)),
+            subscriptions_max: self.subscriptions_max,
+            connections_per_ip: self.connections_per_ip,
+            message_bytes_max: self.message_bytes_max,
+            messages_per_second: self.messages_per_second,
+            burst: self.burst,
+            strikes_max: self.strikes_max,
+        }
+    }
+
+    /// The publisher's settings.
+    pub fn publisher_config(&self) -> marketdata::PublisherConfig {
+        marketdata::PublisherConfig {
+            queue_frames: self.queue_frames.max(1),
+            lag_policy: match self.lag_policy {
+                LagPolicySetting::Resync => marketdata::LagPolicy::Resync,
+                LagPolicySetting::Disconnect => marketdata::LagPolicy::Disconnect,
+            },
+            resyncs_max: self.resyncs_max,
+            ..marketdata::PublisherConfig::default()
+        }
+    }
 }
 
 /// `[web]`: the trading page, served on the HTTP listener.
@@ -152,6 +319,64 @@ pub fn decode_key(text: &str) -> Result<[u8; 32], String> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|e| e.to_string())?;
     bytes.try_into().map_err(|_| "not 32 bytes".to_string())
+}
+
+/// `[users]`: the user store (records under `<data_dir>/users/`) and session tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsersSection {
+    /// HS256 secret of session tokens (JWT); empty: a random secret per process, so every
+    /// session ends when the server restarts. Overridden by `EXCHANGE_JWT_SECRET`.
+    pub jwt_secret: String,
+    /// Session token lifetime, seconds.
+    pub jwt_ttl_seconds: u64,
+    /// Smallest id a registered user gets; raised above every configured user id. The load-test
+    /// range (1,000,001..=1,999,999) is skipped.
+    pub first_user_id: u64,
+    /// Shortest password.
+    pub password_min_length: usize,
+    /// Login attempts per username in a burst; one more every `login_refill_seconds`.
+    pub login_burst_per_user: u32,
+    /// Login and registration attempts per client IP in a burst.
+    pub login_burst_per_ip: u32,
+    /// Seconds to regain one attempt.
+    pub login_refill_seconds: u64,
+}
+
+impl Default for UsersSection {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            jwt_ttl_seconds: 900,
+            first_user_id: 10_000,
+            password_min_length: 8,
+            login_burst_per_user: 10,
+            login_burst_per_ip: 30,
+            login_refill_seconds: 6,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Bearer token of the admin API; empty: the admin API is off. Overridden by
+    /// `EXCHANGE_ADMIN_TOKEN`.
+    pub token: String,
+}
+
+impl Config {
+    /// The largest user id named by the configuration (`[[api_keys]]`, `[[fix_sessions]]`).
+    pub fn configured_user_id_max(&self) -> u64 {
+        let keys = self.api_keys.iter().map(|key| key.user_id);
+        keys.chain(self.fix_sessions.iter().map(|session| session.user_id)).max().unwrap_or(0)
+    }
+
+    /// The user store's directory.
+    pub fn users_dir(&self) -> PathBuf {
+        self.data_dir.join("users")
+    }
 }
 
 /// How the engine thread waits when its ring is empty.
@@ -355,9 +580,19 @@ impl Config {
                 taker_fee_ppm: m.taker_fee_ppm,
             });
         }
+        let mut pools = Vec::new();
+        for pool in &self.pools {
+            let market = markets.iter().find(|m| m.symbol == pool.market).ok_or_else(|| ConfigError::Value {
+                market: pool.market.clone(),
+                field: "pools.market",
+                reason: "unknown market".into(),
+            })?;
+            pools.push(engine::PoolConfig { market_id: market.id, fee_bps: pool.fee_bps });
+        }
         let config = EngineConfig {
             assets,
             markets,
+            pools,
             limits: EngineLimits {
                 orders_per_market_max: self.engine.orders_per_market_max,
                 open_orders_per_user_max: self.engine.open_orders_per_user_max,
@@ -407,6 +642,19 @@ mod tests {
         let btc = &engine.markets[0];
         assert_eq!((btc.tick_size, btc.lot_size), (100_000, 1_000), "0.1 USDC and 0.00001 BTC");
         assert!(btc.maker_fee_ppm <= btc.taker_fee_ppm);
+        let pools: Vec<_> = engine.pools.iter().map(|p| (p.market_id.get(), p.fee_bps)).collect();
+        assert_eq!(pools, [(2, 30), (3, 30)], "pools beside ETH_USDC and SOL_USDC");
+    }
+
+    #[test]
+    fn pools_on_unknown_markets_are_refused() {
+        let text = DEFAULT_CONFIG.replace("market = \"SOL_USDC\"", "market = \"DOGE_USDC\"");
+        let config: Config = toml::from_str(&text).unwrap();
+        let error = config.engine_config().unwrap_err().to_string();
+        assert!(error.contains("DOGE_USDC"), "{error}");
+        let text = DEFAULT_CONFIG.replace("fee_bps = 30", "fee_bps = 5000");
+        let config: Config = toml::from_str(&text).unwrap();
+        assert!(config.engine_config().is_err());
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! `--demo`: funded demo users, a market maker quoting around a drifting mid on every market, and
-//! a few traders that occasionally cross, so a fresh exchange shows a live book and trades.
+//! a few traders that occasionally cross, so a fresh exchange shows a live book and trades. The
+//! market maker also funds the first configured AMM pool (ETH_USDC by default) at the starting
+//! mid, and on that market half of the traders' market orders are routed between book and pool;
+//! the other pools start empty for users to provide the first liquidity.
 //!
 //! The flow is driven by a seeded xorshift generator, so a demo run is repeatable given the same
 //! interleaving; it pushes commands through the ingress ring like any gateway would.
@@ -102,6 +105,8 @@ pub struct DemoFlow {
     mids: Vec<u64>,
     client_id: u64,
     funding: std::vec::IntoIter<Command>,
+    /// Market of the pool the demo trades with, if any.
+    pool_market: Option<MarketId>,
 }
 
 impl DemoFlow {
@@ -114,7 +119,18 @@ impl DemoFlow {
                 funding.push(commands::deposit(user, asset.id.get(), amount));
             }
         }
+        // The market maker funds the first pool with 100 base at the starting mid.
+        let pool_market = config.pools.first().map(|pool| pool.market_id);
+        if let Some(market_id) = pool_market {
+            let index = market_id.get() as usize - 1;
+            let market = &config.markets[index];
+            let base_decimals = config.assets[market.base.get() as usize].decimals;
+            let base = 100 * 10u64.pow(u32::from(base_decimals));
+            let quote = 100 * mid_ticks(config, index) * market.tick_size;
+            funding.push(commands::add_liquidity(MARKET_MAKER, market_id.get(), base, quote));
+        }
         Self {
+            pool_market,
             mids: (0..config.markets.len()).map(|m| mid_ticks(config, m)).collect(),
             config: config.clone(),
             rng: XorShift(0x00de_0000_5eed_0001),
@@ -160,7 +176,12 @@ impl Iterator for DemoFlow {
             _ => {
                 let trader = rng.range(*TRADERS.start(), *TRADERS.end());
                 let side = if rng.next() % 2 == 0 { Side::Bid } else { Side::Ask };
-                commands::market(trader, market_id, side, lots.min(market.max_quantity_lots))
+                let lots = lots.min(market.max_quantity_lots);
+                if self.pool_market == Some(market.id) && rng.next() % 2 == 0 {
+                    commands::routed(trader, market_id, side, lots, 0)
+                } else {
+                    commands::market(trader, market_id, side, lots)
+                }
             }
         })
     }

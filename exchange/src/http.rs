@@ -1,6 +1,8 @@
 //! The HTTP listener: `/metrics` (Prometheus text), `/health`, and the public and signed REST API
-//! of gateway-json (`/api/v1/...`, docs/rest-api.md), the trading page (`/app/`, docs/web.md) and,
-//! in demo mode, the test-funds faucet. The WebSocket endpoint will be mounted on the same router.
+//! of gateway-json (`/api/v1/...`, docs/rest-api.md), with registration, login, API key
+//! management and (when an admin token is configured) the admin API, and its WebSocket API
+//! (`GET /` and `/ws` with `Upgrade: websocket`, docs/websocket-api.md); the trading page
+//! (`/app/`, where browsers asking for `/` are sent; docs/web.md) and, in demo mode, the faucet.
 
 use crate::metrics::Metrics;
 use crate::runtime::{IngressRing, RuntimeStats};
@@ -31,41 +33,50 @@ pub struct HttpState {
     pub engine_config: Arc<engine::EngineConfig>,
     /// The signed (private) REST API's state (orders and balances).
     pub private_api: gateway_json::PrivateState,
+    /// Registered users, API keys and sessions.
+    pub users: Arc<gateway_json::UserStore>,
+    /// The admin API's bearer token; `None`: the admin API is not served.
+    pub admin_token: Option<String>,
+    /// The WebSocket endpoint's state (publisher, keys, limits).
+    pub websocket: gateway_json::WsState,
     /// The trading page, when served (docs/web.md).
     pub web: Option<crate::web::WebConfig>,
     /// The demo faucet (`--demo` only).
     pub faucet: Option<crate::faucet::Faucet>,
 }
 
-/// The router: metrics, health and the public and private REST API.
+/// The router: metrics, health, the public and private REST API and the WebSocket endpoint.
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` (per-IP WebSocket limit).
 pub fn router(state: HttpState) -> Router {
     let public_api = gateway_json::public_router(state.market_view.clone(), state.engine_config.clone());
     let private_api = gateway_json::private_router(state.private_api.clone());
-    let mut router = Router::new().route("/metrics", get(metrics)).route("/health", get(health));
-    if let Some(web) = &state.web {
-        // Browsers asking for `/` get the page; at merge, the WebSocket handler at `/` answers
-        // non-upgrade requests with `crate::web::root_redirect` instead.
-        let path = web.path.clone();
-        router = router.route(
-            "/",
-            get(move |headers: axum::http::HeaderMap| async move {
-                if crate::web::is_websocket_upgrade(&headers) {
-                    // No WebSocket API on this branch yet.
-                    axum::http::StatusCode::NOT_FOUND.into_response()
-                } else {
-                    crate::web::root_redirect(&path)
-                }
-            }),
-        );
-    }
-    let mut router = router.with_state(state.clone()).merge(public_api).merge(private_api);
-    if let Some(web) = state.web {
-        router = router.merge(crate::web::router(web));
-    }
-    if let Some(faucet) = state.faucet {
+    let sessions = gateway_json::sessions_router(state.users.clone());
+    let admin = state.admin_token.clone().map(|token| {
+        gateway_json::admin_router(gateway_json::AdminState::new(token, state.private_api.clone(), state.users.clone()))
+    });
+    let amm_api = gateway_json::amm::amm_router(state.private_api.clone(), state.market_view.clone());
+    let websocket = gateway_json::ws_router(state.websocket.clone());
+    let (web, faucet) = (state.web.clone(), state.faucet.clone());
+    let mut router = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .with_state(state)
+        .merge(public_api)
+        .merge(private_api)
+        .merge(sessions)
+        .merge(amm_api)
+        .merge(websocket);
+    if let Some(faucet) = faucet {
         router = router.merge(faucet.router());
     }
-    router
+    if let Some(web) = web {
+        // `GET /` belongs to the WebSocket API; browsers (no `Upgrade`) are sent to the page.
+        router = crate::web::redirect_browsers_at_root(router.merge(crate::web::router(web.clone())), &web.path);
+    }
+    match admin {
+        Some(admin) => router.merge(admin),
+        None => router,
+    }
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
@@ -85,6 +96,24 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         f64::from(u8::from(state.market_view.is_stale())),
     ));
     let mut counters = Vec::new();
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let ws = state.websocket.publisher().stats();
+    gauges.push(("exchange_ws_subscribers", "Open WebSocket subscribers.", load(&ws.subscribers) as f64));
+    counters.extend([
+        (
+            "exchange_ws_frames_encoded_total",
+            "Stream frames encoded (once per event and stream).",
+            load(&ws.frames_encoded),
+        ),
+        ("exchange_ws_frames_queued_total", "Stream frames queued to subscribers.", load(&ws.frames_queued)),
+        (
+            "exchange_ws_frames_dropped_total",
+            "Stream frames dropped for lagging subscribers.",
+            load(&ws.frames_dropped),
+        ),
+        ("exchange_ws_lags_total", "Times a subscriber started lagging on a stream.", load(&ws.lags)),
+        ("exchange_ws_lag_disconnects_total", "Subscribers closed for lagging.", load(&ws.lag_disconnects)),
+    ]);
     if let Some(binary) = &state.binary {
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         gauges.push((

@@ -47,6 +47,9 @@ struct Cli {
     /// Snapshot every N commands; overrides `snapshot.every_commands`.
     #[arg(long, global = true, env = "EXCHANGE_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
+    /// Session token (JWT) lifetime in seconds; overrides `users.jwt_ttl_seconds`.
+    #[arg(long, global = true, env = "EXCHANGE_JWT_TTL_SECONDS")]
+    jwt_ttl_seconds: Option<u64>,
     #[command(subcommand)]
     command: Option<Subcommands>,
     #[command(flatten)]
@@ -163,6 +166,16 @@ fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
     if let Some(every) = cli.snapshot_every {
         config.snapshot.every_commands = every;
     }
+    if let Some(seconds) = cli.jwt_ttl_seconds {
+        config.users.jwt_ttl_seconds = seconds;
+    }
+    // Secrets come from the environment rather than flags (flags show in `ps`).
+    if let Ok(secret) = std::env::var("EXCHANGE_JWT_SECRET") {
+        config.users.jwt_secret = secret;
+    }
+    if let Ok(token) = std::env::var("EXCHANGE_ADMIN_TOKEN") {
+        config.admin.token = token;
+    }
     Ok(config)
 }
 
@@ -270,16 +283,41 @@ fn serve(
             credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
         }
     }
+    // Registered users and their API keys (not in the journal: see docs/rest-api.md). New ids
+    // start above every configured and demo user and skip the load-test range.
+    let users_config = gateway_json::UsersConfig {
+        jwt_secret: (!config.users.jwt_secret.is_empty()).then(|| config.users.jwt_secret.as_bytes().to_vec()),
+        jwt_ttl: Duration::from_secs(config.users.jwt_ttl_seconds.max(1)),
+        first_user_id: config.users.first_user_id.max(config.configured_user_id_max() + 1).max(5),
+        reserved_ids: vec![exchange::demo::LOAD_USER_FIRST..=1_999_999],
+        password_min: config.users.password_min_length,
+        login_burst_per_user: config.users.login_burst_per_user,
+        login_burst_per_ip: config.users.login_burst_per_ip,
+        login_refill: Duration::from_secs(config.users.login_refill_seconds.max(1)),
+        ..gateway_json::UsersConfig::new(config.users_dir())
+    };
+    let user_store = Arc::new(gateway_json::UserStore::open(users_config, credentials.clone())?);
+    if config.users.jwt_secret.is_empty() {
+        tracing::warn!(
+            "no users.jwt_secret configured: session tokens are signed with a random key and end at restart"
+        );
+    }
     // The REST market view starts from the recovered books and follows the egress ring from its
     // first event.
     let market_view = Arc::new(marketdata::MarketView::new(&engine_config));
     market_view.seed_books(&recovered.engine);
+    // The WebSocket publisher feeds the view (diffs and snapshots share its update ids).
+    let publisher =
+        marketdata::Publisher::new(market_view.clone(), &engine_config, config.websocket.publisher_config());
+    publisher.seed_orders(&recovered.engine);
     // So do the signed REST API's balance and open-order views.
     let account_views = Arc::new(gateway_json::AccountViews::from_engine(&recovered.engine, &engine_config));
+    // The FIX gateway reconciles its sessions' stored open orders with the recovered books.
+    let fix_resting = gateway_fix::EngineOrders::from_engine(&recovered.engine);
     let runtime = Runtime::start(config, recovered, writer)?;
-    let market_feed = marketdata::Feed::start(market_view.clone(), runtime.egress.subscribe_from(0))?;
+    let market_feed = marketdata::Feed::start_publishing(publisher.clone(), runtime.egress.subscribe_from(0))?;
     let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress.subscribe_from(0))?;
-    tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health, /api/v1)");
+    tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health, /api/v1, WebSocket at / and /ws)");
     let binary_gateway = if config.binary.enabled {
         let gateway_config = gateway_binary::GatewayConfig {
             listen: config.binary.listen,
@@ -340,7 +378,14 @@ fn serve(
         };
         let (ingress, egress) = (runtime.ring.clone(), runtime.egress.clone());
         let gateway = http_runtime
-            .block_on(gateway_fix::FixGateway::start(gateway_config, sessions, &engine_config, ingress, &egress))
+            .block_on(gateway_fix::FixGateway::start_after_recovery(
+                gateway_config,
+                sessions,
+                &engine_config,
+                ingress,
+                &egress,
+                &fix_resting,
+            ))
             .map_err(|e| format!("cannot start the FIX gateway on {}: {e}", config.fix.listen))?;
         Some(gateway)
     } else {
@@ -348,12 +393,23 @@ fn serve(
     };
 
     let stop = Arc::new(AtomicBool::new(false));
+    let limits = config.http.limits();
+    let key_limiter =
+        Arc::new(gateway_json::limits::KeyRateLimiter::new(limits.key_requests_per_second, limits.key_burst));
+    let ip_limiter = Arc::new(gateway_json::limits::IpRateLimiter::new(limits.ip_requests_per_second, limits.ip_burst));
+    // WebSocket private streams accept the same session tokens (JWT) as the REST API.
+    let session_verifier: gateway_json::JwtVerifier = {
+        let users = user_store.clone();
+        Arc::new(move |token: &str| users.verify_jwt(token).ok())
+    };
     let private_api = gateway_json::PrivateState::new(
         &rest_gateway,
         credentials.clone(),
         runtime.ring.clone(),
         Arc::new(engine_config.clone()),
-    );
+    )
+    .with_users(user_store.clone())
+    .with_key_limits(key_limiter);
     let web = if config.web.enabled {
         let path = exchange::web::WebConfig::normalised_path(&config.web.path)?;
         Some(exchange::web::WebConfig { path, dir: config.web.dir.clone(), demo: args.demo })
@@ -370,9 +426,18 @@ fn serve(
         market_view,
         engine_config: Arc::new(engine_config.clone()),
         private_api,
+        users: user_store.clone(),
+        admin_token: (!config.admin.token.is_empty()).then(|| config.admin.token.clone()),
+        websocket: gateway_json::WsState::new(publisher, credentials.clone(), config.websocket.ws_config())
+            .with_jwt(session_verifier),
         web,
         faucet,
     });
+    if config.admin.token.is_empty() {
+        tracing::info!("admin API off (no admin token)");
+    }
+    let router = gateway_json::limits::with_limits(router, &limits, ip_limiter);
+    let listener = gateway_json::limits::LimitedListener::new(listener, limits.connections_max);
     let http_stop = stop.clone();
     http_runtime.spawn(async move {
         let shutdown = async move {
@@ -380,7 +445,9 @@ fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+        // Connection info gives handlers and limits the client's address (per-IP limits).
+        let service = router.into_make_service_with_connect_info::<gateway_json::limits::PeerAddr>();
+        if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
             tracing::error!(%error, "HTTP server failed");
         }
     });

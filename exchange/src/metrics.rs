@@ -76,13 +76,27 @@ const NANOS_BOUNDS: &[u64] = &[
 /// Batch-size bounds.
 const BATCH_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096];
 
-/// Names of the command types, in `Command` template id order (1..=6).
-const COMMAND_NAMES: [&str; 6] = ["new_order", "cancel_order", "cancel_replace", "mass_cancel", "deposit", "withdraw"];
+/// Names of the command types, in `Command` template id order (1..=11).
+const COMMAND_NAMES: [&str; COMMAND_TYPES] = [
+    "new_order",
+    "cancel_order",
+    "cancel_replace",
+    "mass_cancel",
+    "deposit",
+    "withdraw",
+    "market_control",
+    "add_liquidity",
+    "remove_liquidity",
+    "swap",
+    "routed_order",
+];
+/// Command template ids are 1..=COMMAND_TYPES.
+const COMMAND_TYPES: usize = 11;
 
 /// Every metric of the runtime.
 pub struct Metrics {
     /// Commands executed, by template id - 1.
-    pub commands: [AtomicU64; 6],
+    pub commands: [AtomicU64; COMMAND_TYPES],
     /// Rejections, by index in `RejectReason::ALL`.
     pub rejects: Box<[AtomicU64]>,
     /// Fills.

@@ -1,7 +1,8 @@
 //! The trading page (`web/`): static files embedded in the binary (or read from a directory while
 //! developing the page), served under a configurable path, `/app/` by default. The WebSocket API
 //! lives at `/`, so the page cannot: a browser asking for `/` is redirected to the page
-//! ([`root_redirect`]) and upgrade requests are left to the WebSocket handler. See docs/web.md.
+//! ([`redirect_browsers_at_root`]) and upgrade requests go to the WebSocket handler. See
+//! docs/web.md.
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
@@ -102,10 +103,29 @@ pub fn router(config: WebConfig) -> Router {
         .with_state(config)
 }
 
-/// The answer to a browser's `GET /`: a redirect to the page. The WebSocket handler mounted at
-/// `/` calls this for requests without `Upgrade: websocket`.
+/// The answer to a browser's `GET /`: a redirect to the page.
 pub fn root_redirect(page_path: &str) -> Response {
     Redirect::temporary(&format!("{page_path}/")).into_response()
+}
+
+/// Wraps `router` (which serves the WebSocket API at `/`) so that a `GET /` without
+/// `Upgrade: websocket` (a browser) is redirected to the page at `page_path`; every other request
+/// goes through untouched.
+pub fn redirect_browsers_at_root(router: Router, page_path: &str) -> Router {
+    let page: Arc<str> = page_path.into();
+    router.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+        let page = page.clone();
+        async move {
+            if request.uri().path() == "/"
+                && request.method() == axum::http::Method::GET
+                && !is_websocket_upgrade(request.headers())
+            {
+                root_redirect(&page)
+            } else {
+                next.run(request).await
+            }
+        }
+    }))
 }
 
 /// True when a request asks to upgrade to a WebSocket (so `/` belongs to the WebSocket API).

@@ -126,7 +126,14 @@ fn route(shared: &Shared, owners: &mut HashMap<OrderId, u64>, tag: u64, event: &
             let owner = owners.get(&replaced.order_id).copied();
             route_to_owner_and_origin(shared, owner, origin_session, event);
         }
-        Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) => {}
+        // AMM pool events never come from this gateway's commands (it refuses them).
+        Event::BookLevelUpdate(_)
+        | Event::BalanceUpdate(_)
+        | Event::MarketStatusChanged(_)
+        | Event::LiquidityAdded(_)
+        | Event::LiquidityRemoved(_)
+        | Event::SwapExecuted(_)
+        | Event::OrderRouted(_) => {}
     }
 }
 

@@ -477,8 +477,15 @@ fn handle_message(
                     }
                     (Command::MassCancel(m), ClientOrderId::ZERO)
                 }
-                // Ledger commands are administrative, not order entry.
-                Command::Deposit(_) | Command::Withdraw(_) => {
+                // Ledger and market-control commands are administrative, not order entry; AMM pool
+                // commands are served by the REST API only (docs/amm.md).
+                Command::Deposit(_)
+                | Command::Withdraw(_)
+                | Command::MarketControl(_)
+                | Command::AddLiquidity(_)
+                | Command::RemoveLiquidity(_)
+                | Command::Swap(_)
+                | Command::RoutedOrder(_) => {
                     reject(&mut state, ClientOrderId::ZERO, RejectReason::InvalidOrderType);
                     return Ok(());
                 }
@@ -506,7 +513,14 @@ fn client_order_id_of(command: &Command) -> ClientOrderId {
         Command::NewOrder(m) => m.client_order_id,
         Command::CancelOrder(m) => m.client_order_id,
         Command::CancelReplace(m) => m.client_order_id,
-        Command::MassCancel(_) | Command::Deposit(_) | Command::Withdraw(_) => ClientOrderId::ZERO,
+        Command::MassCancel(_)
+        | Command::Deposit(_)
+        | Command::Withdraw(_)
+        | Command::MarketControl(_)
+        | Command::AddLiquidity(_)
+        | Command::RemoveLiquidity(_)
+        | Command::Swap(_)
+        | Command::RoutedOrder(_) => ClientOrderId::ZERO,
     }
 }
 

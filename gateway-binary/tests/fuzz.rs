@@ -41,13 +41,14 @@ impl Rng {
 }
 
 /// Every template of the schema, with its block length.
-const TEMPLATES: [(u16, u16); 25] = [
+const TEMPLATES: [(u16, u16); 27] = [
     (NewOrder::TEMPLATE_ID, NewOrder::BLOCK_LENGTH),
     (CancelOrder::TEMPLATE_ID, CancelOrder::BLOCK_LENGTH),
     (CancelReplace::TEMPLATE_ID, CancelReplace::BLOCK_LENGTH),
     (MassCancel::TEMPLATE_ID, MassCancel::BLOCK_LENGTH),
     (Deposit::TEMPLATE_ID, Deposit::BLOCK_LENGTH),
     (Withdraw::TEMPLATE_ID, Withdraw::BLOCK_LENGTH),
+    (MarketControl::TEMPLATE_ID, MarketControl::BLOCK_LENGTH),
     (OrderAccepted::TEMPLATE_ID, OrderAccepted::BLOCK_LENGTH),
     (OrderRejected::TEMPLATE_ID, OrderRejected::BLOCK_LENGTH),
     (Fill::TEMPLATE_ID, Fill::BLOCK_LENGTH),
@@ -57,6 +58,7 @@ const TEMPLATES: [(u16, u16); 25] = [
     (BookLevelUpdate::TEMPLATE_ID, BookLevelUpdate::BLOCK_LENGTH),
     (BalanceUpdate::TEMPLATE_ID, BalanceUpdate::BLOCK_LENGTH),
     (MassCancelReport::TEMPLATE_ID, MassCancelReport::BLOCK_LENGTH),
+    (MarketStatusChanged::TEMPLATE_ID, MarketStatusChanged::BLOCK_LENGTH),
     (Negotiate::TEMPLATE_ID, Negotiate::BLOCK_LENGTH),
     (NegotiateResponse::TEMPLATE_ID, NegotiateResponse::BLOCK_LENGTH),
     (Establish::TEMPLATE_ID, Establish::BLOCK_LENGTH),

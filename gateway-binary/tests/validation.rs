@@ -1,6 +1,6 @@
 //! What the gateway checks before the engine, over real TCP: an enum field holding an unknown code
-//! is `BusinessReject(InvalidEnumValue)`; ledger commands (`Deposit`, `Withdraw`) are not order
-//! entry and get `BusinessReject(InvalidOrderType)`; a client order id is single-use per session
+//! is `BusinessReject(InvalidEnumValue)`; ledger and market commands (`Deposit`, `Withdraw`,
+//! `MarketControl`) are not order entry and get `BusinessReject(InvalidOrderType)`; a client order id is single-use per session
 //! (a retry of a filled order is `BusinessReject(DuplicateClientOrderId)` and never reaches the
 //! engine), within a bounded window; an order refused because the engine was busy can be retried
 //! with the same client order id. None of these reach the engine.
@@ -67,7 +67,10 @@ fn ledger_commands_are_not_order_entry() {
     let mut client = harness.client(1);
     client.send(&commands::deposit(1, 1, 1_000_000)).unwrap();
     client.send(&commands::withdraw(1, 1, 1_000_000)).unwrap();
-    for (sequence, template) in [(1, Deposit::TEMPLATE_ID), (2, Withdraw::TEMPLATE_ID)] {
+    // Nor may a client halt a market.
+    client.send(&commands::market_control(1, true)).unwrap();
+    for (sequence, template) in [(1, Deposit::TEMPLATE_ID), (2, Withdraw::TEMPLATE_ID), (3, MarketControl::TEMPLATE_ID)]
+    {
         let reject = business_reject(next(&mut client));
         assert_eq!(reject.reason.get(), Ok(RejectReason::InvalidOrderType));
         assert_eq!((reject.client_sequence.get(), reject.ref_template_id.get()), (sequence, template));

@@ -13,15 +13,19 @@
 //! for a mass cancel), so the front of the FIFO is the command an answer belongs to.
 //!
 //! Order state (quantity, cumulative quantity and notional for CumQty/LeavesQty/AvgPx) is kept
-//! here for open orders of this gateway, keyed by order id.
+//! here for open orders of this gateway, keyed by order id, and persisted in the owning
+//! session's store with each report (so that after a restart the dispatcher starts from the
+//! stores' open orders: fills of orders placed before the restart reach their session).
 //!
-//! Outbound messages are stored per session as they are built and synced + sent in batches:
-//! whenever the ring is drained (or every [`BATCH_MAX`] events).
+//! Outbound messages are stored per session as they are built and handed to the syncer in
+//! batches: whenever the ring is drained (or every [`BATCH_MAX`] events); the syncer makes each
+//! batch durable with one `fsync` before sending it, off this thread.
 
 use crate::Shared;
 use crate::app::{MarketInfo, Pending, cxl_rej_reason, ord_rej_reason};
 use crate::encoder::Body;
 use crate::session::SessionState;
+use crate::store::OrderRecord;
 use codec::*;
 use engine::bus::{Consumer, ReadError, origin};
 use std::collections::HashMap;
@@ -64,6 +68,24 @@ pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
         last_sequence: u64::MAX,
         exec_counter: 0,
     };
+    // The open orders the session stores remember (placed before a restart).
+    for session in &shared.sessions {
+        let state = session.lock().unwrap_or_else(|e| e.into_inner());
+        for order in state.orders.values() {
+            let info = OrderInfo {
+                session: state.session_id,
+                market: MarketId::new(order.market_id),
+                side: order.side,
+                order_type: order.order_type,
+                price: order.price_ticks,
+                quantity: order.quantity_lots,
+                cum: order.cum_lots,
+                notional: order.notional,
+            };
+            dispatcher.orders.insert(OrderId::new(order.order_id), info);
+            dispatcher.by_client.insert((state.session_id, order.client_order_id), OrderId::new(order.order_id));
+        }
+    }
     let mut idle = 0u32;
     let mut batch = 0usize;
     while !shared.stopping.load(Ordering::Acquire) {
@@ -99,6 +121,23 @@ pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
             }
         }
     }
+}
+
+/// Persists an order's state in its session's store (with the report being built).
+fn persist(state: &mut SessionState, order_id: OrderId, client_order_id: ClientOrderId, info: &OrderInfo, open: bool) {
+    let record = OrderRecord {
+        order_id: order_id.get(),
+        client_order_id: client_order_id.get(),
+        market_id: info.market.get(),
+        side: info.side,
+        order_type: info.order_type,
+        price_ticks: info.price,
+        quantity_lots: info.quantity,
+        cum_lots: info.cum,
+        notional: info.notional,
+        cl_ord_id: state.ids.text(client_order_id).into(),
+    };
+    state.store_order(record, open);
 }
 
 fn status(info: &OrderInfo, leaves: u64) -> &'static str {
@@ -164,6 +203,7 @@ impl Dispatcher {
                     if matches!(state.pending.front(), Some(Pending::New { .. })) {
                         state.pending.pop_front();
                     }
+                    persist(state, accepted.order_id, accepted.client_order_id, &info, true);
                     let cl_ord_id = state.ids.text(accepted.client_order_id);
                     let mut body = Body::new();
                     header(&mut body, accepted.order_id, &cl_ord_id, None, &exec_id, "0", "0");
@@ -191,6 +231,7 @@ impl Dispatcher {
                     let exec_id = self.exec_id(fill.sequence);
                     let Some(market) = self.market(info.market) else { continue };
                     self.with_session(info.session, |state| {
+                        persist(state, order_id, client_order_id, &info, remaining != 0);
                         let cl_ord_id = state.ids.text(client_order_id);
                         let mut body = Body::new();
                         header(&mut body, order_id, &cl_ord_id, None, &exec_id, "F", status(&info, remaining));
@@ -212,6 +253,7 @@ impl Dispatcher {
                 let exec_id = self.exec_id(canceled.sequence);
                 let targets = targets(info.map(|i| i.session), origin_session);
                 let Some(market) = self.market(canceled.market_id) else { return };
+                let owner = info.map(|i| i.session);
                 let info = info.unwrap_or(OrderInfo {
                     session: 0,
                     market: canceled.market_id,
@@ -224,6 +266,9 @@ impl Dispatcher {
                 });
                 for session in targets.into_iter().flatten() {
                     self.with_session(session, |state| {
+                        if owner == Some(session) {
+                            persist(state, canceled.order_id, canceled.client_order_id, &info, false);
+                        }
                         let mut cl_ord_id = state.ids.text(canceled.client_order_id);
                         let mut orig = None;
                         if answer
@@ -250,6 +295,7 @@ impl Dispatcher {
                 let exec_id = self.exec_id(expired.sequence);
                 let Some(market) = self.market(expired.market_id) else { return };
                 self.with_session(info.session, |state| {
+                    persist(state, expired.order_id, expired.client_order_id, &info, false);
                     let cl_ord_id = state.ids.text(expired.client_order_id);
                     let mut body = Body::new();
                     header(&mut body, expired.order_id, &cl_ord_id, None, &exec_id, "C", "C");
@@ -290,6 +336,9 @@ impl Dispatcher {
                             state.ids.rename(replaced.client_order_id.get(), &request);
                             cl_ord_id = request.into();
                             orig = Some(original);
+                        }
+                        if owner == Some(session) {
+                            persist(state, replaced.order_id, replaced.client_order_id, &info, true);
                         }
                         let remaining = replaced.remaining_lots.get();
                         let status = if info.cum > 0 { "1" } else { "0" };
@@ -387,7 +436,14 @@ impl Dispatcher {
                     state.send_app(b"r", body);
                 });
             }
-            Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) => {}
+            // AMM pool commands are served by the REST API only.
+            Event::BookLevelUpdate(_)
+            | Event::BalanceUpdate(_)
+            | Event::MarketStatusChanged(_)
+            | Event::LiquidityAdded(_)
+            | Event::LiquidityRemoved(_)
+            | Event::SwapExecuted(_)
+            | Event::OrderRouted(_) => {}
         }
     }
 }

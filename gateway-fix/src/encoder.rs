@@ -1,6 +1,7 @@
 //! Outgoing messages: a body writer and the framing around it (header, BodyLength, CheckSum).
 //!
-//! Invariants: every message produced starts `8=FIX.4.4|9=<n>|35=<type>|49=..|56=..|34=<seq>|`
+//! Invariants: every message produced starts `8=<BeginString>|9=<n>|35=<type>|49=..|56=..|34=<seq>|`
+//! (BeginString `FIX.4.4` or `FIXT.1.1`, the session's)
 //! with the exact body length and checksum; the CompID piece is prebuilt once per session
 //! ([`Header`]), so encoding a message is a few `extend_from_slice` calls into one buffer.
 
@@ -70,6 +71,8 @@ impl Body {
 /// The prebuilt pieces of one session's header.
 #[derive(Debug, Clone)]
 pub struct Header {
+    /// `8=<BeginString>|9=`.
+    begin: Vec<u8>,
     /// `49=<our CompID>|56=<their CompID>|34=`.
     comp_ids: Vec<u8>,
 }
@@ -82,15 +85,28 @@ pub struct PossDup<'a> {
 }
 
 impl Header {
-    /// Pieces for a session where we are `sender` and the counterparty `target`.
+    /// Pieces for a FIX 4.4 session where we are `sender` and the counterparty `target`.
     pub fn new(sender: &str, target: &str) -> Self {
+        Self::with_begin_string(crate::parser::BEGIN_STRING, sender, target)
+    }
+
+    /// Pieces for a session with BeginString `begin_string` (`FIX.4.4` or `FIXT.1.1`).
+    pub fn with_begin_string(begin_string: &[u8], sender: &str, target: &str) -> Self {
+        let mut begin = b"8=".to_vec();
+        begin.extend_from_slice(begin_string);
+        begin.extend_from_slice(b"\x019=");
         let mut comp_ids = Vec::new();
         comp_ids.extend_from_slice(b"49=");
         comp_ids.extend_from_slice(sender.as_bytes());
         comp_ids.extend_from_slice(b"\x0156=");
         comp_ids.extend_from_slice(target.as_bytes());
         comp_ids.extend_from_slice(b"\x0134=");
-        Self { comp_ids }
+        Self { begin, comp_ids }
+    }
+
+    /// The BeginString this header writes.
+    pub fn begin_string(&self) -> &[u8] {
+        &self.begin[2..self.begin.len() - 3]
     }
 
     /// Frames a complete message.
@@ -116,7 +132,7 @@ impl Header {
             + orig.map_or(0, |t| 5 + t.len())
             + body.len();
         let mut out = Vec::with_capacity(length + 32);
-        out.extend_from_slice(b"8=FIX.4.4\x019=");
+        out.extend_from_slice(&self.begin);
         push_uint(&mut out, length as u64);
         out.push(SOH);
         let start = out.len();
@@ -263,5 +279,10 @@ mod tests {
             assert_eq!(message.get(58), Some(&b"hello"[..]));
             assert_eq!(message.get(43).is_some(), poss_dup.is_some());
         }
+        let fixt = Header::with_begin_string(b"FIXT.1.1", "GW", "CLIENT");
+        assert_eq!(fixt.begin_string(), b"FIXT.1.1");
+        let bytes = fixt.encode(b"0", 7, b"20231114-22:13:20.999", None, b"");
+        let Parsed::Complete(message, _) = parse(&bytes) else { panic!("{bytes:?}") };
+        assert_eq!((message.begin_string(), message.get(34)), (&b"FIXT.1.1"[..], Some(&b"7"[..])));
     }
 }

@@ -1,4 +1,4 @@
-//! FIX 4.4 order-entry acceptor over TCP.
+//! FIX 4.4 and FIXT.1.1 / FIX 5.0 SP2 order-entry acceptor over TCP.
 //!
 //! Standard FIX engines (QuickFIX, QuickFIX/J, Artio, OnixS) connect as initiators and trade
 //! through the same engine as the other gateways. The layers, outermost first:
@@ -22,7 +22,9 @@
 //!
 //! Invariants: the user of every command is the session's configured user, never the message's;
 //! every outbound sequenced message is durable in the session's store before it is written to the
-//! socket (see `store`); a message is processed only when its MsgSeqNum is the next expected one
+//! socket (see `store`: the syncer thread writes and `fsync`s each session's batch, then hands it
+//! to the connection, so neither the dispatcher nor a connection task waits on the disk); a
+//! session answers in the BeginString of its Logon and ends on any other; a message is processed only when its MsgSeqNum is the next expected one
 //! (lower: duplicate or fatal; higher: ResendRequest); one connection per session at a time.
 //!
 //! The full rules, tags and configuration are in docs/fix.md.
@@ -35,7 +37,7 @@ mod session;
 pub mod store;
 mod throttle;
 
-use codec::UserId;
+use codec::{MarketId, OrderId, Side, UserId};
 use engine::EngineConfig;
 use engine::bus::{BroadcastRing, IngressRing};
 use std::net::SocketAddr;
@@ -89,7 +91,9 @@ pub struct GatewayConfig {
     pub burst: u32,
     /// Throttled messages in a row after which the session is logged out.
     pub throttle_strikes_max: u32,
-    /// Outbound application messages kept in memory per session for resending.
+    /// Outbound application messages kept per session (in memory and in the store) for
+    /// resending; older ones are gap-filled, and the store is rewritten to this window (plus the
+    /// open orders) whenever it holds more than twice that plus 64 records.
     pub resend_window: usize,
     /// Most messages one ResendRequest is answered with (the client asks again for the rest).
     pub resend_max: u64,
@@ -163,6 +167,53 @@ pub struct GatewayStats {
     pub resend_requests: AtomicU64,
 }
 
+/// An order resting in the engine at start-up: what the gateway needs to reconcile the open
+/// orders its session stores remember.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOrder {
+    /// Exchange order id.
+    pub order_id: OrderId,
+    /// Owner.
+    pub user_id: UserId,
+    /// Market.
+    pub market_id: MarketId,
+    /// Limit price in ticks.
+    pub price_ticks: u64,
+    /// Order quantity in lots (filled part included).
+    pub quantity_lots: u64,
+    /// Filled so far, in lots.
+    pub filled_lots: u64,
+}
+
+/// The engine's resting orders at start-up (see [`FixGateway::start_after_recovery`]).
+#[derive(Debug, Clone, Default)]
+pub struct EngineOrders(pub Vec<EngineOrder>);
+
+impl EngineOrders {
+    /// Every resting order of `engine`'s books.
+    pub fn from_engine<B: engine::Book>(engine: &engine::Engine<B>) -> Self {
+        let mut orders = Vec::new();
+        for market in 1..=engine.market_count() {
+            let market_id = MarketId::new(market as u32);
+            let Some(book) = engine.book(market_id) else { continue };
+            for side in [Side::Bid, Side::Ask] {
+                book.visit_in_priority(side, &mut |resting| {
+                    orders.push(EngineOrder {
+                        order_id: resting.order_id,
+                        user_id: resting.user_id,
+                        market_id,
+                        price_ticks: resting.price.get(),
+                        quantity_lots: resting.quantity_lots,
+                        filled_lots: resting.filled_lots,
+                    });
+                    true
+                });
+            }
+        }
+        Self(orders)
+    }
+}
+
 /// Everything the session tasks share with the dispatcher.
 pub(crate) struct Shared {
     pub config: GatewayConfig,
@@ -173,6 +224,8 @@ pub(crate) struct Shared {
     pub next_connection_id: AtomicU64,
     pub stats: Arc<GatewayStats>,
     pub stopping: AtomicBool,
+    /// Sessions whose store records and messages wait for the syncer thread.
+    pub syncer: Arc<session::Syncer>,
 }
 
 impl Shared {
@@ -186,11 +239,14 @@ pub struct FixGateway {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     dispatcher: Option<std::thread::JoinHandle<()>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FixGateway {
     /// Opens every session's store, binds the listener, starts the dispatcher thread (egress →
-    /// sessions) and the accept loop on the current tokio runtime.
+    /// sessions, from the ring's current head), the syncer thread (store → socket) and the
+    /// accept loop on the current tokio runtime. The open orders the stores remember are taken
+    /// as they are (use [`FixGateway::start_after_recovery`] when the engine was recovered).
     ///
     /// # Errors
     /// A bad session list, an unusable store directory, or an address that cannot be bound.
@@ -201,6 +257,41 @@ impl FixGateway {
         ingress: Arc<IngressRing>,
         egress: &Arc<BroadcastRing>,
     ) -> Result<Self, StartError> {
+        Self::start_with(config, sessions, markets, ingress, egress.subscribe(), None).await
+    }
+
+    /// [`FixGateway::start`] for a server that recovered its engine: `resting` are the engine's
+    /// resting orders at recovery and the egress ring must not have been consumed past them
+    /// (the dispatcher reads it from position 0). Each session's stored open orders are
+    /// reconciled with the engine: orders no longer resting are forgotten; quantity, price and
+    /// the filled quantity come from the engine (fills the store missed in a crash are counted
+    /// at the order's price in AvgPx). Execution reports about these orders then reach their
+    /// sessions with the right CumQty, LeavesQty and AvgPx.
+    ///
+    /// # Errors
+    /// As [`FixGateway::start`].
+    pub async fn start_after_recovery(
+        config: GatewayConfig,
+        sessions: Vec<SessionConfig>,
+        markets: &EngineConfig,
+        ingress: Arc<IngressRing>,
+        egress: &Arc<BroadcastRing>,
+        resting: &EngineOrders,
+    ) -> Result<Self, StartError> {
+        Self::start_with(config, sessions, markets, ingress, egress.subscribe_from(0), Some(resting)).await
+    }
+
+    async fn start_with(
+        config: GatewayConfig,
+        sessions: Vec<SessionConfig>,
+        markets: &EngineConfig,
+        ingress: Arc<IngressRing>,
+        consumer: engine::bus::Consumer,
+        resting: Option<&EngineOrders>,
+    ) -> Result<Self, StartError> {
+        let syncer = Arc::new(session::Syncer::default());
+        let resting: Option<std::collections::HashMap<OrderId, EngineOrder>> =
+            resting.map(|r| r.0.iter().map(|order| (order.order_id, *order)).collect());
         let mut states = Vec::with_capacity(sessions.len());
         let mut seen = std::collections::HashSet::new();
         for (index, session) in sessions.into_iter().enumerate() {
@@ -215,7 +306,11 @@ impl FixGateway {
             if !seen.insert((session.sender_comp_id.clone(), session.target_comp_id.clone())) {
                 return Err(StartError::BadSession(format!("duplicate {}", session.sender_comp_id)));
             }
-            states.push(Arc::new(Mutex::new(session::SessionState::open(session, index as u64 + 1, &config)?)));
+            let mut state = session::SessionState::open(session, index as u64 + 1, &config, syncer.clone())?;
+            if let Some(resting) = &resting {
+                state.reconcile(resting)?;
+            }
+            states.push(Arc::new(Mutex::new(state)));
         }
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
@@ -227,15 +322,19 @@ impl FixGateway {
             next_connection_id: AtomicU64::new(1),
             stats: Arc::new(GatewayStats::default()),
             stopping: AtomicBool::new(false),
+            syncer,
         });
-        let consumer = egress.subscribe();
+        let syncer = {
+            let shared = shared.clone();
+            std::thread::Builder::new().name("fix-sync".into()).spawn(move || session::run_syncer(shared))?
+        };
         let dispatcher = {
             let shared = shared.clone();
             std::thread::Builder::new().name("fix-dispatch".into()).spawn(move || dispatch::run(shared, consumer))?
         };
         tokio::spawn(session::accept_loop(listener, shared.clone()));
         tracing::info!(listen = %local_addr, "FIX gateway listening");
-        Ok(Self { shared, local_addr, dispatcher: Some(dispatcher) })
+        Ok(Self { shared, local_addr, dispatcher: Some(dispatcher), syncer: Some(syncer) })
     }
 
     /// The bound address (useful with port 0).
@@ -248,7 +347,7 @@ impl FixGateway {
         self.shared.stats.clone()
     }
 
-    /// Stops accepting, logs connected sessions out, stops the dispatcher.
+    /// Stops accepting, logs connected sessions out, stops the dispatcher and the syncer.
     pub fn shutdown(mut self) {
         self.shared.stopping.store(true, Ordering::Release);
         if let Some(dispatcher) = self.dispatcher.take() {
@@ -256,11 +355,16 @@ impl FixGateway {
         }
         // Give session tasks a moment to send their Logout.
         std::thread::sleep(Duration::from_millis(150));
+        self.shared.syncer.stop.store(true, Ordering::Release);
+        if let Some(syncer) = self.syncer.take() {
+            let _ = syncer.join();
+        }
     }
 }
 
 impl Drop for FixGateway {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::Release);
+        self.shared.syncer.stop.store(true, Ordering::Release);
     }
 }

@@ -4,7 +4,8 @@
 //! - [`parse`] never allocates, never panics and looks at most [`MESSAGE_BYTES_MAX`] bytes (plus
 //!   the header) before deciding: a message is either complete, incomplete (wait for more bytes,
 //!   only while the declared length is within bounds) or garbled (skip bytes and resynchronise).
-//! - A complete message starts with `8=FIX.4.4`, then `9=<BodyLength>`, then `35=<MsgType>`; the
+//! - A complete message starts with `8=FIX.4.4` or `8=FIXT.1.1` ([`BEGIN_STRINGS`]), then
+//!   `9=<BodyLength>`, then `35=<MsgType>`; the
 //!   body length is exact (the bytes after the `9=` field up to and including the SOH before
 //!   `10=`) and the checksum (the byte sum modulo 256 of everything before `10=`) matches.
 //! - A [`Message`] borrows the buffer: fields are byte ranges, looked up by tag with a linear
@@ -16,12 +17,17 @@
 pub const MESSAGE_BYTES_MAX: usize = 4096;
 /// Most fields one message may have; more makes it garbled.
 pub const FIELDS_MAX: usize = 128;
-/// The only BeginString accepted.
+/// The FIX 4.4 BeginString.
 pub const BEGIN_STRING: &[u8] = b"FIX.4.4";
+/// The FIXT 1.1 BeginString (FIX 5.0 SP2 application messages over the FIXT session layer).
+pub const BEGIN_STRING_FIXT: &[u8] = b"FIXT.1.1";
+/// The BeginStrings accepted; any other makes a message garbled.
+pub const BEGIN_STRINGS: [&[u8]; 2] = [BEGIN_STRING, BEGIN_STRING_FIXT];
 /// Field separator.
 pub const SOH: u8 = 0x01;
 
-const PREFIX: &[u8] = b"8=FIX.4.4\x019=";
+/// The fixed prefixes `8=<BeginString>|9=` of the accepted BeginStrings.
+const PREFIXES: [&[u8]; 2] = [b"8=FIX.4.4\x019=", b"8=FIXT.1.1\x019="];
 
 /// One field: tag and the value's byte range in the buffer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +55,11 @@ impl<'a> Message<'a> {
     /// The whole message as received (header to checksum).
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
+    }
+
+    /// BeginString (8): one of [`BEGIN_STRINGS`].
+    pub fn begin_string(&self) -> &'a [u8] {
+        self.value_at(0)
     }
 
     /// MsgType (35), always present.
@@ -107,22 +118,27 @@ pub fn parse(buffer: &[u8]) -> Parsed<'_> {
     if buffer.is_empty() {
         return Parsed::Incomplete;
     }
-    // The fixed prefix "8=FIX.4.4\x019=".
-    let prefix = buffer.len().min(PREFIX.len());
-    if buffer[..prefix] != PREFIX[..prefix] {
-        return Parsed::Garbled(resync(buffer));
+    // The fixed prefix "8=FIX.4.4\x019=" or "8=FIXT.1.1\x019=".
+    let mut matched = None;
+    for candidate in PREFIXES {
+        let length = buffer.len().min(candidate.len());
+        if buffer[..length] == candidate[..length] {
+            if buffer.len() < candidate.len() {
+                return Parsed::Incomplete;
+            }
+            matched = Some(candidate);
+            break;
+        }
     }
-    if buffer.len() < PREFIX.len() {
-        return Parsed::Incomplete;
-    }
+    let Some(prefix) = matched else { return Parsed::Garbled(resync(buffer)) };
     // BodyLength digits.
-    let mut position = PREFIX.len();
+    let mut position = prefix.len();
     let mut body_length = 0usize;
     loop {
         let Some(&byte) = buffer.get(position) else { return Parsed::Incomplete };
         match byte {
-            b'0'..=b'9' if position - PREFIX.len() < 5 => body_length = body_length * 10 + usize::from(byte - b'0'),
-            SOH if position > PREFIX.len() => break,
+            b'0'..=b'9' if position - prefix.len() < 5 => body_length = body_length * 10 + usize::from(byte - b'0'),
+            SOH if position > prefix.len() => break,
             _ => return Parsed::Garbled(resync(buffer)),
         }
         position += 1;
@@ -147,8 +163,8 @@ pub fn parse(buffer: &[u8]) -> Parsed<'_> {
     }
     let bytes = &buffer[..total];
     let mut message = Message { bytes, fields: [Field::default(); FIELDS_MAX], count: 0 };
-    message.fields[0] = Field { tag: 8, start: 2, end: 9 };
-    message.fields[1] = Field { tag: 9, start: PREFIX.len() as u32, end: position as u32 };
+    message.fields[0] = Field { tag: 8, start: 2, end: prefix.len() as u32 - 3 };
+    message.fields[1] = Field { tag: 9, start: prefix.len() as u32, end: position as u32 };
     message.count = 2;
     let mut cursor = body_start;
     while cursor < total {
@@ -257,5 +273,23 @@ mod tests {
         assert!(matches!(parse(&bytes), Parsed::Garbled(7)));
         bytes.drain(..7);
         assert!(matches!(parse(&bytes), Parsed::Incomplete));
+    }
+
+    #[test]
+    fn fixt_begin_string() {
+        let body = "35=0|49=A|56=B|34=1|".replace('|', "\x01");
+        let mut bytes = format!("8=FIXT.1.1\x019={}\x01{}", body.len(), body).into_bytes();
+        let sum = checksum(&bytes);
+        bytes.extend_from_slice(format!("10={sum:03}\x01").as_bytes());
+        let Parsed::Complete(message, used) = parse(&bytes) else { panic!() };
+        assert_eq!((used, message.begin_string(), message.msg_type()), (bytes.len(), &b"FIXT.1.1"[..], &b"0"[..]));
+        for cut in 0..bytes.len() {
+            assert!(matches!(parse(&bytes[..cut]), Parsed::Incomplete), "cut {cut}");
+        }
+        let fix44 = build("35=0|");
+        let Parsed::Complete(message, _) = parse(&fix44) else { panic!() };
+        assert_eq!(message.begin_string(), b"FIX.4.4");
+        let other = b"8=FIX.4.2\x019=5\x0135=0\x0110=000\x01";
+        assert!(matches!(parse(other), Parsed::Garbled(_)));
     }
 }

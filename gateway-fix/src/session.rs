@@ -21,18 +21,21 @@
 use crate::app::{self, ClOrdIds, Pending, Refusal};
 use crate::encoder::{Body, Header, PossDup, time};
 use crate::parser::{self, Message, Parsed};
-use crate::store::{Store, StoredMessage};
+use crate::store::{self, OrderRecord, StoreFiles, StoredMessage};
 use crate::{GatewayConfig, SessionConfig, Shared, TokenBucket};
 use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
 use engine::bus::{IngressCommand, origin};
-use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+
+/// ApplVerID / DefaultApplVerID of FIX 5.0 SP2, the only application version of FIXT sessions.
+const APPL_VER_ID: &[u8] = b"9";
 
 /// Time the writer of an ending connection has to flush what is queued.
 const WRITER_GRACE: Duration = Duration::from_secs(1);
@@ -47,6 +50,28 @@ pub(crate) struct Connection {
     pub kill: watch::Sender<bool>,
 }
 
+/// A message on its way to a connection once the store records before it are durable.
+pub(crate) struct Outgoing {
+    bytes: Bytes,
+    to: mpsc::Sender<Bytes>,
+    connection: u64,
+}
+
+/// What the syncer does for a session in one round.
+pub(crate) enum StoreWrite {
+    /// Append these records (possibly none), then sync.
+    Append(Vec<u8>),
+    /// Replace the log by this image (a compaction or a sequence reset).
+    Replace(Vec<u8>),
+}
+
+/// One round of the syncer for a session: the store write, then the messages to hand over.
+pub(crate) struct Batch {
+    pub files: Arc<StoreFiles>,
+    pub write: StoreWrite,
+    pub items: Vec<Outgoing>,
+}
+
 /// A session: one per configured CompID pair, outliving its connections.
 pub(crate) struct SessionState {
     pub config: SessionConfig,
@@ -56,47 +81,121 @@ pub(crate) struct SessionState {
     pub next_outbound: u64,
     /// Sequence number expected on the next inbound message.
     pub next_inbound: u64,
-    store: Store,
+    files: Arc<StoreFiles>,
+    /// Encoded store records not yet written (the syncer writes them, syncs, then sends).
+    records: Vec<u8>,
+    /// Records in the log (written or pending) since it was last rewritten.
+    log_records: usize,
+    /// Rewrite the log when it holds this many records.
+    compact_at: usize,
+    /// A rewrite is due (a sequence reset).
+    compact: bool,
+    inbound_dirty: bool,
     /// Outbound application messages kept for resending, by ascending sequence.
     window: VecDeque<StoredMessage>,
     window_max: usize,
     resend_max: u64,
     pub connection: Option<Connection>,
-    /// Encoded messages stored but not yet synced and handed to the connection.
-    unsent: Vec<Bytes>,
+    /// Messages queued for the syncer (in sequence order).
+    unsent: Vec<Outgoing>,
+    /// Whether the session is in the syncer's queue.
+    scheduled: bool,
+    syncer: Arc<Syncer>,
     pub last_sent: Instant,
     bucket: TokenBucket,
     strikes: u32,
     pub ids: ClOrdIds,
     pub pending: VecDeque<Pending>,
+    /// The open orders placed through this session, as persisted (by order id).
+    pub orders: HashMap<u64, OrderRecord>,
     /// SendingTime of the last accepted Logon: a Logon must be later (no replayed logons).
     last_logon_ms: i64,
+    /// BeginString of the current (or last) logon: FIX.4.4 or FIXT.1.1.
+    pub begin_string: &'static [u8],
 }
 
+/// The log is rewritten once it holds more than twice the records a rewrite keeps, plus this.
+const COMPACT_SLACK: usize = 64;
+
 impl SessionState {
-    /// Opens the session's store and recovers its numbers.
-    pub fn open(config: SessionConfig, session_id: u64, gateway: &GatewayConfig) -> std::io::Result<Self> {
+    /// Opens the session's store and recovers its numbers and open orders.
+    pub fn open(
+        config: SessionConfig,
+        session_id: u64,
+        gateway: &GatewayConfig,
+        syncer: Arc<Syncer>,
+    ) -> std::io::Result<Self> {
         let directory = gateway.store_dir.join(format!("{}@{}", config.sender_comp_id, config.target_comp_id));
-        let (store, recovered) = Store::open(&directory, gateway.resend_window)?;
+        let (files, recovered) = StoreFiles::open(&directory, gateway.resend_window)?;
+        let mut ids = ClOrdIds::new(gateway.cl_ord_ids_remembered);
+        for order in recovered.orders.values() {
+            ids.rename(order.client_order_id, &order.cl_ord_id);
+        }
+        let kept = recovered.messages.len() + recovered.orders.len();
         Ok(Self {
             header: Header::new(&config.target_comp_id, &config.sender_comp_id),
             config,
             session_id,
             next_outbound: recovered.next_outbound,
             next_inbound: recovered.next_inbound,
-            store,
+            files: Arc::new(files),
+            records: Vec::new(),
+            log_records: recovered.records,
+            compact_at: 2 * kept + COMPACT_SLACK,
+            compact: false,
+            inbound_dirty: false,
             window: recovered.messages.into(),
             window_max: gateway.resend_window,
             resend_max: gateway.resend_max.max(1),
             connection: None,
             unsent: Vec::new(),
+            scheduled: false,
+            syncer,
             last_sent: Instant::now(),
             bucket: TokenBucket::new(gateway.messages_per_second, gateway.burst, Instant::now()),
             strikes: 0,
-            ids: ClOrdIds::new(gateway.cl_ord_ids_remembered),
+            ids,
             pending: VecDeque::new(),
+            orders: recovered.orders,
             last_logon_ms: i64::MIN,
+            begin_string: parser::BEGIN_STRING,
         })
+    }
+
+    /// Reconciles the stored open orders with the engine's resting orders at start-up (see
+    /// [`crate::FixGateway::start_after_recovery`]) and rewrites the log when anything changed.
+    pub fn reconcile(&mut self, resting: &HashMap<codec::OrderId, crate::EngineOrder>) -> std::io::Result<()> {
+        let user = self.config.user_id;
+        let before = self.orders.clone();
+        self.orders.retain(|&id, order| {
+            let Some(engine) = resting.get(&codec::OrderId::new(id)).filter(|o| o.user_id == user) else {
+                return false;
+            };
+            order.price_ticks = engine.price_ticks;
+            order.quantity_lots = engine.quantity_lots;
+            if engine.filled_lots > order.cum_lots {
+                // Fills the store missed (a crash between the engine and the store): counted at
+                // the order's limit price, the price of every fill of a resting order.
+                let missed = engine.filled_lots - order.cum_lots;
+                order.notional += u128::from(missed) * u128::from(engine.price_ticks);
+                order.cum_lots = engine.filled_lots;
+            }
+            true
+        });
+        if self.orders != before {
+            self.compact = true;
+            let batch = self.take_batch();
+            if let StoreWrite::Replace(image) = &batch.write {
+                batch.files.replace(image)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn queue(&mut self, bytes: Bytes) {
+        if let Some(connection) = &self.connection {
+            self.unsent.push(Outgoing { bytes, to: connection.outbound.clone(), connection: connection.id });
+        }
     }
 
     /// Numbers, stores and queues an application message (kept for resending; stored even
@@ -110,11 +209,11 @@ impl SessionState {
             sending_time: time::format(time::now_ms()),
             body: Bytes::from(body.0),
         };
-        if let Err(error) = self.store.append_application(&message) {
-            tracing::error!(%error, session = self.session_id, "FIX store append failed");
-        }
+        store::encode_application(&mut self.records, &message);
+        self.log_records += 1;
         if self.connection.is_some() {
-            self.unsent.push(self.header.encode(msg_type, sequence, &message.sending_time, None, &message.body));
+            let bytes = self.header.encode(msg_type, sequence, &message.sending_time, None, &message.body);
+            self.queue(bytes);
         }
         self.window.push_back(message);
         while self.window.len() > self.window_max {
@@ -130,40 +229,61 @@ impl SessionState {
         }
         let sequence = self.next_outbound;
         self.next_outbound += 1;
-        if let Err(error) = self.store.append_admin(sequence) {
-            tracing::error!(%error, session = self.session_id, "FIX store append failed");
-        }
+        store::encode_admin(&mut self.records, sequence);
+        self.log_records += 1;
         let now = time::format(time::now_ms());
-        self.unsent.push(self.header.encode(msg_type, sequence, &now, None, &body.0));
+        let bytes = self.header.encode(msg_type, sequence, &now, None, &body.0);
+        self.queue(bytes);
     }
 
-    /// Makes the queued messages durable, then hands them to the connection (cut as a slow
-    /// consumer if its queue is full).
+    /// Persists the state of an order of this session (`open` false: it is done).
+    pub fn store_order(&mut self, order: OrderRecord, open: bool) {
+        store::encode_order(&mut self.records, &order, open);
+        self.log_records += 1;
+        if open {
+            self.orders.insert(order.order_id, order);
+        } else {
+            self.orders.remove(&order.order_id);
+        }
+    }
+
+    /// Hands what was queued to the syncer, which makes the store records durable and then
+    /// passes the messages to the connection (cut as a slow consumer if its queue is full).
+    /// Never blocks on the disk.
     pub fn flush(&mut self) {
-        if self.unsent.is_empty() {
+        if !self.unsent.is_empty() {
+            self.last_sent = Instant::now();
+        }
+        if self.scheduled || (self.unsent.is_empty() && self.records.is_empty() && !self.compact) {
             return;
         }
-        if let Err(error) = self.store.sync() {
-            tracing::error!(%error, session = self.session_id, "FIX store sync failed; connection cut");
-            self.unsent.clear();
-            self.cut();
-            return;
-        }
-        self.last_sent = Instant::now();
-        let Some(connection) = &self.connection else {
-            self.unsent.clear();
-            return;
-        };
-        let mut slow = false;
-        for message in self.unsent.drain(..) {
-            if !slow && connection.outbound.try_send(message).is_err() {
-                slow = true;
+        self.scheduled = true;
+        self.syncer.schedule(self.session_id);
+    }
+
+    /// Takes the syncer's work: a rewrite of the log when due (sequence reset, or a log more
+    /// than twice as long as what a rewrite keeps), else the pending records.
+    pub fn take_batch(&mut self) -> Batch {
+        self.scheduled = false;
+        let write = if self.compact || self.log_records > self.compact_at {
+            self.compact = false;
+            self.records.clear();
+            self.inbound_dirty = false;
+            let image =
+                store::encode_image(self.next_outbound, self.next_inbound, self.window.iter(), self.orders.values());
+            let kept = self.window.len() + self.orders.len();
+            self.log_records = 2 + kept;
+            self.compact_at = 2 * kept + COMPACT_SLACK;
+            StoreWrite::Replace(image)
+        } else {
+            if std::mem::take(&mut self.inbound_dirty) {
+                // The inbound number the batch's messages acknowledge, durable with them.
+                store::encode_inbound(&mut self.records, self.next_inbound);
+                self.log_records += 1;
             }
-        }
-        if slow {
-            tracing::warn!(session = self.session_id, "FIX slow consumer; connection cut");
-            self.cut();
-        }
+            StoreWrite::Append(std::mem::take(&mut self.records))
+        };
+        Batch { files: self.files.clone(), write, items: std::mem::take(&mut self.unsent) }
     }
 
     /// Cuts the connection without a Logout.
@@ -175,33 +295,26 @@ impl SessionState {
 
     fn set_inbound(&mut self, next_inbound: u64) {
         self.next_inbound = next_inbound;
-        if let Err(error) = self.store.set_inbound(next_inbound) {
+        self.inbound_dirty = true;
+        if let Err(error) = self.files.set_inbound(next_inbound) {
             tracing::error!(%error, session = self.session_id, "FIX store write failed");
         }
     }
 
+    /// ResetSeqNumFlag: both series restart at 1; the log is rewritten with the open orders only.
     fn reset(&mut self) {
-        if let Err(error) = self.store.reset() {
-            tracing::error!(%error, session = self.session_id, "FIX store reset failed");
-        }
         self.next_outbound = 1;
-        self.next_inbound = 1;
+        self.set_inbound(1);
         self.window.clear();
-    }
-
-    fn send_direct(&mut self, message: Bytes) {
-        if let Some(connection) = &self.connection
-            && connection.outbound.try_send(message).is_err()
-        {
-            self.cut();
-        }
+        self.records.clear();
+        self.compact = true;
     }
 
     /// Answers a ResendRequest: stored application messages again with PossDupFlag=Y and
     /// OrigSendingTime, everything else (administrative, or older than the window) as
-    /// SequenceReset-GapFill. At most `resend_max` numbers per request.
+    /// SequenceReset-GapFill. At most `resend_max` numbers per request. Queued behind what is
+    /// already queued, so the wire order stays the sequence order.
     fn resend(&mut self, begin: u64, end: u64) {
-        self.flush();
         let last = self.next_outbound - 1;
         let end = if end == 0 || end > last { last } else { end };
         let begin = begin.max(1);
@@ -242,9 +355,74 @@ impl SessionState {
         if let Some(from) = gap_start {
             out.push(gap_fill(&self.header, from, end + 1));
         }
-        self.last_sent = Instant::now();
         for message in out {
-            self.send_direct(message);
+            self.queue(message);
+        }
+        self.flush();
+    }
+}
+
+/// The queue of sessions with work for the syncer thread.
+#[derive(Default)]
+pub(crate) struct Syncer {
+    queue: Mutex<Vec<u64>>,
+    ready: Condvar,
+    /// Set to end the thread (after the gateway stopped).
+    pub stop: AtomicBool,
+}
+
+impl Syncer {
+    fn schedule(&self, session_id: u64) {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(session_id);
+        self.ready.notify_one();
+    }
+}
+
+/// The syncer thread: for each scheduled session, writes its pending store records (or a
+/// rewrite of its log), syncs them once (group commit of everything queued since its last
+/// round), then hands the messages queued behind them to the connection. Sessions' locks are
+/// held only to take the work and to cut a connection, never during disk I/O.
+pub(crate) fn run_syncer(shared: Arc<Shared>) {
+    let syncer = shared.syncer.clone();
+    let mut ids = Vec::new();
+    loop {
+        {
+            let mut queue = syncer.queue.lock().unwrap_or_else(|e| e.into_inner());
+            while queue.is_empty() {
+                if syncer.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                queue =
+                    syncer.ready.wait_timeout(queue, Duration::from_millis(20)).unwrap_or_else(|e| e.into_inner()).0;
+            }
+            std::mem::swap(&mut ids, &mut *queue);
+        }
+        for session_id in ids.drain(..) {
+            let Some(session) = shared.session(session_id) else { continue };
+            let batch = session.lock().unwrap_or_else(|e| e.into_inner()).take_batch();
+            let result = match &batch.write {
+                StoreWrite::Append(records) => batch.files.append_and_sync(records),
+                StoreWrite::Replace(image) => batch.files.replace(image),
+            };
+            if let Err(error) = result {
+                tracing::error!(%error, session = session_id, "FIX store write failed; connection cut");
+                session.lock().unwrap_or_else(|e| e.into_inner()).cut();
+                continue;
+            }
+            let mut cut = None;
+            for item in batch.items {
+                if cut == Some(item.connection) {
+                    continue;
+                }
+                if let Err(mpsc::error::TrySendError::Full(_)) = item.to.try_send(item.bytes) {
+                    cut = Some(item.connection);
+                    let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+                    if state.connection.as_ref().is_some_and(|c| c.id == item.connection) {
+                        tracing::warn!(session = session_id, "FIX slow consumer; connection cut");
+                        state.cut();
+                    }
+                }
+            }
         }
     }
 }
@@ -525,12 +703,14 @@ fn parse_u64(text: &[u8]) -> Option<u64> {
     text.iter().try_fold(0u64, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0')))
 }
 
-/// Whether a MsgType is one FIX 4.4 defines.
-fn is_valid_msg_type(msg_type: &[u8]) -> bool {
+/// Whether a MsgType is one FIX 4.4 (or, with `fix50`, FIX 5.0 SP2) defines.
+fn is_valid_msg_type(msg_type: &[u8], fix50: bool) -> bool {
     match msg_type {
         [c] => c.is_ascii_alphanumeric(),
         [b'A', c] => c.is_ascii_uppercase(),
+        [b'B', c] if fix50 => c.is_ascii_uppercase(),
         [b'B', c] => (b'A'..=b'H').contains(c),
+        [b'C', c] if fix50 => (b'A'..=b'R').contains(c),
         _ => false,
     }
 }
@@ -542,7 +722,8 @@ fn refuse(context: &Context<'_>, message: &Message<'_>, text: &str) -> Flow {
     let theirs = message.text(49).filter(|t| !t.is_empty()).unwrap_or("UNKNOWN");
     let mut body = Body::new();
     body.field(58, text);
-    let logout = Header::new(ours, theirs).encode(b"5", 1, &time::format(time::now_ms()), None, &body.0);
+    let header = Header::with_begin_string(message.begin_string(), ours, theirs);
+    let logout = header.encode(b"5", 1, &time::format(time::now_ms()), None, &body.0);
     let _ = context.outbound.try_send(logout);
     Flow::Close
 }
@@ -584,6 +765,15 @@ fn logon(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) ->
     if !sending_time_accurate(shared, sending_time) {
         return refuse(context, message, "SendingTime accuracy problem");
     }
+    // FIXT.1.1: the Logon names the application version, FIX 5.0 SP2 (DefaultApplVerID 9).
+    let begin_string = if message.begin_string() == parser::BEGIN_STRING_FIXT {
+        parser::BEGIN_STRING_FIXT
+    } else {
+        parser::BEGIN_STRING
+    };
+    if begin_string == parser::BEGIN_STRING_FIXT && message.get(1137) != Some(APPL_VER_ID) {
+        return refuse(context, message, "DefaultApplVerID(1137) must be 9 (FIX 5.0 SP2)");
+    }
     let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
     let logon_ms = time::parse(sending_time).unwrap_or(i64::MIN);
     if !credentials_valid(&state.config, message, sending_time) || logon_ms <= state.last_logon_ms {
@@ -596,6 +786,11 @@ fn logon(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) ->
         return Flow::Close;
     }
     state.last_logon_ms = logon_ms;
+    if state.begin_string != begin_string {
+        state.begin_string = begin_string;
+        state.header =
+            Header::with_begin_string(begin_string, &state.config.target_comp_id, &state.config.sender_comp_id);
+    }
     let reset = message.get(141) == Some(b"Y");
     if reset {
         state.reset();
@@ -613,6 +808,9 @@ fn logon(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) ->
     body.field(98, "0").uint(108, heartbeat);
     if reset {
         body.field(141, "Y");
+    }
+    if begin_string == parser::BEGIN_STRING_FIXT {
+        body.field(1137, APPL_VER_ID);
     }
     state.send_admin(b"A", &body);
     let mut resend_through = None;
@@ -673,6 +871,12 @@ fn active(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) -
         return Flow::Close;
     }
     let msg_type = message.msg_type();
+    if message.begin_string() != state.begin_string {
+        // BeginString other than the logon's: Logout and disconnect (FIX session rules).
+        let text = format!("Incorrect BeginString: expected {}", String::from_utf8_lossy(state.begin_string));
+        logout(&mut state, &text);
+        return Flow::Close;
+    }
     let Some(sequence) = message.get(34).and_then(parse_u64) else {
         logout(&mut state, "MsgSeqNum(34) missing or invalid");
         return Flow::Close;
@@ -806,8 +1010,18 @@ fn active(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) -
             session_reject(shared, &mut state, message, 35, 5, "Already logged on");
             Flow::Continue
         }
-        b"D" | b"F" | b"G" | b"q" => application(shared, &mut state, message),
-        other if is_valid_msg_type(other) => {
+        b"D" | b"F" | b"G" | b"q" => {
+            // FIXT.1.1: an ApplVerID(1128) on the message must be the session's (9, FIX 5.0 SP2).
+            if state.begin_string == parser::BEGIN_STRING_FIXT
+                && let Some(version) = message.get(1128)
+                && version != APPL_VER_ID
+            {
+                session_reject(shared, &mut state, message, 1128, 18, "Unsupported ApplVerID: the session uses 9");
+                return Flow::Continue;
+            }
+            application(shared, &mut state, message)
+        }
+        other if is_valid_msg_type(other, state.begin_string == parser::BEGIN_STRING_FIXT) => {
             business_reject(shared, &mut state, message, 3, "Unsupported Message Type", None);
             Flow::Continue
         }

@@ -60,6 +60,8 @@ proptest! {
     fn fix_like_bytes(parts in proptest::collection::vec(
         prop_oneof![
             Just(b"8=FIX.4.4\x01".to_vec()),
+            Just(b"8=FIXT.1.1\x01".to_vec()),
+            Just(b"8=FIXT.1".to_vec()),
             Just(b"9=".to_vec()),
             Just(b"35=D\x01".to_vec()),
             Just(b"10=".to_vec()),

@@ -194,3 +194,40 @@ fn the_user_is_always_the_sessions() {
     one.send("F", &[(11, "X2"), (41, "X1"), (55, "BTC_USDC"), (54, "1"), (60, &now())]);
     assert_eq!(one.expect("8").at(150), "4");
 }
+
+#[test]
+fn open_orders_survive_a_gateway_restart() {
+    let mut harness = Harness::start(2, |_| {});
+    let mut maker = harness.client(1);
+    let mut taker = harness.client(2);
+    maker.limit("K1", "2", "60000", "0.0003");
+    let new = maker.expect("8");
+    // Replaced (a new ClOrdID), then partly filled.
+    maker.send(
+        "G",
+        &[(11, "K2"), (41, "K1"), (55, "BTC_USDC"), (54, "2"), (38, "0.0004"), (40, "2"), (44, "60000"), (60, &now())],
+    );
+    assert_eq!(maker.expect("8").at(150), "5");
+    taker.limit("T1", "1", "60000", "0.0001");
+    taker.expect("8");
+    taker.expect("8");
+    assert_eq!(maker.expect("8").at(14), "0.0001");
+    let (maker_seq, taker_seq) = (maker.next_seq, taker.next_seq);
+    drop((maker, taker));
+    harness.restart_gateway();
+    let mut maker = common::Fix::connect(harness.address, 1);
+    maker.next_seq = maker_seq;
+    maker.logon(30, false);
+    let mut taker = common::Fix::connect(harness.address, 2);
+    taker.next_seq = taker_seq;
+    taker.logon(30, false);
+    taker.limit("T2", "1", "60000", "0.0002");
+    taker.expect("8");
+    let fill = maker.expect("8");
+    assert_eq!((fill.at(150), fill.at(39), fill.at(11), fill.at(37)), ("F", "1", "K2", new.at(37)));
+    assert_eq!((fill.at(32), fill.at(14), fill.at(151), fill.at(6)), ("0.0002", "0.0003", "0.0001", "60000"));
+    // The replaced ClOrdID still names the order.
+    maker.send("F", &[(11, "K3"), (41, "K2"), (55, "BTC_USDC"), (54, "2"), (60, &now())]);
+    let canceled = maker.expect("8");
+    assert_eq!((canceled.at(150), canceled.at(41), canceled.at(14), canceled.at(151)), ("4", "K2", "0.0003", "0"));
+}

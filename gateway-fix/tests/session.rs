@@ -197,12 +197,20 @@ fn garbled_messages_are_ignored_without_consuming_a_sequence_number() {
     fields.swap(0, 1);
     fields.push((112, "swapped".into()));
     fix.write(&frame(&fields)).unwrap();
+    // BeginString not first, BodyLength not second, an unsupported BeginString.
+    let text = String::from_utf8(good.clone()).unwrap();
+    let (begin, rest) = text.split_once('\x01').unwrap();
+    let (length, body) = rest.split_once('\x01').unwrap();
+    fix.write(format!("{length}\x01{begin}\x01{body}").as_bytes()).unwrap();
+    let (msg_type, fields) = body.split_once('\x01').unwrap();
+    fix.write(format!("{begin}\x01{msg_type}\x01{length}\x01{fields}").as_bytes()).unwrap();
+    fix.write(text.replace("8=FIX.4.4", "8=FIX.4.2").as_bytes()).unwrap();
     // Plain noise.
     fix.write(b"hello\x01world=\x01").unwrap();
     // The good one, numbered 2, still expected.
     fix.write(&good).unwrap();
     assert_eq!(fix.expect("0").at(112), "ok");
-    assert!(harness.stat(|s| &s.garbled) >= 3);
+    assert!(harness.stat(|s| &s.garbled) >= 6);
 }
 
 #[test]
@@ -393,4 +401,110 @@ fn resend_requests_are_throttled() {
     let reject = fix.expect("3");
     assert_eq!(reject.at(373), "99");
     assert!(reject.at(58).contains("1 messages per second"));
+}
+
+#[test]
+fn sequence_reset_reset_never_moves_the_expected_number_back() {
+    let harness = Harness::start(1, |_| {});
+    let mut fix = harness.client(1);
+    fix.send("1", &[(112, "a")]); // 2
+    fix.expect("0");
+    fix.send("1", &[(112, "b")]); // 3
+    fix.expect("0");
+    // Reset mode with NewSeqNo below the expected 4: Reject 373=5, the number stays.
+    fix.send_with_seq("4", 4, &[(36, "2")]);
+    let reject = fix.expect("3");
+    assert_eq!((reject.at(373), reject.at(371)), ("5", "36"));
+    fix.send_with_seq("1", 4, &[(112, "still-4")]);
+    assert_eq!(fix.expect("0").at(112), "still-4");
+}
+
+#[test]
+fn reset_seq_num_flag_resets_both_series_of_a_used_session() {
+    let harness = Harness::start(1, |_| {});
+    let mut fix = harness.client(1);
+    for n in 0..3 {
+        fix.send("1", &[(112, &n.to_string())]);
+        fix.expect("0");
+    }
+    fix.send("5", &[]); // in 5, server 5
+    assert_eq!(fix.expect("5").seq(), 5);
+    fix.assert_closed();
+    std::thread::sleep(Duration::from_millis(50));
+    // Without the flag the session continues at 6 / 6.
+    let mut fix = Fix::connect(harness.address, 1);
+    fix.next_seq = 6;
+    assert_eq!(fix.logon(30, false).seq(), 6);
+    fix.send("5", &[]);
+    fix.expect("5");
+    fix.assert_closed();
+    std::thread::sleep(Duration::from_millis(50));
+    // With ResetSeqNumFlag=Y: both series restart at 1.
+    let mut fix = Fix::connect(harness.address, 1);
+    let logon = fix.logon(30, true);
+    assert_eq!((logon.seq(), logon.at(141)), (1, "Y"));
+    fix.send("1", &[(112, "two")]);
+    let heartbeat = fix.expect("0");
+    assert_eq!((heartbeat.seq(), heartbeat.at(112)), (2, "two"));
+    // The old messages are gone: a resend of everything is one gap fill.
+    fix.send("2", &[(7, "1"), (16, "0")]);
+    let fill = fix.expect("4");
+    assert_eq!((fill.seq(), fill.at(36)), (1, "3"));
+}
+
+/// The store of session 1 in `harness`.
+fn outbound_log_bytes(harness: &Harness) -> u64 {
+    std::fs::metadata(harness.store_dir.join(format!("{}@{GATEWAY}", common::client_id(1))).join("outbound.log"))
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn the_outbound_store_is_bounded_and_older_messages_are_gap_filled() {
+    let mut harness = Harness::start(1, |config| {
+        config.resend_window = 4;
+        config.messages_per_second = 100_000;
+        config.burst = 10_000;
+    });
+    let mut fix = harness.client(1); // server 1 = Logon
+    // 300 application messages (BusinessMessageRejects: unknown symbol), server 2..=301.
+    for n in 0..300 {
+        fix.send("D", &[(11, &format!("u{n}")), (55, "NOPE"), (54, "1"), (38, "1"), (40, "2"), (44, "1")]);
+    }
+    for n in 0..300 {
+        let reject = fix.expect("j");
+        assert_eq!((reject.seq(), reject.at(379)), (n + 2, format!("u{n}").as_str()));
+    }
+    // Without compaction the log would hold 301 records (~30 kB); it is rewritten to the window
+    // (and open orders) whenever it grows past twice that plus 64 records.
+    let bytes = outbound_log_bytes(&harness);
+    assert!(bytes < 12_000, "outbound.log is {bytes} bytes");
+    // Everything older than the window is gap-filled; the last 4 come again.
+    fix.send("2", &[(7, "1"), (16, "0")]);
+    let fill = fix.expect("4");
+    assert_eq!((fill.seq(), fill.at(123), fill.at(36)), (1, "Y", "298"));
+    for seq in 298..=301 {
+        let again = fix.expect("j");
+        assert_eq!((again.seq(), again.at(43)), (seq, "Y"));
+    }
+    fix.send("1", &[(112, "on")]);
+    assert_eq!((fix.expect("0").seq()), 302);
+    fix.send("5", &[]);
+    assert_eq!(fix.expect("5").seq(), 303);
+    fix.assert_closed();
+    // After a restart (the compacted log reloaded): same numbers, same window.
+    harness.restart_gateway();
+    let mut fix2 = Fix::connect(harness.address, 1);
+    fix2.next_seq = fix.next_seq;
+    assert_eq!(fix2.logon(30, false).seq(), 304);
+    fix2.send("2", &[(7, "290"), (16, "0")]);
+    let fill = fix2.expect("4");
+    assert_eq!((fill.seq(), fill.at(36)), (290, "298"));
+    for seq in 298..=301 {
+        assert_eq!(fix2.expect("j").seq(), seq);
+    }
+    let fill = fix2.expect("4");
+    assert_eq!((fill.seq(), fill.at(36)), (302, "305"));
+    fix2.send("1", &[(112, "still")]);
+    assert_eq!(fix2.expect("0").seq(), 305);
 }

@@ -7,13 +7,15 @@
 //! (`Published::last_of_command`). Views are updated *before* the waiter is completed, so a
 //! response is never older than the views a following request reads.
 
+use crate::history::{ClosedStatus, FillRecord, History, TransferRecord};
+use codec::BalanceChange;
 use codec::{
     AssetId, ClientOrderId, Event, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId,
 };
 use engine::bus::{Consumer, ReadError, origin};
 use engine::{Book, Engine, EngineConfig, Ledger};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -57,6 +59,7 @@ pub struct AccountViews {
     balances: RwLock<HashMap<UserId, BTreeMap<AssetId, engine::Balance>>>,
     orders: RwLock<HashMap<UserId, BTreeMap<OrderId, OpenOrder>>>,
     stale: AtomicBool,
+    history: History,
 }
 
 impl AccountViews {
@@ -151,6 +154,11 @@ impl AccountViews {
         }
     }
 
+    /// The users' fills, closed orders, deposits and withdrawals (bounded, newest first).
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
     /// Whether events were lost (the dispatcher lagged): the views may be wrong until restart.
     pub fn is_stale(&self) -> bool {
         self.stale.load(Ordering::Acquire)
@@ -161,7 +169,29 @@ impl AccountViews {
         match event {
             Event::BalanceUpdate(update) => {
                 let balance = engine::Balance { available: update.available.get(), locked: update.locked.get() };
-                write(&self.balances).entry(update.user_id).or_default().insert(update.asset_id, balance);
+                let before = write(&self.balances)
+                    .entry(update.user_id)
+                    .or_default()
+                    .insert(update.asset_id, balance)
+                    .unwrap_or_default();
+                // The event carries the new balance; the amount moved is the change of `available`.
+                let transfer = |amount: u64| TransferRecord {
+                    id: update.sequence.get(),
+                    asset_id: update.asset_id,
+                    amount,
+                    timestamp_ns: update.timestamp_ns.get(),
+                    details: None,
+                };
+                match update.reason.get() {
+                    Ok(BalanceChange::Deposit) => self
+                        .history
+                        .record_deposit(update.user_id, transfer(balance.available.saturating_sub(before.available))),
+                    Ok(BalanceChange::Withdrawal) => self.history.record_withdrawal(
+                        update.user_id,
+                        transfer(before.available.saturating_sub(balance.available)),
+                    ),
+                    _ => {}
+                }
             }
             Event::OrderAccepted(accepted) => {
                 let (Ok(side), Ok(order_type), Ok(time_in_force), Ok(self_trade_prevention)) = (
@@ -191,23 +221,76 @@ impl AccountViews {
                 write(&self.orders).entry(accepted.user_id).or_default().insert(order.order_id, order);
             }
             Event::Fill(fill) => {
+                let taker_side = fill.taker_side.get().unwrap_or(Side::Bid);
+                let maker_side = if taker_side == Side::Bid { Side::Ask } else { Side::Bid };
                 let mut orders = write(&self.orders);
-                for (user, order_id, remaining) in [
-                    (fill.maker_user_id, fill.maker_order_id, fill.maker_remaining_lots.get()),
-                    (fill.taker_user_id, fill.taker_order_id, fill.taker_remaining_lots.get()),
+                for (user, order_id, client_order_id, remaining, fee, side, is_maker) in [
+                    (
+                        fill.maker_user_id,
+                        fill.maker_order_id,
+                        fill.maker_client_order_id,
+                        fill.maker_remaining_lots.get(),
+                        fill.maker_fee.get(),
+                        maker_side,
+                        true,
+                    ),
+                    (
+                        fill.taker_user_id,
+                        fill.taker_order_id,
+                        fill.taker_client_order_id,
+                        fill.taker_remaining_lots.get(),
+                        fill.taker_fee.get(),
+                        taker_side,
+                        false,
+                    ),
                 ] {
+                    self.history.record_fill(
+                        user,
+                        FillRecord {
+                            trade_id: fill.trade_id.get(),
+                            order_id,
+                            client_order_id,
+                            market_id: fill.market_id,
+                            side,
+                            price_ticks: fill.price_ticks.get(),
+                            quantity_lots: fill.quantity_lots.get(),
+                            fee,
+                            is_maker,
+                            timestamp_ns: fill.timestamp_ns.get(),
+                        },
+                    );
                     let Some(user_orders) = orders.get_mut(&user) else { continue };
                     let Some(order) = user_orders.get_mut(&order_id) else { continue };
                     order.filled_lots += fill.quantity_lots.get();
                     order.executed_quote += fill.quote_amount.get();
                     // A quote-quantity market buy reports 0 remaining; it ends with an expiry.
                     if remaining == 0 && order.quote_quantity == 0 {
-                        user_orders.remove(&order_id);
+                        if let Some(order) = user_orders.remove(&order_id) {
+                            self.history.record_closed(user, order, ClosedStatus::Filled);
+                        }
+                        if user_orders.is_empty() {
+                            orders.remove(&user);
+                        }
                     }
                 }
             }
-            Event::OrderCanceled(canceled) => self.remove(canceled.user_id, canceled.order_id),
-            Event::OrderExpired(expired) => self.remove(expired.user_id, expired.order_id),
+            Event::OrderCanceled(canceled) => {
+                if let Some(mut order) = self.remove(canceled.user_id, canceled.order_id) {
+                    order.filled_lots = canceled.filled_lots.get();
+                    self.history.record_closed(canceled.user_id, order, ClosedStatus::Cancelled);
+                }
+            }
+            Event::OrderExpired(expired) => {
+                if let Some(mut order) = self.remove(expired.user_id, expired.order_id) {
+                    order.filled_lots = expired.filled_lots.get();
+                    let status = if order.filled_lots > 0 && expired.expired_lots.get() == 0 {
+                        ClosedStatus::Filled
+                    } else {
+                        ClosedStatus::Expired
+                    };
+                    self.history.record_closed(expired.user_id, order, status);
+                }
+            }
             Event::OrderReplaced(replaced) => {
                 let mut orders = write(&self.orders);
                 if let Some(order) = orders.get_mut(&replaced.user_id).and_then(|o| o.get_mut(&replaced.order_id)) {
@@ -216,18 +299,26 @@ impl AccountViews {
                     order.filled_lots = replaced.filled_lots.get();
                 }
             }
-            Event::OrderRejected(_) | Event::BookLevelUpdate(_) | Event::MassCancelReport(_) => {}
+            // Balances changed by AMM pool commands arrive as BalanceUpdates.
+            Event::OrderRejected(_)
+            | Event::BookLevelUpdate(_)
+            | Event::MassCancelReport(_)
+            | Event::MarketStatusChanged(_)
+            | Event::LiquidityAdded(_)
+            | Event::LiquidityRemoved(_)
+            | Event::SwapExecuted(_)
+            | Event::OrderRouted(_) => {}
         }
     }
 
-    fn remove(&self, user: UserId, order_id: OrderId) {
+    fn remove(&self, user: UserId, order_id: OrderId) -> Option<OpenOrder> {
         let mut orders = write(&self.orders);
-        if let Some(user_orders) = orders.get_mut(&user) {
-            user_orders.remove(&order_id);
-            if user_orders.is_empty() {
-                orders.remove(&user);
-            }
+        let user_orders = orders.get_mut(&user)?;
+        let removed = user_orders.remove(&order_id);
+        if user_orders.is_empty() {
+            orders.remove(&user);
         }
+        removed
     }
 }
 
@@ -248,6 +339,8 @@ struct Waiter {
 pub(crate) struct Dispatch {
     pub views: Arc<AccountViews>,
     waiters: Mutex<HashMap<u64, Waiter>>,
+    /// Requests waiting for the engine (the dispatcher does not nap while there are any).
+    pending: AtomicUsize,
     next_request: AtomicU64,
     stopping: AtomicBool,
 }
@@ -257,13 +350,17 @@ impl Dispatch {
     pub fn register(&self) -> (u64, oneshot::Receiver<Vec<Event>>) {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (done, receiver) = oneshot::channel();
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Waiter { events: Vec::new(), done });
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters.insert(id, Waiter { events: Vec::new(), done });
+        self.pending.store(waiters.len(), Ordering::Release);
         (id, receiver)
     }
 
     /// Forgets a waiter (the command was not sent, or the handler gave up).
     pub fn forget(&self, id: u64) {
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters.remove(&id);
+        self.pending.store(waiters.len(), Ordering::Relaxed);
     }
 
     fn route(&self, tag: u64, event: Event, last: bool) {
@@ -275,7 +372,9 @@ impl Dispatch {
         let Some(waiter) = waiters.get_mut(&id) else { return };
         waiter.events.push(event);
         if last {
-            if let Some(waiter) = waiters.remove(&id) {
+            let removed = waiters.remove(&id);
+            self.pending.store(waiters.len(), Ordering::Relaxed);
+            if let Some(waiter) = removed {
                 let _ = waiter.done.send(waiter.events);
             }
         }
@@ -293,7 +392,8 @@ fn run(dispatch: Arc<Dispatch>, mut consumer: Consumer) {
             }
             Err(ReadError::Empty) => {
                 idle = idle.saturating_add(1);
-                if idle < 64 {
+                // Nap only when no request is waiting: a nap delays every answer by up to its length.
+                if idle < 64 || dispatch.pending.load(Ordering::Acquire) > 0 {
                     std::thread::yield_now();
                 } else {
                     std::thread::sleep(Duration::from_micros(200));
@@ -327,6 +427,7 @@ impl RestGateway {
         let dispatch = Arc::new(Dispatch {
             views,
             waiters: Mutex::new(HashMap::new()),
+            pending: AtomicUsize::new(0),
             next_request: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
         });

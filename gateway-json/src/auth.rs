@@ -135,6 +135,26 @@ pub fn verify(
     let timestamp =
         decimal_header(headers, "x-timestamp")?.ok_or_else(|| unauthorized("Missing header x-timestamp"))?;
     let window = decimal_header(headers, "x-window")?.unwrap_or(WINDOW_DEFAULT_MS);
+    verify_signature(credentials, key_text, signature_text, timestamp, window, instruction, params, now_ms)
+}
+
+/// Verifies a signature given as its parts (the WebSocket `"signature": [key, signature,
+/// timestamp, window]`) against `instruction` and `params` at time `now_ms`; returns the key's
+/// user. Same checks and messages as [`verify`].
+///
+/// # Errors
+/// `401 UNAUTHORIZED` as for [`verify`].
+#[allow(clippy::too_many_arguments)]
+pub fn verify_signature(
+    credentials: &Credentials,
+    key_text: &str,
+    signature_text: &str,
+    timestamp: u64,
+    window: u64,
+    instruction: &str,
+    params: &SignedParams,
+    now_ms: u64,
+) -> Result<UserId, ApiError> {
     if window == 0 || window > WINDOW_MAX_MS {
         return Err(unauthorized(format!("Invalid X-Window {window}: must be from 1 to {WINDOW_MAX_MS} ms")));
     }

@@ -1,6 +1,6 @@
 //! Backpack-compatible REST API: the public market-data endpoints, served from a
 //! [`marketdata::MarketView`], and the Ed25519-signed private endpoints for orders and balances
-//! ([`private_router`], [`RestGateway`], [`auth`]).
+//! ([`private_router`], [`RestGateway`], [`auth`]), and the AMM pool endpoints ([`amm::amm_router`]).
 //!
 //! [`public_router`] serves, at the server root (see docs/rest-api.md):
 //! `GET /api/v1/markets`, `/api/v1/market?symbol=`, `/api/v1/ticker?symbol=[&interval=1d|1w]`,
@@ -22,11 +22,25 @@
 //!   official client sends both) are ignored.
 
 pub mod accounts;
+pub mod admin;
+pub mod amm;
 pub mod auth;
+pub mod batch;
+mod capital;
+pub mod history;
+pub mod limits;
+pub mod openapi;
 mod private;
+pub mod sessions;
+pub mod users;
+pub mod ws;
 
 pub use accounts::{AccountViews, OpenOrder, RestGateway};
+pub use admin::{AdminState, admin_router};
 pub use private::{ENGINE_TIMEOUT_DEFAULT, PrivateState, private_router, reject_error};
+pub use sessions::sessions_router;
+pub use users::{UserStore, UsersConfig};
+pub use ws::{JwtVerifier, WsConfig, WsState, ws_router};
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
@@ -117,7 +131,8 @@ impl Api {
                     "stepSize": format.quantity(1),
                 },
             },
-            "orderBookState": "Open",
+            // A halted market still takes cancels: Backpack's `CancelOnly`.
+            "orderBookState": if self.view.is_halted(market.id).unwrap_or(false) { "CancelOnly" } else { "Open" },
             "createdAt": self.created_at,
             "visible": true,
         })
@@ -216,6 +231,7 @@ pub fn public_router(view: Arc<MarketView>, config: Arc<EngineConfig>) -> Router
         .route("/api/v1/klines", get(klines))
         .route("/api/v1/status", get(status))
         .route("/api/v1/time", get(time))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .with_state(api)
 }
 
@@ -223,6 +239,17 @@ pub(crate) fn ok(value: Value) -> ApiResult {
     Ok(axum::Json(value).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/markets",
+    tag = "Markets",
+    description = "Every market.",
+    params(crate::openapi::MarketsQuery),
+    responses(
+        (status = 200, description = "Markets", body = Vec<crate::openapi::Market>),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn markets(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     // `marketType` may repeat (the official client sends SPOT and PERP); every market is SPOT.
@@ -233,6 +260,17 @@ async fn markets(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiR
     ok(Value::Array((0..api.config.markets.len()).map(|index| api.market_json(index)).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/market",
+    tag = "Markets",
+    description = "One market.",
+    params(crate::openapi::SymbolQuery),
+    responses(
+        (status = 200, description = "The market", body = crate::openapi::Market),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn market(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     ok(api.market_json(api.market(&params)?))
@@ -246,6 +284,17 @@ fn ticker_window(params: &Params) -> Result<u64, ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ticker",
+    tag = "Markets",
+    description = "24 h (or 1 week) statistics of a market.",
+    params(crate::openapi::TickerQuery),
+    responses(
+        (status = 200, description = "Ticker", body = crate::openapi::Ticker),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn ticker(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     let index = api.market(&params)?;
@@ -254,6 +303,17 @@ async fn ticker(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiRe
     ok(api.ticker_json(index, &stats))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickers",
+    tag = "Markets",
+    description = "Statistics of every market.",
+    params(crate::openapi::TickerQuery),
+    responses(
+        (status = 200, description = "Tickers", body = Vec<crate::openapi::Ticker>),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn tickers(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     let window = ticker_window(&params)?;
@@ -266,6 +326,18 @@ async fn tickers(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiR
     ok(Value::Array(all))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/depth",
+    tag = "Markets",
+    description = "Order book depth (timestamp in µs).",
+    params(crate::openapi::DepthQuery),
+    responses(
+        (status = 200, description = "Depth", body = crate::openapi::Depth),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Market view resynchronising", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn depth(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     let index = api.market(&params)?;
@@ -311,6 +383,17 @@ fn trades_json(api: &Api, index: usize, limit: u64, offset: u64) -> ApiResult {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/trades",
+    tag = "Markets",
+    description = "Recent trades, oldest first.",
+    params(crate::openapi::TradesQuery),
+    responses(
+        (status = 200, description = "Trades", body = Vec<crate::openapi::Trade>),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn trades(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     let index = api.market(&params)?;
@@ -318,6 +401,17 @@ async fn trades(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiRe
     trades_json(&api, index, limit, 0)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/trades/history",
+    tag = "Markets",
+    description = "Older trades (offset skips the most recent).",
+    params(crate::openapi::TradesQuery),
+    responses(
+        (status = 200, description = "Trades", body = Vec<crate::openapi::Trade>),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn trades_history(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     let index = api.market(&params)?;
@@ -326,6 +420,17 @@ async fn trades_history(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) 
     trades_json(&api, index, limit, offset)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/klines",
+    tag = "Markets",
+    description = "Candles; startTime and endTime in seconds.",
+    params(crate::openapi::KlinesQuery),
+    responses(
+        (status = 200, description = "Klines", body = Vec<crate::openapi::Kline>),
+        (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn klines(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
     let params = Params::parse(query)?;
     let index = api.market(&params)?;
@@ -363,11 +468,15 @@ async fn klines(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiRe
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/status", tag = "System", description = "Server status.",
+    responses((status = 200, description = "Status", body = crate::openapi::ServerStatus)))]
 async fn status(State(api): State<Arc<Api>>) -> ApiResult {
     let message = api.view.is_stale().then_some("Market data is resynchronising");
     ok(json!({ "status": "Ok", "message": message }))
 }
 
+#[utoipa::path(get, path = "/api/v1/time", tag = "System", description = "Server time, ms since the epoch.",
+    responses((status = 200, description = "ms since the epoch", body = u64)))]
 async fn time(State(api): State<Arc<Api>>) -> ApiResult {
     ok(json!(api.view.now_ns() / 1_000_000))
 }

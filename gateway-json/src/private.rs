@@ -26,13 +26,16 @@ pub const ENGINE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 /// What the private handlers share.
 #[derive(Clone)]
 pub struct PrivateState {
-    dispatch: Arc<Dispatch>,
-    credentials: Arc<Credentials>,
-    ingress: Arc<IngressRing>,
-    config: Arc<EngineConfig>,
-    formats: Arc<Vec<MarketFormat>>,
-    symbols: Arc<HashMap<String, usize>>,
-    timeout: Duration,
+    pub(crate) dispatch: Arc<Dispatch>,
+    pub(crate) credentials: Arc<Credentials>,
+    pub(crate) ingress: Arc<IngressRing>,
+    pub(crate) config: Arc<EngineConfig>,
+    pub(crate) formats: Arc<Vec<MarketFormat>>,
+    pub(crate) symbols: Arc<HashMap<String, usize>>,
+    pub(crate) timeout: Duration,
+    pub(crate) key_limiter: Option<Arc<crate::limits::KeyRateLimiter>>,
+    /// Session tokens (JWT) accepted instead of a signature, when set.
+    users: Option<Arc<crate::users::UserStore>>,
 }
 
 impl PrivateState {
@@ -54,7 +57,21 @@ impl PrivateState {
             formats: Arc::new(formats),
             symbols: Arc::new(symbols),
             timeout: ENGINE_TIMEOUT_DEFAULT,
+            users: None,
+            key_limiter: None,
         }
+    }
+
+    /// Also accepts session tokens of `users` (`Authorization: Bearer <JWT>`, when the request
+    /// carries no `X-Signature`) on every signed endpoint.
+    pub fn with_users(mut self, users: Arc<crate::users::UserStore>) -> Self {
+        self.users = Some(users);
+        self
+    }
+
+    /// The engine configuration.
+    pub(crate) fn engine_config(&self) -> &EngineConfig {
+        &self.config
     }
 
     /// Sets how long a request waits for the engine (then `504 TIMEOUT`).
@@ -63,22 +80,44 @@ impl PrivateState {
         self
     }
 
-    /// The user of a request signed for `instruction` over `params` (see docs/rest-api.md). Used
-    /// by the handlers here and by the exchange's demo faucet.
+    /// Charges every verified request to its API key's rate limit (`429 TOO_MANY_REQUESTS` over it).
+    pub fn with_key_limits(mut self, limiter: Arc<crate::limits::KeyRateLimiter>) -> Self {
+        self.key_limiter = Some(limiter);
+        self
+    }
+
+    /// The user of a request signed for `instruction` over `params`, or carrying a session token
+    /// (see docs/rest-api.md), charged to its rate limit. Used by the handlers here and by the
+    /// exchange's demo faucet.
     ///
     /// # Errors
-    /// `401 UNAUTHORIZED` when the request is not authenticated.
+    /// `401 UNAUTHORIZED` when the request is not authenticated; `429` over the rate limit.
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
         instruction: &str,
         params: &SignedParams,
     ) -> Result<UserId, ApiError> {
-        auth::verify(&self.credentials, headers, instruction, params, auth::now_ms())
+        let user = match (crate::sessions::bearer(headers), headers.contains_key("x-signature")) {
+            (Some(token), false) => {
+                let users = self.users.as_ref().ok_or_else(|| auth::unauthorized("Session tokens are not accepted"))?;
+                users.verify_jwt(token)?
+            }
+            _ => auth::verify(&self.credentials, headers, instruction, params, auth::now_ms())?,
+        };
+        if let Some(limiter) = &self.key_limiter {
+            // Verified: charge the caller's own budget (its API key, or its user for a session).
+            match headers.get("x-api-key").and_then(|v| v.to_str().ok()).filter(|_| headers.contains_key("x-signature"))
+            {
+                Some(key) => limiter.check(key.trim())?,
+                None => limiter.check(&format!("user:{user}"))?,
+            }
+        }
+        Ok(user)
     }
 
     /// Refuses to answer from views that lost events.
-    fn fresh_views(&self) -> Result<(), ApiError> {
+    pub(crate) fn fresh_views(&self) -> Result<(), ApiError> {
         if self.dispatch.views.is_stale() {
             return Err(ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
@@ -89,7 +128,7 @@ impl PrivateState {
         Ok(())
     }
 
-    fn market(&self, params: &SignedParams) -> Result<usize, ApiError> {
+    pub(crate) fn market(&self, params: &SignedParams) -> Result<usize, ApiError> {
         let symbol = params.get("symbol").ok_or_else(|| ApiError::bad_request("Missing required parameter: symbol"))?;
         self.symbols.get(symbol).copied().ok_or_else(|| ApiError::bad_request(format!("Market not found: {symbol}")))
     }
@@ -119,7 +158,7 @@ impl PrivateState {
         }
     }
 
-    fn order_json(&self, order: &OpenOrder, status: &str) -> Value {
+    pub(crate) fn order_json(&self, order: &OpenOrder, status: &str) -> Value {
         let index = order.market_id.get() as usize - 1;
         let format = &self.formats[index];
         let price = (order.order_type == OrderType::Limit).then(|| format.price(order.price_ticks));
@@ -180,21 +219,32 @@ pub fn reject_error(reason: RejectReasonCode) -> ApiError {
 
 /// The signed routes, at the server root: `POST /api/v1/order` (`orderExecute`),
 /// `DELETE /api/v1/order` (`orderCancel`), `GET /api/v1/order` (`orderQuery`),
-/// `GET /api/v1/orders` (`orderQueryAll`), `GET /api/v1/capital` (`balanceQuery`). Merge into
+/// `GET /api/v1/orders` (`orderQueryAll`), `POST /api/v1/orders` (batch `orderExecute`),
+/// `DELETE /api/v1/orders` (`orderCancelAll`), `GET /api/v1/capital` (`balanceQuery`),
+/// `GET /wapi/v1/history/fills` (`fillHistoryQueryAll`), `GET /wapi/v1/history/orders`
+/// (`orderHistoryQueryAll`), `GET /wapi/v1/capital/deposits` (`depositQueryAll`),
+/// `GET` / `POST /wapi/v1/capital/withdrawals` (`withdrawalQueryAll` / `withdraw`). Merge into
 /// the server's router (next to [`crate::public_router`]); sets no fallback.
 pub fn private_router(state: PrivateState) -> Router {
     Router::new()
         .route("/api/v1/order", get(order_query).post(order_execute).delete(order_cancel))
-        .route("/api/v1/orders", get(order_query_all))
+        .route(
+            "/api/v1/orders",
+            get(order_query_all).post(crate::batch::orders_execute).delete(crate::batch::orders_cancel_all),
+        )
         .route("/api/v1/capital", get(balance_query))
+        .route("/wapi/v1/history/fills", get(crate::history::fill_history))
+        .route("/wapi/v1/history/orders", get(crate::history::order_history))
+        .route("/wapi/v1/capital/deposits", get(crate::capital::deposits))
+        .route("/wapi/v1/capital/withdrawals", get(crate::capital::withdrawals).post(crate::capital::withdraw))
         .with_state(state)
 }
 
-fn invalid_order(message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid_order(message: impl Into<String>) -> ApiError {
     ApiError { status: StatusCode::BAD_REQUEST, code: "INVALID_ORDER", message: message.into() }
 }
 
-fn not_found() -> ApiError {
+pub(crate) fn not_found() -> ApiError {
     ApiError { status: StatusCode::NOT_FOUND, code: "RESOURCE_NOT_FOUND", message: "Order not found".into() }
 }
 
@@ -229,7 +279,7 @@ fn grid_value(
     Ok(Some(units / step))
 }
 
-fn parse_order(state: &PrivateState, user: UserId, params: &SignedParams) -> Result<NewOrder, ApiError> {
+pub(crate) fn parse_order(state: &PrivateState, user: UserId, params: &SignedParams) -> Result<NewOrder, ApiError> {
     let index = state.market(params)?;
     let market = &state.config.markets[index];
     let format = &state.formats[index];
@@ -315,14 +365,33 @@ fn parse_order(state: &PrivateState, user: UserId, params: &SignedParams) -> Res
     })
 }
 
-async fn order_execute(State(state): State<PrivateState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/api/v1/order",
+    tag = "Order",
+    description = "Execute an order (instruction `orderExecute`).",
+    request_body(content = crate::openapi::ExecuteOrderRequest, content_type = "application/json"),
+    params(crate::openapi::SignatureHeaders),
+    responses(
+        (status = 200, description = "The order", body = crate::openapi::Order),
+        (status = 400, description = "Bad request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Bad signature", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn order_execute(State(state): State<PrivateState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let params = auth::body_params(&body)?;
     let user = state.authenticate(&headers, "orderExecute", &params)?;
     let order = parse_order(&state, user, &params)?;
     let events = state.execute(Command::NewOrder(order)).await?;
+    ok(placed_order(&state, user, &events)?)
+}
+
+/// The Order object of a `NewOrder` from the events the engine answered it with (its
+/// rejection as an error).
+pub(crate) fn placed_order(state: &PrivateState, user: UserId, events: &[Event]) -> Result<Value, ApiError> {
     let mut open: Option<OpenOrder> = None;
     let (mut canceled, mut expired, mut remaining) = (false, None, None);
-    for event in &events {
+    for event in events {
         match event {
             Event::OrderRejected(rejected) => return Err(reject_error(rejected.reason)),
             Event::OrderAccepted(accepted) if accepted.user_id == user => {
@@ -378,7 +447,7 @@ async fn order_execute(State(state): State<PrivateState>, headers: HeaderMap, bo
     } else {
         "New"
     };
-    ok(state.order_json(&order, status))
+    Ok(state.order_json(&order, status))
 }
 
 /// `orderId` (a decimal string or number) and `clientId` of a query or cancel; at least one.
@@ -406,7 +475,21 @@ fn order_reference(params: &SignedParams) -> Result<(OrderId, ClientOrderId), Ap
     }
 }
 
-async fn order_cancel(State(state): State<PrivateState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+#[utoipa::path(
+    delete,
+    path = "/api/v1/order",
+    tag = "Order",
+    description = "Cancel an open order (instruction `orderCancel`).",
+    request_body(content = crate::openapi::CancelOrderRequest, content_type = "application/json"),
+    params(crate::openapi::SignatureHeaders),
+    responses(
+        (status = 200, description = "The cancelled order", body = crate::openapi::Order),
+        (status = 400, description = "Bad request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Bad signature", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Order not open for this user", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn order_cancel(State(state): State<PrivateState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let params = auth::body_params(&body)?;
     let user = state.authenticate(&headers, "orderCancel", &params)?;
     state.fresh_views()?;
@@ -441,7 +524,24 @@ fn open_status(order: &OpenOrder) -> &'static str {
     if order.filled_lots > 0 { "PartiallyFilled" } else { "New" }
 }
 
-async fn order_query(State(state): State<PrivateState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/v1/order",
+    tag = "Order",
+    description = "One open order (instruction `orderQuery`).",
+    params(crate::openapi::OrderQuery, crate::openapi::SignatureHeaders),
+    responses(
+        (status = 200, description = "The order", body = crate::openapi::Order),
+        (status = 400, description = "Bad request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Bad signature", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Order not open for this user", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn order_query(
+    State(state): State<PrivateState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     let params = auth::query_params(query.as_deref())?;
     let user = state.authenticate(&headers, "orderQuery", &params)?;
     state.fresh_views()?;
@@ -455,7 +555,19 @@ async fn order_query(State(state): State<PrivateState>, headers: HeaderMap, RawQ
     ok(state.order_json(&order, open_status(&order)))
 }
 
-async fn order_query_all(
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    tag = "Order",
+    description = "The open orders, oldest first (instruction `orderQueryAll`).",
+    params(crate::openapi::OpenOrdersQuery, crate::openapi::SignatureHeaders),
+    responses(
+        (status = 200, description = "Open orders", body = Vec<crate::openapi::Order>),
+        (status = 400, description = "Bad request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Bad signature", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn order_query_all(
     State(state): State<PrivateState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -471,7 +583,23 @@ async fn order_query_all(
     ok(Value::Array(orders.iter().map(|order| state.order_json(order, open_status(order))).collect()))
 }
 
-async fn balance_query(State(state): State<PrivateState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/v1/capital",
+    tag = "Capital",
+    description = "Balances by asset symbol (instruction `balanceQuery`).",
+    params(crate::openapi::SignatureHeaders),
+    responses(
+        (status = 200, description = "`{\"BTC\": Balance, ...}`", body = std::collections::BTreeMap<String, crate::openapi::Balance>),
+        (status = 400, description = "Bad request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Bad signature", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn balance_query(
+    State(state): State<PrivateState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     let params = auth::query_params(query.as_deref())?;
     let user = state.authenticate(&headers, "balanceQuery", &params)?;
     state.fresh_views()?;

@@ -156,6 +156,7 @@ pub fn run(config: &BaselineConfig) -> Result<Report, LoadError> {
 
     let receiver = {
         let (actual_sends, counters, cores) = (actual_sends.clone(), counters.clone(), config.pin.clone());
+        let schedule = schedule.clone();
         std::thread::Builder::new().name("loadgen-receive".into()).spawn(move || {
             pin(&cores, 1);
             let mut result = ReceiverResult {
@@ -227,6 +228,7 @@ pub fn run(config: &BaselineConfig) -> Result<Report, LoadError> {
             (actual_sends.clone(), counters.clone(), config.pin.clone(), sender_done.clone());
         let pacer = Pacer::new(config.spin);
         let mut stream = client.try_clone()?;
+        let schedule = schedule.clone();
         std::thread::Builder::new().name("loadgen-send".into()).spawn(move || {
             pin(&cores, 0);
             let mut message = vec![0u8; size];
@@ -299,5 +301,6 @@ pub fn run(config: &BaselineConfig) -> Result<Report, LoadError> {
         rejects: BTreeMap::new(),
         errors,
         histograms,
+        ramp: Vec::new(),
     })
 }

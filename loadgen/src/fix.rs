@@ -31,6 +31,7 @@ use crate::LoadError;
 use crate::flow::{OpenOrder, OpenOrders, OrderFlow, RequestKind};
 use crate::latency::{Histograms, Sent};
 use crate::progress::{Counters, Progress};
+use crate::ramp::LiveStats;
 use crate::report::Report;
 use crate::sbe::{ConnFigures, SBE_HISTOGRAMS, SbeConfig, SentTotals, gateway_report};
 use crate::schedule::{Batches, Clock, Pacer, Schedule, pin_current_thread};
@@ -117,6 +118,8 @@ struct Inflight {
     order: u64,
     /// For a GTC limit: the order as it rests once accepted.
     resting: Option<OpenOrder>,
+    /// Its ramp step ([`crate::ramp::NO_STEP`]: none).
+    step: u32,
 }
 
 /// What the sender and a connection's receiver share.
@@ -125,6 +128,7 @@ struct ConnState {
     inflight: HashMap<String, Inflight>,
     last_ack: Option<(u64, Sent, bool, bool)>,
     histograms: Histograms,
+    live: LiveStats,
     outcomes: BTreeMap<String, u64>,
     rejects: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
@@ -137,12 +141,13 @@ struct ConnState {
 }
 
 impl ConnState {
-    fn new() -> Self {
+    fn new(live: LiveStats) -> Self {
         Self {
             open: OpenOrders::default(),
             inflight: HashMap::new(),
             last_ack: None,
             histograms: Histograms::new(SBE_HISTOGRAMS),
+            live,
             outcomes: BTreeMap::new(),
             rejects: BTreeMap::new(),
             errors: BTreeMap::new(),
@@ -174,10 +179,14 @@ impl ConnState {
 
     fn answered(&mut self, inflight: &Inflight, now: u64, counters: &Counters) {
         Counters::bump(&counters.answered);
-        if !inflight.measured || self.closed {
+        if self.closed {
             return;
         }
         let latency = inflight.sent.latency_ns(now);
+        self.live.record(inflight.step, latency);
+        if !inflight.measured {
+            return;
+        }
         self.histograms.record(ACK_ALL, latency);
         self.histograms.record(ack_histogram(inflight.kind), latency);
         self.histograms.record(ACK_ALL_UNCORRECTED, inflight.sent.uncorrected_ns(now));
@@ -219,6 +228,9 @@ impl ConnState {
             },
             b"j" => {
                 self.reject(counters, format!("BusinessRejectReason {}", text(380)));
+                if !self.closed {
+                    Counters::bump(&counters.gateway_rejects);
+                }
                 match self.resolve(text(379), |_| true) {
                     Some(inflight) => {
                         self.answered(&inflight, now, counters);
@@ -530,7 +542,7 @@ pub fn run(config: &FixConfig) -> Result<Report, LoadError> {
         return Err(LoadError::new("need at least one connection and a positive rate"));
     }
     let clock = Clock::start();
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(run.counters());
     let stopping = Arc::new(AtomicBool::new(false));
     let run_base =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64)
@@ -554,7 +566,7 @@ pub fn run(config: &FixConfig) -> Result<Report, LoadError> {
         };
         let reader = stream.try_clone()?;
         let writer = Arc::new(Mutex::new(Writer { stream, header, next_sequence: 2, last_send_ns: 0 }));
-        let state = Arc::new(Mutex::new(ConnState::new()));
+        let state = Arc::new(Mutex::new(ConnState::new(run.live_stats())));
         let (state_r, writer_r, counters_r, stopping_r) =
             (state.clone(), writer.clone(), counters.clone(), stopping.clone());
         let core = (!run.pin.is_empty()).then(|| run.pin[(k + 1) % run.pin.len()]);
@@ -564,7 +576,7 @@ pub fn run(config: &FixConfig) -> Result<Report, LoadError> {
             }
             receive_loop(reader, leftover, state_r, writer_r, clock, counters_r, stopping_r)
         })?);
-        let flow = OrderFlow::new(run.mix, run.prices, run.max_open, run.seed.wrapping_add(k as u64), run_base);
+        let flow = run.flow(k, run_base);
         conns.push(Conn { writer, state, flow });
     }
     let states: Vec<_> = conns.iter().map(|c| c.state.clone()).collect();
@@ -572,27 +584,31 @@ pub fn run(config: &FixConfig) -> Result<Report, LoadError> {
         mass_cancel_all(&conns, config, &counters, "B");
     }
 
-    let schedule = Schedule::new(run.rate, run.connections);
+    let (schedule, total) = run.schedule();
     let warmup_ns = run.warmup.as_nanos() as u64;
-    let total = schedule.count_before(warmup_ns + run.duration.as_nanos() as u64);
     let start_ns = clock.now_ns() + 5_000_000;
     let pacer = Pacer::new(run.spin);
+    let stop = Arc::new(AtomicBool::new(false));
     let sender = {
-        let (counters, config) = (counters.clone(), config.clone());
+        let (counters, config, stop) = (counters.clone(), config.clone(), stop.clone());
         let core = run.pin.first().copied();
         std::thread::Builder::new().name("loadgen-fix-send".into()).spawn(move || {
             if let Some(core) = core {
                 pin_current_thread(core);
             }
-            let totals = send_loop(&mut conns, &config, schedule, clock, pacer, start_ns, warmup_ns, total, &counters);
+            let timing = SendTiming { schedule, clock, pacer, start_ns, warmup_ns, total, stop };
+            let totals = send_loop(&mut conns, &config, timing, &counters);
             (conns, totals)
         })?
     };
     let mut progress = Progress::new(run.progress, "fix", run.warmup + run.duration);
-    while !sender.is_finished() {
-        std::thread::sleep(Duration::from_millis(50));
-        progress.tick(&counters);
-    }
+    let mut monitor = run.monitor(start_ns);
+    let mut gather = |f: &mut dyn FnMut(&mut LiveStats)| {
+        for state in &states {
+            f(&mut lock(state).live);
+        }
+    };
+    crate::ramp::watch(&sender, &mut progress, &counters, &clock, monitor.as_mut(), &stop, &mut gather);
     let (conns, sent) = sender.join().map_err(|_| LoadError::new("sender panicked"))?;
 
     let drain_deadline = Instant::now() + run.drain;
@@ -621,6 +637,7 @@ pub fn run(config: &FixConfig) -> Result<Report, LoadError> {
             *state.errors.entry("unanswered (warm-up)".into()).or_default() += warmup;
         }
     }
+    let ramp = monitor.map(|m| m.finish(&counters, &counters.step_sent(), &mut gather));
     if run.cleanup {
         mass_cancel_all(&conns, config, &counters, "E");
     }
@@ -660,26 +677,31 @@ pub fn run(config: &FixConfig) -> Result<Report, LoadError> {
         .collect();
     let mut report = gateway_report("fix", run, SBE_HISTOGRAMS, figures, &sent, unanswered);
     report.settings.insert("symbol".to_owned(), config.symbol.clone());
+    crate::ramp::attach(&mut report, run.ramp.as_ref(), ramp);
     Ok(report)
 }
 
-/// The sender's loop: every request at its due time, round robin over the sessions.
-#[allow(clippy::too_many_arguments)]
-fn send_loop(
-    conns: &mut [Conn],
-    config: &FixConfig,
+/// The sender's timing: the schedule, where it starts, and the ramp monitor's stop flag.
+struct SendTiming {
     schedule: Schedule,
     clock: Clock,
     pacer: Pacer,
     start_ns: u64,
     warmup_ns: u64,
     total: u64,
-    counters: &Counters,
-) -> SentTotals {
+    stop: Arc<AtomicBool>,
+}
+
+/// The sender's loop: every request at its due time, round robin over the sessions.
+fn send_loop(conns: &mut [Conn], config: &FixConfig, timing: SendTiming, counters: &Counters) -> SentTotals {
+    let SendTiming { schedule, clock, pacer, start_ns, warmup_ns, total, stop } = timing;
     let mut totals = SentTotals { sent_measured: 0, first_send_ns: 0, last_send_ns: 0, sent_by_kind: BTreeMap::new() };
     const IDLE: u64 = 1_000_000_000;
     let connections = conns.len();
-    for batch in Batches::new(schedule, connections, total, 1) {
+    for batch in Batches::new(schedule.clone(), connections, total, 1) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let (index, offset) = batch.requests[0];
         let due = start_ns + offset;
         while due > clock.now_ns() + IDLE {
@@ -695,6 +717,7 @@ fn send_loop(
         }
         let actual = pacer.wait_until(&clock, due);
         let measured = offset >= warmup_ns;
+        let step = config.run.step_at(offset);
         let conn = &mut conns[schedule.connection(index)];
         let (msg_type, body, kind) = {
             let mut state = lock(&conn.state);
@@ -719,6 +742,7 @@ fn send_loop(
                 measured,
                 order: request.key,
                 resting,
+                step,
             };
             if state.inflight.insert(cl_ord_id, inflight).is_some() {
                 state.error(counters, "request for an order already in flight");
@@ -740,6 +764,7 @@ fn send_loop(
             continue;
         }
         Counters::bump(&counters.sent);
+        counters.bump_step(step);
         *totals.sent_by_kind.entry(kind).or_default() += 1;
         if measured {
             if totals.sent_measured == 0 {

@@ -8,14 +8,21 @@
 //! already has `max_open` open orders a limit order becomes a cancel, so the book (and the
 //! user's open-order limit) stays bounded however long the run.
 //!
+//! Instead of the mix, a flow can [`replay`](OrderFlow::replaying) the rows of an order-flow
+//! CSV file ([`engine::testkit::profiles::parse_flow_csv`]) as GTC limits, each connection taking
+//! every `C`-th row and cycling through the file; with `max_open` reached it sends a cancel of
+//! one of its open orders first and keeps the row for the next request.
+//!
 //! Cancels and replaces address their order by client order id (`order_id` 0), so every
 //! response, acceptance, rejection or report, carries the client order id the generator
 //! correlates it by.
 
 use codec::*;
 use engine::testkit::commands;
+use engine::testkit::profiles::{FlowRow, ProfileMix};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Percentages of each request type; they must add up to 100.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,6 +42,18 @@ pub struct Mix {
 impl Default for Mix {
     fn default() -> Self {
         Self { limit_pct: 80, market_pct: 5, ioc_pct: 5, cancel_pct: 10, replace_pct: 0 }
+    }
+}
+
+impl From<ProfileMix> for Mix {
+    fn from(mix: ProfileMix) -> Self {
+        Self {
+            limit_pct: mix.gtc_pct,
+            market_pct: mix.market_pct,
+            ioc_pct: mix.ioc_pct,
+            cancel_pct: mix.cancel_pct,
+            replace_pct: mix.replace_pct,
+        }
     }
 }
 
@@ -77,9 +96,15 @@ pub struct PriceModel {
     pub mid_ticks: u64,
     /// Limit prices are `mid ± U(1..=spread_ticks)`.
     pub spread_ticks: u64,
-    /// Probability (percent) that a limit or IOC order is priced across the mid (a buy above, a
+    /// Probability (percent) that a GTC limit order is priced across the mid (a buy above, a
     /// sell below), so it takes liquidity instead of resting.
     pub cross_pct: u32,
+    /// The same for IOC orders (100: every IOC tries to trade).
+    pub ioc_cross_pct: u32,
+    /// Crossing prices are `mid ± U(1..=cross_ticks)` on the other side of the mid.
+    pub cross_ticks: u64,
+    /// How limit prices are placed around the mid.
+    pub placement: Placement,
     /// Smallest order quantity, lots.
     pub lots_min: u64,
     /// Largest order quantity, lots.
@@ -90,8 +115,30 @@ impl Default for PriceModel {
     /// BTC_USDC around 60,000 USDC (600,000 ticks of 0.1), ±10 USDC, 2–20 lots of 0.00001 BTC
     /// (every order above the 1 USDC minimum notional).
     fn default() -> Self {
-        Self { market_id: 1, mid_ticks: 600_000, spread_ticks: 100, cross_pct: 10, lots_min: 2, lots_max: 20 }
+        Self {
+            market_id: 1,
+            mid_ticks: 600_000,
+            spread_ticks: 100,
+            cross_pct: 10,
+            ioc_cross_pct: 10,
+            cross_ticks: 100,
+            placement: Placement::Sides,
+            lots_min: 2,
+            lots_max: 20,
+        }
     }
+}
+
+/// How limit prices are placed around the mid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum Placement {
+    /// On the order's own side, `mid ∓ U(1..=spread)` (it rests), or with the crossing
+    /// probability on the other side, `mid ± U(1..=cross_ticks)` (it trades).
+    #[default]
+    Sides,
+    /// Anywhere in `mid + U(−spread..=spread)`, whatever the side (W-OBRS: a narrow band where
+    /// about half the orders cross); the crossing probabilities are not used.
+    Band,
 }
 
 /// What a request is.
@@ -255,19 +302,57 @@ pub struct OrderFlow {
     max_open: usize,
     rng: XorShift,
     next_client_order_id: u64,
+    replay: Option<Replay>,
+}
+
+/// The rows a replaying flow sends, and where it is.
+#[derive(Debug, Clone)]
+struct Replay {
+    rows: Arc<[FlowRow]>,
+    next: usize,
+    stride: usize,
 }
 
 impl OrderFlow {
     /// A generator; new orders get client order ids `first_client_order_id`, +1, +2…;
     /// `max_open` bounds the connection's open orders (0: unbounded).
     pub fn new(mix: Mix, prices: PriceModel, max_open: usize, seed: u64, first_client_order_id: u64) -> Self {
-        Self { mix, prices, max_open, rng: XorShift::new(seed), next_client_order_id: first_client_order_id.max(1) }
+        Self {
+            mix,
+            prices,
+            max_open,
+            rng: XorShift::new(seed),
+            next_client_order_id: first_client_order_id.max(1),
+            replay: None,
+        }
+    }
+
+    /// A generator replaying `rows` as GTC limits on `prices.market_id` (the rest of `prices` is
+    /// not used): rows `first_row`, `first_row + stride`, … cycling through the file (connection
+    /// `k` of `C` replays with `first_row` `k` and `stride` `C`, so together they send the file
+    /// in order). With `max_open` open orders a cancel of a random one goes first and the row
+    /// waits for the next request.
+    pub fn replaying(
+        rows: Arc<[FlowRow]>,
+        first_row: usize,
+        stride: usize,
+        prices: PriceModel,
+        max_open: usize,
+        seed: u64,
+        first_client_order_id: u64,
+    ) -> Self {
+        let mix = Mix { limit_pct: 100, market_pct: 0, ioc_pct: 0, cancel_pct: 0, replace_pct: 0 };
+        let next = if rows.is_empty() { 0 } else { first_row % rows.len() };
+        let mut flow = Self::new(mix, prices, max_open, seed, first_client_order_id);
+        flow.replay = Some(Replay { rows, next, stride: stride.max(1) });
+        flow
     }
 
     /// The next request. Cancels take their order out of `open` at once (it is going away);
     /// replaces mark theirs busy until the receiver sees the answer.
     pub fn next(&mut self, open: &mut OpenOrders) -> Request {
-        let mut kind = self.mix.kind(self.rng.below(100) as u32);
+        let mut kind =
+            if self.replay.is_some() { RequestKind::Limit } else { self.mix.kind(self.rng.below(100) as u32) };
         let mut substituted = false;
         if kind == RequestKind::Limit && self.max_open > 0 && open.len() >= self.max_open {
             kind = RequestKind::Cancel;
@@ -290,7 +375,7 @@ impl OrderFlow {
                     let order = open.get_mut(target).expect("picked");
                     order.busy = true;
                     let (side, current) = (order.side, order.price_ticks);
-                    let mut price = self.passive_price(side);
+                    let mut price = self.limit_price(kind, side);
                     if price == current {
                         price = match side {
                             Side::Bid => price.saturating_sub(1).max(1),
@@ -313,6 +398,14 @@ impl OrderFlow {
         }
         let client_order_id = self.next_client_order_id;
         self.next_client_order_id += 1;
+        if let Some(replay) = &mut self.replay
+            && let Some(&row) = replay.rows.get(replay.next)
+        {
+            replay.next = (replay.next + replay.stride) % replay.rows.len();
+            let command =
+                commands::limit(0, market, row.side, row.price_ticks, row.lots, TimeInForce::Gtc, client_order_id);
+            return Request { kind: RequestKind::Limit, key: client_order_id, command, substituted };
+        }
         let side = if self.rng.below(2) == 0 { Side::Bid } else { Side::Ask };
         let lots = self.rng.range(self.prices.lots_min, self.prices.lots_max.max(self.prices.lots_min));
         let command = match kind {
@@ -324,13 +417,27 @@ impl OrderFlow {
                 command
             }
             _ => {
-                let crossing = self.rng.below(100) < u64::from(self.prices.cross_pct);
-                let price = if crossing { self.crossing_price(side) } else { self.passive_price(side) };
+                let price = self.limit_price(kind, side);
                 let time_in_force = if kind == RequestKind::Ioc { TimeInForce::Ioc } else { TimeInForce::Gtc };
                 commands::limit(0, market, side, price, lots, time_in_force, client_order_id)
             }
         };
         Request { kind, key: client_order_id, command, substituted }
+    }
+
+    /// The price of a new limit or IOC order, or of a replace's new price: see [`Placement`].
+    fn limit_price(&mut self, kind: RequestKind, side: Side) -> u64 {
+        match self.prices.placement {
+            Placement::Band => {
+                let spread = self.prices.spread_ticks;
+                (self.prices.mid_ticks + self.rng.range(0, 2 * spread)).saturating_sub(spread).max(1)
+            }
+            Placement::Sides => {
+                let pct = if kind == RequestKind::Ioc { self.prices.ioc_cross_pct } else { self.prices.cross_pct };
+                let crossing = self.rng.below(100) < u64::from(pct);
+                if crossing { self.crossing_price(side) } else { self.passive_price(side) }
+            }
+        }
     }
 
     fn offset(&mut self) -> u64 {
@@ -348,7 +455,7 @@ impl OrderFlow {
 
     /// A price across the mid (takes the other side's passive orders).
     fn crossing_price(&mut self, side: Side) -> u64 {
-        let offset = self.offset();
+        let offset = self.rng.range(1, self.prices.cross_ticks.max(1));
         match side {
             Side::Bid => self.prices.mid_ticks + offset,
             Side::Ask => self.prices.mid_ticks.saturating_sub(offset).max(1),

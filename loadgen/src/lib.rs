@@ -12,6 +12,11 @@
 //!   highest sustained rate.
 //! - [`fix`]: the same schedule, mix and report over `C` FIX 4.4 sessions (`LOAD<user id>`).
 //!
+//! What is sent: a configurable mix ([`flow`]), a named workload [`profile`] (`exchange-core`,
+//! `w-obrs`, shared with the engine benchmark), or the replay of an order-flow CSV file; at one
+//! rate or a [`ramp`] of rates within one run. Results: a table, JSON, an HdrHistogram log and a
+//! percentile [`plot`] (SVG).
+//!
 //! Both are **open loop**: a single schedule ([`schedule`]) fixes when each request is due,
 //! `t0 + i / rate`, independently of the responses, and every latency is measured from that
 //! scheduled time, not from the moment the request was actually written, which corrects for
@@ -33,7 +38,10 @@ pub mod baseline;
 pub mod fix;
 pub mod flow;
 pub mod latency;
+pub mod plot;
+pub mod profile;
 pub mod progress;
+pub mod ramp;
 pub mod report;
 pub mod sbe;
 pub mod schedule;

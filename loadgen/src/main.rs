@@ -5,6 +5,9 @@
 //! loadgen sbe --address 127.0.0.1:9100 --connections 4 --rate 2000 --duration 10 [--baseline] [--batch 16]
 //! loadgen sbe --find-max --batch 16 --connections 8 --duration 5
 //! loadgen fix --address 127.0.0.1:9200 --connections 4 --rate 2000 --duration 10 [--baseline]
+//! loadgen sbe --profile exchange-core --rate 5000 --baseline --plot ec.svg
+//! loadgen sbe --replay engine/benches/data/sample-flow.csv --rate 2000
+//! loadgen sbe --ramp 2000:20000:2000:3 --connections 8
 //! ```
 //!
 //! Exit status: 0 for a clean run, 1 when the run could not start, 2 when it completed with
@@ -14,7 +17,9 @@ use clap::{Args, Parser, Subcommand};
 use loadgen::LoadError;
 use loadgen::baseline::{BaselineConfig, FRAMED_NEW_ORDER_BYTES};
 use loadgen::fix::FixConfig;
-use loadgen::flow::{Mix, PriceModel};
+use loadgen::flow::{Mix, Placement, PriceModel};
+use loadgen::profile::Profile;
+use loadgen::ramp::Ramp;
 use loadgen::report::{Report, write_hdr_log, write_json};
 use loadgen::sbe::SbeConfig;
 use loadgen::users::LOAD_USER_FIRST;
@@ -42,6 +47,14 @@ enum Commands {
     /// The same open-loop order flow over the FIX gateway, one session `LOAD<user id>` per
     /// load-test user (start the server with `exchange --load-users N`).
     Fix(FixArgs),
+}
+
+fn placement(text: &str) -> Result<Placement, String> {
+    match text {
+        "sides" => Ok(Placement::Sides),
+        "band" => Ok(Placement::Band),
+        _ => Err(format!("unknown placement {text:?} (sides or band)")),
+    }
 }
 
 fn seconds(text: &str) -> Result<Duration, String> {
@@ -78,7 +91,11 @@ struct Output {
     /// Also write the histograms as an HdrHistogram interval log (V2, compressed).
     #[arg(long)]
     hdr_log: Option<PathBuf>,
-    /// No progress line.
+    /// Also draw the latency-by-percentile plot (SVG): one curve per message type, the
+    /// baseline's dashed.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// No progress bar (it is drawn only when stdout and stderr are terminals anyway).
     #[arg(long)]
     quiet: bool,
 }
@@ -130,39 +147,69 @@ struct GatewayArgs {
     /// Seconds to wait for outstanding responses after the last send.
     #[arg(long, default_value = "5", value_parser = seconds)]
     drain: Duration,
-    /// Percent GTC limit orders.
-    #[arg(long, default_value_t = 80)]
-    limit_pct: u32,
-    /// Percent market orders.
-    #[arg(long, default_value_t = 5)]
-    market_pct: u32,
-    /// Percent IOC limit orders.
-    #[arg(long, default_value_t = 5)]
-    ioc_pct: u32,
-    /// Percent cancels of the connection's open orders.
-    #[arg(long, default_value_t = 10)]
-    cancel_pct: u32,
-    /// Percent cancel-replaces of the connection's open orders.
-    #[arg(long, default_value_t = 0)]
-    replace_pct: u32,
+    /// Workload profile: `default`, `exchange-core` (9% GTC, 3% IOC, 6% cancel, 82% replace
+    /// around a tight mid) or `w-obrs` (70% GTC in mid ± 1 tick, 20% cancel, 10% market); the
+    /// mix and price options below override its settings one by one.
+    #[arg(long, default_value = "default", value_parser = clap::value_parser!(Profile))]
+    profile: Profile,
+    /// Instead of a mix, replay an order-flow CSV file (`side,price,qty` per line: side B/S or
+    /// buy/sell, price in ticks, quantity in lots; `#` comments and a header allowed) as GTC
+    /// limits on --market at the offered rate; row i goes to connection i mod C, cycling.
+    #[arg(long, conflicts_with = "profile")]
+    replay: Option<PathBuf>,
+    /// Percent GTC limit orders (profile default: 80).
+    #[arg(long)]
+    limit_pct: Option<u32>,
+    /// Percent market orders (default: 5).
+    #[arg(long)]
+    market_pct: Option<u32>,
+    /// Percent IOC limit orders (default: 5).
+    #[arg(long)]
+    ioc_pct: Option<u32>,
+    /// Percent cancels of the connection's open orders (default: 10).
+    #[arg(long)]
+    cancel_pct: Option<u32>,
+    /// Percent cancel-replaces of the connection's open orders (default: 0).
+    #[arg(long)]
+    replace_pct: Option<u32>,
     /// Market id (1: BTC_USDC).
     #[arg(long, default_value_t = 1)]
     market: u32,
     /// Mid price, ticks (600000: 60,000 USDC on BTC_USDC).
-    #[arg(long, default_value_t = 600_000)]
-    mid: u64,
-    /// Limit prices are mid ± 1..=spread ticks.
-    #[arg(long, default_value_t = 100)]
-    spread: u64,
-    /// Percent of limit/IOC orders priced across the mid (they take liquidity).
-    #[arg(long, default_value_t = 10)]
-    cross_pct: u32,
-    /// Smallest quantity, lots (price × lots must reach the market's minimum notional).
-    #[arg(long, default_value_t = 2)]
-    lots_min: u64,
-    /// Largest quantity, lots.
-    #[arg(long, default_value_t = 20)]
-    lots_max: u64,
+    #[arg(long)]
+    mid: Option<u64>,
+    /// Limit prices are mid ± 1..=spread ticks (default: 100).
+    #[arg(long)]
+    spread: Option<u64>,
+    /// Percent of GTC limits priced across the mid (they take liquidity; default: 10).
+    #[arg(long)]
+    cross_pct: Option<u32>,
+    /// Percent of IOC orders priced across the mid (default: as --cross-pct).
+    #[arg(long)]
+    ioc_cross_pct: Option<u32>,
+    /// Crossing prices go 1..=this many ticks through the mid (default: as --spread).
+    #[arg(long)]
+    cross_ticks: Option<u64>,
+    /// Price placement: `sides` (own side of the mid unless crossing) or `band` (anywhere in
+    /// mid ± spread whatever the side).
+    #[arg(long, value_parser = placement)]
+    placement: Option<Placement>,
+    /// Smallest quantity, lots (price × lots must reach the market's minimum notional;
+    /// default: 2).
+    #[arg(long)]
+    lots_min: Option<u64>,
+    /// Largest quantity, lots (default: 20).
+    #[arg(long)]
+    lots_max: Option<u64>,
+    /// Ramp the offered rate within one run: FROM:TO:STEP[:SECONDS] (requests/s; each step
+    /// lasts SECONDS, default --duration). One table row per step; stops at the first step not
+    /// sustained (answered < 95% of offered, p99 > --ramp-p99-max-ms, > 1% refused by the
+    /// gateway, or errors).
+    #[arg(long, conflicts_with = "baseline")]
+    ramp: Option<String>,
+    /// The p99 limit of a sustained --ramp step, milliseconds.
+    #[arg(long, default_value_t = 10.0)]
+    ramp_p99_max_ms: f64,
     /// Open orders per connection before limit orders turn into cancels (0: unbounded).
     #[arg(long, default_value_t = 500)]
     max_open: usize,
@@ -197,7 +244,7 @@ struct SbeArgs {
     /// up to --max-rate) until fewer than 95% are answered per second or p99 > 10 ms (with
     /// --batch > 1: measured from each batch's scheduled write time) twice in a row; prints
     /// achieved vs offered per step (and writes the steps to --json).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ramp")]
     find_max: bool,
     /// First offered rate of --find-max.
     #[arg(long, default_value_t = 2_000)]
@@ -248,6 +295,17 @@ fn finish(reports: &[&Report], output: &Output, json: impl FnOnce() -> serde_jso
         eprintln!("error: cannot write {}: {error}", path.display());
         return ExitCode::FAILURE;
     }
+    if let Some(path) = &output.plot {
+        let title = reports.iter().map(|r| format!("{} ({})", r.kind, r.target)).collect::<Vec<_>>().join(" vs ");
+        let title = match reports.iter().find_map(|r| r.settings.get("workload")) {
+            Some(workload) => format!("loadgen {title}, {workload}"),
+            None => format!("loadgen {title}"),
+        };
+        if let Err(error) = loadgen::plot::write_plot(path, &title, reports) {
+            eprintln!("error: cannot write {}: {error}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     if reports.iter().any(|r| r.error_count() > 0) { ExitCode::from(2) } else { ExitCode::SUCCESS }
 }
 
@@ -278,7 +336,13 @@ fn main() -> ExitCode {
             }
         }
         Commands::Sbe(sbe) => {
-            let mut config = gateway_config(&sbe.gateway, "127.0.0.1:9100");
+            let mut config = match gateway_config(&sbe.gateway, "127.0.0.1:9100") {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
             config.batch = sbe.batch.max(1);
             let args = &sbe.gateway;
             if sbe.find_max {
@@ -322,8 +386,15 @@ fn main() -> ExitCode {
             run_gateway(args, &config, || loadgen::sbe::run(&config))
         }
         Commands::Fix(fix) => {
+            let run = match gateway_config(&fix.gateway, "127.0.0.1:9200") {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let config = FixConfig {
-                run: gateway_config(&fix.gateway, "127.0.0.1:9200"),
+                run,
                 symbol: fix.symbol.clone(),
                 price_decimals: fix.price_decimals,
                 quantity_decimals: fix.quantity_decimals,
@@ -336,30 +407,65 @@ fn main() -> ExitCode {
 }
 
 /// The run settings of a gateway target.
-fn gateway_config(args: &GatewayArgs, default_address: &str) -> SbeConfig {
-    SbeConfig {
+fn gateway_config(args: &GatewayArgs, default_address: &str) -> Result<SbeConfig, String> {
+    let profile_mix = args.profile.mix();
+    let profile_prices = args.profile.prices();
+    let mix = Mix {
+        limit_pct: args.limit_pct.unwrap_or(profile_mix.limit_pct),
+        market_pct: args.market_pct.unwrap_or(profile_mix.market_pct),
+        ioc_pct: args.ioc_pct.unwrap_or(profile_mix.ioc_pct),
+        cancel_pct: args.cancel_pct.unwrap_or(profile_mix.cancel_pct),
+        replace_pct: args.replace_pct.unwrap_or(profile_mix.replace_pct),
+    };
+    let spread_ticks = args.spread.unwrap_or(profile_prices.spread_ticks);
+    let cross_pct = args.cross_pct.unwrap_or(profile_prices.cross_pct);
+    let prices = PriceModel {
+        market_id: args.market,
+        mid_ticks: args.mid.unwrap_or(profile_prices.mid_ticks),
+        spread_ticks,
+        cross_pct,
+        ioc_cross_pct: args.ioc_cross_pct.unwrap_or(if args.profile == Profile::Default {
+            cross_pct
+        } else {
+            profile_prices.ioc_cross_pct
+        }),
+        cross_ticks: args.cross_ticks.unwrap_or(if args.profile == Profile::Default {
+            spread_ticks
+        } else {
+            profile_prices.cross_ticks
+        }),
+        placement: args.placement.unwrap_or(profile_prices.placement),
+        lots_min: args.lots_min.unwrap_or(profile_prices.lots_min),
+        lots_max: args.lots_max.unwrap_or(profile_prices.lots_max),
+    };
+    let (replay, workload) = match &args.replay {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("--replay {}: {e}", path.display()))?;
+            let rows = engine::testkit::profiles::parse_flow_csv(&text)
+                .map_err(|e| format!("--replay {}: {e}", path.display()))?;
+            if rows.is_empty() {
+                return Err(format!("--replay {}: no orders in the file", path.display()));
+            }
+            let workload = format!("replay {} ({} orders)", path.display(), rows.len());
+            (Some(rows.into()), workload)
+        }
+        None => (None, args.profile.name().to_owned()),
+    };
+    let ramp = args.ramp.as_deref().map(|text| Ramp::parse(text, args.duration)).transpose()?;
+    let (rate, duration) = match &ramp {
+        Some(ramp) => (ramp.rates[0], ramp.duration()),
+        None => (args.rate, args.duration),
+    };
+    Ok(SbeConfig {
         address: args.address.clone().unwrap_or_else(|| default_address.to_owned()),
         connections: args.connections,
         first_user: args.first_user,
-        rate: args.rate,
-        duration: args.duration,
+        rate,
+        duration,
         warmup: args.warmup,
         drain: args.drain,
-        mix: Mix {
-            limit_pct: args.limit_pct,
-            market_pct: args.market_pct,
-            ioc_pct: args.ioc_pct,
-            cancel_pct: args.cancel_pct,
-            replace_pct: args.replace_pct,
-        },
-        prices: PriceModel {
-            market_id: args.market,
-            mid_ticks: args.mid,
-            spread_ticks: args.spread,
-            cross_pct: args.cross_pct,
-            lots_min: args.lots_min,
-            lots_max: args.lots_max,
-        },
+        mix,
+        prices,
         max_open: args.max_open,
         seed: args.seed,
         cleanup: !args.no_cleanup,
@@ -367,7 +473,11 @@ fn gateway_config(args: &GatewayArgs, default_address: &str) -> SbeConfig {
         pin: args.timing.pin.clone().map(|c| c.0).unwrap_or_default(),
         progress: !args.output.quiet,
         batch: 1,
-    }
+        workload,
+        replay,
+        ramp,
+        ramp_p99_max_ns: (args.ramp_p99_max_ms * 1e6) as u64,
+    })
 }
 
 /// One gateway run (any target), optionally after the baseline at the same rate, duration and

@@ -1,6 +1,7 @@
 //! Results: the plain-text table, the JSON document and the HdrHistogram interval log.
 
 use crate::latency::LatencySummary;
+use crate::ramp::{RampRow, RampTable};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
@@ -50,6 +51,9 @@ pub struct Report {
     /// The histograms behind `latencies`, by the same names.
     #[serde(skip)]
     pub histograms: Vec<(String, Histogram<u64>)>,
+    /// With a rate ramp: one row per step run (see [`crate::ramp`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ramp: Vec<RampRow>,
 }
 
 impl Report {
@@ -141,7 +145,13 @@ impl fmt::Display for Report {
         writeln!(f)?;
         writeln!(f, "outcomes: {}", counts(&self.outcomes))?;
         writeln!(f, "rejects:  {}", counts(&self.rejects))?;
-        writeln!(f, "errors:   {}", counts(&self.errors))
+        writeln!(f, "errors:   {}", counts(&self.errors))?;
+        if !self.ramp.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "ramp (acknowledgement latency of each step's requests, from scheduled):")?;
+            write!(f, "{}", RampTable(&self.ramp))?;
+        }
+        Ok(())
     }
 }
 

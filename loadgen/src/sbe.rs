@@ -37,12 +37,14 @@
 use crate::flow::{Mix, OpenOrder, OpenOrders, OrderFlow, PriceModel, RequestKind};
 use crate::latency::{Histograms, LatencySummary, Sent};
 use crate::progress::{Counters, Progress};
+use crate::ramp::{LiveStats, NO_STEP, Ramp, RampMonitor};
 use crate::report::Report;
 use crate::schedule::{Batches, Clock, Pacer, Schedule, pin_current_thread};
 use crate::users::{LOAD_USER_FIRST, load_user_secret};
 use crate::{LoadError, achieved_rate};
 use codec::*;
 use ed25519_dalek::Signer;
+use engine::testkit::profiles::FlowRow;
 use gateway_binary::client::{Incoming, api_key_of};
 use gateway_binary::session::logon_payload;
 use std::collections::{BTreeMap, HashMap};
@@ -122,6 +124,71 @@ pub struct SbeConfig {
     /// Requests per socket write, per connection (1: each request written alone at its due
     /// time; N: a connection's next N requests written together when the last is due).
     pub batch: usize,
+    /// What the flow is, for the report (`default`, `exchange-core`, `w-obrs`, `replay FILE`).
+    pub workload: String,
+    /// Instead of the mix, replay these orders (connection `k` of `C` sends rows `k`, `k + C`,
+    /// …, cycling); see [`OrderFlow::replaying`].
+    pub replay: Option<Arc<[FlowRow]>>,
+    /// Instead of one rate, a ramp of rates (`rate` and `duration` are then the ramp's first
+    /// rate and total length): see [`crate::ramp`].
+    pub ramp: Option<Ramp>,
+    /// The acknowledgement p99 a ramp step must stay within, nanoseconds.
+    pub ramp_p99_max_ns: u64,
+}
+
+impl SbeConfig {
+    /// The connection's order flow (`k` of `connections`), new orders numbered from `base`.
+    pub(crate) fn flow(&self, k: usize, base: u64) -> OrderFlow {
+        let seed = self.seed.wrapping_add(k as u64);
+        match &self.replay {
+            Some(rows) => {
+                OrderFlow::replaying(rows.clone(), k, self.connections, self.prices, self.max_open, seed, base)
+            }
+            None => OrderFlow::new(self.mix, self.prices, self.max_open, seed, base),
+        }
+    }
+
+    /// The run's schedule and its total number of requests (warm-up included).
+    pub(crate) fn schedule(&self) -> (Schedule, u64) {
+        let warmup_ns = self.warmup.as_nanos() as u64;
+        match &self.ramp {
+            Some(ramp) => {
+                let schedule = ramp.schedule(self.warmup, self.connections);
+                let total = schedule.count_before(warmup_ns + ramp.duration().as_nanos() as u64);
+                (schedule, total)
+            }
+            None => {
+                let schedule = Schedule::new(self.rate, self.connections);
+                let total = schedule.count_before(warmup_ns + self.duration.as_nanos() as u64);
+                (schedule, total)
+            }
+        }
+    }
+
+    /// The ramp step of a request scheduled `offset_ns` after the start ([`NO_STEP`]: none).
+    pub(crate) fn step_at(&self, offset_ns: u64) -> u32 {
+        self.ramp
+            .as_ref()
+            .and_then(|ramp| ramp.step_at(self.warmup.as_nanos() as u64, offset_ns))
+            .map_or(NO_STEP, |step| step as u32)
+    }
+
+    /// Counters sized for the ramp.
+    pub(crate) fn counters(&self) -> Counters {
+        Counters::with_steps(self.ramp.as_ref().map_or(0, Ramp::len))
+    }
+
+    /// Live stats sized for the ramp.
+    pub(crate) fn live_stats(&self) -> LiveStats {
+        LiveStats::new(self.ramp.as_ref().map_or(0, Ramp::len))
+    }
+
+    /// A monitor of the ramp, if any, whose steps start at clock reading `start_ns` + warm-up.
+    pub(crate) fn monitor(&self, start_ns: u64) -> Option<RampMonitor> {
+        self.ramp
+            .as_ref()
+            .map(|ramp| RampMonitor::new(ramp.clone(), start_ns + self.warmup.as_nanos() as u64, self.ramp_p99_max_ns))
+    }
 }
 
 impl Default for SbeConfig {
@@ -143,6 +210,10 @@ impl Default for SbeConfig {
             pin: Vec::new(),
             progress: false,
             batch: 1,
+            workload: "default".into(),
+            replay: None,
+            ramp: None,
+            ramp_p99_max_ns: crate::sweep::P99_MAX_NS,
         }
     }
 }
@@ -157,6 +228,8 @@ struct Inflight {
     sequence: u64,
     /// With batching: the scheduled write time of the request's batch (0: not batched).
     write_due_ns: u64,
+    /// Its ramp step ([`NO_STEP`]: none).
+    step: u32,
 }
 
 /// The last acknowledged new order or replace, for the latency of its first taker fill.
@@ -177,6 +250,7 @@ struct ConnState {
     by_sequence: HashMap<u64, u64>,
     last_ack: Option<LastAck>,
     histograms: Histograms,
+    live: LiveStats,
     outcomes: BTreeMap<String, u64>,
     rejects: BTreeMap<u16, u64>,
     errors: BTreeMap<String, u64>,
@@ -190,7 +264,7 @@ struct ConnState {
 }
 
 impl ConnState {
-    fn new(next_client_sequence: u64) -> Self {
+    fn new(next_client_sequence: u64, live: LiveStats) -> Self {
         Self {
             open: OpenOrders::default(),
             next_client_sequence,
@@ -198,6 +272,7 @@ impl ConnState {
             by_sequence: HashMap::new(),
             last_ack: None,
             histograms: Histograms::new(SBE_HISTOGRAMS),
+            live,
             outcomes: BTreeMap::new(),
             rejects: BTreeMap::new(),
             errors: BTreeMap::new(),
@@ -228,6 +303,9 @@ impl ConnState {
             return;
         }
         Counters::bump(&counters.rejects);
+        if code == RejectReason::Throttled.code() {
+            Counters::bump(&counters.gateway_rejects);
+        }
         *self.rejects.entry(code).or_default() += 1;
     }
 
@@ -245,10 +323,14 @@ impl ConnState {
     /// Records the first response to a request, received at `now`.
     fn answered(&mut self, inflight: &Inflight, now: u64, counters: &Counters) {
         Counters::bump(&counters.answered);
-        if !inflight.measured || self.closed {
+        if self.closed {
             return;
         }
         let latency = inflight.sent.latency_ns(now);
+        self.live.record(inflight.step, latency);
+        if !inflight.measured {
+            return;
+        }
         self.histograms.record(ACK_ALL, latency);
         self.histograms.record(ack_histogram(inflight.kind), latency);
         self.histograms.record(ACK_ALL_UNCORRECTED, inflight.sent.uncorrected_ns(now));
@@ -380,7 +462,13 @@ impl ConnState {
                 }
             }
             Event::MassCancelReport(_) => self.mass_cancel_reports += 1,
-            Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) => {}
+            Event::BookLevelUpdate(_)
+            | Event::BalanceUpdate(_)
+            | Event::MarketStatusChanged(_)
+            | Event::LiquidityAdded(_)
+            | Event::LiquidityRemoved(_)
+            | Event::SwapExecuted(_)
+            | Event::OrderRouted(_) => {}
         }
     }
 
@@ -409,6 +497,9 @@ impl ConnState {
             Session::BusinessReject(reject) => {
                 let reason = reject.reason.raw();
                 self.reject(counters, reason);
+                if !self.closed && reason != RejectReason::Throttled.code() {
+                    Counters::bump(&counters.gateway_rejects);
+                }
                 let sequence = reject.client_sequence.get();
                 match self.by_sequence.get(&sequence).copied() {
                     Some(key) => {
@@ -654,6 +745,10 @@ struct SenderPlan {
     total: u64,
     batch: usize,
     core: Option<usize>,
+    /// Ramp steps by scheduled offset.
+    config: Arc<SbeConfig>,
+    /// Set by the ramp monitor: stop sending.
+    stop: Arc<AtomicBool>,
 }
 
 /// The sender thread's loop: every request at its due time, round robin over connections; with
@@ -674,7 +769,11 @@ fn send_loop(mut conns: Vec<Conn>, plan: SenderPlan, counters: Arc<Counters>) ->
     const IDLE: u64 = 1_000_000_000;
     let mut frames: Vec<u8> = Vec::with_capacity(plan.batch * 128);
     let mut kinds: Vec<(RequestKind, bool)> = Vec::with_capacity(plan.batch);
-    for batch in Batches::new(plan.schedule, conns.len(), plan.total, plan.batch) {
+    let mut steps: Vec<u32> = Vec::with_capacity(plan.batch);
+    for batch in Batches::new(plan.schedule.clone(), conns.len(), plan.total, plan.batch) {
+        if plan.stop.load(Ordering::Relaxed) {
+            break;
+        }
         let due = plan.start_ns + batch.write_due_ns();
         // At very low rates, keep the sessions alive while waiting.
         while due > clock.now_ns() + IDLE {
@@ -689,6 +788,7 @@ fn send_loop(mut conns: Vec<Conn>, plan: SenderPlan, counters: Arc<Counters>) ->
         let conn = &mut conns[batch.connection];
         frames.clear();
         kinds.clear();
+        steps.clear();
         {
             let mut state = lock(&conn.state);
             if state.dead {
@@ -699,6 +799,7 @@ fn send_loop(mut conns: Vec<Conn>, plan: SenderPlan, counters: Arc<Counters>) ->
             }
             for &(_, offset) in &batch.requests {
                 let measured = offset >= plan.warmup_ns;
+                let step = plan.config.step_at(offset);
                 let request = conn.flow.next(&mut state.open);
                 let sequence = state.next_client_sequence;
                 state.next_client_sequence += 1;
@@ -708,7 +809,9 @@ fn send_loop(mut conns: Vec<Conn>, plan: SenderPlan, counters: Arc<Counters>) ->
                     measured,
                     sequence,
                     write_due_ns: if plan.batch > 1 { due } else { 0 },
+                    step,
                 };
+                steps.push(step);
                 if state.inflight.insert(request.key, inflight).is_some() {
                     state.error(&counters, "request for an order already in flight");
                 }
@@ -727,6 +830,9 @@ fn send_loop(mut conns: Vec<Conn>, plan: SenderPlan, counters: Arc<Counters>) ->
             continue;
         }
         conn.last_send_ns = actual;
+        for &step in &steps {
+            counters.bump_step(step);
+        }
         for &(kind, measured) in &kinds {
             Counters::bump(&counters.sent);
             *result.sent_by_kind.entry(kind).or_default() += 1;
@@ -753,7 +859,7 @@ pub fn run(config: &SbeConfig) -> Result<Report, LoadError> {
         return Err(LoadError::new("need at least one connection and a positive rate"));
     }
     let clock = Clock::start();
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(config.counters());
     let stopping = Arc::new(AtomicBool::new(false));
     let run_base =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64)
@@ -783,7 +889,7 @@ pub fn run(config: &SbeConfig) -> Result<Report, LoadError> {
                 return Err(LoadError::new(error));
             }
         };
-        let state = Arc::new(Mutex::new(ConnState::new(ack.next_expected_sequence.get())));
+        let state = Arc::new(Mutex::new(ConnState::new(ack.next_expected_sequence.get(), config.live_stats())));
         let reader = stream.try_clone()?;
         let (state_r, counters_r, stopping_r) = (state.clone(), counters.clone(), stopping.clone());
         let core = (!config.pin.is_empty()).then(|| config.pin[(k + 1) % config.pin.len()]);
@@ -793,8 +899,7 @@ pub fn run(config: &SbeConfig) -> Result<Report, LoadError> {
             }
             receive_loop(reader, leftover, state_r, clock, counters_r, stopping_r)
         })?);
-        let flow =
-            OrderFlow::new(config.mix, config.prices, config.max_open, config.seed.wrapping_add(k as u64), run_base);
+        let flow = config.flow(k, run_base);
         conns.push(Conn { stream, state, flow, last_send_ns: 0 });
     }
     let states: Vec<_> = conns.iter().map(|c| c.state.clone()).collect();
@@ -802,28 +907,34 @@ pub fn run(config: &SbeConfig) -> Result<Report, LoadError> {
         mass_cancel_all(&mut conns, config.prices.market_id, &counters);
     }
 
-    let schedule = Schedule::new(config.rate, config.connections);
+    let (schedule, total) = config.schedule();
     let warmup_ns = config.warmup.as_nanos() as u64;
-    let total = schedule.count_before(warmup_ns + config.duration.as_nanos() as u64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start_ns = clock.now_ns() + 5_000_000;
     let plan = SenderPlan {
         schedule,
         clock,
         pacer: Pacer::new(config.spin),
-        start_ns: clock.now_ns() + 5_000_000,
+        start_ns,
         warmup_ns,
         total,
         batch: config.batch.max(1),
         core: config.pin.first().copied(),
+        config: Arc::new(config.clone()),
+        stop: stop.clone(),
     };
     let sender = {
         let counters = counters.clone();
         std::thread::Builder::new().name("loadgen-send".into()).spawn(move || send_loop(conns, plan, counters))?
     };
     let mut progress = Progress::new(config.progress, "sbe", config.warmup + config.duration);
-    while !sender.is_finished() {
-        std::thread::sleep(Duration::from_millis(50));
-        progress.tick(&counters);
-    }
+    let mut monitor = config.monitor(start_ns);
+    let mut gather = |f: &mut dyn FnMut(&mut LiveStats)| {
+        for state in &states {
+            f(&mut lock(state).live);
+        }
+    };
+    crate::ramp::watch(&sender, &mut progress, &counters, &clock, monitor.as_mut(), &stop, &mut gather);
     let sent = sender.join().map_err(|_| LoadError::new("sender panicked"))?;
     let mut conns = sent.conns;
 
@@ -854,6 +965,7 @@ pub fn run(config: &SbeConfig) -> Result<Report, LoadError> {
             *state.errors.entry("unanswered (warm-up)".into()).or_default() += warmup;
         }
     }
+    let ramp = monitor.map(|m| m.finish(&counters, &counters.step_sent(), &mut gather));
     if config.cleanup {
         mass_cancel_all(&mut conns, config.prices.market_id, &counters);
     }
@@ -899,6 +1011,7 @@ pub fn run(config: &SbeConfig) -> Result<Report, LoadError> {
     };
     let mut report = gateway_report("sbe", config, SBE_HISTOGRAMS, figures, &totals, unanswered);
     report.settings.insert("batch".to_owned(), config.batch.max(1).to_string());
+    crate::ramp::attach(&mut report, config.ramp.as_ref(), ramp);
     Ok(report)
 }
 
@@ -963,26 +1076,45 @@ pub(crate) fn gateway_report(
     let mix = &config.mix;
     let prices = &config.prices;
     let users = format!("{}..={}", config.first_user, config.first_user + config.connections as u64 - 1);
-    let settings = BTreeMap::from([
-        (
+    let mut settings = BTreeMap::from([("workload".to_owned(), config.workload.clone())]);
+    if config.replay.is_none() {
+        settings.insert(
             "mix".to_owned(),
             format!(
                 "limit {}% market {}% ioc {}% cancel {}% replace {}%",
                 mix.limit_pct, mix.market_pct, mix.ioc_pct, mix.cancel_pct, mix.replace_pct
             ),
-        ),
-        (
+        );
+        settings.insert(
             "prices".to_owned(),
             format!(
-                "market {} mid {} ±{} ticks, cross {}%, {}-{} lots",
+                "market {} mid {} ±{} ticks ({:?}), cross {}% (ioc {}%) by 1-{} ticks, {}-{} lots",
                 prices.market_id,
                 prices.mid_ticks,
                 prices.spread_ticks,
+                prices.placement,
                 prices.cross_pct,
+                prices.ioc_cross_pct,
+                prices.cross_ticks,
                 prices.lots_min,
                 prices.lots_max
             ),
-        ),
+        );
+    }
+    if let Some(ramp) = &config.ramp {
+        settings.insert(
+            "ramp".to_owned(),
+            format!(
+                "{}..={}/s in {} steps of {:.1} s (p99 limit {:.1} ms)",
+                ramp.rates.first().copied().unwrap_or(0),
+                ramp.rates.last().copied().unwrap_or(0),
+                ramp.len(),
+                ramp.step.as_secs_f64(),
+                config.ramp_p99_max_ns as f64 / 1e6
+            ),
+        );
+    }
+    settings.extend([
         ("users".to_owned(), users),
         ("max_open".to_owned(), config.max_open.to_string()),
         ("spin_us".to_owned(), config.spin.as_micros().to_string()),
@@ -993,7 +1125,7 @@ pub(crate) fn gateway_report(
         target: config.address.clone(),
         connections: config.connections,
         settings,
-        offered_rate: config.rate as f64,
+        offered_rate: config.ramp.as_ref().map_or(config.rate as f64, Ramp::mean_rate),
         achieved_send_rate: achieved_rate(sent.sent_measured, sent.first_send_ns, sent.last_send_ns),
         achieved_response_rate: achieved_rate(answered, first_answer, last_answer),
         warmup_s: config.warmup.as_secs_f64(),
@@ -1006,5 +1138,6 @@ pub(crate) fn gateway_report(
         rejects,
         errors,
         histograms,
+        ramp: Vec::new(),
     }
 }

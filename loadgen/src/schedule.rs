@@ -13,28 +13,70 @@ use std::time::{Duration, Instant};
 const NANOS_PER_SECOND: u128 = 1_000_000_000;
 
 /// When each request is due and which connection sends it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// A schedule is one rate ([`Schedule::new`]) or a sequence of phases, each with its own rate
+/// and length ([`Schedule::piecewise`], for a rate ramp): within a phase that starts at `T` with
+/// request `F`, request `i` is due at `T + (i − F) / rate`, and the first request of the next
+/// phase is due at its start, so due times never go backwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
-    rate: u64,
+    phases: Vec<Phase>,
     connections: usize,
+}
+
+/// One constant-rate stretch of a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Phase {
+    /// Index of its first request.
+    first: u64,
+    /// Its start, nanoseconds after the schedule's start.
+    start_ns: u64,
+    /// Requests per second.
+    rate: u64,
 }
 
 impl Schedule {
     /// A schedule of `rate` requests per second (at least 1) spread round-robin over
     /// `connections` connections (at least 1).
     pub fn new(rate: u64, connections: usize) -> Self {
-        Self { rate: rate.max(1), connections: connections.max(1) }
+        Self { phases: vec![Phase { first: 0, start_ns: 0, rate: rate.max(1) }], connections: connections.max(1) }
     }
 
-    /// Requests per second.
+    /// A schedule of consecutive phases `(rate, length)`; after the last phase its rate goes on.
+    /// Phase `k` holds the requests due in `[start_k, start_k + length_k)`: `⌈length × rate⌉`
+    /// of them (an empty list gives one phase of 1 request per second).
+    pub fn piecewise(phases: &[(u64, Duration)], connections: usize) -> Self {
+        let mut list = Vec::with_capacity(phases.len());
+        let (mut first, mut start_ns) = (0u64, 0u64);
+        for &(rate, length) in phases {
+            let rate = rate.max(1);
+            list.push(Phase { first, start_ns, rate });
+            let length_ns = length.as_nanos() as u64;
+            first += (u128::from(length_ns) * u128::from(rate)).div_ceil(NANOS_PER_SECOND) as u64;
+            start_ns += length_ns;
+        }
+        if list.is_empty() {
+            return Self::new(1, connections);
+        }
+        Self { phases: list, connections: connections.max(1) }
+    }
+
+    /// Requests per second of the first phase.
     pub fn rate(&self) -> u64 {
-        self.rate
+        self.phases[0].rate
     }
 
-    /// Nanoseconds after the start at which request `index` is due: `index × 10⁹ / rate`,
-    /// rounded down.
+    /// The phase request `index` belongs to.
+    fn phase_of(&self, index: u64) -> &Phase {
+        let after = self.phases.partition_point(|phase| phase.first <= index);
+        &self.phases[after.saturating_sub(1)]
+    }
+
+    /// Nanoseconds after the start at which request `index` is due: `index × 10⁹ / rate` within
+    /// its phase, rounded down.
     pub fn due_ns(&self, index: u64) -> u64 {
-        (u128::from(index) * NANOS_PER_SECOND / u128::from(self.rate)) as u64
+        let phase = self.phase_of(index);
+        phase.start_ns + (u128::from(index - phase.first) * NANOS_PER_SECOND / u128::from(phase.rate)) as u64
     }
 
     /// The connection that sends request `index`.
@@ -45,8 +87,10 @@ impl Schedule {
     /// How many requests are due strictly before `ns` after the start (the first index due at
     /// or after `ns`).
     pub fn count_before(&self, ns: u64) -> u64 {
-        let scaled = u128::from(ns) * u128::from(self.rate);
-        scaled.div_ceil(NANOS_PER_SECOND) as u64
+        let after = self.phases.partition_point(|phase| phase.start_ns <= ns);
+        let phase = &self.phases[after.saturating_sub(1)];
+        let scaled = u128::from(ns - phase.start_ns) * u128::from(phase.rate);
+        phase.first + scaled.div_ceil(NANOS_PER_SECOND) as u64
     }
 }
 

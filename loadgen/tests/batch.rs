@@ -15,7 +15,7 @@ use std::time::Duration;
 fn batches_hold_n_requests_of_one_connection_with_their_own_due_times() {
     let (rate, connections, total, size) = (1_000, 3, 100, 4);
     let schedule = Schedule::new(rate, connections);
-    let batches: Vec<_> = Batches::new(schedule, connections, total, size).collect();
+    let batches: Vec<_> = Batches::new(schedule.clone(), connections, total, size).collect();
     let mut seen = Vec::new();
     let mut last_write = 0;
     for batch in &batches {
@@ -44,7 +44,7 @@ fn batches_hold_n_requests_of_one_connection_with_their_own_due_times() {
     assert_eq!(batches.len(), 27);
 
     // Size 1 is the unbatched schedule: one request per write at its own due time.
-    let single: Vec<_> = Batches::new(schedule, connections, total, 1).collect();
+    let single: Vec<_> = Batches::new(schedule.clone(), connections, total, 1).collect();
     assert_eq!(single.len(), total as usize);
     for (index, batch) in single.iter().enumerate() {
         assert_eq!(batch.requests, vec![(index as u64, schedule.due_ns(index as u64))]);

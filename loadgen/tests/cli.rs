@@ -28,6 +28,8 @@ fn baseline_prints_a_table_and_writes_json_and_an_hdr_log() {
         .arg(&json)
         .arg("--hdr-log")
         .arg(&hlog)
+        .arg("--plot")
+        .arg(dir.join("baseline.svg"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -58,6 +60,15 @@ fn baseline_prints_a_table_and_writes_json_and_an_hdr_log() {
         }
     }
     assert_eq!(tags, ["baseline_rtt", "baseline_rtt_uncorrected", "baseline_send_lag"]);
+
+    let svg = std::fs::read_to_string(dir.join("baseline.svg")).unwrap();
+    let document = roxmltree::Document::parse(&svg).expect("the plot is well-formed XML");
+    let labels: Vec<_> = document
+        .descendants()
+        .filter(|n| n.has_tag_name("path") && n.attribute("class") == Some("series"))
+        .map(|n| n.attribute("data-label").unwrap().to_owned())
+        .collect();
+    assert_eq!(labels, ["baseline rtt"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -69,6 +80,41 @@ fn an_order_mix_that_does_not_add_up_is_refused() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("adds up to 110%"));
+}
+
+/// Runs `loadgen` with `args`, expecting it to refuse them before connecting (exit 1, or 2 for
+/// clap's usage errors), and returns stderr.
+fn refused(args: &[&str], status: i32) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen")).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(status), "{args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn bad_replay_files_ramps_and_profiles_are_refused_with_the_reason() {
+    let dir = std::env::temp_dir().join(format!("loadgen-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("flow.csv");
+    std::fs::write(&file, "side,price,qty\nB,650000,10\nB,650000\n").unwrap();
+    let path = file.to_str().unwrap();
+    let base = ["sbe", "--address", "127.0.0.1:1", "--quiet"];
+    let stderr = refused(&[&base[..], &["--replay", path]].concat(), 1);
+    assert!(stderr.contains("flow.csv: line 3: expected 3 fields"), "{stderr}");
+    std::fs::write(&file, "# nothing\n").unwrap();
+    let stderr = refused(&[&base[..], &["--replay", path]].concat(), 1);
+    assert!(stderr.contains("no orders"), "{stderr}");
+    let stderr = refused(&[&base[..], &["--replay", "/nonexistent/flow.csv"]].concat(), 1);
+    assert!(stderr.contains("/nonexistent/flow.csv"), "{stderr}");
+    let stderr = refused(&[&base[..], &["--ramp", "5000:1000:100"]].concat(), 1);
+    assert!(stderr.contains("TO is below FROM"), "{stderr}");
+    let stderr = refused(&[&base[..], &["--profile", "lmax"]].concat(), 2);
+    assert!(stderr.contains("unknown profile"), "{stderr}");
+    let stderr = refused(&[&base[..], &["--profile", "w-obrs", "--cancel-pct", "30"]].concat(), 1);
+    assert!(stderr.contains("adds up to 110%"), "{stderr}");
+    let stderr = refused(&[&base[..], &["--ramp", "1000:2000:500", "--find-max"]].concat(), 2);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Standard base64 (the interval log's encoding), without a dependency for one test.

@@ -4,8 +4,11 @@
 //! limit order sent instead when there is none and a cancel when there are too many.
 
 use codec::*;
+use engine::testkit::profiles::{FlowRow, parse_flow_csv};
 use loadgen::flow::{Mix, OpenOrder, OpenOrders, OrderFlow, PriceModel, RequestKind};
+use loadgen::profile::Profile;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// Plays the exchange's part crudely: every GTC limit order rests at once.
 fn drive(flow: &mut OrderFlow, open: &mut OpenOrders, count: usize) -> Vec<loadgen::flow::Request> {
@@ -96,7 +99,9 @@ fn the_mix_prices_and_ids_are_as_configured() {
 #[test]
 fn cancels_and_replaces_address_only_own_open_orders() {
     let mix = Mix { limit_pct: 50, market_pct: 0, ioc_pct: 0, cancel_pct: 30, replace_pct: 20 };
-    let mut flow = OrderFlow::new(mix, PriceModel::default(), 0, 3, 1);
+    // Without crossing, a replace moves its order on its own side of the mid.
+    let prices = PriceModel { cross_pct: 0, ioc_cross_pct: 0, ..PriceModel::default() };
+    let mut flow = OrderFlow::new(mix, prices, 0, 3, 1);
     let mut open = OpenOrders::default();
     let mut placed = HashSet::new();
     let mut canceled = HashSet::new();
@@ -168,4 +173,158 @@ fn open_orders_remove_and_pick_consistently() {
     picked.sort_unstable();
     assert_eq!(picked, [1, 3, 4]);
     assert!(open.is_empty());
+}
+
+/// Kind shares (percent) of `count` requests of a profile's flow, and the requests.
+fn profile_run(profile: Profile, seed: u64, count: usize) -> (BTreeMap<RequestKind, f64>, Vec<loadgen::flow::Request>) {
+    let mut flow = OrderFlow::new(profile.mix(), profile.prices(), 0, seed, 1);
+    let mut open = OpenOrders::default();
+    let requests = drive(&mut flow, &mut open, count);
+    let mut shares = BTreeMap::new();
+    for request in &requests {
+        *shares.entry(request.kind).or_insert(0.0) += 100.0 / count as f64;
+    }
+    (shares, requests)
+}
+
+fn assert_shares(name: &str, shares: &BTreeMap<RequestKind, f64>, expected: &[(RequestKind, f64)], tolerance: f64) {
+    for &(kind, pct) in expected {
+        let got = shares.get(&kind).copied().unwrap_or(0.0);
+        assert!((got - pct).abs() <= tolerance, "{name}: {kind:?} {got:.2}% instead of {pct}% (±{tolerance})");
+    }
+}
+
+#[test]
+fn the_exchange_core_profile_sends_its_mix_and_prices() {
+    let profile = Profile::ExchangeCore;
+    // 50,000 requests: a share's standard deviation is at most 0.22 points, so ±1 is > 4 sigma.
+    let (shares, requests) = profile_run(profile, 11, 50_000);
+    assert_shares(
+        "exchange-core",
+        &shares,
+        &[
+            (RequestKind::Limit, 9.0),
+            (RequestKind::Ioc, 3.0),
+            (RequestKind::Market, 0.0),
+            (RequestKind::Cancel, 6.0),
+            (RequestKind::Replace, 82.0),
+        ],
+        1.0,
+    );
+    assert!(requests.iter().filter(|r| r.substituted).count() < 50, "the book never runs dry here");
+    let (mut limits, mut crossing) = (0u32, 0u32);
+    for request in &requests {
+        match request.command {
+            Command::NewOrder(order) => {
+                let (price, buy) = (order.price_ticks.get(), order.side.get() == Ok(Side::Bid));
+                let through = if buy { price as i64 - 600_000 } else { 600_000 - price as i64 };
+                if request.kind == RequestKind::Ioc {
+                    assert!((1..=3).contains(&through), "every IOC crosses by 1-3 ticks: {through}");
+                } else {
+                    assert!(price.abs_diff(600_000) <= 30 && price != 600_000, "{price}");
+                    limits += 1;
+                    if through > 0 {
+                        assert!(through <= 3, "crossing limits go 1-3 ticks through: {through}");
+                        crossing += 1;
+                    }
+                }
+                assert!((2..=100).contains(&order.quantity_lots.get()));
+            }
+            Command::CancelReplace(replace) => {
+                // Within the band (one tick further when the drawn price was the current one).
+                assert!(replace.new_price_ticks.get().abs_diff(600_000) <= 31);
+            }
+            _ => {}
+        }
+    }
+    let crossing_pct = f64::from(crossing) * 100.0 / f64::from(limits);
+    assert!((crossing_pct - 10.0).abs() < 3.0, "{crossing_pct:.1}% of {limits} GTC limits cross");
+}
+
+#[test]
+fn the_w_obrs_profile_sends_its_mix_in_a_one_tick_band() {
+    let profile = Profile::WObrs;
+    let (shares, requests) = profile_run(profile, 5, 50_000);
+    assert_shares(
+        "w-obrs",
+        &shares,
+        &[
+            (RequestKind::Limit, 70.0),
+            (RequestKind::Market, 10.0),
+            (RequestKind::Cancel, 20.0),
+            (RequestKind::Ioc, 0.0),
+            (RequestKind::Replace, 0.0),
+        ],
+        1.0,
+    );
+    // Prices anywhere in mid ± 1 whatever the side: each of the three about a third of limits.
+    let mut at = BTreeMap::new();
+    for request in requests.iter().filter(|r| r.kind == RequestKind::Limit) {
+        let Command::NewOrder(order) = request.command else { unreachable!() };
+        *at.entry((order.side.get().unwrap() == Side::Bid, order.price_ticks.get())).or_insert(0u32) += 1;
+    }
+    let total: u32 = at.values().sum();
+    assert_eq!(at.len(), 6, "both sides at 599,999, 600,000 and 600,001: {at:?}");
+    for (&(buy, price), &count) in &at {
+        assert!(price.abs_diff(600_000) <= 1);
+        let pct = f64::from(count) * 100.0 / f64::from(total);
+        assert!((pct - 100.0 / 6.0).abs() < 2.0, "buy={buy} at {price}: {pct:.1}%");
+    }
+}
+
+#[test]
+fn the_default_profile_is_the_default_mix() {
+    assert_eq!(Profile::Default.mix(), Mix::default());
+    assert_eq!(Profile::Default.prices(), PriceModel::default());
+    assert_eq!("exchange-core".parse::<Profile>(), Ok(Profile::ExchangeCore));
+    assert_eq!("W_OBRS".parse::<Profile>(), Ok(Profile::WObrs));
+    let error = "lmax".parse::<Profile>().unwrap_err();
+    assert!(error.contains("unknown profile") && error.contains("w-obrs"), "{error}");
+    for profile in Profile::ALL {
+        assert!(profile.mix().validate().is_ok(), "{profile}");
+    }
+}
+
+#[test]
+fn a_replay_sends_the_file_in_order_over_the_connections_and_cycles() {
+    let rows: Arc<[FlowRow]> =
+        parse_flow_csv("side,price,qty\nB,100,1\nS,101,2\nB,102,3\nS,103,4\nB,104,5\n").unwrap().into();
+    let connections = 2;
+    let mut flows: Vec<OrderFlow> = (0..connections)
+        .map(|k| OrderFlow::replaying(rows.clone(), k, connections, PriceModel::default(), 0, k as u64, 1))
+        .collect();
+    let mut opens = vec![OpenOrders::default(); connections];
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        let k = i % connections;
+        let request = flows[k].next(&mut opens[k]);
+        let Command::NewOrder(order) = request.command else { panic!("{request:?}") };
+        assert_eq!(order.time_in_force.get(), Ok(TimeInForce::Gtc));
+        assert_eq!(order.client_order_id.get(), request.key);
+        sent.push((order.side.get().unwrap(), order.price_ticks.get(), order.quantity_lots.get()));
+    }
+    // Connection 0 sends rows 0, 2, 4, 1, 3; connection 1 rows 1, 3, 0, 2, 4 (each cycles on its
+    // own with stride 2): interleaved round robin, request i is row i mod 5, the file in order.
+    let prices: Vec<u64> = sent.iter().map(|&(_, price, _)| price).collect();
+    assert_eq!(prices, [100, 101, 102, 103, 104, 100, 101, 102, 103, 104]);
+    assert_eq!(sent[1], (Side::Ask, 101, 2));
+}
+
+#[test]
+fn a_replay_at_max_open_cancels_first_and_keeps_the_row() {
+    let rows: Arc<[FlowRow]> = parse_flow_csv("B,100,1\nB,101,1\nB,102,1\n").unwrap().into();
+    let mut flow = OrderFlow::replaying(rows, 0, 1, PriceModel::default(), 2, 1, 1);
+    let mut open = OpenOrders::default();
+    let requests = drive(&mut flow, &mut open, 6);
+    let kinds: Vec<_> = requests.iter().map(|r| r.kind).collect();
+    use RequestKind::{Cancel, Limit};
+    assert_eq!(kinds, [Limit, Limit, Cancel, Limit, Cancel, Limit]);
+    let prices: Vec<u64> = requests
+        .iter()
+        .filter_map(|r| match r.command {
+            Command::NewOrder(order) => Some(order.price_ticks.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prices, [100, 101, 102, 100], "no row is skipped by a cancel");
 }

@@ -119,3 +119,43 @@ fn compare_divides_the_gateway_by_the_baseline() {
     }
     assert!(comparison.baseline.errors.is_empty() && comparison.gateway.errors.is_empty());
 }
+
+#[test]
+fn a_ramp_reports_each_step_and_a_replay_sends_the_file() {
+    let harness = Harness::start(2);
+    // Two 1 s steps, 100/s then 200/s, with the exchange-core profile (mostly replaces).
+    let profile = loadgen::profile::Profile::ExchangeCore;
+    let ramp = loadgen::ramp::Ramp::parse("100:200:100:1", Duration::from_secs(1)).unwrap();
+    let ramped = SbeConfig {
+        mix: profile.mix(),
+        prices: profile.prices(),
+        rate: 100,
+        duration: ramp.duration(),
+        ramp: Some(ramp),
+        ramp_p99_max_ns: 1_000_000_000,
+        ..config(harness.address)
+    };
+    let report = run(&ramped).unwrap();
+    println!("{report}");
+    assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
+    let offered: Vec<u64> = report.ramp.iter().map(|row| row.offered).collect();
+    assert_eq!(offered, [100, 200]);
+    for row in &report.ramp {
+        assert_eq!(row.sent, row.offered, "a 1 s step sends its rate's worth");
+        assert_eq!(row.answered, row.sent);
+        assert!(row.sustained && !row.partial && row.p50_ns > 0 && row.p99_ns >= row.p50_ns, "{row:?}");
+    }
+    assert_eq!(report.sent, 300);
+    assert_eq!(report.offered_rate, 150.0);
+    assert!(report.outcomes.get("replaced").copied().unwrap_or(0) > 100, "{:?}", report.outcomes);
+
+    // Replay: the sample's rows as GTC limits, cycling through the file.
+    let text = "side,price,qty\nB,599990,5\nS,600010,5\nB,599980,3\nS,600020,3\n";
+    let rows = engine::testkit::profiles::parse_flow_csv(text).unwrap();
+    let replayed = SbeConfig { replay: Some(rows.into()), ..config(harness.address) };
+    let report = run(&replayed).unwrap();
+    assert!(report.errors.is_empty() && report.rejects.is_empty(), "{report}");
+    assert_eq!(report.answered, report.sent);
+    assert_eq!(report.outcomes.get("sent_limit"), report.outcomes.get("accepted"));
+    assert!(!report.settings.contains_key("mix"), "a replay has no mix");
+}

@@ -4,7 +4,7 @@
 const DAY: u64 = 86_400;
 
 /// A kline interval, as named by Backpack (`1m` … `1month`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KlineInterval {
     /// A fixed number of seconds, buckets aligned on the epoch (1m … 3d).
     Seconds(u64),
@@ -40,6 +40,18 @@ impl KlineInterval {
             _ => return None,
         };
         Some(Self::Seconds(seconds))
+    }
+
+    /// The interval's name in Backpack's spelling (`1month` for a month).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Week => "1w",
+            Self::Month => "1month",
+            Self::Seconds(seconds) => {
+                let fallback = if seconds % 86_400 == 0 { "1d" } else { "1m" };
+                Self::NAMES.iter().find(|name| Self::parse(name) == Some(self)).copied().unwrap_or(fallback)
+            }
+        }
     }
 
     /// Start (seconds since the epoch) of the bucket containing `time`.
@@ -139,5 +151,6 @@ mod tests {
         assert_eq!(KlineInterval::parse("1M"), Some(KlineInterval::Month));
         assert_eq!(KlineInterval::parse("2m"), None);
         assert!(KlineInterval::NAMES.iter().all(|n| KlineInterval::parse(n).is_some()));
+        assert!(KlineInterval::NAMES.iter().all(|n| KlineInterval::parse(n).unwrap().name() == *n));
     }
 }

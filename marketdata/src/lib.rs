@@ -1,11 +1,16 @@
 //! Market data: a [`MarketView`] of every market built from the engine's egress events, read by
-//! the REST API (gateway-json) and later by the WebSocket publisher.
+//! the REST API (gateway-json), and the WebSocket stream [`Publisher`] (module
+//! [`publisher`](mod@publisher): encode each event once, fan the same buffer out to bounded
+//! subscriber queues; docs/websocket-api.md).
 //!
 //! # Data flow
-//! One consumer thread ([`Feed`]) reads the egress broadcast ring and applies each event to the
-//! view: `BookLevelUpdate`s maintain the aggregated book of each market, `Fill`s the recent
-//! trades, the per-minute candles that serve klines, and the rolling 24 h / 7 d ticker. Every
-//! other event is ignored. Readers (HTTP handlers) copy what they need under a per-market
+//! One consumer thread ([`Feed`]) reads the egress broadcast ring and applies each engine
+//! command's events to the view (through the [`Publisher`] when there is one, which publishes
+//! what they change while the book is still locked): `BookLevelUpdate`s maintain the aggregated
+//! book of each market, `Fill`s the recent trades, the per-minute candles that serve klines, and
+//! the rolling 24 h / 7 d ticker; `MarketStatusChanged` the halted flag; the AMM pool events the
+//! [`amm::PoolView`] (reserves and shares, for pool quotes). Every other event is ignored.
+//! Readers (HTTP handlers) copy what they need under a per-market
 //! `RwLock` held only for the copy, so they never block the consumer for long and never see a
 //! half-applied event.
 //!
@@ -17,8 +22,10 @@
 //! # Update ids
 //! Each market counts the `BookLevelUpdate`s applied to it, from 0 at process start: the
 //! *update id*. A depth snapshot reports the id of the last update it includes
-//! (`lastUpdateId`); the WebSocket depth stream will number its diffs with the same counter, so a
-//! client can merge a REST snapshot with the stream (`U` = previous `u` + 1).
+//! (`lastUpdateId`); the WebSocket depth stream numbers its diffs with the same counter (one diff
+//! per command, `U`..`u`), so a client can merge a REST snapshot with the stream (`U` = previous
+//! `u` + 1). A command's book updates are applied under one lock: a snapshot never shows half a
+//! command.
 //!
 //! # Limitations
 //! - History is in memory only: after a restart the books are seeded from the recovered engine
@@ -30,14 +37,21 @@
 //!   resynchronised with [`MarketView::seed_books`]. The running server cannot do that yet (it
 //!   would need a book snapshot from the engine thread), so in practice a stale view lasts until
 //!   the process restarts. Trades, tickers and klines keep being updated but miss the lost fills.
+//!   The publisher closes every WebSocket subscriber then (their streams would have gaps).
 //! - Trades: the last [`TRADES_KEPT`] per market. Candles: one per minute with trades, for the
 //!   last [`MINUTES_KEPT`] minutes.
 
+pub mod amm;
+pub mod encode;
 mod feed;
 pub mod format;
 pub mod interval;
+pub mod publisher;
+pub mod stream;
 mod view;
 
 pub use feed::Feed;
 pub use interval::KlineInterval;
+pub use publisher::{Delivery, LagPolicy, Publisher, PublisherConfig, PublisherStats, SubscribeError, Subscription};
+pub use stream::{Conflation, StreamKey, StreamSpec};
 pub use view::{Candle, DepthSnapshot, MINUTES_KEPT, MarketView, TRADES_KEPT, TickerStats, TradeRecord};

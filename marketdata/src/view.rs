@@ -113,6 +113,8 @@ struct MarketState {
     /// One-minute candles with trades, oldest first.
     minutes: VecDeque<Candle>,
     last_price: Option<u64>,
+    /// Halted by an operator (`MarketStatusChanged`).
+    halted: bool,
 }
 
 impl MarketState {
@@ -167,12 +169,38 @@ impl MarketState {
     }
 }
 
+/// A locked market's book, as the publisher sees it.
+pub(crate) struct BookState<'a>(&'a MarketState);
+
+impl BookState<'_> {
+    /// Ask levels (price, lots), best (lowest) first.
+    pub(crate) fn asks(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.0.asks.iter().map(|(p, q)| (*p, *q))
+    }
+
+    /// Bid levels (price, lots), best (highest) first.
+    pub(crate) fn bids(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.0.bids.iter().rev().map(|(p, q)| (*p, *q))
+    }
+
+    /// The update id of the last applied book update.
+    pub(crate) fn update_id(&self) -> u64 {
+        self.0.update_id
+    }
+
+    /// Time of the last book update, ns.
+    pub(crate) fn timestamp_ns(&self) -> u64 {
+        self.0.book_timestamp_ns
+    }
+}
+
 /// The market view: one slot per configured market (ids 1..), each behind its own `RwLock`.
 pub struct MarketView {
     markets: Vec<RwLock<MarketState>>,
     stale: AtomicBool,
     latest_event_ns: AtomicU64,
     consumed: AtomicU64,
+    pools: crate::amm::PoolView,
 }
 
 impl std::fmt::Debug for MarketView {
@@ -189,7 +217,13 @@ impl MarketView {
             stale: AtomicBool::new(false),
             latest_event_ns: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
+            pools: crate::amm::PoolView::new(config),
         }
+    }
+
+    /// The AMM pools (reserves and shares from the pool events).
+    pub fn pools(&self) -> &crate::amm::PoolView {
+        &self.pools
     }
 
     fn slot(&self, market_id: MarketId) -> Option<&RwLock<MarketState>> {
@@ -204,12 +238,13 @@ impl MarketView {
         self.slot(market_id).map(|lock| lock.write().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Replaces every book with the engine's (e.g. the recovered engine, before the runtime
-    /// starts) and clears the stale flag. Update ids are kept.
+    /// Replaces every book, halted flag and pool with the engine's (e.g. the recovered engine,
+    /// before the runtime starts) and clears the stale flag. Update ids are kept.
     pub fn seed_books<B: Book>(&self, engine: &Engine<B>) {
         for (index, lock) in self.markets.iter().enumerate() {
             let Some(book) = engine.book(MarketId::new(index as u32 + 1)) else { continue };
             let mut state = lock.write().unwrap_or_else(|e| e.into_inner());
+            state.halted = engine.is_halted(MarketId::new(index as u32 + 1)).unwrap_or(false);
             for side in [Side::Bid, Side::Ask] {
                 let mut levels = BTreeMap::new();
                 book.visit_levels(side, &mut |level| {
@@ -222,26 +257,75 @@ impl MarketView {
                 }
             }
         }
+        self.pools.seed(engine);
         self.stale.store(false, Ordering::Release);
     }
 
-    /// Applies one engine event (only book updates and fills matter).
+    /// Applies one engine event (only book updates, fills and market status changes matter).
     pub fn apply(&self, event: &Event) {
-        match event {
-            Event::BookLevelUpdate(update) => {
-                self.latest_event_ns.fetch_max(update.timestamp_ns.get(), Ordering::Relaxed);
-                if let Some(mut state) = self.write(update.market_id) {
+        self.apply_command(std::slice::from_ref(event));
+    }
+
+    /// Applies the events of one engine command (book updates, fills, market status changes and
+    /// pool events matter). The book
+    /// updates of each market are applied under one write lock, so a depth snapshot never shows
+    /// a half-applied command.
+    pub fn apply_command(&self, events: &[Event]) {
+        self.apply_command_with(events, |_, _, _| {});
+    }
+
+    /// [`Self::apply_command`], calling `on_book(market, book, updates)` for each market whose
+    /// book changed, with the book locked and already updated, and that market's level updates in
+    /// order: whatever `on_book` publishes is ordered with every snapshot taken under the lock.
+    pub(crate) fn apply_command_with(
+        &self,
+        events: &[Event],
+        mut on_book: impl FnMut(MarketId, &BookState<'_>, &[BookLevelUpdate]),
+    ) {
+        let mut levels: Vec<BookLevelUpdate> = Vec::new();
+        for event in events {
+            match event {
+                Event::BookLevelUpdate(update) => {
+                    self.latest_event_ns.fetch_max(update.timestamp_ns.get(), Ordering::Relaxed);
+                    levels.push(*update);
+                }
+                Event::Fill(fill) => {
+                    self.latest_event_ns.fetch_max(fill.timestamp_ns.get(), Ordering::Relaxed);
+                    if let Some(mut state) = self.write(fill.market_id) {
+                        state.apply_fill(fill);
+                    }
+                }
+                Event::MarketStatusChanged(changed) => {
+                    if let Some(mut state) = self.write(changed.market_id) {
+                        state.halted = changed.halted.get().is_ok_and(bool::from);
+                    }
+                }
+                Event::LiquidityAdded(_) | Event::LiquidityRemoved(_) | Event::SwapExecuted(_) => {
+                    self.pools.apply(event)
+                }
+                _ => {}
+            }
+        }
+        // Group by market, keeping each market's order (a command touches one market in practice).
+        while let Some(first) = levels.first() {
+            let market = first.market_id;
+            let (mine, rest): (Vec<BookLevelUpdate>, Vec<BookLevelUpdate>) =
+                levels.iter().partition(|update| update.market_id == market);
+            levels = rest;
+            if let Some(mut state) = self.write(market) {
+                for update in &mine {
                     state.apply_level(update);
                 }
+                on_book(market, &BookState(&state), &mine);
             }
-            Event::Fill(fill) => {
-                self.latest_event_ns.fetch_max(fill.timestamp_ns.get(), Ordering::Relaxed);
-                if let Some(mut state) = self.write(fill.market_id) {
-                    state.apply_fill(fill);
-                }
-            }
-            _ => {}
         }
+    }
+
+    /// Calls `f` with a market's book, read-locked (no command is applied meanwhile). `None` for
+    /// an unknown market.
+    pub(crate) fn with_book<T>(&self, market_id: MarketId, f: impl FnOnce(&BookState<'_>) -> T) -> Option<T> {
+        let state = self.read(market_id)?;
+        Some(f(&BookState(&state)))
     }
 
     /// Marks the books untrustworthy (events were lost).
@@ -272,6 +356,12 @@ impl MarketView {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         wall.max(self.latest_event_ns.load(Ordering::Relaxed))
+    }
+
+    /// Whether a market is halted by an operator (orders refused, cancels allowed). `None` for
+    /// an unknown market.
+    pub fn is_halted(&self, market_id: MarketId) -> Option<bool> {
+        Some(self.read(market_id)?.halted)
     }
 
     /// The best `limit` levels of each side. `None` for an unknown market.

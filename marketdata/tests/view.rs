@@ -125,3 +125,31 @@ fn candles_merge_into_klines_and_expire() {
     let trades: u64 = kept.iter().map(|k| k.trades).sum();
     assert_eq!(trades, 2, "only the minute at base + 120 s and the new one remain: {kept:?}");
 }
+
+#[test]
+fn market_status_follows_halts_and_resumes() {
+    let view = MarketView::new(&EngineConfig::sample());
+    let status = |market: u32, halted: bool| {
+        Event::MarketStatusChanged(MarketStatusChanged {
+            market_id: MarketId::new(market),
+            halted: halted.into(),
+            ..Default::default()
+        })
+    };
+    assert_eq!(view.is_halted(MarketId::new(1)), Some(false));
+    view.apply(&status(1, true));
+    view.apply(&status(9, true)); // unknown market: ignored
+    assert_eq!(view.is_halted(MarketId::new(1)), Some(true));
+    assert_eq!(view.is_halted(MarketId::new(2)), Some(false));
+    assert_eq!(view.is_halted(MarketId::new(9)), None);
+    // Seeding from an engine takes the engine's flags.
+    let config = EngineConfig::sample();
+    let mut engine = engine::Engine::new(&config).unwrap();
+    let mut events = Vec::new();
+    engine.execute(engine::CommandContext::new(1, 1), &engine::testkit::commands::market_control(2, true), &mut events);
+    view.seed_books(&engine);
+    assert_eq!(view.is_halted(MarketId::new(1)), Some(false));
+    assert_eq!(view.is_halted(MarketId::new(2)), Some(true));
+    view.apply(&status(2, false));
+    assert_eq!(view.is_halted(MarketId::new(2)), Some(false));
+}

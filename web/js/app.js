@@ -71,6 +71,8 @@ class App {
     this.candles = [];
     /** @type {Session | null} */
     this.session = null;
+    /** @type {Record<string, {available: string, locked: string}> | null} the user's balances */
+    this.balances = null;
     this.demo = false;
     /** @type {Market | null} the market whose depth snapshot is being fetched */
     this.snapshotInFlight = null;
@@ -86,6 +88,7 @@ class App {
     this.refreshAccountSoon = debounce(() => this.refreshAccount(), 250);
     this.resnapshotSoon = debounce(() => this.snapshot(), 100);
     this.redrawSoon = debounce(() => this.drawChart(), 100);
+    this.tickerSoon = debounce(() => this.refreshTicker(), 1000);
     // After trades seen through REST polling (no stream): the statistics and candles changed.
     this.marketStatsSoon = debounce(() => {
       this.refreshTicker();
@@ -232,7 +235,12 @@ class App {
    */
   onFrame(stream, data) {
     const symbol = this.market?.symbol;
-    if (stream === `depth.${symbol}`) {
+    if (stream === `depth.${symbol}` && data?.e === 'depthSnapshot') {
+      // After a lag the server resynchronises the stream with a full book: replace ours.
+      this.book.reset();
+      this.book.loadSnapshot({ asks: data.a, bids: data.b, lastUpdateId: String(data.u) });
+      this.renderBook();
+    } else if (stream === `depth.${symbol}`) {
       const result = this.book.applyDiff(data);
       if (result === Applied.GAP) {
         this.book.reset();
@@ -247,8 +255,15 @@ class App {
         foldTrade(this.candles, INTERVAL_SECONDS[$('interval').value] ?? 60, trade.price, trade.timeMs);
         this.redrawSoon();
         $('ticker-last').textContent = group(trade.price);
+        this.tickerSoon();
         // The trade may be ours: a resting order of this user may have been filled.
         if (this.session) this.refreshAccountSoon();
+      }
+    } else if (stream === 'account.balanceUpdate') {
+      // Live balances: a, f, l = asset, available, locked after the change.
+      if (this.balances && typeof data?.a === 'string') {
+        this.balances[data.a] = { available: data.f, locked: data.l };
+        this.renderBalances(this.balances);
       }
     } else if (stream.startsWith('account.')) {
       // Backpack's order update: e event, s symbol, i order id, S side, l / L last fill quantity / price.
@@ -357,7 +372,8 @@ class App {
     $('username').textContent = session ? session.username : '';
     if (session?.kind === 'jwt') sessionStorage.setItem('jwt', JSON.stringify(session));
     else sessionStorage.removeItem('jwt');
-    this.stream.setPrivate(['account.orderUpdate'], session ? () => this.privateAuth() : null);
+    this.balances = null;
+    this.stream.setPrivate(['account.orderUpdate', 'account.balanceUpdate'], session ? () => this.privateAuth() : null);
     if (!loggedIn) {
       $('open-orders').innerHTML = '';
       $('fills').innerHTML = '';
@@ -392,7 +408,10 @@ class App {
       $('login-message').textContent = `Session ended: ${describe(balances.reason)}. Log in again.`;
       return;
     }
-    if (balances.status === 'fulfilled') this.renderBalances(balances.value);
+    if (balances.status === 'fulfilled') {
+      this.balances = balances.value;
+      this.renderBalances(balances.value);
+    }
     if (orders.status === 'fulfilled') this.renderOpenOrders(orders.value);
     if (fills.status === 'fulfilled') this.renderFills(fills.value);
     else $('fills').innerHTML = `<tr><td colspan="7" class="empty">${esc(describe(fills.reason))}</td></tr>`;

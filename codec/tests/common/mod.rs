@@ -23,6 +23,15 @@ macro_rules! for_each_message {
             MassCancel => Command { user_id, market_id, side, reserved },
             Deposit => Command { user_id, amount, asset_id, reserved },
             Withdraw => Command { user_id, amount, asset_id, reserved },
+            MarketControl => Command { market_id, action, reserved },
+            AddLiquidity => Command {
+                user_id, max_base_amount, max_quote_amount, min_shares, market_id, reserved,
+            },
+            RemoveLiquidity => Command {
+                user_id, shares, min_base_amount, min_quote_amount, market_id, reserved,
+            },
+            Swap => Command { user_id, amount, limit, market_id, side, mode, reserved },
+            RoutedOrder => Command { user_id, quantity_lots, quote_limit, market_id, side, reserved },
             OrderAccepted => Event {
                 sequence, timestamp_ns, user_id, order_id, client_order_id, price_ticks,
                 quantity_lots, quote_quantity, market_id, side, order_type, time_in_force,
@@ -61,6 +70,23 @@ macro_rules! for_each_message {
             MassCancelReport => Event {
                 sequence, timestamp_ns, user_id, market_id, canceled_count, side, reserved,
             },
+            MarketStatusChanged => Event { sequence, timestamp_ns, market_id, halted, reserved },
+            LiquidityAdded => Event {
+                sequence, timestamp_ns, user_id, base_amount, quote_amount, shares, user_shares,
+                total_shares, base_reserve, quote_reserve, market_id, reserved,
+            },
+            LiquidityRemoved => Event {
+                sequence, timestamp_ns, user_id, base_amount, quote_amount, shares, user_shares,
+                total_shares, base_reserve, quote_reserve, market_id, reserved,
+            },
+            SwapExecuted => Event {
+                sequence, timestamp_ns, user_id, amount_in, amount_out, fee, base_reserve,
+                quote_reserve, market_id, side, mode, reserved,
+            },
+            OrderRouted => Event {
+                sequence, timestamp_ns, user_id, order_id, book_lots, book_quote, pool_base_amount,
+                pool_quote, market_id, side, reserved,
+            },
             Negotiate => Session { api_key, timestamp_ns },
             NegotiateResponse => Session { server_nonce, timestamp_ns },
             Establish => Session { signature, next_expected_sequence, keep_alive_ms, reserved },
@@ -92,6 +118,8 @@ macro_rules! for_each_enum {
             BalanceChange => BalanceChangeCode,
             TerminateReason => TerminateReasonCode,
             RetransmitRejectReason => RetransmitRejectReasonCode,
+            MarketAction => MarketActionCode,
+            SwapMode => SwapModeCode,
             RejectReason => RejectReasonCode,
         }
     };

@@ -143,6 +143,14 @@ impl Harness {
         assert_eq!(logon.msg_type(), "A", "{logon:?}");
         fix
     }
+
+    /// A connected, logged-on FIXT.1.1 client of session `n` (sequence numbers reset).
+    pub fn client_fixt(&self, n: u64) -> Fix {
+        let mut fix = Fix::connect_fixt(self.address, n);
+        let logon = fix.logon(30, true);
+        assert_eq!((logon.msg_type(), logon.at(8), logon.at(1137)), ("A", FIXT, "9"), "{logon:?}");
+        fix
+    }
 }
 
 impl Drop for Harness {
@@ -192,13 +200,23 @@ impl Msg {
     }
 }
 
-/// Frames `fields` (everything from MsgType on) with BeginString, BodyLength and CheckSum.
+/// Frames `fields` (everything from MsgType on) with BeginString FIX.4.4, BodyLength and CheckSum.
 pub fn frame(fields: &[(u32, String)]) -> Vec<u8> {
+    frame_with(FIX44, fields)
+}
+
+/// BeginStrings.
+pub const FIX44: &str = "FIX.4.4";
+/// FIXT 1.1 (with FIX 5.0 SP2 application messages).
+pub const FIXT: &str = "FIXT.1.1";
+
+/// Frames `fields` with BeginString `begin`.
+pub fn frame_with(begin: &str, fields: &[(u32, String)]) -> Vec<u8> {
     let mut body = Vec::new();
     for (tag, value) in fields {
         body.extend_from_slice(format!("{tag}={value}\x01").as_bytes());
     }
-    let mut message = format!("8=FIX.4.4\x019={}\x01", body.len()).into_bytes();
+    let mut message = format!("8={begin}\x019={}\x01", body.len()).into_bytes();
     message.extend_from_slice(&body);
     let sum = checksum(&message);
     message.extend_from_slice(format!("10={sum:03}\x01").as_bytes());
@@ -216,6 +234,8 @@ pub struct Fix {
     pub session: u64,
     pub sender: String,
     pub next_seq: u64,
+    /// BeginString of what this client writes (and, for FIXT.1.1, its Logon carries 1137=9).
+    pub begin: &'static str,
 }
 
 impl Fix {
@@ -223,7 +243,12 @@ impl Fix {
         let stream = TcpStream::connect(address).unwrap();
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(RECEIVE_TIMEOUT)).unwrap();
-        Self { stream, buffer: Vec::new(), session, sender: client_id(session), next_seq: 1 }
+        Self { stream, buffer: Vec::new(), session, sender: client_id(session), next_seq: 1, begin: FIX44 }
+    }
+
+    /// A client that speaks FIXT.1.1 / FIX 5.0 SP2.
+    pub fn connect_fixt(address: SocketAddr, session: u64) -> Self {
+        Self { begin: FIXT, ..Self::connect(address, session) }
     }
 
     /// Standard header fields for a message with `seq`.
@@ -251,7 +276,13 @@ impl Fix {
     pub fn send_with_seq(&mut self, msg_type: &str, seq: u64, body: &[(u32, &str)]) {
         let mut fields = self.header(msg_type, seq);
         fields.extend(body.iter().map(|(t, v)| (*t, v.to_string())));
-        self.write(&frame(&fields)).unwrap();
+        let bytes = self.frame(&fields);
+        self.write(&bytes).unwrap();
+    }
+
+    /// Frames `fields` in this client's BeginString.
+    pub fn frame(&self, fields: &[(u32, String)]) -> Vec<u8> {
+        frame_with(self.begin, fields)
     }
 
     /// Logon fields, signed.
@@ -268,6 +299,9 @@ impl Fix {
         let b64 = base64::engine::general_purpose::STANDARD;
         fields.push((98, "0".into()));
         fields.push((108, heartbeat.to_string()));
+        if self.begin == FIXT {
+            fields.push((1137, "9".into()));
+        }
         if reset {
             fields.push((141, "Y".into()));
         }
@@ -283,7 +317,8 @@ impl Fix {
         }
         let fields = self.logon_fields(self.next_seq, heartbeat, reset, self.session);
         self.next_seq += 1;
-        self.write(&frame(&fields)).unwrap();
+        let bytes = self.frame(&fields);
+        self.write(&bytes).unwrap();
         self.receive().expect("an answer to the logon")
     }
 

@@ -1,0 +1,198 @@
+//! FIX order state across a server crash, with the real server binary: a resting order placed
+//! and partly filled over FIX, `kill -9`, a restart on the same data directory, and a fill by
+//! another FIX session afterwards that reaches the order's session as an ExecutionReport with
+//! the right ClOrdID, CumQty, LeavesQty and AvgPx (the FIX gateway's session store keeps the
+//! order, reconciled with the recovered book).
+
+use base64::Engine as _;
+use ed25519_dalek::Signer;
+use gateway_fix::encoder::{checksum, time};
+use gateway_fix::parser::{Parsed, parse};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
+/// First load-test user (`--load-users`), see exchange::demo.
+const LOAD_USER_FIRST: u64 = 1_000_001;
+
+/// Starts the server with two load-test users (each with a FIX session `LOAD<id>`); returns it
+/// and the FIX port once the users are funded.
+fn start(dir: &Path) -> (Child, u16) {
+    let mut child = Command::new(BINARY)
+        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"])
+        .args(["run", "--load-users", "2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut port = None;
+    loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before it was ready");
+        if line.contains("FIX gateway listening") {
+            let address = line.split("listen=").nth(1).unwrap().split_whitespace().next().unwrap();
+            port = Some(address.rsplit(':').next().unwrap().parse::<u16>().unwrap());
+        }
+        if line.contains("load-test users funded") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, port.expect("the FIX gateway listens"))
+}
+
+struct Fix {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+    user: u64,
+    next_seq: u64,
+}
+
+type Msg = Vec<(u32, String)>;
+
+fn get(message: &Msg, tag: u32) -> &str {
+    message.iter().find(|(t, _)| *t == tag).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("{tag} in {message:?}"))
+}
+
+impl Fix {
+    fn sender(&self) -> String {
+        format!("LOAD{}", self.user)
+    }
+
+    fn connect(port: u16, user: u64, next_seq: u64) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self { stream, buffer: Vec::new(), user, next_seq }
+    }
+
+    fn send(&mut self, msg_type: &str, body: &[(u32, String)]) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let sending_time = String::from_utf8(time::format(time::now_ms()).to_vec()).unwrap();
+        let mut fields = vec![
+            (35, msg_type.to_string()),
+            (49, self.sender()),
+            (56, "EXCHANGE".to_string()),
+            (34, seq.to_string()),
+            (52, sending_time.clone()),
+        ];
+        if msg_type == "A" {
+            let secret = exchange::demo::load_user_secret(self.user);
+            let key = ed25519_dalek::SigningKey::from_bytes(&secret);
+            let payload = gateway_fix::logon_payload(
+                sending_time.as_bytes(),
+                seq.to_string().as_bytes(),
+                self.sender().as_bytes(),
+                b"EXCHANGE",
+            );
+            let b64 = base64::engine::general_purpose::STANDARD;
+            fields.push((553, b64.encode(key.verifying_key().to_bytes())));
+            fields.push((554, b64.encode(key.sign(&payload).to_bytes())));
+        }
+        fields.extend(body.iter().cloned());
+        let body: String = fields.iter().map(|(tag, value)| format!("{tag}={value}\x01")).collect();
+        let mut message = format!("8=FIX.4.4\x019={}\x01{body}", body.len()).into_bytes();
+        let sum = checksum(&message);
+        message.extend_from_slice(format!("10={sum:03}\x01").as_bytes());
+        self.stream.write_all(&message).unwrap();
+    }
+
+    fn logon(&mut self, reset: bool) {
+        let mut body = vec![(98, "0".to_string()), (108, "30".to_string())];
+        if reset {
+            body.push((141, "Y".to_string()));
+        }
+        self.send("A", &body);
+        assert_eq!(get(&self.expect(&["A"]), 35), "A");
+    }
+
+    /// The next message of one of `types` (heartbeats and resend requests are skipped).
+    fn expect(&mut self, types: &[&str]) -> Msg {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no {types:?}");
+            if let Parsed::Complete(message, used) = parse(&self.buffer) {
+                let owned: Msg = message.fields().map(|(t, v)| (t, String::from_utf8_lossy(v).into_owned())).collect();
+                self.buffer.drain(..used);
+                if types.contains(&get(&owned, 35)) {
+                    return owned;
+                }
+                assert!(matches!(get(&owned, 35), "0" | "1" | "2"), "unexpected {owned:?}");
+                continue;
+            }
+            let mut chunk = [0u8; 4096];
+            let read = self.stream.read(&mut chunk).unwrap();
+            assert!(read > 0, "the server closed the connection");
+            self.buffer.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    fn limit(&mut self, cl_ord_id: &str, side: &str, price: &str, quantity: &str) {
+        let fields = [(11, cl_ord_id), (55, "BTC_USDC"), (54, side), (38, quantity), (40, "2"), (44, price)];
+        self.send("D", &fields.map(|(t, v)| (t, v.to_string())));
+    }
+}
+
+#[test]
+fn fills_after_a_crash_reach_the_fix_session_with_the_right_quantities() {
+    let dir = std::env::temp_dir().join(format!("exchange-fix-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mut server, port) = start(&dir);
+    let (maker_user, taker_user) = (LOAD_USER_FIRST, LOAD_USER_FIRST + 1);
+    let mut maker = Fix::connect(port, maker_user, 1);
+    maker.logon(true);
+    let mut taker = Fix::connect(port, taker_user, 1);
+    taker.logon(true);
+    // The users' funding is on the ring when the log says so; wait until it is applied.
+    let mut attempt = 0;
+    let new = loop {
+        attempt += 1;
+        maker.limit(&format!("M{attempt}"), "2", "60000", "0.0003");
+        let report = maker.expect(&["8"]);
+        if get(&report, 150) == "0" {
+            break report;
+        }
+        assert!(attempt < 50, "never funded: {report:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let cl_ord_id = get(&new, 11).to_string();
+    let order_id = get(&new, 37).to_string();
+    // A partial fill before the crash.
+    taker.limit("T1", "1", "60000", "0.0001");
+    assert_eq!(get(&taker.expect(&["8"]), 150), "0");
+    let fill = maker.expect(&["8"]);
+    assert_eq!((get(&fill, 150), get(&fill, 14), get(&fill, 151)), ("F", "0.0001", "0.0002"));
+
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    let (mut server, port) = start(&dir);
+
+    // Both sessions come back with their sequence numbers; the taker fills more of the order.
+    let mut maker = Fix::connect(port, maker_user, maker.next_seq);
+    maker.logon(false);
+    let mut taker = Fix::connect(port, taker_user, taker.next_seq);
+    taker.logon(false);
+    taker.limit("T2", "1", "60000", "0.00015");
+    let report = taker.expect(&["8"]);
+    assert_eq!(get(&report, 150), "0", "{report:?}");
+    let fill = maker.expect(&["8"]);
+    assert_eq!((get(&fill, 150), get(&fill, 39), get(&fill, 37)), ("F", "1", order_id.as_str()), "{fill:?}");
+    assert_eq!(get(&fill, 11), cl_ord_id, "the ClOrdID survives the restart");
+    assert_eq!(
+        (get(&fill, 32), get(&fill, 31), get(&fill, 14), get(&fill, 151), get(&fill, 6)),
+        ("0.00015", "60000", "0.00025", "0.00005", "60000"),
+        "{fill:?}"
+    );
+    // And the last part: Filled.
+    taker.limit("T3", "1", "60000", "0.00005");
+    let fill = maker.expect(&["8"]);
+    assert_eq!((get(&fill, 39), get(&fill, 14), get(&fill, 151)), ("2", "0.0003", "0"), "{fill:?}");
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

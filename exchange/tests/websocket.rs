@@ -1,0 +1,129 @@
+//! The WebSocket API on the real server: starts the binary with `--demo` on ephemeral ports,
+//! connects a real WebSocket client to `/` on the HTTP port, subscribes to `depth.BTC_USDC` and
+//! `trade.BTC_USDC`, and checks that a REST depth snapshot plus the diffs after its
+//! `lastUpdateId` (gap-free `U = u + 1`) rebuild exactly the book a later REST snapshot shows;
+//! also that the subscriber appears in /metrics and that a plain GET / gets a JSON 400.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_string())
+}
+
+type Book = (BTreeMap<String, String>, BTreeMap<String, String>);
+
+fn apply(book: &mut Book, data: &Value) {
+    for (keys, side) in [(["a", "asks"], &mut book.0), (["b", "bids"], &mut book.1)] {
+        for key in keys {
+            for level in data[key].as_array().into_iter().flatten() {
+                let (price, quantity) = (level[0].as_str().unwrap(), level[1].as_str().unwrap());
+                if quantity == "0" {
+                    side.remove(price);
+                } else {
+                    side.insert(price.into(), quantity.into());
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_server_streams_depth_consistent_with_rest() {
+    let dir = std::env::temp_dir().join(format!("exchange-websocket-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(BINARY)
+        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"])
+        .args(["run", "--demo", "--demo-rate", "1000"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let port = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
+        if line.contains("HTTP listening") {
+            let address = line.split("listen=").nth(1).unwrap();
+            break address.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+
+    let (status, body) = get(port, "/");
+    assert_eq!(status, 400, "a plain GET / is not a WebSocket: {body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["code"], "INVALID_CLIENT_REQUEST");
+
+    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/")).await.unwrap();
+    let subscribe = json!({"method": "SUBSCRIBE", "params": ["depth.BTC_USDC", "trade.BTC_USDC"], "id": 1});
+    client.send(Message::text(subscribe.to_string())).await.unwrap();
+    let mut next = async || loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), client.next()).await.unwrap().unwrap().unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert_eq!(next().await, json!({"result": null, "id": 1}));
+    let depth_of = |body: &str| -> (Value, u64) {
+        let value: Value = serde_json::from_str(body).unwrap();
+        let id = value["lastUpdateId"].as_str().unwrap().parse().unwrap();
+        (value, id)
+    };
+    let (snapshot, snapshot_id) = depth_of(&get(port, "/api/v1/depth?symbol=BTC_USDC&limit=5000").1);
+    let mut book: Book = Default::default();
+    apply(&mut book, &snapshot);
+    let mut previous = snapshot_id;
+    let (mut diffs, mut trades) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut target: Option<(Value, u64)> = None;
+    loop {
+        let frame = next().await;
+        if frame["stream"] == "trade.BTC_USDC" {
+            trades += 1;
+            continue;
+        }
+        assert_eq!(frame["stream"], "depth.BTC_USDC", "{frame}");
+        let data = &frame["data"];
+        let (first, last) = (data["U"].as_u64().unwrap(), data["u"].as_u64().unwrap());
+        if last <= snapshot_id {
+            continue;
+        }
+        assert_eq!(first, previous + 1, "gap-free after the snapshot");
+        previous = last;
+        apply(&mut book, data);
+        diffs += 1;
+        if target.is_none() && Instant::now() >= deadline {
+            target = Some(depth_of(&get(port, "/api/v1/depth?symbol=BTC_USDC&limit=5000").1));
+        }
+        if let Some((later, later_id)) = &target {
+            if previous == *later_id {
+                let mut expected: Book = Default::default();
+                apply(&mut expected, later);
+                assert_eq!(book, expected, "snapshot {snapshot_id} + {diffs} diffs = snapshot {later_id}");
+                break;
+            }
+            assert!(previous < *later_id, "the later snapshot's id is the u of some diff");
+        }
+    }
+    assert!(diffs > 10 && trades > 0, "the demo trades ({diffs} diffs, {trades} trades)");
+    let metrics = get(port, "/metrics").1;
+    assert!(metrics.contains("exchange_ws_subscribers 1"), "{metrics}");
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

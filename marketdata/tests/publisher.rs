@@ -1,0 +1,247 @@
+//! The publisher without sockets: encode once (one buffer shared by every subscriber), nothing
+//! encoded for streams without subscribers, gap-free depth ids, lag handling (resync with a
+//! snapshot that continues gap-free, disconnect policy, too many resyncs), conflated depth, and
+//! private streams filed per user.
+
+use bytes::Bytes;
+use codec::*;
+use engine::EngineConfig;
+use marketdata::{Delivery, LagPolicy, MarketView, Publisher, PublisherConfig, StreamKey};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn level(market: u32, side: Side, price: u64, lots: u64) -> Event {
+    Event::BookLevelUpdate(BookLevelUpdate {
+        timestamp_ns: TimestampNs::new(1_700_000_000_000_000_000),
+        price_ticks: Ticks::new(price),
+        quantity_lots: Lots::new(lots),
+        order_count: OrderCount::new(u32::from(lots > 0)),
+        market_id: MarketId::new(market),
+        side: side.into(),
+        ..Default::default()
+    })
+}
+
+fn publisher(config: PublisherConfig) -> Arc<Publisher> {
+    let engine = EngineConfig::sample();
+    Publisher::new(Arc::new(MarketView::new(&engine)), &engine, config)
+}
+
+fn json(frame: &Bytes) -> Value {
+    serde_json::from_slice(frame).unwrap()
+}
+
+async fn frames(subscription: &marketdata::Subscription) -> Vec<Bytes> {
+    match tokio::time::timeout(Duration::from_secs(5), subscription.next()).await.unwrap() {
+        Delivery::Frames(frames) => frames,
+        other => panic!("expected frames, got {other:?}"),
+    }
+}
+
+/// A book rebuilt from depth frames: `(price text, quantity text)` per side.
+#[derive(Default, Debug, PartialEq)]
+struct Rebuilt {
+    asks: BTreeMap<String, String>,
+    bids: BTreeMap<String, String>,
+    last: u64,
+}
+
+impl Rebuilt {
+    fn apply(&mut self, data: &Value) {
+        for (key, side) in [("a", &mut self.asks), ("b", &mut self.bids)] {
+            for level in data[key].as_array().unwrap() {
+                let (price, quantity) = (level[0].as_str().unwrap(), level[1].as_str().unwrap());
+                if quantity == "0" {
+                    side.remove(price);
+                } else {
+                    side.insert(price.into(), quantity.into());
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn encodes_once_for_every_subscriber() {
+    let publisher = publisher(PublisherConfig::default());
+    let key = StreamKey::Depth(MarketId::new(1));
+    let subscriptions: Vec<_> = (0..50).map(|_| publisher.connect()).collect();
+    for subscription in &subscriptions {
+        assert!(subscription.subscribe(key).unwrap());
+        assert!(!subscription.subscribe(key).unwrap(), "already subscribed");
+    }
+    // Nobody listens to market 2: nothing is encoded for it.
+    publisher.on_command(&[level(2, Side::Bid, 10, 1)]);
+    assert_eq!(publisher.stats().frames_encoded.load(Ordering::Relaxed), 0);
+    publisher.on_command(&[level(1, Side::Bid, 10, 5), level(1, Side::Ask, 12, 3), level(1, Side::Bid, 10, 4)]);
+    assert_eq!(publisher.stats().frames_encoded.load(Ordering::Relaxed), 1);
+    assert_eq!(publisher.stats().frames_queued.load(Ordering::Relaxed), 50);
+    let mut pointers = Vec::new();
+    for subscription in &subscriptions {
+        let frames = frames(subscription).await;
+        assert_eq!(frames.len(), 1);
+        pointers.push(frames[0].as_ptr());
+        let value = json(&frames[0]);
+        assert_eq!(value["stream"], "depth.BTC_USDC");
+        let data = &value["data"];
+        assert_eq!((data["e"].as_str(), data["s"].as_str()), (Some("depth"), Some("BTC_USDC")));
+        assert_eq!((data["U"].as_u64(), data["u"].as_u64()), (Some(1), Some(3)), "one diff per command");
+        assert_eq!(data["b"], serde_json::json!([["1.0", "0.00004"]]), "last value of a level wins");
+        assert_eq!(data["a"], serde_json::json!([["1.2", "0.00003"]]));
+        assert_eq!(data["T"].as_u64(), Some(1_700_000_000_000_000), "µs");
+        assert!(data["E"].as_u64().unwrap() > 1_700_000_000_000_000);
+    }
+    assert!(pointers.windows(2).all(|w| w[0] == w[1]), "every subscriber got the same buffer");
+    drop(subscriptions);
+    assert_eq!(publisher.stats().subscribers.load(Ordering::Relaxed), 0);
+    assert!(!publisher.has_subscribers(&key), "dropping a subscription unsubscribes it");
+}
+
+#[tokio::test]
+async fn lagging_subscriber_is_resynchronised_with_a_snapshot() {
+    let publisher = publisher(PublisherConfig { queue_frames: 4, ..PublisherConfig::default() });
+    let key = StreamKey::Depth(MarketId::new(1));
+    let slow = publisher.connect();
+    slow.subscribe(key).unwrap();
+    for price in 1..=20 {
+        publisher.on_command(&[level(1, Side::Bid, price, price)]);
+    }
+    let first = frames(&slow).await;
+    assert_eq!(first.len(), 4, "the bound");
+    let mut book = Rebuilt::default();
+    for frame in &first {
+        book.apply(&json(frame)["data"]);
+    }
+    let lagged = match slow.next().await {
+        Delivery::Lagged(lagged) => lagged,
+        other => panic!("expected a lag signal, got {other:?}"),
+    };
+    assert_eq!(lagged, vec![(key, 16)], "16 frames dropped, and said so");
+    assert!(std::str::from_utf8(&slow.lag_notice(&lagged)).unwrap().contains(r#""depth.BTC_USDC":16"#));
+    // Still lagging until resynchronised: more frames are dropped, not queued.
+    publisher.on_command(&[level(1, Side::Ask, 100, 1)]);
+    assert!(slow.resync(&lagged.iter().map(|(k, _)| *k).collect::<Vec<_>>()));
+    // The snapshot takes one of the 4 slots.
+    for price in 101..=103 {
+        publisher.on_command(&[level(1, Side::Ask, price, 2)]);
+    }
+    let after = frames(&slow).await;
+    let snapshot = json(&after[0]);
+    assert_eq!(snapshot["data"]["e"], "depthSnapshot");
+    let snapshot_id = snapshot["data"]["u"].as_u64().unwrap();
+    assert_eq!(snapshot_id, 21, "every update so far");
+    let mut book = Rebuilt { last: snapshot_id, ..Rebuilt::default() };
+    book.apply(&snapshot["data"]);
+    for frame in &after[1..] {
+        let data = &json(frame)["data"];
+        assert_eq!(data["U"].as_u64().unwrap(), book.last + 1, "gap-free after the snapshot");
+        book.last = data["u"].as_u64().unwrap();
+        book.apply(data);
+    }
+    assert_eq!(book.last, 24);
+    let view = publisher.view().depth(MarketId::new(1), 1_000).unwrap();
+    assert_eq!((book.asks.len(), book.bids.len()), (view.asks.len(), view.bids.len()));
+    assert_eq!(view.last_update_id, book.last);
+}
+
+#[tokio::test]
+async fn disconnect_policy_and_too_many_resyncs_close_with_a_reason() {
+    let strict =
+        publisher(PublisherConfig { queue_frames: 2, lag_policy: LagPolicy::Disconnect, ..PublisherConfig::default() });
+    let subscription = strict.connect();
+    subscription.subscribe(StreamKey::Depth(MarketId::new(1))).unwrap();
+    for price in 1..=3 {
+        strict.on_command(&[level(1, Side::Bid, price, 1)]);
+    }
+    match subscription.next().await {
+        Delivery::Closed(reason) => assert!(reason.contains("Lagging"), "{reason}"),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    assert_eq!(strict.stats().lag_disconnects.load(Ordering::Relaxed), 1);
+
+    let lenient = publisher(PublisherConfig { queue_frames: 1, resyncs_max: 2, ..PublisherConfig::default() });
+    let subscription = lenient.connect();
+    let key = StreamKey::Trade(MarketId::new(1));
+    subscription.subscribe(key).unwrap();
+    for round in 0..3 {
+        for id in 0..3 {
+            lenient.on_command(&[Event::Fill(Fill {
+                trade_id: TradeId::new(round * 10 + id),
+                price_ticks: Ticks::new(10),
+                quantity_lots: Lots::new(1),
+                market_id: MarketId::new(1),
+                taker_side: Side::Bid.into(),
+                ..Default::default()
+            })]);
+        }
+        assert_eq!(frames(&subscription).await.len(), 1);
+        let Delivery::Lagged(lagged) = subscription.next().await else { panic!("lag expected") };
+        assert_eq!(lagged, vec![(key, 2)]);
+        assert_eq!(subscription.resync(&[key]), round < 2, "round {round}");
+    }
+    assert!(matches!(subscription.next().await, Delivery::Closed(reason) if reason.contains("resynchronisations")));
+}
+
+#[tokio::test]
+async fn conflated_depth_accumulates_a_window() {
+    let publisher = publisher(PublisherConfig::default());
+    let subscription = publisher.connect();
+    subscription.subscribe(StreamKey::DepthConflated(MarketId::new(1), marketdata::Conflation::Ms200)).unwrap();
+    publisher.on_command(&[level(1, Side::Bid, 10, 5)]);
+    publisher.on_command(&[level(1, Side::Bid, 10, 0), level(1, Side::Ask, 12, 1)]);
+    publisher.on_command(&[level(1, Side::Bid, 11, 2)]);
+    publisher.tick(Instant::now());
+    assert_eq!(publisher.stats().frames_encoded.load(Ordering::Relaxed), 0, "window not over yet");
+    publisher.tick(Instant::now() + Duration::from_millis(250));
+    let frames = frames(&subscription).await;
+    assert_eq!(frames.len(), 1);
+    let value = json(&frames[0]);
+    assert_eq!(value["stream"], "depth.200ms.BTC_USDC");
+    let data = &value["data"];
+    assert_eq!((data["U"].as_u64(), data["u"].as_u64()), (Some(1), Some(4)));
+    assert_eq!(data["b"], serde_json::json!([["1.0", "0"], ["1.1", "0.00002"]]));
+    assert_eq!(data["a"], serde_json::json!([["1.2", "0.00001"]]));
+}
+
+#[tokio::test]
+async fn private_streams_are_filed_per_user() {
+    let publisher = publisher(PublisherConfig::default());
+    let (alice, bob) = (publisher.connect(), publisher.connect());
+    alice.subscribe(StreamKey::OrderUpdate(UserId::new(1), None)).unwrap();
+    alice.subscribe(StreamKey::BalanceUpdate(UserId::new(1))).unwrap();
+    bob.subscribe(StreamKey::OrderUpdate(UserId::new(2), Some(MarketId::new(1)))).unwrap();
+    let accepted = |user: u64, order: u64| {
+        Event::OrderAccepted(OrderAccepted {
+            user_id: UserId::new(user),
+            order_id: OrderId::new(order),
+            price_ticks: Ticks::new(640_000),
+            quantity_lots: Lots::new(100),
+            market_id: MarketId::new(1),
+            side: Side::Bid.into(),
+            order_type: OrderType::Limit.into(),
+            time_in_force: TimeInForce::Gtc.into(),
+            ..Default::default()
+        })
+    };
+    publisher.on_command(&[accepted(1, 7)]);
+    publisher.on_command(&[accepted(2, 8)]);
+    publisher.on_command(&[Event::BalanceUpdate(BalanceUpdate {
+        user_id: UserId::new(2),
+        available: Amount::new(5),
+        asset_id: AssetId::new(1),
+        reason: BalanceChange::Deposit.into(),
+        ..Default::default()
+    })]);
+    let mine = frames(&alice).await;
+    assert_eq!(mine.len(), 1, "only alice's order, not bob's balance");
+    let value = json(&mine[0]);
+    assert_eq!(value["stream"], "account.orderUpdate");
+    assert_eq!(value["data"]["i"], "7");
+    assert_eq!(value["data"]["e"], "orderAccepted");
+    let his = frames(&bob).await;
+    assert_eq!(json(&his[0])["stream"], "account.orderUpdate.BTC_USDC");
+    assert_eq!(json(&his[0])["data"]["i"], "8");
+}

@@ -2,7 +2,7 @@
 //   cargo run --release -p exchange -- --demo      # let it trade a few minutes for candles
 //   node web/e2e/screenshot.js http://127.0.0.1:8080/ docs/web.png
 // Logs in as demo user 4 with its API key and rests a bid far below the market, so the open
-// orders table has a row.
+// orders table has a row (use a fresh server: demo traders' market orders may reach old bids).
 import { chromium } from 'playwright-core';
 
 const [url = 'http://127.0.0.1:8080/', output = 'docs/web.png'] = process.argv.slice(2);

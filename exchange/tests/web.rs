@@ -1,6 +1,7 @@
 //! The trading page and the demo faucet on the real server binary: the page's files are served
 //! under `/app/` with their media types and security headers, `/` sends browsers there, and the
-//! faucet credits exactly its fixed amounts through the engine in demo mode only (and is 404
+//! faucet credits exactly its fixed amounts through the engine, to signed requests and session
+//! tokens alike, in demo mode only (and is 404
 //! elsewhere). The page itself is tested in a real browser by scripts/web-test.
 
 use base64::Engine as _;
@@ -83,6 +84,23 @@ fn request(port: u16, method: &str, path: &str, extra: &str, signed: Option<&str
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
+/// A `POST` with a JSON body.
+fn request_body(port: u16, path: &str, body: &str, headers: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{headers}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -153,6 +171,20 @@ fn the_demo_faucet_credits_fixed_amounts_through_the_engine() {
     assert_eq!(credited["USDC"], "100000", "quote assets get more");
     // Answered after the engine executed the deposits: the balance already shows them.
     assert_eq!(sol().as_deref(), Some("1000100"));
+
+    // A registered user with a session token (the page's way) claims too, into its own account.
+    let register = r#"{"username":"faucet-user","password":"correct horse battery"}"#;
+    let (status, _, body) = request_body(port, "/api/v1/auth/register", register, "");
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = request_body(port, "/api/v1/auth/login", register, "");
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!("Authorization: Bearer {}\r\n", json(&body)["token"].as_str().unwrap());
+    let (status, _, body) = request_body(port, "/api/v1/demo/faucet", "{}", &bearer);
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = request(port, "GET", "/api/v1/capital", &bearer, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["USDC"]["available"], "100000");
+    assert_eq!(sol().as_deref(), Some("1000100"), "demo user 2 untouched");
 
     // One claim per user per cooldown.
     let (status, _, body) = request(port, "POST", "/api/v1/demo/faucet", "", Some("demoFaucet"));

@@ -1,8 +1,8 @@
 //! The trading page and the demo faucet on the real server binary: the page's files are served
 //! under `/app/` with their media types and security headers, `/` sends browsers there, and the
 //! faucet credits exactly its fixed amounts through the engine, to signed requests and session
-//! tokens alike, in demo mode only (and is 404
-//! elsewhere). The page itself is tested in a real browser by scripts/web-test.
+//! tokens alike, in demo mode only (and is 404 elsewhere). The page itself is tested in a real
+//! browser by scripts/web-test.
 
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};

@@ -39,6 +39,9 @@ pub struct Config {
     /// The admin API.
     #[serde(default)]
     pub admin: AdminSection,
+    /// The trading page (docs/web.md).
+    #[serde(default)]
+    pub web: WebSection,
     /// Engine thread settings.
     pub engine: EngineSection,
     /// Journal settings.
@@ -217,6 +220,25 @@ impl WebSocketSection {
             resyncs_max: self.resyncs_max,
             ..marketdata::PublisherConfig::default()
         }
+    }
+}
+
+/// `[web]`: the trading page, served on the HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// Whether to serve the page.
+    pub enabled: bool,
+    /// URL path of the page (`/app`: the page is at `/app/`; `/` redirects browsers there).
+    pub path: String,
+    /// Serve the page's files from this directory instead of the copies embedded in the binary
+    /// (for working on the page without rebuilding).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        Self { enabled: true, path: "/app".into(), dir: None }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The HTTP listener: `/metrics` (Prometheus text), `/health`, and the public and signed REST API
 //! of gateway-json (`/api/v1/...`, docs/rest-api.md), with registration, login, API key
 //! management and (when an admin token is configured) the admin API, and its WebSocket API
-//! (`GET /` and `/ws` with `Upgrade: websocket`, docs/websocket-api.md).
+//! (`GET /` and `/ws` with `Upgrade: websocket`, docs/websocket-api.md); the trading page
+//! (`/app/`, where browsers asking for `/` are sent; docs/web.md) and, in demo mode, the faucet.
 
 use crate::metrics::Metrics;
 use crate::runtime::{IngressRing, RuntimeStats};
@@ -38,6 +39,10 @@ pub struct HttpState {
     pub admin_token: Option<String>,
     /// The WebSocket endpoint's state (publisher, keys, limits).
     pub websocket: gateway_json::WsState,
+    /// The trading page, when served (docs/web.md).
+    pub web: Option<crate::web::WebConfig>,
+    /// The demo faucet (`--demo` only).
+    pub faucet: Option<crate::faucet::Faucet>,
 }
 
 /// The router: metrics, health, the public and private REST API and the WebSocket endpoint.
@@ -51,7 +56,8 @@ pub fn router(state: HttpState) -> Router {
     });
     let amm_api = gateway_json::amm::amm_router(state.private_api.clone(), state.market_view.clone());
     let websocket = gateway_json::ws_router(state.websocket.clone());
-    let router = Router::new()
+    let (web, faucet) = (state.web.clone(), state.faucet.clone());
+    let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .with_state(state)
@@ -60,6 +66,13 @@ pub fn router(state: HttpState) -> Router {
         .merge(sessions)
         .merge(amm_api)
         .merge(websocket);
+    if let Some(faucet) = faucet {
+        router = router.merge(faucet.router());
+    }
+    if let Some(web) = web {
+        // `GET /` belongs to the WebSocket API; browsers (no `Upgrade`) are sent to the page.
+        router = crate::web::redirect_browsers_at_root(router.merge(crate::web::router(web.clone())), &web.path);
+    }
     match admin {
         Some(admin) => router.merge(admin),
         None => router,

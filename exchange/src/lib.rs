@@ -4,7 +4,9 @@
 pub mod config;
 pub mod demo;
 pub mod egress;
+pub mod faucet;
 pub mod http;
 pub mod metrics;
 pub mod publishers;
 pub mod runtime;
+pub mod web;

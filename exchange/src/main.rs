@@ -430,6 +430,21 @@ fn serve(
         let users = user_store.clone();
         Arc::new(move |token: &str| users.verify_jwt(token).ok())
     };
+    let private_api = gateway_json::PrivateState::new(
+        &rest_gateway,
+        credentials.clone(),
+        runtime.ring.clone(),
+        Arc::new(engine_config.clone()),
+    )
+    .with_users(user_store.clone())
+    .with_key_limits(key_limiter);
+    let web = if config.web.enabled {
+        let path = exchange::web::WebConfig::normalised_path(&config.web.path)?;
+        Some(exchange::web::WebConfig { path, dir: config.web.dir.clone(), demo: args.demo })
+    } else {
+        None
+    };
+    let faucet = args.demo.then(|| exchange::faucet::Faucet::new(&engine_config, private_api.clone()));
     let router = exchange::http::router(exchange::http::HttpState {
         metrics: runtime.metrics.clone(),
         stats: runtime.stats.clone(),
@@ -438,18 +453,13 @@ fn serve(
         fix: fix_gateway.as_ref().map(|gateway| gateway.stats()),
         market_view,
         engine_config: Arc::new(engine_config.clone()),
-        private_api: gateway_json::PrivateState::new(
-            &rest_gateway,
-            credentials.clone(),
-            runtime.ring.clone(),
-            Arc::new(engine_config.clone()),
-        )
-        .with_users(user_store.clone())
-        .with_key_limits(key_limiter),
+        private_api,
         users: user_store.clone(),
         admin_token: (!config.admin.token.is_empty()).then(|| config.admin.token.clone()),
         websocket: gateway_json::WsState::new(publisher, credentials.clone(), config.websocket.ws_config())
             .with_jwt(session_verifier),
+        web,
+        faucet,
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");

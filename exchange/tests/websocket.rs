@@ -63,8 +63,12 @@ async fn demo_server_streams_depth_consistent_with_rest() {
     };
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
 
+    // A browser's plain GET / is sent to the trading page (docs/web.md); a plain GET of the
+    // WebSocket-only path /ws is a clear error.
     let (status, body) = get(port, "/");
-    assert_eq!(status, 400, "a plain GET / is not a WebSocket: {body}");
+    assert_eq!(status, 307, "a plain GET / is redirected to the trading page: {body}");
+    let (status, body) = get(port, "/ws");
+    assert_eq!(status, 400, "a plain GET /ws is not a WebSocket: {body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["code"], "INVALID_CLIENT_REQUEST");
 
     let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/")).await.unwrap();

@@ -86,7 +86,13 @@ impl PrivateState {
         self
     }
 
-    pub(crate) fn authenticate(
+    /// The user of a request signed for `instruction` over `params`, or carrying a session token
+    /// (see docs/rest-api.md), charged to its rate limit. Used by the handlers here and by the
+    /// exchange's demo faucet.
+    ///
+    /// # Errors
+    /// `401 UNAUTHORIZED` when the request is not authenticated; `429` over the rate limit.
+    pub fn authenticate(
         &self,
         headers: &HeaderMap,
         instruction: &str,
@@ -127,8 +133,9 @@ impl PrivateState {
         self.symbols.get(symbol).copied().ok_or_else(|| ApiError::bad_request(format!("Market not found: {symbol}")))
     }
 
-    /// Puts a command on the ring and waits for its events.
-    pub(crate) async fn execute(&self, command: Command) -> Result<Vec<Event>, ApiError> {
+    /// Puts a command on the ring and waits for its events (`503` when the ring is full, `504`
+    /// after the timeout). Used by the handlers here and by the exchange's demo faucet.
+    pub async fn execute(&self, command: Command) -> Result<Vec<Event>, ApiError> {
         let (id, receiver) = self.dispatch.register();
         if self.ingress.push(IngressCommand { origin: origin::tag(origin::REST, id), command }).is_err() {
             self.dispatch.forget(id);

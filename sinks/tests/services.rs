@@ -51,7 +51,8 @@ fn control(service: &str, action: &str) -> bool {
 }
 
 fn config() -> EngineConfig {
-    let mut config = EngineConfig::sample();
+    // Pools beside ETH_USDC (2) and SOL_USDC (3), so the stream has AMM events too.
+    let mut config = EngineConfig::sample_with_pools();
     config.limits.orders_per_market_max = 4_096;
     config
 }
@@ -77,14 +78,18 @@ fn stream(seed: u64, count: usize) -> Vec<Command> {
     for user in 1..=6 {
         commands.push(deposit(user, 0, 50_000_000));
         commands.push(deposit(user, 1, 5_000_000_000));
+        commands.push(deposit(user, 2, 1_000_000_000));
     }
+    // 1 ETH : 2000 USDC into the ETH_USDC pool.
+    commands.push(add_liquidity(1, 2, 100_000_000, 2_000_000_000));
+    let mut halted = false;
     let mut orders = 1u64;
     for _ in 0..count {
         // Cancels and replaces aim at recent order ids (most older ones are no longer open).
         let recent = rng.range(orders.saturating_sub(40).max(1), orders);
         let user = rng.range(1, 6);
         let side = if rng.next() % 2 == 0 { Side::Bid } else { Side::Ask };
-        let kind = rng.next() % 60;
+        let kind = rng.next() % 66;
         if kind <= 37 {
             orders += 1;
         }
@@ -96,7 +101,15 @@ fn stream(seed: u64, count: usize) -> Vec<Command> {
             42..=50 => replace(user, 1, recent, rng.range(985, 1015), rng.range(0, 60)),
             51..=53 => deposit(user, 1, rng.range(1, 1_000_000)),
             54..=56 => withdraw(user, 1, rng.range(1, 1_000_000)),
-            _ => mass_cancel(user, 1, SideFilter::Both),
+            57..=59 => mass_cancel(user, 1, SideFilter::Both),
+            60..=62 => swap(user, 2, side, SwapMode::ExactIn, rng.range(10_000, 10_000_000), 0),
+            63 => add_liquidity(user, 2, rng.range(100_000, 10_000_000), rng.range(100_000, 100_000_000)),
+            64 => remove_liquidity(user, 2, rng.range(1, 1_000_000)),
+            // Halts and resumes BTC_USDC in turn (orders in between are rejected).
+            _ => {
+                halted = !halted;
+                market_control(1, halted)
+            }
         });
     }
     commands
@@ -287,6 +300,10 @@ fn postgres_sink_is_exactly_once_through_outages_restarts_and_lag() {
             "order_expired",
             "order_replaced",
             "mass_cancel_report",
+            "market_status_changed",
+            "liquidity_added",
+            "liquidity_removed",
+            "swap_executed",
         ] {
             assert!(kinds.contains_key(kind), "the stream produced no {kind}");
         }
@@ -335,6 +352,10 @@ fn postgres_sink_is_exactly_once_through_outages_restarts_and_lag() {
                     assert_eq!(sum, i128::from(fees), "fees asset {asset}");
                 }
                 ["clearing"] => assert_eq!(sum, 0, "clearing nets to zero"),
+                ["pools"] => {
+                    let pooled = venue.engine.ledger().pooled(AssetId::new(asset as u32));
+                    assert_eq!(sum, i128::from(pooled), "pool reserves asset {asset}");
+                }
                 ["external"] => {
                     let (deposits, withdrawals) = venue.engine.ledger().flows(AssetId::new(asset as u32));
                     assert_eq!(-sum, deposits as i128 - withdrawals as i128, "external asset {asset}");

@@ -151,7 +151,7 @@ impl fmt::Display for Report {
         }
         writeln!(f)?;
         let rows: Vec<_> = self.latencies.iter().collect();
-        let title = if subscriber { "latency µs (from event time E)" } else { "latency µs (from scheduled)" };
+        let title = if subscriber { "latency µs (from event E)" } else { "latency µs (from scheduled)" };
         latency_table(f, title, &rows)?;
         writeln!(f)?;
         writeln!(f, "outcomes: {}", counts(&self.outcomes))?;

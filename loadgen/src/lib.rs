@@ -1,4 +1,5 @@
-//! Open-loop latency profiler for the exchange's gateways (SBE and FIX).
+//! Open-loop latency profiler for the exchange's gateways (SBE, FIX, REST) and WebSocket
+//! market-data fan-out.
 //!
 //! The measurements, each printed as a table (and optionally written as JSON and as an
 //! HdrHistogram interval log):
@@ -11,6 +12,13 @@
 //!   optionally several orders per socket write (`batch`), and [`sweep`], the search for the
 //!   highest sustained rate.
 //! - [`fix`]: the same schedule, mix and report over `C` FIX 4.4 sessions (`LOAD<user id>`).
+//! - [`rest`]: the same over `C` keep-alive HTTP/1.1 connections ([`http`]) sending signed
+//!   `POST /api/v1/order` / `DELETE /api/v1/order` requests.
+//! - [`ws`]: `N` WebSocket subscribers of a symbol's public streams: frames per second, depth
+//!   update-id gaps, lag notices and the latency from each frame's event time to its receipt.
+//!
+//! Users: the load-test users of `exchange --load-users N`, or users created, funded and given
+//! API keys through the admin API ([`users::setup`]).
 //!
 //! What is sent: a configurable mix ([`flow`]), a named workload [`profile`] (`exchange-core`,
 //! `w-obrs`, shared with the engine benchmark), or the replay of an order-flow CSV file; at one
@@ -37,16 +45,19 @@
 pub mod baseline;
 pub mod fix;
 pub mod flow;
+pub mod http;
 pub mod latency;
 pub mod plot;
 pub mod profile;
 pub mod progress;
 pub mod ramp;
 pub mod report;
+pub mod rest;
 pub mod sbe;
 pub mod schedule;
 pub mod sweep;
 pub mod users;
+pub mod ws;
 
 use std::fmt;
 

@@ -8,6 +8,9 @@
 //! loadgen sbe --profile exchange-core --rate 5000 --baseline --plot ec.svg
 //! loadgen sbe --replay engine/benches/data/sample-flow.csv --rate 2000
 //! loadgen sbe --ramp 2000:20000:2000:3 --connections 8
+//! loadgen rest --address 127.0.0.1:8080 --connections 4 --rate 500 --duration 10 [--baseline]
+//! loadgen rest --admin-token $EXCHANGE_ADMIN_TOKEN --connections 4 --rate 500
+//! loadgen ws --address 127.0.0.1:8080 --subscribers 50 --symbol BTC_USDC --streams depth,trade --duration 10
 //! ```
 //!
 //! Exit status: 0 for a clean run, 1 when the run could not start, 2 when it completed with
@@ -21,8 +24,10 @@ use loadgen::flow::{Mix, Placement, PriceModel};
 use loadgen::profile::Profile;
 use loadgen::ramp::Ramp;
 use loadgen::report::{Report, write_hdr_log, write_json};
+use loadgen::rest::RestConfig;
 use loadgen::sbe::SbeConfig;
-use loadgen::users::LOAD_USER_FIRST;
+use loadgen::users::{AdminSetup, LOAD_USER_FIRST};
+use loadgen::ws::WsConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -47,6 +52,12 @@ enum Commands {
     /// The same open-loop order flow over the FIX gateway, one session `LOAD<user id>` per
     /// load-test user (start the server with `exchange --load-users N`).
     Fix(FixArgs),
+    /// The same open-loop order flow as signed REST requests (`POST` / `DELETE /api/v1/order`)
+    /// over keep-alive HTTP/1.1 connections, one user per connection.
+    Rest(RestArgs),
+    /// WebSocket subscriber load: N clients subscribe to a symbol's public streams and count
+    /// frames, depth update-id gaps, lag notices and the latency from each frame's event time.
+    Ws(WsArgs),
 }
 
 fn placement(text: &str) -> Result<Placement, String> {
@@ -135,6 +146,18 @@ struct GatewayArgs {
     /// User of the first connection (the next ones follow).
     #[arg(long, default_value_t = LOAD_USER_FIRST)]
     first_user: u64,
+    /// Instead of the load-test users of `exchange --load-users N`: create one user per
+    /// connection through the admin API with this token (default: the EXCHANGE_ADMIN_TOKEN
+    /// environment variable, if set), fund it and register a fresh API key for it (sbe and
+    /// rest; the FIX sessions are the server's configured ones).
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// The HTTP server of the admin API (default: --address for rest, 127.0.0.1:8080 otherwise).
+    #[arg(long)]
+    admin_address: Option<String>,
+    /// Deposits for each created user, ASSET:QUANTITY, repeatable.
+    #[arg(long, default_values_t = ["USDC:100000000".to_owned(), "BTC:1000".to_owned()])]
+    deposit: Vec<String>,
     /// Requests per second over all connections.
     #[arg(long, default_value_t = 1_000)]
     rate: u64,
@@ -282,6 +305,79 @@ struct FixArgs {
     target_comp_id: String,
 }
 
+#[derive(Args)]
+struct RestArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// The symbol of --market.
+    #[arg(long, default_value = "BTC_USDC")]
+    symbol: String,
+    /// Decimals of one price tick (BTC_USDC: 1, tick 0.1 USDC).
+    #[arg(long, default_value_t = 1)]
+    price_decimals: u32,
+    /// Decimals of one lot (BTC_USDC: 5, lot 0.00001 BTC).
+    #[arg(long, default_value_t = 5)]
+    quantity_decimals: u32,
+    /// X-Window of the signed requests, ms.
+    #[arg(long, default_value_t = 5_000)]
+    window_ms: u64,
+}
+
+#[derive(Args)]
+struct WsArgs {
+    /// The HTTP server's address (the WebSocket is at ws://ADDRESS/).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    address: String,
+    /// WebSocket clients.
+    #[arg(long, default_value_t = 10)]
+    subscribers: usize,
+    /// Symbol whose streams are subscribed.
+    #[arg(long, default_value = "BTC_USDC")]
+    symbol: String,
+    /// Stream kinds, comma-separated (`depth`, `trade`, `bookTicker`, `ticker`, `depth.200ms`,
+    /// `kline.1m`…), each subscribed as KIND.SYMBOL.
+    #[arg(long, default_value = "depth,trade", value_delimiter = ',')]
+    streams: Vec<String>,
+    /// Seconds each client reads after subscribing.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    duration: Duration,
+    /// Fail (exit status 2) unless at least this many frames arrived in all.
+    #[arg(long, default_value_t = 0)]
+    min_frames: u64,
+    #[command(flatten)]
+    output: Output,
+}
+
+/// Creates the run's users through the admin API when a token is given.
+fn admin_users(args: &GatewayArgs, default_address: &str, config: &mut SbeConfig) -> Result<(), String> {
+    let Some(token) = args.admin_token.clone().or_else(|| std::env::var("EXCHANGE_ADMIN_TOKEN").ok()) else {
+        return Ok(());
+    };
+    let deposits = args
+        .deposit
+        .iter()
+        .map(|text| {
+            text.split_once(':')
+                .map(|(asset, quantity)| (asset.to_owned(), quantity.to_owned()))
+                .ok_or_else(|| format!("--deposit {text:?}: expected ASSET:QUANTITY"))
+        })
+        .collect::<Result<_, _>>()?;
+    let setup = AdminSetup {
+        address: args.admin_address.clone().unwrap_or_else(|| default_address.to_owned()),
+        token,
+        count: config.connections,
+        deposits,
+    };
+    let users = loadgen::users::setup(&setup).map_err(|e| format!("admin setup: {e}"))?;
+    eprintln!(
+        "created and funded {} users through the admin API: {:?}",
+        users.len(),
+        users.iter().map(|u| u.0).collect::<Vec<_>>()
+    );
+    config.users = Some(users.into());
+    Ok(())
+}
+
 fn finish(reports: &[&Report], output: &Output, json: impl FnOnce() -> serde_json::Value) -> ExitCode {
     if let Some(path) = &output.json
         && let Err(error) = write_json(path, &json())
@@ -345,6 +441,10 @@ fn main() -> ExitCode {
             };
             config.batch = sbe.batch.max(1);
             let args = &sbe.gateway;
+            if let Err(error) = admin_users(args, "127.0.0.1:8080", &mut config) {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
             if sbe.find_max {
                 let rates = loadgen::sweep::rates(sbe.start_rate, sbe.rate_factor, sbe.max_rate);
                 let result = loadgen::sweep::sweep(
@@ -386,6 +486,10 @@ fn main() -> ExitCode {
             run_gateway(args, &config, || loadgen::sbe::run(&config))
         }
         Commands::Fix(fix) => {
+            if fix.gateway.admin_token.is_some() {
+                eprintln!("error: the fix target uses the server's configured LOAD<user> sessions: no --admin-token");
+                return ExitCode::FAILURE;
+            }
             let run = match gateway_config(&fix.gateway, "127.0.0.1:9200") {
                 Ok(config) => config,
                 Err(error) => {
@@ -402,6 +506,52 @@ fn main() -> ExitCode {
                 ..FixConfig::default()
             };
             run_gateway(&fix.gateway, &config.run, || loadgen::fix::run(&config))
+        }
+        Commands::Rest(rest) => {
+            let mut run = match gateway_config(&rest.gateway, "127.0.0.1:8080") {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let address = run.address.clone();
+            if let Err(error) = admin_users(&rest.gateway, &address, &mut run) {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+            let config = RestConfig {
+                run,
+                symbol: rest.symbol.clone(),
+                price_decimals: rest.price_decimals,
+                quantity_decimals: rest.quantity_decimals,
+                window_ms: rest.window_ms,
+            };
+            run_gateway(&rest.gateway, &config.run, || loadgen::rest::run(&config))
+        }
+        Commands::Ws(ws) => {
+            let config = WsConfig {
+                address: ws.address.clone(),
+                subscribers: ws.subscribers,
+                symbol: ws.symbol.clone(),
+                streams: ws.streams.clone(),
+                duration: ws.duration,
+            };
+            match loadgen::ws::run(&config) {
+                Ok(report) => {
+                    print!("{report}");
+                    let status = finish(&[&report], &ws.output, || serde_json::to_value(&report).unwrap_or_default());
+                    if report.answered < ws.min_frames {
+                        eprintln!("error: {} frames, fewer than --min-frames {}", report.answered, ws.min_frames);
+                        return ExitCode::from(2);
+                    }
+                    status
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
@@ -460,6 +610,7 @@ fn gateway_config(args: &GatewayArgs, default_address: &str) -> Result<SbeConfig
         address: args.address.clone().unwrap_or_else(|| default_address.to_owned()),
         connections: args.connections,
         first_user: args.first_user,
+        users: None,
         rate,
         duration,
         warmup: args.warmup,

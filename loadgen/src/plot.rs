@@ -27,9 +27,24 @@ pub struct Series<'a> {
 }
 
 /// The histograms of a report worth plotting, by name: the acknowledgement latency of all
-/// requests and of each type, the taker fill latency, and the baseline's round trip.
-pub const PLOTTED: &[&str] =
-    &["ack_all", "ack_limit", "ack_ioc", "ack_market", "ack_cancel", "ack_replace", "fill", "rtt"];
+/// requests and of each type, the taker fill latency, the baseline's round trip, and a
+/// WebSocket run's frame latency per stream type.
+pub const PLOTTED: &[&str] = &[
+    "ack_all",
+    "ack_limit",
+    "ack_ioc",
+    "ack_market",
+    "ack_cancel",
+    "ack_replace",
+    "fill",
+    "rtt",
+    "frame_all",
+    "frame_depth",
+    "frame_trade",
+    "frame_bookTicker",
+    "frame_ticker",
+    "frame_kline",
+];
 
 /// The non-empty plotted histograms of `reports`, labelled `<kind> <name>`; the baseline's
 /// dashed.

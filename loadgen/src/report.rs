@@ -14,7 +14,7 @@ use std::time::Duration;
 /// The result of one run (baseline or gateway).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `baseline` or `sbe`.
+    /// `baseline`, `sbe`, `fix`, `rest` or `ws`.
     pub kind: String,
     /// What was measured: the gateway address, or the loopback echo server's.
     pub target: String,
@@ -129,19 +129,30 @@ impl fmt::Display for Report {
             let settings: Vec<_> = self.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
             writeln!(f, "settings: {}", settings.join(" "))?;
         }
-        writeln!(
-            f,
-            "rate: offered {:.0}/s, sent {:.1}/s, answered {:.1}/s (sent {}, answered {}, unanswered {})",
-            self.offered_rate,
-            self.achieved_send_rate,
-            self.achieved_response_rate,
-            self.sent,
-            self.answered,
-            self.unanswered
-        )?;
+        // A subscriber run (`ws`) sends nothing: it counts frames, timed from their event time.
+        let subscriber = self.kind == "ws";
+        if subscriber {
+            writeln!(
+                f,
+                "frames: {} received, {:.1}/s over all subscribers",
+                self.answered, self.achieved_response_rate
+            )?;
+        } else {
+            writeln!(
+                f,
+                "rate: offered {:.0}/s, sent {:.1}/s, answered {:.1}/s (sent {}, answered {}, unanswered {})",
+                self.offered_rate,
+                self.achieved_send_rate,
+                self.achieved_response_rate,
+                self.sent,
+                self.answered,
+                self.unanswered
+            )?;
+        }
         writeln!(f)?;
         let rows: Vec<_> = self.latencies.iter().collect();
-        latency_table(f, "latency µs (from scheduled)", &rows)?;
+        let title = if subscriber { "latency µs (from event E)" } else { "latency µs (from scheduled)" };
+        latency_table(f, title, &rows)?;
         writeln!(f)?;
         writeln!(f, "outcomes: {}", counts(&self.outcomes))?;
         writeln!(f, "rejects:  {}", counts(&self.rejects))?;

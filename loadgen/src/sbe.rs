@@ -97,6 +97,9 @@ pub struct SbeConfig {
     pub connections: usize,
     /// User id of the first connection; connection `k` logs on as `first_user + k`.
     pub first_user: u64,
+    /// Instead of the load-test users: connection `k` uses user `users[k]` (id, API secret),
+    /// e.g. created through the admin API ([`crate::users::setup`]).
+    pub users: Option<Arc<[crate::users::ApiUser]>>,
     /// Requests per second over all connections.
     pub rate: u64,
     /// Measured window.
@@ -137,6 +140,17 @@ pub struct SbeConfig {
 }
 
 impl SbeConfig {
+    /// The user id and API secret of connection `k`.
+    pub(crate) fn user(&self, k: usize) -> (u64, [u8; 32]) {
+        match &self.users {
+            Some(users) => users[k % users.len()],
+            None => {
+                let user = self.first_user + k as u64;
+                (user, load_user_secret(user))
+            }
+        }
+    }
+
     /// The connection's order flow (`k` of `connections`), new orders numbered from `base`.
     pub(crate) fn flow(&self, k: usize, base: u64) -> OrderFlow {
         let seed = self.seed.wrapping_add(k as u64);
@@ -197,6 +211,7 @@ impl Default for SbeConfig {
             address: "127.0.0.1:9100".into(),
             connections: 4,
             first_user: LOAD_USER_FIRST,
+            users: None,
             rate: 1_000,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
@@ -868,8 +883,8 @@ pub fn run(config: &SbeConfig) -> Result<Report, LoadError> {
     let mut conns: Vec<Conn> = Vec::with_capacity(config.connections);
     let mut receivers: Vec<std::thread::JoinHandle<()>> = Vec::with_capacity(config.connections);
     for k in 0..config.connections {
-        let user = config.first_user + k as u64;
-        let logged_on = logon(&config.address, &load_user_secret(user))
+        let (user, secret) = config.user(k);
+        let logged_on = logon(&config.address, &secret)
             .map_err(|e| format!("connection {k} (user {user}): {e}"))
             .and_then(|(stream, ack, leftover)| match ack.user_id.get() {
                 id if id == user => Ok((stream, ack, leftover)),
@@ -1075,7 +1090,10 @@ pub(crate) fn gateway_report(
         .collect();
     let mix = &config.mix;
     let prices = &config.prices;
-    let users = format!("{}..={}", config.first_user, config.first_user + config.connections as u64 - 1);
+    let users = match &config.users {
+        Some(users) => format!("{} created through the admin API", users.len()),
+        None => format!("{}..={}", config.first_user, config.first_user + config.connections as u64 - 1),
+    };
     let mut settings = BTreeMap::from([("workload".to_owned(), config.workload.clone())]);
     if config.replay.is_none() {
         settings.insert(

@@ -5,6 +5,8 @@ pub mod config;
 pub mod demo;
 pub mod egress;
 pub mod faucet;
+#[cfg(feature = "sinks")]
+pub mod history_store;
 pub mod http;
 pub mod metrics;
 pub mod publishers;

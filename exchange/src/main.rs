@@ -438,6 +438,17 @@ fn serve(
     )
     .with_users(user_store.clone())
     .with_key_limits(key_limiter);
+    // With the Postgres sink the fill and order history endpoints read its tables.
+    #[cfg(feature = "sinks")]
+    let private_api = match &config.sinks.postgres {
+        Some(postgres) => {
+            let _context = http_runtime.enter();
+            let store = exchange::history_store::PostgresHistory::new(&postgres.url)?;
+            tracing::info!("REST fill and order history read from Postgres");
+            private_api.with_history_source(Arc::new(store))
+        }
+        None => private_api,
+    };
     let web = if config.web.enabled {
         let path = exchange::web::WebConfig::normalised_path(&config.web.path)?;
         Some(exchange::web::WebConfig { path, dir: config.web.dir.clone(), demo: args.demo })

@@ -4,7 +4,9 @@
 //! events; the signed `GET /wapi/v1/history/*` and `/wapi/v1/capital/*` endpoints read it.
 //!
 //! Only what happened since the server started is here, and only the newest records of each
-//! user; a database sink will serve older history later (docs/rest-api.md).
+//! user. When a store is configured ([`HistorySource`], the Postgres sink in the exchange binary),
+//! `GET /wapi/v1/history/fills` and `/wapi/v1/history/orders` answer from it instead, complete and
+//! surviving restarts (docs/rest-api.md).
 
 use crate::accounts::OpenOrder;
 use crate::auth::{self, SignedParams};
@@ -15,6 +17,8 @@ use axum::http::HeaderMap;
 use codec::{AssetId, ClientOrderId, MarketId, OrderId, Side, UserId};
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::RwLock;
 
 /// Records of each kind kept per user (fills, closed orders, deposits, withdrawals).
@@ -201,6 +205,74 @@ impl History {
 }
 
 // ----------------------------------------------------------------------------------------------
+// A durable store of history.
+// ----------------------------------------------------------------------------------------------
+
+/// The filters and page of a history query, as the store sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only this market.
+    pub market: Option<MarketId>,
+    /// Only this order (of the user).
+    pub order: Option<OrderId>,
+    /// Earliest time, ns, inclusive (fills: trade time; orders: creation time).
+    pub from_ns: u64,
+    /// Latest time, ns, inclusive.
+    pub to_ns: u64,
+    /// Oldest first (else newest first).
+    pub ascending: bool,
+    /// Records to return at most.
+    pub limit: u32,
+    /// Records to skip first (in the requested direction).
+    pub offset: u32,
+}
+
+/// An order in its latest state, read from a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredOrder {
+    /// The order (fills so far included).
+    pub order: OpenOrder,
+    /// Backpack's name of its status: `New`, `PartiallyFilled`, `Filled`, `Cancelled` or `Expired`.
+    pub status: &'static str,
+}
+
+/// What a [`HistorySource`] answers: records, or why the store could not be read.
+pub type HistoryFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Vec<T>, String>> + Send + 'a>>;
+
+/// A durable store of every user's fills and orders (the Postgres sink's tables, wired in the
+/// exchange binary). When the private REST state has one, the fill and order history endpoints
+/// answer from it alone: it is the source, the in-memory [`History`] is not consulted.
+///
+/// The store lags the engine by the sink's batching (normally milliseconds): a fill made just
+/// before the query may be missing from the answer until the sink has written it.
+pub trait HistorySource: Send + Sync {
+    /// The user's fills matching `query`, newest first unless `query.ascending`.
+    fn fills(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, FillRecord>;
+    /// The user's orders (open and closed) matching `query`, newest first unless `query.ascending`.
+    fn orders(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, StoredOrder>;
+}
+
+/// `503 SERVICE_UNAVAILABLE` for a store that failed: details go to the log, not to the client.
+fn store_unavailable(error: &str) -> ApiError {
+    tracing::warn!(%error, "history store query failed");
+    ApiError {
+        status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        code: "SERVICE_UNAVAILABLE",
+        message: "History store unavailable, try again".into(),
+    }
+}
+
+/// A store written under another configuration could name a market this server does not have:
+/// `503` rather than a panic on the index.
+fn known_markets(state: &PrivateState, mut markets: impl Iterator<Item = MarketId>) -> Result<(), ApiError> {
+    let count = state.config.markets.len() as u64;
+    match markets.find(|m| !(1..=count).contains(&u64::from(m.get()))) {
+        None => Ok(()),
+        Some(market) => Err(store_unavailable(&format!("the store names unknown market {}", market.get()))),
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
 // The signed history endpoints.
 // ----------------------------------------------------------------------------------------------
 
@@ -269,6 +341,19 @@ impl Page {
         })
     }
 
+    /// The store's form of this page with the given filters.
+    pub(crate) fn query(&self, market: Option<MarketId>, order: Option<OrderId>) -> HistoryQuery {
+        HistoryQuery {
+            market,
+            order,
+            from_ns: self.from_ns,
+            to_ns: self.to_ns,
+            ascending: self.ascending,
+            limit: self.limit as u32,
+            offset: self.offset as u32,
+        }
+    }
+
     /// Whether a record at `timestamp_ns` lies in [from, to].
     pub(crate) fn contains(&self, timestamp_ns: u64) -> bool {
         (self.from_ns..=self.to_ns).contains(&timestamp_ns)
@@ -320,8 +405,10 @@ fn side_name(side: Side) -> &'static str {
     path = "/wapi/v1/history/fills",
     tag = "History",
     description = "The user's fills, newest first (instruction `fillHistoryQueryAll`). camelCase and snake_case \
-                   keys are both accepted (`orderId` / `order_id`, `fillType` / `fill_type`, ...). Only the newest \
-                   1000 fills per user since the server started are kept.",
+                   keys are both accepted (`orderId` / `order_id`, `fillType` / `fill_type`, ...). Without a history \
+                   store only the newest 1000 fills per user since the server started are kept; with the Postgres \
+                   sink configured every fill is read from Postgres (a fill made milliseconds ago may not be there \
+                   yet). 503 when the store cannot be read.",
     params(crate::openapi::FillHistoryQuery, crate::openapi::SignatureHeaders),
     responses(
         (status = 200, description = "Fills", body = Vec<crate::openapi::Fill>),
@@ -357,13 +444,20 @@ pub(crate) async fn fill_history(
     if !user_fills || !spot_wanted(&params) {
         return ok(json!([]));
     }
-    let fills = state.dispatch.views.history().fills(user, |fill| {
-        market.is_none_or(|m| fill.market_id == m)
-            && order.is_none_or(|o| fill.order_id == o)
-            && page.contains(fill.timestamp_ns)
-    });
-    let out = page
-        .apply(fills)
+    let fills = match &state.history_source {
+        // The store pages itself.
+        Some(store) => {
+            let fills = store.fills(user, page.query(market, order)).await.map_err(|e| store_unavailable(&e))?;
+            known_markets(&state, fills.iter().map(|f| f.market_id))?;
+            fills
+        }
+        None => page.apply(state.dispatch.views.history().fills(user, |fill| {
+            market.is_none_or(|m| fill.market_id == m)
+                && order.is_none_or(|o| fill.order_id == o)
+                && page.contains(fill.timestamp_ns)
+        })),
+    };
+    let out = fills
         .iter()
         .map(|fill| {
             let index = fill.market_id.get() as usize - 1;
@@ -393,8 +487,10 @@ pub(crate) async fn fill_history(
     get,
     path = "/wapi/v1/history/orders",
     tag = "History",
-    description = "The user's orders, open and closed, newest first (instruction `orderHistoryQueryAll`). Closed \
-                   orders: only the newest 1000 per user since the server started.",
+    description = "The user's orders, open and closed, newest first (instruction `orderHistoryQueryAll`). Without a \
+                   history store, closed orders: only the newest 1000 per user since the server started; with the \
+                   Postgres sink configured every order is read from Postgres (in the state the sink last wrote). \
+                   503 when the store cannot be read.",
     params(crate::openapi::OrderHistoryQuery, crate::openapi::SignatureHeaders),
     responses(
         (status = 200, description = "Orders", body = Vec<crate::openapi::OrderHistoryEntry>),
@@ -421,6 +517,12 @@ pub(crate) async fn order_history(
             && order.is_none_or(|id| o.order_id == id)
             && page.contains(o.created_ns)
     };
+    if let Some(store) = &state.history_source {
+        let orders = store.orders(user, page.query(market, order)).await.map_err(|e| store_unavailable(&e))?;
+        known_markets(&state, orders.iter().map(|o| o.order.market_id))?;
+        let out = orders.iter().map(|stored| order_history_json(&state, &stored.order, stored.status)).collect();
+        return ok(Value::Array(out));
+    }
     let views = &state.dispatch.views;
     let mut orders: Vec<(OpenOrder, &'static str)> = views
         .open_orders(user, None)
@@ -433,18 +535,17 @@ pub(crate) async fn order_history(
     );
     // Newest first: order ids grow with time.
     orders.sort_by_key(|(order, _)| std::cmp::Reverse(order.order_id));
-    let out = page
-        .apply(orders)
-        .iter()
-        .map(|(order, status)| {
-            let mut value = state.order_json(order, status);
-            value["createdAt"] = json!(datetime(order.created_ns));
-            value["expiryReason"] = Value::Null;
-            value["systemOrderType"] = Value::Null;
-            value
-        })
-        .collect();
+    let out = page.apply(orders).iter().map(|(order, status)| order_history_json(&state, order, status)).collect();
     ok(Value::Array(out))
+}
+
+/// One entry of the order history.
+fn order_history_json(state: &PrivateState, order: &OpenOrder, status: &str) -> Value {
+    let mut value = state.order_json(order, status);
+    value["createdAt"] = json!(datetime(order.created_ns));
+    value["expiryReason"] = Value::Null;
+    value["systemOrderType"] = Value::Null;
+    value
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub struct PrivateState {
     pub(crate) key_limiter: Option<Arc<crate::limits::KeyRateLimiter>>,
     /// Session tokens (JWT) accepted instead of a signature, when set.
     users: Option<Arc<crate::users::UserStore>>,
+    /// The durable store the fill and order history endpoints read, when configured.
+    pub(crate) history_source: Option<Arc<dyn crate::history::HistorySource>>,
 }
 
 impl PrivateState {
@@ -59,6 +61,7 @@ impl PrivateState {
             timeout: ENGINE_TIMEOUT_DEFAULT,
             users: None,
             key_limiter: None,
+            history_source: None,
         }
     }
 
@@ -66,6 +69,13 @@ impl PrivateState {
     /// carries no `X-Signature`) on every signed endpoint.
     pub fn with_users(mut self, users: Arc<crate::users::UserStore>) -> Self {
         self.users = Some(users);
+        self
+    }
+
+    /// Answers `GET /wapi/v1/history/fills` and `/wapi/v1/history/orders` from `source` (a durable
+    /// store) instead of the in-memory history.
+    pub fn with_history_source(mut self, source: Arc<dyn crate::history::HistorySource>) -> Self {
+        self.history_source = Some(source);
         self
     }
 

@@ -802,3 +802,113 @@ async fn body_size_and_rate_limits() {
     let (status, _) = send_request(r, from([10, 0, 0, 2])).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "another address is not limited");
 }
+
+/// A [`HistorySource`] that remembers the queries it was asked and answers with fixed records
+/// (or an error): the handlers' side of the contract the exchange's Postgres reader fulfils
+/// (tested against the real Postgres in exchange/tests/history_postgres.rs).
+struct FixedStore {
+    answer: Result<(Vec<gateway_json::history::FillRecord>, Vec<gateway_json::history::StoredOrder>), String>,
+    queries: std::sync::Mutex<Vec<(UserId, gateway_json::history::HistoryQuery)>>,
+}
+
+impl gateway_json::history::HistorySource for FixedStore {
+    fn fills(
+        &self,
+        user: UserId,
+        query: gateway_json::history::HistoryQuery,
+    ) -> gateway_json::history::HistoryFuture<'_, gateway_json::history::FillRecord> {
+        self.queries.lock().unwrap().push((user, query));
+        let answer = self.answer.clone().map(|(fills, _)| fills);
+        Box::pin(async move { answer })
+    }
+
+    fn orders(
+        &self,
+        user: UserId,
+        query: gateway_json::history::HistoryQuery,
+    ) -> gateway_json::history::HistoryFuture<'_, gateway_json::history::StoredOrder> {
+        self.queries.lock().unwrap().push((user, query));
+        let answer = self.answer.clone().map(|(_, orders)| orders);
+        Box::pin(async move { answer })
+    }
+}
+
+#[tokio::test]
+async fn a_history_store_is_the_source_and_its_failure_is_503() {
+    use codec::{ClientOrderId, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce};
+    use gateway_json::history::{FillRecord, HistoryQuery, StoredOrder};
+    let fill = FillRecord {
+        trade_id: 7,
+        order_id: OrderId::new(42),
+        client_order_id: ClientOrderId::new(5),
+        market_id: MarketId::new(1),
+        side: Side::Ask,
+        price_ticks: 640_000,
+        quantity_lots: 100,
+        fee: 3,
+        is_maker: true,
+        timestamp_ns: 1_764_000_000_123_000_000,
+    };
+    let order = gateway_json::OpenOrder {
+        order_id: OrderId::new(42),
+        client_order_id: ClientOrderId::new(5),
+        market_id: MarketId::new(1),
+        side: Side::Ask,
+        order_type: OrderType::Limit,
+        price_ticks: 640_000,
+        quantity_lots: 100,
+        quote_quantity: 0,
+        filled_lots: 100,
+        executed_quote: 6_400_000,
+        time_in_force: TimeInForce::Gtc,
+        self_trade_prevention: SelfTradePrevention::RejectTaker,
+        post_only: false,
+        created_ns: 1_764_000_000_000_000_000,
+    };
+    let store = Arc::new(FixedStore {
+        answer: Ok((vec![fill], vec![StoredOrder { order, status: "Filled" }])),
+        queries: Default::default(),
+    });
+    let harness = Harness::with(|state| state.with_history_source(store.clone()));
+    let router = &harness.router;
+    // User 2 trades with user 1 in memory: the store, not memory, answers.
+    place(router, 1, limit("Ask", "100.0", "0.01")).await;
+    place(router, 2, json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Market", "quantity": "0.01"})).await;
+    let query = "orderId=42&from=1000&to=2000&limit=5&offset=3&sortDirection=Asc&symbol=BTC_USDC";
+    let (status, fills) = get_call(router, "/wapi/v1/history/fills", 2, "fillHistoryQueryAll", query).await;
+    assert_eq!(status, StatusCode::OK, "{fills}");
+    assert_eq!(fills.as_array().unwrap().len(), 1, "only the store's fill: {fills}");
+    assert_eq!(fills[0]["tradeId"], 7);
+    assert_eq!(fills[0]["orderId"], "42");
+    assert_eq!(fills[0]["clientId"], "5");
+    assert_eq!(fills[0]["side"], "Ask");
+    assert_eq!(fills[0]["isMaker"], true);
+    assert_eq!(fills[0]["timestamp"], "2025-11-24T16:00:00.123");
+    let expected = HistoryQuery {
+        market: Some(MarketId::new(1)),
+        order: Some(OrderId::new(42)),
+        from_ns: 1_000_000_000,
+        to_ns: 2_000_999_999,
+        ascending: true,
+        limit: 5,
+        offset: 3,
+    };
+    assert_eq!(store.queries.lock().unwrap().last(), Some(&(UserId::new(2), expected)), "filters passed on");
+    let (status, orders) = get_call(router, "/wapi/v1/history/orders", 3, "orderHistoryQueryAll", "").await;
+    assert_eq!(status, StatusCode::OK, "{orders}");
+    assert_eq!(ids(&orders), ["42"]);
+    assert_eq!(orders[0]["status"], "Filled");
+    assert_eq!(orders[0]["createdAt"], "2025-11-24T16:00:00.000");
+    assert_eq!(store.queries.lock().unwrap().last().unwrap().0, UserId::new(3), "asked for the caller's rows");
+    drop(harness);
+
+    // A failing store, or one naming a market this server does not have: 503, never memory.
+    for answer in
+        [Err("connection refused".to_string()), Ok((vec![FillRecord { market_id: MarketId::new(99), ..fill }], vec![]))]
+    {
+        let store = Arc::new(FixedStore { answer, queries: Default::default() });
+        let harness = Harness::with(|state| state.with_history_source(store.clone()));
+        let (status, body) = get_call(&harness.router, "/wapi/v1/history/fills", 2, "fillHistoryQueryAll", "").await;
+        assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "store failed");
+    }
+}

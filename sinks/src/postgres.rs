@@ -761,6 +761,32 @@ pub struct FillRecord {
     pub is_maker: bool,
     /// This user's fee, quote minor units.
     pub fee: u64,
+    /// Client id of this user's order (0: none or unknown).
+    pub client_order_id: u64,
+}
+
+/// Filters and page of a history query ([`Queries::fill_history`], [`Queries::order_history`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryFilter {
+    /// Only this market.
+    pub market_id: Option<u32>,
+    /// Only this order of the user.
+    pub order_id: Option<u64>,
+    /// Earliest time, ns, inclusive (fills: trade time; orders: creation time).
+    pub from_ns: u64,
+    /// Latest time, ns, inclusive.
+    pub to_ns: u64,
+    /// Oldest first (else newest first).
+    pub ascending: bool,
+    /// Rows to return at most.
+    pub limit: u32,
+    /// Rows to skip first, in the requested direction.
+    pub offset: u32,
+}
+
+/// A time in ns as BIGINT, saturating (the API's open-ended `to` is `u64::MAX`).
+fn saturating(ns: u64) -> i64 {
+    i64::try_from(ns).unwrap_or(i64::MAX)
 }
 
 /// An order as the history API returns it (its latest state).
@@ -788,6 +814,46 @@ pub struct OrderRecord {
     pub created_ns: u64,
     /// Time of the last change.
     pub updated_ns: u64,
+    /// 1 GTC, 2 IOC, 3 FOK.
+    pub time_in_force: u8,
+    /// codec::SelfTradePrevention code.
+    pub self_trade_prevention: u8,
+    /// Post-only.
+    pub post_only: bool,
+    /// Quote quantity (market buys by quote), minor units.
+    pub quote_quantity: u64,
+    /// Quote traded so far (sum of its trades' notionals), minor units.
+    pub executed_quote: u64,
+}
+
+/// The columns [`order_record`] reads, over `orders o`.
+const ORDER_COLUMNS: &str =
+    "o.order_id, o.market_id, o.client_order_id::text, o.side, o.order_type, o.price_ticks::text,
+     o.quantity_lots::text, o.filled_lots::text, o.status, o.created_ns, o.updated_ns, o.time_in_force,
+     o.self_trade_prevention, o.post_only, o.quote_quantity::text,
+     (SELECT COALESCE(SUM(t.quote_amount), 0) FROM trades t
+      WHERE (t.maker_user_id = o.user_id AND t.maker_order_id = o.order_id)
+         OR (t.taker_user_id = o.user_id AND t.taker_order_id = o.order_id))::text";
+
+fn order_record(row: &sqlx::postgres::PgRow) -> Result<OrderRecord, SinkError> {
+    Ok(OrderRecord {
+        order_id: row.get::<i64, _>(0) as u64,
+        market_id: row.get::<i32, _>(1) as u32,
+        client_order_id: parse(&row.get::<String, _>(2))?,
+        side: row.get::<i16, _>(3) as u8,
+        order_type: row.get::<i16, _>(4) as u8,
+        price_ticks: parse(&row.get::<String, _>(5))?,
+        quantity_lots: parse(&row.get::<String, _>(6))?,
+        filled_lots: parse(&row.get::<String, _>(7))?,
+        status: row.get(8),
+        created_ns: row.get::<i64, _>(9) as u64,
+        updated_ns: row.get::<i64, _>(10) as u64,
+        time_in_force: row.get::<i16, _>(11) as u8,
+        self_trade_prevention: row.get::<i16, _>(12) as u8,
+        post_only: row.get(13),
+        quote_quantity: parse(&row.get::<String, _>(14))?,
+        executed_quote: parse(&row.get::<String, _>(15))?,
+    })
 }
 
 /// Read-only queries over the sink's tables (for the REST history endpoints).
@@ -803,6 +869,20 @@ impl Queries {
     /// Bad URL or the database is unreachable.
     pub async fn connect(url: &str) -> Result<Self, SinkError> {
         let pool = PgPoolOptions::new().max_connections(4).connect(url).await.map_err(db)?;
+        Ok(Self { pool })
+    }
+
+    /// A small pool that connects on first use (so a server starts while Postgres is down; the
+    /// queries fail until it is back). Call inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// Bad URL.
+    pub fn connect_lazy(url: &str) -> Result<Self, SinkError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(std::time::Duration::from_secs(3))
+            .connect_lazy(url)
+            .map_err(db)?;
         Ok(Self { pool })
     }
 
@@ -857,6 +937,7 @@ impl Queries {
                 side,
                 is_maker,
                 fee: parse(&fee)?,
+                client_order_id: 0,
             });
         }
         Ok(fills)
@@ -874,37 +955,104 @@ impl Queries {
         before_order_id: Option<u64>,
         limit: u32,
     ) -> Result<Vec<OrderRecord>, SinkError> {
-        let rows = sqlx::query(
-            "SELECT order_id, market_id, client_order_id::text, side, order_type, price_ticks::text,
-                 quantity_lots::text, filled_lots::text, status, created_ns, updated_ns
-             FROM orders
-             WHERE user_id = $1 AND ($2::int IS NULL OR market_id = $2) AND ($3::bigint IS NULL OR order_id < $3)
-             ORDER BY order_id DESC LIMIT $4",
-        )
-        .bind(signed(user_id)?)
-        .bind(market_id.map(|m| m as i32))
-        .bind(before_order_id.map(signed).transpose()?)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        let mut orders = Vec::with_capacity(rows.len());
-        for row in rows {
-            orders.push(OrderRecord {
-                order_id: row.get::<i64, _>(0) as u64,
-                market_id: row.get::<i32, _>(1) as u32,
-                client_order_id: parse(&row.get::<String, _>(2))?,
-                side: row.get::<i16, _>(3) as u8,
-                order_type: row.get::<i16, _>(4) as u8,
-                price_ticks: parse(&row.get::<String, _>(5))?,
-                quantity_lots: parse(&row.get::<String, _>(6))?,
-                filled_lots: parse(&row.get::<String, _>(7))?,
-                status: row.get(8),
-                created_ns: row.get::<i64, _>(9) as u64,
-                updated_ns: row.get::<i64, _>(10) as u64,
-            });
-        }
-        Ok(orders)
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders o
+             WHERE o.user_id = $1 AND ($2::int IS NULL OR o.market_id = $2) AND ($3::bigint IS NULL OR o.order_id < $3)
+             ORDER BY o.order_id DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(signed(user_id)?)
+            .bind(market_id.map(|m| m as i32))
+            .bind(before_order_id.map(signed).transpose()?)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(order_record).collect()
+    }
+
+    /// A user's orders (latest state) matching `filter`, by order id (newest first unless
+    /// `filter.ascending`); `from_ns` / `to_ns` bound the creation time.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn order_history(&self, user_id: u64, filter: &HistoryFilter) -> Result<Vec<OrderRecord>, SinkError> {
+        let direction = if filter.ascending { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders o
+             WHERE o.user_id = $1 AND ($2::int IS NULL OR o.market_id = $2) AND ($3::bigint IS NULL OR o.order_id = $3)
+                 AND o.created_ns BETWEEN $4 AND $5
+             ORDER BY o.order_id {direction} LIMIT $6 OFFSET $7"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(signed(user_id)?)
+            .bind(filter.market_id.map(|m| m as i32))
+            .bind(filter.order_id.map(saturating))
+            .bind(saturating(filter.from_ns))
+            .bind(saturating(filter.to_ns))
+            .bind(i64::from(filter.limit))
+            .bind(i64::from(filter.offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(order_record).collect()
+    }
+
+    /// A user's fills matching `filter`: one per side the user took in a trade (a self-trade
+    /// gives two), by engine sequence (newest first unless `filter.ascending`).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn fill_history(&self, user_id: u64, filter: &HistoryFilter) -> Result<Vec<FillRecord>, SinkError> {
+        let direction = if filter.ascending { "ASC" } else { "DESC" };
+        // Both sides share the filters; the planner pushes them into each branch (and its index).
+        let sql = format!(
+            "WITH f AS (
+                 SELECT market_id, trade_id, sequence, timestamp_ns, price_ticks, quantity_lots, quote_amount,
+                     maker_order_id AS order_id, maker_fee AS fee, (3 - taker_side)::smallint AS side, TRUE AS is_maker
+                 FROM trades WHERE maker_user_id = $1
+                 UNION ALL
+                 SELECT market_id, trade_id, sequence, timestamp_ns, price_ticks, quantity_lots, quote_amount,
+                     taker_order_id, taker_fee, taker_side, FALSE
+                 FROM trades WHERE taker_user_id = $1
+             )
+             SELECT f.market_id, f.trade_id, f.sequence, f.timestamp_ns, f.price_ticks::text, f.quantity_lots::text,
+                 f.quote_amount::text, f.order_id, f.fee::text, f.side, f.is_maker,
+                 COALESCE((SELECT o.client_order_id FROM orders o WHERE o.order_id = f.order_id), 0)::text
+             FROM f
+             WHERE ($2::int IS NULL OR f.market_id = $2) AND ($3::bigint IS NULL OR f.order_id = $3)
+                 AND f.timestamp_ns BETWEEN $4 AND $5
+             ORDER BY f.sequence {direction}, f.trade_id {direction}, f.is_maker {direction} LIMIT $6 OFFSET $7"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(signed(user_id)?)
+            .bind(filter.market_id.map(|m| m as i32))
+            .bind(filter.order_id.map(saturating))
+            .bind(saturating(filter.from_ns))
+            .bind(saturating(filter.to_ns))
+            .bind(i64::from(filter.limit))
+            .bind(i64::from(filter.offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(FillRecord {
+                    market_id: row.get::<i32, _>(0) as u32,
+                    trade_id: row.get::<i64, _>(1) as u64,
+                    sequence: row.get::<i64, _>(2) as u64,
+                    timestamp_ns: row.get::<i64, _>(3) as u64,
+                    price_ticks: parse(&row.get::<String, _>(4))?,
+                    quantity_lots: parse(&row.get::<String, _>(5))?,
+                    quote_amount: parse(&row.get::<String, _>(6))?,
+                    order_id: row.get::<i64, _>(7) as u64,
+                    fee: parse(&row.get::<String, _>(8))?,
+                    side: row.get::<i16, _>(9) as u8,
+                    is_maker: row.get(10),
+                    client_order_id: parse(&row.get::<String, _>(11))?,
+                })
+            })
+            .collect()
     }
 
     /// A user's balances: (asset id, available, locked).

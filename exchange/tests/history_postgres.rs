@@ -1,0 +1,274 @@
+//! The REST fill and order history read from Postgres: the real server with the Postgres sink
+//! (`scripts/services`) trades in its demo market, stops, and restarts with an empty in-memory
+//! history; `GET /wapi/v1/history/fills` and `/wapi/v1/history/orders` still list every fill and
+//! order of the first run, signed by each demo user, and never another user's. With Postgres
+//! stopped the endpoints answer `503 SERVICE_UNAVAILABLE`.
+//!
+//! Needs `EXCHANGE_TEST_DATABASE_URL` (and `EXCHANGE_SERVICES_CTL` for the outage part); skipped
+//! loudly without it, failed under `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test).
+
+use base64::Engine as _;
+use codec::Event;
+use ed25519_dalek::{Signer, SigningKey};
+use exchange::config::Config;
+use serde_json::Value;
+use sinks::{History, sqlx};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
+
+fn database() -> Option<String> {
+    match std::env::var("EXCHANGE_TEST_DATABASE_URL").ok().filter(|v| !v.is_empty()) {
+        Some(url) => Some(url),
+        None => {
+            assert!(
+                std::env::var("EXCHANGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "EXCHANGE_TEST_DATABASE_URL must be set under EXCHANGE_REQUIRE_SERVICES=1: scripts/test starts it"
+            );
+            eprintln!("\n!!! SKIPPED: EXCHANGE_TEST_DATABASE_URL not set. Run `source scripts/services` first. !!!\n");
+            None
+        }
+    }
+}
+
+fn command(config: &Path, data: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(["--config", config.to_str().unwrap(), "--data", data.to_str().unwrap()])
+        .args(["--http-port", "0", "--sbe-port", "0", "--fix-port", "0"])
+        .args(["run", "--demo"])
+        .args(extra)
+        .env_remove("DATABASE_URL")
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("REDIS_URL");
+    command
+}
+
+/// Starts the server and returns it with its HTTP port.
+fn start(config: &Path, data: &Path, extra: &[&str]) -> (Child, u16) {
+    let mut child = command(config, data, extra).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let port = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
+        if line.contains("HTTP listening") {
+            let address = line.split("listen=").nth(1).unwrap();
+            break address.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, port)
+}
+
+/// A GET signed by demo user `user` (secret: 32 bytes of `user`); `query` is also what is signed.
+fn get(port: u16, user: u8, path: &str, instruction: &str, query: &str) -> (u16, Value) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = SigningKey::from_bytes(&[user; 32]);
+    let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    params.sort_unstable();
+    let mut text = format!("instruction={instruction}");
+    for param in params {
+        text.push('&');
+        text.push_str(param);
+    }
+    text.push_str(&format!("&timestamp={timestamp}&window=5000"));
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path}?{query} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {}\r\nX-Signature: {}\r\n\
+         X-Timestamp: {timestamp}\r\nX-Window: 5000\r\nConnection: close\r\n\r\n",
+        b64.encode(key.verifying_key().to_bytes()),
+        b64.encode(key.sign(text.as_bytes()).to_bytes())
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {response}")))
+}
+
+/// Every record of a history endpoint, paged 1000 at a time with `offset`.
+fn all(port: u16, user: u8, path: &str, instruction: &str) -> Vec<Value> {
+    let mut records = Vec::new();
+    loop {
+        let query = format!("limit=1000&offset={}", records.len());
+        let (status, page) = get(port, user, path, instruction, &query);
+        assert_eq!(status, 200, "{path}: {page}");
+        let page = page.as_array().unwrap().clone();
+        let done = page.len() < 1000;
+        records.extend(page);
+        if done {
+            return records;
+        }
+    }
+}
+
+/// Per user: the (symbol, trade id, order id) of its fills and the ids of its orders, from the
+/// journal (every event regenerated by replay).
+type Reference = BTreeMap<u64, (BTreeSet<(String, u64, u64)>, BTreeSet<u64>)>;
+
+fn reference(config_path: &Path, data: &Path) -> Reference {
+    let config = Config::load(Some(config_path)).unwrap();
+    let engine_config = config.engine_config().unwrap();
+    let history = History {
+        engine_config: engine_config.clone(),
+        journal_dir: data.join("journal"),
+        snapshot_dir: data.join("snapshots"),
+    };
+    let contents = engine::journal::JournalReader::open(&data.join("journal")).unwrap().read_after(0).unwrap();
+    let symbol = |market: codec::MarketId| engine_config.markets[market.get() as usize - 1].symbol.clone();
+    let mut reference = Reference::new();
+    sinks::replay_from(
+        &history,
+        engine::Engine::new(&engine_config).unwrap(),
+        0,
+        0,
+        contents.last_sequence,
+        &mut |c| {
+            for event in &c.events {
+                match event {
+                    Event::Fill(f) => {
+                        let trade = (f.market_id, f.trade_id.get());
+                        let maker = (symbol(trade.0), trade.1, f.maker_order_id.get());
+                        let taker = (symbol(trade.0), trade.1, f.taker_order_id.get());
+                        reference.entry(f.maker_user_id.get()).or_default().0.insert(maker);
+                        reference.entry(f.taker_user_id.get()).or_default().0.insert(taker);
+                    }
+                    Event::OrderAccepted(a) => {
+                        reference.entry(a.user_id.get()).or_default().1.insert(a.order_id.get());
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    reference
+}
+
+fn fill_keys(fills: &[Value]) -> BTreeSet<(String, u64, u64)> {
+    fills
+        .iter()
+        .map(|f| {
+            let order = f["orderId"].as_str().unwrap().parse().unwrap();
+            (f["symbol"].as_str().unwrap().to_string(), f["tradeId"].as_u64().unwrap(), order)
+        })
+        .collect()
+}
+
+fn order_ids(orders: &[Value]) -> BTreeSet<u64> {
+    orders.iter().map(|o| o["id"].as_str().unwrap().parse().unwrap()).collect()
+}
+
+#[test]
+fn history_endpoints_read_postgres_across_a_restart() {
+    let Some(database) = database() else { return };
+    let id = std::process::id();
+    let dir = std::env::temp_dir().join(format!("exchange-history-pg-{id}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let database_name = format!("exchange_history_{id}");
+    runtime.block_on(async {
+        let queries = sinks::postgres::Queries::connect(&database).await.unwrap();
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database_name}")).execute(queries.pool()).await;
+        sqlx::query(&format!("CREATE DATABASE {database_name}")).execute(queries.pool()).await.unwrap();
+    });
+    let database = format!("{}/{database_name}", database.rsplit_once('/').unwrap().0);
+    let config_path = dir.join("exchange.toml");
+    let config_text = format!("{}\n[sinks.postgres]\nurl = \"{database}\"\n", exchange::config::DEFAULT_CONFIG);
+    std::fs::write(&config_path, config_text).unwrap();
+
+    // Run 1: the demo trades, then a graceful stop (the sink writes everything).
+    let status = command(&config_path, &data, &["--demo-rate", "300", "--run-for", "4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let before = reference(&config_path, &data);
+    let traders = [2u64, 3, 4];
+    for user in traders {
+        assert!(before.get(&user).is_some_and(|(fills, _)| !fills.is_empty()), "demo user {user} traded in run 1");
+    }
+
+    // Run 2: a fresh process, its in-memory history empty; the demo trades on (its users' keys
+    // are registered by --demo), slowly.
+    let (mut server, port) = start(&config_path, &data, &["--demo-rate", "20"]);
+    let mut seen = BTreeMap::new();
+    for user in traders {
+        let fills = all(port, user as u8, "/wapi/v1/history/fills", "fillHistoryQueryAll");
+        let orders = all(port, user as u8, "/wapi/v1/history/orders", "orderHistoryQueryAll");
+        let (fills_before, orders_before) = &before[&user];
+        let (fill_set, order_set) = (fill_keys(&fills), order_ids(&orders));
+        assert_eq!(fill_set.len(), fills.len(), "user {user}: no fill listed twice");
+        assert!(fill_set.is_superset(fills_before), "user {user}: every fill of run 1 is still listed");
+        assert!(order_set.is_superset(orders_before), "user {user}: every order of run 1 is still listed");
+        // Newest first.
+        let trade_times: Vec<&str> = fills.iter().map(|f| f["timestamp"].as_str().unwrap()).collect();
+        assert!(trade_times.windows(2).all(|w| w[0] >= w[1]), "user {user}: fills newest first");
+        let ids: Vec<u64> = orders.iter().map(|o| o["id"].as_str().unwrap().parse().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "user {user}: orders newest first");
+        seen.insert(user, (fills, orders));
+    }
+
+    // Filters on the store: one order's fills, one symbol, the oldest first, a time window.
+    let (fills, _) = &seen[&2];
+    let order = fills[0]["orderId"].as_str().unwrap();
+    let (status, by_order) = get(port, 2, "/wapi/v1/history/fills", "fillHistoryQueryAll", &format!("orderId={order}"));
+    assert_eq!(status, 200, "{by_order}");
+    let expected: Vec<&Value> = fills.iter().filter(|f| f["orderId"] == order).collect();
+    assert_eq!(by_order.as_array().unwrap().iter().collect::<Vec<_>>(), expected, "fills of order {order}");
+    let symbol = fills[0]["symbol"].as_str().unwrap();
+    let (_, by_symbol) =
+        get(port, 2, "/wapi/v1/history/fills", "fillHistoryQueryAll", &format!("symbol={symbol}&limit=1000"));
+    let by_symbol = by_symbol.as_array().unwrap();
+    assert!(!by_symbol.is_empty() && by_symbol.iter().all(|f| f["symbol"] == symbol), "symbol filter");
+    let (_, oldest) = get(port, 2, "/wapi/v1/history/fills", "fillHistoryQueryAll", "limit=3&sortDirection=Asc");
+    let oldest: Vec<&Value> = oldest.as_array().unwrap().iter().collect();
+    assert_eq!(oldest, fills.iter().rev().take(3).collect::<Vec<_>>(), "oldest first");
+    let (_, none) = get(port, 2, "/wapi/v1/history/orders", "orderHistoryQueryAll", "from=1&to=2");
+    assert_eq!(none, serde_json::json!([]), "nothing was created in 1970");
+
+    // Outage: Postgres stopped → 503, back → 200.
+    if let Ok(ctl) = std::env::var("EXCHANGE_SERVICES_CTL") {
+        let control = |action: &str| assert!(Command::new(&ctl).args(["postgres", action]).status().unwrap().success());
+        control("stop");
+        let (status, body) = get(port, 2, "/wapi/v1/history/fills", "fillHistoryQueryAll", "");
+        control("start");
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["code"], "SERVICE_UNAVAILABLE", "{body}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(port, 2, "/wapi/v1/history/fills", "fillHistoryQueryAll", "").0 != 200 {
+            assert!(Instant::now() < deadline, "history back after Postgres restarted");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    stop(&mut server);
+
+    // No user ever saw another user's rows: everything listed is theirs in the journal.
+    let after = reference(&config_path, &data);
+    for user in traders {
+        let (fills, orders) = &seen[&user];
+        let (own_fills, own_orders) = &after[&user];
+        assert!(fill_keys(fills).is_subset(own_fills), "user {user}: only its own fills");
+        assert!(order_ids(orders).is_subset(own_orders), "user {user}: only its own orders");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Stops the server (SIGKILL is fine: its journal was written before every acknowledgement).
+fn stop(server: &mut Child) {
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

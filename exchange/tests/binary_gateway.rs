@@ -2,36 +2,19 @@
 //! order, get its acknowledgement (sent only once the command is durable), `kill -9` the server,
 //! restart it, and find the order still resting (cancelling it succeeds).
 
+mod support;
+
 use codec::*;
 use gateway_binary::client::{Client, Incoming};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use support::{SBE_LISTENING, Server};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
 /// Demo user 2's API secret (see `exchange::demo::demo_secrets`).
 const SECRET: [u8; 32] = [2; 32];
 
-/// Starts the server with the demo users (funding only) and returns it with the SBE port.
-fn start(dir: &std::path::Path) -> (Child, u16) {
-    let mut child = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"])
-        .args(["run", "--demo", "--demo-orders", "16", "--status-every", "0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited early");
-        if line.contains("binary gateway listening")
-            && let Some(address) = line.split("listen=").nth(1)
-        {
-            break address.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (child, port)
+/// Starts the server with the demo users (funding only), once its SBE gateway listens.
+fn start(dir: &std::path::Path) -> Server {
+    let args = ["run", "--demo", "--demo-orders", "16", "--status-every", "0"];
+    Server::start_waiting_for(dir, &args, &[], &[SBE_LISTENING])
 }
 
 fn next_event(client: &mut Client) -> Event {
@@ -43,9 +26,9 @@ fn next_event(client: &mut Client) -> Event {
 
 #[test]
 fn acknowledged_order_survives_kill_dash_nine() {
-    let dir = std::env::temp_dir().join(format!("exchange-binary-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (mut server, port) = start(&dir);
+    let dir = support::data_dir("binary-e2e");
+    let mut server = start(&dir);
+    let port = server.sbe_port();
     let mut client = Client::connect(("127.0.0.1", port), &SECRET, 1).unwrap();
     assert_eq!(client.ack.user_id.get(), 2);
     // A bid far below the market (BTC_USDC, 1,000 USDC), 0.001 BTC. The demo funding may still be
@@ -66,15 +49,12 @@ fn acknowledged_order_survives_kill_dash_nine() {
         })
         .expect("the order is accepted once the demo users are funded");
 
-    server.kill().unwrap(); // SIGKILL, right after the acknowledgement
-    server.wait().unwrap();
-
-    let (mut server, port) = start(&dir);
+    server.restart(); // SIGKILL, right after the acknowledgement, then start again on the same data
+    let port = server.sbe_port();
     let mut client = Client::connect(("127.0.0.1", port), &SECRET, 1).unwrap();
     client.send(&engine::testkit::commands::cancel(0, 1, accepted.order_id.get())).unwrap();
     let Event::OrderCanceled(canceled) = next_event(&mut client) else { panic!("the acknowledged order is gone") };
     assert_eq!((canceled.order_id, canceled.canceled_lots.get()), (accepted.order_id, 100));
-    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
-    assert!(server.wait().unwrap().success());
+    assert!(server.terminate().success());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -13,19 +13,18 @@
 //! Also: a flipped bit in the middle of the journal makes the server refuse to start with a
 //! message naming the file and offset.
 
+mod support;
+
 use engine::{CommandContext, Engine};
 use exchange::config::Config;
 use exchange::demo::DemoFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
+use support::BINARY;
 
 fn data_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("exchange-crash-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    support::data_dir(&format!("crash-{name}"))
 }
 
 /// Runs `exchange replay` and returns (last sequence, state hash text).
@@ -47,6 +46,18 @@ fn replay(dir: &Path, from_scratch: bool) -> (u64, String) {
     (field("last sequence").parse().unwrap(), field("state hash"))
 }
 
+/// The state hash of a fresh engine after the first `commands` commands of the demo flow.
+fn demo_flow_hash(commands: u64) -> String {
+    let engine_config = Config::load(None).unwrap().engine_config().unwrap();
+    let mut reference = Engine::new(&engine_config).unwrap();
+    let mut events = Vec::new();
+    for (i, command) in DemoFlow::new(&engine_config).take(commands as usize).enumerate() {
+        reference.execute(CommandContext::new(i as u64 + 1, 0), &command, &mut events);
+        events.clear();
+    }
+    format!("{:#018x}", reference.state_hash())
+}
+
 #[test]
 fn kill_dash_nine_loses_nothing_acknowledged() {
     let dir = data_dir("kill");
@@ -61,8 +72,7 @@ fn kill_dash_nine_loses_nothing_acknowledged() {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let delay = Duration::from_millis(rng % 600);
-        let mut child = Command::new(BINARY)
-            .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"])
+        let mut child = support::command(&dir)
             .args(["--snapshot-every", "300", "run", "--demo", "--demo-rate", "5000", "--status-every", "0"])
             .arg("--print-acks")
             .stdout(Stdio::piped())
@@ -115,21 +125,8 @@ fn kill_dash_nine_loses_nothing_acknowledged() {
 #[test]
 fn corruption_mid_journal_refuses_to_start() {
     let dir = data_dir("corrupt");
-    let status = Command::new(BINARY)
-        .args([
-            "--data",
-            dir.to_str().unwrap(),
-            "--http-port",
-            "0",
-            "--sbe-port",
-            "0",
-            "--fix-port",
-            "0",
-            "--snapshot-every",
-            "0",
-            "run",
-            "--demo",
-        ])
+    let status = support::command(&dir)
+        .args(["--snapshot-every", "0", "run", "--demo"])
         .args(["--demo-rate", "20000", "--demo-orders", "500", "--run-for", "1", "--status-every", "0"])
         .stderr(Stdio::null())
         .status()
@@ -142,23 +139,7 @@ fn corruption_mid_journal_refuses_to_start() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&segment, &bytes).unwrap();
-    let output = Command::new(BINARY)
-        .args([
-            "--data",
-            dir.to_str().unwrap(),
-            "--http-port",
-            "0",
-            "--sbe-port",
-            "0",
-            "--fix-port",
-            "0",
-            "run",
-            "--run-for",
-            "1",
-        ])
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let output = support::command(&dir).args(["run", "--run-for", "1"]).stderr(Stdio::piped()).output().unwrap();
     assert!(!output.status.success(), "a corrupt journal must stop the server");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(segment.to_str().unwrap()) && stderr.contains("offset"), "{stderr}");
@@ -168,19 +149,8 @@ fn corruption_mid_journal_refuses_to_start() {
 #[test]
 fn snapshots_prune_the_journal_and_recovery_still_matches() {
     let dir = data_dir("prune");
-    let status = Command::new(BINARY)
-        .args([
-            "--data",
-            dir.to_str().unwrap(),
-            "--http-port",
-            "0",
-            "--sbe-port",
-            "0",
-            "--fix-port",
-            "0",
-            "--snapshot-every",
-            "400",
-        ])
+    let status = support::command(&dir)
+        .args(["--snapshot-every", "400"])
         .args(["--segment-bytes", "16384", "run", "--demo", "--demo-rate", "20000", "--demo-orders", "4000"])
         .args(["--run-for", "3", "--status-every", "0"])
         .stderr(Stdio::null())
@@ -194,14 +164,7 @@ fn snapshots_prune_the_journal_and_recovery_still_matches() {
     assert!(std::fs::read_dir(dir.join("snapshots")).unwrap().count() <= 2, "only two snapshots are kept");
 
     let (last_sequence, hash) = replay(&dir, false);
-    let engine_config = Config::load(None).unwrap().engine_config().unwrap();
-    let mut reference = Engine::new(&engine_config).unwrap();
-    let mut events = Vec::new();
-    for (i, command) in DemoFlow::new(&engine_config).take(last_sequence as usize).enumerate() {
-        reference.execute(CommandContext::new(i as u64 + 1, 0), &command, &mut events);
-        events.clear();
-    }
-    assert_eq!(hash, format!("{:#018x}", reference.state_hash()));
+    assert_eq!(hash, demo_flow_hash(last_sequence));
     // Without the pruned segments a replay from sequence 1 is impossible, and says so.
     let output =
         Command::new(BINARY).args(["--data", dir.to_str().unwrap(), "replay", "--from-scratch"]).output().unwrap();
@@ -231,35 +194,14 @@ fn journal_write_failure_stops_cleanly_and_recovers() {
     assert!(acked > 100, "work was acknowledged before the failure ({acked})");
 
     // Restart without the limit: recovery truncates the torn batch and keeps everything acked.
-    let status = Command::new(BINARY)
-        .args([
-            "--data",
-            dir.to_str().unwrap(),
-            "--http-port",
-            "0",
-            "--sbe-port",
-            "0",
-            "--fix-port",
-            "0",
-            "run",
-            "--run-for",
-            "1",
-            "--status-every",
-            "0",
-        ])
+    let status = support::command(&dir)
+        .args(["run", "--run-for", "1", "--status-every", "0"])
         .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(status.success());
     let (last_sequence, hash) = replay(&dir, true);
     assert!(last_sequence >= acked, "acknowledged {acked}, recovered {last_sequence}");
-    let engine_config = Config::load(None).unwrap().engine_config().unwrap();
-    let mut reference = Engine::new(&engine_config).unwrap();
-    let mut events = Vec::new();
-    for (i, command) in DemoFlow::new(&engine_config).take(last_sequence as usize).enumerate() {
-        reference.execute(CommandContext::new(i as u64 + 1, 0), &command, &mut events);
-        events.clear();
-    }
-    assert_eq!(hash, format!("{:#018x}", reference.state_hash()));
+    assert_eq!(hash, demo_flow_hash(last_sequence));
     std::fs::remove_dir_all(&dir).unwrap();
 }

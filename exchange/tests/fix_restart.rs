@@ -4,45 +4,25 @@
 //! the right ClOrdID, CumQty, LeavesQty and AvgPx (the FIX gateway's session store keeps the
 //! order, reconciled with the recovered book).
 
+mod support;
+
 use base64::Engine as _;
 use ed25519_dalek::Signer;
 use gateway_fix::encoder::{checksum, time};
 use gateway_fix::parser::{Parsed, parse};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{FIX_LISTENING, Server};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
 /// First load-test user (`--load-users`), see exchange::demo.
 const LOAD_USER_FIRST: u64 = 1_000_001;
 
 /// Starts the server with two load-test users (each with a FIX session `LOAD<id>`); returns it
-/// and the FIX port once the users are funded.
-fn start(dir: &Path) -> (Child, u16) {
-    let mut child = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"])
-        .args(["run", "--load-users", "2"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let mut port = None;
-    loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before it was ready");
-        if line.contains("FIX gateway listening") {
-            let address = line.split("listen=").nth(1).unwrap().split_whitespace().next().unwrap();
-            port = Some(address.rsplit(':').next().unwrap().parse::<u16>().unwrap());
-        }
-        if line.contains("load-test users funded") {
-            break;
-        }
-    }
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (child, port.expect("the FIX gateway listens"))
+/// once the users are funded.
+fn start(dir: &Path) -> Server {
+    Server::start_waiting_for(dir, &["run", "--load-users", "2"], &[], &[FIX_LISTENING, "load-test users funded"])
 }
 
 struct Fix {
@@ -139,9 +119,9 @@ impl Fix {
 
 #[test]
 fn fills_after_a_crash_reach_the_fix_session_with_the_right_quantities() {
-    let dir = std::env::temp_dir().join(format!("exchange-fix-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (mut server, port) = start(&dir);
+    let dir = support::data_dir("fix-restart");
+    let mut server = start(&dir);
+    let port = server.fix_port();
     let (maker_user, taker_user) = (LOAD_USER_FIRST, LOAD_USER_FIRST + 1);
     let mut maker = Fix::connect(port, maker_user, 1);
     maker.logon(true);
@@ -167,9 +147,8 @@ fn fills_after_a_crash_reach_the_fix_session_with_the_right_quantities() {
     let fill = maker.expect(&["8"]);
     assert_eq!((get(&fill, 150), get(&fill, 14), get(&fill, 151)), ("F", "0.0001", "0.0002"));
 
-    server.kill().unwrap(); // SIGKILL
-    server.wait().unwrap();
-    let (mut server, port) = start(&dir);
+    server.restart(); // SIGKILL, then start again on the same data
+    let port = server.fix_port();
 
     // Both sessions come back with their sequence numbers; the taker fills more of the order.
     let mut maker = Fix::connect(port, maker_user, maker.next_seq);
@@ -192,7 +171,6 @@ fn fills_after_a_crash_reach_the_fix_session_with_the_right_quantities() {
     let fill = maker.expect(&["8"]);
     assert_eq!((get(&fill, 39), get(&fill, 14), get(&fill, 151)), ("2", "0.0003", "0"), "{fill:?}");
 
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     std::fs::remove_dir_all(&dir).unwrap();
 }

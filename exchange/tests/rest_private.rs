@@ -4,66 +4,27 @@
 //! cancels it, and checks an unsigned request is refused. Proves the private router, the REST
 //! dispatcher and the shared credentials are wired into the server.
 
-use base64::Engine as _;
-use ed25519_dalek::{Signer, SigningKey};
-use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::{JSON, Server, request, signature_lines};
 
 /// One HTTP request; `signed` is `(instruction, sorted "&k=v" parameters)`.
 fn call(port: u16, method: &str, path: &str, body: &str, signed: Option<(&str, &str)>) -> (u16, Value) {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let key = SigningKey::from_bytes(&[2u8; 32]);
-    let mut headers = String::new();
+    let mut headers = JSON.to_string();
     if let Some((instruction, params)) = signed {
-        let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
-        let text = format!("instruction={instruction}{params}&timestamp={timestamp}&window=5000");
-        headers = format!(
-            "X-API-Key: {}\r\nX-Signature: {}\r\nX-Timestamp: {timestamp}\r\nX-Window: 5000\r\n",
-            b64.encode(key.verifying_key().to_bytes()),
-            b64.encode(key.sign(text.as_bytes()).to_bytes())
-        );
+        headers += &signature_lines(&[2u8; 32], &format!("instruction={instruction}{params}"));
     }
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json; charset=utf-8\r\n{headers}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {response}")))
+    let response = request(port, method, path, &headers, body);
+    (response.status(), response.json(path))
 }
 
 #[test]
 fn demo_server_serves_signed_orders_and_balances() {
-    let dir = std::env::temp_dir().join(format!("exchange-rest-private-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"])
-        .args(["run", "--demo", "--demo-rate", "200"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
-        if line.contains("HTTP listening") {
-            let address = line.split("listen=").nth(1).unwrap();
-            break address.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let dir = support::data_dir("rest-private");
+    let server = Server::start(&dir, &["run", "--demo", "--demo-rate", "200"], &[]);
+    let port = server.http;
 
     // The demo funds its users shortly after start.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -100,7 +61,6 @@ fn demo_server_serves_signed_orders_and_balances() {
     let (status, refused) = call(port, "GET", "/api/v1/capital", "", None);
     assert_eq!((status, refused["code"].as_str()), (401, Some("UNAUTHORIZED")));
 
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,28 +3,16 @@
 //! `/api/v1/markets` for BTC_USDC return sane, consistent data (a non-crossed book in Backpack's
 //! ordering, trades with sequential ids and millisecond timestamps, the configured filters).
 
-use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use support::{JSON, Server, request};
 
 /// GET `path`; the status code and the parsed JSON body.
 fn get_json(port: u16, path: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json; charset=utf-8\r\n\
-         X-API-Key: aWdub3JlZA==\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {response}")))
+    let response = request(port, "GET", path, &format!("{JSON}X-API-Key: aWdub3JlZA==\r\n"), "");
+    (response.status(), response.json(path))
 }
 
 fn number(text: &Value) -> f64 {
@@ -33,26 +21,9 @@ fn number(text: &Value) -> f64 {
 
 #[test]
 fn demo_server_serves_public_market_data() {
-    let dir = std::env::temp_dir().join(format!("exchange-rest-public-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"])
-        .args(["run", "--demo", "--demo-rate", "2000"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
-        if line.contains("HTTP listening")
-            && let Some(address) = line.split("listen=").nth(1)
-        {
-            break address.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let dir = support::data_dir("rest-public");
+    let mut server = Server::start(&dir, &["run", "--demo", "--demo-rate", "2000"], &[]);
+    let port = server.http;
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let trades = loop {
@@ -120,14 +91,10 @@ fn demo_server_serves_public_market_data() {
     let (status, error) = get_json(port, "/api/v1/depth?symbol=NOPE");
     assert_eq!((status, error["code"].as_str()), (400, Some("INVALID_CLIENT_REQUEST")));
     assert_eq!(get_json(port, "/api/v1/status").1["status"], "Ok");
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut metrics = String::new();
-    stream.read_to_string(&mut metrics).unwrap();
+    let metrics = request(port, "GET", "/metrics", "", "").raw;
     assert!(metrics.contains("exchange_marketdata_stale 0"), "/metrics still served, view fresh: {metrics}");
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let status = child.wait().unwrap();
+    let status = server.terminate();
     assert!(status.success(), "{status}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,70 +5,28 @@
 //! `/api/v1/capital`, market halt and resume, cross-user isolation, and users, keys and balances
 //! surviving `kill -9` and a restart.
 
-use base64::Engine as _;
-use ed25519_dalek::{Signer, SigningKey};
-use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
+use base64::Engine as _;
+use ed25519_dalek::SigningKey;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::Server;
+
 const ADMIN: &str = "test-admin-token-0123456789";
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"])
-        .args(extra)
-        .arg("run")
-        .env("EXCHANGE_ADMIN_TOKEN", ADMIN)
-        .env("EXCHANGE_JWT_SECRET", "a-test-secret-that-survives-restarts")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
-        if line.contains("HTTP listening") {
-            let address = line.split("listen=").nth(1).unwrap();
-            break address.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Server { child, port }
+    let args: Vec<&str> = extra.iter().copied().chain(["run"]).collect();
+    let env = [("EXCHANGE_ADMIN_TOKEN", ADMIN), ("EXCHANGE_JWT_SECRET", "a-test-secret-that-survives-restarts")];
+    Server::start(dir, &args, &env)
 }
 
 /// One HTTP request with extra headers; the status and the JSON body.
 fn request(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let headers = format!("Content-Type: application/json\r\n{}", support::header_lines(headers));
+    let response = support::request(port, method, path, &headers, body);
+    (response.status(), serde_json::from_str(response.body()).unwrap_or(Value::Null))
 }
 
 fn bearer(token: &str) -> Vec<(&'static str, String)> {
@@ -81,16 +39,7 @@ fn admin(port: u16, path: &str, body: Value) -> (u16, Value) {
 
 /// Signature headers of `secret` over `instruction` and the sorted `&k=v` parameters.
 fn signed(secret: &[u8; 32], instruction: &str, params: &str) -> Vec<(&'static str, String)> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let key = SigningKey::from_bytes(secret);
-    let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
-    let text = format!("instruction={instruction}{params}&timestamp={timestamp}&window=5000");
-    vec![
-        ("X-API-Key", b64.encode(key.verifying_key().to_bytes())),
-        ("X-Signature", b64.encode(key.sign(text.as_bytes()).to_bytes())),
-        ("X-Timestamp", timestamp.to_string()),
-        ("X-Window", "5000".to_string()),
-    ]
+    support::signature(secret, &format!("instruction={instruction}{params}"))
 }
 
 fn register(port: u16, username: &str, password: &str) -> (u16, Value) {
@@ -138,8 +87,8 @@ fn wait_for_book_state(port: u16, state: &str) {
 fn users_sessions_keys_admin_and_restart() {
     let dir = std::env::temp_dir().join(format!("exchange-rest-users-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let server = start(&dir, &[]);
-    let port = server.port;
+    let mut server = start(&dir, &[]);
+    let port = server.http;
 
     // --- Registration and login rules.
     let (status, alice) = register(port, "Alice", "alice-password");
@@ -323,9 +272,8 @@ fn users_sessions_keys_admin_and_restart() {
     assert_eq!(statuses[10], 429, "{statuses:?}");
 
     // --- kill -9 and restart: users, keys, revocations, balances and halts are kept.
-    drop(server);
-    let server = start(&dir, &[]);
-    let port = server.port;
+    server.restart();
+    let port = server.http;
     let (status, capital) = request(port, "GET", "/api/v1/capital", &bearer(&alice_token), "");
     assert_eq!(status, 200, "a token signed with the configured secret outlives the restart: {capital}");
     assert_eq!(capital["USDC"]["locked"].as_str().map(|s| s != "0"), Some(true), "{capital}");
@@ -357,7 +305,7 @@ fn session_tokens_expire() {
     let dir = std::env::temp_dir().join(format!("exchange-rest-jwt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let server = start(&dir, &["--jwt-ttl-seconds", "2"]);
-    let port = server.port;
+    let port = server.http;
     assert_eq!(register(port, "frank", "frank-password").0, 201);
     let (status, session) = login(port, "frank", "frank-password");
     assert_eq!(status, 200);

@@ -2,54 +2,21 @@
 //! serves Prometheus metrics that show the demo's commands, and shuts down cleanly on SIGTERM
 //! with a final snapshot that `exchange replay` then verifies.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{BINARY, Server, request};
 
 fn http_get(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+    request(port, "GET", path, "", "").raw
 }
 
 #[test]
 fn demo_server_serves_metrics_and_stops_cleanly() {
-    let dir = std::env::temp_dir().join(format!("exchange-server-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(BINARY)
-        .args([
-            "--data",
-            dir.to_str().unwrap(),
-            "--http-port",
-            "0",
-            "--sbe-port",
-            "0",
-            "--fix-port",
-            "0",
-            "run",
-            "--demo",
-            "--demo-rate",
-            "2000",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
-        if let Some(address) = line.split("listen=").nth(1) {
-            break address.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let dir = support::data_dir("server");
+    let mut server = Server::start(&dir, &["run", "--demo", "--demo-rate", "2000"], &[]);
+    let port = server.http;
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let new_orders = loop {
@@ -71,8 +38,7 @@ fn demo_server_serves_metrics_and_stops_cleanly() {
     assert!(http_get(port, "/health").contains("ok "));
 
     // SIGTERM: drain, commit, snapshot, exit 0.
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let status = child.wait().unwrap();
+    let status = server.terminate();
     assert!(status.success(), "{status}");
     let snapshots = std::fs::read_dir(dir.join("snapshots")).unwrap().count();
     assert!(snapshots >= 1, "shutdown writes a snapshot");

@@ -4,101 +4,38 @@
 //! tokens alike, in demo mode only (and is 404 elsewhere). The page itself is tested in a real
 //! browser by scripts/web-test.
 
-use base64::Engine as _;
-use ed25519_dalek::{Signer, SigningKey};
+mod support;
+
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{Server, signature_lines};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
-
-struct Server {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Server {
-    fn start(name: &str, run_args: &[&str]) -> Self {
-        let dir = std::env::temp_dir().join(format!("exchange-web-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut child = Command::new(BINARY)
-            .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0", "run"])
-            .args(run_args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let port = loop {
-            line.clear();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
-            if line.contains("HTTP listening") {
-                let address = line.split("listen=").nth(1).unwrap();
-                break address.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap();
-            }
-        };
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Self { child, port, dir }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Starts the server with `run <run_args>` on a fresh data directory removed afterwards.
+fn start(name: &str, run_args: &[&str]) -> Server {
+    let dir = support::data_dir(&format!("web-{name}"));
+    let args: Vec<&str> = ["run"].into_iter().chain(run_args.iter().copied()).collect();
+    Server::start(&dir, &args, &[]).remove_dir_on_drop()
 }
 
 /// One HTTP request: (status, headers in lower case, body). `signed` is the instruction to sign
 /// as demo user 2 (no parameters).
 fn request(port: u16, method: &str, path: &str, extra: &str, signed: Option<&str>) -> (u16, String, String) {
-    let mut headers = extra.to_string();
+    let mut headers = format!("Content-Type: application/json\r\n{extra}");
     if let Some(instruction) = signed {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let key = SigningKey::from_bytes(&[2u8; 32]);
-        let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
-        let text = format!("instruction={instruction}&timestamp={timestamp}&window=5000");
-        headers += &format!(
-            "X-API-Key: {}\r\nX-Signature: {}\r\nX-Timestamp: {timestamp}\r\nX-Window: 5000\r\n",
-            b64.encode(key.verifying_key().to_bytes()),
-            b64.encode(key.sign(text.as_bytes()).to_bytes())
-        );
+        headers += &signature_lines(&[2u8; 32], &format!("instruction={instruction}"));
     }
     let body = if method == "POST" { "{}" } else { "" };
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{headers}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, head.to_ascii_lowercase(), body.to_string())
+    response(support::request(port, method, path, &headers, body))
 }
 
 /// A `POST` with a JSON body.
 fn request_body(port: u16, path: &str, body: &str, headers: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{headers}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, head.to_ascii_lowercase(), body.to_string())
+    response(support::request(port, "POST", path, &format!("Content-Type: application/json\r\n{headers}"), body))
+}
+
+/// (status, headers in lower case, body).
+fn response(response: support::Response) -> (u16, String, String) {
+    (response.status(), response.head().to_ascii_lowercase(), response.body().to_string())
 }
 
 fn json(body: &str) -> Value {
@@ -107,8 +44,8 @@ fn json(body: &str) -> Value {
 
 #[test]
 fn the_page_is_served_under_app_and_browsers_asking_for_root_are_sent_there() {
-    let server = Server::start("page", &[]);
-    let port = server.port;
+    let server = start("page", &[]);
+    let port = server.http;
 
     let (status, head, _) = request(port, "GET", "/", "", None);
     assert_eq!(status, 307, "{head}");
@@ -143,8 +80,8 @@ fn the_page_is_served_under_app_and_browsers_asking_for_root_are_sent_there() {
 #[test]
 fn the_demo_faucet_credits_fixed_amounts_through_the_engine() {
     // The demo flow stops after its 16 funding deposits, so balances only move by the faucet.
-    let server = Server::start("faucet", &["--demo", "--demo-orders", "16"]);
-    let port = server.port;
+    let server = start("faucet", &["--demo", "--demo-orders", "16"]);
+    let port = server.http;
     let (_, _, body) = request(port, "GET", "/app/config.json", "", None);
     assert_eq!(json(&body)["demo"], true);
 

@@ -4,24 +4,18 @@
 //! `lastUpdateId` (gap-free `U = u + 1`) rebuild exactly the book a later REST snapshot shows;
 //! also that the subscriber appears in /metrics and that a plain GET / gets a JSON 400.
 
+mod support;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{Server, request};
 use tokio_tungstenite::tungstenite::Message;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
-
 fn get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_string())
+    let response = request(port, "GET", path, "", "");
+    (response.status(), response.body().to_string())
 }
 
 type Book = (BTreeMap<String, String>, BTreeMap<String, String>);
@@ -43,25 +37,9 @@ fn apply(book: &mut Book, data: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_server_streams_depth_consistent_with_rest() {
-    let dir = std::env::temp_dir().join(format!("exchange-websocket-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(BINARY)
-        .args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"])
-        .args(["run", "--demo", "--demo-rate", "1000"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
-        if line.contains("HTTP listening") {
-            let address = line.split("listen=").nth(1).unwrap();
-            break address.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let dir = support::data_dir("websocket");
+    let mut server = Server::start(&dir, &["run", "--demo", "--demo-rate", "1000"], &[]);
+    let port = server.http;
 
     // A browser's plain GET / is sent to the trading page (docs/web.md); a plain GET of the
     // WebSocket-only path /ws is a clear error.
@@ -126,8 +104,7 @@ async fn demo_server_streams_depth_consistent_with_rest() {
     let metrics = get(port, "/metrics").1;
     assert!(metrics.contains("exchange_ws_subscribers 1"), "{metrics}");
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let status = child.wait().unwrap();
+    let status = server.terminate();
     assert!(status.success(), "{status}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

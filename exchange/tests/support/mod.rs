@@ -1,0 +1,247 @@
+//! Code shared by the integration tests that run the real server binary: start it on ephemeral
+//! ports and read the bound ports from its log, plain HTTP/1.1 requests over a `TcpStream`, and
+//! Backpack-style Ed25519 request signing.
+//!
+//! Each test file is its own crate that includes this module with `mod support;` and uses only
+//! part of it, so unused items are expected there: hence the `allow(dead_code)` (clippy runs with
+//! `-D warnings`).
+#![allow(dead_code)]
+
+use base64::Engine as _;
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+/// The server binary under test.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
+
+/// The log line the server writes once its HTTP listener is bound.
+pub const HTTP_LISTENING: &str = "HTTP listening";
+/// The log line the SBE (binary) gateway writes once bound.
+pub const SBE_LISTENING: &str = "binary gateway listening";
+/// The log line the FIX gateway writes once bound.
+pub const FIX_LISTENING: &str = "FIX gateway listening";
+
+/// A fresh (emptied) data directory for one test: `<tmp>/exchange-<name>-<pid>`.
+pub fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("exchange-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `exchange --data <dir> --http-port 0 --sbe-port 0 --fix-port 0`: the server binary on a data
+/// directory with every listener on an ephemeral port; add the remaining arguments.
+pub fn command(dir: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command.args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"]);
+    command
+}
+
+/// A running server binary on ephemeral ports; killed (SIGKILL) and reaped when dropped.
+pub struct Server {
+    child: Option<Child>,
+    dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    wait_for: Vec<String>,
+    remove_dir: bool,
+    /// The bound HTTP port.
+    pub http: u16,
+    /// The bound SBE port, if its "listening" line was awaited.
+    pub sbe: Option<u16>,
+    /// The bound FIX port, if its "listening" line was awaited.
+    pub fix: Option<u16>,
+}
+
+impl Server {
+    /// Starts `exchange --data <dir> --http-port 0 --sbe-port 0 --fix-port 0 <args>` with `env`
+    /// and waits until it logs that HTTP is listening.
+    pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_waiting_for(dir, args, env, &[HTTP_LISTENING])
+    }
+
+    /// Like [`Server::start`], but waits until a log line containing each of `wait_for` has been
+    /// written; the port of [`HTTP_LISTENING`], [`SBE_LISTENING`] and [`FIX_LISTENING`] is read
+    /// from its `listen=IP:PORT`, other markers are only waited for.
+    pub fn start_waiting_for(dir: &Path, args: &[&str], env: &[(&str, &str)], wait_for: &[&str]) -> Self {
+        let mut server = Self {
+            child: None,
+            dir: dir.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            wait_for: wait_for.iter().map(|w| w.to_string()).collect(),
+            remove_dir: false,
+            http: 0,
+            sbe: None,
+            fix: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Removes the data directory when the server is dropped (after it was killed).
+    pub fn remove_dir_on_drop(mut self) -> Self {
+        self.remove_dir = true;
+        self
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The process id of the server.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
+    }
+
+    /// The SBE port (panics unless its "listening" line was awaited).
+    pub fn sbe_port(&self) -> u16 {
+        self.sbe.expect("the SBE gateway's listening line was awaited")
+    }
+
+    /// The FIX port (panics unless its "listening" line was awaited).
+    pub fn fix_port(&self) -> u16 {
+        self.fix.expect("the FIX gateway's listening line was awaited")
+    }
+
+    /// `kill -9` and reap the server.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `kill -9` the server and start it again on the same data directory, arguments and
+    /// environment (the ports change).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Sends SIGTERM (a clean shutdown) and waits for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the server runs");
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        child.wait().unwrap()
+    }
+
+    fn spawn(&mut self) {
+        let mut child = command(&self.dir)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut pending = self.wait_for.clone();
+        let mut line = String::new();
+        while !pending.is_empty() {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "server exited before it was ready: waiting for {pending:?}"
+            );
+            let Some(index) = pending.iter().position(|marker| line.contains(marker.as_str())) else { continue };
+            let marker = pending.remove(index);
+            let port = || {
+                let address = line.split("listen=").nth(1).unwrap_or_else(|| panic!("no listen= in {line}"));
+                address.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap()
+            };
+            match marker.as_str() {
+                HTTP_LISTENING => self.http = port(),
+                SBE_LISTENING => self.sbe = Some(port()),
+                FIX_LISTENING => self.fix = Some(port()),
+                _ => {} // a readiness line without an address
+            }
+        }
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        self.child = Some(child);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// One HTTP/1.1 response, as received.
+pub struct Response {
+    /// The whole response: status line, headers and body.
+    pub raw: String,
+}
+
+impl Response {
+    /// The status code (0 if there was no status line).
+    pub fn status(&self) -> u16 {
+        self.raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+
+    /// The status line and headers (everything when there is no blank line).
+    pub fn head(&self) -> &str {
+        self.raw.split_once("\r\n\r\n").map_or(&self.raw, |(head, _)| head)
+    }
+
+    /// The body (empty when there is no blank line).
+    pub fn body(&self) -> &str {
+        self.raw.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+    }
+
+    /// The body as JSON; panics with the whole response (and `context`) if it is not JSON.
+    pub fn json(&self, context: &str) -> Value {
+        serde_json::from_str(self.body()).unwrap_or_else(|e| panic!("{context}: {e}: {}", self.raw))
+    }
+}
+
+/// One HTTP/1.1 request to `127.0.0.1:port` with `Connection: close`. `headers` are complete
+/// header lines (`"Name: value\r\n"`) sent after `Host`; a read error (the server may close early,
+/// e.g. on an oversized body) keeps what was received.
+pub fn request(port: u16, method: &str, path: &str, headers: &str, body: &str) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    Response { raw }
+}
+
+/// The Content-Type header line of the JSON API tests.
+pub const JSON: &str = "Content-Type: application/json; charset=utf-8\r\n";
+
+/// Backpack signature headers of `secret` over `signed` (`instruction=..` and the sorted `&k=v`
+/// parameters) followed by `&timestamp=<now ms>&window=5000`, as `(name, value)` pairs.
+pub fn signature(secret: &[u8; 32], signed: &str) -> Vec<(&'static str, String)> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = SigningKey::from_bytes(secret);
+    let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let text = format!("{signed}&timestamp={timestamp}&window=5000");
+    vec![
+        ("X-API-Key", b64.encode(key.verifying_key().to_bytes())),
+        ("X-Signature", b64.encode(key.sign(text.as_bytes()).to_bytes())),
+        ("X-Timestamp", timestamp.to_string()),
+        ("X-Window", "5000".to_string()),
+    ]
+}
+
+/// [`signature`] as header lines for [`request`].
+pub fn signature_lines(secret: &[u8; 32], signed: &str) -> String {
+    header_lines(&signature(secret, signed))
+}
+
+/// `(name, value)` pairs as header lines for [`request`].
+pub fn header_lines(headers: &[(&str, String)]) -> String {
+    headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect()
+}

@@ -10,5 +10,7 @@ pub mod history_store;
 pub mod http;
 pub mod metrics;
 pub mod publishers;
+#[cfg(feature = "sinks")]
+pub mod replica;
 pub mod runtime;
 pub mod web;

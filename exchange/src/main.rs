@@ -112,6 +112,11 @@ enum Subcommands {
     },
     /// Recover the data directory and write a snapshot of the result (the server must be stopped).
     Snapshot,
+    /// A read-only market-data replica: serves `GET /api/v1/depth` (and `/api/v1/status`,
+    /// `/api/v1/time`) from the Redis sink's snapshots (`--redis-url` or `sinks.redis`) on the
+    /// HTTP port, without an engine or data directory. See docs/operations.md.
+    #[cfg(feature = "sinks")]
+    Replica,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,6 +261,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 println!("# torn tail in {} at offset {offset}", path.display());
             }
             Ok(())
+        }
+        #[cfg(feature = "sinks")]
+        Some(Subcommands::Replica) => {
+            let redis = config.sinks.redis.as_ref().ok_or("replica needs --redis-url (or [sinks.redis] url)")?;
+            let replica = exchange::replica::Replica::new(&redis.url, &redis.prefix, &engine_config)?;
+            exchange::replica::serve(replica, config.http.listen)
         }
         Some(Subcommands::Snapshot) => {
             let (recovered, _) = runtime::recover(&config, &engine_config, false, true)?;

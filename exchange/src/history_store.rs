@@ -1,14 +1,16 @@
-//! The REST fill and order history read from the Postgres sink's tables
-//! ([`gateway_json::history::HistorySource`] over [`sinks::postgres::Queries`]).
+//! The REST fill, order and public trade history read from the Postgres sink's tables
+//! ([`gateway_json::history::HistorySource`] and [`gateway_json::TradeSource`] over
+//! [`sinks::postgres::Queries`]).
 //!
-//! When `[sinks.postgres]` is configured, `GET /wapi/v1/history/fills` and
-//! `/wapi/v1/history/orders` answer from Postgres alone: complete, and the same after a restart.
-//! The sink writes a few milliseconds behind the engine, so a fill made just before the query can
-//! be missing from the answer until the sink has written it. A failed query answers `503`.
+//! When `[sinks.postgres]` is configured, `GET /wapi/v1/history/fills`, `/wapi/v1/history/orders`
+//! and `/api/v1/trades/history` answer from Postgres alone: complete, and the same after a
+//! restart. The sink writes a few milliseconds behind the engine, so a trade made just before the
+//! query can be missing from the answer until the sink has written it. A failed query answers `503`.
 
 use codec::{ClientOrderId, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId, WireEnum};
-use gateway_json::OpenOrder;
 use gateway_json::history::{FillRecord, HistoryFuture, HistoryQuery, HistorySource, StoredOrder};
+use gateway_json::{OpenOrder, TradeSource};
+use marketdata::TradeRecord;
 use sinks::postgres::{HistoryFilter, Queries};
 
 /// History from the Postgres sink's tables.
@@ -102,6 +104,27 @@ impl HistorySource for PostgresHistory {
                             created_ns: row.created_ns,
                         },
                         status: status(&row.status)?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+impl TradeSource for PostgresHistory {
+    fn trades(&self, market: MarketId, limit: u32, offset: u64) -> HistoryFuture<'_, TradeRecord> {
+        Box::pin(async move {
+            let rows = self.queries.market_trades(market.get(), limit, offset).await.map_err(|e| e.to_string())?;
+            rows.into_iter()
+                .map(|row| {
+                    Ok(TradeRecord {
+                        id: row.trade_id,
+                        price_ticks: row.price_ticks,
+                        quantity_lots: row.quantity_lots,
+                        quote_amount: row.quote_amount,
+                        timestamp_ns: row.timestamp_ns,
+                        // The taker sold: the buyer was the maker.
+                        buyer_is_maker: code::<Side>(row.taker_side)? == Side::Ask,
                     })
                 })
                 .collect()

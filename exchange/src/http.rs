@@ -41,6 +41,8 @@ pub struct HttpState {
     pub websocket: gateway_json::WsState,
     /// The trading page, when served (docs/web.md).
     pub web: Option<crate::web::WebConfig>,
+    /// Where `GET /api/v1/trades/history` reads (the Postgres sink's trades); `None`: memory.
+    pub trade_source: Option<Arc<dyn gateway_json::TradeSource>>,
     /// The demo faucet (`--demo` only).
     pub faucet: Option<crate::faucet::Faucet>,
 }
@@ -48,7 +50,11 @@ pub struct HttpState {
 /// The router: metrics, health, the public and private REST API and the WebSocket endpoint.
 /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` (per-IP WebSocket limit).
 pub fn router(state: HttpState) -> Router {
-    let public_api = gateway_json::public_router(state.market_view.clone(), state.engine_config.clone());
+    let public_api = gateway_json::public_router_with_trade_source(
+        state.market_view.clone(),
+        state.engine_config.clone(),
+        state.trade_source.clone(),
+    );
     let private_api = gateway_json::private_router(state.private_api.clone());
     let sessions = gateway_json::sessions_router(state.users.clone());
     let admin = state.admin_token.clone().map(|token| {

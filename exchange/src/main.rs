@@ -449,17 +449,20 @@ fn serve(
     )
     .with_users(user_store.clone())
     .with_key_limits(key_limiter);
-    // With the Postgres sink the fill and order history endpoints read its tables.
+    // With the Postgres sink the fill, order and public trade history endpoints read its tables.
     #[cfg(feature = "sinks")]
-    let private_api = match &config.sinks.postgres {
+    let (private_api, trade_source) = match &config.sinks.postgres {
         Some(postgres) => {
             let _context = http_runtime.enter();
-            let store = exchange::history_store::PostgresHistory::new(&postgres.url)?;
-            tracing::info!("REST fill and order history read from Postgres");
-            private_api.with_history_source(Arc::new(store))
+            let store = Arc::new(exchange::history_store::PostgresHistory::new(&postgres.url)?);
+            tracing::info!("REST fill, order and trade history read from Postgres");
+            let trade_source: Arc<dyn gateway_json::TradeSource> = store.clone();
+            (private_api.with_history_source(store), Some(trade_source))
         }
-        None => private_api,
+        None => (private_api, None),
     };
+    #[cfg(not(feature = "sinks"))]
+    let trade_source: Option<Arc<dyn gateway_json::TradeSource>> = None;
     let web = if config.web.enabled {
         let path = exchange::web::WebConfig::normalised_path(&config.web.path)?;
         Some(exchange::web::WebConfig { path, dir: config.web.dir.clone(), demo: args.demo })
@@ -482,6 +485,7 @@ fn serve(
             .with_jwt(session_verifier),
         web,
         faucet,
+        trade_source,
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");

@@ -1,8 +1,9 @@
 //! The REST fill and order history read from Postgres: the real server with the Postgres sink
 //! (`scripts/services`) trades in its demo market, stops, and restarts with an empty in-memory
 //! history; `GET /wapi/v1/history/fills` and `/wapi/v1/history/orders` still list every fill and
-//! order of the first run, signed by each demo user, and never another user's. With Postgres
-//! stopped the endpoints answer `503 SERVICE_UNAVAILABLE`.
+//! order of the first run, signed by each demo user, and never another user's; the public
+//! `GET /api/v1/trades/history` lists every trade of the first run, exactly as the journal holds
+//! it. With Postgres stopped the endpoints answer `503 SERVICE_UNAVAILABLE`.
 //!
 //! Needs `EXCHANGE_TEST_DATABASE_URL` (and `EXCHANGE_SERVICES_CTL` for the outage part); skipped
 //! loudly without it, failed under `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test).
@@ -155,6 +156,77 @@ fn reference(config_path: &Path, data: &Path) -> Reference {
     reference
 }
 
+/// Per symbol, trade id → the public trade JSON the journal's fills give.
+type Trades = BTreeMap<String, BTreeMap<u64, Value>>;
+
+fn journal_trades(config_path: &Path, data: &Path) -> Trades {
+    let config = Config::load(Some(config_path)).unwrap();
+    let engine_config = config.engine_config().unwrap();
+    let history = History {
+        engine_config: engine_config.clone(),
+        journal_dir: data.join("journal"),
+        snapshot_dir: data.join("snapshots"),
+    };
+    let contents = engine::journal::JournalReader::open(&data.join("journal")).unwrap().read_after(0).unwrap();
+    let mut trades = Trades::new();
+    sinks::replay_from(
+        &history,
+        engine::Engine::new(&engine_config).unwrap(),
+        0,
+        0,
+        contents.last_sequence,
+        &mut |c| {
+            for event in &c.events {
+                if let Event::Fill(f) = event {
+                    let market = &engine_config.markets[f.market_id.get() as usize - 1];
+                    let format = marketdata::format::MarketFormat::new(&engine_config, market);
+                    let trade = serde_json::json!({
+                        "id": f.trade_id.get(),
+                        "price": format.price(f.price_ticks.get()),
+                        "quantity": format.quantity(u128::from(f.quantity_lots.get())),
+                        "quoteQuantity": format.quote(u128::from(f.quote_amount.get())),
+                        "timestamp": f.timestamp_ns.get() / 1_000_000,
+                        "isBuyerMaker": f.taker_side.get() == Ok(codec::Side::Ask),
+                    });
+                    trades.entry(market.symbol.clone()).or_default().insert(f.trade_id.get(), trade);
+                }
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    trades
+}
+
+/// A public GET (no signature needed; the signed headers `get` adds are ignored).
+fn public(port: u16, path: &str, query: &str) -> (u16, Value) {
+    get(port, 2, path, "none", query)
+}
+
+/// Every trade `GET /api/v1/trades/history` serves for `symbol`, paged 1000 at a time back from
+/// the newest with `offset`. The demo trades on meanwhile, so a page can repeat trades of the
+/// previous one (never skip one): each id keeps the JSON first served.
+fn served_trades(port: u16, symbol: &str) -> BTreeMap<u64, Value> {
+    let (mut trades, mut offset) = (BTreeMap::new(), 0);
+    loop {
+        let (status, page) =
+            public(port, "/api/v1/trades/history", &format!("symbol={symbol}&limit=1000&offset={offset}"));
+        assert_eq!(status, 200, "{symbol}: {page}");
+        let page = page.as_array().unwrap().clone();
+        let ids: Vec<u64> = page.iter().map(|t| t["id"].as_u64().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{symbol}: oldest first within a page");
+        for trade in &page {
+            let id = trade["id"].as_u64().unwrap();
+            let first = trades.entry(id).or_insert_with(|| trade.clone());
+            assert_eq!(first, trade, "{symbol}: trade {id} served the same twice");
+        }
+        if page.len() < 1000 {
+            return trades;
+        }
+        offset += page.len();
+    }
+}
+
 fn fill_keys(fills: &[Value]) -> BTreeSet<(String, u64, u64)> {
     fills
         .iter()
@@ -197,6 +269,8 @@ fn history_endpoints_read_postgres_across_a_restart() {
         .unwrap();
     assert!(status.success());
     let before = reference(&config_path, &data);
+    let trades_before = journal_trades(&config_path, &data);
+    assert!(!trades_before.is_empty(), "the demo traded in run 1");
     let traders = [2u64, 3, 4];
     for user in traders {
         assert!(before.get(&user).is_some_and(|(fills, _)| !fills.is_empty()), "demo user {user} traded in run 1");
@@ -222,6 +296,31 @@ fn history_endpoints_read_postgres_across_a_restart() {
         seen.insert(user, (fills, orders));
     }
 
+    // The public trade history: every trade of run 1, as the journal holds it (JSON included).
+    for (symbol, journal) in &trades_before {
+        let served = served_trades(port, symbol);
+        for (id, trade) in journal {
+            assert_eq!(served.get(id), Some(trade), "{symbol}: trade {id} of run 1 served as journaled");
+        }
+        // Trade ids are sequential per market: nothing is missing from the store.
+        let ids: Vec<u64> = served.keys().copied().collect();
+        assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "{symbol}: every trade id, once");
+        // The page back from the newest: `offset` skips the most recent ones.
+        let newest = *ids.last().unwrap();
+        let (status, page) = public(port, "/api/v1/trades/history", &format!("symbol={symbol}&limit=2&offset=1"));
+        assert_eq!(status, 200, "{page}");
+        let page_ids: Vec<u64> = page.as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect();
+        assert!(page_ids.len() == 2 && page_ids[0] + 1 == page_ids[1] && page_ids[1] >= newest - 1, "{page}");
+    }
+    let symbol = trades_before.keys().next().unwrap();
+    for query in [format!("symbol={symbol}&limit=0"), format!("symbol={symbol}&offset=-1"), "symbol=NOPE".into()] {
+        let (status, body) = public(port, "/api/v1/trades/history", &query);
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["code"], "INVALID_CLIENT_REQUEST", "{query}: {body}");
+    }
+    let (status, far) = public(port, "/api/v1/trades/history", &format!("symbol={symbol}&offset={}", u64::MAX));
+    assert_eq!((status, far), (200, serde_json::json!([])), "an offset past every trade");
+
     // Filters on the store: one order's fills, one symbol, the oldest first, a time window.
     let (fills, _) = &seen[&2];
     let order = fills[0]["orderId"].as_str().unwrap();
@@ -245,9 +344,12 @@ fn history_endpoints_read_postgres_across_a_restart() {
         let control = |action: &str| assert!(Command::new(&ctl).args(["postgres", action]).status().unwrap().success());
         control("stop");
         let (status, body) = get(port, 2, "/wapi/v1/history/fills", "fillHistoryQueryAll", "");
+        let (trades_status, trades_body) = public(port, "/api/v1/trades/history", &format!("symbol={symbol}"));
         control("start");
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["code"], "SERVICE_UNAVAILABLE", "{body}");
+        assert_eq!(trades_status, 503, "{trades_body}");
+        assert_eq!(trades_body["code"], "SERVICE_UNAVAILABLE", "{trades_body}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while get(port, 2, "/wapi/v1/history/fills", "fillHistoryQueryAll", "").0 != 200 {
             assert!(Instant::now() < deadline, "history back after Postgres restarted");

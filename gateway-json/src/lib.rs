@@ -18,6 +18,10 @@
 //! - Errors are `{"code": "...", "message": "..."}`: bad or missing parameters and unknown
 //!   symbols are `400 INVALID_CLIENT_REQUEST`; depth while the view is stale (events lost) is
 //!   `503 SERVICE_UNAVAILABLE`. Handlers never panic on input.
+//! - `GET /api/v1/trades/history` reads a [`TradeSource`] when one is given
+//!   ([`public_router_with_trade_source`]; the Postgres sink in the exchange binary): every trade,
+//!   across restarts. Without one it reads the view's memory (the last 1000 trades per market).
+//!   A store that cannot be read answers `503 SERVICE_UNAVAILABLE`.
 //! - Headers are not required: `Content-Type` on a GET and `X-API-Key` on a public request (the
 //!   official client sends both) are ignored.
 
@@ -49,7 +53,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use engine::EngineConfig;
 use marketdata::format::MarketFormat;
-use marketdata::{KlineInterval, MarketView, TickerStats};
+use marketdata::{KlineInterval, MarketView, TickerStats, TradeRecord};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -93,8 +97,16 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
+/// A durable store of every market's trades (the Postgres sink's `trades` table, wired in the
+/// exchange binary). When the public router has one, `GET /api/v1/trades/history` answers from it.
+pub trait TradeSource: Send + Sync {
+    /// `limit` trades of `market` after skipping its `offset` most recent ones, oldest first.
+    fn trades(&self, market: codec::MarketId, limit: u32, offset: u64) -> history::HistoryFuture<'_, TradeRecord>;
+}
+
 struct Api {
     view: Arc<MarketView>,
+    trade_source: Option<Arc<dyn TradeSource>>,
     config: Arc<EngineConfig>,
     formats: Vec<MarketFormat>,
     symbols: HashMap<String, usize>,
@@ -216,10 +228,19 @@ impl Params {
 /// The public market-data routes, at the server root (`/api/v1/...`). Merge into the server's
 /// router; sets no fallback.
 pub fn public_router(view: Arc<MarketView>, config: Arc<EngineConfig>) -> Router {
+    public_router_with_trade_source(view, config, None)
+}
+
+/// [`public_router`], with `GET /api/v1/trades/history` read from `trade_source` when given.
+pub fn public_router_with_trade_source(
+    view: Arc<MarketView>,
+    config: Arc<EngineConfig>,
+    trade_source: Option<Arc<dyn TradeSource>>,
+) -> Router {
     let formats = config.markets.iter().map(|market| MarketFormat::new(&config, market)).collect();
     let symbols = config.markets.iter().enumerate().map(|(index, market)| (market.symbol.clone(), index)).collect();
     let created_at = marketdata::interval::format_datetime(view.now_ns() / 1_000_000_000, 'T');
-    let api = Arc::new(Api { view, config, formats, symbols, created_at });
+    let api = Arc::new(Api { view, trade_source, config, formats, symbols, created_at });
     Router::new()
         .route("/api/v1/markets", get(markets))
         .route("/api/v1/market", get(market))
@@ -365,6 +386,10 @@ async fn depth(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiRes
 fn trades_json(api: &Api, index: usize, limit: u64, offset: u64) -> ApiResult {
     let offset = usize::try_from(offset).unwrap_or(usize::MAX);
     let trades = api.view.trades(api.config.markets[index].id, limit as usize, offset).unwrap_or_default();
+    trades_array(api, index, &trades)
+}
+
+fn trades_array(api: &Api, index: usize, trades: &[TradeRecord]) -> ApiResult {
     let format = &api.formats[index];
     ok(Value::Array(
         trades
@@ -405,11 +430,14 @@ async fn trades(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiRe
     get,
     path = "/api/v1/trades/history",
     tag = "Markets",
-    description = "Older trades (offset skips the most recent).",
+    description = "Older trades, oldest first (offset skips the most recent). Read from the trade store \
+                   (Postgres) when the server has one: every trade, across restarts; else the last 1000 \
+                   trades per market kept in memory. 503 when the store cannot be read.",
     params(crate::openapi::TradesQuery),
     responses(
         (status = 200, description = "Trades", body = Vec<crate::openapi::Trade>),
         (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The trade store cannot be read", body = crate::openapi::ErrorBody),
     )
 )]
 async fn trades_history(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
@@ -417,7 +445,20 @@ async fn trades_history(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) 
     let index = api.market(&params)?;
     let limit = params.number("limit", Some(TRADES_LIMIT_DEFAULT), 1..=TRADES_LIMIT_MAX)?;
     let offset = params.number("offset", Some(0), 0..=u64::MAX)?;
-    trades_json(&api, index, limit, offset)
+    let Some(source) = &api.trade_source else { return trades_json(&api, index, limit, offset) };
+    let market = api.config.markets[index].id;
+    match source.trades(market, limit as u32, offset).await {
+        Ok(trades) => trades_array(&api, index, &trades),
+        Err(error) => {
+            // Details go to the log, not to the client.
+            tracing::warn!(%error, "trade store query failed");
+            Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "SERVICE_UNAVAILABLE",
+                message: "Trade store unavailable, try again".into(),
+            })
+        }
+    }
 }
 
 #[utoipa::path(

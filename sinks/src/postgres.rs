@@ -765,6 +765,23 @@ pub struct FillRecord {
     pub client_order_id: u64,
 }
 
+/// A trade as the public trade history returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarketTrade {
+    /// Trade id (per market).
+    pub trade_id: u64,
+    /// Time of the trade, ns.
+    pub timestamp_ns: u64,
+    /// Price, ticks.
+    pub price_ticks: u64,
+    /// Quantity, lots.
+    pub quantity_lots: u64,
+    /// Notional, quote minor units.
+    pub quote_amount: u64,
+    /// The taker's side: 1 bid, 2 ask.
+    pub taker_side: u8,
+}
+
 /// Filters and page of a history query ([`Queries::fill_history`], [`Queries::order_history`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryFilter {
@@ -1050,6 +1067,37 @@ impl Queries {
                     side: row.get::<i16, _>(9) as u8,
                     is_maker: row.get(10),
                     client_order_id: parse(&row.get::<String, _>(11))?,
+                })
+            })
+            .collect()
+    }
+
+    /// A market's trades: `limit` of them after skipping the `offset` most recent, oldest first
+    /// (by trade id, the primary key's order).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn market_trades(&self, market_id: u32, limit: u32, offset: u64) -> Result<Vec<MarketTrade>, SinkError> {
+        let rows = sqlx::query(
+            "SELECT trade_id, timestamp_ns, price_ticks::text, quantity_lots::text, quote_amount::text, taker_side
+             FROM (SELECT * FROM trades WHERE market_id = $1 ORDER BY trade_id DESC LIMIT $2 OFFSET $3) recent
+             ORDER BY trade_id ASC",
+        )
+        .bind(i32::try_from(market_id).map_err(|_| db(format!("postgres: market {market_id} exceeds INTEGER")))?)
+        .bind(i64::from(limit))
+        .bind(saturating(offset))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(MarketTrade {
+                    trade_id: row.get::<i64, _>(0) as u64,
+                    timestamp_ns: row.get::<i64, _>(1) as u64,
+                    price_ticks: parse(&row.get::<String, _>(2))?,
+                    quantity_lots: parse(&row.get::<String, _>(3))?,
+                    quote_amount: parse(&row.get::<String, _>(4))?,
+                    taker_side: row.get::<i16, _>(5) as u8,
                 })
             })
             .collect()

@@ -2,16 +2,16 @@
 //! ([`gateway_json::history::HistorySource`] and [`gateway_json::TradeSource`] over
 //! [`sinks::postgres::Queries`]).
 //!
-//! When `[sinks.postgres]` is configured, `GET /wapi/v1/history/fills`, `/wapi/v1/history/orders`
-//! and `/api/v1/trades/history` answer from Postgres alone: complete, and the same after a
+//! When `[sinks.postgres]` is configured, `GET /wapi/v1/history/fills`, `/wapi/v1/history/orders`,
+//! `/api/v1/trades/history` and `/api/v1/klines` answer from Postgres alone: complete, and the same after a
 //! restart. The sink writes a few milliseconds behind the engine, so a trade made just before the
 //! query can be missing from the answer until the sink has written it. A failed query answers `503`.
 
 use codec::{ClientOrderId, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId, WireEnum};
 use gateway_json::history::{FillRecord, HistoryFuture, HistoryQuery, HistorySource, StoredOrder};
 use gateway_json::{OpenOrder, TradeSource};
-use marketdata::TradeRecord;
-use sinks::postgres::{HistoryFilter, Queries};
+use marketdata::{Candle, KlineInterval, TradeRecord};
+use sinks::postgres::{HistoryFilter, KlineBuckets, Queries};
 
 /// History from the Postgres sink's tables.
 #[derive(Debug, Clone)]
@@ -128,6 +128,39 @@ impl TradeSource for PostgresHistory {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn klines(
+        &self,
+        market: MarketId,
+        interval: KlineInterval,
+        start: u64,
+        end: u64,
+        max: u32,
+    ) -> HistoryFuture<'_, Candle> {
+        Box::pin(async move {
+            let buckets = match interval {
+                KlineInterval::Seconds(length) => KlineBuckets::Seconds(length),
+                KlineInterval::Week => KlineBuckets::Week,
+                KlineInterval::Month => KlineBuckets::Month,
+            };
+            let from = interval.bucket_start(start);
+            let rows = self.queries.klines(market.get(), buckets, from, end, max).await.map_err(|e| e.to_string())?;
+            Ok(rows
+                .into_iter()
+                .map(|row| Candle {
+                    start: row.start,
+                    end: interval.bucket_end(row.start),
+                    open: row.open,
+                    high: row.high,
+                    low: row.low,
+                    close: row.close,
+                    volume_lots: row.volume_lots,
+                    quote_volume: row.quote_volume,
+                    trades: row.trades,
+                })
+                .collect())
         })
     }
 }

@@ -3,7 +3,8 @@
 //! history; `GET /wapi/v1/history/fills` and `/wapi/v1/history/orders` still list every fill and
 //! order of the first run, signed by each demo user, and never another user's; the public
 //! `GET /api/v1/trades/history` lists every trade of the first run, exactly as the journal holds
-//! it. With Postgres stopped the endpoints answer `503 SERVICE_UNAVAILABLE`.
+//! it, and `GET /api/v1/klines` aggregates them (1m candles equal to the journal's, weeks and
+//! months holding them all). With Postgres stopped the endpoints answer `503 SERVICE_UNAVAILABLE`.
 //!
 //! Needs `EXCHANGE_TEST_DATABASE_URL` (and `EXCHANGE_SERVICES_CTL` for the outage part); skipped
 //! loudly without it, failed under `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test).
@@ -159,7 +160,10 @@ fn reference(config_path: &Path, data: &Path) -> Reference {
 /// Per symbol, trade id → the public trade JSON the journal's fills give.
 type Trades = BTreeMap<String, BTreeMap<u64, Value>>;
 
-fn journal_trades(config_path: &Path, data: &Path) -> Trades {
+/// Per symbol, the 1m klines (JSON, by start) of the journal's trades, and the first trade's price.
+type Klines = BTreeMap<String, (BTreeMap<u64, Value>, String)>;
+
+fn journal_trades(config_path: &Path, data: &Path) -> (Trades, Klines) {
     let config = Config::load(Some(config_path)).unwrap();
     let engine_config = config.engine_config().unwrap();
     let history = History {
@@ -169,6 +173,8 @@ fn journal_trades(config_path: &Path, data: &Path) -> Trades {
     };
     let contents = engine::journal::JournalReader::open(&data.join("journal")).unwrap().read_after(0).unwrap();
     let mut trades = Trades::new();
+    // Per symbol and minute: open, high, low, close, volume, quote volume, trades (integers).
+    let mut minutes: BTreeMap<String, BTreeMap<u64, [u128; 7]>> = BTreeMap::new();
     sinks::replay_from(
         &history,
         engine::Engine::new(&engine_config).unwrap(),
@@ -189,13 +195,46 @@ fn journal_trades(config_path: &Path, data: &Path) -> Trades {
                         "isBuyerMaker": f.taker_side.get() == Ok(codec::Side::Ask),
                     });
                     trades.entry(market.symbol.clone()).or_default().insert(f.trade_id.get(), trade);
+                    let (price, lots) = (u128::from(f.price_ticks.get()), u128::from(f.quantity_lots.get()));
+                    let minute = f.timestamp_ns.get() / 1_000_000_000 / 60 * 60;
+                    let candle = minutes
+                        .entry(market.symbol.clone())
+                        .or_default()
+                        .entry(minute)
+                        .or_insert([price, price, price, price, 0, 0, 0]);
+                    candle[1] = candle[1].max(price);
+                    candle[2] = candle[2].min(price);
+                    candle[3] = price;
+                    candle[4] += lots;
+                    candle[5] += u128::from(f.quote_amount.get());
+                    candle[6] += 1;
                 }
             }
             Ok(())
         },
     )
     .unwrap();
-    trades
+    let datetime = |seconds: u64| marketdata::interval::format_datetime(seconds, ' ');
+    let mut klines = Klines::new();
+    for (symbol, minutes) in minutes {
+        let market = engine_config.markets.iter().find(|m| m.symbol == symbol).unwrap();
+        let format = marketdata::format::MarketFormat::new(&engine_config, market);
+        let ticks = |value: u128| format.price(u64::try_from(value).unwrap());
+        let first = ticks(minutes.values().next().unwrap()[0]);
+        let candles = minutes
+            .into_iter()
+            .map(|(start, c)| {
+                let candle = serde_json::json!({
+                    "start": datetime(start), "end": datetime(start + 60),
+                    "open": ticks(c[0]), "high": ticks(c[1]), "low": ticks(c[2]), "close": ticks(c[3]),
+                    "volume": format.quantity(c[4]), "quoteVolume": format.quote(c[5]), "trades": c[6].to_string(),
+                });
+                (start, candle)
+            })
+            .collect();
+        klines.insert(symbol, (candles, first));
+    }
+    (trades, klines)
 }
 
 /// A public GET (no signature needed; the signed headers `get` adds are ignored).
@@ -269,8 +308,10 @@ fn history_endpoints_read_postgres_across_a_restart() {
         .unwrap();
     assert!(status.success());
     let before = reference(&config_path, &data);
-    let trades_before = journal_trades(&config_path, &data);
+    let (trades_before, klines_before) = journal_trades(&config_path, &data);
     assert!(!trades_before.is_empty(), "the demo traded in run 1");
+    // Every minute that ends before run 2 starts holds trades of run 1 only.
+    let run_2_start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let traders = [2u64, 3, 4];
     for user in traders {
         assert!(before.get(&user).is_some_and(|(fills, _)| !fills.is_empty()), "demo user {user} traded in run 1");
@@ -312,6 +353,39 @@ fn history_endpoints_read_postgres_across_a_restart() {
         let page_ids: Vec<u64> = page.as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect();
         assert!(page_ids.len() == 2 && page_ids[0] + 1 == page_ids[1] && page_ids[1] >= newest - 1, "{page}");
     }
+    // Klines aggregated in Postgres: the 1m candles of run 1 equal the journal's; a week and a
+    // month hold every trade of run 1 (and those of run 2 so far), opening at run 1's first price.
+    for (symbol, (minutes, first_price)) in &klines_before {
+        let (status, served) = public(port, "/api/v1/klines", &format!("symbol={symbol}&interval=1m&startTime=0"));
+        assert_eq!(status, 200, "{served}");
+        let served: BTreeMap<String, &Value> =
+            served.as_array().unwrap().iter().map(|k| (k["start"].as_str().unwrap().to_string(), k)).collect();
+        let datetime = |seconds: u64| marketdata::interval::format_datetime(seconds, ' ');
+        for (start, candle) in minutes {
+            let kline = served.get(&datetime(*start)).copied().unwrap_or_else(|| panic!("{symbol}: 1m kline {start}"));
+            if *start + 60 <= run_2_start {
+                assert_eq!(kline, candle, "{symbol}: 1m kline at {start}");
+            } else {
+                // The minute run 2 started in: run 1's trades first, perhaps some of run 2's after.
+                assert_eq!(kline["open"], candle["open"], "{symbol}: 1m kline at {start} opens with run 1");
+                let count = |k: &Value| k["trades"].as_str().unwrap().parse::<u64>().unwrap();
+                assert!(count(kline) >= count(candle), "{symbol}: 1m kline at {start} holds run 1's trades");
+            }
+        }
+        let run_1_trades = trades_before[symbol].len() as u64;
+        for interval in ["1w", "1month", "3d"] {
+            let (status, served) =
+                public(port, "/api/v1/klines", &format!("symbol={symbol}&interval={interval}&startTime=0"));
+            assert_eq!(status, 200, "{served}");
+            let served = served.as_array().unwrap();
+            let count: u64 = served.iter().map(|k| k["trades"].as_str().unwrap().parse::<u64>().unwrap()).sum();
+            assert!(count >= run_1_trades, "{symbol} {interval}: {count} trades, run 1 had {run_1_trades}");
+            assert_eq!(served[0]["open"], first_price.as_str(), "{symbol} {interval}: opens at the first trade");
+        }
+        let (status, none) =
+            public(port, "/api/v1/klines", &format!("symbol={symbol}&interval=1m&startTime=0&endTime=60"));
+        assert_eq!((status, none), (200, serde_json::json!([])), "no trade in 1970");
+    }
     let symbol = trades_before.keys().next().unwrap();
     for query in [format!("symbol={symbol}&limit=0"), format!("symbol={symbol}&offset=-1"), "symbol=NOPE".into()] {
         let (status, body) = public(port, "/api/v1/trades/history", &query);
@@ -345,11 +419,15 @@ fn history_endpoints_read_postgres_across_a_restart() {
         control("stop");
         let (status, body) = get(port, 2, "/wapi/v1/history/fills", "fillHistoryQueryAll", "");
         let (trades_status, trades_body) = public(port, "/api/v1/trades/history", &format!("symbol={symbol}"));
+        let (klines_status, klines_body) =
+            public(port, "/api/v1/klines", &format!("symbol={symbol}&interval=1h&startTime=0"));
         control("start");
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["code"], "SERVICE_UNAVAILABLE", "{body}");
         assert_eq!(trades_status, 503, "{trades_body}");
         assert_eq!(trades_body["code"], "SERVICE_UNAVAILABLE", "{trades_body}");
+        assert_eq!(klines_status, 503, "{klines_body}");
+        assert_eq!(klines_body["code"], "SERVICE_UNAVAILABLE", "{klines_body}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while get(port, 2, "/wapi/v1/history/fills", "fillHistoryQueryAll", "").0 != 200 {
             assert!(Instant::now() < deadline, "history back after Postgres restarted");

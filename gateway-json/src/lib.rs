@@ -21,7 +21,8 @@
 //! - `GET /api/v1/trades/history` reads a [`TradeSource`] when one is given
 //!   ([`public_router_with_trade_source`]; the Postgres sink in the exchange binary): every trade,
 //!   across restarts. Without one it reads the view's memory (the last 1000 trades per market).
-//!   A store that cannot be read answers `503 SERVICE_UNAVAILABLE`.
+//!   So does `GET /api/v1/klines`, aggregating the stored trades. A store that cannot be read
+//!   answers `503 SERVICE_UNAVAILABLE`.
 //! - Headers are not required: `Content-Type` on a GET and `X-API-Key` on a public request (the
 //!   official client sends both) are ignored.
 
@@ -53,7 +54,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use engine::EngineConfig;
 use marketdata::format::MarketFormat;
-use marketdata::{KlineInterval, MarketView, TickerStats, TradeRecord};
+use marketdata::{Candle, KlineInterval, MarketView, TickerStats, TradeRecord};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -102,6 +103,27 @@ pub(crate) type ApiResult = Result<Response, ApiError>;
 pub trait TradeSource: Send + Sync {
     /// `limit` trades of `market` after skipping its `offset` most recent ones, oldest first.
     fn trades(&self, market: codec::MarketId, limit: u32, offset: u64) -> history::HistoryFuture<'_, TradeRecord>;
+    /// The klines of `interval` whose start is in `[interval.bucket_start(start), end)`
+    /// (seconds), oldest first, at most `max`, only intervals with trades (as
+    /// [`MarketView::klines`]).
+    fn klines(
+        &self,
+        market: codec::MarketId,
+        interval: KlineInterval,
+        start: u64,
+        end: u64,
+        max: u32,
+    ) -> history::HistoryFuture<'_, Candle>;
+}
+
+/// `503 SERVICE_UNAVAILABLE` for a trade store that failed: details go to the log, not to the client.
+fn trade_store_unavailable(error: &str) -> ApiError {
+    tracing::warn!(%error, "trade store query failed");
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "SERVICE_UNAVAILABLE",
+        message: "Trade store unavailable, try again".into(),
+    }
 }
 
 struct Api {
@@ -449,15 +471,7 @@ async fn trades_history(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) 
     let market = api.config.markets[index].id;
     match source.trades(market, limit as u32, offset).await {
         Ok(trades) => trades_array(&api, index, &trades),
-        Err(error) => {
-            // Details go to the log, not to the client.
-            tracing::warn!(%error, "trade store query failed");
-            Err(ApiError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                code: "SERVICE_UNAVAILABLE",
-                message: "Trade store unavailable, try again".into(),
-            })
-        }
+        Err(error) => Err(trade_store_unavailable(&error)),
     }
 }
 
@@ -465,11 +479,14 @@ async fn trades_history(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) 
     get,
     path = "/api/v1/klines",
     tag = "Markets",
-    description = "Candles; startTime and endTime in seconds.",
+    description = "Candles; startTime and endTime in seconds. Aggregated from the trade store (Postgres) when \
+                   the server has one: every trade, across restarts; else from the one-minute candles kept \
+                   in memory (32 days). 503 when the store cannot be read.",
     params(crate::openapi::KlinesQuery),
     responses(
         (status = 200, description = "Klines", body = Vec<crate::openapi::Kline>),
         (status = 400, description = "Bad parameter or unknown symbol", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The trade store cannot be read", body = crate::openapi::ErrorBody),
     )
 )]
 async fn klines(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiResult {
@@ -486,7 +503,14 @@ async fn klines(State(api): State<Arc<Api>>, RawQuery(query): RawQuery) -> ApiRe
     if end < start {
         return Err(ApiError::bad_request("endTime is before startTime"));
     }
-    let candles = api.view.klines(api.config.markets[index].id, interval, start, end, KLINES_MAX).unwrap_or_default();
+    let market = api.config.markets[index].id;
+    let candles = match &api.trade_source {
+        None => api.view.klines(market, interval, start, end, KLINES_MAX).unwrap_or_default(),
+        Some(source) => source
+            .klines(market, interval, start, end, KLINES_MAX as u32)
+            .await
+            .map_err(|e| trade_store_unavailable(&e))?,
+    };
     let format = &api.formats[index];
     let datetime = |seconds: u64| marketdata::interval::format_datetime(seconds, ' ');
     ok(Value::Array(

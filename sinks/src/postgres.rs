@@ -782,6 +782,38 @@ pub struct MarketTrade {
     pub taker_side: u8,
 }
 
+/// How [`Queries::klines`] buckets trades (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KlineBuckets {
+    /// A fixed number of seconds (at least 1), buckets aligned on the epoch.
+    Seconds(u64),
+    /// Calendar weeks starting Monday 00:00 UTC.
+    Week,
+    /// Calendar months starting on the 1st, 00:00 UTC (`date_trunc('month', ...)`).
+    Month,
+}
+
+/// One kline as [`Queries::klines`] aggregates it from the `trades` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KlineRow {
+    /// Bucket start, seconds since the epoch.
+    pub start: u64,
+    /// First trade price (lowest trade id), ticks.
+    pub open: u64,
+    /// Highest trade price, ticks.
+    pub high: u64,
+    /// Lowest trade price, ticks.
+    pub low: u64,
+    /// Last trade price (highest trade id), ticks.
+    pub close: u64,
+    /// Base volume, lots (exact `NUMERIC` sum).
+    pub volume_lots: u128,
+    /// Quote volume, quote minor units (exact `NUMERIC` sum).
+    pub quote_volume: u128,
+    /// Number of trades.
+    pub trades: u64,
+}
+
 /// Filters and page of a history query ([`Queries::fill_history`], [`Queries::order_history`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryFilter {
@@ -1098,6 +1130,70 @@ impl Queries {
                     quantity_lots: parse(&row.get::<String, _>(3))?,
                     quote_amount: parse(&row.get::<String, _>(4))?,
                     taker_side: row.get::<i16, _>(5) as u8,
+                })
+            })
+            .collect()
+    }
+
+    /// A market's klines: trades grouped by `buckets`, for the buckets starting in `[from_s,
+    /// to_s)` (seconds; `from_s` should be a bucket start), oldest first, at most `limit`, only
+    /// buckets with trades. Integer and `NUMERIC` arithmetic throughout.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn klines(
+        &self,
+        market_id: u32,
+        buckets: KlineBuckets,
+        from_s: u64,
+        to_s: u64,
+        limit: u32,
+    ) -> Result<Vec<KlineRow>, SinkError> {
+        // `s`: the trade's time in whole seconds (bigint division truncates; times are positive).
+        const WEEK_ORIGIN: i64 = 4 * 86_400; // 1970-01-05, a Monday.
+        let bucket = match buckets {
+            KlineBuckets::Seconds(length) => format!("(s / {length}) * {length}", length = length.max(1)),
+            KlineBuckets::Week => {
+                format!(
+                    "CASE WHEN s < {WEEK_ORIGIN} THEN 0 ELSE (s - {WEEK_ORIGIN}) / 604800 * 604800 + {WEEK_ORIGIN} END"
+                )
+            }
+            KlineBuckets::Month => {
+                "EXTRACT(EPOCH FROM date_trunc('month', TIMESTAMP '1970-01-01' + s * INTERVAL '1 second'))::bigint"
+                    .to_string()
+            }
+        };
+        let sql = format!(
+            "WITH t AS (
+                 SELECT {bucket} AS bucket, trade_id, price_ticks, quantity_lots, quote_amount
+                 FROM (SELECT timestamp_ns / 1000000000 AS s, trade_id, price_ticks, quantity_lots, quote_amount
+                       FROM trades WHERE market_id = $1 AND timestamp_ns >= $2) seconds
+             )
+             SELECT bucket, ((array_agg(price_ticks ORDER BY trade_id ASC))[1])::text, MAX(price_ticks)::text,
+                 MIN(price_ticks)::text, ((array_agg(price_ticks ORDER BY trade_id DESC))[1])::text,
+                 SUM(quantity_lots)::text, SUM(quote_amount)::text, COUNT(*)
+             FROM t WHERE bucket < $3 GROUP BY bucket ORDER BY bucket LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(i32::try_from(market_id).map_err(|_| db(format!("postgres: market {market_id} exceeds INTEGER")))?)
+            .bind(saturating(from_s.saturating_mul(1_000_000_000)))
+            .bind(saturating(to_s))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let wide = |text: String| text.parse::<u128>().map_err(|_| db(format!("not a u128 sum: {text}")));
+        rows.into_iter()
+            .map(|row| {
+                Ok(KlineRow {
+                    start: row.get::<i64, _>(0) as u64,
+                    open: parse(&row.get::<String, _>(1))?,
+                    high: parse(&row.get::<String, _>(2))?,
+                    low: parse(&row.get::<String, _>(3))?,
+                    close: parse(&row.get::<String, _>(4))?,
+                    volume_lots: wide(row.get(5))?,
+                    quote_volume: wide(row.get(6))?,
+                    trades: row.get::<i64, _>(7) as u64,
                 })
             })
             .collect()

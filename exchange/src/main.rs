@@ -112,11 +112,15 @@ enum Subcommands {
     },
     /// Recover the data directory and write a snapshot of the result (the server must be stopped).
     Snapshot,
-    /// A read-only market-data replica: serves `GET /api/v1/depth` (and `/api/v1/status`,
-    /// `/api/v1/time`) from the Redis sink's snapshots (`--redis-url` or `sinks.redis`) on the
-    /// HTTP port, without an engine or data directory. See docs/operations.md.
+    /// A read-only market-data replica: serves the public REST market data and the public
+    /// WebSocket streams from the Redis sink's keys (`--redis-url` or `sinks.redis`) on the HTTP
+    /// port, without an engine or data directory. See docs/operations.md.
     #[cfg(feature = "sinks")]
-    Replica,
+    Replica {
+        /// Milliseconds between two reads of the sink's `sequence` key.
+        #[arg(long, default_value_t = 50)]
+        poll_ms: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,9 +267,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         #[cfg(feature = "sinks")]
-        Some(Subcommands::Replica) => {
+        Some(Subcommands::Replica { poll_ms }) => {
             let redis = config.sinks.redis.as_ref().ok_or("replica needs --redis-url (or [sinks.redis] url)")?;
-            let replica = exchange::replica::Replica::new(&redis.url, &redis.prefix, &engine_config)?;
+            let mut replica_config = exchange::replica::ReplicaConfig::new(&redis.url, &redis.prefix);
+            replica_config.poll = Duration::from_millis((*poll_ms).max(1));
+            let replica = exchange::replica::Replica::start(replica_config, &engine_config)?;
             exchange::replica::serve(replica, config.http.listen)
         }
         Some(Subcommands::Snapshot) => {

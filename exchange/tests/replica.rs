@@ -1,19 +1,28 @@
 //! The read-only market-data replica (`exchange replica`) against a real Redis
 //! (`scripts/services`): before any snapshot it answers 503; the real server runs the demo with
-//! the Redis sink until its flow stops, is stopped with SIGTERM (the sink writes a final
-//! snapshot), and the replica's depth then equals the server's last depth, level for level, and
-//! names the sequence the sink wrote. With an unreachable Redis the replica answers 503.
+//! the Redis sink while a WebSocket client of the replica follows `depth.BTC_USDC` (from a REST
+//! snapshot of the replica, gap-free by the usual rule) and `trade.BTC_USDC`. When the flow has
+//! stopped and the server was stopped with SIGTERM (the sink writes a final snapshot): the
+//! replica's depth equals the server's last depth level for level, for every market; the
+//! client's book (snapshot + diffs) equals it too; the client received every trade of the
+//! server, in order, with its price and quantity; depth ids are sink (engine) sequences. With an
+//! unreachable Redis the replica answers 503.
 //!
 //! Needs `EXCHANGE_TEST_REDIS_URL`; skipped loudly without it, failed under
 //! `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test).
 
-use serde_json::Value;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
 use sinks::redis_client as redis;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
 
@@ -68,6 +77,15 @@ fn start(args: &[&str], marker: &str) -> (Child, u16) {
     (child, port)
 }
 
+/// GET `path`; the body as text.
+fn get_text(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split_once("\r\n\r\n").map_or(String::new(), |(_, body)| body.to_string())
+}
+
 fn replica(config: &Path, extra: &[&str]) -> (Child, u16) {
     let mut args = vec!["--config", config.to_str().unwrap(), "--http-port", "0"];
     args.extend_from_slice(extra);
@@ -80,8 +98,74 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A book as `price → quantity` strings: asks, bids.
+type Book = (BTreeMap<String, String>, BTreeMap<String, String>);
+
+/// Applies REST depth (`asks`/`bids`) or a depth diff (`a`/`b`) to `book`.
+fn apply(book: &mut Book, data: &Value) {
+    for (keys, side) in [(["a", "asks"], &mut book.0), (["b", "bids"], &mut book.1)] {
+        for key in keys {
+            for level in data[key].as_array().into_iter().flatten() {
+                let (price, quantity) = (level[0].as_str().unwrap(), level[1].as_str().unwrap());
+                if quantity.trim_end_matches('0').trim_end_matches('.').is_empty() {
+                    side.remove(price);
+                } else {
+                    side.insert(price.into(), quantity.into());
+                }
+            }
+        }
+    }
+}
+
+/// A WebSocket client of the replica, on its own thread: subscribes to `streams` and records
+/// every data frame until stopped.
+struct Recorder {
+    frames: Arc<Mutex<Vec<Value>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    fn start(port: u16, streams: &[&str]) -> Self {
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (subscribed_tx, subscribed_rx) = std::sync::mpsc::channel();
+        let subscribe = json!({"method": "SUBSCRIBE", "params": streams, "id": 1}).to_string();
+        let (thread_frames, thread_stop) = (frames.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let (mut client, _) =
+                    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
+                client.send(Message::text(subscribe)).await.unwrap();
+                while !thread_stop.load(Ordering::Acquire) {
+                    let Ok(message) = tokio::time::timeout(Duration::from_millis(100), client.next()).await else {
+                        continue;
+                    };
+                    let Some(Ok(Message::Text(text))) = message else { break };
+                    let frame: Value = serde_json::from_str(&text).unwrap();
+                    if frame.get("stream").is_some() {
+                        thread_frames.lock().unwrap().push(frame);
+                    } else {
+                        subscribed_tx.send(frame).unwrap();
+                    }
+                }
+            });
+        });
+        let answer = subscribed_rx.recv_timeout(Duration::from_secs(10)).expect("an answer to SUBSCRIBE");
+        assert_eq!(answer, json!({"result": null, "id": 1}), "subscribed to {streams:?}");
+        Self { frames, stop, thread: Some(thread) }
+    }
+
+    fn stop(mut self) -> Vec<Value> {
+        self.stop.store(true, Ordering::Release);
+        self.thread.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.frames.lock().unwrap())
+    }
+}
+
 #[test]
-fn replica_serves_the_servers_last_depth_from_redis() {
+fn replica_serves_market_data_and_streams_from_redis() {
     let Some(redis_url) = redis_url() else { return };
     let id = std::process::id();
     let dir = std::env::temp_dir().join(format!("exchange-replica-{id}"));
@@ -89,10 +173,11 @@ fn replica_serves_the_servers_last_depth_from_redis() {
     std::fs::create_dir_all(&dir).unwrap();
     let prefix = format!("replica{id}-");
     let config = dir.join("exchange.toml");
+    // Every level and enough trades per write that the replica misses none (see the docs).
     std::fs::write(
         &config,
         format!(
-            "{}\n[sinks.redis]\nurl = \"{redis_url}\"\nprefix = \"{prefix}\"\ndepth = 100000\ninterval_ms = 100\n",
+            "{}\n[sinks.redis]\nurl = \"{redis_url}\"\nprefix = \"{prefix}\"\ndepth = 100000\ntrades = 5000\ninterval_ms = 100\n",
             exchange::config::DEFAULT_CONFIG
         ),
     )
@@ -110,6 +195,13 @@ fn replica_serves_the_servers_last_depth_from_redis() {
     assert_eq!(status, 400, "{body}");
     let (status, body) = get_json(replica_port, "/api/v1/status");
     assert_eq!((status, body["status"].as_str()), (200, Some("Ok")), "{body}");
+    let (status, markets) = get_json(replica_port, "/api/v1/markets");
+    assert_eq!(status, 200, "{markets}");
+    let symbols: Vec<String> =
+        markets.as_array().unwrap().iter().map(|m| m["symbol"].as_str().unwrap().to_string()).collect();
+    assert!(symbols.len() > 1 && symbols.contains(&"BTC_USDC".to_string()), "{markets}");
+    // Trades can be followed from the start (depth only once the view is fresh).
+    let trades = Recorder::start(replica_port, &["trade.BTC_USDC"]);
 
     // The server trades a bounded demo flow with the Redis sink on.
     let data = dir.join("data");
@@ -128,13 +220,14 @@ fn replica_serves_the_servers_last_depth_from_redis() {
             "run",
             "--demo",
             "--demo-rate",
-            "2000",
+            "1000",
             "--demo-orders",
             "3000",
         ],
         "HTTP listening",
     );
-    // While it runs, the replica serves the (conflated) snapshots.
+    // While it runs, the replica serves the (conflated) snapshots; a client follows the diffs
+    // from one of the replica's snapshots.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, body) = get_json(replica_port, "/api/v1/depth?symbol=BTC_USDC&limit=5");
@@ -145,21 +238,20 @@ fn replica_serves_the_servers_last_depth_from_redis() {
         assert!(Instant::now() < deadline, "the replica should serve a snapshot: {status} {body}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let depth = Recorder::start(replica_port, &["depth.BTC_USDC"]);
+    let (_, first_snapshot) = get_json(replica_port, "/api/v1/depth?symbol=BTC_USDC&limit=5000");
+
     // Wait until the demo flow has stopped and the server's books are still.
-    let (_, markets) = get_json(server_port, "/api/v1/markets");
-    let symbols: Vec<String> =
-        markets.as_array().unwrap().iter().map(|m| m["symbol"].as_str().unwrap().to_string()).collect();
-    assert!(symbols.len() > 1, "{markets}");
-    let books = || -> Vec<Value> {
-        let books = symbols.iter().map(|s| get_json(server_port, &format!("/api/v1/depth?symbol={s}&limit=5000")).1);
+    let books = |port: u16| -> Vec<Value> {
+        let books = symbols.iter().map(|s| get_json(port, &format!("/api/v1/depth?symbol={s}&limit=5000")).1);
         books.map(|mut b| b.as_object_mut().map(|o| o.remove("timestamp")).map(|_| b).unwrap()).collect()
     };
-    let mut last = books();
+    let mut last = books(server_port);
     let mut still_since = Instant::now();
     while still_since.elapsed() < Duration::from_secs(2) {
         assert!(Instant::now() < deadline + Duration::from_secs(60), "the demo flow should stop");
         std::thread::sleep(Duration::from_millis(200));
-        let now = books();
+        let now = books(server_port);
         if now != last {
             still_since = Instant::now();
         }
@@ -167,6 +259,7 @@ fn replica_serves_the_servers_last_depth_from_redis() {
     }
     assert!(last.iter().any(|b| b["asks"].as_array().is_some_and(|a| !a.is_empty())), "{last:?}");
     let server_books = last;
+    let (_, server_trades) = get_json(server_port, "/api/v1/trades?symbol=BTC_USDC&limit=1000");
 
     // SIGTERM: the sink writes its final snapshot before the server exits.
     let status = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
@@ -176,14 +269,21 @@ fn replica_serves_the_servers_last_depth_from_redis() {
     let client = redis::Client::open(redis_url.as_str()).unwrap();
     let mut connection = client.get_connection().unwrap();
     let sequence: u64 = redis::cmd("GET").arg(format!("{prefix}sequence")).query(&mut connection).unwrap();
+    // The replica has mirrored the final write when its /health names that sequence.
+    let mirrored = Instant::now() + Duration::from_secs(10);
+    while get_text(replica_port, "/health") != format!("ok {sequence}\n") {
+        assert!(Instant::now() < mirrored, "the replica should mirror sequence {sequence}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // the last frames reach the recorders
     for (symbol, server_depth) in symbols.iter().zip(&server_books) {
         let (status, replica_depth) = get_json(replica_port, &format!("/api/v1/depth?symbol={symbol}&limit=5000"));
         assert_eq!(status, 200, "{replica_depth}");
         assert_eq!(replica_depth["asks"], server_depth["asks"], "{symbol} asks");
         assert_eq!(replica_depth["bids"], server_depth["bids"], "{symbol} bids");
-        assert_eq!(replica_depth["lastUpdateId"], Value::from(sequence.to_string()), "{symbol}: the sink's sequence");
-        let server_update: u64 = server_depth["lastUpdateId"].as_str().unwrap().parse().unwrap();
-        assert!(sequence >= server_update, "sink sequence {sequence} < {symbol}'s last update {server_update}");
+        // Depth ids are sink sequences: the write in which the market last changed.
+        let update: u64 = replica_depth["lastUpdateId"].as_str().unwrap().parse().unwrap();
+        assert!(update > 0 && update <= sequence, "{symbol}: lastUpdateId {update}, sink sequence {sequence}");
         assert!(replica_depth["timestamp"].as_u64().is_some_and(|t| t > 0), "{replica_depth}");
         // `limit` keeps the best levels: the lowest asks and the highest bids (listed last).
         let (_, top) = get_json(replica_port, &format!("/api/v1/depth?symbol={symbol}&limit=2"));
@@ -192,6 +292,58 @@ fn replica_serves_the_servers_last_depth_from_redis() {
         assert_eq!(top["asks"].as_array().unwrap()[..], asks[..asks.len().min(2)]);
         assert_eq!(top["bids"].as_array().unwrap()[..], bids[bids.len().saturating_sub(2)..]);
     }
+
+    // The depth stream: the first snapshot plus the diffs after it, gap-free, is the final book.
+    let frames = depth.stop();
+    let snapshot_id: u64 = first_snapshot["lastUpdateId"].as_str().unwrap().parse().unwrap();
+    let mut book: Book = Default::default();
+    apply(&mut book, &first_snapshot);
+    let mut previous = snapshot_id;
+    let mut diffs = 0;
+    for frame in &frames {
+        assert_eq!(frame["stream"], "depth.BTC_USDC", "{frame}");
+        let data = &frame["data"];
+        let (first, last) = (data["U"].as_u64().unwrap(), data["u"].as_u64().unwrap());
+        assert!(first <= last && last <= sequence, "ids are sink sequences: {data}");
+        if last <= snapshot_id {
+            continue;
+        }
+        assert_eq!(first, previous + 1, "gap-free after the snapshot: {data}");
+        previous = last;
+        apply(&mut book, data);
+        diffs += 1;
+    }
+    let mut expected: Book = Default::default();
+    apply(&mut expected, &server_books[symbols.iter().position(|s| s == "BTC_USDC").unwrap()]);
+    assert!(diffs > 3, "the demo moves the book ({diffs} diffs)");
+    assert_eq!(book, expected, "snapshot {snapshot_id} + {diffs} diffs = the server's last book");
+
+    // The trade stream: every trade of the server, in order, none twice.
+    let frames = trades.stop();
+    let streamed: Vec<(u64, String, String)> = frames
+        .iter()
+        .map(|f| {
+            assert_eq!(f["stream"], "trade.BTC_USDC", "{f}");
+            let data = &f["data"];
+            (data["t"].as_u64().unwrap(), data["p"].as_str().unwrap().into(), data["q"].as_str().unwrap().into())
+        })
+        .collect();
+    let expected: Vec<(u64, String, String)> = server_trades
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (t["id"].as_u64().unwrap(), t["price"].as_str().unwrap().into(), t["quantity"].as_str().unwrap().into())
+        })
+        .collect();
+    assert!(!expected.is_empty() && expected.len() < 1000, "all of the demo's BTC trades: {}", expected.len());
+    assert_eq!(streamed, expected, "the replica streamed every trade, in order");
+    let (_, replica_trades) = get_json(replica_port, "/api/v1/trades?symbol=BTC_USDC&limit=1000");
+    assert_eq!(replica_trades, server_trades, "REST trades from the replica");
+    let metrics = get_text(replica_port, "/metrics");
+    assert!(metrics.contains(&format!("exchange_replica_sequence {sequence}\n")), "{metrics}");
+    assert!(metrics.contains("exchange_replica_trades_missed_total 0\n"), "{metrics}");
+    assert!(metrics.contains("exchange_replica_stale 0\n"), "{metrics}");
     stop(&mut replica_child);
 
     // Redis unreachable: 503.

@@ -534,8 +534,8 @@ impl Publisher {
         let now = now_us();
         let mut feed = self.feed_state();
         let feed = &mut *feed;
-        self.view.apply_command_with(events, |market, book, updates| {
-            self.on_book(feed, market, book, updates, now);
+        self.view.apply_command_with(events, |market, book, updates, first_id| {
+            self.on_book(feed, market, book, updates, first_id, now);
         });
         let mut traded: Vec<(MarketId, u64)> = Vec::new();
         for event in events {
@@ -651,17 +651,33 @@ impl Publisher {
         }
     }
 
+    /// Publishes a change of one market's book mirrored from another process (a replica that
+    /// follows the Redis sink's snapshots): `updates` are the levels that changed, each with its
+    /// new aggregate (quantity 0: gone), as of engine sequence `sequence`. The market's update id
+    /// becomes `sequence` (at least the previous id + 1), so its diffs carry `U` = previous id + 1
+    /// and `u` = `sequence`: gap-free, as on the engine's own feed, and comparable between two
+    /// replicas of the same source. Depth, conflated depth and bookTicker are published as for
+    /// engine events. Called by the mirror's thread only.
+    pub fn on_mirrored_levels(&self, market: MarketId, updates: &[codec::BookLevelUpdate], sequence: u64) {
+        let now = now_us();
+        let mut feed = self.feed_state();
+        let feed = &mut *feed;
+        self.view.apply_mirrored_with(market, updates, sequence, |book, first_id| {
+            self.on_book(feed, market, book, updates, first_id, now);
+        });
+    }
+
     fn on_book(
         &self,
         feed: &mut FeedState,
         market: MarketId,
         book: &crate::view::BookState<'_>,
         updates: &[codec::BookLevelUpdate],
+        first_id: u64,
         now: u64,
     ) {
         let Some((index, meta)) = self.market(market) else { return };
         let last_id = book.update_id();
-        let first_id = last_id + 1 - updates.len() as u64;
         let timestamp_ns = book.timestamp_ns();
         let mut asks = BTreeMap::new();
         let mut bids = BTreeMap::new();

@@ -271,7 +271,7 @@ impl MarketView {
     /// updates of each market are applied under one write lock, so a depth snapshot never shows
     /// a half-applied command.
     pub fn apply_command(&self, events: &[Event]) {
-        self.apply_command_with(events, |_, _, _| {});
+        self.apply_command_with(events, |_, _, _, _| {});
     }
 
     /// [`Self::apply_command`], calling `on_book(market, book, updates)` for each market whose
@@ -280,7 +280,7 @@ impl MarketView {
     pub(crate) fn apply_command_with(
         &self,
         events: &[Event],
-        mut on_book: impl FnMut(MarketId, &BookState<'_>, &[BookLevelUpdate]),
+        mut on_book: impl FnMut(MarketId, &BookState<'_>, &[BookLevelUpdate], u64),
     ) {
         let mut levels: Vec<BookLevelUpdate> = Vec::new();
         for event in events {
@@ -313,12 +313,36 @@ impl MarketView {
                 levels.iter().partition(|update| update.market_id == market);
             levels = rest;
             if let Some(mut state) = self.write(market) {
+                let first_id = state.update_id + 1;
                 for update in &mine {
                     state.apply_level(update);
                 }
-                on_book(market, &BookState(&state), &mine);
+                on_book(market, &BookState(&state), &mine, first_id);
             }
         }
+    }
+
+    /// Applies level changes mirrored from another process's book (a replica following the Redis
+    /// sink's snapshots) and sets the market's update id to `update_id` (at least one more than
+    /// before): the market's update ids are then engine sequences rather than counts. Calls
+    /// `on_book` with the book locked and updated and the first id of the change (the previous
+    /// id + 1). Returns `false` for an unknown market.
+    pub(crate) fn apply_mirrored_with(
+        &self,
+        market: MarketId,
+        updates: &[BookLevelUpdate],
+        update_id: u64,
+        on_book: impl FnOnce(&BookState<'_>, u64),
+    ) -> bool {
+        let Some(mut state) = self.write(market) else { return false };
+        let first_id = state.update_id + 1;
+        for update in updates {
+            state.apply_level(update);
+            self.latest_event_ns.fetch_max(update.timestamp_ns.get(), Ordering::Relaxed);
+        }
+        state.update_id = update_id.max(first_id);
+        on_book(&BookState(&state), first_id);
+        true
     }
 
     /// Calls `f` with a market's book, read-locked (no command is applied meanwhile). `None` for
@@ -331,6 +355,13 @@ impl MarketView {
     /// Marks the books untrustworthy (events were lost).
     pub fn mark_stale(&self) {
         self.stale.store(true, Ordering::Release);
+    }
+
+    /// Marks the books trustworthy again without reseeding them: for a mirror whose source came
+    /// back and whose books were brought up to date by diffs (the engine's own feed reseeds with
+    /// [`Self::seed_books`] instead).
+    pub fn clear_stale(&self) {
+        self.stale.store(false, Ordering::Release);
     }
 
     /// Whether events were lost since the books were last seeded.

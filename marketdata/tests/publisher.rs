@@ -355,3 +355,41 @@ async fn pool_events_stream_without_user_ids() {
         "nothing on ETH_USDC's pool stream"
     );
 }
+
+/// The level update of `level` as the payload `on_mirrored_levels` takes.
+fn level_update(market: u32, side: Side, price: u64, lots: u64) -> BookLevelUpdate {
+    match level(market, side, price, lots) {
+        Event::BookLevelUpdate(update) => update,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn mirrored_levels_take_the_source_sequence_as_update_ids() {
+    let publisher = publisher(PublisherConfig::default());
+    let market = MarketId::new(1);
+    let subscription = publisher.connect();
+    subscription.subscribe(StreamKey::Depth(market)).unwrap();
+    // The first mirrored state at sequence 40: one diff U=1..u=40; the view's id is 40.
+    publisher.on_mirrored_levels(market, &[level_update(1, Side::Bid, 10, 5), level_update(1, Side::Ask, 12, 3)], 40);
+    // Sequence 55 changed the bid; an older sequence (a reseeded source) still moves ids forward.
+    publisher.on_mirrored_levels(market, &[level_update(1, Side::Bid, 10, 0), level_update(1, Side::Bid, 9, 2)], 55);
+    publisher.on_mirrored_levels(market, &[level_update(1, Side::Ask, 12, 1)], 50);
+    let frames = frames(&subscription).await;
+    let ids: Vec<(u64, u64)> = frames
+        .iter()
+        .map(|f| {
+            let data = &json(f)["data"];
+            (data["U"].as_u64().unwrap(), data["u"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(ids, [(1, 40), (41, 55), (56, 56)], "gap-free ranges ending at the source's sequences");
+    let mut book = Rebuilt::default();
+    for frame in &frames {
+        book.apply(&json(frame)["data"]);
+    }
+    let depth = publisher.view().depth(market, 10).unwrap();
+    assert_eq!(depth.last_update_id, 56);
+    assert_eq!((depth.bids, depth.asks), (vec![(9, 2)], vec![(12, 1)]));
+    assert_eq!(book.bids.len() + book.asks.len(), 2, "{book:?}");
+}

@@ -9,7 +9,7 @@
 //! | `exchange:sequence` | the engine sequence every key below reflects (plain integer) |
 //! | `exchange:book:<SYMBOL>` | `{"symbol", "lastUpdateId", "timestamp_ns", "bids": [["price","quantity"],…], "asks": […], "bids_ticks": [[ticks, lots, orders],…], "asks_ticks": […]}`, best first |
 //! | `exchange:ticker:<SYMBOL>` | `{"symbol", "lastUpdateId", "lastPrice", "lastTradeId", "firstPrice", "high", "low", "volume", "quoteVolume", "trades"}` over the last 24 h of trades the sink has seen |
-//! | `exchange:trades:<SYMBOL>` | the last trades, newest first: `[{"id","price","quantity","quoteQuantity","timestamp_ns","isBuyerMaker"},…]` |
+//! | `exchange:trades:<SYMBOL>` | the last trades, newest first: `[{"id","price","quantity","quoteQuantity","timestamp_ns","isBuyerMaker","priceTicks","quantityLots","quoteAmount","buyerOrderId","sellerOrderId"},…]` (the last four in integer units: ticks, lots, quote minor units) |
 //!
 //! Prices and quantities are decimal strings in the assets' units (as the REST API). The sink
 //! keeps state, not history: on (re)start it seeds its books from the newest snapshot and
@@ -60,6 +60,8 @@ struct Trade {
     quote: u64,
     timestamp_ns: u64,
     buyer_is_maker: bool,
+    buyer_order_id: u64,
+    seller_order_id: u64,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +120,7 @@ impl RedisSink {
             }
             Event::Fill(m) => {
                 let market = self.markets.entry(m.market_id.get()).or_default();
+                let taker_buys = m.taker_side.get() == Ok(Side::Bid);
                 let trade = Trade {
                     id: m.trade_id.get(),
                     price: m.price_ticks.get(),
@@ -125,6 +128,8 @@ impl RedisSink {
                     quote: m.quote_amount.get(),
                     timestamp_ns: m.timestamp_ns.get(),
                     buyer_is_maker: m.taker_side.get() == Ok(Side::Ask),
+                    buyer_order_id: if taker_buys { m.taker_order_id.get() } else { m.maker_order_id.get() },
+                    seller_order_id: if taker_buys { m.maker_order_id.get() } else { m.taker_order_id.get() },
                 };
                 market.trades.push_front(trade.clone());
                 market.trades.truncate(self.config.trades);
@@ -188,7 +193,8 @@ impl RedisSink {
                     json!({
                         "id": t.id, "price": price(t.price), "quantity": quantity(t.lots),
                         "quoteQuantity": format_fixed(t.quote, quote_decimals), "timestamp_ns": t.timestamp_ns,
-                        "isBuyerMaker": t.buyer_is_maker,
+                        "isBuyerMaker": t.buyer_is_maker, "priceTicks": t.price, "quantityLots": t.lots,
+                        "quoteAmount": t.quote, "buyerOrderId": t.buyer_order_id, "sellerOrderId": t.seller_order_id,
                     })
                 })
                 .collect();

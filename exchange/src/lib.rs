@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod demo;
+#[cfg(feature = "sinks")]
+pub mod directory;
 pub mod egress;
 pub mod faucet;
 #[cfg(feature = "sinks")]

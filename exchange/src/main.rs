@@ -462,6 +462,7 @@ fn serve(
             let _context = http_runtime.enter();
             let store = Arc::new(exchange::history_store::PostgresHistory::new(&postgres.url)?);
             tracing::info!("REST fill, order and trade history read from Postgres");
+            exchange::directory::start(&postgres.url, user_store.clone())?;
             let trade_source: Arc<dyn gateway_json::TradeSource> = store.clone();
             (private_api.with_history_source(store), Some(trade_source))
         }

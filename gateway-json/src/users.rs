@@ -164,6 +164,8 @@ struct Inner {
     next_id: u64,
     file: File,
     file_len: u64,
+    /// Records written since the store was opened (see [`UserStore::version`]).
+    version: u64,
 }
 
 /// Claims of a session token.
@@ -327,6 +329,7 @@ impl UserStore {
             next_id: config.first_user_id.max(1),
             file,
             file_len: good_len as u64,
+            version: 0,
         };
         for record in records {
             apply(&mut inner, record);
@@ -385,8 +388,26 @@ impl UserStore {
             });
         }
         inner.file_len += line.len() as u64;
+        inner.version += 1;
         apply(inner, record);
         Ok(())
+    }
+
+    /// A number that changes whenever a user or key is added or a key revoked (for mirrors of
+    /// the directory, which copy it again when it moved).
+    pub fn version(&self) -> u64 {
+        self.lock().version
+    }
+
+    /// Every user and every key (revoked ones included), with the [`Self::version`] they belong
+    /// to: users by id, keys by creation time.
+    pub fn directory(&self) -> (u64, Vec<User>, Vec<ApiKey>) {
+        let inner = self.lock();
+        let mut users: Vec<User> = inner.users.values().map(|stored| stored.user.clone()).collect();
+        users.sort_by_key(|user| user.id.get());
+        let mut keys: Vec<ApiKey> = inner.keys.values().cloned().collect();
+        keys.sort_by(|a, b| (a.created_ms, &a.api_key).cmp(&(b.created_ms, &b.api_key)));
+        (inner.version, users, keys)
     }
 
     /// Whether a login or registration attempt from `ip` (and for `username`, if given) is

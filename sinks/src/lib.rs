@@ -16,6 +16,7 @@
 //! The journal and snapshots a sink may still need are protected from pruning through the floor
 //! the driver publishes ([`Driver::floor`]): the runtime prunes only below the lowest floor.
 
+pub mod directory;
 pub mod json;
 
 // The client crates, for tools and tests that query the services directly.

@@ -26,20 +26,22 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
 
+/// The files of `migrations/`: version, description, SQL. Append new files here, in version
+/// order; never edit one a database may have run (sqlx checks their checksums).
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (20261124000001, "init", include_str!("../../migrations/20261124000001_init.sql")),
+    (20261125000010, "user directory", include_str!("../../migrations/20261125000010_user_directory.sql")),
+];
+
 /// The schema migrations, embedded (the same files `sqlx migrate run` applies).
 pub fn migrator() -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            20261124000001,
-            Cow::Borrowed("init"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("../../migrations/20261124000001_init.sql")),
-            false,
-        )]),
-        ignore_missing: false,
-        locking: true,
-        no_tx: false,
-    }
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(*version, Cow::Borrowed(*description), MigrationType::Simple, Cow::Borrowed(*sql), false)
+        })
+        .collect();
+    Migrator { migrations: Cow::Owned(migrations), ignore_missing: false, locking: true, no_tx: false }
 }
 
 /// Name of this sink's row in `sink_progress`.
@@ -520,7 +522,8 @@ impl Rows {
         if !self.users.is_empty() {
             sqlx::query(
                 "INSERT INTO users (user_id, first_sequence) SELECT * FROM UNNEST($1::bigint[], $2::bigint[])
-                 ON CONFLICT DO NOTHING",
+                 ON CONFLICT (user_id) DO UPDATE SET first_sequence = EXCLUDED.first_sequence
+                 WHERE users.first_sequence = 0",
             )
             .bind(&self.users)
             .bind(&self.user_first)
@@ -1234,5 +1237,30 @@ impl Queries {
     /// The underlying pool (for ad-hoc queries in tests and tools).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// Every file of `migrations/` is embedded, with its version and exact text, in order: a
+    /// file added without its line here would never run at start.
+    #[test]
+    fn every_migration_file_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+        let mut files: Vec<(i64, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "sql"))
+            .map(|path| {
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                let version = name.split('_').next().unwrap().parse().unwrap();
+                (version, std::fs::read_to_string(&path).unwrap())
+            })
+            .collect();
+        files.sort();
+        let embedded: Vec<(i64, String)> = MIGRATIONS.iter().map(|(v, _, sql)| (*v, sql.to_string())).collect();
+        assert_eq!(embedded, files);
     }
 }

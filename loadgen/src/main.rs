@@ -344,8 +344,20 @@ struct WsArgs {
     /// Fail (exit status 2) unless at least this many frames arrived in all.
     #[arg(long, default_value_t = 0)]
     min_frames: u64,
+    /// Latency origin: `frame` (the frame's `E`, the answering server's fan-out delay) or
+    /// `engine` (the event's engine time `T`: how far behind the engine, e.g. via a replica).
+    #[arg(long, default_value = "frame", value_parser = latency_origin)]
+    since: loadgen::ws::LatencyOrigin,
     #[command(flatten)]
     output: Output,
+}
+
+fn latency_origin(text: &str) -> Result<loadgen::ws::LatencyOrigin, String> {
+    match text {
+        "frame" => Ok(loadgen::ws::LatencyOrigin::Frame),
+        "engine" => Ok(loadgen::ws::LatencyOrigin::Engine),
+        other => Err(format!("expected frame or engine, not {other}")),
+    }
 }
 
 /// Creates the run's users through the admin API when a token is given.
@@ -536,6 +548,7 @@ fn main() -> ExitCode {
                 symbol: ws.symbol.clone(),
                 streams: ws.streams.clone(),
                 duration: ws.duration,
+                since: ws.since,
             };
             match loadgen::ws::run(&config) {
                 Ok(report) => {

@@ -61,6 +61,19 @@ pub struct WsConfig {
     pub streams: Vec<String>,
     /// How long each client reads after subscribing.
     pub duration: Duration,
+    /// What the latency is measured from.
+    pub since: LatencyOrigin,
+}
+
+/// The timestamp a frame's latency is measured from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LatencyOrigin {
+    /// `E`: when the answering server built the frame (its fan-out delay).
+    #[default]
+    Frame,
+    /// `T`: the engine time of the event (depth, trade, bookTicker frames): how far behind the
+    /// engine the subscriber is, e.g. through a replica (docs/operations.md).
+    Engine,
 }
 
 impl Default for WsConfig {
@@ -71,6 +84,7 @@ impl Default for WsConfig {
             symbol: "BTC_USDC".into(),
             streams: vec!["depth".into(), "trade".into()],
             duration: Duration::from_secs(10),
+            since: LatencyOrigin::Frame,
         }
     }
 }
@@ -102,6 +116,7 @@ impl DepthChain {
 /// What one client saw.
 #[derive(Debug)]
 struct ClientFigures {
+    since: LatencyOrigin,
     histograms: Histograms,
     frames: u64,
     outcomes: BTreeMap<String, u64>,
@@ -111,8 +126,9 @@ struct ClientFigures {
 }
 
 impl ClientFigures {
-    fn new() -> Self {
+    fn new(since: LatencyOrigin) -> Self {
         Self {
+            since,
             histograms: Histograms::new(WS_HISTOGRAMS),
             frames: 0,
             outcomes: BTreeMap::new(),
@@ -140,7 +156,13 @@ impl ClientFigures {
             self.first_ns.get_or_insert(received);
             self.last_ns = Some(received);
             let event = data.get("e").and_then(Value::as_str).unwrap_or("");
-            if let Some(event_us) = data.get("E").and_then(Value::as_u64) {
+            let origin = match self.since {
+                LatencyOrigin::Frame => data.get("E"),
+                // `T` is µs on these; on klines it is the candle's end in seconds.
+                LatencyOrigin::Engine if matches!(event, "depth" | "trade" | "bookTicker") => data.get("T"),
+                LatencyOrigin::Engine => None,
+            };
+            if let Some(event_us) = origin.and_then(Value::as_u64) {
                 let latency_ns = now_us.saturating_sub(event_us) * 1_000;
                 self.histograms.record(0, latency_ns);
                 self.histograms.record(histogram_of(event), latency_ns);
@@ -201,8 +223,8 @@ fn connect(config: &WsConfig) -> Result<tungstenite::WebSocket<TcpStream>, Strin
     Ok(socket)
 }
 
-fn client_loop(mut socket: tungstenite::WebSocket<TcpStream>, end: Instant) -> ClientFigures {
-    let mut figures = ClientFigures::new();
+fn client_loop(mut socket: tungstenite::WebSocket<TcpStream>, end: Instant, since: LatencyOrigin) -> ClientFigures {
+    let mut figures = ClientFigures::new(since);
     let mut chain = DepthChain::default();
     while Instant::now() < end {
         match socket.read() {
@@ -239,11 +261,12 @@ pub fn run(config: &WsConfig) -> Result<Report, LoadError> {
         sockets.push(connect(config).map_err(|e| LoadError::new(format!("subscriber {k}: {e}")))?);
     }
     let end = Instant::now() + config.duration;
+    let since = config.since;
     let threads: Vec<_> = sockets
         .into_iter()
         .enumerate()
         .map(|(k, socket)| {
-            std::thread::Builder::new().name(format!("loadgen-ws-{k}")).spawn(move || client_loop(socket, end))
+            std::thread::Builder::new().name(format!("loadgen-ws-{k}")).spawn(move || client_loop(socket, end, since))
         })
         .collect::<Result<_, _>>()?;
     let mut histograms = Histograms::new(WS_HISTOGRAMS);
@@ -278,7 +301,14 @@ pub fn run(config: &WsConfig) -> Result<Report, LoadError> {
     let settings = BTreeMap::from([
         ("symbol".to_owned(), config.symbol.clone()),
         ("streams".to_owned(), config.streams.join(",")),
-        ("latency".to_owned(), "receipt - frame E (same machine's wall clock, µs)".to_owned()),
+        (
+            "latency".to_owned(),
+            match config.since {
+                LatencyOrigin::Frame => "receipt - frame E (same machine's wall clock, µs)",
+                LatencyOrigin::Engine => "receipt - engine time T of depth/trade/bookTicker (same machine's clock, µs)",
+            }
+            .to_owned(),
+        ),
     ]);
     Ok(Report {
         kind: "ws".into(),
@@ -320,7 +350,7 @@ mod tests {
 
     #[test]
     fn frames_are_counted_timed_and_checked() {
-        let mut figures = ClientFigures::new();
+        let mut figures = ClientFigures::new(LatencyOrigin::Frame);
         let mut chain = DepthChain::default();
         let at = Instant::now();
         figures.on_text(r#"{"result":null,"id":1}"#, 0, &mut chain, at);

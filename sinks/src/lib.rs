@@ -28,8 +28,10 @@ pub mod redis;
 
 use codec::{Command, Event};
 use engine::bus::{BroadcastRing, ReadError};
+use engine::journal::{JournalError, JournalReader};
 use engine::snapshot::list_snapshots;
 use engine::{CommandContext, Engine, EngineConfig, OrderBook};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,6 +59,13 @@ pub enum SinkError {
     /// [`Driver::abort`] was called.
     #[error("aborted")]
     Aborted,
+}
+
+impl From<JournalError> for SinkError {
+    /// A damaged or unreadable journal cannot produce the events a sink misses.
+    fn from(error: JournalError) -> Self {
+        SinkError::CatchUp(error.to_string())
+    }
 }
 
 impl SinkError {
@@ -198,6 +207,9 @@ pub fn engine_at(history: &History, sequence: u64) -> Result<Engine, SinkError> 
     replay_engine(history, engine, at, at, sequence, &mut |_| Ok(())).map(|(_, engine)| engine)
 }
 
+/// Replays the journal after `at` into `engine` up to `up_to`, visiting the commands after
+/// `after`. The journal is streamed one record at a time and the walk stops at `up_to`, so a
+/// catch-up over a long outage holds one command's events, not the journal tail.
 fn replay_engine(
     history: &History,
     mut engine: Engine,
@@ -206,36 +218,35 @@ fn replay_engine(
     up_to: u64,
     visit: &mut dyn FnMut(CommandEvents) -> Result<(), SinkError>,
 ) -> Result<(u64, Engine), SinkError> {
-    let reader = engine::journal::JournalReader::open(&history.journal_dir).map_err(catch_up)?;
-    let contents = reader.read_after(at).map_err(catch_up)?;
+    let reader = JournalReader::open(&history.journal_dir)?;
     let mut expected = at + 1;
     let mut last = after;
     let mut events = Vec::with_capacity(256);
-    for record in contents.records.iter().take_while(|r| r.sequence <= up_to) {
-        if record.sequence != expected {
-            return Err(SinkError::CatchUp(format!(
-                "the journal resumes at sequence {} but sequence {expected} is needed (pruned?)",
-                record.sequence
-            )));
-        }
-        expected += 1;
-        let (command, _) = Command::decode(&record.payload)
-            .map_err(|e| SinkError::CatchUp(format!("journal record {}: {e}", record.sequence)))?;
-        events.clear();
-        engine.execute(CommandContext::new(record.sequence, record.timestamp_ns), &command, &mut events);
-        if record.sequence > after {
-            visit(CommandEvents { sequence: record.sequence, events: events.clone() })?;
-            last = record.sequence;
-        }
+    if up_to > at {
+        reader.for_each_after(at, |record| {
+            if record.sequence != expected {
+                return Err(SinkError::CatchUp(format!(
+                    "the journal resumes at sequence {} but sequence {expected} is needed (pruned?)",
+                    record.sequence
+                )));
+            }
+            expected += 1;
+            let (command, _) = Command::decode(record.payload)
+                .map_err(|e| SinkError::CatchUp(format!("journal record {}: {e}", record.sequence)))?;
+            events.clear();
+            engine.execute(CommandContext::new(record.sequence, record.timestamp_ns), &command, &mut events);
+            if record.sequence > after {
+                visit(CommandEvents { sequence: record.sequence, events: events.clone() })?;
+                last = record.sequence;
+            }
+            // Stop at `up_to`: later records (and segments) are not even read.
+            Ok(if record.sequence >= up_to { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        })?;
     }
     if expected <= up_to {
         return Err(SinkError::CatchUp(format!("the journal ends at {}, before sequence {up_to}", expected - 1)));
     }
     Ok((last, engine))
-}
-
-fn catch_up(error: impl std::fmt::Display) -> SinkError {
-    SinkError::CatchUp(error.to_string())
 }
 
 /// Settings of a [`Driver`].

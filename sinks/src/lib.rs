@@ -279,6 +279,77 @@ pub struct DriverStats {
     pub failures: AtomicU64,
     /// Times the driver fell behind the ring.
     pub lags: AtomicU64,
+    /// True while a session is open and healthy (the sink opened and no call has failed since);
+    /// false before the first open, while reconnecting after a failure, and once stopped.
+    pub connected: AtomicBool,
+    /// Time of each [`Sink::write`] call (live and catch-up, failed calls included).
+    pub write_latency: WriteLatency,
+}
+
+/// Upper bounds (inclusive, nanoseconds) of the [`WriteLatency`] buckets: 100 µs to 10 s. A
+/// write is a network round trip or a transaction, so finer buckets would stay empty.
+pub const WRITE_LATENCY_BOUNDS_NS: [u64; 16] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Buckets of a [`WriteLatency`]: one per bound plus one for slower writes.
+pub const WRITE_LATENCY_BUCKETS: usize = WRITE_LATENCY_BOUNDS_NS.len() + 1;
+
+/// A histogram of sink write times with fixed buckets ([`WRITE_LATENCY_BOUNDS_NS`]): recording is
+/// two relaxed atomic adds, never an allocation.
+#[derive(Debug, Default)]
+pub struct WriteLatency {
+    counts: [AtomicU64; WRITE_LATENCY_BUCKETS],
+    sum_ns: AtomicU64,
+}
+
+impl WriteLatency {
+    /// Records one write that took `elapsed`.
+    pub fn record(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = WRITE_LATENCY_BOUNDS_NS.partition_point(|&bound| bound < nanos);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Writes per bucket (not cumulative), in the order of [`WRITE_LATENCY_BOUNDS_NS`], the last
+    /// one counting the writes slower than every bound.
+    pub fn bucket_counts(&self) -> [u64; WRITE_LATENCY_BUCKETS] {
+        std::array::from_fn(|bucket| self.counts[bucket].load(Ordering::Relaxed))
+    }
+
+    /// Total time of the recorded writes, in nanoseconds.
+    pub fn sum_ns(&self) -> u64 {
+        self.sum_ns.load(Ordering::Relaxed)
+    }
+
+    /// Writes recorded.
+    pub fn count(&self) -> u64 {
+        self.bucket_counts().iter().sum()
+    }
+}
+
+/// Calls [`Sink::write`], recording its time in `stats`.
+fn timed_write(sink: &mut dyn Sink, stats: &DriverStats, commands: &[CommandEvents]) -> Result<(), SinkError> {
+    let start = Instant::now();
+    let result = sink.write(commands);
+    stats.write_latency.record(start.elapsed());
+    result
 }
 
 /// Runs one sink on its own thread: live events from the ring, catch-up from the journal.
@@ -395,7 +466,9 @@ impl DriverState {
         let mut retry = self.config.retry;
         loop {
             let before = self.stats.cursor.load(Ordering::Relaxed);
-            match self.session(sink) {
+            let ended = self.session(sink);
+            self.stats.connected.store(false, Ordering::Release);
+            match ended {
                 Ended::Stopped if self.abort.load(Ordering::Acquire) => return,
                 Ended::Stopped => {
                     if let Err(error) = sink.close() {
@@ -445,7 +518,9 @@ impl DriverState {
         let capacity = self.ring.capacity() as u64;
         let mut consumer = self.ring.subscribe_from(self.ring.head().saturating_sub(capacity / 2));
         let mut aligned = consumer.cursor() == 0;
-        let mut cursor = match sink.open()? {
+        let resume = sink.open()?;
+        self.stats.connected.store(true, Ordering::Release);
+        let mut cursor = match resume {
             Resume::After(cursor) => cursor,
             Resume::Seed => {
                 let durable = (self.durable)();
@@ -559,7 +634,7 @@ impl DriverState {
         if self.abort.load(Ordering::Acquire) {
             return Err(SinkError::Aborted);
         }
-        sink.write(batch)?;
+        timed_write(sink, &self.stats, batch)?;
         self.stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
         *cursor = last;
@@ -612,7 +687,7 @@ impl DriverState {
                 if abort.load(Ordering::Acquire) {
                     return Err(SinkError::Aborted);
                 }
-                sink.write(&batch)?;
+                timed_write(sink, &stats, &batch)?;
                 stats.replayed.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 written = batch.last().map_or(written, |c| c.sequence);
@@ -626,12 +701,37 @@ impl DriverState {
             if self.abort.load(Ordering::Acquire) {
                 return Err(SinkError::Aborted);
             }
-            sink.write(&batch)?;
+            timed_write(sink, &self.stats, &batch)?;
             self.stats.replayed.fetch_add(batch.len() as u64, Ordering::Relaxed);
             self.stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
             written = batch.last().map_or(written, |c| c.sequence);
         }
         self.advance(written);
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_latency_buckets_are_inclusive_upper_bounds_with_an_overflow() {
+        let latency = WriteLatency::default();
+        for elapsed in [
+            Duration::from_micros(100),
+            Duration::from_nanos(100_001),
+            Duration::from_millis(3),
+            Duration::from_secs(20),
+        ] {
+            latency.record(elapsed);
+        }
+        let counts = latency.bucket_counts();
+        assert_eq!(counts[0], 1, "exactly on the first bound");
+        assert_eq!(counts[1], 1, "just above it");
+        assert_eq!(counts[WRITE_LATENCY_BOUNDS_NS.partition_point(|&b| b < 3_000_000)], 1);
+        assert_eq!(counts[WRITE_LATENCY_BUCKETS - 1], 1, "slower than every bound");
+        assert_eq!(latency.count(), 4);
+        assert_eq!(latency.sum_ns(), 100_000 + 100_001 + 3_000_000 + 20_000_000_000);
     }
 }

@@ -134,8 +134,13 @@ fn every_command_exactly_once_through_failures_lag_and_restarts() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let stats = driver.stats();
+    assert!(stats.connected.load(Ordering::Acquire), "caught up: the session is open and healthy");
     driver.shutdown(Duration::from_secs(5));
+    assert!(!stats.connected.load(Ordering::Acquire), "stopped: no session");
     assert!(stats.failures.load(Ordering::Relaxed) > 0, "failures were injected");
+    let writes = stats.write_latency.count();
+    assert!(writes > 0 && stats.write_latency.sum_ns() > 0, "every write call is timed");
+    assert_eq!(stats.write_latency.bucket_counts().iter().sum::<u64>(), writes);
     assert!(stats.replayed.load(Ordering::Relaxed) > 0, "the journal filled gaps");
     let store = store.lock().unwrap();
     assert_eq!(store.commands.len(), log.len(), "every command once");

@@ -495,6 +495,7 @@ fn serve(
         web,
         faucet,
         trade_source,
+        sinks: sinks.stats(),
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");

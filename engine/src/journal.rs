@@ -23,8 +23,14 @@
 //! `write` and, under [`Durability::Fsync`], one `fdatasync`. Callers release acknowledgements only
 //! for sequences up to [`JournalWriter::durable_sequence`].
 //!
+//! # Reading
+//! [`JournalReader::for_each_after`] streams the segments in order, one buffer at a time, and
+//! checks every record it reads; it reads only the header of a segment that lies wholly before
+//! the requested start (covered by a snapshot) and stops as soon as its visitor says so, so a
+//! catch-up over days of journal holds one record in memory, not the tail.
+//!
 //! # Recovery
-//! [`JournalReader`] walks the segments in order and checks every record. Damage in the last
+//! [`JournalReader`] walks the segments after the snapshot in order and checks every record. Damage in the last
 //! segment after which no intact record follows (a write torn by a crash: a partial record, a bad
 //! checksum on the final record, zeros from there on) is a *torn tail*: it was never acknowledged,
 //! and [`JournalWriter::open`] truncates it. Damage anywhere else, or followed by any intact
@@ -32,7 +38,8 @@
 //! data would be lost.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 /// Segment header magic.
@@ -47,6 +54,9 @@ pub const SEGMENT_HEADER_BYTES: usize = 24;
 pub const RECORD_HEADER_BYTES: usize = 32;
 /// Largest payload a record may carry (the largest command is far smaller).
 pub const RECORD_PAYLOAD_BYTES_MAX: usize = 1024;
+/// Bytes of a segment a reader buffers at a time: what streaming a segment costs in memory,
+/// whatever the segment's size.
+pub const SEGMENT_READ_BUFFER_BYTES: usize = 256 << 10;
 
 /// How hard the journal works to make a batch durable before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,81 +182,182 @@ fn contains_valid_record(bytes: &[u8]) -> bool {
     })
 }
 
-/// Reads every record of one segment. `is_last` allows a torn tail.
-fn read_segment(path: &Path, is_last: bool) -> Result<(u64, Vec<Record>, SegmentEnd), JournalError> {
-    let mut bytes = Vec::new();
-    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_error(path))?;
-    let corrupt = |offset: usize, reason: String| JournalError::Corrupt {
-        path: path.to_path_buf(),
-        offset: offset as u64,
-        reason,
-    };
-    if bytes.len() < SEGMENT_HEADER_BYTES {
-        if is_last {
-            // A segment whose header was never completely written holds no records.
-            return Ok((0, Vec::new(), SegmentEnd::TornAt(0)));
+/// Reads into `buffer` until it is full or the input ends; returns the bytes read (fewer than
+/// `buffer.len()` only at the end of the input).
+fn read_up_to(input: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match input.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        return Err(corrupt(0, "segment header truncated".into()));
     }
-    if bytes[0..8] != SEGMENT_MAGIC {
-        return Err(corrupt(0, "bad segment magic".into()));
+    Ok(filled)
+}
+
+/// One segment file opened for streaming. Only the bytes present when it was opened are read:
+/// while the writer appends, the reader sees a consistent prefix (as a whole-file read would)
+/// rather than a record that is still being written.
+struct SegmentFile<'p> {
+    path: &'p Path,
+    file: File,
+    length_bytes: u64,
+}
+
+impl<'p> SegmentFile<'p> {
+    fn open(path: &'p Path) -> Result<Self, JournalError> {
+        let file = File::open(path).map_err(io_error(path))?;
+        let length_bytes = file.metadata().map_err(io_error(path))?.len();
+        Ok(Self { path, file, length_bytes })
     }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
-    if version != FORMAT_VERSION {
-        return Err(corrupt(8, format!("unsupported format version {version}")));
+
+    fn corrupt(&self, offset: u64, reason: String) -> JournalError {
+        JournalError::Corrupt { path: self.path.to_path_buf(), offset, reason }
     }
-    let first_sequence = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
-    let mut records = Vec::new();
-    let mut offset = SEGMENT_HEADER_BYTES;
-    let mut expected = first_sequence;
-    while offset < bytes.len() {
-        let rest = &bytes[offset..];
-        let damage = if rest.len() < RECORD_HEADER_BYTES {
-            Some("record header truncated".to_string())
-        } else {
-            let magic = u32::from_le_bytes(rest[0..4].try_into().unwrap());
-            let length = u32::from_le_bytes(rest[4..8].try_into().unwrap()) as usize;
-            let crc = u32::from_le_bytes(rest[24..28].try_into().unwrap());
-            if magic != RECORD_MAGIC {
+
+    /// Reads and checks the segment header; returns its first sequence, or `None` for a header
+    /// never completely written (allowed only in the last segment: it holds no records).
+    fn read_header(&mut self, is_last: bool) -> Result<Option<u64>, JournalError> {
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        let read = read_up_to(&mut (&self.file).take(self.length_bytes), &mut header).map_err(io_error(self.path))?;
+        if read < SEGMENT_HEADER_BYTES {
+            if is_last {
+                return Ok(None);
+            }
+            return Err(self.corrupt(0, "segment header truncated".into()));
+        }
+        if header[0..8] != SEGMENT_MAGIC {
+            return Err(self.corrupt(0, "bad segment magic".into()));
+        }
+        let version = u32::from_le_bytes(header[8..12].try_into().unwrap());
+        if version != FORMAT_VERSION {
+            return Err(self.corrupt(8, format!("unsupported format version {version}")));
+        }
+        Ok(Some(u64::from_le_bytes(header[16..24].try_into().unwrap())))
+    }
+
+    /// Whether an intact record starts anywhere from `offset` to the end of the segment (read
+    /// only after damage, to tell a torn tail from corruption).
+    fn holds_valid_record_from(&self, offset: u64) -> Result<bool, JournalError> {
+        let mut rest = Vec::new();
+        (&self.file).seek(SeekFrom::Start(offset)).map_err(io_error(self.path))?;
+        (&self.file)
+            .take(self.length_bytes.saturating_sub(offset))
+            .read_to_end(&mut rest)
+            .map_err(io_error(self.path))?;
+        Ok(contains_valid_record(&rest))
+    }
+
+    /// Streams the records after the header (call [`Self::read_header`] first), checking each
+    /// record and that sequences run on from `first_sequence`, and visits those with
+    /// `sequence > after`. `is_last` allows a torn tail. Holds one read buffer and one payload,
+    /// never the whole segment (except the remainder of the file after damage, to classify it).
+    fn scan_records<E, F>(
+        &mut self,
+        first_sequence: u64,
+        is_last: bool,
+        after: u64,
+        visit: &mut F,
+    ) -> Result<SegmentScan, E>
+    where
+        E: From<JournalError>,
+        F: FnMut(RecordRef<'_>) -> Result<ControlFlow<()>, E>,
+    {
+        let body_bytes = self.length_bytes.saturating_sub(SEGMENT_HEADER_BYTES as u64);
+        let mut input = BufReader::with_capacity(SEGMENT_READ_BUFFER_BYTES, (&self.file).take(body_bytes));
+        let mut header = [0u8; RECORD_HEADER_BYTES];
+        let mut payload = [0u8; RECORD_PAYLOAD_BYTES_MAX];
+        let mut offset = SEGMENT_HEADER_BYTES as u64;
+        let mut records = 0u64;
+        loop {
+            let read = read_up_to(&mut input, &mut header).map_err(io_error(self.path))?;
+            if read == 0 {
+                return Ok(SegmentScan { records, end: SegmentEnd::Clean, stopped: false });
+            }
+            let magic = u32::from_le_bytes(header[0..4].try_into().unwrap());
+            let length = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
+            let crc = u32::from_le_bytes(header[24..28].try_into().unwrap());
+            let damage = if read < RECORD_HEADER_BYTES {
+                Some("record header truncated".to_string())
+            } else if magic != RECORD_MAGIC {
                 Some(format!("bad record magic {magic:#010x}"))
             } else if length > RECORD_PAYLOAD_BYTES_MAX {
                 Some(format!("record length {length} too large"))
-            } else if rest.len() < RECORD_HEADER_BYTES + length {
+            } else if read_up_to(&mut input, &mut payload[..length]).map_err(io_error(self.path))? < length {
                 Some("record payload truncated".to_string())
-            } else if record_crc(&rest[..RECORD_HEADER_BYTES], &rest[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + length])
-                != crc
-            {
+            } else if record_crc(&header, &payload[..length]) != crc {
                 Some("record checksum mismatch".to_string())
             } else {
                 None
+            };
+            if let Some(reason) = damage {
+                // A torn write leaves nothing valid after it. If any intact record follows the
+                // damage, acknowledged data would be lost by truncating: that is corruption.
+                if is_last && !self.holds_valid_record_from(offset + 1)? {
+                    return Ok(SegmentScan { records, end: SegmentEnd::TornAt(offset), stopped: false });
+                }
+                return Err(self.corrupt(offset, reason).into());
             }
-        };
-        if let Some(reason) = damage {
-            // A torn write leaves nothing valid after it. If any intact record follows the
-            // damage, acknowledged data would be lost by truncating: that is corruption.
-            if is_last && !contains_valid_record(&bytes[offset + 1..]) {
-                return Ok((first_sequence, records, SegmentEnd::TornAt(offset as u64)));
+            let sequence = u64::from_le_bytes(header[8..16].try_into().unwrap());
+            let timestamp_ns = u64::from_le_bytes(header[16..24].try_into().unwrap());
+            let expected = first_sequence + records;
+            if sequence != expected {
+                return Err(self.corrupt(offset, format!("sequence {sequence}, expected {expected}")).into());
             }
-            return Err(corrupt(offset, reason));
+            records += 1;
+            offset += (RECORD_HEADER_BYTES + length) as u64;
+            if sequence > after && visit(RecordRef { sequence, timestamp_ns, payload: &payload[..length] })?.is_break()
+            {
+                return Ok(SegmentScan { records, end: SegmentEnd::Clean, stopped: true });
+            }
         }
-        let length = u32::from_le_bytes(rest[4..8].try_into().unwrap()) as usize;
-        let sequence = u64::from_le_bytes(rest[8..16].try_into().unwrap());
-        let timestamp_ns = u64::from_le_bytes(rest[16..24].try_into().unwrap());
-        if sequence != expected {
-            return Err(corrupt(offset, format!("sequence {sequence}, expected {expected}")));
-        }
-        records.push(Record {
-            sequence,
-            timestamp_ns,
-            payload: rest[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + length].to_vec(),
-        });
-        expected += 1;
-        offset += RECORD_HEADER_BYTES + length;
     }
-    Ok((first_sequence, records, SegmentEnd::Clean))
 }
 
-/// Reads a journal directory, checking every record and the continuity of sequences.
+/// What streaming one segment's records found.
+struct SegmentScan {
+    /// Valid records read (up to and including the one the visitor stopped at).
+    records: u64,
+    /// Where the valid records end.
+    end: SegmentEnd,
+    /// The visitor stopped the walk.
+    stopped: bool,
+}
+
+/// A journaled command as the reader streams it: the payload borrows the reader's buffer and is
+/// valid only during the visit ([`RecordRef::to_record`] keeps a copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Global sequence.
+    pub sequence: u64,
+    /// Sequencer timestamp.
+    pub timestamp_ns: u64,
+    /// The command's SBE bytes.
+    pub payload: &'a [u8],
+}
+
+impl RecordRef<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record { sequence: self.sequence, timestamp_ns: self.timestamp_ns, payload: self.payload.to_vec() }
+    }
+}
+
+/// How a walk through the journal ([`JournalReader::for_each_after`]) ended.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Visited {
+    /// The last valid sequence read: the journal's last (0 if empty) when the walk reached the
+    /// end, the sequence the visitor stopped at otherwise.
+    pub last_sequence: u64,
+    /// Where the last segment's torn tail starts, if it has one and the walk reached it.
+    pub torn_tail: Option<(PathBuf, u64)>,
+    /// The visitor stopped the walk before the end of the journal; later records were not read.
+    pub stopped: bool,
+}
+
+/// Reads a journal directory, checking every record it reads and the continuity of sequences.
 #[derive(Debug)]
 pub struct JournalReader {
     segments: Vec<(u64, PathBuf)>,
@@ -272,54 +383,90 @@ impl JournalReader {
         Ok(Self { segments: list_segments(dir)? })
     }
 
-    /// Reads every record with `sequence > after`, verifying checksums and continuity. Segments
-    /// wholly before `after` (older than a snapshot) are still checked for continuity of their
-    /// first sequence but their records are not kept.
+    /// Calls `visit` with every record with `sequence > after`, in order, streaming one segment
+    /// at a time: memory holds a read buffer ([`SEGMENT_READ_BUFFER_BYTES`]) and one record, never
+    /// the journal tail. The walk stops as soon as `visit` returns [`ControlFlow::Break`]; later
+    /// records and segments are not read.
+    ///
+    /// Every record read is checked (magic, length, checksum, sequence continuity), as is every
+    /// segment header against its file name and the continuity of first sequences between
+    /// segments. A segment wholly before `after` (the next segment starts at or before
+    /// `after + 1`) has only its header read: its records are covered by the snapshot at `after`
+    /// and need no reading, and the next segment's first sequence stands for where it ends.
     ///
     /// # Errors
-    /// Corruption (not a torn tail) or I/O errors, naming the file and offset; a gap between
-    /// segments (a missing segment) is corruption of the later one at offset 0.
-    pub fn read_after(&self, after: u64) -> Result<JournalContents, JournalError> {
-        let mut contents = JournalContents::default();
+    /// Corruption (not a torn tail, which is allowed in the last segment only) or I/O errors,
+    /// naming the file and offset; a gap between segments (a missing segment) is corruption of
+    /// the later one at offset 0. Any error `visit` returns ends the walk and is returned as is.
+    pub fn for_each_after<E, F>(&self, after: u64, mut visit: F) -> Result<Visited, E>
+    where
+        E: From<JournalError>,
+        F: FnMut(RecordRef<'_>) -> Result<ControlFlow<()>, E>,
+    {
+        let mut visited = Visited::default();
+        // Where the next segment must start: the sequence after the last record so far.
         let mut expected_first: Option<u64> = None;
         for (index, (first, path)) in self.segments.iter().enumerate() {
-            let is_last = index + 1 == self.segments.len();
-            let (header_first, records, end) = read_segment(path, is_last)?;
-            if end == SegmentEnd::TornAt(0) && records.is_empty() && header_first == 0 {
-                contents.torn_tail = Some((path.clone(), 0));
+            let first = *first;
+            let next_first = self.segments.get(index + 1).map(|(next, _)| *next);
+            let is_last = next_first.is_none();
+            let mut segment = SegmentFile::open(path)?;
+            let Some(header_first) = segment.read_header(is_last)? else {
+                visited.torn_tail = Some((path.clone(), 0));
                 break;
-            }
-            if header_first != *first {
-                return Err(JournalError::Corrupt {
-                    path: path.clone(),
-                    offset: 16,
-                    reason: format!("header first sequence {header_first} does not match the file name"),
-                });
+            };
+            if header_first != first {
+                return Err(segment
+                    .corrupt(16, format!("header first sequence {header_first} does not match the file name"))
+                    .into());
             }
             if let Some(expected) = expected_first
-                && *first != expected
+                && first != expected
             {
-                return Err(JournalError::Corrupt {
-                    path: path.clone(),
-                    offset: 0,
-                    reason: format!("segment starts at sequence {first}, expected {expected}: a segment is missing"),
-                });
+                return Err(segment
+                    .corrupt(
+                        0,
+                        format!("segment starts at sequence {first}, expected {expected}: a segment is missing"),
+                    )
+                    .into());
             }
-            expected_first = Some(first + records.len() as u64);
-            if let Some(last) = records.last() {
-                contents.last_sequence = last.sequence;
+            if let Some(next) = next_first
+                && next > first
+                && next <= after.saturating_add(1)
+            {
+                expected_first = Some(next);
+                continue;
             }
-            contents.records.extend(records.into_iter().filter(|r| r.sequence > after));
-            if let SegmentEnd::TornAt(offset) = end {
-                contents.torn_tail = Some((path.clone(), offset));
+            let scan = segment.scan_records(first, is_last, after, &mut visit)?;
+            expected_first = Some(first + scan.records);
+            if scan.stopped {
+                visited.stopped = true;
+                visited.last_sequence = first + scan.records - 1;
+                return Ok(visited);
+            }
+            if let SegmentEnd::TornAt(offset) = scan.end {
+                visited.torn_tail = Some((path.clone(), offset));
             }
         }
-        if contents.last_sequence == 0
-            && let Some(first) = expected_first
-        {
-            contents.last_sequence = first.saturating_sub(1);
-        }
-        Ok(contents)
+        // Sequences are contiguous across segments, so the last record precedes where the next
+        // segment would start (an empty last segment: the previous segment's last record).
+        visited.last_sequence = expected_first.map_or(0, |first| first.saturating_sub(1));
+        Ok(visited)
+    }
+
+    /// Reads every record with `sequence > after` into memory (recovery replays them all), with
+    /// the checks of [`Self::for_each_after`]; segments wholly before `after` (older than a
+    /// snapshot) have only their header read.
+    ///
+    /// # Errors
+    /// As [`Self::for_each_after`].
+    pub fn read_after(&self, after: u64) -> Result<JournalContents, JournalError> {
+        let mut records = Vec::new();
+        let visited = self.for_each_after(after, |record| {
+            records.push(record.to_record());
+            Ok::<_, JournalError>(ControlFlow::Continue(()))
+        })?;
+        Ok(JournalContents { records, last_sequence: visited.last_sequence, torn_tail: visited.torn_tail })
     }
 }
 
@@ -630,6 +777,165 @@ mod tests {
         let error = JournalReader::open(&dir).unwrap().read_after(0).unwrap_err();
         assert!(matches!(&error, JournalError::Corrupt { path, offset: 0, .. } if path == &segments[2].1), "{error}");
         assert!(error.to_string().contains("missing"), "{error}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn visit_sequences(dir: &Path, after: u64) -> Result<(Vec<u64>, Visited), JournalError> {
+        let mut sequences = Vec::new();
+        let visited = JournalReader::open(dir).unwrap().for_each_after(after, |record| {
+            sequences.push(record.sequence);
+            Ok::<_, JournalError>(ControlFlow::Continue(()))
+        })?;
+        Ok((sequences, visited))
+    }
+
+    /// Flips a payload bit of the first record of a segment: a checksum mismatch at offset 24.
+    fn damage_first_record(path: &Path) {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 2] ^= 0x01;
+        fs::write(path, &bytes).unwrap();
+    }
+
+    #[test]
+    fn visitor_sees_exactly_the_records_after_a_sequence() {
+        let dir = temp_dir("visit");
+        write(&dir, 60, 300);
+        let segments = list_segments(&dir).unwrap();
+        assert!(segments.len() > 4, "small segments roll over");
+        let all = JournalReader::open(&dir).unwrap().read_after(0).unwrap().records;
+        // Every start, including each segment boundary and past the end.
+        for after in 0..=62 {
+            let (sequences, visited) = visit_sequences(&dir, after).unwrap();
+            assert_eq!(sequences, (after + 1..=60).collect::<Vec<_>>(), "after {after}");
+            assert_eq!(visited, Visited { last_sequence: 60, torn_tail: None, stopped: false });
+        }
+        // Payloads and timestamps are those written, and `read_after` is the same walk.
+        let mut copies = Vec::new();
+        JournalReader::open(&dir)
+            .unwrap()
+            .for_each_after(0, |record| {
+                copies.push(record.to_record());
+                Ok::<_, JournalError>(ControlFlow::Continue(()))
+            })
+            .unwrap();
+        assert_eq!(copies, all);
+        assert_eq!(copies[7], Record { sequence: 8, timestamp_ns: 1_007, payload: vec![7; 10] });
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn segments_wholly_before_the_start_are_not_read() {
+        let dir = temp_dir("skip");
+        write(&dir, 60, 300);
+        let segments = list_segments(&dir).unwrap();
+        let second_first = segments[1].0;
+        damage_first_record(&segments[0].1);
+        // The damaged segment is read (and refused) while any of its records is wanted...
+        for after in [0, second_first - 2] {
+            let error = visit_sequences(&dir, after).unwrap_err();
+            assert!(
+                matches!(&error, JournalError::Corrupt { path, offset: 24, .. } if path == &segments[0].1),
+                "after {after}: {error}"
+            );
+        }
+        // ...and not even opened past its header once all of them precede the start.
+        let (sequences, visited) = visit_sequences(&dir, second_first - 1).unwrap();
+        assert_eq!(sequences.first(), Some(&second_first));
+        assert_eq!(visited.last_sequence, 60);
+        // A skipped segment's header is still checked against its file name.
+        let mut bytes = fs::read(&segments[0].1).unwrap();
+        bytes[16] ^= 0x01;
+        fs::write(&segments[0].1, &bytes).unwrap();
+        let error = visit_sequences(&dir, second_first - 1).unwrap_err();
+        assert!(matches!(&error, JournalError::Corrupt { offset: 16, .. }), "{error}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stopping_visitor_reads_no_further() {
+        let dir = temp_dir("stop");
+        write(&dir, 60, 300);
+        let segments = list_segments(&dir).unwrap();
+        // Damage a later segment: a walk that stops before it never sees the damage.
+        damage_first_record(&segments[3].1);
+        let stop_at = segments[1].0 + 1;
+        let mut sequences = Vec::new();
+        let visited = JournalReader::open(&dir)
+            .unwrap()
+            .for_each_after(5, |record| {
+                sequences.push(record.sequence);
+                Ok::<_, JournalError>(if record.sequence == stop_at {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            })
+            .unwrap();
+        assert_eq!(sequences, (6..=stop_at).collect::<Vec<_>>());
+        assert_eq!(visited, Visited { last_sequence: stop_at, torn_tail: None, stopped: true });
+        // Walking on reaches it.
+        let error = visit_sequences(&dir, 5).unwrap_err();
+        assert!(matches!(&error, JournalError::Corrupt { path, .. } if path == &segments[3].1), "{error}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn visitor_errors_end_the_walk_and_are_returned_as_is() {
+        #[derive(Debug)]
+        enum Failure {
+            Journal,
+            Visitor(u64),
+        }
+        impl From<JournalError> for Failure {
+            fn from(_: JournalError) -> Self {
+                Failure::Journal
+            }
+        }
+        let dir = temp_dir("visitor-error");
+        write(&dir, 20, 300);
+        let mut seen = 0;
+        let error = JournalReader::open(&dir)
+            .unwrap()
+            .for_each_after(0, |record| {
+                seen += 1;
+                if record.sequence == 7 { Err(Failure::Visitor(7)) } else { Ok(ControlFlow::Continue(())) }
+            })
+            .unwrap_err();
+        assert!(matches!(error, Failure::Visitor(7)), "{error:?}");
+        assert_eq!(seen, 7);
+        let segments = list_segments(&dir).unwrap();
+        damage_first_record(&segments[0].1);
+        let error =
+            JournalReader::open(&dir).unwrap().for_each_after(0, |_| Ok(ControlFlow::Continue(()))).unwrap_err();
+        assert!(matches!(error, Failure::Journal), "{error:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn damage_in_a_middle_segment_is_corruption_and_a_torn_last_segment_is_not() {
+        let dir = temp_dir("middle");
+        write(&dir, 60, 300);
+        let segments = list_segments(&dir).unwrap();
+        let last = &segments[segments.len() - 1].1;
+        let middle = &segments[2].1;
+        // A torn tail in the last segment: every complete record is visited.
+        let full_last = fs::read(last).unwrap();
+        assert!(full_last.len() > SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES, "the last segment holds records");
+        fs::write(last, &full_last[..full_last.len() - 3]).unwrap();
+        let (sequences, visited) = visit_sequences(&dir, 0).unwrap();
+        assert_eq!(sequences, (1..=59).collect::<Vec<_>>());
+        assert_eq!(visited.last_sequence, 59);
+        assert!(matches!(&visited.torn_tail, Some((path, _)) if path == last));
+        // The same cut in a middle segment is corruption: later segments hold acknowledged data.
+        let full_middle = fs::read(middle).unwrap();
+        fs::write(middle, &full_middle[..full_middle.len() - 3]).unwrap();
+        let error = visit_sequences(&dir, 0).unwrap_err();
+        assert!(matches!(&error, JournalError::Corrupt { path, .. } if path == middle), "{error}");
+        // So is a flipped bit there.
+        fs::write(middle, &full_middle).unwrap();
+        damage_first_record(middle);
+        let error = visit_sequences(&dir, 0).unwrap_err();
+        assert!(matches!(&error, JournalError::Corrupt { path, offset: 24, .. } if path == middle), "{error}");
         fs::remove_dir_all(&dir).unwrap();
     }
 

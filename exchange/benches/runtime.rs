@@ -671,7 +671,7 @@ struct Commits {
 impl Commits {
     fn read(runtime: &Runtime) -> Self {
         const NAME: &str = "exchange_journal_commit_seconds";
-        let text = runtime.metrics.render(&[], &[]);
+        let text = runtime.metrics.render(&[], &[], &[]);
         let mut commits = Self::default();
         for line in text.lines() {
             let Some(rest) = line.strip_prefix(NAME) else { continue };

@@ -45,6 +45,8 @@ pub struct HttpState {
     pub trade_source: Option<Arc<dyn gateway_json::TradeSource>>,
     /// The demo faucet (`--demo` only).
     pub faucet: Option<crate::faucet::Faucet>,
+    /// The running sinks' counters (`exchange_sink_*`; none without sinks).
+    pub sinks: crate::publishers::SinkStats,
 }
 
 /// The router: metrics, health, the public and private REST API and the WebSocket endpoint.
@@ -171,7 +173,9 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             ("exchange_fix_resend_requests_total", "ResendRequests served.", load(&fix.resend_requests)),
         ]);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges, &counters))
+    let sinks = state.sinks.samples();
+    let families = crate::metrics::sink_families(&sinks, state.stats.last_sequence.load(Ordering::Acquire));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges, &counters, &families))
 }
 
 async fn health(State(state): State<HttpState>) -> impl IntoResponse {

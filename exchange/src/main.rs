@@ -252,16 +252,25 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Some(Subcommands::Journal { command: JournalCommand::Dump { from, limit } }) => {
-            let contents =
-                engine::journal::JournalReader::open(&config.journal_dir())?.read_after(from.saturating_sub(1))?;
+            // Streamed: a dump of a long journal holds one record at a time, and stops reading at
+            // the limit.
             let take = if *limit == 0 { usize::MAX } else { *limit };
-            for record in contents.records.iter().take(take) {
-                match Command::decode(&record.payload) {
+            let mut printed = 0;
+            let reader = engine::journal::JournalReader::open(&config.journal_dir())?;
+            let visited = reader.for_each_after(from.saturating_sub(1), |record| {
+                match Command::decode(record.payload) {
                     Ok((command, _)) => println!("{} {} {:?}", record.sequence, record.timestamp_ns, command),
                     Err(error) => println!("{} {} <undecodable: {error}>", record.sequence, record.timestamp_ns),
                 }
-            }
-            if let Some((path, offset)) = contents.torn_tail {
+                printed += 1;
+                let done = printed == take;
+                Ok::<_, engine::journal::JournalError>(if done {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                })
+            })?;
+            if let Some((path, offset)) = visited.torn_tail {
                 println!("# torn tail in {} at offset {offset}", path.display());
             }
             Ok(())
@@ -493,6 +502,7 @@ fn serve(
         web,
         faucet,
         trade_source,
+        sinks: sinks.stats(),
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");

@@ -36,18 +36,195 @@ impl AtomicHistogram {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str, scale: f64) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, count) in self.bounds.iter().zip(self.counts.iter()) {
-            cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 * scale);
+    /// A copy of the counts, for rendering.
+    pub fn sample(&self) -> HistogramSample<'static> {
+        HistogramSample {
+            bounds: self.bounds,
+            counts: self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            sum: self.sum.load(Ordering::Relaxed),
         }
-        cumulative += self.counts[self.bounds.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum.load(Ordering::Relaxed) as f64 * scale);
-        let _ = writeln!(out, "{name}_count {cumulative}");
     }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, divisor: f64) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.sample().render_series(out, name, "", divisor);
+    }
+}
+
+/// The counts of one histogram series at a scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSample<'a> {
+    /// Bucket upper bounds (inclusive, ascending), in the recorded unit.
+    pub bounds: &'a [u64],
+    /// Values per bucket (not cumulative): one per bound, then one for values above every bound.
+    /// Missing buckets count as zero.
+    pub counts: Vec<u64>,
+    /// Sum of the recorded values, in the recorded unit.
+    pub sum: u64,
+}
+
+impl HistogramSample<'_> {
+    /// Writes the `_bucket`, `_sum` and `_count` lines, with `labels` (`key="value",` pairs, each
+    /// followed by a comma, or empty) before `le`, values divided by `divisor` (dividing by
+    /// 1e9 rather than multiplying by 1e-9 keeps `0.03` from printing as `0.030000000000000002`).
+    fn render_series(&self, out: &mut String, name: &str, labels: &str, divisor: f64) {
+        let count = |bucket: usize| self.counts.get(bucket).copied().unwrap_or(0);
+        let mut cumulative = 0u64;
+        for (bucket, bound) in self.bounds.iter().enumerate() {
+            cumulative = cumulative.saturating_add(count(bucket));
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{}\"}} {cumulative}", *bound as f64 / divisor);
+        }
+        cumulative = cumulative.saturating_add(count(self.bounds.len()));
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {cumulative}");
+        let trimmed = labels.trim_end_matches(',');
+        let braces = if trimmed.is_empty() { String::new() } else { format!("{{{trimmed}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum as f64 / divisor);
+        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+    }
+}
+
+/// The series of a [`LabelledFamily`], one per label value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FamilySeries<'a> {
+    /// Values that go up and down.
+    Gauge(Vec<(&'a str, f64)>),
+    /// Values that only grow (names end in `_total`).
+    Counter(Vec<(&'a str, u64)>),
+    /// Histograms; bounds and sums are divided by `divisor` (1e9: nanoseconds to seconds).
+    Histogram {
+        /// What bounds and sums are divided by.
+        divisor: f64,
+        /// One histogram per label value.
+        series: Vec<(&'a str, HistogramSample<'a>)>,
+    },
+}
+
+/// A metric family whose series differ by the value of one label (`exchange_sink_cursor{sink=
+/// "postgres"}`, `{sink="redis"}`...). Prometheus text allows one HELP and one TYPE line per
+/// family, so they are written once, before every series; a family without series writes
+/// nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledFamily<'a> {
+    /// Metric name.
+    pub name: &'a str,
+    /// HELP text (one line).
+    pub help: &'a str,
+    /// The label that tells the series apart.
+    pub label: &'a str,
+    /// The series.
+    pub series: FamilySeries<'a>,
+}
+
+impl LabelledFamily<'_> {
+    /// Appends the family in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let (name, label) = (self.name, self.label);
+        let (kind, empty) = match &self.series {
+            FamilySeries::Gauge(series) => ("gauge", series.is_empty()),
+            FamilySeries::Counter(series) => ("counter", series.is_empty()),
+            FamilySeries::Histogram { series, .. } => ("histogram", series.is_empty()),
+        };
+        if empty {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", escape_help(self.help));
+        match &self.series {
+            FamilySeries::Gauge(series) => {
+                for (value_of_label, value) in series {
+                    let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {value}", escape_label_value(value_of_label));
+                }
+            }
+            FamilySeries::Counter(series) => {
+                for (value_of_label, value) in series {
+                    let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {value}", escape_label_value(value_of_label));
+                }
+            }
+            FamilySeries::Histogram { divisor, series } => {
+                for (value_of_label, sample) in series {
+                    let labels = format!("{label}=\"{}\",", escape_label_value(value_of_label));
+                    sample.render_series(out, name, &labels, *divisor);
+                }
+            }
+        }
+    }
+}
+
+/// One sink's counters at a scrape (its driver's statistics), for [`sink_families`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSample {
+    /// The sink's name (`postgres`, `kafka`, `redis`): the `sink` label.
+    pub name: &'static str,
+    /// Last sequence the sink holds durably.
+    pub cursor: u64,
+    /// Commands written (live and replayed).
+    pub commands: u64,
+    /// Commands regenerated from the journal.
+    pub replayed: u64,
+    /// Failures, each followed by a reconnect.
+    pub failures: u64,
+    /// Times the sink fell behind the egress ring.
+    pub lags: u64,
+    /// A session is open and healthy.
+    pub connected: bool,
+    /// Time of each write, in nanoseconds.
+    pub write_ns: HistogramSample<'static>,
+}
+
+/// The `exchange_sink_*` families (docs/operations.md) of `sinks`, one series per sink. `durable`
+/// is the engine's last durable sequence, from which each sink's lag is measured. No sinks: no
+/// families.
+pub fn sink_families(sinks: &[SinkSample], durable: u64) -> Vec<LabelledFamily<'_>> {
+    let gauge = |name, help, value: fn(&SinkSample) -> f64| LabelledFamily {
+        name,
+        help,
+        label: "sink",
+        series: FamilySeries::Gauge(sinks.iter().map(|s| (s.name, value(s))).collect()),
+    };
+    let counter = |name, help, value: fn(&SinkSample) -> u64| LabelledFamily {
+        name,
+        help,
+        label: "sink",
+        series: FamilySeries::Counter(sinks.iter().map(|s| (s.name, value(s))).collect()),
+    };
+    vec![
+        gauge("exchange_sink_cursor", "Last engine sequence durably in the sink.", |s| s.cursor as f64),
+        LabelledFamily {
+            name: "exchange_sink_lag_commands",
+            help: "Commands the engine made durable that the sink does not hold yet.",
+            label: "sink",
+            series: FamilySeries::Gauge(
+                sinks.iter().map(|s| (s.name, durable.saturating_sub(s.cursor) as f64)).collect(),
+            ),
+        },
+        gauge(
+            "exchange_sink_connected",
+            "1 while the sink's session is open and healthy, 0 while reconnecting.",
+            |s| f64::from(u8::from(s.connected)),
+        ),
+        counter("exchange_sink_commands_total", "Commands written to the sink (live and replayed).", |s| s.commands),
+        counter("exchange_sink_replayed_total", "Commands regenerated from the journal for the sink.", |s| s.replayed),
+        counter("exchange_sink_failures_total", "Sink failures, each followed by a reconnect.", |s| s.failures),
+        counter("exchange_sink_lags_total", "Times the sink fell behind the egress ring.", |s| s.lags),
+        LabelledFamily {
+            name: "exchange_sink_write_seconds",
+            help: "Time of each write to the sink (one batch of commands, failed writes included).",
+            label: "sink",
+            series: FamilySeries::Histogram {
+                divisor: 1e9,
+                series: sinks.iter().map(|s| (s.name, s.write_ns.clone())).collect(),
+            },
+        },
+    ]
+}
+
+/// A label value as Prometheus text requires: backslash, double quote and line feed escaped.
+fn escape_label_value(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// HELP text as Prometheus text requires: backslash and line feed escaped.
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 /// Nanosecond bounds from 250 ns to 1 s.
@@ -146,9 +323,14 @@ impl Metrics {
         }
     }
 
-    /// Renders every metric plus the given gauges and counters (name, help, value) as Prometheus
-    /// text.
-    pub fn render(&self, gauges: &[(&str, &str, f64)], counters: &[(&str, &str, u64)]) -> String {
+    /// Renders every metric plus the given gauges and counters (name, help, value) and labelled
+    /// families as Prometheus text.
+    pub fn render(
+        &self,
+        gauges: &[(&str, &str, f64)],
+        counters: &[(&str, &str, u64)],
+        families: &[LabelledFamily<'_>],
+    ) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let _ = writeln!(out, "# HELP exchange_commands_total Commands executed by the engine, by type.");
         let _ = writeln!(out, "# TYPE exchange_commands_total counter");
@@ -173,25 +355,23 @@ impl Metrics {
             &mut out,
             "exchange_journal_commit_seconds",
             "Write plus fdatasync time of each journal batch.",
-            1e-9,
+            1e9,
         );
         self.engine_command_ns.render(
             &mut out,
             "exchange_engine_command_seconds",
             "Engine service time per command (execution and event publication).",
-            1e-9,
+            1e9,
         );
-        self.snapshot_ns.render(
-            &mut out,
-            "exchange_snapshot_seconds",
-            "Snapshot serialise + write + fsync time.",
-            1e-9,
-        );
+        self.snapshot_ns.render(&mut out, "exchange_snapshot_seconds", "Snapshot serialise + write + fsync time.", 1e9);
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        for family in families {
+            family.render(&mut out);
         }
         out
     }
@@ -216,11 +396,79 @@ mod tests {
     }
 
     #[test]
+    fn labelled_families_write_help_and_type_once_then_one_series_per_label() {
+        let sample = |name, cursor, connected| SinkSample {
+            name,
+            cursor,
+            commands: cursor,
+            replayed: 3,
+            failures: 1,
+            lags: 0,
+            connected,
+            write_ns: HistogramSample { bounds: &[1_000_000, 10_000_000], counts: vec![2, 1, 1], sum: 30_000_000 },
+        };
+        let sinks = [sample("postgres", 90, true), sample("redis", 100, false)];
+        let text = Metrics::default().render(&[], &[], &sink_families(&sinks, 100));
+        for (family, kind) in [
+            ("exchange_sink_cursor", "gauge"),
+            ("exchange_sink_lag_commands", "gauge"),
+            ("exchange_sink_connected", "gauge"),
+            ("exchange_sink_commands_total", "counter"),
+            ("exchange_sink_replayed_total", "counter"),
+            ("exchange_sink_failures_total", "counter"),
+            ("exchange_sink_lags_total", "counter"),
+            ("exchange_sink_write_seconds", "histogram"),
+        ] {
+            assert_eq!(text.matches(&format!("# HELP {family} ")).count(), 1, "{family}: {text}");
+            assert_eq!(text.matches(&format!("# TYPE {family} {kind}\n")).count(), 1, "{family}: {text}");
+        }
+        for line in [
+            "exchange_sink_cursor{sink=\"postgres\"} 90\n",
+            "exchange_sink_cursor{sink=\"redis\"} 100\n",
+            "exchange_sink_lag_commands{sink=\"postgres\"} 10\n",
+            "exchange_sink_lag_commands{sink=\"redis\"} 0\n",
+            "exchange_sink_connected{sink=\"postgres\"} 1\n",
+            "exchange_sink_connected{sink=\"redis\"} 0\n",
+            "exchange_sink_commands_total{sink=\"redis\"} 100\n",
+            "exchange_sink_replayed_total{sink=\"postgres\"} 3\n",
+            "exchange_sink_failures_total{sink=\"postgres\"} 1\n",
+            "exchange_sink_lags_total{sink=\"redis\"} 0\n",
+            "exchange_sink_write_seconds_bucket{sink=\"postgres\",le=\"0.001\"} 2\n",
+            "exchange_sink_write_seconds_bucket{sink=\"postgres\",le=\"0.01\"} 3\n",
+            "exchange_sink_write_seconds_bucket{sink=\"redis\",le=\"+Inf\"} 4\n",
+            "exchange_sink_write_seconds_sum{sink=\"redis\"} 0.03\n",
+            "exchange_sink_write_seconds_count{sink=\"postgres\"} 4\n",
+        ] {
+            assert!(text.contains(line), "{line}in:\n{text}");
+        }
+        // Every series of a family follows its TYPE line, before the next family starts.
+        let cursor = text.find("# TYPE exchange_sink_cursor").unwrap();
+        let lag = text.find("# TYPE exchange_sink_lag_commands").unwrap();
+        assert!(text[cursor..lag].contains("sink=\"redis\""), "{text}");
+        // No sinks: no families at all (not even HELP lines).
+        assert!(!Metrics::default().render(&[], &[], &sink_families(&[], 100)).contains("exchange_sink"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let family = LabelledFamily {
+            name: "m",
+            help: "two\nlines",
+            label: "l",
+            series: FamilySeries::Gauge(vec![("a\"b\\c\nd", 1.0)]),
+        };
+        let mut out = String::new();
+        family.render(&mut out);
+        assert_eq!(out, "# HELP m two\\nlines\n# TYPE m gauge\nm{l=\"a\\\"b\\\\c\\nd\"} 1\n");
+    }
+
+    #[test]
     fn render_names_every_series() {
         let metrics = Metrics::default();
         metrics.command(1);
         metrics.reject(RejectReason::InsufficientBalance);
-        let text = metrics.render(&[("exchange_ingress_ring_depth", "Commands waiting.", 3.0)], &[("c_total", "c", 7)]);
+        let text =
+            metrics.render(&[("exchange_ingress_ring_depth", "Commands waiting.", 3.0)], &[("c_total", "c", 7)], &[]);
         assert!(text.contains("# TYPE c_total counter\nc_total 7"));
         assert!(text.contains("exchange_commands_total{type=\"new_order\"} 1"));
         assert!(text.contains("exchange_rejects_total{reason=\"InsufficientBalance\"} 1"));

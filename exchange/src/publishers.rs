@@ -50,7 +50,23 @@ mod disabled {
     /// No running sinks.
     pub struct Sinks;
 
+    /// No sink counters.
+    #[derive(Clone, Default)]
+    pub struct SinkStats;
+
+    impl SinkStats {
+        /// Empty.
+        pub fn samples(&self) -> Vec<crate::metrics::SinkSample> {
+            Vec::new()
+        }
+    }
+
     impl Sinks {
+        /// Empty.
+        pub fn stats(&self) -> SinkStats {
+            SinkStats
+        }
+
         /// Empty.
         pub fn cursors(&self) -> Vec<(&'static str, u64)> {
             Vec::new()

@@ -5,6 +5,8 @@
 //! `GET /api/v1/trades/history` lists every trade of the first run, exactly as the journal holds
 //! it, and `GET /api/v1/klines` aggregates them (1m candles equal to the journal's, weeks and
 //! months holding them all). With Postgres stopped the endpoints answer `503 SERVICE_UNAVAILABLE`.
+//! `/metrics` shows the sink's `exchange_sink_*` series, its cursor reaching the engine's last
+//! sequence, before and after the outage (which it counts as a failure).
 //!
 //! Needs `EXCHANGE_TEST_DATABASE_URL` (and `EXCHANGE_SERVICES_CTL` for the outage part); skipped
 //! loudly without it, failed under `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test).
@@ -320,6 +322,8 @@ fn history_endpoints_read_postgres_across_a_restart() {
     // Run 2: a fresh process, its in-memory history empty; the demo trades on (its users' keys
     // are registered by --demo), slowly.
     let (mut server, port) = start(&config_path, &data, &["--demo-rate", "20"]);
+    // `/metrics` shows the sink following the engine.
+    sink_caught_up_in_metrics(port);
     let mut seen = BTreeMap::new();
     for user in traders {
         let fills = all(port, user as u8, "/wapi/v1/history/fills", "fillHistoryQueryAll");
@@ -433,6 +437,10 @@ fn history_endpoints_read_postgres_across_a_restart() {
             assert!(Instant::now() < deadline, "history back after Postgres restarted");
             std::thread::sleep(Duration::from_millis(200));
         }
+        // The sink failed while Postgres was down, reconnected, and caught up.
+        let metrics = sink_caught_up_in_metrics(port);
+        let failures = value(&metrics, "exchange_sink_failures_total{sink=\"postgres\"}").unwrap();
+        assert!(failures >= 1.0, "the outage counted as a sink failure: {metrics}");
     }
     stop(&mut server);
 
@@ -445,6 +453,59 @@ fn history_endpoints_read_postgres_across_a_restart() {
         assert!(order_ids(orders).is_subset(own_orders), "user {user}: only its own orders");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The server's `/metrics` text.
+fn scrape(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of `series` (name and labels, exactly as rendered) in a scrape.
+fn value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until the Postgres sink's cursor in `/metrics` reaches the engine's last sequence at the
+/// first scrape (the demo trades on), and checks the `exchange_sink_*` series; returns the
+/// last scrape.
+fn sink_caught_up_in_metrics(port: u16) -> String {
+    let target = value(&scrape(port), "exchange_last_sequence").expect("exchange_last_sequence");
+    assert!(target > 0.0, "the server has executed commands");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = scrape(port);
+        let cursor = value(&metrics, "exchange_sink_cursor{sink=\"postgres\"}").expect("the sink's cursor");
+        if cursor >= target {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "the sink's cursor {cursor} reached {target}: {metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(value(&metrics, "exchange_sink_connected{sink=\"postgres\"}"), Some(1.0), "{metrics}");
+    let lag = value(&metrics, "exchange_sink_lag_commands{sink=\"postgres\"}").expect("the sink's lag");
+    assert!(lag >= 0.0, "{metrics}");
+    for series in [
+        "exchange_sink_commands_total{sink=\"postgres\"}",
+        "exchange_sink_replayed_total{sink=\"postgres\"}",
+        "exchange_sink_failures_total{sink=\"postgres\"}",
+        "exchange_sink_lags_total{sink=\"postgres\"}",
+        "exchange_sink_write_seconds_count{sink=\"postgres\"}",
+        "exchange_sink_write_seconds_bucket{sink=\"postgres\",le=\"+Inf\"}",
+    ] {
+        assert!(value(&metrics, series).is_some(), "{series} in {metrics}");
+    }
+    assert!(value(&metrics, "exchange_sink_write_seconds_count{sink=\"postgres\"}").unwrap() > 0.0, "{metrics}");
+    // One HELP and TYPE per family, whatever the number of sinks.
+    for family in ["exchange_sink_cursor", "exchange_sink_commands_total", "exchange_sink_write_seconds"] {
+        assert_eq!(metrics.matches(&format!("# TYPE {family} ")).count(), 1, "{family}: {metrics}");
+        assert_eq!(metrics.matches(&format!("# HELP {family} ")).count(), 1, "{family}: {metrics}");
+    }
+    metrics
 }
 
 /// Stops the server (SIGKILL is fine: its journal was written before every acknowledgement).

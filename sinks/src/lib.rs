@@ -29,8 +29,10 @@ pub mod redis;
 
 use codec::{Command, Event};
 use engine::bus::{BroadcastRing, ReadError};
+use engine::journal::{JournalError, JournalReader};
 use engine::snapshot::list_snapshots;
 use engine::{CommandContext, Engine, EngineConfig, OrderBook};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,6 +60,13 @@ pub enum SinkError {
     /// [`Driver::abort`] was called.
     #[error("aborted")]
     Aborted,
+}
+
+impl From<JournalError> for SinkError {
+    /// A damaged or unreadable journal cannot produce the events a sink misses.
+    fn from(error: JournalError) -> Self {
+        SinkError::CatchUp(error.to_string())
+    }
 }
 
 impl SinkError {
@@ -199,6 +208,9 @@ pub fn engine_at(history: &History, sequence: u64) -> Result<Engine, SinkError> 
     replay_engine(history, engine, at, at, sequence, &mut |_| Ok(())).map(|(_, engine)| engine)
 }
 
+/// Replays the journal after `at` into `engine` up to `up_to`, visiting the commands after
+/// `after`. The journal is streamed one record at a time and the walk stops at `up_to`, so a
+/// catch-up over a long outage holds one command's events, not the journal tail.
 fn replay_engine(
     history: &History,
     mut engine: Engine,
@@ -207,36 +219,35 @@ fn replay_engine(
     up_to: u64,
     visit: &mut dyn FnMut(CommandEvents) -> Result<(), SinkError>,
 ) -> Result<(u64, Engine), SinkError> {
-    let reader = engine::journal::JournalReader::open(&history.journal_dir).map_err(catch_up)?;
-    let contents = reader.read_after(at).map_err(catch_up)?;
+    let reader = JournalReader::open(&history.journal_dir)?;
     let mut expected = at + 1;
     let mut last = after;
     let mut events = Vec::with_capacity(256);
-    for record in contents.records.iter().take_while(|r| r.sequence <= up_to) {
-        if record.sequence != expected {
-            return Err(SinkError::CatchUp(format!(
-                "the journal resumes at sequence {} but sequence {expected} is needed (pruned?)",
-                record.sequence
-            )));
-        }
-        expected += 1;
-        let (command, _) = Command::decode(&record.payload)
-            .map_err(|e| SinkError::CatchUp(format!("journal record {}: {e}", record.sequence)))?;
-        events.clear();
-        engine.execute(CommandContext::new(record.sequence, record.timestamp_ns), &command, &mut events);
-        if record.sequence > after {
-            visit(CommandEvents { sequence: record.sequence, events: events.clone() })?;
-            last = record.sequence;
-        }
+    if up_to > at {
+        reader.for_each_after(at, |record| {
+            if record.sequence != expected {
+                return Err(SinkError::CatchUp(format!(
+                    "the journal resumes at sequence {} but sequence {expected} is needed (pruned?)",
+                    record.sequence
+                )));
+            }
+            expected += 1;
+            let (command, _) = Command::decode(record.payload)
+                .map_err(|e| SinkError::CatchUp(format!("journal record {}: {e}", record.sequence)))?;
+            events.clear();
+            engine.execute(CommandContext::new(record.sequence, record.timestamp_ns), &command, &mut events);
+            if record.sequence > after {
+                visit(CommandEvents { sequence: record.sequence, events: events.clone() })?;
+                last = record.sequence;
+            }
+            // Stop at `up_to`: later records (and segments) are not even read.
+            Ok(if record.sequence >= up_to { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        })?;
     }
     if expected <= up_to {
         return Err(SinkError::CatchUp(format!("the journal ends at {}, before sequence {up_to}", expected - 1)));
     }
     Ok((last, engine))
-}
-
-fn catch_up(error: impl std::fmt::Display) -> SinkError {
-    SinkError::CatchUp(error.to_string())
 }
 
 /// Settings of a [`Driver`].
@@ -269,6 +280,77 @@ pub struct DriverStats {
     pub failures: AtomicU64,
     /// Times the driver fell behind the ring.
     pub lags: AtomicU64,
+    /// True while a session is open and healthy (the sink opened and no call has failed since);
+    /// false before the first open, while reconnecting after a failure, and once stopped.
+    pub connected: AtomicBool,
+    /// Time of each [`Sink::write`] call (live and catch-up, failed calls included).
+    pub write_latency: WriteLatency,
+}
+
+/// Upper bounds (inclusive, nanoseconds) of the [`WriteLatency`] buckets: 100 µs to 10 s. A
+/// write is a network round trip or a transaction, so finer buckets would stay empty.
+pub const WRITE_LATENCY_BOUNDS_NS: [u64; 16] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Buckets of a [`WriteLatency`]: one per bound plus one for slower writes.
+pub const WRITE_LATENCY_BUCKETS: usize = WRITE_LATENCY_BOUNDS_NS.len() + 1;
+
+/// A histogram of sink write times with fixed buckets ([`WRITE_LATENCY_BOUNDS_NS`]): recording is
+/// two relaxed atomic adds, never an allocation.
+#[derive(Debug, Default)]
+pub struct WriteLatency {
+    counts: [AtomicU64; WRITE_LATENCY_BUCKETS],
+    sum_ns: AtomicU64,
+}
+
+impl WriteLatency {
+    /// Records one write that took `elapsed`.
+    pub fn record(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = WRITE_LATENCY_BOUNDS_NS.partition_point(|&bound| bound < nanos);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Writes per bucket (not cumulative), in the order of [`WRITE_LATENCY_BOUNDS_NS`], the last
+    /// one counting the writes slower than every bound.
+    pub fn bucket_counts(&self) -> [u64; WRITE_LATENCY_BUCKETS] {
+        std::array::from_fn(|bucket| self.counts[bucket].load(Ordering::Relaxed))
+    }
+
+    /// Total time of the recorded writes, in nanoseconds.
+    pub fn sum_ns(&self) -> u64 {
+        self.sum_ns.load(Ordering::Relaxed)
+    }
+
+    /// Writes recorded.
+    pub fn count(&self) -> u64 {
+        self.bucket_counts().iter().sum()
+    }
+}
+
+/// Calls [`Sink::write`], recording its time in `stats`.
+fn timed_write(sink: &mut dyn Sink, stats: &DriverStats, commands: &[CommandEvents]) -> Result<(), SinkError> {
+    let start = Instant::now();
+    let result = sink.write(commands);
+    stats.write_latency.record(start.elapsed());
+    result
 }
 
 /// Runs one sink on its own thread: live events from the ring, catch-up from the journal.
@@ -385,7 +467,9 @@ impl DriverState {
         let mut retry = self.config.retry;
         loop {
             let before = self.stats.cursor.load(Ordering::Relaxed);
-            match self.session(sink) {
+            let ended = self.session(sink);
+            self.stats.connected.store(false, Ordering::Release);
+            match ended {
                 Ended::Stopped if self.abort.load(Ordering::Acquire) => return,
                 Ended::Stopped => {
                     if let Err(error) = sink.close() {
@@ -435,7 +519,9 @@ impl DriverState {
         let capacity = self.ring.capacity() as u64;
         let mut consumer = self.ring.subscribe_from(self.ring.head().saturating_sub(capacity / 2));
         let mut aligned = consumer.cursor() == 0;
-        let mut cursor = match sink.open()? {
+        let resume = sink.open()?;
+        self.stats.connected.store(true, Ordering::Release);
+        let mut cursor = match resume {
             Resume::After(cursor) => cursor,
             Resume::Seed => {
                 let durable = (self.durable)();
@@ -549,7 +635,7 @@ impl DriverState {
         if self.abort.load(Ordering::Acquire) {
             return Err(SinkError::Aborted);
         }
-        sink.write(batch)?;
+        timed_write(sink, &self.stats, batch)?;
         self.stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
         *cursor = last;
@@ -602,7 +688,7 @@ impl DriverState {
                 if abort.load(Ordering::Acquire) {
                     return Err(SinkError::Aborted);
                 }
-                sink.write(&batch)?;
+                timed_write(sink, &stats, &batch)?;
                 stats.replayed.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 written = batch.last().map_or(written, |c| c.sequence);
@@ -616,12 +702,37 @@ impl DriverState {
             if self.abort.load(Ordering::Acquire) {
                 return Err(SinkError::Aborted);
             }
-            sink.write(&batch)?;
+            timed_write(sink, &self.stats, &batch)?;
             self.stats.replayed.fetch_add(batch.len() as u64, Ordering::Relaxed);
             self.stats.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
             written = batch.last().map_or(written, |c| c.sequence);
         }
         self.advance(written);
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_latency_buckets_are_inclusive_upper_bounds_with_an_overflow() {
+        let latency = WriteLatency::default();
+        for elapsed in [
+            Duration::from_micros(100),
+            Duration::from_nanos(100_001),
+            Duration::from_millis(3),
+            Duration::from_secs(20),
+        ] {
+            latency.record(elapsed);
+        }
+        let counts = latency.bucket_counts();
+        assert_eq!(counts[0], 1, "exactly on the first bound");
+        assert_eq!(counts[1], 1, "just above it");
+        assert_eq!(counts[WRITE_LATENCY_BOUNDS_NS.partition_point(|&b| b < 3_000_000)], 1);
+        assert_eq!(counts[WRITE_LATENCY_BUCKETS - 1], 1, "slower than every bound");
+        assert_eq!(latency.count(), 4);
+        assert_eq!(latency.sum_ns(), 100_000 + 100_001 + 3_000_000 + 20_000_000_000);
     }
 }

@@ -1,12 +1,13 @@
 //! The sinks, built in (feature `sinks`).
 
 use crate::config::Config;
+use crate::metrics::{HistogramSample, SinkSample};
 use crate::runtime::{Retention, Runtime};
 use engine::EngineConfig;
 use sinks::kafka::{KafkaConfig, KafkaSink};
 use sinks::postgres::{PostgresSink, Reference};
 use sinks::redis::{RedisConfig, RedisSink};
-use sinks::{Driver, DriverConfig, History, Sink};
+use sinks::{Driver, DriverConfig, DriverStats, History, Sink, WRITE_LATENCY_BOUNDS_NS};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -87,7 +88,44 @@ pub struct Sinks {
     drivers: Vec<Driver>,
 }
 
+/// The live counters of every running sink, for `/metrics` (cheap to clone).
+#[derive(Clone, Default)]
+pub struct SinkStats {
+    drivers: Vec<(&'static str, Arc<DriverStats>)>,
+}
+
+impl SinkStats {
+    /// Every sink's counters now.
+    pub fn samples(&self) -> Vec<SinkSample> {
+        self.drivers
+            .iter()
+            .map(|(name, stats)| {
+                let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+                SinkSample {
+                    name,
+                    cursor: stats.cursor.load(Ordering::Acquire),
+                    commands: load(&stats.commands),
+                    replayed: load(&stats.replayed),
+                    failures: load(&stats.failures),
+                    lags: load(&stats.lags),
+                    connected: stats.connected.load(Ordering::Acquire),
+                    write_ns: HistogramSample {
+                        bounds: &WRITE_LATENCY_BOUNDS_NS,
+                        counts: stats.write_latency.bucket_counts().to_vec(),
+                        sum: stats.write_latency.sum_ns(),
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
 impl Sinks {
+    /// The live counters of every sink.
+    pub fn stats(&self) -> SinkStats {
+        SinkStats { drivers: self.drivers.iter().map(|d| (d.name(), d.stats())).collect() }
+    }
+
     /// `(name, cursor)` of every sink.
     pub fn cursors(&self) -> Vec<(&'static str, u64)> {
         self.drivers.iter().map(|d| (d.name(), d.stats().cursor.load(Ordering::Relaxed))).collect()

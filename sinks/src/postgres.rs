@@ -28,14 +28,19 @@ use std::str::FromStr;
 
 /// The schema migrations, embedded (the same files `sqlx migrate run` applies).
 pub fn migrator() -> Migrator {
+    // Deployed databases have run the older ones: only ever append (sqlx checks their checksums).
+    let migration = |version: i64, description: &'static str, sql: &'static str| {
+        Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+    };
     Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            20261124000001,
-            Cow::Borrowed("init"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("../../migrations/20261124000001_init.sql")),
-            false,
-        )]),
+        migrations: Cow::Owned(vec![
+            migration(20261124000001, "init", include_str!("../../migrations/20261124000001_init.sql")),
+            migration(
+                20261125000001,
+                "trades by time",
+                include_str!("../../migrations/20261125000001_trades_by_time.sql"),
+            ),
+        ]),
         ignore_missing: false,
         locking: true,
         no_tx: false,
@@ -793,6 +798,47 @@ pub enum KlineBuckets {
     Month,
 }
 
+impl KlineBuckets {
+    /// The longest bucket, seconds (a month: 31 days).
+    pub fn longest_s(self) -> u64 {
+        match self {
+            Self::Seconds(length) => length.max(1),
+            Self::Week => 7 * 86_400,
+            Self::Month => 31 * 86_400,
+        }
+    }
+}
+
+/// The SQL of [`Queries::klines`] (public for `EXPLAIN` in tests and tools). Parameters: `$1`
+/// market id, `$2` first trade time (ns, inclusive), `$3` end of the bucket starts (s,
+/// exclusive), `$4` most buckets, `$5` trade time bound (ns, exclusive; any time past the last
+/// bucket's end). `$1`, `$2` and `$5` select the trades on the `trades_by_market_time` index.
+pub fn klines_sql(buckets: KlineBuckets) -> String {
+    // `s`: the trade's time in whole seconds (bigint division truncates; times are positive).
+    const WEEK_ORIGIN: i64 = 4 * 86_400; // 1970-01-05, a Monday.
+    let bucket = match buckets {
+        KlineBuckets::Seconds(length) => format!("(s / {length}) * {length}", length = length.max(1)),
+        KlineBuckets::Week => {
+            format!("CASE WHEN s < {WEEK_ORIGIN} THEN 0 ELSE (s - {WEEK_ORIGIN}) / 604800 * 604800 + {WEEK_ORIGIN} END")
+        }
+        KlineBuckets::Month => {
+            "EXTRACT(EPOCH FROM date_trunc('month', TIMESTAMP '1970-01-01' + s * INTERVAL '1 second'))::bigint"
+                .to_string()
+        }
+    };
+    format!(
+        "WITH t AS (
+             SELECT {bucket} AS bucket, trade_id, price_ticks, quantity_lots, quote_amount
+             FROM (SELECT timestamp_ns / 1000000000 AS s, trade_id, price_ticks, quantity_lots, quote_amount
+                   FROM trades WHERE market_id = $1 AND timestamp_ns >= $2 AND timestamp_ns < $5) seconds
+         )
+         SELECT bucket, ((array_agg(price_ticks ORDER BY trade_id ASC))[1])::text, MAX(price_ticks)::text,
+             MIN(price_ticks)::text, ((array_agg(price_ticks ORDER BY trade_id DESC))[1])::text,
+             SUM(quantity_lots)::text, SUM(quote_amount)::text, COUNT(*)
+         FROM t WHERE bucket < $3 GROUP BY bucket ORDER BY bucket LIMIT $4"
+    )
+}
+
 /// One kline as [`Queries::klines`] aggregates it from the `trades` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KlineRow {
@@ -1137,7 +1183,9 @@ impl Queries {
 
     /// A market's klines: trades grouped by `buckets`, for the buckets starting in `[from_s,
     /// to_s)` (seconds; `from_s` should be a bucket start), oldest first, at most `limit`, only
-    /// buckets with trades. Integer and `NUMERIC` arithmetic throughout.
+    /// buckets with trades. Integer and `NUMERIC` arithmetic throughout. Reads the market's
+    /// trades of `[from_s, to_s + the longest bucket)` through the `trades_by_market_time` index
+    /// ([`klines_sql`]).
     ///
     /// # Errors
     /// Database errors.
@@ -1149,36 +1197,15 @@ impl Queries {
         to_s: u64,
         limit: u32,
     ) -> Result<Vec<KlineRow>, SinkError> {
-        // `s`: the trade's time in whole seconds (bigint division truncates; times are positive).
-        const WEEK_ORIGIN: i64 = 4 * 86_400; // 1970-01-05, a Monday.
-        let bucket = match buckets {
-            KlineBuckets::Seconds(length) => format!("(s / {length}) * {length}", length = length.max(1)),
-            KlineBuckets::Week => {
-                format!(
-                    "CASE WHEN s < {WEEK_ORIGIN} THEN 0 ELSE (s - {WEEK_ORIGIN}) / 604800 * 604800 + {WEEK_ORIGIN} END"
-                )
-            }
-            KlineBuckets::Month => {
-                "EXTRACT(EPOCH FROM date_trunc('month', TIMESTAMP '1970-01-01' + s * INTERVAL '1 second'))::bigint"
-                    .to_string()
-            }
-        };
-        let sql = format!(
-            "WITH t AS (
-                 SELECT {bucket} AS bucket, trade_id, price_ticks, quantity_lots, quote_amount
-                 FROM (SELECT timestamp_ns / 1000000000 AS s, trade_id, price_ticks, quantity_lots, quote_amount
-                       FROM trades WHERE market_id = $1 AND timestamp_ns >= $2) seconds
-             )
-             SELECT bucket, ((array_agg(price_ticks ORDER BY trade_id ASC))[1])::text, MAX(price_ticks)::text,
-                 MIN(price_ticks)::text, ((array_agg(price_ticks ORDER BY trade_id DESC))[1])::text,
-                 SUM(quantity_lots)::text, SUM(quote_amount)::text, COUNT(*)
-             FROM t WHERE bucket < $3 GROUP BY bucket ORDER BY bucket LIMIT $4"
-        );
+        let sql = klines_sql(buckets);
+        // A trade in a bucket starting before `to_s` is less than a bucket's length after it.
+        let trades_before_s = to_s.saturating_add(buckets.longest_s());
         let rows = sqlx::query(&sql)
             .bind(i32::try_from(market_id).map_err(|_| db(format!("postgres: market {market_id} exceeds INTEGER")))?)
             .bind(saturating(from_s.saturating_mul(1_000_000_000)))
             .bind(saturating(to_s))
             .bind(i64::from(limit))
+            .bind(saturating(trades_before_s.saturating_mul(1_000_000_000)))
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;

@@ -212,6 +212,9 @@ fn wait_for(driver: &Driver, sequence: u64, what: &str) {
 }
 
 /// A fresh database on the server of `url`, so tests do not share progress rows.
+/// Held by every test using Postgres: one of them stops it (an outage) while it runs.
+static POSTGRES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn fresh_database(url: &str, name: &str) -> String {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let database = format!("{name}_{}", std::process::id());
@@ -227,6 +230,7 @@ fn fresh_database(url: &str, name: &str) -> String {
 #[test]
 fn postgres_sink_is_exactly_once_through_outages_restarts_and_lag() {
     let Some(url) = service("EXCHANGE_TEST_DATABASE_URL") else { return };
+    let _postgres = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
     let url = fresh_database(&url, "sink_test");
     // A tiny ring: the sink lags and must catch up from the journal.
     let mut venue = Venue::new("postgres", 256);
@@ -373,6 +377,69 @@ fn postgres_sink_is_exactly_once_through_outages_restarts_and_lag() {
         assert_eq!(orders.len(), 5);
         let balances = queries.balances(1).await.unwrap();
         assert!(!balances.is_empty());
+    });
+}
+
+/// `EXPLAIN` of `sql` with its parameters (`account` first when given), as one text; sequential
+/// scans allowed or ruled out.
+async fn explain(
+    connection: &mut sqlx::PgConnection,
+    sql: &str,
+    account: Option<&str>,
+    bind: &[i64],
+    seqscan: bool,
+) -> String {
+    sqlx::query(&format!("SET enable_seqscan = {seqscan}")).execute(&mut *connection).await.unwrap();
+    let explain = format!("EXPLAIN {sql}");
+    let mut query = sqlx::query_scalar::<_, String>(&explain);
+    if let Some(account) = account {
+        query = query.bind(account.to_string());
+    }
+    for value in bind {
+        query = query.bind(*value);
+    }
+    query.fetch_all(&mut *connection).await.unwrap().join("\n")
+}
+
+/// The planner reads the index the klines query was given (migrations/20261125000001): a market's
+/// trades by time (`trades_by_market_time`), on its own for a recent range of a large table.
+#[test]
+fn history_queries_use_their_indexes() {
+    use sinks::postgres::{KlineBuckets, klines_sql};
+    let Some(url) = service("EXCHANGE_TEST_DATABASE_URL") else { return };
+    let _postgres = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
+    let url = fresh_database(&url, "index_test");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let queries = Queries::connect(&url).await.unwrap();
+        let pool = queries.pool();
+        sinks::postgres::migrator().run(pool).await.unwrap();
+        // 200,000 trades, one a second, on 4 markets in turn.
+        const START_S: i64 = 1_764_000_000;
+        sqlx::query(
+            "INSERT INTO trades SELECT i % 4 + 1, i, i, ($1 + i) * 1000000000, 1000 + i % 7, 1, 1000, 1 + i % 2,
+                 1, i, 0, 2, i, 0
+             FROM generate_series(1, 200000) i",
+        )
+        .bind(START_S)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query("ANALYZE").execute(pool).await.unwrap();
+        let mut connection = pool.acquire().await.unwrap();
+
+        // The last hours of market 1 (900 of its 50,000 trades an hour), every bucket shape: the
+        // planner picks the index by itself. (Over every trade of the market it rightly prefers
+        // the primary key's `market_id` prefix or a sequential scan: nothing to skip.)
+        let end_s = START_S + 200_000;
+        for (buckets, hours) in [(KlineBuckets::Seconds(60), 1), (KlineBuckets::Week, 3), (KlineBuckets::Month, 3)] {
+            let from_ns = (end_s - hours * 3_600) * 1_000_000_000;
+            let trades_before_ns = (end_s + buckets.longest_s() as i64) * 1_000_000_000;
+            let recent = [1, from_ns, end_s, 1_000, trades_before_ns];
+            let plan = explain(&mut connection, &klines_sql(buckets), None, &recent, true).await;
+            eprintln!("klines {buckets:?}, the last {hours} h of market 1 (200,000 trades in the table):\n{plan}");
+            assert!(plan.contains("trades_by_market_time"), "{buckets:?}: a recent range reads the index:\n{plan}");
+        }
     });
 }
 

@@ -14,10 +14,11 @@
 //! the sink the next command: exactly once. Inserts also carry `ON CONFLICT DO NOTHING` on
 //! their natural keys (sequence + event index, market + trade id) as a second line of defence.
 //!
-//! [`Queries`] reads the history back (fills, orders, balances of a user) for the REST API.
+//! [`Queries`] reads the history back (fills, orders, deposits, withdrawals and balances of a
+//! user; a market's trades and klines) for the REST API.
 
 use crate::{CommandEvents, Resume, Sink, SinkError};
-use codec::{BalanceChange, Event};
+use codec::{BalanceChange, Event, WireEnum};
 use engine::EngineConfig;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
@@ -39,6 +40,11 @@ pub fn migrator() -> Migrator {
                 20261125000001,
                 "trades by time",
                 include_str!("../../migrations/20261125000001_trades_by_time.sql"),
+            ),
+            migration(
+                20261125000002,
+                "ledger entry time",
+                include_str!("../../migrations/20261125000002_ledger_entry_time.sql"),
             ),
         ]),
         ignore_missing: false,
@@ -283,6 +289,7 @@ struct Rows {
     l_credit: Vec<String>,
     l_amount: Vec<String>,
     l_reason: Vec<i16>,
+    l_ns: Vec<i64>,
     /// Balances after the batch, for the (user, asset) pairs it touched.
     balances: HashMap<(u64, u32), (u64, u64)>,
     balance_sequence: HashMap<(u64, u32), u64>,
@@ -388,7 +395,7 @@ impl Rows {
                         let fee = u128::from(m.maker_fee.get()) + u128::from(m.taker_fee.get());
                         if fee > 0 {
                             let quote = quote_of_market.get(&m.market_id.get()).copied().unwrap_or(0);
-                            rows.entry(sequence, &mut entry_index, quote, "clearing".into(), "fees".into(), fee, 0);
+                            rows.entry(sequence, ns, &mut entry_index, quote, "clearing".into(), "fees".into(), fee, 0);
                         }
                     }
                     Event::OrderCanceled(m) => {
@@ -435,6 +442,7 @@ impl Rows {
                             };
                             rows.entry(
                                 sequence,
+                                ns,
                                 &mut entry_index,
                                 asset,
                                 from,
@@ -449,6 +457,7 @@ impl Rows {
                                 if delta > 0 {
                                     rows.entry(
                                         sequence,
+                                        ns,
                                         &mut entry_index,
                                         asset,
                                         counter.into(),
@@ -459,6 +468,7 @@ impl Rows {
                                 } else if delta < 0 {
                                     rows.entry(
                                         sequence,
+                                        ns,
                                         &mut entry_index,
                                         asset,
                                         user_account,
@@ -494,6 +504,7 @@ impl Rows {
     fn entry(
         &mut self,
         sequence: i64,
+        timestamp_ns: i64,
         index: &mut i32,
         asset: u32,
         debit: String,
@@ -509,6 +520,7 @@ impl Rows {
         self.l_credit.push(credit);
         self.l_amount.push(amount.to_string());
         self.l_reason.push(reason);
+        self.l_ns.push(timestamp_ns);
     }
 
     /// Writes the batch and the progress in one transaction.
@@ -664,10 +676,11 @@ impl Rows {
         if !self.l_sequence.is_empty() {
             sqlx::query(
                 "INSERT INTO ledger_entries (sequence, entry_index, asset_id, debit_account, credit_account, amount,
-                     reason)
-                 SELECT l.seq, l.idx, l.asset, l.debit, l.credit, l.amount::numeric, l.reason
-                 FROM UNNEST($1::bigint[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[], $7::smallint[])
-                     AS l(seq, idx, asset, debit, credit, amount, reason)
+                     reason, timestamp_ns)
+                 SELECT l.seq, l.idx, l.asset, l.debit, l.credit, l.amount::numeric, l.reason, l.ns
+                 FROM UNNEST($1::bigint[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[], $7::smallint[],
+                     $8::bigint[])
+                     AS l(seq, idx, asset, debit, credit, amount, reason, ns)
                  ON CONFLICT DO NOTHING",
             )
             .bind(&self.l_sequence)
@@ -677,6 +690,7 @@ impl Rows {
             .bind(&self.l_credit)
             .bind(&self.l_amount)
             .bind(&self.l_reason)
+            .bind(&self.l_ns)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -839,6 +853,27 @@ pub fn klines_sql(buckets: KlineBuckets) -> String {
     )
 }
 
+/// The SQL of [`Queries::transfers`] (public for `EXPLAIN` in tests and tools). Parameters: `$1`
+/// the user's available account (`user:<id>:available`), `$2` / `$3` the time range (ns,
+/// inclusive), `$4` limit, `$5` offset.
+pub fn transfers_sql(kind: TransferKind, ascending: bool) -> String {
+    // Literal reason and counter account, so that the planner matches the partial index
+    // (`ledger_deposits` / `ledger_withdrawals`).
+    let (user_column, external_column, reason) = match kind {
+        TransferKind::Deposit => ("credit_account", "debit_account", BalanceChange::Deposit),
+        TransferKind::Withdrawal => ("debit_account", "credit_account", BalanceChange::Withdrawal),
+    };
+    let reason = reason.code();
+    let direction = if ascending { "ASC" } else { "DESC" };
+    format!(
+        "SELECT sequence, asset_id, amount::text, timestamp_ns
+         FROM ledger_entries
+         WHERE {user_column} = $1 AND {external_column} = 'external' AND reason = {reason}
+             AND timestamp_ns BETWEEN $2 AND $3
+         ORDER BY sequence {direction}, entry_index {direction} LIMIT $4 OFFSET $5"
+    )
+}
+
 /// One kline as [`Queries::klines`] aggregates it from the `trades` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KlineRow {
@@ -860,7 +895,30 @@ pub struct KlineRow {
     pub trades: u64,
 }
 
-/// Filters and page of a history query ([`Queries::fill_history`], [`Queries::order_history`]).
+/// Which transfers [`Queries::transfers`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    /// Credits from `external` (engine `Deposit`).
+    Deposit,
+    /// Debits to `external` (engine `Withdraw`).
+    Withdrawal,
+}
+
+/// A deposit or a withdrawal, read from the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferRow {
+    /// Engine sequence of the command (the REST API's id of the transfer).
+    pub sequence: u64,
+    /// Asset.
+    pub asset_id: u32,
+    /// Amount, the asset's minor units.
+    pub amount: u64,
+    /// Time of the command, ns (0: written before the ledger stored times).
+    pub timestamp_ns: u64,
+}
+
+/// Filters and page of a history query ([`Queries::fill_history`], [`Queries::order_history`],
+/// [`Queries::transfers`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryFilter {
     /// Only this market.
@@ -1221,6 +1279,44 @@ impl Queries {
                     volume_lots: wide(row.get(5))?,
                     quote_volume: wide(row.get(6))?,
                     trades: row.get::<i64, _>(7) as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// A user's deposits or withdrawals matching `filter` (its time range and page; transfers
+    /// have no market and no order, so its `market_id` and `order_id` must be `None`): the
+    /// ledger entries between the user's available account and `external` with the reason
+    /// `kind` names, by engine sequence (newest first unless `filter.ascending`). Entries
+    /// written before the ledger stored times have time 0 (migrations/20261125000002).
+    ///
+    /// # Errors
+    /// Database errors; a filter on a market or an order.
+    pub async fn transfers(
+        &self,
+        user_id: u64,
+        kind: TransferKind,
+        filter: &HistoryFilter,
+    ) -> Result<Vec<TransferRow>, SinkError> {
+        if filter.market_id.is_some() || filter.order_id.is_some() {
+            return Err(db("transfers have no market and no order to filter on"));
+        }
+        let rows = sqlx::query(&transfers_sql(kind, filter.ascending))
+            .bind(account(user_id, "available"))
+            .bind(saturating(filter.from_ns))
+            .bind(saturating(filter.to_ns))
+            .bind(i64::from(filter.limit))
+            .bind(i64::from(filter.offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TransferRow {
+                    sequence: row.get::<i64, _>(0) as u64,
+                    asset_id: row.get::<i32, _>(1) as u32,
+                    amount: parse(&row.get::<String, _>(2))?,
+                    timestamp_ns: row.get::<i64, _>(3) as u64,
                 })
             })
             .collect()

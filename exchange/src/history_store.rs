@@ -1,17 +1,20 @@
-//! The REST fill, order and public trade history read from the Postgres sink's tables
-//! ([`gateway_json::history::HistorySource`] and [`gateway_json::TradeSource`] over
+//! The REST fill, order, deposit, withdrawal and public trade history read from the Postgres
+//! sink's tables ([`gateway_json::history::HistorySource`] and [`gateway_json::TradeSource`] over
 //! [`sinks::postgres::Queries`]).
 //!
 //! When `[sinks.postgres]` is configured, `GET /wapi/v1/history/fills`, `/wapi/v1/history/orders`,
-//! `/api/v1/trades/history` and `/api/v1/klines` answer from Postgres alone: complete, and the same after a
-//! restart. The sink writes a few milliseconds behind the engine, so a trade made just before the
-//! query can be missing from the answer until the sink has written it. A failed query answers `503`.
+//! `/wapi/v1/capital/deposits`, `/wapi/v1/capital/withdrawals`, `/api/v1/trades/history` and
+//! `/api/v1/klines` answer from Postgres alone: complete, and the same after a restart. The sink
+//! writes a few milliseconds behind the engine, so a trade made just before the query can be
+//! missing from the answer until the sink has written it. A failed query answers `503`.
 
-use codec::{ClientOrderId, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId, WireEnum};
-use gateway_json::history::{FillRecord, HistoryFuture, HistoryQuery, HistorySource, StoredOrder};
+use codec::{
+    AssetId, ClientOrderId, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId, WireEnum,
+};
+use gateway_json::history::{FillRecord, HistoryFuture, HistoryQuery, HistorySource, StoredOrder, TransferRecord};
 use gateway_json::{OpenOrder, TradeSource};
 use marketdata::{Candle, KlineInterval, TradeRecord};
-use sinks::postgres::{HistoryFilter, KlineBuckets, Queries};
+use sinks::postgres::{HistoryFilter, KlineBuckets, Queries, TransferKind};
 
 /// History from the Postgres sink's tables.
 #[derive(Debug, Clone)]
@@ -56,6 +59,26 @@ fn status(stored: &str) -> Result<&'static str, String> {
         "expired" => "Expired",
         other => return Err(format!("postgres: unknown order status {other}")),
     })
+}
+
+impl PostgresHistory {
+    /// The user's deposits or withdrawals from the ledger, as the in-memory history records them:
+    /// id = engine sequence, time = the command's (no request details: they are not stored).
+    fn transfers(&self, user: UserId, kind: TransferKind, query: HistoryQuery) -> HistoryFuture<'_, TransferRecord> {
+        Box::pin(async move {
+            let rows = self.queries.transfers(user.get(), kind, &filter(&query)).await.map_err(|e| e.to_string())?;
+            Ok(rows
+                .into_iter()
+                .map(|row| TransferRecord {
+                    id: row.sequence,
+                    asset_id: AssetId::new(row.asset_id),
+                    amount: row.amount,
+                    timestamp_ns: row.timestamp_ns,
+                    details: None,
+                })
+                .collect())
+        })
+    }
 }
 
 impl HistorySource for PostgresHistory {
@@ -108,6 +131,14 @@ impl HistorySource for PostgresHistory {
                 })
                 .collect()
         })
+    }
+
+    fn deposits(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, TransferRecord> {
+        self.transfers(user, TransferKind::Deposit, query)
+    }
+
+    fn withdrawals(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, TransferRecord> {
+        self.transfers(user, TransferKind::Withdrawal, query)
     }
 }
 

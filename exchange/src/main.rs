@@ -464,13 +464,14 @@ fn serve(
     )
     .with_users(user_store.clone())
     .with_key_limits(key_limiter);
-    // With the Postgres sink the fill, order and public trade history endpoints read its tables.
+    // With the Postgres sink the fill, order, deposit, withdrawal and public trade history
+    // endpoints read its tables.
     #[cfg(feature = "sinks")]
     let (private_api, trade_source) = match &config.sinks.postgres {
         Some(postgres) => {
             let _context = http_runtime.enter();
             let store = Arc::new(exchange::history_store::PostgresHistory::new(&postgres.url)?);
-            tracing::info!("REST fill, order and trade history read from Postgres");
+            tracing::info!("REST fill, order, deposit, withdrawal and trade history read from Postgres");
             exchange::directory::start(&postgres.url, user_store.clone())?;
             let trade_source: Arc<dyn gateway_json::TradeSource> = store.clone();
             (private_api.with_history_source(store), Some(trade_source))

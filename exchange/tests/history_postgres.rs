@@ -4,7 +4,11 @@
 //! order of the first run, signed by each demo user, and never another user's; the public
 //! `GET /api/v1/trades/history` lists every trade of the first run, exactly as the journal holds
 //! it, and `GET /api/v1/klines` aggregates them (1m candles equal to the journal's, weeks and
-//! months holding them all). With Postgres stopped the endpoints answer `503 SERVICE_UNAVAILABLE`.
+//! months holding them all). `GET /wapi/v1/capital/deposits` lists every deposit of the first run
+//! as the journal holds it (id = engine sequence, amount, time); a withdrawal requested in the
+//! second run is listed from Postgres exactly as its request answered, and after another restart
+//! every deposit and withdrawal of both runs still is (the request's address, which is not
+//! journaled, gone). With Postgres stopped the endpoints answer `503 SERVICE_UNAVAILABLE`.
 //! `/metrics` shows the sink's `exchange_sink_*` series, its cursor reaching the engine's last
 //! sequence, before and after the outage (which it counts as a failure).
 //!
@@ -72,10 +76,31 @@ fn start(config: &Path, data: &Path, extra: &[&str]) -> (Child, u16) {
 
 /// A GET signed by demo user `user` (secret: 32 bytes of `user`); `query` is also what is signed.
 fn get(port: u16, user: u8, path: &str, instruction: &str, query: &str) -> (u16, Value) {
+    signed(port, user, "GET", &format!("{path}?{query}"), instruction, query, "")
+}
+
+/// A POST of a JSON object signed by demo user `user` (its fields are what is signed).
+fn post(port: u16, user: u8, path: &str, instruction: &str, body: &Value) -> (u16, Value) {
+    let fields = body.as_object().unwrap().iter();
+    let params: Vec<String> = fields.map(|(k, v)| format!("{k}={}", v.as_str().unwrap())).collect();
+    signed(port, user, "POST", path, instruction, &params.join("&"), &body.to_string())
+}
+
+/// A request signed by demo user `user` over `instruction` and the `&`-separated `params`.
+fn signed(
+    port: u16,
+    user: u8,
+    method: &str,
+    target: &str,
+    instruction: &str,
+    params: &str,
+    body: &str,
+) -> (u16, Value) {
+    let path = target.split('?').next().unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     let key = SigningKey::from_bytes(&[user; 32]);
     let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
-    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    let mut params: Vec<&str> = params.split('&').filter(|p| !p.is_empty()).collect();
     params.sort_unstable();
     let mut text = format!("instruction={instruction}");
     for param in params {
@@ -86,10 +111,12 @@ fn get(port: u16, user: u8, path: &str, instruction: &str, query: &str) -> (u16,
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         stream,
-        "GET {path}?{query} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {}\r\nX-Signature: {}\r\n\
-         X-Timestamp: {timestamp}\r\nX-Window: 5000\r\nConnection: close\r\n\r\n",
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {}\r\nX-Signature: {}\r\n\
+         X-Timestamp: {timestamp}\r\nX-Window: 5000\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         b64.encode(key.verifying_key().to_bytes()),
-        b64.encode(key.sign(text.as_bytes()).to_bytes())
+        b64.encode(key.sign(text.as_bytes()).to_bytes()),
+        body.len(),
     )
     .unwrap();
     let mut response = String::new();
@@ -157,6 +184,79 @@ fn reference(config_path: &Path, data: &Path) -> Reference {
     )
     .unwrap();
     reference
+}
+
+/// A deposit or withdrawal as the journal gives it: its fields (`id`, `symbol`, `quantity`,
+/// `createdAt`) are the engine sequence of the command, the change of the user's available
+/// balance and the command's time (what the in-memory history records).
+struct Transfer {
+    fields: Value,
+    /// The command's time, ms.
+    ms: u64,
+}
+
+/// Per user, id → each deposit and each withdrawal the journal gives.
+type Transfers = BTreeMap<u64, (BTreeMap<u64, Transfer>, BTreeMap<u64, Transfer>)>;
+
+fn journal_transfers(config_path: &Path, data: &Path) -> Transfers {
+    let config = Config::load(Some(config_path)).unwrap();
+    let engine_config = config.engine_config().unwrap();
+    let history = History {
+        engine_config: engine_config.clone(),
+        journal_dir: data.join("journal"),
+        snapshot_dir: data.join("snapshots"),
+    };
+    let contents = engine::journal::JournalReader::open(&data.join("journal")).unwrap().read_after(0).unwrap();
+    let mut available: BTreeMap<(u64, u32), u64> = BTreeMap::new();
+    let mut transfers = Transfers::new();
+    sinks::replay_from(
+        &history,
+        engine::Engine::new(&engine_config).unwrap(),
+        0,
+        0,
+        contents.last_sequence,
+        &mut |c| {
+            for event in &c.events {
+                let Event::BalanceUpdate(b) = event else { continue };
+                let (user, asset) = (b.user_id.get(), b.asset_id.get());
+                let before = available.insert((user, asset), b.available.get()).unwrap_or(0);
+                let (deposit, amount) = match b.reason.get() {
+                    Ok(codec::BalanceChange::Deposit) => (true, b.available.get() - before),
+                    Ok(codec::BalanceChange::Withdrawal) => (false, before - b.available.get()),
+                    _ => continue,
+                };
+                let spec = &engine_config.assets[asset as usize];
+                let ms = b.timestamp_ns.get() / 1_000_000;
+                let fields = serde_json::json!({
+                    "id": b.sequence.get(),
+                    "symbol": spec.symbol,
+                    "quantity": marketdata::format::format_trimmed(u128::from(amount), spec.decimals),
+                    "createdAt": format!("{}.{:03}", marketdata::interval::format_datetime(ms / 1_000, 'T'), ms % 1_000),
+                });
+                let lists = transfers.entry(user).or_default();
+                let list = if deposit { &mut lists.0 } else { &mut lists.1 };
+                list.insert(b.sequence.get(), Transfer { fields, ms });
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    transfers
+}
+
+/// Asserts that `served` (a deposit or withdrawal list, newest first, each id once) holds every
+/// record of `journal` with the journal's fields.
+fn assert_transfers(served: &[Value], journal: &BTreeMap<u64, Transfer>, what: &str) {
+    let ids: Vec<u64> = served.iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{what}: newest first, each once: {ids:?}");
+    let served: BTreeMap<u64, &Value> = served.iter().map(|t| (t["id"].as_u64().unwrap(), t)).collect();
+    for (id, transfer) in journal {
+        let listed = served.get(id).unwrap_or_else(|| panic!("{what}: {id} of the journal is not listed"));
+        for (key, value) in transfer.fields.as_object().unwrap() {
+            assert_eq!(&listed[key], value, "{what} {id}: {key}");
+        }
+        assert_eq!(listed["status"], "confirmed", "{what} {id}");
+    }
 }
 
 /// Per symbol, trade id → the public trade JSON the journal's fills give.
@@ -311,6 +411,7 @@ fn history_endpoints_read_postgres_across_a_restart() {
     assert!(status.success());
     let before = reference(&config_path, &data);
     let (trades_before, klines_before) = journal_trades(&config_path, &data);
+    let transfers_before = journal_transfers(&config_path, &data);
     assert!(!trades_before.is_empty(), "the demo traded in run 1");
     // Every minute that ends before run 2 starts holds trades of run 1 only.
     let run_2_start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
@@ -417,6 +518,50 @@ fn history_endpoints_read_postgres_across_a_restart() {
     let (_, none) = get(port, 2, "/wapi/v1/history/orders", "orderHistoryQueryAll", "from=1&to=2");
     assert_eq!(none, serde_json::json!([]), "nothing was created in 1970");
 
+    // Deposits from Postgres: every deposit of run 1 (the demo's funding), as the journal holds it.
+    for user in traders {
+        let deposits = all(port, user as u8, "/wapi/v1/capital/deposits", "depositQueryAll");
+        let journal = &transfers_before[&user].0;
+        assert!(!journal.is_empty(), "demo user {user} was funded in run 1");
+        assert_transfers(&deposits, journal, &format!("user {user} deposits"));
+        assert!(deposits.iter().all(|d| d["source"] == "administrator"), "{deposits:?}");
+    }
+    // A time window and a page in the other direction.
+    let (first_id, first) = transfers_before[&2].0.first_key_value().unwrap();
+    let (at, ms) = (&first.fields["createdAt"], first.ms);
+    let (status, window) =
+        get(port, 2, "/wapi/v1/capital/deposits", "depositQueryAll", &format!("from={ms}&to={ms}&sortDirection=Asc"));
+    assert_eq!(status, 200, "{window}");
+    let window = window.as_array().unwrap();
+    assert_eq!(window[0]["id"], *first_id, "the oldest deposit at {at}: {window:?}");
+    assert!(window.iter().all(|d| d["createdAt"] == *at), "only deposits made at {at}: {window:?}");
+
+    // Withdrawals: each trader requests one; once the sink has written it, Postgres lists it
+    // exactly as the request's answer (the request's details from memory, the rest from Postgres).
+    let mut requested = BTreeMap::new();
+    for user in traders {
+        let request = serde_json::json!({
+            "address": format!("addr-{user}"), "blockchain": "Solana", "clientId": format!("w-{user}"),
+            "quantity": "1.5", "symbol": "USDC",
+        });
+        let (status, withdrawal) = post(port, user as u8, "/wapi/v1/capital/withdrawals", "withdraw", &request);
+        assert_eq!(status, 200, "{withdrawal}");
+        requested.insert(user, withdrawal);
+    }
+    for user in traders {
+        let id = &requested[&user]["id"];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listed = loop {
+            let withdrawals = all(port, user as u8, "/wapi/v1/capital/withdrawals", "withdrawalQueryAll");
+            if let Some(listed) = withdrawals.iter().find(|w| w["id"] == *id) {
+                break listed.clone();
+            }
+            assert!(Instant::now() < deadline, "user {user}: withdrawal {id} never reached Postgres");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(listed, requested[&user], "user {user}: the withdrawal as its request answered");
+    }
+
     // Outage: Postgres stopped → 503, back → 200.
     if let Ok(ctl) = std::env::var("EXCHANGE_SERVICES_CTL") {
         let control = |action: &str| assert!(Command::new(&ctl).args(["postgres", action]).status().unwrap().success());
@@ -425,7 +570,14 @@ fn history_endpoints_read_postgres_across_a_restart() {
         let (trades_status, trades_body) = public(port, "/api/v1/trades/history", &format!("symbol={symbol}"));
         let (klines_status, klines_body) =
             public(port, "/api/v1/klines", &format!("symbol={symbol}&interval=1h&startTime=0"));
+        let capital =
+            [("/wapi/v1/capital/deposits", "depositQueryAll"), ("/wapi/v1/capital/withdrawals", "withdrawalQueryAll")]
+                .map(|(path, instruction)| (path, get(port, 2, path, instruction, "")));
         control("start");
+        for (path, (status, body)) in capital {
+            assert_eq!(status, 503, "{path}: {body}");
+            assert_eq!(body["code"], "SERVICE_UNAVAILABLE", "{path}: {body}");
+        }
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["code"], "SERVICE_UNAVAILABLE", "{body}");
         assert_eq!(trades_status, 503, "{trades_body}");
@@ -452,6 +604,46 @@ fn history_endpoints_read_postgres_across_a_restart() {
         assert!(fill_keys(fills).is_subset(own_fills), "user {user}: only its own fills");
         assert!(order_ids(orders).is_subset(own_orders), "user {user}: only its own orders");
     }
+
+    // Run 3: another fresh process. Every deposit and withdrawal of runs 1 and 2, as the journal
+    // holds them, only the user's own; the withdrawal requests' address, blockchain and client id
+    // were kept in run 2's memory only (they are not journaled), so they show as an operator's.
+    let transfers_after = journal_transfers(&config_path, &data);
+    let journaled = engine::journal::JournalReader::open(&data.join("journal")).unwrap().read_after(0).unwrap();
+    let (mut server, port) = start(&config_path, &data, &["--demo-rate", "20"]);
+    // Run 2 was killed, perhaps while its sink was still catching up after the outage: wait for
+    // this run's sink to have written everything run 2 journaled.
+    runtime.block_on(async {
+        let queries = sinks::postgres::Queries::connect(&database).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while queries.progress().await.unwrap() < journaled.last_sequence {
+            assert!(Instant::now() < deadline, "the sink never caught up with run 2");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    for user in traders {
+        let (deposits_journal, withdrawals_journal) = &transfers_after[&user];
+        let deposits = all(port, user as u8, "/wapi/v1/capital/deposits", "depositQueryAll");
+        let withdrawals = all(port, user as u8, "/wapi/v1/capital/withdrawals", "withdrawalQueryAll");
+        assert_transfers(&deposits, deposits_journal, &format!("user {user} deposits after a restart"));
+        assert_transfers(&withdrawals, withdrawals_journal, &format!("user {user} withdrawals after a restart"));
+        assert!(deposits.len() > transfers_before[&user].0.len(), "user {user}: run 2's funding too");
+        // Only the user's own: everything listed up to run 2's end is in its journal lists.
+        let last_of_run_2 = |list: &BTreeMap<u64, Transfer>| list.keys().last().copied().unwrap_or(0);
+        for (served, journal) in [(&deposits, deposits_journal), (&withdrawals, withdrawals_journal)] {
+            for record in served.iter().filter(|r| r["id"].as_u64().unwrap() <= last_of_run_2(journal)) {
+                assert!(journal.contains_key(&record["id"].as_u64().unwrap()), "user {user}: {record}");
+            }
+        }
+        let request = &requested[&user];
+        let withdrawal = withdrawals.iter().find(|w| w["id"] == request["id"]).unwrap();
+        let mut without_details = request.clone();
+        without_details["blockchain"] = "Internal".into();
+        without_details["toAddress"] = "".into();
+        without_details["clientId"] = Value::Null;
+        assert_eq!(withdrawal, &without_details, "user {user}: run 2's withdrawal after a restart");
+    }
+    stop(&mut server);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -6,9 +6,13 @@
 //! available balance through the engine's `Withdraw` command (journaled like every command) and
 //! is recorded as `confirmed` at once; the address and blockchain are kept for display only.
 //! Deposits are credits by an operator (engine `Deposit`), shown with source `administrator`.
+//!
+//! Both lists come from the in-memory [`crate::history::History`] (recent, since the start), or
+//! from the [`crate::history::HistorySource`] when one is configured (every transfer, across
+//! restarts; a withdrawal's request details still come from memory, the only place they are).
 
 use crate::auth::{self, SignedParams};
-use crate::history::{Page, TransferRecord, WithdrawalDetails, datetime};
+use crate::history::{Page, TransferRecord, WithdrawalDetails, datetime, store_unavailable};
 use crate::private::{PrivateState, reject_error};
 use crate::{ApiError, ApiResult, ok};
 use axum::body::Bytes;
@@ -96,12 +100,15 @@ fn withdrawal_json(state: &PrivateState, withdrawal: &TransferRecord) -> Value {
     path = "/wapi/v1/capital/deposits",
     tag = "Capital",
     description = "The user's deposits, newest first (instruction `depositQueryAll`). Deposits are operator credits \
-                   (source `administrator`); only the newest 1000 per user since the server started are kept.",
+                   (source `administrator`). Without a history store only the newest 1000 per user since the server \
+                   started are kept; with the Postgres sink configured every deposit is read from Postgres (one \
+                   made milliseconds ago may not be there yet). 503 when the store cannot be read.",
     params(crate::openapi::TransferQuery, crate::openapi::SignatureHeaders),
     responses(
         (status = 200, description = "Deposits", body = Vec<crate::openapi::Deposit>),
         (status = 400, description = "Bad parameter", body = crate::openapi::ErrorBody),
         (status = 401, description = "Bad signature", body = crate::openapi::ErrorBody),
+        (status = 503, description = "History store unavailable", body = crate::openapi::ErrorBody),
     )
 )]
 pub(crate) async fn deposits(
@@ -113,9 +120,21 @@ pub(crate) async fn deposits(
     let user = state.authenticate(&headers, "depositQueryAll", &params)?;
     state.fresh_views()?;
     let page = Page::parse(&params)?;
-    let records: Vec<TransferRecord> =
-        state.dispatch.views.history().deposits(user).into_iter().filter(|d| page.contains(d.timestamp_ns)).collect();
-    ok(Value::Array(page.apply(records).iter().map(|d| deposit_json(&state, d)).collect()))
+    let records = match &state.history_source {
+        // The store pages itself.
+        Some(store) => store.deposits(user, page.query(None, None)).await.map_err(|e| store_unavailable(&e))?,
+        None => page.apply(
+            state
+                .dispatch
+                .views
+                .history()
+                .deposits(user)
+                .into_iter()
+                .filter(|d| page.contains(d.timestamp_ns))
+                .collect(),
+        ),
+    };
+    ok(Value::Array(records.iter().map(|d| deposit_json(&state, d)).collect()))
 }
 
 /// `GET /wapi/v1/capital/withdrawals` (`withdrawalQueryAll`).
@@ -123,13 +142,18 @@ pub(crate) async fn deposits(
     get,
     path = "/wapi/v1/capital/withdrawals",
     tag = "Capital",
-    description = "The user's withdrawals, newest first (instruction `withdrawalQueryAll`); only the newest 1000 per \
-                   user since the server started are kept.",
+    description = "The user's withdrawals, newest first (instruction `withdrawalQueryAll`). Without a history store \
+                   only the newest 1000 per user since the server started are kept; with the Postgres sink \
+                   configured every withdrawal is read from Postgres (one made milliseconds ago may not be there \
+                   yet). The address, blockchain and client id a request named are kept in memory only: after a \
+                   restart its withdrawal shows blockchain `Internal` and an empty address. 503 when the store \
+                   cannot be read.",
     params(crate::openapi::TransferQuery, crate::openapi::SignatureHeaders),
     responses(
         (status = 200, description = "Withdrawals", body = Vec<crate::openapi::Withdrawal>),
         (status = 400, description = "Bad parameter", body = crate::openapi::ErrorBody),
         (status = 401, description = "Bad signature", body = crate::openapi::ErrorBody),
+        (status = 503, description = "History store unavailable", body = crate::openapi::ErrorBody),
     )
 )]
 pub(crate) async fn withdrawals(
@@ -141,15 +165,18 @@ pub(crate) async fn withdrawals(
     let user = state.authenticate(&headers, "withdrawalQueryAll", &params)?;
     state.fresh_views()?;
     let page = Page::parse(&params)?;
-    let records: Vec<TransferRecord> = state
-        .dispatch
-        .views
-        .history()
-        .withdrawals(user)
-        .into_iter()
-        .filter(|w| page.contains(w.timestamp_ns))
-        .collect();
-    ok(Value::Array(page.apply(records).iter().map(|w| withdrawal_json(&state, w)).collect()))
+    let history = state.dispatch.views.history();
+    let records = match &state.history_source {
+        // The store pages itself; the request details are in memory only.
+        Some(store) => {
+            let mut records =
+                store.withdrawals(user, page.query(None, None)).await.map_err(|e| store_unavailable(&e))?;
+            history.attach_withdrawal_details(user, &mut records);
+            records
+        }
+        None => page.apply(history.withdrawals(user).into_iter().filter(|w| page.contains(w.timestamp_ns)).collect()),
+    };
+    ok(Value::Array(records.iter().map(|w| withdrawal_json(&state, w)).collect()))
 }
 
 fn text_param<'a>(params: &'a SignedParams, name: &str) -> Result<&'a str, ApiError> {

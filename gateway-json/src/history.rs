@@ -5,8 +5,9 @@
 //!
 //! Only what happened since the server started is here, and only the newest records of each
 //! user. When a store is configured ([`HistorySource`], the Postgres sink in the exchange binary),
-//! `GET /wapi/v1/history/fills` and `/wapi/v1/history/orders` answer from it instead, complete and
-//! surviving restarts (docs/rest-api.md).
+//! `GET /wapi/v1/history/fills`, `/wapi/v1/history/orders`, `/wapi/v1/capital/deposits` and
+//! `/wapi/v1/capital/withdrawals` answer from it instead, complete and surviving restarts
+//! (docs/rest-api.md).
 
 use crate::accounts::OpenOrder;
 use crate::auth::{self, SignedParams};
@@ -178,6 +179,18 @@ impl History {
         Some(record.clone())
     }
 
+    /// Attaches to each of `withdrawals` (the user's, read from a store) the request details
+    /// this history holds for the same id, if any.
+    pub fn attach_withdrawal_details(&self, user: UserId, withdrawals: &mut [TransferRecord]) {
+        self.read(user, |h| {
+            for withdrawal in withdrawals.iter_mut() {
+                if let Some(known) = h.withdrawals.iter().find(|w| w.id == withdrawal.id) {
+                    withdrawal.details.clone_from(&known.details);
+                }
+            }
+        });
+    }
+
     /// A user's fills, newest first, that `keep` accepts.
     pub fn fills(&self, user: UserId, keep: impl Fn(&FillRecord) -> bool) -> Vec<FillRecord> {
         self.read(user, |h| h.fills.iter().filter(|f| keep(f)).copied().collect()).unwrap_or_default()
@@ -239,9 +252,11 @@ pub struct StoredOrder {
 /// What a [`HistorySource`] answers: records, or why the store could not be read.
 pub type HistoryFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Vec<T>, String>> + Send + 'a>>;
 
-/// A durable store of every user's fills and orders (the Postgres sink's tables, wired in the
-/// exchange binary). When the private REST state has one, the fill and order history endpoints
-/// answer from it alone: it is the source, the in-memory [`History`] is not consulted.
+/// A durable store of every user's fills, orders, deposits and withdrawals (the Postgres sink's
+/// tables, wired in the exchange binary). When the private REST state has one, the fill, order,
+/// deposit and withdrawal history endpoints answer from it alone: it is the source, the in-memory
+/// [`History`] is not consulted (except for a withdrawal request's display-only details, which
+/// no store holds: see [`HistorySource::withdrawals`]).
 ///
 /// The store lags the engine by the sink's batching (normally milliseconds): a fill made just
 /// before the query may be missing from the answer until the sink has written it.
@@ -250,10 +265,18 @@ pub trait HistorySource: Send + Sync {
     fn fills(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, FillRecord>;
     /// The user's orders (open and closed) matching `query`, newest first unless `query.ascending`.
     fn orders(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, StoredOrder>;
+    /// The user's deposits in `query`'s time range and page (its `market` and `order` are
+    /// `None`: a deposit has neither), by engine sequence, newest first unless `query.ascending`.
+    /// Ids, amounts and times as [`History::deposits`] records them.
+    fn deposits(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, TransferRecord>;
+    /// The user's withdrawals, as [`HistorySource::deposits`]. Their `details` are `None`: what a
+    /// withdrawal request named is not journaled, so the handler takes it from the in-memory
+    /// [`History`] while that still holds the withdrawal.
+    fn withdrawals(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, TransferRecord>;
 }
 
 /// `503 SERVICE_UNAVAILABLE` for a store that failed: details go to the log, not to the client.
-fn store_unavailable(error: &str) -> ApiError {
+pub(crate) fn store_unavailable(error: &str) -> ApiError {
     tracing::warn!(%error, "history store query failed");
     ApiError {
         status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -569,6 +592,21 @@ mod tests {
         assert_eq!(history.deposits(b).len(), 1);
         assert!(history.withdrawals(a).is_empty());
         assert!(history.deposits(UserId::new(3)).is_empty());
+    }
+
+    #[test]
+    fn stored_withdrawals_get_the_details_memory_still_holds() {
+        let history = History::new(10);
+        let (a, b) = (UserId::new(1), UserId::new(2));
+        history.record_withdrawal(a, transfer(7));
+        let details = WithdrawalDetails { address: "x".into(), blockchain: "Solana".into(), client_id: None };
+        history.annotate_withdrawal(a, 7, details.clone()).unwrap();
+        let mut stored = vec![transfer(9), transfer(7), transfer(3)];
+        history.attach_withdrawal_details(b, &mut stored);
+        assert!(stored.iter().all(|w| w.details.is_none()), "another user's details are never attached");
+        history.attach_withdrawal_details(a, &mut stored);
+        let attached: Vec<Option<WithdrawalDetails>> = stored.into_iter().map(|w| w.details).collect();
+        assert_eq!(attached, [None, Some(details), None], "by id, only where memory knows it");
     }
 
     #[test]

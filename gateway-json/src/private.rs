@@ -36,7 +36,8 @@ pub struct PrivateState {
     pub(crate) key_limiter: Option<Arc<crate::limits::KeyRateLimiter>>,
     /// Session tokens (JWT) accepted instead of a signature, when set.
     users: Option<Arc<crate::users::UserStore>>,
-    /// The durable store the fill and order history endpoints read, when configured.
+    /// The durable store the fill, order, deposit and withdrawal history endpoints read, when
+    /// configured.
     pub(crate) history_source: Option<Arc<dyn crate::history::HistorySource>>,
 }
 
@@ -72,8 +73,9 @@ impl PrivateState {
         self
     }
 
-    /// Answers `GET /wapi/v1/history/fills` and `/wapi/v1/history/orders` from `source` (a durable
-    /// store) instead of the in-memory history.
+    /// Answers `GET /wapi/v1/history/fills`, `/wapi/v1/history/orders`, `/wapi/v1/capital/deposits`
+    /// and `/wapi/v1/capital/withdrawals` from `source` (a durable store) instead of the in-memory
+    /// history.
     pub fn with_history_source(mut self, source: Arc<dyn crate::history::HistorySource>) -> Self {
         self.history_source = Some(source);
         self

@@ -5,7 +5,9 @@
 //! reordered order refused), `DELETE /api/v1/orders`, `GET /wapi/v1/history/fills` (camelCase
 //! and snake_case filters, paging, sort), `GET /wapi/v1/history/orders`, deposits, withdrawals
 //! and the withdrawal request; isolation between users on every one of them; a table of
-//! malformed inputs (each a 4xx with `{code, message}`); and the 413 / 429 limits.
+//! malformed inputs (each a 4xx with `{code, message}`); the 413 / 429 limits; and, with a
+//! history store configured, that the store answers all four history lists (filters and page
+//! passed on, withdrawal details still from memory) and that its failure is a 503.
 
 use axum::Router;
 use axum::body::Body;
@@ -803,12 +805,37 @@ async fn body_size_and_rate_limits() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "another address is not limited");
 }
 
+/// What a [`FixedStore`] answers: fills, orders, and transfers (for deposits and withdrawals alike).
+#[derive(Clone, Default)]
+struct StoreRecords {
+    fills: Vec<gateway_json::history::FillRecord>,
+    orders: Vec<gateway_json::history::StoredOrder>,
+    transfers: Vec<gateway_json::history::TransferRecord>,
+}
+
 /// A [`HistorySource`] that remembers the queries it was asked and answers with fixed records
 /// (or an error): the handlers' side of the contract the exchange's Postgres reader fulfils
 /// (tested against the real Postgres in exchange/tests/history_postgres.rs).
 struct FixedStore {
-    answer: Result<(Vec<gateway_json::history::FillRecord>, Vec<gateway_json::history::StoredOrder>), String>,
+    answer: std::sync::Mutex<Result<StoreRecords, String>>,
     queries: std::sync::Mutex<Vec<(UserId, gateway_json::history::HistoryQuery)>>,
+}
+
+impl FixedStore {
+    fn new(answer: Result<StoreRecords, String>) -> Arc<Self> {
+        Arc::new(Self { answer: std::sync::Mutex::new(answer), queries: Default::default() })
+    }
+
+    fn answer<T: Send + 'static>(
+        &self,
+        user: UserId,
+        query: gateway_json::history::HistoryQuery,
+        pick: impl FnOnce(StoreRecords) -> Vec<T>,
+    ) -> gateway_json::history::HistoryFuture<'_, T> {
+        self.queries.lock().unwrap().push((user, query));
+        let answer = self.answer.lock().unwrap().clone().map(pick);
+        Box::pin(async move { answer })
+    }
 }
 
 impl gateway_json::history::HistorySource for FixedStore {
@@ -817,9 +844,7 @@ impl gateway_json::history::HistorySource for FixedStore {
         user: UserId,
         query: gateway_json::history::HistoryQuery,
     ) -> gateway_json::history::HistoryFuture<'_, gateway_json::history::FillRecord> {
-        self.queries.lock().unwrap().push((user, query));
-        let answer = self.answer.clone().map(|(fills, _)| fills);
-        Box::pin(async move { answer })
+        self.answer(user, query, |records| records.fills)
     }
 
     fn orders(
@@ -827,9 +852,23 @@ impl gateway_json::history::HistorySource for FixedStore {
         user: UserId,
         query: gateway_json::history::HistoryQuery,
     ) -> gateway_json::history::HistoryFuture<'_, gateway_json::history::StoredOrder> {
-        self.queries.lock().unwrap().push((user, query));
-        let answer = self.answer.clone().map(|(_, orders)| orders);
-        Box::pin(async move { answer })
+        self.answer(user, query, |records| records.orders)
+    }
+
+    fn deposits(
+        &self,
+        user: UserId,
+        query: gateway_json::history::HistoryQuery,
+    ) -> gateway_json::history::HistoryFuture<'_, gateway_json::history::TransferRecord> {
+        self.answer(user, query, |records| records.transfers)
+    }
+
+    fn withdrawals(
+        &self,
+        user: UserId,
+        query: gateway_json::history::HistoryQuery,
+    ) -> gateway_json::history::HistoryFuture<'_, gateway_json::history::TransferRecord> {
+        self.answer(user, query, |records| records.transfers)
     }
 }
 
@@ -865,10 +904,11 @@ async fn a_history_store_is_the_source_and_its_failure_is_503() {
         post_only: false,
         created_ns: 1_764_000_000_000_000_000,
     };
-    let store = Arc::new(FixedStore {
-        answer: Ok((vec![fill], vec![StoredOrder { order, status: "Filled" }])),
-        queries: Default::default(),
-    });
+    let store = FixedStore::new(Ok(StoreRecords {
+        fills: vec![fill],
+        orders: vec![StoredOrder { order, status: "Filled" }],
+        transfers: vec![],
+    }));
     let harness = Harness::with(|state| state.with_history_source(store.clone()));
     let router = &harness.router;
     // User 2 trades with user 1 in memory: the store, not memory, answers.
@@ -903,12 +943,83 @@ async fn a_history_store_is_the_source_and_its_failure_is_503() {
     drop(harness);
 
     // A failing store, or one naming a market this server does not have: 503, never memory.
-    for answer in
-        [Err("connection refused".to_string()), Ok((vec![FillRecord { market_id: MarketId::new(99), ..fill }], vec![]))]
-    {
-        let store = Arc::new(FixedStore { answer, queries: Default::default() });
+    let unknown_market =
+        StoreRecords { fills: vec![FillRecord { market_id: MarketId::new(99), ..fill }], ..Default::default() };
+    for answer in [Err("connection refused".to_string()), Ok(unknown_market)] {
+        let store = FixedStore::new(answer);
         let harness = Harness::with(|state| state.with_history_source(store.clone()));
         let (status, body) = get_call(&harness.router, "/wapi/v1/history/fills", 2, "fillHistoryQueryAll", "").await;
         assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "store failed");
+    }
+}
+
+#[tokio::test]
+async fn a_history_store_answers_deposits_and_withdrawals_and_its_failure_is_503() {
+    use gateway_json::history::{HistoryQuery, TransferRecord};
+    let store = FixedStore::new(Ok(StoreRecords::default()));
+    let harness = Harness::with(|state| state.with_history_source(store.clone()));
+    let r = &harness.router;
+    // In memory: a deposit, and a withdrawal request with its details.
+    harness.operator(commands::deposit(1, 1, 2_500_000), 1).await;
+    let request = json!({"symbol": "USDC", "quantity": "1.25", "address": "addr-1", "blockchain": "Solana",
+                         "clientId": "w-1"});
+    let (status, withdrawal) = body_call(r, Method::POST, "/wapi/v1/capital/withdrawals", 1, "withdraw", request).await;
+    assert_eq!(status, StatusCode::OK, "{withdrawal}");
+    let id = withdrawal["id"].as_u64().unwrap();
+
+    // The store answers (its own records, not memory's): the same JSON as memory for the same
+    // record, the request's details attached from memory by id, none on a withdrawal memory
+    // does not know.
+    let transfer = |id: u64, asset: u32, amount: u64| TransferRecord {
+        id,
+        asset_id: codec::AssetId::new(asset),
+        amount,
+        timestamp_ns: 1_764_000_000_123_000_000,
+        details: None,
+    };
+    let transfers = vec![transfer(id, 1, 1_250_000), transfer(3, 0, 10_000_000)];
+    let stored_withdrawal = TransferRecord { timestamp_ns: 0, ..transfers[0].clone() };
+    *store.answer.lock().unwrap() = Ok(StoreRecords { transfers, ..Default::default() });
+    let query = "from=1000&to=2000&limit=5&offset=3&sortDirection=Asc";
+    let (status, deposits) = get_call(r, "/wapi/v1/capital/deposits", 1, "depositQueryAll", query).await;
+    assert_eq!(status, StatusCode::OK, "{deposits}");
+    assert_eq!(deposits.as_array().unwrap().len(), 2, "only the store's deposits: {deposits}");
+    assert_eq!(deposits[0]["id"], id);
+    assert_eq!(deposits[0]["symbol"], "USDC");
+    assert_eq!(deposits[0]["quantity"], "1.25");
+    assert_eq!(deposits[0]["createdAt"], "2025-11-24T16:00:00.123");
+    assert_eq!(deposits[1]["symbol"], "BTC");
+    let expected = HistoryQuery {
+        market: None,
+        order: None,
+        from_ns: 1_000_000_000,
+        to_ns: 2_000_999_999,
+        ascending: true,
+        limit: 5,
+        offset: 3,
+    };
+    assert_eq!(store.queries.lock().unwrap().last(), Some(&(UserId::new(1), expected)), "page passed on");
+    let (status, withdrawals) = get_call(r, "/wapi/v1/capital/withdrawals", 1, "withdrawalQueryAll", "").await;
+    assert_eq!(status, StatusCode::OK, "{withdrawals}");
+    assert_eq!(store.queries.lock().unwrap().last().unwrap().0, UserId::new(1), "asked for the caller's rows");
+    let mut same_time = withdrawal.clone();
+    same_time["createdAt"] = json!("2025-11-24T16:00:00.123");
+    assert_eq!(withdrawals[0], same_time, "the memory path's JSON, details from memory");
+    assert_eq!(withdrawals[1]["blockchain"], "Internal", "{withdrawals}");
+    assert_eq!(withdrawals[1]["toAddress"], "", "{withdrawals}");
+    assert_eq!(withdrawals[1]["clientId"], Value::Null, "{withdrawals}");
+    // Another user asking gets the store's rows for them, never user 1's details.
+    *store.answer.lock().unwrap() = Ok(StoreRecords { transfers: vec![stored_withdrawal], ..Default::default() });
+    let (_, theirs) = get_call(r, "/wapi/v1/capital/withdrawals", 2, "withdrawalQueryAll", "").await;
+    assert_eq!(theirs[0]["blockchain"], "Internal", "{theirs}");
+    assert_eq!(theirs[0]["createdAt"], "1970-01-01T00:00:00.000", "a time the store does not know");
+
+    // A failing store: 503, never memory.
+    *store.answer.lock().unwrap() = Err("connection refused".to_string());
+    for (path, instruction) in
+        [("/wapi/v1/capital/deposits", "depositQueryAll"), ("/wapi/v1/capital/withdrawals", "withdrawalQueryAll")]
+    {
+        let (status, body) = get_call(r, path, 1, instruction, "").await;
+        assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", path);
     }
 }

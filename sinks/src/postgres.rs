@@ -14,10 +14,11 @@
 //! the sink the next command: exactly once. Inserts also carry `ON CONFLICT DO NOTHING` on
 //! their natural keys (sequence + event index, market + trade id) as a second line of defence.
 //!
-//! [`Queries`] reads the history back (fills, orders, balances of a user) for the REST API.
+//! [`Queries`] reads the history back (fills, orders, deposits, withdrawals and balances of a
+//! user; a market's trades and klines) for the REST API.
 
 use crate::{CommandEvents, Resume, Sink, SinkError};
-use codec::{BalanceChange, Event};
+use codec::{BalanceChange, Event, WireEnum};
 use engine::EngineConfig;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
@@ -30,7 +31,9 @@ use std::str::FromStr;
 /// order; never edit one a database may have run (sqlx checks their checksums).
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (20261124000001, "init", include_str!("../../migrations/20261124000001_init.sql")),
-    (20261125000010, "user directory", include_str!("../../migrations/20261125000010_user_directory.sql")),
+    (20261125000001, "trades by time", include_str!("../../migrations/20261125000001_trades_by_time.sql")),
+    (20261125000002, "ledger entry time", include_str!("../../migrations/20261125000002_ledger_entry_time.sql")),
+    (20261125000003, "user directory", include_str!("../../migrations/20261125000003_user_directory.sql")),
 ];
 
 /// The schema migrations, embedded (the same files `sqlx migrate run` applies).
@@ -280,6 +283,7 @@ struct Rows {
     l_credit: Vec<String>,
     l_amount: Vec<String>,
     l_reason: Vec<i16>,
+    l_ns: Vec<i64>,
     /// Balances after the batch, for the (user, asset) pairs it touched.
     balances: HashMap<(u64, u32), (u64, u64)>,
     balance_sequence: HashMap<(u64, u32), u64>,
@@ -385,7 +389,7 @@ impl Rows {
                         let fee = u128::from(m.maker_fee.get()) + u128::from(m.taker_fee.get());
                         if fee > 0 {
                             let quote = quote_of_market.get(&m.market_id.get()).copied().unwrap_or(0);
-                            rows.entry(sequence, &mut entry_index, quote, "clearing".into(), "fees".into(), fee, 0);
+                            rows.entry(sequence, ns, &mut entry_index, quote, "clearing".into(), "fees".into(), fee, 0);
                         }
                     }
                     Event::OrderCanceled(m) => {
@@ -432,6 +436,7 @@ impl Rows {
                             };
                             rows.entry(
                                 sequence,
+                                ns,
                                 &mut entry_index,
                                 asset,
                                 from,
@@ -446,6 +451,7 @@ impl Rows {
                                 if delta > 0 {
                                     rows.entry(
                                         sequence,
+                                        ns,
                                         &mut entry_index,
                                         asset,
                                         counter.into(),
@@ -456,6 +462,7 @@ impl Rows {
                                 } else if delta < 0 {
                                     rows.entry(
                                         sequence,
+                                        ns,
                                         &mut entry_index,
                                         asset,
                                         user_account,
@@ -491,6 +498,7 @@ impl Rows {
     fn entry(
         &mut self,
         sequence: i64,
+        timestamp_ns: i64,
         index: &mut i32,
         asset: u32,
         debit: String,
@@ -506,6 +514,7 @@ impl Rows {
         self.l_credit.push(credit);
         self.l_amount.push(amount.to_string());
         self.l_reason.push(reason);
+        self.l_ns.push(timestamp_ns);
     }
 
     /// Writes the batch and the progress in one transaction.
@@ -662,10 +671,11 @@ impl Rows {
         if !self.l_sequence.is_empty() {
             sqlx::query(
                 "INSERT INTO ledger_entries (sequence, entry_index, asset_id, debit_account, credit_account, amount,
-                     reason)
-                 SELECT l.seq, l.idx, l.asset, l.debit, l.credit, l.amount::numeric, l.reason
-                 FROM UNNEST($1::bigint[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[], $7::smallint[])
-                     AS l(seq, idx, asset, debit, credit, amount, reason)
+                     reason, timestamp_ns)
+                 SELECT l.seq, l.idx, l.asset, l.debit, l.credit, l.amount::numeric, l.reason, l.ns
+                 FROM UNNEST($1::bigint[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[], $7::smallint[],
+                     $8::bigint[])
+                     AS l(seq, idx, asset, debit, credit, amount, reason, ns)
                  ON CONFLICT DO NOTHING",
             )
             .bind(&self.l_sequence)
@@ -675,6 +685,7 @@ impl Rows {
             .bind(&self.l_credit)
             .bind(&self.l_amount)
             .bind(&self.l_reason)
+            .bind(&self.l_ns)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -796,6 +807,68 @@ pub enum KlineBuckets {
     Month,
 }
 
+impl KlineBuckets {
+    /// The longest bucket, seconds (a month: 31 days).
+    pub fn longest_s(self) -> u64 {
+        match self {
+            Self::Seconds(length) => length.max(1),
+            Self::Week => 7 * 86_400,
+            Self::Month => 31 * 86_400,
+        }
+    }
+}
+
+/// The SQL of [`Queries::klines`] (public for `EXPLAIN` in tests and tools). Parameters: `$1`
+/// market id, `$2` first trade time (ns, inclusive), `$3` end of the bucket starts (s,
+/// exclusive), `$4` most buckets, `$5` trade time bound (ns, exclusive; any time past the last
+/// bucket's end). `$1`, `$2` and `$5` select the trades on the `trades_by_market_time` index.
+pub fn klines_sql(buckets: KlineBuckets) -> String {
+    // `s`: the trade's time in whole seconds (bigint division truncates; times are positive).
+    const WEEK_ORIGIN: i64 = 4 * 86_400; // 1970-01-05, a Monday.
+    let bucket = match buckets {
+        KlineBuckets::Seconds(length) => format!("(s / {length}) * {length}", length = length.max(1)),
+        KlineBuckets::Week => {
+            format!("CASE WHEN s < {WEEK_ORIGIN} THEN 0 ELSE (s - {WEEK_ORIGIN}) / 604800 * 604800 + {WEEK_ORIGIN} END")
+        }
+        KlineBuckets::Month => {
+            "EXTRACT(EPOCH FROM date_trunc('month', TIMESTAMP '1970-01-01' + s * INTERVAL '1 second'))::bigint"
+                .to_string()
+        }
+    };
+    format!(
+        "WITH t AS (
+             SELECT {bucket} AS bucket, trade_id, price_ticks, quantity_lots, quote_amount
+             FROM (SELECT timestamp_ns / 1000000000 AS s, trade_id, price_ticks, quantity_lots, quote_amount
+                   FROM trades WHERE market_id = $1 AND timestamp_ns >= $2 AND timestamp_ns < $5) seconds
+         )
+         SELECT bucket, ((array_agg(price_ticks ORDER BY trade_id ASC))[1])::text, MAX(price_ticks)::text,
+             MIN(price_ticks)::text, ((array_agg(price_ticks ORDER BY trade_id DESC))[1])::text,
+             SUM(quantity_lots)::text, SUM(quote_amount)::text, COUNT(*)
+         FROM t WHERE bucket < $3 GROUP BY bucket ORDER BY bucket LIMIT $4"
+    )
+}
+
+/// The SQL of [`Queries::transfers`] (public for `EXPLAIN` in tests and tools). Parameters: `$1`
+/// the user's available account (`user:<id>:available`), `$2` / `$3` the time range (ns,
+/// inclusive), `$4` limit, `$5` offset.
+pub fn transfers_sql(kind: TransferKind, ascending: bool) -> String {
+    // Literal reason and counter account, so that the planner matches the partial index
+    // (`ledger_deposits` / `ledger_withdrawals`).
+    let (user_column, external_column, reason) = match kind {
+        TransferKind::Deposit => ("credit_account", "debit_account", BalanceChange::Deposit),
+        TransferKind::Withdrawal => ("debit_account", "credit_account", BalanceChange::Withdrawal),
+    };
+    let reason = reason.code();
+    let direction = if ascending { "ASC" } else { "DESC" };
+    format!(
+        "SELECT sequence, asset_id, amount::text, timestamp_ns
+         FROM ledger_entries
+         WHERE {user_column} = $1 AND {external_column} = 'external' AND reason = {reason}
+             AND timestamp_ns BETWEEN $2 AND $3
+         ORDER BY sequence {direction}, entry_index {direction} LIMIT $4 OFFSET $5"
+    )
+}
+
 /// One kline as [`Queries::klines`] aggregates it from the `trades` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KlineRow {
@@ -817,7 +890,30 @@ pub struct KlineRow {
     pub trades: u64,
 }
 
-/// Filters and page of a history query ([`Queries::fill_history`], [`Queries::order_history`]).
+/// Which transfers [`Queries::transfers`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    /// Credits from `external` (engine `Deposit`).
+    Deposit,
+    /// Debits to `external` (engine `Withdraw`).
+    Withdrawal,
+}
+
+/// A deposit or a withdrawal, read from the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferRow {
+    /// Engine sequence of the command (the REST API's id of the transfer).
+    pub sequence: u64,
+    /// Asset.
+    pub asset_id: u32,
+    /// Amount, the asset's minor units.
+    pub amount: u64,
+    /// Time of the command, ns (0: written before the ledger stored times).
+    pub timestamp_ns: u64,
+}
+
+/// Filters and page of a history query ([`Queries::fill_history`], [`Queries::order_history`],
+/// [`Queries::transfers`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryFilter {
     /// Only this market.
@@ -1140,7 +1236,9 @@ impl Queries {
 
     /// A market's klines: trades grouped by `buckets`, for the buckets starting in `[from_s,
     /// to_s)` (seconds; `from_s` should be a bucket start), oldest first, at most `limit`, only
-    /// buckets with trades. Integer and `NUMERIC` arithmetic throughout.
+    /// buckets with trades. Integer and `NUMERIC` arithmetic throughout. Reads the market's
+    /// trades of `[from_s, to_s + the longest bucket)` through the `trades_by_market_time` index
+    /// ([`klines_sql`]).
     ///
     /// # Errors
     /// Database errors.
@@ -1152,36 +1250,15 @@ impl Queries {
         to_s: u64,
         limit: u32,
     ) -> Result<Vec<KlineRow>, SinkError> {
-        // `s`: the trade's time in whole seconds (bigint division truncates; times are positive).
-        const WEEK_ORIGIN: i64 = 4 * 86_400; // 1970-01-05, a Monday.
-        let bucket = match buckets {
-            KlineBuckets::Seconds(length) => format!("(s / {length}) * {length}", length = length.max(1)),
-            KlineBuckets::Week => {
-                format!(
-                    "CASE WHEN s < {WEEK_ORIGIN} THEN 0 ELSE (s - {WEEK_ORIGIN}) / 604800 * 604800 + {WEEK_ORIGIN} END"
-                )
-            }
-            KlineBuckets::Month => {
-                "EXTRACT(EPOCH FROM date_trunc('month', TIMESTAMP '1970-01-01' + s * INTERVAL '1 second'))::bigint"
-                    .to_string()
-            }
-        };
-        let sql = format!(
-            "WITH t AS (
-                 SELECT {bucket} AS bucket, trade_id, price_ticks, quantity_lots, quote_amount
-                 FROM (SELECT timestamp_ns / 1000000000 AS s, trade_id, price_ticks, quantity_lots, quote_amount
-                       FROM trades WHERE market_id = $1 AND timestamp_ns >= $2) seconds
-             )
-             SELECT bucket, ((array_agg(price_ticks ORDER BY trade_id ASC))[1])::text, MAX(price_ticks)::text,
-                 MIN(price_ticks)::text, ((array_agg(price_ticks ORDER BY trade_id DESC))[1])::text,
-                 SUM(quantity_lots)::text, SUM(quote_amount)::text, COUNT(*)
-             FROM t WHERE bucket < $3 GROUP BY bucket ORDER BY bucket LIMIT $4"
-        );
+        let sql = klines_sql(buckets);
+        // A trade in a bucket starting before `to_s` is less than a bucket's length after it.
+        let trades_before_s = to_s.saturating_add(buckets.longest_s());
         let rows = sqlx::query(&sql)
             .bind(i32::try_from(market_id).map_err(|_| db(format!("postgres: market {market_id} exceeds INTEGER")))?)
             .bind(saturating(from_s.saturating_mul(1_000_000_000)))
             .bind(saturating(to_s))
             .bind(i64::from(limit))
+            .bind(saturating(trades_before_s.saturating_mul(1_000_000_000)))
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
@@ -1197,6 +1274,44 @@ impl Queries {
                     volume_lots: wide(row.get(5))?,
                     quote_volume: wide(row.get(6))?,
                     trades: row.get::<i64, _>(7) as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// A user's deposits or withdrawals matching `filter` (its time range and page; transfers
+    /// have no market and no order, so its `market_id` and `order_id` must be `None`): the
+    /// ledger entries between the user's available account and `external` with the reason
+    /// `kind` names, by engine sequence (newest first unless `filter.ascending`). Entries
+    /// written before the ledger stored times have time 0 (migrations/20261125000002).
+    ///
+    /// # Errors
+    /// Database errors; a filter on a market or an order.
+    pub async fn transfers(
+        &self,
+        user_id: u64,
+        kind: TransferKind,
+        filter: &HistoryFilter,
+    ) -> Result<Vec<TransferRow>, SinkError> {
+        if filter.market_id.is_some() || filter.order_id.is_some() {
+            return Err(db("transfers have no market and no order to filter on"));
+        }
+        let rows = sqlx::query(&transfers_sql(kind, filter.ascending))
+            .bind(account(user_id, "available"))
+            .bind(saturating(filter.from_ns))
+            .bind(saturating(filter.to_ns))
+            .bind(i64::from(filter.limit))
+            .bind(i64::from(filter.offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TransferRow {
+                    sequence: row.get::<i64, _>(0) as u64,
+                    asset_id: row.get::<i32, _>(1) as u32,
+                    amount: parse(&row.get::<String, _>(2))?,
+                    timestamp_ns: row.get::<i64, _>(3) as u64,
                 })
             })
             .collect()

@@ -15,7 +15,7 @@ use engine::journal::{Durability, JournalConfig, JournalWriter};
 use engine::testkit::commands::*;
 use engine::{CommandContext, Engine, EngineConfig};
 use sinks::kafka::{KafkaConfig, KafkaSink};
-use sinks::postgres::{PostgresSink, Queries, Reference};
+use sinks::postgres::{HistoryFilter, PostgresSink, Queries, Reference, TransferKind, TransferRow};
 use sinks::redis::{RedisConfig, RedisSink};
 use sinks::{CommandEvents, Driver, DriverConfig, History, Sink};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -212,6 +212,9 @@ fn wait_for(driver: &Driver, sequence: u64, what: &str) {
 }
 
 /// A fresh database on the server of `url`, so tests do not share progress rows.
+/// Held by every test using Postgres: one of them stops it (an outage) while it runs.
+static POSTGRES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn fresh_database(url: &str, name: &str) -> String {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let database = format!("{name}_{}", std::process::id());
@@ -227,6 +230,7 @@ fn fresh_database(url: &str, name: &str) -> String {
 #[test]
 fn postgres_sink_is_exactly_once_through_outages_restarts_and_lag() {
     let Some(url) = service("EXCHANGE_TEST_DATABASE_URL") else { return };
+    let _postgres = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
     let url = fresh_database(&url, "sink_test");
     // A tiny ring: the sink lags and must catch up from the journal.
     let mut venue = Venue::new("postgres", 256);
@@ -365,6 +369,54 @@ fn postgres_sink_is_exactly_once_through_outages_restarts_and_lag() {
         }
         assert!(checked >= 12, "user accounts checked: {checked}");
         assert!(per_asset_total.values().all(|t| *t == 0), "double entry: every asset sums to zero");
+        // Every ledger entry carries its command's time (the venue runs every command at 7 ns).
+        let untimed: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_entries WHERE timestamp_ns <> 7")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(untimed, 0, "ledger entries without their command's time");
+        // Deposits and withdrawals, from the ledger: per user exactly the engine's, with the ids,
+        // amounts (the change of available) and times the REST API's in-memory history records.
+        let mut available: HashMap<(u64, u32), u64> = HashMap::new();
+        let mut transfers: BTreeMap<(u64, bool), Vec<TransferRow>> = BTreeMap::new();
+        for (_, _, event) in venue.events() {
+            let Event::BalanceUpdate(b) = event else { continue };
+            let key = (b.user_id.get(), b.asset_id.get());
+            let before = available.insert(key, b.available.get()).unwrap_or(0);
+            let (deposit, amount) = match b.reason.get() {
+                Ok(BalanceChange::Deposit) => (true, b.available.get() - before),
+                Ok(BalanceChange::Withdrawal) => (false, before - b.available.get()),
+                _ => continue,
+            };
+            let row =
+                TransferRow { sequence: b.sequence.get(), asset_id: key.1, amount, timestamp_ns: b.timestamp_ns.get() };
+            transfers.entry((key.0, deposit)).or_default().push(row);
+        }
+        let all = HistoryFilter {
+            market_id: None,
+            order_id: None,
+            from_ns: 0,
+            to_ns: u64::MAX,
+            ascending: false,
+            limit: 100_000,
+            offset: 0,
+        };
+        for user in 1..=6 {
+            for (deposit, kind) in [(true, TransferKind::Deposit), (false, TransferKind::Withdrawal)] {
+                let mut expected = transfers.get(&(user, deposit)).cloned().unwrap_or_default();
+                assert!(expected.len() > 3, "user {user} {kind:?}s in the stream: {}", expected.len());
+                let oldest_first = queries.transfers(user, kind, &HistoryFilter { ascending: true, ..all }).await;
+                assert_eq!(oldest_first.unwrap(), expected, "user {user} {kind:?}s, oldest first");
+                let page = HistoryFilter { ascending: true, limit: 3, offset: 2, ..all };
+                assert_eq!(queries.transfers(user, kind, &page).await.unwrap(), expected[2..5], "a page");
+                expected.reverse();
+                assert_eq!(queries.transfers(user, kind, &all).await.unwrap(), expected, "newest first");
+                let later = HistoryFilter { from_ns: expected[0].timestamp_ns + 1, ..all };
+                assert_eq!(queries.transfers(user, kind, &later).await.unwrap(), [], "after the last one");
+            }
+        }
+        let by_market = HistoryFilter { market_id: Some(1), ..all };
+        assert!(queries.transfers(1, TransferKind::Deposit, &by_market).await.is_err(), "no market to filter on");
         // The history API.
         let fills = queries.fills(1, Some(1), None, 10).await.unwrap();
         assert_eq!(fills.len(), 10);
@@ -373,6 +425,91 @@ fn postgres_sink_is_exactly_once_through_outages_restarts_and_lag() {
         assert_eq!(orders.len(), 5);
         let balances = queries.balances(1).await.unwrap();
         assert!(!balances.is_empty());
+    });
+}
+
+/// `EXPLAIN` of `sql` with its parameters (`account` first when given), as one text; sequential
+/// scans allowed or ruled out.
+async fn explain(
+    connection: &mut sqlx::PgConnection,
+    sql: &str,
+    account: Option<&str>,
+    bind: &[i64],
+    seqscan: bool,
+) -> String {
+    sqlx::query(&format!("SET enable_seqscan = {seqscan}")).execute(&mut *connection).await.unwrap();
+    let explain = format!("EXPLAIN {sql}");
+    let mut query = sqlx::query_scalar::<_, String>(&explain);
+    if let Some(account) = account {
+        query = query.bind(account.to_string());
+    }
+    for value in bind {
+        query = query.bind(*value);
+    }
+    query.fetch_all(&mut *connection).await.unwrap().join("\n")
+}
+
+/// The planner reads the indexes the history queries were given (migrations/20261125*): the
+/// klines query a market's trades by time (`trades_by_market_time`), on its own for a recent range
+/// of a large table and whenever sequential scans are ruled out; the deposit and withdrawal lists
+/// their partial ledger indexes.
+#[test]
+fn history_queries_use_their_indexes() {
+    use sinks::postgres::{KlineBuckets, klines_sql, transfers_sql};
+    let Some(url) = service("EXCHANGE_TEST_DATABASE_URL") else { return };
+    let _postgres = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
+    let url = fresh_database(&url, "index_test");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let queries = Queries::connect(&url).await.unwrap();
+        let pool = queries.pool();
+        sinks::postgres::migrator().run(pool).await.unwrap();
+        // 200,000 trades, one a second, on 4 markets in turn.
+        const START_S: i64 = 1_764_000_000;
+        sqlx::query(
+            "INSERT INTO trades SELECT i % 4 + 1, i, i, ($1 + i) * 1000000000, 1000 + i % 7, 1, 1000, 1 + i % 2,
+                 1, i, 0, 2, i, 0
+             FROM generate_series(1, 200000) i",
+        )
+        .bind(START_S)
+        .execute(pool)
+        .await
+        .unwrap();
+        // 60,000 credits to the available accounts of 100 users, a quarter of them deposits.
+        sqlx::query(
+            "INSERT INTO ledger_entries SELECT i, 0, 1, CASE WHEN i % 4 = 0 THEN 'external' ELSE 'clearing' END,
+                 'user:' || (i % 100) || ':available', 5, CASE WHEN i % 4 = 0 THEN 1 ELSE 5 END, i
+             FROM generate_series(1, 60000) i",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query("ANALYZE").execute(pool).await.unwrap();
+        let mut connection = pool.acquire().await.unwrap();
+
+        // The last hours of market 1 (900 of its 50,000 trades an hour), every bucket shape: the
+        // planner picks the index by itself. (Over every trade of the market it rightly prefers
+        // the primary key's `market_id` prefix or a sequential scan: nothing to skip.)
+        let end_s = START_S + 200_000;
+        for (buckets, hours) in [(KlineBuckets::Seconds(60), 1), (KlineBuckets::Week, 3), (KlineBuckets::Month, 3)] {
+            let from_ns = (end_s - hours * 3_600) * 1_000_000_000;
+            let trades_before_ns = (end_s + buckets.longest_s() as i64) * 1_000_000_000;
+            let recent = [1, from_ns, end_s, 1_000, trades_before_ns];
+            let plan = explain(&mut connection, &klines_sql(buckets), None, &recent, true).await;
+            eprintln!("klines {buckets:?}, the last {hours} h of market 1 (200,000 trades in the table):\n{plan}");
+            assert!(plan.contains("trades_by_market_time"), "{buckets:?}: a recent range reads the index:\n{plan}");
+        }
+
+        // A user's deposits (600 among 60,000 entries), and withdrawals (none here: sequential
+        // scans ruled out to show the index can serve the query).
+        let page = [0, i64::MAX, 100, 0];
+        let deposits = transfers_sql(TransferKind::Deposit, false);
+        let plan = explain(&mut connection, &deposits, Some("user:8:available"), &page, true).await;
+        eprintln!("deposits of one user (60,000 ledger entries in the table):\n{plan}");
+        assert!(plan.contains("ledger_deposits"), "deposits:\n{plan}");
+        let withdrawals = transfers_sql(TransferKind::Withdrawal, true);
+        let plan = explain(&mut connection, &withdrawals, Some("user:8:available"), &page, false).await;
+        assert!(plan.contains("ledger_withdrawals"), "withdrawals:\n{plan}");
     });
 }
 

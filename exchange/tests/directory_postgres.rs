@@ -17,20 +17,6 @@ use sinks::sqlx::{self, Row};
 use std::time::{Duration, Instant};
 use support::Server;
 
-fn database() -> Option<String> {
-    match std::env::var("EXCHANGE_TEST_DATABASE_URL").ok().filter(|v| !v.is_empty()) {
-        Some(url) => Some(url),
-        None => {
-            assert!(
-                std::env::var("EXCHANGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "EXCHANGE_TEST_DATABASE_URL must be set under EXCHANGE_REQUIRE_SERVICES=1: scripts/test starts it"
-            );
-            eprintln!("\n!!! SKIPPED: EXCHANGE_TEST_DATABASE_URL not set. Run `source scripts/services` first. !!!\n");
-            None
-        }
-    }
-}
-
 /// One HTTP request; the status and the JSON body.
 fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
     let authorization = token.map_or(String::new(), |token| format!("Authorization: Bearer {token}\r\n"));
@@ -80,16 +66,9 @@ async fn directory(pool: &sqlx::PgPool) -> Directory {
 
 #[test]
 fn registered_users_and_keys_reach_postgres() {
-    let Some(database) = database() else { return };
-    let id = std::process::id();
+    let Some([server_url]) = support::services(["EXCHANGE_TEST_DATABASE_URL"]) else { return };
+    let database = support::fresh_database(&server_url, &format!("exchange_directory_{}", std::process::id()));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let database_name = format!("exchange_directory_{id}");
-    runtime.block_on(async {
-        let queries = sinks::postgres::Queries::connect(&database).await.unwrap();
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database_name}")).execute(queries.pool()).await;
-        sqlx::query(&format!("CREATE DATABASE {database_name}")).execute(queries.pool()).await.unwrap();
-    });
-    let database = format!("{}/{database_name}", database.rsplit_once('/').unwrap().0);
     let dir = support::data_dir("directory-pg");
     std::fs::create_dir_all(&dir).unwrap();
     // One configured key, for user 7.

@@ -15,12 +15,14 @@
 //! Needs `EXCHANGE_TEST_DATABASE_URL` (and `EXCHANGE_SERVICES_CTL` for the outage part); skipped
 //! loudly without it, failed under `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test).
 
+mod support;
+
 use base64::Engine as _;
 use codec::Event;
 use ed25519_dalek::{Signer, SigningKey};
 use exchange::config::Config;
 use serde_json::Value;
-use sinks::{History, sqlx};
+use sinks::History;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -29,20 +31,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
-
-fn database() -> Option<String> {
-    match std::env::var("EXCHANGE_TEST_DATABASE_URL").ok().filter(|v| !v.is_empty()) {
-        Some(url) => Some(url),
-        None => {
-            assert!(
-                std::env::var("EXCHANGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "EXCHANGE_TEST_DATABASE_URL must be set under EXCHANGE_REQUIRE_SERVICES=1: scripts/test starts it"
-            );
-            eprintln!("\n!!! SKIPPED: EXCHANGE_TEST_DATABASE_URL not set. Run `source scripts/services` first. !!!\n");
-            None
-        }
-    }
-}
 
 fn command(config: &Path, data: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(BINARY);
@@ -384,20 +372,14 @@ fn order_ids(orders: &[Value]) -> BTreeSet<u64> {
 
 #[test]
 fn history_endpoints_read_postgres_across_a_restart() {
-    let Some(database) = database() else { return };
+    let Some([server_url]) = support::services(["EXCHANGE_TEST_DATABASE_URL"]) else { return };
     let id = std::process::id();
     let dir = std::env::temp_dir().join(format!("exchange-history-pg-{id}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("data");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let database_name = format!("exchange_history_{id}");
-    runtime.block_on(async {
-        let queries = sinks::postgres::Queries::connect(&database).await.unwrap();
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database_name}")).execute(queries.pool()).await;
-        sqlx::query(&format!("CREATE DATABASE {database_name}")).execute(queries.pool()).await.unwrap();
-    });
-    let database = format!("{}/{database_name}", database.rsplit_once('/').unwrap().0);
+    let database = support::fresh_database(&server_url, &format!("exchange_history_{id}"));
     let config_path = dir.join("exchange.toml");
     let config_text = format!("{}\n[sinks.postgres]\nurl = \"{database}\"\n", exchange::config::DEFAULT_CONFIG);
     std::fs::write(&config_path, config_text).unwrap();

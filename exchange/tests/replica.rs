@@ -11,10 +11,11 @@
 //! Needs `EXCHANGE_TEST_REDIS_URL`; skipped loudly without it, failed under
 //! `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test).
 
+mod support;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use sinks::redis_client as redis;
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -22,23 +23,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{DepthBook, apply_depth};
 use tokio_tungstenite::tungstenite::Message;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
-
-fn redis_url() -> Option<String> {
-    match std::env::var("EXCHANGE_TEST_REDIS_URL").ok().filter(|v| !v.is_empty()) {
-        Some(url) => Some(url),
-        None => {
-            assert!(
-                std::env::var("EXCHANGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "EXCHANGE_TEST_REDIS_URL must be set under EXCHANGE_REQUIRE_SERVICES=1: scripts/test starts Redis"
-            );
-            eprintln!("\n!!! SKIPPED: EXCHANGE_TEST_REDIS_URL not set. Run `source scripts/services` first. !!!\n");
-            None
-        }
-    }
-}
 
 /// GET `path`; the status code and the parsed JSON body.
 fn get_json(port: u16, path: &str) -> (u16, Value) {
@@ -98,25 +86,6 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A book as `price → quantity` strings: asks, bids.
-type Book = (BTreeMap<String, String>, BTreeMap<String, String>);
-
-/// Applies REST depth (`asks`/`bids`) or a depth diff (`a`/`b`) to `book`.
-fn apply(book: &mut Book, data: &Value) {
-    for (keys, side) in [(["a", "asks"], &mut book.0), (["b", "bids"], &mut book.1)] {
-        for key in keys {
-            for level in data[key].as_array().into_iter().flatten() {
-                let (price, quantity) = (level[0].as_str().unwrap(), level[1].as_str().unwrap());
-                if quantity.trim_end_matches('0').trim_end_matches('.').is_empty() {
-                    side.remove(price);
-                } else {
-                    side.insert(price.into(), quantity.into());
-                }
-            }
-        }
-    }
-}
-
 /// A WebSocket client of the replica, on its own thread: subscribes to `streams` and records
 /// every data frame until stopped.
 struct Recorder {
@@ -166,7 +135,7 @@ impl Recorder {
 
 #[test]
 fn replica_serves_market_data_and_streams_from_redis() {
-    let Some(redis_url) = redis_url() else { return };
+    let Some([redis_url]) = support::services(["EXCHANGE_TEST_REDIS_URL"]) else { return };
     let id = std::process::id();
     let dir = std::env::temp_dir().join(format!("exchange-replica-{id}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -296,8 +265,8 @@ fn replica_serves_market_data_and_streams_from_redis() {
     // The depth stream: the first snapshot plus the diffs after it, gap-free, is the final book.
     let frames = depth.stop();
     let snapshot_id: u64 = first_snapshot["lastUpdateId"].as_str().unwrap().parse().unwrap();
-    let mut book: Book = Default::default();
-    apply(&mut book, &first_snapshot);
+    let mut book: DepthBook = Default::default();
+    apply_depth(&mut book, &first_snapshot);
     let mut previous = snapshot_id;
     let mut diffs = 0;
     for frame in &frames {
@@ -310,11 +279,11 @@ fn replica_serves_market_data_and_streams_from_redis() {
         }
         assert_eq!(first, previous + 1, "gap-free after the snapshot: {data}");
         previous = last;
-        apply(&mut book, data);
+        apply_depth(&mut book, data);
         diffs += 1;
     }
-    let mut expected: Book = Default::default();
-    apply(&mut expected, &server_books[symbols.iter().position(|s| s == "BTC_USDC").unwrap()]);
+    let mut expected: DepthBook = Default::default();
+    apply_depth(&mut expected, &server_books[symbols.iter().position(|s| s == "BTC_USDC").unwrap()]);
     assert!(diffs > 3, "the demo moves the book ({diffs} diffs)");
     assert_eq!(book, expected, "snapshot {snapshot_id} + {diffs} diffs = the server's last book");
 

@@ -8,6 +8,8 @@
 //! and `EXCHANGE_SERVICES_CTL`; skipped loudly without them, failed under
 //! `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test).
 
+mod support;
+
 use codec::Event;
 use exchange::config::Config;
 use sinks::History;
@@ -19,29 +21,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
-
-fn services() -> Option<(String, String, String, String)> {
-    let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let names = [
-        "EXCHANGE_TEST_DATABASE_URL",
-        "EXCHANGE_TEST_KAFKA_BROKERS",
-        "EXCHANGE_TEST_REDIS_URL",
-        "EXCHANGE_SERVICES_CTL",
-    ];
-    match names.map(get) {
-        [Some(a), Some(b), Some(c), Some(d)] => Some((a, b, c, d)),
-        _ => {
-            assert!(
-                std::env::var("EXCHANGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "{names:?} must be set under EXCHANGE_REQUIRE_SERVICES=1: scripts/test starts the services"
-            );
-            eprintln!(
-                "\n!!! SKIPPED: {names:?} not set. Run `source scripts/services` first (scripts/test does). !!!\n"
-            );
-            None
-        }
-    }
-}
 
 fn control(ctl: &str, service: &str, action: &str) {
     let status = Command::new(ctl).args([service, action]).status().unwrap();
@@ -65,7 +44,13 @@ fn start(config: &Path, data: &Path, extra: &[&str]) -> Child {
 
 #[test]
 fn sinks_survive_service_outages_and_kill_dash_nine() {
-    let Some((database, brokers, redis_url, ctl)) = services() else { return };
+    let names = [
+        "EXCHANGE_TEST_DATABASE_URL",
+        "EXCHANGE_TEST_KAFKA_BROKERS",
+        "EXCHANGE_TEST_REDIS_URL",
+        "EXCHANGE_SERVICES_CTL",
+    ];
+    let Some([server_url, brokers, redis_url, ctl]) = support::services(names) else { return };
     let id = std::process::id();
     let dir = std::env::temp_dir().join(format!("exchange-sinks-{id}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -73,13 +58,7 @@ fn sinks_survive_service_outages_and_kill_dash_nine() {
     let data = dir.join("data");
     // A database and topics of our own.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let database_name = format!("exchange_sinks_{id}");
-    runtime.block_on(async {
-        let queries = sinks::postgres::Queries::connect(&database).await.unwrap();
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database_name}")).execute(queries.pool()).await;
-        sqlx::query(&format!("CREATE DATABASE {database_name}")).execute(queries.pool()).await.unwrap();
-    });
-    let database = format!("{}/{database_name}", database.rsplit_once('/').unwrap().0);
+    let database = support::fresh_database(&server_url, &format!("exchange_sinks_{id}"));
     let prefix = format!("x{id}-");
     let config_text = format!(
         "{}\n[sinks.postgres]\nurl = \"{database}\"\n[sinks.kafka]\nbrokers = \"{brokers}\"\n\

@@ -8,31 +8,14 @@ mod support;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+
 use std::time::{Duration, Instant};
-use support::{Server, request};
+use support::{DepthBook, Server, apply_depth, request};
 use tokio_tungstenite::tungstenite::Message;
 
 fn get(port: u16, path: &str) -> (u16, String) {
     let response = request(port, "GET", path, "", "");
     (response.status(), response.body().to_string())
-}
-
-type Book = (BTreeMap<String, String>, BTreeMap<String, String>);
-
-fn apply(book: &mut Book, data: &Value) {
-    for (keys, side) in [(["a", "asks"], &mut book.0), (["b", "bids"], &mut book.1)] {
-        for key in keys {
-            for level in data[key].as_array().into_iter().flatten() {
-                let (price, quantity) = (level[0].as_str().unwrap(), level[1].as_str().unwrap());
-                if quantity == "0" {
-                    side.remove(price);
-                } else {
-                    side.insert(price.into(), quantity.into());
-                }
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,8 +48,8 @@ async fn demo_server_streams_depth_consistent_with_rest() {
         (value, id)
     };
     let (snapshot, snapshot_id) = depth_of(&get(port, "/api/v1/depth?symbol=BTC_USDC&limit=5000").1);
-    let mut book: Book = Default::default();
-    apply(&mut book, &snapshot);
+    let mut book: DepthBook = Default::default();
+    apply_depth(&mut book, &snapshot);
     let mut previous = snapshot_id;
     let (mut diffs, mut trades) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -85,15 +68,15 @@ async fn demo_server_streams_depth_consistent_with_rest() {
         }
         assert_eq!(first, previous + 1, "gap-free after the snapshot");
         previous = last;
-        apply(&mut book, data);
+        apply_depth(&mut book, data);
         diffs += 1;
         if target.is_none() && Instant::now() >= deadline {
             target = Some(depth_of(&get(port, "/api/v1/depth?symbol=BTC_USDC&limit=5000").1));
         }
         if let Some((later, later_id)) = &target {
             if previous == *later_id {
-                let mut expected: Book = Default::default();
-                apply(&mut expected, later);
+                let mut expected: DepthBook = Default::default();
+                apply_depth(&mut expected, later);
                 assert_eq!(book, expected, "snapshot {snapshot_id} + {diffs} diffs = snapshot {later_id}");
                 break;
             }

@@ -245,3 +245,55 @@ pub fn signature_lines(secret: &[u8; 32], signed: &str) -> String {
 pub fn header_lines(headers: &[(&str, String)]) -> String {
     headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect()
 }
+
+/// The values of the test-service variables `names` (set by `source scripts/services`:
+/// `EXCHANGE_TEST_DATABASE_URL`, `EXCHANGE_TEST_REDIS_URL`, `EXCHANGE_TEST_KAFKA_BROKERS`,
+/// `EXCHANGE_SERVICES_CTL`), in order; `None` with a loud SKIPPED line when one is missing, and a
+/// failure instead under `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test), so a test that needs a
+/// real service can never pass by not running.
+pub fn services<const N: usize>(names: [&str; N]) -> Option<[String; N]> {
+    let values = names.map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+    if values.iter().all(Option::is_some) {
+        return Some(values.map(Option::unwrap_or_default));
+    }
+    assert!(
+        std::env::var("EXCHANGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+        "{names:?} must be set under EXCHANGE_REQUIRE_SERVICES=1: scripts/test starts the services"
+    );
+    eprintln!("\n!!! SKIPPED: {names:?} not set. Run `source scripts/services` first (scripts/test does). !!!\n");
+    None
+}
+
+/// Creates the database `name` (dropping an older one) on the Postgres server of `url`; returns
+/// the URL of the new database.
+#[cfg(feature = "sinks")]
+pub fn fresh_database(url: &str, name: &str) -> String {
+    use sinks::sqlx;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let queries = sinks::postgres::Queries::connect(url).await.unwrap();
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(queries.pool()).await;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(queries.pool()).await.unwrap();
+    });
+    format!("{}/{name}", url.rsplit_once('/').unwrap().0)
+}
+
+/// A book as `price → quantity` strings: asks, bids.
+pub type DepthBook = (std::collections::BTreeMap<String, String>, std::collections::BTreeMap<String, String>);
+
+/// Applies REST depth (`asks`/`bids`) or a depth diff or snapshot frame (`a`/`b`) to `book`; a
+/// zero quantity removes the level.
+pub fn apply_depth(book: &mut DepthBook, data: &Value) {
+    for (keys, side) in [(["a", "asks"], &mut book.0), (["b", "bids"], &mut book.1)] {
+        for key in keys {
+            for level in data[key].as_array().into_iter().flatten() {
+                let (price, quantity) = (level[0].as_str().unwrap(), level[1].as_str().unwrap());
+                if quantity.trim_end_matches('0').trim_end_matches('.').is_empty() {
+                    side.remove(price);
+                } else {
+                    side.insert(price.into(), quantity.into());
+                }
+            }
+        }
+    }
+}

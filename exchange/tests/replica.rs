@@ -1,7 +1,9 @@
 //! The read-only market-data replica (`exchange replica`) against a real Redis
 //! (`scripts/services`): before any snapshot it answers 503; the real server runs the demo with
 //! the Redis sink while a WebSocket client of the replica follows `depth.BTC_USDC` (from a REST
-//! snapshot of the replica, gap-free by the usual rule) and `trade.BTC_USDC`. When the flow has
+//! snapshot of the replica, gap-free by the usual rule) and `trade.BTC_USDC`; Redis is stopped
+//! (depth answers 503 after the 2 s grace) and restarted empty (the sink writes again, depth is
+//! back, the streams go on). When the flow has
 //! stopped and the server was stopped with SIGTERM (the sink writes a final snapshot): the
 //! replica's depth equals the server's last depth level for level, for every market; the
 //! client's book (snapshot + diffs) equals it too; the client received every trade of the
@@ -135,7 +137,9 @@ impl Recorder {
 
 #[test]
 fn replica_serves_market_data_and_streams_from_redis() {
-    let Some([redis_url]) = support::services(["EXCHANGE_TEST_REDIS_URL"]) else { return };
+    let Some([redis_url, ctl]) = support::services(["EXCHANGE_TEST_REDIS_URL", "EXCHANGE_SERVICES_CTL"]) else {
+        return;
+    };
     let id = std::process::id();
     let dir = std::env::temp_dir().join(format!("exchange-replica-{id}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -191,7 +195,7 @@ fn replica_serves_market_data_and_streams_from_redis() {
             "--demo-rate",
             "1000",
             "--demo-orders",
-            "3000",
+            "6000",
         ],
         "HTTP listening",
     );
@@ -209,6 +213,32 @@ fn replica_serves_market_data_and_streams_from_redis() {
     }
     let depth = Recorder::start(replica_port, &["depth.BTC_USDC"]);
     let (_, first_snapshot) = get_json(replica_port, "/api/v1/depth?symbol=BTC_USDC&limit=5000");
+
+    // Redis goes away (and comes back empty: no persistence in the test instance). Once the
+    // replica has missed it for 2 s depth answers 503; when the sink has written again it answers
+    // 200, and the streams go on from the replica's last state (checked gap-free below).
+    let control = |action: &str| {
+        let status = Command::new(&ctl).args(["redis", action]).status().unwrap();
+        assert!(status.success(), "services-ctl redis {action}");
+    };
+    control("stop");
+    let outage = Instant::now();
+    loop {
+        let (status, body) = get_json(replica_port, "/api/v1/depth?symbol=BTC_USDC");
+        if status == 503 {
+            assert_eq!(body["code"], "SERVICE_UNAVAILABLE", "{body}");
+            assert!(outage.elapsed() >= Duration::from_millis(1_500), "stale only after the grace period");
+            break;
+        }
+        assert!(outage.elapsed() < Duration::from_secs(10), "depth should be unavailable without Redis: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    control("start");
+    let back = Instant::now();
+    while get_json(replica_port, "/api/v1/depth?symbol=BTC_USDC").0 != 200 {
+        assert!(back.elapsed() < Duration::from_secs(30), "depth should come back with Redis");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Wait until the demo flow has stopped and the server's books are still.
     let books = |port: u16| -> Vec<Value> {
@@ -305,6 +335,7 @@ fn replica_serves_market_data_and_streams_from_redis() {
             (t["id"].as_u64().unwrap(), t["price"].as_str().unwrap().into(), t["quantity"].as_str().unwrap().into())
         })
         .collect();
+    eprintln!("{} BTC trades, {diffs} depth diffs", expected.len());
     assert!(!expected.is_empty() && expected.len() < 1000, "all of the demo's BTC trades: {}", expected.len());
     assert_eq!(streamed, expected, "the replica streamed every trade, in order");
     let (_, replica_trades) = get_json(replica_port, "/api/v1/trades?symbol=BTC_USDC&limit=1000");
@@ -313,6 +344,7 @@ fn replica_serves_market_data_and_streams_from_redis() {
     assert!(metrics.contains(&format!("exchange_replica_sequence {sequence}\n")), "{metrics}");
     assert!(metrics.contains("exchange_replica_trades_missed_total 0\n"), "{metrics}");
     assert!(metrics.contains("exchange_replica_stale 0\n"), "{metrics}");
+    assert!(!metrics.contains("exchange_replica_failures_total 0\n"), "the outage counted: {metrics}");
     stop(&mut replica_child);
 
     // Redis unreachable: 503.

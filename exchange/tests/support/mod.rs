@@ -37,6 +37,8 @@ pub fn data_dir(name: &str) -> PathBuf {
 pub fn command(dir: &Path) -> Command {
     let mut command = Command::new(BINARY);
     command.args(["--data", dir.to_str().unwrap(), "--http-port", "0", "--sbe-port", "0", "--fix-port", "0"]);
+    // The sinks are on only where a test says so (its config, or its `env`), never by inheritance.
+    command.env_remove("DATABASE_URL").env_remove("KAFKA_BROKERS").env_remove("REDIS_URL");
     command
 }
 
@@ -121,6 +123,20 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// Waits up to `timeout` for the server to exit on its own (e.g. `--run-for`); its status.
+    pub fn wait(&mut self, timeout: std::time::Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("the server runs");
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "the server did not stop within {timeout:?}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// Sends SIGTERM (a clean shutdown) and waits for the exit status.

@@ -546,8 +546,9 @@ pub struct RedisSinkSection {
     /// Book levels per side.
     #[serde(default = "default_redis_depth")]
     pub depth: usize,
-    /// Last trades kept per market.
-    #[serde(default = "default_redis_depth")]
+    /// Last trades kept per market (a replica misses trades when more than this happen in one
+    /// market between two writes).
+    #[serde(default = "default_redis_trades")]
     pub trades: usize,
     /// Milliseconds between snapshots.
     #[serde(default = "default_redis_interval")]
@@ -561,7 +562,7 @@ impl RedisSinkSection {
             url: url.to_string(),
             prefix: default_redis_prefix(),
             depth: default_redis_depth(),
-            trades: default_redis_depth(),
+            trades: default_redis_trades(),
             interval_ms: default_redis_interval(),
         }
     }
@@ -572,6 +573,9 @@ fn default_redis_prefix() -> String {
 }
 fn default_redis_depth() -> usize {
     50
+}
+fn default_redis_trades() -> usize {
+    500
 }
 fn default_redis_interval() -> u64 {
     500

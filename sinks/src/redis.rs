@@ -40,13 +40,13 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// Defaults for `url`: prefix `exchange:`, 50 levels, 50 trades, every 500 ms.
+    /// Defaults for `url`: prefix `exchange:`, 50 levels, 500 trades, every 500 ms.
     pub fn new(url: &str) -> Self {
         Self {
             url: url.to_string(),
             prefix: "exchange:".into(),
             depth: 50,
-            trades: 50,
+            trades: 500,
             interval: Duration::from_millis(500),
         }
     }

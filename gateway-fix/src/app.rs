@@ -7,14 +7,19 @@
 //!   number of base units that must be a whole number of lots. Anything else is refused, never
 //!   rounded.
 //! - The engine's client order id of an order is a 64-bit FNV-1a hash of its original ClOrdID
-//!   (never 0), so OrigClOrdID look-ups work without state (also after a restart); the map from
-//!   those ids back to the current ClOrdID text (and from the ClOrdIDs given by replaces to the
-//!   order's id) is bounded ([`ClOrdIds`]), oldest forgotten first. A forgotten id is reported
-//!   as its decimal number.
+//!   (never 0). Every ClOrdID an open order has carried (its chain through replaces: the
+//!   original, the last [`SUPERSEDED_CL_ORD_IDS_MAX`] intermediate ones, the current one) is in
+//!   use ([`ClOrdIds`]): a NewOrderSingle, replace or cancel asking for it is refused as a
+//!   duplicate, and a cancel or replace must name the current one. Chains live with the open
+//!   orders (persisted with them in the session store); the ClOrdIDs of orders no longer open
+//!   are remembered, bounded, only to name them in late reports (a forgotten one is reported as
+//!   its decimal number).
+//! - A message the gateway refuses changes no ClOrdID state.
 //! - The user of every command is the session's.
 
 use crate::encoder::Body;
 use crate::parser::Message;
+use crate::store::OrderRecord;
 use codec::decimal::{DecimalError, parse_fixed};
 use codec::*;
 use engine::EngineConfig;
@@ -146,63 +151,204 @@ pub(crate) fn engine_id(cl_ord_id: &[u8]) -> u64 {
     hash.max(1)
 }
 
-/// ClOrdIDs of one session, bounded.
+/// Superseded ClOrdIDs remembered per open order, newest kept: a replace beyond this many
+/// forgets the oldest intermediate one (the original ClOrdID is still recognised by its hash,
+/// which is the order's engine id).
+pub(crate) const SUPERSEDED_CL_ORD_IDS_MAX: usize = 32;
+
+/// The ClOrdIDs of one open order (or of a NewOrderSingle the engine has not answered yet).
+#[derive(Debug)]
+struct Chain {
+    /// The order's ClOrdID now: its original one, or that of its last replace.
+    current: Box<str>,
+    /// Earlier ClOrdIDs, oldest first, at most [`SUPERSEDED_CL_ORD_IDS_MAX`].
+    superseded: VecDeque<Box<str>>,
+    /// The exchange's order id, once the engine accepted the order.
+    order_id: Option<u64>,
+}
+
+/// Why a cancel or replace cannot name the order its OrigClOrdID(41) names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Superseded {
+    /// The order's engine id.
+    pub id: u64,
+    /// Its exchange order id, if accepted.
+    pub order_id: Option<u64>,
+    /// Its current ClOrdID (the one FIX expects in OrigClOrdID).
+    pub current: Box<str>,
+}
+
+/// The ClOrdIDs of one session.
+///
+/// Invariants: every ClOrdID of the chain of an open order (current and the last
+/// [`SUPERSEDED_CL_ORD_IDS_MAX`] superseded ones) and every ClOrdID a replace in flight asks for
+/// is in use: a NewOrderSingle, replace or cancel giving it as ClOrdID(11) is a duplicate. The
+/// chains change only when the engine answers (accepted, replaced, done) or when a message is
+/// translated into a command; a message refused by the gateway changes nothing. Chains are
+/// bounded by the open orders (the engine bounds those per user); the history of ClOrdIDs of
+/// orders no longer open, kept only to name them in late reports, is bounded by `max`.
 #[derive(Debug)]
 pub(crate) struct ClOrdIds {
-    /// Engine id → current ClOrdID.
-    text: HashMap<u64, Box<str>>,
-    /// Hash of a ClOrdID given by a replace → the engine id of the order it now names.
-    alias: HashMap<u64, u64>,
-    order: VecDeque<(u64, bool)>,
+    /// Engine id → chain, for open orders and new orders in flight.
+    chains: HashMap<u64, Chain>,
+    /// Every ClOrdID in a chain → the engine id of its order.
+    names: HashMap<Box<str>, u64>,
+    /// ClOrdID asked for by a replace in flight → the engine id of the order it would name.
+    requested: HashMap<Box<str>, u64>,
+    /// Engine id → last ClOrdID, for orders no longer open (bounded, oldest forgotten).
+    history: HashMap<u64, Box<str>>,
+    history_order: VecDeque<u64>,
     max: usize,
 }
 
 impl ClOrdIds {
     pub fn new(max: usize) -> Self {
-        Self { text: HashMap::new(), alias: HashMap::new(), order: VecDeque::new(), max: max.max(16) }
+        Self {
+            chains: HashMap::new(),
+            names: HashMap::new(),
+            requested: HashMap::new(),
+            history: HashMap::new(),
+            history_order: VecDeque::new(),
+            max: max.max(16),
+        }
     }
 
-    fn remember(&mut self, key: u64, is_alias: bool) {
-        self.order.push_back((key, is_alias));
-        while self.order.len() > self.max {
-            let Some((old, alias)) = self.order.pop_front() else { break };
-            if alias {
-                self.alias.remove(&old);
-            } else {
-                self.text.remove(&old);
+    fn remember(&mut self, id: u64, cl_ord_id: &str) {
+        if self.history.insert(id, cl_ord_id.into()).is_none() {
+            self.history_order.push_back(id);
+        }
+        while self.history_order.len() > self.max {
+            let Some(old) = self.history_order.pop_front() else { break };
+            self.history.remove(&old);
+        }
+    }
+
+    /// Whether `cl_ord_id` names an open order (now or earlier in its chain), an order being
+    /// placed, or is asked for by a replace in flight. A ClOrdID hashing to an open order's
+    /// engine id counts too: it is that order's original ClOrdID (or the engine would refuse it
+    /// as a duplicate anyway).
+    pub fn in_use(&self, cl_ord_id: &str) -> bool {
+        self.names.contains_key(cl_ord_id)
+            || self.requested.contains_key(cl_ord_id)
+            || self.chains.contains_key(&engine_id(cl_ord_id.as_bytes()))
+    }
+
+    /// A NewOrderSingle about to go to the engine: its ClOrdID starts a chain. Returns its
+    /// engine id, or `None` when the ClOrdID is in use (nothing changes then).
+    pub fn place(&mut self, cl_ord_id: &str) -> Option<u64> {
+        if self.in_use(cl_ord_id) {
+            return None;
+        }
+        let id = engine_id(cl_ord_id.as_bytes());
+        self.names.insert(cl_ord_id.into(), id);
+        self.chains.insert(id, Chain { current: cl_ord_id.into(), superseded: VecDeque::new(), order_id: None });
+        self.remember(id, cl_ord_id);
+        Some(id)
+    }
+
+    /// Restores the chain of an open order from the session store.
+    pub fn restore(&mut self, id: u64, order_id: u64, current: &str, superseded: &[Box<str>]) {
+        let keep = superseded.len().saturating_sub(SUPERSEDED_CL_ORD_IDS_MAX);
+        let superseded: VecDeque<Box<str>> = superseded[keep..].iter().cloned().collect();
+        for name in superseded.iter().chain(std::iter::once(&current.into())) {
+            self.names.insert(name.clone(), id);
+        }
+        self.chains.insert(id, Chain { current: current.into(), superseded, order_id: Some(order_id) });
+        self.remember(id, current);
+    }
+
+    /// The engine accepted the order `id` as `order_id`.
+    pub fn accepted(&mut self, id: u64, order_id: u64) {
+        if let Some(chain) = self.chains.get_mut(&id) {
+            chain.order_id = Some(order_id);
+        }
+    }
+
+    /// The order `id` is done (filled, canceled, expired; or, never accepted, rejected): its
+    /// ClOrdIDs are free again.
+    pub fn close(&mut self, id: u64) {
+        let Some(chain) = self.chains.remove(&id) else { return };
+        for name in chain.superseded.iter().chain(std::iter::once(&chain.current)) {
+            if self.names.get(name) == Some(&id) {
+                self.names.remove(name);
             }
         }
+        // The report about the event that closed it (built right after) still names it.
+        self.remember(id, &chain.current);
     }
 
-    /// Records a new order's ClOrdID; returns its engine id.
-    pub fn insert_new(&mut self, cl_ord_id: &str) -> u64 {
-        let id = engine_id(cl_ord_id.as_bytes());
-        if self.text.insert(id, cl_ord_id.into()).is_none() {
-            self.remember(id, false);
+    /// The engine rejected a NewOrderSingle: its chain goes, unless the order is open (the
+    /// engine refused a duplicate of an open order, which the gateway refuses before).
+    pub fn rejected_new(&mut self, id: u64) {
+        if self.chains.get(&id).is_some_and(|chain| chain.order_id.is_none()) {
+            self.close(id);
         }
-        id
     }
 
-    /// The engine id an OrigClOrdID names.
-    pub fn resolve(&self, cl_ord_id: &[u8]) -> u64 {
-        let hash = engine_id(cl_ord_id);
-        self.alias.get(&hash).copied().unwrap_or(hash)
+    /// The engine id of the order OrigClOrdID(41) names. A ClOrdID the order has carried
+    /// before its current one is refused ([`Superseded`]): FIX expects the latest. A ClOrdID
+    /// not known here maps to its hash (the engine answers unknown order if nothing has it).
+    pub fn resolve(&self, orig: &str) -> Result<u64, Superseded> {
+        if let Some(&id) = self.requested.get(orig) {
+            // Named by a replace still in flight: the engine orders the two.
+            return Ok(id);
+        }
+        let id = self.names.get(orig).copied().unwrap_or_else(|| engine_id(orig.as_bytes()));
+        match self.chains.get(&id) {
+            Some(chain) if *chain.current != *orig => {
+                Err(Superseded { id, order_id: chain.order_id, current: chain.current.clone() })
+            }
+            _ => Ok(id),
+        }
+    }
+
+    /// The exchange order id of the order `id`, if open and accepted.
+    pub fn order_id(&self, id: u64) -> Option<u64> {
+        self.chains.get(&id).and_then(|chain| chain.order_id)
+    }
+
+    /// A replace of the order `id` asking for `cl_ord_id` goes to the engine (the caller checked
+    /// [`ClOrdIds::in_use`]).
+    pub fn request(&mut self, cl_ord_id: &str, id: u64) {
+        self.requested.insert(cl_ord_id.into(), id);
+    }
+
+    /// The engine refused (or never answered) the replace asking for `cl_ord_id`.
+    pub fn release(&mut self, cl_ord_id: &str) {
+        self.requested.remove(cl_ord_id);
     }
 
     /// After a replace: the order `id` is now called `cl_ord_id`.
-    pub fn rename(&mut self, id: u64, cl_ord_id: &str) {
-        if self.text.insert(id, cl_ord_id.into()).is_none() {
-            self.remember(id, false);
+    pub fn replaced(&mut self, id: u64, cl_ord_id: &str) {
+        self.requested.remove(cl_ord_id);
+        let Some(chain) = self.chains.get_mut(&id) else {
+            self.remember(id, cl_ord_id);
+            return;
+        };
+        let previous = std::mem::replace(&mut chain.current, cl_ord_id.into());
+        chain.superseded.push_back(previous);
+        let forgotten =
+            if chain.superseded.len() > SUPERSEDED_CL_ORD_IDS_MAX { chain.superseded.pop_front() } else { None };
+        if let Some(name) = forgotten
+            && self.names.get(&name) == Some(&id)
+        {
+            self.names.remove(&name);
         }
-        let hash = engine_id(cl_ord_id.as_bytes());
-        if hash != id && self.alias.insert(hash, id).is_none() {
-            self.remember(hash, true);
-        }
+        self.names.insert(cl_ord_id.into(), id);
+        self.remember(id, cl_ord_id);
+    }
+
+    /// The superseded ClOrdIDs of the open order `id`, oldest first (persisted with it).
+    pub fn superseded(&self, id: u64) -> Vec<Box<str>> {
+        self.chains.get(&id).map_or_else(Vec::new, |chain| chain.superseded.iter().cloned().collect())
     }
 
     /// The current ClOrdID of an engine id (its decimal number if forgotten).
     pub fn text(&self, id: ClientOrderId) -> String {
-        self.text.get(&id.get()).map_or_else(|| id.get().to_string(), |t| t.to_string())
+        match self.chains.get(&id.get()) {
+            Some(chain) => chain.current.to_string(),
+            None => self.history.get(&id.get()).map_or_else(|| id.get().to_string(), |t| t.to_string()),
+        }
     }
 }
 
@@ -290,6 +436,11 @@ fn side(message: &Message<'_>) -> Result<Side, Refusal> {
 
 /// An ExecutionReport Rejected for a NewOrderSingle refused by the gateway itself.
 pub(crate) fn rejected_new(message: &Message<'_>, cl_ord_id: &str, reason: RejectReason) -> Refusal {
+    rejected_new_saying(message, cl_ord_id, reason, reason.message())
+}
+
+/// [`rejected_new`] with a Text(58) of its own.
+fn rejected_new_saying(message: &Message<'_>, cl_ord_id: &str, reason: RejectReason, text: &str) -> Refusal {
     let mut body = Body::new();
     body.field(37, "NONE").field(11, cl_ord_id).field(17, format!("R-{}", engine_id(message.bytes())));
     body.field(150, "8").field(39, "8");
@@ -298,26 +449,98 @@ pub(crate) fn rejected_new(message: &Message<'_>, cl_ord_id: &str, reason: Rejec
             body.field(tag, value);
         }
     }
-    body.uint(14, 0)
-        .uint(151, 0)
-        .field(6, "0")
-        .uint(103, u64::from(ord_rej_reason(reason)))
-        .field(58, reason.message());
+    body.uint(14, 0).uint(151, 0).field(6, "0").uint(103, u64::from(ord_rej_reason(reason))).field(58, text);
     Refusal::Report { msg_type: b"8", body }
 }
 
-fn cancel_reject(orig: &str, cl_ord_id: &str, response_to: &str, reason: RejectReason) -> Refusal {
-    let mut body = Body::new();
-    body.field(37, "NONE").field(11, cl_ord_id).field(41, orig).field(39, "8").field(434, response_to);
-    body.uint(102, u64::from(cxl_rej_reason(reason))).field(58, reason.message());
-    Refusal::Report { msg_type: b"9", body }
+/// Text(58) of an ExecutionReport Rejected for TimeInForce Day(0): the exchange trades around
+/// the clock, so there is no end of day for such an order to expire at.
+const DAY_NOT_SUPPORTED: &str =
+    "TimeInForce Day(0) is not supported (continuous trading, no end of day): use 1 GTC, 3 IOC or 4 FOK";
+
+/// A cancel or replace request, as an OrderCancelReject must echo it.
+struct CancelRequest<'a> {
+    cl_ord_id: &'a str,
+    orig: &'a str,
+    /// CxlRejResponseTo(434): 1 cancel, 2 replace.
+    response_to: &'static str,
+    /// OrderID(37) and OrdStatus(39) of the order, when it is a known open order of the session.
+    known: Option<(u64, &'static str)>,
 }
 
-/// Translates an order-entry message into a command for `user_id`.
+impl CancelRequest<'_> {
+    /// An OrderCancelReject saying `text`.
+    fn reject_saying(&self, reason: RejectReason, text: &str) -> Refusal {
+        let mut body = Body::new();
+        match self.known {
+            Some((order_id, status)) => {
+                body.uint(37, order_id).field(11, self.cl_ord_id).field(41, self.orig).field(39, status)
+            }
+            None => body.field(37, "NONE").field(11, self.cl_ord_id).field(41, self.orig).field(39, "8"),
+        };
+        body.field(434, self.response_to);
+        body.uint(102, u64::from(cxl_rej_reason(reason))).field(58, text);
+        Refusal::Report { msg_type: b"9", body }
+    }
+
+    /// An OrderCancelReject with the engine reason's text.
+    fn reject(&self, reason: RejectReason) -> Refusal {
+        self.reject_saying(reason, reason.message())
+    }
+}
+
+/// OrdStatus(39) of an open order: partially filled or new.
+pub(crate) fn open_status(cum_lots: u64) -> &'static str {
+    if cum_lots > 0 { "1" } else { "0" }
+}
+
+/// The open order of the session a cancel or replace is about (OrderID(37) when given, else
+/// the order its OrigClOrdID resolved to): its OrderID and OrdStatus.
+fn known_order(
+    message: &Message<'_>,
+    ids: &ClOrdIds,
+    orders: &HashMap<u64, OrderRecord>,
+    target: &Result<u64, Superseded>,
+) -> Option<(u64, &'static str)> {
+    let order_id = match (message.get(37).and_then(parse_u64), target) {
+        (Some(order_id), _) => order_id,
+        (None, Ok(id)) => ids.order_id(*id)?,
+        (None, Err(superseded)) => superseded.order_id?,
+    };
+    orders.get(&order_id).map(|order| (order_id, open_status(order.cum_lots)))
+}
+
+/// The checks on the identities of a cancel or replace, after its fields: OrigClOrdID must be
+/// the order's latest ClOrdID, and ClOrdID must not be in use. Returns the engine id to send.
+fn check_identities(
+    request: &CancelRequest<'_>,
+    ids: &ClOrdIds,
+    target: Result<u64, Superseded>,
+) -> Result<u64, Refusal> {
+    let id = match target {
+        Ok(id) => id,
+        Err(superseded) => {
+            let text = format!(
+                "OrigClOrdID {} was replaced: the order's latest ClOrdID is {}",
+                request.orig, superseded.current
+            );
+            return Err(request.reject_saying(RejectReason::InvalidReplace, &text));
+        }
+    };
+    if ids.in_use(request.cl_ord_id) {
+        return Err(request.reject(RejectReason::DuplicateClientOrderId));
+    }
+    Ok(id)
+}
+
+/// Translates an order-entry message into a command for `user_id`. `orders` are the session's
+/// open orders (for the OrderID and OrdStatus of an OrderCancelReject). A message refused here
+/// leaves `ids` as it was.
 pub(crate) fn translate(
     message: &Message<'_>,
     markets: &Markets,
     ids: &mut ClOrdIds,
+    orders: &HashMap<u64, OrderRecord>,
     user_id: UserId,
 ) -> Result<(Command, Option<Pending>), Refusal> {
     match message.msg_type() {
@@ -326,11 +549,15 @@ pub(crate) fn translate(
             let cl_ord_id = id_field(message, 11)?;
             let orig = id_field(message, 41)?;
             let market = market(markets, message, cl_ord_id)?;
+            let target = ids.resolve(orig);
+            let known = known_order(message, ids, orders, &target);
+            let request = CancelRequest { cl_ord_id, orig, response_to: "1", known };
+            let id = check_identities(&request, ids, target)?;
             let order_id = message.get(37).and_then(parse_u64).unwrap_or(0);
             let command = Command::CancelOrder(CancelOrder {
                 user_id,
                 order_id: OrderId::new(order_id),
-                client_order_id: ClientOrderId::new(if order_id == 0 { ids.resolve(orig.as_bytes()) } else { 0 }),
+                client_order_id: ClientOrderId::new(if order_id == 0 { id } else { 0 }),
                 market_id: market.id,
                 reserved: Reserved::ZERO,
             });
@@ -341,35 +568,41 @@ pub(crate) fn translate(
             let orig = id_field(message, 41)?;
             let market = market(markets, message, cl_ord_id)?;
             side(message)?;
+            let target = ids.resolve(orig);
+            let known = known_order(message, ids, orders, &target);
+            let request = CancelRequest { cl_ord_id, orig, response_to: "2", known };
             if required(message, 40)? != b"2" {
-                return Err(cancel_reject(orig, cl_ord_id, "2", RejectReason::InvalidReplace));
+                return Err(request.reject(RejectReason::InvalidReplace));
             }
             let quantity = required(message, 38)?;
             let price = required(message, 44)?;
             let lots = match market.lots(quantity) {
                 Ok(lots) => lots,
                 Err(Conversion::Format) => return Err(bad_format(38)),
-                Err(Conversion::Refused(reason)) => return Err(cancel_reject(orig, cl_ord_id, "2", reason)),
+                Err(Conversion::Refused(reason)) => return Err(request.reject(reason)),
             };
             let ticks = match market.ticks(price) {
                 Ok(ticks) => ticks,
                 Err(Conversion::Format) => return Err(bad_format(44)),
-                Err(Conversion::Refused(reason)) => return Err(cancel_reject(orig, cl_ord_id, "2", reason)),
+                Err(Conversion::Refused(reason)) => return Err(request.reject(reason)),
             };
             if lots == 0 || ticks == 0 {
                 let reason = if lots == 0 { RejectReason::InvalidQuantity } else { RejectReason::InvalidPrice };
-                return Err(cancel_reject(orig, cl_ord_id, "2", reason));
+                return Err(request.reject(reason));
             }
+            let id = check_identities(&request, ids, target)?;
             let order_id = message.get(37).and_then(parse_u64).unwrap_or(0);
             let command = Command::CancelReplace(CancelReplace {
                 user_id,
                 order_id: OrderId::new(order_id),
-                client_order_id: ClientOrderId::new(if order_id == 0 { ids.resolve(orig.as_bytes()) } else { 0 }),
+                client_order_id: ClientOrderId::new(if order_id == 0 { id } else { 0 }),
                 new_price_ticks: Ticks::new(ticks),
                 new_quantity_lots: Lots::new(lots),
                 market_id: market.id,
                 reserved: Reserved::ZERO,
             });
+            // Reserved until the engine answers: no other message may ask for it meanwhile.
+            ids.request(cl_ord_id, id);
             Ok((command, Some(Pending::Replace { cl_ord_id: cl_ord_id.into(), orig: orig.into() })))
         }
         b"q" => {
@@ -417,8 +650,12 @@ fn new_order_single(
         [b'0'..=b'9' | b'A'..=b'Z'] => return Err(rejected_new(message, cl_ord_id, RejectReason::InvalidOrderType)),
         _ => return Err(bad_value(40)),
     };
-    let time_in_force = match message.get(59).unwrap_or(b"0") {
-        b"0" | b"1" => TimeInForce::Gtc,
+    // Absent: good till canceled, the exchange's only resting time in force (see DAY_NOT_SUPPORTED).
+    let time_in_force = match message.get(59).unwrap_or(b"1") {
+        b"0" => {
+            return Err(rejected_new_saying(message, cl_ord_id, RejectReason::InvalidTimeInForce, DAY_NOT_SUPPORTED));
+        }
+        b"1" => TimeInForce::Gtc,
         b"3" => TimeInForce::Ioc,
         b"4" => TimeInForce::Fok,
         [b'0'..=b'9' | b'A'..=b'Z'] => {
@@ -443,7 +680,10 @@ fn new_order_single(
         },
         (OrderType::Market, _) => 0,
     };
-    let client_order_id = ids.insert_new(cl_ord_id);
+    // Last: a NewOrderSingle refused for any reason leaves the ClOrdIDs as they were.
+    let Some(client_order_id) = ids.place(cl_ord_id) else {
+        return Err(rejected_new(message, cl_ord_id, RejectReason::DuplicateClientOrderId));
+    };
     let pending = Pending::New { side, lots, ticks, order_type };
     let command = Command::NewOrder(NewOrder {
         user_id,
@@ -481,16 +721,55 @@ mod tests {
     }
 
     #[test]
-    fn cl_ord_ids_are_bounded_and_renamed() {
+    fn cl_ord_ids_chain_through_replaces_and_are_freed_when_the_order_is_done() {
         let mut ids = ClOrdIds::new(16);
-        let a = ids.insert_new("A");
-        assert_eq!(ids.resolve(b"A"), a);
-        ids.rename(a, "B");
-        assert_eq!(ids.resolve(b"B"), a);
-        assert_eq!(ids.text(ClientOrderId::new(a)), "B");
-        for n in 0..100 {
-            ids.insert_new(&n.to_string());
+        let a = ids.place("A").unwrap();
+        assert_eq!(ids.place("A"), None);
+        ids.accepted(a, 7);
+        ids.request("B", a);
+        assert!(ids.in_use("B"));
+        ids.replaced(a, "B");
+        ids.request("C", a);
+        ids.replaced(a, "C");
+        assert_eq!(ids.resolve("C"), Ok(a));
+        let superseded = Superseded { id: a, order_id: Some(7), current: "C".into() };
+        assert_eq!(ids.resolve("A"), Err(superseded.clone()));
+        assert_eq!(ids.resolve("B"), Err(superseded));
+        assert!(["A", "B", "C"].iter().all(|name| ids.in_use(name)));
+        assert_eq!(ids.text(ClientOrderId::new(a)), "C");
+        assert_eq!(ids.superseded(a), vec![Box::from("A"), Box::from("B")]);
+        // A replace the engine refused frees its ClOrdID only.
+        ids.request("D", a);
+        ids.release("D");
+        assert!(!ids.in_use("D") && ids.in_use("C"));
+        ids.close(a);
+        assert!(["A", "B", "C"].iter().all(|name| !ids.in_use(name)));
+        assert_eq!(ids.text(ClientOrderId::new(a)), "C", "late reports still name it");
+        // A NewOrderSingle the engine refused frees its ClOrdID; an accepted order is kept.
+        let e = ids.place("E").unwrap();
+        ids.rejected_new(e);
+        assert!(!ids.in_use("E"));
+        let f = ids.place("F").unwrap();
+        ids.accepted(f, 8);
+        ids.rejected_new(f);
+        assert!(ids.in_use("F"));
+    }
+
+    #[test]
+    fn cl_ord_ids_are_bounded() {
+        let mut ids = ClOrdIds::new(16);
+        let a = ids.place("R0").unwrap();
+        for n in 1..=SUPERSEDED_CL_ORD_IDS_MAX + 5 {
+            ids.replaced(a, &format!("R{n}"));
         }
-        assert!(ids.text.len() <= 16 && ids.alias.len() <= 16);
+        assert_eq!(ids.superseded(a).len(), SUPERSEDED_CL_ORD_IDS_MAX);
+        assert_eq!(ids.names.len(), SUPERSEDED_CL_ORD_IDS_MAX + 1);
+        // The oldest intermediate ClOrdIDs are forgotten; the original still names the order.
+        assert!(!ids.in_use("R1") && ids.in_use("R0") && ids.in_use("R6"));
+        for n in 0..100 {
+            let id = ids.place(&format!("N{n}")).unwrap();
+            ids.close(id);
+        }
+        assert!(ids.history.len() <= 16 && ids.history_order.len() <= 16 && ids.chains.len() == 1);
     }
 }

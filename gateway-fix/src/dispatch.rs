@@ -22,7 +22,7 @@
 //! batch durable with one `fsync` before sending it, off this thread.
 
 use crate::Shared;
-use crate::app::{MarketInfo, Pending, cxl_rej_reason, ord_rej_reason};
+use crate::app::{MarketInfo, Pending, cxl_rej_reason, open_status, ord_rej_reason};
 use crate::encoder::Body;
 use crate::session::SessionState;
 use crate::store::OrderRecord;
@@ -136,6 +136,7 @@ fn persist(state: &mut SessionState, order_id: OrderId, client_order_id: ClientO
         cum_lots: info.cum,
         notional: info.notional,
         cl_ord_id: state.ids.text(client_order_id).into(),
+        superseded: state.ids.superseded(client_order_id.get()),
     };
     state.store_order(record, open);
 }
@@ -284,6 +285,9 @@ impl Dispatcher {
                         header(&mut body, canceled.order_id, &cl_ord_id, orig.as_deref(), &exec_id, "4", "4");
                         instrument(&mut body, &market, &info);
                         totals(&mut body, &market, &info, 0);
+                        if let Some(text) = canceled.reason.get().ok().and_then(cancel_text) {
+                            body.field(58, text);
+                        }
                         state.send_app(b"8", body);
                     });
                 }
@@ -333,7 +337,7 @@ impl Dispatcher {
                             && let Some(Pending::Replace { cl_ord_id: request, orig: original }) =
                                 state.pending.pop_front()
                         {
-                            state.ids.rename(replaced.client_order_id.get(), &request);
+                            state.ids.replaced(replaced.client_order_id.get(), &request);
                             cl_ord_id = request.into();
                             orig = Some(original);
                         }
@@ -355,27 +359,33 @@ impl Dispatcher {
                 let exec_id = self.exec_id(rejected.sequence);
                 let reason = rejected.reason.get().unwrap_or(RejectReason::MalformedMessage);
                 let market = self.market(rejected.market_id);
-                let known = if rejected.order_id != OrderId::ZERO {
-                    self.orders.get(&rejected.order_id).copied()
+                // The session's own open order the request was about (never another session's).
+                let known_id = if rejected.order_id != OrderId::ZERO {
+                    Some(rejected.order_id)
                 } else {
-                    self.by_client
-                        .get(&(session, rejected.client_order_id.get()))
-                        .and_then(|id| self.orders.get(id))
-                        .copied()
+                    self.by_client.get(&(session, rejected.client_order_id.get())).copied()
                 };
+                let known = known_id
+                    .and_then(|id| self.orders.get(&id).map(|info| (id, *info)))
+                    .filter(|(_, info)| info.session == session);
                 let template = rejected.command_template_id.get();
                 self.with_session(session, |state| {
                     let pending = state.pending.pop_front();
+                    if let Some(Pending::Replace { cl_ord_id, .. }) = &pending {
+                        // Refused: the ClOrdID it asked for is free again.
+                        state.ids.release(cl_ord_id);
+                    }
                     let mut body = Body::new();
                     match (template, pending) {
                         (3 | 2, Some(Pending::Cancel { cl_ord_id, orig } | Pending::Replace { cl_ord_id, orig })) => {
-                            let order_id = if rejected.order_id != OrderId::ZERO {
-                                rejected.order_id.to_string()
-                            } else {
-                                "NONE".into()
+                            // OrderID(37) of a known order; NONE only when it is unknown (FIX).
+                            match known {
+                                Some((order_id, info)) => {
+                                    body.uint(37, order_id.get()).field(39, open_status(info.cum))
+                                }
+                                None => body.field(37, "NONE").field(39, "8"),
                             };
-                            let status = known.map_or("8", |info| if info.cum > 0 { "1" } else { "0" });
-                            body.field(37, order_id).field(11, &*cl_ord_id).field(41, &*orig).field(39, status);
+                            body.field(11, &*cl_ord_id).field(41, &*orig);
                             body.field(434, if template == 2 { "1" } else { "2" });
                             body.uint(102, u64::from(cxl_rej_reason(reason))).field(58, reason.message());
                             state.send_app(b"9", body);
@@ -388,6 +398,9 @@ impl Dispatcher {
                         }
                         (_, pending) => {
                             let cl_ord_id = state.ids.text(rejected.client_order_id);
+                            if matches!(pending, Some(Pending::New { .. })) {
+                                state.ids.rejected_new(rejected.client_order_id.get());
+                            }
                             body.field(37, "NONE")
                                 .field(11, &cl_ord_id)
                                 .field(17, &exec_id)
@@ -445,6 +458,19 @@ impl Dispatcher {
             | Event::SwapExecuted(_)
             | Event::OrderRouted(_) => {}
         }
+    }
+}
+
+/// Text(58) of an ExecutionReport Canceled the owner did not ask for with this order's own
+/// cancel request: why the order left the book.
+fn cancel_text(reason: CancelReason) -> Option<&'static str> {
+    match reason {
+        CancelReason::UserRequested => None,
+        CancelReason::MassCancel => Some("canceled by a mass cancel of the order's owner"),
+        CancelReason::SelfTradePrevention => {
+            Some("canceled by self-trade prevention: it would have traded with another order of the same user")
+        }
+        CancelReason::Administrative => Some("canceled by the exchange (administrative, e.g. a market halt)"),
     }
 }
 

@@ -99,7 +99,8 @@ pub struct GatewayConfig {
     pub resend_max: u64,
     /// Outbound messages queued per connection before it is cut as a slow consumer.
     pub outbound_queue_max: usize,
-    /// ClOrdIDs remembered per session (for reports and OrigClOrdID look-ups).
+    /// ClOrdIDs of orders no longer open remembered per session, to name them in late reports
+    /// (the ClOrdIDs of open orders are kept with the orders).
     pub cl_ord_ids_remembered: usize,
     /// Largest accepted difference between SendingTime(52) and the gateway's clock.
     pub sending_time_tolerance: Duration,

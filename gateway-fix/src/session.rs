@@ -129,7 +129,7 @@ impl SessionState {
         let (files, recovered) = StoreFiles::open(&directory, gateway.resend_window)?;
         let mut ids = ClOrdIds::new(gateway.cl_ord_ids_remembered);
         for order in recovered.orders.values() {
-            ids.rename(order.client_order_id, &order.cl_ord_id);
+            ids.restore(order.client_order_id, order.order_id, &order.cl_ord_id, &order.superseded);
         }
         let kept = recovered.messages.len() + recovered.orders.len();
         Ok(Self {
@@ -182,6 +182,11 @@ impl SessionState {
             }
             true
         });
+        for (id, order) in &before {
+            if !self.orders.contains_key(id) {
+                self.ids.close(order.client_order_id);
+            }
+        }
         if self.orders != before {
             self.compact = true;
             let batch = self.take_batch();
@@ -236,13 +241,16 @@ impl SessionState {
         self.queue(bytes);
     }
 
-    /// Persists the state of an order of this session (`open` false: it is done).
+    /// Persists the state of an order of this session (`open` false: it is done, and its
+    /// ClOrdIDs are free again).
     pub fn store_order(&mut self, order: OrderRecord, open: bool) {
         store::encode_order(&mut self.records, &order, open);
         self.log_records += 1;
         if open {
+            self.ids.accepted(order.client_order_id, order.order_id);
             self.orders.insert(order.order_id, order);
         } else {
+            self.ids.close(order.client_order_id);
             self.orders.remove(&order.order_id);
         }
     }
@@ -1071,7 +1079,7 @@ fn application(shared: &Shared, state: &mut SessionState, message: &Message<'_>)
     }
     state.strikes = 0;
     let user_id = state.config.user_id;
-    match app::translate(message, &shared.markets, &mut state.ids, user_id) {
+    match app::translate(message, &shared.markets, &mut state.ids, &state.orders, user_id) {
         Ok((command, pending)) => {
             let tag = origin::tag(origin::FIX, state.session_id);
             if shared.ingress.push(IngressCommand { origin: tag, command }).is_err() {
@@ -1082,8 +1090,11 @@ fn application(shared: &Shared, state: &mut SessionState, message: &Message<'_>)
             shared.stats.commands.fetch_add(1, Ordering::Relaxed);
             if let Some(pending) = pending {
                 state.pending.push_back(pending);
-                if state.pending.len() > PENDING_MAX {
-                    state.pending.pop_front();
+                if state.pending.len() > PENDING_MAX
+                    && let Some(Pending::Replace { cl_ord_id, .. }) = state.pending.pop_front()
+                {
+                    // Its answer can no longer be matched: do not keep its ClOrdID reserved.
+                    state.ids.release(&cl_ord_id);
                 }
             }
         }
@@ -1097,4 +1108,65 @@ fn application(shared: &Shared, state: &mut SessionState, message: &Message<'_>)
         }
     }
     Flow::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codec::{MarketId, OrderId, OrderType, Side, UserId};
+
+    fn stored_order(order_id: u64, original: &str, current: &str) -> OrderRecord {
+        OrderRecord {
+            order_id,
+            client_order_id: app::engine_id(original.as_bytes()),
+            market_id: 1,
+            side: Side::Ask,
+            order_type: OrderType::Limit,
+            price_ticks: 600_000,
+            quantity_lots: 10,
+            cum_lots: 0,
+            notional: 0,
+            cl_ord_id: current.into(),
+            superseded: if original == current { Vec::new() } else { vec![original.into()] },
+        }
+    }
+
+    #[test]
+    fn stored_chains_are_restored_and_reconciling_frees_those_of_orders_the_engine_no_longer_has() {
+        let dir = std::env::temp_dir().join(format!("gateway-fix-session-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let gateway = GatewayConfig { store_dir: dir.clone(), ..GatewayConfig::default() };
+        let config = SessionConfig {
+            sender_comp_id: "CLIENT".into(),
+            target_comp_id: "EXCH".into(),
+            user_id: UserId::new(1),
+            public_key: [0; 32],
+        };
+        {
+            let (files, _) = StoreFiles::open(&dir.join("CLIENT@EXCH"), 10).unwrap();
+            let mut records = Vec::new();
+            store::encode_order(&mut records, &stored_order(1, "A0", "A1"), true);
+            store::encode_order(&mut records, &stored_order(2, "B0", "B0"), true);
+            files.append_and_sync(&records).unwrap();
+        }
+        let mut state = SessionState::open(config, 1, &gateway, Arc::new(Syncer::default())).unwrap();
+        assert!(["A0", "A1", "B0"].iter().all(|name| state.ids.in_use(name)));
+        assert!(state.ids.resolve("A0").is_err(), "A0 was replaced by A1");
+        // The engine still rests order 1 only (order 2 filled in the crash window).
+        let resting = HashMap::from([(
+            OrderId::new(1),
+            crate::EngineOrder {
+                order_id: OrderId::new(1),
+                user_id: UserId::new(1),
+                market_id: MarketId::new(1),
+                price_ticks: 600_000,
+                quantity_lots: 10,
+                filled_lots: 0,
+            },
+        )]);
+        state.reconcile(&resting).unwrap();
+        assert!(state.ids.in_use("A0") && state.ids.in_use("A1"));
+        assert!(!state.ids.in_use("B0"), "the forgotten order's ClOrdID is free again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

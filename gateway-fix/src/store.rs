@@ -7,8 +7,9 @@
 //!   (little-endian), in the order they were written:
 //!   - kind 0: an administrative message (only its number is kept: it is gap-filled on resend);
 //!   - kind 1: an application message `[msg type][21-byte SendingTime][body]` (resent as it was);
-//!   - kind 2: the state of an order placed through the session (sequence field 0; see
-//!     [`OrderRecord`]); the last record of an order id wins, a closed order's record removes it;
+//!   - kind 2: the state of an order placed through the session, with its current and
+//!     superseded ClOrdIDs (sequence field 0; see [`OrderRecord`]); the last record of an order
+//!     id wins, a closed order's record removes it;
 //!   - kind 3: a base: every outbound number up to `sequence` is used (written first by a
 //!     compaction, whose file then holds only the resend window and the open orders);
 //!   - kind 4: the next expected inbound number (`sequence`), as of the batch it ends.
@@ -79,12 +80,27 @@ pub struct OrderRecord {
     pub notional: u128,
     /// The order's current ClOrdID(11) (after replaces, the latest).
     pub cl_ord_id: Box<str>,
+    /// The ClOrdIDs it carried before, oldest first (still in use while the order is open).
+    pub superseded: Vec<Box<str>>,
 }
 
+/// Longest ClOrdID a record holds (its length is one byte).
+const NAME_BYTES_MAX: usize = u8::MAX as usize;
+/// Most superseded ClOrdIDs a record holds (their count is one byte).
+const SUPERSEDED_MAX: usize = u8::MAX as usize;
+
 impl OrderRecord {
+    /// Payload after the record header: order id, client order id, market, flags (side, type,
+    /// open), price, quantity, cum, notional, `[u8 length][current ClOrdID]`, then (absent in
+    /// records written before chains were kept) `[u8 count]` and per superseded ClOrdID
+    /// `[u8 length][bytes]`.
     fn encode(&self, open: bool, out: &mut Vec<u8>) {
-        let cl_ord_id = &self.cl_ord_id.as_bytes()[..self.cl_ord_id.len().min(255)];
-        let length = 10 + 8 + 8 + 4 + 3 + 8 * 3 + 16 + 1 + cl_ord_id.len();
+        let name = |text: &str| -> Vec<u8> { text.as_bytes()[..text.len().min(NAME_BYTES_MAX)].to_vec() };
+        let cl_ord_id = name(&self.cl_ord_id);
+        let skip = self.superseded.len().saturating_sub(SUPERSEDED_MAX);
+        let superseded: Vec<Vec<u8>> = self.superseded[skip..].iter().map(|text| name(text)).collect();
+        let chain_bytes: usize = 1 + superseded.iter().map(|name| 1 + name.len()).sum::<usize>();
+        let length = 10 + 8 + 8 + 4 + 3 + 8 * 3 + 16 + 1 + cl_ord_id.len() + chain_bytes;
         out.extend_from_slice(&(length as u32).to_le_bytes());
         out.extend_from_slice(&0u64.to_le_bytes());
         out.extend_from_slice(&[KIND_ORDER, 0]);
@@ -99,7 +115,12 @@ impl OrderRecord {
         }
         out.extend_from_slice(&self.notional.to_le_bytes());
         out.push(cl_ord_id.len() as u8);
-        out.extend_from_slice(cl_ord_id);
+        out.extend_from_slice(&cl_ord_id);
+        out.push(superseded.len() as u8);
+        for name in &superseded {
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+        }
     }
 
     /// Decodes the payload of a kind-2 record (after the 10-byte record header): the order and
@@ -113,6 +134,16 @@ impl OrderRecord {
         let notional = u128::from_le_bytes(payload.get(47..63)?.try_into().ok()?);
         let length = usize::from(*payload.get(63)?);
         let cl_ord_id = std::str::from_utf8(payload.get(64..64 + length)?).ok()?;
+        let mut superseded = Vec::new();
+        let mut at = 64 + length;
+        if let Some(&count) = payload.get(at) {
+            at += 1;
+            for _ in 0..count {
+                let length = usize::from(*payload.get(at)?);
+                superseded.push(std::str::from_utf8(payload.get(at + 1..at + 1 + length)?).ok()?.into());
+                at += 1 + length;
+            }
+        }
         let record = Self {
             order_id,
             client_order_id,
@@ -124,6 +155,7 @@ impl OrderRecord {
             cum_lots: u64_at(39)?,
             notional,
             cl_ord_id: cl_ord_id.into(),
+            superseded,
         };
         Some((record, flags[2] == 1))
     }
@@ -349,7 +381,23 @@ mod tests {
             cum_lots: cum,
             notional: u128::from(cum) * 600_000,
             cl_ord_id: format!("C{id}").into(),
+            superseded: (0..id % 3).map(|n| format!("C{id}-{n}").into()).collect(),
         }
+    }
+
+    #[test]
+    fn an_order_record_without_a_chain_still_decodes() {
+        // Records written before chains were kept end right after the current ClOrdID.
+        let mut record = order(9, 1);
+        record.superseded.clear();
+        let mut bytes = Vec::new();
+        record.encode(true, &mut bytes);
+        bytes.pop();
+        assert_eq!(OrderRecord::decode(&bytes[14..]), Some((record.clone(), true)));
+        record.superseded = vec!["A".into(), "BB".into()];
+        let mut bytes = Vec::new();
+        record.encode(false, &mut bytes);
+        assert_eq!(OrderRecord::decode(&bytes[14..]), Some((record, false)));
     }
 
     #[test]

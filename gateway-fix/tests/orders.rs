@@ -231,3 +231,92 @@ fn open_orders_survive_a_gateway_restart() {
     let canceled = maker.expect("8");
     assert_eq!((canceled.at(150), canceled.at(41), canceled.at(14), canceled.at(151)), ("4", "K2", "0.0003", "0"));
 }
+
+#[test]
+fn time_in_force_day_is_rejected_with_a_reason() {
+    let harness = Harness::start(1, |_| {});
+    let mut fix = harness.client(1);
+    fix.send(
+        "D",
+        &[(11, "D1"), (55, "BTC_USDC"), (54, "1"), (38, "0.0001"), (40, "2"), (44, "50000"), (59, "0"), (60, &now())],
+    );
+    let rejected = fix.expect("8");
+    assert_eq!((rejected.at(150), rejected.at(39), rejected.at(11), rejected.at(103)), ("8", "8", "D1", "11"));
+    assert!(rejected.at(58).contains("Day"), "{rejected:?}");
+    // Without TimeInForce the order is good till canceled.
+    fix.limit("D2", "1", "50000", "0.0001");
+    assert_eq!(fix.expect("8").at(150), "0");
+    // Explicit GTC too.
+    fix.send(
+        "D",
+        &[(11, "D3"), (55, "BTC_USDC"), (54, "1"), (38, "0.0001"), (40, "2"), (44, "50000"), (59, "1"), (60, &now())],
+    );
+    assert_eq!(fix.expect("8").at(150), "0");
+}
+
+#[test]
+fn a_self_trade_prevention_cancel_says_why() {
+    let harness = Harness::start(1, |_| {});
+    let mut fix = harness.client(1);
+    fix.limit("S1", "2", "60000", "0.0001");
+    assert_eq!(fix.expect("8").at(150), "0");
+    // The taker is accepted, then canceled by self-trade prevention (the engine's default for
+    // FIX orders: cancel the taker), with a Text saying so.
+    fix.limit("S2", "1", "60000", "0.0001");
+    assert_eq!(fix.expect("8").at(150), "0");
+    let report = fix.expect("8");
+    assert_eq!((report.at(150), report.at(39), report.at(11), report.at(151)), ("4", "4", "S2", "0"), "{report:?}");
+    assert!(report.at(58).contains("self-trade"), "{report:?}");
+    // A fill-or-kill only the user's own order could fill is rejected outright.
+    fix.send(
+        "D",
+        &[(11, "S4"), (55, "BTC_USDC"), (54, "1"), (38, "0.0001"), (40, "2"), (44, "60000"), (59, "4"), (60, &now())],
+    );
+    let rejected = fix.expect("8");
+    assert_eq!(
+        (rejected.at(150), rejected.at(103), rejected.at(58)),
+        ("8", "99", "order would trade against your own order")
+    );
+    // The resting order is untouched.
+    fix.send("F", &[(11, "S3"), (41, "S1"), (55, "BTC_USDC"), (54, "2"), (60, &now())]);
+    let canceled = fix.expect("8");
+    assert_eq!((canceled.at(150), canceled.at(41)), ("4", "S1"));
+    assert_eq!(canceled.get(58), None, "a cancel asked for needs no explanation: {canceled:?}");
+}
+
+/// What docs/fix.md's table says for orders that cannot trade at all.
+#[test]
+fn a_market_order_without_liquidity_and_an_unfillable_fok_are_rejected() {
+    let harness = Harness::start(2, |_| {});
+    let mut taker = harness.client(2);
+    // Nothing on the book: a market order is rejected, not accepted then expired.
+    taker.send("D", &[(11, "MK1"), (55, "BTC_USDC"), (54, "1"), (38, "0.0001"), (40, "1"), (60, &now())]);
+    let rejected = taker.expect("8");
+    assert_eq!((rejected.at(150), rejected.at(39), rejected.at(103)), ("8", "8", "99"), "{rejected:?}");
+    assert_eq!((rejected.at(58), rejected.at(14), rejected.at(151)), ("no liquidity for a market order", "0", "0"));
+    // A fill-or-kill that the book cannot fill completely: rejected, nothing trades.
+    let mut maker = harness.client(1);
+    maker.limit("M1", "2", "60000", "0.0001");
+    maker.expect("8");
+    taker.send(
+        "D",
+        &[(11, "FK1"), (55, "BTC_USDC"), (54, "1"), (38, "0.0002"), (40, "2"), (44, "60000"), (59, "4"), (60, &now())],
+    );
+    let rejected = taker.expect("8");
+    assert_eq!((rejected.at(150), rejected.at(39), rejected.at(103)), ("8", "8", "11"), "{rejected:?}");
+    assert_eq!(rejected.at(58), "fill-or-kill order cannot be filled completely");
+    // An IOC limit order that crosses nothing: accepted, then expired.
+    taker.send(
+        "D",
+        &[(11, "IOC1"), (55, "BTC_USDC"), (54, "1"), (38, "0.0001"), (40, "2"), (44, "59000"), (59, "3"), (60, &now())],
+    );
+    assert_eq!(taker.expect("8").at(150), "0");
+    let expired = taker.expect("8");
+    assert_eq!((expired.at(150), expired.at(39), expired.at(14), expired.at(151)), ("C", "C", "0", "0"));
+    // A market order that exhausts the book: filled in part, the rest expired.
+    taker.send("D", &[(11, "MK2"), (55, "BTC_USDC"), (54, "1"), (38, "0.0003"), (40, "1"), (60, &now())]);
+    assert_eq!(taker.expect("8").at(150), "0");
+    assert_eq!(taker.expect("8").at(150), "F");
+    let expired = taker.expect("8");
+    assert_eq!((expired.at(150), expired.at(39), expired.at(14), expired.at(151)), ("C", "C", "0.0001", "0"));
+}

@@ -189,7 +189,9 @@ fn the_user_is_always_the_sessions() {
     two.send("F", &[(11, "Y1"), (41, "X1"), (55, "BTC_USDC"), (54, "1"), (60, &now())]);
     assert_eq!(two.expect("9").at(102), "1");
     two.send("F", &[(11, "Y2"), (41, "X1"), (37, new.at(37)), (55, "BTC_USDC"), (54, "1"), (60, &now())]);
-    assert_eq!(two.expect("9").at(434), "1");
+    // Another user's order is unknown to this session: no OrderID, no status of it.
+    let reject = two.expect("9");
+    assert_eq!((reject.at(434), reject.at(37), reject.at(39), reject.at(102)), ("1", "NONE", "8", "1"), "{reject:?}");
     // Its owner can.
     one.send("F", &[(11, "X2"), (41, "X1"), (55, "BTC_USDC"), (54, "1"), (60, &now())]);
     assert_eq!(one.expect("8").at(150), "4");

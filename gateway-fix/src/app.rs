@@ -524,6 +524,7 @@ fn check_identities(
                 "OrigClOrdID {} was replaced: the order's latest ClOrdID is {}",
                 request.orig, superseded.current
             );
+            // CxlRejReason 99 (other): FIX has no code for a superseded OrigClOrdID.
             return Err(request.reject_saying(RejectReason::InvalidReplace, &text));
         }
     };

@@ -94,6 +94,18 @@ pub struct HttpSection {
     /// Most simultaneous HTTP connections; one more is answered `503` and closed.
     #[serde(default = "http_defaults::connections_max")]
     pub connections_max: usize,
+    /// Most simultaneous HTTP connections from one client IP address (0: only
+    /// `connections_max`); one more is answered `429` and closed.
+    #[serde(default = "http_defaults::connections_per_ip_max")]
+    pub connections_per_ip_max: usize,
+    /// A connection must deliver each complete request head within this many milliseconds of
+    /// its start or its previous response, else it is closed (0: no limit).
+    #[serde(default = "http_defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A connection on which no byte moves either way for this many milliseconds is closed
+    /// (0: no limit). Keep it above `websocket.ping_interval_ms`.
+    #[serde(default = "http_defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 impl HttpSection {
@@ -106,6 +118,9 @@ impl HttpSection {
             key_requests_per_second: self.key_requests_per_second,
             key_burst: self.key_burst,
             connections_max: self.connections_max,
+            connections_per_ip_max: self.connections_per_ip_max,
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms),
         }
     }
 }
@@ -132,6 +147,15 @@ mod http_defaults {
     }
     pub(super) fn connections_max() -> usize {
         HttpLimits::default().connections_max
+    }
+    pub(super) fn connections_per_ip_max() -> usize {
+        HttpLimits::default().connections_per_ip_max
+    }
+    pub(super) fn header_read_timeout_ms() -> u64 {
+        HttpLimits::default().header_read_timeout.as_millis() as u64
+    }
+    pub(super) fn idle_timeout_ms() -> u64 {
+        HttpLimits::default().idle_timeout.as_millis() as u64
     }
 }
 

@@ -509,7 +509,7 @@ fn serve(
         tracing::info!("admin API off (no admin token)");
     }
     let router = gateway_json::limits::with_limits(router, &limits, ip_limiter);
-    let listener = gateway_json::limits::LimitedListener::new(listener, limits.connections_max);
+    let listener = gateway_json::limits::LimitedListener::new(listener, &limits);
     let http_stop = stop.clone();
     http_runtime.spawn(async move {
         let shutdown = async move {
@@ -517,11 +517,9 @@ fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        // Connection info gives handlers and limits the client's address (per-IP limits).
-        let service = router.into_make_service_with_connect_info::<gateway_json::limits::PeerAddr>();
-        if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
-            tracing::error!(%error, "HTTP server failed");
-        }
+        // Handlers and limits see the client's address (per-IP limits); connections get the
+        // header-read and idle timeouts.
+        gateway_json::limits::serve(listener, router, shutdown).await;
     });
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;

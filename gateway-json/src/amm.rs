@@ -234,7 +234,7 @@ fn signed_body(
     body: &[u8],
     instruction: &str,
 ) -> Result<(UserId, SignedParams), ApiError> {
-    let params = auth::body_params(body)?;
+    let params = auth::signed_body_params(headers, body)?;
     let user = state.private.authenticate(headers, instruction, &params)?;
     Ok((user, params))
 }

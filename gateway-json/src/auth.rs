@@ -60,6 +60,25 @@ pub fn body_params(body: &[u8]) -> Result<SignedParams, ApiError> {
     Ok(params)
 }
 
+/// [`body_params`] of a request to a signed endpoint, authentication first: a body that does
+/// not parse is `401` when the request carries no credentials at all (no `X-Signature` or
+/// `X-API-Key`, no session token), as it would be with a valid body, so an unauthenticated
+/// caller learns nothing about how the body is checked. With credentials it is `400` (the
+/// signature covers the parameters, so it cannot be checked without them).
+///
+/// # Errors
+/// `401 UNAUTHORIZED` as above; `400 INVALID_CLIENT_REQUEST` as [`body_params`].
+pub fn signed_body_params(headers: &HeaderMap, body: &[u8]) -> Result<SignedParams, ApiError> {
+    body_params(body).map_err(|error| unless_credentials(headers, error))
+}
+
+/// `error` (a body that does not parse) when the request carries credentials; else the `401`
+/// that a request without them gets whatever its body (see [`signed_body_params`]).
+pub fn unless_credentials(headers: &HeaderMap, error: ApiError) -> ApiError {
+    let signed = headers.contains_key("x-signature") || headers.contains_key("x-api-key");
+    if signed || crate::sessions::bearer(headers).is_some() { error } else { unauthorized("Missing header x-api-key") }
+}
+
 /// Parses a query string into its signed parameters (URL-decoded; a repeated key keeps its
 /// first value).
 ///

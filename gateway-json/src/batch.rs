@@ -56,20 +56,31 @@ fn batch_params(body: &[u8]) -> Result<Vec<SignedParams>, ApiError> {
         .collect()
 }
 
+/// A refused order's result: Backpack's error document, tagged `operation: "Err"`.
 fn failure(error: ApiError) -> Value {
-    json!({ "code": error.code, "message": error.message, "operation": "Execute" })
+    json!({ "code": error.code, "message": error.message, "operation": "Err" })
+}
+
+/// An executed order's result: the Order object, tagged `operation: "Ok"` as Backpack's batch
+/// results are (clients tell the two kinds apart by the tag).
+fn success(mut order: Value) -> Value {
+    if let Some(fields) = order.as_object_mut() {
+        fields.insert("operation".into(), json!("Ok"));
+    }
+    order
 }
 
 /// `POST /api/v1/orders`: every order is validated, then the valid ones are put on the ingress
 /// ring in the batch's order (so the engine executes them in that order) and each result is
-/// an Order or `{code, message, operation}`, in the batch's order.
+/// an Order tagged `operation: "Ok"` or `{code, message, operation: "Err"}`, in the batch's order.
 #[utoipa::path(
     post,
     path = "/api/v1/orders",
     tag = "Order",
     description = "Batch order execution (instruction `orderExecute` once per order in the signed string). \
-                   At most 50 orders; each result is an Order or `{code, message, operation}`, in order.",
-    request_body(content = Vec<crate::openapi::ExecuteOrderRequest>, content_type = "application/json"),
+                   At most 50 orders; each result is an Order with `operation: \"Ok\"` or \
+                   `{code, message, operation: \"Err\"}`, in order.",
+    request_body(content = crate::openapi::ExecuteOrdersRequest, content_type = "application/json"),
     params(crate::openapi::SignatureHeaders),
     responses(
         (status = 200, description = "One result per order, in order", body = Vec<crate::openapi::BatchResult>),
@@ -78,7 +89,7 @@ fn failure(error: ApiError) -> Value {
     )
 )]
 pub(crate) async fn orders_execute(State(state): State<PrivateState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let orders = batch_params(&body)?;
+    let orders = batch_params(&body).map_err(|error| auth::unless_credentials(&headers, error))?;
     // `verify` signs `instruction=<instruction>` followed by the parameters; the whole batch
     // prefix minus its leading `instruction=` is passed as the instruction, with no parameters.
     let prefix = batch_signing_prefix(&orders);
@@ -112,7 +123,7 @@ pub(crate) async fn orders_execute(State(state): State<PrivateState>, headers: H
     let deadline = tokio::time::Instant::now() + state.timeout;
     for (index, id, receiver) in pending {
         let result = match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(events)) => placed_order(&state, user, &events).unwrap_or_else(failure),
+            Ok(Ok(events)) => placed_order(&state, user, &events).map_or_else(failure, success),
             _ => {
                 state.dispatch.forget(id);
                 failure(ApiError {
@@ -143,7 +154,7 @@ pub(crate) async fn orders_execute(State(state): State<PrivateState>, headers: H
     )
 )]
 pub(crate) async fn orders_cancel_all(State(state): State<PrivateState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let params = auth::body_params(&body)?;
+    let params = auth::signed_body_params(&headers, &body)?;
     let user = state.authenticate(&headers, "orderCancelAll", &params)?;
     state.fresh_views()?;
     let index = state.market(&params)?;

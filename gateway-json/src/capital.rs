@@ -120,21 +120,17 @@ pub(crate) async fn deposits(
     let user = state.authenticate(&headers, "depositQueryAll", &params)?;
     state.fresh_views()?;
     let page = Page::parse(&params)?;
-    let records = match &state.history_source {
+    let (records, total) = match &state.history_source {
         // The store pages itself.
-        Some(store) => store.deposits(user, page.query(None, None)).await.map_err(|e| store_unavailable(&e))?,
-        None => page.apply(
-            state
-                .dispatch
-                .views
-                .history()
-                .deposits(user)
-                .into_iter()
-                .filter(|d| page.contains(d.timestamp_ns))
-                .collect(),
-        ),
+        Some(store) => (store.deposits(user, page.query(None, None)).await.map_err(|e| store_unavailable(&e))?, None),
+        None => {
+            let deposits = state.dispatch.views.history().deposits(user);
+            let (records, total) =
+                page.apply_counted(deposits.into_iter().filter(|d| page.contains(d.timestamp_ns)).collect());
+            (records, Some(total))
+        }
     };
-    ok(Value::Array(records.iter().map(|d| deposit_json(&state, d)).collect()))
+    page.respond(total, records.iter().map(|d| deposit_json(&state, d)).collect())
 }
 
 /// `GET /wapi/v1/capital/withdrawals` (`withdrawalQueryAll`).
@@ -166,17 +162,21 @@ pub(crate) async fn withdrawals(
     state.fresh_views()?;
     let page = Page::parse(&params)?;
     let history = state.dispatch.views.history();
-    let records = match &state.history_source {
+    let (records, total) = match &state.history_source {
         // The store pages itself; the request details are in memory only.
         Some(store) => {
             let mut records =
                 store.withdrawals(user, page.query(None, None)).await.map_err(|e| store_unavailable(&e))?;
             history.attach_withdrawal_details(user, &mut records);
-            records
+            (records, None)
         }
-        None => page.apply(history.withdrawals(user).into_iter().filter(|w| page.contains(w.timestamp_ns)).collect()),
+        None => {
+            let withdrawals = history.withdrawals(user).into_iter().filter(|w| page.contains(w.timestamp_ns));
+            let (records, total) = page.apply_counted(withdrawals.collect());
+            (records, Some(total))
+        }
     };
-    ok(Value::Array(records.iter().map(|w| withdrawal_json(&state, w)).collect()))
+    page.respond(total, records.iter().map(|w| withdrawal_json(&state, w)).collect())
 }
 
 fn text_param<'a>(params: &'a SignedParams, name: &str) -> Result<&'a str, ApiError> {
@@ -206,7 +206,7 @@ fn text_param<'a>(params: &'a SignedParams, name: &str) -> Result<&'a str, ApiEr
     )
 )]
 pub(crate) async fn withdraw(State(state): State<PrivateState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let params = auth::body_params(&body)?;
+    let params = auth::signed_body_params(&headers, &body)?;
     let user = state.authenticate(&headers, "withdraw", &params)?;
     let symbol = params.get("symbol").ok_or_else(|| ApiError::bad_request("Missing required parameter: symbol"))?;
     let (index, asset) = state

@@ -12,7 +12,7 @@
 use crate::accounts::OpenOrder;
 use crate::auth::{self, SignedParams};
 use crate::private::PrivateState;
-use crate::{ApiError, ApiResult, ok};
+use crate::{ApiError, ApiResult};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use codec::{AssetId, ClientOrderId, MarketId, OrderId, Side, UserId};
@@ -382,14 +382,46 @@ impl Page {
         (self.from_ns..=self.to_ns).contains(&timestamp_ns)
     }
 
-    /// The requested page of `records` (newest first), in the requested direction.
-    pub(crate) fn apply<T>(&self, mut records: Vec<T>) -> Vec<T> {
+    /// The requested page of `records` (newest first), in the requested direction, and how many
+    /// records matched in all (for the pagination headers).
+    pub(crate) fn apply_counted<T>(&self, mut records: Vec<T>) -> (Vec<T>, usize) {
+        let total = records.len();
         if self.ascending {
             records.reverse();
         }
-        records.into_iter().skip(self.offset).take(self.limit).collect()
+        (records.into_iter().skip(self.offset).take(self.limit).collect(), total)
+    }
+
+    /// The JSON array `items` with Backpack's pagination headers: `X-PAGE-SIZE` (the limit),
+    /// `X-CURRENT-PAGE` (1-based, the page the offset falls in) and, when the number of matching
+    /// records is known (`total`; the in-memory history knows it, a store that pages itself does
+    /// not say), `X-TOTAL` and `X-PAGE-COUNT`.
+    pub(crate) fn respond(&self, total: Option<usize>, items: Vec<Value>) -> ApiResult {
+        use axum::response::IntoResponse;
+        let mut response = axum::Json(Value::Array(items)).into_response();
+        let headers = response.headers_mut();
+        let value = |n: usize| axum::http::HeaderValue::from(n as u64);
+        headers.insert(HEADER_PAGE_SIZE, value(self.limit));
+        headers.insert(HEADER_CURRENT_PAGE, value(self.offset / self.limit.max(1) + 1));
+        if let Some(total) = total {
+            headers.insert(HEADER_TOTAL, value(total));
+            headers.insert(HEADER_PAGE_COUNT, value(total.div_ceil(self.limit.max(1))));
+        }
+        Ok(response)
     }
 }
+
+/// Backpack's pagination header: records matching the query in all.
+pub const HEADER_TOTAL: &str = "x-total";
+/// Backpack's pagination header: pages of `limit` records the matches make.
+pub const HEADER_PAGE_COUNT: &str = "x-page-count";
+/// Backpack's pagination header: the 1-based page this answer is.
+pub const HEADER_CURRENT_PAGE: &str = "x-current-page";
+/// Backpack's pagination header: the page size (`limit`).
+pub const HEADER_PAGE_SIZE: &str = "x-page-size";
+
+/// Backpack's market types (`marketType`); every market here is `SPOT`.
+const MARKET_TYPES: &[&str] = &["SPOT", "PERP", "IPERP", "DATED", "PREDICTION", "RFQ"];
 
 /// `YYYY-MM-DDTHH:MM:SS.mmm` (UTC, no zone), Backpack's date-time format.
 pub(crate) fn datetime(timestamp_ns: u64) -> String {
@@ -410,9 +442,21 @@ fn market_filter(state: &PrivateState, params: &SignedParams) -> Result<Option<M
     }
 }
 
-/// Whether a `marketType` / `market_type` filter admits spot markets.
-fn spot_wanted(params: &SignedParams) -> bool {
-    either(params, "marketType", "market_type").is_none_or(|t| t.eq_ignore_ascii_case("SPOT"))
+/// Whether a `marketType` / `market_type` filter admits spot markets (the only kind here).
+///
+/// # Errors
+/// `400` for a value that is not one of Backpack's market types.
+fn spot_wanted(params: &SignedParams) -> Result<bool, ApiError> {
+    match either(params, "marketType", "market_type") {
+        None => Ok(true),
+        Some(kind) if MARKET_TYPES.iter().any(|known| kind.eq_ignore_ascii_case(known)) => {
+            Ok(kind.eq_ignore_ascii_case("SPOT"))
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Invalid marketType: {other} (expected one of {})",
+            MARKET_TYPES.join(", ")
+        ))),
+    }
 }
 
 fn side_name(side: Side) -> &'static str {
@@ -464,21 +508,24 @@ pub(crate) async fn fill_history(
         ) => false,
         Some(other) => return Err(ApiError::bad_request(format!("Invalid fillType: {other}"))),
     };
-    if !user_fills || !spot_wanted(&params) {
-        return ok(json!([]));
+    if !spot_wanted(&params)? || !user_fills {
+        return page.respond(Some(0), Vec::new());
     }
-    let fills = match &state.history_source {
+    let (fills, total) = match &state.history_source {
         // The store pages itself.
         Some(store) => {
             let fills = store.fills(user, page.query(market, order)).await.map_err(|e| store_unavailable(&e))?;
             known_markets(&state, fills.iter().map(|f| f.market_id))?;
-            fills
+            (fills, None)
         }
-        None => page.apply(state.dispatch.views.history().fills(user, |fill| {
-            market.is_none_or(|m| fill.market_id == m)
-                && order.is_none_or(|o| fill.order_id == o)
-                && page.contains(fill.timestamp_ns)
-        })),
+        None => {
+            let (fills, total) = page.apply_counted(state.dispatch.views.history().fills(user, |fill| {
+                market.is_none_or(|m| fill.market_id == m)
+                    && order.is_none_or(|o| fill.order_id == o)
+                    && page.contains(fill.timestamp_ns)
+            }));
+            (fills, Some(total))
+        }
     };
     let out = fills
         .iter()
@@ -502,7 +549,7 @@ pub(crate) async fn fill_history(
             })
         })
         .collect();
-    ok(Value::Array(out))
+    page.respond(total, out)
 }
 
 /// `GET /wapi/v1/history/orders` (`orderHistoryQueryAll`).
@@ -532,8 +579,8 @@ pub(crate) async fn order_history(
     let page = Page::parse(&params)?;
     let market = market_filter(&state, &params)?;
     let order = order_filter(&params)?;
-    if !spot_wanted(&params) {
-        return ok(json!([]));
+    if !spot_wanted(&params)? {
+        return page.respond(Some(0), Vec::new());
     }
     let wanted = |o: &OpenOrder| {
         market.is_none_or(|m| o.market_id == m)
@@ -544,7 +591,7 @@ pub(crate) async fn order_history(
         let orders = store.orders(user, page.query(market, order)).await.map_err(|e| store_unavailable(&e))?;
         known_markets(&state, orders.iter().map(|o| o.order.market_id))?;
         let out = orders.iter().map(|stored| order_history_json(&state, &stored.order, stored.status)).collect();
-        return ok(Value::Array(out));
+        return page.respond(None, out);
     }
     let views = &state.dispatch.views;
     let mut orders: Vec<(OpenOrder, &'static str)> = views
@@ -558,8 +605,9 @@ pub(crate) async fn order_history(
     );
     // Newest first: order ids grow with time.
     orders.sort_by_key(|(order, _)| std::cmp::Reverse(order.order_id));
-    let out = page.apply(orders).iter().map(|(order, status)| order_history_json(&state, order, status)).collect();
-    ok(Value::Array(out))
+    let (orders, total) = page.apply_counted(orders);
+    let out = orders.iter().map(|(order, status)| order_history_json(&state, order, status)).collect();
+    page.respond(Some(total), out)
 }
 
 /// One entry of the order history.

@@ -6,7 +6,8 @@
 //! `GET /api/v1/markets`, `/api/v1/market?symbol=`, `/api/v1/ticker?symbol=[&interval=1d|1w]`,
 //! `/api/v1/tickers[?interval=]`, `/api/v1/depth?symbol=[&limit=]`,
 //! `/api/v1/trades?symbol=[&limit=]`, `/api/v1/trades/history?symbol=[&limit=&offset=]`,
-//! `/api/v1/klines?symbol=&interval=&startTime=[&endTime=]`, `/api/v1/status`, `/api/v1/time`.
+//! `/api/v1/klines?symbol=&interval=&startTime=[&endTime=]`, `/api/v1/assets`, `/api/v1/status`,
+//! `/api/v1/time`.
 //!
 //! Conventions (Backpack's):
 //! - Prices, quantities and volumes are decimal strings with the market's precision (see
@@ -264,6 +265,7 @@ pub fn public_router_with_trade_source(
     let created_at = marketdata::interval::format_datetime(view.now_ns() / 1_000_000_000, 'T');
     let api = Arc::new(Api { view, trade_source, config, formats, symbols, created_at });
     Router::new()
+        .route("/api/v1/assets", get(assets))
         .route("/api/v1/markets", get(markets))
         .route("/api/v1/market", get(market))
         .route("/api/v1/ticker", get(ticker))
@@ -280,6 +282,49 @@ pub fn public_router_with_trade_source(
 
 pub(crate) fn ok(value: Value) -> ApiResult {
     Ok(axum::Json(value).into_response())
+}
+
+/// The one network every asset has here: Backpack's `Internal` (there is no blockchain behind
+/// this exchange; deposits are operator credits, withdrawals ledger debits).
+const ASSET_NETWORK: &str = "Internal";
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/assets",
+    tag = "Markets",
+    description = "Every configured asset with its one token (network `Internal`: there is no blockchain behind \
+                   this exchange). Deposits are operator credits (`depositEnabled` false); withdrawals debit the \
+                   ledger (`withdrawEnabled` true), from one minor unit up to the largest amount a withdrawal \
+                   carries, without a fee.",
+    responses((status = 200, description = "Assets", body = Vec<crate::openapi::Asset>))
+)]
+async fn assets(State(api): State<Arc<Api>>) -> ApiResult {
+    let list = api
+        .config
+        .assets
+        .iter()
+        .map(|asset| {
+            let amount = |minor_units: u64| marketdata::format::format_trimmed(u128::from(minor_units), asset.decimals);
+            json!({
+                "symbol": asset.symbol,
+                "displayName": asset.symbol,
+                "coingeckoId": null,
+                "tokens": [{
+                    "blockchain": ASSET_NETWORK,
+                    "displayName": asset.symbol,
+                    "contractAddress": "",
+                    "depositEnabled": false,
+                    "minimumDeposit": "0",
+                    "withdrawEnabled": true,
+                    // A withdrawal is a whole number of minor units, carried as a u64.
+                    "minimumWithdrawal": amount(1),
+                    "maximumWithdrawal": amount(u64::MAX),
+                    "withdrawalFee": "0",
+                }],
+            })
+        })
+        .collect();
+    ok(Value::Array(list))
 }
 
 #[utoipa::path(
@@ -541,7 +586,7 @@ async fn status(State(api): State<Arc<Api>>) -> ApiResult {
 }
 
 #[utoipa::path(get, path = "/api/v1/time", tag = "System", description = "Server time, ms since the epoch.",
-    responses((status = 200, description = "ms since the epoch", body = u64)))]
+    responses((status = 200, description = "ms since the epoch (a JSON number)", body = u64, content_type = "application/json")))]
 async fn time(State(api): State<Arc<Api>>) -> ApiResult {
     ok(json!(api.view.now_ns() / 1_000_000))
 }

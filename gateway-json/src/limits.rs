@@ -10,7 +10,13 @@
 //!   ([`KeyRateLimiter::check`], called by the private handlers), so nobody can spend another
 //!   user's budget by sending their public key.
 //! - Connections: [`LimitedListener`] holds one permit per open connection; a connection beyond
-//!   the limit is answered `503` and closed.
+//!   the limit is answered `503` and closed. It also counts open connections per peer IP: one
+//!   beyond `connections_per_ip_max` is answered `429` and closed, so one address cannot take
+//!   every place of the global limit and lock everyone else out.
+//! - Time: [`serve`] closes a connection that does not deliver a complete request head within
+//!   `header_read_timeout` (counted from the connection's start or its previous response, so it
+//!   also bounds idle keep-alive), and one on which no byte moves either way for `idle_timeout`
+//!   (a stalled body, a client that stops reading its response, a silent upgraded connection).
 //!
 //! Rates are token buckets ([`engine::throttle::TokenBucket`]). The bucket tables are bounded:
 //! buckets idle long enough to be full again are dropped when a table reaches
@@ -23,7 +29,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use engine::throttle::TokenBucket;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -34,6 +43,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
 
 /// Most entries of a bucket table before idle ones are dropped.
 pub const BUCKETS_MAX: usize = 100_000;
@@ -53,6 +63,14 @@ pub struct HttpLimits {
     pub key_burst: u32,
     /// Most simultaneous connections.
     pub connections_max: usize,
+    /// Most simultaneous connections from one peer IP address (0: only the global limit).
+    pub connections_per_ip_max: usize,
+    /// Longest wait for a complete request head, from the connection's start or the end of its
+    /// previous response (zero: no limit).
+    pub header_read_timeout: Duration,
+    /// Longest time a connection may go without a byte read or written (zero: no limit). Must
+    /// exceed the WebSocket ping interval, or quiet WebSocket connections are closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -65,6 +83,12 @@ impl Default for HttpLimits {
             key_requests_per_second: 1_000,
             key_burst: 2_000,
             connections_max: 1_024,
+            // Above the WebSocket API's 50 per IP, so a page with its streams and REST calls
+            // fits; far below the global limit, so 16 addresses are needed to fill it.
+            connections_per_ip_max: 64,
+            header_read_timeout: Duration::from_secs(10),
+            // Above the WebSocket ping interval (60 s), whose pings keep quiet streams alive.
+            idle_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -237,29 +261,109 @@ pub fn with_limits(router: Router, limits: &HttpLimits, ip_limiter: Arc<IpRateLi
         .layer(middleware::from_fn_with_state(ip_limiter, limit_ip))
 }
 
-/// A TCP listener that keeps at most `connections_max` connections open: one beyond is
-/// answered `503 SERVICE_UNAVAILABLE` (`{code, message}`) and closed. Sets `TCP_NODELAY`.
+/// A TCP listener that keeps at most `connections_max` connections open, and at most
+/// `connections_per_ip_max` from one peer IP: one beyond the global limit is answered
+/// `503 SERVICE_UNAVAILABLE`, one beyond its address's limit `429 TOO_MANY_REQUESTS` (both
+/// `{code, message}`), and closed. Its connections close after `idle_timeout` without traffic.
+/// Sets `TCP_NODELAY`.
 #[derive(Debug)]
 pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
-    /// Connections refused because the limit was reached.
+    peers: Arc<PeerConnections>,
+    idle_timeout: Option<Duration>,
+    header_read_timeout: Option<Duration>,
+    /// Connections refused because the global limit was reached.
     pub refused: Arc<AtomicU64>,
+    /// Connections refused because their address had its share open already.
+    pub refused_per_ip: Arc<AtomicU64>,
 }
 
 impl LimitedListener {
-    /// Wraps `inner`.
-    pub fn new(inner: TcpListener, connections_max: usize) -> Self {
+    /// Wraps `inner` with the connection limits and timeouts of `limits`.
+    pub fn new(inner: TcpListener, limits: &HttpLimits) -> Self {
+        let nonzero = |timeout: Duration| (!timeout.is_zero()).then_some(timeout);
         Self {
             inner,
-            permits: Arc::new(Semaphore::new(connections_max.clamp(1, Semaphore::MAX_PERMITS))),
+            permits: Arc::new(Semaphore::new(limits.connections_max.clamp(1, Semaphore::MAX_PERMITS))),
+            peers: Arc::new(PeerConnections {
+                open: Mutex::new(HashMap::new()),
+                per_ip_max: match limits.connections_per_ip_max {
+                    0 => usize::MAX,
+                    max => max,
+                },
+            }),
+            idle_timeout: nonzero(limits.idle_timeout),
+            header_read_timeout: nonzero(limits.header_read_timeout),
             refused: Arc::new(AtomicU64::new(0)),
+            refused_per_ip: Arc::new(AtomicU64::new(0)),
         }
     }
 }
 
+/// Open connections per peer IP. An address is in the table only while it has a connection
+/// open, so the table never holds more entries than the global connection limit.
+#[derive(Debug)]
+struct PeerConnections {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    per_ip_max: usize,
+}
+
+impl PeerConnections {
+    /// Counts one more connection from `ip`, unless it has its share open already.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.per_ip_max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot { peers: self.clone(), ip })
+    }
+}
+
+/// One connection's place in [`PeerConnections`]; dropping it frees the place.
+#[derive(Debug)]
+struct PeerSlot {
+    peers: Arc<PeerConnections>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.peers.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The answer to a connection beyond the global limit.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n\
 Content-Length: 71\r\n\r\n{\"code\":\"SERVICE_UNAVAILABLE\",\"message\":\"Too many connections, retry\"}\n";
+
+/// The answer to a connection beyond its address's limit.
+const REFUSED_PER_IP: &[u8] =
+    b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\n\
+Retry-After: 1\r\nContent-Length: 80\r\n\r\n\
+{\"code\":\"TOO_MANY_REQUESTS\",\"message\":\"Too many connections from this address\"}\n";
+
+/// Longest time spent writing a refusal before the connection is dropped anyway.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Writes `answer` to a refused connection and closes it, without holding up the accept loop.
+fn refuse(mut stream: TcpStream, answer: &'static [u8]) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+            let _ = stream.write_all(answer).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    });
+}
 
 impl axum::serve::Listener for LimitedListener {
     type Io = LimitedStream;
@@ -267,21 +371,27 @@ impl axum::serve::Listener for LimitedListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let (mut stream, address) = axum::serve::Listener::accept(&mut self.inner).await;
+            let (stream, address) = axum::serve::Listener::accept(&mut self.inner).await;
+            // The address's share first: a refused flood from one address must not take
+            // global permits, even for a moment.
+            let Some(peer) = self.peers.admit(address.ip()) else {
+                self.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+                refuse(stream, REFUSED_PER_IP);
+                continue;
+            };
             match self.permits.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let _ = stream.set_nodelay(true);
-                    return (LimitedStream { stream, _permit: permit }, address);
+                    let idle = self.idle_timeout.map(|timeout| IdleTimer {
+                        timeout,
+                        last_activity: tokio::time::Instant::now(),
+                        sleep: Box::pin(tokio::time::sleep(timeout)),
+                    });
+                    return (LimitedStream { stream, idle, _permit: permit, _peer: peer }, address);
                 }
                 Err(_) => {
                     self.refused.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                            let _ = stream.write_all(REFUSED).await;
-                            let _ = stream.shutdown().await;
-                        })
-                        .await;
-                    });
+                    refuse(stream, REFUSED);
                 }
             }
         }
@@ -292,22 +402,67 @@ impl axum::serve::Listener for LimitedListener {
     }
 }
 
-/// A connection of a [`LimitedListener`]; closing it frees its place.
+/// The idle timer of a connection. Traffic only records its time; the sleep is re-armed when
+/// it fires early, so reads and writes cost no timer operations.
+#[derive(Debug)]
+struct IdleTimer {
+    timeout: Duration,
+    last_activity: tokio::time::Instant,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimer {
+    /// `Ready(error)` once nothing has moved for the timeout; otherwise arms the waker.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let deadline = self.last_activity + self.timeout;
+            if tokio::time::Instant::now() >= deadline {
+                return Poll::Ready(std::io::Error::new(std::io::ErrorKind::TimedOut, "connection idle"));
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+/// A connection of a [`LimitedListener`]; closing it frees its places.
 #[derive(Debug)]
 pub struct LimitedStream {
     stream: TcpStream,
+    idle: Option<IdleTimer>,
     _permit: OwnedSemaphorePermit,
+    _peer: PeerSlot,
+}
+
+impl LimitedStream {
+    /// Records traffic when `poll` made progress; fails a pending one once the idle time is up.
+    fn track<T>(&mut self, cx: &mut Context<'_>, poll: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        match (&mut self.idle, poll) {
+            (None, poll) => poll,
+            (Some(idle), Poll::Pending) => idle.poll_expired(cx).map(Err),
+            (Some(idle), ready) => {
+                idle.last_activity = tokio::time::Instant::now();
+                ready
+            }
+        }
+    }
 }
 
 impl AsyncRead for LimitedStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.track(cx, poll)
     }
 }
 
 impl AsyncWrite for LimitedStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.track(cx, poll)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -323,12 +478,53 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.track(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
     }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets open requests finish.
+///
+/// Like `axum::serve` with `into_make_service_with_connect_info::<PeerAddr>()` (handlers see
+/// `ConnectInfo<PeerAddr>`; WebSocket upgrades work), plus what `axum::serve` cannot set:
+/// hyper's header-read timeout (`header_read_timeout` of the listener's limits), without which
+/// a client sending a request head slowly, or never, holds its connection for ever.
+pub async fn serve(mut listener: LimitedListener, router: Router, shutdown: impl Future<Output = ()>) {
+    use axum::serve::Listener as _;
+    let (stop_connections, stopping) = tokio::sync::watch::channel(false);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(listener.header_read_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, address) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let peer = axum::extract::ConnectInfo(PeerAddr(address));
+        let service = router.clone().map_request(move |mut request: Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(peer);
+            request
+        });
+        let connection = http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection.with_upgrades());
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stopping.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+    drop((listener, stopping));
+    let _ = stop_connections.send(true);
+    // Every connection task holds a receiver; all are gone once every connection has closed.
+    stop_connections.closed().await;
 }
 
 #[cfg(test)]
@@ -348,10 +544,12 @@ mod tests {
 
     #[test]
     fn refusal_body_length_matches() {
-        let text = std::str::from_utf8(REFUSED).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head} / {}", body.len());
-        assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+        for refusal in [REFUSED, REFUSED_PER_IP] {
+            let text = std::str::from_utf8(refusal).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head} / {}", body.len());
+            assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+        }
     }
 
     #[test]

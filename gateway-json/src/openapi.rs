@@ -33,6 +33,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
     ),
     paths(
         // Public market data (lib.rs).
+        crate::assets,
         crate::markets,
         crate::market,
         crate::ticker,
@@ -83,6 +84,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
     ),
     components(schemas(
         ErrorBody,
+        Asset,
+        AssetToken,
         Market,
         Ticker,
         Depth,
@@ -93,8 +96,19 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
         CancelOrderRequest,
         CancelAllRequest,
         Order,
+        ExecuteOrdersRequest,
+        BatchOrder,
         BatchError,
         BatchResult,
+        SideName,
+        OrderTypeName,
+        TimeInForceName,
+        SelfTradePreventionName,
+        SortDirection,
+        MarketType,
+        FillType,
+        CancelAllOrderType,
+        Blockchain,
         Balance,
         OrderHistoryEntry,
         Fill,
@@ -263,7 +277,7 @@ pub struct SymbolQuery {
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct MarketsQuery {
     /// `SPOT` (every market is spot); another type alone gives an empty list.
-    market_type: Option<String>,
+    market_type: Option<MarketType>,
 }
 
 /// Ticker window.
@@ -350,11 +364,11 @@ pub struct FillHistoryQuery {
     /// Skip this many (default 0).
     offset: Option<u64>,
     /// `User` (every fill here); other Backpack fill types give an empty list.
-    fill_type: Option<String>,
+    fill_type: Option<FillType>,
     /// `SPOT`; other types give an empty list.
-    market_type: Option<String>,
+    market_type: Option<MarketType>,
     /// `Desc` (default, newest first) or `Asc`.
-    sort_direction: Option<String>,
+    sort_direction: Option<SortDirection>,
 }
 
 /// Order history filters (snake_case names accepted too).
@@ -365,14 +379,18 @@ pub struct OrderHistoryQuery {
     order_id: Option<String>,
     /// Only this market.
     symbol: Option<String>,
+    /// Created from this time, ms (inclusive).
+    from: Option<u64>,
+    /// Created up to this time, ms (inclusive).
+    to: Option<u64>,
     /// 1 to 1000 (default 100).
     limit: Option<u64>,
     /// Skip this many (default 0).
     offset: Option<u64>,
     /// `SPOT`; other types give an empty list.
-    market_type: Option<String>,
+    market_type: Option<MarketType>,
     /// `Desc` (default, newest first) or `Asc`.
-    sort_direction: Option<String>,
+    sort_direction: Option<SortDirection>,
 }
 
 /// Deposit / withdrawal history filters.
@@ -494,22 +512,20 @@ pub struct ServerStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ExecuteOrderRequest {
     symbol: String,
-    /// `Bid` or `Ask`.
-    side: String,
-    /// `Limit` or `Market`.
-    order_type: String,
+    side: SideName,
+    order_type: OrderTypeName,
     /// Decimal string on the tick grid (limit orders).
     price: Option<String>,
     /// Decimal string on the step grid.
     quantity: Option<String>,
     /// Market buys by quote amount.
     quote_quantity: Option<String>,
-    /// `GTC` (default), `IOC`, `FOK`.
-    time_in_force: Option<String>,
+    /// `GTC` by default.
+    time_in_force: Option<TimeInForceName>,
     post_only: Option<bool>,
     client_id: Option<u32>,
-    /// `RejectTaker` (default), `RejectMaker`, `RejectBoth`, `Allow`.
-    self_trade_prevention: Option<String>,
+    /// `RejectTaker` by default.
+    self_trade_prevention: Option<SelfTradePreventionName>,
 }
 
 /// `DELETE /api/v1/order` body.
@@ -527,7 +543,7 @@ pub struct CancelOrderRequest {
 pub struct CancelAllRequest {
     symbol: String,
     /// `RestingLimitOrder` (default) or `ConditionalOrder` (none exist here: an empty answer).
-    order_type: Option<String>,
+    order_type: Option<CancelAllOrderType>,
 }
 
 /// An order.
@@ -553,23 +569,226 @@ pub struct Order {
     created_at: u64,
 }
 
-/// A failed order of a batch.
+/// The body of `POST /api/v1/orders`: 1 to [`crate::batch::BATCH_ORDERS_MAX`] orders (an empty
+/// batch is `400`).
+pub struct ExecuteOrdersRequest(Vec<ExecuteOrderRequest>);
+
+impl utoipa::PartialSchema for ExecuteOrdersRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name("ExecuteOrderRequest"))
+            .min_items(Some(1))
+            .max_items(Some(crate::batch::BATCH_ORDERS_MAX))
+            .into()
+    }
+}
+
+impl ToSchema for ExecuteOrdersRequest {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ExecuteOrdersRequest".into()
+    }
+}
+
+/// `operation` of an executed order of a batch.
+#[derive(ToSchema)]
+pub enum BatchOk {
+    /// Executed.
+    Ok,
+}
+
+/// `operation` of a refused order of a batch.
+#[derive(ToSchema)]
+pub enum BatchErr {
+    /// Refused.
+    Err,
+}
+
+/// An executed order of a batch: the Order, tagged `operation: "Ok"`.
+#[derive(ToSchema)]
+pub struct BatchOrder {
+    #[serde(flatten)]
+    order: Order,
+    operation: BatchOk,
+}
+
+/// A refused order of a batch, tagged `operation: "Err"`.
 #[derive(ToSchema)]
 pub struct BatchError {
     code: String,
     message: String,
-    /// `Execute`.
-    operation: String,
+    operation: BatchErr,
 }
 
-/// One result of a batch: an Order or an error.
+/// One result of a batch: an Order or an error, told apart by `operation`.
 #[derive(ToSchema)]
 #[serde(untagged)]
 pub enum BatchResult {
     /// Executed.
-    Order(Box<Order>),
+    Order(Box<BatchOrder>),
     /// Refused.
     Error(BatchError),
+}
+
+/// `side`.
+#[derive(ToSchema)]
+pub enum SideName {
+    /// Buy.
+    Bid,
+    /// Sell.
+    Ask,
+}
+
+/// `orderType`.
+#[derive(ToSchema)]
+pub enum OrderTypeName {
+    /// At `price` or better.
+    Limit,
+    /// At the book's prices (immediate or cancel).
+    Market,
+}
+
+/// `timeInForce`.
+#[derive(ToSchema)]
+pub enum TimeInForceName {
+    /// Good till cancelled.
+    GTC,
+    /// Immediate or cancel.
+    IOC,
+    /// Fill or kill.
+    FOK,
+}
+
+/// `selfTradePrevention`.
+#[derive(ToSchema)]
+pub enum SelfTradePreventionName {
+    /// Cancel the incoming order.
+    RejectTaker,
+    /// Cancel the resting order.
+    RejectMaker,
+    /// Cancel both.
+    RejectBoth,
+    /// Trade with oneself.
+    Allow,
+}
+
+/// `sortDirection` of a history query.
+#[derive(ToSchema)]
+pub enum SortDirection {
+    /// Oldest first.
+    Asc,
+    /// Newest first (default).
+    Desc,
+}
+
+/// Backpack's market types (`marketType`, any case); every market here is `SPOT`.
+#[derive(ToSchema)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum MarketType {
+    /// Spot.
+    SPOT,
+    /// Perpetual future (none here).
+    PERP,
+    /// Inverse perpetual (none here).
+    IPERP,
+    /// Dated future (none here).
+    DATED,
+    /// Prediction market (none here).
+    PREDICTION,
+    /// Request for quote (none here).
+    RFQ,
+}
+
+/// Backpack's fill types (`fillType`); every fill here is `User`.
+#[derive(ToSchema)]
+pub enum FillType {
+    /// An ordinary fill.
+    User,
+    /// Liquidation (none here).
+    BookLiquidation,
+    /// Auto-deleveraging (none here).
+    Adl,
+    /// Backstop liquidation (none here).
+    Backstop,
+    /// Liquidation (none here).
+    Liquidation,
+    /// Every liquidation kind (none here).
+    AllLiquidation,
+    /// Collateral conversion (none here).
+    CollateralConversion,
+    /// Collateral conversion and spot liquidation (none here).
+    CollateralConversionAndSpotLiquidation,
+}
+
+/// `orderType` of a cancel-all.
+#[derive(ToSchema)]
+pub enum CancelAllOrderType {
+    /// Resting limit orders (default).
+    RestingLimitOrder,
+    /// Conditional orders (none exist here: an empty answer).
+    ConditionalOrder,
+}
+
+/// Blockchain names a withdrawal request may name (Backpack's names, those of
+/// `capital::BLOCKCHAINS`; recorded only).
+#[derive(ToSchema)]
+// The variants are the names themselves.
+#[allow(clippy::upper_case_acronyms, missing_docs)]
+pub enum Blockchain {
+    Solana,
+    Ethereum,
+    Polygon,
+    Bitcoin,
+    Internal,
+    EqualsMoney,
+    Cardano,
+    Hyperliquid,
+    Story,
+    Bsc,
+    Dogecoin,
+    Sui,
+    XRP,
+    Litecoin,
+    Berachain,
+    Arbitrum,
+    Base,
+    Optimism,
+    Tron,
+    Avalanche,
+}
+
+/// An asset of `GET /api/v1/assets`.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Asset {
+    symbol: String,
+    /// The symbol.
+    display_name: String,
+    /// Always null.
+    coingecko_id: Option<String>,
+    /// One token, network `Internal`.
+    tokens: Vec<AssetToken>,
+}
+
+/// An asset's representation on a network, with its deposit and withdrawal limits.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssetToken {
+    /// `Internal`.
+    blockchain: String,
+    display_name: String,
+    /// Empty.
+    contract_address: String,
+    /// False: deposits are operator credits.
+    deposit_enabled: bool,
+    /// `"0"`.
+    minimum_deposit: String,
+    withdraw_enabled: bool,
+    /// One minor unit of the asset.
+    minimum_withdrawal: String,
+    /// The largest amount a withdrawal carries (2^64 − 1 minor units).
+    maximum_withdrawal: Option<String>,
+    /// `"0"`.
+    withdrawal_fee: String,
 }
 
 /// One asset's balance in `GET /api/v1/capital` (`{"BTC": Balance, ...}`).
@@ -670,9 +889,11 @@ pub struct Withdrawal {
 #[serde(rename_all = "camelCase")]
 pub struct WithdrawalRequest {
     /// Destination (recorded only).
+    #[schema(min_length = 1, max_length = 128)]
     address: String,
-    /// Backpack blockchain name, e.g. `Solana` (recorded only).
-    blockchain: String,
+    /// Backpack blockchain name (recorded only).
+    blockchain: Blockchain,
+    #[schema(min_length = 1, max_length = 128)]
     client_id: Option<String>,
     /// Decimal string in the asset's precision.
     quantity: String,

@@ -391,7 +391,7 @@ pub(crate) fn parse_order(state: &PrivateState, user: UserId, params: &SignedPar
     )
 )]
 pub(crate) async fn order_execute(State(state): State<PrivateState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let params = auth::body_params(&body)?;
+    let params = auth::signed_body_params(&headers, &body)?;
     let user = state.authenticate(&headers, "orderExecute", &params)?;
     let order = parse_order(&state, user, &params)?;
     let events = state.execute(Command::NewOrder(order)).await?;
@@ -462,7 +462,9 @@ pub(crate) fn placed_order(state: &PrivateState, user: UserId, events: &[Event])
     Ok(state.order_json(&order, status))
 }
 
-/// `orderId` (a decimal string or number) and `clientId` of a query or cancel; at least one.
+/// `orderId` (a decimal string or number) or `clientId` of a query or cancel: exactly one, as
+/// Backpack requires (with both, one of them would be silently ignored and the order it names
+/// might not be the one the other names).
 fn order_reference(params: &SignedParams) -> Result<(OrderId, ClientOrderId), ApiError> {
     let number = |name: &str| -> Result<Option<u64>, ApiError> {
         match params.get(name) {
@@ -482,7 +484,8 @@ fn order_reference(params: &SignedParams) -> Result<(OrderId, ClientOrderId), Ap
     }
     match (order_id, client_id) {
         (None, None) => Err(ApiError::bad_request("Missing required parameter: orderId or clientId")),
-        (Some(order_id), _) => Ok((OrderId::new(order_id), ClientOrderId::ZERO)),
+        (Some(_), Some(_)) => Err(ApiError::bad_request("Specify orderId or clientId, not both")),
+        (Some(order_id), None) => Ok((OrderId::new(order_id), ClientOrderId::ZERO)),
         (None, Some(client_id)) => Ok((OrderId::ZERO, ClientOrderId::new(client_id))),
     }
 }
@@ -502,7 +505,7 @@ fn order_reference(params: &SignedParams) -> Result<(OrderId, ClientOrderId), Ap
     )
 )]
 pub(crate) async fn order_cancel(State(state): State<PrivateState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let params = auth::body_params(&body)?;
+    let params = auth::signed_body_params(&headers, &body)?;
     let user = state.authenticate(&headers, "orderCancel", &params)?;
     state.fresh_views()?;
     let index = state.market(&params)?;

@@ -64,8 +64,10 @@ pub(crate) fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// 3 to 64 characters of letters, digits and `. _ @ + -`; case-insensitive, stored lower case.
+    #[schema(min_length = 3, max_length = 64, pattern = "^[A-Za-z0-9._@+-]{3,64}$")]
     pub username: String,
     /// At least the configured minimum length (default 8), at most 256 bytes.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
 }
 
@@ -171,6 +173,7 @@ pub async fn register(State(state): State<Sessions>, ClientIp(ip): ClientIp, bod
     request_body = Credentials,
     responses(
         (status = 200, description = "`{token, tokenType: \"Bearer\", userId, expiresAt}` (ms)"),
+        (status = 400, description = "Body is not `{username, password}`", body = crate::openapi::ErrorBody),
         (status = 401, description = "Invalid username or password"),
         (status = 429, description = "Too many attempts for this username or from this IP"),
     )
@@ -259,6 +262,7 @@ pub async fn create_key(State(state): State<Sessions>, headers: HeaderMap, body:
     request_body = KeyReference,
     responses(
         (status = 200, description = "The revoked key"),
+        (status = 400, description = "Body is not `{apiKey}`", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or expired session token"),
         (status = 404, description = "Not an active key of this user"),
     )

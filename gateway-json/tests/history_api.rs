@@ -270,7 +270,10 @@ async fn batch_orders_execute_in_order_with_per_order_results() {
     assert_eq!(results.len(), 5);
     assert_eq!(results[0]["status"], "New");
     assert_eq!(results[0]["price"], "50000.0");
-    assert_eq!((&results[1]["code"], &results[1]["operation"]), (&json!("INVALID_ORDER"), &json!("Execute")));
+    assert_eq!((&results[1]["code"], &results[1]["operation"]), (&json!("INVALID_ORDER"), &json!("Err")));
+    // Backpack tags each result: executed orders `Ok`, refused ones `Err`.
+    let tags: Vec<&Value> = results.iter().map(|result| &result["operation"]).collect();
+    assert_eq!(tags, [&json!("Ok"), &json!("Err"), &json!("Ok"), &json!("Err"), &json!("Ok")], "{results:?}");
     assert!(results[1]["message"].as_str().unwrap().contains("tick size"), "{}", results[1]);
     assert_eq!(results[2]["status"], "New");
     assert_eq!(results[2]["clientId"], 12);

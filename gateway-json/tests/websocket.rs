@@ -808,3 +808,19 @@ async fn connection_subscription_size_and_rate_limits() {
         other => panic!("a fourth connection from one address must be refused: {:?}", other.map(|_| ())),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn book_ticker_always_carries_both_sides() {
+    let mut h = Harness::start(WsConfig::default(), PublisherConfig::default(), true).await;
+    let mut client = h.connect().await;
+    subscribe(&mut client, &["bookTicker.BTC_USDC"], 1).await;
+    // Only an ask: the bid side is empty, yet `b` and `B` are there (typed clients drop a frame
+    // missing any of the four).
+    h.submit(commands::gtc(1, 1, Side::Ask, 640_000, 100));
+    h.settle().await;
+    let frame = recv(&mut client).await;
+    let data = &frame["data"];
+    assert_eq!(frame["stream"], "bookTicker.BTC_USDC", "{frame}");
+    assert_eq!((data["a"].as_str(), data["A"].as_str()), (Some("64000.0"), Some("0.00100")), "{data}");
+    assert_eq!((data["b"].as_str(), data["B"].as_str()), (Some("0.0"), Some("0.00000")), "{data}");
+}

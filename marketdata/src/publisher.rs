@@ -717,12 +717,12 @@ impl Publisher {
             self.publish(StreamKey::BookTicker(market), |name| {
                 let mut frame = Frame::new(name, "bookTicker", now);
                 frame.str("s", &meta.symbol);
-                if let Some((price, lots)) = top.0 {
-                    frame.str("a", &meta.format.price(price)).str("A", &meta.format.quantity(u128::from(lots)));
-                }
-                if let Some((price, lots)) = top.1 {
-                    frame.str("b", &meta.format.price(price)).str("B", &meta.format.quantity(u128::from(lots)));
-                }
+                // Typed clients (bpx-api-types) require all four fields as decimals: an empty
+                // side is price and quantity 0, as a depth level of quantity 0 means no level.
+                let (ask_price, ask_lots) = top.0.unwrap_or((0, 0));
+                let (bid_price, bid_lots) = top.1.unwrap_or((0, 0));
+                frame.str("a", &meta.format.price(ask_price)).str("A", &meta.format.quantity(u128::from(ask_lots)));
+                frame.str("b", &meta.format.price(bid_price)).str("B", &meta.format.quantity(u128::from(bid_lots)));
                 frame.int("u", last_id).int("T", timestamp_ns / 1_000);
                 frame.finish()
             });

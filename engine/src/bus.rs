@@ -131,6 +131,10 @@ pub struct BroadcastRing {
     /// registered at the last scan, so publications that overwrite only positions below it need
     /// not look at the gates. Lowered by registrations and seeks.
     gate_floor: AtomicU64,
+    /// Serialises raising `gate_floor` (the publisher, after a scan) with lowering it (a
+    /// registration or a backward seek), so a scan that missed a new gate cannot raise the floor
+    /// above it. Taken only on those rare paths, never per event.
+    gate_floor_lock: Mutex<()>,
     /// See [`GATING_STALL_MAX`] (shorter in tests).
     stall_max: Duration,
 }
@@ -201,6 +205,7 @@ impl BroadcastRing {
             head: AtomicU64::new(0),
             gates: std::array::from_fn(|_| AtomicU64::new(GATE_FREE)),
             gate_floor: AtomicU64::new(GATE_FREE),
+            gate_floor_lock: Mutex::new(()),
             stall_max,
         })
     }
@@ -271,10 +276,13 @@ impl BroadcastRing {
     /// is a whole ring behind.
     #[cold]
     fn make_room(&self, overwritten: u64, pressure: &mut Backpressure) {
-        let slowest = self.slowest_gate(overwritten);
-        if slowest > overwritten {
-            self.gate_floor.store(slowest, Ordering::Release);
-            return;
+        {
+            let _floor = self.gate_floor_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let slowest = self.slowest_gate(overwritten);
+            if slowest > overwritten {
+                self.gate_floor.store(slowest, Ordering::Release);
+                return;
+            }
         }
         let started = Instant::now();
         let mut polls = 0u32;
@@ -287,9 +295,8 @@ impl BroadcastRing {
                 std::thread::sleep(GATING_SLEEP);
             }
             polls = polls.saturating_add(1);
-            let slowest = self.slowest_gate(overwritten);
-            if slowest > overwritten {
-                self.gate_floor.store(slowest, Ordering::Release);
+            if self.slowest_gate(overwritten) > overwritten {
+                // Room; the floor is raised by the next publication's scan, under the lock.
                 break;
             }
             if started.elapsed() >= self.stall_max {
@@ -329,6 +336,7 @@ impl BroadcastRing {
             .iter()
             .position(|gate| gate.compare_exchange(GATE_FREE, position, Ordering::AcqRel, Ordering::Relaxed).is_ok())
             .unwrap_or_else(|| panic!("more than {GATING_CONSUMERS_MAX} gating consumers on one egress ring"));
+        let _floor = self.gate_floor_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.gate_floor.fetch_min(position, Ordering::AcqRel);
         Consumer { ring: self.clone(), cursor: position, gate: Some(gate) }
     }
@@ -403,8 +411,12 @@ impl Consumer {
     pub fn seek(&mut self, position: u64) {
         self.cursor = position;
         if let Some(gate) = self.gate {
-            self.ring.gates[gate].store(position, Ordering::Release);
-            self.ring.gate_floor.fetch_min(position, Ordering::AcqRel);
+            // Even a forward seek (past a gap, after a lag) may land below the floor, which
+            // ignored this consumer while it was lapped: lower it, under the lock.
+            let ring = &*self.ring;
+            let _floor = ring.gate_floor_lock.lock().unwrap_or_else(|e| e.into_inner());
+            ring.gates[gate].store(position, Ordering::Release);
+            ring.gate_floor.fetch_min(position, Ordering::AcqRel);
         }
     }
 
@@ -582,6 +594,33 @@ mod tests {
         let pressure = ring.publish_command(0, &events[..100]);
         reader.join().unwrap();
         assert_eq!(pressure.stuck_consumers, 0);
+    }
+
+    #[test]
+    fn consumers_registered_or_sought_behind_the_cached_floor_are_waited_for() {
+        let ring = BroadcastRing::with_stall_max(8, Duration::from_millis(20));
+        let events: Vec<Event> = (0..8).map(event).collect();
+        // One keeping up: the publisher's cached floor rises with it.
+        let mut fast = ring.subscribe_gating();
+        for _ in 0..4 {
+            assert_eq!(ring.publish_command(0, &events), Backpressure::default());
+            while fast.try_next().is_ok() {}
+        }
+        // A newcomer at the oldest event still held: the next publication would overwrite it.
+        let late = ring.subscribe_gating_from(ring.head() - 8);
+        assert_eq!(ring.publish(0, &event(0)).stuck_consumers, 1, "waited for the newcomer");
+        while fast.try_next().is_ok() {}
+        drop(late);
+        // A consumer that was lapped and then sought to the oldest event held, the way a
+        // dispatcher resumes after a lag, is waited for again.
+        let mut lapped = ring.subscribe_gating();
+        for _ in 0..2 {
+            ring.publish_command(0, &events);
+            while fast.try_next().is_ok() {}
+        }
+        let Err(ReadError::Lagged { oldest, .. }) = lapped.try_next() else { panic!("lapped") };
+        lapped.seek(oldest);
+        assert_eq!(ring.publish(0, &event(0)).stuck_consumers, 1, "waited for the consumer after its seek");
     }
 
     #[test]

@@ -69,6 +69,7 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::SOFH_ENCODING_SBE_BE;
 
     #[test]
     fn round_trip_and_partial_reads() {
@@ -76,7 +77,8 @@ mod tests {
         let mut out = [0u8; 64];
         let n = encode_frame(&message, &mut out).unwrap();
         assert_eq!(n, 22);
-        assert_eq!(&out[..6], &[0, 0, 0, 22, 0x5B, 0xE0]);
+        // Both SOFH fields are big-endian (network byte order); 0xEB50 is SBE 1.0 little-endian.
+        assert_eq!(&out[..6], &[0, 0, 0, 22, 0xEB, 0x50]);
         for cut in 0..n {
             assert_eq!(FrameDecoder::next_frame(&out[..cut]).unwrap(), None, "cut at {cut}");
         }
@@ -88,9 +90,18 @@ mod tests {
     fn rejects_bad_encoding_and_lengths() {
         let bad_encoding = [0, 0, 0, 22, 0x12, 0x34];
         assert_eq!(FrameDecoder::next_frame(&bad_encoding), Err(DecodeError::WrongEncodingType(0x1234)));
-        let too_short = [0, 0, 0, 5, 0x5B, 0xE0];
+        // SBE 1.0 big-endian: a well-formed SOFH, but not the byte order of our messages.
+        let big_endian_sbe = [0, 0, 0, 22, 0x5B, 0xE0];
+        assert_eq!(
+            FrameDecoder::next_frame(&big_endian_sbe),
+            Err(DecodeError::WrongEncodingType(SOFH_ENCODING_SBE_BE))
+        );
+        // The same bytes read little-endian would be 0x50EB: also refused.
+        let swapped = [0, 0, 0, 22, 0x50, 0xEB];
+        assert_eq!(FrameDecoder::next_frame(&swapped), Err(DecodeError::WrongEncodingType(0x50EB)));
+        let too_short = [0, 0, 0, 5, 0xEB, 0x50];
         assert_eq!(FrameDecoder::next_frame(&too_short), Err(DecodeError::InvalidFrameLength(5)));
-        let too_long = [0, 1, 0, 0, 0x5B, 0xE0];
+        let too_long = [0, 1, 0, 0, 0xEB, 0x50];
         assert_eq!(FrameDecoder::next_frame(&too_long), Err(DecodeError::InvalidFrameLength(65536)));
         assert_eq!(encode_frame(&[0; FRAME_BYTES_MAX], &mut [0; 2 * FRAME_BYTES_MAX]), None);
     }

@@ -41,8 +41,14 @@ impl MessageHeader {
     }
 }
 
-/// SOFH encoding type for SBE version 1.0, little-endian.
-pub const SOFH_ENCODING_SBE_LE: u16 = 0x5BE0;
+/// SOFH encoding type for SBE version 1.0, little-endian, as registered by the FIX Simple Open
+/// Framing Header standard (v1.0, table "Encoding_Types"). Not to be confused with `0x5BE0`,
+/// which the same table registers for SBE 1.0 *big*-endian: our messages are little-endian.
+pub const SOFH_ENCODING_SBE_LE: u16 = 0xEB50;
+
+/// SOFH encoding type for SBE version 1.0, big-endian: never sent, and refused on receipt (our
+/// SBE messages are little-endian). Named so tests and docs can tell the two apart.
+pub const SOFH_ENCODING_SBE_BE: u16 = 0x5BE0;
 
 /// Simple Open Framing Header: 4-byte big-endian message length (including this header) and a
 /// 2-byte big-endian encoding type. Precedes each SBE message on a TCP stream.

@@ -369,8 +369,14 @@ fn serve(
     let planned_sinks = exchange::publishers::plan(config, &engine_config, &retention)?;
     let runtime = Runtime::start_with_retention(config, recovered, writer, retention)?;
     let sinks = planned_sinks.start(config, &engine_config, &runtime)?;
-    let market_feed = marketdata::Feed::start_publishing(publisher.clone(), runtime.egress.subscribe_from(0))?;
-    let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress.subscribe_from(0))?;
+    // Both are gating consumers: the engine waits for them rather than lapping them. Should the
+    // market view lag all the same, it reseeds its books through the engine thread.
+    let market_feed = marketdata::Feed::start_publishing_with_reseed(
+        publisher.clone(),
+        runtime.egress.subscribe_gating_from(0),
+        runtime.reads.clone(),
+    )?;
+    let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress.subscribe_gating_from(0))?;
     tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health, /api/v1, WebSocket at / and /ws)");
     let binary_gateway = if config.binary.enabled {
         let gateway_config = gateway_binary::GatewayConfig {

@@ -289,6 +289,11 @@ pub struct Metrics {
     /// Commands refused because the ingress ring was full (internal producers; each gateway
     /// counts its own).
     pub ingress_busy: AtomicU64,
+    /// Time the engine thread waited, per command that had to, for gating egress consumers to
+    /// make room.
+    pub egress_wait_ns: AtomicHistogram,
+    /// Gating egress consumers overwritten after making no progress for the stall bound.
+    pub egress_stuck_consumers: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -302,6 +307,8 @@ impl Default for Metrics {
             engine_command_ns: AtomicHistogram::new(NANOS_BOUNDS),
             snapshot_ns: AtomicHistogram::new(NANOS_BOUNDS),
             ingress_busy: AtomicU64::new(0),
+            egress_wait_ns: AtomicHistogram::new(NANOS_BOUNDS),
+            egress_stuck_consumers: AtomicU64::new(0),
         }
     }
 }
@@ -364,6 +371,21 @@ impl Metrics {
             1e9,
         );
         self.snapshot_ns.render(&mut out, "exchange_snapshot_seconds", "Snapshot serialise + write + fsync time.", 1e9);
+        self.egress_wait_ns.render(
+            &mut out,
+            "exchange_egress_wait_seconds",
+            "Time the engine waited, per command that had to, for the gateways' dispatchers and the market view to make room in the egress ring.",
+            1e9,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP exchange_egress_stuck_consumers_total Egress consumers overwritten after making no progress for the stall bound.\n# TYPE exchange_egress_stuck_consumers_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "exchange_egress_stuck_consumers_total {}",
+            self.egress_stuck_consumers.load(Ordering::Relaxed)
+        );
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }

@@ -7,9 +7,18 @@
 //!                                                   3. write + fdatasync the batch (group commit)
 //!                                                   4. execute each command, publish its events
 //!                                                      once into the egress broadcast ring
-//!                                                   5. every N commands: serialise a snapshot,
+//!                                                      (waiting, bounded, for gating consumers)
+//!                                                   5. run the engine reads other threads asked
+//!                                                      for (e.g. the market view's reseed)
+//!                                                   6. every N commands: serialise a snapshot,
 //!                                                      hand it to the snapshot writer thread
 //! ```
+//!
+//! Step 4 never overwrites an event that a gating consumer (the gateways' dispatchers, the REST
+//! dispatcher, the market-data feed) has not read: the engine thread waits for it, so a command
+//! whose output is larger than the egress ring (a mass cancel of 100,000 orders) slows the engine
+//! down instead of cutting every session. The wait for one consumer that makes no progress is
+//! bounded ([`engine::bus::GATING_STALL_MAX`]); see [`engine::bus`] for why this cannot deadlock.
 //!
 //! Nothing a command causes leaves the engine thread before step 3 completes, so no
 //! acknowledgement can precede durability. If the journal fails (disk full, fsync error) the
@@ -29,7 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use engine::bus::{IngressCommand, IngressRing};
+pub use engine::bus::{EngineReads, IngressCommand, IngressRing};
 
 /// Counters readable from any thread.
 #[derive(Debug, Default)]
@@ -177,6 +186,8 @@ pub struct Runtime {
     pub ring: Arc<IngressRing>,
     /// Every event, once its command is durable, for every consumer.
     pub egress: Arc<BroadcastRing>,
+    /// Reads of the engine's state served by the engine thread between batches.
+    pub reads: Arc<EngineReads>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Live counters.
@@ -208,6 +219,7 @@ impl Runtime {
         stats.state_hash.store(recovered.engine.state_hash(), Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let snapshot_now = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(EngineReads::default());
         let mut engine_thread = EngineThread {
             engine: recovered.engine,
             journal,
@@ -216,6 +228,7 @@ impl Runtime {
             stop: stop.clone(),
             snapshot_now: snapshot_now.clone(),
             egress: egress.clone(),
+            reads: reads.clone(),
             metrics: metrics.clone(),
             idle: config.engine.idle,
             batch_max: config.journal.batch_max.max(1),
@@ -239,7 +252,7 @@ impl Runtime {
             }
             engine_thread.run()
         })?;
-        Ok(Self { ring, egress, metrics, stats, stop, snapshot_now, thread: Some(thread) })
+        Ok(Self { ring, egress, reads, metrics, stats, stop, snapshot_now, thread: Some(thread) })
     }
 
     /// Asks for a snapshot at the next opportunity.
@@ -276,6 +289,7 @@ struct EngineThread {
     stop: Arc<AtomicBool>,
     snapshot_now: Arc<AtomicBool>,
     egress: Arc<BroadcastRing>,
+    reads: Arc<EngineReads>,
     metrics: Arc<Metrics>,
     idle: IdleStrategy,
     batch_max: usize,
@@ -322,6 +336,7 @@ impl EngineThread {
                 batch.push((sequence, self.last_timestamp_ns, item));
             }
             if batch.is_empty() {
+                self.serve_reads();
                 if self.snapshot_now.swap(false, Ordering::AcqRel) {
                     self.snapshot(snapshots)?;
                 }
@@ -369,7 +384,18 @@ impl EngineThread {
                         _ => {}
                     }
                 }
-                self.egress.publish_command(item.origin, &events);
+                let pressure = self.egress.publish_command(item.origin, &events);
+                if pressure.waited_ns > 0 {
+                    metrics.egress_wait_ns.record(pressure.waited_ns);
+                }
+                if pressure.stuck_consumers > 0 {
+                    metrics.egress_stuck_consumers.fetch_add(u64::from(pressure.stuck_consumers), Ordering::Relaxed);
+                    tracing::error!(
+                        sequence,
+                        stuck = pressure.stuck_consumers,
+                        "an egress consumer made no progress for the stall bound; overwritten (it lags)"
+                    );
+                }
                 metrics.command(item.command.template_id());
                 metrics.engine_command_ns.record(command_started.elapsed().as_nanos() as u64);
                 self.last_sequence = sequence;
@@ -383,12 +409,24 @@ impl EngineThread {
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.last_sequence.store(self.last_sequence, Ordering::Release);
             tracing::trace!(commit_ns, sequence = self.last_sequence, "batch committed");
+            self.serve_reads();
             let due_by_count = self.snapshot_every > 0 && self.since_snapshot >= self.snapshot_every;
             let due_by_time =
                 self.snapshot_interval.is_some_and(|interval| self.last_snapshot_at.elapsed() >= interval);
             if due_by_count || due_by_time || self.snapshot_now.swap(false, Ordering::AcqRel) {
                 self.snapshot(snapshots)?;
             }
+        }
+    }
+
+    /// Runs the engine reads other threads asked for, at a batch boundary: every event of the
+    /// commands executed so far is published, so the egress head is what the state corresponds
+    /// to.
+    fn serve_reads(&self) {
+        if self.reads.is_pending() {
+            let started = std::time::Instant::now();
+            self.reads.serve(&self.engine, self.egress.head());
+            tracing::info!(pause_us = started.elapsed().as_micros() as u64, "engine reads served");
         }
     }
 

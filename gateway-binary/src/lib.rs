@@ -166,7 +166,9 @@ impl BinaryGateway {
             stats: Arc::new(GatewayStats::default()),
             stopping: AtomicBool::new(false),
         });
-        let consumer = egress.subscribe();
+        // Gating: the engine waits for this dispatcher rather than lapping it (it never waits for
+        // the engine, and cuts a session whose own queue is full instead of stalling).
+        let consumer = egress.subscribe_gating();
         let dispatcher = {
             let shared = shared.clone();
             std::thread::Builder::new().name("binary-dispatch".into()).spawn(move || dispatch::run(shared, consumer))?

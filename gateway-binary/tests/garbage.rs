@@ -20,12 +20,14 @@ fn a_wrong_encoding_type_ends_only_that_connection() {
     bystander.send(&limit(Side::Bid, 600_000, 1, 1)).unwrap();
     accepted(next(&mut bystander));
 
-    // After logon: a frame whose SOFH says big-endian SBE (0x5BE1) instead of 0x5BE0.
+    // After logon: a frame whose SOFH says SBE 1.0 big-endian (0x5BE0, the registered value for
+    // big-endian SBE) instead of SBE 1.0 little-endian (0xEB50).
     let (mut raw, _) = Raw::logon(harness.address, &secret(2), 5_000);
     let order = limit(Side::Bid, 600_000, 1, 2).to_vec();
     let mut frame = vec![0u8; frame_length(order.len())];
     encode_frame(&order, &mut frame).unwrap();
-    frame[5] = 0xE1;
+    assert_eq!(frame[4..6], [0xEB, 0x50], "SBE 1.0 little-endian, the SOFH field big-endian");
+    frame[4..6].copy_from_slice(&SOFH_ENCODING_SBE_BE.to_be_bytes());
     raw.write(&frame).unwrap();
     assert_eq!(raw.expect_terminate(), TerminateReason::ProtocolError);
 
@@ -54,7 +56,7 @@ fn frame_lengths_out_of_bounds_are_protocol_errors() {
     for length in [FRAME_BYTES_MAX as u32 + 1, u32::MAX] {
         let (mut raw, _) = Raw::logon(harness.address, &secret(1), 5_000);
         let mut header = length.to_be_bytes().to_vec();
-        header.extend_from_slice(&0x5BE0u16.to_be_bytes());
+        header.extend_from_slice(&SOFH_ENCODING_SBE_LE.to_be_bytes());
         raw.write(&header).unwrap();
         assert_eq!(raw.expect_terminate(), TerminateReason::ProtocolError, "length {length}");
     }
@@ -62,14 +64,14 @@ fn frame_lengths_out_of_bounds_are_protocol_errors() {
     for length in [0u32, 6, 13] {
         let (mut raw, _) = Raw::logon(harness.address, &secret(1), 5_000);
         let mut frame = length.to_be_bytes().to_vec();
-        frame.extend_from_slice(&0x5BE0u16.to_be_bytes());
+        frame.extend_from_slice(&SOFH_ENCODING_SBE_LE.to_be_bytes());
         frame.resize(14, 0);
         raw.write(&frame).unwrap();
         assert_eq!(raw.expect_terminate(), TerminateReason::ProtocolError, "length {length}");
     }
     // Before logon too.
     let mut raw = Raw::connect(harness.address);
-    raw.write(&[0, 0, 0x10, 1, 0x5B, 0xE0]).unwrap();
+    raw.write(&[0, 0, 0x10, 1, 0xEB, 0x50]).unwrap();
     assert_eq!(raw.expect_terminate(), TerminateReason::ProtocolError);
     // The largest allowed frame is read whole (and refused as a message, not as a frame).
     let (mut raw, _) = Raw::logon(harness.address, &secret(1), 5_000);

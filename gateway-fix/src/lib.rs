@@ -258,7 +258,7 @@ impl FixGateway {
         ingress: Arc<IngressRing>,
         egress: &Arc<BroadcastRing>,
     ) -> Result<Self, StartError> {
-        Self::start_with(config, sessions, markets, ingress, egress.subscribe(), None).await
+        Self::start_with(config, sessions, markets, ingress, egress.subscribe_gating(), None).await
     }
 
     /// [`FixGateway::start`] for a server that recovered its engine: `resting` are the engine's
@@ -279,7 +279,7 @@ impl FixGateway {
         egress: &Arc<BroadcastRing>,
         resting: &EngineOrders,
     ) -> Result<Self, StartError> {
-        Self::start_with(config, sessions, markets, ingress, egress.subscribe_from(0), Some(resting)).await
+        Self::start_with(config, sessions, markets, ingress, egress.subscribe_gating_from(0), Some(resting)).await
     }
 
     async fn start_with(

@@ -1,10 +1,17 @@
 //! The consumer thread that feeds a [`MarketView`] from the egress ring.
+//!
+//! Subscribe it as a gating consumer ([`engine::bus::BroadcastRing::subscribe_gating_from`]) so
+//! the engine waits for it rather than lapping it. If it is lapped all the same (it stalled for
+//! longer than the ring's bound), the books can no longer be trusted: with a reseed source
+//! ([`Feed::start_publishing_with_reseed`]) the feed asks the engine thread to copy its books into
+//! the view (the view answers 503 for depth meanwhile) and resumes at the egress position that copy
+//! corresponds to, so the view recovers by itself; without one it stays stale.
 
 use crate::{MarketView, Publisher};
 use codec::Event;
-use engine::bus::{Consumer, ReadError};
+use engine::bus::{Consumer, EngineReads, ReadError};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -22,7 +29,7 @@ impl Feed {
     /// # Errors
     /// When the thread cannot be spawned.
     pub fn start(view: Arc<MarketView>, consumer: Consumer) -> std::io::Result<Self> {
-        Self::spawn(Target::View(view), consumer)
+        Self::spawn(Target::View(view), consumer, None)
     }
 
     /// Like [`Feed::start`], but through `publisher`: it applies each command to its view and
@@ -31,15 +38,29 @@ impl Feed {
     /// # Errors
     /// When the thread cannot be spawned.
     pub fn start_publishing(publisher: Arc<Publisher>, consumer: Consumer) -> std::io::Result<Self> {
-        Self::spawn(Target::Publisher(publisher), consumer)
+        Self::spawn(Target::Publisher(publisher), consumer, None)
     }
 
-    fn spawn(target: Target, consumer: Consumer) -> std::io::Result<Self> {
+    /// Like [`Feed::start_publishing`], and when the feed lost events it reseeds the view's books
+    /// (and the publisher's open orders) from the engine through `reads`, served by the engine
+    /// thread, instead of staying stale until a restart.
+    ///
+    /// # Errors
+    /// When the thread cannot be spawned.
+    pub fn start_publishing_with_reseed(
+        publisher: Arc<Publisher>,
+        consumer: Consumer,
+        reads: Arc<EngineReads>,
+    ) -> std::io::Result<Self> {
+        Self::spawn(Target::Publisher(publisher), consumer, Some(reads))
+    }
+
+    fn spawn(target: Target, consumer: Consumer, reads: Option<Arc<EngineReads>>) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("marketdata".into())
-            .spawn(move || run(&target, consumer, &thread_stop))?;
+            .spawn(move || run(&target, consumer, reads.as_deref(), &thread_stop))?;
         Ok(Self { stop, thread: Some(thread) })
     }
 
@@ -62,6 +83,7 @@ impl Drop for Feed {
     }
 }
 
+#[derive(Clone)]
 enum Target {
     View(Arc<MarketView>),
     Publisher(Arc<Publisher>),
@@ -87,12 +109,45 @@ impl Target {
             publisher.tick(Instant::now());
         }
     }
+
+    /// Replaces what was built from events with the engine's state (engine thread).
+    fn reseed(&self, engine: &engine::Engine) {
+        match self {
+            Self::View(view) => view.seed_books(engine),
+            Self::Publisher(publisher) => publisher.reseed(engine),
+        }
+    }
+}
+
+/// Polls between checks whether the engine thread has served a reseed.
+const RESEED_POLL: Duration = Duration::from_micros(200);
+
+/// Marks "no reseed served yet".
+const NOT_SERVED: u64 = u64::MAX;
+
+/// Has the engine thread copy its books into the view; returns the egress position the copy
+/// corresponds to (resume reading there), or `None` if the feed was stopped while waiting.
+fn reseed(target: &Target, reads: &EngineReads, stop: &AtomicBool) -> Option<u64> {
+    let served = Arc::new(AtomicU64::new(NOT_SERVED));
+    let (reseeded, served_by_engine) = (target.clone(), served.clone());
+    reads.submit(Box::new(move |engine, egress_head| {
+        reseeded.reseed(engine);
+        served_by_engine.store(egress_head, Ordering::Release);
+    }));
+    while !stop.load(Ordering::Acquire) {
+        let position = served.load(Ordering::Acquire);
+        if position != NOT_SERVED {
+            return Some(position);
+        }
+        std::thread::sleep(RESEED_POLL);
+    }
+    None
 }
 
 /// Commands between two timer checks while busy.
 const TICK_EVERY_COMMANDS: u32 = 256;
 
-fn run(target: &Target, mut consumer: Consumer, stop: &AtomicBool) {
+fn run(target: &Target, mut consumer: Consumer, reads: Option<&EngineReads>, stop: &AtomicBool) {
     let mut idle = 0u32;
     let mut command: Vec<Event> = Vec::new();
     let mut since_tick = 0u32;
@@ -127,8 +182,7 @@ fn run(target: &Target, mut consumer: Consumer, stop: &AtomicBool) {
                 }
             }
             Err(lagged @ ReadError::Lagged { oldest, .. }) => {
-                // Book updates were lost: the books can no longer be trusted. Keep going from the
-                // oldest event still held (trades and candles stay useful) and flag the view; the
+                // Book updates were lost: the books can no longer be trusted. Flag the view; the
                 // streams would have gaps, so their subscribers are closed.
                 tracing::error!(%lagged, "market data consumer lagged; market view is stale until resynchronised");
                 target.apply(&command);
@@ -137,7 +191,21 @@ fn run(target: &Target, mut consumer: Consumer, stop: &AtomicBool) {
                 if let Target::Publisher(publisher) = target {
                     publisher.close_all("Market data feed lost events; reconnect later");
                 }
-                consumer.seek(oldest);
+                // With the engine's books: reseed and resume exactly where the copy ends (the
+                // view is fresh again). Without: go on from the oldest event still held (trades
+                // and candles stay useful), stale until a restart.
+                let resume = match reads {
+                    Some(reads) => match reseed(target, reads, stop) {
+                        Some(position) => {
+                            tracing::info!(position, "market view reseeded from the engine's books");
+                            target.view().set_consumed(position);
+                            position
+                        }
+                        None => break,
+                    },
+                    None => oldest,
+                };
+                consumer.seek(resume);
             }
         }
     }

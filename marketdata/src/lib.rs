@@ -31,13 +31,15 @@
 //! - History is in memory only: after a restart the books are seeded from the recovered engine
 //!   ([`MarketView::seed_books`]) but trades, tickers and klines start empty, and update ids
 //!   restart at 0.
-//! - If the consumer falls more than the ring's capacity behind ([`engine::bus::ReadError::Lagged`]),
-//!   book updates were lost: the error is logged and the view is marked *stale*
-//!   ([`MarketView::is_stale`]) and stays so (the REST depth endpoint answers 503) until it is
-//!   resynchronised with [`MarketView::seed_books`]. The running server cannot do that yet (it
-//!   would need a book snapshot from the engine thread), so in practice a stale view lasts until
-//!   the process restarts. Trades, tickers and klines keep being updated but miss the lost fills.
-//!   The publisher closes every WebSocket subscriber then (their streams would have gaps).
+//! - The server subscribes the feed as a gating consumer, so the engine waits for it instead of
+//!   lapping it. If it falls more than the ring's capacity behind all the same
+//!   ([`engine::bus::ReadError::Lagged`], after a stall), book updates were lost: the error is
+//!   logged, the view is marked *stale* ([`MarketView::is_stale`]; the REST depth endpoint answers
+//!   503) and the publisher closes every WebSocket subscriber (their streams would have gaps).
+//!   With a reseed source ([`Feed::start_publishing_with_reseed`], as the server wires it) the
+//!   engine thread then copies its books into the view ([`Publisher::reseed`]) and the feed
+//!   resumes after that copy: fresh again. Without one the view stays stale. Either way trades,
+//!   tickers and klines miss the lost fills.
 //! - Trades: the last [`TRADES_KEPT`] per market. Candles: one per minute with trades, for the
 //!   last [`MINUTES_KEPT`] minutes.
 

@@ -413,10 +413,23 @@ impl Publisher {
         &self.config
     }
 
+    /// Replaces the view's books and the open orders with the engine's, after the feed lost
+    /// events (run on the engine thread, while the feed waits for it). Locks in the feed's
+    /// order (feed state, then the view's markets).
+    pub fn reseed<B: Book>(&self, engine: &Engine<B>) {
+        let mut feed = self.feed_state();
+        self.view.seed_books(engine);
+        feed.orders.clear();
+        Self::seed_orders_into(&mut feed, engine);
+    }
+
     /// Seeds the open orders (for complete private order updates) from a recovered engine's
     /// books. Call before the feed starts.
     pub fn seed_orders<B: Book>(&self, engine: &Engine<B>) {
-        let mut feed = self.feed_state();
+        Self::seed_orders_into(&mut self.feed_state(), engine);
+    }
+
+    fn seed_orders_into<B: Book>(feed: &mut FeedState, engine: &Engine<B>) {
         let mut market = 0u32;
         engine.visit_markets(&mut |_, book| {
             market += 1;

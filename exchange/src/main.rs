@@ -12,15 +12,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// A low-latency crypto exchange. Settings come from the config file (default: the built-in
-/// exchange.toml), then environment variables, then flags.
+/// A low-latency crypto exchange. Without a subcommand it runs the server (`exchange --demo`
+/// for a demo market). Settings come from the config file (default: the built-in exchange.toml),
+/// then environment variables, then flags. See docs/operations.md.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// Configuration file (TOML). Default: the built-in configuration.
     #[arg(long, global = true, env = "EXCHANGE_CONFIG")]
     config: Option<PathBuf>,
-    /// Data directory (journal and snapshots); overrides `data_dir`.
+    /// Data directory (journal, snapshots, users, FIX session stores); overrides `data_dir`
+    /// (default `./data`).
     #[arg(long, global = true, env = "EXCHANGE_DATA")]
     data: Option<PathBuf>,
     /// Journal durability; overrides `journal.durability`. `none` is unsafe (benchmarks only).
@@ -32,7 +34,8 @@ struct Cli {
     /// Core to pin the engine thread to; overrides `engine.core`.
     #[arg(long, global = true, env = "EXCHANGE_CORE")]
     core: Option<usize>,
-    /// HTTP port (metrics, and later REST/WebSocket); overrides the port of `http.listen`.
+    /// HTTP port (REST API, WebSocket, trading page at /app/, /metrics); overrides the port of
+    /// `http.listen`.
     #[arg(long, global = true, env = "EXCHANGE_HTTP_PORT")]
     http_port: Option<u16>,
     /// SBE binary gateway port; overrides the port of `binary.listen`.
@@ -73,7 +76,8 @@ struct Cli {
 
 #[derive(Debug, Clone, clap::Args)]
 struct RunArgs {
-    /// Fund demo users and run a market maker and a few traders.
+    /// Register and fund demo users 1 to 4 (public keys: docs/operations.md, "Demo users") and run
+    /// a market maker and a few traders.
     #[arg(long, env = "EXCHANGE_DEMO")]
     demo: bool,
     /// Demo orders per second.

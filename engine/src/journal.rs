@@ -36,6 +36,26 @@
 //! and [`JournalWriter::open`] truncates it. Damage anywhere else, or followed by any intact
 //! record, is *corruption*: recovery refuses, naming the file and offset, because acknowledged
 //! data would be lost.
+//!
+//! # The manifest: where the journal must end at least
+//! A journal that merely *stops early* (its newest segment deleted, the last file cut at a record
+//! boundary) reads as a clean, shorter journal. So the writer records, outside the segment being
+//! written, how far the journal is known to reach: the file `MANIFEST` in the journal directory
+//! ([`JournalManifest`], 32 bytes: magic `EXJMAN01`, format version u32, reserved u32, the first
+//! sequence of the active segment u64, CRC32C u32 of bytes 0..24, reserved u32). It is rewritten
+//! atomically (temporary file, `fsync`, rename, directory `fsync`) when the writer opens and at
+//! every segment roll, after the new segment's header is durable. It states: "every sequence
+//! before `active_segment_first` is in sealed segments, and `journal-<active_segment_first>.log` is
+//! the segment being written". Recovery ([`JournalReader::read_for_recovery`],
+//! [`JournalWriter::open_with`]) refuses ([`JournalError::Incomplete`]) when the journal ends
+//! before the sealed sequences, when the active segment file is gone, or when it ends before a
+//! sequence the caller knows was durable ([`RecoveryOptions::reached_elsewhere`], e.g. the newest
+//! snapshot's). That check runs before a torn tail is truncated, so damage to the last complete
+//! record of a journal that should go further is refused rather than cut off.
+//!
+//! What it cannot see: records of the active segment after the last roll, cut at a record
+//! boundary, unless something else durable recorded a later sequence; and a deleted manifest (a
+//! journal without one, as written before it existed, is read without the check).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -57,6 +77,18 @@ pub const RECORD_PAYLOAD_BYTES_MAX: usize = 1024;
 /// Bytes of a segment a reader buffers at a time: what streaming a segment costs in memory,
 /// whatever the segment's size.
 pub const SEGMENT_READ_BUFFER_BYTES: usize = 256 << 10;
+
+/// Name of the manifest file in the journal directory (see the module documentation).
+pub const MANIFEST_FILE: &str = "MANIFEST";
+/// Manifest magic.
+pub const MANIFEST_MAGIC: [u8; 8] = *b"EXJMAN01";
+/// Manifest format version.
+pub const MANIFEST_VERSION: u32 = 1;
+/// Bytes of the manifest file.
+pub const MANIFEST_BYTES: usize = 32;
+/// Bytes of the manifest covered by its checksum.
+const MANIFEST_CHECKED_BYTES: usize = 24;
+const _: () = assert!(MANIFEST_CHECKED_BYTES + 8 == MANIFEST_BYTES);
 
 /// How hard the journal works to make a batch durable before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +133,12 @@ pub enum JournalError {
         /// What is wrong.
         reason: String,
     },
+    /// The journal ends before a sequence recorded durably elsewhere (its manifest, a snapshot):
+    /// acknowledged records are missing, and starting would hand their sequences and order ids
+    /// out again. The text names the last sequence found, what shows the journal went further,
+    /// the missing sequences or segment, and any damage that looked like a torn tail.
+    #[error("journal incomplete: {0}")]
+    Incomplete(String),
     /// A payload larger than [`RECORD_PAYLOAD_BYTES_MAX`] or a non-contiguous sequence was
     /// appended (a caller bug).
     #[error("invalid append: {0}")]
@@ -138,6 +176,84 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     }
     segments.sort();
     Ok(segments)
+}
+
+/// What the journal is known to reach, recorded outside the segment being written (see the
+/// module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalManifest {
+    /// First sequence of the segment being written: every earlier sequence is in sealed
+    /// segments, and `journal-<active_segment_first>.log` exists.
+    pub active_segment_first: u64,
+}
+
+impl JournalManifest {
+    /// The last sequence of the sealed segments (0 while the first segment is active).
+    pub fn sealed_through(&self) -> u64 {
+        self.active_segment_first.saturating_sub(1)
+    }
+
+    fn encode(&self) -> [u8; MANIFEST_BYTES] {
+        let mut bytes = [0u8; MANIFEST_BYTES];
+        bytes[0..8].copy_from_slice(&MANIFEST_MAGIC);
+        bytes[8..12].copy_from_slice(&MANIFEST_VERSION.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.active_segment_first.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..MANIFEST_CHECKED_BYTES]);
+        bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    fn decode(path: &Path, bytes: &[u8]) -> Result<Self, JournalError> {
+        let corrupt = |offset: u64, reason: String| JournalError::Corrupt { path: path.to_path_buf(), offset, reason };
+        if bytes.len() != MANIFEST_BYTES {
+            return Err(corrupt(0, format!("manifest of {} bytes, expected {MANIFEST_BYTES}", bytes.len())));
+        }
+        if bytes[0..8] != MANIFEST_MAGIC {
+            return Err(corrupt(0, "bad manifest magic".into()));
+        }
+        let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&bytes[..MANIFEST_CHECKED_BYTES]) != crc {
+            return Err(corrupt(24, "manifest checksum mismatch".into()));
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version != MANIFEST_VERSION {
+            return Err(corrupt(8, format!("unsupported manifest version {version}")));
+        }
+        let active_segment_first = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+        if active_segment_first == 0 {
+            return Err(corrupt(16, "active segment starts at sequence 0".into()));
+        }
+        Ok(Self { active_segment_first })
+    }
+}
+
+/// Reads the journal's manifest; `None` when there is none (a new journal, or one written before
+/// manifests existed).
+///
+/// # Errors
+/// I/O errors, or a damaged manifest (bad size, magic, checksum or version): corruption.
+pub fn read_manifest(dir: &Path) -> Result<Option<JournalManifest>, JournalError> {
+    let path = dir.join(MANIFEST_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => JournalManifest::decode(&path, &bytes).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(&path)(e)),
+    }
+}
+
+/// Replaces the journal's manifest atomically: a crash leaves the old one or the new one, whole
+/// and durable (temporary file, `fsync`, rename, directory `fsync`).
+///
+/// # Errors
+/// I/O errors.
+pub fn write_manifest(dir: &Path, manifest: &JournalManifest) -> Result<(), JournalError> {
+    let path = dir.join(MANIFEST_FILE);
+    let temporary = dir.join(format!("{MANIFEST_FILE}.tmp"));
+    let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
+    file.write_all(&manifest.encode()).map_err(io_error(&temporary))?;
+    file.sync_all().map_err(io_error(&temporary))?;
+    fs::rename(&temporary, &path).map_err(io_error(&path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
 }
 
 fn record_crc(header: &[u8], payload: &[u8]) -> u32 {
@@ -360,7 +476,23 @@ pub struct Visited {
 /// Reads a journal directory, checking every record it reads and the continuity of sequences.
 #[derive(Debug)]
 pub struct JournalReader {
+    dir: PathBuf,
     segments: Vec<(u64, PathBuf)>,
+}
+
+/// What recovery checks the end of the journal against, beyond its manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryOptions {
+    /// Return the records after this sequence (that of the snapshot recovery starts from, which
+    /// the journal must also reach).
+    pub after: u64,
+    /// A sequence recorded durably outside the journal (the newest snapshot's), with a
+    /// description of the record for the error message: the journal must reach it.
+    pub reached_elsewhere: Option<(u64, String)>,
+    /// Accept a journal that ends early instead of refusing: the loss is described in
+    /// [`JournalContents::accepted_loss`] and, for a writer, the manifest is rewritten to the
+    /// journal as found, so the next start does not refuse again.
+    pub accept_loss: bool,
 }
 
 /// The result of reading a whole journal.
@@ -372,6 +504,9 @@ pub struct JournalContents {
     pub last_sequence: u64,
     /// Where the last segment's torn tail starts, if it has one.
     pub torn_tail: Option<(PathBuf, u64)>,
+    /// With [`RecoveryOptions::accept_loss`]: what is missing at the end of the journal (the
+    /// text [`JournalError::Incomplete`] would have carried). The caller should log it loudly.
+    pub accepted_loss: Option<String>,
 }
 
 impl JournalReader {
@@ -380,7 +515,88 @@ impl JournalReader {
     /// # Errors
     /// The directory cannot be listed.
     pub fn open(dir: &Path) -> Result<Self, JournalError> {
-        Ok(Self { segments: list_segments(dir)? })
+        Ok(Self { dir: dir.to_path_buf(), segments: list_segments(dir)? })
+    }
+
+    /// Whether the directory holds no segment at all.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// [`Self::read_after`] for recovery: also checks that the journal reaches every sequence
+    /// its manifest and `options` record as durable (see the module documentation), before
+    /// anything is truncated.
+    ///
+    /// # Errors
+    /// As [`Self::read_after`]; a damaged manifest (unless `accept_loss`); and
+    /// [`JournalError::Incomplete`] when the journal ends early (unless `accept_loss`).
+    pub fn read_for_recovery(&self, options: &RecoveryOptions) -> Result<JournalContents, JournalError> {
+        let mut contents = self.read_after(options.after)?;
+        contents.accepted_loss = self.check_end(&contents, options)?;
+        Ok(contents)
+    }
+
+    /// Compares where the journal ends with what its manifest and `options` say it reached;
+    /// returns the accepted loss, if any.
+    fn check_end(&self, contents: &JournalContents, options: &RecoveryOptions) -> Result<Option<String>, JournalError> {
+        let last = contents.last_sequence;
+        let mut problems = Vec::new();
+        let manifest = match read_manifest(&self.dir) {
+            Ok(manifest) => manifest,
+            Err(error) if options.accept_loss => {
+                problems.push(format!("the journal manifest is unreadable ({error})"));
+                None
+            }
+            Err(error) => return Err(error),
+        };
+        let missing = |through: u64| {
+            if through == last + 1 {
+                format!("sequence {through} is missing")
+            } else {
+                format!("sequences {}..={through} are missing", last + 1)
+            }
+        };
+        if let Some(manifest) = manifest {
+            let sealed = manifest.sealed_through();
+            if last < sealed {
+                problems.push(format!(
+                    "the journal manifest records every sequence through {sealed} in sealed segments ({})",
+                    missing(sealed)
+                ));
+            }
+            if !self.segments.iter().any(|(first, _)| *first >= manifest.active_segment_first) {
+                problems.push(format!(
+                    "the segment being written, {}, named by the journal manifest, is missing",
+                    self.dir.join(segment_name(manifest.active_segment_first)).display()
+                ));
+            }
+        }
+        if last < options.after {
+            problems.push(format!(
+                "recovery starts from a snapshot at sequence {} ({})",
+                options.after,
+                missing(options.after)
+            ));
+        }
+        if let Some((reached, what)) = &options.reached_elsewhere
+            && last < *reached
+            && *reached != options.after
+        {
+            problems.push(format!("{what} records sequence {reached} as durable ({})", missing(*reached)));
+        }
+        if problems.is_empty() {
+            return Ok(None);
+        }
+        let mut description = format!("the journal in {} ends at sequence {last}", self.dir.display());
+        if let Some((path, offset)) = &contents.torn_tail {
+            description.push_str(&format!(
+                " followed by damage at offset {offset} of {}, which is therefore not a torn tail",
+                path.display()
+            ));
+        }
+        description.push_str(", but ");
+        description.push_str(&problems.join("; and "));
+        if options.accept_loss { Ok(Some(description)) } else { Err(JournalError::Incomplete(description)) }
     }
 
     /// Calls `visit` with every record with `sequence > after`, in order, streaming one segment
@@ -411,15 +627,6 @@ impl JournalReader {
             let next_first = self.segments.get(index + 1).map(|(next, _)| *next);
             let is_last = next_first.is_none();
             let mut segment = SegmentFile::open(path)?;
-            let Some(header_first) = segment.read_header(is_last)? else {
-                visited.torn_tail = Some((path.clone(), 0));
-                break;
-            };
-            if header_first != first {
-                return Err(segment
-                    .corrupt(16, format!("header first sequence {header_first} does not match the file name"))
-                    .into());
-            }
             if let Some(expected) = expected_first
                 && first != expected
             {
@@ -428,6 +635,19 @@ impl JournalReader {
                         0,
                         format!("segment starts at sequence {first}, expected {expected}: a segment is missing"),
                     )
+                    .into());
+            }
+            let Some(header_first) = segment.read_header(is_last)? else {
+                // A header never completely written (a crash while the segment was created): it
+                // holds no record, but it was created only once every earlier sequence was
+                // durable, so the journal reaches the sequence before its name's.
+                expected_first = Some(first);
+                visited.torn_tail = Some((path.clone(), 0));
+                break;
+            };
+            if header_first != first {
+                return Err(segment
+                    .corrupt(16, format!("header first sequence {header_first} does not match the file name"))
                     .into());
             }
             if let Some(next) = next_first
@@ -466,7 +686,12 @@ impl JournalReader {
             records.push(record.to_record());
             Ok::<_, JournalError>(ControlFlow::Continue(()))
         })?;
-        Ok(JournalContents { records, last_sequence: visited.last_sequence, torn_tail: visited.torn_tail })
+        Ok(JournalContents {
+            records,
+            last_sequence: visited.last_sequence,
+            torn_tail: visited.torn_tail,
+            accepted_loss: None,
+        })
     }
 }
 
@@ -503,32 +728,65 @@ pub struct JournalWriter {
 impl JournalWriter {
     /// Opens the journal for appending after recovery: truncates a torn tail, then continues the
     /// last segment (or starts the first). Returns the writer and the records after `after`
-    /// (for replay on top of a snapshot taken at `after`).
+    /// (for replay on top of a snapshot taken at `after`). Checks the journal's end against its
+    /// manifest (see [`Self::open_with`]).
     ///
     /// # Errors
-    /// Corruption or I/O errors.
+    /// Corruption, an incomplete journal, or I/O errors.
     pub fn open(dir: &Path, config: JournalConfig, after: u64) -> Result<(Self, JournalContents), JournalError> {
+        Self::open_with(dir, config, &RecoveryOptions { after, ..RecoveryOptions::default() })
+    }
+
+    /// Opens the journal for appending after recovery, returning the records after
+    /// `options.after`. First checks that the journal reaches what its manifest and `options`
+    /// record ([`JournalReader::read_for_recovery`]), and only then truncates a torn tail; then
+    /// continues the last segment (or starts a new one where the journal must go on: at the
+    /// first sequence, or after a snapshot that is ahead of an accepted short journal), and
+    /// rewrites the manifest to name the segment being written.
+    ///
+    /// # Errors
+    /// Corruption, [`JournalError::Incomplete`] (unless `options.accept_loss`), or I/O errors.
+    pub fn open_with(
+        dir: &Path,
+        config: JournalConfig,
+        options: &RecoveryOptions,
+    ) -> Result<(Self, JournalContents), JournalError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
-        let contents = JournalReader::open(dir)?.read_after(after)?;
+        let contents = JournalReader::open(dir)?.read_for_recovery(options)?;
+        let next_sequence = contents.last_sequence.max(options.after) + 1;
         if let Some((path, offset)) = &contents.torn_tail {
             if *offset == 0 {
-                fs::remove_file(path).map_err(io_error(path))?;
+                // A segment whose header was torn holds nothing: write its header again in place
+                // (its name may already be in the manifest, so it never disappears), or drop it
+                // if the journal goes on from another sequence.
+                if path.file_name().and_then(|n| n.to_str()) == Some(segment_name(next_sequence).as_str()) {
+                    let mut file = OpenOptions::new().write(true).open(path).map_err(io_error(path))?;
+                    Self::write_segment_header(&mut file, path, next_sequence)?;
+                } else {
+                    fs::remove_file(path).map_err(io_error(path))?;
+                }
             } else {
                 let file = OpenOptions::new().write(true).open(path).map_err(io_error(path))?;
                 file.set_len(*offset).map_err(io_error(path))?;
                 file.sync_all().map_err(io_error(path))?;
             }
         }
-        let next_sequence = contents.last_sequence.max(after) + 1;
         let segments = list_segments(dir)?;
-        let (file, path, segment_bytes) = match segments.last() {
-            Some((_, path)) => {
+        // The last segment continues only where the journal ends; after an accepted loss behind
+        // a snapshot the next records start a segment of their own (a gap between segments, which
+        // only a replay from sequence 1 runs into, is what was lost).
+        let (file, path, segment_bytes, segment_first) = match segments.last() {
+            Some((first, path)) if next_sequence == contents.last_sequence + 1 => {
                 let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io_error(path))?;
                 let end = file.seek(SeekFrom::End(0)).map_err(io_error(path))?;
-                (file, path.clone(), end)
+                (file, path.clone(), end, *first)
             }
-            None => Self::create_segment(dir, next_sequence)?,
+            _ => {
+                let (file, path, bytes) = Self::create_segment(dir, next_sequence)?;
+                (file, path, bytes, next_sequence)
+            }
         };
+        write_manifest(dir, &JournalManifest { active_segment_first: segment_first })?;
         let writer = Self {
             dir: dir.to_path_buf(),
             config,
@@ -547,15 +805,22 @@ impl JournalWriter {
         let path = dir.join(segment_name(first_sequence));
         let mut file =
             OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_error(&path))?;
+        Self::write_segment_header(&mut file, &path, first_sequence)?;
+        // Make the new directory entry durable too.
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;
+        Ok((file, path, SEGMENT_HEADER_BYTES as u64))
+    }
+
+    /// Writes a segment header at the start of `file` (emptied first) and makes it durable.
+    fn write_segment_header(file: &mut File, path: &Path, first_sequence: u64) -> Result<(), JournalError> {
         let mut header = [0u8; SEGMENT_HEADER_BYTES];
         header[0..8].copy_from_slice(&SEGMENT_MAGIC);
         header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         header[16..24].copy_from_slice(&first_sequence.to_le_bytes());
-        file.write_all(&header).map_err(io_error(&path))?;
-        file.sync_all().map_err(io_error(&path))?;
-        // Make the new directory entry durable too.
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;
-        Ok((file, path, SEGMENT_HEADER_BYTES as u64))
+        file.set_len(0).map_err(io_error(path))?;
+        file.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
+        file.write_all(&header).map_err(io_error(path))?;
+        file.sync_all().map_err(io_error(path))
     }
 
     /// The sequence the next appended record must carry.
@@ -623,6 +888,9 @@ impl JournalWriter {
             self.file = file;
             self.path = path;
             self.segment_bytes = bytes;
+            // The sealed segment's end is now recorded outside it: losing it, or cutting it
+            // short, is detected at the next recovery.
+            write_manifest(&self.dir, &JournalManifest { active_segment_first: self.next_sequence })?;
         }
         Ok(self.durable_sequence)
     }
@@ -952,6 +1220,211 @@ mod tests {
         let contents = JournalReader::open(&dir).unwrap().read_after(cut - 1).unwrap();
         assert_eq!(contents.records.first().unwrap().sequence, cut);
         assert_eq!(contents.last_sequence, 60);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Incomplete-journal error text, or a panic naming what happened instead.
+    fn incomplete(result: Result<(JournalWriter, JournalContents), JournalError>) -> String {
+        match result {
+            Err(JournalError::Incomplete(text)) => text,
+            Err(other) => panic!("expected an incomplete journal, got {other}"),
+            Ok((_, contents)) => panic!("expected a refusal, recovered to {}", contents.last_sequence),
+        }
+    }
+
+    fn open_default(dir: &Path) -> Result<(JournalWriter, JournalContents), JournalError> {
+        JournalWriter::open(dir, JournalConfig::default(), 0)
+    }
+
+    #[test]
+    fn the_manifest_names_the_segment_being_written() {
+        let dir = temp_dir("manifest");
+        write(&dir, 60, 300);
+        let segments = list_segments(&dir).unwrap();
+        let manifest = read_manifest(&dir).unwrap().unwrap();
+        assert_eq!(manifest.active_segment_first, segments.last().unwrap().0);
+        assert_eq!(manifest.sealed_through(), segments.last().unwrap().0 - 1);
+        // No temporary file is left behind, and reopening keeps it.
+        assert!(!dir.join(format!("{MANIFEST_FILE}.tmp")).exists());
+        drop(open_default(&dir).unwrap());
+        assert_eq!(read_manifest(&dir).unwrap(), Some(manifest));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn deleting_the_newest_segment_is_refused_naming_it() {
+        let dir = temp_dir("delete-newest");
+        write(&dir, 60, 300);
+        let segments = list_segments(&dir).unwrap();
+        let (newest_first, newest) = segments.last().unwrap().clone();
+        // Make sure it holds records: more to lose than an empty file.
+        assert!(fs::metadata(&newest).unwrap().len() > SEGMENT_HEADER_BYTES as u64);
+        fs::remove_file(&newest).unwrap();
+        let text = incomplete(open_default(&dir));
+        assert!(text.contains(newest.to_str().unwrap()) && text.contains("missing"), "{text}");
+        assert!(text.contains(&format!("ends at sequence {}", newest_first - 1)), "{text}");
+        // The read-only path (replay) refuses the same way, and nothing was changed on disk.
+        let error = JournalReader::open(&dir).unwrap().read_for_recovery(&RecoveryOptions::default()).unwrap_err();
+        assert!(matches!(error, JournalError::Incomplete(_)), "{error}");
+        assert_eq!(list_segments(&dir).unwrap(), segments[..segments.len() - 1]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Cuts the last record off a segment, exactly at its start: a clean, shorter file.
+    fn cut_last_record(path: &Path) -> u64 {
+        let bytes = fs::read(path).unwrap();
+        let mut offset = SEGMENT_HEADER_BYTES;
+        let mut last_start = offset;
+        while offset < bytes.len() {
+            last_start = offset;
+            let length = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().unwrap()) as usize;
+            offset += RECORD_HEADER_BYTES + length;
+        }
+        fs::write(path, &bytes[..last_start]).unwrap();
+        u64::from_le_bytes(bytes[last_start + 8..last_start + 16].try_into().unwrap())
+    }
+
+    #[test]
+    fn a_sealed_segment_cut_at_a_record_boundary_is_refused() {
+        let dir = temp_dir("cut-sealed");
+        write(&dir, 60, 300);
+        let segments = list_segments(&dir).unwrap();
+        let sealed = &segments[segments.len() - 2].1;
+        let cut_sequence = cut_last_record(sealed);
+        // With the segment being written still there, the gap between the files shows it...
+        let error = open_default(&dir).unwrap_err();
+        assert!(matches!(&error, JournalError::Corrupt { path, .. } if path == &segments[segments.len() - 1].1));
+        // ...and without it, only the manifest does.
+        fs::remove_file(&segments[segments.len() - 1].1).unwrap();
+        let text = incomplete(open_default(&dir));
+        assert!(text.contains(&format!("ends at sequence {}", cut_sequence - 1)), "{text}");
+        assert!(text.contains(&format!("sequence {cut_sequence} is missing")), "{text}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_last_record_is_not_a_torn_tail_when_the_journal_went_further() {
+        let dir = temp_dir("flip-last");
+        write(&dir, 60, 300);
+        let segments = list_segments(&dir).unwrap();
+        fs::remove_file(&segments[segments.len() - 1].1).unwrap();
+        let sealed = &segments[segments.len() - 2].1;
+        let mut bytes = fs::read(sealed).unwrap();
+        let length = bytes.len();
+        bytes[length - 2] ^= 0x04; // the last record's payload
+        fs::write(sealed, &bytes).unwrap();
+        let text = incomplete(open_default(&dir));
+        assert!(text.contains("not a torn tail") && text.contains(sealed.to_str().unwrap()), "{text}");
+        assert_eq!(fs::read(sealed).unwrap(), bytes, "nothing was truncated");
+        fs::remove_dir_all(&dir).unwrap();
+
+        // In the segment being written, a sequence recorded elsewhere (a snapshot) does the same.
+        write(&dir, 10, 1 << 20);
+        let (_, path) = list_segments(&dir).unwrap().pop().unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        let length = bytes.len();
+        bytes[length - 1] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        let snapshot = RecoveryOptions { reached_elsewhere: Some((10, "snapshot s-10".into())), ..Default::default() };
+        let text = incomplete(JournalWriter::open_with(&dir, JournalConfig::default(), &snapshot));
+        assert!(text.contains("snapshot s-10 records sequence 10") && text.contains("not a torn tail"), "{text}");
+        // A snapshot the journal does reach leaves the torn tail to be truncated as before.
+        let earlier = RecoveryOptions { reached_elsewhere: Some((9, "snapshot s-9".into())), ..Default::default() };
+        let (_, contents) = JournalWriter::open_with(&dir, JournalConfig::default(), &earlier).unwrap();
+        assert_eq!(contents.last_sequence, 9);
+        assert!(contents.torn_tail.is_some() && contents.accepted_loss.is_none());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_partial_record_at_the_end_still_recovers_as_a_torn_tail() {
+        let dir = temp_dir("torn-with-manifest");
+        write(&dir, 60, 300);
+        let (_, last) = list_segments(&dir).unwrap().pop().unwrap();
+        let full = fs::read(&last).unwrap();
+        assert!(full.len() > SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES);
+        fs::write(&last, &full[..full.len() - 5]).unwrap();
+        let (mut writer, contents) = open_default(&dir).unwrap();
+        assert_eq!(contents.last_sequence, 59);
+        assert!(contents.torn_tail.is_some());
+        assert_eq!(writer.append(0, b"again").unwrap(), 60);
+        writer.commit().unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_loss_accepted_explicitly_starts_where_the_journal_ends_and_is_not_refused_again() {
+        let dir = temp_dir("accept");
+        write(&dir, 60, 300);
+        let segments = list_segments(&dir).unwrap();
+        let (newest_first, newest) = segments.last().unwrap().clone();
+        fs::remove_file(&newest).unwrap();
+        let accept = RecoveryOptions { accept_loss: true, ..Default::default() };
+        let (mut writer, contents) = JournalWriter::open_with(&dir, JournalConfig::default(), &accept).unwrap();
+        let loss = contents.accepted_loss.expect("the loss is reported");
+        assert!(loss.contains(newest.to_str().unwrap()), "{loss}");
+        assert_eq!(writer.append(0, b"after the loss").unwrap(), newest_first);
+        writer.commit().unwrap();
+        drop(writer);
+        let (_, contents) = open_default(&dir).unwrap();
+        assert_eq!(contents.last_sequence, newest_first);
+        assert!(contents.accepted_loss.is_none());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_accepted_journal_behind_its_snapshot_goes_on_in_a_segment_after_the_snapshot() {
+        let dir = temp_dir("behind-snapshot");
+        write(&dir, 20, 1 << 20);
+        let snapshot = RecoveryOptions { after: 25, ..Default::default() };
+        let text = incomplete(JournalWriter::open_with(&dir, JournalConfig::default(), &snapshot));
+        assert!(text.contains("snapshot at sequence 25") && text.contains("sequences 21..=25 are missing"), "{text}");
+        let accept = RecoveryOptions { accept_loss: true, ..snapshot.clone() };
+        let (mut writer, contents) = JournalWriter::open_with(&dir, JournalConfig::default(), &accept).unwrap();
+        assert!(contents.accepted_loss.is_some());
+        assert_eq!(writer.append(0, b"next").unwrap(), 26);
+        writer.commit().unwrap();
+        drop(writer);
+        assert_eq!(list_segments(&dir).unwrap().last().unwrap().0, 26);
+        let (_, contents) = JournalWriter::open_with(&dir, JournalConfig::default(), &snapshot).unwrap();
+        assert_eq!(contents.records.iter().map(|r| r.sequence).collect::<Vec<_>>(), [26]);
+        // Sequence 1 onwards is gone for good: a replay from scratch says so.
+        let error = JournalReader::open(&dir).unwrap().read_after(0).unwrap_err();
+        assert!(error.to_string().contains("a segment is missing"), "{error}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_segment_header_is_rewritten_in_place() {
+        let dir = temp_dir("torn-header");
+        write(&dir, 10, 1 << 20);
+        // A crash while rolling over: the new segment's header never fully reached the disk.
+        fs::write(dir.join(segment_name(11)), [0x45, 0x58]).unwrap();
+        let (mut writer, contents) = open_default(&dir).unwrap();
+        assert_eq!(contents.last_sequence, 10);
+        assert_eq!(writer.append(0, b"eleven").unwrap(), 11);
+        writer.commit().unwrap();
+        drop(writer);
+        assert_eq!(list_segments(&dir).unwrap().last().unwrap().0, 11);
+        assert_eq!(read_manifest(&dir).unwrap().unwrap().active_segment_first, 11);
+        assert_eq!(open_default(&dir).unwrap().1.last_sequence, 11);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_manifest_is_corruption_unless_the_loss_is_accepted() {
+        let dir = temp_dir("bad-manifest");
+        write(&dir, 10, 1 << 20);
+        let path = dir.join(MANIFEST_FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[17] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        let error = open_default(&dir).unwrap_err();
+        assert!(matches!(&error, JournalError::Corrupt { path: bad, offset: 24, .. } if bad == &path), "{error}");
+        let accept = RecoveryOptions { accept_loss: true, ..Default::default() };
+        let (_, contents) = JournalWriter::open_with(&dir, JournalConfig::default(), &accept).unwrap();
+        assert!(contents.accepted_loss.unwrap().contains("manifest"));
+        assert_eq!(read_manifest(&dir).unwrap().unwrap().active_segment_first, 1, "rewritten");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,15 +12,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// A low-latency crypto exchange. Settings come from the config file (default: the built-in
-/// exchange.toml), then environment variables, then flags.
+/// A low-latency crypto exchange. Without a subcommand it runs the server (`exchange --demo`
+/// for a demo market). Settings come from the config file (default: the built-in exchange.toml),
+/// then environment variables, then flags. See docs/operations.md.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// Configuration file (TOML). Default: the built-in configuration.
     #[arg(long, global = true, env = "EXCHANGE_CONFIG")]
     config: Option<PathBuf>,
-    /// Data directory (journal and snapshots); overrides `data_dir`.
+    /// Data directory (journal, snapshots, users, FIX session stores); overrides `data_dir`
+    /// (default `./data`).
     #[arg(long, global = true, env = "EXCHANGE_DATA")]
     data: Option<PathBuf>,
     /// Journal durability; overrides `journal.durability`. `none` is unsafe (benchmarks only).
@@ -32,7 +34,8 @@ struct Cli {
     /// Core to pin the engine thread to; overrides `engine.core`.
     #[arg(long, global = true, env = "EXCHANGE_CORE")]
     core: Option<usize>,
-    /// HTTP port (metrics, and later REST/WebSocket); overrides the port of `http.listen`.
+    /// HTTP port (REST API, WebSocket, trading page at /app/, /metrics); overrides the port of
+    /// `http.listen`.
     #[arg(long, global = true, env = "EXCHANGE_HTTP_PORT")]
     http_port: Option<u16>,
     /// SBE binary gateway port; overrides the port of `binary.listen`.
@@ -59,6 +62,12 @@ struct Cli {
     /// Turns the Redis sink on (overrides `sinks.redis.url`).
     #[arg(long, global = true, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// Start (or replay) even when the journal ends before what its manifest or the newest
+    /// snapshot recorded as durable: the missing commands are lost for good and their sequences
+    /// and order ids are handed out again. Logged as an error. See docs/operations.md, "Journal
+    /// loss". Never set it by default (there is deliberately no environment variable).
+    #[arg(long, global = true)]
+    accept_journal_loss: bool,
     #[command(subcommand)]
     command: Option<Subcommands>,
     #[command(flatten)]
@@ -67,7 +76,8 @@ struct Cli {
 
 #[derive(Debug, Clone, clap::Args)]
 struct RunArgs {
-    /// Fund demo users and run a market maker and a few traders.
+    /// Register and fund demo users 1 to 4 (public keys: docs/operations.md, "Demo users") and run
+    /// a market maker and a few traders.
     #[arg(long, env = "EXCHANGE_DEMO")]
     demo: bool,
     /// Demo orders per second.
@@ -216,11 +226,17 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = load_config(&cli)?;
     let engine_config = config.engine_config()?;
     match &cli.command {
-        None => serve(&config, engine_config, cli.run.clone()),
-        Some(Subcommands::Run(args)) => serve(&config, engine_config, args.clone()),
+        None => serve(&config, engine_config, cli.run.clone(), cli.accept_journal_loss),
+        Some(Subcommands::Run(args)) => serve(&config, engine_config, args.clone(), cli.accept_journal_loss),
         Some(Subcommands::Replay { from_scratch }) => {
+            require_data(&config)?;
             let started = Instant::now();
-            let (recovered, _) = runtime::recover(&config, &engine_config, *from_scratch, false)?;
+            let mode = runtime::RecoveryMode {
+                from_scratch: *from_scratch,
+                open_writer: false,
+                accept_journal_loss: cli.accept_journal_loss,
+            };
+            let (recovered, _) = runtime::recover_with(&config, &engine_config, mode)?;
             let elapsed = started.elapsed();
             let engine = &recovered.engine;
             println!("data directory   {}", config.data_dir.display());
@@ -257,6 +273,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let take = if *limit == 0 { usize::MAX } else { *limit };
             let mut printed = 0;
             let reader = engine::journal::JournalReader::open(&config.journal_dir())?;
+            if reader.is_empty() {
+                return Err(format!(
+                    "no journal in {}: nothing to dump (is --data right?)",
+                    config.journal_dir().display()
+                )
+                .into());
+            }
             let visited = reader.for_each_after(from.saturating_sub(1), |record| {
                 match Command::decode(record.payload) {
                     Ok((command, _)) => println!("{} {} {:?}", record.sequence, record.timestamp_ns, command),
@@ -284,7 +307,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             exchange::replica::serve(replica, config.http.listen)
         }
         Some(Subcommands::Snapshot) => {
-            let (recovered, _) = runtime::recover(&config, &engine_config, false, true)?;
+            require_data(&config)?;
+            let mode = runtime::RecoveryMode {
+                from_scratch: false,
+                open_writer: true,
+                accept_journal_loss: cli.accept_journal_loss,
+            };
+            let (recovered, _) = runtime::recover_with(&config, &engine_config, mode)?;
             let mut bytes = Vec::new();
             recovered.engine.write_snapshot(recovered.last_sequence, &mut bytes);
             let path = engine::snapshot::write_snapshot_file(&config.snapshot_dir(), recovered.last_sequence, &bytes)?;
@@ -294,17 +323,47 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// The trading page's address as a browser on this machine reaches it: a wildcard listen
+/// address (`0.0.0.0`, `::`) is shown as loopback.
+fn page_url(listen: std::net::SocketAddr, path: &str) -> String {
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}{path}/", std::net::SocketAddr::new(host, listen.port()))
+}
+
+/// Refuses an operator tool on a data directory without a journal or snapshot: a mistyped
+/// `--data` would otherwise "successfully" rebuild an empty exchange.
+fn require_data(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let journal = engine::journal::list_segments(&config.journal_dir())?;
+    let snapshots = engine::snapshot::list_snapshots(&config.snapshot_dir())?;
+    if journal.is_empty() && snapshots.is_empty() {
+        return Err(format!(
+            "no journal in {} and no snapshot in {}: nothing to recover (is --data right? the server writes its \
+             journal under its data directory, default ./data)",
+            config.journal_dir().display(),
+            config.snapshot_dir().display()
+        )
+        .into());
+    }
+    Ok(())
+}
+
 fn serve(
     config: &Config,
     engine_config: engine::EngineConfig,
     args: RunArgs,
+    accept_journal_loss: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     // A per-process seed for the engine's lookup maps, so clients cannot precompute colliding ids.
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id()).rotate_left(32);
     engine::set_lookup_hash_seed(seed);
-    let (recovered, writer) = runtime::recover(config, &engine_config, false, true)?;
+    let mode = runtime::RecoveryMode { from_scratch: false, open_writer: true, accept_journal_loss };
+    let (recovered, writer) = runtime::recover_with(config, &engine_config, mode)?;
     let writer = writer.expect("recover opened the writer");
     tracing::info!(
         data = %config.data_dir.display(),
@@ -377,7 +436,8 @@ fn serve(
         runtime.reads.clone(),
     )?;
     let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress.subscribe_gating_from(0))?;
-    tracing::info!(listen = %listener.local_addr()?, "HTTP listening (/metrics, /health, /api/v1, WebSocket at / and /ws)");
+    let http_address = listener.local_addr()?;
+    tracing::info!(listen = %http_address, "HTTP listening (/metrics, /health, /api/v1, WebSocket at / and /ws)");
     let binary_gateway = if config.binary.enabled {
         let gateway_config = gateway_binary::GatewayConfig {
             listen: config.binary.listen,
@@ -492,6 +552,15 @@ fn serve(
     } else {
         None
     };
+    if let Some(web) = &web {
+        tracing::info!(url = %page_url(http_address, &web.path), "trading page (docs/web.md)");
+    }
+    if args.demo {
+        tracing::info!(
+            "demo users 1..=4: API keys (secret of user n: 32 bytes of value n) and FIX sessions DEMO1..DEMO4 -> \
+             EXCHANGE are in docs/operations.md (\"Demo users\") and docs/fix.md"
+        );
+    }
     let faucet = args.demo.then(|| exchange::faucet::Faucet::new(&engine_config, private_api.clone()));
     let router = exchange::http::router(exchange::http::HttpState {
         metrics: runtime.metrics.clone(),

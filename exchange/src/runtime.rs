@@ -29,7 +29,7 @@ use crate::config::{Config, IdleStrategy};
 use crate::egress::BroadcastRing;
 use crate::metrics::Metrics;
 use codec::{Command, Event};
-use engine::journal::{JournalError, JournalWriter};
+use engine::journal::{JournalError, JournalWriter, RecoveryOptions};
 use engine::snapshot::{SnapshotError, list_snapshots, write_snapshot_file};
 use engine::{CommandContext, Engine, EngineConfig, OrderBook};
 use std::path::{Path, PathBuf};
@@ -64,6 +64,13 @@ pub enum RuntimeError {
     /// Journal damage or I/O failure.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The journal ends before what its manifest or a snapshot recorded as durable.
+    #[error(
+        "journal incomplete: {0}. Refusing to start: those commands were acknowledged, and their sequences and order ids would be \
+         handed out again. Restore the missing journal files from a backup, or accept the loss explicitly \
+         with --accept-journal-loss (docs/operations.md, \"Journal loss\")"
+    )]
+    JournalIncomplete(String),
     /// Snapshot failure.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -107,28 +114,77 @@ fn load_snapshot(config: &EngineConfig, dir: &Path) -> Result<Option<(Engine, u6
     Ok(None)
 }
 
+/// How [`recover_with`] treats the data directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryMode {
+    /// Ignore snapshots: replay the whole journal from sequence 1.
+    pub from_scratch: bool,
+    /// Open the journal for appending (a torn tail is truncated) and return the writer.
+    pub open_writer: bool,
+    /// Go on when the journal ends before what its manifest or the newest snapshot recorded as
+    /// durable (the loss is logged as an error); otherwise recovery refuses.
+    pub accept_journal_loss: bool,
+}
+
 /// Rebuilds the engine from the newest snapshot and the journal after it. With `writer` settings
 /// the journal is opened for appending (a torn tail is truncated) and the writer returned.
+/// [`recover_with`] without accepting a journal loss.
 ///
 /// # Errors
-/// Corruption, I/O errors, or records that do not decode.
+/// As [`recover_with`].
 pub fn recover(
     config: &Config,
     engine_config: &EngineConfig,
     from_scratch: bool,
     open_writer: bool,
 ) -> Result<(Recovered, Option<JournalWriter>), RuntimeError> {
-    let snapshot = if from_scratch { None } else { load_snapshot(engine_config, &config.snapshot_dir())? };
+    recover_with(config, engine_config, RecoveryMode { from_scratch, open_writer, accept_journal_loss: false })
+}
+
+/// Rebuilds the engine from the newest snapshot (unless `mode.from_scratch`) and the journal
+/// after it, checking that the journal reaches what its manifest and the newest snapshot file
+/// record as durable. With `mode.open_writer` the journal is opened for appending (a torn tail is
+/// truncated) and the writer returned.
+///
+/// # Errors
+/// Corruption, I/O errors, records that do not decode, or [`RuntimeError::JournalIncomplete`]
+/// (unless `mode.accept_journal_loss`).
+pub fn recover_with(
+    config: &Config,
+    engine_config: &EngineConfig,
+    mode: RecoveryMode,
+) -> Result<(Recovered, Option<JournalWriter>), RuntimeError> {
+    let snapshot = if mode.from_scratch { None } else { load_snapshot(engine_config, &config.snapshot_dir())? };
     let (mut engine, after, snapshot_path) = match snapshot {
         Some((engine, at, path)) => (engine, at, Some((at, path))),
         None => (Engine::new(engine_config)?, 0, None),
     };
-    let (writer, contents) = if open_writer {
-        let (writer, contents) = JournalWriter::open(&config.journal_dir(), config.journal_config(), after)?;
+    // A snapshot file is written only once the journal is durable up to its sequence, so even
+    // one that does not restore (or is ignored by a replay from scratch) shows how far the
+    // journal reached.
+    let snapshots = list_snapshots(&config.snapshot_dir())?;
+    let options = RecoveryOptions {
+        after,
+        reached_elsewhere: snapshots
+            .first()
+            .map(|(sequence, path)| (*sequence, format!("snapshot {}", path.display()))),
+        accept_loss: mode.accept_journal_loss,
+    };
+    let incomplete = |error| match error {
+        JournalError::Incomplete(text) => RuntimeError::JournalIncomplete(text),
+        other => RuntimeError::Journal(other),
+    };
+    let (writer, contents) = if mode.open_writer {
+        let (writer, contents) =
+            JournalWriter::open_with(&config.journal_dir(), config.journal_config(), &options).map_err(incomplete)?;
         (Some(writer), contents)
     } else {
-        (None, engine::journal::JournalReader::open(&config.journal_dir())?.read_after(after)?)
+        let reader = engine::journal::JournalReader::open(&config.journal_dir())?;
+        (None, reader.read_for_recovery(&options).map_err(incomplete)?)
     };
+    if let Some(loss) = &contents.accepted_loss {
+        tracing::error!(%loss, "journal loss accepted (--accept-journal-loss): acknowledged commands are gone");
+    }
     if let Some(first) = contents.records.first()
         && first.sequence != after + 1
     {
@@ -147,6 +203,19 @@ pub fn recover(
         events.clear();
         engine.execute(CommandContext::new(record.sequence, record.timestamp_ns), &command, &mut events);
         last_sequence = record.sequence;
+    }
+    if contents.accepted_loss.is_some() && mode.open_writer {
+        // Snapshots that did not restore and lie beyond the accepted end would make every later
+        // start refuse again: set them aside, never delete them.
+        for (sequence, path) in snapshots.iter().filter(|(sequence, _)| *sequence > last_sequence) {
+            let aside = path.with_extension("snap.unusable");
+            match std::fs::rename(path, &aside) {
+                Ok(()) => {
+                    tracing::warn!(sequence, path = %aside.display(), "unusable snapshot beyond the journal set aside")
+                }
+                Err(error) => tracing::warn!(%error, path = %path.display(), "cannot set an unusable snapshot aside"),
+            }
+        }
     }
     let recovered = Recovered {
         engine,

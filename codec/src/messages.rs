@@ -52,7 +52,8 @@ message!(
     /// Place an order.
     ///
     /// Limit orders carry `price_ticks` and `quantity_lots`. Market orders carry no price and
-    /// either `quantity_lots` or (buys only) `quote_quantity`, the most quote to spend.
+    /// either `quantity_lots` or `quote_quantity`: a buy spends at most that much quote, fee
+    /// included; a sell sells whole lots for at most that much notional (before its fee).
     NewOrder = 1, 56 {
         /// Owner; set by the gateway from the authenticated session.
         pub user_id: UserId,
@@ -60,9 +61,10 @@ message!(
         pub client_order_id: ClientOrderId,
         /// Limit price; zero for market orders.
         pub price_ticks: Ticks,
-        /// Base quantity; zero for a market buy by quote quantity.
+        /// Base quantity; zero for a market order by quote quantity.
         pub quantity_lots: Lots,
-        /// For market buys: the most quote to spend (minor units); zero otherwise.
+        /// For market orders by quote quantity (minor units): a buy's most quote to spend, fee
+        /// included; a sell's most notional to sell for, before its fee. Zero otherwise.
         pub quote_quantity: Amount,
         /// Market to trade on.
         pub market_id: MarketId,

@@ -337,12 +337,12 @@ fn time_in_force_name(tif: TimeInForce) -> &'static str {
 /// orders) → `InsufficientLiquidity`; `FundsExhausted` (a market buy ran out of quote, a sell by
 /// quote quantity out of base, or a quote quantity too small for one lot) → `InsufficientFunds`;
 /// a code this version does not know → `Unknown`.
-pub fn expiry_reason_name(reason: Result<codec::ExpireReason, codec::DecodeError>) -> &'static str {
+pub fn expiry_reason_name(reason: Option<codec::ExpireReason>) -> &'static str {
     match reason {
-        Ok(codec::ExpireReason::ImmediateOrCancel) => "ImmediateOrCancel",
-        Ok(codec::ExpireReason::NoLiquidity) => "InsufficientLiquidity",
-        Ok(codec::ExpireReason::FundsExhausted) => "InsufficientFunds",
-        Err(_) => "Unknown",
+        Some(codec::ExpireReason::ImmediateOrCancel) => "ImmediateOrCancel",
+        Some(codec::ExpireReason::NoLiquidity) => "InsufficientLiquidity",
+        Some(codec::ExpireReason::FundsExhausted) => "InsufficientFunds",
+        None => "Unknown",
     }
 }
 
@@ -620,7 +620,7 @@ impl Publisher {
                             expired.filled_lots.get(),
                         )
                     });
-                    let reason = expiry_reason_name(expired.reason.get());
+                    let reason = expiry_reason_name(expired.reason.get().ok());
                     let order_event = OrderEvent {
                         event: "orderExpired",
                         status: "Expired",

@@ -7,9 +7,11 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 /// The schema id of every message in this crate (`id` attribute of the schema XML).
 pub const SCHEMA_ID: u16 = 1;
 /// The schema version this crate writes. Readers do not reject other versions: a version only
-/// appends fields, so a newer message is read by its known prefix (its longer block is skipped)
-/// and an older one must still carry every field this version reads (else `BlockTooShort`).
-pub const SCHEMA_VERSION: u16 = 1;
+/// appends fields or gives reserved bytes a meaning (an older sender wrote them as 0), so a newer
+/// message is read by its known prefix (its longer block is skipped) and an older one must still
+/// carry every field this version reads (else `BlockTooShort`). Version 2: `Fill` gained
+/// `taker_order_complete` in a formerly reserved byte.
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// The standard 8-byte SBE message header that starts every message.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug)]

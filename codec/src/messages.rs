@@ -52,7 +52,8 @@ message!(
     /// Place an order.
     ///
     /// Limit orders carry `price_ticks` and `quantity_lots`. Market orders carry no price and
-    /// either `quantity_lots` or (buys only) `quote_quantity`, the most quote to spend.
+    /// either `quantity_lots` or `quote_quantity`: a buy spends at most that much quote, fee
+    /// included; a sell sells whole lots for at most that much notional (before its fee).
     NewOrder = 1, 56 {
         /// Owner; set by the gateway from the authenticated session.
         pub user_id: UserId,
@@ -60,9 +61,10 @@ message!(
         pub client_order_id: ClientOrderId,
         /// Limit price; zero for market orders.
         pub price_ticks: Ticks,
-        /// Base quantity; zero for a market buy by quote quantity.
+        /// Base quantity; zero for a market order by quote quantity.
         pub quantity_lots: Lots,
-        /// For market buys: the most quote to spend (minor units); zero otherwise.
+        /// For market orders by quote quantity (minor units): a buy's most quote to spend, fee
+        /// included; a sell's most notional to sell for, before its fee. Zero otherwise.
         pub quote_quantity: Amount,
         /// Market to trade on.
         pub market_id: MarketId,
@@ -346,7 +348,9 @@ message!(
         pub taker_order_id: OrderId,
         /// Taker's client id.
         pub taker_client_order_id: ClientOrderId,
-        /// Taker's open quantity after this fill (for quote-quantity market buys: unbounded, 0).
+        /// Taker's open quantity after this fill; 0 for a quote-quantity market order, whose size
+        /// is bounded by quote, not lots (so 0 here does not mean it is done: see
+        /// `taker_order_complete`).
         pub taker_remaining_lots: Lots,
         /// Fee charged to the taker, in quote minor units.
         pub taker_fee: Amount,
@@ -354,10 +358,30 @@ message!(
         pub market_id: MarketId,
         /// The taker's side (the aggressor side).
         pub taker_side: SideCode,
+        /// Whether this fill completed the taker order (status Filled): no further event of
+        /// this command concerns it. Set on the fill that takes its last lot, and on the last
+        /// fill of a quote-quantity market order that reached its quote quantity. Since schema
+        /// version 2 (a version 1 sender wrote 0 here).
+        pub taker_order_complete: BooleanCode,
         /// Zero.
-        pub reserved: Reserved<3>,
+        pub reserved: Reserved<2>,
     }
 );
+
+impl Fill {
+    /// Whether this fill finished the taker order (it is Filled; nothing further of this
+    /// command concerns it). Consumers must use this, not `taker_remaining_lots == 0`, which is
+    /// also 0 on every fill of a quote-quantity market order.
+    pub fn completes_taker(&self) -> bool {
+        self.taker_order_complete.get().is_ok_and(bool::from)
+    }
+
+    /// Whether this fill finished the maker order (it took its last lot; makers are always sized
+    /// in lots).
+    pub fn completes_maker(&self) -> bool {
+        self.maker_remaining_lots.get() == 0
+    }
+}
 
 message!(
     /// An open order was cancelled; its remainder left the book and its reservation was released.
@@ -402,7 +426,7 @@ message!(
         pub client_order_id: ClientOrderId,
         /// Quantity filled.
         pub filled_lots: Lots,
-        /// Quantity that expired unfilled (0 for quote-quantity market buys).
+        /// Quantity that expired unfilled (0 for quote-quantity market orders).
         pub expired_lots: Lots,
         /// Market.
         pub market_id: MarketId,

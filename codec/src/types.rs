@@ -384,7 +384,8 @@ wire_enum!(
         ImmediateOrCancel = 1,
         /// A market order ran out of opposite liquidity.
         NoLiquidity = 2,
-        /// A market order ran out of funds (or of its quote quantity).
+        /// A market order ran out of funds: a buy out of quote, a sell by quote quantity out of
+        /// base, or a quote quantity too small for one lot.
         FundsExhausted = 3,
     }
 );

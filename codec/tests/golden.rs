@@ -199,6 +199,7 @@ fn instances() -> Vec<Any> {
             taker_fee: Amount::new(0x0A0B_0C0D_0E0F_1A1B),
             market_id: MarketId::new(0x5152_5354),
             taker_side: Side::Ask.into(),
+            taker_order_complete: true.into(),
             reserved: Reserved::ZERO,
         }),
         Event::OrderCanceled(OrderCanceled {
@@ -436,7 +437,7 @@ fn every_golden_header_is_correct() {
         assert_eq!(usize::from(u16_at(0)), block_length, "{}: blockLength", message.name());
         assert_eq!(u16_at(2), template_id, "{}: templateId", message.name());
         assert_eq!(u16_at(4), 1, "{}: schemaId", message.name());
-        assert_eq!(u16_at(6), 1, "{}: version", message.name());
+        assert_eq!(u16_at(6), SCHEMA_VERSION, "{}: version", message.name());
         assert_eq!(block_length % 8, 0, "{}: block is a multiple of 8", message.name());
     }
 }
@@ -460,7 +461,7 @@ fn new_order_bytes_by_hand() {
     expected.extend_from_slice(&[56, 0]); // blockLength
     expected.extend_from_slice(&[1, 0]); // templateId
     expected.extend_from_slice(&[1, 0]); // schemaId
-    expected.extend_from_slice(&[1, 0]); // version
+    expected.extend_from_slice(&[2, 0]); // version (schema version 2)
     expected.extend_from_slice(&[0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01]); // userId @0
     expected.extend_from_slice(&[0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11]); // clientOrderId @8
     expected.extend_from_slice(&[0x28, 0x27, 0x26, 0x25, 0x24, 0x23, 0x22, 0x21]); // priceTicks @16
@@ -482,7 +483,7 @@ fn new_order_bytes_by_hand() {
 fn swap_bytes_by_hand() {
     let swap = golden_bytes("Swap");
     assert_eq!(swap.len(), 8 + 32);
-    assert_eq!(&swap[..8], &[32, 0, 10, 0, 1, 0, 1, 0]);
+    assert_eq!(&swap[..8], &[32, 0, 10, 0, 1, 0, 2, 0]);
     assert_eq!(&swap[8..16], &[0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01]); // userId @0
     assert_eq!(&swap[8 + 8..8 + 16], &[0x48, 0x47, 0x46, 0x45, 0x44, 0x43, 0x42, 0x41]); // amount @8
     assert_eq!(&swap[8 + 16..8 + 24], &[0xE8, 0xE7, 0xE6, 0xE5, 0xE4, 0xE3, 0xE2, 0xE1]); // limit @16
@@ -494,7 +495,7 @@ fn swap_bytes_by_hand() {
 fn order_rejected_and_fill_bytes_by_hand() {
     let rejected = golden_bytes("OrderRejected");
     assert_eq!(rejected.len(), 8 + 48);
-    assert_eq!(&rejected[..8], &[48, 0, 102, 0, 1, 0, 1, 0]);
+    assert_eq!(&rejected[..8], &[48, 0, 102, 0, 1, 0, 2, 0]);
     assert_eq!(&rejected[8..16], &[0x88, 0x87, 0x86, 0x85, 0x84, 0x83, 0x82, 0x81]); // sequence
     assert_eq!(&rejected[8 + 40..8 + 44], &[0x54, 0x53, 0x52, 0x51]); // marketId
     assert_eq!(&rejected[8 + 44..8 + 46], &301u16.to_le_bytes()); // reason: InsufficientBalance
@@ -502,19 +503,19 @@ fn order_rejected_and_fill_bytes_by_hand() {
 
     let fill = golden_bytes("Fill");
     assert_eq!(fill.len(), 8 + 136);
-    assert_eq!(&fill[..8], &[136, 0, 103, 0, 1, 0, 1, 0]);
+    assert_eq!(&fill[..8], &[136, 0, 103, 0, 1, 0, 2, 0]);
     assert_eq!(&fill[8 + 16..8 + 24], &[0x98, 0x97, 0x96, 0x95, 0x94, 0x93, 0x92, 0x91]); // tradeId
     assert_eq!(&fill[8 + 48..8 + 56], &[0xA8, 0xA7, 0xA6, 0xA5, 0xA4, 0xA3, 0xA2, 0xA1]); // makerUserId
     assert_eq!(&fill[8 + 120..8 + 128], &[0x1B, 0x1A, 0x0F, 0x0E, 0x0D, 0x0C, 0x0B, 0x0A]); // takerFee
     assert_eq!(&fill[8 + 128..8 + 132], &[0x54, 0x53, 0x52, 0x51]); // marketId
-    assert_eq!(&fill[8 + 132..], &[2, 0, 0, 0]); // takerSide Ask, reserved
+    assert_eq!(&fill[8 + 132..], &[2, 1, 0, 0]); // takerSide Ask, takerOrderComplete True, reserved
 }
 
 #[test]
 fn session_bytes_by_hand() {
     let establish = golden_bytes("Establish");
     assert_eq!(establish.len(), 8 + 80);
-    assert_eq!(&establish[..8], &[80, 0, 202, 0, 1, 0, 1, 0]);
+    assert_eq!(&establish[..8], &[80, 0, 202, 0, 1, 0, 2, 0]);
     let signature: Vec<u8> = (0x40..0x80).collect();
     assert_eq!(&establish[8..8 + 64], &signature[..]); // signature @0, as is
     assert_eq!(&establish[8 + 64..8 + 72], &[0x88, 0x87, 0x86, 0x85, 0x84, 0x83, 0x82, 0x81]); // nextExpectedSequence
@@ -523,7 +524,7 @@ fn session_bytes_by_hand() {
 
     let reject = golden_bytes("BusinessReject");
     assert_eq!(reject.len(), 8 + 24);
-    assert_eq!(&reject[..8], &[24, 0, 209, 0, 1, 0, 1, 0]);
+    assert_eq!(&reject[..8], &[24, 0, 209, 0, 1, 0, 2, 0]);
     assert_eq!(&reject[8..16], &[0xA8, 0xA7, 0xA6, 0xA5, 0xA4, 0xA3, 0xA2, 0xA1]); // clientSequence
     assert_eq!(&reject[8 + 8..8 + 16], &[0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11]); // clientOrderId
     assert_eq!(&reject[8 + 16..8 + 18], &901u16.to_le_bytes()); // reason: Throttled
@@ -531,5 +532,5 @@ fn session_bytes_by_hand() {
     assert_eq!(&reject[8 + 20..], &[0; 4]); // reserved
 
     let terminate = golden_bytes("Terminate");
-    assert_eq!(terminate, [8, 0, 208, 0, 1, 0, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0]); // reason: SlowConsumer
+    assert_eq!(terminate, [8, 0, 208, 0, 1, 0, 2, 0, 5, 0, 0, 0, 0, 0, 0, 0]); // reason: SlowConsumer
 }

@@ -108,7 +108,7 @@ impl<const N: usize> FromU64 for Reserved<N> {
 }
 
 /// The most fields any message has.
-const FIELDS_MAX: usize = 19;
+const FIELDS_MAX: usize = 20;
 
 macro_rules! build_all {
     ($($msg:ident => $envelope:ident { $($field:ident),+ $(,)? }),+ $(,)?) => {

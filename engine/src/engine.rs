@@ -51,14 +51,25 @@ struct Taker {
     side: Side,
     /// Limit price; `None` for market orders.
     limit: Option<u64>,
-    /// Total order quantity (0 for quote-quantity market buys).
+    /// Total order quantity (0 for quote-quantity market orders).
     quantity_lots: u64,
-    /// Still to fill; `None` when only the budget bounds it (quote-quantity market buys).
+    /// Still to fill; `None` when quote bounds the size (quote-quantity market orders).
     remaining_lots: Option<u64>,
     filled_lots: u64,
-    /// Most quote (notional + fee) a market buy may spend.
+    /// Most quote (notional + fee) a market buy may spend: its quote quantity, or for a buy by
+    /// base quantity the buyer's available quote.
     budget: Option<u64>,
     spent: u64,
+    /// Most notional (before the fee) a quote-quantity market sell may sell for.
+    proceeds_max: Option<u64>,
+    proceeds: u64,
+    /// Most lots a quote-quantity market sell can deliver: the seller's available base at
+    /// acceptance, in whole lots.
+    deliverable_lots: Option<u64>,
+    /// Index in the command's output of this taker's latest `Fill`, so that the fill can be
+    /// marked as completing the order once matching ends (quote-quantity orders learn that they
+    /// are done only when the next lot no longer fits their quote quantity).
+    last_fill: Option<usize>,
     self_trade_prevention: SelfTradePrevention,
     time_in_force: TimeInForce,
     post_only: bool,
@@ -70,7 +81,11 @@ enum MatchStop {
     Filled,
     PriceLimit,
     NoLiquidity,
+    /// The taker's funds ran out (a market buy's available quote, a quote-quantity sell's base).
     FundsExhausted,
+    /// A quote-quantity market order cannot take another lot without exceeding its quote
+    /// quantity: it is as complete as whole lots allow.
+    QuoteQuantityReached,
     SelfTrade,
 }
 
@@ -445,9 +460,6 @@ impl<B: Book> Engine<B> {
                 if price != 0 || post_only || (quantity != 0 && quote_quantity != 0) {
                     return Err(RejectReason::InvalidOrderType);
                 }
-                if quote_quantity != 0 && side == Side::Ask {
-                    return Err(RejectReason::InvalidOrderType);
-                }
                 if quantity == 0 && quote_quantity == 0 {
                     return Err(RejectReason::InvalidQuantity);
                 }
@@ -497,6 +509,14 @@ impl<B: Book> Engine<B> {
                 }
                 None
             }
+            (OrderType::Market, Side::Ask) if quote_quantity != 0 => {
+                // Sells what it holds, in whole lots, until the quote quantity is reached: it
+                // needs at least one lot now; how many it sells depends on the bids it meets.
+                if self.ledger.get(m.user_id, base).available < config.lot_size {
+                    return Err(RejectReason::InsufficientBalance);
+                }
+                None
+            }
             (_, Side::Ask) => {
                 let needed = spec.base_amount(quantity).ok_or(RejectReason::ArithmeticOverflow)?;
                 if self.ledger.get(m.user_id, base).available < needed {
@@ -513,6 +533,7 @@ impl<B: Book> Engine<B> {
             }
         };
 
+        let sells_by_quote = order_type == OrderType::Market && side == Side::Ask && quote_quantity != 0;
         let opposite = side.opposite();
         match order_type {
             OrderType::Limit => {
@@ -537,6 +558,11 @@ impl<B: Book> Engine<B> {
             filled_lots: 0,
             budget,
             spent: 0,
+            proceeds_max: sells_by_quote.then_some(quote_quantity),
+            proceeds: 0,
+            deliverable_lots: sells_by_quote
+                .then(|| self.ledger.get(m.user_id, base).available / self.markets[mi].spec.config.lot_size),
+            last_fill: None,
             self_trade_prevention,
             time_in_force,
             post_only,
@@ -713,6 +739,10 @@ impl<B: Book> Engine<B> {
             filled_lots: order.filled_lots,
             budget: None,
             spent: 0,
+            proceeds_max: None,
+            proceeds: 0,
+            deliverable_lots: None,
+            last_fill: None,
             self_trade_prevention: order.self_trade_prevention,
             time_in_force: TimeInForce::Gtc,
             post_only: order.post_only,
@@ -1039,6 +1069,10 @@ impl<B: Book> Engine<B> {
                 filled_lots: 0,
                 budget: None,
                 spent: 0,
+                proceeds_max: None,
+                proceeds: 0,
+                deliverable_lots: None,
+                last_fill: None,
                 self_trade_prevention: SelfTradePrevention::RejectMaker,
                 time_in_force: TimeInForce::Ioc,
                 post_only: false,
@@ -1155,7 +1189,13 @@ impl<B: Book> Engine<B> {
                 return MatchStop::Filled;
             }
             let market = &self.markets[mi];
-            let Some(&maker) = market.book.front(opposite) else { return MatchStop::NoLiquidity };
+            let Some(&maker) = market.book.front(opposite) else {
+                return if quote_quantity_reached(&market.spec, taker, out) {
+                    MatchStop::QuoteQuantityReached
+                } else {
+                    MatchStop::NoLiquidity
+                };
+            };
             if taker.limit.is_some_and(|limit| !crosses(taker.side, limit, maker.price.get())) {
                 return MatchStop::PriceLimit;
             }
@@ -1176,6 +1216,24 @@ impl<B: Book> Engine<B> {
             let mut lots = taker.remaining_lots.unwrap_or(u64::MAX).min(maker.remaining_lots);
             if let Some(budget) = taker.budget {
                 lots = affordable_lots(&market.spec, maker.price.get(), budget - taker.spent, lots);
+                if lots == 0 {
+                    // A buy by quote quantity spends its own quantity (funds were checked to
+                    // cover it); a buy by base quantity spends the buyer's available quote.
+                    return if taker.remaining_lots.is_none() {
+                        MatchStop::QuoteQuantityReached
+                    } else {
+                        MatchStop::FundsExhausted
+                    };
+                }
+            }
+            if let Some(proceeds_max) = taker.proceeds_max {
+                lots = lots.min(sellable_lots(&market.spec, maker.price.get(), proceeds_max - taker.proceeds));
+                if lots == 0 {
+                    return MatchStop::QuoteQuantityReached;
+                }
+            }
+            if let Some(deliverable) = taker.deliverable_lots {
+                lots = lots.min(deliverable - taker.filled_lots);
                 if lots == 0 {
                     return MatchStop::FundsExhausted;
                 }
@@ -1235,6 +1293,7 @@ impl<B: Book> Engine<B> {
                 ledger.credit(taker.user_id, quote, notional - taker_fee);
                 ledger.spend_locked(maker.user_id, quote, notional + maker_fee).expect(INVARIANT);
                 ledger.credit(maker.user_id, base, base_amount);
+                taker.proceeds += notional;
             }
         }
         let maker_asset = match maker.side {
@@ -1261,6 +1320,7 @@ impl<B: Book> Engine<B> {
             *remaining -= lots;
         }
 
+        taker.last_fill = Some(out.len());
         out.push(Event::Fill(Fill {
             sequence: ctx.sequence,
             timestamp_ns: ctx.timestamp_ns,
@@ -1280,6 +1340,7 @@ impl<B: Book> Engine<B> {
             taker_fee: Amount::new(taker_fee),
             market_id: spec.config.id,
             taker_side: taker.side.into(),
+            taker_order_complete: (taker.remaining_lots == Some(0)).into(),
             reserved: Reserved::ZERO,
         }));
         for (user, asset) in
@@ -1327,6 +1388,12 @@ impl<B: Book> Engine<B> {
                 }));
             }
             MatchStop::FundsExhausted => out.push(expire(ExpireReason::FundsExhausted)),
+            // As close to its quote quantity as whole lots allow: the order is filled, and its
+            // last fill says so. A quote quantity too small for a single lot expires instead.
+            MatchStop::QuoteQuantityReached => match taker.last_fill.map(|index| &mut out[index]) {
+                Some(Event::Fill(fill)) => fill.taker_order_complete = true.into(),
+                _ => out.push(expire(ExpireReason::FundsExhausted)),
+            },
             MatchStop::PriceLimit | MatchStop::NoLiquidity => match (taker.limit, taker.time_in_force) {
                 (Some(price), TimeInForce::Gtc) => self.rest(ctx, mi, taker, price, out),
                 (Some(_), _) => out.push(expire(ExpireReason::ImmediateOrCancel)),
@@ -1453,6 +1520,29 @@ fn crosses(side: Side, limit: u64, resting: u64) -> bool {
 fn taker_cost(spec: &MarketSpec, price: u64, lots: u64) -> u64 {
     let notional = spec.notional(price, lots).expect("bounded by market limits");
     notional + MarketSpec::fee(notional, spec.config.taker_fee_ppm)
+}
+
+/// Whether a quote-quantity order that met an empty book could not have taken another lot at any
+/// price the book might have offered: a buy cannot pay for one more lot at its last fill's price
+/// (any later ask is at least as dear), a sell cannot sell one more lot even at the lowest price.
+fn quote_quantity_reached(spec: &MarketSpec, taker: &Taker, out: &[Event]) -> bool {
+    if let Some(budget) = taker.budget
+        && taker.remaining_lots.is_none()
+        && let Some(Event::Fill(last)) = taker.last_fill.map(|index| &out[index])
+    {
+        return affordable_lots(spec, last.price_ticks.get(), budget - taker.spent, 1) == 0;
+    }
+    if let Some(proceeds_max) = taker.proceeds_max {
+        return taker.last_fill.is_some() && sellable_lots(spec, 1, proceeds_max - taker.proceeds) == 0;
+    }
+    false
+}
+
+/// The most lots a quote-quantity sell can sell at `price` without its notional exceeding
+/// `proceeds_left`.
+fn sellable_lots(spec: &MarketSpec, price: u64, proceeds_left: u64) -> u64 {
+    let per_lot = u128::from(price) * u128::from(spec.quote_per_tick_lot);
+    u64::try_from(u128::from(proceeds_left) / per_lot).unwrap_or(u64::MAX)
 }
 
 /// The most lots (at most `max_lots`) a taker buy can pay for at `price` with `budget`.

@@ -7,6 +7,9 @@
 //!
 //! [`ReferenceLedger`] rebuilds every user's total holding per asset from the events alone
 //! (deposits, withdrawals and fills) and must agree with the engine's balances.
+//!
+//! [`check_order_lifecycle`] checks that one command's events tell every consumer exactly when
+//! each order is finished.
 
 pub mod profiles;
 
@@ -280,6 +283,88 @@ impl ReferenceLedger {
     }
 }
 
+/// Checks the order lifecycle in one command's events, as every consumer reads it:
+/// - a `Fill` marked `taker_order_complete` has `taker_remaining_lots` 0, and a fill leaving a
+///   taker sized in lots with 0 remaining is marked complete;
+/// - after an order's terminal event (a completing fill, its maker fill leaving 0, an
+///   `OrderExpired` or an `OrderCanceled`) no later event of the command fills, expires, cancels
+///   or replaces it;
+/// - a market, immediate-or-cancel or fill-or-kill order accepted by the command ends in it with
+///   exactly one terminal event, and a buy by quote quantity that traded does not expire for
+///   lack of funds (reaching its quote quantity is a completing fill).
+///
+/// # Errors
+/// A description of the first violation.
+pub fn check_order_lifecycle(events: &[Event]) -> Result<(), String> {
+    /// Order → index of the event that finished it.
+    type Finished = BTreeMap<OrderId, usize>;
+    fn still_open(finished: &Finished, order_id: OrderId, index: usize) -> Result<(), String> {
+        match finished.get(&order_id) {
+            Some(earlier) => Err(format!("event {index} concerns order {order_id:?}, finished by event {earlier}")),
+            None => Ok(()),
+        }
+    }
+    fn finish(finished: &mut Finished, order_id: OrderId, index: usize) -> Result<(), String> {
+        still_open(finished, order_id, index)?;
+        finished.insert(order_id, index);
+        Ok(())
+    }
+    // Orders accepted by this command: id → (sized by quote quantity, must end in this command).
+    let mut accepted: BTreeMap<OrderId, (bool, bool)> = BTreeMap::new();
+    let mut finished = Finished::new();
+    for (index, event) in events.iter().enumerate() {
+        match event {
+            Event::OrderAccepted(a) => {
+                let by_quote = a.quote_quantity.get() != 0;
+                let immediate =
+                    a.order_type.get() == Ok(OrderType::Market) || a.time_in_force.get() != Ok(TimeInForce::Gtc);
+                accepted.insert(a.order_id, (by_quote, immediate));
+            }
+            Event::Fill(f) => {
+                let by_quote = accepted.get(&f.taker_order_id).is_some_and(|&(by_quote, _)| by_quote);
+                let remaining = f.taker_remaining_lots.get();
+                if f.completes_taker() && remaining != 0 {
+                    return Err(format!("fill {index} completes its taker with {remaining} lots remaining"));
+                }
+                if !f.completes_taker() && !by_quote && remaining == 0 {
+                    return Err(format!("fill {index} takes the last lot of its taker but is not marked complete"));
+                }
+                if f.completes_maker() {
+                    finish(&mut finished, f.maker_order_id, index)?;
+                } else {
+                    still_open(&finished, f.maker_order_id, index)?;
+                }
+                if f.completes_taker() {
+                    finish(&mut finished, f.taker_order_id, index)?;
+                } else {
+                    still_open(&finished, f.taker_order_id, index)?;
+                }
+            }
+            Event::OrderExpired(x) => finish(&mut finished, x.order_id, index)?,
+            Event::OrderCanceled(x) => finish(&mut finished, x.order_id, index)?,
+            Event::OrderReplaced(x) => still_open(&finished, x.order_id, index)?,
+            _ => {}
+        }
+    }
+    for (order_id, (by_quote, immediate)) in accepted {
+        let end = finished.get(&order_id).map(|&index| &events[index]);
+        if immediate && end.is_none() {
+            return Err(format!("order {order_id:?} (market, IOC or FOK) did not finish"));
+        }
+        // Reaching its quote quantity is a fill, not an expiry (an expiry of a quote-quantity
+        // order means it ran out of liquidity or funds, or could not buy a single lot).
+        if by_quote
+            && let Some(Event::OrderExpired(x)) = end
+            && x.reason.get() == Ok(ExpireReason::FundsExhausted)
+            && x.filled_lots.get() > 0
+            && x.side.get() == Ok(Side::Bid)
+        {
+            return Err(format!("order {order_id:?} (buy by quote) expired instead of completing its last fill"));
+        }
+    }
+    Ok(())
+}
+
 /// Command constructors for tests and benchmarks.
 pub mod commands {
     use codec::*;
@@ -337,6 +422,13 @@ pub mod commands {
     /// A market buy spending at most `quote_quantity` (notional + fee).
     pub fn market_buy_quote(user: u64, market: u32, quote_quantity: u64) -> Command {
         let Command::NewOrder(mut order) = self::market(user, market, Side::Bid, 0) else { unreachable!() };
+        order.quote_quantity = Amount::new(quote_quantity);
+        Command::NewOrder(order)
+    }
+
+    /// A market sell for at most `quote_quantity` of notional (before the fee).
+    pub fn market_sell_quote(user: u64, market: u32, quote_quantity: u64) -> Command {
+        let Command::NewOrder(mut order) = self::market(user, market, Side::Ask, 0) else { unreachable!() };
         order.quote_quantity = Amount::new(quote_quantity);
         Command::NewOrder(order)
     }

@@ -5,11 +5,13 @@
 //! the engine's balances. Rejected commands must leave the state hash unchanged, and replaying
 //! the stream gives the same final hash. AMM pool commands (add / remove liquidity, swaps) are
 //! mixed in: pools on both markets, their reserves checked against the ledger's pool account.
+//! Every command's events pass `check_order_lifecycle` (quote-quantity market orders on both
+//! sides included).
 //!
 //! Failing seeds are kept in `tests/properties.proptest-regressions`.
 
 use codec::*;
-use engine::testkit::{NaiveBook, ReferenceLedger};
+use engine::testkit::{NaiveBook, ReferenceLedger, check_order_lifecycle};
 use engine::{CommandContext, Engine, EngineConfig, EngineLimits, OrderBook, PoolConfig};
 use proptest::prelude::*;
 
@@ -87,7 +89,7 @@ fn book_command() -> impl Strategy<Value = Command> {
             }),
         2 => (user.clone(), market.clone(), side(), 1u64..=60, 0u64..=30_000, tif(), stp()).prop_map(
             |(user, market, side, quantity, quote, tif, stp)| {
-                let by_quote = side == Side::Bid && quote % 3 == 0;
+                let by_quote = quote % 3 == 0;
                 Command::NewOrder(NewOrder {
                     user_id: UserId::new(user),
                     client_order_id: ClientOrderId::ZERO,
@@ -276,6 +278,8 @@ fn run(commands: &[Command]) -> Result<Coverage, TestCaseError> {
             prop_assert_eq!(fast_events.len(), 1, "a reject comes alone");
             prop_assert_eq!(hash_before, fast.state_hash(), "rejected command changed state: {:?}", command);
         }
+        check_order_lifecycle(&fast_events)
+            .map_err(|e| TestCaseError::fail(format!("order lifecycle after {command:?}: {e}: {fast_events:?}")))?;
         for event in &fast_events {
             let name = match event {
                 Event::OrderRejected(r) => r.reason.get().map_or("Rejected(?)", |_| "Rejected"),

@@ -6,7 +6,8 @@
 //! conservation of every asset), that every event carries the command's sequence, and that the
 //! event-rebuilt reference ledger agrees with the engine. Every expected rejection is checked to
 //! emit exactly one `OrderRejected` (right reason, user, ids, template) and to leave
-//! `state_hash()` unchanged.
+//! `state_hash()` unchanged. Every command's events also pass `check_order_lifecycle` (each
+//! order finishes at most once, by a completing fill, expiry or cancel, and nothing follows).
 //!
 //! Covered: price-time priority and maker-price fills, partial fills, per-market trade ids;
 //! GTC / IOC / FOK and post-only; market orders by base and by quote quantity; cancel by id and
@@ -18,7 +19,7 @@
 //! minor units, maker fee 200 ppm, taker fee 500 ppm, both rounded down.
 
 use codec::*;
-use engine::testkit::{ReferenceLedger, commands as c};
+use engine::testkit::{ReferenceLedger, check_order_lifecycle, commands as c};
 use engine::{Book, CommandContext, Engine, EngineConfig};
 
 const BTC: u32 = 0;
@@ -84,6 +85,7 @@ impl Harness {
             self.reference.apply(event);
         }
         self.reference.check(&self.engine).unwrap();
+        check_order_lifecycle(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
         out
     }
 
@@ -646,6 +648,11 @@ fn market_sell_by_base_quantity_and_remainder_without_liquidity_expires() {
     assert_eq!(h.balance(2, BTC), (90_000, 0));
 }
 
+/// Whether a fill is marked as completing its taker order.
+fn completes(event: &Event) -> bool {
+    get!(event, Fill).completes_taker()
+}
+
 #[test]
 fn market_buy_by_quote_quantity_spends_at_most_notional_plus_fee() {
     let mut h = Harness::new();
@@ -655,9 +662,10 @@ fn market_buy_by_quote_quantity_spends_at_most_notional_plus_fee() {
     h.place(gtc(1, Side::Ask, 20_000, 5));
     h.place(gtc(3, Side::Ask, 20_010, 5));
 
-    // 3 lots at 20_000 cost 60_000 + 30 = 60_030: one unit short buys only 2 (40_020).
+    // 3 lots at 20_000 cost 60_000 + 30 = 60_030: one unit short buys only 2 (40_020). That is
+    // as close to the quote quantity as whole lots allow: the order is filled by that fill.
     let (id, ev) = h.place(c::market_buy_quote(2, M1, 60_029));
-    assert_eq!(names(&ev), seq(&[&[ACCEPTED], &TRADE, &[EXPIRED]]));
+    assert_eq!(names(&ev), seq(&[&[ACCEPTED], &TRADE]));
     let a = get!(&ev[0], OrderAccepted);
     assert_eq!((a.quote_quantity.get(), a.quantity_lots.get()), (60_029, 0));
     assert_eq!(
@@ -675,27 +683,125 @@ fn market_buy_by_quote_quantity_spends_at_most_notional_plus_fee() {
             taker_fee: 20
         }
     );
-    assert_eq!(expired(&ev[7]), (id, 2, 0, ExpireReason::FundsExhausted));
+    assert!(completes(&ev[1]));
     assert_eq!(h.balance(2, USDC), (1_000_000 - 40_020, 0));
 
-    // Exactly 60_030 buys the remaining 3 lots and stops at the next level.
-    let (id, ev) = h.place(c::market_buy_quote(2, M1, 60_030));
-    assert_eq!(names(&ev), seq(&[&[ACCEPTED], &TRADE, &[EXPIRED]]));
+    // Exactly 60_030 buys the remaining 3 lots and stops at the next level: filled.
+    let (_, ev) = h.place(c::market_buy_quote(2, M1, 60_030));
+    assert_eq!(names(&ev), seq(&[&[ACCEPTED], &TRADE]));
     assert_eq!((fill(&ev[1]).lots, fill(&ev[1]).notional, fill(&ev[1]).taker_fee), (3, 60_000, 30));
-    assert_eq!(expired(&ev[7]), (id, 3, 0, ExpireReason::FundsExhausted));
+    assert!(completes(&ev[1]));
     assert_eq!(h.balance(2, USDC), (1_000_000 - 40_020 - 60_030, 0));
 
     // 100_000 at 20_010: 4 lots cost 80_040 + 40; 5 would cost 100_100.
-    let (id, ev) = h.place(c::market_buy_quote(2, M1, 100_000));
+    let (_, ev) = h.place(c::market_buy_quote(2, M1, 100_000));
+    assert_eq!(names(&ev), seq(&[&[ACCEPTED], &TRADE]));
     assert_eq!((fill(&ev[1]).lots, fill(&ev[1]).notional, fill(&ev[1]).taker_fee), (4, 80_040, 40));
-    assert_eq!(expired(&ev[7]), (id, 4, 0, ExpireReason::FundsExhausted));
+    assert!(completes(&ev[1]));
     assert_eq!(h.balance(2, USDC), (1_000_000 - 180_130, 0));
     assert_eq!(h.balance(2, BTC), (9 * LOT, 0));
     assert_eq!(h.queue(M1, Side::Ask), [(2, 1)]);
 
+    // A quote quantity that cannot pay for one lot at the best price expires unfilled.
+    let (id, ev) = h.place(c::market_buy_quote(2, M1, 20_019));
+    assert_eq!(names(&ev), [ACCEPTED, EXPIRED]);
+    assert_eq!(expired(&ev[1]), (id, 0, 0, ExpireReason::FundsExhausted));
+
     // The quote quantity must be available.
     h.reject(c::market_buy_quote(2, M1, 1_000_000), RejectReason::InsufficientBalance);
     h.reject(c::market_buy_quote(9, M1, 1), RejectReason::InsufficientBalance);
+}
+
+/// Issue #16: a buy by quote quantity across three levels reports every fill as not completing
+/// the order except the last, and nothing follows it; consumers read "done" from that flag.
+#[test]
+fn market_buy_by_quote_quantity_across_levels_completes_on_its_last_fill_only() {
+    let mut h = Harness::new();
+    for (user, price) in [(1, 20_000), (3, 20_010), (4, 20_020)] {
+        h.deposit(user, BTC, 10_000);
+        h.place(gtc(user, Side::Ask, price, 2));
+    }
+    h.deposit(2, USDC, 1_000_000);
+    // 2 lots at each of 20_000 and 20_010 (80_020 + 40 fee), then 1 of 3 at 20_020 (20_020 + 10):
+    // 100_090 spent; a second lot at 20_020 would need 120_120.
+    let (id, ev) = h.place(c::market_buy_quote(2, M1, 120_000));
+    assert_eq!(names(&ev), seq(&[&[ACCEPTED], &TRADE, &TRADE, &TRADE]));
+    let fills: Vec<(u64, u64, u64, bool)> = [1, 7, 13]
+        .iter()
+        .map(|&i| (fill(&ev[i]).taker, fill(&ev[i]).price, fill(&ev[i]).lots, completes(&ev[i])))
+        .collect();
+    assert_eq!(fills, [(id, 20_000, 2, false), (id, 20_010, 2, false), (id, 20_020, 1, true)]);
+    assert_eq!(h.balance(2, USDC), (1_000_000 - 100_040 - 50, 0));
+    assert_eq!(h.queue(M1, Side::Ask), [(3, 1)]);
+
+    // When the book runs out first, the fills do not complete it and it expires for liquidity.
+    let (id, ev) = h.place(c::market_buy_quote(2, M1, 500_000));
+    assert_eq!(names(&ev), seq(&[&[ACCEPTED], &TRADE, &[EXPIRED]]));
+    assert!(!completes(&ev[1]));
+    assert_eq!(expired(&ev[7]), (id, 1, 0, ExpireReason::NoLiquidity));
+
+    // Emptying the book with too little left for another lot at the last price is a fill.
+    h.place(gtc(1, Side::Ask, 20_000, 1));
+    let (_, ev) = h.place(c::market_buy_quote(2, M1, 20_010 + 20_009));
+    assert_eq!(names(&ev), seq(&[&[ACCEPTED], &TRADE]));
+    assert!(completes(&ev[1]));
+    assert!(h.queue(M1, Side::Ask).is_empty());
+}
+
+/// A market sell by quote quantity sells whole lots, best bid first, while the notional (before
+/// the fee) stays within the quote quantity, and is filled by its last fill; it expires when the
+/// bids or the seller's base run out first.
+#[test]
+fn market_sell_by_quote_quantity_sells_up_to_its_quote_quantity() {
+    let mut h = Harness::new();
+    h.deposit(1, USDC, 1_000_000);
+    h.place(gtc(1, Side::Bid, 20_000, 2));
+    h.place(gtc(1, Side::Bid, 19_990, 5));
+    h.deposit(2, BTC, 10 * LOT);
+    // 2 lots at 20_000 (40_000) and 1 at 19_990 (59_990 in all); a 4th lot would make 79_980.
+    let (id, ev) = h.place(c::market_sell_quote(2, M1, 79_979));
+    assert_eq!(names(&ev), seq(&[&[ACCEPTED], &TRADE, &TRADE]));
+    let a = get!(&ev[0], OrderAccepted);
+    assert_eq!((a.side.get(), a.quote_quantity.get(), a.quantity_lots.get()), (Ok(Side::Ask), 79_979, 0));
+    assert_eq!((fill(&ev[1]).taker, fill(&ev[1]).lots, fill(&ev[1]).taker_left, completes(&ev[1])), (id, 2, 0, false));
+    assert_eq!(
+        (fill(&ev[7]).lots, fill(&ev[7]).notional, fill(&ev[7]).taker_fee, completes(&ev[7])),
+        (1, 19_990, 9, true)
+    );
+    // Proceeds: 59_990 minus the taker fees 20 + 9.
+    assert_eq!(h.balance(2, USDC), (59_990 - 29, 0));
+    assert_eq!(h.balance(2, BTC), (7 * LOT, 0));
+
+    // Exactly the notional of the last 4 lots of the book: filled, although the book is now
+    // empty (the quote quantity is reached, not the liquidity short).
+    let (_, ev) = h.place(c::market_sell_quote(2, M1, 79_960));
+    assert_eq!(names(&ev), seq(&[&[ACCEPTED], &TRADE]));
+    assert_eq!((fill(&ev[1]).lots, completes(&ev[1])), (4, true));
+    assert_eq!(h.balance(2, BTC), (3 * LOT, 0));
+
+    // The seller's base runs out before the quote quantity: it expires for funds, 3 lots sold.
+    h.place(gtc(1, Side::Bid, 19_980, 10));
+    let (id, ev) = h.place(c::market_sell_quote(2, M1, 1_000_000));
+    assert_eq!(names(&ev), seq(&[&[ACCEPTED], &TRADE, &[EXPIRED]]));
+    assert_eq!((fill(&ev[1]).lots, completes(&ev[1])), (3, false));
+    assert_eq!(expired(&ev[7]), (id, 3, 0, ExpireReason::FundsExhausted));
+    assert_eq!(h.balance(2, BTC), (0, 0));
+
+    // The bids run out first: it expires for liquidity.
+    h.deposit(2, BTC, 20 * LOT);
+    let (id, ev) = h.place(c::market_sell_quote(2, M1, 1_000_000));
+    assert_eq!(names(&ev), seq(&[&[ACCEPTED], &TRADE, &[EXPIRED]]));
+    assert_eq!(expired(&ev[7]), (id, 7, 0, ExpireReason::NoLiquidity));
+
+    // It needs at least one lot of base, and fill-or-kill is refused as for buys by quote.
+    h.reject(c::market_sell_quote(3, M1, 10_000), RejectReason::InsufficientBalance);
+    h.deposit(3, BTC, LOT - 1);
+    h.place(gtc(1, Side::Bid, 19_000, 1));
+    h.reject(c::market_sell_quote(3, M1, 10_000), RejectReason::InsufficientBalance);
+    h.reject(
+        edit(c::market_sell_quote(2, M1, 10_000), |o| o.time_in_force = TimeInForce::Fok.into()),
+        RejectReason::InvalidTimeInForce,
+    );
 }
 
 #[test]
@@ -737,7 +843,7 @@ fn market_order_shape_is_checked() {
         RejectReason::InvalidOrderType,
     );
     h.reject(
-        edit(c::market(1, M1, Side::Ask, 0), |o| o.quote_quantity = Amount::new(1_000)),
+        edit(c::market(1, M1, Side::Ask, 1), |o| o.quote_quantity = Amount::new(1_000)),
         RejectReason::InvalidOrderType,
     );
     h.reject(

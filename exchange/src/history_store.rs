@@ -9,7 +9,8 @@
 //! missing from the answer until the sink has written it. A failed query answers `503`.
 
 use codec::{
-    AssetId, ClientOrderId, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId, WireEnum,
+    AssetId, ClientOrderId, ExpireReason, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId,
+    WireEnum,
 };
 use gateway_json::history::{FillRecord, HistoryFuture, HistoryQuery, HistorySource, StoredOrder, TransferRecord};
 use gateway_json::{OpenOrder, TradeSource};
@@ -127,6 +128,9 @@ impl HistorySource for PostgresHistory {
                             created_ns: row.created_ns,
                         },
                         status: status(&row.status)?,
+                        expiry_reason: row
+                            .expire_reason
+                            .map(|code| marketdata::expiry_reason_name(ExpireReason::from_code(u16::from(code)))),
                     })
                 })
                 .collect()

@@ -268,6 +268,7 @@ fn fill(market: MarketId, sequence: u64, trade: &ListedTrade) -> Event {
         taker_fee: Amount::new(0),
         market_id: market,
         taker_side: taker_side.into(),
+        taker_order_complete: true.into(),
         reserved: Reserved::ZERO,
     })
 }

@@ -421,6 +421,16 @@ fn history_endpoints_read_postgres_across_a_restart() {
         assert!(trade_times.windows(2).all(|w| w[0] >= w[1]), "user {user}: fills newest first");
         let ids: Vec<u64> = orders.iter().map(|o| o["id"].as_str().unwrap().parse().unwrap()).collect();
         assert!(ids.windows(2).all(|w| w[0] > w[1]), "user {user}: orders newest first");
+        // An expired order says why, in Backpack's names (the demo's market orders can expire).
+        for order in &orders {
+            let reason = order["expiryReason"].as_str();
+            if order["status"] == "Expired" {
+                let names = ["ImmediateOrCancel", "InsufficientLiquidity", "InsufficientFunds"];
+                assert!(reason.is_some_and(|r| names.contains(&r)), "user {user}: {order}");
+            } else {
+                assert_eq!(order["expiryReason"], Value::Null, "user {user}: {order}");
+            }
+        }
         seen.insert(user, (fills, orders));
     }
 

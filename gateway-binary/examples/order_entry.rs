@@ -143,13 +143,16 @@ fn print_report(sequence: &mut u64, incoming: &Incoming) {
         ),
         Incoming::Event(Event::Fill(m)) => {
             // The counterparty's fields are zeroed: a non-zero maker order id means ours rested.
-            let (role, remaining) = if m.maker_order_id != OrderId::ZERO {
-                ("maker", m.maker_remaining_lots)
+            let (role, remaining, done) = if m.maker_order_id != OrderId::ZERO {
+                ("maker", m.maker_remaining_lots, m.completes_maker())
             } else {
-                ("taker", m.taker_remaining_lots)
+                ("taker", m.taker_remaining_lots, m.completes_taker())
             };
+            // The order is done when the fill says so (a quote-quantity market order shows 0 lots
+            // left on every fill).
+            let state = if done { "order filled".to_string() } else { format!("{remaining} lots left open") };
             println!(
-                "{prefix} Fill: trade {} of {} lots at {} ticks as {role}, {remaining} lots left open",
+                "{prefix} Fill: trade {} of {} lots at {} ticks as {role}, {state}",
                 m.trade_id, m.quantity_lots, m.price_ticks
             );
         }

@@ -4,8 +4,9 @@
 //! Routing: an event goes to the session whose command caused it (the origin tag), and an event
 //! about a resting order placed through this gateway (a maker fill, a cancel or expiry caused by
 //! someone else's command) goes to the session that placed the order. A fill shown to one side
-//! has the other side's identifiers, remaining quantity and fee zeroed: no user learns another's
-//! orders. Book and balance updates are not sent on order-entry sessions.
+//! has the other side's identifiers, remaining quantity and fee zeroed (and, shown to the maker,
+//! whether it completed the taker): no user learns another's orders. Book and balance updates
+//! are not sent on order-entry sessions.
 
 use crate::Shared;
 use crate::session::{SessionState, event_frame};
@@ -86,12 +87,12 @@ fn route(shared: &Shared, owners: &mut HashMap<OrderId, u64>, tag: u64, event: &
         Event::Fill(fill) => {
             let maker_session = owners.get(&fill.maker_order_id).copied();
             let taker_session = owners.get(&fill.taker_order_id).copied().or(origin_session);
-            if fill.maker_remaining_lots.get() == 0 {
+            if fill.completes_maker() {
                 owners.remove(&fill.maker_order_id);
             }
-            if fill.taker_remaining_lots.get() == 0 {
-                // Later events of the taker (quote-quantity market orders) come from the same
-                // command and are routed by origin.
+            // Not `taker_remaining_lots == 0`: every fill of a quote-quantity market order shows
+            // that; only the fill that completes the taker says it is done.
+            if fill.completes_taker() {
                 owners.remove(&fill.taker_order_id);
             }
             match (maker_session, taker_session) {
@@ -104,6 +105,7 @@ fn route(shared: &Shared, owners: &mut HashMap<OrderId, u64>, tag: u64, event: &
                         shown.taker_client_order_id = ClientOrderId::ZERO;
                         shown.taker_remaining_lots = Lots::ZERO;
                         shown.taker_fee = Amount::ZERO;
+                        shown.taker_order_complete = false.into();
                         deliver(shared, maker, &Event::Fill(shown));
                     }
                     if let Some(taker) = taker {

@@ -141,8 +141,9 @@ fn persist(state: &mut SessionState, order_id: OrderId, client_order_id: ClientO
     state.store_order(record, open);
 }
 
-fn status(info: &OrderInfo, leaves: u64) -> &'static str {
-    if leaves == 0 {
+/// OrdStatus after a fill: filled (2) when the fill completed the order, else partially filled.
+fn status(info: &OrderInfo, done: bool) -> &'static str {
+    if done {
         "2"
     } else if info.cum > 0 {
         "1"
@@ -215,27 +216,29 @@ impl Dispatcher {
             }
             Event::Fill(fill) => {
                 for maker in [true, false] {
-                    let (order_id, remaining) = if maker {
-                        (fill.maker_order_id, fill.maker_remaining_lots.get())
+                    // Done by the fill's flag for the taker, not `remaining == 0`: a quote-quantity
+                    // market order shows 0 remaining on every fill.
+                    let (order_id, remaining, done) = if maker {
+                        (fill.maker_order_id, fill.maker_remaining_lots.get(), fill.completes_maker())
                     } else {
-                        (fill.taker_order_id, fill.taker_remaining_lots.get())
+                        (fill.taker_order_id, fill.taker_remaining_lots.get(), fill.completes_taker())
                     };
                     let client_order_id = if maker { fill.maker_client_order_id } else { fill.taker_client_order_id };
                     let Some(info) = self.orders.get_mut(&order_id) else { continue };
                     info.cum += fill.quantity_lots.get();
                     info.notional += u128::from(fill.price_ticks.get()) * u128::from(fill.quantity_lots.get());
                     let info = *info;
-                    if remaining == 0 {
+                    if done {
                         self.orders.remove(&order_id);
                         self.by_client.remove(&(info.session, client_order_id.get()));
                     }
                     let exec_id = self.exec_id(fill.sequence);
                     let Some(market) = self.market(info.market) else { continue };
                     self.with_session(info.session, |state| {
-                        persist(state, order_id, client_order_id, &info, remaining != 0);
+                        persist(state, order_id, client_order_id, &info, !done);
                         let cl_ord_id = state.ids.text(client_order_id);
                         let mut body = Body::new();
-                        header(&mut body, order_id, &cl_ord_id, None, &exec_id, "F", status(&info, remaining));
+                        header(&mut body, order_id, &cl_ord_id, None, &exec_id, "F", status(&info, done));
                         instrument(&mut body, &market, &info);
                         body.field(32, market.quantity(fill.quantity_lots.get()));
                         body.field(31, market.price(fill.price_ticks.get()));

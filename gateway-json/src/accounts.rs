@@ -224,12 +224,12 @@ impl AccountViews {
                 let taker_side = fill.taker_side.get().unwrap_or(Side::Bid);
                 let maker_side = if taker_side == Side::Bid { Side::Ask } else { Side::Bid };
                 let mut orders = write(&self.orders);
-                for (user, order_id, client_order_id, remaining, fee, side, is_maker) in [
+                for (user, order_id, client_order_id, done, fee, side, is_maker) in [
                     (
                         fill.maker_user_id,
                         fill.maker_order_id,
                         fill.maker_client_order_id,
-                        fill.maker_remaining_lots.get(),
+                        fill.completes_maker(),
                         fill.maker_fee.get(),
                         maker_side,
                         true,
@@ -238,7 +238,7 @@ impl AccountViews {
                         fill.taker_user_id,
                         fill.taker_order_id,
                         fill.taker_client_order_id,
-                        fill.taker_remaining_lots.get(),
+                        fill.completes_taker(),
                         fill.taker_fee.get(),
                         taker_side,
                         false,
@@ -263,8 +263,9 @@ impl AccountViews {
                     let Some(order) = user_orders.get_mut(&order_id) else { continue };
                     order.filled_lots += fill.quantity_lots.get();
                     order.executed_quote += fill.quote_amount.get();
-                    // A quote-quantity market buy reports 0 remaining; it ends with an expiry.
-                    if remaining == 0 && order.quote_quantity == 0 {
+                    // Not `remaining == 0`: a quote-quantity market order has 0 remaining lots on
+                    // every fill; the fill that completes it says so.
+                    if done {
                         if let Some(order) = user_orders.remove(&order_id) {
                             self.history.record_closed(user, order, ClosedStatus::Filled);
                         }
@@ -283,12 +284,10 @@ impl AccountViews {
             Event::OrderExpired(expired) => {
                 if let Some(mut order) = self.remove(expired.user_id, expired.order_id) {
                     order.filled_lots = expired.filled_lots.get();
-                    let status = if order.filled_lots > 0 && expired.expired_lots.get() == 0 {
-                        ClosedStatus::Filled
-                    } else {
-                        ClosedStatus::Expired
-                    };
-                    self.history.record_closed(expired.user_id, order, status);
+                    // Also for a quote-quantity order with 0 lots expired: one that reached its
+                    // quote quantity completes with its last fill instead.
+                    let reason = marketdata::expiry_reason_name(expired.reason.get().ok());
+                    self.history.record_closed(expired.user_id, order, ClosedStatus::Expired(reason));
                 }
             }
             Event::OrderReplaced(replaced) => {

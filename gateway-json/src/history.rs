@@ -57,8 +57,9 @@ pub enum ClosedStatus {
     Filled,
     /// Cancelled (by the user, a mass cancel, self-trade prevention or an operator).
     Cancelled,
-    /// Its unfilled remainder expired (IOC, FOK, market orders).
-    Expired,
+    /// Its unfilled remainder expired (IOC, FOK, market orders), for the reason named (Backpack's
+    /// `OrderExpiryReason`, see [`marketdata::expiry_reason_name`]).
+    Expired(&'static str),
 }
 
 impl ClosedStatus {
@@ -67,7 +68,15 @@ impl ClosedStatus {
         match self {
             Self::Filled => "Filled",
             Self::Cancelled => "Cancelled",
-            Self::Expired => "Expired",
+            Self::Expired(_) => "Expired",
+        }
+    }
+
+    /// Backpack's `expiryReason`: the reason of an expiry, `None` otherwise.
+    pub fn expiry_reason(self) -> Option<&'static str> {
+        match self {
+            Self::Expired(reason) => Some(reason),
+            Self::Filled | Self::Cancelled => None,
         }
     }
 }
@@ -247,6 +256,8 @@ pub struct StoredOrder {
     pub order: OpenOrder,
     /// Backpack's name of its status: `New`, `PartiallyFilled`, `Filled`, `Cancelled` or `Expired`.
     pub status: &'static str,
+    /// Backpack's name of the reason it expired (`expiryReason`), `None` unless it expired.
+    pub expiry_reason: Option<&'static str>,
 }
 
 /// What a [`HistorySource`] answers: records, or why the store could not be read.
@@ -590,31 +601,41 @@ pub(crate) async fn order_history(
     if let Some(store) = &state.history_source {
         let orders = store.orders(user, page.query(market, order)).await.map_err(|e| store_unavailable(&e))?;
         known_markets(&state, orders.iter().map(|o| o.order.market_id))?;
-        let out = orders.iter().map(|stored| order_history_json(&state, &stored.order, stored.status)).collect();
+        let out = orders
+            .iter()
+            .map(|stored| order_history_json(&state, &stored.order, stored.status, stored.expiry_reason))
+            .collect();
         return page.respond(None, out);
     }
     let views = &state.dispatch.views;
-    let mut orders: Vec<(OpenOrder, &'static str)> = views
+    let mut orders: Vec<(OpenOrder, &'static str, Option<&'static str>)> = views
         .open_orders(user, None)
         .into_iter()
         .filter(|o| wanted(o))
-        .map(|o| (o, if o.filled_lots > 0 { "PartiallyFilled" } else { "New" }))
+        .map(|o| (o, if o.filled_lots > 0 { "PartiallyFilled" } else { "New" }, None))
         .collect();
     orders.extend(
-        views.history().closed_orders(user, |c| wanted(&c.order)).into_iter().map(|c| (c.order, c.status.name())),
+        views
+            .history()
+            .closed_orders(user, |c| wanted(&c.order))
+            .into_iter()
+            .map(|c| (c.order, c.status.name(), c.status.expiry_reason())),
     );
     // Newest first: order ids grow with time.
-    orders.sort_by_key(|(order, _)| std::cmp::Reverse(order.order_id));
+    orders.sort_by_key(|(order, _, _)| std::cmp::Reverse(order.order_id));
     let (orders, total) = page.apply_counted(orders);
-    let out = orders.iter().map(|(order, status)| order_history_json(&state, order, status)).collect();
+    let out = orders
+        .iter()
+        .map(|(order, status, expiry_reason)| order_history_json(&state, order, status, *expiry_reason))
+        .collect();
     page.respond(Some(total), out)
 }
 
 /// One entry of the order history.
-fn order_history_json(state: &PrivateState, order: &OpenOrder, status: &str) -> Value {
+fn order_history_json(state: &PrivateState, order: &OpenOrder, status: &str, expiry_reason: Option<&str>) -> Value {
     let mut value = state.order_json(order, status);
     value["createdAt"] = json!(datetime(order.created_ns));
-    value["expiryReason"] = Value::Null;
+    value["expiryReason"] = json!(expiry_reason);
     value["systemOrderType"] = Value::Null;
     value
 }

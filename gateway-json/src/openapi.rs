@@ -518,7 +518,8 @@ pub struct ExecuteOrderRequest {
     price: Option<String>,
     /// Decimal string on the step grid.
     quantity: Option<String>,
-    /// Market buys by quote amount.
+    /// Market orders by quote amount, either side: a buy spends at most this much quote, fee
+    /// included; a sell sells whole lots for at most this much notional (before its fee).
     quote_quantity: Option<String>,
     /// `GTC` by default.
     time_in_force: Option<TimeInForceName>,
@@ -820,6 +821,10 @@ pub struct OrderHistoryEntry {
     status: String,
     /// Date-time `YYYY-MM-DDTHH:MM:SS.mmm` (UTC).
     created_at: String,
+    /// Why it expired (status `Expired` only), a name of Backpack's `OrderExpiryReason`:
+    /// `ImmediateOrCancel`, `InsufficientLiquidity` (a market order ran out of book) or
+    /// `InsufficientFunds` (a market buy ran out of quote, a sell by quote quantity out of base,
+    /// or a quote quantity too small for one lot).
     expiry_reason: Option<String>,
     system_order_type: Option<String>,
 }

@@ -402,7 +402,7 @@ pub(crate) async fn order_execute(State(state): State<PrivateState>, headers: He
 /// rejection as an error).
 pub(crate) fn placed_order(state: &PrivateState, user: UserId, events: &[Event]) -> Result<Value, ApiError> {
     let mut open: Option<OpenOrder> = None;
-    let (mut canceled, mut expired, mut remaining) = (false, None, None);
+    let (mut canceled, mut expired, mut completed) = (false, false, false);
     for event in events {
         match event {
             Event::OrderRejected(rejected) => return Err(reject_error(rejected.reason)),
@@ -431,13 +431,13 @@ pub(crate) fn placed_order(state: &PrivateState, user: UserId, events: &[Event])
                 if let Some(order) = open.as_mut().filter(|o| o.order_id == fill.taker_order_id) {
                     order.filled_lots += fill.quantity_lots.get();
                     order.executed_quote += fill.quote_amount.get();
-                    remaining = Some(fill.taker_remaining_lots.get());
+                    // Not `taker_remaining_lots == 0`, which every fill of a quote-quantity
+                    // market order shows.
+                    completed |= fill.completes_taker();
                 }
             }
             Event::OrderCanceled(c) if open.is_some_and(|o| o.order_id == c.order_id) => canceled = true,
-            Event::OrderExpired(e) if open.is_some_and(|o| o.order_id == e.order_id) => {
-                expired = Some(e.expired_lots.get());
-            }
+            Event::OrderExpired(e) if open.is_some_and(|o| o.order_id == e.order_id) => expired = true,
             _ => {}
         }
     }
@@ -450,9 +450,9 @@ pub(crate) fn placed_order(state: &PrivateState, user: UserId, events: &[Event])
     };
     let status = if canceled {
         "Cancelled"
-    } else if let Some(expired_lots) = expired {
-        if order.filled_lots > 0 && expired_lots == 0 { "Filled" } else { "Expired" }
-    } else if remaining == Some(0) {
+    } else if expired {
+        "Expired"
+    } else if completed {
         "Filled"
     } else if order.filled_lots > 0 {
         "PartiallyFilled"

@@ -909,7 +909,7 @@ async fn a_history_store_is_the_source_and_its_failure_is_503() {
     };
     let store = FixedStore::new(Ok(StoreRecords {
         fills: vec![fill],
-        orders: vec![StoredOrder { order, status: "Filled" }],
+        orders: vec![StoredOrder { order, status: "Filled", expiry_reason: None }],
         transfers: vec![],
     }));
     let harness = Harness::with(|state| state.with_history_source(store.clone()));
@@ -1025,4 +1025,68 @@ async fn a_history_store_answers_deposits_and_withdrawals_and_its_failure_is_503
         let (status, body) = get_call(r, path, 1, instruction, "").await;
         assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", path);
     }
+}
+
+/// Issue #16: market orders by quote quantity in the REST order answer, the open-order view and
+/// the order history. A buy across three price levels is `Filled` by its last fill (not left
+/// open, not expired); one that runs out of book is `Expired` with Backpack's expiry reason
+/// `InsufficientLiquidity`; a sell by quote quantity sells whole lots up to the quote quantity.
+#[tokio::test]
+async fn quote_quantity_market_orders_in_rest_views_and_history() {
+    let h = Harness::start();
+    let r = &h.router;
+    for price in ["64000.0", "64010.0", "64020.0"] {
+        place(r, 1, limit("Ask", price, "0.00100")).await;
+    }
+    let market = |side: &str, quote: &str| json!({"symbol": "BTC_USDC", "side": side, "orderType": "Market", "quoteQuantity": quote});
+    // 150 USDC, taker fee (0.05 %) included: 0.001 at 64000.0 (64.032) and at 64010.0 (64.042005),
+    // then 0.00034 at 64020.0 (21.7668 + 0.010883); a 35th lot there would exceed 150.
+    let bought = place(r, 2, market("Bid", "150")).await;
+    assert_eq!(
+        (&bought["status"], &bought["executedQuantity"], &bought["executedQuoteQuantity"], &bought["orderType"]),
+        (&json!("Filled"), &json!("0.00234"), &json!("149.7768"), &json!("Market")),
+        "{bought}"
+    );
+    // The rest of the book (0.00066 at 64020.0) is less than 100 USDC buys: it expires.
+    let short = place(r, 2, market("Bid", "100")).await;
+    assert_eq!((&short["status"], &short["executedQuantity"]), (&json!("Expired"), &json!("0.00066")), "{short}");
+    // A sell by quote quantity: 50 USDC of notional at 63000.0 is 0.00079 (49.77).
+    place(r, 1, limit("Bid", "63000.0", "0.00100")).await;
+    let sold = place(r, 2, market("Ask", "50")).await;
+    assert_eq!(
+        (&sold["status"], &sold["side"], &sold["executedQuantity"], &sold["executedQuoteQuantity"]),
+        (&json!("Filled"), &json!("Ask"), &json!("0.00079"), &json!("49.77")),
+        "{sold}"
+    );
+
+    // None of them is left open.
+    let (status, open) = get_call(r, "/api/v1/orders", 2, "orderQueryAll", "symbol=BTC_USDC").await;
+    assert_eq!(status, StatusCode::OK, "{open}");
+    assert_eq!(open, json!([]));
+    // History, newest first, with the expiry reason where it expired.
+    let (status, orders) = get_call(r, "/wapi/v1/history/orders", 2, "orderHistoryQueryAll", "").await;
+    assert_eq!(status, StatusCode::OK, "{orders}");
+    let summary: Vec<(Value, Value, Value, Value, Value)> = orders
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["id"].clone(),
+                o["status"].clone(),
+                o["expiryReason"].clone(),
+                o["quoteQuantity"].clone(),
+                o["executedQuoteQuantity"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (sold["id"].clone(), json!("Filled"), Value::Null, json!("50"), json!("49.77")),
+            (short["id"].clone(), json!("Expired"), json!("InsufficientLiquidity"), json!("100"), json!("42.2532")),
+            (bought["id"].clone(), json!("Filled"), Value::Null, json!("150"), json!("149.7768")),
+        ],
+        "{orders}"
+    );
 }

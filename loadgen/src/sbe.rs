@@ -426,10 +426,11 @@ impl ConnState {
                             self.histograms.record(FILL, latency);
                         }
                     }
-                    self.filled(key, fill.taker_remaining_lots.get());
+                    self.filled(key, fill.taker_remaining_lots.get(), fill.completes_taker());
                 }
                 if fill.maker_order_id != OrderId::ZERO {
-                    self.filled(fill.maker_client_order_id.get(), fill.maker_remaining_lots.get());
+                    let key = fill.maker_client_order_id.get();
+                    self.filled(key, fill.maker_remaining_lots.get(), fill.completes_maker());
                 }
             }
             Event::OrderCanceled(canceled) => {
@@ -488,8 +489,10 @@ impl ConnState {
     }
 
     /// An order of ours traded; `remaining` lots are still open.
-    fn filled(&mut self, key: u64, remaining: u64) {
-        if remaining == 0 {
+    /// A fill of the open order `key`: `done` from the fill's completion flag (not from
+    /// `remaining == 0`, which a quote-quantity market order shows on every fill).
+    fn filled(&mut self, key: u64, remaining: u64, done: bool) {
+        if done {
             self.open.remove(key);
         } else if let Some(order) = self.open.get_mut(key) {
             order.remaining_lots = remaining;

@@ -54,6 +54,8 @@ mod view;
 
 pub use feed::Feed;
 pub use interval::KlineInterval;
-pub use publisher::{Delivery, LagPolicy, Publisher, PublisherConfig, PublisherStats, SubscribeError, Subscription};
+pub use publisher::{
+    Delivery, LagPolicy, Publisher, PublisherConfig, PublisherStats, SubscribeError, Subscription, expiry_reason_name,
+};
 pub use stream::{Conflation, StreamKey, StreamSpec};
 pub use view::{Candle, DepthSnapshot, MINUTES_KEPT, MarketView, TRADES_KEPT, TickerStats, TradeRecord};

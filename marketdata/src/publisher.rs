@@ -331,6 +331,21 @@ fn time_in_force_name(tif: TimeInForce) -> &'static str {
     }
 }
 
+/// Backpack's name (its `OrderExpiryReason`) of the engine's reason for an expiry, as REST
+/// `expiryReason` and the order stream's `R` show it. The engine's reasons map onto Backpack's:
+/// `ImmediateOrCancel` → `ImmediateOrCancel`; `NoLiquidity` (a market order ran out of opposite
+/// orders) → `InsufficientLiquidity`; `FundsExhausted` (a market buy ran out of quote, a sell by
+/// quote quantity out of base, or a quote quantity too small for one lot) → `InsufficientFunds`;
+/// a code this version does not know → `Unknown`.
+pub fn expiry_reason_name(reason: Option<codec::ExpireReason>) -> &'static str {
+    match reason {
+        Some(codec::ExpireReason::ImmediateOrCancel) => "ImmediateOrCancel",
+        Some(codec::ExpireReason::NoLiquidity) => "InsufficientLiquidity",
+        Some(codec::ExpireReason::FundsExhausted) => "InsufficientFunds",
+        None => "Unknown",
+    }
+}
+
 fn stp_name(stp: SelfTradePrevention) -> &'static str {
     match stp {
         SelfTradePrevention::RejectTaker => "RejectTaker",
@@ -618,12 +633,7 @@ impl Publisher {
                             expired.filled_lots.get(),
                         )
                     });
-                    let reason = match expired.reason.get() {
-                        Ok(codec::ExpireReason::ImmediateOrCancel) => "ImmediateOrCancel",
-                        Ok(codec::ExpireReason::NoLiquidity) => "NoLiquidity",
-                        Ok(codec::ExpireReason::FundsExhausted) => "InsufficientFunds",
-                        Err(_) => "Unknown",
-                    };
+                    let reason = expiry_reason_name(expired.reason.get().ok());
                     let order_event = OrderEvent {
                         event: "orderExpired",
                         status: "Expired",
@@ -821,6 +831,7 @@ impl Publisher {
                 maker_side,
                 fill.maker_remaining_lots,
                 fill.maker_fee,
+                fill.completes_maker(),
                 true,
             ),
             (
@@ -830,10 +841,13 @@ impl Publisher {
                 taker_side,
                 fill.taker_remaining_lots,
                 fill.taker_fee,
+                // Not `remaining == 0`: a quote-quantity market order has 0 "remaining" lots on
+                // every fill; only the fill that completes it says so.
+                fill.completes_taker(),
                 false,
             ),
         ];
-        for (user, order_id, client_order_id, side, remaining, fee, maker) in parties {
+        for (user, order_id, client_order_id, side, remaining, fee, done, maker) in parties {
             let remaining = remaining.get();
             let info = feed.orders.entry(order_id).or_insert_with(|| {
                 let mut info = unknown_order(fill.market_id, client_order_id, side, remaining, 0);
@@ -846,7 +860,6 @@ impl Publisher {
                 info.quantity_lots = info.quantity_lots.max(info.filled_lots + remaining);
             }
             let info = *info;
-            let done = remaining == 0;
             if done {
                 feed.orders.remove(&order_id);
             }

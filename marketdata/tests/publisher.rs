@@ -393,3 +393,81 @@ async fn mirrored_levels_take_the_source_sequence_as_update_ids() {
     assert_eq!((depth.bids, depth.asks), (vec![(9, 2)], vec![(12, 1)]));
     assert_eq!(book.bids.len() + book.asks.len(), 2, "{book:?}");
 }
+
+/// Issue #16: a market buy by quote quantity filling against three price levels, from a real
+/// engine. Its `account.orderUpdate` frames stay `PartiallyFilled` until the fill that completes
+/// it, carry the order's own type (`MARKET`) and time in force, cumulative `z`/`Z`, no price,
+/// and nothing follows the terminal frame. One that runs out of liquidity ends with an
+/// `orderExpired` whose `R` is Backpack's `InsufficientLiquidity`, still its own order.
+#[tokio::test]
+async fn quote_quantity_market_order_updates_are_cumulative_and_end_once() {
+    use engine::testkit::commands::*;
+    let config = EngineConfig::sample();
+    let publisher = Publisher::new(Arc::new(MarketView::new(&config)), &config, PublisherConfig::default());
+    let buyer = publisher.connect();
+    buyer.subscribe(StreamKey::OrderUpdate(UserId::new(2), None)).unwrap();
+    let mut engine = engine::Engine::new(&config).unwrap();
+    let mut sequence = 0;
+    let mut run = |command: Command| {
+        sequence += 1;
+        let mut events = Vec::new();
+        engine.execute(engine::CommandContext::new(sequence, sequence), &command, &mut events);
+        assert!(!events.iter().any(|e| matches!(e, Event::OrderRejected(_))), "{events:?}");
+        publisher.on_command(&events);
+    };
+    // BTC_USDC: one tick × one lot = 1 USDC minor unit; taker fee 500 ppm.
+    run(deposit(1, 0, 10_000));
+    run(deposit(2, 1, 1_000_000));
+    for (price, lots) in [(20_000, 2), (20_010, 2), (20_020, 3)] {
+        run(limit(1, 1, Side::Ask, price, lots, TimeInForce::Gtc, 0));
+    }
+    // 2 lots at 20_000 and 20_010 each, then 1 at 20_020 (100_090 with fees); a second lot there
+    // would need 120_120.
+    run(market_buy_quote(2, 1, 120_000));
+    let updates: Vec<Value> = frames(&buyer).await.iter().map(|f| json(f)["data"].clone()).collect();
+    let summary: Vec<(&str, &str, &str, &str, &str, &str)> = updates
+        .iter()
+        .map(|d| {
+            let text = |key: &str| d[key].as_str().unwrap_or("-");
+            (text("e"), text("X"), text("o"), text("f"), text("z"), text("Z"))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("orderAccepted", "New", "MARKET", "IOC", "0.00000", "0"),
+            ("orderFill", "PartiallyFilled", "MARKET", "IOC", "0.00002", "0.04"),
+            ("orderFill", "PartiallyFilled", "MARKET", "IOC", "0.00004", "0.08002"),
+            ("orderFill", "Filled", "MARKET", "IOC", "0.00005", "0.10004"),
+        ],
+        "{updates:#?}"
+    );
+    for update in &updates {
+        assert_eq!(update["i"], updates[0]["i"]);
+        assert!(update.get("p").is_none(), "a market order has no price: {update}");
+        assert_eq!(update["Q"], "0.12");
+    }
+    let fill_prices: Vec<&str> = updates[1..].iter().map(|d| d["L"].as_str().unwrap()).collect();
+    assert_eq!(fill_prices, ["2000.0", "2001.0", "2002.0"]);
+
+    // Two lots left at 20_020: a buy for far more runs out of book and expires.
+    run(market_buy_quote(2, 1, 500_000));
+    let updates: Vec<Value> = frames(&buyer).await.iter().map(|f| json(f)["data"].clone()).collect();
+    let summary: Vec<(&str, &str, &str, &str, &str)> = updates
+        .iter()
+        .map(|d| {
+            let text = |key: &str| d[key].as_str().unwrap_or("-");
+            (text("e"), text("X"), text("o"), text("z"), text("R"))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("orderAccepted", "New", "MARKET", "0.00000", "-"),
+            ("orderFill", "PartiallyFilled", "MARKET", "0.00002", "-"),
+            ("orderExpired", "Expired", "MARKET", "0.00002", "InsufficientLiquidity"),
+        ],
+        "{updates:#?}"
+    );
+    assert!(updates[2].get("p").is_none());
+}

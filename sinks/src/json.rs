@@ -56,6 +56,7 @@ pub fn fields(event: &Event) -> Value {
             "taker_user_id": m.taker_user_id.get(), "taker_order_id": m.taker_order_id.get(),
             "taker_client_order_id": m.taker_client_order_id.get(), "taker_remaining_lots": m.taker_remaining_lots.get(),
             "taker_fee": m.taker_fee.get(), "market_id": m.market_id.get(), "taker_side": m.taker_side.raw(),
+            "taker_order_complete": m.taker_order_complete.raw(),
         }),
         Event::OrderCanceled(m) => json!({
             "user_id": m.user_id.get(), "order_id": m.order_id.get(), "client_order_id": m.client_order_id.get(),

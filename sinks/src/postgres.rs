@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (20261125000001, "trades by time", include_str!("../../migrations/20261125000001_trades_by_time.sql")),
     (20261125000002, "ledger entry time", include_str!("../../migrations/20261125000002_ledger_entry_time.sql")),
     (20261125000003, "user directory", include_str!("../../migrations/20261125000003_user_directory.sql")),
+    (20261126000001, "order expiry reason", include_str!("../../migrations/20261126000001_order_expiry_reason.sql")),
 ];
 
 /// The schema migrations, embedded (the same files `sqlx migrate run` applies).
@@ -221,6 +222,8 @@ async fn write_reference(connection: &mut PgConnection, reference: &Reference) -
 #[derive(Debug, Default)]
 struct OrderChange {
     status: Option<&'static str>,
+    /// codec::ExpireReason code, when the order expired.
+    expire_reason: Option<i16>,
     remaining: Option<u64>,
     price: Option<u64>,
     quantity: Option<u64>,
@@ -377,14 +380,16 @@ impl Rows {
                         rows.t_taker_order.push(signed(m.taker_order_id.get())?);
                         rows.t_taker_fee.push(m.taker_fee.get().to_string());
                         let lots = m.quantity_lots.get();
-                        for (order, remaining) in [
-                            (m.maker_order_id.get(), m.maker_remaining_lots.get()),
-                            (m.taker_order_id.get(), m.taker_remaining_lots.get()),
+                        // Done is the fill's flag, not `remaining == 0`: a quote-quantity market
+                        // order has 0 remaining lots on every fill.
+                        for (order, remaining, done) in [
+                            (m.maker_order_id.get(), m.maker_remaining_lots.get(), m.completes_maker()),
+                            (m.taker_order_id.get(), m.taker_remaining_lots.get(), m.completes_taker()),
                         ] {
                             let change = rows.change(order, command.sequence, ns as u64);
                             change.filled_delta += lots;
                             change.remaining = Some(remaining);
-                            change.status = Some(if remaining == 0 { "filled" } else { "partially_filled" });
+                            change.status = Some(if done { "filled" } else { "partially_filled" });
                         }
                         let fee = u128::from(m.maker_fee.get()) + u128::from(m.taker_fee.get());
                         if fee > 0 {
@@ -400,6 +405,7 @@ impl Rows {
                     Event::OrderExpired(m) => {
                         let change = rows.change(m.order_id.get(), command.sequence, ns as u64);
                         change.status = Some("expired");
+                        change.expire_reason = Some(m.reason.raw() as i16);
                         change.remaining = Some(0);
                     }
                     Event::OrderReplaced(m) => {
@@ -575,6 +581,7 @@ impl Rows {
         if !self.changes.is_empty() {
             let mut ids = Vec::with_capacity(self.changes.len());
             let mut statuses = Vec::with_capacity(self.changes.len());
+            let mut expire_reasons = Vec::with_capacity(self.changes.len());
             let mut remaining = Vec::with_capacity(self.changes.len());
             let mut prices = Vec::with_capacity(self.changes.len());
             let mut quantities = Vec::with_capacity(self.changes.len());
@@ -584,6 +591,7 @@ impl Rows {
             for (order, change) in &self.changes {
                 ids.push(signed(*order)?);
                 statuses.push(change.status.map(str::to_string));
+                expire_reasons.push(change.expire_reason);
                 remaining.push(change.remaining.map(|v| v.to_string()));
                 prices.push(change.price.map(|v| v.to_string()));
                 quantities.push(change.quantity.map(|v| v.to_string()));
@@ -597,9 +605,11 @@ impl Rows {
                      price_ticks = COALESCE(u.price::numeric, o.price_ticks),
                      quantity_lots = COALESCE(u.quantity::numeric, o.quantity_lots),
                      filled_lots = o.filled_lots + u.filled::numeric,
+                     expire_reason = COALESCE(u.expire_reason, o.expire_reason),
                      updated_sequence = u.seq, updated_ns = u.ns
                  FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-                     $8::bigint[]) AS u(id, status, remaining, price, quantity, filled, seq, ns)
+                     $8::bigint[], $9::smallint[]) AS u(id, status, remaining, price, quantity, filled, seq, ns,
+                     expire_reason)
                  WHERE o.order_id = u.id",
             )
             .bind(&ids)
@@ -610,6 +620,7 @@ impl Rows {
             .bind(&filled)
             .bind(&sequences)
             .bind(&times)
+            .bind(&expire_reasons)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -972,6 +983,8 @@ pub struct OrderRecord {
     pub quote_quantity: u64,
     /// Quote traded so far (sum of its trades' notionals), minor units.
     pub executed_quote: u64,
+    /// Why it expired: the `codec::ExpireReason` code; `None` unless `status` is `expired`.
+    pub expire_reason: Option<u8>,
 }
 
 /// The columns [`order_record`] reads, over `orders o`.
@@ -981,7 +994,8 @@ const ORDER_COLUMNS: &str =
      o.self_trade_prevention, o.post_only, o.quote_quantity::text,
      (SELECT COALESCE(SUM(t.quote_amount), 0) FROM trades t
       WHERE (t.maker_user_id = o.user_id AND t.maker_order_id = o.order_id)
-         OR (t.taker_user_id = o.user_id AND t.taker_order_id = o.order_id))::text";
+         OR (t.taker_user_id = o.user_id AND t.taker_order_id = o.order_id))::text,
+     o.expire_reason";
 
 fn order_record(row: &sqlx::postgres::PgRow) -> Result<OrderRecord, SinkError> {
     Ok(OrderRecord {
@@ -1001,6 +1015,7 @@ fn order_record(row: &sqlx::postgres::PgRow) -> Result<OrderRecord, SinkError> {
         post_only: row.get(13),
         quote_quantity: parse(&row.get::<String, _>(14))?,
         executed_quote: parse(&row.get::<String, _>(15))?,
+        expire_reason: row.get::<Option<i16>, _>(16).map(|code| code as u8),
     })
 }
 

@@ -95,7 +95,10 @@ fn stream(seed: u64, count: usize) -> Vec<Command> {
         }
         commands.push(match kind {
             0..=29 => limit(user, 1, side, rng.range(990, 1010), rng.range(1, 50), TimeInForce::Gtc, rng.range(0, 9)),
-            30..=34 => market(user, 1, side, rng.range(1, 20)),
+            30..=32 => market(user, 1, side, rng.range(1, 20)),
+            // By quote quantity, both sides: some complete on their last fill, some run out of book.
+            33..=34 if side == Side::Bid => market_buy_quote(user, 1, rng.range(1_000, 30_000)),
+            33..=34 => market_sell_quote(user, 1, rng.range(1_000, 30_000)),
             35..=37 => limit(user, 1, side, rng.range(990, 1010), rng.range(1, 50), TimeInForce::Ioc, 0),
             38..=41 => cancel(user, 1, recent),
             42..=50 => replace(user, 1, recent, rng.range(985, 1015), rng.range(0, 60)),
@@ -423,6 +426,42 @@ fn postgres_sink_is_exactly_once_through_outages_restarts_and_lag() {
         assert!(fills.windows(2).all(|w| w[0].sequence >= w[1].sequence), "newest first");
         let orders = queries.orders(1, None, None, 5).await.unwrap();
         assert_eq!(orders.len(), 5);
+        // Orders that ended in an expiry keep its reason (the engine's code); a quote-quantity
+        // market order that completed on its last fill is filled, with no reason.
+        let mut expected: BTreeMap<i64, (String, Option<i16>)> = BTreeMap::new();
+        let mut by_quote = BTreeSet::new();
+        for (_, _, event) in venue.events() {
+            match event {
+                Event::OrderAccepted(a) if a.quote_quantity.get() > 0 => {
+                    by_quote.insert(a.order_id.get() as i64);
+                }
+                Event::OrderExpired(x) => {
+                    expected.insert(x.order_id.get() as i64, ("expired".into(), Some(x.reason.raw() as i16)));
+                }
+                Event::Fill(f) if f.completes_taker() && by_quote.contains(&(f.taker_order_id.get() as i64)) => {
+                    expected.insert(f.taker_order_id.get() as i64, ("filled".into(), None));
+                }
+                _ => {}
+            }
+        }
+        let completed = expected.iter().filter(|(id, (status, _))| by_quote.contains(id) && status == "filled").count();
+        let expired_by_quote = expected.iter().filter(|(id, (status, _))| by_quote.contains(id) && status == "expired");
+        assert!(completed > 10 && expired_by_quote.count() > 0, "quote-quantity orders of both endings in the stream");
+        let rows: Vec<(i64, String, Option<i16>)> = sqlx::query_as(
+            "SELECT order_id, status, expire_reason FROM orders WHERE status = 'expired' OR order_id = ANY($1)",
+        )
+        .bind(by_quote.iter().copied().collect::<Vec<i64>>())
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let stored: BTreeMap<i64, (String, Option<i16>)> =
+            rows.into_iter().map(|(id, status, reason)| (id, (status, reason))).collect();
+        for (id, ending) in &expected {
+            assert_eq!(stored.get(id), Some(ending), "order {id}");
+        }
+        let history = queries.order_history(1, &all).await.unwrap();
+        assert!(history.iter().any(|o| o.status == "expired" && o.expire_reason.is_some()), "reasons in the history");
+        assert!(history.iter().all(|o| (o.status == "expired") == o.expire_reason.is_some()));
         let balances = queries.balances(1).await.unwrap();
         assert!(!balances.is_empty());
     });

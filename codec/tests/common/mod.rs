@@ -45,7 +45,7 @@ macro_rules! for_each_message {
                 sequence, timestamp_ns, trade_id, price_ticks, quantity_lots, quote_amount,
                 maker_user_id, maker_order_id, maker_client_order_id, maker_remaining_lots,
                 maker_fee, taker_user_id, taker_order_id, taker_client_order_id,
-                taker_remaining_lots, taker_fee, market_id, taker_side, reserved,
+                taker_remaining_lots, taker_fee, market_id, taker_side, taker_order_complete, reserved,
             },
             OrderCanceled => Event {
                 sequence, timestamp_ns, user_id, order_id, client_order_id, filled_lots,

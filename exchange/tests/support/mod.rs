@@ -175,8 +175,19 @@ impl Server {
                 _ => {} // a readiness line without an address
             }
         }
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        // Keep draining the log so the server never blocks on a full pipe; kept in a file under
+        // `EXCHANGE_TEST_LOG_DIR` when set, to see what a failing test's server said.
+        let log: Box<dyn std::io::Write + Send> = match std::env::var_os("EXCHANGE_TEST_LOG_DIR") {
+            Some(dir) => {
+                let name = format!("server-{}-{}.log", std::process::id(), child.id());
+                Box::new(std::fs::File::create(Path::new(&dir).join(name)).unwrap())
+            }
+            None => Box::new(std::io::sink()),
+        };
+        std::thread::spawn(move || {
+            let mut log = log;
+            std::io::copy(&mut stderr, &mut log)
+        });
         self.child = Some(child);
     }
 }

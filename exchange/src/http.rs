@@ -171,6 +171,8 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
                 load(&fix.ingress_busy),
             ),
             ("exchange_fix_resend_requests_total", "ResendRequests served.", load(&fix.resend_requests)),
+            ("exchange_fix_store_batches_total", "Batches appended to FIX session stores.", load(&fix.store_batches)),
+            ("exchange_fix_store_syncs_total", "fsync calls of the FIX session stores.", load(&fix.store_syncs)),
         ]);
     }
     let sinks = state.sinks.samples();

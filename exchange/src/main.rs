@@ -490,6 +490,11 @@ fn serve(
         let gateway_config = gateway_fix::GatewayConfig {
             listen: config.fix.listen,
             store_dir: config.data_dir.join("fix"),
+            // The session stores honour `--durability` as the journal does (docs/fix.md).
+            durability: match config.journal.durability {
+                DurabilitySetting::Fsync => gateway_fix::store::Durability::Fsync,
+                DurabilitySetting::None => gateway_fix::store::Durability::None,
+            },
             connections_max: config.fix.connections_max,
             messages_per_second: config.fix.messages_per_second,
             burst: config.fix.burst,

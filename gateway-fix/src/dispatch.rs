@@ -18,8 +18,9 @@
 //! stores' open orders: fills of orders placed before the restart reach their session).
 //!
 //! Outbound messages are stored per session as they are built and handed to the syncer in
-//! batches: whenever the ring is drained (or every [`BATCH_MAX`] events); the syncer makes each
-//! batch durable with one `fsync` before sending it, off this thread.
+//! batches: whenever the ring is drained (or every [`BATCH_MAX`] events); the syncer writes each
+//! batch to the store (and `fsync`s it once under `Durability::Fsync`) before sending it, off
+//! this thread.
 
 use crate::Shared;
 use crate::app::{MarketInfo, Pending, cxl_rej_reason, open_status, ord_rej_reason};

@@ -21,9 +21,10 @@
 //!    OrderCancelReject and OrderMassCancelReport for the session that placed the order.
 //!
 //! Invariants: the user of every command is the session's configured user, never the message's;
-//! every outbound sequenced message is durable in the session's store before it is written to the
-//! socket (see `store`: the syncer thread writes and `fsync`s each session's batch, then hands it
-//! to the connection, so neither the dispatcher nor a connection task waits on the disk); a
+//! every outbound sequenced message is written to the session's store before it is written to the
+//! socket, and under `Durability::Fsync` also synced (see `store`: the syncer thread writes each
+//! session's batch and `fsync`s it once, or under `Durability::None` not at all, then hands it to
+//! the connection, so neither the dispatcher nor a connection task waits on the disk); a
 //! session answers in the BeginString of its Logon and ends on any other; a message is processed only when its MsgSeqNum is the next expected one
 //! (lower: duplicate or fatal; higher: ResendRequest); one connection per session at a time.
 //!
@@ -83,6 +84,11 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Directory of the per-session stores (sequence numbers and outbound messages).
     pub store_dir: PathBuf,
+    /// Whether the stores `fsync` each batch before its messages are sent (`Fsync`, the default:
+    /// a power loss loses nothing the counterparty saw) or leave the writes to the page cache
+    /// (`None`: a process crash loses nothing, a power loss can lose the log's tail; see
+    /// docs/fix.md, "Persistence"). The exchange passes its `--durability`.
+    pub durability: store::Durability,
     /// Most simultaneous connections (logged on or not).
     pub connections_max: usize,
     /// Sustained inbound messages per second per session.
@@ -115,6 +121,7 @@ impl Default for GatewayConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9200)),
             store_dir: PathBuf::from("fix-store"),
+            durability: store::Durability::Fsync,
             connections_max: 256,
             messages_per_second: 1_000,
             burst: 200,
@@ -166,6 +173,14 @@ pub struct GatewayStats {
     pub ingress_busy: AtomicU64,
     /// ResendRequests received.
     pub resend_requests: AtomicU64,
+    /// Batches of records appended to the session stores (each one write, and one `fsync` under
+    /// `Durability::Fsync`).
+    pub store_batches: AtomicU64,
+    /// Rewrites of a session store's log (compactions and sequence resets).
+    pub store_rewrites: AtomicU64,
+    /// `fsync`/`fdatasync` calls made by the session stores: one per batch and three per
+    /// rewrite under `Durability::Fsync`, none under `None`.
+    pub store_syncs: AtomicU64,
 }
 
 /// An order resting in the engine at start-up: what the gateway needs to reconcile the open
@@ -291,6 +306,7 @@ impl FixGateway {
         resting: Option<&EngineOrders>,
     ) -> Result<Self, StartError> {
         let syncer = Arc::new(session::Syncer::default());
+        let stats = Arc::new(GatewayStats::default());
         let resting: Option<std::collections::HashMap<OrderId, EngineOrder>> =
             resting.map(|r| r.0.iter().map(|order| (order.order_id, *order)).collect());
         let mut states = Vec::with_capacity(sessions.len());
@@ -309,7 +325,7 @@ impl FixGateway {
             }
             let mut state = session::SessionState::open(session, index as u64 + 1, &config, syncer.clone())?;
             if let Some(resting) = &resting {
-                state.reconcile(resting)?;
+                state.reconcile(resting, &stats)?;
             }
             states.push(Arc::new(Mutex::new(state)));
         }
@@ -321,7 +337,7 @@ impl FixGateway {
             ingress,
             sessions: states,
             next_connection_id: AtomicU64::new(1),
-            stats: Arc::new(GatewayStats::default()),
+            stats,
             stopping: AtomicBool::new(false),
             syncer,
         });
@@ -348,7 +364,9 @@ impl FixGateway {
         self.shared.stats.clone()
     }
 
-    /// Stops accepting, logs connected sessions out, stops the dispatcher and the syncer.
+    /// Stops accepting, logs connected sessions out, stops the dispatcher and the syncer, then
+    /// syncs every session's store (after a clean stop even a store written without `fsync`
+    /// needs no sequence reset at the next boot).
     pub fn shutdown(mut self) {
         self.shared.stopping.store(true, Ordering::Release);
         if let Some(dispatcher) = self.dispatcher.take() {
@@ -359,6 +377,12 @@ impl FixGateway {
         self.shared.syncer.stop.store(true, Ordering::Release);
         if let Some(syncer) = self.syncer.take() {
             let _ = syncer.join();
+        }
+        for session in &self.shared.sessions {
+            let state = session.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(error) = state.settle() {
+                tracing::error!(%error, session = state.session_id, "FIX store sync at shutdown failed");
+            }
         }
     }
 }

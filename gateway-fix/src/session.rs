@@ -13,8 +13,8 @@
 //!   number.
 //! - Closing: any Logout (ours or theirs) ends the connection after it is written.
 //!
-//! A [`SessionState`] outlives connections: sequence numbers, the outbound store (durable before
-//! sending), the resend window, the rate limit and the ClOrdID map. It is shared with the
+//! A [`SessionState`] outlives connections: sequence numbers, the outbound store (written, and
+//! synced under `Durability::Fsync`, before sending), the resend window, the rate limit and the ClOrdID map. It is shared with the
 //! dispatcher under a mutex; every outbound sequenced message goes through
 //! [`SessionState::send_app`] / [`SessionState::send_admin`] then [`SessionState::flush`].
 
@@ -22,7 +22,7 @@ use crate::app::{self, ClOrdIds, Pending, Refusal};
 use crate::encoder::{Body, Header, PossDup, time};
 use crate::parser::{self, Message, Parsed};
 use crate::store::{self, OrderRecord, StoreFiles, StoredMessage};
-use crate::{GatewayConfig, SessionConfig, Shared, TokenBucket};
+use crate::{GatewayConfig, GatewayStats, SessionConfig, Shared, TokenBucket};
 use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
 use engine::bus::{IngressCommand, origin};
@@ -39,6 +39,10 @@ const APPL_VER_ID: &[u8] = b"9";
 
 /// Time the writer of an ending connection has to flush what is queued.
 const WRITER_GRACE: Duration = Duration::from_secs(1);
+/// Logout text of a Logon refused because the numbers must be reset first (see
+/// [`SessionState::reset_required`]).
+pub(crate) const RESET_REQUIRED_TEXT: &str =
+    "Session store may have lost messages (durability none, machine restarted): log on with ResetSeqNumFlag=Y";
 /// Pending cancel/replace/mass-cancel answers remembered per session.
 const PENDING_MAX: usize = 65_536;
 
@@ -50,7 +54,8 @@ pub(crate) struct Connection {
     pub kill: watch::Sender<bool>,
 }
 
-/// A message on its way to a connection once the store records before it are durable.
+/// A message on its way to a connection once the store records before it are written (and
+/// synced, under `Durability::Fsync`).
 pub(crate) struct Outgoing {
     bytes: Bytes,
     to: mpsc::Sender<Bytes>,
@@ -59,10 +64,10 @@ pub(crate) struct Outgoing {
 
 /// What the syncer does for a session in one round.
 pub(crate) enum StoreWrite {
-    /// Append these records (possibly none), then sync.
+    /// Append these records (possibly none), then sync them if the durability says so.
     Append(Vec<u8>),
-    /// Replace the log by this image (a compaction or a sequence reset).
-    Replace(Vec<u8>),
+    /// Replace the log by this image (a compaction, or a sequence reset when `reset`).
+    Replace { image: Vec<u8>, reset: bool },
 }
 
 /// One round of the syncer for a session: the store write, then the messages to hand over.
@@ -82,7 +87,8 @@ pub(crate) struct SessionState {
     /// Sequence number expected on the next inbound message.
     pub next_inbound: u64,
     files: Arc<StoreFiles>,
-    /// Encoded store records not yet written (the syncer writes them, syncs, then sends).
+    /// Encoded store records not yet written (the syncer writes them, syncs them under
+    /// `Durability::Fsync`, then sends).
     records: Vec<u8>,
     /// Records in the log (written or pending) since it was last rewritten.
     log_records: usize,
@@ -90,6 +96,10 @@ pub(crate) struct SessionState {
     compact_at: usize,
     /// A rewrite is due (a sequence reset).
     compact: bool,
+    /// The due rewrite is a sequence reset (it ends a `reset_required`).
+    reset_pending: bool,
+    /// The store may have lost numbers the counterparty saw: a Logon must reset them.
+    pub reset_required: bool,
     inbound_dirty: bool,
     /// Outbound application messages kept for resending, by ascending sequence.
     window: VecDeque<StoredMessage>,
@@ -126,7 +136,7 @@ impl SessionState {
         syncer: Arc<Syncer>,
     ) -> std::io::Result<Self> {
         let directory = gateway.store_dir.join(format!("{}@{}", config.sender_comp_id, config.target_comp_id));
-        let (files, recovered) = StoreFiles::open(&directory, gateway.resend_window)?;
+        let (files, recovered) = StoreFiles::open(&directory, gateway.resend_window, gateway.durability)?;
         let mut ids = ClOrdIds::new(gateway.cl_ord_ids_remembered);
         for order in recovered.orders.values() {
             ids.restore(order.client_order_id, order.order_id, &order.cl_ord_id, &order.superseded);
@@ -143,6 +153,8 @@ impl SessionState {
             log_records: recovered.records,
             compact_at: 2 * kept + COMPACT_SLACK,
             compact: false,
+            reset_pending: false,
+            reset_required: recovered.reset_required,
             inbound_dirty: false,
             window: recovered.messages.into(),
             window_max: gateway.resend_window,
@@ -163,8 +175,13 @@ impl SessionState {
     }
 
     /// Reconciles the stored open orders with the engine's resting orders at start-up (see
-    /// [`crate::FixGateway::start_after_recovery`]) and rewrites the log when anything changed.
-    pub fn reconcile(&mut self, resting: &HashMap<codec::OrderId, crate::EngineOrder>) -> std::io::Result<()> {
+    /// [`crate::FixGateway::start_after_recovery`]) and rewrites the log when anything changed
+    /// (counted in `stats`).
+    pub fn reconcile(
+        &mut self,
+        resting: &HashMap<codec::OrderId, crate::EngineOrder>,
+        stats: &GatewayStats,
+    ) -> std::io::Result<()> {
         let user = self.config.user_id;
         let before = self.orders.clone();
         self.orders.retain(|&id, order| {
@@ -190,8 +207,10 @@ impl SessionState {
         if self.orders != before {
             self.compact = true;
             let batch = self.take_batch();
-            if let StoreWrite::Replace(image) = &batch.write {
-                batch.files.replace(image)?;
+            if let StoreWrite::Replace { image, .. } = &batch.write {
+                let syncs = batch.files.replace(image)?;
+                stats.store_rewrites.fetch_add(1, Ordering::Relaxed);
+                stats.store_syncs.fetch_add(syncs, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -255,8 +274,8 @@ impl SessionState {
         }
     }
 
-    /// Hands what was queued to the syncer, which makes the store records durable and then
-    /// passes the messages to the connection (cut as a slow consumer if its queue is full).
+    /// Hands what was queued to the syncer, which writes the store records (and syncs them under
+    /// `Durability::Fsync`) and then passes the messages to the connection (cut as a slow consumer if its queue is full).
     /// Never blocks on the disk.
     pub fn flush(&mut self) {
         if !self.unsent.is_empty() {
@@ -282,7 +301,7 @@ impl SessionState {
             let kept = self.window.len() + self.orders.len();
             self.log_records = 2 + kept;
             self.compact_at = 2 * kept + COMPACT_SLACK;
-            StoreWrite::Replace(image)
+            StoreWrite::Replace { image, reset: std::mem::take(&mut self.reset_pending) }
         } else {
             if std::mem::take(&mut self.inbound_dirty) {
                 // The inbound number the batch's messages acknowledge, durable with them.
@@ -292,6 +311,11 @@ impl SessionState {
             StoreWrite::Append(std::mem::take(&mut self.records))
         };
         Batch { files: self.files.clone(), write, items: std::mem::take(&mut self.unsent) }
+    }
+
+    /// Makes the store durable at a clean shutdown (see [`StoreFiles::settle`]).
+    pub fn settle(&self) -> std::io::Result<()> {
+        self.files.settle()
     }
 
     /// Cuts the connection without a Logout.
@@ -316,6 +340,8 @@ impl SessionState {
         self.window.clear();
         self.records.clear();
         self.compact = true;
+        self.reset_pending = true;
+        self.reset_required = false;
     }
 
     /// Answers a ResendRequest: stored application messages again with PossDupFlag=Y and
@@ -387,8 +413,9 @@ impl Syncer {
 }
 
 /// The syncer thread: for each scheduled session, writes its pending store records (or a
-/// rewrite of its log), syncs them once (group commit of everything queued since its last
-/// round), then hands the messages queued behind them to the connection. Sessions' locks are
+/// rewrite of its log) in one write, syncs them once under `Durability::Fsync` (group commit of
+/// everything queued since its last round; under `None` not at all), then hands the messages
+/// queued behind them to the connection. Sessions' locks are
 /// held only to take the work and to cut a connection, never during disk I/O.
 pub(crate) fn run_syncer(shared: Arc<Shared>) {
     let syncer = shared.syncer.clone();
@@ -409,13 +436,26 @@ pub(crate) fn run_syncer(shared: Arc<Shared>) {
             let Some(session) = shared.session(session_id) else { continue };
             let batch = session.lock().unwrap_or_else(|e| e.into_inner()).take_batch();
             let result = match &batch.write {
-                StoreWrite::Append(records) => batch.files.append_and_sync(records),
-                StoreWrite::Replace(image) => batch.files.replace(image),
+                StoreWrite::Append(records) if records.is_empty() => Ok(0),
+                StoreWrite::Append(records) => {
+                    shared.stats.store_batches.fetch_add(1, Ordering::Relaxed);
+                    batch.files.append(records)
+                }
+                StoreWrite::Replace { image, reset } => {
+                    shared.stats.store_rewrites.fetch_add(1, Ordering::Relaxed);
+                    let replaced = batch.files.replace(image);
+                    if *reset { replaced.and_then(|syncs| batch.files.reset_done().map(|()| syncs)) } else { replaced }
+                }
             };
-            if let Err(error) = result {
-                tracing::error!(%error, session = session_id, "FIX store write failed; connection cut");
-                session.lock().unwrap_or_else(|e| e.into_inner()).cut();
-                continue;
+            match result {
+                Ok(syncs) => {
+                    shared.stats.store_syncs.fetch_add(syncs, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    tracing::error!(%error, session = session_id, "FIX store write failed; connection cut");
+                    session.lock().unwrap_or_else(|e| e.into_inner()).cut();
+                    continue;
+                }
             }
             let mut cut = None;
             for item in batch.items {
@@ -800,6 +840,12 @@ fn logon(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) ->
             Header::with_begin_string(begin_string, &state.config.target_comp_id, &state.config.sender_comp_id);
     }
     let reset = message.get(141) == Some(b"Y");
+    if state.reset_required && !reset {
+        // The store may have lost numbers the client saw (durability none and a power loss):
+        // resuming could send them again with other contents.
+        drop(state);
+        return refuse(context, message, RESET_REQUIRED_TEXT);
+    }
     if reset {
         state.reset();
     }
@@ -1143,11 +1189,11 @@ mod tests {
             public_key: [0; 32],
         };
         {
-            let (files, _) = StoreFiles::open(&dir.join("CLIENT@EXCH"), 10).unwrap();
+            let (files, _) = StoreFiles::open(&dir.join("CLIENT@EXCH"), 10, store::Durability::Fsync).unwrap();
             let mut records = Vec::new();
             store::encode_order(&mut records, &stored_order(1, "A0", "A1"), true);
             store::encode_order(&mut records, &stored_order(2, "B0", "B0"), true);
-            files.append_and_sync(&records).unwrap();
+            files.append(&records).unwrap();
         }
         let mut state = SessionState::open(config, 1, &gateway, Arc::new(Syncer::default())).unwrap();
         assert!(["A0", "A1", "B0"].iter().all(|name| state.ids.in_use(name)));
@@ -1164,7 +1210,7 @@ mod tests {
                 filled_lots: 0,
             },
         )]);
-        state.reconcile(&resting).unwrap();
+        state.reconcile(&resting, &GatewayStats::default()).unwrap();
         assert!(state.ids.in_use("A0") && state.ids.in_use("A1"));
         assert!(!state.ids.in_use("B0"), "the forgotten order's ClOrdID is free again");
         let _ = std::fs::remove_dir_all(&dir);

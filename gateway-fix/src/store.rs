@@ -14,21 +14,39 @@
 //!     compaction, whose file then holds only the resend window and the open orders);
 //!   - kind 4: the next expected inbound number (`sequence`), as of the batch it ends.
 //! - `inbound.seq`: the next expected inbound sequence number, 8 bytes little-endian.
+//! - `unsynced.boot`: present while the store is written without `fsync` (`Durability::None`):
+//!   the boot id of the kernel (`/proc/sys/kernel/random/boot_id`) whose page cache holds the
+//!   writes. Written and synced at open, the store's only syncs under `None`.
+//! - `reset.required`: present when the store may have lost records the counterparty saw (it
+//!   was written without `fsync` under another boot: a power loss or a kernel crash may have
+//!   dropped its tail). Until a Logon with ResetSeqNumFlag=Y resets the numbers, the session
+//!   refuses to resume them, so that no number the counterparty saw is used again.
 //!
-//! Invariants: an outbound message's record is written and `fsync`ed before its bytes are handed
-//! to the socket (the session's syncer does both, in order, one `fsync` per batch), so after a
-//! crash the next outbound number is never reused. The inbound number is written to
-//! `inbound.seq` on every change, before the message's command reaches the engine (a process
-//! crash keeps it: it is in the page cache), and into the log with the next batch, so the one
-//! `fsync` of a batch also makes durable every inbound number its messages acknowledge (a power
-//! loss keeps that). At start the larger of the two wins (`inbound.seq` is synced at every log
-//! rewrite, so it is never older than the last reset). A truncated last record (crash while
-//! appending) is ignored on load. A compaction writes a complete new file,
-//! syncs it and renames it over the log, so a crash leaves either the old or the new file.
+//! Invariants: an outbound message's record is written to the log before its bytes are handed
+//! to the socket (the session's syncer does both, in order, one write per batch), so after a
+//! process crash the next outbound number is never reused: a written record is in the page
+//! cache, which outlives the process. How much a power loss (or kernel crash) can take depends
+//! on the durability ([`Durability`], the exchange's `--durability`):
+//! - `Fsync`: each batch is also `fsync`ed (one `fdatasync` per batch, group commit: a batch is
+//!   everything queued while the previous one was being synced) before its messages are sent,
+//!   so a power loss loses nothing the counterparty has seen.
+//! - `None`: records are never `fsync`ed. A power loss can lose the log's tail, so after a
+//!   restart under another boot the store cannot know how far the numbers went: it requires a
+//!   sequence reset (`reset.required`) rather than reuse a number (docs/fix.md, "Persistence").
+//!
+//! The inbound number is written to `inbound.seq` on every change, before the message's command
+//! reaches the engine (a process crash keeps it: it is in the page cache), and into the log with
+//! the next batch, so under `Fsync` the one `fsync` of a batch also makes durable every inbound
+//! number its messages acknowledge (a power loss keeps that). At start the larger of the two
+//! wins (`inbound.seq` is synced at every log rewrite under `Fsync`, so it is never older than
+//! the last reset). A truncated last record (crash while appending) is ignored on load. A
+//! compaction writes a complete new file, syncs it (under `Fsync`) and renames it over the log,
+//! so a crash leaves either the old or the new file.
 
 use crate::encoder::time;
 use bytes::Bytes;
 use codec::{OrderType, Side};
+pub use engine::journal::Durability;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -174,6 +192,30 @@ pub struct Recovered {
     pub orders: HashMap<u64, OrderRecord>,
     /// Records in the log (a measure of how much a compaction would save).
     pub records: usize,
+    /// The store may have lost records the counterparty saw (see `reset.required` in the module
+    /// docs): the numbers must be reset before the session resumes.
+    pub reset_required: bool,
+}
+
+/// Where Linux names the current boot (a new random id at every boot).
+const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+/// Stands for the boot id where the kernel does not provide one (no loss is ever detected).
+const BOOT_ID_UNKNOWN: &str = "unknown";
+/// File holding the boot id under which the store was written without `fsync`.
+const UNSYNCED_BOOT_FILE: &str = "unsynced.boot";
+/// File whose presence says the numbers must be reset before the session resumes.
+const RESET_REQUIRED_FILE: &str = "reset.required";
+
+fn current_boot_id() -> String {
+    std::fs::read_to_string(BOOT_ID_PATH).map_or_else(|_| BOOT_ID_UNKNOWN.to_string(), |id| id.trim().to_string())
+}
+
+/// Writes `contents` to `directory/name` and syncs the file and the directory.
+fn write_synced(directory: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(directory.join(name))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    File::open(directory)?.sync_all()
 }
 
 /// The files of one session. The log is written only by the session's syncer (and at open);
@@ -183,7 +225,12 @@ pub struct StoreFiles {
     directory: PathBuf,
     log: Mutex<File>,
     inbound: File,
+    /// Whether writes are `fsync`ed (`Durability::Fsync`) or left to the page cache.
+    sync: bool,
 }
+
+/// File syncs (`fsync`/`fdatasync` calls) a store operation made.
+pub type Syncs = u64;
 
 fn append_admin_record(out: &mut Vec<u8>, kind: u8, sequence: u64) {
     out.extend_from_slice(&10u32.to_le_bytes());
@@ -240,11 +287,11 @@ pub fn encode_image<'a>(
 
 impl StoreFiles {
     /// Opens (creating) the store in `directory`, keeping at most `window` application messages
-    /// of the log in memory.
+    /// of the log in memory; its writes are synced as `durability` says.
     ///
     /// # Errors
     /// File system errors.
-    pub fn open(directory: &Path, window: usize) -> io::Result<(Self, Recovered)> {
+    pub fn open(directory: &Path, window: usize, durability: Durability) -> io::Result<(Self, Recovered)> {
         std::fs::create_dir_all(directory)?;
         // A compaction interrupted before its rename: the old log is still the valid one.
         let _ = std::fs::remove_file(directory.join("outbound.log.new"));
@@ -319,40 +366,119 @@ impl StoreFiles {
             recovered.next_inbound = u64::from_le_bytes(number).max(1);
         }
         recovered.next_inbound = recovered.next_inbound.max(logged_inbound);
-        Ok((Self { directory: directory.to_path_buf(), log: Mutex::new(log), inbound }, recovered))
+        recovered.reset_required = Self::check_boot(directory, durability, &log, &inbound)?;
+        let sync = durability == Durability::Fsync;
+        Ok((Self { directory: directory.to_path_buf(), log: Mutex::new(log), inbound, sync }, recovered))
     }
 
-    /// Appends encoded records to the log and makes them durable (one `fsync`).
-    ///
-    /// # Errors
-    /// File system errors.
-    pub fn append_and_sync(&self, records: &[u8]) -> io::Result<()> {
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        if !records.is_empty() {
-            log.write_all(records)?;
-            log.sync_data()?;
+    /// Whether the numbers must be reset (see the module docs): the store was written without
+    /// `fsync` under another boot (a power loss or kernel crash may have dropped its tail, and
+    /// a clean reboot cannot be told apart), or an earlier start found so and no reset happened
+    /// since. Records the answer in `reset.required` (synced, so it outlives another crash), and
+    /// leaves `unsynced.boot` naming this boot under `None`, or, under `Fsync`, syncs what the
+    /// earlier unsynced writes left and removes it.
+    fn check_boot(directory: &Path, durability: Durability, log: &File, inbound: &File) -> io::Result<bool> {
+        let boot = current_boot_id();
+        let unsynced_under = std::fs::read_to_string(directory.join(UNSYNCED_BOOT_FILE)).ok();
+        let mut reset_required = directory.join(RESET_REQUIRED_FILE).exists();
+        if !reset_required && unsynced_under.as_deref().is_some_and(|under| under.trim() != boot) {
+            reset_required = true;
+            let why = format!(
+                "written without fsync under boot {}, opened under boot {boot}\n",
+                unsynced_under.as_deref().unwrap_or_default().trim()
+            );
+            write_synced(directory, RESET_REQUIRED_FILE, why.as_bytes())?;
         }
-        Ok(())
+        match durability {
+            Durability::None if unsynced_under.as_deref().map(str::trim) != Some(boot.as_str()) => {
+                write_synced(directory, UNSYNCED_BOOT_FILE, boot.as_bytes())?;
+            }
+            Durability::None => {}
+            Durability::Fsync if unsynced_under.is_some() => {
+                // Make durable what was written without fsync before forgetting that it was.
+                log.sync_data()?;
+                inbound.sync_data()?;
+                std::fs::remove_file(directory.join(UNSYNCED_BOOT_FILE))?;
+                File::open(directory)?.sync_all()?;
+            }
+            Durability::Fsync => {}
+        }
+        Ok(reset_required)
     }
 
-    /// Replaces the log by `image` (see [`encode_image`]): written to a new file, synced, renamed
-    /// over the log; the directory is synced too.
+    /// Makes everything written so far durable and, if it was written without `fsync`, forgets
+    /// that it was (removes `unsynced.boot`): called at a clean shutdown, so that a later reboot
+    /// does not require a sequence reset.
     ///
     /// # Errors
     /// File system errors.
-    pub fn replace(&self, image: &[u8]) -> io::Result<()> {
+    pub fn settle(&self) -> io::Result<()> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.sync_data()?;
+        self.inbound.sync_data()?;
+        match std::fs::remove_file(self.directory.join(UNSYNCED_BOOT_FILE)) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+            Ok(()) => File::open(&self.directory)?.sync_all(),
+        }
+    }
+
+    /// The numbers were reset (a Logon with ResetSeqNumFlag=Y, its rewrite done): the session
+    /// may resume them from now on.
+    ///
+    /// # Errors
+    /// File system errors.
+    pub fn reset_done(&self) -> io::Result<()> {
+        match std::fs::remove_file(self.directory.join(RESET_REQUIRED_FILE)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends encoded records to the log (one write) and, under `Durability::Fsync`, makes
+    /// them durable (one `fdatasync`). Returns the syncs made (0 or 1).
+    ///
+    /// # Errors
+    /// File system errors.
+    pub fn append(&self, records: &[u8]) -> io::Result<Syncs> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.write_all(records)?;
+        if !self.sync {
+            return Ok(0);
+        }
+        log.sync_data()?;
+        Ok(1)
+    }
+
+    /// Replaces the log by `image` (see [`encode_image`]): written to a new file, renamed over
+    /// the log. Under `Durability::Fsync` the new file is synced before the rename, then the
+    /// directory and `inbound.seq` (3 syncs); under `None` nothing is synced (a rename is atomic
+    /// for a process crash). Returns the syncs made.
+    ///
+    /// # Errors
+    /// File system errors.
+    pub fn replace(&self, image: &[u8]) -> io::Result<Syncs> {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.directory.join("outbound.log");
         let staging = self.directory.join("outbound.log.new");
         {
             let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&staging)?;
             file.write_all(image)?;
-            file.sync_data()?;
+            if self.sync {
+                file.sync_data()?;
+            }
         }
         std::fs::rename(&staging, &path)?;
-        File::open(&self.directory)?.sync_all()?;
         *log = OpenOptions::new().read(true).append(true).open(&path)?;
-        self.inbound.sync_data()
+        if !self.sync {
+            return Ok(0);
+        }
+        File::open(&self.directory)?.sync_all()?;
+        self.inbound.sync_data()?;
+        Ok(3)
     }
 
     /// Records the next expected inbound number in `inbound.seq` (not synced; the log gets it
@@ -411,7 +537,7 @@ mod tests {
             body: Bytes::from_static(b"11=a\x01"),
         };
         {
-            let (store, recovered) = StoreFiles::open(&dir, 10).unwrap();
+            let (store, recovered) = StoreFiles::open(&dir, 10, Durability::Fsync).unwrap();
             assert_eq!((recovered.next_outbound, recovered.next_inbound), (1, 1));
             let mut records = Vec::new();
             encode_admin(&mut records, 1);
@@ -422,11 +548,11 @@ mod tests {
             encode_order(&mut records, &order(8, 10), false);
             store.set_inbound(7).unwrap();
             encode_inbound(&mut records, 6);
-            store.append_and_sync(&records).unwrap();
+            assert_eq!(store.append(&records).unwrap(), 1);
         }
         // A torn record at the end.
         OpenOptions::new().append(true).open(dir.join("outbound.log")).unwrap().write_all(&[50, 0, 0, 0, 3]).unwrap();
-        let (store, recovered) = StoreFiles::open(&dir, 10).unwrap();
+        let (store, recovered) = StoreFiles::open(&dir, 10, Durability::Fsync).unwrap();
         assert_eq!((recovered.next_outbound, recovered.next_inbound), (3, 7));
         assert_eq!(recovered.messages.len(), 1);
         assert_eq!(&recovered.messages[0].body[..], b"11=a\x01");
@@ -439,19 +565,49 @@ mod tests {
         encode_admin(&mut more, 42);
         // A power loss that kept the log but not inbound.seq: the log's number wins.
         encode_inbound(&mut more, 9);
-        store.append_and_sync(&more).unwrap();
+        assert_eq!(store.append(&more).unwrap(), 1);
         drop(store);
-        let (_, recovered) = StoreFiles::open(&dir, 10).unwrap();
+        let (_, recovered) = StoreFiles::open(&dir, 10, Durability::Fsync).unwrap();
         assert_eq!((recovered.next_outbound, recovered.next_inbound, recovered.records), (43, 9, 6));
         assert_eq!((recovered.messages.len(), &recovered.orders[&7]), (1, &open));
         // A reset: base 0, no window.
-        let (store, _) = StoreFiles::open(&dir, 10).unwrap();
+        let (store, _) = StoreFiles::open(&dir, 10, Durability::Fsync).unwrap();
         store.set_inbound(1).unwrap();
         store.replace(&encode_image(1, 1, std::iter::empty(), std::iter::empty())).unwrap();
         drop(store);
-        let (_, recovered) = StoreFiles::open(&dir, 10).unwrap();
+        let (_, recovered) = StoreFiles::open(&dir, 10, Durability::Fsync).unwrap();
         assert_eq!((recovered.next_outbound, recovered.next_inbound), (1, 1));
         assert_eq!((recovered.messages.len(), recovered.orders.len()), (0, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_store_written_without_fsync_under_another_boot_requires_a_reset_until_one_is_done() {
+        let dir = std::env::temp_dir().join(format!("gateway-fix-store-boot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let unsynced = dir.join(UNSYNCED_BOOT_FILE);
+        let reset_required = |durability| StoreFiles::open(&dir, 10, durability).unwrap().1.reset_required;
+        assert!(!reset_required(Durability::None));
+        assert_eq!(std::fs::read_to_string(&unsynced).unwrap(), current_boot_id());
+        assert!(!reset_required(Durability::None), "same boot: the page cache kept everything");
+        assert!(!reset_required(Durability::Fsync));
+        assert!(!unsynced.exists(), "synced now: no longer at risk");
+        assert!(!reset_required(Durability::None));
+        std::fs::write(&unsynced, "another boot").unwrap();
+        assert!(reset_required(Durability::Fsync));
+        assert!(!unsynced.exists());
+        assert!(reset_required(Durability::None), "kept until a reset");
+        let (store, recovered) = StoreFiles::open(&dir, 10, Durability::None).unwrap();
+        assert!(recovered.reset_required);
+        store.reset_done().unwrap();
+        drop(store);
+        assert!(!reset_required(Durability::None));
+        // A clean shutdown syncs and forgets the risk: another boot then requires nothing.
+        let (store, _) = StoreFiles::open(&dir, 10, Durability::None).unwrap();
+        store.settle().unwrap();
+        drop(store);
+        assert!(!unsynced.exists());
+        assert!(!reset_required(Durability::Fsync));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -122,9 +122,16 @@ impl Harness {
 
     /// Stops the gateway and starts a new one on the same store (a new port).
     pub fn restart_gateway(&mut self) {
+        self.restart_gateway_after(|_| {});
+    }
+
+    /// Like [`Harness::restart_gateway`], running `between` on the store directory while no
+    /// gateway runs.
+    pub fn restart_gateway_after(&mut self, between: impl FnOnce(&std::path::Path)) {
         if let Some(gateway) = self.gateway.take() {
             gateway.shutdown();
         }
+        between(&self.store_dir);
         self.start_gateway();
     }
 

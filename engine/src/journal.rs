@@ -41,26 +41,46 @@
 //! A journal that merely *stops early* (its newest segment deleted, the last file cut at a record
 //! boundary) reads as a clean, shorter journal. So the writer records, outside the segment being
 //! written, how far the journal is known to reach: the file `MANIFEST` in the journal directory
-//! ([`JournalManifest`], 32 bytes: magic `EXJMAN01`, format version u32, reserved u32, the first
-//! sequence of the active segment u64, CRC32C u32 of bytes 0..24, reserved u32). It is rewritten
-//! atomically (temporary file, `fsync`, rename, directory `fsync`) when the writer opens and at
-//! every segment roll, after the new segment's header is durable. It states: "every sequence
-//! before `active_segment_first` is in sealed segments, and `journal-<active_segment_first>.log` is
-//! the segment being written". Recovery ([`JournalReader::read_for_recovery`],
-//! [`JournalWriter::open_with`]) refuses ([`JournalError::Incomplete`]) when the journal ends
-//! before the sealed sequences, when the active segment file is gone, or when it ends before a
-//! sequence the caller knows was durable ([`RecoveryOptions::reached_elsewhere`], e.g. the newest
-//! snapshot's). That check runs before a torn tail is truncated, so damage to the last complete
-//! record of a journal that should go further is refused rather than cut off.
+//! ([`JournalManifest`], 40 bytes: magic `EXJMAN01`, format version u32 = 2, reserved u32, the
+//! first sequence of the active segment u64, the watermark u64, CRC32C u32 of bytes 0..32,
+//! reserved u32; version 1, 32 bytes without the watermark and with the CRC at 24, is still read).
+//! It is always replaced atomically (temporary file, `fsync`, rename, directory `fsync`). It
+//! states: "every sequence before `active_segment_first` is in sealed segments,
+//! `journal-<active_segment_first>.log` is the segment being written, and every sequence up to
+//! `durable_through` was committed".
 //!
-//! What it cannot see: records of the active segment after the last roll, cut at a record
-//! boundary, unless something else durable recorded a later sequence; and a deleted manifest (a
-//! journal without one, as written before it existed, is read without the check).
+//! It is rewritten when the writer opens, at every segment roll (after the new segment's header
+//! is durable), and with the **watermark** by a thread of its own
+//! ([`JournalWriter::start_watermark`]): after each commit the writer hands it the committed
+//! sequence with an atomic store (and a wake-up when it is idle), and it rewrites the manifest at
+//! most once per [`WATERMARK_INTERVAL`], so the acknowledgement path pays no extra `fsync`.
+//! [`JournalWriter::stop_watermark`] records the last committed sequence synchronously at a clean
+//! shutdown. The watermark is only ever a sequence already committed (`fdatasync`ed under
+//! [`Durability::Fsync`]), so the journal on disk always reaches it: a journal that ends before it
+//! has lost acknowledged records, whatever the cause; a torn tail (a crash mid-write) can only
+//! follow it.
+//!
+//! Recovery ([`JournalReader::read_for_recovery`], [`JournalWriter::open_with`]) refuses
+//! ([`JournalError::Incomplete`]) when the journal ends before the sealed sequences or the
+//! watermark, when the active segment file is gone, or when it ends before a sequence the caller
+//! knows was durable ([`RecoveryOptions::reached_elsewhere`], e.g. the newest snapshot's). That
+//! check runs before a torn tail is truncated, so damage to the last complete record of a journal
+//! that should go further is refused rather than cut off.
+//!
+//! What it cannot see: records committed after the last watermark rewrite (at most
+//! [`WATERMARK_INTERVAL`] of them before a crash; none after a clean shutdown) cut off at a record
+//! boundary, or their last record damaged (exactly what a torn tail looks like), unless something
+//! else durable recorded a later sequence; and a deleted manifest (a journal without one, as
+//! written before it existed, is read without the check).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Segment header magic.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"EXJRNL01";
@@ -82,13 +102,24 @@ pub const SEGMENT_READ_BUFFER_BYTES: usize = 256 << 10;
 pub const MANIFEST_FILE: &str = "MANIFEST";
 /// Manifest magic.
 pub const MANIFEST_MAGIC: [u8; 8] = *b"EXJMAN01";
-/// Manifest format version.
-pub const MANIFEST_VERSION: u32 = 1;
-/// Bytes of the manifest file.
-pub const MANIFEST_BYTES: usize = 32;
-/// Bytes of the manifest covered by its checksum.
-const MANIFEST_CHECKED_BYTES: usize = 24;
+/// Manifest format version written: 2 adds the committed-sequence watermark.
+pub const MANIFEST_VERSION: u32 = 2;
+/// Bytes of the manifest file (version 2).
+pub const MANIFEST_BYTES: usize = 40;
+/// Bytes of the manifest covered by its checksum (version 2).
+const MANIFEST_CHECKED_BYTES: usize = 32;
 const _: () = assert!(MANIFEST_CHECKED_BYTES + 8 == MANIFEST_BYTES);
+/// Manifest format version 1 (no watermark), still read.
+pub const MANIFEST_VERSION_1: u32 = 1;
+/// Bytes of a version 1 manifest file.
+pub const MANIFEST_V1_BYTES: usize = 32;
+/// Bytes of a version 1 manifest covered by its checksum.
+const MANIFEST_V1_CHECKED_BYTES: usize = 24;
+const _: () = assert!(MANIFEST_V1_CHECKED_BYTES + 8 == MANIFEST_V1_BYTES);
+/// Least time between two rewrites of the manifest by the watermark thread
+/// ([`JournalWriter::start_watermark`]): bounds its `fsync`s to a few per second, whatever the
+/// commit rate, at the price of a watermark up to this far behind the journal.
+pub const WATERMARK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How hard the journal works to make a batch durable before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +216,11 @@ pub struct JournalManifest {
     /// First sequence of the segment being written: every earlier sequence is in sealed
     /// segments, and `journal-<active_segment_first>.log` exists.
     pub active_segment_first: u64,
+    /// The watermark: every sequence up to this one was committed (written and, under
+    /// [`Durability::Fsync`], `fdatasync`ed) before the manifest said so, so the journal reaches
+    /// at least this far. Never below [`Self::sealed_through`]; a version 1 manifest, which has
+    /// no watermark, reads as exactly that.
+    pub durable_through: u64,
 }
 
 impl JournalManifest {
@@ -198,32 +234,55 @@ impl JournalManifest {
         bytes[0..8].copy_from_slice(&MANIFEST_MAGIC);
         bytes[8..12].copy_from_slice(&MANIFEST_VERSION.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.active_segment_first.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.durable_through.to_le_bytes());
         let crc = crc32c::crc32c(&bytes[..MANIFEST_CHECKED_BYTES]);
-        bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+        bytes[32..36].copy_from_slice(&crc.to_le_bytes());
         bytes
     }
 
+    /// Decodes version 2 (40 bytes) or version 1 (32 bytes, written before the watermark existed);
+    /// the size tells which layout to check the checksum of.
     fn decode(path: &Path, bytes: &[u8]) -> Result<Self, JournalError> {
         let corrupt = |offset: u64, reason: String| JournalError::Corrupt { path: path.to_path_buf(), offset, reason };
-        if bytes.len() != MANIFEST_BYTES {
-            return Err(corrupt(0, format!("manifest of {} bytes, expected {MANIFEST_BYTES}", bytes.len())));
-        }
+        let (expected_version, checked) = match bytes.len() {
+            MANIFEST_BYTES => (MANIFEST_VERSION, MANIFEST_CHECKED_BYTES),
+            MANIFEST_V1_BYTES => (MANIFEST_VERSION_1, MANIFEST_V1_CHECKED_BYTES),
+            length => {
+                return Err(corrupt(
+                    0,
+                    format!(
+                        "manifest of {length} bytes, expected {MANIFEST_BYTES} (or {MANIFEST_V1_BYTES}, version 1)"
+                    ),
+                ));
+            }
+        };
         if bytes[0..8] != MANIFEST_MAGIC {
             return Err(corrupt(0, "bad manifest magic".into()));
         }
-        let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
-        if crc32c::crc32c(&bytes[..MANIFEST_CHECKED_BYTES]) != crc {
-            return Err(corrupt(24, "manifest checksum mismatch".into()));
+        let crc = u32::from_le_bytes(bytes[checked..checked + 4].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&bytes[..checked]) != crc {
+            return Err(corrupt(checked as u64, "manifest checksum mismatch".into()));
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != MANIFEST_VERSION {
-            return Err(corrupt(8, format!("unsupported manifest version {version}")));
+        if version != expected_version {
+            return Err(corrupt(8, format!("unsupported manifest version {version} in {} bytes", bytes.len())));
         }
         let active_segment_first = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
         if active_segment_first == 0 {
             return Err(corrupt(16, "active segment starts at sequence 0".into()));
         }
-        Ok(Self { active_segment_first })
+        let sealed_through = active_segment_first - 1;
+        if version == MANIFEST_VERSION_1 {
+            return Ok(Self { active_segment_first, durable_through: sealed_through });
+        }
+        let durable_through = u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes"));
+        if durable_through < sealed_through {
+            return Err(corrupt(
+                24,
+                format!("watermark {durable_through} before the sealed segments' end {sealed_through}"),
+            ));
+        }
+        Ok(Self { active_segment_first, durable_through })
     }
 }
 
@@ -254,6 +313,123 @@ pub fn write_manifest(dir: &Path, manifest: &JournalManifest) -> Result<(), Jour
     file.sync_all().map_err(io_error(&temporary))?;
     fs::rename(&temporary, &path).map_err(io_error(&path))?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+}
+
+/// The manifest as last recorded, shared by the writer (which rewrites it at segment rolls) and its
+/// watermark thread: rewrites are serialised (they share one temporary file) and never move the
+/// recorded sequences backwards, whichever of the two writes last.
+#[derive(Debug)]
+struct ManifestRecorder {
+    dir: PathBuf,
+    recorded: Mutex<JournalManifest>,
+}
+
+impl ManifestRecorder {
+    /// Rewrites the manifest with the later of what it records and `active_segment_first` /
+    /// `durable_through`; returns whether anything changed.
+    fn record(&self, active_segment_first: u64, durable_through: u64) -> Result<bool, JournalError> {
+        let mut recorded = self.recorded.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = JournalManifest {
+            active_segment_first: recorded.active_segment_first.max(active_segment_first),
+            durable_through: recorded.durable_through.max(durable_through),
+        };
+        if next == *recorded {
+            return Ok(false);
+        }
+        write_manifest(&self.dir, &next)?;
+        *recorded = next;
+        Ok(true)
+    }
+
+    fn recorded(&self) -> JournalManifest {
+        *self.recorded.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What the writer and its watermark thread share.
+#[derive(Debug, Default)]
+struct WatermarkShared {
+    /// The writer's committed sequence, stored after each commit: the engine thread's only cost.
+    committed: AtomicU64,
+    /// Set (and the condition signalled, the thread unparked) to stop the thread.
+    stop: Mutex<bool>,
+    stopping: Condvar,
+}
+
+/// The thread that records the writer's committed sequence in the manifest, at most once per
+/// interval, so that the segment being written cannot be cut short unnoticed (see the module
+/// documentation). Stopped and joined when dropped, without a last rewrite.
+#[derive(Debug)]
+struct WatermarkThread {
+    shared: Arc<WatermarkShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WatermarkThread {
+    fn start(
+        manifest: Arc<ManifestRecorder>,
+        committed: u64,
+        interval: Duration,
+        mut on_error: impl FnMut(&JournalError) + Send + 'static,
+    ) -> io::Result<Self> {
+        let shared = Arc::new(WatermarkShared { committed: AtomicU64::new(committed), ..Default::default() });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new().name("journal-watermark".into()).spawn(move || {
+            let shared = thread_shared;
+            let mut failing = false;
+            loop {
+                if *shared.stop.lock().unwrap_or_else(PoisonError::into_inner) {
+                    return;
+                }
+                let committed = shared.committed.load(Ordering::Acquire);
+                if committed <= manifest.recorded().durable_through {
+                    // Woken by the next commit (an unpark that comes first makes this return at
+                    // once) or by stop.
+                    std::thread::park();
+                    continue;
+                }
+                match manifest.record(0, committed) {
+                    Ok(_) => failing = false,
+                    Err(error) => {
+                        // Once per run of failures: retried every interval, not logged every time.
+                        if !failing {
+                            on_error(&error);
+                        }
+                        failing = true;
+                    }
+                }
+                // The rate limit. Commits meanwhile only mark the thread to be woken (no system
+                // call, since it does not park here); stop cuts the wait short.
+                let stop = shared.stop.lock().unwrap_or_else(PoisonError::into_inner);
+                drop(shared.stopping.wait_timeout_while(stop, interval, |stop| !*stop));
+            }
+        })?;
+        Ok(Self { shared, thread: Some(thread) })
+    }
+
+    /// Hands the thread a new committed sequence: an atomic store, and a wake-up that costs a
+    /// system call only when the thread is idle (at most once per interval).
+    fn publish(&self, committed: u64) {
+        self.shared.committed.store(committed, Ordering::Release);
+        if let Some(thread) = &self.thread {
+            thread.thread().unpark();
+        }
+    }
+
+    fn stop(&mut self) {
+        *self.shared.stop.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.shared.stopping.notify_all();
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for WatermarkThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 fn record_crc(header: &[u8], payload: &[u8]) -> u32 {
@@ -564,6 +740,13 @@ impl JournalReader {
                     missing(sealed)
                 ));
             }
+            let watermark = manifest.durable_through;
+            if last < watermark && watermark > sealed {
+                problems.push(format!(
+                    "the journal manifest's watermark records sequence {watermark} as committed ({})",
+                    missing(watermark)
+                ));
+            }
             if !self.segments.iter().any(|(first, _)| *first >= manifest.active_segment_first) {
                 problems.push(format!(
                     "the segment being written, {}, named by the journal manifest, is missing",
@@ -723,6 +906,10 @@ pub struct JournalWriter {
     durable_sequence: u64,
     /// Set after an I/O error: the writer refuses further work.
     failed: bool,
+    /// The manifest, rewritten at rolls here and with the watermark by `watermark`.
+    manifest: Arc<ManifestRecorder>,
+    /// The watermark thread, once started ([`Self::start_watermark`]).
+    watermark: Option<WatermarkThread>,
 }
 
 impl JournalWriter {
@@ -779,6 +966,9 @@ impl JournalWriter {
             Some((first, path)) if next_sequence == contents.last_sequence + 1 => {
                 let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io_error(path))?;
                 let end = file.seek(SeekFrom::End(0)).map_err(io_error(path))?;
+                // The watermark below says the journal reaches its last record: make that so
+                // even if the previous run wrote without `fdatasync` (durability "none").
+                file.sync_data().map_err(io_error(path))?;
                 (file, path.clone(), end, *first)
             }
             _ => {
@@ -786,7 +976,9 @@ impl JournalWriter {
                 (file, path, bytes, next_sequence)
             }
         };
-        write_manifest(dir, &JournalManifest { active_segment_first: segment_first })?;
+        // Written as found (after an accepted loss too: the next start must not refuse again).
+        let manifest = JournalManifest { active_segment_first: segment_first, durable_through: next_sequence - 1 };
+        write_manifest(dir, &manifest)?;
         let writer = Self {
             dir: dir.to_path_buf(),
             config,
@@ -797,6 +989,8 @@ impl JournalWriter {
             next_sequence,
             durable_sequence: next_sequence - 1,
             failed: false,
+            manifest: Arc::new(ManifestRecorder { dir: dir.to_path_buf(), recorded: Mutex::new(manifest) }),
+            watermark: None,
         };
         Ok((writer, contents))
     }
@@ -850,6 +1044,56 @@ impl JournalWriter {
         Ok(sequence)
     }
 
+    /// Starts the watermark thread: after each commit it is handed the committed sequence (an
+    /// atomic store and, when it is idle, a wake-up: nothing that waits on the disk), and it
+    /// rewrites the manifest's watermark ([`JournalManifest::durable_through`]) atomically, at
+    /// most once per `interval` ([`WATERMARK_INTERVAL`] in the server). A failed rewrite is passed
+    /// to `on_error` (once per run of failures) and retried after `interval`: it weakens what
+    /// recovery can detect, it loses nothing, so the writer goes on. Replaces a thread started
+    /// before. Call [`Self::stop_watermark`] at a clean shutdown.
+    ///
+    /// # Errors
+    /// The thread cannot be spawned.
+    pub fn start_watermark(
+        &mut self,
+        interval: Duration,
+        on_error: impl FnMut(&JournalError) + Send + 'static,
+    ) -> io::Result<()> {
+        self.watermark = None;
+        self.watermark =
+            Some(WatermarkThread::start(self.manifest.clone(), self.durable_sequence, interval, on_error)?);
+        Ok(())
+    }
+
+    /// Stops the watermark thread (if any) and records the committed sequence in the manifest
+    /// now, on this thread: at a clean shutdown every committed record is then covered, so
+    /// cutting any of them off is detected at the next start. Returns the recorded watermark.
+    ///
+    /// # Errors
+    /// I/O errors writing the manifest (the journal itself is intact).
+    pub fn stop_watermark(&mut self) -> Result<u64, JournalError> {
+        if let Some(mut watermark) = self.watermark.take() {
+            watermark.stop();
+        }
+        self.record_watermark()
+    }
+
+    /// Records the committed sequence in the manifest now, on this thread (a rewrite only if it
+    /// advanced). Returns the recorded watermark.
+    ///
+    /// # Errors
+    /// I/O errors writing the manifest.
+    pub fn record_watermark(&self) -> Result<u64, JournalError> {
+        self.manifest.record(0, self.durable_sequence)?;
+        Ok(self.recorded_watermark())
+    }
+
+    /// The watermark the manifest records now: the journal on disk reaches at least this
+    /// sequence.
+    pub fn recorded_watermark(&self) -> u64 {
+        self.manifest.recorded().durable_through
+    }
+
     /// Bytes buffered and not yet committed.
     pub fn pending_bytes(&self) -> usize {
         self.batch.len()
@@ -869,8 +1113,14 @@ impl JournalWriter {
             return Ok(self.durable_sequence);
         }
         let result = self.write_batch();
-        if result.is_err() {
-            self.failed = true;
+        match result {
+            // Only a committed sequence: the watermark never claims more than the disk holds.
+            Ok(committed) => {
+                if let Some(watermark) = &self.watermark {
+                    watermark.publish(committed);
+                }
+            }
+            Err(_) => self.failed = true,
         }
         result
     }
@@ -889,8 +1139,9 @@ impl JournalWriter {
             self.path = path;
             self.segment_bytes = bytes;
             // The sealed segment's end is now recorded outside it: losing it, or cutting it
-            // short, is detected at the next recovery.
-            write_manifest(&self.dir, &JournalManifest { active_segment_first: self.next_sequence })?;
+            // short, is detected at the next recovery. (This may wait for a watermark rewrite in
+            // progress: only at a roll, which pays for `fsync`s of its own anyway.)
+            self.manifest.record(self.next_sequence, self.durable_sequence)?;
         }
         Ok(self.durable_sequence)
     }
@@ -1247,7 +1498,11 @@ mod tests {
         // No temporary file is left behind, and reopening keeps it.
         assert!(!dir.join(format!("{MANIFEST_FILE}.tmp")).exists());
         drop(open_default(&dir).unwrap());
-        assert_eq!(read_manifest(&dir).unwrap(), Some(manifest));
+        assert_eq!(
+            read_manifest(&dir).unwrap(),
+            Some(JournalManifest { durable_through: 60, ..manifest }),
+            "the same segment, and a watermark at the journal's end as found"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1420,11 +1675,181 @@ mod tests {
         bytes[17] ^= 0x01;
         fs::write(&path, &bytes).unwrap();
         let error = open_default(&dir).unwrap_err();
-        assert!(matches!(&error, JournalError::Corrupt { path: bad, offset: 24, .. } if bad == &path), "{error}");
+        assert!(matches!(&error, JournalError::Corrupt { path: bad, offset: 32, .. } if bad == &path), "{error}");
         let accept = RecoveryOptions { accept_loss: true, ..Default::default() };
         let (_, contents) = JournalWriter::open_with(&dir, JournalConfig::default(), &accept).unwrap();
         assert!(contents.accepted_loss.unwrap().contains("manifest"));
         assert_eq!(read_manifest(&dir).unwrap().unwrap().active_segment_first, 1, "rewritten");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Writes `count` records into one segment (three per commit) and returns the open writer.
+    fn write_one_segment(dir: &Path, count: u64) -> JournalWriter {
+        let config = JournalConfig { durability: Durability::Fsync, segment_bytes_max: 1 << 20 };
+        let (mut writer, _) = JournalWriter::open(dir, config, 0).unwrap();
+        for i in 0..count {
+            writer.append(1_000 + i, &[i as u8; 12]).unwrap();
+            if i % 3 == 2 {
+                writer.commit().unwrap();
+            }
+        }
+        writer.commit().unwrap();
+        writer
+    }
+
+    #[test]
+    fn the_segment_being_written_cut_at_a_record_boundary_before_the_watermark_is_refused() {
+        let dir = temp_dir("cut-active");
+        let writer = write_one_segment(&dir, 30);
+        assert_eq!(writer.record_watermark().unwrap(), 30);
+        drop(writer);
+        assert_eq!(
+            read_manifest(&dir).unwrap(),
+            Some(JournalManifest { active_segment_first: 1, durable_through: 30 })
+        );
+        let (_, active) = list_segments(&dir).unwrap().pop().unwrap();
+        assert_eq!(cut_last_record(&active), 30);
+        let cut = fs::read(&active).unwrap();
+        let text = incomplete(open_default(&dir));
+        assert!(text.contains("ends at sequence 29"), "{text}");
+        assert!(text.contains("watermark records sequence 30 as committed (sequence 30 is missing)"), "{text}");
+        // The read-only path (replay) refuses too, and nothing was changed on disk.
+        let error = JournalReader::open(&dir).unwrap().read_for_recovery(&RecoveryOptions::default()).unwrap_err();
+        assert!(matches!(&error, JournalError::Incomplete(text) if text.contains("watermark")), "{error}");
+        assert_eq!(fs::read(&active).unwrap(), cut);
+        // Cut further: the whole range is named.
+        cut_last_record(&active);
+        cut_last_record(&active);
+        let text = incomplete(open_default(&dir));
+        assert!(text.contains("ends at sequence 27") && text.contains("sequences 28..=30 are missing"), "{text}");
+        // Accepting the loss goes on at 28, and later starts need no flag.
+        let accept = RecoveryOptions { accept_loss: true, ..Default::default() };
+        let (mut writer, contents) = JournalWriter::open_with(&dir, JournalConfig::default(), &accept).unwrap();
+        assert!(contents.accepted_loss.unwrap().contains("watermark"));
+        assert_eq!(writer.recorded_watermark(), 27);
+        assert_eq!(writer.append(0, b"after the loss").unwrap(), 28);
+        writer.commit().unwrap();
+        drop(writer);
+        assert_eq!(open_default(&dir).unwrap().1.last_sequence, 28);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn records_after_the_watermark_end_as_a_torn_tail_and_damage_before_it_is_refused() {
+        let dir = temp_dir("after-watermark");
+        let mut writer = write_one_segment(&dir, 20);
+        assert_eq!(writer.record_watermark().unwrap(), 20);
+        for i in 0..5 {
+            writer.append(i, &[7; 12]).unwrap();
+        }
+        writer.commit().unwrap();
+        // A crash: records 21..=25 are committed but not under the watermark.
+        drop(writer);
+        let (_, active) = list_segments(&dir).unwrap().pop().unwrap();
+        let full = fs::read(&active).unwrap();
+        // A write torn by the crash in a record after the watermark is a torn tail, as ever.
+        fs::write(&active, &full[..full.len() - 5]).unwrap();
+        let (writer, contents) = open_default(&dir).unwrap();
+        assert_eq!((contents.last_sequence, contents.torn_tail.is_some()), (24, true));
+        assert_eq!(writer.recorded_watermark(), 24, "reopening records what it found");
+        drop(writer);
+        // The documented window: a cut at a record boundary after the watermark is not seen.
+        fs::write(&active, &full).unwrap();
+        write_manifest(&dir, &JournalManifest { active_segment_first: 1, durable_through: 20 }).unwrap();
+        cut_last_record(&active);
+        assert_eq!(open_default(&dir).unwrap().1.last_sequence, 24);
+        // A flipped bit in the last complete record the watermark covers is not a torn tail.
+        write_manifest(&dir, &JournalManifest { active_segment_first: 1, durable_through: 24 }).unwrap();
+        let mut flipped = fs::read(&active).unwrap();
+        let length = flipped.len();
+        flipped[length - 3] ^= 0x10;
+        fs::write(&active, &flipped).unwrap();
+        let text = incomplete(open_default(&dir));
+        assert!(text.contains("ends at sequence 23 followed by damage at offset"), "{text}");
+        assert!(text.contains("not a torn tail") && text.contains("watermark records sequence 24"), "{text}");
+        assert_eq!(fs::read(&active).unwrap(), flipped, "nothing was truncated");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Waits (bounded) until the manifest on disk records `watermark`.
+    fn await_watermark(dir: &Path, watermark: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while read_manifest(dir).unwrap().unwrap().durable_through != watermark {
+            assert!(std::time::Instant::now() < deadline, "the watermark thread never recorded {watermark}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_watermark_thread_follows_commits_at_most_once_per_interval_and_stop_records_the_rest() {
+        let dir = temp_dir("watermark-thread");
+        let mut writer = write_one_segment(&dir, 6);
+        assert_eq!(writer.record_watermark().unwrap(), 6);
+        let errors = Arc::new(AtomicU64::new(0));
+        let counted = errors.clone();
+        // An interval far longer than the test: only the first commit is recorded by the thread.
+        writer
+            .start_watermark(Duration::from_secs(3600), move |_| {
+                counted.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        writer.append(0, b"seven").unwrap();
+        writer.commit().unwrap();
+        await_watermark(&dir, 7);
+        writer.append(0, b"eight").unwrap();
+        writer.commit().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(read_manifest(&dir).unwrap().unwrap().durable_through, 7, "rate-limited");
+        // A clean shutdown does not wait out the interval, and records everything committed.
+        let started = std::time::Instant::now();
+        assert_eq!(writer.stop_watermark().unwrap(), 8);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(read_manifest(&dir).unwrap().unwrap().durable_through, 8);
+        // Started again with a short interval, it keeps following the commits.
+        writer.start_watermark(Duration::from_millis(1), |_| {}).unwrap();
+        for i in 0..20 {
+            writer.append(i, &[1; 12]).unwrap();
+            writer.commit().unwrap();
+        }
+        await_watermark(&dir, 28);
+        drop(writer);
+        assert_eq!(errors.load(Ordering::Relaxed), 0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_manifest_is_read_as_a_watermark_at_its_sealed_segments_and_rewritten() {
+        let dir = temp_dir("manifest-v1");
+        write(&dir, 60, 300);
+        let segments = list_segments(&dir).unwrap();
+        let active_first = segments.last().unwrap().0;
+        // The 32-byte layout of version 1: no watermark, checksum of bytes 0..24 at 24.
+        let mut v1 = [0u8; MANIFEST_V1_BYTES];
+        v1[0..8].copy_from_slice(&MANIFEST_MAGIC);
+        v1[8..12].copy_from_slice(&MANIFEST_VERSION_1.to_le_bytes());
+        v1[16..24].copy_from_slice(&active_first.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[..24]);
+        v1[24..28].copy_from_slice(&crc.to_le_bytes());
+        fs::write(dir.join(MANIFEST_FILE), v1).unwrap();
+        let manifest = read_manifest(&dir).unwrap().unwrap();
+        assert_eq!(manifest, JournalManifest { active_segment_first: active_first, durable_through: active_first - 1 });
+        // Its check still works: the newest segment deleted is refused...
+        let newest = fs::read(&segments.last().unwrap().1).unwrap();
+        fs::remove_file(&segments.last().unwrap().1).unwrap();
+        assert!(incomplete(open_default(&dir)).contains("missing"));
+        // ...and with it back, the journal opens and the manifest is rewritten as version 2.
+        fs::write(&segments.last().unwrap().1, newest).unwrap();
+        drop(open_default(&dir).unwrap());
+        assert_eq!(fs::read(dir.join(MANIFEST_FILE)).unwrap().len(), MANIFEST_BYTES);
+        assert_eq!(read_manifest(&dir).unwrap().unwrap().durable_through, 60);
+        // A journal without a manifest (older still) opens without the check and gets one.
+        fs::remove_file(dir.join(MANIFEST_FILE)).unwrap();
+        assert_eq!(open_default(&dir).unwrap().1.last_sequence, 60);
+        assert_eq!(read_manifest(&dir).unwrap().unwrap().durable_through, 60);
+        // A version 2 manifest with a watermark before its sealed segments is corruption.
+        write_manifest(&dir, &JournalManifest { active_segment_first: 10, durable_through: 5 }).unwrap();
+        let error = open_default(&dir).unwrap_err();
+        assert!(matches!(error, JournalError::Corrupt { offset: 24, .. }), "{error}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,7 +4,9 @@
 //! producers ──push──▶ ingress ring (bounded, lock-free MPMC) ──▶ engine thread:
 //!                                                   1. drain up to batch_max commands
 //!                                                   2. stamp sequence + time, append to journal
-//!                                                   3. write + fdatasync the batch (group commit)
+//!                                                   3. write + fdatasync the batch (group commit);
+//!                                                      store the committed sequence for the
+//!                                                      journal's watermark thread (no fsync here)
 //!                                                   4. execute each command, publish its events
 //!                                                      once into the egress broadcast ring
 //!                                                      (waiting, bounded, for gating consumers)
@@ -29,7 +31,7 @@ use crate::config::{Config, IdleStrategy};
 use crate::egress::BroadcastRing;
 use crate::metrics::Metrics;
 use codec::{Command, Event};
-use engine::journal::{JournalError, JournalWriter, RecoveryOptions};
+use engine::journal::{JournalError, JournalWriter, RecoveryOptions, WATERMARK_INTERVAL};
 use engine::snapshot::{SnapshotError, list_snapshots, write_snapshot_file};
 use engine::{CommandContext, Engine, EngineConfig, OrderBook};
 use std::path::{Path, PathBuf};
@@ -376,6 +378,14 @@ struct EngineThread {
 
 impl EngineThread {
     fn run(&mut self) -> Result<(), RuntimeError> {
+        // The journal's watermark follows the commits from a thread of its own, so a cut of the
+        // segment being written is refused at the next start; the commit path only stores the
+        // committed sequence for it (engine::journal, "The manifest").
+        self.journal
+            .start_watermark(WATERMARK_INTERVAL, |error| {
+                tracing::error!(%error, "journal watermark not recorded (retried): until it is, a cut of the newest records goes unnoticed at the next start")
+            })
+            .map_err(|source| JournalError::Io { path: self.journal_dir.clone(), source })?;
         let mut snapshots = SnapshotWriter::start(
             self.snapshot_dir.clone(),
             self.journal_dir.clone(),
@@ -413,6 +423,10 @@ impl EngineThread {
                     // Final snapshot: wait for any in-flight one so this one is not skipped.
                     snapshots.wait_idle();
                     self.snapshot(snapshots)?;
+                    // Every committed record under the watermark: no cut of them goes unnoticed.
+                    if let Err(error) = self.journal.stop_watermark() {
+                        tracing::error!(%error, "final journal watermark not recorded");
+                    }
                     tracing::info!(
                         sequence = self.last_sequence,
                         hash = format_args!("{:#018x}", self.engine.state_hash()),

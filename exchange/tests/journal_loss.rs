@@ -4,6 +4,11 @@
 //!   behind a snapshot, makes `exchange run` (and `exchange replay`) exit with an error that
 //!   names what is missing, instead of starting at an earlier sequence and handing acknowledged
 //!   sequences and order ids out again.
+//! - Cutting the segment being written at a record boundary, with no snapshot after the cut
+//!   records, is refused too: the journal manifest's watermark (rewritten off the engine thread
+//!   after commits, and at a clean stop) records how far the journal was committed. That holds
+//!   after a clean stop and after `kill -9` once the watermark interval has passed, while a
+//!   genuinely torn tail after `kill -9` still recovers.
 //! - `--accept-journal-loss` starts anyway, logging the loss, and later starts need no flag.
 
 mod support;
@@ -21,6 +26,22 @@ fn fill(dir: &Path) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Cuts the last record off a segment, exactly at its start (a clean but shorter file); returns
+/// the segment's bytes before the cut.
+fn cut_last_record(segment: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(segment).unwrap();
+    let mut offset = engine::journal::SEGMENT_HEADER_BYTES;
+    let mut last_start = offset;
+    while offset < bytes.len() {
+        last_start = offset;
+        let length = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().unwrap()) as usize;
+        offset += engine::journal::RECORD_HEADER_BYTES + length;
+    }
+    assert!(last_start > engine::journal::SEGMENT_HEADER_BYTES, "the segment holds records");
+    std::fs::write(segment, &bytes[..last_start]).unwrap();
+    bytes
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -104,5 +125,114 @@ fn a_journal_cut_at_a_record_boundary_behind_its_snapshot_refuses_to_start() {
     assert!(!output.status.success(), "the server must refuse a journal behind its snapshot: {text}");
     assert!(text.contains(snapshot.to_str().unwrap()) || text.contains("snapshot at sequence"), "{text}");
     assert!(text.contains("is missing"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Asserts that start-up refuses naming the watermark at `watermark` and the journal's end just
+/// before it, and that `replay` refuses too.
+fn assert_refused_by_the_watermark(dir: &Path, watermark: u64) {
+    let output = start(dir, &[]);
+    let text = stderr(&output);
+    assert!(!output.status.success(), "the server must refuse a journal cut before its watermark: {text}");
+    assert!(text.contains(&format!("ends at sequence {}", watermark - 1)), "{text}");
+    assert!(text.contains(&format!("watermark records sequence {watermark} as committed")), "{text}");
+    assert!(text.contains("--accept-journal-loss"), "the way out is named: {text}");
+    let output = replay(dir);
+    assert!(!output.status.success() && stderr(&output).contains("watermark"), "{}", stderr(&output));
+}
+
+/// The last sequence `exchange replay` reports.
+fn replayed_last_sequence(dir: &Path) -> u64 {
+    let output = replay(dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("last sequence")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no last sequence in {stdout}"))
+}
+
+#[test]
+fn the_segment_being_written_cut_after_a_clean_stop_refuses_to_start() {
+    let dir = support::data_dir("journal-loss-active-clean");
+    // One segment (the default size): the records are all in the segment being written.
+    let status = support::command(&dir)
+        .args(["--snapshot-every", "0", "run", "--demo", "--demo-rate", "20000", "--demo-orders", "500"])
+        .args(["--run-for", "2", "--status-every", "0"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let last = replayed_last_sequence(&dir);
+    assert!(last > 100, "the demo placed orders ({last})");
+    let all = segments(&dir);
+    assert_eq!(all.len(), 1, "{all:?}");
+    // The final snapshot would show the cut as well: without it only the watermark can.
+    std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
+    cut_last_record(&all[0]);
+    assert_refused_by_the_watermark(&dir, last);
+    // Accepting the loss starts at the sequence before, says so, and later starts need no flag.
+    let output = start(&dir, &["--accept-journal-loss"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("journal loss accepted"), "{}", stderr(&output));
+    assert_eq!(replayed_last_sequence(&dir), last - 1);
+    let output = start(&dir, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_segment_being_written_cut_after_kill_dash_nine_refuses_to_start_and_a_torn_tail_recovers() {
+    use std::io::BufRead;
+    use std::time::Duration;
+    let dir = support::data_dir("journal-loss-active-kill");
+    let mut child = support::command(&dir)
+        .args(["--snapshot-every", "0", "run", "--demo", "--demo-rate", "20000", "--demo-orders", "500"])
+        .args(["--status-every", "0", "--print-acks"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, acks) = std::sync::mpsc::channel::<u64>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(sequence) = line.strip_prefix("ACKED ").and_then(|n| n.parse().ok()) {
+                let _ = sender.send(sequence);
+            }
+        }
+    });
+    // The demo places its orders and goes quiet; wait for that, then well past the watermark
+    // interval, so the watermark thread has recorded the last commit.
+    let mut acked = acks.recv_timeout(Duration::from_secs(60)).expect("the server acknowledges work");
+    while let Ok(sequence) = acks.recv_timeout(Duration::from_secs(2)) {
+        acked = acked.max(sequence);
+    }
+    std::thread::sleep(engine::journal::WATERMARK_INTERVAL * 10);
+    child.kill().unwrap(); // SIGKILL: no final snapshot, no final watermark
+    child.wait().unwrap();
+    reader.join().unwrap();
+    acked = acked.max(acks.try_iter().max().unwrap_or(0));
+    assert!(acked > 100, "the demo placed orders ({acked})");
+    let _ = std::fs::remove_dir_all(dir.join("snapshots")); // a timed snapshot would show it too
+    let all = segments(&dir);
+    assert_eq!(all.len(), 1, "{all:?}");
+    let full = cut_last_record(&all[0]);
+    assert_refused_by_the_watermark(&dir, acked);
+    // A write torn by a crash (part of a record after the last committed one) is still a torn
+    // tail: truncated, and the server starts with every acknowledged command.
+    let mut torn = full.clone();
+    torn.extend_from_slice(&full[full.len() - 20..]);
+    std::fs::write(&all[0], &torn).unwrap();
+    let output = start(&dir, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(replayed_last_sequence(&dir), acked);
+    // With the tail cut again, accepting the loss starts.
+    cut_last_record(&all[0]);
+    assert_refused_by_the_watermark(&dir, acked);
+    let output = start(&dir, &["--accept-journal-loss"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("journal loss accepted"), "{}", stderr(&output));
     std::fs::remove_dir_all(&dir).unwrap();
 }

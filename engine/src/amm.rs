@@ -558,7 +558,7 @@ impl Pool {
         Ok(())
     }
 
-    pub(crate) fn hash_into(&self, hasher: &mut crate::StateHasher) {
+    pub(crate) fn hash_into<H: crate::hash::StateWords>(&self, hasher: &mut H) {
         hasher.u64(u64::from(self.market_id.get()));
         hasher.u64(self.base_reserve);
         hasher.u64(self.quote_reserve);

@@ -148,7 +148,7 @@ struct UserOrders {
 }
 
 /// One side's levels sorted so the best price is last.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SideLevels {
     side: Side,
     sorted: Vec<(Ticks, Slot)>,
@@ -180,8 +180,9 @@ impl SideLevels {
     }
 }
 
-/// The fast order book of one market. See the module documentation.
-#[derive(Debug)]
+/// The fast order book of one market. See the module documentation. `Clone` copies it whole (the
+/// exchange's snapshotter starts its shadow engine as a copy of the recovered one).
+#[derive(Debug, Clone)]
 pub struct OrderBook {
     orders: Vec<OrderNode>,
     free_orders: Vec<Slot>,

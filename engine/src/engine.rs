@@ -3,7 +3,7 @@
 use crate::amm::{self, Pool};
 use crate::book::{Book, OrderBook, RestingOrder};
 use crate::config::{ConfigError, EngineConfig, EngineLimits, MarketSpec};
-use crate::hash::StateHasher;
+use crate::hash::{StateHasher, StateWords};
 use crate::ledger::{Balance, Ledger, LedgerError};
 use codec::{
     AddLiquidity, LiquidityAdded, LiquidityRemoved, OrderRouted, RemoveLiquidity, RoutedOrder, Shares, Swap,
@@ -34,6 +34,7 @@ impl CommandContext {
     }
 }
 
+#[derive(Clone)]
 struct MarketState<B> {
     spec: MarketSpec,
     book: B,
@@ -90,7 +91,9 @@ enum MatchStop {
 }
 
 /// The matching engine over books of type `B` (the fast [`OrderBook`] by default; tests also run
-/// it over a naive reference book and compare).
+/// it over a naive reference book and compare). `Clone` copies the whole state: the copy is the
+/// same engine, command for command (the exchange's snapshotter keeps one as its shadow).
+#[derive(Clone)]
 pub struct Engine<B: Book = OrderBook> {
     markets: Vec<MarketState<B>>,
     ledger: Ledger,
@@ -303,10 +306,24 @@ impl<B: Book> Engine<B> {
     }
 
     /// A hash of the complete engine state (books in priority order with every order field,
-    /// balances in account order, fees, flows, id counters). Equal states have equal hashes on
-    /// any platform and run.
+    /// balances in account order, fees, flows, id counters): XXH3-64 over those words (see
+    /// [`StateHasher`]). Equal states have equal hashes on any platform and run.
     pub fn state_hash(&self) -> u64 {
         let mut hasher = StateHasher::default();
+        self.hash_state_into(&mut hasher);
+        hasher.finish()
+    }
+
+    /// The state hash of snapshot format versions 1 and 2 (FNV-1a over the same words), to check
+    /// such a snapshot when it is restored.
+    pub(crate) fn legacy_state_hash(&self) -> u64 {
+        let mut hasher = crate::hash::LegacyStateHasher::default();
+        self.hash_state_into(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Feeds every word of the state, in the documented order.
+    fn hash_state_into<H: StateWords>(&self, hasher: &mut H) {
         hasher.u64(self.next_order_id);
         for market in &self.markets {
             hasher.u64(market.next_trade_id);
@@ -318,17 +335,16 @@ impl<B: Book> Engine<B> {
             for side in [Side::Bid, Side::Ask] {
                 hasher.u64(market.book.len() as u64);
                 market.book.visit_in_priority(side, &mut |order| {
-                    hash_order(&mut hasher, order);
+                    hash_order(hasher, order);
                     true
                 });
             }
         }
-        self.ledger.hash_into(&mut hasher);
+        self.ledger.hash_into(hasher);
         // Nothing is added without pools, so hashes of pool-less configurations are unchanged.
         for pool in &self.pools {
-            pool.hash_into(&mut hasher);
+            pool.hash_into(hasher);
         }
-        hasher.finish()
     }
 
     /// Checks every book and ledger invariant: books not crossed and internally consistent,
@@ -1560,7 +1576,7 @@ fn affordable_lots(spec: &MarketSpec, price: u64, budget: u64, max_lots: u64) ->
     lots
 }
 
-fn hash_order(hasher: &mut StateHasher, order: &RestingOrder) {
+fn hash_order<H: StateWords>(hasher: &mut H, order: &RestingOrder) {
     for value in [
         order.order_id.get(),
         order.user_id.get(),

@@ -28,7 +28,7 @@ pub(crate) struct Account {
 
 /// All balances. Accounts are kept in creation order, which is deterministic (journal order), so
 /// iterating them for hashing or validation never depends on hash-map order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Ledger {
     asset_count: usize,
     accounts: Vec<Account>,
@@ -323,7 +323,7 @@ impl Ledger {
     }
 
     /// Feeds the ledger's full state to a hasher, in deterministic order.
-    pub(crate) fn hash_into(&self, hasher: &mut crate::StateHasher) {
+    pub(crate) fn hash_into<H: crate::hash::StateWords>(&self, hasher: &mut H) {
         hasher.u64(self.accounts.len() as u64);
         for account in &self.accounts {
             hasher.u64(account.user_id.get());

@@ -2,24 +2,29 @@
 //! journal after it.
 //!
 //! # Format (little-endian)
-//! Magic `EXSNAP01`, format version u32, reserved u32, sequence u64, state hash u64, asset count
-//! u32, market count u32, next order id u64; per market: next trade id u64, halted flag u64 (0 or
-//! 1; absent in version 1, whose markets are all open), order count u64, then
-//! every resting order (bids then asks, each side in priority order) as 11 u64 fields; the ledger:
+//! Magic `EXSNAP01`, format version u32, reserved u32, sequence u64, state hash u64
+//! ([`Engine::state_hash`]: XXH3-64 from version 3 on; versions 1 and 2 recorded FNV-1a over the
+//! same words), asset count u32, market count u32, next order id u64; per market: next trade id
+//! u64, halted flag u64 (0 or 1; absent in version 1, whose markets are all open), order count
+//! u64, then every resting order (bids then asks, each side in priority order) as 11 u64 fields; the ledger:
 //! account count u64, per account the user id and (available, locked) per asset; per asset the
 //! fees collected u64, deposited u128 and withdrawn u128; (version 2) the AMM pools: pool count
 //! u64, per pool its market id u64, base reserve u64, quote reserve u64, total shares u64, holder
 //! count u64 and per holder (user id u64, shares u64) in user id order; finally a CRC32C u32 of
 //! all preceding bytes. Version 1 snapshots (before pools) are still read: their pools are empty.
-//! The ledger's pool account is rebuilt from the pools' reserves.
+//! Versions 1 and 2 are still read: their recorded hash is checked with the FNV-1a hash they were
+//! written with (the layout is otherwise that of version 2, or version 1 as said). Version 3
+//! changed only the hash function. The ledger's pool account is rebuilt from the pools' reserves.
 //!
 //! Restoring inserts the orders in priority order, which rebuilds the same queues; the restored
 //! engine's [`Engine::state_hash`] must equal the stored hash, or the snapshot is refused.
 //!
 //! # Taking one
-//! [`Engine::write_snapshot`] serialises into a caller-owned buffer on the engine thread (the only
-//! pause: a linear pass over the state, about the cost of copying it); writing the file and
-//! `fsync` ([`write_snapshot_file`]) can happen on another thread.
+//! [`Engine::write_snapshot`] serialises into a caller-owned buffer: a linear pass over the state,
+//! plus one more to hash it (hundreds of milliseconds for 1M resting orders). The exchange's
+//! engine thread never calls it while trading: a snapshotter thread keeps a shadow engine that
+//! applies the same journaled commands and serialises that (see `exchange::runtime`);
+//! [`write_snapshot_file`] then writes and syncs the file.
 
 use crate::book::{Book, RestingOrder};
 use crate::config::EngineConfig;
@@ -31,8 +36,10 @@ use std::path::{Path, PathBuf};
 
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"EXSNAP01";
-/// Snapshot format version.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// Snapshot format version (3: the state hash is XXH3-64; 2 and 1 recorded FNV-1a).
+pub const SNAPSHOT_VERSION: u32 = 3;
+/// The last format version whose recorded state hash is the legacy FNV-1a.
+const LEGACY_HASH_VERSION_MAX: u32 = 2;
 
 /// Why a snapshot could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -81,14 +88,16 @@ pub(crate) fn invalid(message: impl Into<String>) -> SnapshotError {
 }
 
 impl<B: Book> Engine<B> {
-    /// Serialises the whole state as of `sequence` (the last command applied) into `out`.
-    pub fn write_snapshot(&self, sequence: u64, out: &mut Vec<u8>) {
+    /// Serialises the whole state as of `sequence` (the last command applied) into `out`;
+    /// returns the state hash recorded in it (computed once, here).
+    pub fn write_snapshot(&self, sequence: u64, out: &mut Vec<u8>) -> u64 {
+        let state_hash = self.state_hash();
         out.clear();
         out.extend_from_slice(&SNAPSHOT_MAGIC);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&sequence.to_le_bytes());
-        out.extend_from_slice(&self.state_hash().to_le_bytes());
+        out.extend_from_slice(&state_hash.to_le_bytes());
         out.extend_from_slice(&(self.ledger().asset_count() as u32).to_le_bytes());
         out.extend_from_slice(&(self.market_count() as u32).to_le_bytes());
         out.extend_from_slice(&self.next_order_id().get().to_le_bytes());
@@ -139,6 +148,7 @@ impl<B: Book> Engine<B> {
         }
         let crc = crc32c::crc32c(out);
         out.extend_from_slice(&crc.to_le_bytes());
+        state_hash
     }
 
     /// Rebuilds an engine from a snapshot; returns it with the snapshot's sequence.
@@ -163,8 +173,9 @@ impl<B: Book> Engine<B> {
             return Err(invalid("bad magic"));
         }
         let version = r.u32()?;
-        // Version 1 had no halted flag per market (every market open).
-        if version != SNAPSHOT_VERSION && version != 1 {
+        // Version 1 had no halted flag per market (every market open); versions 1 and 2 recorded
+        // the legacy hash.
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return Err(invalid(format!("unsupported version {version}")));
         }
         r.u32()?;
@@ -244,7 +255,7 @@ impl<B: Book> Engine<B> {
         if r.offset != body.len() {
             return Err(invalid("trailing bytes"));
         }
-        let hash = engine.state_hash();
+        let hash = if version <= LEGACY_HASH_VERSION_MAX { engine.legacy_state_hash() } else { engine.state_hash() };
         if hash != stored_hash {
             return Err(invalid(format!("restored state hash {hash:#018x} != recorded {stored_hash:#018x}")));
         }
@@ -301,4 +312,63 @@ pub fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SnapshotError> 
     }
     snapshots.sort_by(|a, b| b.cmp(a));
     Ok(snapshots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::commands::{deposit, limit};
+    use crate::{CommandContext, OrderBook};
+    use codec::TimeInForce;
+
+    fn engine_with_orders() -> (EngineConfig, Engine) {
+        let config = EngineConfig::sample();
+        let mut engine = Engine::new(&config).unwrap();
+        let mut events = Vec::new();
+        let commands = [
+            deposit(1, 0, 50_000_000),
+            deposit(1, 1, 5_000_000_000),
+            limit(1, 1, Side::Bid, 990, 10, TimeInForce::Gtc, 1),
+            limit(1, 1, Side::Ask, 1_010, 10, TimeInForce::Gtc, 2),
+        ];
+        for (sequence, command) in commands.iter().enumerate() {
+            engine.execute(CommandContext::new(sequence as u64 + 1, 1_000), command, &mut events);
+        }
+        assert_eq!(engine.book(codec::MarketId::new(1)).unwrap().len(), 2);
+        (config, engine)
+    }
+
+    /// Rewrites a snapshot's version and recorded hash (and its checksum).
+    fn relabel(bytes: &[u8], version: u32, hash: u64) -> Vec<u8> {
+        let mut body = bytes[..bytes.len() - 4].to_vec();
+        body[8..12].copy_from_slice(&version.to_le_bytes());
+        body[24..32].copy_from_slice(&hash.to_le_bytes());
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        body
+    }
+
+    /// A version-2 snapshot (FNV-1a recorded) still restores; the current version records the
+    /// XXH3 hash, and a snapshot whose recorded hash is of the other function is refused.
+    #[test]
+    fn versions_before_3_are_checked_with_the_legacy_hash() {
+        let (config, engine) = engine_with_orders();
+        let mut bytes = Vec::new();
+        let recorded = engine.write_snapshot(4, &mut bytes);
+        assert_eq!(recorded, engine.state_hash());
+        assert_ne!(engine.state_hash(), engine.legacy_state_hash());
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), SNAPSHOT_VERSION);
+
+        let legacy = relabel(&bytes, 2, engine.legacy_state_hash());
+        let (restored, sequence) = Engine::restore_snapshot(&config, OrderBook::with_capacity, &legacy).unwrap();
+        assert_eq!((restored.state_hash(), sequence), (engine.state_hash(), 4));
+
+        let current_with_legacy_hash = relabel(&bytes, SNAPSHOT_VERSION, engine.legacy_state_hash());
+        assert!(Engine::restore_snapshot(&config, OrderBook::with_capacity, &current_with_legacy_hash).is_err());
+        let legacy_with_current_hash = relabel(&bytes, 2, engine.state_hash());
+        assert!(Engine::restore_snapshot(&config, OrderBook::with_capacity, &legacy_with_current_hash).is_err());
+        let future = relabel(&bytes, SNAPSHOT_VERSION + 1, engine.state_hash());
+        let error = Engine::restore_snapshot(&config, OrderBook::with_capacity, &future).err().unwrap();
+        assert!(error.to_string().contains("unsupported version"), "{error}");
+    }
 }

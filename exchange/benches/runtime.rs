@@ -79,6 +79,22 @@
 //! so this is CPU-bound replay, not disk reading); the median and best are printed, with the time
 //! to read and verify the journal alone and to allocate an empty engine alone.
 //!
+//! The summary also prints `replay: <N> commands/s` (the median run) on a line of its own.
+//!
+//! # 4. Snapshot pause
+//! A runtime (`Durability::None`, no periodic snapshots) is fed deposits for 1,000 users and
+//! 1,000,000 GTC limit orders on `BTC_USDC` that never cross (bids below and asks above 60,000,
+//! over 10,000 prices per side), so the book holds 1M resting orders. Then a probe producer sends
+//! a cancel of an unknown order every 500 µs (it is journaled and rejected; the book does not
+//! change), and the consumer times each probe from its due time to its reject on the egress ring
+//! (coordinated-omission corrected, as in section 2). After 0.5 s without snapshots (the reference
+//! window), a snapshot is requested 5 times ([`Runtime::request_snapshot`]), each time waiting for
+//! its file to appear in the snapshot directory, then 0.1 s more. A snapshot's pause is the
+//! longest latency of the probes due between its request and its file: how long the engine thread
+//! stopped answering because of it, as a client sees it. The summary prints exactly one line
+//! `snapshot pause at <orders> resting orders: p50 <N> us, max <N> us` over the snapshots, with
+//! the reference window's probe latencies beside it (scheduler noise on a small machine).
+//!
 //! # Disk hygiene
 //! Before every journal cell, every runtime latency row and the recovery journal's measurement,
 //! the benchmark runs `sync`, so that writeback of earlier work (its own no-fsync rows, or the
@@ -88,7 +104,8 @@
 //! # Environment
 //! `RUNTIME_BENCH_QUICK=1` shrinks everything for a smoke run of a few seconds: journal cells of
 //! 0.2 s or 20k records, latency at 1k/s only for 1 s (0.2 s warm-up), recovery of 5k commands
-//! run once. `RUNTIME_BENCH_RATES=1000,50000` replaces the offered rates of the latency rows.
+//! run once, a snapshot row of 20k resting orders and 2 snapshots. `RUNTIME_BENCH_RATES=1000,50000`
+//! replaces the offered rates of the latency rows.
 
 use codec::{Command, Event, MarketId, OrderId, Side, TimeInForce};
 use crossbeam_queue::ArrayQueue;
@@ -132,6 +149,10 @@ struct Settings {
     warmup_time: Duration,
     recovery_commands: usize,
     recovery_runs: usize,
+    /// Resting orders the snapshot-pause row builds up before taking snapshots.
+    snapshot_orders: u64,
+    /// Snapshots taken (and pauses measured) in the snapshot-pause row.
+    snapshot_runs: usize,
     /// How long the consumer waits for progress after the producer finished before giving up.
     stall_timeout: Duration,
 }
@@ -150,6 +171,8 @@ impl Settings {
                 warmup_time: Duration::from_millis(200),
                 recovery_commands: 5_000,
                 recovery_runs: 1,
+                snapshot_orders: 20_000,
+                snapshot_runs: 2,
                 stall_timeout: Duration::from_secs(10),
             }
         } else {
@@ -163,6 +186,8 @@ impl Settings {
                 warmup_time: Duration::from_millis(500),
                 recovery_commands: 200_000,
                 recovery_runs: 3,
+                snapshot_orders: 1_000_000,
+                snapshot_runs: 5,
                 stall_timeout: Duration::from_secs(10),
             }
         }
@@ -946,6 +971,197 @@ fn recovery_benchmark(settings: &Settings, base: &Path, engine_config: &EngineCo
 }
 
 // ------------------------------------------------------------------------------------------------
+// 4. Snapshot pause
+// ------------------------------------------------------------------------------------------------
+
+/// Resting orders one user of the snapshot row holds (the default per-user bound).
+const SNAPSHOT_ORDERS_PER_USER: u64 = 1_000;
+/// Distinct prices per side of the snapshot row's book.
+const SNAPSHOT_LEVELS_PER_SIDE: u64 = 10_000;
+/// Lots per resting order of the snapshot row (5 lots at 60,000 clears the minimum notional).
+const SNAPSHOT_ORDER_LOTS: u64 = 5;
+/// Interval between probe commands while snapshots are taken.
+const PROBE_INTERVAL: Duration = Duration::from_micros(500);
+/// Probe time before the first snapshot request (the no-snapshot reference window).
+const PROBE_REFERENCE_TIME: Duration = Duration::from_millis(500);
+/// Probe time between one snapshot's completion and the next request.
+const PROBE_GAP_TIME: Duration = Duration::from_millis(100);
+/// Origins of probe commands start here (funding and the book's orders use origin 0).
+const PROBE_ORIGIN_BASE: u64 = 1;
+
+struct SnapshotPauseResult {
+    orders: u64,
+    fill_time: Duration,
+    /// Per snapshot: the longest probe latency (ns) among probes due while it was being taken.
+    pauses: Vec<u64>,
+    /// Per snapshot: from the request to its file in place.
+    snapshot_times: Vec<Duration>,
+    /// Probe latencies before the first snapshot request.
+    reference: Histogram<u64>,
+    probes_lost: u64,
+}
+
+impl SnapshotPauseResult {
+    fn pause_quantile(&self, quantile: f64) -> u64 {
+        let mut pauses = self.pauses.clone();
+        pauses.sort_unstable();
+        let index = ((pauses.len() as f64 - 1.0) * quantile).round() as usize;
+        pauses.get(index).copied().unwrap_or(0)
+    }
+}
+
+/// The newest snapshot's sequence in `dir` (0: none).
+fn newest_snapshot(dir: &Path) -> u64 {
+    engine::snapshot::list_snapshots(dir).ok().and_then(|list| list.first().map(|(sequence, _)| *sequence)).unwrap_or(0)
+}
+
+/// Builds a book of `settings.snapshot_orders` resting orders on BTC_USDC (never crossing) in a
+/// runtime, then takes snapshots on request while a probe (a cancel of an unknown order, every
+/// [`PROBE_INTERVAL`], timed from its scheduled send to its reject on the egress ring) watches
+/// how long the engine thread stops answering: a snapshot's pause is the longest probe latency
+/// among probes due between its request and its file being in place.
+fn snapshot_pause_benchmark(settings: &Settings, base: &Path) -> SnapshotPauseResult {
+    let dir = base.join("snapshot-pause");
+    let _ = std::fs::remove_dir_all(&dir);
+    let users = settings.snapshot_orders.div_ceil(SNAPSHOT_ORDERS_PER_USER);
+    let mut config = runtime_config(&dir, Durability::None);
+    config.engine.orders_per_market_max = usize::try_from(settings.snapshot_orders).expect("fits") + 1_024;
+    config.engine.open_orders_per_user_max = SNAPSHOT_ORDERS_PER_USER as usize;
+    config.snapshot.every_seconds = 0;
+    let engine_config = config.engine_config().expect("snapshot row engine configuration");
+    let (recovered, writer) = runtime::recover(&config, &engine_config, false, true).expect("recover empty dir");
+    let runtime = Runtime::start(&config, recovered, writer.expect("writer opened")).expect("engine thread");
+    let started = Instant::now();
+    let mut pushed = 0u64;
+    for user in 1..=users {
+        push_blocking(
+            &runtime.ring,
+            IngressCommand { origin: 0, command: commands::deposit(user, BTC, 1_000 * 100_000_000) },
+        );
+        push_blocking(
+            &runtime.ring,
+            IngressCommand { origin: 0, command: commands::deposit(user, USDC, 1_000_000_000 * 1_000_000) },
+        );
+        pushed += 2;
+    }
+    for index in 0..settings.snapshot_orders {
+        let user = index % users + 1;
+        let level = (index / 2) % SNAPSHOT_LEVELS_PER_SIDE;
+        let (side, price) = if index % 2 == 0 {
+            (Side::Bid, EMPTY_BOOK_MID - 1 - level)
+        } else {
+            (Side::Ask, EMPTY_BOOK_MID + 1 + level)
+        };
+        let command = commands::limit(user, MARKET, side, price, SNAPSHOT_ORDER_LOTS, TimeInForce::Gtc, index + 1);
+        push_blocking(&runtime.ring, IngressCommand { origin: 0, command });
+        pushed += 1;
+    }
+    wait_executed(&runtime, pushed);
+    let fill_time = started.elapsed();
+    let rejects = runtime.stats.rejects.load(Ordering::Acquire);
+    assert_eq!(rejects, 0, "every order of the snapshot row rests");
+    eprintln!("# snapshot row: {} resting orders in {:.2} s", settings.snapshot_orders, fill_time.as_secs_f64());
+
+    let snapshot_dir = config.snapshot_dir();
+    let done = AtomicBool::new(false);
+    let t0 = Instant::now() + Duration::from_millis(5);
+    let due = |probe: u64| t0 + PROBE_INTERVAL * u32::try_from(probe).unwrap_or(u32::MAX);
+    let mut consumer = runtime.egress.subscribe();
+    let (windows, latencies) = std::thread::scope(|scope| {
+        let (ring, done, runtime) = (&runtime.ring, &done, &runtime);
+        let producer = scope.spawn(move || {
+            let mut probe = 0u64;
+            while !done.load(Ordering::Acquire) {
+                wait_until(due(probe));
+                let command = commands::cancel(1, MARKET, u64::MAX - probe);
+                push_blocking(ring, IngressCommand { origin: PROBE_ORIGIN_BASE + probe, command });
+                probe += 1;
+            }
+            probe
+        });
+        let controller = scope.spawn(move || {
+            let mut windows = Vec::new();
+            std::thread::sleep(PROBE_REFERENCE_TIME);
+            for _ in 0..settings.snapshot_runs {
+                let before = newest_snapshot(&snapshot_dir);
+                let requested = Instant::now();
+                runtime.request_snapshot();
+                let deadline = requested + Duration::from_secs(120);
+                while newest_snapshot(&snapshot_dir) <= before {
+                    assert!(Instant::now() < deadline, "no snapshot within 120 s");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                windows.push((requested, Instant::now()));
+                std::thread::sleep(PROBE_GAP_TIME);
+            }
+            done.store(true, Ordering::Release);
+            windows
+        });
+        // The consumer: the first event of each probe, timed from the probe's due time.
+        let mut latencies: Vec<Option<u64>> = Vec::new();
+        let mut last_seen = 0u64;
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            match consumer.try_next() {
+                Ok(published) if published.origin >= PROBE_ORIGIN_BASE => {
+                    let probe = published.origin - PROBE_ORIGIN_BASE;
+                    if probe as usize >= latencies.len() {
+                        latencies.resize(probe as usize + 1, None);
+                    }
+                    if latencies[probe as usize].is_none() {
+                        latencies[probe as usize] =
+                            Some(nanos(Instant::now().saturating_duration_since(due(probe))).max(1));
+                    }
+                    last_seen = last_seen.max(probe + 1);
+                    quiet_since = None;
+                }
+                Ok(_) => {}
+                Err(ReadError::Lagged { oldest, .. }) => consumer.seek(oldest),
+                Err(ReadError::Empty) => {
+                    if producer.is_finished() {
+                        let quiet = *quiet_since.get_or_insert_with(Instant::now);
+                        if quiet.elapsed() > Duration::from_millis(200) {
+                            break;
+                        }
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
+        let sent = producer.join().expect("producer thread");
+        latencies.resize(sent as usize, None);
+        (controller.join().expect("controller thread"), latencies)
+    });
+    let mut reference = histogram();
+    let first_request = windows.first().map_or(t0, |w| w.0);
+    for (probe, latency) in latencies.iter().enumerate() {
+        if let Some(latency) = latency
+            && due(probe as u64) < first_request
+            && due(probe as u64) > t0 + Duration::from_millis(100)
+        {
+            reference.saturating_record(*latency);
+        }
+    }
+    let pauses = windows
+        .iter()
+        .map(|&(from, to)| {
+            latencies
+                .iter()
+                .enumerate()
+                .filter(|(probe, _)| (from..=to).contains(&due(*probe as u64)))
+                .filter_map(|(_, latency)| *latency)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let probes_lost = latencies.iter().filter(|l| l.is_none()).count() as u64;
+    let snapshot_times = windows.iter().map(|&(from, to)| to - from).collect();
+    runtime.shutdown().expect("runtime shut down cleanly");
+    let _ = std::fs::remove_dir_all(&dir);
+    SnapshotPauseResult { orders: settings.snapshot_orders, fill_time, pauses, snapshot_times, reference, probes_lost }
+}
+
+// ------------------------------------------------------------------------------------------------
 // Report
 // ------------------------------------------------------------------------------------------------
 
@@ -986,6 +1202,8 @@ impl Table {
     }
 }
 
+// One argument per section of the report.
+#[allow(clippy::too_many_arguments)]
 fn print_summary(
     load_at_start: &str,
     settings: &Settings,
@@ -994,6 +1212,7 @@ fn print_summary(
     journal: &[JournalResult],
     latency: &[LatencyResult],
     recovery: &RecoveryResult,
+    snapshot: &SnapshotPauseResult,
 ) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
@@ -1157,6 +1376,38 @@ fn print_summary(
         "(recover ms: median; it includes reading and checking the journal, allocating the engine and replaying; \
          read+CRC and Engine::new are those parts measured alone)"
     );
+    println!("replay: {:.0} commands/s", per_second(recovery.median()));
+
+    println!();
+    println!(
+        "4. snapshot pause: {} resting orders on BTC_USDC (built in {:.1} s), {} snapshot(s) on request; a probe \
+         command every {} µs, timed from its due time to its reject on the egress ring",
+        thousands(snapshot.orders as f64),
+        snapshot.fill_time.as_secs_f64(),
+        snapshot.pauses.len(),
+        PROBE_INTERVAL.as_micros()
+    );
+    let times: Vec<String> = snapshot.snapshot_times.iter().map(|t| format!("{:.0}", t.as_secs_f64() * 1e3)).collect();
+    println!(
+        "request to file in place, ms: {}; probe latency without snapshots: p50 {} µs, p99 {} µs, max {} µs; \
+         probes lost {}",
+        times.join(", "),
+        micros(snapshot.reference.value_at_quantile(0.5)),
+        micros(snapshot.reference.value_at_quantile(0.99)),
+        micros(snapshot.reference.max()),
+        snapshot.probes_lost
+    );
+    println!(
+        "snapshot pause at {} resting orders: p50 {} us, max {} us",
+        snapshot.orders,
+        snapshot.pause_quantile(0.5) / 1_000,
+        snapshot.pause_quantile(1.0) / 1_000
+    );
+    println!(
+        "(pause: per snapshot, the longest probe latency among probes due between the request and the file being in \
+         place; it includes scheduler effects of sharing {} cores with the snapshot threads)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 }
 
 fn main() {
@@ -1175,6 +1426,7 @@ fn main() {
     let journal = journal_benchmark(&settings, &base);
     let latency = latency_benchmark(&settings, &base, &engine_config, &plan);
     let recovery = recovery_benchmark(&settings, &base, &engine_config, &plan);
-    print_summary(&load_at_start, &settings, &base, &plan, &journal, &latency, &recovery);
+    let snapshot = snapshot_pause_benchmark(&settings, &base);
+    print_summary(&load_at_start, &settings, &base, &plan, &journal, &latency, &recovery, &snapshot);
     drop(scratch);
 }

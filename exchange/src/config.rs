@@ -469,6 +469,18 @@ pub struct SnapshotSection {
     pub every_seconds: u64,
     /// Delete journal segments wholly covered by the newest snapshot.
     pub prune_journal: bool,
+    /// Commands the snapshot feed (engine thread → snapshotter) holds. The engine thread never
+    /// waits on it: when it is full the snapshotter reads the missing commands from the journal.
+    #[serde(default = "default_snapshot_feed_commands")]
+    pub feed_commands: usize,
+}
+
+/// Default [`SnapshotSection::feed_commands`]: a full second of commands at 65k/s, what a large
+/// snapshot takes to write, in about 6 MB.
+pub const SNAPSHOT_FEED_COMMANDS_DEFAULT: usize = 1 << 16;
+
+fn default_snapshot_feed_commands() -> usize {
+    SNAPSHOT_FEED_COMMANDS_DEFAULT
 }
 
 /// `[sinks]`: each sink is on when its subsection is present (or its environment variable set).

@@ -98,12 +98,28 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         ),
     ];
     let mut gauges = gauges.to_vec();
+    let stats = &state.stats;
+    gauges.push((
+        "exchange_snapshot_shadow_lag_commands",
+        "Commands the snapshotter's shadow engine is behind the engine thread.",
+        stats.last_sequence.load(Ordering::Relaxed).saturating_sub(stats.shadow_sequence.load(Ordering::Relaxed))
+            as f64,
+    ));
+    gauges.push((
+        "exchange_snapshot_sequence",
+        "Sequence of the newest snapshot written since start (0: none yet).",
+        stats.snapshot_sequence.load(Ordering::Relaxed) as f64,
+    ));
     gauges.push((
         "exchange_marketdata_stale",
         "1 when the market view lost events and its books are untrustworthy (REST depth answers 503).",
         f64::from(u8::from(state.market_view.is_stale())),
     ));
-    let mut counters = Vec::new();
+    let mut counters = vec![(
+        "exchange_snapshot_feed_overflows_total",
+        "Commands the snapshot feed had no room for (the snapshotter read them from the journal).",
+        stats.snapshot_feed_overflows.load(Ordering::Relaxed),
+    )];
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     let ws = state.websocket.publisher().stats();
     gauges.push(("exchange_ws_subscribers", "Open WebSocket subscribers.", load(&ws.subscribers) as f64));

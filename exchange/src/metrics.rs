@@ -284,7 +284,7 @@ pub struct Metrics {
     pub journal_commit_ns: AtomicHistogram,
     /// Engine execution time per command.
     pub engine_command_ns: AtomicHistogram,
-    /// Time of each snapshot (serialise + write + fsync).
+    /// Time of each snapshot on the snapshotter thread (hash + serialise + write + fsync).
     pub snapshot_ns: AtomicHistogram,
     /// Commands refused because the ingress ring was full (internal producers; each gateway
     /// counts its own).
@@ -370,7 +370,12 @@ impl Metrics {
             "Engine service time per command (execution and event publication).",
             1e9,
         );
-        self.snapshot_ns.render(&mut out, "exchange_snapshot_seconds", "Snapshot serialise + write + fsync time.", 1e9);
+        self.snapshot_ns.render(
+            &mut out,
+            "exchange_snapshot_seconds",
+            "Snapshot hash + serialise + write + fsync time (snapshotter thread).",
+            1e9,
+        );
         self.egress_wait_ns.render(
             &mut out,
             "exchange_egress_wait_seconds",

@@ -1,4 +1,5 @@
-//! The engine runtime: recovery, the ingress ring, and the sequencer/engine thread.
+//! The engine runtime: recovery, the ingress ring, the sequencer/engine thread and the
+//! snapshotter thread.
 //!
 //! ```text
 //! producers ──push──▶ ingress ring (bounded, lock-free MPMC) ──▶ engine thread:
@@ -9,11 +10,14 @@
 //!                                                      journal's watermark thread (no fsync here)
 //!                                                   4. execute each command, publish its events
 //!                                                      once into the egress broadcast ring
-//!                                                      (waiting, bounded, for gating consumers)
+//!                                                      (waiting, bounded, for gating consumers),
+//!                                                      and offer it to the snapshotter's feed
 //!                                                   5. run the engine reads other threads asked
 //!                                                      for (e.g. the market view's reseed)
-//!                                                   6. every N commands: serialise a snapshot,
-//!                                                      hand it to the snapshot writer thread
+//!
+//! snapshot feed (bounded, never waited for) ──▶ snapshotter thread: a shadow engine applies
+//!      the same durable commands; every N commands (or on request, or at shutdown) it
+//!      serialises and hashes the shadow's state, writes + fsyncs the file, prunes the journal
 //! ```
 //!
 //! Step 4 never overwrites an event that a gating consumer (the gateways' dispatchers, the REST
@@ -26,19 +30,44 @@
 //! acknowledgement can precede durability. If the journal fails (disk full, fsync error) the
 //! thread stops before executing the batch: nothing of it is acknowledged, and recovery on the
 //! next start truncates whatever was torn.
+//!
+//! # Snapshots never stop the engine thread
+//! Serialising and hashing 1M resting orders takes hundreds of milliseconds; the engine thread
+//! does none of it. Its only part is offering each executed command to the snapshot feed (a
+//! push onto a bounded lock-free queue, [`SnapshotSection::feed_commands`] long). The
+//! snapshotter thread owns a shadow [`Engine`], a copy of the recovered one made at start-up
+//! (engine state memory doubles), and applies the commands of the feed in sequence order. The
+//! engine is a pure function of its journal, so the shadow at sequence S is the live engine at
+//! S, and a snapshot of it is what the live engine would have written. When the feed is full
+//! (the snapshotter is busy writing a large snapshot) the engine thread drops the offer instead
+//! of waiting; the snapshotter notices the gap in sequences (or that the engine's last sequence
+//! is ahead of it with the feed empty) and reads the missing commands from the journal, where
+//! they are already durable ([`JournalReader::for_each_after`]). How far the shadow is behind is
+//! the gauge `exchange_snapshot_shadow_lag_commands`; it does strictly less work per command
+//! than the engine thread (no journal, no publication), so it falls behind only while it writes
+//! a snapshot or is starved of CPU, and catches up after.
+//!
+//! At shutdown the engine thread stops first; the snapshotter then applies everything up to the
+//! engine's last sequence and writes the final snapshot, and [`Runtime::shutdown`] compares the
+//! live engine's state hash with the shadow's: a difference is a determinism bug, reported as
+//! [`RuntimeError::ShadowDiverged`] after the final snapshot is rewritten from the live engine.
+//!
+//! [`SnapshotSection::feed_commands`]: crate::config::SnapshotSection::feed_commands
 
 use crate::config::{Config, IdleStrategy};
 use crate::egress::BroadcastRing;
 use crate::metrics::Metrics;
 use codec::{Command, Event};
-use engine::journal::{JournalError, JournalWriter, RecoveryOptions, WATERMARK_INTERVAL};
+use crossbeam_queue::ArrayQueue;
+use engine::journal::{JournalError, JournalReader, JournalWriter, RecoveryOptions, WATERMARK_INTERVAL};
 use engine::snapshot::{SnapshotError, list_snapshots, write_snapshot_file};
 use engine::{CommandContext, Engine, EngineConfig, OrderBook};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use engine::bus::{EngineReads, IngressCommand, IngressRing};
 
@@ -55,9 +84,19 @@ pub struct RuntimeStats {
     pub rejects: AtomicU64,
     /// Group commits since start.
     pub batches: AtomicU64,
-    /// State hash as of the most recent snapshot (or start-up); hashing the whole state after
-    /// every batch would cost the engine thread a full pass over its state.
+    /// State hash as of the most recent snapshot (or start-up), computed by the snapshotter on
+    /// its shadow engine; hashing the live state would cost the engine thread a full pass over it.
     pub state_hash: AtomicU64,
+    /// Snapshots written since start.
+    pub snapshots: AtomicU64,
+    /// Sequence of the most recent snapshot written since start (0: none yet).
+    pub snapshot_sequence: AtomicU64,
+    /// Last sequence the snapshotter's shadow engine has applied; `last_sequence` minus this is
+    /// how far it is behind.
+    pub shadow_sequence: AtomicU64,
+    /// Commands the engine thread could not offer to the full snapshot feed (the shadow read
+    /// them from the journal instead).
+    pub snapshot_feed_overflows: AtomicU64,
 }
 
 /// Why the runtime could not start or had to stop.
@@ -87,6 +126,22 @@ pub enum RuntimeError {
     /// Engine configuration refused.
     #[error(transparent)]
     Config(#[from] engine::ConfigError),
+    /// The snapshotter's shadow engine reached another state than the live engine at the same
+    /// sequence: a determinism bug. The final snapshot was rewritten from the live engine.
+    #[error(
+        "snapshot shadow engine diverged at sequence {sequence}: live state hash {live:#018x}, shadow {shadow:#018x}"
+    )]
+    ShadowDiverged {
+        /// Sequence compared.
+        sequence: u64,
+        /// The live engine's state hash.
+        live: u64,
+        /// The shadow engine's state hash.
+        shadow: u64,
+    },
+    /// A thread of the runtime panicked.
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
 }
 
 /// The state rebuilt from disk.
@@ -251,7 +306,7 @@ impl Retention {
     }
 }
 
-/// Handle to the running engine thread.
+/// Handle to the running engine and snapshotter threads.
 pub struct Runtime {
     /// Producers push commands here.
     pub ring: Arc<IngressRing>,
@@ -264,8 +319,10 @@ pub struct Runtime {
     /// Live counters.
     pub stats: Arc<RuntimeStats>,
     stop: Arc<AtomicBool>,
-    snapshot_now: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<(), RuntimeError>>>,
+    control: Arc<SnapshotControl>,
+    thread: Option<JoinHandle<Result<Engine, RuntimeError>>>,
+    snapshotter: Option<JoinHandle<Option<ShadowFinal>>>,
+    snapshot_dir: PathBuf,
 }
 
 impl Runtime {
@@ -274,8 +331,8 @@ impl Runtime {
         Self::start_with_retention(config, recovered, journal, Arc::new(Retention::default()))
     }
 
-    /// Starts the engine thread; journal pruning keeps what the sinks registered in `retention`
-    /// still need.
+    /// Starts the engine thread and the snapshotter; journal pruning keeps what the sinks
+    /// registered in `retention` still need.
     pub fn start_with_retention(
         config: &Config,
         recovered: Recovered,
@@ -287,33 +344,47 @@ impl Runtime {
         let metrics = Arc::new(Metrics::default());
         let stats = Arc::new(RuntimeStats::default());
         stats.last_sequence.store(recovered.last_sequence, Ordering::Relaxed);
+        stats.shadow_sequence.store(recovered.last_sequence, Ordering::Relaxed);
         stats.state_hash.store(recovered.engine.state_hash(), Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
-        let snapshot_now = Arc::new(AtomicBool::new(false));
+        let control = Arc::new(SnapshotControl::default());
+        let feed = Arc::new(ArrayQueue::new(config.snapshot.feed_commands.max(1)));
         let reads = Arc::new(EngineReads::default());
+        let snapshotter = Snapshotter {
+            shadow: recovered.engine.clone(),
+            sequence: recovered.last_sequence,
+            feed: feed.clone(),
+            control: control.clone(),
+            stats: stats.clone(),
+            metrics: metrics.clone(),
+            every_commands: config.snapshot.every_commands,
+            interval: (config.snapshot.every_seconds > 0).then(|| Duration::from_secs(config.snapshot.every_seconds)),
+            last_snapshot_at: Instant::now(),
+            last_snapshot_sequence: recovered.snapshot.as_ref().map_or(0, |(sequence, _)| *sequence),
+            since_snapshot: 0,
+            snapshot_dir: config.snapshot_dir(),
+            journal_dir: config.journal_dir(),
+            prune_journal: config.snapshot.prune_journal,
+            retention,
+            buffer: Vec::new(),
+            events: Vec::with_capacity(4096),
+        };
+        let snapshotter = std::thread::Builder::new().name("snapshotter".into()).spawn(move || snapshotter.run())?;
         let mut engine_thread = EngineThread {
             engine: recovered.engine,
             journal,
+            journal_dir: config.journal_dir(),
             ring: ring.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
-            snapshot_now: snapshot_now.clone(),
+            feed,
             egress: egress.clone(),
             reads: reads.clone(),
             metrics: metrics.clone(),
             idle: config.engine.idle,
             batch_max: config.journal.batch_max.max(1),
-            snapshot_every: config.snapshot.every_commands,
-            snapshot_interval: (config.snapshot.every_seconds > 0)
-                .then(|| Duration::from_secs(config.snapshot.every_seconds)),
-            last_snapshot_at: std::time::Instant::now(),
-            snapshot_dir: config.snapshot_dir(),
-            journal_dir: config.journal_dir(),
-            prune_journal: config.snapshot.prune_journal,
-            retention,
             last_sequence: recovered.last_sequence,
             last_timestamp_ns: 0,
-            since_snapshot: 0,
         };
         let core = config.engine.core;
         let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
@@ -321,14 +392,27 @@ impl Runtime {
                 let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
                 tracing::info!(core, pinned, "engine thread pinned");
             }
-            engine_thread.run()
+            engine_thread.run()?;
+            Ok(engine_thread.engine)
         })?;
-        Ok(Self { ring, egress, reads, metrics, stats, stop, snapshot_now, thread: Some(thread) })
+        Ok(Self {
+            ring,
+            egress,
+            reads,
+            metrics,
+            stats,
+            stop,
+            control,
+            thread: Some(thread),
+            snapshotter: Some(snapshotter),
+            snapshot_dir: config.snapshot_dir(),
+        })
     }
 
-    /// Asks for a snapshot at the next opportunity.
+    /// Asks the snapshotter for a snapshot at the next opportunity (of the shadow engine at the
+    /// sequence it has reached, unless a snapshot at that sequence exists already).
     pub fn request_snapshot(&self) {
-        self.snapshot_now.store(true, Ordering::Release);
+        self.control.requested.store(true, Ordering::Release);
     }
 
     /// Whether the engine thread has ended (normally only after [`Self::shutdown`], or on a
@@ -337,43 +421,123 @@ impl Runtime {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
-    /// Drains the ring, commits, snapshots and stops the engine thread.
+    /// Drains the ring, commits and stops the engine thread; then the snapshotter applies every
+    /// command up to the engine's last sequence, writes the final snapshot and stops; the live
+    /// engine's state hash is checked against the shadow's.
     ///
     /// # Errors
-    /// What stopped the engine thread, if it failed.
+    /// What stopped the engine thread, if it failed; a shadow that diverged from the live engine.
     pub fn shutdown(mut self) -> Result<(), RuntimeError> {
         self.stop.store(true, Ordering::Release);
-        match self.thread.take() {
-            Some(thread) => thread.join().unwrap_or_else(|_| {
-                Err(RuntimeError::BadRecord { sequence: 0, reason: "engine thread panicked".into() })
-            }),
-            None => Ok(()),
+        let live = match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or(Err(RuntimeError::Panicked("engine"))),
+            None => Err(RuntimeError::Panicked("engine")),
+        };
+        // Every command the engine thread executed is durable and offered (or dropped) by now.
+        let last_sequence = self.stats.last_sequence.load(Ordering::Acquire);
+        self.control.finish_at.store(last_sequence, Ordering::Release);
+        let shadow = self.snapshotter.take().and_then(|thread| thread.join().ok()).flatten();
+        let live = live?;
+        let live_hash = live.state_hash();
+        tracing::info!(sequence = last_sequence, hash = format_args!("{live_hash:#018x}"), "engine stopped");
+        match shadow {
+            Some(shadow) if shadow.sequence == last_sequence && shadow.state_hash == live_hash => Ok(()),
+            Some(shadow) if shadow.sequence == last_sequence => {
+                tracing::error!(
+                    sequence = last_sequence,
+                    live = format_args!("{live_hash:#018x}"),
+                    shadow = format_args!("{:#018x}", shadow.state_hash),
+                    "the snapshotter's shadow engine diverged from the live engine; final snapshot rewritten from the live engine"
+                );
+                self.write_final_snapshot(&live, last_sequence);
+                Err(RuntimeError::ShadowDiverged {
+                    sequence: last_sequence,
+                    live: live_hash,
+                    shadow: shadow.state_hash,
+                })
+            }
+            _ => {
+                // The snapshotter failed (journal unreadable, panic): the engine is stopped, so
+                // its own state can be serialised without stalling anyone.
+                tracing::warn!(
+                    sequence = last_sequence,
+                    "snapshotter did not finish; final snapshot from the live engine"
+                );
+                self.write_final_snapshot(&live, last_sequence);
+                Ok(())
+            }
         }
+    }
+
+    fn write_final_snapshot(&self, live: &Engine, sequence: u64) {
+        if sequence == 0 {
+            return;
+        }
+        let mut bytes = Vec::new();
+        let hash = live.write_snapshot(sequence, &mut bytes);
+        match write_snapshot_file(&self.snapshot_dir, sequence, &bytes) {
+            Ok(path) => {
+                self.stats.state_hash.store(hash, Ordering::Relaxed);
+                tracing::info!(sequence, path = %path.display(), "final snapshot written from the live engine");
+            }
+            Err(error) => tracing::error!(%error, sequence, "final snapshot failed"),
+        }
+    }
+}
+
+/// A command the engine thread has made durable and executed, for the shadow engine.
+#[derive(Debug, Clone, Copy)]
+struct JournaledCommand {
+    sequence: u64,
+    timestamp_ns: u64,
+    command: Command,
+}
+
+/// The snapshot feed: bounded, the engine thread never waits on it.
+type SnapshotFeed = ArrayQueue<JournaledCommand>;
+
+/// Sequence value of [`SnapshotControl::finish_at`] while the runtime runs.
+const RUNNING: u64 = u64::MAX;
+/// How long the snapshotter sleeps when its feed is empty: it is not on any latency path, and a
+/// small machine needs the core (at 1 ms the default feed holds 65 seconds' worth of commands
+/// at 1M/s).
+const SNAPSHOTTER_IDLE_SLEEP: Duration = Duration::from_millis(1);
+
+/// Commands the snapshotter applies from the feed before it looks at requests again.
+const FEED_DRAIN_MAX: usize = 4096;
+
+/// Requests to the snapshotter from other threads.
+#[derive(Debug)]
+struct SnapshotControl {
+    /// A snapshot was requested ([`Runtime::request_snapshot`]).
+    requested: AtomicBool,
+    /// The engine thread has stopped at this sequence: catch up to it, take the final snapshot
+    /// and stop ([`RUNNING`] until then).
+    finish_at: AtomicU64,
+}
+
+impl Default for SnapshotControl {
+    fn default() -> Self {
+        Self { requested: AtomicBool::new(false), finish_at: AtomicU64::new(RUNNING) }
     }
 }
 
 struct EngineThread {
     engine: Engine,
     journal: JournalWriter,
+    /// Where the journal lives, for error messages.
+    journal_dir: PathBuf,
     ring: Arc<IngressRing>,
     stats: Arc<RuntimeStats>,
     stop: Arc<AtomicBool>,
-    snapshot_now: Arc<AtomicBool>,
+    feed: Arc<SnapshotFeed>,
     egress: Arc<BroadcastRing>,
     reads: Arc<EngineReads>,
     metrics: Arc<Metrics>,
     idle: IdleStrategy,
     batch_max: usize,
-    snapshot_every: u64,
-    snapshot_interval: Option<Duration>,
-    last_snapshot_at: std::time::Instant,
-    snapshot_dir: PathBuf,
-    journal_dir: PathBuf,
-    prune_journal: bool,
-    retention: Arc<Retention>,
     last_sequence: u64,
     last_timestamp_ns: u64,
-    since_snapshot: u64,
 }
 
 impl EngineThread {
@@ -386,20 +550,6 @@ impl EngineThread {
                 tracing::error!(%error, "journal watermark not recorded (retried): until it is, a cut of the newest records goes unnoticed at the next start")
             })
             .map_err(|source| JournalError::Io { path: self.journal_dir.clone(), source })?;
-        let mut snapshots = SnapshotWriter::start(
-            self.snapshot_dir.clone(),
-            self.journal_dir.clone(),
-            self.prune_journal,
-            self.retention.clone(),
-            self.metrics.clone(),
-        )
-        .map_err(|source| SnapshotError::Io { path: self.snapshot_dir.clone(), source })?;
-        let result = self.run_loop(&mut snapshots);
-        snapshots.finish();
-        result
-    }
-
-    fn run_loop(&mut self, snapshots: &mut SnapshotWriter) -> Result<(), RuntimeError> {
         let mut batch: Vec<(u64, u64, IngressCommand)> = Vec::with_capacity(self.batch_max);
         let mut events: Vec<Event> = Vec::with_capacity(4096);
         let mut encoded = [0u8; Command::ENCODED_BYTES_MAX];
@@ -416,22 +566,12 @@ impl EngineThread {
             }
             if batch.is_empty() {
                 self.serve_reads();
-                if self.snapshot_now.swap(false, Ordering::AcqRel) {
-                    self.snapshot(snapshots)?;
-                }
                 if self.stop.load(Ordering::Acquire) && self.ring.is_empty() {
-                    // Final snapshot: wait for any in-flight one so this one is not skipped.
-                    snapshots.wait_idle();
-                    self.snapshot(snapshots)?;
                     // Every committed record under the watermark: no cut of them goes unnoticed.
                     if let Err(error) = self.journal.stop_watermark() {
                         tracing::error!(%error, "final journal watermark not recorded");
                     }
-                    tracing::info!(
-                        sequence = self.last_sequence,
-                        hash = format_args!("{:#018x}", self.engine.state_hash()),
-                        "engine stopped"
-                    );
+                    // The final snapshot is the snapshotter's, once this thread has stopped.
                     return Ok(());
                 }
                 idle_polls = idle_polls.saturating_add(1);
@@ -450,11 +590,16 @@ impl EngineThread {
             metrics.journal_batch_size.record(batch.len() as u64);
             let mut fills = 0;
             let mut rejects = 0;
+            let mut feed_overflows = 0;
             let executed = batch.len() as u64;
             for (sequence, timestamp_ns, item) in batch.drain(..) {
                 let command_started = std::time::Instant::now();
                 events.clear();
                 self.engine.execute(CommandContext::new(sequence, timestamp_ns), &item.command, &mut events);
+                // Never waited for: a full feed means the snapshotter reads this from the journal.
+                if self.feed.push(JournaledCommand { sequence, timestamp_ns, command: item.command }).is_err() {
+                    feed_overflows += 1;
+                }
                 for event in &events {
                     match event {
                         Event::Fill(_) => fills += 1,
@@ -482,23 +627,20 @@ impl EngineThread {
                 metrics.command(item.command.template_id());
                 metrics.engine_command_ns.record(command_started.elapsed().as_nanos() as u64);
                 self.last_sequence = sequence;
-                self.since_snapshot += 1;
             }
             metrics.fills.fetch_add(fills, Ordering::Relaxed);
             let stats = &self.stats;
+            if feed_overflows > 0 {
+                stats.snapshot_feed_overflows.fetch_add(feed_overflows, Ordering::Relaxed);
+            }
             stats.commands.fetch_add(executed, Ordering::Relaxed);
             stats.fills.fetch_add(fills, Ordering::Relaxed);
             stats.rejects.fetch_add(rejects, Ordering::Relaxed);
             stats.batches.fetch_add(1, Ordering::Relaxed);
+            // Release: a snapshotter that reads this sequence sees every offer made before it.
             stats.last_sequence.store(self.last_sequence, Ordering::Release);
             tracing::trace!(commit_ns, sequence = self.last_sequence, "batch committed");
             self.serve_reads();
-            let due_by_count = self.snapshot_every > 0 && self.since_snapshot >= self.snapshot_every;
-            let due_by_time =
-                self.snapshot_interval.is_some_and(|interval| self.last_snapshot_at.elapsed() >= interval);
-            if due_by_count || due_by_time || self.snapshot_now.swap(false, Ordering::AcqRel) {
-                self.snapshot(snapshots)?;
-            }
         }
     }
 
@@ -528,114 +670,175 @@ impl EngineThread {
             IdleStrategy::Park => std::thread::sleep(Duration::from_micros(50)),
         }
     }
+}
 
-    /// Serialises the state into a buffer (the engine's only pause) and hands it to the snapshot
-    /// writer thread. At most one snapshot is in flight; if the previous one is still being
-    /// written, this one is postponed rather than waited for.
-    fn snapshot(&mut self, snapshots: &mut SnapshotWriter) -> Result<(), RuntimeError> {
-        self.stats.state_hash.store(self.engine.state_hash(), Ordering::Relaxed);
-        if self.last_sequence == 0 || self.last_sequence == snapshots.last_sequence {
-            return Ok(());
+/// What the snapshotter reached when it stopped.
+#[derive(Debug, Clone, Copy)]
+struct ShadowFinal {
+    /// The shadow's last applied sequence (the engine's last one, when it caught up).
+    sequence: u64,
+    /// The shadow's state hash there.
+    state_hash: u64,
+}
+
+/// The snapshotter thread: a shadow engine following the engine thread's durable commands, and
+/// everything about snapshots (when, serialising, hashing, writing, pruning).
+struct Snapshotter {
+    shadow: Engine,
+    /// Last sequence applied to the shadow.
+    sequence: u64,
+    feed: Arc<SnapshotFeed>,
+    control: Arc<SnapshotControl>,
+    stats: Arc<RuntimeStats>,
+    metrics: Arc<Metrics>,
+    every_commands: u64,
+    interval: Option<Duration>,
+    last_snapshot_at: Instant,
+    last_snapshot_sequence: u64,
+    since_snapshot: u64,
+    snapshot_dir: PathBuf,
+    journal_dir: PathBuf,
+    prune_journal: bool,
+    retention: Arc<Retention>,
+    buffer: Vec<u8>,
+    events: Vec<Event>,
+}
+
+impl Snapshotter {
+    /// Follows the feed until the runtime shuts down; returns the final state, or `None` if the
+    /// journal could not be read (already logged; recovery then replays from an older snapshot).
+    fn run(mut self) -> Option<ShadowFinal> {
+        match self.follow() {
+            Ok(()) => {
+                Some(ShadowFinal { sequence: self.sequence, state_hash: self.stats.state_hash.load(Ordering::Acquire) })
+            }
+            Err(error) => {
+                tracing::error!(%error, sequence = self.sequence, "snapshotter stopped: no more snapshots until restart");
+                None
+            }
         }
-        let Some(mut buffer) = snapshots.take_buffer() else {
-            return Ok(());
-        };
-        let started = std::time::Instant::now();
-        self.engine.write_snapshot(self.last_sequence, &mut buffer);
-        let pause = started.elapsed();
-        tracing::debug!(sequence = self.last_sequence, pause_us = pause.as_micros() as u64, "snapshot serialised");
-        snapshots.submit(self.last_sequence, buffer);
-        self.since_snapshot = 0;
-        self.last_snapshot_at = std::time::Instant::now();
+    }
+
+    fn follow(&mut self) -> Result<(), RuntimeError> {
+        loop {
+            // Read the engine's progress before draining: every command up to it was offered
+            // before it was published, so if the feed is then empty and the shadow is behind it,
+            // the rest were dropped on a full feed and are in the journal.
+            let finish_at = self.control.finish_at.load(Ordering::Acquire);
+            let engine_at = self.stats.last_sequence.load(Ordering::Acquire);
+            let mut applied = false;
+            let mut drained = 0;
+            while drained < FEED_DRAIN_MAX
+                && let Some(fed) = self.feed.pop()
+            {
+                applied = true;
+                drained += 1;
+                if fed.sequence <= self.sequence {
+                    continue; // Already read from the journal.
+                }
+                if fed.sequence > self.sequence + 1 {
+                    self.catch_up_from_journal(fed.sequence - 1)?;
+                }
+                self.apply(fed.sequence, fed.timestamp_ns, &fed.command);
+                if self.every_commands > 0 && self.since_snapshot >= self.every_commands {
+                    self.snapshot();
+                }
+            }
+            if drained < FEED_DRAIN_MAX && self.sequence < engine_at {
+                self.catch_up_from_journal(engine_at)?;
+                applied = true;
+            }
+            if finish_at != RUNNING && drained < FEED_DRAIN_MAX {
+                if self.sequence < finish_at {
+                    self.catch_up_from_journal(finish_at)?;
+                }
+                self.snapshot();
+                return Ok(());
+            }
+            let requested = self.control.requested.swap(false, Ordering::AcqRel);
+            let due_by_count = self.every_commands > 0 && self.since_snapshot >= self.every_commands;
+            let due_by_time = self.since_snapshot > 0
+                && self.interval.is_some_and(|interval| self.last_snapshot_at.elapsed() >= interval);
+            if requested || due_by_count || due_by_time {
+                self.snapshot();
+            }
+            if !applied {
+                std::thread::sleep(SNAPSHOTTER_IDLE_SLEEP);
+            }
+        }
+    }
+
+    fn apply(&mut self, sequence: u64, timestamp_ns: u64, command: &Command) {
+        self.events.clear();
+        self.shadow.execute(CommandContext::new(sequence, timestamp_ns), command, &mut self.events);
+        self.sequence = sequence;
+        self.since_snapshot += 1;
+        self.stats.shadow_sequence.store(sequence, Ordering::Relaxed);
+    }
+
+    /// Applies the journal's records after the shadow's sequence up to `target` (durable: the
+    /// engine thread committed them before offering or publishing them).
+    fn catch_up_from_journal(&mut self, target: u64) -> Result<(), RuntimeError> {
+        let from = self.sequence;
+        let reader = JournalReader::open(&self.journal_dir)?;
+        reader.for_each_after::<RuntimeError, _>(self.sequence, |record| {
+            if record.sequence > target {
+                return Ok(ControlFlow::Break(()));
+            }
+            let (command, _) = Command::decode(record.payload)
+                .map_err(|e| RuntimeError::BadRecord { sequence: record.sequence, reason: e.to_string() })?;
+            self.apply(record.sequence, record.timestamp_ns, &command);
+            Ok(if record.sequence == target { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        })?;
+        if self.sequence != target {
+            return Err(JournalError::Corrupt {
+                path: self.journal_dir.clone(),
+                offset: 0,
+                reason: format!(
+                    "snapshotter needs sequences {} to {target}, the journal ends at {}",
+                    from + 1,
+                    self.sequence
+                ),
+            }
+            .into());
+        }
+        tracing::debug!(from, to = target, "snapshotter read commands the full feed dropped from the journal");
         Ok(())
     }
-}
 
-/// A snapshot job: the sequence and the serialised state.
-type SnapshotJob = (u64, Vec<u8>, std::time::Instant);
-
-/// The snapshot writer thread and the engine thread's end of it. Buffers go back and forth so
-/// that steady-state snapshots reuse memory.
-struct SnapshotWriter {
-    jobs: Option<std::sync::mpsc::SyncSender<SnapshotJob>>,
-    returned: std::sync::mpsc::Receiver<Vec<u8>>,
-    spare: Option<Vec<u8>>,
-    in_flight: bool,
-    last_sequence: u64,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl SnapshotWriter {
-    fn start(
-        snapshot_dir: PathBuf,
-        journal_dir: PathBuf,
-        prune_journal: bool,
-        retention: Arc<Retention>,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<Self> {
-        let (jobs, job_receiver) = std::sync::mpsc::sync_channel::<SnapshotJob>(1);
-        let (return_sender, returned) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new().name("snapshot-writer".into()).spawn(move || {
-            for (sequence, buffer, started) in job_receiver {
-                match write_snapshot_file(&snapshot_dir, sequence, &buffer) {
-                    Ok(path) => {
-                        metrics.snapshot_ns.record(started.elapsed().as_nanos() as u64);
-                        tracing::info!(sequence, bytes = buffer.len(), path = %path.display(), "snapshot written");
-                        if prune_journal {
-                            prune(&snapshot_dir, &journal_dir, retention.floor());
-                        }
-                    }
-                    // Not fatal: the journal still holds everything; recovery just replays more.
-                    Err(error) => tracing::error!(%error, sequence, "snapshot failed"),
+    /// Serialises and hashes the shadow (once), writes and syncs the file, prunes. Not fatal on
+    /// failure: the journal still holds everything; recovery just replays more.
+    fn snapshot(&mut self) {
+        if self.sequence == 0 || self.sequence == self.last_snapshot_sequence {
+            return;
+        }
+        let started = Instant::now();
+        let sequence = self.sequence;
+        let state_hash = self.shadow.write_snapshot(sequence, &mut self.buffer);
+        let serialised = started.elapsed();
+        self.stats.state_hash.store(state_hash, Ordering::Release);
+        match write_snapshot_file(&self.snapshot_dir, sequence, &self.buffer) {
+            Ok(path) => {
+                self.metrics.snapshot_ns.record(started.elapsed().as_nanos() as u64);
+                self.stats.snapshot_sequence.store(sequence, Ordering::Release);
+                self.stats.snapshots.fetch_add(1, Ordering::Release);
+                tracing::info!(
+                    sequence,
+                    bytes = self.buffer.len(),
+                    serialise_ms = serialised.as_millis() as u64,
+                    total_ms = started.elapsed().as_millis() as u64,
+                    path = %path.display(),
+                    "snapshot written"
+                );
+                if self.prune_journal {
+                    prune(&self.snapshot_dir, &self.journal_dir, self.retention.floor());
                 }
-                let _ = return_sender.send(buffer);
             }
-        })?;
-        Ok(Self {
-            jobs: Some(jobs),
-            returned,
-            spare: Some(Vec::new()),
-            in_flight: false,
-            last_sequence: 0,
-            thread: Some(thread),
-        })
-    }
-
-    /// A buffer to serialise into, or `None` while the previous snapshot is still being written.
-    fn take_buffer(&mut self) -> Option<Vec<u8>> {
-        if self.in_flight {
-            let buffer = self.returned.try_recv().ok()?;
-            self.in_flight = false;
-            self.spare = Some(buffer);
+            Err(error) => tracing::error!(%error, sequence, "snapshot failed"),
         }
-        self.spare.take()
-    }
-
-    fn submit(&mut self, sequence: u64, buffer: Vec<u8>) {
-        if let Some(jobs) = &self.jobs
-            && jobs.send((sequence, buffer, std::time::Instant::now())).is_ok()
-        {
-            self.in_flight = true;
-            self.last_sequence = sequence;
-        }
-    }
-
-    /// Waits for the in-flight snapshot, if any.
-    fn wait_idle(&mut self) {
-        if self.in_flight
-            && let Ok(buffer) = self.returned.recv()
-        {
-            self.in_flight = false;
-            self.spare = Some(buffer);
-        }
-    }
-
-    /// Finishes the last job and stops the thread.
-    fn finish(&mut self) {
-        self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.last_snapshot_sequence = sequence;
+        self.since_snapshot = 0;
+        self.last_snapshot_at = Instant::now();
     }
 }
 

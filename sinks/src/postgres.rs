@@ -944,6 +944,55 @@ pub struct HistoryFilter {
     pub offset: u32,
 }
 
+/// The SQL of [`Queries::order_history`] (public for `EXPLAIN` in tests and tools). Parameters:
+/// `$1` user id, `$2` market id or NULL, `$3` order id or NULL, `$4` / `$5` the creation time
+/// range (ns, inclusive), `$6` limit, `$7` offset. The inner query cuts the page and counts the
+/// matches (the last column, `total`); only then does the outer one sum each order's traded
+/// quote: that per-order subquery runs for the page's rows whatever the plan (one that sorts
+/// after the count's window would otherwise run it for every match).
+pub fn order_history_sql(ascending: bool) -> String {
+    let direction = if ascending { "ASC" } else { "DESC" };
+    format!(
+        "SELECT {ORDER_COLUMNS}, o.{TOTAL_COLUMN}
+         FROM (SELECT o.*, COUNT(*) OVER () AS {TOTAL_COLUMN} FROM orders o
+               WHERE o.user_id = $1 AND ($2::int IS NULL OR o.market_id = $2)
+                   AND ($3::bigint IS NULL OR o.order_id = $3) AND o.created_ns BETWEEN $4 AND $5
+               ORDER BY o.order_id {direction} LIMIT $6 OFFSET $7) o
+         ORDER BY o.order_id {direction}"
+    )
+}
+
+/// The SQL of [`Queries::fill_history`] (public for `EXPLAIN` in tests and tools). Parameters as
+/// [`order_history_sql`]'s, the time range being the trade's. The user's maker and taker sides
+/// share the filters (the planner pushes them into each branch and its index); the page is cut
+/// and the matches counted (the last column, `total`) before each fill's client order id is
+/// looked up, as in [`order_history_sql`].
+pub fn fill_history_sql(ascending: bool) -> String {
+    let direction = if ascending { "ASC" } else { "DESC" };
+    let order = format!("sequence {direction}, trade_id {direction}, is_maker {direction}");
+    format!(
+        "WITH f AS (
+             SELECT market_id, trade_id, sequence, timestamp_ns, price_ticks, quantity_lots, quote_amount,
+                 maker_order_id AS order_id, maker_fee AS fee, (3 - taker_side)::smallint AS side, TRUE AS is_maker
+             FROM trades WHERE maker_user_id = $1
+             UNION ALL
+             SELECT market_id, trade_id, sequence, timestamp_ns, price_ticks, quantity_lots, quote_amount,
+                 taker_order_id, taker_fee, taker_side, FALSE
+             FROM trades WHERE taker_user_id = $1
+         ), page AS (
+             SELECT f.*, COUNT(*) OVER () AS {TOTAL_COLUMN} FROM f
+             WHERE ($2::int IS NULL OR f.market_id = $2) AND ($3::bigint IS NULL OR f.order_id = $3)
+                 AND f.timestamp_ns BETWEEN $4 AND $5
+             ORDER BY {order} LIMIT $6 OFFSET $7
+         )
+         SELECT p.market_id, p.trade_id, p.sequence, p.timestamp_ns, p.price_ticks::text, p.quantity_lots::text,
+             p.quote_amount::text, p.order_id, p.fee::text, p.side, p.is_maker,
+             COALESCE((SELECT o.client_order_id FROM orders o WHERE o.order_id = p.order_id), 0)::text,
+             p.{TOTAL_COLUMN}
+         FROM page p ORDER BY {order}"
+    )
+}
+
 /// One page of a history query ([`Queries::fill_history`], [`Queries::order_history`],
 /// [`Queries::transfers`]) and how many rows the query matched in all, the pages together (for
 /// the REST API's `X-TOTAL` and `X-PAGE-COUNT` headers).
@@ -1182,13 +1231,7 @@ impl Queries {
     /// # Errors
     /// Database errors.
     pub async fn order_history(&self, user_id: u64, filter: &HistoryFilter) -> Result<Paged<OrderRecord>, SinkError> {
-        let direction = if filter.ascending { "ASC" } else { "DESC" };
-        let sql = format!(
-            "SELECT {ORDER_COLUMNS}, COUNT(*) OVER () AS {TOTAL_COLUMN} FROM orders o
-             WHERE o.user_id = $1 AND ($2::int IS NULL OR o.market_id = $2) AND ($3::bigint IS NULL OR o.order_id = $3)
-                 AND o.created_ns BETWEEN $4 AND $5
-             ORDER BY o.order_id {direction} LIMIT $6 OFFSET $7"
-        );
+        let sql = order_history_sql(filter.ascending);
         let (user, sql, pool) = (signed(user_id)?, &sql, &self.pool);
         let (rows, total) = counted(filter, |page| async move {
             sqlx::query(sql)
@@ -1214,27 +1257,7 @@ impl Queries {
     /// # Errors
     /// Database errors.
     pub async fn fill_history(&self, user_id: u64, filter: &HistoryFilter) -> Result<Paged<FillRecord>, SinkError> {
-        let direction = if filter.ascending { "ASC" } else { "DESC" };
-        // Both sides share the filters; the planner pushes them into each branch (and its index).
-        let sql = format!(
-            "WITH f AS (
-                 SELECT market_id, trade_id, sequence, timestamp_ns, price_ticks, quantity_lots, quote_amount,
-                     maker_order_id AS order_id, maker_fee AS fee, (3 - taker_side)::smallint AS side, TRUE AS is_maker
-                 FROM trades WHERE maker_user_id = $1
-                 UNION ALL
-                 SELECT market_id, trade_id, sequence, timestamp_ns, price_ticks, quantity_lots, quote_amount,
-                     taker_order_id, taker_fee, taker_side, FALSE
-                 FROM trades WHERE taker_user_id = $1
-             )
-             SELECT f.market_id, f.trade_id, f.sequence, f.timestamp_ns, f.price_ticks::text, f.quantity_lots::text,
-                 f.quote_amount::text, f.order_id, f.fee::text, f.side, f.is_maker,
-                 COALESCE((SELECT o.client_order_id FROM orders o WHERE o.order_id = f.order_id), 0)::text,
-                 COUNT(*) OVER () AS {TOTAL_COLUMN}
-             FROM f
-             WHERE ($2::int IS NULL OR f.market_id = $2) AND ($3::bigint IS NULL OR f.order_id = $3)
-                 AND f.timestamp_ns BETWEEN $4 AND $5
-             ORDER BY f.sequence {direction}, f.trade_id {direction}, f.is_maker {direction} LIMIT $6 OFFSET $7"
-        );
+        let sql = fill_history_sql(filter.ascending);
         let (user, sql, pool) = (signed(user_id)?, &sql, &self.pool);
         let (rows, total) = counted(filter, |page| async move {
             sqlx::query(sql)

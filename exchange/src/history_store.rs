@@ -12,10 +12,12 @@ use codec::{
     AssetId, ClientOrderId, ExpireReason, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId,
     WireEnum,
 };
-use gateway_json::history::{FillRecord, HistoryFuture, HistoryQuery, HistorySource, StoredOrder, TransferRecord};
+use gateway_json::history::{
+    FillRecord, HistoryFuture, HistoryPage, HistoryPageFuture, HistoryQuery, HistorySource, StoredOrder, TransferRecord,
+};
 use gateway_json::{OpenOrder, TradeSource};
 use marketdata::{Candle, KlineInterval, TradeRecord};
-use sinks::postgres::{HistoryFilter, KlineBuckets, Queries, TransferKind};
+use sinks::postgres::{HistoryFilter, KlineBuckets, Paged, Queries, TransferKind};
 
 /// History from the Postgres sink's tables.
 #[derive(Debug, Clone)]
@@ -45,6 +47,12 @@ fn filter(query: &HistoryQuery) -> HistoryFilter {
     }
 }
 
+/// A page of rows as the handlers' page of records, each row converted by `record`.
+fn page<R, T>(paged: Paged<R>, record: impl FnMut(R) -> Result<T, String>) -> Result<HistoryPage<T>, String> {
+    let total = usize::try_from(paged.total).map_err(|_| format!("postgres: count {} exceeds usize", paged.total))?;
+    Ok(HistoryPage { records: paged.rows.into_iter().map(record).collect::<Result<_, _>>()?, total })
+}
+
 /// A stored wire code as its enum, or an error naming the bad value.
 fn code<T: WireEnum>(value: u8) -> Result<T, String> {
     T::from_code(u16::from(value)).ok_or_else(|| format!("postgres: bad {} code {value}", T::NAME))
@@ -65,83 +73,83 @@ fn status(stored: &str) -> Result<&'static str, String> {
 impl PostgresHistory {
     /// The user's deposits or withdrawals from the ledger, as the in-memory history records them:
     /// id = engine sequence, time = the command's (no request details: they are not stored).
-    fn transfers(&self, user: UserId, kind: TransferKind, query: HistoryQuery) -> HistoryFuture<'_, TransferRecord> {
+    fn transfers(
+        &self,
+        user: UserId,
+        kind: TransferKind,
+        query: HistoryQuery,
+    ) -> HistoryPageFuture<'_, TransferRecord> {
         Box::pin(async move {
             let rows = self.queries.transfers(user.get(), kind, &filter(&query)).await.map_err(|e| e.to_string())?;
-            Ok(rows
-                .into_iter()
-                .map(|row| TransferRecord {
+            page(rows, |row| {
+                Ok(TransferRecord {
                     id: row.sequence,
                     asset_id: AssetId::new(row.asset_id),
                     amount: row.amount,
                     timestamp_ns: row.timestamp_ns,
                     details: None,
                 })
-                .collect())
+            })
         })
     }
 }
 
 impl HistorySource for PostgresHistory {
-    fn fills(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, FillRecord> {
+    fn fills(&self, user: UserId, query: HistoryQuery) -> HistoryPageFuture<'_, FillRecord> {
         Box::pin(async move {
             let rows = self.queries.fill_history(user.get(), &filter(&query)).await.map_err(|e| e.to_string())?;
-            rows.into_iter()
-                .map(|row| {
-                    Ok(FillRecord {
-                        trade_id: row.trade_id,
+            page(rows, |row| {
+                Ok(FillRecord {
+                    trade_id: row.trade_id,
+                    order_id: OrderId::new(row.order_id),
+                    client_order_id: ClientOrderId::new(row.client_order_id),
+                    market_id: MarketId::new(row.market_id),
+                    side: code::<Side>(row.side)?,
+                    price_ticks: row.price_ticks,
+                    quantity_lots: row.quantity_lots,
+                    fee: row.fee,
+                    is_maker: row.is_maker,
+                    timestamp_ns: row.timestamp_ns,
+                })
+            })
+        })
+    }
+
+    fn orders(&self, user: UserId, query: HistoryQuery) -> HistoryPageFuture<'_, StoredOrder> {
+        Box::pin(async move {
+            let rows = self.queries.order_history(user.get(), &filter(&query)).await.map_err(|e| e.to_string())?;
+            page(rows, |row| {
+                Ok(StoredOrder {
+                    order: OpenOrder {
                         order_id: OrderId::new(row.order_id),
                         client_order_id: ClientOrderId::new(row.client_order_id),
                         market_id: MarketId::new(row.market_id),
                         side: code::<Side>(row.side)?,
+                        order_type: code::<OrderType>(row.order_type)?,
                         price_ticks: row.price_ticks,
                         quantity_lots: row.quantity_lots,
-                        fee: row.fee,
-                        is_maker: row.is_maker,
-                        timestamp_ns: row.timestamp_ns,
-                    })
+                        quote_quantity: row.quote_quantity,
+                        filled_lots: row.filled_lots,
+                        executed_quote: row.executed_quote,
+                        time_in_force: code::<TimeInForce>(row.time_in_force)?,
+                        self_trade_prevention: code::<SelfTradePrevention>(row.self_trade_prevention)?,
+                        post_only: row.post_only,
+                        created_ns: row.created_ns,
+                    },
+                    status: status(&row.status)?,
+                    expiry_reason: row
+                        .expire_reason
+                        .map(|code| marketdata::expiry_reason_name(ExpireReason::from_code(u16::from(code)))),
                 })
-                .collect()
+            })
         })
     }
 
-    fn orders(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, StoredOrder> {
-        Box::pin(async move {
-            let rows = self.queries.order_history(user.get(), &filter(&query)).await.map_err(|e| e.to_string())?;
-            rows.into_iter()
-                .map(|row| {
-                    Ok(StoredOrder {
-                        order: OpenOrder {
-                            order_id: OrderId::new(row.order_id),
-                            client_order_id: ClientOrderId::new(row.client_order_id),
-                            market_id: MarketId::new(row.market_id),
-                            side: code::<Side>(row.side)?,
-                            order_type: code::<OrderType>(row.order_type)?,
-                            price_ticks: row.price_ticks,
-                            quantity_lots: row.quantity_lots,
-                            quote_quantity: row.quote_quantity,
-                            filled_lots: row.filled_lots,
-                            executed_quote: row.executed_quote,
-                            time_in_force: code::<TimeInForce>(row.time_in_force)?,
-                            self_trade_prevention: code::<SelfTradePrevention>(row.self_trade_prevention)?,
-                            post_only: row.post_only,
-                            created_ns: row.created_ns,
-                        },
-                        status: status(&row.status)?,
-                        expiry_reason: row
-                            .expire_reason
-                            .map(|code| marketdata::expiry_reason_name(ExpireReason::from_code(u16::from(code)))),
-                    })
-                })
-                .collect()
-        })
-    }
-
-    fn deposits(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, TransferRecord> {
+    fn deposits(&self, user: UserId, query: HistoryQuery) -> HistoryPageFuture<'_, TransferRecord> {
         self.transfers(user, TransferKind::Deposit, query)
     }
 
-    fn withdrawals(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, TransferRecord> {
+    fn withdrawals(&self, user: UserId, query: HistoryQuery) -> HistoryPageFuture<'_, TransferRecord> {
         self.transfers(user, TransferKind::Withdrawal, query)
     }
 }

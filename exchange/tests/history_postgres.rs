@@ -8,7 +8,9 @@
 //! as the journal holds it (id = engine sequence, amount, time); a withdrawal requested in the
 //! second run is listed from Postgres exactly as its request answered, and after another restart
 //! every deposit and withdrawal of both runs still is (the request's address, which is not
-//! journaled, gone). With Postgres stopped the endpoints answer `503 SERVICE_UNAVAILABLE`.
+//! journaled, gone). The four lists send Backpack's pagination headers (`X-TOTAL`, `X-PAGE-COUNT`,
+//! `X-CURRENT-PAGE`, `X-PAGE-SIZE`) counted in Postgres, equal to what the in-memory history sends
+//! for as many records, on a page past the end too. With Postgres stopped the endpoints answer `503 SERVICE_UNAVAILABLE`.
 //! `/metrics` shows the sink's `exchange_sink_*` series, its cursor reaching the engine's last
 //! sequence, before and after the outage (which it counts as a failure).
 //!
@@ -64,18 +66,39 @@ fn start(config: &Path, data: &Path, extra: &[&str]) -> (Child, u16) {
 
 /// A GET signed by demo user `user` (secret: 32 bytes of `user`); `query` is also what is signed.
 fn get(port: u16, user: u8, path: &str, instruction: &str, query: &str) -> (u16, Value) {
-    signed(port, user, "GET", &format!("{path}?{query}"), instruction, query, "")
+    let (status, _, body) = signed_with_headers(port, user, "GET", &format!("{path}?{query}"), instruction, query, "");
+    (status, body)
+}
+
+/// Backpack's pagination headers, in this order.
+const PAGINATION_HEADERS: [&str; 4] = ["x-total", "x-page-count", "x-current-page", "x-page-size"];
+
+/// [`get`], with the answer's pagination headers ([`PAGINATION_HEADERS`], `None` where absent).
+fn get_paged(port: u16, user: u8, path: &str, instruction: &str, query: &str) -> (u16, [Option<u64>; 4], Value) {
+    let (status, headers, body) =
+        signed_with_headers(port, user, "GET", &format!("{path}?{query}"), instruction, query, "");
+    let pagination = PAGINATION_HEADERS.map(|name| headers.get(name).map(|v| v.parse().unwrap()));
+    (status, pagination, body)
+}
+
+/// The pagination headers the in-memory history sends for a query matching `total` records,
+/// asked for `limit` of them after `offset` (gateway-json's `Page::respond`).
+fn pagination(total: usize, limit: usize, offset: usize) -> [Option<u64>; 4] {
+    [total, total.div_ceil(limit), offset / limit + 1, limit].map(|n| Some(n as u64))
 }
 
 /// A POST of a JSON object signed by demo user `user` (its fields are what is signed).
 fn post(port: u16, user: u8, path: &str, instruction: &str, body: &Value) -> (u16, Value) {
     let fields = body.as_object().unwrap().iter();
     let params: Vec<String> = fields.map(|(k, v)| format!("{k}={}", v.as_str().unwrap())).collect();
-    signed(port, user, "POST", path, instruction, &params.join("&"), &body.to_string())
+    let (status, _, answer) =
+        signed_with_headers(port, user, "POST", path, instruction, &params.join("&"), &body.to_string());
+    (status, answer)
 }
 
-/// A request signed by demo user `user` over `instruction` and the `&`-separated `params`.
-fn signed(
+/// A request signed by demo user `user` over `instruction` and the `&`-separated `params`: the
+/// answer's status, headers (lowercase names) and JSON body.
+fn signed_with_headers(
     port: u16,
     user: u8,
     method: &str,
@@ -83,7 +106,7 @@ fn signed(
     instruction: &str,
     params: &str,
     body: &str,
-) -> (u16, Value) {
+) -> (u16, BTreeMap<String, String>, Value) {
     let path = target.split('?').next().unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     let key = SigningKey::from_bytes(&[user; 32]);
@@ -110,8 +133,14 @@ fn signed(
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {response}")))
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    (status, headers, serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {response}")))
 }
 
 /// Every record of a history endpoint, paged 1000 at a time with `offset`.
@@ -391,6 +420,9 @@ fn history_endpoints_read_postgres_across_a_restart() {
         .status()
         .unwrap();
     assert!(status.success());
+    // Run 1 made every record by this millisecond; run 2 starts in a later one.
+    let run_1_end_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    std::thread::sleep(Duration::from_millis(2));
     let before = reference(&config_path, &data);
     let (trades_before, klines_before) = journal_trades(&config_path, &data);
     let transfers_before = journal_transfers(&config_path, &data);
@@ -432,6 +464,46 @@ fn history_endpoints_read_postgres_across_a_restart() {
             }
         }
         seen.insert(user, (fills, orders));
+    }
+
+    // Backpack's pagination headers from Postgres, over run 1's records (a time range the demo,
+    // trading on, adds nothing to): exactly what the in-memory history sends for as many records.
+    // `X-TOTAL` counts every match, on a middle page and on a page past the end too.
+    let lists = [
+        ("/wapi/v1/history/fills", "fillHistoryQueryAll"),
+        ("/wapi/v1/history/orders", "orderHistoryQueryAll"),
+        ("/wapi/v1/capital/deposits", "depositQueryAll"),
+        ("/wapi/v1/capital/withdrawals", "withdrawalQueryAll"),
+    ];
+    const PAGE: usize = 7;
+    let run_1 = format!("to={run_1_end_ms}");
+    for user in traders {
+        let (fills, orders) = &before[&user];
+        let (deposits, withdrawals) = &transfers_before[&user];
+        let journal = [fills.len(), orders.len(), deposits.len(), withdrawals.len()];
+        assert!(journal[0] > PAGE && journal[1] > PAGE, "user {user}: pages of run 1's fills and orders");
+        for ((path, instruction), count) in lists.into_iter().zip(journal) {
+            let what = format!("user {user} {path}");
+            let query = format!("{run_1}&limit=1000");
+            let (status, headers, listed) = get_paged(port, user as u8, path, instruction, &query);
+            assert_eq!(status, 200, "{what}: {listed}");
+            assert_eq!(listed.as_array().unwrap().len(), count, "{what}: every record of run 1");
+            assert_eq!(headers, pagination(count, 1000, 0), "{what}: {PAGINATION_HEADERS:?}");
+            for offset in [PAGE, count + PAGE] {
+                let query = format!("{run_1}&limit={PAGE}&offset={offset}");
+                let (status, headers, page) = get_paged(port, user as u8, path, instruction, &query);
+                assert_eq!(status, 200, "{what}: {page}");
+                let expected = count.saturating_sub(offset).min(PAGE);
+                assert_eq!(page.as_array().unwrap().len(), expected, "{what}, offset {offset}");
+                assert_eq!(headers, pagination(count, PAGE, offset), "{what}, offset {offset}: {PAGINATION_HEADERS:?}");
+            }
+        }
+        // Nothing matches: 0 records on 0 pages.
+        for (path, instruction) in lists {
+            let (status, headers, none) = get_paged(port, user as u8, path, instruction, "from=1&to=2&offset=10");
+            assert_eq!((status, none), (200, serde_json::json!([])), "user {user} {path}: nothing in 1970");
+            assert_eq!(headers, pagination(0, 100, 10), "user {user} {path}: nothing in 1970");
+        }
     }
 
     // The public trade history: every trade of run 1, as the journal holds it (JSON included).

@@ -121,13 +121,14 @@ pub(crate) async fn deposits(
     state.fresh_views()?;
     let page = Page::parse(&params)?;
     let (records, total) = match &state.history_source {
-        // The store pages itself.
-        Some(store) => (store.deposits(user, page.query(None, None)).await.map_err(|e| store_unavailable(&e))?, None),
+        // The store pages and counts itself.
+        Some(store) => {
+            let stored = store.deposits(user, page.query(None, None)).await.map_err(|e| store_unavailable(&e))?;
+            (stored.records, stored.total)
+        }
         None => {
             let deposits = state.dispatch.views.history().deposits(user);
-            let (records, total) =
-                page.apply_counted(deposits.into_iter().filter(|d| page.contains(d.timestamp_ns)).collect());
-            (records, Some(total))
+            page.apply_counted(deposits.into_iter().filter(|d| page.contains(d.timestamp_ns)).collect())
         }
     };
     page.respond(total, records.iter().map(|d| deposit_json(&state, d)).collect())
@@ -163,17 +164,16 @@ pub(crate) async fn withdrawals(
     let page = Page::parse(&params)?;
     let history = state.dispatch.views.history();
     let (records, total) = match &state.history_source {
-        // The store pages itself; the request details are in memory only.
+        // The store pages and counts itself; the request details are in memory only.
         Some(store) => {
-            let mut records =
+            let mut stored =
                 store.withdrawals(user, page.query(None, None)).await.map_err(|e| store_unavailable(&e))?;
-            history.attach_withdrawal_details(user, &mut records);
-            (records, None)
+            history.attach_withdrawal_details(user, &mut stored.records);
+            (stored.records, stored.total)
         }
         None => {
             let withdrawals = history.withdrawals(user).into_iter().filter(|w| page.contains(w.timestamp_ns));
-            let (records, total) = page.apply_counted(withdrawals.collect());
-            (records, Some(total))
+            page.apply_counted(withdrawals.collect())
         }
     };
     page.respond(total, records.iter().map(|w| withdrawal_json(&state, w)).collect())

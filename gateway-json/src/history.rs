@@ -260,8 +260,22 @@ pub struct StoredOrder {
     pub expiry_reason: Option<&'static str>,
 }
 
-/// What a [`HistorySource`] answers: records, or why the store could not be read.
+/// What a store answers: records, or why the store could not be read.
 pub type HistoryFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Vec<T>, String>> + Send + 'a>>;
+
+/// One page of a [`HistorySource`] answer and how many records matched the query in all (the
+/// `X-TOTAL` header; the in-memory history counts the same way, see [`Page::apply_counted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage<T> {
+    /// At most the query's `limit` records, after its `offset`.
+    pub records: Vec<T>,
+    /// Records matching the query's filters (user, market, order, time range), every page
+    /// together: also when the page is past the end and empty.
+    pub total: usize,
+}
+
+/// What a [`HistorySource`] answers: a page with its total, or why the store could not be read.
+pub type HistoryPageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<HistoryPage<T>, String>> + Send + 'a>>;
 
 /// A durable store of every user's fills, orders, deposits and withdrawals (the Postgres sink's
 /// tables, wired in the exchange binary). When the private REST state has one, the fill, order,
@@ -272,18 +286,20 @@ pub type HistoryFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Vec<T>, Strin
 /// The store lags the engine by the sink's batching (normally milliseconds): a fill made just
 /// before the query may be missing from the answer until the sink has written it.
 pub trait HistorySource: Send + Sync {
-    /// The user's fills matching `query`, newest first unless `query.ascending`.
-    fn fills(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, FillRecord>;
-    /// The user's orders (open and closed) matching `query`, newest first unless `query.ascending`.
-    fn orders(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, StoredOrder>;
+    /// The user's fills matching `query`, newest first unless `query.ascending`, and how many
+    /// matched.
+    fn fills(&self, user: UserId, query: HistoryQuery) -> HistoryPageFuture<'_, FillRecord>;
+    /// The user's orders (open and closed) matching `query`, newest first unless
+    /// `query.ascending`, and how many matched.
+    fn orders(&self, user: UserId, query: HistoryQuery) -> HistoryPageFuture<'_, StoredOrder>;
     /// The user's deposits in `query`'s time range and page (its `market` and `order` are
-    /// `None`: a deposit has neither), by engine sequence, newest first unless `query.ascending`.
-    /// Ids, amounts and times as [`History::deposits`] records them.
-    fn deposits(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, TransferRecord>;
+    /// `None`: a deposit has neither), by engine sequence, newest first unless `query.ascending`,
+    /// and how many matched. Ids, amounts and times as [`History::deposits`] records them.
+    fn deposits(&self, user: UserId, query: HistoryQuery) -> HistoryPageFuture<'_, TransferRecord>;
     /// The user's withdrawals, as [`HistorySource::deposits`]. Their `details` are `None`: what a
     /// withdrawal request named is not journaled, so the handler takes it from the in-memory
     /// [`History`] while that still holds the withdrawal.
-    fn withdrawals(&self, user: UserId, query: HistoryQuery) -> HistoryFuture<'_, TransferRecord>;
+    fn withdrawals(&self, user: UserId, query: HistoryQuery) -> HistoryPageFuture<'_, TransferRecord>;
 }
 
 /// `503 SERVICE_UNAVAILABLE` for a store that failed: details go to the log, not to the client.
@@ -404,20 +420,17 @@ impl Page {
     }
 
     /// The JSON array `items` with Backpack's pagination headers: `X-PAGE-SIZE` (the limit),
-    /// `X-CURRENT-PAGE` (1-based, the page the offset falls in) and, when the number of matching
-    /// records is known (`total`; the in-memory history knows it, a store that pages itself does
-    /// not say), `X-TOTAL` and `X-PAGE-COUNT`.
-    pub(crate) fn respond(&self, total: Option<usize>, items: Vec<Value>) -> ApiResult {
+    /// `X-CURRENT-PAGE` (1-based, the page the offset falls in), `X-TOTAL` (`total`, the records
+    /// matching the query in all) and `X-PAGE-COUNT`.
+    pub(crate) fn respond(&self, total: usize, items: Vec<Value>) -> ApiResult {
         use axum::response::IntoResponse;
         let mut response = axum::Json(Value::Array(items)).into_response();
         let headers = response.headers_mut();
         let value = |n: usize| axum::http::HeaderValue::from(n as u64);
         headers.insert(HEADER_PAGE_SIZE, value(self.limit));
         headers.insert(HEADER_CURRENT_PAGE, value(self.offset / self.limit.max(1) + 1));
-        if let Some(total) = total {
-            headers.insert(HEADER_TOTAL, value(total));
-            headers.insert(HEADER_PAGE_COUNT, value(total.div_ceil(self.limit.max(1))));
-        }
+        headers.insert(HEADER_TOTAL, value(total));
+        headers.insert(HEADER_PAGE_COUNT, value(total.div_ceil(self.limit.max(1))));
         Ok(response)
     }
 }
@@ -520,23 +533,20 @@ pub(crate) async fn fill_history(
         Some(other) => return Err(ApiError::bad_request(format!("Invalid fillType: {other}"))),
     };
     if !spot_wanted(&params)? || !user_fills {
-        return page.respond(Some(0), Vec::new());
+        return page.respond(0, Vec::new());
     }
     let (fills, total) = match &state.history_source {
-        // The store pages itself.
+        // The store pages and counts itself.
         Some(store) => {
-            let fills = store.fills(user, page.query(market, order)).await.map_err(|e| store_unavailable(&e))?;
-            known_markets(&state, fills.iter().map(|f| f.market_id))?;
-            (fills, None)
+            let stored = store.fills(user, page.query(market, order)).await.map_err(|e| store_unavailable(&e))?;
+            known_markets(&state, stored.records.iter().map(|f| f.market_id))?;
+            (stored.records, stored.total)
         }
-        None => {
-            let (fills, total) = page.apply_counted(state.dispatch.views.history().fills(user, |fill| {
-                market.is_none_or(|m| fill.market_id == m)
-                    && order.is_none_or(|o| fill.order_id == o)
-                    && page.contains(fill.timestamp_ns)
-            }));
-            (fills, Some(total))
-        }
+        None => page.apply_counted(state.dispatch.views.history().fills(user, |fill| {
+            market.is_none_or(|m| fill.market_id == m)
+                && order.is_none_or(|o| fill.order_id == o)
+                && page.contains(fill.timestamp_ns)
+        })),
     };
     let out = fills
         .iter()
@@ -591,7 +601,7 @@ pub(crate) async fn order_history(
     let market = market_filter(&state, &params)?;
     let order = order_filter(&params)?;
     if !spot_wanted(&params)? {
-        return page.respond(Some(0), Vec::new());
+        return page.respond(0, Vec::new());
     }
     let wanted = |o: &OpenOrder| {
         market.is_none_or(|m| o.market_id == m)
@@ -600,12 +610,13 @@ pub(crate) async fn order_history(
     };
     if let Some(store) = &state.history_source {
         let orders = store.orders(user, page.query(market, order)).await.map_err(|e| store_unavailable(&e))?;
-        known_markets(&state, orders.iter().map(|o| o.order.market_id))?;
+        known_markets(&state, orders.records.iter().map(|o| o.order.market_id))?;
         let out = orders
+            .records
             .iter()
             .map(|stored| order_history_json(&state, &stored.order, stored.status, stored.expiry_reason))
             .collect();
-        return page.respond(None, out);
+        return page.respond(orders.total, out);
     }
     let views = &state.dispatch.views;
     let mut orders: Vec<(OpenOrder, &'static str, Option<&'static str>)> = views
@@ -628,7 +639,7 @@ pub(crate) async fn order_history(
         .iter()
         .map(|(order, status, expiry_reason)| order_history_json(&state, order, status, *expiry_reason))
         .collect();
-    page.respond(Some(total), out)
+    page.respond(total, out)
 }
 
 /// One entry of the order history.

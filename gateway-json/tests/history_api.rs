@@ -834,9 +834,16 @@ impl FixedStore {
         user: UserId,
         query: gateway_json::history::HistoryQuery,
         pick: impl FnOnce(StoreRecords) -> Vec<T>,
-    ) -> gateway_json::history::HistoryFuture<'_, T> {
+    ) -> gateway_json::history::HistoryPageFuture<'_, T> {
         self.queries.lock().unwrap().push((user, query));
-        let answer = self.answer.lock().unwrap().clone().map(pick);
+        // Every record it holds is one page: the total is their number.
+        let answer = self
+            .answer
+            .lock()
+            .unwrap()
+            .clone()
+            .map(pick)
+            .map(|records| gateway_json::history::HistoryPage { total: records.len(), records });
         Box::pin(async move { answer })
     }
 }
@@ -846,7 +853,7 @@ impl gateway_json::history::HistorySource for FixedStore {
         &self,
         user: UserId,
         query: gateway_json::history::HistoryQuery,
-    ) -> gateway_json::history::HistoryFuture<'_, gateway_json::history::FillRecord> {
+    ) -> gateway_json::history::HistoryPageFuture<'_, gateway_json::history::FillRecord> {
         self.answer(user, query, |records| records.fills)
     }
 
@@ -854,7 +861,7 @@ impl gateway_json::history::HistorySource for FixedStore {
         &self,
         user: UserId,
         query: gateway_json::history::HistoryQuery,
-    ) -> gateway_json::history::HistoryFuture<'_, gateway_json::history::StoredOrder> {
+    ) -> gateway_json::history::HistoryPageFuture<'_, gateway_json::history::StoredOrder> {
         self.answer(user, query, |records| records.orders)
     }
 
@@ -862,7 +869,7 @@ impl gateway_json::history::HistorySource for FixedStore {
         &self,
         user: UserId,
         query: gateway_json::history::HistoryQuery,
-    ) -> gateway_json::history::HistoryFuture<'_, gateway_json::history::TransferRecord> {
+    ) -> gateway_json::history::HistoryPageFuture<'_, gateway_json::history::TransferRecord> {
         self.answer(user, query, |records| records.transfers)
     }
 
@@ -870,7 +877,7 @@ impl gateway_json::history::HistorySource for FixedStore {
         &self,
         user: UserId,
         query: gateway_json::history::HistoryQuery,
-    ) -> gateway_json::history::HistoryFuture<'_, gateway_json::history::TransferRecord> {
+    ) -> gateway_json::history::HistoryPageFuture<'_, gateway_json::history::TransferRecord> {
         self.answer(user, query, |records| records.transfers)
     }
 }

@@ -861,7 +861,8 @@ pub fn klines_sql(buckets: KlineBuckets) -> String {
 
 /// The SQL of [`Queries::transfers`] (public for `EXPLAIN` in tests and tools). Parameters: `$1`
 /// the user's available account (`user:<id>:available`), `$2` / `$3` the time range (ns,
-/// inclusive), `$4` limit, `$5` offset.
+/// inclusive), `$4` limit, `$5` offset. The last column, `total`, is the number of entries
+/// matching before the page is cut ([`Paged::total`]).
 pub fn transfers_sql(kind: TransferKind, ascending: bool) -> String {
     // Literal reason and counter account, so that the planner matches the partial index
     // (`ledger_deposits` / `ledger_withdrawals`).
@@ -872,7 +873,7 @@ pub fn transfers_sql(kind: TransferKind, ascending: bool) -> String {
     let reason = reason.code();
     let direction = if ascending { "ASC" } else { "DESC" };
     format!(
-        "SELECT sequence, asset_id, amount::text, timestamp_ns
+        "SELECT sequence, asset_id, amount::text, timestamp_ns, COUNT(*) OVER () AS {TOTAL_COLUMN}
          FROM ledger_entries
          WHERE {user_column} = $1 AND {external_column} = 'external' AND reason = {reason}
              AND timestamp_ns BETWEEN $2 AND $3
@@ -941,6 +942,95 @@ pub struct HistoryFilter {
     pub limit: u32,
     /// Rows to skip first, in the requested direction.
     pub offset: u32,
+}
+
+/// The SQL of [`Queries::order_history`] (public for `EXPLAIN` in tests and tools). Parameters:
+/// `$1` user id, `$2` market id or NULL, `$3` order id or NULL, `$4` / `$5` the creation time
+/// range (ns, inclusive), `$6` limit, `$7` offset. The inner query cuts the page and counts the
+/// matches (the last column, `total`); only then does the outer one sum each order's traded
+/// quote: that per-order subquery runs for the page's rows whatever the plan (one that sorts
+/// after the count's window would otherwise run it for every match).
+pub fn order_history_sql(ascending: bool) -> String {
+    let direction = if ascending { "ASC" } else { "DESC" };
+    format!(
+        "SELECT {ORDER_COLUMNS}, o.{TOTAL_COLUMN}
+         FROM (SELECT o.*, COUNT(*) OVER () AS {TOTAL_COLUMN} FROM orders o
+               WHERE o.user_id = $1 AND ($2::int IS NULL OR o.market_id = $2)
+                   AND ($3::bigint IS NULL OR o.order_id = $3) AND o.created_ns BETWEEN $4 AND $5
+               ORDER BY o.order_id {direction} LIMIT $6 OFFSET $7) o
+         ORDER BY o.order_id {direction}"
+    )
+}
+
+/// The SQL of [`Queries::fill_history`] (public for `EXPLAIN` in tests and tools). Parameters as
+/// [`order_history_sql`]'s, the time range being the trade's. The user's maker and taker sides
+/// share the filters (the planner pushes them into each branch and its index); the page is cut
+/// and the matches counted (the last column, `total`) before each fill's client order id is
+/// looked up, as in [`order_history_sql`].
+pub fn fill_history_sql(ascending: bool) -> String {
+    let direction = if ascending { "ASC" } else { "DESC" };
+    let order = format!("sequence {direction}, trade_id {direction}, is_maker {direction}");
+    format!(
+        "WITH f AS (
+             SELECT market_id, trade_id, sequence, timestamp_ns, price_ticks, quantity_lots, quote_amount,
+                 maker_order_id AS order_id, maker_fee AS fee, (3 - taker_side)::smallint AS side, TRUE AS is_maker
+             FROM trades WHERE maker_user_id = $1
+             UNION ALL
+             SELECT market_id, trade_id, sequence, timestamp_ns, price_ticks, quantity_lots, quote_amount,
+                 taker_order_id, taker_fee, taker_side, FALSE
+             FROM trades WHERE taker_user_id = $1
+         ), page AS (
+             SELECT f.*, COUNT(*) OVER () AS {TOTAL_COLUMN} FROM f
+             WHERE ($2::int IS NULL OR f.market_id = $2) AND ($3::bigint IS NULL OR f.order_id = $3)
+                 AND f.timestamp_ns BETWEEN $4 AND $5
+             ORDER BY {order} LIMIT $6 OFFSET $7
+         )
+         SELECT p.market_id, p.trade_id, p.sequence, p.timestamp_ns, p.price_ticks::text, p.quantity_lots::text,
+             p.quote_amount::text, p.order_id, p.fee::text, p.side, p.is_maker,
+             COALESCE((SELECT o.client_order_id FROM orders o WHERE o.order_id = p.order_id), 0)::text,
+             p.{TOTAL_COLUMN}
+         FROM page p ORDER BY {order}"
+    )
+}
+
+/// One page of a history query ([`Queries::fill_history`], [`Queries::order_history`],
+/// [`Queries::transfers`]) and how many rows the query matched in all, the pages together (for
+/// the REST API's `X-TOTAL` and `X-PAGE-COUNT` headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paged<T> {
+    /// The page: at most the filter's `limit` rows, after its `offset`.
+    pub rows: Vec<T>,
+    /// Rows matching the filter's market, order and time range, regardless of `limit` and
+    /// `offset`.
+    pub total: u64,
+}
+
+/// Name of the column each history query adds, `COUNT(*) OVER ()`: a window over every row
+/// the `WHERE` kept, computed before `LIMIT` and `OFFSET`, so each row of a page carries the
+/// number of matching rows in one round trip.
+const TOTAL_COLUMN: &str = "total";
+
+/// Runs a history query (`fetch`, the rows of a filter's page, each with its [`TOTAL_COLUMN`])
+/// and returns its page and total. An empty page past the end carries no total: the same query
+/// is then asked for its first row only, which does.
+async fn counted<F, Fut>(filter: &HistoryFilter, fetch: F) -> Result<(Vec<sqlx::postgres::PgRow>, u64), SinkError>
+where
+    F: Fn(HistoryFilter) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<sqlx::postgres::PgRow>, SinkError>>,
+{
+    let total_of = |rows: &[sqlx::postgres::PgRow]| -> Result<u64, SinkError> {
+        rows.first().map_or(Ok(0), |row| {
+            let total: i64 = row.try_get(TOTAL_COLUMN).map_err(db)?;
+            u64::try_from(total).map_err(|_| db(format!("negative count {total}")))
+        })
+    };
+    let rows = fetch(*filter).await?;
+    let total = if rows.is_empty() && filter.offset > 0 {
+        total_of(&fetch(HistoryFilter { limit: 1, offset: 0, ..*filter }).await?)?
+    } else {
+        total_of(&rows)?
+    };
+    Ok((rows, total))
 }
 
 /// A time in ns as BIGINT, saturating (the API's open-ended `to` is `u64::MAX`).
@@ -1135,70 +1225,56 @@ impl Queries {
     }
 
     /// A user's orders (latest state) matching `filter`, by order id (newest first unless
-    /// `filter.ascending`); `from_ns` / `to_ns` bound the creation time.
+    /// `filter.ascending`); `from_ns` / `to_ns` bound the creation time. With the number of
+    /// matching orders.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn order_history(&self, user_id: u64, filter: &HistoryFilter) -> Result<Vec<OrderRecord>, SinkError> {
-        let direction = if filter.ascending { "ASC" } else { "DESC" };
-        let sql = format!(
-            "SELECT {ORDER_COLUMNS} FROM orders o
-             WHERE o.user_id = $1 AND ($2::int IS NULL OR o.market_id = $2) AND ($3::bigint IS NULL OR o.order_id = $3)
-                 AND o.created_ns BETWEEN $4 AND $5
-             ORDER BY o.order_id {direction} LIMIT $6 OFFSET $7"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(signed(user_id)?)
-            .bind(filter.market_id.map(|m| m as i32))
-            .bind(filter.order_id.map(saturating))
-            .bind(saturating(filter.from_ns))
-            .bind(saturating(filter.to_ns))
-            .bind(i64::from(filter.limit))
-            .bind(i64::from(filter.offset))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        rows.iter().map(order_record).collect()
+    pub async fn order_history(&self, user_id: u64, filter: &HistoryFilter) -> Result<Paged<OrderRecord>, SinkError> {
+        let sql = order_history_sql(filter.ascending);
+        let (user, sql, pool) = (signed(user_id)?, &sql, &self.pool);
+        let (rows, total) = counted(filter, |page| async move {
+            sqlx::query(sql)
+                .bind(user)
+                .bind(page.market_id.map(|m| m as i32))
+                .bind(page.order_id.map(saturating))
+                .bind(saturating(page.from_ns))
+                .bind(saturating(page.to_ns))
+                .bind(i64::from(page.limit))
+                .bind(i64::from(page.offset))
+                .fetch_all(pool)
+                .await
+                .map_err(db)
+        })
+        .await?;
+        Ok(Paged { rows: rows.iter().map(order_record).collect::<Result<_, _>>()?, total })
     }
 
     /// A user's fills matching `filter`: one per side the user took in a trade (a self-trade
-    /// gives two), by engine sequence (newest first unless `filter.ascending`).
+    /// gives two), by engine sequence (newest first unless `filter.ascending`). With the number of
+    /// matching fills.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn fill_history(&self, user_id: u64, filter: &HistoryFilter) -> Result<Vec<FillRecord>, SinkError> {
-        let direction = if filter.ascending { "ASC" } else { "DESC" };
-        // Both sides share the filters; the planner pushes them into each branch (and its index).
-        let sql = format!(
-            "WITH f AS (
-                 SELECT market_id, trade_id, sequence, timestamp_ns, price_ticks, quantity_lots, quote_amount,
-                     maker_order_id AS order_id, maker_fee AS fee, (3 - taker_side)::smallint AS side, TRUE AS is_maker
-                 FROM trades WHERE maker_user_id = $1
-                 UNION ALL
-                 SELECT market_id, trade_id, sequence, timestamp_ns, price_ticks, quantity_lots, quote_amount,
-                     taker_order_id, taker_fee, taker_side, FALSE
-                 FROM trades WHERE taker_user_id = $1
-             )
-             SELECT f.market_id, f.trade_id, f.sequence, f.timestamp_ns, f.price_ticks::text, f.quantity_lots::text,
-                 f.quote_amount::text, f.order_id, f.fee::text, f.side, f.is_maker,
-                 COALESCE((SELECT o.client_order_id FROM orders o WHERE o.order_id = f.order_id), 0)::text
-             FROM f
-             WHERE ($2::int IS NULL OR f.market_id = $2) AND ($3::bigint IS NULL OR f.order_id = $3)
-                 AND f.timestamp_ns BETWEEN $4 AND $5
-             ORDER BY f.sequence {direction}, f.trade_id {direction}, f.is_maker {direction} LIMIT $6 OFFSET $7"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(signed(user_id)?)
-            .bind(filter.market_id.map(|m| m as i32))
-            .bind(filter.order_id.map(saturating))
-            .bind(saturating(filter.from_ns))
-            .bind(saturating(filter.to_ns))
-            .bind(i64::from(filter.limit))
-            .bind(i64::from(filter.offset))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        rows.iter()
+    pub async fn fill_history(&self, user_id: u64, filter: &HistoryFilter) -> Result<Paged<FillRecord>, SinkError> {
+        let sql = fill_history_sql(filter.ascending);
+        let (user, sql, pool) = (signed(user_id)?, &sql, &self.pool);
+        let (rows, total) = counted(filter, |page| async move {
+            sqlx::query(sql)
+                .bind(user)
+                .bind(page.market_id.map(|m| m as i32))
+                .bind(page.order_id.map(saturating))
+                .bind(saturating(page.from_ns))
+                .bind(saturating(page.to_ns))
+                .bind(i64::from(page.limit))
+                .bind(i64::from(page.offset))
+                .fetch_all(pool)
+                .await
+                .map_err(db)
+        })
+        .await?;
+        let rows = rows
+            .iter()
             .map(|row| {
                 Ok(FillRecord {
                     market_id: row.get::<i32, _>(0) as u32,
@@ -1215,7 +1291,8 @@ impl Queries {
                     client_order_id: parse(&row.get::<String, _>(11))?,
                 })
             })
-            .collect()
+            .collect::<Result<_, SinkError>>()?;
+        Ok(Paged { rows, total })
     }
 
     /// A market's trades: `limit` of them after skipping the `offset` most recent, oldest first
@@ -1298,7 +1375,8 @@ impl Queries {
     /// have no market and no order, so its `market_id` and `order_id` must be `None`): the
     /// ledger entries between the user's available account and `external` with the reason
     /// `kind` names, by engine sequence (newest first unless `filter.ascending`). Entries
-    /// written before the ledger stored times have time 0 (migrations/20261125000002).
+    /// written before the ledger stored times have time 0 (migrations/20261125000002). With the
+    /// number of matching entries.
     ///
     /// # Errors
     /// Database errors; a filter on a market or an order.
@@ -1307,20 +1385,26 @@ impl Queries {
         user_id: u64,
         kind: TransferKind,
         filter: &HistoryFilter,
-    ) -> Result<Vec<TransferRow>, SinkError> {
+    ) -> Result<Paged<TransferRow>, SinkError> {
         if filter.market_id.is_some() || filter.order_id.is_some() {
             return Err(db("transfers have no market and no order to filter on"));
         }
-        let rows = sqlx::query(&transfers_sql(kind, filter.ascending))
-            .bind(account(user_id, "available"))
-            .bind(saturating(filter.from_ns))
-            .bind(saturating(filter.to_ns))
-            .bind(i64::from(filter.limit))
-            .bind(i64::from(filter.offset))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        rows.iter()
+        let sql = transfers_sql(kind, filter.ascending);
+        let (user_account, sql, pool) = (&account(user_id, "available"), &sql, &self.pool);
+        let (rows, total) = counted(filter, |page| async move {
+            sqlx::query(sql)
+                .bind(user_account)
+                .bind(saturating(page.from_ns))
+                .bind(saturating(page.to_ns))
+                .bind(i64::from(page.limit))
+                .bind(i64::from(page.offset))
+                .fetch_all(pool)
+                .await
+                .map_err(db)
+        })
+        .await?;
+        let rows = rows
+            .iter()
             .map(|row| {
                 Ok(TransferRow {
                     sequence: row.get::<i64, _>(0) as u64,
@@ -1329,7 +1413,8 @@ impl Queries {
                     timestamp_ns: row.get::<i64, _>(3) as u64,
                 })
             })
-            .collect()
+            .collect::<Result<_, SinkError>>()?;
+        Ok(Paged { rows, total })
     }
 
     /// A user's balances: (asset id, available, locked).

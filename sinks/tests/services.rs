@@ -15,7 +15,7 @@ use engine::journal::{Durability, JournalConfig, JournalWriter};
 use engine::testkit::commands::*;
 use engine::{CommandContext, Engine, EngineConfig};
 use sinks::kafka::{KafkaConfig, KafkaSink};
-use sinks::postgres::{HistoryFilter, PostgresSink, Queries, Reference, TransferKind, TransferRow};
+use sinks::postgres::{HistoryFilter, Paged, PostgresSink, Queries, Reference, TransferKind, TransferRow};
 use sinks::redis::{RedisConfig, RedisSink};
 use sinks::{CommandEvents, Driver, DriverConfig, History, Sink};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -408,14 +408,25 @@ fn postgres_sink_is_exactly_once_through_outages_restarts_and_lag() {
             for (deposit, kind) in [(true, TransferKind::Deposit), (false, TransferKind::Withdrawal)] {
                 let mut expected = transfers.get(&(user, deposit)).cloned().unwrap_or_default();
                 assert!(expected.len() > 3, "user {user} {kind:?}s in the stream: {}", expected.len());
+                let count = expected.len() as u64;
                 let oldest_first = queries.transfers(user, kind, &HistoryFilter { ascending: true, ..all }).await;
-                assert_eq!(oldest_first.unwrap(), expected, "user {user} {kind:?}s, oldest first");
+                let paged = |rows: &[TransferRow], total| Paged { rows: rows.to_vec(), total };
+                assert_eq!(oldest_first.unwrap(), paged(&expected, count), "user {user} {kind:?}s, oldest first");
+                // A page, and a page past the end, carry the count of every matching transfer.
                 let page = HistoryFilter { ascending: true, limit: 3, offset: 2, ..all };
-                assert_eq!(queries.transfers(user, kind, &page).await.unwrap(), expected[2..5], "a page");
+                assert_eq!(
+                    queries.transfers(user, kind, &page).await.unwrap(),
+                    paged(&expected[2..5], count),
+                    "a page"
+                );
+                let beyond = HistoryFilter { limit: 3, offset: count as u32 + 2, ..all };
+                assert_eq!(queries.transfers(user, kind, &beyond).await.unwrap(), paged(&[], count), "past the end");
                 expected.reverse();
-                assert_eq!(queries.transfers(user, kind, &all).await.unwrap(), expected, "newest first");
+                assert_eq!(queries.transfers(user, kind, &all).await.unwrap(), paged(&expected, count), "newest first");
                 let later = HistoryFilter { from_ns: expected[0].timestamp_ns + 1, ..all };
-                assert_eq!(queries.transfers(user, kind, &later).await.unwrap(), [], "after the last one");
+                assert_eq!(queries.transfers(user, kind, &later).await.unwrap(), paged(&[], 0), "after the last one");
+                let later_beyond = HistoryFilter { offset: 5, ..later };
+                assert_eq!(queries.transfers(user, kind, &later_beyond).await.unwrap(), paged(&[], 0), "none at all");
             }
         }
         let by_market = HistoryFilter { market_id: Some(1), ..all };
@@ -460,8 +471,32 @@ fn postgres_sink_is_exactly_once_through_outages_restarts_and_lag() {
             assert_eq!(stored.get(id), Some(ending), "order {id}");
         }
         let history = queries.order_history(1, &all).await.unwrap();
+        assert_eq!(history.total, history.rows.len() as u64, "every order of user 1 in one page, counted");
+        let history = history.rows;
         assert!(history.iter().any(|o| o.status == "expired" && o.expire_reason.is_some()), "reasons in the history");
         assert!(history.iter().all(|o| (o.status == "expired") == o.expire_reason.is_some()));
+        // Pages of orders and fills carry the count of every match, a page past the end too.
+        let orders_total = history.len() as u64;
+        let page = HistoryFilter { limit: 3, offset: 2, ..all };
+        let orders_page = queries.order_history(1, &page).await.unwrap();
+        assert_eq!(orders_page, Paged { rows: history[2..5].to_vec(), total: orders_total }, "a page of orders");
+        let beyond = HistoryFilter { limit: 3, offset: orders_total as u32, ..all };
+        let orders_beyond = queries.order_history(1, &beyond).await.unwrap();
+        assert_eq!(orders_beyond, Paged { rows: vec![], total: orders_total }, "orders past the end");
+        let all_fills = queries.fill_history(1, &all).await.unwrap();
+        let fills_total = all_fills.rows.len() as u64;
+        assert!(
+            fills_total > 5 && all_fills.total == fills_total,
+            "{} fills, counted {}",
+            fills_total,
+            all_fills.total
+        );
+        let fills_page = queries.fill_history(1, &page).await.unwrap();
+        assert_eq!(fills_page, Paged { rows: all_fills.rows[2..5].to_vec(), total: fills_total }, "a page of fills");
+        let market_1 = HistoryFilter { market_id: Some(1), ..all };
+        let on_market_1 = all_fills.rows.iter().filter(|f| f.market_id == 1).count() as u64;
+        let fills_beyond = queries.fill_history(1, &HistoryFilter { offset: 100_000, ..market_1 }).await.unwrap();
+        assert_eq!(fills_beyond, Paged { rows: vec![], total: on_market_1 }, "fills of market 1 past the end");
         let balances = queries.balances(1).await.unwrap();
         assert!(!balances.is_empty());
     });

@@ -10,91 +10,26 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use base64::Engine as _;
-use codec::UserId;
-use ed25519_dalek::{Signer, SigningKey};
-use engine::bus::{BroadcastRing, IngressRing};
-use engine::testkit::{EngineLoop, commands};
-use engine::{CommandContext, Engine, EngineConfig};
-use gateway_binary::Credentials;
-use gateway_json::{AccountViews, PrivateState, RestGateway, private_router, public_router};
+use engine::EngineConfig;
+use gateway_json::public_router;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tower::ServiceExt;
 
-fn secret(user: u64) -> [u8; 32] {
-    [(user + 100) as u8; 32]
+mod support;
+
+use support::{Harness, auth_headers, now_ms, params_of};
+
+/// Users 1 and 2, each with 1 BTC and 10,000 USDC, registered with their keys.
+fn harness() -> Harness {
+    Harness::start(EngineConfig::sample(), 2)
 }
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-struct Harness {
-    router: Router,
-    engine: Option<EngineLoop>,
-    gateway: Option<RestGateway>,
-}
-
-impl Harness {
-    /// Users 1 and 2, each with 1 BTC and 10,000 USDC, registered with their keys.
-    fn start() -> Self {
-        let config = EngineConfig::sample();
-        let mut engine = Engine::new(&config).unwrap();
-        let credentials = Arc::new(Credentials::default());
-        let (mut events, mut sequence) = (Vec::new(), 0);
-        for user in 1..=2 {
-            credentials.insert(gateway_binary::client::api_key_of(&secret(user)), UserId::new(user));
-            for (asset, amount) in [(0, 100_000_000), (1, 10_000_000_000)] {
-                sequence += 1;
-                engine.execute(CommandContext::new(sequence, 0), &commands::deposit(user, asset, amount), &mut events);
-            }
-        }
-        let views = Arc::new(AccountViews::from_engine(&engine, &config));
-        let ingress = Arc::new(IngressRing::new(64));
-        let egress = BroadcastRing::new(1 << 14);
-        let gateway = RestGateway::start(views, egress.subscribe_from(0)).unwrap();
-        let engine_loop = EngineLoop::start(engine, sequence, ingress.clone(), egress.clone());
-        let state = PrivateState::new(&gateway, credentials, ingress, Arc::new(config));
-        Self { router: private_router(state), engine: Some(engine_loop), gateway: Some(gateway) }
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        drop(self.engine.take());
-        if let Some(gateway) = self.gateway.take() {
-            gateway.shutdown();
-        }
-    }
-}
-
-/// Sorted `&k=v` of a JSON object: strings unquoted, other values as JSON text.
-fn params_of(body: &Value) -> String {
-    let mut pairs: Vec<(String, String)> = body
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-        .collect();
-    pairs.sort();
-    pairs.iter().map(|(k, v)| format!("&{k}={v}")).collect()
-}
-
-fn auth_headers(user: u64, instruction: &str, params: &str) -> Vec<(&'static str, String)> {
+/// The signing headers of `user` for `instruction` with `params`, stamped now (window 5000).
+fn signed_headers(user: u64, instruction: &str, params: &str) -> Vec<(&'static str, String)> {
     let ts = now_ms();
     let signed = format!("instruction={instruction}{params}&timestamp={ts}&window=5000");
-    let key = SigningKey::from_bytes(&secret(user));
-    vec![
-        ("x-api-key", b64(&key.verifying_key().to_bytes())),
-        ("x-signature", b64(&key.sign(signed.as_bytes()).to_bytes())),
-        ("x-timestamp", ts.to_string()),
-        ("x-window", "5000".into()),
-    ]
+    auth_headers(user, &signed, ts, 5000)
 }
 
 async fn send(
@@ -117,7 +52,7 @@ async fn send(
 
 /// A signed request with a JSON object body.
 async fn body_call(router: &Router, method: Method, path: &str, instruction: &str, body: Value) -> (StatusCode, Value) {
-    let headers = auth_headers(1, instruction, &params_of(&body));
+    let headers = signed_headers(1, instruction, &params_of(&body));
     let (status, _, value) = send(router, method, path, &body.to_string(), &headers).await;
     (status, value)
 }
@@ -127,7 +62,7 @@ async fn get_call(router: &Router, path: &str, instruction: &str, query: Value) 
     let text: Vec<String> =
         query.as_object().unwrap().iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap())).collect();
     let uri = if text.is_empty() { path.to_string() } else { format!("{path}?{}", text.join("&")) };
-    send(router, Method::GET, &uri, "", &auth_headers(1, instruction, &params_of(&query))).await
+    send(router, Method::GET, &uri, "", &signed_headers(1, instruction, &params_of(&query))).await
 }
 
 async fn place(router: &Router, price: &str, client_id: u32) -> String {
@@ -164,7 +99,7 @@ async fn assets_are_served_in_backpacks_shape() {
 
 #[tokio::test]
 async fn order_id_and_client_id_together_are_refused() {
-    let h = Harness::start();
+    let h = harness();
     let r = &h.router;
     let first = place(r, "100.0", 7).await;
     let second = place(r, "101.0", 8).await;
@@ -193,7 +128,7 @@ async fn order_id_and_client_id_together_are_refused() {
 
 #[tokio::test]
 async fn authentication_comes_before_the_body() {
-    let h = Harness::start();
+    let h = harness();
     let r = &h.router;
     let cases = [
         (Method::POST, "/api/v1/order", "{"),
@@ -212,14 +147,14 @@ async fn authentication_comes_before_the_body() {
         );
     }
     // With credentials the body is parsed first (the signature covers its parameters): 400.
-    let headers = auth_headers(1, "orderExecute", "");
+    let headers = signed_headers(1, "orderExecute", "");
     let (status, _, answer) = send(r, Method::POST, "/api/v1/order", "{", &headers).await;
     assert_eq!((status, answer["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_CLIENT_REQUEST")));
 }
 
 #[tokio::test]
 async fn history_lists_send_pagination_headers_and_check_market_type() {
-    let h = Harness::start();
+    let h = harness();
     let r = &h.router;
     for (index, price) in ["100.0", "101.0", "102.0", "103.0", "104.0"].iter().enumerate() {
         place(r, price, index as u32 + 1).await;

@@ -13,13 +13,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
-use base64::Engine as _;
 use codec::UserId;
-use ed25519_dalek::{Signer, SigningKey};
 use engine::bus::{BroadcastRing, IngressCommand, IngressRing, origin};
 use engine::testkit::commands;
 use engine::{CommandContext, Engine, EngineConfig};
-use gateway_binary::Credentials;
 use gateway_json::limits::{HttpLimits, IpRateLimiter, KeyRateLimiter, PeerAddr, with_limits};
 use gateway_json::{AccountViews, PrivateState, RestGateway, private_router};
 use serde_json::{Value, json};
@@ -27,21 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
-fn secret(user: u64) -> [u8; 32] {
-    [(user + 100) as u8; 32]
-}
+mod support;
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn api_key(user: u64) -> String {
-    b64(&SigningKey::from_bytes(&secret(user)).verifying_key().to_bytes())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
+use support::{api_key, auth_headers, funded_engine, now_ms, params_of};
 
 /// The engine on its own thread, like `engine::testkit::EngineLoop` but stamping commands with
 /// the wall clock (the history's time filters need real times).
@@ -101,17 +86,7 @@ impl Harness {
     fn with(customise: impl FnOnce(PrivateState) -> PrivateState) -> Self {
         let mut config = EngineConfig::sample();
         config.limits.orders_per_market_max = 4096;
-        let mut engine = Engine::new(&config).unwrap();
-        let credentials = Arc::new(Credentials::default());
-        let mut events = Vec::new();
-        let mut sequence = 0;
-        for user in 1..=3 {
-            credentials.insert(gateway_binary::client::api_key_of(&secret(user)), UserId::new(user));
-            for (asset, amount) in [(0, 100_000_000), (1, 10_000_000_000)] {
-                sequence += 1;
-                engine.execute(CommandContext::new(sequence, 0), &commands::deposit(user, asset, amount), &mut events);
-            }
-        }
+        let (engine, credentials, sequence) = funded_engine(&config, 3);
         let views = Arc::new(AccountViews::from_engine(&engine, &config));
         let ingress = Arc::new(IngressRing::new(256));
         let egress = BroadcastRing::new(1 << 14);
@@ -140,31 +115,6 @@ impl Drop for Harness {
             gateway.shutdown();
         }
     }
-}
-
-/// Sorted `&k=v` of a JSON object: strings unquoted, other values as JSON text.
-fn params_of(body: &Value) -> String {
-    let mut pairs: Vec<(String, String)> = body
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-        .collect();
-    pairs.sort();
-    pairs.iter().map(|(k, v)| format!("&{k}={v}")).collect()
-}
-
-fn sign(user: u64, text: &str) -> String {
-    b64(&SigningKey::from_bytes(&secret(user)).sign(text.as_bytes()).to_bytes())
-}
-
-fn auth_headers(user: u64, signed: &str, timestamp: u64) -> Vec<(&'static str, String)> {
-    vec![
-        ("x-api-key", api_key(user)),
-        ("x-signature", sign(user, signed)),
-        ("x-timestamp", timestamp.to_string()),
-        ("x-window", "5000".into()),
-    ]
 }
 
 async fn send_request(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
@@ -205,7 +155,7 @@ async fn body_call(
 ) -> (StatusCode, Value) {
     let ts = now_ms();
     let signed = format!("instruction={instruction}{}&timestamp={ts}&window=5000", params_of(&body));
-    send(router, method, path, &body.to_string(), &auth_headers(user, &signed, ts)).await
+    send(router, method, path, &body.to_string(), &auth_headers(user, &signed, ts, 5000)).await
 }
 
 /// The signed string of a batch: `instruction=orderExecute&...` per order.
@@ -217,7 +167,7 @@ fn batch_signed(orders: &[Value], timestamp: u64) -> String {
 async fn batch(router: &Router, user: u64, orders: &[Value]) -> (StatusCode, Value) {
     let ts = now_ms();
     let body = Value::Array(orders.to_vec()).to_string();
-    send(router, Method::POST, "/api/v1/orders", &body, &auth_headers(user, &batch_signed(orders, ts), ts)).await
+    send(router, Method::POST, "/api/v1/orders", &body, &auth_headers(user, &batch_signed(orders, ts), ts, 5000)).await
 }
 
 /// A signed GET; `query` is the raw query string (signed parameters as sent, URL-decoded).
@@ -229,7 +179,7 @@ async fn get_call(router: &Router, path: &str, user: u64, instruction: &str, que
     let params: String = sorted.iter().map(|(k, v)| format!("&{k}={v}")).collect();
     let signed = format!("instruction={instruction}{params}&timestamp={ts}&window=5000");
     let uri = if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
-    send(router, Method::GET, &uri, "", &auth_headers(user, &signed, ts)).await
+    send(router, Method::GET, &uri, "", &auth_headers(user, &signed, ts, 5000)).await
 }
 
 async fn place(router: &Router, user: u64, body: Value) -> Value {
@@ -309,22 +259,22 @@ async fn batch_signature_covers_every_order_in_order() {
     // The 2nd order tampered after signing.
     let tampered = [orders[0].clone(), limit("Bid", "50001.0", "0.00900")];
     let body = Value::Array(tampered.to_vec()).to_string();
-    let (status, answer) = send(r, Method::POST, "/api/v1/orders", &body, &auth_headers(1, &signed, ts)).await;
+    let (status, answer) = send(r, Method::POST, "/api/v1/orders", &body, &auth_headers(1, &signed, ts, 5000)).await;
     assert_error(status, &answer, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "tampered 2nd order");
 
     // The orders swapped after signing.
     let swapped = Value::Array(vec![orders[1].clone(), orders[0].clone()]).to_string();
-    let (status, answer) = send(r, Method::POST, "/api/v1/orders", &swapped, &auth_headers(1, &signed, ts)).await;
+    let (status, answer) = send(r, Method::POST, "/api/v1/orders", &swapped, &auth_headers(1, &signed, ts, 5000)).await;
     assert_error(status, &answer, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "reordered batch");
 
     // Signed as one orderExecute with both orders' keys merged: refused.
     let merged = format!("instruction=orderExecute{}&timestamp={ts}&window=5000", params_of(&orders[0]));
     let body = Value::Array(orders.to_vec()).to_string();
-    let (status, answer) = send(r, Method::POST, "/api/v1/orders", &body, &auth_headers(1, &merged, ts)).await;
+    let (status, answer) = send(r, Method::POST, "/api/v1/orders", &body, &auth_headers(1, &merged, ts, 5000)).await;
     assert_error(status, &answer, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "single-order signature");
 
     // Signed by user 2 with user 1's key header: refused.
-    let mut headers = auth_headers(2, &signed, ts);
+    let mut headers = auth_headers(2, &signed, ts, 5000);
     headers[0].1 = api_key(1);
     let (status, answer) = send(r, Method::POST, "/api/v1/orders", &body, &headers).await;
     assert_error(status, &answer, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "wrong key");
@@ -332,7 +282,7 @@ async fn batch_signature_covers_every_order_in_order() {
     // Nothing of the above was placed; the genuine batch is.
     let (_, open) = get_call(r, "/api/v1/orders", 1, "orderQueryAll", "").await;
     assert_eq!(open, json!([]));
-    let (status, results) = send(r, Method::POST, "/api/v1/orders", &body, &auth_headers(1, &signed, ts)).await;
+    let (status, results) = send(r, Method::POST, "/api/v1/orders", &body, &auth_headers(1, &signed, ts, 5000)).await;
     assert_eq!(status, StatusCode::OK, "{results}");
     assert_eq!(results.as_array().unwrap().iter().filter(|o| o["status"] == "New").count(), 2);
 }
@@ -707,7 +657,7 @@ async fn malformed_inputs_are_clear_4xx() {
             }
             _ => format!("instruction={instruction}&timestamp={ts}&window=5000"),
         };
-        let (status, answer) = send(r, method.clone(), path, &body, &auth_headers(1, &signed, ts)).await;
+        let (status, answer) = send(r, method.clone(), path, &body, &auth_headers(1, &signed, ts, 5000)).await;
         assert_error(status, &answer, expected, code, &format!("{method} {path} {body}"));
     }
 
@@ -733,7 +683,7 @@ async fn malformed_inputs_are_clear_4xx() {
     }
     // A malformed query string.
     let (status, answer) =
-        send(r, Method::GET, "/wapi/v1/history/fills?limit=%ZZ", "", &auth_headers(1, "x", ts)).await;
+        send(r, Method::GET, "/wapi/v1/history/fills?limit=%ZZ", "", &auth_headers(1, "x", ts, 5000)).await;
     assert!(status.is_client_error(), "{status} {answer}");
 
     // Every new endpoint refuses an unsigned request and a wrong instruction.
@@ -755,7 +705,7 @@ async fn malformed_inputs_are_clear_4xx() {
         }
         assert_error(status, &answer, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &format!("unsigned {method} {path}"));
         let signed_as_other = format!("instruction=balanceQuery&timestamp={ts}&window=5000");
-        let (status, answer) = send(r, method.clone(), path, body, &auth_headers(1, &signed_as_other, ts)).await;
+        let (status, answer) = send(r, method.clone(), path, body, &auth_headers(1, &signed_as_other, ts, 5000)).await;
         assert_error(status, &answer, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &format!("wrong instruction {path}"));
     }
 }
@@ -771,12 +721,12 @@ async fn body_size_and_rate_limits() {
     // 413 with {code, message} (a chunked body over a real socket: tests/limits_tcp.rs).
     let big = format!(r#"{{"symbol":"BTC_USDC","pad":"{}"}}"#, "x".repeat(2000));
     let ts = now_ms();
-    let (status, answer) = send(r, Method::DELETE, "/api/v1/orders", &big, &auth_headers(1, "x", ts)).await;
+    let (status, answer) = send(r, Method::DELETE, "/api/v1/orders", &big, &auth_headers(1, "x", ts, 5000)).await;
     assert_error(status, &answer, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "declared length");
 
     // Per key: requests that fail authentication cost the key nothing.
     for _ in 0..5 {
-        let (status, _) = send(r, Method::GET, "/api/v1/capital", "", &auth_headers(1, "forged", ts)).await;
+        let (status, _) = send(r, Method::GET, "/api/v1/capital", "", &auth_headers(1, "forged", ts, 5000)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     for attempt in 0..3 {

@@ -10,12 +10,9 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use base64::Engine as _;
 use codec::UserId;
-use ed25519_dalek::{Signer, SigningKey};
 use engine::bus::{BroadcastRing, IngressRing};
-use engine::testkit::{EngineLoop, commands};
-use engine::{CommandContext, Engine, EngineConfig};
+use engine::{Engine, EngineConfig};
 use gateway_binary::Credentials;
 use gateway_json::{AccountViews, PrivateState, RestGateway, private_router};
 use serde_json::{Value, json};
@@ -23,79 +20,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
-fn secret(user: u64) -> [u8; 32] {
-    [(user + 100) as u8; 32]
-}
+mod support;
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
+use support::{Harness, auth_headers, now_ms, params_of, secret, sign};
 
-fn api_key(user: u64) -> String {
-    b64(&SigningKey::from_bytes(&secret(user)).verifying_key().to_bytes())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-struct Harness {
-    router: Router,
-    engine: Option<EngineLoop>,
-    gateway: Option<RestGateway>,
-}
-
-impl Harness {
-    /// Users 1..=3, each with 1 BTC and 10,000 USDC, registered with their keys.
-    fn start() -> Self {
-        let mut config = EngineConfig::sample();
-        config.limits.orders_per_market_max = 4096;
-        let mut engine = Engine::new(&config).unwrap();
-        let credentials = Arc::new(Credentials::default());
-        let mut events = Vec::new();
-        let mut sequence = 0;
-        for user in 1..=3 {
-            credentials.insert(gateway_binary::client::api_key_of(&secret(user)), UserId::new(user));
-            for (asset, amount) in [(0, 100_000_000), (1, 10_000_000_000)] {
-                sequence += 1;
-                engine.execute(CommandContext::new(sequence, 0), &commands::deposit(user, asset, amount), &mut events);
-            }
-        }
-        // Seeded from the engine, like the server does after recovery.
-        let views = Arc::new(AccountViews::from_engine(&engine, &config));
-        let ingress = Arc::new(IngressRing::new(64));
-        let egress = BroadcastRing::new(1 << 14);
-        let gateway = RestGateway::start(views, egress.subscribe_from(0)).unwrap();
-        let engine_loop = EngineLoop::start(engine, sequence, ingress.clone(), egress.clone());
-        let state = PrivateState::new(&gateway, credentials, ingress, Arc::new(config));
-        Self { router: private_router(state), engine: Some(engine_loop), gateway: Some(gateway) }
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        drop(self.engine.take());
-        if let Some(gateway) = self.gateway.take() {
-            gateway.shutdown();
-        }
-    }
-}
-
-/// The signed parameters of a JSON body or query, built independently of the server: keys
-/// sorted, strings unquoted, other values as JSON text.
-fn params_of(body: &Value) -> String {
-    let mut pairs: Vec<(String, String)> = body
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-        .collect();
-    pairs.sort();
-    pairs.iter().map(|(k, v)| format!("&{k}={v}")).collect()
-}
-
-fn sign(user: u64, text: &str) -> String {
-    b64(&SigningKey::from_bytes(&secret(user)).sign(text.as_bytes()).to_bytes())
+/// Users 1..=3, each with 1 BTC and 10,000 USDC, registered with their keys; room for 4096
+/// orders per market.
+fn harness() -> Harness {
+    let mut config = EngineConfig::sample();
+    config.limits.orders_per_market_max = 4096;
+    Harness::start(config, 3)
 }
 
 /// A raw request with explicit headers.
@@ -116,15 +50,6 @@ async fn send(
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
     let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
     (status, value)
-}
-
-fn auth_headers(user: u64, signed: &str, timestamp: u64, window: u64) -> Vec<(&'static str, String)> {
-    vec![
-        ("x-api-key", api_key(user)),
-        ("x-signature", sign(user, signed)),
-        ("x-timestamp", timestamp.to_string()),
-        ("x-window", window.to_string()),
-    ]
 }
 
 /// A correctly signed request with a JSON body (POST / DELETE).
@@ -162,7 +87,7 @@ fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &s
 
 #[tokio::test]
 async fn orders_and_balances_lifecycle() {
-    let h = Harness::start();
+    let h = harness();
     let r = &h.router;
     let initial = capital(r, 1).await;
     assert_eq!(initial["BTC"], json!({"available": "1", "locked": "0", "staked": "0"}), "seeded from the ledger");
@@ -350,7 +275,7 @@ async fn busy_and_silent_engine() {
 
 #[tokio::test]
 async fn signature_checks() {
-    let h = Harness::start();
+    let h = harness();
     let r = &h.router;
     let body =
         json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "100.0", "quantity": "0.00100"});
@@ -447,7 +372,7 @@ async fn signature_checks() {
 
 #[tokio::test]
 async fn users_are_isolated() {
-    let h = Harness::start();
+    let h = harness();
     let r = &h.router;
     let (_, order) = place(
         r,
@@ -482,7 +407,7 @@ async fn users_are_isolated() {
 
 #[tokio::test]
 async fn malformed_input_is_a_client_error() {
-    let h = Harness::start();
+    let h = harness();
     let r = &h.router;
     let base =
         || json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "100.0", "quantity": "0.00100"});

@@ -12,7 +12,6 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
-use base64::Engine as _;
 use codec::{Command, Event, Side, UserId};
 use ed25519_dalek::{Signer, SigningKey};
 use engine::bus::{BroadcastRing, IngressCommand, IngressRing};
@@ -35,17 +34,9 @@ use tower::ServiceExt;
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn secret(user: u64) -> [u8; 32] {
-    [(user + 100) as u8; 32]
-}
+mod support;
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
+use support::{b64, now_ms, secret};
 
 /// `"signature": [apiKey, signature, timestamp, window]` of `signer` presenting `key_of`'s key.
 fn signature(signer: u64, key_of: u64, timestamp: u64) -> Value {

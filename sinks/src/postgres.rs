@@ -1224,16 +1224,18 @@ impl Queries {
         rows.iter().map(order_record).collect()
     }
 
-    /// A user's orders (latest state) matching `filter`, by order id (newest first unless
-    /// `filter.ascending`); `from_ns` / `to_ns` bound the creation time. With the number of
-    /// matching orders.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn order_history(&self, user_id: u64, filter: &HistoryFilter) -> Result<Paged<OrderRecord>, SinkError> {
-        let sql = order_history_sql(filter.ascending);
-        let (user, sql, pool) = (signed(user_id)?, &sql, &self.pool);
-        let (rows, total) = counted(filter, |page| async move {
+    /// The page of `user_id`'s rows that `filter` selects from a history query (`sql`, as
+    /// [`order_history_sql`] and [`fill_history_sql`] build it: user, market, order id, from, to,
+    /// limit and offset as `$1`..`$7`), with the number of matching rows ([`counted`]). Shared so
+    /// that both histories bind their filters the same way.
+    async fn history_page(
+        &self,
+        sql: &str,
+        user_id: u64,
+        filter: &HistoryFilter,
+    ) -> Result<(Vec<sqlx::postgres::PgRow>, u64), SinkError> {
+        let (user, pool) = (signed(user_id)?, &self.pool);
+        counted(filter, |page| async move {
             sqlx::query(sql)
                 .bind(user)
                 .bind(page.market_id.map(|m| m as i32))
@@ -1246,7 +1248,17 @@ impl Queries {
                 .await
                 .map_err(db)
         })
-        .await?;
+        .await
+    }
+
+    /// A user's orders (latest state) matching `filter`, by order id (newest first unless
+    /// `filter.ascending`); `from_ns` / `to_ns` bound the creation time. With the number of
+    /// matching orders.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn order_history(&self, user_id: u64, filter: &HistoryFilter) -> Result<Paged<OrderRecord>, SinkError> {
+        let (rows, total) = self.history_page(&order_history_sql(filter.ascending), user_id, filter).await?;
         Ok(Paged { rows: rows.iter().map(order_record).collect::<Result<_, _>>()?, total })
     }
 
@@ -1257,22 +1269,7 @@ impl Queries {
     /// # Errors
     /// Database errors.
     pub async fn fill_history(&self, user_id: u64, filter: &HistoryFilter) -> Result<Paged<FillRecord>, SinkError> {
-        let sql = fill_history_sql(filter.ascending);
-        let (user, sql, pool) = (signed(user_id)?, &sql, &self.pool);
-        let (rows, total) = counted(filter, |page| async move {
-            sqlx::query(sql)
-                .bind(user)
-                .bind(page.market_id.map(|m| m as i32))
-                .bind(page.order_id.map(saturating))
-                .bind(saturating(page.from_ns))
-                .bind(saturating(page.to_ns))
-                .bind(i64::from(page.limit))
-                .bind(i64::from(page.offset))
-                .fetch_all(pool)
-                .await
-                .map_err(db)
-        })
-        .await?;
+        let (rows, total) = self.history_page(&fill_history_sql(filter.ascending), user_id, filter).await?;
         let rows = rows
             .iter()
             .map(|row| {

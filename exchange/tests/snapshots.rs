@@ -185,7 +185,10 @@ fn the_engine_thread_keeps_going_while_a_snapshot_is_stuck() {
             Err(lagged) => panic!("consumer lagged: {lagged}"),
         }
     }
-    assert_eq!(runtime.stats.last_sequence.load(Ordering::Acquire), COMMANDS);
+    // The engine thread stores its batch's statistics after publishing the batch's events.
+    wait_for("the engine thread's batch statistics", || {
+        runtime.stats.last_sequence.load(Ordering::Acquire) == COMMANDS
+    });
     assert_eq!(runtime.stats.shadow_sequence.load(Ordering::Acquire), FIRST_SNAPSHOT, "the shadow is still stuck");
     assert_eq!(runtime.stats.snapshots.load(Ordering::Acquire), 0);
     assert!(runtime.stats.snapshot_feed_overflows.load(Ordering::Acquire) > 0, "a 16-command feed overflowed");

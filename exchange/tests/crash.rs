@@ -72,26 +72,11 @@ fn kill_dash_nine_loses_nothing_acknowledged() {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let delay = Duration::from_millis(rng % 600);
-        let mut child = support::command(&dir)
-            .args(["--snapshot-every", "300", "run", "--demo", "--demo-rate", "5000", "--status-every", "0"])
-            .arg("--print-acks")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
         // Read acknowledgements as they come; start the random delay once the server is working
         // (recovery of a debug build takes a while), so every kill lands in live operation.
-        let stdout = child.stdout.take().unwrap();
-        let (sender, acks) = std::sync::mpsc::channel::<u64>();
-        let reader = std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(sequence) = line.strip_prefix("ACKED ").and_then(|n| n.parse().ok()) {
-                    let _ = sender.send(sequence);
-                }
-            }
-        });
+        let mut command = support::command(&dir);
+        command.args(["--snapshot-every", "300", "run", "--demo", "--demo-rate", "5000", "--status-every", "0"]);
+        let (mut child, acks, reader) = support::spawn_with_acks(&mut command);
         let mut acked = acks.recv_timeout(Duration::from_secs(30)).expect("the server acknowledges work");
         std::thread::sleep(delay);
         child.kill().unwrap(); // SIGKILL

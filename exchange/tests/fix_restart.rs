@@ -8,14 +8,11 @@
 
 mod support;
 
-use base64::Engine as _;
-use ed25519_dalek::Signer;
-use gateway_fix::encoder::{checksum, time};
 use gateway_fix::parser::{Parsed, parse};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use support::fix::{FixClient, Msg, get};
 use support::{FIX_LISTENING, Server};
 
 /// First load-test user (`--load-users`), see exchange::demo.
@@ -32,63 +29,30 @@ fn start(dir: &Path, durability: &str) -> Server {
     )
 }
 
+/// A load-test user's FIX session that also checks the numbers it receives across restarts.
 struct Fix {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-    user: u64,
-    next_seq: u64,
+    client: FixClient,
     /// MsgSeqNum of the last message received from the gateway (0: none yet).
     last_received: u64,
 }
 
-type Msg = Vec<(u32, String)>;
+impl std::ops::Deref for Fix {
+    type Target = FixClient;
+    fn deref(&self) -> &FixClient {
+        &self.client
+    }
+}
 
-fn get(message: &Msg, tag: u32) -> &str {
-    message.iter().find(|(t, _)| *t == tag).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("{tag} in {message:?}"))
+impl std::ops::DerefMut for Fix {
+    fn deref_mut(&mut self) -> &mut FixClient {
+        &mut self.client
+    }
 }
 
 impl Fix {
-    fn sender(&self) -> String {
-        format!("LOAD{}", self.user)
-    }
-
     /// Connects with the next number to send and the last number received (the session's).
     fn connect(port: u16, user: u64, next_seq: u64, last_received: u64) -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Self { stream, buffer: Vec::new(), user, next_seq, last_received }
-    }
-
-    fn send(&mut self, msg_type: &str, body: &[(u32, String)]) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let sending_time = String::from_utf8(time::format(time::now_ms()).to_vec()).unwrap();
-        let mut fields = vec![
-            (35, msg_type.to_string()),
-            (49, self.sender()),
-            (56, "EXCHANGE".to_string()),
-            (34, seq.to_string()),
-            (52, sending_time.clone()),
-        ];
-        if msg_type == "A" {
-            let secret = exchange::demo::load_user_secret(self.user);
-            let key = ed25519_dalek::SigningKey::from_bytes(&secret);
-            let payload = gateway_fix::logon_payload(
-                sending_time.as_bytes(),
-                seq.to_string().as_bytes(),
-                self.sender().as_bytes(),
-                b"EXCHANGE",
-            );
-            let b64 = base64::engine::general_purpose::STANDARD;
-            fields.push((553, b64.encode(key.verifying_key().to_bytes())));
-            fields.push((554, b64.encode(key.sign(&payload).to_bytes())));
-        }
-        fields.extend(body.iter().cloned());
-        let body: String = fields.iter().map(|(tag, value)| format!("{tag}={value}\x01")).collect();
-        let mut message = format!("8=FIX.4.4\x019={}\x01{body}", body.len()).into_bytes();
-        let sum = checksum(&message);
-        message.extend_from_slice(format!("10={sum:03}\x01").as_bytes());
-        self.stream.write_all(&message).unwrap();
+        Self { client: FixClient::connect(port, user, next_seq), last_received }
     }
 
     fn logon(&mut self, reset: bool) {

@@ -183,26 +183,13 @@ fn the_segment_being_written_cut_after_a_clean_stop_refuses_to_start() {
 
 #[test]
 fn the_segment_being_written_cut_after_kill_dash_nine_refuses_to_start_and_a_torn_tail_recovers() {
-    use std::io::BufRead;
     use std::time::Duration;
     let dir = support::data_dir("journal-loss-active-kill");
-    let mut child = support::command(&dir)
-        .args(["--snapshot-every", "0", "run", "--demo", "--demo-rate", "20000", "--demo-orders", "500"])
-        .args(["--status-every", "0", "--print-acks"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (sender, acks) = std::sync::mpsc::channel::<u64>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(sequence) = line.strip_prefix("ACKED ").and_then(|n| n.parse().ok()) {
-                let _ = sender.send(sequence);
-            }
-        }
-    });
+    let (mut child, acks, reader) = support::spawn_with_acks(
+        support::command(&dir)
+            .args(["--snapshot-every", "0", "run", "--demo", "--demo-rate", "20000", "--demo-orders", "500"])
+            .args(["--status-every", "0"]),
+    );
     // The demo places its orders and goes quiet; wait for that, then well past the watermark
     // interval, so the watermark thread has recorded the last commit.
     let mut acked = acks.recv_timeout(Duration::from_secs(60)).expect("the server acknowledges work");

@@ -8,19 +8,16 @@
 
 mod support;
 
-use base64::Engine as _;
 use codec::*;
-use ed25519_dalek::Signer;
 use engine::testkit::commands;
 use gateway_binary::client::{Client, Incoming};
-use gateway_fix::encoder::{checksum, time};
 use gateway_fix::parser::{Parsed, parse};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::fix::{FixClient, Msg, get};
 use support::{FIX_LISTENING, HTTP_LISTENING, SBE_LISTENING, Server};
 
 /// First load-test user (`--load-users`), see exchange::demo: it trades over SBE.
@@ -133,7 +130,7 @@ fn mass_cancels_larger_than_the_egress_ring_reach_every_session_and_the_market_v
     let server = start(&dir).remove_dir_on_drop();
     let mut sbe = Client::connect(("127.0.0.1", server.sbe_port()), &exchange::demo::load_user_secret(SBE_USER), 1)
         .expect("SBE logon");
-    let mut fix = Fix::connect(server.fix_port(), FIX_USER);
+    let mut fix = FixClient::connect(server.fix_port(), FIX_USER, 1);
     fix.logon();
 
     // Resting bids, a few at a time (what one batch of them causes fits the ring easily).
@@ -204,69 +201,23 @@ fn mass_cancels_larger_than_the_egress_ring_reach_every_session_and_the_market_v
     wait_for_depth(server.http, &[(10_000, 100), (20_000, 200)], "after the last orders");
 }
 
-/// A minimal FIX 4.4 initiator for a load-test user's session.
-struct Fix {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-    user: u64,
-    next_seq: u64,
+/// What the mass-cancel test does with a load-test user's FIX session beyond sending.
+trait LoadSession {
+    /// Logs on with a sequence reset and waits for the Logon reply.
+    fn logon(&mut self);
+    /// The next message of one of `types` (heartbeats and test requests are skipped); a logout
+    /// or a closed connection fails the test.
+    fn expect(&mut self, types: &[&str]) -> Msg;
+    /// Sends a limit buy (NewOrderSingle) of `quantity` at `price` on BTC_USDC.
+    fn limit(&mut self, cl_ord_id: &str, price: &str, quantity: &str);
 }
 
-type Msg = Vec<(u32, String)>;
-
-fn get(message: &Msg, tag: u32) -> &str {
-    message.iter().find(|(t, _)| *t == tag).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("{tag} in {message:?}"))
-}
-
-impl Fix {
-    fn connect(port: u16, user: u64) -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Self { stream, buffer: Vec::new(), user, next_seq: 1 }
-    }
-
-    fn sender(&self) -> String {
-        format!("LOAD{}", self.user)
-    }
-
-    fn send(&mut self, msg_type: &str, body: &[(u32, String)]) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let sending_time = String::from_utf8(time::format(time::now_ms()).to_vec()).unwrap();
-        let mut fields = vec![
-            (35, msg_type.to_string()),
-            (49, self.sender()),
-            (56, "EXCHANGE".to_string()),
-            (34, seq.to_string()),
-            (52, sending_time.clone()),
-        ];
-        if msg_type == "A" {
-            let key = ed25519_dalek::SigningKey::from_bytes(&exchange::demo::load_user_secret(self.user));
-            let payload = gateway_fix::logon_payload(
-                sending_time.as_bytes(),
-                seq.to_string().as_bytes(),
-                self.sender().as_bytes(),
-                b"EXCHANGE",
-            );
-            let b64 = base64::engine::general_purpose::STANDARD;
-            fields.push((553, b64.encode(key.verifying_key().to_bytes())));
-            fields.push((554, b64.encode(key.sign(&payload).to_bytes())));
-        }
-        fields.extend(body.iter().cloned());
-        let body: String = fields.iter().map(|(tag, value)| format!("{tag}={value}\x01")).collect();
-        let mut message = format!("8=FIX.4.4\x019={}\x01{body}", body.len()).into_bytes();
-        let sum = checksum(&message);
-        message.extend_from_slice(format!("10={sum:03}\x01").as_bytes());
-        self.stream.write_all(&message).unwrap();
-    }
-
+impl LoadSession for FixClient {
     fn logon(&mut self) {
         self.send("A", &[(98, "0".into()), (108, "30".into()), (141, "Y".into())]);
         self.expect(&["A"]);
     }
 
-    /// The next message of one of `types` (heartbeats and test requests are skipped); a logout
-    /// or a closed connection fails the test.
     fn expect(&mut self, types: &[&str]) -> Msg {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -1,11 +1,14 @@
 //! Code shared by the integration tests that run the real server binary: start it on ephemeral
 //! ports and read the bound ports from its log, plain HTTP/1.1 requests over a `TcpStream`, and
-//! Backpack-style Ed25519 request signing.
+//! Backpack-style Ed25519 request signing, reading `--print-acks` acknowledgements, and (in `fix`)
+//! a minimal FIX client.
 //!
 //! Each test file is its own crate that includes this module with `mod support;` and uses only
 //! part of it, so unused items are expected there: hence the `allow(dead_code)` (clippy runs with
 //! `-D warnings`).
 #![allow(dead_code)]
+
+pub mod fix;
 
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
@@ -323,4 +326,21 @@ pub fn apply_depth(book: &mut DepthBook, data: &Value) {
             }
         }
     }
+}
+
+/// Spawns `command` with `--print-acks` appended (stdout piped, stderr discarded) and a thread
+/// that forwards every `ACKED <n>` line's sequence to the returned channel until stdout closes.
+pub fn spawn_with_acks(command: &mut Command) -> (Child, std::sync::mpsc::Receiver<u64>, std::thread::JoinHandle<()>) {
+    let mut child = command.arg("--print-acks").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, acks) = std::sync::mpsc::channel::<u64>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(sequence) = line.strip_prefix("ACKED ").and_then(|n| n.parse().ok()) {
+                let _ = sender.send(sequence);
+            }
+        }
+    });
+    (child, acks, reader)
 }

@@ -110,16 +110,7 @@ fn a_journal_cut_at_a_record_boundary_behind_its_snapshot_refuses_to_start() {
     }
     let snapshot = std::fs::read_dir(dir.join("snapshots")).unwrap().next().unwrap().unwrap().path();
     // Cut the last record off, exactly at its start: a clean but shorter journal.
-    let bytes = std::fs::read(&newest).unwrap();
-    let mut offset = engine::journal::SEGMENT_HEADER_BYTES;
-    let mut last_start = offset;
-    while offset < bytes.len() {
-        last_start = offset;
-        let length = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().unwrap()) as usize;
-        offset += engine::journal::RECORD_HEADER_BYTES + length;
-    }
-    assert!(last_start > engine::journal::SEGMENT_HEADER_BYTES, "the newest segment holds records");
-    std::fs::write(&newest, &bytes[..last_start]).unwrap();
+    cut_last_record(&newest);
     let output = start(&dir, &[]);
     let text = stderr(&output);
     assert!(!output.status.success(), "the server must refuse a journal behind its snapshot: {text}");

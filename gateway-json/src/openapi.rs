@@ -63,6 +63,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
         // Users, sessions and API keys (sessions.rs).
         crate::sessions::register,
         crate::sessions::login,
+        crate::sessions::refresh,
         crate::sessions::account,
         crate::sessions::list_keys,
         crate::sessions::create_key,

@@ -3,6 +3,9 @@
 //! - `POST /api/v1/auth/register` `{username, password}` → `201` the user;
 //! - `POST /api/v1/auth/login` `{username, password}` → a session token (HS256 JWT) to send as
 //!   `Authorization: Bearer <token>` to every signed endpoint instead of a signature;
+//! - `POST /api/v1/auth/refresh` with a valid session token → a new token of the same session
+//!   (same answer as login), so an open page keeps its session without the password; bounded
+//!   by [`crate::users::SESSION_RENEWAL_MAX`] after the login;
 //! - with a session token only (an API key cannot manage keys): `GET /api/v1/account`,
 //!   `GET /api/v1/account/keys`, `POST /api/v1/account/keys` (`{label?, publicKey?}`: registers
 //!   the given public key, or generates a key pair and returns its secret once),
@@ -140,6 +143,7 @@ pub fn sessions_router(users: Arc<UserStore>) -> Router {
     Router::new()
         .route("/api/v1/auth/register", post(register))
         .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
         .route("/api/v1/account", get(account))
         .route("/api/v1/account/keys", get(list_keys).post(create_key).delete(revoke_key))
         .with_state(state)
@@ -182,12 +186,35 @@ pub async fn login(State(state): State<Sessions>, ClientIp(ip): ClientIp, body: 
     let request: Credentials = json_body(&body)?;
     state.users.check_rate(ip, Some(&request.username))?;
     let session = state.hashing(move |users| users.login(&request.username, &request.password)).await?;
+    session_json(&session)
+}
+
+/// The answer of login and refresh.
+fn session_json(session: &crate::users::Session) -> ApiResult {
     crate::ok(json!({
         "token": session.token,
         "tokenType": "Bearer",
         "userId": session.user_id.get(),
         "expiresAt": session.expires_ms,
     }))
+}
+
+/// Renews a session: a new token for the caller's session, valid for the configured lifetime
+/// from now (no password needed; an API key cannot do this).
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/refresh",
+    tag = "Users",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "`{token, tokenType: \"Bearer\", userId, expiresAt}` (ms), as login"),
+        (status = 401, description = "Missing, invalid or expired session token, or a session older than the renewal bound (24 h)"),
+    )
+)]
+pub async fn refresh(State(state): State<Sessions>, headers: HeaderMap) -> ApiResult {
+    let token = bearer(&headers).ok_or_else(|| unauthorized("Missing session token (Authorization: Bearer)"))?;
+    let session = state.users.renew(token)?;
+    session_json(&session)
 }
 
 /// The logged-in user.

@@ -43,6 +43,10 @@ pub const USERS_FILE: &str = "users.log";
 pub const FIRST_USER_ID_DEFAULT: u64 = 10_000;
 /// Default session (JWT) lifetime.
 pub const JWT_TTL_DEFAULT: Duration = Duration::from_secs(15 * 60);
+/// Longest a session may be kept alive by renewals ([`UserStore::renew`]) after the password
+/// login that started it: past this, the user logs in again (a stolen token cannot be renewed
+/// forever).
+pub const SESSION_RENEWAL_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 /// Default shortest password.
 pub const PASSWORD_MIN_DEFAULT: usize = 8;
 /// Longest password accepted (bounds the hashing work per request).
@@ -179,6 +183,10 @@ struct Claims {
     exp: u64,
     /// Token kind.
     typ: String,
+    /// Time of the password login that started this session, seconds (kept across renewals);
+    /// 0 in tokens issued before renewal existed (their `iat` counts instead).
+    #[serde(default)]
+    auth: u64,
 }
 
 const SESSION_TYPE: &str = "session";
@@ -493,9 +501,15 @@ impl UserStore {
     /// # Errors
     /// Encoding failure (500).
     pub fn issue(&self, user_id: UserId) -> Result<Session, ApiError> {
+        self.issue_since(user_id, now_ms() / 1_000)
+    }
+
+    /// A session token for `user_id` whose session began (password login) at `auth` seconds:
+    /// valid for the configured lifetime, but never past `auth` + [`SESSION_RENEWAL_MAX`].
+    fn issue_since(&self, user_id: UserId, auth: u64) -> Result<Session, ApiError> {
         let iat = now_ms() / 1_000;
-        let exp = iat + self.config.jwt_ttl.as_secs().max(1);
-        let claims = Claims { sub: user_id.get().to_string(), iat, exp, typ: SESSION_TYPE.into() };
+        let exp = (iat + self.config.jwt_ttl.as_secs().max(1)).min(auth.saturating_add(SESSION_RENEWAL_MAX.as_secs()));
+        let claims = Claims { sub: user_id.get().to_string(), iat, exp, typ: SESSION_TYPE.into(), auth };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| internal("Token encoding failed"))?;
         Ok(Session { token, user_id, expires_ms: exp * 1_000 })
@@ -507,6 +521,28 @@ impl UserStore {
     /// # Errors
     /// `401 UNAUTHORIZED`.
     pub fn verify_jwt(&self, token: &str) -> Result<UserId, ApiError> {
+        self.verify_claims(token).map(|(user_id, _)| user_id)
+    }
+
+    /// Renews a valid session token: a new token for the same user and session, valid for the
+    /// configured lifetime from now (so a page can keep a session alive while it is open), but
+    /// never past [`SESSION_RENEWAL_MAX`] after the password login that started the session.
+    ///
+    /// # Errors
+    /// `401 UNAUTHORIZED` for a token [`Self::verify_jwt`] refuses, or a session that reached
+    /// [`SESSION_RENEWAL_MAX`] ("Session too old to renew, log in again").
+    pub fn renew(&self, token: &str) -> Result<Session, ApiError> {
+        let (user_id, claims) = self.verify_claims(token)?;
+        let auth = if claims.auth == 0 { claims.iat } else { claims.auth };
+        let now = now_ms() / 1_000;
+        if now >= auth.saturating_add(SESSION_RENEWAL_MAX.as_secs()) {
+            return Err(unauthorized("Session too old to renew, log in again"));
+        }
+        self.issue_since(user_id, auth)
+    }
+
+    /// [`Self::verify_jwt`], also returning the claims.
+    fn verify_claims(&self, token: &str) -> Result<(UserId, Claims), ApiError> {
         let data =
             jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation).map_err(
                 |error| match error.kind() {
@@ -519,7 +555,7 @@ impl UserStore {
         if claims.typ != SESSION_TYPE || !self.lock().users.contains_key(&id) {
             return Err(unauthorized("Invalid session token"));
         }
-        Ok(UserId::new(id))
+        Ok((UserId::new(id), claims))
     }
 
     /// A user by id.
@@ -792,12 +828,50 @@ mod tests {
         let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), parts[1]);
         assert!(store.verify_jwt(&none).is_err());
         // An expired token.
-        let claims =
-            Claims { sub: user.id.get().to_string(), iat: 1, exp: now_ms() / 1_000 - 1, typ: "session".into() };
+        let claims = Claims {
+            sub: user.id.get().to_string(),
+            iat: 1,
+            exp: now_ms() / 1_000 - 1,
+            typ: "session".into(),
+            auth: 0,
+        };
         let expired =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"secret"))
                 .unwrap();
         assert_eq!(store.verify_jwt(&expired).unwrap_err().message, "Session expired, log in again");
+        assert_eq!(store.renew(&expired).unwrap_err().message, "Session expired, log in again");
+    }
+
+    #[test]
+    fn renewal_keeps_the_session_but_not_past_its_bound() {
+        let dir = dir("renew");
+        let mut config = UsersConfig::new(&dir);
+        config.jwt_secret = Some(b"secret".to_vec());
+        let store = UserStore::open(config, Arc::new(Credentials::default())).unwrap();
+        let user = store.register("erin", "password1").unwrap();
+        let session = store.login("erin", "password1").unwrap();
+        let renewed = store.renew(&session.token).unwrap();
+        assert_eq!(renewed.user_id, user.id);
+        assert_eq!(store.verify_jwt(&renewed.token), Ok(user.id));
+        let sign = |claims: &Claims| {
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(b"secret")).unwrap()
+        };
+        let now = now_ms() / 1_000;
+        let bound = SESSION_RENEWAL_MAX.as_secs();
+        // A session that began almost SESSION_RENEWAL_MAX ago renews only up to that bound.
+        let old = Claims {
+            sub: user.id.get().to_string(),
+            iat: now,
+            exp: now + 60,
+            typ: "session".into(),
+            auth: now + 30 - bound,
+        };
+        let renewed = store.renew(&sign(&old)).unwrap();
+        assert_eq!(renewed.expires_ms, (now + 30) * 1_000);
+        // One that began SESSION_RENEWAL_MAX ago is not renewed (its token is still valid).
+        let too_old = Claims { auth: now - bound, ..old };
+        assert_eq!(store.verify_jwt(&sign(&too_old)), Ok(user.id));
+        assert_eq!(store.renew(&sign(&too_old)).unwrap_err().message, "Session too old to renew, log in again");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! behind the ingress and egress rings (as in `private_api.rs`), the private, session and admin
 //! routers merged as the server does. Covers: a session token on *every* signed endpoint and a
 //! second user's token on each of them (never another user's data), the admin token, admin
-//! deposits seen by the next balance query, halts, and a table of malformed bodies that must all
-//! be 4xx `{code, message}`.
+//! deposits seen by the next balance query, halts, session renewal (`POST /api/v1/auth/refresh`)
+//! and a table of malformed bodies that must all be 4xx `{code, message}`.
 
 use axum::Router;
 use axum::body::Body;
@@ -31,13 +31,20 @@ struct Harness {
 
 impl Harness {
     fn start(name: &str) -> Self {
+        Self::start_with(name, |_| {})
+    }
+
+    /// [`Harness::start`] with changed user-store settings.
+    fn start_with(name: &str, users_config: impl FnOnce(&mut UsersConfig)) -> Self {
         let mut config = EngineConfig::sample();
         config.limits.orders_per_market_max = 4096;
         let engine = Engine::new(&config).unwrap();
         let credentials = Arc::new(Credentials::default());
         let dir = std::env::temp_dir().join(format!("users-api-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let users = Arc::new(UserStore::open(UsersConfig::new(&dir), credentials.clone()).unwrap());
+        let mut settings = UsersConfig::new(&dir);
+        users_config(&mut settings);
+        let users = Arc::new(UserStore::open(settings, credentials.clone()).unwrap());
         let views = Arc::new(AccountViews::from_engine(&engine, &config));
         let ingress = Arc::new(IngressRing::new(64));
         let egress = BroadcastRing::new(1 << 14);
@@ -146,6 +153,54 @@ async fn session_tokens_act_only_for_their_user_on_every_signed_endpoint() {
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("Cancelled")), "{body}");
     let (status, body) = send(r, Method::GET, "/api/v1/capital", Some(&alice_token), "").await;
     assert_eq!((status, &body["BTC"]["available"]), (StatusCode::OK, &json!("1")));
+}
+
+/// `POST /api/v1/auth/refresh`: a valid token gets a later-expiring token of the same user that
+/// works on the signed endpoints; no token, a bad token or an expired one gets `401`.
+#[tokio::test]
+async fn a_session_token_is_renewed_before_it_expires_and_not_after() {
+    let h = Harness::start_with("refresh", |users| users.jwt_ttl = std::time::Duration::from_secs(2));
+    let r = &h.router;
+    let credentials = json!({"username": "carol", "password": "a long password"}).to_string();
+    let (status, user) = send(r, Method::POST, "/api/v1/auth/register", None, &credentials).await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    let (status, login) = send(r, Method::POST, "/api/v1/auth/login", None, &credentials).await;
+    assert_eq!(status, StatusCode::OK, "{login}");
+    let token = login["token"].as_str().unwrap().to_string();
+
+    // Renewed a second later: a new token, expiring later, for the same user.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (status, renewed) = send(r, Method::POST, "/api/v1/auth/refresh", Some(&token), "").await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+    assert_eq!((renewed["userId"].as_u64(), renewed["tokenType"].as_str()), (user["userId"].as_u64(), Some("Bearer")));
+    assert!(renewed["expiresAt"].as_u64().unwrap() > login["expiresAt"].as_u64().unwrap(), "{login} {renewed}");
+    let new_token = renewed["token"].as_str().unwrap().to_string();
+    assert_ne!(new_token, token);
+
+    // The old token expires (expiry is whole seconds: it is refused from the second after
+    // `expiresAt`, while the renewed one is valid at least a second longer); the renewed one
+    // still works, and renews again.
+    let old_refused_ms = login["expiresAt"].as_u64().unwrap() + 1_050;
+    let now_ms =
+        u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(old_refused_ms.saturating_sub(now_ms))).await;
+    let (status, body) = send(r, Method::GET, "/api/v1/capital", Some(&token), "").await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "old token after its lifetime");
+    let (status, body) = send(r, Method::POST, "/api/v1/auth/refresh", Some(&token), "").await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "an expired token is not renewed");
+    assert_eq!(body["message"], "Session expired, log in again");
+    let (status, body) = send(r, Method::GET, "/api/v1/capital", Some(&new_token), "").await;
+    assert_eq!(status, StatusCode::OK, "renewed token on a signed endpoint: {body}");
+    let (status, body) = send(r, Method::GET, "/api/v1/account", Some(&new_token), "").await;
+    assert_eq!((status, &body["username"]), (StatusCode::OK, &json!("carol")));
+    let (status, body) = send(r, Method::POST, "/api/v1/auth/refresh", Some(&new_token), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // No token, or not a token.
+    let (status, body) = send(r, Method::POST, "/api/v1/auth/refresh", None, "").await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "no token");
+    let (status, body) = send(r, Method::POST, "/api/v1/auth/refresh", Some("not.a.token"), "").await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "bad token");
 }
 
 #[tokio::test]

@@ -34,6 +34,7 @@ static ASSETS: &[Asset] = assets!(
     "js/book.js" => "text/javascript; charset=utf-8",
     "js/chart.js" => "text/javascript; charset=utf-8",
     "js/decimal.js" => "text/javascript; charset=utf-8",
+    "js/format.js" => "text/javascript; charset=utf-8",
     "js/ws.js" => "text/javascript; charset=utf-8",
 );
 

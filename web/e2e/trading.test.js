@@ -20,6 +20,10 @@ const binary = process.env.EXCHANGE_BIN ?? join(root, 'target/debug/exchange');
 const artifacts = process.env.WEB_E2E_ARTIFACTS ?? join(root, 'target/web-e2e');
 const SYMBOL = 'SOL_USDC';
 const WAIT_MS = 15_000;
+/** Session token lifetime of the test server (s): short, so the page must renew sessions. */
+const JWT_TTL_SECONDS = 6;
+/** The page's message when a session ends (web/js/app.js SESSION_ENDED). */
+const SESSION_ENDED = 'Your session has ended. Log in again to trade.';
 
 /** @type {import('node:child_process').ChildProcess} */
 let server;
@@ -39,7 +43,7 @@ function startServer() {
   dataDir = mkdtempSync(join(tmpdir(), 'web-e2e-'));
   // 16 commands = the demo funding (4 users x 4 assets): the books stay empty but the demo users'
   // API keys and the faucet exist.
-  const args = ['--demo', '--demo-orders', '16', '--data', dataDir, '--http-port', '0', '--sbe-port', '0', '--fix-port', '0'];
+  const args = ['--demo', '--demo-orders', '16', '--data', dataDir, '--http-port', '0', '--sbe-port', '0', '--fix-port', '0', '--jwt-ttl-seconds', String(JWT_TTL_SECONDS)];
   server = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, EXCHANGE_LOG: 'info' } });
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${serverLog.join('')}`)), 30_000);
@@ -107,11 +111,13 @@ async function eventually(probe, what) {
 }
 
 /**
- * A user's page: a fresh browser context (own storage), 1280x800, failing on page errors.
+ * A user's page: a fresh browser context (own storage), 1280x800 unless told, failing on page
+ * errors.
  * @param {string} name
+ * @param {import('playwright-core').BrowserContextOptions} [options]
  */
-async function openPage(name) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+async function openPage(name, options = { viewport: { width: 1280, height: 800 } }) {
+  const context = await browser.newContext(options);
   const page = await context.newPage();
   /** @type {string[]} */
   const problems = [];
@@ -165,17 +171,34 @@ async function balance(page, asset, column) {
 const show = (units) => fromUnits(units, 9);
 
 /**
+ * Chooses an option of a segmented control by clicking its label, as a user does.
+ * @param {import('playwright-core').Page} page
+ * @param {string} label e.g. "Buy", "Market", "Pool buy"
+ */
+async function choose(page, label) {
+  await page.locator('.segmented label', { hasText: new RegExp(`^${label}$`) }).click();
+  assert.equal(await page.getByLabel(label, { exact: true }).isChecked(), true, `${label} chosen`);
+}
+
+/**
  * Fills and submits the order form.
  * @param {import('playwright-core').Page} page
  * @param {{side: 'Buy' | 'Sell', price: string, quantity: string}} order
  */
 async function placeLimit(page, order) {
-  await page.getByLabel(order.side, { exact: true }).check({ force: true });
-  await page.getByLabel('Limit', { exact: true }).check({ force: true });
+  await choose(page, order.side);
+  await choose(page, 'Limit');
   await page.locator('#price').fill(order.price);
   await page.locator('#quantity').fill(order.quantity);
   await page.locator('#order-submit').click();
 }
+
+/**
+ * The notice (toast) holding `text`.
+ * @param {import('playwright-core').Page} page
+ * @param {string | RegExp} text
+ */
+const toast = (page, text) => page.locator('#toasts .toast', { hasText: text }).first();
 
 /** @param {import('playwright-core').Page} page @param {string} name */
 const screenshot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`) });
@@ -209,18 +232,18 @@ test('two users trade through the page and both see the trade, the book and thei
   for (const { page } of [seller, buyer]) {
     const before = hasJwt ? 0n : await balance(page, 'SOL', 'available');
     await page.getByRole('button', { name: 'Get test funds' }).click();
-    await page.locator('#account-message', { hasText: 'Credited' }).waitFor({ timeout: WAIT_MS });
+    await toast(page, 'Credited').waitFor({ timeout: WAIT_MS });
     await eventually(async () => (await balance(page, 'SOL', 'available')) === before + 100_000_000_000n, 'faucet SOL');
   }
   await screenshot(buyer.page, '02-funded');
 
   // A bad order shows the API's own message: a price off the tick (0.001 for SOL_USDC).
   await placeLimit(buyer.page, { side: 'Buy', price: '150.0005', quantity: '1' });
-  await buyer.page.locator('#order-message', { hasText: 'tick size' }).waitFor({ timeout: WAIT_MS });
-  assert.match(await buyer.page.locator('#order-message').textContent() ?? '', /INVALID_ORDER/);
+  await toast(buyer.page, 'tick size').waitFor({ timeout: WAIT_MS });
+  assert.match(await toast(buyer.page, 'tick size').textContent() ?? '', /INVALID_ORDER/);
   // And an unaffordable one: the engine's insufficient-balance rejection.
   await placeLimit(buyer.page, { side: 'Buy', price: '150.000', quantity: '999999' });
-  await buyer.page.locator('#order-message', { hasText: 'INSUFFICIENT_FUNDS' }).waitFor({ timeout: WAIT_MS });
+  await toast(buyer.page, 'INSUFFICIENT_FUNDS').waitFor({ timeout: WAIT_MS });
   await screenshot(buyer.page, '03-rejected');
 
   const sellerSol = await balance(seller.page, 'SOL', 'available');
@@ -230,7 +253,7 @@ test('two users trade through the page and both see the trade, the book and thei
 
   // The seller rests an ask; both books show it; the seller's SOL is locked.
   await placeLimit(seller.page, { side: 'Sell', price: '150.000', quantity: '2' });
-  await seller.page.locator('#order-message', { hasText: 'New' }).waitFor({ timeout: WAIT_MS });
+  await toast(seller.page, 'New').waitFor({ timeout: WAIT_MS });
   await seller.page.locator('#open-orders tr[data-order-id]', { hasText: '150.000' }).waitFor({ timeout: WAIT_MS });
   for (const { page } of [seller, buyer]) {
     await page.locator('#asks button[data-price="150.000"]').waitFor({ timeout: WAIT_MS });
@@ -245,11 +268,11 @@ test('two users trade through the page and both see the trade, the book and thei
   });
   await buyer.page.locator('#asks button[data-price="150.000"]').click(); // fills the price field
   assert.equal(await buyer.page.locator('#price').inputValue(), '150.000');
-  await buyer.page.getByLabel('Buy', { exact: true }).check({ force: true });
+  await choose(buyer.page, 'Buy');
   await buyer.page.locator('#quantity').fill('2');
   await buyer.page.locator('#order-submit').click();
   assert.equal(await buyer.page.locator('#order-submit').isDisabled(), true, 'submit disabled while pending');
-  await buyer.page.locator('#order-message', { hasText: 'Filled' }).waitFor({ timeout: WAIT_MS });
+  await toast(buyer.page, 'Filled').waitFor({ timeout: WAIT_MS });
   assert.equal(await buyer.page.locator('#order-submit').isDisabled(), false);
   await buyer.page.unroute('**/api/v1/order');
 
@@ -282,7 +305,7 @@ test('two users trade through the page and both see the trade, the book and thei
   await buyer.page.locator('#bids button[data-price="140.000"]').waitFor({ timeout: WAIT_MS });
   await seller.page.locator('#bids button[data-price="140.000"]').waitFor({ timeout: WAIT_MS });
   await buyer.page.getByRole('button', { name: /^Cancel order/ }).click();
-  await buyer.page.locator('#order-message', { hasText: 'cancelled' }).waitFor({ timeout: WAIT_MS });
+  await toast(buyer.page, 'cancelled').waitFor({ timeout: WAIT_MS });
   await seller.page.locator('#bids', { hasText: 'No bids' }).waitFor({ timeout: WAIT_MS });
 
   // The WebSocket drops: the page reconnects (or polls) and its book matches the server's again.
@@ -302,4 +325,170 @@ test('two users trade through the page and both see the trade, the book and thei
 
   assert.deepEqual([...seller.problems, ...buyer.problems], []);
   console.log(`web e2e: login=${hasJwt ? 'jwt' : 'api-key'} websocket=${live ? 'live' : 'absent (REST polling)'} fills=${fillsAvailable}`);
+});
+
+/**
+ * A new user on a fresh page, logged in and funded by the faucet.
+ * @param {string} name
+ * @param {import('playwright-core').BrowserContextOptions} [options]
+ */
+async function fundedUser(name, options) {
+  const user = await openPage(name, options);
+  if (options?.isMobile) await user.page.locator('#panel-nav button', { hasText: 'Trade' }).tap();
+  await logIn(user.page, 0, `${name}-${Date.now().toString(36)}`);
+  await user.page.getByRole('button', { name: 'Get test funds' }).click();
+  await eventually(async () => (await balance(user.page, 'USDC', 'available')) === 100_000_000_000_000n, `${name} funded`);
+  return user;
+}
+
+test('order form: available balance, % buttons, market estimate, reset on market switch; order history; toasts clear', async () => {
+  assert.ok(hasJwt, 'these tests register users with the JWT login');
+  const maker = await fundedUser('maker');
+  const taker = await fundedUser('taker');
+  const page = taker.page;
+
+  // Available balance of the side's asset, and the % buttons (exact: 25 % of 100 SOL on the
+  // 0.01 step; 25 % of 100 000 USDC at 100 USDC = 250 SOL).
+  await choose(page, 'Sell');
+  await page.locator('#available', { hasText: 'Available 100 SOL' }).waitFor({ timeout: WAIT_MS });
+  await page.getByRole('button', { name: '25%' }).click();
+  assert.equal(await page.locator('#quantity').inputValue(), '25.00');
+  await choose(page, 'Buy');
+  await page.locator('#available', { hasText: /Available 100\s000 USDC/ }).waitFor({ timeout: WAIT_MS });
+  await page.locator('#price').fill('100.000');
+  await page.getByRole('button', { name: '25%' }).click();
+  assert.equal(await page.locator('#quantity').inputValue(), '250.00');
+  assert.equal(toUnits(await page.locator('#total').inputValue(), 6), 25_000_000_000n);
+  // Price x quantity <-> total.
+  await page.locator('#quantity').fill('1.5');
+  assert.equal(await page.locator('#total').inputValue(), '150');
+
+  // The maker rests two asks; a market buy of 3 is estimated from the book: 2 at 150 and 1 at
+  // 151 = 451 USDC, 150.33333 on average (rounded down).
+  await placeLimit(maker.page, { side: 'Sell', price: '150.000', quantity: '2' });
+  await placeLimit(maker.page, { side: 'Sell', price: '151.000', quantity: '2' });
+  await page.locator('#asks button[data-price="151.000"]').waitFor({ timeout: WAIT_MS });
+  await choose(page, 'Market');
+  await page.locator('#quantity').fill('3');
+  await page.locator('#order-total', { hasText: '150.33333' }).waitFor({ timeout: WAIT_MS });
+  assert.match(await page.locator('#order-total').textContent() ?? '', /total ≈ 451 USDC/);
+  await screenshot(page, '10-market-estimate');
+  await page.locator('#order-submit').click();
+  await toast(page, 'Filled').waitFor({ timeout: WAIT_MS });
+
+  // Order history: the market order, filled, in words.
+  await page.getByRole('tab', { name: 'Order history' }).click();
+  await page.locator('#order-history tr', { hasText: 'Market' }).filter({ hasText: 'Filled' }).first().waitFor({ timeout: WAIT_MS });
+  const statuses = await page.locator('#order-history tr td:nth-child(8)').allTextContents();
+  assert.ok(statuses.every((s) => !/[a-z][A-Z]/.test(s)), `statuses in words: ${statuses}`);
+  await screenshot(page, '11-order-history');
+
+  // Notices dismiss themselves.
+  await eventually(async () => (await page.locator('#toasts .toast').count()) === 0, 'toasts cleared');
+
+  // A market switch resets the form and drops the old market's notices.
+  await choose(page, 'Sell');
+  await choose(page, 'Limit');
+  await page.locator('#price').fill('149.000');
+  await page.locator('#quantity').fill('0.5');
+  await page.locator('#order-submit').click();
+  await toast(page, 'New').waitFor({ timeout: WAIT_MS });
+  await page.selectOption('#market', 'ETH_USDC');
+  assert.equal(await page.locator('#toasts .toast').count(), 0, 'SOL_USDC notices gone');
+  assert.equal(await page.locator('#price').inputValue(), '');
+  assert.equal(await page.locator('#quantity').inputValue(), '');
+  assert.equal(await page.locator('#side-buy').isChecked(), true);
+  assert.equal(await page.locator('#type-limit').isChecked(), true);
+  // Open orders of all markets (the SOL_USDC ask), and cancel-all.
+  await page.getByRole('tab', { name: 'Open orders' }).click();
+  await page.locator('#open-orders tr[data-symbol="SOL_USDC"]').waitFor({ timeout: WAIT_MS });
+  await page.getByRole('button', { name: 'Cancel all' }).click();
+  await toast(page, 'Cancelled 1 order').waitFor({ timeout: WAIT_MS });
+  await page.locator('#open-orders', { hasText: 'No open orders' }).waitFor({ timeout: WAIT_MS });
+  assert.deepEqual([...maker.problems, ...taker.problems], []);
+  await maker.context.close();
+  await taker.context.close();
+});
+
+test('AMM panel: add liquidity, quote with price impact, swap', async () => {
+  const provider = await fundedUser('provider');
+  const page = provider.page;
+  await page.locator('#pool-body').waitFor();
+  await page.locator('#liquidity summary').click();
+  await page.getByLabel(/^Base/).fill('10');
+  await page.getByLabel(/^Quote/).fill('1500');
+  await page.getByRole('button', { name: 'Add liquidity' }).click();
+  await toast(page, 'Added').waitFor({ timeout: WAIT_MS });
+  await page.locator('#pool-reserves', { hasText: /10 SOL · 1\s500 USDC/ }).waitFor({ timeout: WAIT_MS });
+  await page.locator('#pool-price', { hasText: '150 USDC' }).waitFor({ timeout: WAIT_MS });
+  const solBefore = await balance(page, 'SOL', 'available');
+
+  // Buy 1 SOL from the pool: quoted with its price impact, then swapped.
+  await choose(page, 'Pool buy');
+  await page.locator('#swap-quantity').fill('1');
+  await page.locator('#swap-quote', { hasText: 'impact' }).waitFor({ timeout: WAIT_MS });
+  assert.match(await page.locator('#swap-quote').textContent() ?? '', /Pay ≈ 167\.\d+ USDC .* impact \d+\.\d\d %/);
+  await screenshot(page, '12-pool-quote');
+  await page.locator('#swap-submit').click();
+  await toast(page, 'Swapped').waitFor({ timeout: WAIT_MS });
+  await page.locator('#pool-reserves', { hasText: /^9 SOL/ }).waitFor({ timeout: WAIT_MS });
+  await eventually(async () => (await balance(page, 'SOL', 'available')) === solBefore + 1_000_000_000n, 'SOL from the pool');
+  assert.deepEqual(provider.problems, []);
+  await provider.context.close();
+});
+
+test('phone 390x844: no horizontal overflow, every panel reachable, an order placed by tapping', async () => {
+  const user = await fundedUser('phone', { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  const page = user.page;
+  const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok((await overflow()) <= 0, `document wider than the screen by ${await overflow()} px`);
+  for (const [name, panel] of [['Book', '#book-panel'], ['Chart', '#chart-panel'], ['Trades', '#trades-panel'], ['Orders', '#tables-panel'], ['Pool', '#pool-panel'], ['Trade', '#order-form-panel']]) {
+    await page.locator('#panel-nav button', { hasText: name }).tap();
+    const box = await page.locator(panel).boundingBox();
+    assert.ok(box && box.width >= 360 && box.height > 100, `${name} panel shown full width: ${JSON.stringify(box)}`);
+    assert.ok((await overflow()) <= 0, `${name}: document wider than the screen by ${await overflow()} px`);
+    await screenshot(page, `20-phone-${name.toLowerCase()}`);
+  }
+  const header = await page.locator('header.top').boundingBox();
+  assert.ok(header && header.x + header.width <= 390, 'header within the screen');
+  // An order by tapping: sell 1 SOL at 160.
+  await page.locator('label[for="side-sell"]').tap();
+  await page.locator('#price').tap();
+  await page.locator('#price').fill('160.000');
+  await page.locator('#quantity').tap();
+  await page.locator('#quantity').fill('1');
+  await page.locator('#order-submit').tap();
+  await toast(page, 'New').waitFor({ timeout: WAIT_MS });
+  await page.locator('#panel-nav button', { hasText: 'Orders' }).tap();
+  await page.locator('#open-orders tr[data-order-id]', { hasText: '160.000' }).waitFor({ timeout: WAIT_MS });
+  assert.ok((await overflow()) <= 0, 'no overflow with an order row');
+  await screenshot(page, '21-phone-orders');
+  assert.deepEqual(user.problems, []);
+  await user.context.close();
+});
+
+test('session: renewed before the token expires; one clear message when it ends', async () => {
+  const user = await openPage('session');
+  const page = user.page;
+  await logIn(page, 0, `session-${Date.now().toString(36)}`);
+  const token = () => page.evaluate(() => JSON.parse(sessionStorage.getItem('jwt') ?? 'null')?.token ?? null);
+  const first = await token();
+  // Twice the token lifetime later the page is still logged in with a renewed token that works.
+  await page.waitForTimeout(2 * JWT_TTL_SECONDS * 1000);
+  assert.equal(await page.getByRole('button', { name: 'Log out' }).isVisible(), true, 'still logged in');
+  const renewed = await token();
+  assert.ok(renewed && renewed !== first, 'the token was renewed');
+  const capital = await fetch(`${base}/api/v1/capital`, { headers: { Authorization: `Bearer ${renewed}` } });
+  assert.equal(capital.status, 200);
+  // The server refuses renewal (as it does past the 24 h bound): when the token expires the page
+  // says so once, and nowhere else.
+  await page.route('**/api/v1/auth/refresh', (route) =>
+    route.fulfill({ status: 401, contentType: 'application/json', body: '{"code":"UNAUTHORIZED","message":"Session too old to renew, log in again"}' }),
+  );
+  await page.locator('#login-form').waitFor({ timeout: (JWT_TTL_SECONDS + 5) * 1000 });
+  assert.equal(await page.locator('#login-message').textContent(), SESSION_ENDED);
+  assert.equal(await page.getByText(/session/i).count(), 1, 'one message about the session');
+  await screenshot(page, '30-session-ended');
+  assert.deepEqual(user.problems, []);
+  await user.context.close();
 });

@@ -21,6 +21,8 @@ export class ApiError extends Error {
  * @property {'jwt'} kind
  * @property {string} username
  * @property {string} token the JWT
+ * @property {number} expiresAt when the token expires, ms since the epoch (0: unknown)
+ * @property {number} issuedAt when the page received it, ms since the epoch
  */
 
 /**
@@ -123,6 +125,32 @@ export const ticker = (symbol) => send('GET', '/api/v1/ticker' + query({ symbol 
  */
 export const klines = (symbol, interval, startTime) =>
   send('GET', '/api/v1/klines' + query({ symbol, interval, startTime }));
+/**
+ * @returns {Promise<{symbol: string, tokens: {minimumWithdrawal: string}[]}[]>} the assets (their
+ *   smallest unit is the minimum withdrawal's decimals)
+ */
+export const assets = () => send('GET', '/api/v1/assets');
+/**
+ * @typedef {object} Pool an entry of `GET /api/v1/amm/pools`
+ * @property {string} symbol
+ * @property {string} baseSymbol
+ * @property {string} quoteSymbol
+ * @property {number} feeBps
+ * @property {string} baseReserve
+ * @property {string} quoteReserve
+ * @property {string} totalShares
+ * @property {string | null} price
+ */
+/** @returns {Promise<Pool[]>} */
+export const pools = () => send('GET', '/api/v1/amm/pools');
+/**
+ * A pool quote (`GET /api/v1/amm/quote`) for a base `quantity`.
+ * @param {string} symbol
+ * @param {'Bid' | 'Ask'} side
+ * @param {string} quantity
+ * @returns {Promise<{pool: {amountIn?: string, amountOut?: string, fee?: string, price?: string, spotPrice?: string, priceImpact?: string, error?: string}, assetIn: string, assetOut: string}>}
+ */
+export const ammQuote = (symbol, side, quantity) => send('GET', '/api/v1/amm/quote' + query({ symbol, side, quantity }));
 /** @returns {Promise<{demo: boolean}>} what the server serving the page offers */
 export const pageConfig = () => send('GET', './config.json');
 
@@ -149,7 +177,19 @@ export async function login(username, password) {
   const answer = await send('POST', '/api/v1/auth/login', jsonBody({ username, password }));
   const token = typeof answer === 'string' ? answer : (answer?.token ?? answer?.jwt ?? answer?.accessToken ?? answer?.access_token);
   if (typeof token !== 'string') throw new ApiError(500, 'BAD_ANSWER', 'The login answer holds no token');
-  return { kind: 'jwt', username, token };
+  return { kind: 'jwt', username, token, expiresAt: Number(answer?.expiresAt ?? 0), issuedAt: Date.now() };
+}
+
+/**
+ * Renews a session token before it expires (`POST /api/v1/auth/refresh`): the same session with
+ * a new token and expiry.
+ * @param {JwtSession} session
+ * @returns {Promise<JwtSession>}
+ */
+export async function refresh(session) {
+  const answer = await send('POST', '/api/v1/auth/refresh', { headers: { Authorization: `Bearer ${session.token}` } });
+  if (typeof answer?.token !== 'string') throw new ApiError(500, 'BAD_ANSWER', 'The refresh answer holds no token');
+  return { ...session, token: answer.token, expiresAt: Number(answer.expiresAt ?? 0), issuedAt: Date.now() };
 }
 
 /**
@@ -256,8 +296,22 @@ export const placeOrder = (session, order) =>
 /** @param {Session} session @param {string} symbol @param {string} orderId @returns {Promise<Order>} */
 export const cancelOrder = (session, symbol, orderId) =>
   privateWrite(session, 'DELETE', 'orderCancel', '/api/v1/order', { symbol, orderId });
-/** @param {Session} session @param {string} symbol @returns {Promise<Order[]>} */
-export const openOrders = (session, symbol) => privateGet(session, 'orderQueryAll', '/api/v1/orders', { symbol });
+/**
+ * @param {Session} session
+ * @param {string} [symbol] one market; absent: all
+ * @returns {Promise<Order[]>}
+ */
+export const openOrders = (session, symbol) => privateGet(session, 'orderQueryAll', '/api/v1/orders', symbol ? { symbol } : {});
+/** @param {Session} session @param {string} symbol @returns {Promise<Order[]>} the cancelled orders */
+export const cancelAll = (session, symbol) => privateWrite(session, 'DELETE', 'orderCancelAll', '/api/v1/orders', { symbol });
+/**
+ * The user's orders, open and closed, newest first.
+ * @param {Session} session
+ * @param {string} [symbol]
+ * @returns {Promise<Array<Order & {orderType: string, createdAt: string | number}>>}
+ */
+export const orderHistory = (session, symbol) =>
+  privateGet(session, 'orderHistoryQueryAll', '/wapi/v1/history/orders', symbol ? { symbol, limit: 50 } : { limit: 50 });
 /**
  * @param {Session} session
  * @returns {Promise<Record<string, {available: string, locked: string}>>}
@@ -265,15 +319,50 @@ export const openOrders = (session, symbol) => privateGet(session, 'orderQueryAl
 export const balances = (session) => privateGet(session, 'balanceQuery', '/api/v1/capital');
 /**
  * @param {Session} session
- * @param {string} symbol
+ * @param {string} [symbol]
  * @returns {Promise<{tradeId: number, orderId: string, price: string, quantity: string, side: string,
  *   fee: string, feeSymbol: string, isMaker: boolean, timestamp: string}[]>}
  */
 export const fills = (session, symbol) =>
-  privateGet(session, 'fillHistoryQueryAll', '/wapi/v1/history/fills', { symbol, limit: 50 });
+  privateGet(session, 'fillHistoryQueryAll', '/wapi/v1/history/fills', symbol ? { symbol, limit: 50 } : { limit: 50 });
 /**
  * Credits test funds (demo servers only).
  * @param {Session} session
  * @returns {Promise<{credited: Record<string, string>}>}
  */
 export const faucet = (session) => privateWrite(session, 'POST', 'demoFaucet', '/api/v1/demo/faucet', {});
+
+// ---- AMM pools (docs/amm.md) ----
+
+/**
+ * Swaps against a pool: `Bid` receives exactly `quantity` base paying at most `maxAmountIn`
+ * quote; `Ask` sells exactly `quantity` base for at least `minAmountOut` quote.
+ * @param {Session} session
+ * @param {{symbol: string, side: 'Bid' | 'Ask', quantity: string, maxAmountIn?: string, minAmountOut?: string}} swap
+ * @returns {Promise<{amountIn: string, amountOut: string, assetIn: string, assetOut: string, fee: string, price: string}>}
+ */
+export const swap = (session, swap) => privateWrite(session, 'POST', 'swapExecute', '/api/v1/amm/swap', /** @type {Params} */ (swap));
+/**
+ * @param {Session} session
+ * @param {string} symbol
+ * @param {string} baseQuantity the most base to deposit
+ * @param {string} quoteQuantity the most quote to deposit
+ * @returns {Promise<{baseQuantity: string, quoteQuantity: string, shares: string}>}
+ */
+export const liquidityAdd = (session, symbol, baseQuantity, quoteQuantity) =>
+  privateWrite(session, 'POST', 'liquidityAdd', '/api/v1/amm/liquidity', { symbol, baseQuantity, quoteQuantity });
+/**
+ * @param {Session} session
+ * @param {string} symbol
+ * @param {string} shares
+ * @returns {Promise<{baseQuantity: string, quoteQuantity: string, shares: string}>}
+ */
+export const liquidityRemove = (session, symbol, shares) =>
+  privateWrite(session, 'DELETE', 'liquidityRemove', '/api/v1/amm/liquidity', { symbol, shares });
+/**
+ * The user's pool shares.
+ * @param {Session} session
+ * @param {string} symbol
+ * @returns {Promise<{symbol: string, shares: string, baseQuantity: string, quoteQuantity: string}[]>}
+ */
+export const shares = (session, symbol) => privateGet(session, 'liquidityQuery', '/api/v1/amm/shares', { symbol });

@@ -1,7 +1,7 @@
 // The order book of one market: a REST snapshot, then the WebSocket depth diffs applied over it
 // in update-id order. A gap in the ids means diffs were lost: the owner must resnapshot.
 
-import { toUnits, fromUnits } from './decimal.js';
+import { decimalsOf, toUnits, fromUnits, trimZeros } from './decimal.js';
 
 /** @typedef {[string, string]} Level a price and the quantity resting at it, decimal strings */
 
@@ -154,4 +154,81 @@ export class OrderBook {
     const a = toUnits(ask, d) ?? 0n;
     return { spread: fromUnits(a - b, d), mid: fromUnits((a + b) * 5n, d + 1) };
   }
+
+  /**
+   * What a market order would do against this book now (before fees): walks the side it takes
+   * (a buy takes the asks, best first) for a base `quantity`, or for a quote budget `quote`
+   * (whole steps of `stepSize` only). Exact decimal arithmetic on BigInt units.
+   * @param {'Bid' | 'Ask'} side the order's side
+   * @param {{quantity?: string, quote?: string}} amount exactly one of the two
+   * @param {string} stepSize the market's quantity step
+   * @returns {Estimate | null} null when the amount is not a positive decimal
+   */
+  estimate(side, amount, stepSize) {
+    const pd = this.priceDecimals;
+    const qd = decimalsOf(stepSize);
+    const step = toUnits(stepSize, qd);
+    const levels = this.levels(side === 'Bid' ? 'asks' : 'bids', Infinity);
+    /** quote units have pd + qd decimals (price units x quantity units) */
+    let filled = 0n;
+    let quote = 0n;
+    if (amount.quantity !== undefined) {
+      const wanted = toUnits(amount.quantity, qd);
+      if (wanted === null || wanted <= 0n) return null;
+      for (const [price, size] of levels) {
+        if (filled >= wanted) break;
+        const p = toUnits(price, pd) ?? 0n;
+        const available = toUnits(size, qd) ?? 0n;
+        const take = available < wanted - filled ? available : wanted - filled;
+        filled += take;
+        quote += p * take;
+      }
+      return this.estimateOf(filled, quote, filled === wanted, qd);
+    }
+    const budget = toUnits(amount.quote ?? '', pd + qd);
+    if (budget === null || budget <= 0n || step === null || step <= 0n) return null;
+    let complete = false;
+    for (const [price, size] of levels) {
+      const p = toUnits(price, pd) ?? 0n;
+      const available = toUnits(size, qd) ?? 0n;
+      if (p <= 0n) continue;
+      const affordable = (((budget - quote) / p) / step) * step;
+      const take = available < affordable ? available : affordable;
+      filled += take;
+      quote += p * take;
+      if (take < available) {
+        complete = true;
+        break;
+      }
+    }
+    return this.estimateOf(filled, quote, complete, qd);
+  }
+
+  /**
+   * @param {bigint} filled quantity units
+   * @param {bigint} quote quote units (price decimals + quantity decimals)
+   * @param {boolean} complete
+   * @param {number} qd quantity decimals
+   * @returns {Estimate}
+   */
+  estimateOf(filled, quote, complete, qd) {
+    const pd = this.priceDecimals;
+    // Average price to two more decimals than the tick, rounded down.
+    const averageDecimals = pd + 2;
+    const average = filled > 0n ? fromUnits((quote * 10n ** BigInt(averageDecimals - pd)) / filled, averageDecimals) : null;
+    return {
+      quantity: fromUnits(filled, qd),
+      total: trimZeros(fromUnits(quote, pd + qd)),
+      average: average === null ? null : trimZeros(average),
+      complete,
+    };
+  }
 }
+
+/**
+ * @typedef {object} Estimate a market order walked through the book
+ * @property {string} quantity base quantity filled
+ * @property {string} total quote paid or received, before fees
+ * @property {string | null} average average price (null when nothing fills)
+ * @property {boolean} complete whether the book holds the whole amount
+ */

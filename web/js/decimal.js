@@ -97,3 +97,89 @@ export function multiply(a, b) {
   const text = fromUnits(x * y, da + db);
   return text.includes('.') ? text.replace(/\.?0+$/, '') : text;
 }
+
+/**
+ * Removes trailing fraction zeros ("300.500" -> "300.5", "2.000" -> "2").
+ * @param {string} text
+ * @returns {string}
+ */
+export function trimZeros(text) {
+  return text.includes('.') ? text.replace(/\.?0+$/, '') : text;
+}
+
+/**
+ * The units of two decimal strings at their common number of decimals.
+ * @param {string} a
+ * @param {string} b
+ * @returns {{x: bigint, y: bigint, decimals: number} | null}
+ */
+function common(a, b) {
+  const decimals = Math.max(decimalsOf(a.trim()), decimalsOf(b.trim()));
+  const x = toUnits(a, decimals);
+  const y = toUnits(b, decimals);
+  return x === null || y === null ? null : { x, y, decimals };
+}
+
+/**
+ * The exact sum of two decimal strings (trimmed), or null if one is not a plain decimal.
+ * @param {string} a
+ * @param {string} b
+ * @returns {string | null}
+ */
+export function add(a, b) {
+  const c = common(a, b);
+  return c && trimZeros(fromUnits(c.x + c.y, c.decimals));
+}
+
+/**
+ * The exact difference a - b (trimmed), or null if one is not a plain decimal.
+ * @param {string} a
+ * @param {string} b
+ * @returns {string | null}
+ */
+export function subtract(a, b) {
+  const c = common(a, b);
+  return c && trimZeros(fromUnits(c.x - c.y, c.decimals));
+}
+
+/**
+ * a / b rounded down to `decimals` decimals (both non-negative), or null when one is not a plain
+ * decimal or b is zero. Used to turn a quote total into a quantity and for average prices.
+ * @param {string} a
+ * @param {string} b
+ * @param {number} decimals
+ * @returns {string | null}
+ */
+export function divideDown(a, b, decimals) {
+  const c = common(a, b);
+  if (!c || c.y === 0n) return null;
+  return fromUnits((c.x * 10n ** BigInt(decimals)) / c.y, decimals);
+}
+
+/**
+ * The largest multiple of `step` not above `text` (both non-negative), with the step's decimals;
+ * null when one is not a plain decimal or the step is not positive.
+ * @param {string} text
+ * @param {string} step
+ * @returns {string | null}
+ */
+export function floorToStep(text, step) {
+  const c = common(text, step);
+  if (!c || c.y <= 0n) return null;
+  return fromUnits(toUnits(fromUnits((c.x / c.y) * c.y, c.decimals), decimalsOf(step)) ?? 0n, decimalsOf(step));
+}
+
+/**
+ * `percent` % of a decimal string, rounded down to `decimals` decimals (e.g. 25 % of a balance).
+ * @param {string} text
+ * @param {number} percent an integer 0..100
+ * @param {number} decimals
+ * @returns {string | null}
+ */
+export function percentOf(text, percent, decimals) {
+  const d = Math.max(decimals, decimalsOf(text.trim()));
+  const units = toUnits(text, d);
+  if (units === null) return null;
+  const part = (units * BigInt(percent)) / 100n;
+  return fromUnits(part / 10n ** BigInt(d - decimals), decimals);
+}

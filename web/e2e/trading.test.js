@@ -21,7 +21,7 @@ const artifacts = process.env.WEB_E2E_ARTIFACTS ?? join(root, 'target/web-e2e');
 const SYMBOL = 'SOL_USDC';
 const WAIT_MS = 15_000;
 /** Session token lifetime of the test server (s): short, so the page must renew sessions. */
-const JWT_TTL_SECONDS = 6;
+const JWT_TTL_SECONDS = 15;
 /** The page's message when a session ends (web/js/app.js SESSION_ENDED). */
 const SESSION_ENDED = 'Your session has ended. Log in again to trade.';
 

@@ -21,7 +21,7 @@ async function open(options) {
   await page.goto(url);
   await page.waitForSelector('#market option', { state: 'attached' });
   await page.selectOption('#market', 'SOL_USDC');
-  if (options.isMobile) await page.locator('#panel-nav button', { hasText: 'Trade' }).tap();
+  if (options.isMobile) await page.locator('#panel-nav').getByRole('button', { name: 'Trade', exact: true }).tap();
   await page.locator('summary', { hasText: 'API key' }).click();
   await page.getByLabel(/Ed25519 secret/).fill(Buffer.alloc(32, 4).toString('base64'));
   await page.getByRole('button', { name: 'Use key' }).click();
@@ -37,8 +37,7 @@ try {
   await desktop.locator('#open-orders tr[data-order-id]').first().waitFor();
   await desktop.locator('#quantity').fill('');
   await desktop.waitForTimeout(6000); // the notice dismisses itself
-  const chart = await desktop.locator('#chart').boundingBox();
-  if (chart) await desktop.mouse.move(chart.x + chart.width * 0.8, chart.y + chart.height * 0.4); // crosshair
+  await desktop.mouse.move(900, 300); // over the chart: the crosshair and its tooltip
   await desktop.waitForTimeout(300);
   await desktop.screenshot({ path: `${output}/web-desktop.png` });
 

@@ -177,7 +177,7 @@ const show = (units) => fromUnits(units, 9);
  */
 async function choose(page, label) {
   await page.locator('.segmented label', { hasText: new RegExp(`^${label}$`) }).click();
-  assert.equal(await page.getByLabel(label, { exact: true }).isChecked(), true, `${label} chosen`);
+  assert.equal(await page.getByRole('radio', { name: label, exact: true }).isChecked(), true, `${label} chosen`);
 }
 
 /**
@@ -334,7 +334,7 @@ test('two users trade through the page and both see the trade, the book and thei
  */
 async function fundedUser(name, options) {
   const user = await openPage(name, options);
-  if (options?.isMobile) await user.page.locator('#panel-nav button', { hasText: 'Trade' }).tap();
+  if (options?.isMobile) await user.page.locator('#panel-nav').getByRole('button', { name: 'Trade', exact: true }).tap();
   await logIn(user.page, 0, `${name}-${Date.now().toString(36)}`);
   await user.page.getByRole('button', { name: 'Get test funds' }).click();
   await eventually(async () => (await balance(user.page, 'USDC', 'available')) === 100_000_000_000_000n, `${name} funded`);
@@ -443,7 +443,7 @@ test('phone 390x844: no horizontal overflow, every panel reachable, an order pla
   const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok((await overflow()) <= 0, `document wider than the screen by ${await overflow()} px`);
   for (const [name, panel] of [['Book', '#book-panel'], ['Chart', '#chart-panel'], ['Trades', '#trades-panel'], ['Orders', '#tables-panel'], ['Pool', '#pool-panel'], ['Trade', '#order-form-panel']]) {
-    await page.locator('#panel-nav button', { hasText: name }).tap();
+    await page.locator('#panel-nav').getByRole('button', { name: name, exact: true }).tap();
     const box = await page.locator(panel).boundingBox();
     assert.ok(box && box.width >= 360 && box.height > 100, `${name} panel shown full width: ${JSON.stringify(box)}`);
     assert.ok((await overflow()) <= 0, `${name}: document wider than the screen by ${await overflow()} px`);
@@ -459,7 +459,7 @@ test('phone 390x844: no horizontal overflow, every panel reachable, an order pla
   await page.locator('#quantity').fill('1');
   await page.locator('#order-submit').tap();
   await toast(page, 'New').waitFor({ timeout: WAIT_MS });
-  await page.locator('#panel-nav button', { hasText: 'Orders' }).tap();
+  await page.locator('#panel-nav').getByRole('button', { name: 'Orders', exact: true }).tap();
   await page.locator('#open-orders tr[data-order-id]', { hasText: '160.000' }).waitFor({ timeout: WAIT_MS });
   assert.ok((await overflow()) <= 0, 'no overflow with an order row');
   await screenshot(page, '21-phone-orders');

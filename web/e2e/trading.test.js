@@ -119,6 +119,8 @@ async function eventually(probe, what) {
 async function openPage(name, options = { viewport: { width: 1280, height: 800 } }) {
   const context = await browser.newContext(options);
   const page = await context.newPage();
+  // The test machine may be busy (parallel builds): generous, but bounded, waits for loads.
+  page.setDefaultNavigationTimeout(90_000);
   /** @type {string[]} */
   const problems = [];
   page.on('pageerror', (error) => problems.push(`${name}: page error ${error.message}`));
@@ -325,6 +327,8 @@ test('two users trade through the page and both see the trade, the book and thei
 
   assert.deepEqual([...seller.problems, ...buyer.problems], []);
   console.log(`web e2e: login=${hasJwt ? 'jwt' : 'api-key'} websocket=${live ? 'live' : 'absent (REST polling)'} fills=${fillsAvailable}`);
+  await seller.context.close();
+  await buyer.context.close();
 });
 
 /**

@@ -467,6 +467,12 @@ test('phone 390x844: no horizontal overflow, every panel reachable, an order pla
   await page.locator('#open-orders tr[data-order-id]', { hasText: '160.000' }).waitFor({ timeout: WAIT_MS });
   assert.ok((await overflow()) <= 0, 'no overflow with an order row');
   await screenshot(page, '21-phone-orders');
+  // The dark theme follows the system setting.
+  const background = () => page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
+  assert.equal(await background(), 'rgb(246, 247, 249)');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  assert.equal(await background(), 'rgb(15, 18, 22)');
+  await screenshot(page, '22-phone-dark');
   assert.deepEqual(user.problems, []);
   await user.context.close();
 });

@@ -6,12 +6,24 @@
 //! its owner's list (for mass cancels). Levels live in their own arena; each side keeps a vector of
 //! `(price, level slot)` sorted so that the best price is the *last* element, which makes the best
 //! price O(1) and puts the churn of new and emptied levels near the end of the vector where moving
-//! elements is cheap. Cancel by id is a hash lookup plus O(1) unlinking; only emptying a level
-//! touches the sorted vector.
+//! elements is cheap. Only creating or emptying a level touches the sorted vector.
+//!
+//! **Order ids index the arena directly.** The engine numbers orders sequentially, so the arena's
+//! first part is direct-mapped: order id `i` lives in slot `i mod D` (`D`, a power of two, at least
+//! the capacity). Inserting writes the slot after the previous order's (a cache line that is
+//! already hot), and finding an order by id (cancel, fill, replace) reads only the order itself;
+//! there is no id hash map to miss in on every insert. The slot `i mod D` can still hold an older
+//! order that has rested while `D` more ids were handed out; the new order then *spills*: it goes
+//! to an overflow slot (after the direct part, up to the capacity of them, reserved at start-up and
+//! touched only when used) and into a small `spilled` map, which lookups consult only when it is not
+//! empty. So finding an order is one arena read in the common case and one hash lookup otherwise,
+//! and cancel by id stays O(1) either way. The id index is derived state: a restored book rebuilds
+//! it by inserting the snapshot's orders.
 //!
 //! Invariants (checked by [`OrderBook::validate_structure`]): a level's total equals the sum of its
 //! orders' open quantities and its count their number; every order has a positive open quantity;
-//! the side vectors are strictly sorted; the id, client-id and user indexes agree with the arena.
+//! the side vectors are strictly sorted; every resting order is found by its id (in its direct
+//! slot or through `spilled`, never both), and the client-id and user indexes agree with the arena.
 
 use crate::{FastMap, new_map};
 use codec::{ClientOrderId, OrderId, SelfTradePrevention, Side, Ticks, UserId};
@@ -124,6 +136,7 @@ const NIL: Slot = Slot::MAX;
 #[derive(Debug, Clone, Copy)]
 struct OrderNode {
     order: RestingOrder,
+    /// The order's level; `NIL` while the slot is free (this is what marks a slot in use).
     level: Slot,
     prev: Slot,
     next: Slot,
@@ -180,20 +193,61 @@ impl SideLevels {
     }
 }
 
-/// The fast order book of one market. See the module documentation. `Clone` copies it whole (the
-/// exchange's snapshotter starts its shadow engine as a copy of the recovered one).
-#[derive(Debug, Clone)]
+/// The fast order book of one market. See the module documentation. `Clone` copies it whole,
+/// with the same reserved room (the exchange's snapshotter starts its shadow engine as a copy of
+/// the recovered one, and a copy must not allocate on its hot path either).
+#[derive(Debug)]
 pub struct OrderBook {
+    /// Slots `0..direct_slots` (order id `i` in slot `i & direct_mask`), then the overflow slots
+    /// in use or freed, up to `capacity` of them (room reserved at start-up).
     orders: Vec<OrderNode>,
-    free_orders: Vec<Slot>,
+    /// Number of direct-mapped slots: a power of two, at least `capacity`.
+    direct_slots: usize,
+    /// `direct_slots - 1`.
+    direct_mask: u64,
+    /// Freed overflow slots, reused before the overflow part grows.
+    free_overflow: Vec<Slot>,
+    /// Orders in overflow slots (their direct slot was taken when they arrived): id -> slot.
+    spilled: FastMap<OrderId, Slot>,
     levels: Vec<Level>,
     free_levels: Vec<Slot>,
     bids: SideLevels,
     asks: SideLevels,
-    by_id: FastMap<OrderId, Slot>,
     by_client_id: FastMap<(UserId, ClientOrderId), OrderId>,
     by_user: FastMap<UserId, UserOrders>,
     len: usize,
+    /// Most resting orders.
+    capacity: usize,
+}
+
+impl Clone for OrderBook {
+    fn clone(&self) -> Self {
+        let capacity = self.capacity;
+        let mut spilled = new_map(capacity);
+        spilled.extend(self.spilled.iter().map(|(&id, &slot)| (id, slot)));
+        Self {
+            orders: with_room(&self.orders, self.direct_slots + capacity),
+            direct_slots: self.direct_slots,
+            direct_mask: self.direct_mask,
+            free_overflow: with_room(&self.free_overflow, capacity),
+            spilled,
+            levels: self.levels.clone(),
+            free_levels: with_room(&self.free_levels, capacity),
+            bids: SideLevels { side: Side::Bid, sorted: with_room(&self.bids.sorted, capacity) },
+            asks: SideLevels { side: Side::Ask, sorted: with_room(&self.asks.sorted, capacity) },
+            by_client_id: self.by_client_id.clone(),
+            by_user: self.by_user.clone(),
+            len: self.len,
+            capacity: self.capacity,
+        }
+    }
+}
+
+/// A copy of `items` with room for `room` elements (a plain `Vec` clone keeps only the length).
+fn with_room<T: Copy>(items: &[T], room: usize) -> Vec<T> {
+    let mut copy = Vec::with_capacity(room.max(items.len()));
+    copy.extend_from_slice(items);
+    copy
 }
 
 impl OrderBook {
@@ -224,29 +278,71 @@ impl OrderBook {
             user_next: NIL,
         };
         let empty_level = Level { price: Ticks::ZERO, total_lots: 0, order_count: 0, head: NIL, tail: NIL };
-        let mut by_id = new_map(capacity);
+        let direct_slots = capacity.max(1).next_power_of_two();
+        assert!(direct_slots + capacity < NIL as usize, "book capacity {capacity} too large");
         let mut by_client_id = new_map(capacity);
-        // Touch every page of the maps now (insert, then clear keeps the capacity), so the first
-        // orders of the day do not pay page faults on the hot path.
+        // Touch every page of the client-id map now (insert, then clear keeps the capacity), so
+        // the first orders of the day do not pay page faults on the hot path.
         for i in 0..capacity as u64 {
-            by_id.insert(OrderId::new(i), 0);
             by_client_id.insert((UserId::new(i), ClientOrderId::new(i)), OrderId::ZERO);
         }
-        by_id.clear();
         by_client_id.clear();
+        // The direct part is written (so faulted in) now; the overflow part is only reserved.
+        let mut orders = Vec::with_capacity(direct_slots + capacity);
+        orders.resize(direct_slots, empty_order);
         Self {
-            orders: vec![empty_order; capacity],
-            // Popped from the end: slot 0 is used first.
-            free_orders: (0..capacity as Slot).rev().collect(),
+            orders,
+            direct_slots,
+            direct_mask: direct_slots as u64 - 1,
+            free_overflow: Vec::with_capacity(capacity),
+            spilled: new_map(capacity),
             levels: vec![empty_level; capacity],
             free_levels: (0..capacity as Slot).rev().collect(),
             bids: SideLevels { side: Side::Bid, sorted: Vec::with_capacity(capacity) },
             asks: SideLevels { side: Side::Ask, sorted: Vec::with_capacity(capacity) },
-            by_id,
             by_client_id,
             by_user: new_map(1024),
             len: 0,
+            capacity,
         }
+    }
+
+    /// The slot of a resting order: its direct slot, or the overflow slot it spilled to.
+    #[inline]
+    fn slot_of(&self, order_id: OrderId) -> Option<Slot> {
+        let direct = (order_id.get() & self.direct_mask) as usize;
+        let node = &self.orders[direct];
+        if node.level != NIL && node.order.order_id == order_id {
+            return Some(direct as Slot);
+        }
+        if self.spilled.is_empty() {
+            return None;
+        }
+        self.spilled.get(&order_id).copied()
+    }
+
+    /// A free slot for a new order: its direct slot if free, else an overflow slot (recorded in
+    /// `spilled`). The caller has checked the capacity, so an overflow slot is always available:
+    /// fewer than `capacity` orders rest, so fewer than `capacity` overflow slots are in use.
+    #[inline]
+    fn claim_slot(&mut self, order_id: OrderId) -> Slot {
+        let direct = (order_id.get() & self.direct_mask) as usize;
+        if self.orders[direct].level == NIL {
+            return direct as Slot;
+        }
+        let slot = match self.free_overflow.pop() {
+            Some(slot) => slot,
+            None => {
+                debug_assert!(self.orders.len() < self.direct_slots + self.capacity);
+                let slot = self.orders.len() as Slot;
+                // Within the capacity reserved at start-up: no reallocation. A free node (level
+                // `NIL`) until the caller writes the order into it.
+                self.orders.push(OrderNode { level: NIL, ..self.orders[direct] });
+                slot
+            }
+        };
+        self.spilled.insert(order_id, slot);
+        slot
     }
 
     #[inline]
@@ -275,7 +371,7 @@ impl OrderBook {
     /// # Errors
     /// A description of the first broken invariant.
     pub fn check_structure(&self) -> Result<(), String> {
-        let mut seen = 0usize;
+        let (mut seen, mut client_ids) = (0usize, 0usize);
         for levels in [&self.bids, &self.asks] {
             for pair in levels.sorted.windows(2) {
                 if !levels.better(pair[1].0, pair[0].0) {
@@ -296,8 +392,18 @@ impl OrderBook {
                     if node.order.remaining_lots == 0 || node.order.price != price || node.order.side != levels.side {
                         return Err(format!("order {:?} misplaced or empty", node.order.order_id));
                     }
-                    if self.by_id.get(&node.order.order_id) != Some(&cursor) {
-                        return Err(format!("order {:?} missing from id index", node.order.order_id));
+                    if self.slot_of(node.order.order_id) != Some(cursor) {
+                        return Err(format!("order {:?} not found by its id", node.order.order_id));
+                    }
+                    let direct = (node.order.order_id.get() & self.direct_mask) as Slot;
+                    if (cursor == direct) == self.spilled.contains_key(&node.order.order_id) {
+                        return Err(format!("order {:?} in slot {cursor}: spill record wrong", node.order.order_id));
+                    }
+                    if cursor != direct && (cursor as usize) < self.direct_slots {
+                        return Err(format!("order {:?} in another order's direct slot", node.order.order_id));
+                    }
+                    if node.order.client_order_id != ClientOrderId::ZERO {
+                        client_ids += 1;
                     }
                     total += node.order.remaining_lots;
                     count += 1;
@@ -310,14 +416,14 @@ impl OrderBook {
                 seen += count as usize;
             }
         }
-        if seen != self.len || self.by_id.len() != self.len {
-            return Err(format!("order count {seen} / index {} / len {}", self.by_id.len(), self.len));
+        let in_use = self.orders.iter().filter(|node| node.level != NIL).count();
+        if seen != self.len || in_use != self.len {
+            return Err(format!("order count {seen} / slots in use {in_use} / len {}", self.len));
         }
-        let client_ids = self
-            .by_id
-            .values()
-            .filter(|&&slot| self.orders[slot as usize].order.client_order_id != ClientOrderId::ZERO)
-            .count();
+        let overflow_in_use = self.orders.len() - self.direct_slots - self.free_overflow.len();
+        if self.spilled.len() != overflow_in_use {
+            return Err(format!("{} spilled orders, {overflow_in_use} overflow slots in use", self.spilled.len()));
+        }
         if client_ids != self.by_client_id.len() {
             return Err(format!("client id index has {} entries, expected {client_ids}", self.by_client_id.len()));
         }
@@ -396,7 +502,7 @@ impl Book for OrderBook {
 
     #[inline]
     fn get(&self, order_id: OrderId) -> Option<&RestingOrder> {
-        self.by_id.get(&order_id).map(|&slot| &self.orders[slot as usize].order)
+        self.slot_of(order_id).map(|slot| &self.orders[slot as usize].order)
     }
 
     #[inline]
@@ -411,7 +517,8 @@ impl Book for OrderBook {
 
     #[inline]
     fn has_capacity(&self) -> bool {
-        !self.free_orders.is_empty() && !self.free_levels.is_empty()
+        // Every level holds an order, so a free level exists whenever an order fits.
+        self.len < self.capacity
     }
 
     fn insert(&mut self, order: RestingOrder) -> Result<(), InsertError> {
@@ -419,19 +526,19 @@ impl Book for OrderBook {
         if !self.has_capacity() {
             return Err(InsertError::BookFull);
         }
-        let slot = self.free_orders.pop().ok_or(InsertError::BookFull)?;
-        let level_slot = match self.level_slot(order.side, order.price) {
-            Some(level_slot) => level_slot,
-            None => {
+        // One search finds the level or where a new one goes.
+        let levels = self.side_levels(order.side);
+        let level_slot = match levels.search(order.price) {
+            Ok(index) => levels.sorted[index].1,
+            Err(index) => {
                 let level_slot = self.free_levels.pop().ok_or(InsertError::BookFull)?;
                 self.levels[level_slot as usize] =
                     Level { price: order.price, total_lots: 0, order_count: 0, head: NIL, tail: NIL };
-                let levels = self.side_levels_mut(order.side);
-                let index = levels.search(order.price).unwrap_err();
-                levels.sorted.insert(index, (order.price, level_slot));
+                self.side_levels_mut(order.side).sorted.insert(index, (order.price, level_slot));
                 level_slot
             }
         };
+        let slot = self.claim_slot(order.order_id);
         let level = &mut self.levels[level_slot as usize];
         let prev = level.tail;
         level.tail = slot;
@@ -456,7 +563,6 @@ impl Book for OrderBook {
         }
 
         self.orders[slot as usize] = OrderNode { order, level: level_slot, prev, next: NIL, user_prev, user_next: NIL };
-        self.by_id.insert(order.order_id, slot);
         if order.client_order_id != ClientOrderId::ZERO {
             self.by_client_id.insert((order.user_id, order.client_order_id), order.order_id);
         }
@@ -465,14 +571,19 @@ impl Book for OrderBook {
     }
 
     fn remove(&mut self, order_id: OrderId) -> Option<RestingOrder> {
-        let slot = self.by_id.remove(&order_id)?;
+        let slot = self.slot_of(order_id)?;
         self.unlink_from_level(slot);
         self.unlink_from_user(slot);
-        let order = self.orders[slot as usize].order;
+        let node = &mut self.orders[slot as usize];
+        node.level = NIL;
+        let order = node.order;
         if order.client_order_id != ClientOrderId::ZERO {
             self.by_client_id.remove(&(order.user_id, order.client_order_id));
         }
-        self.free_orders.push(slot);
+        if slot as usize >= self.direct_slots {
+            self.spilled.remove(&order_id);
+            self.free_overflow.push(slot);
+        }
         self.len -= 1;
         Some(order)
     }
@@ -486,7 +597,7 @@ impl Book for OrderBook {
         reserved: u64,
     ) {
         debug_assert!(remaining_lots > 0);
-        let Some(&slot) = self.by_id.get(&order_id) else {
+        let Some(slot) = self.slot_of(order_id) else {
             debug_assert!(false, "update of unknown order {order_id:?}");
             return;
         };

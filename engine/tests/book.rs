@@ -1,6 +1,6 @@
 //! The fast order book against the naive reference book, operation by operation, with order ids
-//! chosen to collide in the fast book's direct-mapped arena (ids far apart, small capacities), so
-//! that orders spill to overflow slots, are found, filled and cancelled there, and their slots are
+//! chosen to collide in the fast book's id index (ids far apart, small capacities), so that orders
+//! spill to the overflow map, are found, filled and cancelled there, and index entries are
 //! reused. After every operation both books must answer every query identically and the fast
 //! book's structure check must pass.
 
@@ -143,19 +143,19 @@ fn run(capacity: usize, ops: &[Op]) {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
-    /// Small capacities make ids collide in the direct-mapped arena all the time.
+    /// Small capacities make ids collide in the id index all the time.
     #[test]
     fn fast_book_matches_the_naive_book(capacity in 1..12usize, ops in prop::collection::vec(op(), 1..120)) {
         run(capacity, &ops);
     }
 }
 
-/// An order whose direct slot is held by an older resting order spills; it is still found,
-/// filled in place and cancelled by id, its overflow slot is reused, and once the older order is
-/// gone a later id takes the direct slot again.
+/// An order whose id-index entry is held by an older resting order spills; it is still found,
+/// filled in place and cancelled by id, and once the older order is gone a later id takes the
+/// entry again.
 #[test]
-fn an_order_whose_direct_slot_is_taken_is_found_and_cancelled_by_id() {
-    // Capacity 4: four direct slots, so ids 1, 5, 9 and 13 share slot 1.
+fn an_order_whose_id_index_entry_is_taken_is_found_and_cancelled_by_id() {
+    // Capacity 4: four id-index entries, so ids 1, 5, 9, 13 and 17 share entry 1.
     let mut book = OrderBook::with_capacity(4);
     let ops = [
         Op::Insert { gap: 1, user: 1, client: 1, bid: true, price: 100, lots: 5 }, // id 1, direct
@@ -177,10 +177,10 @@ fn an_order_whose_direct_slot_is_taken_is_found_and_cancelled_by_id() {
     assert_eq!(book.remove(OrderId::new(5)).map(|o| o.order_id), Some(OrderId::new(5)));
     assert!(book.get(OrderId::new(5)).is_none());
     book.check_structure().unwrap();
-    // Id 13 spills into the slot id 5 left.
+    // Id 13 spills too (entry 1 still holds id 1).
     book.insert(order(13, 3, 0, true, 99, 1)).unwrap();
     book.check_structure().unwrap();
-    // The older order leaves its direct slot; id 17 takes it.
+    // Id 1 leaves; id 17 takes entry 1.
     assert!(book.remove(OrderId::new(1)).is_some());
     book.insert(order(17, 3, 0, true, 98, 1)).unwrap();
     book.check_structure().unwrap();
@@ -197,7 +197,7 @@ fn an_order_whose_direct_slot_is_taken_is_found_and_cancelled_by_id() {
 fn a_copy_of_a_book_with_spilled_orders_behaves_like_the_original() {
     let mut book = OrderBook::with_capacity(2);
     book.insert(order(1, 1, 0, true, 100, 1)).unwrap();
-    book.insert(order(3, 1, 0, true, 100, 1)).unwrap(); // direct slot 1 taken by id 1: spills
+    book.insert(order(3, 1, 0, true, 100, 1)).unwrap(); // entry 1 held by id 1: spills
     let mut copy = book.clone();
     copy.check_structure().unwrap();
     for b in [&mut book, &mut copy] {

@@ -37,6 +37,10 @@ pub struct Ledger {
     withdrawn: Vec<u128>,
 }
 
+/// The position of an account in the ledger (see [`Ledger::account_index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AccountIndex(usize);
+
 /// A ledger operation that was refused; nothing changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LedgerError {
@@ -147,6 +151,75 @@ impl Ledger {
         &mut self.balances[i * self.asset_count + asset.get() as usize]
     }
 
+    /// The index of a user's account, for a run of operations on it without a lookup each
+    /// (settling a fill). Accounts are never removed, so an index stays valid.
+    #[inline]
+    pub(crate) fn account_index(&self, user_id: UserId) -> Option<AccountIndex> {
+        self.slot(user_id).map(AccountIndex)
+    }
+
+    #[inline]
+    fn balance_at_mut(&mut self, account: AccountIndex, asset: AssetId) -> &mut Balance {
+        debug_assert!((asset.get() as usize) < self.asset_count);
+        &mut self.balances[account.0 * self.asset_count + asset.get() as usize]
+    }
+
+    /// The balance of an account in an asset.
+    #[inline]
+    pub(crate) fn balance_at(&self, account: AccountIndex, asset: AssetId) -> Balance {
+        debug_assert!((asset.get() as usize) < self.asset_count);
+        self.balances[account.0 * self.asset_count + asset.get() as usize]
+    }
+
+    /// [`Self::unlock`] on an account index.
+    #[inline]
+    pub(crate) fn unlock_at(
+        &mut self,
+        account: AccountIndex,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<Balance, LedgerError> {
+        let balance = self.balance_at_mut(account, asset);
+        let locked = balance.locked.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        balance.available += amount;
+        balance.locked = locked;
+        Ok(*balance)
+    }
+
+    /// Takes `amount` out of locked (a maker's reservation paying for its fill).
+    #[inline]
+    pub(crate) fn spend_locked_at(
+        &mut self,
+        account: AccountIndex,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<Balance, LedgerError> {
+        let balance = self.balance_at_mut(account, asset);
+        balance.locked = balance.locked.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        Ok(*balance)
+    }
+
+    /// Takes `amount` out of available (a taker paying for its fill).
+    #[inline]
+    pub(crate) fn spend_available_at(
+        &mut self,
+        account: AccountIndex,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<Balance, LedgerError> {
+        let balance = self.balance_at_mut(account, asset);
+        balance.available = balance.available.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        Ok(*balance)
+    }
+
+    /// [`Self::credit`] on an account index.
+    #[inline]
+    pub(crate) fn credit_at(&mut self, account: AccountIndex, asset: AssetId, amount: u64) -> Balance {
+        let balance = self.balance_at_mut(account, asset);
+        balance.available += amount;
+        *balance
+    }
+
     /// Credits a deposit to available.
     pub(crate) fn deposit(&mut self, user_id: UserId, asset: AssetId, amount: u64) -> Result<Balance, LedgerError> {
         let a = asset.get() as usize;
@@ -189,30 +262,6 @@ impl Ledger {
         let locked = balance.locked.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
         balance.available += amount;
         balance.locked = locked;
-        Ok(*balance)
-    }
-
-    /// Takes `amount` out of locked (a maker's reservation paying for its fill).
-    pub(crate) fn spend_locked(
-        &mut self,
-        user_id: UserId,
-        asset: AssetId,
-        amount: u64,
-    ) -> Result<Balance, LedgerError> {
-        let balance = self.balance_mut(user_id, asset).ok_or(LedgerError::Insufficient)?;
-        balance.locked = balance.locked.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
-        Ok(*balance)
-    }
-
-    /// Takes `amount` out of available (a taker paying for its fill).
-    pub(crate) fn spend_available(
-        &mut self,
-        user_id: UserId,
-        asset: AssetId,
-        amount: u64,
-    ) -> Result<Balance, LedgerError> {
-        let balance = self.balance_mut(user_id, asset).ok_or(LedgerError::Insufficient)?;
-        balance.available = balance.available.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
         Ok(*balance)
     }
 

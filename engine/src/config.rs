@@ -286,3 +286,25 @@ impl EngineConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{FEE_PPM_DENOMINATOR, MarketSpec};
+
+    /// The fee by 64-bit arithmetic when `notional × rate` fits and by 128-bit arithmetic when it
+    /// does not must both equal the exact rounded-down fee, at and around the switch-over.
+    #[test]
+    fn fee_is_exact_on_both_sides_of_the_64_bit_product_limit() {
+        let exact = |notional: u64, rate: u32| {
+            (u128::from(notional) * u128::from(rate) / u128::from(FEE_PPM_DENOMINATOR)) as u64
+        };
+        for rate in [0u32, 1, 7, 2_500, 999_999, 1_000_000] {
+            let limit = if rate == 0 { u64::MAX } else { u64::MAX / u64::from(rate) };
+            for notional in
+                [0, 1, 999_999, 1_000_000, limit.saturating_sub(1), limit, limit.saturating_add(1), u64::MAX]
+            {
+                assert_eq!(MarketSpec::fee(notional, rate), exact(notional, rate), "notional {notional} rate {rate}");
+            }
+        }
+    }
+}

@@ -6,12 +6,24 @@
 //! its owner's list (for mass cancels). Levels live in their own arena; each side keeps a vector of
 //! `(price, level slot)` sorted so that the best price is the *last* element, which makes the best
 //! price O(1) and puts the churn of new and emptied levels near the end of the vector where moving
-//! elements is cheap. Cancel by id is a hash lookup plus O(1) unlinking; only emptying a level
-//! touches the sorted vector.
+//! elements is cheap. Only creating or emptying a level touches the sorted vector.
+//!
+//! **The id index is an array, not a hash map.** The engine numbers orders sequentially, so order
+//! id `i`'s slot is kept at `by_id[i mod D]` (`D`, a power of two, at least the capacity): new
+//! orders write consecutive entries (a cache line that is already hot, 16 entries to a line), and
+//! finding an order by id (cancel, fill, replace) reads one entry and the order itself. A full
+//! capacity hash map keyed by id, in contrast, put a random cache and TLB miss on every insert. The
+//! entry `i mod D` can still belong to an older order that has rested while `D` more ids were
+//! handed out; the new order then *spills* into a small `spilled` map, which lookups consult only
+//! when it is not empty. So finding an order is one array read in the common case and one hash
+//! lookup otherwise, and cancel by id is O(1) either way. Free order slots are reused last-freed
+//! first, so a new order usually lands in the slot a fill has just emptied, still in cache. The id
+//! index is derived state: a restored book rebuilds it by inserting the snapshot's orders.
 //!
 //! Invariants (checked by [`OrderBook::validate_structure`]): a level's total equals the sum of its
 //! orders' open quantities and its count their number; every order has a positive open quantity;
-//! the side vectors are strictly sorted; the id, client-id and user indexes agree with the arena.
+//! the side vectors are strictly sorted; every resting order is found by its id (through its
+//! `by_id` entry or `spilled`, never both), and the client-id and user indexes agree with the arena.
 
 use crate::{FastMap, new_map};
 use codec::{ClientOrderId, OrderId, SelfTradePrevention, Side, Ticks, UserId};
@@ -180,20 +192,59 @@ impl SideLevels {
     }
 }
 
-/// The fast order book of one market. See the module documentation. `Clone` copies it whole (the
-/// exchange's snapshotter starts its shadow engine as a copy of the recovered one).
-#[derive(Debug, Clone)]
+/// The fast order book of one market. See the module documentation. `Clone` copies it whole,
+/// with the same reserved room (the exchange's snapshotter starts its shadow engine as a copy of
+/// the recovered one, and a copy must not allocate on its hot path either).
+#[derive(Debug)]
 pub struct OrderBook {
     orders: Vec<OrderNode>,
+    /// Free order slots, used last-freed first (a slot a fill has just freed is still in cache).
     free_orders: Vec<Slot>,
+    /// The id index: order id `i`'s slot at `i & id_mask`, `NIL` when that entry is free.
+    by_id: Vec<Slot>,
+    /// `by_id.len() - 1` (the length is a power of two, at least the capacity).
+    id_mask: u64,
+    /// Orders whose `by_id` entry was held by an older resting order when they arrived: id -> slot.
+    spilled: FastMap<OrderId, Slot>,
     levels: Vec<Level>,
     free_levels: Vec<Slot>,
     bids: SideLevels,
     asks: SideLevels,
-    by_id: FastMap<OrderId, Slot>,
     by_client_id: FastMap<(UserId, ClientOrderId), OrderId>,
     by_user: FastMap<UserId, UserOrders>,
     len: usize,
+    /// Most resting orders.
+    capacity: usize,
+}
+
+impl Clone for OrderBook {
+    fn clone(&self) -> Self {
+        let capacity = self.capacity;
+        let mut spilled = new_map(capacity);
+        spilled.extend(self.spilled.iter().map(|(&id, &slot)| (id, slot)));
+        Self {
+            orders: self.orders.clone(),
+            free_orders: with_room(&self.free_orders, capacity),
+            by_id: self.by_id.clone(),
+            id_mask: self.id_mask,
+            spilled,
+            levels: self.levels.clone(),
+            free_levels: with_room(&self.free_levels, capacity),
+            bids: SideLevels { side: Side::Bid, sorted: with_room(&self.bids.sorted, capacity) },
+            asks: SideLevels { side: Side::Ask, sorted: with_room(&self.asks.sorted, capacity) },
+            by_client_id: self.by_client_id.clone(),
+            by_user: self.by_user.clone(),
+            len: self.len,
+            capacity: self.capacity,
+        }
+    }
+}
+
+/// A copy of `items` with room for `room` elements (a plain `Vec` clone keeps only the length).
+fn with_room<T: Copy>(items: &[T], room: usize) -> Vec<T> {
+    let mut copy = Vec::with_capacity(room.max(items.len()));
+    copy.extend_from_slice(items);
+    copy
 }
 
 impl OrderBook {
@@ -224,28 +275,64 @@ impl OrderBook {
             user_next: NIL,
         };
         let empty_level = Level { price: Ticks::ZERO, total_lots: 0, order_count: 0, head: NIL, tail: NIL };
-        let mut by_id = new_map(capacity);
+        let id_entries = capacity.max(1).next_power_of_two();
         let mut by_client_id = new_map(capacity);
-        // Touch every page of the maps now (insert, then clear keeps the capacity), so the first
-        // orders of the day do not pay page faults on the hot path.
+        // Touch every page of the client-id map now (insert, then clear keeps the capacity), so
+        // the first orders of the day do not pay page faults on the hot path.
         for i in 0..capacity as u64 {
-            by_id.insert(OrderId::new(i), 0);
             by_client_id.insert((UserId::new(i), ClientOrderId::new(i)), OrderId::ZERO);
         }
-        by_id.clear();
         by_client_id.clear();
         Self {
             orders: vec![empty_order; capacity],
             // Popped from the end: slot 0 is used first.
             free_orders: (0..capacity as Slot).rev().collect(),
+            by_id: vec![NIL; id_entries],
+            id_mask: id_entries as u64 - 1,
+            spilled: new_map(capacity),
             levels: vec![empty_level; capacity],
             free_levels: (0..capacity as Slot).rev().collect(),
             bids: SideLevels { side: Side::Bid, sorted: Vec::with_capacity(capacity) },
             asks: SideLevels { side: Side::Ask, sorted: Vec::with_capacity(capacity) },
-            by_id,
             by_client_id,
             by_user: new_map(1024),
             len: 0,
+            capacity,
+        }
+    }
+
+    /// The slot of a resting order: through its id-index entry, or `spilled`.
+    #[inline]
+    fn slot_of(&self, order_id: OrderId) -> Option<Slot> {
+        let slot = self.by_id[(order_id.get() & self.id_mask) as usize];
+        if slot != NIL && self.orders[slot as usize].order.order_id == order_id {
+            return Some(slot);
+        }
+        if self.spilled.is_empty() {
+            return None;
+        }
+        self.spilled.get(&order_id).copied()
+    }
+
+    /// Records a new order's slot: in its id-index entry if free, else in `spilled`.
+    #[inline]
+    fn index_id(&mut self, order_id: OrderId, slot: Slot) {
+        let entry = &mut self.by_id[(order_id.get() & self.id_mask) as usize];
+        if *entry == NIL {
+            *entry = slot;
+        } else {
+            self.spilled.insert(order_id, slot);
+        }
+    }
+
+    /// Forgets a removed order's slot.
+    #[inline]
+    fn unindex_id(&mut self, order_id: OrderId, slot: Slot) {
+        let entry = &mut self.by_id[(order_id.get() & self.id_mask) as usize];
+        if *entry == slot {
+            *entry = NIL;
+        } else {
+            self.spilled.remove(&order_id);
         }
     }
 
@@ -275,7 +362,7 @@ impl OrderBook {
     /// # Errors
     /// A description of the first broken invariant.
     pub fn check_structure(&self) -> Result<(), String> {
-        let mut seen = 0usize;
+        let (mut seen, mut client_ids) = (0usize, 0usize);
         for levels in [&self.bids, &self.asks] {
             for pair in levels.sorted.windows(2) {
                 if !levels.better(pair[1].0, pair[0].0) {
@@ -296,8 +383,15 @@ impl OrderBook {
                     if node.order.remaining_lots == 0 || node.order.price != price || node.order.side != levels.side {
                         return Err(format!("order {:?} misplaced or empty", node.order.order_id));
                     }
-                    if self.by_id.get(&node.order.order_id) != Some(&cursor) {
-                        return Err(format!("order {:?} missing from id index", node.order.order_id));
+                    if self.slot_of(node.order.order_id) != Some(cursor) {
+                        return Err(format!("order {:?} not found by its id", node.order.order_id));
+                    }
+                    let entry = self.by_id[(node.order.order_id.get() & self.id_mask) as usize];
+                    if (entry == cursor) == self.spilled.contains_key(&node.order.order_id) {
+                        return Err(format!("order {:?}: id index and spill record disagree", node.order.order_id));
+                    }
+                    if node.order.client_order_id != ClientOrderId::ZERO {
+                        client_ids += 1;
                     }
                     total += node.order.remaining_lots;
                     count += 1;
@@ -310,14 +404,11 @@ impl OrderBook {
                 seen += count as usize;
             }
         }
-        if seen != self.len || self.by_id.len() != self.len {
-            return Err(format!("order count {seen} / index {} / len {}", self.by_id.len(), self.len));
+        let indexed = self.by_id.iter().filter(|&&slot| slot != NIL).count() + self.spilled.len();
+        let in_use = self.orders.len() - self.free_orders.len();
+        if seen != self.len || indexed != self.len || in_use != self.len {
+            return Err(format!("order count {seen} / indexed {indexed} / slots in use {in_use} / len {}", self.len));
         }
-        let client_ids = self
-            .by_id
-            .values()
-            .filter(|&&slot| self.orders[slot as usize].order.client_order_id != ClientOrderId::ZERO)
-            .count();
         if client_ids != self.by_client_id.len() {
             return Err(format!("client id index has {} entries, expected {client_ids}", self.by_client_id.len()));
         }
@@ -396,7 +487,7 @@ impl Book for OrderBook {
 
     #[inline]
     fn get(&self, order_id: OrderId) -> Option<&RestingOrder> {
-        self.by_id.get(&order_id).map(|&slot| &self.orders[slot as usize].order)
+        self.slot_of(order_id).map(|slot| &self.orders[slot as usize].order)
     }
 
     #[inline]
@@ -419,19 +510,20 @@ impl Book for OrderBook {
         if !self.has_capacity() {
             return Err(InsertError::BookFull);
         }
-        let slot = self.free_orders.pop().ok_or(InsertError::BookFull)?;
-        let level_slot = match self.level_slot(order.side, order.price) {
-            Some(level_slot) => level_slot,
-            None => {
+        // One search finds the level or where a new one goes.
+        let levels = self.side_levels(order.side);
+        let level_slot = match levels.search(order.price) {
+            Ok(index) => levels.sorted[index].1,
+            Err(index) => {
                 let level_slot = self.free_levels.pop().ok_or(InsertError::BookFull)?;
                 self.levels[level_slot as usize] =
                     Level { price: order.price, total_lots: 0, order_count: 0, head: NIL, tail: NIL };
-                let levels = self.side_levels_mut(order.side);
-                let index = levels.search(order.price).unwrap_err();
-                levels.sorted.insert(index, (order.price, level_slot));
+                self.side_levels_mut(order.side).sorted.insert(index, (order.price, level_slot));
                 level_slot
             }
         };
+        let slot = self.free_orders.pop().ok_or(InsertError::BookFull)?;
+        self.index_id(order.order_id, slot);
         let level = &mut self.levels[level_slot as usize];
         let prev = level.tail;
         level.tail = slot;
@@ -456,7 +548,6 @@ impl Book for OrderBook {
         }
 
         self.orders[slot as usize] = OrderNode { order, level: level_slot, prev, next: NIL, user_prev, user_next: NIL };
-        self.by_id.insert(order.order_id, slot);
         if order.client_order_id != ClientOrderId::ZERO {
             self.by_client_id.insert((order.user_id, order.client_order_id), order.order_id);
         }
@@ -465,9 +556,10 @@ impl Book for OrderBook {
     }
 
     fn remove(&mut self, order_id: OrderId) -> Option<RestingOrder> {
-        let slot = self.by_id.remove(&order_id)?;
+        let slot = self.slot_of(order_id)?;
         self.unlink_from_level(slot);
         self.unlink_from_user(slot);
+        self.unindex_id(order_id, slot);
         let order = self.orders[slot as usize].order;
         if order.client_order_id != ClientOrderId::ZERO {
             self.by_client_id.remove(&(order.user_id, order.client_order_id));
@@ -486,7 +578,7 @@ impl Book for OrderBook {
         reserved: u64,
     ) {
         debug_assert!(remaining_lots > 0);
-        let Some(&slot) = self.by_id.get(&order_id) else {
+        let Some(slot) = self.slot_of(order_id) else {
             debug_assert!(false, "update of unknown order {order_id:?}");
             return;
         };

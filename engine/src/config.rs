@@ -151,8 +151,13 @@ impl MarketSpec {
     /// exceed the fee of the whole, so a reservation made for the whole always covers its fills.
     #[inline]
     pub fn fee(notional: u64, rate_ppm: u32) -> u64 {
-        // Cannot overflow: notional < 2^64 and rate <= 10^6 < 2^20, and the quotient <= notional.
-        (u128::from(notional) * u128::from(rate_ppm) / u128::from(FEE_PPM_DENOMINATOR)) as u64
+        match notional.checked_mul(u64::from(rate_ppm)) {
+            // The usual case: a 64-bit division by a constant, which compiles to a multiplication
+            // (a 128-bit division is a library call costing tens of nanoseconds).
+            Some(product) => product / FEE_PPM_DENOMINATOR,
+            // Cannot overflow: notional < 2^64 and rate <= 10^6 < 2^20, and the quotient <= notional.
+            None => (u128::from(notional) * u128::from(rate_ppm) / u128::from(FEE_PPM_DENOMINATOR)) as u64,
+        }
     }
 
     /// Quote a bid must lock to rest `lots` at `price_ticks`: the notional plus the worst-case
@@ -278,6 +283,28 @@ impl EngineConfig {
                 PoolConfig { market_id: MarketId::new(3), fee_bps: 30 },
             ],
             ..Self::sample()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FEE_PPM_DENOMINATOR, MarketSpec};
+
+    /// The fee by 64-bit arithmetic when `notional × rate` fits and by 128-bit arithmetic when it
+    /// does not must both equal the exact rounded-down fee, at and around the switch-over.
+    #[test]
+    fn fee_is_exact_on_both_sides_of_the_64_bit_product_limit() {
+        let exact = |notional: u64, rate: u32| {
+            (u128::from(notional) * u128::from(rate) / u128::from(FEE_PPM_DENOMINATOR)) as u64
+        };
+        for rate in [0u32, 1, 7, 2_500, 999_999, 1_000_000] {
+            let limit = if rate == 0 { u64::MAX } else { u64::MAX / u64::from(rate) };
+            for notional in
+                [0, 1, 999_999, 1_000_000, limit.saturating_sub(1), limit, limit.saturating_add(1), u64::MAX]
+            {
+                assert_eq!(MarketSpec::fee(notional, rate), exact(notional, rate), "notional {notional} rate {rate}");
+            }
         }
     }
 }

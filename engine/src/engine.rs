@@ -1296,19 +1296,23 @@ impl<B: Book> Engine<B> {
 
         const INVARIANT: &str = "funds checked before matching";
         let ledger = &mut self.ledger;
+        // Both accounts exist (the taker pays from one, the maker's reservation sits in the
+        // other): look each up once, not once per operation.
+        let taker_account = ledger.account_index(taker.user_id).expect(INVARIANT);
+        let maker_account = ledger.account_index(maker.user_id).expect(INVARIANT);
         match taker.side {
             Side::Bid => {
-                ledger.spend_available(taker.user_id, quote, notional + taker_fee).expect(INVARIANT);
-                ledger.credit(taker.user_id, base, base_amount);
-                ledger.spend_locked(maker.user_id, base, base_amount).expect(INVARIANT);
-                ledger.credit(maker.user_id, quote, notional - maker_fee);
+                ledger.spend_available_at(taker_account, quote, notional + taker_fee).expect(INVARIANT);
+                ledger.credit_at(taker_account, base, base_amount);
+                ledger.spend_locked_at(maker_account, base, base_amount).expect(INVARIANT);
+                ledger.credit_at(maker_account, quote, notional - maker_fee);
                 taker.spent += notional + taker_fee;
             }
             Side::Ask => {
-                ledger.spend_available(taker.user_id, base, base_amount).expect(INVARIANT);
-                ledger.credit(taker.user_id, quote, notional - taker_fee);
-                ledger.spend_locked(maker.user_id, quote, notional + maker_fee).expect(INVARIANT);
-                ledger.credit(maker.user_id, base, base_amount);
+                ledger.spend_available_at(taker_account, base, base_amount).expect(INVARIANT);
+                ledger.credit_at(taker_account, quote, notional - taker_fee);
+                ledger.spend_locked_at(maker_account, quote, notional + maker_fee).expect(INVARIANT);
+                ledger.credit_at(maker_account, base, base_amount);
                 taker.proceeds += notional;
             }
         }
@@ -1317,7 +1321,7 @@ impl<B: Book> Engine<B> {
             Side::Ask => base,
         };
         if maker_release > 0 {
-            ledger.unlock(maker.user_id, maker_asset, maker_release).expect(INVARIANT);
+            ledger.unlock_at(maker_account, maker_asset, maker_release).expect(INVARIANT);
         }
         ledger.collect_fee(quote, maker_fee + taker_fee);
         if maker_remaining == 0 {
@@ -1359,10 +1363,13 @@ impl<B: Book> Engine<B> {
             taker_order_complete: (taker.remaining_lots == Some(0)).into(),
             reserved: Reserved::ZERO,
         }));
-        for (user, asset) in
-            [(taker.user_id, quote), (taker.user_id, base), (maker.user_id, quote), (maker.user_id, base)]
-        {
-            let balance = self.ledger.get(user, asset);
+        for (user, account, asset) in [
+            (taker.user_id, taker_account, quote),
+            (taker.user_id, taker_account, base),
+            (maker.user_id, maker_account, quote),
+            (maker.user_id, maker_account, base),
+        ] {
+            let balance = self.ledger.balance_at(account, asset);
             self.emit_balance(ctx, user, asset, balance, BalanceChange::Trade, out);
         }
         self.emit_level(ctx, mi, maker.side, price, out);

@@ -19,19 +19,16 @@ pub struct Balance {
     pub locked: u64,
 }
 
-/// A user's balances, one per configured asset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Account {
-    pub user_id: UserId,
-    pub balances: Vec<Balance>,
-}
-
 /// All balances. Accounts are kept in creation order, which is deterministic (journal order), so
 /// iterating them for hashing or validation never depends on hash-map order.
 #[derive(Debug, Clone)]
 pub struct Ledger {
     asset_count: usize,
-    accounts: Vec<Account>,
+    /// Account owners in creation order.
+    users: Vec<UserId>,
+    /// Every account's balances in one flat array, `asset_count` per account in account order: a
+    /// balance is one index computation away (no second allocation per account to chase).
+    balances: Vec<Balance>,
     index: FastMap<UserId, u32>,
     fees_collected: Vec<u64>,
     /// Held by AMM pools, per asset (the sum of the pools' reserves).
@@ -39,6 +36,10 @@ pub struct Ledger {
     deposited: Vec<u128>,
     withdrawn: Vec<u128>,
 }
+
+/// The position of an account in the ledger (see [`Ledger::account_index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AccountIndex(usize);
 
 /// A ledger operation that was refused; nothing changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,8 @@ impl Ledger {
     pub(crate) fn new(asset_count: usize, accounts_expected: usize) -> Self {
         Self {
             asset_count,
-            accounts: Vec::with_capacity(accounts_expected),
+            users: Vec::with_capacity(accounts_expected),
+            balances: Vec::with_capacity(accounts_expected * asset_count),
             index: new_map(accounts_expected),
             fees_collected: vec![0; asset_count],
             pooled: vec![0; asset_count],
@@ -62,11 +64,10 @@ impl Ledger {
 
     /// The balance of a user in an asset (zero for unknown users or assets).
     pub fn balance(&self, user_id: UserId, asset: AssetId) -> Balance {
-        self.index
-            .get(&user_id)
-            .and_then(|&i| self.accounts[i as usize].balances.get(asset.get() as usize))
-            .copied()
-            .unwrap_or_default()
+        match (self.slot(user_id), asset.get() as usize) {
+            (Some(i), a) if a < self.asset_count => self.balances[i * self.asset_count + a],
+            _ => Balance::default(),
+        }
     }
 
     /// Fees collected so far in an asset.
@@ -87,9 +88,9 @@ impl Ledger {
 
     /// Visits every (user, asset, balance) in account creation order, assets in id order.
     pub fn visit_balances(&self, visit: &mut dyn FnMut(UserId, AssetId, Balance)) {
-        for account in &self.accounts {
-            for (asset, balance) in account.balances.iter().enumerate() {
-                visit(account.user_id, AssetId::new(asset as u32), *balance);
+        for (user_id, balances) in self.accounts() {
+            for (asset, balance) in balances.iter().enumerate() {
+                visit(*user_id, AssetId::new(asset as u32), *balance);
             }
         }
     }
@@ -101,7 +102,13 @@ impl Ledger {
 
     /// Number of accounts.
     pub fn account_count(&self) -> usize {
-        self.accounts.len()
+        self.users.len()
+    }
+
+    /// Every account's owner and balances, in creation order.
+    fn accounts(&self) -> impl Iterator<Item = (&UserId, &[Balance])> {
+        let n = self.asset_count;
+        self.users.iter().enumerate().map(move |(i, user_id)| (user_id, &self.balances[i * n..(i + 1) * n]))
     }
 
     #[inline]
@@ -112,7 +119,7 @@ impl Ledger {
     #[inline]
     pub(crate) fn get(&self, user_id: UserId, asset: AssetId) -> Balance {
         match self.slot(user_id) {
-            Some(i) => self.accounts[i].balances[asset.get() as usize],
+            Some(i) => self.balances[i * self.asset_count + asset.get() as usize],
             None => Balance::default(),
         }
     }
@@ -122,20 +129,95 @@ impl Ledger {
     #[inline]
     fn balance_mut(&mut self, user_id: UserId, asset: AssetId) -> Option<&mut Balance> {
         let i = self.slot(user_id)?;
-        self.accounts[i].balances.get_mut(asset.get() as usize)
+        let a = asset.get() as usize;
+        if a >= self.asset_count {
+            return None;
+        }
+        self.balances.get_mut(i * self.asset_count + a)
     }
 
-    fn account_mut_or_create(&mut self, user_id: UserId) -> &mut Account {
+    /// The balance of a user in an asset, creating the user's account if needed.
+    fn balance_mut_or_create(&mut self, user_id: UserId, asset: AssetId) -> &mut Balance {
         let i = match self.slot(user_id) {
             Some(i) => i,
             None => {
-                let i = self.accounts.len();
-                self.accounts.push(Account { user_id, balances: vec![Balance::default(); self.asset_count] });
+                let i = self.users.len();
+                self.users.push(user_id);
+                self.balances.resize(self.balances.len() + self.asset_count, Balance::default());
                 self.index.insert(user_id, i as u32);
                 i
             }
         };
-        &mut self.accounts[i]
+        &mut self.balances[i * self.asset_count + asset.get() as usize]
+    }
+
+    /// The index of a user's account, for a run of operations on it without a lookup each
+    /// (settling a fill). Accounts are never removed, so an index stays valid.
+    #[inline]
+    pub(crate) fn account_index(&self, user_id: UserId) -> Option<AccountIndex> {
+        self.slot(user_id).map(AccountIndex)
+    }
+
+    #[inline]
+    fn balance_at_mut(&mut self, account: AccountIndex, asset: AssetId) -> &mut Balance {
+        debug_assert!((asset.get() as usize) < self.asset_count);
+        &mut self.balances[account.0 * self.asset_count + asset.get() as usize]
+    }
+
+    /// The balance of an account in an asset.
+    #[inline]
+    pub(crate) fn balance_at(&self, account: AccountIndex, asset: AssetId) -> Balance {
+        debug_assert!((asset.get() as usize) < self.asset_count);
+        self.balances[account.0 * self.asset_count + asset.get() as usize]
+    }
+
+    /// [`Self::unlock`] on an account index.
+    #[inline]
+    pub(crate) fn unlock_at(
+        &mut self,
+        account: AccountIndex,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<Balance, LedgerError> {
+        let balance = self.balance_at_mut(account, asset);
+        let locked = balance.locked.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        balance.available += amount;
+        balance.locked = locked;
+        Ok(*balance)
+    }
+
+    /// Takes `amount` out of locked (a maker's reservation paying for its fill).
+    #[inline]
+    pub(crate) fn spend_locked_at(
+        &mut self,
+        account: AccountIndex,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<Balance, LedgerError> {
+        let balance = self.balance_at_mut(account, asset);
+        balance.locked = balance.locked.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        Ok(*balance)
+    }
+
+    /// Takes `amount` out of available (a taker paying for its fill).
+    #[inline]
+    pub(crate) fn spend_available_at(
+        &mut self,
+        account: AccountIndex,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<Balance, LedgerError> {
+        let balance = self.balance_at_mut(account, asset);
+        balance.available = balance.available.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
+        Ok(*balance)
+    }
+
+    /// [`Self::credit`] on an account index.
+    #[inline]
+    pub(crate) fn credit_at(&mut self, account: AccountIndex, asset: AssetId, amount: u64) -> Balance {
+        let balance = self.balance_at_mut(account, asset);
+        balance.available += amount;
+        *balance
     }
 
     /// Credits a deposit to available.
@@ -149,7 +231,7 @@ impl Ledger {
             return Err(LedgerError::Overflow);
         }
         self.deposited[a] += u128::from(amount);
-        let balance = &mut self.account_mut_or_create(user_id).balances[a];
+        let balance = self.balance_mut_or_create(user_id, asset);
         balance.available = available;
         Ok(*balance)
     }
@@ -183,34 +265,10 @@ impl Ledger {
         Ok(*balance)
     }
 
-    /// Takes `amount` out of locked (a maker's reservation paying for its fill).
-    pub(crate) fn spend_locked(
-        &mut self,
-        user_id: UserId,
-        asset: AssetId,
-        amount: u64,
-    ) -> Result<Balance, LedgerError> {
-        let balance = self.balance_mut(user_id, asset).ok_or(LedgerError::Insufficient)?;
-        balance.locked = balance.locked.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
-        Ok(*balance)
-    }
-
-    /// Takes `amount` out of available (a taker paying for its fill).
-    pub(crate) fn spend_available(
-        &mut self,
-        user_id: UserId,
-        asset: AssetId,
-        amount: u64,
-    ) -> Result<Balance, LedgerError> {
-        let balance = self.balance_mut(user_id, asset).ok_or(LedgerError::Insufficient)?;
-        balance.available = balance.available.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
-        Ok(*balance)
-    }
-
     /// Adds `amount` to available (proceeds of a fill). Only called with amounts just taken from
     /// another balance or the fee split, so totals cannot exceed the outstanding total.
     pub(crate) fn credit(&mut self, user_id: UserId, asset: AssetId, amount: u64) -> Balance {
-        let balance = &mut self.account_mut_or_create(user_id).balances[asset.get() as usize];
+        let balance = self.balance_mut_or_create(user_id, asset);
         balance.available += amount;
         *balance
     }
@@ -258,8 +316,8 @@ impl Ledger {
     /// A description of the first asset whose books do not balance.
     pub fn check_conservation(&self) -> Result<(), String> {
         let mut held = vec![0u128; self.asset_count];
-        for account in &self.accounts {
-            for (a, balance) in account.balances.iter().enumerate() {
+        for (_, balances) in self.accounts() {
+            for (a, balance) in balances.iter().enumerate() {
                 held[a] += u128::from(balance.available) + u128::from(balance.locked);
             }
         }
@@ -278,10 +336,10 @@ impl Ledger {
 
     /// Appends the ledger's state to a snapshot (format in [`crate::snapshot`]).
     pub(crate) fn write_snapshot(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(self.accounts.len() as u64).to_le_bytes());
-        for account in &self.accounts {
-            out.extend_from_slice(&account.user_id.get().to_le_bytes());
-            for balance in &account.balances {
+        out.extend_from_slice(&(self.users.len() as u64).to_le_bytes());
+        for (user_id, balances) in self.accounts() {
+            out.extend_from_slice(&user_id.get().to_le_bytes());
+            for balance in balances {
                 out.extend_from_slice(&balance.available.to_le_bytes());
                 out.extend_from_slice(&balance.locked.to_le_bytes());
             }
@@ -304,12 +362,11 @@ impl Ledger {
             if self.index.contains_key(&user_id) {
                 return Err(crate::snapshot::invalid(format!("account {user_id} twice")));
             }
-            let mut balances = Vec::with_capacity(self.asset_count);
             for _ in 0..self.asset_count {
-                balances.push(Balance { available: r.u64()?, locked: r.u64()? });
+                self.balances.push(Balance { available: r.u64()?, locked: r.u64()? });
             }
-            self.index.insert(user_id, self.accounts.len() as u32);
-            self.accounts.push(Account { user_id, balances });
+            self.index.insert(user_id, self.users.len() as u32);
+            self.users.push(user_id);
         }
         for a in 0..self.asset_count {
             self.fees_collected[a] = r.u64()?;
@@ -324,10 +381,10 @@ impl Ledger {
 
     /// Feeds the ledger's full state to a hasher, in deterministic order.
     pub(crate) fn hash_into<H: crate::hash::StateWords>(&self, hasher: &mut H) {
-        hasher.u64(self.accounts.len() as u64);
-        for account in &self.accounts {
-            hasher.u64(account.user_id.get());
-            for balance in &account.balances {
+        hasher.u64(self.users.len() as u64);
+        for (user_id, balances) in self.accounts() {
+            hasher.u64(user_id.get());
+            for balance in balances {
                 hasher.u64(balance.available);
                 hasher.u64(balance.locked);
             }

@@ -567,6 +567,7 @@ fn serve(
         );
     }
     let faucet = args.demo.then(|| exchange::faucet::Faucet::new(&engine_config, private_api.clone()));
+    let demo_stats = args.demo.then(|| Arc::new(exchange::demo::DemoStats::new(&engine_config)));
     let router = exchange::http::router(exchange::http::HttpState {
         metrics: runtime.metrics.clone(),
         stats: runtime.stats.clone(),
@@ -582,6 +583,7 @@ fn serve(
             .with_jwt(session_verifier),
         web,
         faucet,
+        demo: demo_stats.clone(),
         trade_source,
         sinks: sinks.stats(),
     });
@@ -609,11 +611,11 @@ fn serve(
         exchange::demo::push_all(&runtime.ring, funding, &stop);
         tracing::info!(users = args.load_users, first = exchange::demo::LOAD_USER_FIRST, "load-test users funded");
     }
-    let demo = args.demo.then(|| {
+    let demo = demo_stats.map(|stats| {
         let (ring, stop, config) = (runtime.ring.clone(), stop.clone(), engine_config.clone());
         let (rate, orders) = (args.demo_rate, args.demo_orders);
         tracing::info!(rate, "demo market running");
-        std::thread::spawn(move || exchange::demo::run(config, ring, stop, rate, orders))
+        std::thread::spawn(move || exchange::demo::run(config, ring, stop, stats, rate, orders))
     });
 
     let acks = args.print_acks.then(|| {

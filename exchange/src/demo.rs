@@ -83,7 +83,7 @@ pub fn push_all(ring: &IngressRing, commands: Vec<Command>, stop: &AtomicBool) {
 }
 
 /// Price levels the market maker keeps on each side of every book.
-pub const LADDER_LEVELS: u64 = 12;
+pub const LADDER_LEVELS: u64 = 15;
 /// Distance between two ladder levels, in parts per million of the market's starting price
 /// (0.05%: 30 USDC on BTC at 60,000).
 pub const LEVEL_SPACING_PPM: u64 = 500;
@@ -115,6 +115,8 @@ const FUNDING_UNITS: u64 = 1_000_000;
 /// Resting orders per market the private model engine has room for (the maker keeps
 /// `2 × LADDER_LEVELS`; the traders never rest).
 const MODEL_ORDERS_PER_MARKET: usize = 1_024;
+const _: () = assert!(2 * LADDER_LEVELS as usize <= MODEL_ORDERS_PER_MARKET);
+const _: () = assert!(LADDER_LEVELS >= 10, "the issue asks for at least ten levels per side");
 /// Longest single sleep of the demo thread, so it notices `stop` quickly at low rates.
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
 
@@ -362,7 +364,7 @@ impl DemoFlow {
             .collect()
     }
 
-    /// The maker's open orders on a market in the model: (client order id, side, price, order).
+    /// The maker's open orders on a market in the model, in order id order.
     fn maker_orders(&self, index: usize) -> Vec<engine::RestingOrder> {
         let book = self.model.book(self.config.markets[index].id).expect("every configured market has a book");
         let mut ids = Vec::new();
@@ -438,7 +440,7 @@ impl DemoFlow {
         }
     }
 
-    /// Places one ladder level (unless it would trade: the ladder never takes).
+    /// Places one ladder level, post-only (unless it would trade: the ladder never takes).
     fn place_level(&mut self, index: usize, side: Side, price: u64, depth: u64) {
         let spec = &self.config.markets[index];
         let book = self.model.book(spec.id).expect("every configured market has a book");
@@ -455,7 +457,14 @@ impl DemoFlow {
         self.ensure_available(MARKET_MAKER, asset, needed);
         self.client_order_id += 1;
         let id = self.client_order_id;
-        self.send(commands::limit(MARKET_MAKER, market_id, side, price, lots, TimeInForce::Gtc, id));
+        let mut order = commands::limit(MARKET_MAKER, market_id, side, price, lots, TimeInForce::Gtc, id);
+        // Post-only, as a real market maker quotes: should another client's order cross the
+        // ladder's price (the model does not know it), the maker does not buy or sell at that
+        // client's price, which may be far from the fair price.
+        if let Command::NewOrder(new_order) = &mut order {
+            new_order.post_only = true.into();
+        }
+        self.send(order);
     }
 
     /// Resizes one random maker order of a market with a cancel/replace (same price, new size).
@@ -536,8 +545,9 @@ fn replace_by_client_id(user: u64, market: u32, client_order_id: ClientOrderId, 
 impl Iterator for DemoFlow {
     type Item = Command;
 
+    /// Never `None`: the flow is endless (a round may send nothing; the next one is planned).
     fn next(&mut self) -> Option<Command> {
-        if self.planned.is_empty() {
+        while self.planned.is_empty() {
             self.plan_round();
         }
         self.planned.pop_front()
@@ -636,8 +646,8 @@ mod tests {
 
     use super::*;
 
-    /// Rounds the tests run (about three minutes of a 200-orders-per-second demo).
-    const ROUNDS: usize = 20_000;
+    /// Rounds the main test runs (a few minutes of a demo at its default rate).
+    const ROUNDS: usize = 10_000;
     /// Least levels per side after the first round.
     const LEVELS_MIN: usize = 10;
 
@@ -700,7 +710,9 @@ mod tests {
         let config = config();
         let mut engine = Engine::new(&config).unwrap();
         let mut flow = DemoFlow::new(&config);
-        let fills = run_rounds(&mut engine, &mut flow, &mut 0, ROUNDS);
+        let mut sequence = 0;
+        let fills = run_rounds(&mut engine, &mut flow, &mut sequence, ROUNDS);
+        println!("{sequence} commands in {ROUNDS} rounds, {} fills", fills.len());
         for market in &config.markets {
             let traded = fills.iter().filter(|f| f.market_id == market.id).count();
             assert!(traded > 100, "{}: only {traded} fills", market.symbol);
@@ -716,6 +728,14 @@ mod tests {
         let first: Vec<Command> = DemoFlow::new(&config).take(5_000).collect();
         let second: Vec<Command> = DemoFlow::new(&config).take(5_000).collect();
         assert_eq!(first, second);
+        assert_eq!(first.len(), 5_000, "the flow never ends, even after a round that sent nothing");
+        // The iterator hands out the rounds' commands back to back (what `run` sends), forever.
+        let mut flow = DemoFlow::new(&config);
+        let mut rounds = Vec::new();
+        while rounds.len() < first.len() {
+            rounds.extend(flow.next_round());
+        }
+        assert_eq!(first[..], rounds[..first.len()]);
         // The first commands fund the demo users (`--demo-orders 16` stops right after them).
         let users = 1 + TRADERS.count();
         assert!(first[..users * config.assets.len()].iter().all(|c| matches!(c, Command::Deposit(_))));

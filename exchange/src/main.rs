@@ -77,10 +77,11 @@ struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 struct RunArgs {
     /// Register and fund demo users 1 to 4 (public keys: docs/operations.md, "Demo users") and run
-    /// a market maker and a few traders.
+    /// a market maker keeping 15 levels per side around a drifting fair price and a few traders
+    /// taking with IOC limits near it (docs/operations.md, "Demo market").
     #[arg(long, env = "EXCHANGE_DEMO")]
     demo: bool,
-    /// Demo orders per second.
+    /// Demo commands per second (orders, cancels, replaces and top-up deposits).
     #[arg(long, default_value_t = 200, env = "EXCHANGE_DEMO_RATE")]
     demo_rate: u64,
     /// Create this many funded load-test users (ids from 1,000,001, secrets documented in
@@ -89,7 +90,8 @@ struct RunArgs {
     /// their secrets are public.
     #[arg(long, default_value_t = 0, env = "EXCHANGE_LOAD_USERS")]
     load_users: u64,
-    /// Stop the demo flow after this many orders (0: never).
+    /// Stop the demo flow after this many commands (0: never). The first fund the demo users: 16
+    /// with the default four assets.
     #[arg(long, default_value_t = 0)]
     demo_orders: u64,
     /// Shut down by itself after this many seconds (0: run until SIGINT/SIGTERM).

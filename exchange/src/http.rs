@@ -45,6 +45,8 @@ pub struct HttpState {
     pub trade_source: Option<Arc<dyn gateway_json::TradeSource>>,
     /// The demo faucet (`--demo` only).
     pub faucet: Option<crate::faucet::Faucet>,
+    /// The demo flow's fair prices (`--demo` only; `exchange_demo_fair_price`).
+    pub demo: Option<Arc<crate::demo::DemoStats>>,
     /// The running sinks' counters (`exchange_sink_*`; none without sinks).
     pub sinks: crate::publishers::SinkStats,
 }
@@ -192,7 +194,10 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         ]);
     }
     let sinks = state.sinks.samples();
-    let families = crate::metrics::sink_families(&sinks, state.stats.last_sequence.load(Ordering::Acquire));
+    let mut families = crate::metrics::sink_families(&sinks, state.stats.last_sequence.load(Ordering::Acquire));
+    if let Some(demo) = &state.demo {
+        families.push(demo.fair_price_family(&state.engine_config));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges, &counters, &families))
 }
 

@@ -77,10 +77,11 @@ struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 struct RunArgs {
     /// Register and fund demo users 1 to 4 (public keys: docs/operations.md, "Demo users") and run
-    /// a market maker and a few traders.
+    /// a market maker keeping 15 levels per side around a drifting fair price and a few traders
+    /// taking with IOC limits near it (docs/operations.md, "Demo market").
     #[arg(long, env = "EXCHANGE_DEMO")]
     demo: bool,
-    /// Demo orders per second.
+    /// Demo commands per second (orders, cancels, replaces and top-up deposits).
     #[arg(long, default_value_t = 200, env = "EXCHANGE_DEMO_RATE")]
     demo_rate: u64,
     /// Create this many funded load-test users (ids from 1,000,001, secrets documented in
@@ -89,7 +90,8 @@ struct RunArgs {
     /// their secrets are public.
     #[arg(long, default_value_t = 0, env = "EXCHANGE_LOAD_USERS")]
     load_users: u64,
-    /// Stop the demo flow after this many orders (0: never).
+    /// Stop the demo flow after this many commands (0: never). The first fund the demo users: 16
+    /// with the default four assets.
     #[arg(long, default_value_t = 0)]
     demo_orders: u64,
     /// Shut down by itself after this many seconds (0: run until SIGINT/SIGTERM).
@@ -567,6 +569,7 @@ fn serve(
         );
     }
     let faucet = args.demo.then(|| exchange::faucet::Faucet::new(&engine_config, private_api.clone()));
+    let demo_stats = args.demo.then(|| Arc::new(exchange::demo::DemoStats::new(&engine_config)));
     let router = exchange::http::router(exchange::http::HttpState {
         metrics: runtime.metrics.clone(),
         stats: runtime.stats.clone(),
@@ -582,6 +585,7 @@ fn serve(
             .with_jwt(session_verifier),
         web,
         faucet,
+        demo: demo_stats.clone(),
         trade_source,
         sinks: sinks.stats(),
     });
@@ -609,11 +613,11 @@ fn serve(
         exchange::demo::push_all(&runtime.ring, funding, &stop);
         tracing::info!(users = args.load_users, first = exchange::demo::LOAD_USER_FIRST, "load-test users funded");
     }
-    let demo = args.demo.then(|| {
+    let demo = demo_stats.map(|stats| {
         let (ring, stop, config) = (runtime.ring.clone(), stop.clone(), engine_config.clone());
         let (rate, orders) = (args.demo_rate, args.demo_orders);
         tracing::info!(rate, "demo market running");
-        std::thread::spawn(move || exchange::demo::run(config, ring, stop, rate, orders))
+        std::thread::spawn(move || exchange::demo::run(config, ring, stop, stats, rate, orders))
     });
 
     let acks = args.print_acks.then(|| {

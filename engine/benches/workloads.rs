@@ -220,7 +220,10 @@ impl Tally {
                 Event::LiquidityAdded(_)
                 | Event::LiquidityRemoved(_)
                 | Event::SwapExecuted(_)
-                | Event::OrderRouted(_) => {}
+                | Event::OrderRouted(_)
+                | Event::TriggerPending(_)
+                | Event::TriggerPlaced(_)
+                | Event::TriggerFailed(_) => {}
             }
         }
     }

@@ -84,7 +84,7 @@ fn book_command() -> impl Strategy<Value = Command> {
                     time_in_force: tif.into(),
                     self_trade_prevention: stp.into(),
                     post_only: (post_only && tif == TimeInForce::Gtc && client % 2 == 0).into(),
-                    reserved: Reserved::ZERO,
+                    ..NewOrder::default()
                 })
             }),
         2 => (user.clone(), market.clone(), side(), 1u64..=60, 0u64..=30_000, tif(), stp()).prop_map(
@@ -102,7 +102,7 @@ fn book_command() -> impl Strategy<Value = Command> {
                     time_in_force: tif.into(),
                     self_trade_prevention: stp.into(),
                     post_only: false.into(),
-                    reserved: Reserved::ZERO,
+                    ..NewOrder::default()
                 })
             }
         ),

@@ -135,7 +135,10 @@ fn route(shared: &Shared, owners: &mut HashMap<OrderId, u64>, tag: u64, event: &
         | Event::LiquidityAdded(_)
         | Event::LiquidityRemoved(_)
         | Event::SwapExecuted(_)
-        | Event::OrderRouted(_) => {}
+        | Event::OrderRouted(_)
+        | Event::TriggerPending(_)
+        | Event::TriggerPlaced(_)
+        | Event::TriggerFailed(_) => {}
     }
 }
 

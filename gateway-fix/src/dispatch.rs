@@ -460,7 +460,10 @@ impl Dispatcher {
             | Event::LiquidityAdded(_)
             | Event::LiquidityRemoved(_)
             | Event::SwapExecuted(_)
-            | Event::OrderRouted(_) => {}
+            | Event::OrderRouted(_)
+            | Event::TriggerPending(_)
+            | Event::TriggerPlaced(_)
+            | Event::TriggerFailed(_) => {}
         }
     }
 }

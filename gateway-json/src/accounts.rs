@@ -306,7 +306,10 @@ impl AccountViews {
             | Event::LiquidityAdded(_)
             | Event::LiquidityRemoved(_)
             | Event::SwapExecuted(_)
-            | Event::OrderRouted(_) => {}
+            | Event::OrderRouted(_)
+            | Event::TriggerPending(_)
+            | Event::TriggerPlaced(_)
+            | Event::TriggerFailed(_) => {}
         }
     }
 

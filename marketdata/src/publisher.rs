@@ -336,12 +336,14 @@ fn time_in_force_name(tif: TimeInForce) -> &'static str {
 /// `ImmediateOrCancel` → `ImmediateOrCancel`; `NoLiquidity` (a market order ran out of opposite
 /// orders) → `InsufficientLiquidity`; `FundsExhausted` (a market buy ran out of quote, a sell by
 /// quote quantity out of base, or a quote quantity too small for one lot) → `InsufficientFunds`;
-/// a code this version does not know → `Unknown`.
+/// `PriceBand` (a market order reached the edge of the price band) → `PriceOutOfBounds`; a code
+/// this version does not know → `Unknown`.
 pub fn expiry_reason_name(reason: Option<codec::ExpireReason>) -> &'static str {
     match reason {
         Some(codec::ExpireReason::ImmediateOrCancel) => "ImmediateOrCancel",
         Some(codec::ExpireReason::NoLiquidity) => "InsufficientLiquidity",
         Some(codec::ExpireReason::FundsExhausted) => "InsufficientFunds",
+        Some(codec::ExpireReason::PriceBand) => "PriceOutOfBounds",
         None => "Unknown",
     }
 }

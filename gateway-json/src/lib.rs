@@ -159,6 +159,10 @@ impl Api {
                     "minPrice": format.price(1),
                     "maxPrice": format.price(market.max_price_ticks),
                     "tickSize": format.price(1),
+                    // The price band, as Backpack publishes it: multipliers of the reference
+                    // price (last trade, else mid); absent when the market has none.
+                    "maxMultiplier": market.price_band.is_enabled().then(|| multiplier_text(market.price_band.max_multiplier_ppm)),
+                    "minMultiplier": market.price_band.is_enabled().then(|| multiplier_text(market.price_band.min_multiplier_ppm)),
                 },
                 "quantity": {
                     "minQuantity": format.quantity(u128::from(market.min_quantity_lots)),
@@ -602,5 +606,28 @@ mod tests {
         assert_eq!(change_fraction(800, 810), "0.0125");
         assert_eq!(change_fraction(810, 800), "-0.012345");
         assert_eq!(change_fraction(3, 1), "-0.666666");
+    }
+}
+
+/// A multiplier in parts per million as a decimal string without trailing zeros (1100000 →
+/// "1.1", 900000 → "0.9", 1000000 → "1").
+pub(crate) fn multiplier_text(ppm: u32) -> String {
+    const PPM_PER_ONE: u32 = 1_000_000;
+    let (whole, fraction) = (ppm / PPM_PER_ONE, ppm % PPM_PER_ONE);
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{fraction:06}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod multiplier_tests {
+    #[test]
+    fn multipliers_print_as_short_decimals() {
+        assert_eq!(super::multiplier_text(1_100_000), "1.1");
+        assert_eq!(super::multiplier_text(900_000), "0.9");
+        assert_eq!(super::multiplier_text(1_000_000), "1");
+        assert_eq!(super::multiplier_text(1_000_500), "1.0005");
     }
 }

@@ -180,6 +180,7 @@ impl PrivateState {
             "id": order.order_id.get().to_string(),
             "clientId": (order.client_order_id != ClientOrderId::ZERO).then(|| order.client_order_id.get()),
             "symbol": self.config.markets[index].symbol,
+            "triggerPrice": (order.trigger_price_ticks != 0).then(|| format.price(order.trigger_price_ticks)),
             "side": match order.side { Side::Bid => "Bid", Side::Ask => "Ask" },
             "orderType": match order.order_type { OrderType::Limit => "Limit", OrderType::Market => "Market" },
             "quantity": quantity,
@@ -450,7 +451,12 @@ pub(crate) fn placed_order(state: &PrivateState, user: UserId, events: &[Event])
     for event in events {
         match event {
             Event::OrderRejected(rejected) => return Err(reject_error(rejected.reason)),
-            Event::OrderAccepted(accepted) if accepted.user_id == user => {
+            // The order this command placed is the first accepted or pending one (a trigger
+            // order of the same user that its trades fire comes later).
+            Event::TriggerPending(pending) if pending.user_id == user && open.is_none() => {
+                open = crate::accounts::pending_order(pending);
+            }
+            Event::OrderAccepted(accepted) if accepted.user_id == user && open.is_none() => {
                 open = Some(OpenOrder {
                     order_id: accepted.order_id,
                     client_order_id: accepted.client_order_id,
@@ -469,6 +475,7 @@ pub(crate) fn placed_order(state: &PrivateState, user: UserId, events: &[Event])
                         .unwrap_or(SelfTradePrevention::RejectTaker),
                     post_only: accepted.post_only.get().is_ok_and(bool::from),
                     created_ns: accepted.timestamp_ns.get(),
+                    trigger_price_ticks: 0,
                 });
             }
             Event::Fill(fill) => {
@@ -492,7 +499,9 @@ pub(crate) fn placed_order(state: &PrivateState, user: UserId, events: &[Event])
             message: "Unexpected engine answer".into(),
         });
     };
-    let status = if canceled {
+    let status = if order.trigger_price_ticks != 0 {
+        "TriggerPending"
+    } else if canceled {
         "Cancelled"
     } else if expired {
         "Expired"
@@ -579,8 +588,14 @@ pub(crate) async fn order_cancel(State(state): State<PrivateState>, headers: Hea
     Err(not_found())
 }
 
-fn open_status(order: &OpenOrder) -> &'static str {
-    if order.filled_lots > 0 { "PartiallyFilled" } else { "New" }
+pub(crate) fn open_status(order: &OpenOrder) -> &'static str {
+    if order.trigger_price_ticks != 0 {
+        "TriggerPending"
+    } else if order.filled_lots > 0 {
+        "PartiallyFilled"
+    } else {
+        "New"
+    }
 }
 
 #[utoipa::path(

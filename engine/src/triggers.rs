@@ -15,7 +15,8 @@
 //! Firing order, deterministic: after a command that trades, all rising triggers the last price
 //! reached fire first, lowest trigger price first (the order in which a rising price met them),
 //! then all falling ones, highest trigger price first; equal trigger prices fire in order id
-//! (time) order. Each list is kept sorted so that the next trigger to fire is at its end.
+//! (time) order. Each direction is an ordered map in firing order, so every operation is
+//! logarithmic in the number pending.
 //!
 //! Bounds: [`TRIGGER_ORDERS_PER_MARKET_MAX`] pending triggers per market, the engine's open-order
 //! bound per user per market, and [`TRIGGERS_FIRED_PER_COMMAND_MAX`] triggers fired by one
@@ -23,6 +24,7 @@
 //! stay pending and fire after the next order command on the market.
 
 use codec::{ClientOrderId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, TriggerKind, UserId};
+use std::collections::BTreeMap;
 
 /// Most pending trigger orders one market holds.
 pub const TRIGGER_ORDERS_PER_MARKET_MAX: usize = 1 << 16;
@@ -122,13 +124,38 @@ impl PendingTrigger {
     }
 }
 
-/// The pending triggers of one market, in firing order.
+/// Where a pending trigger sorts among the others: its place in firing order. Rising triggers
+/// (`rises`) fire lowest price first, falling ones highest price first; ties by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct FiringKey {
+    /// The price in firing order: the trigger price for rising triggers, its complement
+    /// (`u64::MAX − price`) for falling ones, so that ascending keys are firing order.
+    ordinal: u64,
+    order_id: OrderId,
+}
+
+impl FiringKey {
+    fn of(trigger: &PendingTrigger) -> (bool, Self) {
+        let rises = trigger.rises();
+        let ordinal = if rises { trigger.trigger_price_ticks } else { u64::MAX - trigger.trigger_price_ticks };
+        (rises, Self { ordinal, order_id: trigger.order_id })
+    }
+}
+
+/// The pending triggers of one market in firing order (two ordered maps, rising and falling),
+/// with indexes by id, by client id and per-user counts, so that every operation is logarithmic.
+/// Only the firing-order maps are ever iterated (state hash, snapshots): their order is a
+/// function of the triggers alone.
 #[derive(Debug, Clone, Default)]
 pub struct TriggerBook {
-    /// Rising triggers sorted by (price, id) descending: the next to fire is the last.
-    rising: Vec<PendingTrigger>,
-    /// Falling triggers sorted by price ascending, id descending: the next to fire is the last.
-    falling: Vec<PendingTrigger>,
+    rising: BTreeMap<FiringKey, PendingTrigger>,
+    falling: BTreeMap<FiringKey, PendingTrigger>,
+    /// Id → (rises, firing key).
+    by_id: BTreeMap<OrderId, (bool, FiringKey)>,
+    /// (owner, client id) → id, for client ids other than 0.
+    by_client: BTreeMap<(UserId, ClientOrderId), OrderId>,
+    /// Pending triggers per owner.
+    per_user: BTreeMap<UserId, usize>,
 }
 
 impl TriggerBook {
@@ -150,59 +177,76 @@ impl TriggerBook {
     /// Every pending trigger: rising ones then falling ones, each in firing order (a canonical
     /// order: the same set of triggers is always visited the same way).
     pub fn iter(&self) -> impl Iterator<Item = &PendingTrigger> {
-        self.rising.iter().rev().chain(self.falling.iter().rev())
+        self.rising.values().chain(self.falling.values())
+    }
+
+    fn list(&mut self, rises: bool) -> &mut BTreeMap<FiringKey, PendingTrigger> {
+        if rises { &mut self.rising } else { &mut self.falling }
     }
 
     /// Adds a trigger in its place.
     pub fn insert(&mut self, trigger: PendingTrigger) {
-        if trigger.rises() {
-            let key = (trigger.trigger_price_ticks, trigger.order_id);
-            let at = self.rising.partition_point(|t| (t.trigger_price_ticks, t.order_id) > key);
-            self.rising.insert(at, trigger);
-        } else {
-            let key = (trigger.trigger_price_ticks, core::cmp::Reverse(trigger.order_id));
-            let at = self.falling.partition_point(|t| (t.trigger_price_ticks, core::cmp::Reverse(t.order_id)) < key);
-            self.falling.insert(at, trigger);
+        let (rises, key) = FiringKey::of(&trigger);
+        self.by_id.insert(trigger.order_id, (rises, key));
+        if trigger.client_order_id != ClientOrderId::ZERO {
+            self.by_client.insert((trigger.user_id, trigger.client_order_id), trigger.order_id);
         }
+        *self.per_user.entry(trigger.user_id).or_default() += 1;
+        self.list(rises).insert(key, trigger);
     }
 
     /// The trigger with this id.
     pub fn get(&self, order_id: OrderId) -> Option<&PendingTrigger> {
-        self.iter().find(|t| t.order_id == order_id)
+        let (rises, key) = self.by_id.get(&order_id)?;
+        if *rises { self.rising.get(key) } else { self.falling.get(key) }
     }
 
     /// The owner's trigger with this client id.
     pub fn find_client_order(&self, user_id: UserId, client_order_id: ClientOrderId) -> Option<OrderId> {
-        self.iter().find(|t| t.user_id == user_id && t.client_order_id == client_order_id).map(|t| t.order_id)
+        self.by_client.get(&(user_id, client_order_id)).copied()
     }
 
     /// How many triggers the user has pending here.
     pub fn count_of(&self, user_id: UserId) -> usize {
-        self.iter().filter(|t| t.user_id == user_id).count()
+        self.per_user.get(&user_id).copied().unwrap_or(0)
     }
 
-    /// Appends the ids of the user's triggers to `out`.
+    /// Appends the ids of the user's triggers to `out` (a scan: mass cancels only).
     pub fn orders_of(&self, user_id: UserId, out: &mut Vec<OrderId>) {
-        out.extend(self.iter().filter(|t| t.user_id == user_id).map(|t| t.order_id));
+        if self.count_of(user_id) > 0 {
+            out.extend(self.iter().filter(|t| t.user_id == user_id).map(|t| t.order_id));
+        }
+    }
+
+    /// Drops a trigger that left the maps from the other indexes.
+    fn unindex(&mut self, trigger: &PendingTrigger) {
+        self.by_id.remove(&trigger.order_id);
+        if trigger.client_order_id != ClientOrderId::ZERO {
+            self.by_client.remove(&(trigger.user_id, trigger.client_order_id));
+        }
+        if let Some(count) = self.per_user.get_mut(&trigger.user_id) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_user.remove(&trigger.user_id);
+            }
+        }
     }
 
     /// Removes and returns the trigger with this id.
     pub fn remove(&mut self, order_id: OrderId) -> Option<PendingTrigger> {
-        for list in [&mut self.rising, &mut self.falling] {
-            if let Some(at) = list.iter().position(|t| t.order_id == order_id) {
-                return Some(list.remove(at));
-            }
-        }
-        None
+        let (rises, key) = *self.by_id.get(&order_id)?;
+        let trigger = self.list(rises).remove(&key)?;
+        self.unindex(&trigger);
+        Some(trigger)
     }
 
     /// Changes the order a pending trigger places (its trigger, and so its place, are unchanged).
     pub fn amend(&mut self, order_id: OrderId, price_ticks: u64, quantity_lots: u64) {
-        for list in [&mut self.rising, &mut self.falling] {
-            if let Some(trigger) = list.iter_mut().find(|t| t.order_id == order_id) {
-                trigger.price_ticks = price_ticks;
-                trigger.quantity_lots = quantity_lots;
-            }
+        if let Some(&(rises, key)) = self.by_id.get(&order_id)
+            && let Some(trigger) = self.list(rises).get_mut(&key)
+        {
+            trigger.price_ticks = price_ticks;
+            trigger.quantity_lots = quantity_lots;
         }
     }
 
@@ -211,32 +255,36 @@ impl TriggerBook {
         if last_price_ticks == 0 {
             return None;
         }
-        for list in [&mut self.rising, &mut self.falling] {
-            if list.last().is_some_and(|t| t.is_reached_by(last_price_ticks)) {
-                return list.pop();
+        for rises in [true, false] {
+            let list = self.list(rises);
+            if list.first_key_value().is_some_and(|(_, t)| t.is_reached_by(last_price_ticks)) {
+                let (_, trigger) = list.pop_first()?;
+                self.unindex(&trigger);
+                return Some(trigger);
             }
         }
         None
     }
 
-    /// Checks the ordering invariants.
+    /// Checks the invariants: every trigger in the map of its direction under its own key, the
+    /// indexes in step with the maps, the bound.
     ///
     /// # Errors
     /// A description of the first broken one.
     pub fn validate(&self) -> Result<(), String> {
-        let sorted_rising = self
-            .rising
-            .windows(2)
-            .all(|w| (w[0].trigger_price_ticks, w[0].order_id) > (w[1].trigger_price_ticks, w[1].order_id));
-        let sorted_falling = self.falling.windows(2).all(|w| {
-            (w[0].trigger_price_ticks, core::cmp::Reverse(w[0].order_id))
-                < (w[1].trigger_price_ticks, core::cmp::Reverse(w[1].order_id))
-        });
-        if !sorted_rising || !sorted_falling {
-            return Err("trigger lists out of order".into());
+        for (rises, list) in [(true, &self.rising), (false, &self.falling)] {
+            for (key, trigger) in list {
+                if FiringKey::of(trigger) != (rises, *key) {
+                    return Err(format!("trigger {} filed under the wrong key", trigger.order_id));
+                }
+                if self.by_id.get(&trigger.order_id) != Some(&(rises, *key)) {
+                    return Err(format!("trigger {} missing from the id index", trigger.order_id));
+                }
+            }
         }
-        if self.rising.iter().any(|t| !t.rises()) || self.falling.iter().any(PendingTrigger::rises) {
-            return Err("trigger in the wrong direction's list".into());
+        let per_user_total: usize = self.per_user.values().sum();
+        if self.by_id.len() != self.len() || per_user_total != self.len() {
+            return Err("trigger indexes out of step with the lists".into());
         }
         if self.len() > TRIGGER_ORDERS_PER_MARKET_MAX {
             return Err(format!("{} pending triggers", self.len()));

@@ -24,6 +24,7 @@
 //! stay pending and fire after the next order command on the market.
 
 use codec::{ClientOrderId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, TriggerKind, UserId};
+use crate::FastMap;
 use std::collections::BTreeMap;
 
 /// Most pending trigger orders one market holds.
@@ -146,16 +147,29 @@ impl FiringKey {
 /// with indexes by id, by client id and per-user counts, so that every operation is logarithmic.
 /// Only the firing-order maps are ever iterated (state hash, snapshots): their order is a
 /// function of the triggers alone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TriggerBook {
     rising: BTreeMap<FiringKey, PendingTrigger>,
     falling: BTreeMap<FiringKey, PendingTrigger>,
-    /// Id → (rises, firing key).
-    by_id: BTreeMap<OrderId, (bool, FiringKey)>,
+    /// Id → (rises, firing key). Hash maps: looked up on every cancel and replace, never
+    /// iterated (so their hasher cannot affect determinism).
+    by_id: FastMap<OrderId, (bool, FiringKey)>,
     /// (owner, client id) → id, for client ids other than 0.
-    by_client: BTreeMap<(UserId, ClientOrderId), OrderId>,
+    by_client: FastMap<(UserId, ClientOrderId), OrderId>,
     /// Pending triggers per owner.
-    per_user: BTreeMap<UserId, usize>,
+    per_user: FastMap<UserId, usize>,
+}
+
+impl Default for TriggerBook {
+    fn default() -> Self {
+        Self {
+            rising: BTreeMap::new(),
+            falling: BTreeMap::new(),
+            by_id: crate::new_map(0),
+            by_client: crate::new_map(0),
+            per_user: crate::new_map(0),
+        }
+    }
 }
 
 impl TriggerBook {

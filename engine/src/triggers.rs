@@ -23,8 +23,8 @@
 //! command (a cascade: fired orders' trades fire more). Triggers reached but beyond that bound
 //! stay pending and fire after the next order command on the market.
 
-use codec::{ClientOrderId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, TriggerKind, UserId};
 use crate::FastMap;
+use codec::{ClientOrderId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, TriggerKind, UserId};
 use std::collections::BTreeMap;
 
 /// Most pending trigger orders one market holds.

@@ -149,7 +149,7 @@ impl Api {
         let symbol_of = |asset: codec::AssetId| {
             self.config.assets.get(asset.get() as usize).map_or_else(String::new, |a| a.symbol.clone())
         };
-        json!({
+        let mut value = json!({
             "symbol": market.symbol,
             "baseSymbol": symbol_of(market.base),
             "quoteSymbol": symbol_of(market.quote),
@@ -159,10 +159,6 @@ impl Api {
                     "minPrice": format.price(1),
                     "maxPrice": format.price(market.max_price_ticks),
                     "tickSize": format.price(1),
-                    // The price band, as Backpack publishes it: multipliers of the reference
-                    // price (last trade, else mid); absent when the market has none.
-                    "maxMultiplier": market.price_band.is_enabled().then(|| multiplier_text(market.price_band.max_multiplier_ppm)),
-                    "minMultiplier": market.price_band.is_enabled().then(|| multiplier_text(market.price_band.min_multiplier_ppm)),
                 },
                 "quantity": {
                     "minQuantity": format.quantity(u128::from(market.min_quantity_lots)),
@@ -174,7 +170,16 @@ impl Api {
             "orderBookState": if self.view.is_halted(market.id).unwrap_or(false) { "CancelOnly" } else { "Open" },
             "createdAt": self.created_at,
             "visible": true,
-        })
+        });
+        // The price band, as Backpack publishes it: multipliers of the reference price (last
+        // trade, else mid); absent when the market has none.
+        if market.price_band.is_enabled()
+            && let Some(price) = value.pointer_mut("/filters/price").and_then(Value::as_object_mut)
+        {
+            price.insert("maxMultiplier".into(), multiplier_text(market.price_band.max_multiplier_ppm).into());
+            price.insert("minMultiplier".into(), multiplier_text(market.price_band.min_multiplier_ppm).into());
+        }
+        value
     }
 
     fn ticker_json(&self, index: usize, stats: &TickerStats) -> Value {

@@ -23,6 +23,13 @@ fn split_message(bytes: &[u8]) -> Result<(MessageHeader, &[u8], usize), DecodeEr
 /// Reads a known block from a (possibly longer) declared block.
 fn read_block<M: Message>(header: &MessageHeader, block: &[u8]) -> Result<M, DecodeError> {
     if block.len() < usize::from(M::BLOCK_LENGTH) {
+        if M::MIN_BLOCK_LENGTH < M::BLOCK_LENGTH && block.len() == usize::from(M::MIN_BLOCK_LENGTH) {
+            // An older version's whole block: the fields appended since then read as zero,
+            // their documented "none" value.
+            let mut message = M::new_zeroed();
+            message.as_mut_bytes()[..block.len()].copy_from_slice(block);
+            return Ok(message);
+        }
         return Err(DecodeError::BlockTooShort {
             template_id: M::TEMPLATE_ID,
             expected: M::BLOCK_LENGTH,
@@ -142,6 +149,9 @@ envelope!(
         LiquidityRemoved,
         SwapExecuted,
         OrderRouted,
+        TriggerPending,
+        TriggerPlaced,
+        TriggerFailed,
     }
 );
 
@@ -199,6 +209,9 @@ impl Event {
             Event::LiquidityRemoved(m) => m.sequence,
             Event::SwapExecuted(m) => m.sequence,
             Event::OrderRouted(m) => m.sequence,
+            Event::TriggerPending(m) => m.sequence,
+            Event::TriggerPlaced(m) => m.sequence,
+            Event::TriggerFailed(m) => m.sequence,
         }
     }
 }

@@ -10,8 +10,11 @@ pub const SCHEMA_ID: u16 = 1;
 /// appends fields or gives reserved bytes a meaning (an older sender wrote them as 0), so a newer
 /// message is read by its known prefix (its longer block is skipped) and an older one must still
 /// carry every field this version reads (else `BlockTooShort`). Version 2: `Fill` gained
-/// `taker_order_complete` in a formerly reserved byte.
-pub const SCHEMA_VERSION: u16 = 2;
+/// `taker_order_complete` in a formerly reserved byte. Version 3: `NewOrder` gained its trigger
+/// fields (a kind in a formerly reserved byte, five prices appended; a version-1/2 block of 56
+/// bytes still decodes, the new fields zero) and the events `TriggerPending`, `TriggerPlaced`
+/// and `TriggerFailed`; `ExpireReason::PriceBand` and reject reasons 308, 309 and 405.
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// The standard 8-byte SBE message header that starts every message.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug)]

@@ -21,6 +21,15 @@ pub trait Message: FromBytes + IntoBytes + KnownLayout + Immutable + Unaligned +
     const NAME: &'static str;
     /// The root block length in bytes.
     const BLOCK_LENGTH: u16 = size_of::<Self>() as u16;
+    /// An older version's root block length a decoder also accepts (equal to [`Self::BLOCK_LENGTH`]
+    /// when the message never grew): the fields appended since read as zero in such a block.
+    const MIN_BLOCK_LENGTH: u16;
+}
+
+/// The oldest accepted block length of each message: [`NewOrder::BLOCK_LENGTH_V2`] for
+/// `NewOrder` (its trigger fields came with version 3), the current length for every other.
+const fn min_block_length(template_id: u16, block_length: u16) -> u16 {
+    if template_id == 1 { NewOrder::BLOCK_LENGTH_V2 } else { block_length }
 }
 
 macro_rules! message {
@@ -37,6 +46,7 @@ macro_rules! message {
         impl Message for $name {
             const TEMPLATE_ID: u16 = $id;
             const NAME: &'static str = stringify!($name);
+            const MIN_BLOCK_LENGTH: u16 = min_block_length($id, $bytes);
         }
 
         const _: () = assert!(size_of::<$name>() == $bytes);
@@ -54,7 +64,7 @@ message!(
     /// Limit orders carry `price_ticks` and `quantity_lots`. Market orders carry no price and
     /// either `quantity_lots` or `quote_quantity`: a buy spends at most that much quote, fee
     /// included; a sell sells whole lots for at most that much notional (before its fee).
-    NewOrder = 1, 56 {
+    NewOrder = 1, 96 {
         /// Owner; set by the gateway from the authenticated session.
         pub user_id: UserId,
         /// Client's id for the order; 0 for none.
@@ -78,10 +88,30 @@ message!(
         pub self_trade_prevention: SelfTradePreventionCode,
         /// Reject instead of taking liquidity.
         pub post_only: BooleanCode,
+        /// Since version 3 (a reserved byte before): [`TriggerKind::None`] for an order that
+        /// trades at once, else the order waits until the last trade price reaches
+        /// `trigger_price_ticks` (see [`TriggerKind`]).
+        pub trigger_kind: TriggerKindCode,
         /// Zero.
-        pub reserved: Reserved<7>,
+        pub reserved: Reserved<6>,
+        /// Since version 3: the trigger price of a trigger order; zero otherwise.
+        pub trigger_price_ticks: Ticks,
+        /// Since version 3: trigger price of the stop-loss attached to this order; zero for none.
+        pub stop_loss_trigger_ticks: Ticks,
+        /// Since version 3: limit price of the attached stop-loss; zero makes it a market order.
+        pub stop_loss_limit_ticks: Ticks,
+        /// Since version 3: trigger price of the take-profit attached to this order; zero for none.
+        pub take_profit_trigger_ticks: Ticks,
+        /// Since version 3: limit price of the attached take-profit; zero makes it a market order.
+        pub take_profit_limit_ticks: Ticks,
     }
 );
+
+impl NewOrder {
+    /// Block length of versions 1 and 2 (before the trigger fields): such a block still decodes,
+    /// its missing fields read as zero (no trigger, nothing attached).
+    pub const BLOCK_LENGTH_V2: u16 = 56;
+}
 
 message!(
     /// Cancel one open order, by exchange id or (when `order_id` is 0) by client id.
@@ -669,6 +699,103 @@ message!(
         pub side: SideCode,
         /// Zero.
         pub reserved: Reserved<3>,
+    }
+);
+
+message!(
+    /// Since version 3: a trigger order passed every check and waits, holding no funds, until the
+    /// market's last trade price reaches its trigger price. Followed later by [`TriggerPlaced`] (and
+    /// the order's own events), [`TriggerFailed`] or an [`OrderCanceled`].
+    TriggerPending = 115, 88 {
+        /// Sequence of the command.
+        pub sequence: Sequence,
+        /// Time of the command.
+        pub timestamp_ns: TimestampNs,
+        /// Owner.
+        pub user_id: UserId,
+        /// Exchange-assigned id (the order keeps it when it fires).
+        pub order_id: OrderId,
+        /// Client id as sent.
+        pub client_order_id: ClientOrderId,
+        /// Trigger price.
+        pub trigger_price_ticks: Ticks,
+        /// Limit price of the order it places (zero: a market order).
+        pub price_ticks: Ticks,
+        /// Quantity as sent.
+        pub quantity_lots: Lots,
+        /// Quote quantity as sent.
+        pub quote_quantity: Amount,
+        /// Market.
+        pub market_id: MarketId,
+        /// Side.
+        pub side: SideCode,
+        /// Order type placed when it fires.
+        pub order_type: OrderTypeCode,
+        /// Time in force.
+        pub time_in_force: TimeInForceCode,
+        /// Self-trade prevention mode.
+        pub self_trade_prevention: SelfTradePreventionCode,
+        /// Post-only flag.
+        pub post_only: BooleanCode,
+        /// Stop or take-profit.
+        pub trigger_kind: TriggerKindCode,
+        /// Zero.
+        pub reserved: Reserved<6>,
+    }
+);
+
+message!(
+    /// Since version 3: a pending trigger order fired: the last trade price reached its trigger.
+    /// Followed at once by the order's [`OrderAccepted`] (same order id) and what it does, or by
+    /// [`TriggerFailed`].
+    TriggerPlaced = 116, 64 {
+        /// Sequence of the command whose trade fired it.
+        pub sequence: Sequence,
+        /// Time of that command.
+        pub timestamp_ns: TimestampNs,
+        /// Owner.
+        pub user_id: UserId,
+        /// The order's id.
+        pub order_id: OrderId,
+        /// Client id.
+        pub client_order_id: ClientOrderId,
+        /// Trigger price.
+        pub trigger_price_ticks: Ticks,
+        /// The last trade price that reached it.
+        pub last_price_ticks: Ticks,
+        /// Market.
+        pub market_id: MarketId,
+        /// Side.
+        pub side: SideCode,
+        /// Stop or take-profit.
+        pub trigger_kind: TriggerKindCode,
+        /// Zero.
+        pub reserved: Reserved<2>,
+    }
+);
+
+message!(
+    /// Since version 3: a fired trigger order could not be placed (funds, halted market, price
+    /// band, ...): it ends here, nothing changed for it.
+    TriggerFailed = 117, 48 {
+        /// Sequence of the command whose trade fired it.
+        pub sequence: Sequence,
+        /// Time of that command.
+        pub timestamp_ns: TimestampNs,
+        /// Owner.
+        pub user_id: UserId,
+        /// The order's id.
+        pub order_id: OrderId,
+        /// Client id.
+        pub client_order_id: ClientOrderId,
+        /// Market.
+        pub market_id: MarketId,
+        /// Why the order it would have placed was refused.
+        pub reason: RejectReasonCode,
+        /// Side.
+        pub side: SideCode,
+        /// Stop or take-profit.
+        pub trigger_kind: TriggerKindCode,
     }
 );
 

@@ -387,6 +387,29 @@ wire_enum!(
         /// A market order ran out of funds: a buy out of quote, a sell by quote quantity out of
         /// base, or a quote quantity too small for one lot.
         FundsExhausted = 3,
+        /// A market order (or a triggered one) reached the edge of the market's price band: the
+        /// remainder would have traded at a price too far from the reference price.
+        PriceBand = 4,
+    }
+);
+
+wire_enum!(
+    /// What makes a trigger order fire, relative to the market's last trade price. A buy stop
+    /// fires when the price rises to its trigger, a sell stop when it falls to it; a take-profit
+    /// is the opposite (a buy when the price falls to it, a sell when it rises to it).
+    TriggerKind / /// Wire code of [`TriggerKind`].
+    TriggerKindCode(u8, u8) {
+        /// Not a trigger order: it trades or rests at once.
+        None = 0,
+        /// Stop (stop-loss): fires when the price moves against the order's side.
+        Stop = 1,
+        /// Take-profit: fires when the price moves in the order's favour.
+        TakeProfit = 2,
+        /// Fires when the last trade price crosses the trigger price from the side the reference
+        /// price (last trade, else mid) was on at acceptance, as Backpack's `triggerPrice`: the
+        /// engine records it as the `Stop` or `TakeProfit` that means (a trigger at the reference,
+        /// or with no reference, is refused).
+        Cross = 3,
     }
 );
 
@@ -515,6 +538,11 @@ wire_enum!(
         BookFull = 306,
         /// A market order met an empty opposite side.
         NoLiquidity = 307,
+        /// A limit price (or a triggered limit order's price) is outside the market's price band
+        /// around its reference price.
+        PriceOutsideBand = 308,
+        /// The user has too many pending trigger orders on this market.
+        TooManyTriggerOrders = 309,
         /// The client order id is already used by one of the user's open orders.
         DuplicateClientOrderId = 401,
         /// No open order with that id on that market.
@@ -523,6 +551,10 @@ wire_enum!(
         NotOrderOwner = 403,
         /// The replace changes nothing, or the new quantity is not above what already filled.
         InvalidReplace = 404,
+        /// A trigger price is zero or above the market's maximum, or the last trade price has
+        /// already reached it (the order would fire at once), or trigger fields come without a
+        /// trigger kind (or the reverse).
+        InvalidTriggerPrice = 405,
         /// Deposit or withdrawal of zero.
         AmountZero = 501,
         /// The operation would overflow a balance or a notional.
@@ -572,10 +604,13 @@ impl RejectReason {
             RejectReason::TooManyOpenOrders => "too many open orders",
             RejectReason::BookFull => "order book is full",
             RejectReason::NoLiquidity => "no liquidity for a market order",
+            RejectReason::PriceOutsideBand => "price is outside the market's price band",
+            RejectReason::TooManyTriggerOrders => "too many pending trigger orders",
             RejectReason::DuplicateClientOrderId => "client order id already in use by an open order",
             RejectReason::UnknownOrder => "order not found",
             RejectReason::NotOrderOwner => "order belongs to another user",
             RejectReason::InvalidReplace => "replace changes nothing or quantity not above filled",
+            RejectReason::InvalidTriggerPrice => "invalid trigger price, or the order would trigger immediately",
             RejectReason::AmountZero => "amount must be positive",
             RejectReason::ArithmeticOverflow => "amount too large",
             RejectReason::PoolNotFound => "no liquidity pool for this market",

@@ -74,6 +74,14 @@ impl Any {
         }
     }
 
+    /// The older version's block length its decoder also accepts (else the current one).
+    fn min_block_length(&self) -> u16 {
+        match self {
+            Any::Command(Command::NewOrder(_)) => NewOrder::MIN_BLOCK_LENGTH,
+            _ => (self.to_vec().len() - MESSAGE_HEADER_BYTES) as u16,
+        }
+    }
+
     /// Decodes `bytes` with the envelope of `self`.
     fn decode_like(&self, bytes: &[u8]) -> Result<(Any, usize), DecodeError> {
         match self {
@@ -130,7 +138,7 @@ const VERSION_AT: usize = 6;
 #[test]
 fn the_instances_cover_every_message() {
     let all = all();
-    assert_eq!(all.len(), 35);
+    assert_eq!(all.len(), 38);
     for envelope in ENVELOPES {
         assert!(all.iter().any(|m| m.envelope() == envelope), "no {envelope} message");
     }
@@ -219,6 +227,9 @@ fn a_shorter_declared_block_is_refused() {
         let bytes = message.to_vec();
         let known = (bytes.len() - MESSAGE_HEADER_BYTES) as u16;
         for declared in 0..known {
+            if declared == message.min_block_length() {
+                continue; // an older version's block: accepted (see below)
+            }
             let mut short = bytes.clone();
             set_u16(&mut short, BLOCK_LENGTH_AT, declared);
             assert_eq!(
@@ -355,11 +366,11 @@ fn invalid_enum_codes_decode_and_are_reported_by_the_accessors() {
     assert_eq!(canceled.reason.get(), invalid("CancelReason", 0));
 
     let mut bytes = Event::OrderExpired(OrderExpired::default()).to_vec();
-    bytes[block + 61] = 4;
+    bytes[block + 61] = 5;
     let (Event::OrderExpired(expired), _) = Event::decode(&bytes).unwrap() else {
         panic!("not an OrderExpired");
     };
-    assert_eq!(expired.reason.get(), invalid("ExpireReason", 4));
+    assert_eq!(expired.reason.get(), invalid("ExpireReason", 5));
 
     let mut bytes = Event::BalanceUpdate(BalanceUpdate::default()).to_vec();
     bytes[block + 44] = 7;
@@ -415,4 +426,39 @@ fn encode_refuses_a_short_output_buffer() {
         let longest = all().iter().filter(|m| m.envelope() == envelope).map(|m| m.to_vec().len()).max();
         assert_eq!(longest, Some(max), "{envelope}::ENCODED_BYTES_MAX");
     }
+}
+
+/// A version-1/2 sender's `NewOrder` (56-byte block, version 2 in its header) still decodes, the
+/// trigger fields of version 3 reading as zero (no trigger, nothing attached); a block between the
+/// two lengths is refused.
+#[test]
+fn a_version_2_new_order_is_still_accepted() {
+    let order = NewOrder {
+        user_id: UserId::new(7),
+        client_order_id: ClientOrderId::new(9),
+        price_ticks: Ticks::new(100),
+        quantity_lots: Lots::new(3),
+        market_id: MarketId::new(1),
+        side: Side::Bid.into(),
+        order_type: OrderType::Limit.into(),
+        time_in_force: TimeInForce::Gtc.into(),
+        ..NewOrder::default()
+    };
+    let current = Command::NewOrder(order).to_vec();
+    let mut old = Vec::new();
+    old.extend_from_slice(&56u16.to_le_bytes()); // blockLength of version 2
+    old.extend_from_slice(&1u16.to_le_bytes()); // templateId
+    old.extend_from_slice(&SCHEMA_ID.to_le_bytes());
+    old.extend_from_slice(&2u16.to_le_bytes()); // version 2
+    old.extend_from_slice(&current[MESSAGE_HEADER_BYTES..MESSAGE_HEADER_BYTES + 56]);
+    let (decoded, consumed) = Command::decode(&old).unwrap();
+    assert_eq!(consumed, MESSAGE_HEADER_BYTES + 56);
+    assert_eq!(decoded, Command::NewOrder(order));
+    let Command::NewOrder(decoded) = decoded else { unreachable!() };
+    assert_eq!(decoded.trigger_kind.get(), Ok(TriggerKind::None));
+    assert_eq!(decoded.trigger_price_ticks, Ticks::ZERO);
+
+    let mut between = current.clone();
+    between[..2].copy_from_slice(&64u16.to_le_bytes());
+    assert_eq!(Command::decode(&between), Err(DecodeError::BlockTooShort { template_id: 1, expected: 96, actual: 64 }));
 }

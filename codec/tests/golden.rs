@@ -75,7 +75,13 @@ fn instances() -> Vec<Any> {
             time_in_force: TimeInForce::Fok.into(),
             self_trade_prevention: SelfTradePrevention::RejectBoth.into(),
             post_only: true.into(),
+            trigger_kind: TriggerKind::TakeProfit.into(),
             reserved: Reserved::ZERO,
+            trigger_price_ticks: Ticks::new(0x7172_7374_7576_7778),
+            stop_loss_trigger_ticks: Ticks::new(0x8182_8384_8586_8788),
+            stop_loss_limit_ticks: Ticks::new(0x9192_9394_9596_9798),
+            take_profit_trigger_ticks: Ticks::new(0xA1A2_A3A4_A5A6_A7A8),
+            take_profit_limit_ticks: Ticks::new(0xB1B2_B3B4_B5B6_B7B8),
         }),
         Command::CancelOrder(CancelOrder {
             user_id: UserId::new(0x0102_0304_0506_0708),
@@ -334,6 +340,49 @@ fn instances() -> Vec<Any> {
             side: Side::Ask.into(),
             reserved: Reserved::ZERO,
         }),
+        Event::TriggerPending(TriggerPending {
+            sequence,
+            timestamp_ns,
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            order_id: OrderId::new(0x6162_6364_6566_6768),
+            client_order_id: ClientOrderId::new(0x1112_1314_1516_1718),
+            trigger_price_ticks: Ticks::new(0x7172_7374_7576_7778),
+            price_ticks: Ticks::new(0x2122_2324_2526_2728),
+            quantity_lots: Lots::new(0x3132_3334_3536_3738),
+            quote_quantity: Amount::new(0x4142_4344_4546_4748),
+            market_id: MarketId::new(0x5152_5354),
+            side: Side::Ask.into(),
+            order_type: OrderType::Limit.into(),
+            time_in_force: TimeInForce::Ioc.into(),
+            self_trade_prevention: SelfTradePrevention::RejectMaker.into(),
+            post_only: false.into(),
+            trigger_kind: TriggerKind::Stop.into(),
+            reserved: Reserved::ZERO,
+        }),
+        Event::TriggerPlaced(TriggerPlaced {
+            sequence,
+            timestamp_ns,
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            order_id: OrderId::new(0x6162_6364_6566_6768),
+            client_order_id: ClientOrderId::new(0x1112_1314_1516_1718),
+            trigger_price_ticks: Ticks::new(0x7172_7374_7576_7778),
+            last_price_ticks: Ticks::new(0x2122_2324_2526_2728),
+            market_id: MarketId::new(0x5152_5354),
+            side: Side::Bid.into(),
+            trigger_kind: TriggerKind::TakeProfit.into(),
+            reserved: Reserved::ZERO,
+        }),
+        Event::TriggerFailed(TriggerFailed {
+            sequence,
+            timestamp_ns,
+            user_id: UserId::new(0x0102_0304_0506_0708),
+            order_id: OrderId::new(0x6162_6364_6566_6768),
+            client_order_id: ClientOrderId::new(0x1112_1314_1516_1718),
+            market_id: MarketId::new(0x5152_5354),
+            reason: RejectReason::PriceOutsideBand.into(),
+            side: Side::Ask.into(),
+            trigger_kind: TriggerKind::Stop.into(),
+        }),
     ];
     let session = [
         Session::Negotiate(Negotiate { api_key: counting(0xC0), timestamp_ns }),
@@ -425,7 +474,7 @@ fn golden_directory_holds_exactly_one_file_per_message() {
         std::fs::read_dir(golden_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     found.sort();
     assert_eq!(found, expected);
-    assert_eq!(expected.len(), 35, "11 commands, 14 events and 10 session messages");
+    assert_eq!(expected.len(), 38, "11 commands, 17 events and 10 session messages");
 }
 
 #[test]
@@ -458,10 +507,10 @@ fn golden_bytes(name: &str) -> Vec<u8> {
 #[test]
 fn new_order_bytes_by_hand() {
     let mut expected = Vec::new();
-    expected.extend_from_slice(&[56, 0]); // blockLength
+    expected.extend_from_slice(&[96, 0]); // blockLength
     expected.extend_from_slice(&[1, 0]); // templateId
     expected.extend_from_slice(&[1, 0]); // schemaId
-    expected.extend_from_slice(&[2, 0]); // version (schema version 2)
+    expected.extend_from_slice(&[3, 0]); // version (schema version 3)
     expected.extend_from_slice(&[0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01]); // userId @0
     expected.extend_from_slice(&[0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11]); // clientOrderId @8
     expected.extend_from_slice(&[0x28, 0x27, 0x26, 0x25, 0x24, 0x23, 0x22, 0x21]); // priceTicks @16
@@ -473,8 +522,14 @@ fn new_order_bytes_by_hand() {
     expected.push(3); // timeInForce @46: Fok
     expected.push(2); // selfTradePrevention @47: RejectBoth
     expected.push(1); // postOnly @48: True
-    expected.extend_from_slice(&[0; 7]); // reserved @49
-    assert_eq!(expected.len(), 8 + 56);
+    expected.push(2); // triggerKind @49: TakeProfit (since version 3)
+    expected.extend_from_slice(&[0; 6]); // reserved @50
+    expected.extend_from_slice(&[0x78, 0x77, 0x76, 0x75, 0x74, 0x73, 0x72, 0x71]); // triggerPriceTicks @56
+    expected.extend_from_slice(&[0x88, 0x87, 0x86, 0x85, 0x84, 0x83, 0x82, 0x81]); // stopLossTriggerTicks @64
+    expected.extend_from_slice(&[0x98, 0x97, 0x96, 0x95, 0x94, 0x93, 0x92, 0x91]); // stopLossLimitTicks @72
+    expected.extend_from_slice(&[0xA8, 0xA7, 0xA6, 0xA5, 0xA4, 0xA3, 0xA2, 0xA1]); // takeProfitTriggerTicks @80
+    expected.extend_from_slice(&[0xB8, 0xB7, 0xB6, 0xB5, 0xB4, 0xB3, 0xB2, 0xB1]); // takeProfitLimitTicks @88
+    assert_eq!(expected.len(), 8 + 96);
     assert_eq!(golden_bytes("NewOrder"), expected);
 }
 
@@ -483,7 +538,7 @@ fn new_order_bytes_by_hand() {
 fn swap_bytes_by_hand() {
     let swap = golden_bytes("Swap");
     assert_eq!(swap.len(), 8 + 32);
-    assert_eq!(&swap[..8], &[32, 0, 10, 0, 1, 0, 2, 0]);
+    assert_eq!(&swap[..8], &[32, 0, 10, 0, 1, 0, 3, 0]);
     assert_eq!(&swap[8..16], &[0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01]); // userId @0
     assert_eq!(&swap[8 + 8..8 + 16], &[0x48, 0x47, 0x46, 0x45, 0x44, 0x43, 0x42, 0x41]); // amount @8
     assert_eq!(&swap[8 + 16..8 + 24], &[0xE8, 0xE7, 0xE6, 0xE5, 0xE4, 0xE3, 0xE2, 0xE1]); // limit @16
@@ -495,7 +550,7 @@ fn swap_bytes_by_hand() {
 fn order_rejected_and_fill_bytes_by_hand() {
     let rejected = golden_bytes("OrderRejected");
     assert_eq!(rejected.len(), 8 + 48);
-    assert_eq!(&rejected[..8], &[48, 0, 102, 0, 1, 0, 2, 0]);
+    assert_eq!(&rejected[..8], &[48, 0, 102, 0, 1, 0, 3, 0]);
     assert_eq!(&rejected[8..16], &[0x88, 0x87, 0x86, 0x85, 0x84, 0x83, 0x82, 0x81]); // sequence
     assert_eq!(&rejected[8 + 40..8 + 44], &[0x54, 0x53, 0x52, 0x51]); // marketId
     assert_eq!(&rejected[8 + 44..8 + 46], &301u16.to_le_bytes()); // reason: InsufficientBalance
@@ -503,7 +558,7 @@ fn order_rejected_and_fill_bytes_by_hand() {
 
     let fill = golden_bytes("Fill");
     assert_eq!(fill.len(), 8 + 136);
-    assert_eq!(&fill[..8], &[136, 0, 103, 0, 1, 0, 2, 0]);
+    assert_eq!(&fill[..8], &[136, 0, 103, 0, 1, 0, 3, 0]);
     assert_eq!(&fill[8 + 16..8 + 24], &[0x98, 0x97, 0x96, 0x95, 0x94, 0x93, 0x92, 0x91]); // tradeId
     assert_eq!(&fill[8 + 48..8 + 56], &[0xA8, 0xA7, 0xA6, 0xA5, 0xA4, 0xA3, 0xA2, 0xA1]); // makerUserId
     assert_eq!(&fill[8 + 120..8 + 128], &[0x1B, 0x1A, 0x0F, 0x0E, 0x0D, 0x0C, 0x0B, 0x0A]); // takerFee
@@ -515,7 +570,7 @@ fn order_rejected_and_fill_bytes_by_hand() {
 fn session_bytes_by_hand() {
     let establish = golden_bytes("Establish");
     assert_eq!(establish.len(), 8 + 80);
-    assert_eq!(&establish[..8], &[80, 0, 202, 0, 1, 0, 2, 0]);
+    assert_eq!(&establish[..8], &[80, 0, 202, 0, 1, 0, 3, 0]);
     let signature: Vec<u8> = (0x40..0x80).collect();
     assert_eq!(&establish[8..8 + 64], &signature[..]); // signature @0, as is
     assert_eq!(&establish[8 + 64..8 + 72], &[0x88, 0x87, 0x86, 0x85, 0x84, 0x83, 0x82, 0x81]); // nextExpectedSequence
@@ -524,7 +579,7 @@ fn session_bytes_by_hand() {
 
     let reject = golden_bytes("BusinessReject");
     assert_eq!(reject.len(), 8 + 24);
-    assert_eq!(&reject[..8], &[24, 0, 209, 0, 1, 0, 2, 0]);
+    assert_eq!(&reject[..8], &[24, 0, 209, 0, 1, 0, 3, 0]);
     assert_eq!(&reject[8..16], &[0xA8, 0xA7, 0xA6, 0xA5, 0xA4, 0xA3, 0xA2, 0xA1]); // clientSequence
     assert_eq!(&reject[8 + 8..8 + 16], &[0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11]); // clientOrderId
     assert_eq!(&reject[8 + 16..8 + 18], &901u16.to_le_bytes()); // reason: Throttled
@@ -532,5 +587,5 @@ fn session_bytes_by_hand() {
     assert_eq!(&reject[8 + 20..], &[0; 4]); // reserved
 
     let terminate = golden_bytes("Terminate");
-    assert_eq!(terminate, [8, 0, 208, 0, 1, 0, 2, 0, 5, 0, 0, 0, 0, 0, 0, 0]); // reason: SlowConsumer
+    assert_eq!(terminate, [8, 0, 208, 0, 1, 0, 3, 0, 5, 0, 0, 0, 0, 0, 0, 0]); // reason: SlowConsumer
 }

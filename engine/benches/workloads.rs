@@ -33,6 +33,9 @@
 //!    near the target (as exchange-core's generator does). IOCs go up to 3 ticks through the
 //!    opposite best for `R(1, 50)` lots; GTCs are for `R(1, 100)`. 100k warm-up ops, then 1M
 //!    measured.
+//!    **EC+trig**: the same with 10% of the ops replaced by trigger orders (stop / take-profit,
+//!    half market and half limit, triggers 1..=20 ticks beyond the last trade price), run right
+//!    after EC in the same process so the two ns/op compare.
 //! 4. **CSV** replay: lines `side,price,qty` (side `B`/`S` or `buy`/`sell`, price in ticks,
 //!    quantity in lots; blank lines, `#` comments and a `side,...` header are skipped) sent as GTC
 //!    limits by the same two users as W-LB and reported like W-LB. Runs
@@ -61,7 +64,7 @@
 //! `ENGINE_BENCH_CSV=path` replays that file as workload 4; `ENGINE_BENCH_ONLY=wlb,obrs,ec,csv`
 //! runs only the named workloads.
 
-use codec::{Command, Event, MarketId, OrderId, OrderType, RejectReason, Side, TimeInForce, WireEnum};
+use codec::{Command, Event, MarketId, OrderId, OrderType, RejectReason, Side, TimeInForce, TriggerKind, WireEnum};
 use engine::testkit::profiles::{
     EXCHANGE_CORE, EXCHANGE_CORE_BAND_TICKS, EXCHANGE_CORE_CROSSING_IN_BAND, EXCHANGE_CORE_IOC_THROUGH_TICKS, W_OBRS,
     W_OBRS_BAND_TICKS, parse_flow_csv,
@@ -221,7 +224,10 @@ impl Tally {
                 Event::LiquidityAdded(_)
                 | Event::LiquidityRemoved(_)
                 | Event::SwapExecuted(_)
-                | Event::OrderRouted(_) => {}
+                | Event::OrderRouted(_)
+                | Event::TriggerPending(_)
+                | Event::TriggerPlaced(_)
+                | Event::TriggerFailed(_) => {}
             }
         }
     }
@@ -410,10 +416,11 @@ impl Plan {
 }
 
 /// A command's kind, for per-kind latency.
-const KINDS: [&str; 5] = ["gtc limit", "ioc limit", "market", "cancel", "replace"];
+const KINDS: [&str; 6] = ["gtc limit", "ioc limit", "market", "cancel", "replace", "trigger"];
 
 fn kind(command: &Command) -> Option<usize> {
     match command {
+        Command::NewOrder(order) if order.trigger_kind.get() != Ok(TriggerKind::None) => Some(5),
         Command::NewOrder(order) => match (order.order_type.get(), order.time_in_force.get()) {
             (Ok(OrderType::Market), _) => Some(2),
             (_, Ok(TimeInForce::Gtc)) => Some(0),
@@ -648,6 +655,9 @@ impl OpenOrders {
     }
 }
 
+/// Percent of the EC+trig workload's ops that are trigger orders.
+const EC_TRIGGER_PCT: u64 = 10;
+
 /// EC's centre before the book has both sides.
 const EC_START_PRICE: u64 = 100_000;
 
@@ -669,7 +679,11 @@ fn ec_price(rng: &mut XorShift64, book: &OrderBook, side: Side, may_cross: bool)
 }
 
 /// EC: see the module documentation.
-fn plan_ec(warmup: usize, measured: usize) -> Plan {
+/// EC with `trigger_pct` percent of the ops replaced by trigger orders (stop or take-profit, half
+/// market and half limit at the trigger price, `R(1, 20)` lots, trigger `R(1, 20)` ticks beyond the
+/// last trade price in its direction). The trigger draws use their own generator, so with
+/// `trigger_pct` 0 the plan is exactly EC's.
+fn plan_ec(warmup: usize, measured: usize, trigger_pct: u64) -> Plan {
     const ACCOUNTS: u64 = 1_000;
     const PREFILL: usize = 1_000;
     const TARGET_BOOK: usize = PREFILL;
@@ -699,7 +713,8 @@ fn plan_ec(warmup: usize, measured: usize) -> Plan {
         setup.push(command);
     }
 
-    let mut counts = [0u64; 5];
+    let mut counts = [0u64; KINDS.len()];
+    let mut trigger_rng = XorShift64(0x7816_6E55_0D1C_E5A1);
     let mut peak_book = planner.book().len();
     let (mut smallest, mut largest) = (usize::MAX, 0);
     let mut all = Vec::with_capacity(total);
@@ -710,7 +725,17 @@ fn plan_ec(warmup: usize, measured: usize) -> Plan {
         let book = planner.book();
         let (gtc, ioc, cancel) =
             (u64::from(EXCHANGE_CORE.gtc_pct), u64::from(EXCHANGE_CORE.ioc_pct), u64::from(EXCHANGE_CORE.cancel_pct));
-        let (command, subject) = if roll < gtc + ioc || open.list.is_empty() {
+        let last_trade = planner.engine.last_trade_price(MarketId::new(MARKET)).unwrap_or(0);
+        let (command, subject) = if trigger_pct > 0 && last_trade > 20 && trigger_rng.next() % 100 < trigger_pct {
+            let owner = trigger_rng.range(1, ACCOUNTS);
+            let side = random_side(&mut trigger_rng);
+            let kind = if trigger_rng.next() % 2 == 0 { TriggerKind::Stop } else { TriggerKind::TakeProfit };
+            let rises = matches!((kind, side), (TriggerKind::Stop, Side::Bid) | (TriggerKind::TakeProfit, Side::Ask));
+            let distance = trigger_rng.range(1, 20);
+            let trigger = if rises { last_trade + distance } else { last_trade - distance };
+            let price = if trigger_rng.next() % 2 == 0 { 0 } else { trigger };
+            (commands::trigger(owner, MARKET, side, kind, trigger, price, trigger_rng.range(1, 20), 0), None)
+        } else if roll < gtc + ioc || open.list.is_empty() {
             let owner = rng.range(1, ACCOUNTS);
             let side = random_side(&mut rng);
             let command = if roll < gtc || (open.list.is_empty() && roll >= gtc + ioc) {
@@ -750,6 +775,12 @@ fn plan_ec(warmup: usize, measured: usize) -> Plan {
         open.apply(&planner.events);
         if let Some(id) = subject.or_else(|| accepted_id(&planner.events)) {
             open.sync(planner.book(), id);
+        }
+        // Trigger orders this command fired may have rested.
+        for event in &planner.events {
+            if let Event::OrderAccepted(accepted) = event {
+                open.sync(planner.book(), accepted.order_id.get());
+            }
         }
         let size = planner.book().len();
         peak_book = peak_book.max(size);
@@ -885,8 +916,10 @@ fn main() {
         rows.push(run_latency(&format!("W-OBRS {}", count_label(plan.measured.len())), &plan));
     }
     if options.wants("ec") {
-        let plan = plan_ec(options.n(100_000), options.n(1_000_000));
+        let plan = plan_ec(options.n(100_000), options.n(1_000_000), 0);
         rows.push(run_latency(&format!("EC {}", count_label(plan.measured.len())), &plan));
+        let plan = plan_ec(options.n(100_000), options.n(1_000_000), EC_TRIGGER_PCT);
+        rows.push(run_latency(&format!("EC+trig {}", count_label(plan.measured.len())), &plan));
     }
     if options.wants("csv") {
         let path = options

@@ -7,6 +7,7 @@
 //! every notional is the exact integer `price_ticks × quantity_lots × quote_per_tick_lot`.
 
 use crate::amm::PoolConfig;
+use crate::bands::PriceBand;
 use codec::{AssetId, MarketId};
 
 /// Parts-per-million denominator of fee rates.
@@ -54,6 +55,8 @@ pub struct MarketConfig {
     pub maker_fee_ppm: u32,
     /// Fee charged to takers, parts per million of the notional; at least the maker fee.
     pub taker_fee_ppm: u32,
+    /// Price band around the reference price ([`PriceBand::NONE`]: none); see [`crate::bands`].
+    pub price_band: PriceBand,
 }
 
 /// Fixed bounds of the engine, allocated at start-up.
@@ -117,6 +120,9 @@ pub enum ConfigError {
     /// Fee rates above 100% or taker below maker.
     #[error("market {0}: fees must satisfy maker <= taker <= 1_000_000 ppm")]
     BadFees(String),
+    /// Price band multipliers not `min ≤ 1× ≤ max ≤ 100×`.
+    #[error("market {0}: price band must satisfy min <= 1_000_000 <= max <= 100_000_000 ppm")]
+    BadPriceBand(String),
     /// A limit of zero.
     #[error("limits must be positive")]
     BadLimits,
@@ -227,6 +233,9 @@ impl EngineConfig {
             if market.maker_fee_ppm > market.taker_fee_ppm || u64::from(market.taker_fee_ppm) > FEE_PPM_DENOMINATOR {
                 return Err(ConfigError::BadFees(symbol()));
             }
+            if !market.price_band.is_valid() {
+                return Err(ConfigError::BadPriceBand(symbol()));
+            }
             specs.push(spec);
         }
         for (index, pool) in self.pools.iter().enumerate() {
@@ -259,6 +268,7 @@ impl EngineConfig {
             min_notional: 0,
             maker_fee_ppm: 200,
             taker_fee_ppm: 500,
+            price_band: PriceBand::NONE,
         };
         Self {
             assets: vec![asset(0, "BTC", 8), asset(1, "USDC", 6), asset(2, "ETH", 8), asset(3, "SOL", 9)],

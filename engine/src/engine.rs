@@ -1,10 +1,14 @@
 //! The engine: command dispatch, order checks, matching and settlement.
 
+mod trigger_orders;
+
 use crate::amm::{self, Pool};
+use crate::bands;
 use crate::book::{Book, OrderBook, RestingOrder};
 use crate::config::{ConfigError, EngineConfig, EngineLimits, MarketSpec};
 use crate::hash::{StateHasher, StateWords};
 use crate::ledger::{Balance, Ledger, LedgerError};
+use crate::triggers::TriggerBook;
 use codec::{
     AddLiquidity, LiquidityAdded, LiquidityRemoved, OrderRouted, RemoveLiquidity, RoutedOrder, Shares, Swap,
     SwapExecuted, SwapMode,
@@ -41,6 +45,11 @@ struct MarketState<B> {
     next_trade_id: u64,
     /// Halted by an operator: new orders and replaces are rejected, cancels work.
     halted: bool,
+    /// Price of the market's last trade in ticks (0 before the first): the reference of its
+    /// price band and the price its trigger orders watch.
+    last_trade_ticks: u64,
+    /// Pending stop / take-profit orders (see [`crate::triggers`]).
+    triggers: TriggerBook,
 }
 
 /// An incoming order while it matches.
@@ -52,6 +61,9 @@ struct Taker {
     side: Side,
     /// Limit price; `None` for market orders.
     limit: Option<u64>,
+    /// The market's price band edge in the taker's direction when it was accepted (highest
+    /// price a buy may pay, lowest a sell may accept); `None` without a band.
+    band_edge: Option<u64>,
     /// Total order quantity (0 for quote-quantity market orders).
     quantity_lots: u64,
     /// Still to fill; `None` when quote bounds the size (quote-quantity market orders).
@@ -88,6 +100,8 @@ enum MatchStop {
     /// quantity: it is as complete as whole lots allow.
     QuoteQuantityReached,
     SelfTrade,
+    /// The next maker's price is beyond the market's price band (market orders).
+    PriceBand,
 }
 
 /// The matching engine over books of type `B` (the fast [`OrderBook`] by default; tests also run
@@ -148,6 +162,8 @@ impl<B: Book> Engine<B> {
                     book: make_book(limits.orders_per_market_max),
                     next_trade_id: 1,
                     halted: false,
+                    last_trade_ticks: 0,
+                    triggers: TriggerBook::default(),
                 })
                 .collect(),
             ledger: Ledger::new(config.assets.len(), limits.accounts_expected),
@@ -161,7 +177,7 @@ impl<B: Book> Engine<B> {
     /// (exactly one [`OrderRejected`] event, no state change) or it takes effect completely.
     pub fn execute(&mut self, ctx: CommandContext, command: &Command, out: &mut Vec<Event>) {
         let result = match command {
-            Command::NewOrder(m) => self.new_order(ctx, m, out),
+            Command::NewOrder(m) => self.new_order(ctx, m, None, out),
             Command::CancelOrder(m) => self.cancel_order(ctx, m, out),
             Command::CancelReplace(m) => self.cancel_replace(ctx, m, out),
             Command::MassCancel(m) => self.mass_cancel(ctx, m, out),
@@ -173,6 +189,15 @@ impl<B: Book> Engine<B> {
             Command::Swap(m) => self.swap(ctx, m, out),
             Command::RoutedOrder(m) => self.routed_order(ctx, m, out),
         };
+        // Trades may have moved a market's last price: fire the trigger orders it reached.
+        if result.is_ok()
+            && let Command::NewOrder(NewOrder { market_id, .. })
+            | Command::CancelReplace(CancelReplace { market_id, .. })
+            | Command::RoutedOrder(RoutedOrder { market_id, .. }) = command
+            && let Some(mi) = self.market_index(*market_id)
+        {
+            self.fire_triggers(ctx, mi, out);
+        }
         if let Err(reason) = result {
             let (client_order_id, order_id, market_id) = match command {
                 Command::NewOrder(m) => (m.client_order_id, OrderId::ZERO, m.market_id),
@@ -223,6 +248,21 @@ impl<B: Book> Engine<B> {
         self.markets.len()
     }
 
+    /// Number of pending trigger orders on a market (0 for an unknown market).
+    pub fn pending_triggers(&self, market_id: MarketId) -> usize {
+        self.triggers(market_id).map_or(0, TriggerBook::len)
+    }
+
+    /// The pending trigger orders of a market.
+    pub fn triggers(&self, market_id: MarketId) -> Option<&TriggerBook> {
+        self.market_index(market_id).map(|i| &self.markets[i].triggers)
+    }
+
+    /// Price of a market's last trade in ticks (0: none yet).
+    pub fn last_trade_price(&self, market_id: MarketId) -> Option<u64> {
+        self.market_index(market_id).map(|i| self.markets[i].last_trade_ticks)
+    }
+
     /// Whether a market is halted (`None`: no such market).
     pub fn is_halted(&self, market_id: MarketId) -> Option<bool> {
         self.market_index(market_id).map(|i| self.markets[i].halted)
@@ -260,6 +300,22 @@ impl<B: Book> Engine<B> {
                     .insert(order)
                     .map_err(|_| format!("{}: book capacity exceeded", market.spec.config.symbol))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Each market's last trade price and pending triggers, in market id order (for snapshots).
+    pub(crate) fn visit_trigger_state(&self, visit: &mut dyn FnMut(u64, &TriggerBook)) {
+        for market in &self.markets {
+            visit(market.last_trade_ticks, &market.triggers);
+        }
+    }
+
+    /// Restores each market's last trade price and pending triggers (snapshot format 4).
+    pub(crate) fn restore_trigger_state(&mut self, markets: Vec<(u64, TriggerBook)>) -> Result<(), String> {
+        for (market, (last_trade_ticks, triggers)) in self.markets.iter_mut().zip(markets) {
+            market.last_trade_ticks = last_trade_ticks;
+            market.triggers = triggers;
         }
         Ok(())
     }
@@ -332,6 +388,17 @@ impl<B: Book> Engine<B> {
             if market.halted {
                 hasher.u64(u64::MAX);
             }
+            // Likewise the last trade price and the pending triggers add to the hash only once
+            // they exist (a state from before them hashes as it did).
+            if market.last_trade_ticks != 0 || !market.triggers.is_empty() {
+                hasher.u64(market.last_trade_ticks);
+                hasher.u64(market.triggers.len() as u64);
+                for trigger in market.triggers.iter() {
+                    for word in trigger.words() {
+                        hasher.u64(word);
+                    }
+                }
+            }
             for side in [Side::Bid, Side::Ask] {
                 hasher.u64(market.book.len() as u64);
                 market.book.visit_in_priority(side, &mut |order| {
@@ -361,6 +428,12 @@ impl<B: Book> Engine<B> {
             let spec = &market.spec;
             let symbol = &spec.config.symbol;
             market.book.validate_structure().map_err(|e| format!("{symbol}: {e}"))?;
+            market.triggers.validate().map_err(|e| format!("{symbol}: {e}"))?;
+            for trigger in market.triggers.iter() {
+                if trigger.order_id.get() >= self.next_order_id || market.book.get(trigger.order_id).is_some() {
+                    return Err(format!("{symbol}: trigger {} id out of range or also resting", trigger.order_id));
+                }
+            }
             if let (Some(bid), Some(ask)) = (market.book.best_price(Side::Bid), market.book.best_price(Side::Ask))
                 && bid >= ask
             {
@@ -440,7 +513,15 @@ impl<B: Book> Engine<B> {
         (index < self.markets.len()).then_some(index)
     }
 
-    fn new_order(&mut self, ctx: CommandContext, m: &NewOrder, out: &mut Vec<Event>) -> Outcome {
+    /// A new order, or (with `fired`) the order a trigger places when it fires, which keeps the
+    /// trigger's id.
+    fn new_order(
+        &mut self,
+        ctx: CommandContext,
+        m: &NewOrder,
+        fired: Option<OrderId>,
+        out: &mut Vec<Event>,
+    ) -> Outcome {
         let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
         if self.markets[mi].halted {
             return Err(RejectReason::MarketHalted);
@@ -501,10 +582,41 @@ impl<B: Book> Engine<B> {
             return Err(RejectReason::NotionalBelowMinimum);
         }
         let client_order_id = m.client_order_id;
-        if client_order_id != ClientOrderId::ZERO && market.book.find_client_order(m.user_id, client_order_id).is_some()
+        if client_order_id != ClientOrderId::ZERO
+            && (market.book.find_client_order(m.user_id, client_order_id).is_some()
+                || market.triggers.find_client_order(m.user_id, client_order_id).is_some())
         {
             return Err(RejectReason::DuplicateClientOrderId);
         }
+        if m.stop_loss_trigger_ticks.get() != 0
+            || m.stop_loss_limit_ticks.get() != 0
+            || m.take_profit_trigger_ticks.get() != 0
+            || m.take_profit_limit_ticks.get() != 0
+        {
+            // Attached stop-loss / take-profit are not implemented yet: refused, never ignored.
+            return Err(RejectReason::InvalidOrderType);
+        }
+        match m.trigger_kind.get().map_err(invalid)? {
+            codec::TriggerKind::None if m.trigger_price_ticks.get() == 0 => {}
+            codec::TriggerKind::None => return Err(RejectReason::InvalidTriggerPrice),
+            kind => return self.accept_trigger(ctx, mi, m, kind, out),
+        }
+        // The price band around the reference price, fixed for the whole order.
+        let band = spec.config.price_band.limits(bands::reference_price(
+            market.last_trade_ticks,
+            market.book.best_price(Side::Bid).map(Ticks::get),
+            market.book.best_price(Side::Ask).map(Ticks::get),
+        ));
+        if let Some(band) = band
+            && order_type == OrderType::Limit
+            && !band.contains(price)
+        {
+            return Err(RejectReason::PriceOutsideBand);
+        }
+        let band_edge = band.map(|band| match side {
+            Side::Bid => band.upper,
+            Side::Ask => band.lower,
+        });
         let may_rest = order_type == OrderType::Limit && time_in_force == TimeInForce::Gtc;
         if may_rest {
             if market.book.open_orders_of(m.user_id) >= self.limits.open_orders_per_user_max {
@@ -545,7 +657,15 @@ impl<B: Book> Engine<B> {
                 if available == 0 || available < quote_quantity {
                     return Err(RejectReason::InsufficientBalance);
                 }
-                Some(if quote_quantity != 0 { quote_quantity } else { available })
+                Some(match (quote_quantity, band_edge) {
+                    (0, None) => available,
+                    // By base quantity under a band: at most the whole quantity at the band's
+                    // highest price, fee included, not the whole balance.
+                    (0, Some(upper)) => {
+                        spec.bid_reservation(upper, quantity).map_or(available, |worst| worst.min(available))
+                    }
+                    (quote_quantity, _) => quote_quantity,
+                })
             }
         };
 
@@ -564,11 +684,12 @@ impl<B: Book> Engine<B> {
             }
         }
         let mut taker = Taker {
-            order_id: OrderId::new(self.next_order_id),
+            order_id: fired.unwrap_or(OrderId::new(self.next_order_id)),
             user_id: m.user_id,
             client_order_id,
             side,
             limit: (order_type == OrderType::Limit).then_some(price),
+            band_edge,
             quantity_lots: quantity,
             remaining_lots: (quantity != 0).then_some(quantity),
             filled_lots: 0,
@@ -588,7 +709,9 @@ impl<B: Book> Engine<B> {
         }
 
         // Accepted: from here on the command takes effect.
-        self.next_order_id += 1;
+        if fired.is_none() {
+            self.next_order_id += 1;
+        }
         out.push(Event::OrderAccepted(OrderAccepted {
             sequence: ctx.sequence,
             timestamp_ns: ctx.timestamp_ns,
@@ -613,6 +736,10 @@ impl<B: Book> Engine<B> {
 
     fn cancel_order(&mut self, ctx: CommandContext, m: &CancelOrder, out: &mut Vec<Event>) -> Outcome {
         let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
+        if let Some(order_id) = self.find_own_trigger(mi, m.user_id, m.order_id, m.client_order_id)? {
+            self.cancel_trigger(ctx, mi, order_id, CancelReason::UserRequested, out);
+            return Ok(());
+        }
         let order_id = self.find_own_order(mi, m.user_id, m.order_id, m.client_order_id)?;
         self.cancel_resting(ctx, mi, order_id, CancelReason::UserRequested, out);
         Ok(())
@@ -647,6 +774,7 @@ impl<B: Book> Engine<B> {
                     canceled += 1;
                 }
             }
+            canceled += self.mass_cancel_triggers(ctx, mi, m.user_id, filter, &mut ids, out);
         }
         ids.clear();
         self.scratch_order_ids = ids;
@@ -666,6 +794,9 @@ impl<B: Book> Engine<B> {
         let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
         if self.markets[mi].halted {
             return Err(RejectReason::MarketHalted);
+        }
+        if let Some(order_id) = self.find_own_trigger(mi, m.user_id, m.order_id, m.client_order_id)? {
+            return self.replace_trigger(ctx, mi, order_id, m, out);
         }
         let order_id = self.find_own_order(mi, m.user_id, m.order_id, m.client_order_id)?;
         let market = &self.markets[mi];
@@ -689,6 +820,16 @@ impl<B: Book> Engine<B> {
         }
         if spec.notional(new_price, new_quantity).ok_or(RejectReason::ArithmeticOverflow)? < config.min_notional {
             return Err(RejectReason::NotionalBelowMinimum);
+        }
+        if new_price != order.price.get()
+            && let Some(band) = config.price_band.limits(bands::reference_price(
+                market.last_trade_ticks,
+                market.book.best_price(Side::Bid).map(Ticks::get),
+                market.book.best_price(Side::Ask).map(Ticks::get),
+            ))
+            && !band.contains(new_price)
+        {
+            return Err(RejectReason::PriceOutsideBand);
         }
         let opposite = order.side.opposite();
         let would_cross =
@@ -750,6 +891,7 @@ impl<B: Book> Engine<B> {
             client_order_id: order.client_order_id,
             side: order.side,
             limit: Some(new_price),
+            band_edge: None,
             quantity_lots: new_quantity,
             remaining_lots: Some(remaining),
             filled_lots: order.filled_lots,
@@ -1080,6 +1222,7 @@ impl<B: Book> Engine<B> {
                 client_order_id: ClientOrderId::ZERO,
                 side,
                 limit: None,
+                band_edge: None,
                 quantity_lots: plan.book_lots,
                 remaining_lots: Some(plan.book_lots),
                 filled_lots: 0,
@@ -1168,6 +1311,9 @@ impl<B: Book> Engine<B> {
             if taker.limit.is_some_and(|limit| !crosses(taker.side, limit, maker.price.get())) {
                 return false;
             }
+            if taker.band_edge.is_some_and(|edge| !crosses(taker.side, edge, maker.price.get())) {
+                return false;
+            }
             if maker.user_id == taker.user_id {
                 match taker.self_trade_prevention {
                     SelfTradePrevention::Allow => {}
@@ -1214,6 +1360,9 @@ impl<B: Book> Engine<B> {
             };
             if taker.limit.is_some_and(|limit| !crosses(taker.side, limit, maker.price.get())) {
                 return MatchStop::PriceLimit;
+            }
+            if taker.band_edge.is_some_and(|edge| !crosses(taker.side, edge, maker.price.get())) {
+                return MatchStop::PriceBand;
             }
             if maker.user_id == taker.user_id {
                 match taker.self_trade_prevention {
@@ -1280,6 +1429,7 @@ impl<B: Book> Engine<B> {
         let taker_fee = MarketSpec::fee(notional, spec.config.taker_fee_ppm);
         let trade_id = market.next_trade_id;
         market.next_trade_id += 1;
+        market.last_trade_ticks = price;
 
         let maker_remaining = maker.remaining_lots - lots;
         let maker_filled = maker.filled_lots + lots;
@@ -1411,6 +1561,7 @@ impl<B: Book> Engine<B> {
                 }));
             }
             MatchStop::FundsExhausted => out.push(expire(ExpireReason::FundsExhausted)),
+            MatchStop::PriceBand => out.push(expire(ExpireReason::PriceBand)),
             // As close to its quote quantity as whole lots allow: the order is filled, and its
             // last fill says so. A quote quantity too small for a single lot expires instead.
             MatchStop::QuoteQuantityReached => match taker.last_fill.map(|index| &mut out[index]) {

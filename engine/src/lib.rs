@@ -25,6 +25,7 @@
 //! command.
 
 pub mod amm;
+pub mod bands;
 pub mod book;
 pub mod bus;
 pub mod config;
@@ -35,13 +36,16 @@ pub mod ledger;
 pub mod snapshot;
 pub mod testkit;
 pub mod throttle;
+pub mod triggers;
 
 pub use amm::{Pool, PoolConfig};
+pub use bands::{BandLimits, PriceBand};
 pub use book::{Book, LevelSummary, OrderBook, RestingOrder};
 pub use config::{AssetConfig, ConfigError, EngineConfig, EngineLimits, MarketConfig};
 pub use engine::{CommandContext, Engine};
 pub use hash::StateHasher;
 pub use ledger::{Balance, Ledger};
+pub use triggers::{PendingTrigger, TriggerBook};
 
 /// Hash map used for lookups on the hot path (never iterated on the state path, so its hasher
 /// cannot influence determinism).

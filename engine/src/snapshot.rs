@@ -11,7 +11,10 @@
 //! fees collected u64, deposited u128 and withdrawn u128; (version 2) the AMM pools: pool count
 //! u64, per pool its market id u64, base reserve u64, quote reserve u64, total shares u64, holder
 //! count u64 and per holder (user id u64, shares u64) in user id order; finally a CRC32C u32 of
-//! all preceding bytes. Version 1 snapshots (before pools) are still read: their pools are empty.
+//! all preceding bytes. (Version 4, before the CRC) per market its last trade price u64 (0: none),
+//! its pending trigger count u64 and each trigger (rising then falling, each in firing order) as
+//! 13 u64 words ([`crate::triggers::PendingTrigger`]); older versions restore with no last price
+//! and no triggers. Version 1 snapshots (before pools) are still read: their pools are empty.
 //! Versions 1 and 2 are still read: their recorded hash is checked with the FNV-1a hash they were
 //! written with (the layout is otherwise that of version 2, or version 1 as said). Version 3
 //! changed only the hash function. The ledger's pool account is rebuilt from the pools' reserves.
@@ -36,8 +39,13 @@ use std::path::{Path, PathBuf};
 
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"EXSNAP01";
-/// Snapshot format version (3: the state hash is XXH3-64; 2 and 1 recorded FNV-1a).
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// Snapshot format version (4: markets' last trade prices and pending trigger orders; 3: the
+/// state hash is XXH3-64; 2 and 1 recorded FNV-1a).
+pub const SNAPSHOT_VERSION: u32 = 4;
+/// The first format version with the trigger section.
+const TRIGGERS_VERSION: u32 = 4;
+/// Words per pending trigger in the trigger section.
+const TRIGGER_WORDS: usize = 13;
 /// The last format version whose recorded state hash is the legacy FNV-1a.
 const LEGACY_HASH_VERSION_MAX: u32 = 2;
 
@@ -146,6 +154,15 @@ impl<B: Book> Engine<B> {
                 out.extend_from_slice(&shares.to_le_bytes());
             }
         }
+        self.visit_trigger_state(&mut |last_trade_ticks, triggers| {
+            out.extend_from_slice(&last_trade_ticks.to_le_bytes());
+            out.extend_from_slice(&(triggers.len() as u64).to_le_bytes());
+            for trigger in triggers.iter() {
+                for word in trigger.words() {
+                    out.extend_from_slice(&word.to_le_bytes());
+                }
+            }
+        });
         let crc = crc32c::crc32c(out);
         out.extend_from_slice(&crc.to_le_bytes());
         state_hash
@@ -251,6 +268,31 @@ impl<B: Book> Engine<B> {
                 pools.push(pool);
             }
             engine.restore_pools(pools).map_err(invalid)?;
+        }
+        if version >= TRIGGERS_VERSION {
+            let mut markets = Vec::with_capacity(market_count);
+            for _ in 0..market_count {
+                let last_trade_ticks = r.u64()?;
+                let count = r.u64()? as usize;
+                if count > crate::triggers::TRIGGER_ORDERS_PER_MARKET_MAX {
+                    return Err(invalid(format!("{count} pending triggers in one market")));
+                }
+                let mut triggers = crate::triggers::TriggerBook::default();
+                for _ in 0..count {
+                    let mut words = [0u64; TRIGGER_WORDS];
+                    for word in &mut words {
+                        *word = r.u64()?;
+                    }
+                    let trigger =
+                        crate::triggers::PendingTrigger::from_words(words).ok_or_else(|| invalid("bad trigger"))?;
+                    if triggers.get(trigger.order_id).is_some() || trigger.order_id.get() >= next_order_id {
+                        return Err(invalid(format!("trigger {} duplicated or out of range", trigger.order_id)));
+                    }
+                    triggers.insert(trigger);
+                }
+                markets.push((last_trade_ticks, triggers));
+            }
+            engine.restore_trigger_state(markets).map_err(invalid)?;
         }
         if r.offset != body.len() {
             return Err(invalid("trailing bytes"));
@@ -359,13 +401,21 @@ mod tests {
         assert_ne!(engine.state_hash(), engine.legacy_state_hash());
         assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), SNAPSHOT_VERSION);
 
-        let legacy = relabel(&bytes, 2, engine.legacy_state_hash());
+        // Versions before 4 end before the trigger section (2 words per market here: no trades,
+        // no triggers).
+        let without_triggers = {
+            let cut = bytes.len() - 4 - 16 * engine.market_count();
+            let mut v = bytes[..cut].to_vec();
+            v.extend_from_slice(&[0; 4]);
+            v
+        };
+        let legacy = relabel(&without_triggers, 2, engine.legacy_state_hash());
         let (restored, sequence) = Engine::restore_snapshot(&config, OrderBook::with_capacity, &legacy).unwrap();
         assert_eq!((restored.state_hash(), sequence), (engine.state_hash(), 4));
 
         let current_with_legacy_hash = relabel(&bytes, SNAPSHOT_VERSION, engine.legacy_state_hash());
         assert!(Engine::restore_snapshot(&config, OrderBook::with_capacity, &current_with_legacy_hash).is_err());
-        let legacy_with_current_hash = relabel(&bytes, 2, engine.state_hash());
+        let legacy_with_current_hash = relabel(&without_triggers, 2, engine.state_hash());
         assert!(Engine::restore_snapshot(&config, OrderBook::with_capacity, &legacy_with_current_hash).is_err());
         let future = relabel(&bytes, SNAPSHOT_VERSION + 1, engine.state_hash());
         let error = Engine::restore_snapshot(&config, OrderBook::with_capacity, &future).err().unwrap();

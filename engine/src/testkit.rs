@@ -343,6 +343,16 @@ pub fn check_order_lifecycle(events: &[Event]) -> Result<(), String> {
             Event::OrderExpired(x) => finish(&mut finished, x.order_id, index)?,
             Event::OrderCanceled(x) => finish(&mut finished, x.order_id, index)?,
             Event::OrderReplaced(x) => still_open(&finished, x.order_id, index)?,
+            // A trigger that fires is followed by its order's acceptance or by its failure.
+            Event::TriggerPlaced(x) => {
+                still_open(&finished, x.order_id, index)?;
+                match events.get(index + 1) {
+                    Some(Event::OrderAccepted(a)) if a.order_id == x.order_id => {}
+                    Some(Event::TriggerFailed(f)) if f.order_id == x.order_id => {}
+                    other => return Err(format!("trigger {:?} placed, then {other:?}", x.order_id)),
+                }
+            }
+            Event::TriggerFailed(x) => finish(&mut finished, x.order_id, index)?,
             _ => {}
         }
     }
@@ -392,7 +402,38 @@ pub mod commands {
             time_in_force: time_in_force.into(),
             self_trade_prevention: SelfTradePrevention::RejectTaker.into(),
             post_only: false.into(),
-            reserved: Reserved::ZERO,
+            ..NewOrder::default()
+        })
+    }
+
+    /// A trigger order: `kind` at `trigger_ticks`, placing a limit order at `price_ticks` (a
+    /// market order when 0; IOC then) of `quantity_lots`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn trigger(
+        user: u64,
+        market: u32,
+        side: Side,
+        kind: TriggerKind,
+        trigger_ticks: u64,
+        price_ticks: u64,
+        quantity_lots: u64,
+        client_order_id: u64,
+    ) -> Command {
+        let is_market = price_ticks == 0;
+        Command::NewOrder(NewOrder {
+            user_id: UserId::new(user),
+            client_order_id: ClientOrderId::new(client_order_id),
+            price_ticks: Ticks::new(price_ticks),
+            quantity_lots: Lots::new(quantity_lots),
+            market_id: MarketId::new(market),
+            side: side.into(),
+            order_type: if is_market { OrderType::Market } else { OrderType::Limit }.into(),
+            time_in_force: if is_market { TimeInForce::Ioc } else { TimeInForce::Gtc }.into(),
+            self_trade_prevention: SelfTradePrevention::RejectTaker.into(),
+            post_only: false.into(),
+            trigger_kind: kind.into(),
+            trigger_price_ticks: Ticks::new(trigger_ticks),
+            ..NewOrder::default()
         })
     }
 
@@ -415,7 +456,7 @@ pub mod commands {
             time_in_force: TimeInForce::Ioc.into(),
             self_trade_prevention: SelfTradePrevention::RejectTaker.into(),
             post_only: false.into(),
-            reserved: Reserved::ZERO,
+            ..NewOrder::default()
         })
     }
 

@@ -6,7 +6,8 @@
 //! the stream gives the same final hash. AMM pool commands (add / remove liquidity, swaps) are
 //! mixed in: pools on both markets, their reserves checked against the ledger's pool account.
 //! Every command's events pass `check_order_lifecycle` (quote-quantity market orders on both
-//! sides included).
+//! sides included). Trigger orders (stop, take-profit, cross; market and limit) and a price band
+//! on one market are in the mix: their firing, failures and cascades go through the same checks.
 //!
 //! Failing seeds are kept in `tests/properties.proptest-regressions`.
 
@@ -33,6 +34,8 @@ fn config() -> EngineConfig {
     // Give ETH_USDC a tick-lot worth more than one quote unit to exercise the scaling.
     config.markets[1].tick_size = 30_000;
     config.limits = EngineLimits { orders_per_market_max: 24, open_orders_per_user_max: 5, accounts_expected: 8 };
+    // A ±5% price band on BTC_USDC (prices 95..=105 straddle it), none on ETH_USDC.
+    config.markets[0].price_band = engine::PriceBand { max_multiplier_ppm: 1_050_000, min_multiplier_ppm: 950_000 };
     config.pools = vec![
         PoolConfig { market_id: MarketId::new(1), fee_bps: 30 },
         PoolConfig { market_id: MarketId::new(2), fee_bps: 0 },
@@ -84,7 +87,7 @@ fn book_command() -> impl Strategy<Value = Command> {
                     time_in_force: tif.into(),
                     self_trade_prevention: stp.into(),
                     post_only: (post_only && tif == TimeInForce::Gtc && client % 2 == 0).into(),
-                    reserved: Reserved::ZERO,
+                    ..NewOrder::default()
                 })
             }),
         2 => (user.clone(), market.clone(), side(), 1u64..=60, 0u64..=30_000, tif(), stp()).prop_map(
@@ -102,10 +105,17 @@ fn book_command() -> impl Strategy<Value = Command> {
                     time_in_force: tif.into(),
                     self_trade_prevention: stp.into(),
                     post_only: false.into(),
-                    reserved: Reserved::ZERO,
+                    ..NewOrder::default()
                 })
             }
         ),
+        // Trigger orders: stop / take-profit / cross, market or limit, some already reached or
+        // with a zero price (rejected), sharing client ids with the limit orders.
+        3 => (user.clone(), market.clone(), side(), prop::sample::select(vec![TriggerKind::Stop, TriggerKind::TakeProfit, TriggerKind::Cross]),
+              94u64..=106, prop_oneof![Just(0u64), 95u64..=105], 1u64..=30, 0u64..=4)
+            .prop_map(|(user, market, side, kind, trigger, price, quantity, client)| {
+                engine::testkit::commands::trigger(user, market, side, kind, trigger, price, quantity, client)
+            }),
         3 => (user.clone(), market.clone(), order_reference(), 0u64..=4).prop_map(|(user, market, order, client)| {
             Command::CancelOrder(CancelOrder {
                 user_id: UserId::new(user),
@@ -343,6 +353,8 @@ fn long_stream_keeps_invariants() {
         "LiquidityRemoved",
         "SwapExecuted",
         "OrderRouted",
+        "TriggerPending",
+        "TriggerPlaced",
     ] {
         assert!(coverage.get(kind).copied().unwrap_or(0) >= 5, "the stream should produce {kind}: {coverage:?}");
     }

@@ -653,6 +653,15 @@ pub struct MarketSection {
     pub maker_fee_ppm: u32,
     /// Taker fee, parts per million.
     pub taker_fee_ppm: u32,
+    /// Price band: highest allowed price as a multiple of the reference price, in parts per
+    /// million (e.g. 1100000 for 1.1×); with `price_band_min_multiplier_ppm`, both 0 (the
+    /// default) for no band. See the engine's `bands` module.
+    #[serde(default)]
+    pub price_band_max_multiplier_ppm: u32,
+    /// Price band: lowest allowed price as a multiple of the reference price, in ppm (e.g.
+    /// 900000 for 0.9×).
+    #[serde(default)]
+    pub price_band_min_multiplier_ppm: u32,
 }
 
 /// A configuration that cannot be used.
@@ -751,6 +760,10 @@ impl Config {
                 min_notional: parse("min_notional", &m.min_notional, quote.decimals)?,
                 maker_fee_ppm: m.maker_fee_ppm,
                 taker_fee_ppm: m.taker_fee_ppm,
+                price_band: engine::PriceBand {
+                    max_multiplier_ppm: m.price_band_max_multiplier_ppm,
+                    min_multiplier_ppm: m.price_band_min_multiplier_ppm,
+                },
             });
         }
         let mut pools = Vec::new();

@@ -135,6 +135,7 @@ impl HistorySource for PostgresHistory {
                         self_trade_prevention: code::<SelfTradePrevention>(row.self_trade_prevention)?,
                         post_only: row.post_only,
                         created_ns: row.created_ns,
+                        trigger_price_ticks: 0,
                     },
                     status: status(&row.status)?,
                     expiry_reason: row

@@ -82,7 +82,7 @@ fn run(address: &str, user: u8) -> Result<(), ClientError> {
         time_in_force: TimeInForce::Gtc.into(),
         self_trade_prevention: SelfTradePrevention::RejectTaker.into(),
         post_only: false.into(),
-        reserved: Reserved::ZERO,
+        ..NewOrder::default()
     });
     println!("-> NewOrder: bid {QUANTITY_LOTS} lots at {PRICE_TICKS} ticks, client order id {client_order_id}");
     client.send(&order)?;

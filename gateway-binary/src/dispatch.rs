@@ -74,9 +74,29 @@ fn route(shared: &Shared, owners: &mut HashMap<OrderId, u64>, tag: u64, event: &
     let origin_session = (origin::gateway(tag) == origin::BINARY).then(|| origin::value(tag));
     match event {
         Event::OrderAccepted(accepted) => {
-            if let Some(session) = origin_session {
+            // A fired trigger order keeps its owner; the command that fired it was someone
+            // else's trade.
+            if let Some(&owner) = owners.get(&accepted.order_id) {
+                deliver(shared, owner, event);
+            } else if let Some(session) = origin_session {
                 owners.insert(accepted.order_id, session);
                 deliver(shared, session, event);
+            }
+        }
+        Event::TriggerPending(pending) => {
+            if let Some(session) = origin_session {
+                owners.insert(pending.order_id, session);
+                deliver(shared, session, event);
+            }
+        }
+        Event::TriggerPlaced(placed) => {
+            if let Some(&owner) = owners.get(&placed.order_id) {
+                deliver(shared, owner, event);
+            }
+        }
+        Event::TriggerFailed(failed) => {
+            if let Some(owner) = owners.remove(&failed.order_id) {
+                deliver(shared, owner, event);
             }
         }
         Event::OrderRejected(_) | Event::MassCancelReport(_) => {
@@ -120,8 +140,11 @@ fn route(shared: &Shared, owners: &mut HashMap<OrderId, u64>, tag: u64, event: &
                 }
             }
         }
-        Event::OrderCanceled(OrderCanceled { order_id, .. }) | Event::OrderExpired(OrderExpired { order_id, .. }) => {
+        Event::OrderCanceled(OrderCanceled { order_id, user_id, .. })
+        | Event::OrderExpired(OrderExpired { order_id, user_id, .. }) => {
             let owner = owners.remove(order_id);
+            let origin_session = origin_session
+                .filter(|&origin| Some(origin) == owner || session_user(shared, origin) == Some(*user_id));
             route_to_owner_and_origin(shared, owner, origin_session, event);
         }
         Event::OrderReplaced(replaced) => {
@@ -137,6 +160,13 @@ fn route(shared: &Shared, owners: &mut HashMap<OrderId, u64>, tag: u64, event: &
         | Event::SwapExecuted(_)
         | Event::OrderRouted(_) => {}
     }
+}
+
+/// The user of a session: an order's events reach the session whose command caused them only
+/// if it is the order owner's (a fired trigger order trades inside another user's command).
+fn session_user(shared: &Shared, session_id: u64) -> Option<UserId> {
+    let key = *shared.session_keys.lock().unwrap_or_else(|e| e.into_inner()).get(&session_id)?;
+    shared.credentials.user_of(&FixedBytes(key))
 }
 
 fn route_to_owner_and_origin(shared: &Shared, owner: Option<u64>, origin_session: Option<u64>, event: &Event) {

@@ -448,7 +448,8 @@ fn handle_message(
                         && m.order_type.get().is_ok()
                         && m.time_in_force.get().is_ok()
                         && m.self_trade_prevention.get().is_ok()
-                        && m.post_only.get().is_ok();
+                        && m.post_only.get().is_ok()
+                        && m.trigger_kind.get().is_ok();
                     if !enums_valid {
                         reject(&mut state, m.client_order_id, RejectReason::InvalidEnumValue);
                         return Ok(());

@@ -90,7 +90,7 @@ fn undecodable_messages_are_business_rejects_and_the_session_continues() {
 
     // 1. An unknown template inside a valid frame.
     client.send_raw(&message(77, 56, SCHEMA_ID, order_block)).unwrap();
-    // 2. A NewOrder whose header declares a block shorter than NewOrder's 56 bytes.
+    // 2. A NewOrder whose header declares a block shorter than NewOrder's oldest (56 bytes).
     client.send_raw(&message(NewOrder::TEMPLATE_ID, 40, SCHEMA_ID, &order_block[..40])).unwrap();
     // 3. A NewOrder whose header is right but whose frame ends early.
     client.send_raw(&message(NewOrder::TEMPLATE_ID, 56, SCHEMA_ID, &order_block[..20])).unwrap();
@@ -117,7 +117,7 @@ fn undecodable_messages_are_business_rejects_and_the_session_continues() {
     let mut longer = order_block.to_vec();
     longer[8] = 8; // client order id 8
     longer.extend_from_slice(&[0xAB; 16]);
-    client.send_raw(&message(NewOrder::TEMPLATE_ID, 72, SCHEMA_ID, &longer)).unwrap();
+    client.send_raw(&message(NewOrder::TEMPLATE_ID, longer.len() as u16, SCHEMA_ID, &longer)).unwrap();
     assert_eq!(accepted(next(&mut client)).client_order_id.get(), 8);
 
     assert_eq!(harness.gateway().stats().business_rejects.load(Ordering::Relaxed), 6);

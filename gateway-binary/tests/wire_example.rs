@@ -59,7 +59,7 @@ fn the_documented_new_order_frame_is_what_goes_on_the_wire() {
     let message = order.to_vec();
     let mut frame = vec![0u8; frame_length(message.len())];
     encode_frame(&message, &mut frame).unwrap();
-    assert_eq!(frame.len(), 70);
+    assert_eq!(frame.len(), 110);
 
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
     assert_eq!(hex(&hex_dump()), hex(&frame), "the hex dump");
@@ -67,5 +67,5 @@ fn the_documented_new_order_frame_is_what_goes_on_the_wire() {
 
     // And it reads back as the same order.
     let (body, used) = FrameDecoder::next_frame(&frame).unwrap().unwrap();
-    assert_eq!((Command::decode(body).unwrap().0, used), (order, 70));
+    assert_eq!((Command::decode(body).unwrap().0, used), (order, 110));
 }

@@ -645,9 +645,14 @@ fn new_order_single(
     let market = market(markets, message, cl_ord_id)?;
     let side = side(message)?;
     let quantity = required(message, 38)?;
-    let order_type = match required(message, 40)? {
-        b"1" => OrderType::Market,
-        b"2" => OrderType::Limit,
+    // OrdType 3 (Stop) and 4 (Stop limit) are stop orders: a market or limit order placed when
+    // the last trade price reaches StopPx(99) against the order's side (a buy when the price
+    // rises to it, a sell when it falls to it).
+    let (order_type, is_stop) = match required(message, 40)? {
+        b"1" => (OrderType::Market, false),
+        b"2" => (OrderType::Limit, false),
+        b"3" => (OrderType::Market, true),
+        b"4" => (OrderType::Limit, true),
         [b'0'..=b'9' | b'A'..=b'Z'] => return Err(rejected_new(message, cl_ord_id, RejectReason::InvalidOrderType)),
         _ => return Err(bad_value(40)),
     };
@@ -681,6 +686,15 @@ fn new_order_single(
         },
         (OrderType::Market, _) => 0,
     };
+    let stop_ticks = match (is_stop, message.get(99)) {
+        (false, _) => 0,
+        (true, None) => return Err(Refusal::Session { tag: 99, reason: 1, text: "Required tag missing" }),
+        (true, Some(stop_price)) => match market.ticks(stop_price) {
+            Ok(ticks) => ticks,
+            Err(Conversion::Format) => return Err(bad_format(99)),
+            Err(Conversion::Refused(reason)) => return Err(rejected_new(message, cl_ord_id, reason)),
+        },
+    };
     // Last: a NewOrderSingle refused for any reason leaves the ClOrdIDs as they were.
     let Some(client_order_id) = ids.place(cl_ord_id) else {
         return Err(rejected_new(message, cl_ord_id, RejectReason::DuplicateClientOrderId));
@@ -698,7 +712,9 @@ fn new_order_single(
         time_in_force: time_in_force.into(),
         self_trade_prevention: SelfTradePrevention::RejectTaker.into(),
         post_only: post_only.into(),
-        reserved: Reserved::ZERO,
+        trigger_kind: if is_stop { TriggerKind::Stop } else { TriggerKind::None }.into(),
+        trigger_price_ticks: Ticks::new(stop_ticks),
+        ..NewOrder::default()
     });
     Ok((command, pending))
 }

@@ -48,6 +48,8 @@ struct OrderInfo {
     cum: u64,
     /// Σ price × quantity of the fills, in ticks × lots.
     notional: u128,
+    /// StopPx(99) of a stop order (OrdType 3 or 4) until it is triggered; 0 otherwise.
+    stop_price: u64,
 }
 
 struct Dispatcher {
@@ -82,6 +84,9 @@ pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
                 quantity: order.quantity_lots,
                 cum: order.cum_lots,
                 notional: order.notional,
+                // The session store keeps no StopPx: a stop order remembered across a restart
+                // reports as the order it places.
+                stop_price: 0,
             };
             dispatcher.orders.insert(OrderId::new(order.order_id), info);
             dispatcher.by_client.insert((state.session_id, order.client_order_id), OrderId::new(order.order_id));
@@ -187,6 +192,11 @@ impl Dispatcher {
         let origin_session = (origin::gateway(tag) == origin::FIX).then(|| origin::value(tag));
         match event {
             Event::OrderAccepted(accepted) => {
+                if self.orders.contains_key(&accepted.order_id) {
+                    // A triggered stop order placed: its owner heard ExecType L already, and the
+                    // command was someone else's trade.
+                    return;
+                }
                 let Some(session) = origin_session else { return };
                 let exec_id = self.exec_id(accepted.sequence);
                 let Some(market) = self.market(accepted.market_id) else { return };
@@ -199,6 +209,7 @@ impl Dispatcher {
                     quantity: accepted.quantity_lots.get(),
                     cum: 0,
                     notional: 0,
+                    stop_price: 0,
                 };
                 self.orders.insert(accepted.order_id, info);
                 self.by_client.insert((session, accepted.client_order_id.get()), accepted.order_id);
@@ -212,6 +223,72 @@ impl Dispatcher {
                     header(&mut body, accepted.order_id, &cl_ord_id, None, &exec_id, "0", "0");
                     instrument(&mut body, &market, &info);
                     body.uint(14, 0).field(151, market.quantity(info.quantity)).field(6, "0");
+                    state.send_app(b"8", body);
+                });
+            }
+            Event::TriggerPending(pending) => {
+                let Some(session) = origin_session else { return };
+                let exec_id = self.exec_id(pending.sequence);
+                let Some(market) = self.market(pending.market_id) else { return };
+                let info = OrderInfo {
+                    session,
+                    market: pending.market_id,
+                    side: pending.side.get().unwrap_or(Side::Bid),
+                    order_type: pending.order_type.get().unwrap_or(OrderType::Limit),
+                    price: pending.price_ticks.get(),
+                    quantity: pending.quantity_lots.get(),
+                    cum: 0,
+                    notional: 0,
+                    stop_price: pending.trigger_price_ticks.get(),
+                };
+                self.orders.insert(pending.order_id, info);
+                self.by_client.insert((session, pending.client_order_id.get()), pending.order_id);
+                self.with_session(session, |state| {
+                    if matches!(state.pending.front(), Some(Pending::New { .. })) {
+                        state.pending.pop_front();
+                    }
+                    persist(state, pending.order_id, pending.client_order_id, &info, true);
+                    let cl_ord_id = state.ids.text(pending.client_order_id);
+                    let mut body = Body::new();
+                    // FIX 4.4: a stop order waiting for its StopPx is New.
+                    header(&mut body, pending.order_id, &cl_ord_id, None, &exec_id, "0", "0");
+                    instrument(&mut body, &market, &info);
+                    body.uint(14, 0).field(151, market.quantity(info.quantity)).field(6, "0");
+                    state.send_app(b"8", body);
+                });
+            }
+            Event::TriggerPlaced(placed) => {
+                let Some(info) = self.orders.get_mut(&placed.order_id) else { return };
+                // From here on it is a plain market or limit order.
+                info.stop_price = 0;
+                let info = *info;
+                let exec_id = self.exec_id(placed.sequence);
+                let Some(market) = self.market(info.market) else { return };
+                self.with_session(info.session, |state| {
+                    let cl_ord_id = state.ids.text(placed.client_order_id);
+                    let mut body = Body::new();
+                    // ExecType L: triggered or activated by system (FIX 4.4); still New.
+                    header(&mut body, placed.order_id, &cl_ord_id, None, &exec_id, "L", "0");
+                    instrument(&mut body, &market, &info);
+                    body.field(99, market.price(placed.trigger_price_ticks.get()));
+                    body.uint(14, 0).field(151, market.quantity(info.quantity)).field(6, "0");
+                    state.send_app(b"8", body);
+                });
+            }
+            Event::TriggerFailed(failed) => {
+                let Some(info) = self.orders.remove(&failed.order_id) else { return };
+                self.by_client.remove(&(info.session, failed.client_order_id.get()));
+                let reason = failed.reason.get().unwrap_or(RejectReason::MalformedMessage);
+                let exec_id = self.exec_id(failed.sequence);
+                let Some(market) = self.market(info.market) else { return };
+                self.with_session(info.session, |state| {
+                    persist(state, failed.order_id, failed.client_order_id, &info, false);
+                    let cl_ord_id = state.ids.text(failed.client_order_id);
+                    let mut body = Body::new();
+                    header(&mut body, failed.order_id, &cl_ord_id, None, &exec_id, "8", "8");
+                    instrument(&mut body, &market, &info);
+                    totals(&mut body, &market, &info, 0);
+                    body.uint(103, u64::from(ord_rej_reason(reason))).field(58, reason.message());
                     state.send_app(b"8", body);
                 });
             }
@@ -255,6 +332,11 @@ impl Dispatcher {
                     self.by_client.remove(&(info.session, canceled.client_order_id.get()));
                 }
                 let answer = canceled.reason.get() == Ok(CancelReason::UserRequested);
+                // Only the owner's own requests come from another of its sessions; a cancel by
+                // self-trade prevention may happen in someone else's command (a fired stop).
+                let by_owner =
+                    matches!(canceled.reason.get(), Ok(CancelReason::UserRequested | CancelReason::MassCancel));
+                let origin_session = origin_session.filter(|_| by_owner || info.is_none());
                 let exec_id = self.exec_id(canceled.sequence);
                 let targets = targets(info.map(|i| i.session), origin_session);
                 let Some(market) = self.market(canceled.market_id) else { return };
@@ -268,6 +350,7 @@ impl Dispatcher {
                     quantity: canceled.filled_lots.get() + canceled.canceled_lots.get(),
                     cum: canceled.filled_lots.get(),
                     notional: 0,
+                    stop_price: 0,
                 });
                 for session in targets.into_iter().flatten() {
                     self.with_session(session, |state| {
@@ -329,6 +412,7 @@ impl Dispatcher {
                     quantity: replaced.quantity_lots.get(),
                     cum: replaced.filled_lots.get(),
                     notional: 0,
+                    stop_price: 0,
                 });
                 let owner = (info.session != 0).then_some(info.session);
                 for session in targets(owner, origin_session).into_iter().flatten() {
@@ -508,9 +592,19 @@ fn header(
 fn instrument(body: &mut Body, market: &MarketInfo, info: &OrderInfo) {
     body.field(55, &market.symbol).field(54, if info.side == Side::Bid { "1" } else { "2" });
     body.field(38, market.quantity(info.quantity));
-    body.field(40, if info.order_type == OrderType::Market { "1" } else { "2" });
+    // OrdType: 1 market, 2 limit, 3 stop, 4 stop limit (with StopPx while not triggered).
+    let ord_type = match (info.order_type, info.stop_price != 0) {
+        (OrderType::Market, false) => "1",
+        (OrderType::Limit, false) => "2",
+        (OrderType::Market, true) => "3",
+        (OrderType::Limit, true) => "4",
+    };
+    body.field(40, ord_type);
     if info.price != 0 {
         body.field(44, market.price(info.price));
+    }
+    if info.stop_price != 0 {
+        body.field(99, market.price(info.stop_price));
     }
 }
 

@@ -51,6 +51,9 @@ pub struct OpenOrder {
     pub post_only: bool,
     /// Acceptance time, ns (0 for orders seeded from a recovered book: unknown).
     pub created_ns: u64,
+    /// Trigger price in ticks while the order is a pending trigger order (status
+    /// `TriggerPending`); 0 once it is placed, and for every other order.
+    pub trigger_price_ticks: u64,
 }
 
 /// Per-user balances and open orders, maintained by the dispatcher from the egress events.
@@ -115,12 +118,38 @@ impl AccountViews {
                             self_trade_prevention: resting.self_trade_prevention,
                             post_only: resting.post_only,
                             created_ns: 0,
+                            trigger_price_ticks: 0,
                         },
                     );
                     true
                 });
             }
         });
+        for market in 1..=engine.market_count() as u32 {
+            let Some(triggers) = engine.triggers(MarketId::new(market)) else { continue };
+            for trigger in triggers.iter() {
+                orders.entry(trigger.user_id).or_default().insert(
+                    trigger.order_id,
+                    OpenOrder {
+                        order_id: trigger.order_id,
+                        client_order_id: trigger.client_order_id,
+                        market_id: MarketId::new(market),
+                        side: trigger.side,
+                        order_type: trigger.order_type,
+                        price_ticks: trigger.price_ticks,
+                        quantity_lots: trigger.quantity_lots,
+                        quote_quantity: trigger.quote_quantity,
+                        filled_lots: 0,
+                        executed_quote: 0,
+                        time_in_force: trigger.time_in_force,
+                        self_trade_prevention: trigger.self_trade_prevention,
+                        post_only: trigger.post_only,
+                        created_ns: 0,
+                        trigger_price_ticks: trigger.trigger_price_ticks,
+                    },
+                );
+            }
+        }
         *write(&self.orders) = orders;
     }
 
@@ -217,8 +246,20 @@ impl AccountViews {
                     self_trade_prevention,
                     post_only: accepted.post_only.get().is_ok_and(bool::from),
                     created_ns: accepted.timestamp_ns.get(),
+                    trigger_price_ticks: 0,
                 };
+                // A fired trigger order's acceptance replaces its pending entry.
                 write(&self.orders).entry(accepted.user_id).or_default().insert(order.order_id, order);
+            }
+            Event::TriggerPending(pending) => {
+                if let Some(order) = pending_order(pending) {
+                    write(&self.orders).entry(pending.user_id).or_default().insert(order.order_id, order);
+                }
+            }
+            Event::TriggerFailed(failed) => {
+                if let Some(order) = self.remove(failed.user_id, failed.order_id) {
+                    self.history.record_closed(failed.user_id, order, ClosedStatus::TriggerFailed);
+                }
             }
             Event::Fill(fill) => {
                 let taker_side = fill.taker_side.get().unwrap_or(Side::Bid);
@@ -306,7 +347,8 @@ impl AccountViews {
             | Event::LiquidityAdded(_)
             | Event::LiquidityRemoved(_)
             | Event::SwapExecuted(_)
-            | Event::OrderRouted(_) => {}
+            | Event::OrderRouted(_)
+            | Event::TriggerPlaced(_) => {}
         }
     }
 
@@ -455,4 +497,25 @@ impl Drop for RestGateway {
     fn drop(&mut self) {
         self.dispatch.stopping.store(true, Ordering::Release);
     }
+}
+
+/// The open-order entry of a pending trigger order (`None` for an event with an unknown code).
+pub(crate) fn pending_order(pending: &codec::TriggerPending) -> Option<OpenOrder> {
+    Some(OpenOrder {
+        order_id: pending.order_id,
+        client_order_id: pending.client_order_id,
+        market_id: pending.market_id,
+        side: pending.side.get().ok()?,
+        order_type: pending.order_type.get().ok()?,
+        price_ticks: pending.price_ticks.get(),
+        quantity_lots: pending.quantity_lots.get(),
+        quote_quantity: pending.quote_quantity.get(),
+        filled_lots: 0,
+        executed_quote: 0,
+        time_in_force: pending.time_in_force.get().ok()?,
+        self_trade_prevention: pending.self_trade_prevention.get().ok()?,
+        post_only: pending.post_only.get().is_ok_and(bool::from),
+        created_ns: pending.timestamp_ns.get(),
+        trigger_price_ticks: pending.trigger_price_ticks.get(),
+    })
 }

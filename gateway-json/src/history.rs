@@ -60,6 +60,8 @@ pub enum ClosedStatus {
     /// Its unfilled remainder expired (IOC, FOK, market orders), for the reason named (Backpack's
     /// `OrderExpiryReason`, see [`marketdata::expiry_reason_name`]).
     Expired(&'static str),
+    /// A trigger order fired but the order it carried could not be placed.
+    TriggerFailed,
 }
 
 impl ClosedStatus {
@@ -69,6 +71,7 @@ impl ClosedStatus {
             Self::Filled => "Filled",
             Self::Cancelled => "Cancelled",
             Self::Expired(_) => "Expired",
+            Self::TriggerFailed => "TriggerFailed",
         }
     }
 
@@ -76,7 +79,7 @@ impl ClosedStatus {
     pub fn expiry_reason(self) -> Option<&'static str> {
         match self {
             Self::Expired(reason) => Some(reason),
-            Self::Filled | Self::Cancelled => None,
+            Self::Filled | Self::Cancelled | Self::TriggerFailed => None,
         }
     }
 }
@@ -623,7 +626,7 @@ pub(crate) async fn order_history(
         .open_orders(user, None)
         .into_iter()
         .filter(|o| wanted(o))
-        .map(|o| (o, if o.filled_lots > 0 { "PartiallyFilled" } else { "New" }, None))
+        .map(|o| (o, crate::private::open_status(&o), None))
         .collect();
     orders.extend(
         views

@@ -149,7 +149,7 @@ impl Api {
         let symbol_of = |asset: codec::AssetId| {
             self.config.assets.get(asset.get() as usize).map_or_else(String::new, |a| a.symbol.clone())
         };
-        json!({
+        let mut value = json!({
             "symbol": market.symbol,
             "baseSymbol": symbol_of(market.base),
             "quoteSymbol": symbol_of(market.quote),
@@ -170,7 +170,16 @@ impl Api {
             "orderBookState": if self.view.is_halted(market.id).unwrap_or(false) { "CancelOnly" } else { "Open" },
             "createdAt": self.created_at,
             "visible": true,
-        })
+        });
+        // The price band, as Backpack publishes it: multipliers of the reference price (last
+        // trade, else mid); absent when the market has none.
+        if market.price_band.is_enabled()
+            && let Some(price) = value.pointer_mut("/filters/price").and_then(Value::as_object_mut)
+        {
+            price.insert("maxMultiplier".into(), multiplier_text(market.price_band.max_multiplier_ppm).into());
+            price.insert("minMultiplier".into(), multiplier_text(market.price_band.min_multiplier_ppm).into());
+        }
+        value
     }
 
     fn ticker_json(&self, index: usize, stats: &TickerStats) -> Value {
@@ -602,5 +611,28 @@ mod tests {
         assert_eq!(change_fraction(800, 810), "0.0125");
         assert_eq!(change_fraction(810, 800), "-0.012345");
         assert_eq!(change_fraction(3, 1), "-0.666666");
+    }
+}
+
+/// A multiplier in parts per million as a decimal string without trailing zeros (1100000 →
+/// "1.1", 900000 → "0.9", 1000000 → "1").
+pub(crate) fn multiplier_text(ppm: u32) -> String {
+    const PPM_PER_ONE: u32 = 1_000_000;
+    let (whole, fraction) = (ppm / PPM_PER_ONE, ppm % PPM_PER_ONE);
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{fraction:06}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod multiplier_tests {
+    #[test]
+    fn multipliers_print_as_short_decimals() {
+        assert_eq!(super::multiplier_text(1_100_000), "1.1");
+        assert_eq!(super::multiplier_text(900_000), "0.9");
+        assert_eq!(super::multiplier_text(1_000_000), "1");
+        assert_eq!(super::multiplier_text(1_000_500), "1.0005");
     }
 }

@@ -180,6 +180,7 @@ impl PrivateState {
             "id": order.order_id.get().to_string(),
             "clientId": (order.client_order_id != ClientOrderId::ZERO).then(|| order.client_order_id.get()),
             "symbol": self.config.markets[index].symbol,
+            "triggerPrice": (order.trigger_price_ticks != 0).then(|| format.price(order.trigger_price_ticks)),
             "side": match order.side { Side::Bid => "Bid", Side::Ask => "Ask" },
             "orderType": match order.order_type { OrderType::Limit => "Limit", OrderType::Market => "Market" },
             "quantity": quantity,
@@ -343,6 +344,41 @@ pub(crate) fn parse_order(state: &PrivateState, user: UserId, params: &SignedPar
                 .map_err(|error| invalid_order(format!("Invalid quoteQuantity: {text} ({error})")))?,
         ),
     };
+    // Trigger orders (Backpack's `triggerPrice`): wait until the last trade price crosses it.
+    let trigger_price = grid_value(
+        params,
+        "triggerPrice",
+        format.quote_decimals,
+        market.tick_size,
+        &format!("the tick size {tick_text}"),
+    )?;
+    let trigger_quantity = grid_value(
+        params,
+        "triggerQuantity",
+        format.base_decimals,
+        market.lot_size,
+        &format!("the step size {step_text}"),
+    )?;
+    if trigger_price.is_none() && trigger_quantity.is_some() {
+        return Err(invalid_order("triggerQuantity needs a triggerPrice"));
+    }
+    if let Some(trigger_by) = params.get("triggerBy")
+        && trigger_by != TRIGGER_BY_LAST_PRICE
+    {
+        return Err(invalid_order(format!(
+            "Invalid triggerBy: {trigger_by} (only {TRIGGER_BY_LAST_PRICE} is supported)"
+        )));
+    }
+    for attached in ATTACHED_TRIGGER_FIELDS {
+        if params.contains_key(attached) {
+            return Err(invalid_order(format!("{attached} is not supported yet")));
+        }
+    }
+    // A trigger order's size may come as triggerQuantity (Backpack's name for it).
+    let quantity = match (quantity, trigger_quantity) {
+        (Some(_), Some(_)) => return Err(invalid_order("Give quantity or triggerQuantity, not both")),
+        (quantity, trigger_quantity) => quantity.or(trigger_quantity),
+    };
     match order_type {
         OrderType::Limit => {
             if price.is_none() || quantity.is_none() {
@@ -362,6 +398,8 @@ pub(crate) fn parse_order(state: &PrivateState, user: UserId, params: &SignedPar
         }
     }
     Ok(NewOrder {
+        trigger_kind: if trigger_price.is_some() { TriggerKind::Cross } else { TriggerKind::None }.into(),
+        trigger_price_ticks: Ticks::new(trigger_price.unwrap_or(0)),
         user_id: user,
         client_order_id: ClientOrderId::new(u64::from(client_id)),
         price_ticks: Ticks::new(price.unwrap_or(0)),
@@ -373,9 +411,16 @@ pub(crate) fn parse_order(state: &PrivateState, user: UserId, params: &SignedPar
         time_in_force: time_in_force.into(),
         self_trade_prevention: self_trade_prevention.into(),
         post_only: post_only.into(),
-        reserved: Reserved::ZERO,
+        ..NewOrder::default()
     })
 }
+
+/// The only `triggerBy` this exchange has: its own last trade price.
+const TRIGGER_BY_LAST_PRICE: &str = "LastPrice";
+
+/// Backpack's attached stop-loss / take-profit fields, refused until they are implemented.
+const ATTACHED_TRIGGER_FIELDS: [&str; 4] =
+    ["stopLossTriggerPrice", "stopLossLimitPrice", "takeProfitTriggerPrice", "takeProfitLimitPrice"];
 
 #[utoipa::path(
     post,
@@ -406,7 +451,12 @@ pub(crate) fn placed_order(state: &PrivateState, user: UserId, events: &[Event])
     for event in events {
         match event {
             Event::OrderRejected(rejected) => return Err(reject_error(rejected.reason)),
-            Event::OrderAccepted(accepted) if accepted.user_id == user => {
+            // The order this command placed is the first accepted or pending one (a trigger
+            // order of the same user that its trades fire comes later).
+            Event::TriggerPending(pending) if pending.user_id == user && open.is_none() => {
+                open = crate::accounts::pending_order(pending);
+            }
+            Event::OrderAccepted(accepted) if accepted.user_id == user && open.is_none() => {
                 open = Some(OpenOrder {
                     order_id: accepted.order_id,
                     client_order_id: accepted.client_order_id,
@@ -425,6 +475,7 @@ pub(crate) fn placed_order(state: &PrivateState, user: UserId, events: &[Event])
                         .unwrap_or(SelfTradePrevention::RejectTaker),
                     post_only: accepted.post_only.get().is_ok_and(bool::from),
                     created_ns: accepted.timestamp_ns.get(),
+                    trigger_price_ticks: 0,
                 });
             }
             Event::Fill(fill) => {
@@ -448,7 +499,9 @@ pub(crate) fn placed_order(state: &PrivateState, user: UserId, events: &[Event])
             message: "Unexpected engine answer".into(),
         });
     };
-    let status = if canceled {
+    let status = if order.trigger_price_ticks != 0 {
+        "TriggerPending"
+    } else if canceled {
         "Cancelled"
     } else if expired {
         "Expired"
@@ -535,8 +588,14 @@ pub(crate) async fn order_cancel(State(state): State<PrivateState>, headers: Hea
     Err(not_found())
 }
 
-fn open_status(order: &OpenOrder) -> &'static str {
-    if order.filled_lots > 0 { "PartiallyFilled" } else { "New" }
+pub(crate) fn open_status(order: &OpenOrder) -> &'static str {
+    if order.trigger_price_ticks != 0 {
+        "TriggerPending"
+    } else if order.filled_lots > 0 {
+        "PartiallyFilled"
+    } else {
+        "New"
+    }
 }
 
 #[utoipa::path(

@@ -341,3 +341,21 @@ async fn a_lagged_view_refuses_depth_until_reseeded() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(depth["bids"], json!([["0.8", "0.00001"], ["0.9", "0.00001"], ["1.0", "0.00001"]]));
 }
+
+/// A market with a price band publishes it in `filters.price` as Backpack does (multipliers of
+/// the reference price); the others do not carry the keys.
+#[tokio::test]
+async fn a_price_band_is_published_with_the_market() {
+    let mut config = EngineConfig::sample();
+    config.markets[0].price_band = engine::PriceBand { max_multiplier_ppm: 1_100_000, min_multiplier_ppm: 900_000 };
+    let view = Arc::new(MarketView::new(&config));
+    let router = gateway_json::public_router(view, Arc::new(config));
+    let (status, markets) = get(&router, "/api/v1/markets").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        markets[0]["filters"]["price"],
+        json!({"minPrice": "0.1", "maxPrice": "100000000.0", "tickSize": "0.1",
+               "maxMultiplier": "1.1", "minMultiplier": "0.9"})
+    );
+    assert_eq!(markets[1]["filters"]["price"].get("maxMultiplier"), None);
+}

@@ -484,7 +484,10 @@ impl ConnState {
             | Event::LiquidityAdded(_)
             | Event::LiquidityRemoved(_)
             | Event::SwapExecuted(_)
-            | Event::OrderRouted(_) => {}
+            | Event::OrderRouted(_)
+            | Event::TriggerPending(_)
+            | Event::TriggerPlaced(_)
+            | Event::TriggerFailed(_) => {}
         }
     }
 

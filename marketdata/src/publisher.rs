@@ -336,13 +336,27 @@ fn time_in_force_name(tif: TimeInForce) -> &'static str {
 /// `ImmediateOrCancel` → `ImmediateOrCancel`; `NoLiquidity` (a market order ran out of opposite
 /// orders) → `InsufficientLiquidity`; `FundsExhausted` (a market buy ran out of quote, a sell by
 /// quote quantity out of base, or a quote quantity too small for one lot) → `InsufficientFunds`;
-/// a code this version does not know → `Unknown`.
+/// `PriceBand` (a market order reached the edge of the price band) → `PriceOutOfBounds`; a code
+/// this version does not know → `Unknown`.
 pub fn expiry_reason_name(reason: Option<codec::ExpireReason>) -> &'static str {
     match reason {
         Some(codec::ExpireReason::ImmediateOrCancel) => "ImmediateOrCancel",
         Some(codec::ExpireReason::NoLiquidity) => "InsufficientLiquidity",
         Some(codec::ExpireReason::FundsExhausted) => "InsufficientFunds",
+        Some(codec::ExpireReason::PriceBand) => "PriceOutOfBounds",
         None => "Unknown",
+    }
+}
+
+/// The Backpack `OrderExpiryReason` name shown (stream `R`) for a trigger order whose order
+/// could not be placed: funds → `InsufficientFunds`, price band → `PriceOutOfBounds`, no
+/// liquidity → `InsufficientLiquidity`, anything else → `Unknown`.
+pub fn trigger_failure_name(reason: Option<codec::RejectReason>) -> &'static str {
+    match reason {
+        Some(codec::RejectReason::InsufficientBalance) => "InsufficientFunds",
+        Some(codec::RejectReason::PriceOutsideBand) => "PriceOutOfBounds",
+        Some(codec::RejectReason::NoLiquidity) => "InsufficientLiquidity",
+        _ => "Unknown",
     }
 }
 
@@ -661,6 +675,56 @@ impl Publisher {
                         fill: None,
                     };
                     self.publish_order(replaced.user_id, replaced.order_id, &info, &order_event, now);
+                }
+                Event::TriggerPending(pending) => {
+                    let info = OrderInfo {
+                        market: pending.market_id,
+                        client_order_id: pending.client_order_id,
+                        side: pending.side.get().unwrap_or(Side::Bid),
+                        order_type: pending.order_type.get().unwrap_or(OrderType::Limit),
+                        time_in_force: pending.time_in_force.get().unwrap_or(TimeInForce::Gtc),
+                        self_trade_prevention: pending
+                            .self_trade_prevention
+                            .get()
+                            .unwrap_or(SelfTradePrevention::RejectTaker),
+                        post_only: pending.post_only.get().is_ok_and(bool::from),
+                        price_ticks: pending.price_ticks.get(),
+                        quantity_lots: pending.quantity_lots.get(),
+                        quote_quantity: pending.quote_quantity.get(),
+                        filled_lots: 0,
+                        executed_quote: 0,
+                    };
+                    feed.orders.insert(pending.order_id, info);
+                    let order_event = OrderEvent {
+                        event: "orderAccepted",
+                        status: "TriggerPending",
+                        timestamp_ns: pending.timestamp_ns.get(),
+                        reason: None,
+                        fill: None,
+                    };
+                    self.publish_order(pending.user_id, pending.order_id, &info, &order_event, now);
+                }
+                Event::TriggerPlaced(placed) => {
+                    let Some(info) = feed.orders.get(&placed.order_id).copied() else { continue };
+                    let order_event = OrderEvent {
+                        event: "triggerPlaced",
+                        status: "New",
+                        timestamp_ns: placed.timestamp_ns.get(),
+                        reason: None,
+                        fill: None,
+                    };
+                    self.publish_order(placed.user_id, placed.order_id, &info, &order_event, now);
+                }
+                Event::TriggerFailed(failed) => {
+                    let Some(info) = feed.orders.remove(&failed.order_id) else { continue };
+                    let order_event = OrderEvent {
+                        event: "triggerFailed",
+                        status: "TriggerFailed",
+                        timestamp_ns: failed.timestamp_ns.get(),
+                        reason: Some(trigger_failure_name(failed.reason.get().ok())),
+                        fill: None,
+                    };
+                    self.publish_order(failed.user_id, failed.order_id, &info, &order_event, now);
                 }
                 Event::BalanceUpdate(update) => self.publish_balance(update, now),
                 Event::LiquidityAdded(_) | Event::LiquidityRemoved(_) | Event::SwapExecuted(_) => {

@@ -31,6 +31,9 @@ pub fn type_name(event: &Event) -> &'static str {
         Event::LiquidityRemoved(_) => "liquidity_removed",
         Event::SwapExecuted(_) => "swap_executed",
         Event::OrderRouted(_) => "order_routed",
+        Event::TriggerPending(_) => "trigger_pending",
+        Event::TriggerPlaced(_) => "trigger_placed",
+        Event::TriggerFailed(_) => "trigger_failed",
     }
 }
 
@@ -109,6 +112,24 @@ pub fn fields(event: &Event) -> Value {
             "book_quote": m.book_quote.get(), "pool_base_amount": m.pool_base_amount.get(),
             "pool_quote": m.pool_quote.get(), "market_id": m.market_id.get(), "side": m.side.raw(),
         }),
+        Event::TriggerPending(m) => json!({
+            "user_id": m.user_id.get(), "order_id": m.order_id.get(), "client_order_id": m.client_order_id.get(),
+            "trigger_price_ticks": m.trigger_price_ticks.get(), "price_ticks": m.price_ticks.get(),
+            "quantity_lots": m.quantity_lots.get(), "quote_quantity": m.quote_quantity.get(),
+            "market_id": m.market_id.get(), "side": m.side.raw(), "order_type": m.order_type.raw(),
+            "time_in_force": m.time_in_force.raw(), "self_trade_prevention": m.self_trade_prevention.raw(),
+            "post_only": m.post_only.raw(), "trigger_kind": m.trigger_kind.raw(),
+        }),
+        Event::TriggerPlaced(m) => json!({
+            "user_id": m.user_id.get(), "order_id": m.order_id.get(), "client_order_id": m.client_order_id.get(),
+            "trigger_price_ticks": m.trigger_price_ticks.get(), "last_price_ticks": m.last_price_ticks.get(),
+            "market_id": m.market_id.get(), "side": m.side.raw(), "trigger_kind": m.trigger_kind.raw(),
+        }),
+        Event::TriggerFailed(m) => json!({
+            "user_id": m.user_id.get(), "order_id": m.order_id.get(), "client_order_id": m.client_order_id.get(),
+            "market_id": m.market_id.get(), "reason": m.reason.raw(), "side": m.side.raw(),
+            "trigger_kind": m.trigger_kind.raw(),
+        }),
     }
 }
 
@@ -142,6 +163,9 @@ pub fn timestamp_ns(event: &Event) -> u64 {
         Event::LiquidityRemoved(m) => m.timestamp_ns.get(),
         Event::SwapExecuted(m) => m.timestamp_ns.get(),
         Event::OrderRouted(m) => m.timestamp_ns.get(),
+        Event::TriggerPending(m) => m.timestamp_ns.get(),
+        Event::TriggerPlaced(m) => m.timestamp_ns.get(),
+        Event::TriggerFailed(m) => m.timestamp_ns.get(),
     }
 }
 

@@ -126,6 +126,9 @@ impl KafkaSink {
             Event::MarketStatusChanged(m) => (&c.orders_topic, u64::from(m.market_id.get())),
             Event::SwapExecuted(m) => (&c.pools_topic, u64::from(m.market_id.get())),
             Event::OrderRouted(m) => (&c.pools_topic, u64::from(m.market_id.get())),
+            Event::TriggerPending(m) => (&c.orders_topic, u64::from(m.market_id.get())),
+            Event::TriggerPlaced(m) => (&c.orders_topic, u64::from(m.market_id.get())),
+            Event::TriggerFailed(m) => (&c.orders_topic, u64::from(m.market_id.get())),
             Event::LiquidityAdded(m) => (&c.pools_topic, u64::from(m.market_id.get())),
             Event::LiquidityRemoved(m) => (&c.pools_topic, u64::from(m.market_id.get())),
         }

@@ -333,6 +333,9 @@ impl Rows {
                         let order = Some(m.order_id.get()).filter(|&id| id != 0);
                         (true, m.user_id.get(), m.market_id.get(), order)
                     }
+                    Event::TriggerPending(m) => (true, m.user_id.get(), m.market_id.get(), Some(m.order_id.get())),
+                    Event::TriggerPlaced(m) => (true, m.user_id.get(), m.market_id.get(), Some(m.order_id.get())),
+                    Event::TriggerFailed(m) => (true, m.user_id.get(), m.market_id.get(), Some(m.order_id.get())),
                     Event::BookLevelUpdate(_) | Event::BalanceUpdate(_) => (false, 0, 0, None),
                 };
                 if lifecycle {

@@ -13,7 +13,9 @@ macro_rules! for_each_message {
         $callback! {
             NewOrder => Command {
                 user_id, client_order_id, price_ticks, quantity_lots, quote_quantity, market_id,
-                side, order_type, time_in_force, self_trade_prevention, post_only, reserved,
+                side, order_type, time_in_force, self_trade_prevention, post_only, trigger_kind,
+                reserved, trigger_price_ticks, stop_loss_trigger_ticks, stop_loss_limit_ticks,
+                take_profit_trigger_ticks, take_profit_limit_ticks,
             },
             CancelOrder => Command { user_id, order_id, client_order_id, market_id, reserved },
             CancelReplace => Command {
@@ -87,6 +89,19 @@ macro_rules! for_each_message {
                 sequence, timestamp_ns, user_id, order_id, book_lots, book_quote, pool_base_amount,
                 pool_quote, market_id, side, reserved,
             },
+            TriggerPending => Event {
+                sequence, timestamp_ns, user_id, order_id, client_order_id, trigger_price_ticks,
+                price_ticks, quantity_lots, quote_quantity, market_id, side, order_type,
+                time_in_force, self_trade_prevention, post_only, trigger_kind, reserved,
+            },
+            TriggerPlaced => Event {
+                sequence, timestamp_ns, user_id, order_id, client_order_id, trigger_price_ticks,
+                last_price_ticks, market_id, side, trigger_kind, reserved,
+            },
+            TriggerFailed => Event {
+                sequence, timestamp_ns, user_id, order_id, client_order_id, market_id, reason,
+                side, trigger_kind,
+            },
             Negotiate => Session { api_key, timestamp_ns },
             NegotiateResponse => Session { server_nonce, timestamp_ns },
             Establish => Session { signature, next_expected_sequence, keep_alive_ms, reserved },
@@ -120,6 +135,7 @@ macro_rules! for_each_enum {
             RetransmitRejectReason => RetransmitRejectReasonCode,
             MarketAction => MarketActionCode,
             SwapMode => SwapModeCode,
+            TriggerKind => TriggerKindCode,
             RejectReason => RejectReasonCode,
         }
     };

@@ -47,6 +47,16 @@ impl Harness {
 
     /// As [`Harness::start`], with an ingress ring of `ingress_capacity` commands.
     pub fn start_with(users: u64, ingress_capacity: usize, configure: impl FnOnce(&mut GatewayConfig)) -> Self {
+        Self::start_with_engine(users, ingress_capacity, configure, |_| {})
+    }
+
+    /// As [`Harness::start_with`], with the engine's configuration changed by `engine` first.
+    pub fn start_with_engine(
+        users: u64,
+        ingress_capacity: usize,
+        configure: impl FnOnce(&mut GatewayConfig),
+        engine: impl FnOnce(&mut EngineConfig),
+    ) -> Self {
         let mut config = GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..GatewayConfig::default() };
         configure(&mut config);
         let ingress = Arc::new(IngressRing::new(ingress_capacity));
@@ -54,6 +64,7 @@ impl Harness {
         let credentials = Arc::new(Credentials::default());
         let mut engine_config = EngineConfig::sample();
         engine_config.limits.orders_per_market_max = 4096;
+        engine(&mut engine_config);
         let mut engine = Engine::new(&engine_config).unwrap();
         let mut events = Vec::new();
         let mut sequence = 0;

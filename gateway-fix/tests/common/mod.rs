@@ -69,6 +69,15 @@ fn sessions(users: u64) -> Vec<SessionConfig> {
 impl Harness {
     /// Sessions 1..=users (user n, funded with BTC and USDC).
     pub fn start(users: u64, configure: impl FnOnce(&mut GatewayConfig)) -> Self {
+        Self::start_with_engine(users, configure, |_| {})
+    }
+
+    /// [`Self::start`] with the engine's configuration changed by `engine` first.
+    pub fn start_with_engine(
+        users: u64,
+        configure: impl FnOnce(&mut GatewayConfig),
+        engine: impl FnOnce(&mut EngineConfig),
+    ) -> Self {
         let mut config = GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             store_dir: unique_dir(),
@@ -79,6 +88,7 @@ impl Harness {
         let egress = BroadcastRing::new(1 << 14);
         let mut engine_config = EngineConfig::sample();
         engine_config.limits.orders_per_market_max = 4096;
+        engine(&mut engine_config);
         let mut engine = Engine::new(&engine_config).unwrap();
         let mut events = Vec::new();
         let mut sequence = 0;

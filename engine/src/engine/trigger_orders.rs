@@ -1,0 +1,291 @@
+//! The engine's side of trigger orders: accepting one, firing those the last trade price reached,
+//! and letting cancel, mass cancel and cancel-replace reach pending ones. The pending set itself
+//! and its rules are in [`crate::triggers`].
+
+use super::{CommandContext, Engine, Outcome};
+use crate::book::Book;
+use crate::triggers::{PendingTrigger, TRIGGERS_FIRED_PER_COMMAND_MAX};
+use codec::{
+    CancelReason, CancelReplace, ClientOrderId, Event, Lots, NewOrder, OrderCanceled, OrderId, OrderReplaced,
+    RejectReason, Reserved, Side, SideFilter, Ticks, TriggerFailed, TriggerKind, TriggerPending, TriggerPlaced, UserId,
+};
+
+impl<B: Book> Engine<B> {
+    /// Records a trigger order whose fields `new_order` has already checked like any order's
+    /// (shape, quantities, notional, client id); the trigger itself is checked here.
+    pub(super) fn accept_trigger(
+        &mut self,
+        ctx: CommandContext,
+        mi: usize,
+        m: &NewOrder,
+        kind: TriggerKind,
+        out: &mut Vec<Event>,
+    ) -> Outcome {
+        let invalid = |_| RejectReason::InvalidEnumValue;
+        let market = &self.markets[mi];
+        let config = &market.spec.config;
+        let side = m.side.get().map_err(invalid)?;
+        let kind = match kind {
+            TriggerKind::Cross => {
+                let reference = crate::bands::reference_price(
+                    market.last_trade_ticks,
+                    market.book.best_price(Side::Bid).map(Ticks::get),
+                    market.book.best_price(Side::Ask).map(Ticks::get),
+                );
+                let trigger = m.trigger_price_ticks.get();
+                if reference == 0 || trigger == reference {
+                    return Err(RejectReason::InvalidTriggerPrice);
+                }
+                // Above the reference it fires on a rise: a buy's stop, a sell's take-profit.
+                match (trigger > reference, side) {
+                    (true, Side::Bid) | (false, Side::Ask) => TriggerKind::Stop,
+                    (true, Side::Ask) | (false, Side::Bid) => TriggerKind::TakeProfit,
+                }
+            }
+            kind => kind,
+        };
+        let trigger = PendingTrigger {
+            order_id: OrderId::new(self.next_order_id),
+            user_id: m.user_id,
+            client_order_id: m.client_order_id,
+            side,
+            kind,
+            trigger_price_ticks: m.trigger_price_ticks.get(),
+            order_type: m.order_type.get().map_err(invalid)?,
+            price_ticks: m.price_ticks.get(),
+            quantity_lots: m.quantity_lots.get(),
+            quote_quantity: m.quote_quantity.get(),
+            time_in_force: m.time_in_force.get().map_err(invalid)?,
+            self_trade_prevention: m.self_trade_prevention.get().map_err(invalid)?,
+            post_only: bool::from(m.post_only.get().map_err(invalid)?),
+        };
+        if trigger.trigger_price_ticks == 0
+            || trigger.trigger_price_ticks > config.max_price_ticks
+            || (market.last_trade_ticks != 0 && trigger.is_reached_by(market.last_trade_ticks))
+        {
+            return Err(RejectReason::InvalidTriggerPrice);
+        }
+        if !market.triggers.has_capacity() {
+            return Err(RejectReason::BookFull);
+        }
+        if market.triggers.count_of(m.user_id) >= self.limits.open_orders_per_user_max {
+            return Err(RejectReason::TooManyTriggerOrders);
+        }
+
+        self.next_order_id += 1;
+        self.markets[mi].triggers.insert(trigger);
+        out.push(Event::TriggerPending(TriggerPending {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: m.user_id,
+            order_id: trigger.order_id,
+            client_order_id: m.client_order_id,
+            trigger_price_ticks: m.trigger_price_ticks,
+            price_ticks: m.price_ticks,
+            quantity_lots: m.quantity_lots,
+            quote_quantity: m.quote_quantity,
+            market_id: m.market_id,
+            side: m.side,
+            order_type: m.order_type,
+            time_in_force: m.time_in_force,
+            self_trade_prevention: m.self_trade_prevention,
+            post_only: m.post_only,
+            trigger_kind: kind.into(),
+            reserved: Reserved::ZERO,
+        }));
+        Ok(())
+    }
+
+    /// Fires, one at a time in firing order, the triggers the market's last trade price has
+    /// reached: each places its order (which may trade and move the price, reaching more), at
+    /// most [`TRIGGERS_FIRED_PER_COMMAND_MAX`] per command.
+    pub(super) fn fire_triggers(&mut self, ctx: CommandContext, mi: usize, out: &mut Vec<Event>) {
+        for _ in 0..TRIGGERS_FIRED_PER_COMMAND_MAX {
+            let market = &mut self.markets[mi];
+            let last_price = market.last_trade_ticks;
+            let Some(trigger) = market.triggers.pop_reached(last_price) else { return };
+            let market_id = market.spec.config.id;
+            out.push(Event::TriggerPlaced(TriggerPlaced {
+                sequence: ctx.sequence,
+                timestamp_ns: ctx.timestamp_ns,
+                user_id: trigger.user_id,
+                order_id: trigger.order_id,
+                client_order_id: trigger.client_order_id,
+                trigger_price_ticks: Ticks::new(trigger.trigger_price_ticks),
+                last_price_ticks: Ticks::new(last_price),
+                market_id,
+                side: trigger.side.into(),
+                trigger_kind: trigger.kind.into(),
+                reserved: Reserved::ZERO,
+            }));
+            let order = NewOrder {
+                user_id: trigger.user_id,
+                client_order_id: trigger.client_order_id,
+                price_ticks: Ticks::new(trigger.price_ticks),
+                quantity_lots: Lots::new(trigger.quantity_lots),
+                quote_quantity: codec::Amount::new(trigger.quote_quantity),
+                market_id,
+                side: trigger.side.into(),
+                order_type: trigger.order_type.into(),
+                time_in_force: trigger.time_in_force.into(),
+                self_trade_prevention: trigger.self_trade_prevention.into(),
+                post_only: trigger.post_only.into(),
+                ..NewOrder::default()
+            };
+            if let Err(reason) = self.new_order(ctx, &order, Some(trigger.order_id), out) {
+                out.push(Event::TriggerFailed(TriggerFailed {
+                    sequence: ctx.sequence,
+                    timestamp_ns: ctx.timestamp_ns,
+                    user_id: trigger.user_id,
+                    order_id: trigger.order_id,
+                    client_order_id: trigger.client_order_id,
+                    market_id,
+                    reason: reason.into(),
+                    side: trigger.side.into(),
+                    trigger_kind: trigger.kind.into(),
+                }));
+            }
+        }
+    }
+
+    /// The caller's pending trigger named by id or client id: `Ok(None)` when no trigger has that
+    /// id (it may be a resting order), `NotOrderOwner` when another user's trigger has it.
+    pub(super) fn find_own_trigger(
+        &self,
+        mi: usize,
+        user_id: UserId,
+        order_id: OrderId,
+        client_order_id: ClientOrderId,
+    ) -> Result<Option<OrderId>, RejectReason> {
+        let triggers = &self.markets[mi].triggers;
+        if triggers.is_empty() {
+            return Ok(None);
+        }
+        if order_id != OrderId::ZERO {
+            return match triggers.get(order_id) {
+                Some(trigger) if trigger.user_id != user_id => Err(RejectReason::NotOrderOwner),
+                Some(_) => Ok(Some(order_id)),
+                None => Ok(None),
+            };
+        }
+        if client_order_id != ClientOrderId::ZERO {
+            return Ok(triggers.find_client_order(user_id, client_order_id));
+        }
+        Ok(None)
+    }
+
+    /// Removes a pending trigger (it holds no funds) and reports it canceled.
+    pub(super) fn cancel_trigger(
+        &mut self,
+        ctx: CommandContext,
+        mi: usize,
+        order_id: OrderId,
+        reason: CancelReason,
+        out: &mut Vec<Event>,
+    ) {
+        let market = &mut self.markets[mi];
+        let Some(trigger) = market.triggers.remove(order_id) else { return };
+        out.push(Event::OrderCanceled(OrderCanceled {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: trigger.user_id,
+            order_id,
+            client_order_id: trigger.client_order_id,
+            filled_lots: Lots::ZERO,
+            canceled_lots: Lots::new(trigger.quantity_lots),
+            market_id: market.spec.config.id,
+            side: trigger.side.into(),
+            reason: reason.into(),
+            reserved: Reserved::ZERO,
+        }));
+    }
+
+    /// Cancels the user's pending triggers on a market that match `filter`, in id order; returns
+    /// how many. `ids` is scratch space.
+    pub(super) fn mass_cancel_triggers(
+        &mut self,
+        ctx: CommandContext,
+        mi: usize,
+        user_id: UserId,
+        filter: SideFilter,
+        ids: &mut Vec<OrderId>,
+        out: &mut Vec<Event>,
+    ) -> u32 {
+        ids.clear();
+        self.markets[mi].triggers.orders_of(user_id, ids);
+        ids.sort_unstable();
+        let mut canceled = 0;
+        for &order_id in ids.iter() {
+            let side = self.markets[mi].triggers.get(order_id).map(|t| t.side);
+            let wanted = match (filter, side) {
+                (_, None) => false,
+                (SideFilter::Both, Some(_)) => true,
+                (SideFilter::Bid, Some(side)) => side == Side::Bid,
+                (SideFilter::Ask, Some(side)) => side == Side::Ask,
+            };
+            if wanted {
+                self.cancel_trigger(ctx, mi, order_id, CancelReason::MassCancel, out);
+                canceled += 1;
+            }
+        }
+        canceled
+    }
+
+    /// Amends the order a pending trigger will place: a limit trigger's price and/or quantity, a
+    /// market trigger's quantity. Its trigger price and its place among the triggers stay.
+    pub(super) fn replace_trigger(
+        &mut self,
+        ctx: CommandContext,
+        mi: usize,
+        order_id: OrderId,
+        m: &CancelReplace,
+        out: &mut Vec<Event>,
+    ) -> Outcome {
+        let market = &self.markets[mi];
+        let spec = &market.spec;
+        let config = &spec.config;
+        let trigger = *market.triggers.get(order_id).ok_or(RejectReason::UnknownOrder)?;
+        let is_limit = trigger.order_type == codec::OrderType::Limit;
+        if (!is_limit && m.new_price_ticks.get() != 0) || (trigger.quantity_lots == 0 && m.new_quantity_lots.get() != 0)
+        {
+            return Err(RejectReason::InvalidReplace);
+        }
+        let new_price = if m.new_price_ticks.get() == 0 { trigger.price_ticks } else { m.new_price_ticks.get() };
+        let new_quantity =
+            if m.new_quantity_lots.get() == 0 { trigger.quantity_lots } else { m.new_quantity_lots.get() };
+        if new_price == trigger.price_ticks && new_quantity == trigger.quantity_lots {
+            return Err(RejectReason::InvalidReplace);
+        }
+        if new_price > config.max_price_ticks {
+            return Err(RejectReason::InvalidPrice);
+        }
+        if new_quantity > config.max_quantity_lots {
+            return Err(RejectReason::QuantityAboveMaximum);
+        }
+        if new_quantity < config.min_quantity_lots {
+            return Err(RejectReason::QuantityBelowMinimum);
+        }
+        if is_limit
+            && spec.notional(new_price, new_quantity).ok_or(RejectReason::ArithmeticOverflow)? < config.min_notional
+        {
+            return Err(RejectReason::NotionalBelowMinimum);
+        }
+        self.markets[mi].triggers.amend(order_id, new_price, new_quantity);
+        out.push(Event::OrderReplaced(OrderReplaced {
+            sequence: ctx.sequence,
+            timestamp_ns: ctx.timestamp_ns,
+            user_id: trigger.user_id,
+            order_id,
+            client_order_id: trigger.client_order_id,
+            price_ticks: Ticks::new(new_price),
+            quantity_lots: Lots::new(new_quantity),
+            filled_lots: Lots::ZERO,
+            remaining_lots: Lots::new(new_quantity),
+            market_id: m.market_id,
+            side: trigger.side.into(),
+            priority_kept: true.into(),
+            reserved: Reserved::ZERO,
+        }));
+        Ok(())
+    }
+}

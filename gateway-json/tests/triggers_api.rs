@@ -1,0 +1,193 @@
+//! Trigger orders and price bands over the signed REST API, end to end in-process (a real engine
+//! thread behind the ingress and egress rings, the `RestGateway` dispatcher, `private_router`):
+//! a band rejection answers `{code, message}`; a `triggerPrice` order answers `TriggerPending`,
+//! is listed as such, fires when a trade reaches it, can be cancelled, and one that cannot be
+//! placed when it fires ends `TriggerFailed` in the order history.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use engine::{EngineConfig, PriceBand};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+mod support;
+
+use support::{Harness, auth_headers, now_ms, params_of};
+
+/// Users 1..=3 with 1 BTC and 10,000 USDC each; BTC_USDC has a ±10% band.
+fn harness() -> Harness {
+    let mut config = EngineConfig::sample();
+    config.limits.orders_per_market_max = 4096;
+    config.markets[0].price_band = PriceBand { max_multiplier_ppm: 1_100_000, min_multiplier_ppm: 900_000 };
+    Harness::start(config, 3)
+}
+
+async fn send(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    body: &str,
+    headers: &[(&str, String)],
+) -> (StatusCode, Value) {
+    let mut request =
+        Request::builder().method(method).uri(uri).header("content-type", "application/json; charset=utf-8");
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = router.clone().oneshot(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    (status, value)
+}
+
+async fn body_call(router: &Router, method: Method, user: u64, instruction: &str, body: Value) -> (StatusCode, Value) {
+    let ts = now_ms();
+    let signed = format!("instruction={instruction}{}&timestamp={ts}&window=5000", params_of(&body));
+    send(router, method, "/api/v1/order", &body.to_string(), &auth_headers(user, &signed, ts, 5000)).await
+}
+
+async fn get_call(router: &Router, path: &str, user: u64, instruction: &str, query: &str) -> (StatusCode, Value) {
+    let ts = now_ms();
+    let params: Vec<&str> = if query.is_empty() { vec![] } else { query.split('&').collect() };
+    let mut sorted = params.clone();
+    sorted.sort_unstable();
+    let signed_params: String = sorted.iter().map(|p| format!("&{p}")).collect();
+    let signed = format!("instruction={instruction}{signed_params}&timestamp={ts}&window=5000");
+    let uri = if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
+    send(router, Method::GET, &uri, "", &auth_headers(user, &signed, ts, 5000)).await
+}
+
+async fn place(router: &Router, user: u64, body: Value) -> (StatusCode, Value) {
+    body_call(router, Method::POST, user, "orderExecute", body).await
+}
+
+/// A trade of 0.001 BTC at `price` between users 2 (resting ask) and 3 (IOC bid).
+async fn trade_at(router: &Router, price: &str) {
+    let (status, body) = place(
+        router,
+        2,
+        json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Limit", "price": price, "quantity": "0.00100"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = place(
+        router,
+        3,
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": price, "quantity": "0.00100",
+               "timeInForce": "IOC"}),
+    )
+    .await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("Filled")), "{body}");
+}
+
+#[tokio::test]
+async fn a_limit_price_outside_the_band_is_a_400_with_a_reason() {
+    let h = harness();
+    let r = &h.router;
+    trade_at(r, "64000.0").await;
+    let (status, body) = place(
+        r,
+        1,
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "80000.0", "quantity": "0.00100"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body, json!({"code": "INVALID_ORDER", "message": "Price is outside the market's price band"}));
+    let (status, _) = place(
+        r,
+        1,
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "70000.0", "quantity": "0.00100"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_trigger_order_is_pending_then_fires_or_is_cancelled() {
+    let h = harness();
+    let r = &h.router;
+    trade_at(r, "64000.0").await;
+    // A stop-loss: sell 0.001 BTC at market if the price falls to 63,000.
+    let (status, stop) = place(
+        r,
+        1,
+        json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Market", "triggerPrice": "63000.0",
+               "triggerQuantity": "0.00100", "triggerBy": "LastPrice"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stop}");
+    assert_eq!(stop["status"], "TriggerPending");
+    assert_eq!(stop["triggerPrice"], "63000.0");
+    assert_eq!(stop["quantity"], "0.00100");
+    let (status, open) = get_call(r, "/api/v1/orders", 1, "orderQueryAll", "symbol=BTC_USDC").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(open[0]["status"], "TriggerPending", "{open}");
+    // Nothing reserved while pending.
+    let (_, capital) = get_call(r, "/api/v1/capital", 1, "balanceQuery", "").await;
+    assert_eq!(capital["BTC"]["locked"], "0");
+
+    // A cancellable second one.
+    let (_, second) = place(
+        r,
+        1,
+        json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Limit", "price": "60000.0", "quantity": "0.00100",
+               "triggerPrice": "62000.0"}),
+    )
+    .await;
+    assert_eq!(second["status"], "TriggerPending");
+    let (status, cancelled) = body_call(
+        r,
+        Method::DELETE,
+        1,
+        "orderCancel",
+        json!({"symbol": "BTC_USDC", "orderId": second["id"].as_str().unwrap()}),
+    )
+    .await;
+    assert_eq!((status, cancelled["status"].as_str()), (StatusCode::OK, Some("Cancelled")), "{cancelled}");
+
+    // Liquidity below, then a trade at 63,000 fires the stop, which sells into it.
+    let (status, _) = place(
+        r,
+        3,
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "62500.0", "quantity": "0.00100"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    trade_at(r, "63000.0").await;
+    let (status, open) = get_call(r, "/api/v1/orders", 1, "orderQueryAll", "symbol=BTC_USDC").await;
+    assert_eq!((status, open), (StatusCode::OK, json!([])), "the stop filled");
+    let (_, capital) = get_call(r, "/api/v1/capital", 1, "balanceQuery", "").await;
+    assert_eq!(capital["BTC"]["available"], "0.999", "{capital}");
+}
+
+#[tokio::test]
+async fn a_trigger_that_cannot_be_placed_ends_trigger_failed() {
+    let h = harness();
+    let r = &h.router;
+    trade_at(r, "64000.0").await;
+    // User 1 holds 1 BTC: a stop selling 2 BTC is accepted (nothing is reserved) but fails.
+    let (status, stop) = place(
+        r,
+        1,
+        json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Market", "quantity": "2", "triggerPrice": "63000.0"}),
+    )
+    .await;
+    assert_eq!((status, stop["status"].as_str()), (StatusCode::OK, Some("TriggerPending")), "{stop}");
+    trade_at(r, "63000.0").await;
+    let (status, history) = get_call(r, "/wapi/v1/history/orders", 1, "orderHistoryQueryAll", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let failed = history.as_array().unwrap().iter().find(|o| o["id"] == stop["id"]).cloned().unwrap_or_default();
+    assert_eq!(failed["status"], "TriggerFailed", "{history}");
+    // Attached stop-loss / take-profit are refused, never ignored.
+    let (status, body) = place(
+        r,
+        1,
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "63000.0", "quantity": "0.00100",
+               "stopLossTriggerPrice": "60000.0"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["message"], "stopLossTriggerPrice is not supported yet");
+}

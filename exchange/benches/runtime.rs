@@ -1383,7 +1383,6 @@ fn print_summary(
 
 /// Section 4 of the report (also all of it under `RUNTIME_BENCH_ONLY=snapshot`).
 fn print_snapshot_section(snapshot: &SnapshotPauseResult) {
-
     println!();
     println!(
         "4. snapshot pause: {} resting orders on BTC_USDC (built in {:.1} s), {} snapshot(s) on request; a probe \

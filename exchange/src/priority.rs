@@ -67,9 +67,8 @@ mod tests {
     #[test]
     fn lowers_only_the_calling_thread() {
         let before = policy_of_current_thread();
-        let (lowered, policy) = std::thread::spawn(|| (lower_current_thread(), policy_of_current_thread()))
-            .join()
-            .unwrap();
+        let (lowered, policy) =
+            std::thread::spawn(|| (lower_current_thread(), policy_of_current_thread())).join().unwrap();
         match lowered {
             Lowered::SchedIdle => assert_eq!(policy, libc::SCHED_IDLE),
             Lowered::Nice19 => assert_eq!(policy, before),

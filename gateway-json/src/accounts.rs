@@ -138,7 +138,9 @@ impl AccountViews {
     pub fn open_orders(&self, user: UserId, market: Option<MarketId>) -> Vec<OpenOrder> {
         read(&self.orders)
             .get(&user)
-            .map(|orders| orders.iter().map(|(_, o)| o).filter(|o| market.is_none_or(|m| o.market_id == m)).copied().collect())
+            .map(|orders| {
+                orders.iter().map(|(_, o)| o).filter(|o| market.is_none_or(|m| o.market_id == m)).copied().collect()
+            })
             .unwrap_or_default()
     }
 
@@ -155,7 +157,11 @@ impl AccountViews {
         if order_id != OrderId::ZERO {
             orders.get(order_id.get()).filter(|o| o.market_id == market).copied()
         } else {
-            orders.iter().map(|(_, o)| o).find(|o| o.market_id == market && o.client_order_id == client_order_id).copied()
+            orders
+                .iter()
+                .map(|(_, o)| o)
+                .find(|o| o.market_id == market && o.client_order_id == client_order_id)
+                .copied()
         }
     }
 
@@ -297,7 +303,8 @@ impl AccountViews {
             }
             Event::OrderReplaced(replaced) => {
                 let mut orders = write(&self.orders);
-                if let Some(order) = orders.get_mut(&replaced.user_id).and_then(|o| o.get_mut(replaced.order_id.get())) {
+                if let Some(order) = orders.get_mut(&replaced.user_id).and_then(|o| o.get_mut(replaced.order_id.get()))
+                {
                     order.price_ticks = replaced.price_ticks.get();
                     order.quantity_lots = replaced.quantity_lots.get();
                     order.filled_lots = replaced.filled_lots.get();

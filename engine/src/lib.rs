@@ -33,6 +33,7 @@ mod engine;
 mod hash;
 pub mod journal;
 pub mod ledger;
+pub mod order_table;
 pub mod snapshot;
 pub mod testkit;
 pub mod throttle;

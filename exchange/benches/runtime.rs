@@ -105,7 +105,8 @@
 //! `RUNTIME_BENCH_QUICK=1` shrinks everything for a smoke run of a few seconds: journal cells of
 //! 0.2 s or 20k records, latency at 1k/s only for 1 s (0.2 s warm-up), recovery of 5k commands
 //! run once, a snapshot row of 20k resting orders and 2 snapshots. `RUNTIME_BENCH_RATES=1000,50000`
-//! replaces the offered rates of the latency rows.
+//! replaces the offered rates of the latency rows. `RUNTIME_BENCH_ONLY=snapshot` runs section 4
+//! alone (with the load averages at its start and end).
 
 use codec::{Command, Event, MarketId, OrderId, Side, TimeInForce};
 use crossbeam_queue::ArrayQueue;
@@ -1377,7 +1378,11 @@ fn print_summary(
          read+CRC and Engine::new are those parts measured alone)"
     );
     println!("replay: {:.0} commands/s", per_second(recovery.median()));
+    print_snapshot_section(snapshot);
+}
 
+/// Section 4 of the report (also all of it under `RUNTIME_BENCH_ONLY=snapshot`).
+fn print_snapshot_section(snapshot: &SnapshotPauseResult) {
     println!();
     println!(
         "4. snapshot pause: {} resting orders on BTC_USDC (built in {:.1} s), {} snapshot(s) on request; a probe \
@@ -1419,6 +1424,15 @@ fn main() {
     let scratch = ScratchDir(base.clone());
     let engine_config = Config::load(None).and_then(|c| c.engine_config()).expect("default engine configuration");
 
+    if std::env::var("RUNTIME_BENCH_ONLY").is_ok_and(|only| only == "snapshot") {
+        println!("== exchange runtime benchmark, section 4 only (RUNTIME_BENCH_ONLY=snapshot) ==");
+        println!("load avg   {load_at_start} at start (1, 5, 15 min; other work adds to the tails)");
+        let snapshot = snapshot_pause_benchmark(&settings, &base);
+        print_snapshot_section(&snapshot);
+        println!("load avg   {} at end", load_average());
+        drop(scratch);
+        return;
+    }
     let started = Instant::now();
     let plan = plan(&engine_config, settings.flow_len());
     eprintln!("# planned {} flow commands in {:.2} s", plan.flow.len(), started.elapsed().as_secs_f64());

@@ -11,6 +11,7 @@ pub mod faucet;
 pub mod history_store;
 pub mod http;
 pub mod metrics;
+pub mod priority;
 pub mod publishers;
 #[cfg(feature = "sinks")]
 pub mod replica;

@@ -708,6 +708,10 @@ impl Snapshotter {
     /// Follows the feed until the runtime shuts down; returns the final state, or `None` if the
     /// journal could not be read (already logged; recovery then replays from an older snapshot).
     fn run(mut self) -> Option<ShadowFinal> {
+        // Never an equal of the engine thread for the CPU: on a small machine the shadow's
+        // hashing and serialisation would otherwise be what clients see as a snapshot pause.
+        let lowered = crate::priority::lower_current_thread();
+        tracing::debug!(?lowered, "snapshotter thread priority");
         match self.follow() {
             Ok(()) => {
                 Some(ShadowFinal { sequence: self.sequence, state_hash: self.stats.state_hash.load(Ordering::Acquire) })

@@ -12,14 +12,15 @@ use crate::Shared;
 use crate::session::{SessionState, event_frame};
 use codec::*;
 use engine::bus::{Consumer, ReadError, origin};
-use std::collections::HashMap;
+use engine::order_table::OrderTable;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
-    // Open orders placed through this gateway: order id → session id.
-    let mut owners: HashMap<OrderId, u64> = HashMap::new();
+    // Open orders placed through this gateway: order id → session id (16 bytes and a bit per
+    // open order: ids arrive ascending, so the table only appends).
+    let mut owners: OrderTable<u64> = OrderTable::new();
     let mut idle = 0u32;
     while !shared.stopping.load(Ordering::Acquire) {
         match consumer.try_next() {
@@ -70,32 +71,32 @@ fn deliver(shared: &Shared, session_id: u64, event: &Event) {
     }
 }
 
-fn route(shared: &Shared, owners: &mut HashMap<OrderId, u64>, tag: u64, event: &Event) {
+fn route(shared: &Shared, owners: &mut OrderTable<u64>, tag: u64, event: &Event) {
     let origin_session = (origin::gateway(tag) == origin::BINARY).then(|| origin::value(tag));
     match event {
         Event::OrderAccepted(accepted) => {
             // A fired trigger order keeps its owner; the command that fired it was someone
             // else's trade.
-            if let Some(&owner) = owners.get(&accepted.order_id) {
+            if let Some(&owner) = owners.get(accepted.order_id.get()) {
                 deliver(shared, owner, event);
             } else if let Some(session) = origin_session {
-                owners.insert(accepted.order_id, session);
+                owners.insert(accepted.order_id.get(), session);
                 deliver(shared, session, event);
             }
         }
         Event::TriggerPending(pending) => {
             if let Some(session) = origin_session {
-                owners.insert(pending.order_id, session);
+                owners.insert(pending.order_id.get(), session);
                 deliver(shared, session, event);
             }
         }
         Event::TriggerPlaced(placed) => {
-            if let Some(&owner) = owners.get(&placed.order_id) {
+            if let Some(&owner) = owners.get(placed.order_id.get()) {
                 deliver(shared, owner, event);
             }
         }
         Event::TriggerFailed(failed) => {
-            if let Some(owner) = owners.remove(&failed.order_id) {
+            if let Some(owner) = owners.remove(failed.order_id.get()) {
                 deliver(shared, owner, event);
             }
         }
@@ -105,15 +106,15 @@ fn route(shared: &Shared, owners: &mut HashMap<OrderId, u64>, tag: u64, event: &
             }
         }
         Event::Fill(fill) => {
-            let maker_session = owners.get(&fill.maker_order_id).copied();
-            let taker_session = owners.get(&fill.taker_order_id).copied().or(origin_session);
+            let maker_session = owners.get(fill.maker_order_id.get()).copied();
+            let taker_session = owners.get(fill.taker_order_id.get()).copied().or(origin_session);
             if fill.completes_maker() {
-                owners.remove(&fill.maker_order_id);
+                owners.remove(fill.maker_order_id.get());
             }
             // Not `taker_remaining_lots == 0`: every fill of a quote-quantity market order shows
             // that; only the fill that completes the taker says it is done.
             if fill.completes_taker() {
-                owners.remove(&fill.taker_order_id);
+                owners.remove(fill.taker_order_id.get());
             }
             match (maker_session, taker_session) {
                 (Some(maker), Some(taker)) if maker == taker => deliver(shared, maker, event),
@@ -142,13 +143,13 @@ fn route(shared: &Shared, owners: &mut HashMap<OrderId, u64>, tag: u64, event: &
         }
         Event::OrderCanceled(OrderCanceled { order_id, user_id, .. })
         | Event::OrderExpired(OrderExpired { order_id, user_id, .. }) => {
-            let owner = owners.remove(order_id);
+            let owner = owners.remove(order_id.get());
             let origin_session = origin_session
                 .filter(|&origin| Some(origin) == owner || session_user(shared, origin) == Some(*user_id));
             route_to_owner_and_origin(shared, owner, origin_session, event);
         }
         Event::OrderReplaced(replaced) => {
-            let owner = owners.get(&replaced.order_id).copied();
+            let owner = owners.get(replaced.order_id.get()).copied();
             route_to_owner_and_origin(shared, owner, origin_session, event);
         }
         // AMM pool events never come from this gateway's commands (it refuses them).

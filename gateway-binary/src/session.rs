@@ -34,6 +34,56 @@ pub(crate) fn event_frame(event: &Event) -> Bytes {
     frame(|out| event.encode(out))
 }
 
+/// A session's recent outbound frames for retransmission, oldest first: their bytes back to back
+/// in one ring and each one's length. A message costs its frame's bytes plus two, not an
+/// allocation and a `Bytes` handle of its own: with many sessions holding up to
+/// `retransmit_window` acknowledgements each, that is most of the gateway's memory per order.
+pub(crate) struct FrameWindow {
+    bytes: VecDeque<u8>,
+    lengths: VecDeque<u16>,
+    frames_max: usize,
+}
+
+impl FrameWindow {
+    fn new(frames_max: usize) -> Self {
+        Self { bytes: VecDeque::new(), lengths: VecDeque::new(), frames_max }
+    }
+
+    /// Frames held.
+    pub fn len(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Appends a frame, forgetting the oldest beyond the window's size.
+    fn push(&mut self, frame: &[u8]) {
+        let Ok(length) = u16::try_from(frame.len()) else {
+            // Never: frames are at most 264 bytes. Forget everything rather than keep a window
+            // whose sequences no longer match.
+            debug_assert!(false, "frame of {} bytes", frame.len());
+            self.bytes.clear();
+            self.lengths.clear();
+            return;
+        };
+        self.lengths.push_back(length);
+        self.bytes.extend(frame.iter().copied());
+        while self.lengths.len() > self.frames_max {
+            let oldest = self.lengths.pop_front().map_or(0, usize::from);
+            self.bytes.drain(..oldest);
+        }
+    }
+
+    /// Copies of up to `count` frames after skipping the `skip` oldest.
+    fn frames(&self, skip: usize, count: usize) -> impl Iterator<Item = Bytes> + '_ {
+        let start: usize = self.lengths.iter().take(skip).map(|l| usize::from(*l)).sum();
+        self.lengths.iter().skip(skip).take(count).scan(start, move |offset, length| {
+            let length = usize::from(*length);
+            let frame: Vec<u8> = self.bytes.range(*offset..*offset + length).copied().collect();
+            *offset += length;
+            Some(Bytes::from(frame))
+        })
+    }
+}
+
 /// The live connection of a session.
 pub(crate) struct Connection {
     pub id: u64,
@@ -49,9 +99,9 @@ pub(crate) struct SessionState {
     pub next_outbound: u64,
     /// Sequence the next inbound application message gets.
     pub next_inbound: u64,
-    /// Recent outbound application messages, oldest first: (sequence, frame).
-    pub window: VecDeque<(u64, Bytes)>,
-    pub window_max: usize,
+    /// Recent outbound application messages, oldest first (the newest has sequence
+    /// `next_outbound - 1`).
+    pub window: FrameWindow,
     pub connection: Option<Connection>,
     pub last_outbound: Instant,
     /// The session's rate limit: it belongs to the session, so a reconnect does not refill it.
@@ -71,8 +121,7 @@ impl SessionState {
             session_id,
             next_outbound: 1,
             next_inbound: 1,
-            window: VecDeque::new(),
-            window_max: config.retransmit_window,
+            window: FrameWindow::new(config.retransmit_window),
             connection: None,
             last_outbound: Instant::now(),
             bucket: TokenBucket::new(config.messages_per_second, config.burst, Instant::now()),
@@ -86,12 +135,8 @@ impl SessionState {
     /// Numbers, keeps and (if connected) sends an outbound application message. A connection
     /// whose queue is full is cut with `SlowConsumer`; the message stays in the window.
     pub fn push_application(&mut self, frame: Bytes) {
-        let sequence = self.next_outbound;
         self.next_outbound += 1;
-        self.window.push_back((sequence, frame.clone()));
-        while self.window.len() > self.window_max {
-            self.window.pop_front();
-        }
+        self.window.push(&frame);
         self.last_outbound = Instant::now();
         if let Some(connection) = &self.connection
             && connection.outbound.try_send(frame).is_err()
@@ -532,7 +577,7 @@ fn retransmit(
 ) -> Result<(), TerminateReason> {
     let from = request.from_sequence.get();
     let count = request.count.get();
-    let oldest = state.window.front().map_or(state.next_outbound, |(sequence, _)| *sequence);
+    let oldest = state.next_outbound - state.window.len() as u64;
     let reject = |reason: RetransmitRejectReason| {
         session_frame(Session::RetransmitReject(RetransmitReject {
             from_sequence: request.from_sequence,
@@ -553,8 +598,8 @@ fn retransmit(
         reserved: Reserved::ZERO,
     })))?;
     let skip = (from - oldest) as usize;
-    for (_, frame) in state.window.iter().skip(skip).take(count as usize) {
-        send(frame.clone())?;
+    for frame in state.window.frames(skip, count as usize) {
+        send(frame)?;
     }
     Ok(())
 }
@@ -576,4 +621,37 @@ fn verify_logon(key: &PublicKey, nonce: &[u8; 32], signature: &Signature) -> boo
 
 fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FrameWindow;
+
+    fn frame(sequence: u8, length: usize) -> Vec<u8> {
+        vec![sequence; length]
+    }
+
+    /// The window keeps the newest `frames_max` frames, byte for byte, and hands out any run of
+    /// them; a message costs its bytes plus a two-byte length.
+    #[test]
+    fn keeps_the_newest_frames_byte_for_byte() {
+        let mut window = FrameWindow::new(3);
+        for sequence in 1..=5u8 {
+            window.push(&frame(sequence, 10 + usize::from(sequence)));
+        }
+        assert_eq!(window.len(), 3);
+        let all: Vec<Vec<u8>> = window.frames(0, 10).map(|b| b.to_vec()).collect();
+        assert_eq!(all, vec![frame(3, 13), frame(4, 14), frame(5, 15)]);
+        let middle: Vec<Vec<u8>> = window.frames(1, 1).map(|b| b.to_vec()).collect();
+        assert_eq!(middle, vec![frame(4, 14)]);
+        assert_eq!(window.bytes.len(), 13 + 14 + 15);
+    }
+
+    #[test]
+    fn an_empty_window_keeps_nothing() {
+        let mut window = FrameWindow::new(0);
+        window.push(&frame(1, 40));
+        assert_eq!(window.len(), 0);
+        assert_eq!(window.frames(0, 1).count(), 0);
+    }
 }

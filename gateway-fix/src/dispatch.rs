@@ -29,6 +29,7 @@ use crate::session::SessionState;
 use crate::store::OrderRecord;
 use codec::*;
 use engine::bus::{Consumer, ReadError, origin};
+use engine::order_table::OrderTable;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -54,7 +55,8 @@ struct OrderInfo {
 
 struct Dispatcher {
     shared: Arc<Shared>,
-    orders: HashMap<OrderId, OrderInfo>,
+    /// Open orders of this gateway by order id (ids arrive ascending: the table appends).
+    orders: OrderTable<OrderInfo>,
     /// (session, engine client order id) → order id, for the status in cancel rejects.
     by_client: HashMap<(u64, u64), OrderId>,
     touched: Vec<u64>,
@@ -65,13 +67,15 @@ struct Dispatcher {
 pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
     let mut dispatcher = Dispatcher {
         shared: shared.clone(),
-        orders: HashMap::new(),
+        orders: OrderTable::new(),
         by_client: HashMap::new(),
         touched: Vec::new(),
         last_sequence: u64::MAX,
         exec_counter: 0,
     };
-    // The open orders the session stores remember (placed before a restart).
+    // The open orders the session stores remember (placed before a restart), in no particular
+    // order: collected, then sorted once.
+    let mut remembered: Vec<(u64, OrderInfo)> = Vec::new();
     for session in &shared.sessions {
         let state = session.lock().unwrap_or_else(|e| e.into_inner());
         for order in state.orders.values() {
@@ -88,10 +92,11 @@ pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
                 // reports as the order it places.
                 stop_price: 0,
             };
-            dispatcher.orders.insert(OrderId::new(order.order_id), info);
+            remembered.push((order.order_id, info));
             dispatcher.by_client.insert((state.session_id, order.client_order_id), OrderId::new(order.order_id));
         }
     }
+    dispatcher.orders = OrderTable::from_unsorted(remembered);
     let mut idle = 0u32;
     let mut batch = 0usize;
     while !shared.stopping.load(Ordering::Acquire) {
@@ -192,7 +197,7 @@ impl Dispatcher {
         let origin_session = (origin::gateway(tag) == origin::FIX).then(|| origin::value(tag));
         match event {
             Event::OrderAccepted(accepted) => {
-                if self.orders.contains_key(&accepted.order_id) {
+                if self.orders.get(accepted.order_id.get()).is_some() {
                     // A triggered stop order placed: its owner heard ExecType L already, and the
                     // command was someone else's trade.
                     return;
@@ -211,7 +216,7 @@ impl Dispatcher {
                     notional: 0,
                     stop_price: 0,
                 };
-                self.orders.insert(accepted.order_id, info);
+                self.orders.insert(accepted.order_id.get(), info);
                 self.by_client.insert((session, accepted.client_order_id.get()), accepted.order_id);
                 self.with_session(session, |state| {
                     if matches!(state.pending.front(), Some(Pending::New { .. })) {
@@ -241,7 +246,7 @@ impl Dispatcher {
                     notional: 0,
                     stop_price: pending.trigger_price_ticks.get(),
                 };
-                self.orders.insert(pending.order_id, info);
+                self.orders.insert(pending.order_id.get(), info);
                 self.by_client.insert((session, pending.client_order_id.get()), pending.order_id);
                 self.with_session(session, |state| {
                     if matches!(state.pending.front(), Some(Pending::New { .. })) {
@@ -258,7 +263,7 @@ impl Dispatcher {
                 });
             }
             Event::TriggerPlaced(placed) => {
-                let Some(info) = self.orders.get_mut(&placed.order_id) else { return };
+                let Some(info) = self.orders.get_mut(placed.order_id.get()) else { return };
                 // From here on it is a plain market or limit order.
                 info.stop_price = 0;
                 let info = *info;
@@ -276,7 +281,7 @@ impl Dispatcher {
                 });
             }
             Event::TriggerFailed(failed) => {
-                let Some(info) = self.orders.remove(&failed.order_id) else { return };
+                let Some(info) = self.orders.remove(failed.order_id.get()) else { return };
                 self.by_client.remove(&(info.session, failed.client_order_id.get()));
                 let reason = failed.reason.get().unwrap_or(RejectReason::MalformedMessage);
                 let exec_id = self.exec_id(failed.sequence);
@@ -302,12 +307,12 @@ impl Dispatcher {
                         (fill.taker_order_id, fill.taker_remaining_lots.get(), fill.completes_taker())
                     };
                     let client_order_id = if maker { fill.maker_client_order_id } else { fill.taker_client_order_id };
-                    let Some(info) = self.orders.get_mut(&order_id) else { continue };
+                    let Some(info) = self.orders.get_mut(order_id.get()) else { continue };
                     info.cum += fill.quantity_lots.get();
                     info.notional += u128::from(fill.price_ticks.get()) * u128::from(fill.quantity_lots.get());
                     let info = *info;
                     if done {
-                        self.orders.remove(&order_id);
+                        self.orders.remove(order_id.get());
                         self.by_client.remove(&(info.session, client_order_id.get()));
                     }
                     let exec_id = self.exec_id(fill.sequence);
@@ -327,7 +332,7 @@ impl Dispatcher {
                 }
             }
             Event::OrderCanceled(canceled) => {
-                let info = self.orders.remove(&canceled.order_id);
+                let info = self.orders.remove(canceled.order_id.get());
                 if let Some(info) = info {
                     self.by_client.remove(&(info.session, canceled.client_order_id.get()));
                 }
@@ -380,7 +385,7 @@ impl Dispatcher {
                 }
             }
             Event::OrderExpired(expired) => {
-                let info = self.orders.remove(&expired.order_id);
+                let info = self.orders.remove(expired.order_id.get());
                 let Some(info) = info else { return };
                 self.by_client.remove(&(info.session, expired.client_order_id.get()));
                 let exec_id = self.exec_id(expired.sequence);
@@ -396,7 +401,7 @@ impl Dispatcher {
                 });
             }
             Event::OrderReplaced(replaced) => {
-                let info = self.orders.get_mut(&replaced.order_id).map(|info| {
+                let info = self.orders.get_mut(replaced.order_id.get()).map(|info| {
                     info.price = replaced.price_ticks.get();
                     info.quantity = replaced.quantity_lots.get();
                     *info
@@ -454,7 +459,7 @@ impl Dispatcher {
                     self.by_client.get(&(session, rejected.client_order_id.get())).copied()
                 };
                 let known = known_id
-                    .and_then(|id| self.orders.get(&id).map(|info| (id, *info)))
+                    .and_then(|id| self.orders.get(id.get()).map(|info| (id, *info)))
                     .filter(|(_, info)| info.session == session);
                 let template = rejected.command_template_id.get();
                 self.with_session(session, |state| {

@@ -13,6 +13,7 @@ use codec::{
     AssetId, ClientOrderId, Event, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId,
 };
 use engine::bus::{Consumer, ReadError, origin};
+use engine::order_table::OrderTable;
 use engine::{Book, Engine, EngineConfig, Ledger};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -60,7 +61,9 @@ pub struct OpenOrder {
 #[derive(Debug, Default)]
 pub struct AccountViews {
     balances: RwLock<HashMap<UserId, BTreeMap<AssetId, engine::Balance>>>,
-    orders: RwLock<HashMap<UserId, BTreeMap<OrderId, OpenOrder>>>,
+    /// Open orders by user, then by order id: an [`OrderTable`] per user (one `Vec` of
+    /// records, appended to in id order), not a B-tree that appends leave half full.
+    orders: RwLock<HashMap<UserId, OrderTable<OpenOrder>>>,
     stale: AtomicBool,
     history: History,
 }
@@ -95,14 +98,15 @@ impl AccountViews {
 
     /// Replaces the open orders with the resting orders of `engine`'s books.
     pub fn seed_orders<B: Book>(&self, engine: &Engine<B>) {
-        let mut orders: HashMap<UserId, BTreeMap<OrderId, OpenOrder>> = HashMap::new();
+        // Books are visited in priority order, not by id: collect per user, then sort once.
+        let mut orders: HashMap<UserId, Vec<(u64, OpenOrder)>> = HashMap::new();
         let mut market = 0u32;
         engine.visit_markets(&mut |_, book| {
             market += 1;
             for side in [Side::Bid, Side::Ask] {
                 book.visit_in_priority(side, &mut |resting| {
-                    orders.entry(resting.user_id).or_default().insert(
-                        resting.order_id,
+                    orders.entry(resting.user_id).or_default().push((
+                        resting.order_id.get(),
                         OpenOrder {
                             order_id: resting.order_id,
                             client_order_id: resting.client_order_id,
@@ -120,7 +124,7 @@ impl AccountViews {
                             created_ns: 0,
                             trigger_price_ticks: 0,
                         },
-                    );
+                    ));
                     true
                 });
             }
@@ -128,8 +132,8 @@ impl AccountViews {
         for market in 1..=engine.market_count() as u32 {
             let Some(triggers) = engine.triggers(MarketId::new(market)) else { continue };
             for trigger in triggers.iter() {
-                orders.entry(trigger.user_id).or_default().insert(
-                    trigger.order_id,
+                orders.entry(trigger.user_id).or_default().push((
+                    trigger.order_id.get(),
                     OpenOrder {
                         order_id: trigger.order_id,
                         client_order_id: trigger.client_order_id,
@@ -147,10 +151,11 @@ impl AccountViews {
                         created_ns: 0,
                         trigger_price_ticks: trigger.trigger_price_ticks,
                     },
-                );
+                ));
             }
         }
-        *write(&self.orders) = orders;
+        *write(&self.orders) =
+            orders.into_iter().map(|(user, records)| (user, OrderTable::from_unsorted(records))).collect();
     }
 
     /// A user's non-zero balances by asset.
@@ -162,7 +167,9 @@ impl AccountViews {
     pub fn open_orders(&self, user: UserId, market: Option<MarketId>) -> Vec<OpenOrder> {
         read(&self.orders)
             .get(&user)
-            .map(|orders| orders.values().filter(|o| market.is_none_or(|m| o.market_id == m)).copied().collect())
+            .map(|orders| {
+                orders.iter().map(|(_, o)| o).filter(|o| market.is_none_or(|m| o.market_id == m)).copied().collect()
+            })
             .unwrap_or_default()
     }
 
@@ -177,9 +184,13 @@ impl AccountViews {
         let orders = read(&self.orders);
         let orders = orders.get(&user)?;
         if order_id != OrderId::ZERO {
-            orders.get(&order_id).filter(|o| o.market_id == market).copied()
+            orders.get(order_id.get()).filter(|o| o.market_id == market).copied()
         } else {
-            orders.values().find(|o| o.market_id == market && o.client_order_id == client_order_id).copied()
+            orders
+                .iter()
+                .map(|(_, o)| o)
+                .find(|o| o.market_id == market && o.client_order_id == client_order_id)
+                .copied()
         }
     }
 
@@ -249,11 +260,11 @@ impl AccountViews {
                     trigger_price_ticks: 0,
                 };
                 // A fired trigger order's acceptance replaces its pending entry.
-                write(&self.orders).entry(accepted.user_id).or_default().insert(order.order_id, order);
+                write(&self.orders).entry(accepted.user_id).or_default().insert(order.order_id.get(), order);
             }
             Event::TriggerPending(pending) => {
                 if let Some(order) = pending_order(pending) {
-                    write(&self.orders).entry(pending.user_id).or_default().insert(order.order_id, order);
+                    write(&self.orders).entry(pending.user_id).or_default().insert(order.order_id.get(), order);
                 }
             }
             Event::TriggerFailed(failed) => {
@@ -301,13 +312,13 @@ impl AccountViews {
                         },
                     );
                     let Some(user_orders) = orders.get_mut(&user) else { continue };
-                    let Some(order) = user_orders.get_mut(&order_id) else { continue };
+                    let Some(order) = user_orders.get_mut(order_id.get()) else { continue };
                     order.filled_lots += fill.quantity_lots.get();
                     order.executed_quote += fill.quote_amount.get();
                     // Not `remaining == 0`: a quote-quantity market order has 0 remaining lots on
                     // every fill; the fill that completes it says so.
                     if done {
-                        if let Some(order) = user_orders.remove(&order_id) {
+                        if let Some(order) = user_orders.remove(order_id.get()) {
                             self.history.record_closed(user, order, ClosedStatus::Filled);
                         }
                         if user_orders.is_empty() {
@@ -333,7 +344,8 @@ impl AccountViews {
             }
             Event::OrderReplaced(replaced) => {
                 let mut orders = write(&self.orders);
-                if let Some(order) = orders.get_mut(&replaced.user_id).and_then(|o| o.get_mut(&replaced.order_id)) {
+                if let Some(order) = orders.get_mut(&replaced.user_id).and_then(|o| o.get_mut(replaced.order_id.get()))
+                {
                     order.price_ticks = replaced.price_ticks.get();
                     order.quantity_lots = replaced.quantity_lots.get();
                     order.filled_lots = replaced.filled_lots.get();
@@ -355,7 +367,7 @@ impl AccountViews {
     fn remove(&self, user: UserId, order_id: OrderId) -> Option<OpenOrder> {
         let mut orders = write(&self.orders);
         let user_orders = orders.get_mut(&user)?;
-        let removed = user_orders.remove(&order_id);
+        let removed = user_orders.remove(order_id.get());
         if user_orders.is_empty() {
             orders.remove(&user);
         }

@@ -14,6 +14,8 @@
 //! - [`fix`]: the same schedule, mix and report over `C` FIX 4.4 sessions (`LOAD<user id>`).
 //! - [`rest`]: the same over `C` keep-alive HTTP/1.1 connections ([`http`]) sending signed
 //!   `POST /api/v1/order` / `DELETE /api/v1/order` requests.
+//! - [`memory`]: the server's resident memory per resting order, filling N resting orders
+//!   through the SBE gateway.
 //! - [`ws`]: `N` WebSocket subscribers of a symbol's public streams: frames per second, depth
 //!   update-id gaps, lag notices and the latency from each frame's event time to its receipt.
 //!
@@ -47,6 +49,7 @@ pub mod fix;
 pub mod flow;
 pub mod http;
 pub mod latency;
+pub mod memory;
 pub mod plot;
 pub mod profile;
 pub mod progress;

@@ -11,6 +11,7 @@
 //! loadgen rest --address 127.0.0.1:8080 --connections 4 --rate 500 --duration 10 [--baseline]
 //! loadgen rest --admin-token $EXCHANGE_ADMIN_TOKEN --connections 4 --rate 500
 //! loadgen ws --address 127.0.0.1:8080 --subscribers 50 --symbol BTC_USDC --streams depth,trade --duration 10
+//! loadgen memory --address 127.0.0.1:9100 --pid $SERVER_PID --orders 1000000 --users 8
 //! ```
 //!
 //! Exit status: 0 for a clean run, 1 when the run could not start, 2 when it completed with
@@ -58,6 +59,10 @@ enum Commands {
     /// WebSocket subscriber load: N clients subscribe to a symbol's public streams and count
     /// frames, depth update-id gaps, lag notices and the latency from each frame's event time.
     Ws(WsArgs),
+    /// Resident memory per resting order: fills N resting orders through the SBE gateway and
+    /// prints `rss per resting order: <N> bytes` (the server's RSS growth divided by the
+    /// orders; the server must run on this machine).
+    Memory(MemoryArgs),
 }
 
 fn placement(text: &str) -> Result<Placement, String> {
@@ -324,6 +329,42 @@ struct RestArgs {
 }
 
 #[derive(Args)]
+struct MemoryArgs {
+    /// SBE gateway address.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    address: String,
+    /// Process id of the server (its /proc/<pid>/status VmRSS is read).
+    #[arg(long)]
+    pid: u32,
+    /// Resting orders to place.
+    #[arg(long, default_value_t = 1_000_000)]
+    orders: u64,
+    /// Sessions, one per load-test user from --first-user (the server needs
+    /// `--load-users` at least this many, and `engine.open_orders_per_user_max` at least
+    /// orders / users / markets).
+    #[arg(long, default_value_t = 8)]
+    users: u64,
+    /// User of the first session.
+    #[arg(long, default_value_t = LOAD_USER_FIRST)]
+    first_user: u64,
+    /// Market ids the orders go to, round robin.
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    markets: Vec<u32>,
+    /// Highest bid price, ticks (bids go down from it; keep it far below the touch).
+    #[arg(long, default_value_t = 100_000)]
+    price_ticks: u64,
+    /// Distinct bid prices per market.
+    #[arg(long, default_value_t = 1_000)]
+    levels: u64,
+    /// Quantity of each order, lots (price x quantity must reach the market's min notional).
+    #[arg(long, default_value_t = 20)]
+    lots: u64,
+    /// Most orders per second per session (under the gateway's messages_per_second).
+    #[arg(long, default_value_t = 9_000)]
+    rate_per_session: u64,
+}
+
+#[derive(Args)]
 struct WsArgs {
     /// The HTTP server's address (the WebSocket is at ws://ADDRESS/).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -540,6 +581,30 @@ fn main() -> ExitCode {
                 window_ms: rest.window_ms,
             };
             run_gateway(&rest.gateway, &config.run, || loadgen::rest::run(&config))
+        }
+        Commands::Memory(args) => {
+            let config = loadgen::memory::MemoryConfig {
+                address: args.address,
+                pid: args.pid,
+                orders: args.orders,
+                users: args.users,
+                first_user: args.first_user,
+                markets: args.markets,
+                price_ticks: args.price_ticks,
+                levels: args.levels,
+                lots: args.lots,
+                rate_per_session: args.rate_per_session,
+            };
+            match loadgen::memory::run(&config) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Commands::Ws(ws) => {
             let config = WsConfig {

@@ -31,6 +31,7 @@ use bytes::Bytes;
 use codec::{
     AssetId, ClientOrderId, Event, Fill, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId,
 };
+use engine::order_table::OrderTable;
 use engine::{Book, Engine, EngineConfig};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -249,25 +250,49 @@ struct MarketFeed {
     top: Top,
 }
 
+/// What the publisher keeps of an open order to publish complete private order updates: 64
+/// bytes, 8-aligned (no `u128`, which would pad it to 80), kept in an [`OrderTable`] by order
+/// id (72 bytes and a bit per open order).
 #[derive(Debug, Clone, Copy)]
 struct OrderInfo {
-    market: MarketId,
     client_order_id: ClientOrderId,
+    price_ticks: u64,
+    quantity_lots: u64,
+    quote_quantity: u64,
+    filled_lots: u64,
+    /// Quote traded so far: low 64 bits (see [`Self::executed_quote`]).
+    executed_quote_low: u64,
+    /// Quote traded so far: bits 64..96 (a sum of u64 fill amounts reaches them only after 2^32
+    /// maximal fills; it saturates there).
+    executed_quote_high: u32,
+    market: MarketId,
     side: Side,
     order_type: OrderType,
     time_in_force: TimeInForce,
     self_trade_prevention: SelfTradePrevention,
     post_only: bool,
-    price_ticks: u64,
-    quantity_lots: u64,
-    quote_quantity: u64,
-    filled_lots: u64,
-    executed_quote: u128,
+}
+
+const _: () = assert!(std::mem::size_of::<OrderInfo>() <= 64, "the publisher's per-order record stays compact");
+
+impl OrderInfo {
+    /// Quote traded so far, minor units.
+    fn executed_quote(&self) -> u128 {
+        u128::from(self.executed_quote_high) << 64 | u128::from(self.executed_quote_low)
+    }
+
+    /// Adds a fill's quote amount (saturating at 2^96 - 1).
+    fn add_executed_quote(&mut self, amount: u64) {
+        let sum = self.executed_quote().saturating_add(u128::from(amount)).min((1u128 << 96) - 1);
+        self.executed_quote_low = sum as u64;
+        self.executed_quote_high = (sum >> 64) as u32;
+    }
 }
 
 struct FeedState {
     markets: Vec<MarketFeed>,
-    orders: HashMap<OrderId, OrderInfo>,
+    /// Open orders by order id.
+    orders: OrderTable<OrderInfo>,
     last_ticker: Instant,
 }
 
@@ -409,7 +434,7 @@ impl Publisher {
         let pools = engine.pools.iter().map(|pool| pool.market_id).collect();
         let feed = FeedState {
             markets: markets.iter().map(|_| MarketFeed::default()).collect(),
-            orders: HashMap::new(),
+            orders: OrderTable::new(),
             last_ticker: Instant::now(),
         };
         Arc::new(Self {
@@ -459,13 +484,15 @@ impl Publisher {
     }
 
     fn seed_orders_into<B: Book>(feed: &mut FeedState, engine: &Engine<B>) {
+        // Books are visited in priority order, not by id: collect, then sort once.
+        let mut records: Vec<(u64, OrderInfo)> = feed.orders.iter().map(|(id, info)| (id, *info)).collect();
         let mut market = 0u32;
         engine.visit_markets(&mut |_, book| {
             market += 1;
             for side in [Side::Bid, Side::Ask] {
                 book.visit_in_priority(side, &mut |resting| {
-                    feed.orders.insert(
-                        resting.order_id,
+                    records.push((
+                        resting.order_id.get(),
                         OrderInfo {
                             market: MarketId::new(market),
                             client_order_id: resting.client_order_id,
@@ -478,13 +505,15 @@ impl Publisher {
                             quantity_lots: resting.quantity_lots,
                             quote_quantity: 0,
                             filled_lots: resting.filled_lots,
-                            executed_quote: 0,
+                            executed_quote_low: 0,
+                            executed_quote_high: 0,
                         },
-                    );
+                    ));
                     true
                 });
             }
         });
+        feed.orders = OrderTable::from_unsorted(records);
     }
 
     fn feed_state(&self) -> MutexGuard<'_, FeedState> {
@@ -606,9 +635,10 @@ impl Publisher {
                         quantity_lots: accepted.quantity_lots.get(),
                         quote_quantity: accepted.quote_quantity.get(),
                         filled_lots: 0,
-                        executed_quote: 0,
+                        executed_quote_low: 0,
+                        executed_quote_high: 0,
                     };
-                    feed.orders.insert(accepted.order_id, info);
+                    feed.orders.insert(accepted.order_id.get(), info);
                     let order_event = OrderEvent {
                         event: "orderAccepted",
                         status: "New",
@@ -619,7 +649,7 @@ impl Publisher {
                     self.publish_order(accepted.user_id, accepted.order_id, &info, &order_event, now);
                 }
                 Event::OrderCanceled(canceled) => {
-                    let info = feed.orders.remove(&canceled.order_id).unwrap_or_else(|| {
+                    let info = feed.orders.remove(canceled.order_id.get()).unwrap_or_else(|| {
                         unknown_order(
                             canceled.market_id,
                             canceled.client_order_id,
@@ -638,7 +668,7 @@ impl Publisher {
                     self.publish_order(canceled.user_id, canceled.order_id, &info, &order_event, now);
                 }
                 Event::OrderExpired(expired) => {
-                    let info = feed.orders.remove(&expired.order_id).unwrap_or_else(|| {
+                    let info = feed.orders.remove(expired.order_id.get()).unwrap_or_else(|| {
                         unknown_order(
                             expired.market_id,
                             expired.client_order_id,
@@ -659,10 +689,11 @@ impl Publisher {
                 }
                 Event::OrderReplaced(replaced) => {
                     let side = replaced.side.get().unwrap_or(Side::Bid);
-                    let info = feed
-                        .orders
-                        .entry(replaced.order_id)
-                        .or_insert_with(|| unknown_order(replaced.market_id, replaced.client_order_id, side, 0, 0));
+                    if feed.orders.get(replaced.order_id.get()).is_none() {
+                        let unknown = unknown_order(replaced.market_id, replaced.client_order_id, side, 0, 0);
+                        feed.orders.insert(replaced.order_id.get(), unknown);
+                    }
+                    let Some(info) = feed.orders.get_mut(replaced.order_id.get()) else { continue };
                     info.price_ticks = replaced.price_ticks.get();
                     info.quantity_lots = replaced.quantity_lots.get();
                     info.filled_lots = replaced.filled_lots.get();
@@ -692,9 +723,10 @@ impl Publisher {
                         quantity_lots: pending.quantity_lots.get(),
                         quote_quantity: pending.quote_quantity.get(),
                         filled_lots: 0,
-                        executed_quote: 0,
+                        executed_quote_low: 0,
+                        executed_quote_high: 0,
                     };
-                    feed.orders.insert(pending.order_id, info);
+                    feed.orders.insert(pending.order_id.get(), info);
                     let order_event = OrderEvent {
                         event: "orderAccepted",
                         status: "TriggerPending",
@@ -705,7 +737,7 @@ impl Publisher {
                     self.publish_order(pending.user_id, pending.order_id, &info, &order_event, now);
                 }
                 Event::TriggerPlaced(placed) => {
-                    let Some(info) = feed.orders.get(&placed.order_id).copied() else { continue };
+                    let Some(info) = feed.orders.get(placed.order_id.get()).copied() else { continue };
                     let order_event = OrderEvent {
                         event: "triggerPlaced",
                         status: "New",
@@ -716,7 +748,7 @@ impl Publisher {
                     self.publish_order(placed.user_id, placed.order_id, &info, &order_event, now);
                 }
                 Event::TriggerFailed(failed) => {
-                    let Some(info) = feed.orders.remove(&failed.order_id) else { continue };
+                    let Some(info) = feed.orders.remove(failed.order_id.get()) else { continue };
                     let order_event = OrderEvent {
                         event: "triggerFailed",
                         status: "TriggerFailed",
@@ -913,19 +945,20 @@ impl Publisher {
         ];
         for (user, order_id, client_order_id, side, remaining, fee, done, maker) in parties {
             let remaining = remaining.get();
-            let info = feed.orders.entry(order_id).or_insert_with(|| {
-                let mut info = unknown_order(fill.market_id, client_order_id, side, remaining, 0);
-                info.price_ticks = fill.price_ticks.get();
-                info
-            });
+            if feed.orders.get(order_id.get()).is_none() {
+                let mut unknown = unknown_order(fill.market_id, client_order_id, side, remaining, 0);
+                unknown.price_ticks = fill.price_ticks.get();
+                feed.orders.insert(order_id.get(), unknown);
+            }
+            let Some(info) = feed.orders.get_mut(order_id.get()) else { continue };
             info.filled_lots += fill.quantity_lots.get();
-            info.executed_quote += u128::from(fill.quote_amount.get());
+            info.add_executed_quote(fill.quote_amount.get());
             if info.order_type == OrderType::Limit {
                 info.quantity_lots = info.quantity_lots.max(info.filled_lots + remaining);
             }
             let info = *info;
             if done {
-                feed.orders.remove(&order_id);
+                feed.orders.remove(order_id.get());
             }
             let order_event = OrderEvent {
                 event: "orderFill",
@@ -975,7 +1008,7 @@ impl Publisher {
                     frame.str("n", &format.quote(u128::from(fill.fee))).str("N", fee_symbol);
                 }
                 frame.str("z", &format.quantity(u128::from(info.filled_lots)));
-                frame.str("Z", &format.quote(info.executed_quote));
+                frame.str("Z", &format.quote(info.executed_quote()));
                 frame.str("V", stp_name(info.self_trade_prevention)).int("T", event.timestamp_ns / 1_000);
                 frame.str("O", "USER").bool("y", info.post_only);
                 frame.finish()
@@ -1118,7 +1151,8 @@ fn unknown_order(
         quantity_lots: quantity,
         quote_quantity: 0,
         filled_lots: filled,
-        executed_quote: 0,
+        executed_quote_low: 0,
+        executed_quote_high: 0,
     }
 }
 

@@ -199,10 +199,14 @@ impl ExportedHistogram {
         let mut counts = vec![0u64; EXPORT_BOUNDS_NS.len() + 1];
         let mut sum_ns = 0u64;
         for value in histogram.iter_recorded() {
+            // A recorded value stands for its whole sub-bucket (1% wide): it goes in the export
+            // bucket of the sub-bucket's lowest value (so a value recorded exactly at a bound
+            // counts at or under it) and adds the sub-bucket's middle to the sum.
             let at = value.value_iterated_to();
-            let bucket = EXPORT_BOUNDS_NS.partition_point(|&bound| bound < at);
+            let lowest = histogram.lowest_equivalent(at);
+            let bucket = EXPORT_BOUNDS_NS.partition_point(|&bound| bound < lowest);
             counts[bucket] += value.count_at_value();
-            sum_ns = sum_ns.saturating_add(at.saturating_mul(value.count_at_value()));
+            sum_ns = sum_ns.saturating_add(histogram.median_equivalent(at).saturating_mul(value.count_at_value()));
         }
         Self {
             counts,

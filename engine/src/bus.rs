@@ -4,7 +4,8 @@
 //!
 //! # Ingress
 //! [`IngressRing`] is a bounded lock-free multi-producer queue (crossbeam's `ArrayQueue`) of
-//! fixed-size [`IngressCommand`]s. A push into a full ring fails at once and hands the command
+//! fixed-size [`IngressCommand`]s, with a doorbell: a push wakes the engine thread if it parked
+//! on the empty ring ([`crate::doorbell`]; nothing sleeps a fixed nap while work waits). A push into a full ring fails at once and hands the command
 //! back: the gateway answers "busy" in its protocol; nothing blocks and nothing is dropped
 //! silently.
 //!
@@ -44,6 +45,8 @@
 //! consistent read of its state ([`EngineReads`]).
 
 use crate::Engine;
+use crate::doorbell::{Doorbell, Idle, IdlePolicy};
+use crate::latency::{CommandTrace, GatewayStamps};
 use codec::{Command, Event};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
@@ -57,10 +60,79 @@ pub struct IngressCommand {
     pub origin: u64,
     /// The command.
     pub command: Command,
+    /// When the gateway read it and pushed it (zero from producers that do not trace): the start
+    /// of its wire-to-wire trace ([`crate::latency`]). Beside the command, not in it: the
+    /// command's wire layout and journal record stay as they are.
+    pub stamps: GatewayStamps,
 }
 
-/// The ingress ring shared by every producer.
-pub type IngressRing = crossbeam_queue::ArrayQueue<IngressCommand>;
+impl IngressCommand {
+    /// An untraced command (internal producers, tools, tests).
+    pub fn new(origin: u64, command: Command) -> Self {
+        Self { origin, command, stamps: GatewayStamps::default() }
+    }
+
+    /// A command from a gateway that read its request at `received_ns` ([`crate::latency::clock_ns`])
+    /// and pushes it now.
+    pub fn traced(origin: u64, command: Command, received_ns: u64) -> Self {
+        Self { origin, command, stamps: GatewayStamps::received_at(received_ns) }
+    }
+}
+
+/// The ingress ring shared by every producer: a bounded lock-free queue and the doorbell the
+/// engine thread parks on when it is empty ([`crate::doorbell`]).
+#[derive(Debug)]
+pub struct IngressRing {
+    queue: crossbeam_queue::ArrayQueue<IngressCommand>,
+    doorbell: Doorbell,
+}
+
+impl IngressRing {
+    /// A ring of `capacity` commands, allocated now.
+    ///
+    /// # Panics
+    /// If `capacity` is zero.
+    pub fn new(capacity: usize) -> Self {
+        Self { queue: crossbeam_queue::ArrayQueue::new(capacity), doorbell: Doorbell::default() }
+    }
+
+    /// Pushes a command and wakes the engine thread if it is parked; a full ring hands the
+    /// command back at once.
+    ///
+    /// # Errors
+    /// The ring is full.
+    pub fn push(&self, item: IngressCommand) -> Result<(), IngressCommand> {
+        self.queue.push(item)?;
+        self.doorbell.ring();
+        Ok(())
+    }
+
+    /// Takes the oldest command (engine thread).
+    pub fn pop(&self) -> Option<IngressCommand> {
+        self.queue.pop()
+    }
+
+    /// Commands waiting.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether no command waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Capacity, commands.
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    /// Engine thread, after finding the ring empty: spins or parks as `policy` says until a
+    /// producer pushes (see [`Doorbell::idle`]).
+    pub fn idle(&self, idle: &mut Idle, policy: IdlePolicy) {
+        self.doorbell.idle_with(idle, policy, || !self.queue.is_empty());
+    }
+}
 
 /// Origin tags: the top byte names the gateway, the rest the session (and anything else the
 /// gateway wants to correlate).
@@ -100,6 +172,33 @@ struct Slot {
     origin: AtomicU64,
     length: AtomicU64,
     words: [AtomicU64; SLOT_WORDS],
+    /// The command's trace ([`CommandTrace`]): received, pushed, popped, committed, published,
+    /// template id. Written and read under the same seqlock as the event.
+    trace: [AtomicU64; TRACE_WORDS],
+}
+
+/// Words of a [`CommandTrace`] in a slot.
+const TRACE_WORDS: usize = 6;
+
+fn trace_words(trace: &CommandTrace) -> [u64; TRACE_WORDS] {
+    [
+        trace.gateway.received_ns,
+        trace.gateway.pushed_ns,
+        trace.popped_ns,
+        trace.committed_ns,
+        trace.published_ns,
+        u64::from(trace.template_id),
+    ]
+}
+
+fn trace_of_words(words: [u64; TRACE_WORDS]) -> CommandTrace {
+    CommandTrace {
+        gateway: GatewayStamps { received_ns: words[0], pushed_ns: words[1] },
+        popped_ns: words[2],
+        committed_ns: words[3],
+        published_ns: words[4],
+        template_id: words[5] as u16,
+    }
 }
 
 /// Gating consumers one ring can have at once (the process wires a handful: the order-entry
@@ -137,6 +236,8 @@ pub struct BroadcastRing {
     gate_floor_lock: Mutex<()>,
     /// See [`GATING_STALL_MAX`] (shorter in tests).
     stall_max: Duration,
+    /// Rung once per published command: consumers parked on an empty ring wake up.
+    doorbell: Doorbell,
 }
 
 /// What publishing one command cost in waiting for gating consumers.
@@ -160,6 +261,8 @@ pub struct Published {
     pub last_of_command: bool,
     /// The event.
     pub event: Event,
+    /// The stamps of the command that caused it (all zero when it was not traced).
+    pub trace: CommandTrace,
 }
 
 /// High bit of a slot's length word: the event is the last of its command.
@@ -197,6 +300,7 @@ impl BroadcastRing {
                 origin: AtomicU64::new(0),
                 length: AtomicU64::new(0),
                 words: std::array::from_fn(|_| AtomicU64::new(0)),
+                trace: std::array::from_fn(|_| AtomicU64::new(0)),
             })
             .collect();
         Arc::new(Self {
@@ -207,6 +311,7 @@ impl BroadcastRing {
             gate_floor: AtomicU64::new(GATE_FREE),
             gate_floor_lock: Mutex::new(()),
             stall_max,
+            doorbell: Doorbell::default(),
         })
     }
 
@@ -224,21 +329,36 @@ impl BroadcastRing {
     /// thread); never allocates. Waits (bounded, see the module docs) before overwriting an event
     /// a gating consumer has not read; says how long.
     pub fn publish_command(&self, origin: u64, events: &[Event]) -> Backpressure {
+        self.publish_traced_command(origin, &CommandTrace::default(), events)
+    }
+
+    /// [`Self::publish_command`] with the command's trace stored beside each of its events.
+    pub fn publish_traced_command(&self, origin: u64, trace: &CommandTrace, events: &[Event]) -> Backpressure {
         let mut pressure = Backpressure::default();
+        let trace = trace_words(trace);
         for (index, event) in events.iter().enumerate() {
-            self.publish_one(origin, event, index + 1 == events.len(), &mut pressure);
+            self.publish_one(origin, &trace, event, index + 1 == events.len(), &mut pressure);
         }
+        self.doorbell.ring();
         pressure
     }
 
     /// Publishes one event as a command of its own (marked last of its command).
     pub fn publish(&self, origin: u64, event: &Event) -> Backpressure {
         let mut pressure = Backpressure::default();
-        self.publish_one(origin, event, true, &mut pressure);
+        self.publish_one(origin, &[0; TRACE_WORDS], event, true, &mut pressure);
+        self.doorbell.ring();
         pressure
     }
 
-    fn publish_one(&self, origin: u64, event: &Event, last_of_command: bool, pressure: &mut Backpressure) {
+    fn publish_one(
+        &self,
+        origin: u64,
+        trace: &[u64; TRACE_WORDS],
+        event: &Event,
+        last_of_command: bool,
+        pressure: &mut Backpressure,
+    ) {
         let mut bytes = [0u8; SLOT_WORDS * 8];
         let length = event.encode(&mut bytes).expect("slot fits the largest event");
         let position = self.head.load(Ordering::Relaxed);
@@ -255,6 +375,9 @@ impl BroadcastRing {
         slot.length.store(length as u64 | if last_of_command { LAST_OF_COMMAND } else { 0 }, Ordering::Relaxed);
         for (word, chunk) in slot.words.iter().zip(bytes.chunks_exact(8)) {
             word.store(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), Ordering::Relaxed);
+        }
+        for (word, value) in slot.trace.iter().zip(trace) {
+            word.store(*value, Ordering::Relaxed);
         }
         slot.stamp.store(2 * position + 2, Ordering::Release);
         self.head.store(position + 1, Ordering::Release);
@@ -420,6 +543,13 @@ impl Consumer {
         }
     }
 
+    /// After [`ReadError::Empty`]: spins or parks as `policy` says until the engine publishes
+    /// (see [`Doorbell::idle`]); returns after one step, the caller reads again.
+    pub fn idle(&self, idle: &mut Idle, policy: IdlePolicy) {
+        let ring = &*self.ring;
+        ring.doorbell.idle_with(idle, policy, || ring.head.load(Ordering::Acquire) > self.cursor);
+    }
+
     /// Reads the next event.
     ///
     /// # Errors
@@ -452,6 +582,7 @@ impl Consumer {
         for (word, chunk) in slot.words.iter().zip(bytes.chunks_exact_mut(8)) {
             chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
         }
+        let trace = trace_of_words(std::array::from_fn(|index| slot.trace[index].load(Ordering::Relaxed)));
         fence(Ordering::Acquire);
         if slot.stamp.load(Ordering::Relaxed) != expected {
             return Err(lagged(ring));
@@ -459,8 +590,13 @@ impl Consumer {
         // The publisher wrote a valid encoding; a failure here would be a torn read, which the
         // stamps exclude.
         let (event, _) = Event::decode(&bytes[..length.min(bytes.len())]).map_err(|_| lagged(ring))?;
-        let published =
-            Published { position: self.cursor, origin, last_of_command: length_word & LAST_OF_COMMAND != 0, event };
+        let published = Published {
+            position: self.cursor,
+            origin,
+            last_of_command: length_word & LAST_OF_COMMAND != 0,
+            event,
+            trace,
+        };
         self.cursor += 1;
         if let Some(gate) = self.gate {
             // Release: the copy above happens before the publisher may reuse the slot.
@@ -520,6 +656,24 @@ mod tests {
         ring.publish_command(7, &[event(1), event(2), event(3)]);
         let flags: Vec<_> = (0..3).map(|_| consumer.try_next().unwrap().last_of_command).collect();
         assert_eq!(flags, [false, false, true]);
+    }
+
+    #[test]
+    fn a_command_trace_reaches_every_event_of_its_command() {
+        let ring = BroadcastRing::new(8);
+        let mut consumer = ring.subscribe();
+        let trace = CommandTrace {
+            gateway: GatewayStamps { received_ns: 1, pushed_ns: 2 },
+            popped_ns: 3,
+            committed_ns: 4,
+            published_ns: 5,
+            template_id: 6,
+        };
+        ring.publish_traced_command(7, &trace, &[event(1), event(2)]);
+        ring.publish(8, &event(3));
+        assert_eq!(consumer.try_next().unwrap().trace, trace);
+        assert_eq!(consumer.try_next().unwrap().trace, trace);
+        assert_eq!(consumer.try_next().unwrap().trace, CommandTrace::default(), "untraced");
     }
 
     #[test]

@@ -690,7 +690,7 @@ impl EngineLoop {
                 let mut sequence = last_sequence;
                 while !stop.load(Ordering::Relaxed) {
                     let next = if paused.load(Ordering::Relaxed) { None } else { ingress.pop() };
-                    let Some(crate::bus::IngressCommand { origin, command }) = next else {
+                    let Some(crate::bus::IngressCommand { origin, command, .. }) = next else {
                         std::thread::sleep(std::time::Duration::from_micros(50));
                         continue;
                     };

@@ -30,7 +30,7 @@
 //!
 //! # 2. End-to-end latency, open loop
 //! ingress ring → engine thread (stamp, journal append, group commit, execute) → egress
-//! broadcast ring, with the default `IdleStrategy::SpinYield`, under `Fsync` and `None`, at
+//! broadcast ring, with `IdleStrategy::SpinYield` (the fixed naps, which its baseline relay copies), under `Fsync` and `None`, at
 //! fixed offered rates (1k, 10k and 50k commands/s for 5 s each; the first 0.5 s is warm-up and
 //! not recorded). A producer thread sends command `i` (0-based) with `origin = i + 1` at its
 //! scheduled time `t0 + i / rate`: it sleeps until about 150 µs before that time, then spins and
@@ -785,7 +785,7 @@ fn runtime_latency(
     let (recovered, writer) = runtime::recover(&config, engine_config, false, true).expect("recover empty dir");
     let runtime = Runtime::start(&config, recovered, writer.expect("writer opened")).expect("engine thread");
     for &command in &plan.funding {
-        push_blocking(&runtime.ring, IngressCommand { origin: 0, command });
+        push_blocking(&runtime.ring, IngressCommand::new(0, command));
     }
     wait_executed(&runtime, plan.funding.len() as u64);
     let count = settings.commands_at(rate, settings.latency_time);
@@ -801,9 +801,7 @@ fn runtime_latency(
         let ring = &runtime.ring;
         let done = &done;
         let producer = scope.spawn(move || {
-            produce(count, t0, rate, done, |i| {
-                ring.push(IngressCommand { origin: i + 1, command: flow[i as usize] }).is_ok()
-            })
+            produce(count, t0, rate, done, |i| ring.push(IngressCommand::new(i + 1, flow[i as usize])).is_ok())
         });
         let consumed = consume(count, warmup, t0, rate, settings.stall_timeout, done, || match consumer.try_next() {
             Ok(published) => Poll::Event(published.origin),
@@ -934,7 +932,7 @@ fn recovery_benchmark(settings: &Settings, base: &Path, engine_config: &EngineCo
     let runtime = Runtime::start(&config, recovered, writer.expect("writer opened")).expect("engine thread");
     let commands: Vec<Command> = plan.funding.iter().chain(&plan.flow[..settings.recovery_commands]).copied().collect();
     for &command in &commands {
-        push_blocking(&runtime.ring, IngressCommand { origin: 0, command });
+        push_blocking(&runtime.ring, IngressCommand::new(0, command));
     }
     wait_executed(&runtime, commands.len() as u64);
     let stats = runtime.stats.clone();
@@ -1035,14 +1033,8 @@ fn snapshot_pause_benchmark(settings: &Settings, base: &Path) -> SnapshotPauseRe
     let started = Instant::now();
     let mut pushed = 0u64;
     for user in 1..=users {
-        push_blocking(
-            &runtime.ring,
-            IngressCommand { origin: 0, command: commands::deposit(user, BTC, 1_000 * 100_000_000) },
-        );
-        push_blocking(
-            &runtime.ring,
-            IngressCommand { origin: 0, command: commands::deposit(user, USDC, 1_000_000_000 * 1_000_000) },
-        );
+        push_blocking(&runtime.ring, IngressCommand::new(0, commands::deposit(user, BTC, 1_000 * 100_000_000)));
+        push_blocking(&runtime.ring, IngressCommand::new(0, commands::deposit(user, USDC, 1_000_000_000 * 1_000_000)));
         pushed += 2;
     }
     for index in 0..settings.snapshot_orders {
@@ -1054,7 +1046,7 @@ fn snapshot_pause_benchmark(settings: &Settings, base: &Path) -> SnapshotPauseRe
             (Side::Ask, EMPTY_BOOK_MID + 1 + level)
         };
         let command = commands::limit(user, MARKET, side, price, SNAPSHOT_ORDER_LOTS, TimeInForce::Gtc, index + 1);
-        push_blocking(&runtime.ring, IngressCommand { origin: 0, command });
+        push_blocking(&runtime.ring, IngressCommand::new(0, command));
         pushed += 1;
     }
     wait_executed(&runtime, pushed);
@@ -1075,7 +1067,7 @@ fn snapshot_pause_benchmark(settings: &Settings, base: &Path) -> SnapshotPauseRe
             while !done.load(Ordering::Acquire) {
                 wait_until(due(probe));
                 let command = commands::cancel(1, MARKET, u64::MAX - probe);
-                push_blocking(ring, IngressCommand { origin: PROBE_ORIGIN_BASE + probe, command });
+                push_blocking(ring, IngressCommand::new(PROBE_ORIGIN_BASE + probe, command));
                 probe += 1;
             }
             probe

@@ -4,10 +4,12 @@
 
 use codec::decimal::{DecimalError, parse_fixed};
 use codec::{AssetId, MarketId};
+use engine::doorbell::{IdlePolicy, IdleWait};
 use engine::journal::{Durability, JournalConfig};
 use engine::{AssetConfig, EngineConfig, EngineLimits, MarketConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The documented default configuration, used when no file is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../exchange.toml");
@@ -406,16 +408,45 @@ impl Config {
     }
 }
 
-/// How the engine thread waits when its ring is empty.
+/// How the engine thread and the gateways' dispatchers wait when their ring is empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum IdleStrategy {
-    /// Spin on the ring: lowest latency, burns a whole core. Only with a core to spare.
+    /// Spin on the ring: lowest latency, burns a whole core per thread. Only with cores to spare.
     BusySpin,
-    /// Spin briefly, then yield the core, then sleep in short naps. Good on small machines.
-    SpinYield,
-    /// Sleep 50 µs between empty polls: lowest CPU, highest latency.
+    /// Spin for `idle_spin_us`, then park until a producer rings (no fixed nap): the default, and
+    /// the one for small machines.
+    SpinPark,
+    /// Park as soon as the ring is empty: least CPU, a wake-up on every message.
     Park,
+    /// The strategy before the doorbell (spin, yield, then fixed naps of 20 µs for the engine
+    /// and 50 µs for the dispatchers), kept only to measure against (docs/benchmarks.md).
+    SpinYield,
+}
+
+impl IdleStrategy {
+    /// The engine thread's policy (`spin` is `idle_spin_us`).
+    pub fn engine_policy(self, spin: Duration) -> IdlePolicy {
+        self.policy(spin, Duration::from_micros(20))
+    }
+
+    /// The dispatchers' policy.
+    pub fn consumer_policy(self, spin: Duration) -> IdlePolicy {
+        self.policy(spin, Duration::from_micros(50))
+    }
+
+    fn policy(self, spin: Duration, nap: Duration) -> IdlePolicy {
+        match self {
+            IdleStrategy::BusySpin => IdlePolicy::Wait(IdleWait::busy_spin()),
+            IdleStrategy::SpinPark => IdlePolicy::Wait(IdleWait::spin_then_park(spin)),
+            IdleStrategy::Park => IdlePolicy::Wait(IdleWait::spin_then_park(Duration::ZERO)),
+            IdleStrategy::SpinYield => IdlePolicy::Nap { nap },
+        }
+    }
+}
+
+fn idle_spin_us_default() -> u64 {
+    engine::doorbell::SPIN_DEFAULT.as_micros() as u64
 }
 
 /// `[engine]`.
@@ -426,6 +457,9 @@ pub struct EngineSection {
     pub core: Option<usize>,
     /// Idle strategy.
     pub idle: IdleStrategy,
+    /// With `spin-park`: how long a thread spins on its empty ring before it parks, µs.
+    #[serde(default = "idle_spin_us_default")]
+    pub idle_spin_us: u64,
     /// Ingress ring capacity (commands).
     pub ring_capacity: usize,
     /// Egress broadcast ring capacity (events); a consumer further behind is told it lagged.

@@ -139,7 +139,7 @@ impl XorShift {
 
 /// Pushes a command, waiting while the ring is full (the demo is a polite producer).
 fn push(ring: &IngressRing, command: Command, stop: &AtomicBool) {
-    let mut item = IngressCommand { origin: 0, command };
+    let mut item = IngressCommand::new(0, command);
     while let Err(rejected) = ring.push(item) {
         if stop.load(Ordering::Relaxed) {
             return;

@@ -31,6 +31,10 @@ struct Cli {
     /// Engine idle strategy; overrides `engine.idle`.
     #[arg(long, global = true, env = "EXCHANGE_IDLE", value_enum)]
     idle: Option<IdleStrategy>,
+    /// With `--idle spin-park`: µs a thread spins on its empty ring before parking; overrides
+    /// `engine.idle_spin_us`.
+    #[arg(long, global = true, env = "EXCHANGE_IDLE_SPIN_US")]
+    idle_spin_us: Option<u64>,
     /// Core to pin the engine thread to; overrides `engine.core`.
     #[arg(long, global = true, env = "EXCHANGE_CORE")]
     core: Option<usize>,
@@ -177,6 +181,9 @@ fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
     }
     if let Some(idle) = cli.idle {
         config.engine.idle = idle;
+    }
+    if let Some(spin) = cli.idle_spin_us {
+        config.engine.idle_spin_us = spin;
     }
     if cli.core.is_some() {
         config.engine.core = cli.core;
@@ -428,6 +435,10 @@ fn serve(
     // Sinks register their pruning floors before the engine thread can take a snapshot.
     let retention = Arc::new(runtime::Retention::default());
     let planned_sinks = exchange::publishers::plan(config, &engine_config, &retention)?;
+    // The dispatchers the gateways start below wait on the egress ring as the engine waits on
+    // the ingress ring.
+    let spin = std::time::Duration::from_micros(config.engine.idle_spin_us);
+    engine::doorbell::set_consumer_idle(config.engine.idle.consumer_policy(spin));
     let runtime = Runtime::start_with_retention(config, recovered, writer, retention)?;
     let sinks = planned_sinks.start(config, &engine_config, &runtime)?;
     // Both are gating consumers: the engine waits for them rather than lapping them. Should the

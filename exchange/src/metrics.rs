@@ -7,6 +7,7 @@
 //! do; the handful of series here does not need one.)
 
 use codec::{RejectReason, WireEnum};
+use engine::latency::{EXPORT_BOUNDS_NS, ExportedHistogram, WireSample};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -400,7 +401,46 @@ impl Metrics {
         for family in families {
             family.render(&mut out);
         }
+        render_wire_latency(&mut out, &engine::latency::wire_latency().samples());
         out
+    }
+}
+
+/// Writes the server-side wire-to-wire families (docs/operations.md, "Wire-to-wire latency"):
+/// `exchange_wire_to_wire_seconds{gateway,message}`, from the request's bytes read to the
+/// acknowledgement's bytes written, and `exchange_stage_seconds{gateway,message,stage}`, its
+/// stages (which add up to it). Histograms over [`engine::latency::EXPORT_BOUNDS_NS`], covering
+/// the process's life: a load test takes the difference of two scrapes. Nothing recorded yet:
+/// nothing written.
+pub fn render_wire_latency(out: &mut String, samples: &[WireSample]) {
+    if samples.is_empty() {
+        return;
+    }
+    let sample_of = |histogram: &ExportedHistogram| HistogramSample {
+        bounds: EXPORT_BOUNDS_NS,
+        counts: histogram.counts.clone(),
+        sum: histogram.sum_ns,
+    };
+    let name = "exchange_wire_to_wire_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Server-side latency per gateway and message type, from the request's bytes read to the acknowledgement's bytes written.\n# TYPE {name} histogram"
+    );
+    for sample in samples {
+        let labels = format!("gateway=\"{}\",message=\"{}\",", sample.gateway, sample.message);
+        sample_of(&sample.total).render_series(out, name, &labels, 1e9);
+    }
+    let name = "exchange_stage_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} The stages of exchange_wire_to_wire_seconds (decode, ingress_wait, journal_commit, engine, egress_wait, encode_write), which add up to it.\n# TYPE {name} histogram"
+    );
+    for sample in samples {
+        for (stage, histogram) in &sample.stages {
+            let labels =
+                format!("gateway=\"{}\",message=\"{}\",stage=\"{}\",", sample.gateway, sample.message, stage.name());
+            sample_of(histogram).render_series(out, name, &labels, 1e9);
+        }
     }
 }
 
@@ -474,6 +514,35 @@ mod tests {
         assert!(text[cursor..lag].contains("sink=\"redis\""), "{text}");
         // No sinks: no families at all (not even HELP lines).
         assert!(!Metrics::default().render(&[], &[], &sink_families(&[], 100)).contains("exchange_sink"));
+    }
+
+    #[test]
+    fn wire_latency_families_have_one_series_per_gateway_message_and_stage() {
+        let latency = engine::latency::WireLatency::default();
+        let trace = engine::latency::CommandTrace {
+            gateway: engine::latency::GatewayStamps { received_ns: 1_000, pushed_ns: 2_000 },
+            popped_ns: 3_000,
+            committed_ns: 4_000,
+            published_ns: 5_000,
+            template_id: 1,
+        };
+        latency.record(engine::bus::origin::FIX, &trace, 6_000, 8_000);
+        let mut out = String::new();
+        render_wire_latency(&mut out, &latency.samples());
+        assert_eq!(out.matches("# TYPE exchange_wire_to_wire_seconds histogram\n").count(), 1, "{out}");
+        assert_eq!(out.matches("# TYPE exchange_stage_seconds histogram\n").count(), 1, "{out}");
+        for line in [
+            "exchange_wire_to_wire_seconds_count{gateway=\"fix\",message=\"NewOrder\"} 1\n",
+            "exchange_wire_to_wire_seconds_bucket{gateway=\"fix\",message=\"NewOrder\",le=\"0.000008\"} 1\n",
+            "exchange_wire_to_wire_seconds_bucket{gateway=\"fix\",message=\"NewOrder\",le=\"0.000006\"} 0\n",
+            "exchange_stage_seconds_count{gateway=\"fix\",message=\"NewOrder\",stage=\"encode_write\"} 1\n",
+            "exchange_stage_seconds_bucket{gateway=\"fix\",message=\"NewOrder\",stage=\"encode_write\",le=\"0.000002\"} 1\n",
+        ] {
+            assert!(out.contains(line), "{line}in:\n{out}");
+        }
+        let mut empty = String::new();
+        render_wire_latency(&mut empty, &[]);
+        assert!(empty.is_empty());
     }
 
     #[test]

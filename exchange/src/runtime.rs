@@ -54,12 +54,14 @@
 //!
 //! [`SnapshotSection::feed_commands`]: crate::config::SnapshotSection::feed_commands
 
-use crate::config::{Config, IdleStrategy};
+use crate::config::Config;
 use crate::egress::BroadcastRing;
 use crate::metrics::Metrics;
 use codec::{Command, Event};
 use crossbeam_queue::ArrayQueue;
+use engine::doorbell::{Idle, IdlePolicy};
 use engine::journal::{JournalError, JournalReader, JournalWriter, RecoveryOptions, WATERMARK_INTERVAL};
+use engine::latency::{CommandTrace, clock_ns};
 use engine::snapshot::{SnapshotError, list_snapshots, write_snapshot_file};
 use engine::{CommandContext, Engine, EngineConfig, OrderBook};
 use std::ops::ControlFlow;
@@ -339,6 +341,8 @@ impl Runtime {
         journal: JournalWriter,
         retention: Arc<Retention>,
     ) -> std::io::Result<Self> {
+        // Starts the trace clock before any thread stamps with it.
+        clock_ns();
         let ring = Arc::new(IngressRing::new(config.engine.ring_capacity));
         let egress = BroadcastRing::new(config.engine.egress_capacity);
         let metrics = Arc::new(Metrics::default());
@@ -381,7 +385,7 @@ impl Runtime {
             egress: egress.clone(),
             reads: reads.clone(),
             metrics: metrics.clone(),
-            idle: config.engine.idle,
+            idle: config.engine.idle.engine_policy(Duration::from_micros(config.engine.idle_spin_us)),
             batch_max: config.journal.batch_max.max(1),
             last_sequence: recovered.last_sequence,
             last_timestamp_ns: 0,
@@ -534,7 +538,7 @@ struct EngineThread {
     egress: Arc<BroadcastRing>,
     reads: Arc<EngineReads>,
     metrics: Arc<Metrics>,
-    idle: IdleStrategy,
+    idle: IdlePolicy,
     batch_max: usize,
     last_sequence: u64,
     last_timestamp_ns: u64,
@@ -550,19 +554,21 @@ impl EngineThread {
                 tracing::error!(%error, "journal watermark not recorded (retried): until it is, a cut of the newest records goes unnoticed at the next start")
             })
             .map_err(|source| JournalError::Io { path: self.journal_dir.clone(), source })?;
-        let mut batch: Vec<(u64, u64, IngressCommand)> = Vec::with_capacity(self.batch_max);
+        // (sequence, timestamp, command, popped at: its trace's engine-side start).
+        let mut batch: Vec<(u64, u64, IngressCommand, u64)> = Vec::with_capacity(self.batch_max);
         let mut events: Vec<Event> = Vec::with_capacity(4096);
         let mut encoded = [0u8; Command::ENCODED_BYTES_MAX];
-        let mut idle_polls = 0u32;
+        let mut idle = Idle::default();
         loop {
             while batch.len() < self.batch_max {
                 let Some(item) = self.ring.pop() else { break };
+                let popped_ns = clock_ns();
                 // Time enters through the journal: stamped once here, never read by the engine.
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
                 self.last_timestamp_ns = self.last_timestamp_ns.max(now);
                 let length = item.command.encode(&mut encoded).expect("buffer fits every command");
                 let sequence = self.journal.append(self.last_timestamp_ns, &encoded[..length])?;
-                batch.push((sequence, self.last_timestamp_ns, item));
+                batch.push((sequence, self.last_timestamp_ns, item, popped_ns));
             }
             if batch.is_empty() {
                 self.serve_reads();
@@ -574,17 +580,17 @@ impl EngineThread {
                     // The final snapshot is the snapshotter's, once this thread has stopped.
                     return Ok(());
                 }
-                idle_polls = idle_polls.saturating_add(1);
-                self.wait(idle_polls);
+                self.wait(&mut idle);
                 continue;
             }
-            idle_polls = 0;
+            idle.reset();
             let started = std::time::Instant::now();
             if let Err(error) = self.journal.commit() {
                 tracing::error!(%error, "journal commit failed: engine stops; nothing of this batch was acknowledged");
                 return Err(error.into());
             }
             let commit_ns = started.elapsed().as_nanos() as u64;
+            let committed_ns = clock_ns();
             let metrics = &*self.metrics;
             metrics.journal_commit_ns.record(commit_ns);
             metrics.journal_batch_size.record(batch.len() as u64);
@@ -592,7 +598,7 @@ impl EngineThread {
             let mut rejects = 0;
             let mut feed_overflows = 0;
             let executed = batch.len() as u64;
-            for (sequence, timestamp_ns, item) in batch.drain(..) {
+            for (sequence, timestamp_ns, item, popped_ns) in batch.drain(..) {
                 let command_started = std::time::Instant::now();
                 events.clear();
                 self.engine.execute(CommandContext::new(sequence, timestamp_ns), &item.command, &mut events);
@@ -612,7 +618,16 @@ impl EngineThread {
                         _ => {}
                     }
                 }
-                let pressure = self.egress.publish_command(item.origin, &events);
+                // The stamps go beside the events, into preallocated slots: recording them into
+                // histograms is left to the consumer that writes the acknowledgement.
+                let trace = CommandTrace {
+                    gateway: item.stamps,
+                    popped_ns,
+                    committed_ns,
+                    published_ns: clock_ns(),
+                    template_id: item.command.template_id(),
+                };
+                let pressure = self.egress.publish_traced_command(item.origin, &trace, &events);
                 if pressure.waited_ns > 0 {
                     metrics.egress_wait_ns.record(pressure.waited_ns);
                 }
@@ -655,20 +670,10 @@ impl EngineThread {
         }
     }
 
-    fn wait(&self, idle_polls: u32) {
-        match self.idle {
-            IdleStrategy::BusySpin => std::hint::spin_loop(),
-            IdleStrategy::SpinYield => {
-                if idle_polls < 100 {
-                    std::hint::spin_loop();
-                } else if idle_polls < 200 {
-                    std::thread::yield_now();
-                } else {
-                    std::thread::sleep(Duration::from_micros(20));
-                }
-            }
-            IdleStrategy::Park => std::thread::sleep(Duration::from_micros(50)),
-        }
+    /// Waits for a producer on the empty ring: spins, then parks until one pushes (never a
+    /// fixed nap, unless the legacy `spin-yield` is configured to measure against it).
+    fn wait(&self, idle: &mut Idle) {
+        self.ring.idle(idle, self.idle);
     }
 }
 

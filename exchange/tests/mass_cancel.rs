@@ -276,7 +276,7 @@ fn the_engine_thread_reseeds_a_lapped_market_view() {
         commands::limit(SBE_USER, 1, Side::Bid, price_ticks(SBE_USER, index), 100, TimeInForce::Gtc, index + 1)
     }));
     for command in commands {
-        let mut item = exchange::runtime::IngressCommand { origin: 0, command };
+        let mut item = exchange::runtime::IngressCommand::new(0, command);
         while let Err(returned) = runtime.ring.push(item) {
             item = returned;
             std::thread::yield_now();

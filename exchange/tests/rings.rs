@@ -38,7 +38,7 @@ fn many_producers_small_ring_nothing_lost_or_reordered() {
                 for i in 0..PER_PRODUCER {
                     // origin encodes (producer, index); each deposit yields exactly one event.
                     let origin = producer << 32 | (i + 1);
-                    let mut item = IngressCommand { origin, command: commands::deposit(producer + 1, 1, i + 1) };
+                    let mut item = IngressCommand::new(origin, commands::deposit(producer + 1, 1, i + 1));
                     while let Err(returned) = ring.push(item) {
                         busy.fetch_add(1, Ordering::Relaxed);
                         item = returned;
@@ -84,9 +84,9 @@ fn many_producers_small_ring_nothing_lost_or_reordered() {
 fn ingress_reports_busy_when_full_and_nothing_is_dropped() {
     let ring = exchange::runtime::IngressRing::new(4);
     for i in 0..4 {
-        assert!(ring.push(IngressCommand { origin: i, command: commands::deposit(1, 1, 1) }).is_ok());
+        assert!(ring.push(IngressCommand::new(i, commands::deposit(1, 1, 1))).is_ok());
     }
-    let refused = ring.push(IngressCommand { origin: 99, command: commands::deposit(1, 1, 1) });
+    let refused = ring.push(IngressCommand::new(99, commands::deposit(1, 1, 1)));
     assert_eq!(refused.map_err(|item| item.origin), Err(99), "the producer gets its command back");
     let drained: Vec<u64> = std::iter::from_fn(|| ring.pop()).map(|item| item.origin).collect();
     assert_eq!(drained, [0, 1, 2, 3]);

@@ -46,7 +46,7 @@ fn setup(name: &str, every_commands: u64, feed_commands: usize) -> (PathBuf, Con
 }
 
 fn push(runtime: &Runtime, origin: u64, command: Command) {
-    let mut item = IngressCommand { origin, command };
+    let mut item = IngressCommand::new(origin, command);
     while let Err(returned) = runtime.ring.push(item) {
         item = returned;
         std::thread::yield_now();

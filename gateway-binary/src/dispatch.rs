@@ -9,34 +9,55 @@
 //! are not sent on order-entry sessions.
 
 use crate::Shared;
-use crate::session::{SessionState, event_frame};
+use crate::session::{AckTrace, SessionState, event_frame};
 use codec::*;
-use engine::bus::{Consumer, ReadError, origin};
+use engine::bus::{Consumer, Published, ReadError, origin};
+use engine::doorbell::{Idle, consumer_idle};
+use engine::latency::clock_ns;
 use engine::order_table::OrderTable;
+use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+
+thread_local! {
+    /// The trace of the command whose events are being routed, with the session that sent it:
+    /// taken by the first frame delivered to that session (its acknowledgement), so the routing
+    /// code needs no knowledge of it. Dispatcher thread only.
+    static PENDING_ACK: Cell<Option<(u64, AckTrace)>> = const { Cell::new(None) };
+}
+
+/// Sets [`PENDING_ACK`] when `published` is the first event of a traced command of this
+/// gateway's (`traced_sequence`: the last command seen), and clears it after its last event.
+fn track_ack(published: &Published, traced_sequence: &mut u64) {
+    let sequence = published.event.sequence().get();
+    if sequence != *traced_sequence {
+        *traced_sequence = sequence;
+        let ack = (origin::gateway(published.origin) == origin::BINARY && published.trace.is_complete())
+            .then(|| (origin::value(published.origin), AckTrace { trace: published.trace, picked_ns: clock_ns() }));
+        PENDING_ACK.set(ack);
+    }
+}
 
 pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
     // Open orders placed through this gateway: order id → session id (16 bytes and a bit per
     // open order: ids arrive ascending, so the table only appends).
     let mut owners: OrderTable<u64> = OrderTable::new();
-    let mut idle = 0u32;
+    let mut idle = Idle::default();
+    let policy = consumer_idle();
+    let mut traced_sequence = 0u64;
     while !shared.stopping.load(Ordering::Acquire) {
         match consumer.try_next() {
             Ok(published) => {
-                idle = 0;
+                idle.reset();
+                track_ack(&published, &mut traced_sequence);
                 route(&shared, &mut owners, published.origin, &published.event);
+                if published.last_of_command {
+                    PENDING_ACK.set(None);
+                }
             }
             Err(ReadError::Empty) => {
-                idle = idle.saturating_add(1);
-                if idle < 64 {
-                    std::hint::spin_loop();
-                } else if idle < 128 {
-                    std::thread::yield_now();
-                } else {
-                    std::thread::sleep(Duration::from_micros(50));
-                }
+                // Spin, then park until the engine publishes: no fixed nap (engine::doorbell).
+                consumer.idle(&mut idle, policy);
             }
             Err(lagged @ ReadError::Lagged { oldest, .. }) => {
                 // Events were lost for this gateway: sessions cannot be trusted to have every
@@ -67,7 +88,12 @@ fn session_by_id(shared: &Shared, session_id: u64) -> Option<Arc<Mutex<SessionSt
 
 fn deliver(shared: &Shared, session_id: u64, event: &Event) {
     if let Some(session) = session_by_id(shared, session_id) {
-        session.lock().unwrap_or_else(|e| e.into_inner()).push_application(event_frame(event));
+        let ack = PENDING_ACK.get().filter(|(origin_session, _)| *origin_session == session_id);
+        if ack.is_some() {
+            PENDING_ACK.set(None);
+        }
+        let ack = ack.map(|(_, ack)| ack);
+        session.lock().unwrap_or_else(|e| e.into_inner()).push_traced_application(event_frame(event), ack);
     }
 }
 

@@ -4,6 +4,7 @@ use crate::{KEEP_ALIVE_MS_MAX, KEEP_ALIVE_MS_MIN, LOGON_CONTEXT, RETRANSMIT_COUN
 use bytes::{Bytes, BytesMut};
 use codec::*;
 use engine::bus::{IngressCommand, origin};
+use engine::latency::{CommandTrace, clock_ns, wire_latency};
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -84,10 +85,34 @@ impl FrameWindow {
     }
 }
 
+/// The acknowledgement of a traced command on its way to the socket: the engine's stamps and
+/// when the dispatcher read it. The writer records it once the bytes are written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AckTrace {
+    pub trace: CommandTrace,
+    pub picked_ns: u64,
+}
+
+/// One frame for a connection's writer, with the trace of the command it acknowledges.
+pub(crate) struct Outbound {
+    pub frame: Bytes,
+    pub ack: Option<AckTrace>,
+}
+
+impl From<Bytes> for Outbound {
+    fn from(frame: Bytes) -> Self {
+        Self { frame, ack: None }
+    }
+}
+
+/// Traced acknowledgements one writer batch records at most (more are dropped from the
+/// histograms, never from the socket): a bound on the writer's buffer of them.
+const ACKS_PER_WRITE_MAX: usize = 1_024;
+
 /// The live connection of a session.
 pub(crate) struct Connection {
     pub id: u64,
-    pub outbound: mpsc::Sender<Bytes>,
+    pub outbound: mpsc::Sender<Outbound>,
     pub kill: watch::Sender<Option<TerminateReason>>,
 }
 
@@ -135,11 +160,16 @@ impl SessionState {
     /// Numbers, keeps and (if connected) sends an outbound application message. A connection
     /// whose queue is full is cut with `SlowConsumer`; the message stays in the window.
     pub fn push_application(&mut self, frame: Bytes) {
+        self.push_traced_application(frame, None);
+    }
+
+    /// [`Self::push_application`] for the acknowledgement of a traced command.
+    pub fn push_traced_application(&mut self, frame: Bytes, ack: Option<AckTrace>) {
         self.next_outbound += 1;
         self.window.push(&frame);
         self.last_outbound = Instant::now();
         if let Some(connection) = &self.connection
-            && connection.outbound.try_send(frame).is_err()
+            && connection.outbound.try_send(Outbound { frame, ack }).is_err()
         {
             let _ = connection.kill.send(Some(TerminateReason::SlowConsumer));
             self.connection = None;
@@ -203,10 +233,11 @@ enum Phase {
 /// Terminate immediately and closes.
 async fn write_loop(
     socket: tokio::net::tcp::OwnedWriteHalf,
-    mut outbound: mpsc::Receiver<Bytes>,
+    mut outbound: mpsc::Receiver<Outbound>,
     mut kill: watch::Receiver<Option<TerminateReason>>,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, socket);
+    let mut acks: Vec<AckTrace> = Vec::with_capacity(ACKS_PER_WRITE_MAX);
     loop {
         tokio::select! {
             biased;
@@ -217,7 +248,7 @@ async fn write_loop(
                 // problem then (its messages stay in the retransmission window).
                 if reason != Some(TerminateReason::SlowConsumer) {
                     while let Ok(message) = outbound.try_recv() {
-                        if writer.write_all(&message).await.is_err() {
+                        if writer.write_all(&message.frame).await.is_err() {
                             return;
                         }
                     }
@@ -235,16 +266,26 @@ async fn write_loop(
                     let _ = writer.flush().await;
                     return;
                 };
-                if writer.write_all(&message).await.is_err() {
-                    return;
-                }
-                while let Ok(message) = outbound.try_recv() {
-                    if writer.write_all(&message).await.is_err() {
+                let mut message = message;
+                loop {
+                    if writer.write_all(&message.frame).await.is_err() {
                         return;
                     }
+                    if let Some(ack) = message.ack
+                        && acks.len() < ACKS_PER_WRITE_MAX
+                    {
+                        acks.push(ack);
+                    }
+                    let Ok(next) = outbound.try_recv() else { break };
+                    message = next;
                 }
                 if writer.flush().await.is_err() {
                     return;
+                }
+                // The bytes are in the socket: the end of each acknowledged command's trace.
+                let written_ns = clock_ns();
+                for ack in acks.drain(..) {
+                    wire_latency().record(origin::BINARY, &ack.trace, ack.picked_ns, written_ns);
                 }
             }
         }
@@ -254,7 +295,7 @@ async fn write_loop(
 async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u64) {
     let peer = stream.peer_addr().ok();
     let (mut reader, writer) = stream.into_split();
-    let (outbound_sender, outbound) = mpsc::channel::<Bytes>(shared.config.outbound_queue_max);
+    let (outbound_sender, outbound) = mpsc::channel::<Outbound>(shared.config.outbound_queue_max);
     let (kill, kill_receiver) = watch::channel(None);
     let mut kill_watch = kill.subscribe();
     let mut writer_task = tokio::spawn(write_loop(writer, outbound, kill_receiver));
@@ -263,6 +304,8 @@ async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u
     let mut last_inbound = Instant::now();
     let started = Instant::now();
     let mut heartbeat = tokio::time::interval(Duration::from_millis(100));
+    // When the bytes in `buffer` were read: the start of the trace of the commands they hold.
+    let mut received_ns = 0u64;
 
     let reason: TerminateReason = 'connection: loop {
         // Parse every complete frame in the buffer.
@@ -277,7 +320,7 @@ async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u
             };
             let _ = buffer.split_to(used);
             last_inbound = Instant::now();
-            match handle_message(&shared, &mut phase, &message, &outbound_sender, &kill, connection_id) {
+            match handle_message(&shared, &mut phase, &message, &outbound_sender, &kill, connection_id, received_ns) {
                 Ok(()) => {}
                 Err(reason) => break 'connection reason,
             }
@@ -292,7 +335,7 @@ async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u
         tokio::select! {
             read = reader.read_buf(&mut buffer) => match read {
                 Ok(0) | Err(_) => break TerminateReason::Finished,
-                Ok(_) => {}
+                Ok(_) => received_ns = clock_ns(),
             },
             _ = heartbeat.tick() => {
                 match (&phase, keep_alive) {
@@ -306,7 +349,7 @@ async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u
                                 next_sequence: Sequence::new(state.next_outbound),
                             }));
                             state.last_outbound = Instant::now();
-                            let _ = outbound_sender.try_send(beat);
+                            let _ = outbound_sender.try_send(beat.into());
                         }
                     }
                     _ => {
@@ -366,11 +409,12 @@ fn handle_message(
     shared: &Shared,
     phase: &mut Phase,
     message: &[u8],
-    outbound: &mpsc::Sender<Bytes>,
+    outbound: &mpsc::Sender<Outbound>,
     kill: &watch::Sender<Option<TerminateReason>>,
     connection_id: u64,
+    received_ns: u64,
 ) -> Result<(), TerminateReason> {
-    let send = |frame: Bytes| outbound.try_send(frame).map_err(|_| TerminateReason::SlowConsumer);
+    let send = |frame: Bytes| outbound.try_send(frame.into()).map_err(|_| TerminateReason::SlowConsumer);
     match phase {
         Phase::AwaitNegotiate => {
             let Ok((Session::Negotiate(negotiate), _)) = Session::decode(message) else {
@@ -537,7 +581,7 @@ fn handle_message(
                 }
             };
             let tag = origin::tag(origin::BINARY, state.session_id);
-            if shared.ingress.push(IngressCommand { origin: tag, command }).is_err() {
+            if shared.ingress.push(IngressCommand::traced(tag, command, received_ns)).is_err() {
                 shared.stats.ingress_busy.fetch_add(1, Ordering::Relaxed);
                 if matches!(command, Command::NewOrder(_)) && client_order_id != ClientOrderId::ZERO {
                     // EngineBusy says "retry later": the retry must not be a duplicate.
@@ -573,7 +617,7 @@ fn client_order_id_of(command: &Command) -> ClientOrderId {
 fn retransmit(
     state: &SessionState,
     request: RetransmitRequest,
-    outbound: &mpsc::Sender<Bytes>,
+    outbound: &mpsc::Sender<Outbound>,
 ) -> Result<(), TerminateReason> {
     let from = request.from_sequence.get();
     let count = request.count.get();
@@ -585,7 +629,7 @@ fn retransmit(
             reserved: Reserved::ZERO,
         }))
     };
-    let send = |frame: Bytes| outbound.try_send(frame).map_err(|_| TerminateReason::SlowConsumer);
+    let send = |frame: Bytes| outbound.try_send(frame.into()).map_err(|_| TerminateReason::SlowConsumer);
     if count > RETRANSMIT_COUNT_MAX {
         return send(reject(RetransmitRejectReason::TooMany));
     }

@@ -147,7 +147,7 @@ fn main() {
             let mut events = Vec::new();
             let mut idle = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let Some(IngressCommand { origin, command }) = ingress.pop() else {
+                let Some(IngressCommand { origin, command, .. }) = ingress.pop() else {
                     idle = idle.saturating_add(1);
                     if idle < 128 {
                         std::thread::yield_now();

@@ -25,15 +25,16 @@
 use crate::Shared;
 use crate::app::{MarketInfo, Pending, cxl_rej_reason, open_status, ord_rej_reason};
 use crate::encoder::Body;
-use crate::session::SessionState;
+use crate::session::{AckTrace, SessionState, set_pending_ack};
 use crate::store::OrderRecord;
 use codec::*;
-use engine::bus::{Consumer, ReadError, origin};
+use engine::bus::{Consumer, Published, ReadError, origin};
+use engine::doorbell::{Idle, consumer_idle};
+use engine::latency::clock_ns;
 use engine::order_table::OrderTable;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 /// Events handled before touched sessions are flushed.
 const BATCH_MAX: usize = 256;
@@ -97,13 +98,19 @@ pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
         }
     }
     dispatcher.orders = OrderTable::from_unsorted(remembered);
-    let mut idle = 0u32;
+    let mut idle = Idle::default();
+    let policy = consumer_idle();
     let mut batch = 0usize;
+    let mut traced_sequence = 0u64;
     while !shared.stopping.load(Ordering::Acquire) {
         match consumer.try_next() {
             Ok(published) => {
-                idle = 0;
+                idle.reset();
+                track_ack(&published, &mut traced_sequence);
                 dispatcher.route(published.origin, &published.event);
+                if published.last_of_command {
+                    set_pending_ack(None);
+                }
                 batch += 1;
                 if batch >= BATCH_MAX {
                     dispatcher.flush();
@@ -113,14 +120,8 @@ pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
             Err(ReadError::Empty) => {
                 dispatcher.flush();
                 batch = 0;
-                idle = idle.saturating_add(1);
-                if idle < 64 {
-                    std::hint::spin_loop();
-                } else if idle < 128 {
-                    std::thread::yield_now();
-                } else {
-                    std::thread::sleep(Duration::from_micros(50));
-                }
+                // Spin, then park until the engine publishes: no fixed nap (engine::doorbell).
+                consumer.idle(&mut idle, policy);
             }
             Err(lagged @ ReadError::Lagged { oldest, .. }) => {
                 // Reports were lost: cut every connection (clients reconnect and reconcile).
@@ -131,6 +132,19 @@ pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
                 consumer.seek(oldest);
             }
         }
+    }
+}
+
+/// Hands the trace of a traced FIX command to the first report sent to its session (see
+/// `session::PENDING_ACK`) when `published` is the command's first event (`traced_sequence`:
+/// the last command seen).
+fn track_ack(published: &Published, traced_sequence: &mut u64) {
+    let sequence = published.event.sequence().get();
+    if sequence != *traced_sequence {
+        *traced_sequence = sequence;
+        let ack = (origin::gateway(published.origin) == origin::FIX && published.trace.is_complete())
+            .then(|| (origin::value(published.origin), AckTrace { trace: published.trace, picked_ns: clock_ns() }));
+        set_pending_ack(ack);
     }
 }
 

@@ -26,6 +26,8 @@ use crate::{GatewayConfig, GatewayStats, SessionConfig, Shared, TokenBucket};
 use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
 use engine::bus::{IngressCommand, origin};
+use engine::latency::{CommandTrace, clock_ns, wire_latency};
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -49,7 +51,7 @@ const PENDING_MAX: usize = 65_536;
 /// The live connection of a session.
 pub(crate) struct Connection {
     pub id: u64,
-    pub outbound: mpsc::Sender<Bytes>,
+    pub outbound: mpsc::Sender<Outbound>,
     /// Set to cut the connection at once (slow consumer, lost events).
     pub kill: watch::Sender<bool>,
 }
@@ -58,8 +60,47 @@ pub(crate) struct Connection {
 /// synced, under `Durability::Fsync`).
 pub(crate) struct Outgoing {
     bytes: Bytes,
-    to: mpsc::Sender<Bytes>,
+    ack: Option<AckTrace>,
+    to: mpsc::Sender<Outbound>,
     connection: u64,
+}
+
+/// The acknowledgement of a traced command on its way to the socket: the engine's stamps and
+/// when the dispatcher read it. The writer records it once the bytes are written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AckTrace {
+    pub trace: CommandTrace,
+    pub picked_ns: u64,
+}
+
+/// One message for a connection's writer, with the trace of the command it acknowledges.
+pub(crate) struct Outbound {
+    pub bytes: Bytes,
+    pub ack: Option<AckTrace>,
+}
+
+impl From<Bytes> for Outbound {
+    fn from(bytes: Bytes) -> Self {
+        Self { bytes, ack: None }
+    }
+}
+
+/// Traced acknowledgements one writer batch records at most (more are dropped from the
+/// histograms, never from the socket): a bound on the writer's buffer of them.
+const ACKS_PER_WRITE_MAX: usize = 1_024;
+
+thread_local! {
+    /// The trace of the command whose events the dispatcher is turning into reports, with the
+    /// session that sent it: taken by the first application message sent to that session (its
+    /// acknowledgement), so the report-building code needs no knowledge of it. Set and taken on
+    /// the dispatcher thread only.
+    static PENDING_ACK: Cell<Option<(u64, AckTrace)>> = const { Cell::new(None) };
+}
+
+/// Sets (or, with `None`, clears) the acknowledgement the next application message to the
+/// given session carries ([`PENDING_ACK`]).
+pub(crate) fn set_pending_ack(ack: Option<(u64, AckTrace)>) {
+    PENDING_ACK.set(ack);
 }
 
 /// What the syncer does for a session in one round.
@@ -216,9 +257,9 @@ impl SessionState {
         Ok(())
     }
 
-    fn queue(&mut self, bytes: Bytes) {
+    fn queue(&mut self, bytes: Bytes, ack: Option<AckTrace>) {
         if let Some(connection) = &self.connection {
-            self.unsent.push(Outgoing { bytes, to: connection.outbound.clone(), connection: connection.id });
+            self.unsent.push(Outgoing { bytes, ack, to: connection.outbound.clone(), connection: connection.id });
         }
     }
 
@@ -237,7 +278,11 @@ impl SessionState {
         self.log_records += 1;
         if self.connection.is_some() {
             let bytes = self.header.encode(msg_type, sequence, &message.sending_time, None, &message.body);
-            self.queue(bytes);
+            let ack = PENDING_ACK.get().filter(|(session, _)| *session == self.session_id);
+            if ack.is_some() {
+                PENDING_ACK.set(None);
+            }
+            self.queue(bytes, ack.map(|(_, ack)| ack));
         }
         self.window.push_back(message);
         while self.window.len() > self.window_max {
@@ -257,7 +302,7 @@ impl SessionState {
         self.log_records += 1;
         let now = time::format(time::now_ms());
         let bytes = self.header.encode(msg_type, sequence, &now, None, &body.0);
-        self.queue(bytes);
+        self.queue(bytes, None);
     }
 
     /// Persists the state of an order of this session (`open` false: it is done, and its
@@ -390,7 +435,7 @@ impl SessionState {
             out.push(gap_fill(&self.header, from, end + 1));
         }
         for message in out {
-            self.queue(message);
+            self.queue(message, None);
         }
         self.flush();
     }
@@ -462,7 +507,9 @@ pub(crate) fn run_syncer(shared: Arc<Shared>) {
                 if cut == Some(item.connection) {
                     continue;
                 }
-                if let Err(mpsc::error::TrySendError::Full(_)) = item.to.try_send(item.bytes) {
+                if let Err(mpsc::error::TrySendError::Full(_)) =
+                    item.to.try_send(Outbound { bytes: item.bytes, ack: item.ack })
+                {
                     cut = Some(item.connection);
                     let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
                     if state.connection.as_ref().is_some_and(|c| c.id == item.connection) {
@@ -534,10 +581,11 @@ enum Flow {
 /// writing what was queued) or at once on a kill.
 async fn write_loop(
     socket: tokio::net::tcp::OwnedWriteHalf,
-    mut outbound: mpsc::Receiver<Bytes>,
+    mut outbound: mpsc::Receiver<Outbound>,
     mut kill: watch::Receiver<bool>,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, socket);
+    let mut acks: Vec<AckTrace> = Vec::with_capacity(ACKS_PER_WRITE_MAX);
     loop {
         tokio::select! {
             biased;
@@ -549,7 +597,7 @@ async fn write_loop(
                 }
                 // The connection ended normally: write what is queued, then close.
                 while let Some(message) = outbound.recv().await {
-                    if writer.write_all(&message).await.is_err() {
+                    if writer.write_all(&message.bytes).await.is_err() {
                         return;
                     }
                 }
@@ -563,16 +611,26 @@ async fn write_loop(
                     let _ = writer.shutdown().await;
                     return;
                 };
-                if writer.write_all(&message).await.is_err() {
-                    return;
-                }
-                while let Ok(message) = outbound.try_recv() {
-                    if writer.write_all(&message).await.is_err() {
+                let mut message = message;
+                loop {
+                    if writer.write_all(&message.bytes).await.is_err() {
                         return;
                     }
+                    if let Some(ack) = message.ack
+                        && acks.len() < ACKS_PER_WRITE_MAX
+                    {
+                        acks.push(ack);
+                    }
+                    let Ok(next) = outbound.try_recv() else { break };
+                    message = next;
                 }
                 if writer.flush().await.is_err() {
                     return;
+                }
+                // The bytes are in the socket: the end of each acknowledged command's trace.
+                let written_ns = clock_ns();
+                for ack in acks.drain(..) {
+                    wire_latency().record(origin::FIX, &ack.trace, ack.picked_ns, written_ns);
                 }
             }
         }
@@ -581,20 +639,22 @@ async fn write_loop(
 
 struct Context<'a> {
     shared: &'a Shared,
-    outbound: mpsc::Sender<Bytes>,
+    outbound: mpsc::Sender<Outbound>,
     kill: watch::Sender<bool>,
     connection_id: u64,
     next_test_request: u64,
+    /// When the bytes being parsed were read: the start of the trace of the commands they hold.
+    received_ns: u64,
 }
 
 async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u64) {
     let peer = stream.peer_addr().ok();
     let (mut reader, writer) = stream.into_split();
-    let (outbound, outbound_receiver) = mpsc::channel::<Bytes>(shared.config.outbound_queue_max);
+    let (outbound, outbound_receiver) = mpsc::channel::<Outbound>(shared.config.outbound_queue_max);
     let (kill, kill_receiver) = watch::channel(false);
     let mut kill_watch = kill.subscribe();
     let mut writer_task = tokio::spawn(write_loop(writer, outbound_receiver, kill_receiver));
-    let mut context = Context { shared: &shared, outbound, kill, connection_id, next_test_request: 1 };
+    let mut context = Context { shared: &shared, outbound, kill, connection_id, next_test_request: 1, received_ns: 0 };
     let mut buffer = BytesMut::with_capacity(2 * parser::MESSAGE_BYTES_MAX);
     let mut phase = Phase::AwaitLogon;
     let mut last_received = Instant::now();
@@ -624,7 +684,7 @@ async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u
         tokio::select! {
             read = reader.read_buf(&mut buffer) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
+                Ok(_) => context.received_ns = clock_ns(),
             },
             _ = tick.tick() => {
                 if timer(&mut context, &mut phase, last_received, started) == Flow::Close {
@@ -772,7 +832,7 @@ fn refuse(context: &Context<'_>, message: &Message<'_>, text: &str) -> Flow {
     body.field(58, text);
     let header = Header::with_begin_string(message.begin_string(), ours, theirs);
     let logout = header.encode(b"5", 1, &time::format(time::now_ms()), None, &body.0);
-    let _ = context.outbound.try_send(logout);
+    let _ = context.outbound.try_send(logout.into());
     Flow::Close
 }
 
@@ -1073,7 +1133,7 @@ fn active(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) -
                 session_reject(shared, &mut state, message, 1128, 18, "Unsupported ApplVerID: the session uses 9");
                 return Flow::Continue;
             }
-            application(shared, &mut state, message)
+            application(shared, &mut state, message, context.received_ns)
         }
         other if is_valid_msg_type(other, state.begin_string == parser::BEGIN_STRING_FIXT) => {
             business_reject(shared, &mut state, message, 3, "Unsupported Message Type", None);
@@ -1108,7 +1168,7 @@ fn answer_resend_request(shared: &Shared, state: &mut SessionState, message: &Me
     state.resend(begin, end);
 }
 
-fn application(shared: &Shared, state: &mut SessionState, message: &Message<'_>) -> Flow {
+fn application(shared: &Shared, state: &mut SessionState, message: &Message<'_>, received_ns: u64) -> Flow {
     if !state.bucket.try_take(Instant::now()) {
         shared.stats.throttled.fetch_add(1, Ordering::Relaxed);
         state.strikes += 1;
@@ -1128,7 +1188,7 @@ fn application(shared: &Shared, state: &mut SessionState, message: &Message<'_>)
     match app::translate(message, &shared.markets, &mut state.ids, &state.orders, user_id) {
         Ok((command, pending)) => {
             let tag = origin::tag(origin::FIX, state.session_id);
-            if shared.ingress.push(IngressCommand { origin: tag, command }).is_err() {
+            if shared.ingress.push(IngressCommand::traced(tag, command, received_ns)).is_err() {
                 shared.stats.ingress_busy.fetch_add(1, Ordering::Relaxed);
                 business_reject(shared, state, message, 4, "Engine busy, retry later", message.text(11));
                 return Flow::Continue;

@@ -13,12 +13,13 @@ use codec::{
     AssetId, ClientOrderId, Event, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId,
 };
 use engine::bus::{Consumer, ReadError, origin};
+use engine::doorbell::{Idle, consumer_idle};
+use engine::latency::{CommandTrace, clock_ns};
 use engine::order_table::OrderTable;
 use engine::{Book, Engine, EngineConfig, Ledger};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// An open order as the REST API shows it, in engine units.
@@ -385,27 +386,41 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 struct Waiter {
     events: Vec<Event>,
-    done: oneshot::Sender<Vec<Event>>,
+    /// The command's trace and when its first event was read here (a traced command only).
+    ack: Option<AckTrace>,
+    done: oneshot::Sender<Answer>,
+}
+
+/// The acknowledgement of a traced command: the engine's stamps and when the dispatcher read its
+/// first event. The request's handler records it once its response is handed back
+/// ([`crate::private::trace_requests`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AckTrace {
+    pub trace: CommandTrace,
+    pub picked_ns: u64,
+}
+
+/// Every event of a command, and its trace.
+pub(crate) struct Answer {
+    pub events: Vec<Event>,
+    pub ack: Option<AckTrace>,
 }
 
 /// State shared by the handlers and the dispatcher.
 pub(crate) struct Dispatch {
     pub views: Arc<AccountViews>,
     waiters: Mutex<HashMap<u64, Waiter>>,
-    /// Requests waiting for the engine (the dispatcher does not nap while there are any).
-    pending: AtomicUsize,
     next_request: AtomicU64,
     stopping: AtomicBool,
 }
 
 impl Dispatch {
     /// Registers a waiter; returns the request id (the origin value to tag the command with).
-    pub fn register(&self) -> (u64, oneshot::Receiver<Vec<Event>>) {
+    pub fn register(&self) -> (u64, oneshot::Receiver<Answer>) {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (done, receiver) = oneshot::channel();
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        waiters.insert(id, Waiter { events: Vec::new(), done });
-        self.pending.store(waiters.len(), Ordering::Release);
+        waiters.insert(id, Waiter { events: Vec::new(), ack: None, done });
         (id, receiver)
     }
 
@@ -413,44 +428,41 @@ impl Dispatch {
     pub fn forget(&self, id: u64) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         waiters.remove(&id);
-        self.pending.store(waiters.len(), Ordering::Relaxed);
     }
 
-    fn route(&self, tag: u64, event: Event, last: bool) {
+    fn route(&self, tag: u64, event: Event, last: bool, trace: &CommandTrace) {
         if origin::gateway(tag) != origin::REST {
             return;
         }
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         let id = origin::value(tag);
         let Some(waiter) = waiters.get_mut(&id) else { return };
+        if waiter.events.is_empty() && trace.is_complete() {
+            waiter.ack = Some(AckTrace { trace: *trace, picked_ns: clock_ns() });
+        }
         waiter.events.push(event);
         if last {
             let removed = waiters.remove(&id);
-            self.pending.store(waiters.len(), Ordering::Relaxed);
             if let Some(waiter) = removed {
-                let _ = waiter.done.send(waiter.events);
+                let _ = waiter.done.send(Answer { events: waiter.events, ack: waiter.ack });
             }
         }
     }
 }
 
 fn run(dispatch: Arc<Dispatch>, mut consumer: Consumer) {
-    let mut idle = 0u32;
+    let mut idle = Idle::default();
+    let policy = consumer_idle();
     while !dispatch.stopping.load(Ordering::Acquire) {
         match consumer.try_next() {
             Ok(published) => {
-                idle = 0;
+                idle.reset();
                 dispatch.views.apply(&published.event);
-                dispatch.route(published.origin, published.event, published.last_of_command);
+                dispatch.route(published.origin, published.event, published.last_of_command, &published.trace);
             }
             Err(ReadError::Empty) => {
-                idle = idle.saturating_add(1);
-                // Nap only when no request is waiting: a nap delays every answer by up to its length.
-                if idle < 64 || dispatch.pending.load(Ordering::Acquire) > 0 {
-                    std::thread::yield_now();
-                } else {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
+                // Spin, then park until the engine publishes: no fixed nap (engine::doorbell).
+                consumer.idle(&mut idle, policy);
             }
             Err(lagged @ ReadError::Lagged { oldest, .. }) => {
                 // Events were lost: the views can no longer be trusted, and the waiters whose
@@ -480,7 +492,6 @@ impl RestGateway {
         let dispatch = Arc::new(Dispatch {
             views,
             waiters: Mutex::new(HashMap::new()),
-            pending: AtomicUsize::new(0),
             next_request: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
         });

@@ -107,7 +107,11 @@ pub(crate) async fn orders_execute(State(state): State<PrivateState>, headers: H
             }
         };
         let (id, receiver) = state.dispatch.register();
-        let command = IngressCommand { origin: origin::tag(origin::REST, id), command: Command::NewOrder(order) };
+        let command = IngressCommand::traced(
+            origin::tag(origin::REST, id),
+            Command::NewOrder(order),
+            crate::private::request_received_ns(),
+        );
         if state.ingress.push(command).is_err() {
             state.dispatch.forget(id);
             results[index] = Some(failure(ApiError {
@@ -123,7 +127,10 @@ pub(crate) async fn orders_execute(State(state): State<PrivateState>, headers: H
     let deadline = tokio::time::Instant::now() + state.timeout;
     for (index, id, receiver) in pending {
         let result = match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(events)) => placed_order(&state, user, &events).map_or_else(failure, success),
+            Ok(Ok(answer)) => {
+                crate::private::acknowledged(answer.ack);
+                placed_order(&state, user, &answer.events).map_or_else(failure, success)
+            }
             _ => {
                 state.dispatch.forget(id);
                 failure(ApiError {

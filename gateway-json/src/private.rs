@@ -1,21 +1,24 @@
 //! The signed (private) endpoints: orders and balances. See [`private_router`] and
 //! docs/rest-api.md.
 
-use crate::accounts::{Dispatch, OpenOrder, RestGateway};
+use crate::accounts::{AckTrace, Dispatch, OpenOrder, RestGateway};
 use crate::auth::{self, SignedParams};
 use crate::{ApiError, ApiResult, ok};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use codec::decimal::{DecimalError, parse_fixed};
 use codec::*;
 use engine::EngineConfig;
 use engine::bus::{IngressCommand, IngressRing, origin};
+use engine::latency::{clock_ns, wire_latency};
 use gateway_binary::Credentials;
 use marketdata::format::MarketFormat;
 use serde_json::{Value, json};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,7 +152,8 @@ impl PrivateState {
     /// after the timeout). Used by the handlers here and by the exchange's demo faucet.
     pub async fn execute(&self, command: Command) -> Result<Vec<Event>, ApiError> {
         let (id, receiver) = self.dispatch.register();
-        if self.ingress.push(IngressCommand { origin: origin::tag(origin::REST, id), command }).is_err() {
+        let command = IngressCommand::traced(origin::tag(origin::REST, id), command, request_received_ns());
+        if self.ingress.push(command).is_err() {
             self.dispatch.forget(id);
             return Err(ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
@@ -158,7 +162,10 @@ impl PrivateState {
             });
         }
         match tokio::time::timeout(self.timeout, receiver).await {
-            Ok(Ok(events)) => Ok(events),
+            Ok(Ok(answer)) => {
+                acknowledged(answer.ack);
+                Ok(answer.events)
+            }
             _ => {
                 self.dispatch.forget(id);
                 Err(ApiError {
@@ -250,6 +257,8 @@ pub fn private_router(state: PrivateState) -> Router {
         .route("/wapi/v1/history/orders", get(crate::history::order_history))
         .route("/wapi/v1/capital/deposits", get(crate::capital::deposits))
         .route("/wapi/v1/capital/withdrawals", get(crate::capital::withdrawals).post(crate::capital::withdraw))
+        // After the routes: a layer wraps the routes added before it.
+        .layer(axum::middleware::from_fn(trace_requests))
         .with_state(state)
 }
 
@@ -687,4 +696,48 @@ pub(crate) async fn balance_query(
         );
     }
     ok(Value::Object(out))
+}
+
+/// The wire-to-wire trace of one REST request ([`engine::latency`]): when it arrived, and the
+/// acknowledgements of the commands it sent, recorded when its response is handed back.
+struct RequestTrace {
+    received_ns: u64,
+    acks: RefCell<Vec<AckTrace>>,
+}
+
+tokio::task_local! {
+    /// The trace of the request the current task serves (set by [`trace_requests`]).
+    static REQUEST_TRACE: RequestTrace;
+}
+
+/// Middleware of the private routes: stamps a request when its head has been read (the body is
+/// read by the handler, inside the stage `decode`), and records the commands it sent once the
+/// handler hands its response back to the HTTP server (which writes it next).
+pub(crate) async fn trace_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let trace = RequestTrace { received_ns: clock_ns(), acks: RefCell::new(Vec::new()) };
+    REQUEST_TRACE
+        .scope(trace, async move {
+            let response = next.run(request).await;
+            let written_ns = clock_ns();
+            REQUEST_TRACE.with(|trace| {
+                for ack in trace.acks.borrow_mut().drain(..) {
+                    wire_latency().record(origin::REST, &ack.trace, ack.picked_ns, written_ns);
+                }
+            });
+            response
+        })
+        .await
+}
+
+/// When the request being served arrived (0 outside [`trace_requests`]: the command is not
+/// traced).
+pub(crate) fn request_received_ns() -> u64 {
+    REQUEST_TRACE.try_with(|trace| trace.received_ns).unwrap_or(0)
+}
+
+/// Keeps a command's acknowledgement for [`trace_requests`] to record.
+pub(crate) fn acknowledged(ack: Option<AckTrace>) {
+    if let Some(ack) = ack {
+        let _ = REQUEST_TRACE.try_with(|trace| trace.acks.borrow_mut().push(ack));
+    }
 }

@@ -43,7 +43,7 @@ impl WallClockEngine {
             std::thread::spawn(move || {
                 let mut events = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let Some(IngressCommand { origin, command }) = ingress.pop() else {
+                    let Some(IngressCommand { origin, command, .. }) = ingress.pop() else {
                         std::thread::sleep(Duration::from_micros(50));
                         continue;
                     };
@@ -99,7 +99,7 @@ impl Harness {
     /// An operator command (not REST): waits until the views show its effect on `user`.
     async fn operator(&self, command: codec::Command, user: u64) {
         let before = self.views.balances(UserId::new(user));
-        self.ingress.push(IngressCommand { origin: origin::tag(origin::INTERNAL, 0), command }).unwrap();
+        self.ingress.push(IngressCommand::new(origin::tag(origin::INTERNAL, 0), command)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.views.balances(UserId::new(user)) == before {
             assert!(Instant::now() < deadline, "operator command never applied");

@@ -103,7 +103,7 @@ impl Harness {
 
     /// Sends a command to the engine and executes it on the mirror; returns the mirror's events.
     fn submit(&mut self, command: Command) -> Vec<Event> {
-        let mut item = IngressCommand { origin: 0, command };
+        let mut item = IngressCommand::new(0, command);
         while let Err(back) = self.ingress.push(item) {
             item = back;
             std::thread::sleep(Duration::from_micros(100));

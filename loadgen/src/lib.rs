@@ -16,6 +16,9 @@
 //!   `POST /api/v1/order` / `DELETE /api/v1/order` requests.
 //! - [`memory`]: the server's resident memory per resting order, filling N resting orders
 //!   through the SBE gateway.
+//! - [`fsync`]: append + `fdatasync` times in a directory, the floor of a durable acknowledgement.
+//! - [`server`]: the server's own wire-to-wire and stage histograms over the run, read from its
+//!   `/metrics` before and after (`--metrics`), printed next to the round trip.
 //! - [`ws`]: `N` WebSocket subscribers of a symbol's public streams: frames per second, depth
 //!   update-id gaps, lag notices and the latency from each frame's event time to its receipt.
 //!
@@ -47,6 +50,7 @@
 pub mod baseline;
 pub mod fix;
 pub mod flow;
+pub mod fsync;
 pub mod http;
 pub mod latency;
 pub mod memory;
@@ -58,6 +62,7 @@ pub mod report;
 pub mod rest;
 pub mod sbe;
 pub mod schedule;
+pub mod server;
 pub mod sweep;
 pub mod users;
 pub mod ws;

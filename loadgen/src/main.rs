@@ -9,7 +9,9 @@
 //! loadgen sbe --replay engine/benches/data/sample-flow.csv --rate 2000
 //! loadgen sbe --ramp 2000:20000:2000:3 --connections 8
 //! loadgen rest --address 127.0.0.1:8080 --connections 4 --rate 500 --duration 10 [--baseline]
+//! loadgen sbe --rate 2000 --baseline --metrics 127.0.0.1:8080   # + server-side stages
 //! loadgen rest --admin-token $EXCHANGE_ADMIN_TOKEN --connections 4 --rate 500
+//! loadgen fdatasync --dir data/journal --count 500
 //! loadgen ws --address 127.0.0.1:8080 --subscribers 50 --symbol BTC_USDC --streams depth,trade --duration 10
 //! loadgen memory --address 127.0.0.1:9100 --pid $SERVER_PID --orders 1000000 --users 8
 //! ```
@@ -63,6 +65,22 @@ enum Commands {
     /// prints `rss per resting order: <N> bytes` (the server's RSS growth divided by the
     /// orders; the server must run on this machine).
     Memory(MemoryArgs),
+    /// The disk's floor for durable acknowledgements: append + fdatasync times in a directory
+    /// (the journal's), for the `--durability fsync` goals measured in the same run.
+    Fdatasync(FdatasyncArgs),
+}
+
+#[derive(Args)]
+struct FdatasyncArgs {
+    /// Directory on the journal's file system.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Appends, each followed by one fdatasync.
+    #[arg(long, default_value_t = 500)]
+    count: u64,
+    /// Also write the result as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 fn placement(text: &str) -> Result<Placement, String> {
@@ -254,6 +272,14 @@ struct GatewayArgs {
     /// Baseline message size, bytes.
     #[arg(long, default_value_t = FRAMED_NEW_ORDER_BYTES)]
     size: usize,
+    /// The server's HTTP address, whose `/metrics` is read before and after the run to print the
+    /// server-side wire-to-wire and stage latencies of the run (default: --address for rest,
+    /// port 8080 of --address's host otherwise). Unreachable: a warning, and no server figures.
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Do not read the server's `/metrics`.
+    #[arg(long, conflicts_with = "metrics")]
+    no_metrics: bool,
     #[command(flatten)]
     timing: Timing,
     #[command(flatten)]
@@ -536,7 +562,7 @@ fn main() -> ExitCode {
                     }
                 };
             }
-            run_gateway(args, &config, || loadgen::sbe::run(&config))
+            run_gateway(args, &config, false, || loadgen::sbe::run(&config))
         }
         Commands::Fix(fix) => {
             if fix.gateway.admin_token.is_some() {
@@ -558,7 +584,7 @@ fn main() -> ExitCode {
                 target_comp_id: fix.target_comp_id.clone(),
                 ..FixConfig::default()
             };
-            run_gateway(&fix.gateway, &config.run, || loadgen::fix::run(&config))
+            run_gateway(&fix.gateway, &config.run, false, || loadgen::fix::run(&config))
         }
         Commands::Rest(rest) => {
             let mut run = match gateway_config(&rest.gateway, "127.0.0.1:8080") {
@@ -580,7 +606,25 @@ fn main() -> ExitCode {
                 quantity_decimals: rest.quantity_decimals,
                 window_ms: rest.window_ms,
             };
-            run_gateway(&rest.gateway, &config.run, || loadgen::rest::run(&config))
+            run_gateway(&rest.gateway, &config.run, true, || loadgen::rest::run(&config))
+        }
+        Commands::Fdatasync(args) => {
+            match loadgen::fsync::run(&loadgen::fsync::FsyncConfig { dir: args.dir.clone(), count: args.count }) {
+                Ok(report) => {
+                    print!("{report}");
+                    if let Some(path) = &args.json
+                        && let Err(error) = write_json(path, &serde_json::to_value(&report).unwrap_or_default())
+                    {
+                        eprintln!("error: cannot write {}: {error}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Commands::Memory(args) => {
             let config = loadgen::memory::MemoryConfig {
@@ -709,9 +753,60 @@ fn gateway_config(args: &GatewayArgs, default_address: &str) -> Result<SbeConfig
     })
 }
 
+/// The address whose `/metrics` a run reads: `--metrics`, else the target's own address for the
+/// HTTP target, else port 8080 of the target's host; `None` with `--no-metrics`.
+fn metrics_address(args: &GatewayArgs, config: &SbeConfig, target_is_http: bool) -> Option<String> {
+    if args.no_metrics {
+        return None;
+    }
+    if let Some(address) = &args.metrics {
+        return Some(address.clone());
+    }
+    if target_is_http {
+        return Some(config.address.clone());
+    }
+    let host = config.address.rsplit_once(':').map_or(config.address.as_str(), |(host, _)| host);
+    Some(format!("{host}:8080"))
+}
+
 /// One gateway run (any target), optionally after the baseline at the same rate, duration and
-/// message size; prints and writes the results the same way for every target.
-fn run_gateway(args: &GatewayArgs, config: &SbeConfig, run: impl FnOnce() -> Result<Report, LoadError>) -> ExitCode {
+/// message size; prints and writes the results the same way for every target, followed by the
+/// server's own latencies over the run (also under `server` in the JSON) when its `/metrics` can
+/// be read.
+fn run_gateway(
+    args: &GatewayArgs,
+    config: &SbeConfig,
+    target_is_http: bool,
+    run: impl FnOnce() -> Result<Report, LoadError>,
+) -> ExitCode {
+    let metrics = metrics_address(args, config, target_is_http);
+    let before = metrics.as_deref().and_then(|address| match loadgen::server::Scrape::fetch(address) {
+        Ok(scrape) => Some((address, scrape)),
+        Err(error) => {
+            eprintln!("warning: no server-side figures: {error}");
+            None
+        }
+    });
+    let server = || -> Option<loadgen::server::ServerLatency> {
+        let (address, before) = before.as_ref()?;
+        match loadgen::server::Scrape::fetch(address) {
+            Ok(after) => {
+                let latency = loadgen::server::ServerLatency::between(before, &after);
+                print!("{latency}");
+                Some(latency)
+            }
+            Err(error) => {
+                eprintln!("warning: no server-side figures: {error}");
+                None
+            }
+        }
+    };
+    let with_server = |mut json: serde_json::Value, server: &Option<loadgen::server::ServerLatency>| {
+        if let (Some(object), Some(server)) = (json.as_object_mut(), server) {
+            object.insert("server".into(), serde_json::to_value(server).unwrap_or_default());
+        }
+        json
+    };
     if args.baseline {
         let baseline = BaselineConfig {
             messages: (args.rate as f64 * args.duration.as_secs_f64()).ceil().max(1.0) as u64,
@@ -727,8 +822,9 @@ fn run_gateway(args: &GatewayArgs, config: &SbeConfig, run: impl FnOnce() -> Res
         match loadgen::compare_with(&baseline, run) {
             Ok(comparison) => {
                 print!("{comparison}");
+                let server = server();
                 finish(&[&comparison.baseline, &comparison.gateway], &args.output, || {
-                    serde_json::to_value(&comparison).unwrap_or_default()
+                    with_server(serde_json::to_value(&comparison).unwrap_or_default(), &server)
                 })
             }
             Err(error) => {
@@ -740,7 +836,10 @@ fn run_gateway(args: &GatewayArgs, config: &SbeConfig, run: impl FnOnce() -> Res
         match run() {
             Ok(report) => {
                 print!("{report}");
-                finish(&[&report], &args.output, || serde_json::to_value(&report).unwrap_or_default())
+                let server = server();
+                finish(&[&report], &args.output, || {
+                    with_server(serde_json::to_value(&report).unwrap_or_default(), &server)
+                })
             }
             Err(error) => {
                 eprintln!("error: {error}");

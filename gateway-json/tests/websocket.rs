@@ -4,7 +4,8 @@
 //! the test executes the same commands (the engine is deterministic) to know the true book.
 //!
 //! Covers subscribe / unsubscribe and error frames (with a healthy neighbour unaffected), the
-//! fields of every public stream, private streams (signatures, JWT, isolation between users),
+//! fields of every public stream, private streams (signatures, JWT, isolation between users,
+//! a trigger order's events),
 //! gap-free depth ids and the REST-snapshot + diffs rebuild against the engine's book (also for
 //! the conflated stream), the AMM pool stream, lagging connections (resync with a snapshot, or disconnect), the
 //! ping / pong timeout, and the connection limits.
@@ -538,6 +539,81 @@ async fn private_streams_need_credentials_and_show_only_your_own_events() {
     );
     // Nothing else arrived for carol: her next answer is the one to this request.
     let (_, before) = request(&mut carol, json!({"method": "UNSUBSCRIBE", "params": ["account.orderUpdate"]}), 4).await;
+    assert!(before.is_empty(), "{before:?}");
+}
+
+/// A trigger order's life on the order stream, in Backpack's shape: `orderAccepted` with `X`
+/// `TriggerPending` and the trigger fields `P` (trigger price), `B` (`LastPrice`) and `Y`
+/// (trigger quantity); when a trade crosses its trigger price `triggerPlaced`, then the order it
+/// placed (`orderAccepted`, `X` `New`); one that cannot be placed when it fires (not enough BTC)
+/// ends with `triggerFailed`, `X` `TriggerFailed`, `R` `InsufficientFunds`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_orders_stream_pending_placed_and_failed() {
+    use codec::{TimeInForce, TriggerKind};
+    let mut h = Harness::start(WsConfig::default(), PublisherConfig::default(), true).await;
+    let mut alice = h.connect().await;
+    let mut body = json!({"method": "SUBSCRIBE", "params": ["account.orderUpdate"]});
+    body["signature"] = signature(1, 1, now_ms());
+    assert_eq!(request(&mut alice, body, 1).await.0, json!({"result": null, "id": 1}));
+
+    // A trade at 60,000 gives the reference price the triggers are placed against.
+    h.submit(commands::gtc(2, 1, Side::Ask, 600_000, 1));
+    h.submit(commands::limit(3, 1, Side::Bid, 600_000, 1, TimeInForce::Ioc, 0));
+    // Above the market: a stop-buy (limit 62,000 for 0.0001 BTC) ...
+    let stop = h.submit(commands::trigger(1, 1, Side::Bid, TriggerKind::Cross, 610_000, 620_000, 10, 7));
+    let stop = stop.iter().find_map(|e| if let Event::TriggerPending(p) = e { Some(p.order_id.get()) } else { None });
+    let stop = stop.expect("stop-buy pending").to_string();
+    // ... and a take-profit selling 20 BTC, twice what alice holds: accepted (nothing is
+    // reserved while pending), it fails when it fires.
+    let take = h.submit(commands::trigger(1, 1, Side::Ask, TriggerKind::Cross, 610_000, 600_000, 2_000_000, 0));
+    let take = take.iter().find_map(|e| if let Event::TriggerPending(p) = e { Some(p.order_id.get()) } else { None });
+    let take = take.expect("take-profit pending").to_string();
+    // A trade at 61,000 crosses both trigger prices.
+    h.submit(commands::gtc(2, 1, Side::Ask, 610_000, 1));
+    let fired = h.submit(commands::limit(3, 1, Side::Bid, 610_000, 1, TimeInForce::Ioc, 0));
+    assert!(fired.iter().any(|e| matches!(e, Event::TriggerFailed(_))), "{fired:?}");
+    h.settle().await;
+
+    let mut frames = Vec::new();
+    while frames.len() < 5 {
+        let frame = recv(&mut alice).await;
+        assert_eq!(frame["stream"], "account.orderUpdate", "{frame}");
+        for key in "q,f,V,O,z,Z,T,X,i,S".split(',') {
+            assert!(!frame["data"][key].is_null(), "{key} missing in {frame}");
+        }
+        frames.push(frame["data"].clone());
+    }
+    let summary: Vec<(&str, &str, &str)> =
+        frames.iter().map(|d| (d["e"].as_str().unwrap(), d["i"].as_str().unwrap(), d["X"].as_str().unwrap())).collect();
+    assert_eq!(
+        summary,
+        [
+            ("orderAccepted", stop.as_str(), "TriggerPending"),
+            ("orderAccepted", take.as_str(), "TriggerPending"),
+            ("triggerPlaced", stop.as_str(), "New"),
+            ("orderAccepted", stop.as_str(), "New"),
+            ("triggerFailed", take.as_str(), "TriggerFailed"),
+        ],
+        "{frames:#?}"
+    );
+    let pending = &frames[0];
+    assert_eq!(
+        (pending["P"].as_str(), pending["B"].as_str(), pending["Y"].as_str()),
+        (Some("61000.0"), Some("LastPrice"), Some("0.00010")),
+        "Backpack's trigger fields: {pending}"
+    );
+    assert_eq!(
+        (pending["S"].as_str(), pending["o"].as_str(), pending["p"].as_str(), pending["c"].as_u64()),
+        (Some("Bid"), Some("LIMIT"), Some("62000.0"), Some(7))
+    );
+    assert_eq!((frames[1]["P"].as_str(), frames[1]["Y"].as_str()), (Some("61000.0"), Some("20.00000")));
+    assert_eq!((frames[2]["P"].as_str(), frames[2]["B"].as_str()), (Some("61000.0"), Some("LastPrice")));
+    let placed = &frames[3];
+    assert_eq!((placed["p"].as_str(), placed["q"].as_str()), (Some("62000.0"), Some("0.00010")), "{placed}");
+    let failed = &frames[4];
+    assert_eq!((failed["R"].as_str(), failed["S"].as_str()), (Some("InsufficientFunds"), Some("Ask")), "{failed}");
+    // Nothing else about either order: the next frame is the answer to this request.
+    let (_, before) = request(&mut alice, json!({"method": "UNSUBSCRIBE", "params": ["account.orderUpdate"]}), 2).await;
     assert!(before.is_empty(), "{before:?}");
 }
 

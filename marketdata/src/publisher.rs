@@ -385,6 +385,10 @@ pub fn trigger_failure_name(reason: Option<codec::RejectReason>) -> &'static str
     }
 }
 
+/// Backpack's `triggerBy` (stream `B`) of every trigger order here: the last trade price is the
+/// only reference.
+const TRIGGER_BY_LAST_PRICE: &str = "LastPrice";
+
 fn stp_name(stp: SelfTradePrevention) -> &'static str {
     match stp {
         SelfTradePrevention::RejectTaker => "RejectTaker",
@@ -400,6 +404,9 @@ struct OrderEvent<'a> {
     status: &'a str,
     timestamp_ns: u64,
     reason: Option<&'a str>,
+    /// Trigger price of a trigger order's own frames (pending, fired): Backpack's `P`, with `B`
+    /// and `Y`.
+    trigger_price_ticks: Option<u64>,
     fill: Option<FillPart>,
 }
 
@@ -609,7 +616,7 @@ impl Publisher {
             self.on_book(feed, market, book, updates, first_id, now);
         });
         let mut traded: Vec<(MarketId, u64)> = Vec::new();
-        for event in events {
+        for (index, event) in events.iter().enumerate() {
             match event {
                 Event::Fill(fill) => {
                     self.publish_trade(fill, now);
@@ -644,6 +651,7 @@ impl Publisher {
                         status: "New",
                         timestamp_ns: accepted.timestamp_ns.get(),
                         reason: None,
+                        trigger_price_ticks: None,
                         fill: None,
                     };
                     self.publish_order(accepted.user_id, accepted.order_id, &info, &order_event, now);
@@ -663,6 +671,7 @@ impl Publisher {
                         status: "Cancelled",
                         timestamp_ns: canceled.timestamp_ns.get(),
                         reason: None,
+                        trigger_price_ticks: None,
                         fill: None,
                     };
                     self.publish_order(canceled.user_id, canceled.order_id, &info, &order_event, now);
@@ -683,6 +692,7 @@ impl Publisher {
                         status: "Expired",
                         timestamp_ns: expired.timestamp_ns.get(),
                         reason: Some(reason),
+                        trigger_price_ticks: None,
                         fill: None,
                     };
                     self.publish_order(expired.user_id, expired.order_id, &info, &order_event, now);
@@ -703,6 +713,7 @@ impl Publisher {
                         status: if info.filled_lots > 0 { "PartiallyFilled" } else { "New" },
                         timestamp_ns: replaced.timestamp_ns.get(),
                         reason: None,
+                        trigger_price_ticks: None,
                         fill: None,
                     };
                     self.publish_order(replaced.user_id, replaced.order_id, &info, &order_event, now);
@@ -732,17 +743,26 @@ impl Publisher {
                         status: "TriggerPending",
                         timestamp_ns: pending.timestamp_ns.get(),
                         reason: None,
+                        trigger_price_ticks: Some(pending.trigger_price_ticks.get()),
                         fill: None,
                     };
                     self.publish_order(pending.user_id, pending.order_id, &info, &order_event, now);
                 }
                 Event::TriggerPlaced(placed) => {
+                    // The engine follows a fired trigger at once with its order's acceptance or
+                    // with `TriggerFailed`: a trigger whose order could not be placed shows only
+                    // `triggerFailed`, never a `triggerPlaced` (with `X` `New`) first.
+                    let fails = |next: &Event| matches!(next, Event::TriggerFailed(f) if f.order_id == placed.order_id);
+                    if events.get(index + 1).is_some_and(fails) {
+                        continue;
+                    }
                     let Some(info) = feed.orders.get(placed.order_id.get()).copied() else { continue };
                     let order_event = OrderEvent {
                         event: "triggerPlaced",
                         status: "New",
                         timestamp_ns: placed.timestamp_ns.get(),
                         reason: None,
+                        trigger_price_ticks: Some(placed.trigger_price_ticks.get()),
                         fill: None,
                     };
                     self.publish_order(placed.user_id, placed.order_id, &info, &order_event, now);
@@ -754,6 +774,7 @@ impl Publisher {
                         status: "TriggerFailed",
                         timestamp_ns: failed.timestamp_ns.get(),
                         reason: Some(trigger_failure_name(failed.reason.get().ok())),
+                        trigger_price_ticks: None,
                         fill: None,
                     };
                     self.publish_order(failed.user_id, failed.order_id, &info, &order_event, now);
@@ -965,6 +986,7 @@ impl Publisher {
                 status: if done { "Filled" } else { "PartiallyFilled" },
                 timestamp_ns: fill.timestamp_ns.get(),
                 reason: None,
+                trigger_price_ticks: None,
                 fill: Some(FillPart {
                     trade_id: fill.trade_id.get(),
                     lots: fill.quantity_lots.get(),
@@ -996,6 +1018,12 @@ impl Publisher {
                 }
                 if info.order_type == OrderType::Limit {
                     frame.str("p", &format.price(info.price_ticks));
+                }
+                if let Some(trigger_price_ticks) = event.trigger_price_ticks {
+                    frame.str("P", &format.price(trigger_price_ticks)).str("B", TRIGGER_BY_LAST_PRICE);
+                    if info.quantity_lots > 0 {
+                        frame.str("Y", &format.quantity(u128::from(info.quantity_lots)));
+                    }
                 }
                 frame.str("X", event.status);
                 if let Some(reason) = event.reason {

@@ -441,6 +441,86 @@ test('AMM panel: add liquidity, quote with price impact, swap', async () => {
   await provider.context.close();
 });
 
+/**
+ * Submits the order form; returns what was sent to `POST /api/v1/order` and the answer.
+ * @param {import('playwright-core').Page} page
+ * @returns {Promise<{sent: Record<string, any>, placed: Record<string, any>}>}
+ */
+async function submitAndRead(page) {
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/api/v1/order') && r.request().method() === 'POST', { timeout: WAIT_MS }),
+    page.locator('#order-submit').click(),
+  ]);
+  return { sent: response.request().postDataJSON(), placed: await response.json() };
+}
+
+test('trigger orders: a stop-loss from the page waits in open orders, a take-profit is cancelled, a trade fires the stop', async () => {
+  assert.ok(hasJwt, 'these tests register users with the JWT login');
+  // BTC_USDC: no pool and no other test's orders, so the prices here are the only ones.
+  const maker = await fundedUser('trigger-maker');
+  const trader = await fundedUser('trigger-trader');
+  const page = trader.page;
+  for (const user of [maker, trader]) await user.page.selectOption('#market', 'BTC_USDC');
+
+  // A trade at 60 000 gives the last price the triggers are placed against.
+  await placeLimit(maker.page, { side: 'Sell', price: '60000.0', quantity: '0.01' });
+  await toast(maker.page, 'New').waitFor({ timeout: WAIT_MS });
+  await placeLimit(page, { side: 'Buy', price: '60000.0', quantity: '0.01' });
+  await toast(page, 'Filled').waitFor({ timeout: WAIT_MS });
+  await eventually(() => page.evaluate(() => /** @type {any} */ (window).exchangeApp.trades[0]?.price === '60000.0'), 'the trade on the page');
+
+  // A stop-loss: sell 0.01 BTC with a limit of 58 000 once the price falls to 59 000. The form
+  // says what the trigger price means against the last price.
+  await choose(page, 'Sell');
+  await choose(page, 'Limit');
+  await page.locator('#price').fill('58000.0');
+  await page.getByLabel(/Trigger price/).fill('59000.0');
+  await page.locator('#quantity').fill('0.01');
+  await page.locator('#trigger-hint', { hasText: 'Stop sell (below the last price' }).waitFor({ timeout: WAIT_MS });
+  const first = await submitAndRead(page);
+  // Sent as Backpack clients send it: triggerPrice with triggerQuantity (no quantity).
+  assert.deepEqual(first.sent, { symbol: 'BTC_USDC', side: 'Ask', orderType: 'Limit', price: '58000.0', triggerQuantity: '0.01', triggerPrice: '59000.0' });
+  assert.equal(first.placed.status, 'TriggerPending', JSON.stringify(first.placed));
+  const stop = String(first.placed.id);
+  await toast(page, `order ${stop} on BTC/USDC: Trigger pending`).waitFor({ timeout: WAIT_MS });
+  const stopRow = page.locator(`#open-orders tr[data-order-id="${stop}"]`);
+  await stopRow.filter({ hasText: 'Trigger pending' }).waitFor({ timeout: WAIT_MS });
+  assert.match((await stopRow.locator('td:nth-child(5)').textContent()) ?? '', /^59\s?000\.0 USDC$/, 'trigger price column');
+  // Nothing is reserved while it waits.
+  assert.equal(await balance(page, 'BTC', 'locked'), 0n);
+
+  // A take-profit (a market sell above the last price), cancelled from the open-orders table.
+  await choose(page, 'Market');
+  await page.getByLabel(/Trigger price/).fill('62000.0');
+  await page.locator('#quantity').fill('0.01');
+  await page.locator('#trigger-hint', { hasText: 'Take-profit sell (above the last price' }).waitFor({ timeout: WAIT_MS });
+  const second = await submitAndRead(page);
+  assert.deepEqual(second.sent, { symbol: 'BTC_USDC', side: 'Ask', orderType: 'Market', triggerQuantity: '0.01', triggerPrice: '62000.0' });
+  assert.equal(second.placed.status, 'TriggerPending', JSON.stringify(second.placed));
+  const takeProfit = String(second.placed.id);
+  await page.locator(`#open-orders tr[data-order-id="${takeProfit}"]`, { hasText: 'Trigger pending' }).waitFor({ timeout: WAIT_MS });
+  await screenshot(page, '12-pending-triggers');
+  await page.getByRole('button', { name: `Cancel order ${takeProfit}` }).click();
+  await toast(page, `Order ${takeProfit} on BTC/USDC cancelled`).waitFor({ timeout: WAIT_MS });
+  await page.locator(`#open-orders tr[data-order-id="${takeProfit}"]`).waitFor({ state: 'detached', timeout: WAIT_MS });
+
+  // The maker bids 0.02 at 59 000; the trader sells 0.01 into it: the trade at 59 000 fires the
+  // stop, whose sell fills against the rest of the bid.
+  await placeLimit(maker.page, { side: 'Buy', price: '59000.0', quantity: '0.02' });
+  await maker.page.locator('#bids button[data-price="59000.0"]').waitFor({ timeout: WAIT_MS });
+  await page.getByLabel(/Trigger price/).fill('');
+  await placeLimit(page, { side: 'Sell', price: '59000.0', quantity: '0.01' });
+  await stopRow.waitFor({ state: 'detached', timeout: WAIT_MS });
+  await page.locator('#open-orders', { hasText: 'No open orders' }).waitFor({ timeout: WAIT_MS });
+  await eventually(async () => (await balance(page, 'BTC', 'available')) === 99_990_000_000n, 'the stop sold 0.01 BTC');
+  await page.getByRole('tab', { name: 'Order history' }).click();
+  await page.locator(`#order-history tr[data-order-id="${stop}"]`, { hasText: 'Filled' }).waitFor({ timeout: WAIT_MS });
+  await maker.page.locator('#bids', { hasText: 'No bids' }).waitFor({ timeout: WAIT_MS });
+  assert.deepEqual([...maker.problems, ...trader.problems], []);
+  await maker.context.close();
+  await trader.context.close();
+});
+
 test('phone 390x844: no horizontal overflow, every panel reachable, an order placed by tapping', async () => {
   const user = await fundedUser('phone', { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
   const page = user.page;

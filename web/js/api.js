@@ -53,7 +53,8 @@ export class ApiError extends Error {
  * @property {string | null} price
  * @property {string | null} quantity
  * @property {string} executedQuantity
- * @property {string} status
+ * @property {string} status `TriggerPending` for a trigger order that has not fired
+ * @property {string | null} [triggerPrice] a trigger order's trigger price
  * @property {number} createdAt ms
  */
 
@@ -288,6 +289,10 @@ async function privateWrite(session, method, instruction, path, params) {
  * @property {string} [quantity]
  * @property {'GTC' | 'IOC'} [timeInForce]
  * @property {boolean} [postOnly]
+ * @property {string} [triggerPrice] a trigger (stop / take-profit) order: placed when the last
+ *   trade price crosses it
+ * @property {string} [triggerQuantity] a trigger order's quantity (sent instead of `quantity`,
+ *   as Backpack's clients do)
  */
 
 /** @param {Session} session @param {OrderRequest} order @returns {Promise<Order>} */

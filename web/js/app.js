@@ -6,7 +6,7 @@ import * as api from './api.js';
 import { ApiError } from './api.js';
 import { Applied, OrderBook } from './book.js';
 import { CandleChart, foldTrade } from './chart.js';
-import { decimalsOf, divideDown, floorToStep, fromUnits, multiply, percentOf, toUnits, trimZeros } from './decimal.js';
+import { compare, decimalsOf, divideDown, floorToStep, fromUnits, multiply, percentOf, toUnits, trimZeros } from './decimal.js';
 import { amount, clock, dateTime, marketName, sideName, statusName, timeMs, zoneName } from './format.js';
 import { StreamClient } from './ws.js';
 
@@ -411,6 +411,7 @@ class App {
     $('quantity-unit').textContent = market.baseSymbol;
     $('total-unit').textContent = market.quoteSymbol;
     $('price-hint').textContent = `Tick ${market.filters.price.tickSize}`;
+    $('trigger-unit').textContent = market.quoteSymbol;
     $('quantity-hint').textContent = `Step ${market.filters.quantity.stepSize}, min ${market.filters.quantity.minQuantity}`;
     $('swap-unit').textContent = market.baseSymbol;
     $('liq-base-unit').textContent = market.baseSymbol;
@@ -595,11 +596,11 @@ class App {
           const m = this.marketOf(o.symbol);
           return (
             `<tr data-order-id="${esc(o.id)}" data-symbol="${esc(o.symbol)}"><td>${esc(dateTime(timeMs(o.createdAt)))}</td><td>${esc(marketName(o.symbol))}</td><td class="${o.side === 'Bid' ? 'buy' : 'sell'}">${sideName(o.side)}</td>` +
-            `<td>${esc(o.price ? amount(o.price, m?.quoteSymbol) : 'Market')}</td><td>${esc(amount(o.quantity, m?.baseSymbol))}</td><td>${esc(amount(o.executedQuantity))}</td><td>${esc(statusName(o.status))}</td>` +
+            `<td>${esc(o.price ? amount(o.price, m?.quoteSymbol) : 'Market')}</td><td>${esc(amount(o.triggerPrice, m?.quoteSymbol))}</td><td>${esc(amount(o.quantity, m?.baseSymbol))}</td><td>${esc(amount(o.executedQuantity))}</td><td>${esc(statusName(o.status))}</td>` +
             `<td><button type="button" class="cancel" data-order-id="${esc(o.id)}" data-symbol="${esc(o.symbol)}" aria-label="Cancel order ${esc(o.id)}">Cancel</button></td></tr>`
           );
         })
-        .join('') || '<tr><td colspan="8" class="empty">No open orders</td></tr>';
+        .join('') || '<tr><td colspan="9" class="empty">No open orders</td></tr>';
   }
 
   /** @param {Array<import('./api.js').Order & {orderType: string, createdAt: string | number}>} orders */
@@ -756,7 +757,7 @@ class App {
   resetOrderForm() {
     $('side-buy').checked = true;
     $('type-limit').checked = true;
-    for (const id of ['price', 'quantity', 'total', 'swap-quantity', 'liq-base', 'liq-quote', 'liq-shares']) $(id).value = '';
+    for (const id of ['price', 'trigger-price', 'quantity', 'total', 'swap-quantity', 'liq-base', 'liq-quote', 'liq-shares']) $(id).value = '';
     $('post-only').checked = false;
     $('ioc').checked = false;
     $('swap-buy').checked = true;
@@ -823,6 +824,30 @@ class App {
       }
     }
     $('order-total').textContent = note;
+    $('trigger-hint').textContent = this.triggerHint(buy, $('trigger-price').value.trim());
+  }
+
+  /**
+   * What a trigger price means next to the last trade price (docs/rest-api.md, trigger orders):
+   * the order waits, reserving nothing, until the last trade crosses it; a buy above the market
+   * (a sell below it) is a stop, the other way round a take-profit.
+   * @param {boolean} buy
+   * @param {string} trigger the typed trigger price ('' for none)
+   * @returns {string}
+   */
+  triggerHint(buy, trigger) {
+    const last = this.trades[0]?.price;
+    if (!trigger) return 'Empty: the order is placed now';
+    let side = 0;
+    try {
+      side = last ? compare(trigger, last) : 0;
+    } catch {
+      return '';
+    }
+    const waits = 'Placed when the last trade crosses it; nothing is reserved until then';
+    if (!last || side === 0) return waits;
+    const stop = buy ? side > 0 : side < 0;
+    return `${stop ? 'Stop' : 'Take-profit'} ${buy ? 'buy' : 'sell'} (${side > 0 ? 'above' : 'below'} the last price ${amount(last)}). ${waits}`;
   }
 
   /** @param {number} percent part of the available balance to use */
@@ -868,8 +893,11 @@ class App {
     }
     /** @type {import('./api.js').OrderRequest & {quoteQuantity?: string}} */
     const order = { symbol: market.symbol, side: $('side-buy').checked ? 'Bid' : 'Ask', orderType: limit ? 'Limit' : 'Market' };
+    const trigger = $('trigger-price').value.trim();
     if (byTotal) order.quoteQuantity = total;
+    else if (trigger) order.triggerQuantity = quantity;
     else order.quantity = quantity;
+    if (trigger) order.triggerPrice = trigger;
     if (limit) {
       order.price = price;
       if ($('post-only').checked) order.postOnly = true;

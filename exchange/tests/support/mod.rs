@@ -180,11 +180,12 @@ impl Server {
         }
         // Keep draining the log so the server never blocks on a full pipe; kept in a file under
         // `EXCHANGE_TEST_LOG_DIR` when set, to see what a failing test's server said.
-        let log: Box<dyn std::io::Write + Send> = match std::env::var_os("EXCHANGE_TEST_LOG_DIR") {
-            Some(dir) => {
-                let name = format!("server-{}-{}.log", std::process::id(), child.id());
-                Box::new(std::fs::File::create(Path::new(&dir).join(name)).unwrap())
-            }
+        let kept = std::env::var_os("EXCHANGE_TEST_LOG_DIR").and_then(|dir| {
+            let name = format!("server-{}-{}.log", std::process::id(), child.id());
+            std::fs::create_dir_all(&dir).and_then(|()| std::fs::File::create(Path::new(&dir).join(name))).ok()
+        });
+        let log: Box<dyn std::io::Write + Send> = match kept {
+            Some(file) => Box::new(file),
             None => Box::new(std::io::sink()),
         };
         std::thread::spawn(move || {

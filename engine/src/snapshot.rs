@@ -454,4 +454,38 @@ mod tests {
         let error = Engine::restore_snapshot(&config, OrderBook::with_capacity, &future).err().unwrap();
         assert!(error.to_string().contains("unsupported version"), "{error}");
     }
+
+    /// A version-4 snapshot (13 words per trigger, no attachment section) with a pending trigger
+    /// still restores, to the same state.
+    #[test]
+    fn version_4_with_triggers_still_restores() {
+        let (config, mut engine) = engine_with_orders();
+        let mut events = Vec::new();
+        let trigger =
+            crate::testkit::commands::trigger(1, 1, codec::Side::Bid, codec::TriggerKind::Stop, 1_050, 0, 2, 0);
+        engine.execute(CommandContext::new(5, 1_000), &trigger, &mut events);
+        assert_eq!(engine.pending_triggers(codec::MarketId::new(1)), 1, "{events:?}");
+        let mut bytes = Vec::new();
+        engine.write_snapshot(5, &mut bytes);
+        // Rebuild the trigger section as version 4 wrote it.
+        let mut section_v5 = 0;
+        let mut section_v4 = Vec::new();
+        engine.visit_trigger_state(&mut |last_trade_ticks, triggers| {
+            section_v5 += 8 * (3 + crate::triggers::TRIGGER_WORDS_V5 * triggers.len());
+            section_v4.extend_from_slice(&last_trade_ticks.to_le_bytes());
+            section_v4.extend_from_slice(&(triggers.len() as u64).to_le_bytes());
+            for trigger in triggers.iter() {
+                for word in trigger.words() {
+                    section_v4.extend_from_slice(&word.to_le_bytes());
+                }
+            }
+        });
+        let mut v4 = bytes[..bytes.len() - 4 - section_v5].to_vec();
+        v4.extend_from_slice(&section_v4);
+        v4.extend_from_slice(&[0; 4]);
+        let v4 = relabel(&v4, 4, engine.state_hash());
+        let (restored, _) = Engine::restore_snapshot(&config, OrderBook::with_capacity, &v4).unwrap();
+        assert_eq!(restored.state_hash(), engine.state_hash());
+        assert_eq!(restored.pending_triggers(codec::MarketId::new(1)), 1);
+    }
 }

@@ -45,6 +45,11 @@ pub const TRIGGER_ORDERS_PER_MARKET_MAX: usize = 1 << 16;
 /// Children (stop-loss and take-profit) one attachment can have pending at a time.
 pub const ATTACHED_CHILDREN_MAX: usize = 2;
 
+/// Words per pending trigger in snapshots from format 5 on (the 13 of [`PendingTrigger::words`]
+/// and its sibling).
+#[cfg(test)]
+pub(crate) const TRIGGER_WORDS_V5: usize = 14;
+
 /// Words per attachment in snapshots ([`Attachment::words`]).
 pub(crate) const ATTACHMENT_WORDS: usize = 9;
 

@@ -2,7 +2,8 @@
 //! thread behind the ingress and egress rings, the `RestGateway` dispatcher, `private_router`):
 //! a band rejection answers `{code, message}`; a `triggerPrice` order answers `TriggerPending`,
 //! is listed as such, fires when a trade reaches it, can be cancelled, and one that cannot be
-//! placed when it fires ends `TriggerFailed` in the order history.
+//! placed when it fires ends `TriggerFailed` in the order history. Attached stop-loss /
+//! take-profit create their children as the order fills.
 
 use axum::Router;
 use axum::body::Body;
@@ -183,8 +184,9 @@ async fn a_trigger_that_cannot_be_placed_ends_trigger_failed() {
 }
 
 /// A limit buy with attached stop-loss (market) and take-profit (limit): the answer echoes them;
-/// its fill creates the two sell children, listed as `TriggerPending` orders; when the
-/// take-profit fires the stop-loss is cancelled (one cancels the other).
+/// its fills create, then grow, the two sell children, listed as `TriggerPending` orders; a
+/// cancel of the parent leaves them; when the take-profit fires the stop-loss is cancelled (one
+/// cancels the other).
 #[tokio::test]
 async fn attached_stop_loss_and_take_profit_follow_the_fill() {
     let h = harness();
@@ -193,7 +195,7 @@ async fn attached_stop_loss_and_take_profit_follow_the_fill() {
     let (status, parent) = place(
         r,
         1,
-        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "64000.0", "quantity": "0.00200",
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "64000.0", "quantity": "0.00300",
                "stopLossTriggerPrice": "62000.0", "takeProfitTriggerPrice": "66000.0",
                "takeProfitLimitPrice": "65900.0"}),
     )
@@ -214,22 +216,25 @@ async fn attached_stop_loss_and_take_profit_follow_the_fill() {
     .await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_ORDER")), "{body}");
 
-    // Half of it fills: two children of 0.001 BTC each, on the sell side.
-    let (status, _) = place(
-        r,
-        2,
-        json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Limit", "price": "64000.0", "quantity": "0.00100",
-               "timeInForce": "IOC"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, open) = get_call(r, "/api/v1/orders", 1, "orderQueryAll", "symbol=BTC_USDC").await;
-    let children: Vec<&Value> = open.as_array().unwrap().iter().filter(|o| o["status"] == "TriggerPending").collect();
-    assert_eq!(children.len(), 2, "{open}");
-    assert!(children.iter().all(|c| c["side"] == "Ask" && c["quantity"] == "0.00100"), "{open}");
-    let mut triggers: Vec<&str> = children.iter().map(|c| c["triggerPrice"].as_str().unwrap()).collect();
-    triggers.sort_unstable();
-    assert_eq!(triggers, ["62000.0", "66000.0"]);
+    // Each fill of 0.001 creates, then grows, one pair of sell children by the filled quantity.
+    for quantity in ["0.00100", "0.00200"] {
+        let (status, _) = place(
+            r,
+            2,
+            json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Limit", "price": "64000.0",
+                   "quantity": "0.00100", "timeInForce": "IOC"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, open) = get_call(r, "/api/v1/orders", 1, "orderQueryAll", "symbol=BTC_USDC").await;
+        let children: Vec<&Value> =
+            open.as_array().unwrap().iter().filter(|o| o["status"] == "TriggerPending").collect();
+        assert_eq!(children.len(), 2, "{open}");
+        assert!(children.iter().all(|c| c["side"] == "Ask" && c["quantity"] == quantity), "{open}");
+        let mut triggers: Vec<&str> = children.iter().map(|c| c["triggerPrice"].as_str().unwrap()).collect();
+        triggers.sort_unstable();
+        assert_eq!(triggers, ["62000.0", "66000.0"]);
+    }
 
     // Cancel the parent: the children stay. A bid for the take-profit to sell into, then a trade
     // at 66,000 fires it and cancels the stop-loss.
@@ -241,7 +246,7 @@ async fn attached_stop_loss_and_take_profit_follow_the_fill() {
     let (status, _) = place(
         r,
         3,
-        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "65950.0", "quantity": "0.00100"}),
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "65950.0", "quantity": "0.00200"}),
     )
     .await;
     assert_eq!(status, StatusCode::OK);

@@ -373,6 +373,9 @@ wire_enum!(
         SelfTradePrevention = 3,
         /// An operator (admin) cancelled it, e.g. when halting a market.
         Administrative = 4,
+        /// The other trigger of an attached stop-loss / take-profit pair fired (one cancels
+        /// the other).
+        OneCancelsOther = 5,
     }
 );
 

@@ -8,7 +8,7 @@ use crate::book::{Book, OrderBook, RestingOrder};
 use crate::config::{ConfigError, EngineConfig, EngineLimits, MarketSpec};
 use crate::hash::{StateHasher, StateWords};
 use crate::ledger::{Balance, Ledger, LedgerError};
-use crate::triggers::TriggerBook;
+use crate::triggers::{Attachment, TriggerBook};
 use codec::{
     AddLiquidity, LiquidityAdded, LiquidityRemoved, OrderRouted, RemoveLiquidity, RoutedOrder, Shares, Swap,
     SwapExecuted, SwapMode,
@@ -311,9 +311,13 @@ impl<B: Book> Engine<B> {
         }
     }
 
-    /// Restores each market's last trade price and pending triggers (snapshot format 4).
+    /// Restores each market's last trade price, pending triggers and attachments (snapshot
+    /// formats 4 and 5).
     pub(crate) fn restore_trigger_state(&mut self, markets: Vec<(u64, TriggerBook)>) -> Result<(), String> {
         for (market, (last_trade_ticks, triggers)) in self.markets.iter_mut().zip(markets) {
+            if let Some(orphan) = triggers.attachments().find(|a| market.book.get(a.parent_order_id).is_none()) {
+                return Err(format!("attachment of {} whose parent is not open", orphan.parent_order_id));
+            }
             market.last_trade_ticks = last_trade_ticks;
             market.triggers = triggers;
         }
@@ -397,6 +401,19 @@ impl<B: Book> Engine<B> {
                     for word in trigger.words() {
                         hasher.u64(word);
                     }
+                    // Attached children only (so that other triggers hash as before siblings).
+                    if trigger.sibling != OrderId::ZERO {
+                        hasher.u64(trigger.sibling.get());
+                    }
+                }
+            }
+            // Attachments of open parents, only when there are some (likewise).
+            if !market.triggers.is_empty_of_attachments() {
+                hasher.u64(u64::MAX - 1);
+                for attachment in market.triggers.attachments() {
+                    for word in attachment.words() {
+                        hasher.u64(word);
+                    }
                 }
             }
             for side in [Side::Bid, Side::Ask] {
@@ -432,6 +449,14 @@ impl<B: Book> Engine<B> {
             for trigger in market.triggers.iter() {
                 if trigger.order_id.get() >= self.next_order_id || market.book.get(trigger.order_id).is_some() {
                     return Err(format!("{symbol}: trigger {} id out of range or also resting", trigger.order_id));
+                }
+            }
+            for attachment in market.triggers.attachments() {
+                if market.book.get(attachment.parent_order_id).is_none_or(|o| o.user_id != attachment.user_id) {
+                    return Err(format!(
+                        "{symbol}: attachment of {} whose parent is not open",
+                        attachment.parent_order_id
+                    ));
                 }
             }
             if let (Some(bid), Some(ask)) = (market.book.best_price(Side::Bid), market.book.best_price(Side::Ask))
@@ -588,15 +613,15 @@ impl<B: Book> Engine<B> {
         {
             return Err(RejectReason::DuplicateClientOrderId);
         }
-        if m.stop_loss_trigger_ticks.get() != 0
-            || m.stop_loss_limit_ticks.get() != 0
-            || m.take_profit_trigger_ticks.get() != 0
-            || m.take_profit_limit_ticks.get() != 0
-        {
-            // Attached stop-loss / take-profit are not implemented yet: refused, never ignored.
-            return Err(RejectReason::InvalidOrderType);
-        }
-        match m.trigger_kind.get().map_err(invalid)? {
+        let trigger_kind = m.trigger_kind.get().map_err(invalid)?;
+        let attachment = self.check_attachment(
+            mi,
+            m,
+            side,
+            fired.is_some() || trigger_kind != codec::TriggerKind::None || m.trigger_price_ticks.get() != 0,
+        )?;
+        let market = &self.markets[mi];
+        match trigger_kind {
             codec::TriggerKind::None if m.trigger_price_ticks.get() == 0 => {}
             codec::TriggerKind::None => return Err(RejectReason::InvalidTriggerPrice),
             kind => return self.accept_trigger(ctx, mi, m, kind, out),
@@ -729,6 +754,9 @@ impl<B: Book> Engine<B> {
             post_only: m.post_only,
             reserved: Reserved::ZERO,
         }));
+        if let Some(attachment) = attachment {
+            self.markets[mi].triggers.attach(Attachment { parent_order_id: taker.order_id, ..attachment });
+        }
         let stop = self.match_taker(ctx, mi, &mut taker, out);
         self.finish_taker(ctx, mi, &taker, stop, out);
         Ok(())
@@ -1523,6 +1551,14 @@ impl<B: Book> Engine<B> {
             self.emit_balance(ctx, user, asset, balance, BalanceChange::Trade, out);
         }
         self.emit_level(ctx, mi, maker.side, price, out);
+        // Attached stop-loss / take-profit grow with each fill of their parent, maker or taker.
+        if !self.markets[mi].triggers.is_empty_of_attachments() {
+            self.grow_attached(ctx, mi, maker.order_id, lots, out);
+            self.grow_attached(ctx, mi, taker.order_id, lots, out);
+            if maker_remaining == 0 {
+                self.markets[mi].triggers.detach(maker.order_id);
+            }
+        }
     }
 
     /// After matching: rest a GTC remainder, or expire / cancel what is left.
@@ -1574,6 +1610,11 @@ impl<B: Book> Engine<B> {
                 (None, _) => out.push(expire(ExpireReason::NoLiquidity)),
             },
         }
+        // A parent that does not rest gets no children for its unfilled part.
+        let market = &mut self.markets[mi];
+        if market.book.get(taker.order_id).is_none() {
+            market.triggers.detach(taker.order_id);
+        }
     }
 
     /// Puts a GTC remainder on the book and locks its reservation.
@@ -1619,6 +1660,7 @@ impl<B: Book> Engine<B> {
     ) {
         let market = &mut self.markets[mi];
         let Some(order) = market.book.remove(order_id) else { return };
+        market.triggers.detach(order_id);
         let asset = match order.side {
             Side::Bid => market.spec.config.quote,
             Side::Ask => market.spec.config.base,

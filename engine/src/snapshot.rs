@@ -14,7 +14,10 @@
 //! all preceding bytes. (Version 4, before the CRC) per market its last trade price u64 (0: none),
 //! its pending trigger count u64 and each trigger (rising then falling, each in firing order) as
 //! 13 u64 words ([`crate::triggers::PendingTrigger`]); older versions restore with no last price
-//! and no triggers. Version 1 snapshots (before pools) are still read: their pools are empty.
+//! and no triggers. Version 5 adds a 14th word per trigger (its attached sibling, 0: none) and,
+//! after each market's triggers, its open attachments: count u64 and each as 9 u64 words
+//! ([`crate::triggers::Attachment`], parent id order); version 4 restores with no siblings and
+//! no attachments. Version 1 snapshots (before pools) are still read: their pools are empty.
 //! Versions 1 and 2 are still read: their recorded hash is checked with the FNV-1a hash they were
 //! written with (the layout is otherwise that of version 2, or version 1 as said). Version 3
 //! changed only the hash function. The ledger's pool account is rebuilt from the pools' reserves.
@@ -39,13 +42,15 @@ use std::path::{Path, PathBuf};
 
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"EXSNAP01";
-/// Snapshot format version (4: markets' last trade prices and pending trigger orders; 3: the
+/// Snapshot format version (5: attached stop-loss / take-profit; 4: markets' last trade prices and pending trigger orders; 3: the
 /// state hash is XXH3-64; 2 and 1 recorded FNV-1a).
-pub const SNAPSHOT_VERSION: u32 = 4;
+pub const SNAPSHOT_VERSION: u32 = 5;
 /// The first format version with the trigger section.
 const TRIGGERS_VERSION: u32 = 4;
-/// Words per pending trigger in the trigger section.
-const TRIGGER_WORDS: usize = 13;
+/// The first format version with siblings and attachments (attached stop-loss / take-profit).
+const ATTACHMENTS_VERSION: u32 = 5;
+/// Words per pending trigger in the trigger section of version 4.
+const TRIGGER_WORDS_V4: usize = 13;
 /// The last format version whose recorded state hash is the legacy FNV-1a.
 const LEGACY_HASH_VERSION_MAX: u32 = 2;
 
@@ -159,6 +164,13 @@ impl<B: Book> Engine<B> {
             out.extend_from_slice(&(triggers.len() as u64).to_le_bytes());
             for trigger in triggers.iter() {
                 for word in trigger.words() {
+                    out.extend_from_slice(&word.to_le_bytes());
+                }
+                out.extend_from_slice(&trigger.sibling.get().to_le_bytes());
+            }
+            out.extend_from_slice(&(triggers.attachments().count() as u64).to_le_bytes());
+            for attachment in triggers.attachments() {
+                for word in attachment.words() {
                     out.extend_from_slice(&word.to_le_bytes());
                 }
             }
@@ -279,16 +291,37 @@ impl<B: Book> Engine<B> {
                 }
                 let mut triggers = crate::triggers::TriggerBook::default();
                 for _ in 0..count {
-                    let mut words = [0u64; TRIGGER_WORDS];
+                    let mut words = [0u64; TRIGGER_WORDS_V4];
                     for word in &mut words {
                         *word = r.u64()?;
                     }
-                    let trigger =
+                    let mut trigger =
                         crate::triggers::PendingTrigger::from_words(words).ok_or_else(|| invalid("bad trigger"))?;
+                    if version >= ATTACHMENTS_VERSION {
+                        trigger.sibling = OrderId::new(r.u64()?);
+                    }
                     if triggers.get(trigger.order_id).is_some() || trigger.order_id.get() >= next_order_id {
                         return Err(invalid(format!("trigger {} duplicated or out of range", trigger.order_id)));
                     }
                     triggers.insert(trigger);
+                }
+                if version >= ATTACHMENTS_VERSION {
+                    let count = r.u64()? as usize;
+                    if count > crate::triggers::TRIGGER_ORDERS_PER_MARKET_MAX {
+                        return Err(invalid(format!("{count} attachments in one market")));
+                    }
+                    for _ in 0..count {
+                        let mut words = [0u64; crate::triggers::ATTACHMENT_WORDS];
+                        for word in &mut words {
+                            *word = r.u64()?;
+                        }
+                        let attachment =
+                            crate::triggers::Attachment::from_words(words).ok_or_else(|| invalid("bad attachment"))?;
+                        if triggers.attachment(attachment.parent_order_id).is_some() {
+                            return Err(invalid(format!("attachment of {} duplicated", attachment.parent_order_id)));
+                        }
+                        triggers.attach(attachment);
+                    }
                 }
                 markets.push((last_trade_ticks, triggers));
             }
@@ -401,10 +434,10 @@ mod tests {
         assert_ne!(engine.state_hash(), engine.legacy_state_hash());
         assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), SNAPSHOT_VERSION);
 
-        // Versions before 4 end before the trigger section (2 words per market here: no trades,
-        // no triggers).
+        // Versions before 4 end before the trigger section (3 words per market here: no trades,
+        // no triggers, no attachments).
         let without_triggers = {
-            let cut = bytes.len() - 4 - 16 * engine.market_count();
+            let cut = bytes.len() - 4 - 24 * engine.market_count();
             let mut v = bytes[..cut].to_vec();
             v.extend_from_slice(&[0; 4]);
             v
@@ -420,5 +453,39 @@ mod tests {
         let future = relabel(&bytes, SNAPSHOT_VERSION + 1, engine.state_hash());
         let error = Engine::restore_snapshot(&config, OrderBook::with_capacity, &future).err().unwrap();
         assert!(error.to_string().contains("unsupported version"), "{error}");
+    }
+
+    /// A version-4 snapshot (13 words per trigger, no attachment section) with a pending trigger
+    /// still restores, to the same state.
+    #[test]
+    fn version_4_with_triggers_still_restores() {
+        let (config, mut engine) = engine_with_orders();
+        let mut events = Vec::new();
+        let trigger =
+            crate::testkit::commands::trigger(1, 1, codec::Side::Bid, codec::TriggerKind::Stop, 1_050, 0, 2, 0);
+        engine.execute(CommandContext::new(5, 1_000), &trigger, &mut events);
+        assert_eq!(engine.pending_triggers(codec::MarketId::new(1)), 1, "{events:?}");
+        let mut bytes = Vec::new();
+        engine.write_snapshot(5, &mut bytes);
+        // Rebuild the trigger section as version 4 wrote it.
+        let mut section_v5 = 0;
+        let mut section_v4 = Vec::new();
+        engine.visit_trigger_state(&mut |last_trade_ticks, triggers| {
+            section_v5 += 8 * (3 + crate::triggers::TRIGGER_WORDS_V5 * triggers.len());
+            section_v4.extend_from_slice(&last_trade_ticks.to_le_bytes());
+            section_v4.extend_from_slice(&(triggers.len() as u64).to_le_bytes());
+            for trigger in triggers.iter() {
+                for word in trigger.words() {
+                    section_v4.extend_from_slice(&word.to_le_bytes());
+                }
+            }
+        });
+        let mut v4 = bytes[..bytes.len() - 4 - section_v5].to_vec();
+        v4.extend_from_slice(&section_v4);
+        v4.extend_from_slice(&[0; 4]);
+        let v4 = relabel(&v4, 4, engine.state_hash());
+        let (restored, _) = Engine::restore_snapshot(&config, OrderBook::with_capacity, &v4).unwrap();
+        assert_eq!(restored.state_hash(), engine.state_hash());
+        assert_eq!(restored.pending_triggers(codec::MarketId::new(1)), 1);
     }
 }

@@ -437,6 +437,27 @@ pub mod commands {
         })
     }
 
+    /// `command` (a new order) with an attached stop-loss and take-profit (trigger prices, and
+    /// limit prices or 0 for market children; a trigger of 0 leaves that leg out).
+    pub fn with_attached(
+        command: Command,
+        stop_loss_trigger: u64,
+        stop_loss_limit: u64,
+        take_profit_trigger: u64,
+        take_profit_limit: u64,
+    ) -> Command {
+        match command {
+            Command::NewOrder(order) => Command::NewOrder(NewOrder {
+                stop_loss_trigger_ticks: Ticks::new(stop_loss_trigger),
+                stop_loss_limit_ticks: Ticks::new(stop_loss_limit),
+                take_profit_trigger_ticks: Ticks::new(take_profit_trigger),
+                take_profit_limit_ticks: Ticks::new(take_profit_limit),
+                ..order
+            }),
+            other => other,
+        }
+    }
+
     /// A GTC limit order without client id.
     pub fn gtc(user: u64, market: u32, side: Side, price_ticks: u64, quantity_lots: u64) -> Command {
         limit(user, market, side, price_ticks, quantity_lots, TimeInForce::Gtc, 0)

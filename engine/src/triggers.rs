@@ -22,6 +22,18 @@
 //! bound per user per market, and [`TRIGGERS_FIRED_PER_COMMAND_MAX`] triggers fired by one
 //! command (a cascade: fired orders' trades fire more). Triggers reached but beyond that bound
 //! stay pending and fire after the next order command on the market.
+//!
+//! Attached stop-loss / take-profit (an [`Attachment`] on an open limit or market order, the
+//! *parent*): nothing exists but the attachment until the parent fills. Each fill of the parent
+//! creates, or grows by the filled quantity, **one** child pair on the opposite side: a `Stop` at
+//! the stop-loss trigger and a `TakeProfit` at the take-profit trigger, each a limit order at its
+//! limit price or else a market order, linked as siblings. So a parent has at most one live pair
+//! and [`ATTACHED_CHILDREN_MAX`] pending children. When a child fires, its sibling is canceled in
+//! the same command (`OneCancelsOther`), before the fired order is placed; a later fill of the
+//! parent starts a new pair. The attachment ends when the parent leaves the book (filled,
+//! canceled, expired): its unfilled part never gets children; children already created stay.
+//! An open attachment counts as [`ATTACHED_CHILDREN_MAX`] triggers against both bounds (per market
+//! and per user), so that creating children during a fill can never exceed them.
 
 use crate::FastMap;
 use codec::{ClientOrderId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, TriggerKind, UserId};
@@ -29,6 +41,76 @@ use std::collections::BTreeMap;
 
 /// Most pending trigger orders one market holds.
 pub const TRIGGER_ORDERS_PER_MARKET_MAX: usize = 1 << 16;
+
+/// Children (stop-loss and take-profit) one attachment can have pending at a time.
+pub const ATTACHED_CHILDREN_MAX: usize = 2;
+
+/// Words per pending trigger in snapshots from format 5 on (the 13 of [`PendingTrigger::words`]
+/// and its sibling).
+#[cfg(test)]
+pub(crate) const TRIGGER_WORDS_V5: usize = 14;
+
+/// Words per attachment in snapshots ([`Attachment::words`]).
+pub(crate) const ATTACHMENT_WORDS: usize = 9;
+
+/// Attached stop-loss / take-profit of an open parent order: what its fills create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attachment {
+    /// The parent order (resting in the book, or matching as taker).
+    pub parent_order_id: OrderId,
+    /// Owner of the parent and of the children.
+    pub user_id: UserId,
+    /// Side of the parent (the children take the opposite side).
+    pub parent_side: Side,
+    /// Stop-loss trigger price in ticks (0: none).
+    pub stop_loss_trigger_ticks: u64,
+    /// Stop-loss limit price (0: the child is a market order).
+    pub stop_loss_limit_ticks: u64,
+    /// Take-profit trigger price in ticks (0: none).
+    pub take_profit_trigger_ticks: u64,
+    /// Take-profit limit price (0: the child is a market order).
+    pub take_profit_limit_ticks: u64,
+    /// The current stop-loss child (ZERO before the first fill; may have fired or been canceled
+    /// since, in which case the next fill creates a new one).
+    pub stop_loss_child: OrderId,
+    /// The current take-profit child, likewise.
+    pub take_profit_child: OrderId,
+}
+
+impl Attachment {
+    /// The words that describe it in the state hash and in snapshots, in this order.
+    pub(crate) fn words(&self) -> [u64; ATTACHMENT_WORDS] {
+        use codec::WireEnum;
+        [
+            self.parent_order_id.get(),
+            self.user_id.get(),
+            u64::from(self.parent_side.code()),
+            self.stop_loss_trigger_ticks,
+            self.stop_loss_limit_ticks,
+            self.take_profit_trigger_ticks,
+            self.take_profit_limit_ticks,
+            self.stop_loss_child.get(),
+            self.take_profit_child.get(),
+        ]
+    }
+
+    /// The inverse of [`Self::words`]; `None` for an invalid side or an attachment with no leg.
+    pub(crate) fn from_words(words: [u64; ATTACHMENT_WORDS]) -> Option<Self> {
+        use codec::WireEnum;
+        let attachment = Self {
+            parent_order_id: OrderId::new(words[0]),
+            user_id: UserId::new(words[1]),
+            parent_side: Side::from_code(u16::try_from(words[2]).ok()?)?,
+            stop_loss_trigger_ticks: words[3],
+            stop_loss_limit_ticks: words[4],
+            take_profit_trigger_ticks: words[5],
+            take_profit_limit_ticks: words[6],
+            stop_loss_child: OrderId::new(words[7]),
+            take_profit_child: OrderId::new(words[8]),
+        };
+        (attachment.stop_loss_trigger_ticks != 0 || attachment.take_profit_trigger_ticks != 0).then_some(attachment)
+    }
+}
 
 /// Most trigger orders one command fires (its own trades and the cascade they cause together).
 pub const TRIGGERS_FIRED_PER_COMMAND_MAX: usize = 64;
@@ -62,6 +144,9 @@ pub struct PendingTrigger {
     pub self_trade_prevention: SelfTradePrevention,
     /// Post-only flag of the order it places.
     pub post_only: bool,
+    /// The other child of its attached stop-loss / take-profit pair, canceled when this one
+    /// fires (ZERO: none; a sibling that no longer pends is ignored).
+    pub sibling: OrderId,
 }
 
 impl PendingTrigger {
@@ -121,6 +206,7 @@ impl PendingTrigger {
             time_in_force: TimeInForce::from_code(code(words[10])?)?,
             self_trade_prevention: SelfTradePrevention::from_code(code(words[11])?)?,
             post_only: words[12] == 1,
+            sibling: OrderId::ZERO,
         })
     }
 }
@@ -154,9 +240,11 @@ pub struct TriggerBook {
     /// Id → (rises, firing key). Hash maps: looked up on every cancel and replace, never
     /// iterated (so their hasher cannot affect determinism).
     by_id: FastMap<OrderId, (bool, FiringKey)>,
+    /// Attachments of open parents, by parent id (ordered: iterated for the hash and snapshots).
+    attached: BTreeMap<OrderId, Attachment>,
     /// (owner, client id) → id, for client ids other than 0.
     by_client: FastMap<(UserId, ClientOrderId), OrderId>,
-    /// Pending triggers per owner.
+    /// Pending triggers per owner, plus [`ATTACHED_CHILDREN_MAX`] per open attachment.
     per_user: FastMap<UserId, usize>,
 }
 
@@ -166,6 +254,7 @@ impl Default for TriggerBook {
             rising: BTreeMap::new(),
             falling: BTreeMap::new(),
             by_id: crate::new_map(0),
+            attached: BTreeMap::new(),
             by_client: crate::new_map(0),
             per_user: crate::new_map(0),
         }
@@ -183,9 +272,68 @@ impl TriggerBook {
         self.len() == 0
     }
 
-    /// Whether another trigger fits.
+    /// Whether another trigger fits (open attachments count as their children).
     pub fn has_capacity(&self) -> bool {
-        self.len() < TRIGGER_ORDERS_PER_MARKET_MAX
+        self.has_capacity_for(1)
+    }
+
+    /// Whether `count` more triggers fit (open attachments count as their children).
+    pub fn has_capacity_for(&self, count: usize) -> bool {
+        self.len() + ATTACHED_CHILDREN_MAX * self.attached.len() + count <= TRIGGER_ORDERS_PER_MARKET_MAX
+    }
+
+    /// Records the attachment of an open parent; it counts as its children against the bounds.
+    pub fn attach(&mut self, attachment: Attachment) {
+        *self.per_user.entry(attachment.user_id).or_default() += ATTACHED_CHILDREN_MAX;
+        self.attached.insert(attachment.parent_order_id, attachment);
+    }
+
+    /// Ends the attachment of a parent that left the book (no-op without one).
+    pub fn detach(&mut self, parent_order_id: OrderId) {
+        if let Some(attachment) = self.attached.remove(&parent_order_id) {
+            self.uncount(attachment.user_id, ATTACHED_CHILDREN_MAX);
+        }
+    }
+
+    /// The attachment of an open parent.
+    pub fn attachment(&self, parent_order_id: OrderId) -> Option<&Attachment> {
+        self.attached.get(&parent_order_id)
+    }
+
+    /// Records a parent's current children.
+    pub(crate) fn set_children(&mut self, parent_order_id: OrderId, stop_loss: OrderId, take_profit: OrderId) {
+        if let Some(attachment) = self.attached.get_mut(&parent_order_id) {
+            attachment.stop_loss_child = stop_loss;
+            attachment.take_profit_child = take_profit;
+        }
+    }
+
+    /// Whether no parent has an open attachment.
+    pub fn is_empty_of_attachments(&self) -> bool {
+        self.attached.is_empty()
+    }
+
+    /// Every open attachment, in parent id order.
+    pub fn attachments(&self) -> impl Iterator<Item = &Attachment> {
+        self.attached.values()
+    }
+
+    /// Links a pending trigger to its sibling.
+    pub(crate) fn set_sibling(&mut self, order_id: OrderId, sibling: OrderId) {
+        if let Some(&(rises, key)) = self.by_id.get(&order_id)
+            && let Some(trigger) = self.list(rises).get_mut(&key)
+        {
+            trigger.sibling = sibling;
+        }
+    }
+
+    fn uncount(&mut self, user_id: UserId, count: usize) {
+        if let Some(entry) = self.per_user.get_mut(&user_id) {
+            *entry -= count;
+            if *entry == 0 {
+                self.per_user.remove(&user_id);
+            }
+        }
     }
 
     /// Every pending trigger: rising ones then falling ones, each in firing order (a canonical
@@ -220,7 +368,8 @@ impl TriggerBook {
         self.by_client.get(&(user_id, client_order_id)).copied()
     }
 
-    /// How many triggers the user has pending here.
+    /// How many triggers the user has pending here, an open attachment counting as
+    /// [`ATTACHED_CHILDREN_MAX`].
     pub fn count_of(&self, user_id: UserId) -> usize {
         self.per_user.get(&user_id).copied().unwrap_or(0)
     }
@@ -238,12 +387,7 @@ impl TriggerBook {
         if trigger.client_order_id != ClientOrderId::ZERO {
             self.by_client.remove(&(trigger.user_id, trigger.client_order_id));
         }
-        if let Some(count) = self.per_user.get_mut(&trigger.user_id) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_user.remove(&trigger.user_id);
-            }
-        }
+        self.uncount(trigger.user_id, 1);
     }
 
     /// Removes and returns the trigger with this id.
@@ -297,8 +441,16 @@ impl TriggerBook {
             }
         }
         let per_user_total: usize = self.per_user.values().sum();
-        if self.by_id.len() != self.len() || per_user_total != self.len() {
+        if self.by_id.len() != self.len() || per_user_total != self.len() + ATTACHED_CHILDREN_MAX * self.attached.len()
+        {
             return Err("trigger indexes out of step with the lists".into());
+        }
+        for (parent, attachment) in &self.attached {
+            if *parent != attachment.parent_order_id
+                || (attachment.stop_loss_trigger_ticks == 0 && attachment.take_profit_trigger_ticks == 0)
+            {
+                return Err(format!("attachment of {parent} malformed"));
+            }
         }
         if self.len() > TRIGGER_ORDERS_PER_MARKET_MAX {
             return Err(format!("{} pending triggers", self.len()));
@@ -326,6 +478,7 @@ mod tests {
             time_in_force: TimeInForce::Ioc,
             self_trade_prevention: SelfTradePrevention::Allow,
             post_only: false,
+            sibling: OrderId::ZERO,
         }
     }
 

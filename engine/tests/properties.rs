@@ -8,6 +8,9 @@
 //! Every command's events pass `check_order_lifecycle` (quote-quantity market orders on both
 //! sides included). Trigger orders (stop, take-profit, cross; market and limit) and a price band
 //! on one market are in the mix: their firing, failures and cascades go through the same checks.
+//! So are orders with attached stop-loss / take-profit (children created and grown by fills,
+//! one-cancels-other); the naive engine applies the same rules (the trigger logic is shared, only
+//! the book differs), and the snapshot round trip at the end covers attachments.
 //!
 //! Failing seeds are kept in `tests/properties.proptest-regressions`.
 
@@ -115,6 +118,20 @@ fn book_command() -> impl Strategy<Value = Command> {
               94u64..=106, prop_oneof![Just(0u64), 95u64..=105], 1u64..=30, 0u64..=4)
             .prop_map(|(user, market, side, kind, trigger, price, quantity, client)| {
                 engine::testkit::commands::trigger(user, market, side, kind, trigger, price, quantity, client)
+            }),
+        // Limit (GTC or not) and market orders with an attached stop-loss and/or take-profit,
+        // some on the wrong side of the price (rejected): their fills create and grow child
+        // pairs, which fire with one-cancels-other.
+        5 => (user.clone(), market.clone(), side(), prop_oneof![Just(0u64), 97u64..=103], 1u64..=30, tif(),
+              prop_oneof![1 => Just(0u64), 4 => 94u64..=106], prop_oneof![1 => Just(0u64), 4 => 94u64..=106], prop_oneof![Just(0u64), 93u64..=107])
+            .prop_map(|(user, market, side, price, quantity, tif, stop_loss, take_profit, limit)| {
+                let order = if price == 0 {
+                    engine::testkit::commands::market(user, market, side, quantity)
+                } else {
+                    engine::testkit::commands::limit(user, market, side, price, quantity, tif, 0)
+                };
+                let (stop_loss_limit, take_profit_limit) = if limit % 2 == 0 { (limit, 0) } else { (0, limit) };
+                engine::testkit::commands::with_attached(order, stop_loss, stop_loss_limit, take_profit, take_profit_limit)
             }),
         3 => (user.clone(), market.clone(), order_reference(), 0u64..=4).prop_map(|(user, market, order, client)| {
             Command::CancelOrder(CancelOrder {
@@ -294,6 +311,7 @@ fn run(commands: &[Command]) -> Result<Coverage, TestCaseError> {
             let name = match event {
                 Event::OrderRejected(r) => r.reason.get().map_or("Rejected(?)", |_| "Rejected"),
                 Event::OrderCanceled(c) if c.reason.get() == Ok(CancelReason::SelfTradePrevention) => "CanceledBySTP",
+                Event::OrderCanceled(c) if c.reason.get() == Ok(CancelReason::OneCancelsOther) => "CanceledByOCO",
                 Event::OrderReplaced(r) if bool::from(r.priority_kept.get().unwrap()) => "ReplacedKeepingPriority",
                 other => other.name(),
             };
@@ -313,6 +331,12 @@ fn run(commands: &[Command]) -> Result<Coverage, TestCaseError> {
         replay.execute(CommandContext::new(i as u64 + 1, 1_000 + i as u64), command, &mut events);
     }
     prop_assert_eq!(replay.state_hash(), fast.state_hash());
+    // And a snapshot of the final state (triggers, siblings, attachments included) restores it.
+    let mut bytes = Vec::new();
+    let recorded = fast.write_snapshot(1, &mut bytes);
+    let (restored, _) = Engine::restore_snapshot(&config, OrderBook::with_capacity, &bytes)
+        .map_err(|e| TestCaseError::fail(format!("snapshot restore: {e}")))?;
+    prop_assert_eq!(restored.state_hash(), recorded);
     Ok(coverage)
 }
 
@@ -344,6 +368,7 @@ fn long_stream_keeps_invariants() {
         "Fill",
         "OrderCanceled",
         "CanceledBySTP",
+        "CanceledByOCO",
         "OrderExpired",
         "OrderReplaced",
         "ReplacedKeepingPriority",

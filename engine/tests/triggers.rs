@@ -474,3 +474,130 @@ fn a_cross_trigger_takes_its_direction_from_the_reference() {
     assert_eq!(kind(h.ok(c::trigger(1, M1, Side::Ask, TriggerKind::Cross, 990, 0, 1, 0))), TriggerKind::Stop);
     h.reject(c::trigger(1, M1, Side::Ask, TriggerKind::Cross, 1_000, 0, 1, 0), RejectReason::InvalidTriggerPrice);
 }
+
+// ----------------------------------------------------------------------------------------------
+// Attached stop-loss / take-profit
+// ----------------------------------------------------------------------------------------------
+
+/// The pending triggers of BTC_USDC as (id, side, kind, trigger, limit, lots, sibling).
+fn pending(h: &Harness) -> Vec<(u64, Side, TriggerKind, u64, u64, u64, u64)> {
+    h.engine
+        .triggers(MarketId::new(M1))
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (t.order_id.get(), t.side, t.kind, t.trigger_price_ticks, t.price_ticks, t.quantity_lots, t.sibling.get())
+        })
+        .collect()
+}
+
+/// A resting buy with an attached stop-loss (market) and take-profit (limit): nothing pends until
+/// it fills; each fill creates, then grows, one sell pair by the filled quantity; a cancel of the
+/// parent ends the attachment (no children for the unfilled part) and the children stay.
+#[test]
+fn attached_children_grow_with_each_fill_and_outlive_the_parent() {
+    let mut h = Harness::new(false);
+    h.trade_at(1_000, 1);
+    let events = h.ok(c::with_attached(c::gtc(1, M1, Side::Bid, 1_000, 10), 900, 0, 1_100, 1_090));
+    let parent = match events[0] {
+        Event::OrderAccepted(a) => a.order_id.get(),
+        _ => panic!("{events:?}"),
+    };
+    assert!(pending(&h).is_empty());
+    // An open attachment counts as two triggers of its owner.
+    assert_eq!(h.engine.triggers(MarketId::new(M1)).unwrap().count_of(UserId::new(1)), 2);
+
+    let events = h.ok(c::limit(3, M1, Side::Ask, 1_000, 3, TimeInForce::Ioc, 0));
+    assert_eq!(names(&events).iter().filter(|n| **n == "TriggerPending").count(), 2, "{events:?}");
+    let (sl, tp) = (parent + 2, parent + 3);
+    assert_eq!(
+        pending(&h),
+        [
+            (tp, Side::Ask, TriggerKind::TakeProfit, 1_100, 1_090, 3, sl),
+            (sl, Side::Ask, TriggerKind::Stop, 900, 0, 3, tp)
+        ]
+    );
+    // Children reserve nothing: user 1's BTC is all available.
+    assert_eq!(h.balance(1, BTC).1, 0);
+
+    let events = h.ok(c::limit(3, M1, Side::Ask, 1_000, 4, TimeInForce::Ioc, 0));
+    assert_eq!(names(&events).iter().filter(|n| **n == "OrderReplaced").count(), 2, "{events:?}");
+    assert_eq!(pending(&h).iter().map(|p| p.5).collect::<Vec<_>>(), [7, 7]);
+
+    h.ok(cancel(1, parent, 0));
+    let triggers = h.engine.triggers(MarketId::new(M1)).unwrap();
+    assert_eq!(triggers.attachments().count(), 0);
+    assert_eq!(triggers.count_of(UserId::new(1)), 2);
+    assert_eq!(pending(&h).iter().map(|p| p.5).collect::<Vec<_>>(), [7, 7]);
+}
+
+/// When one child fires, its sibling is canceled in the same command (`OneCancelsOther`), before
+/// the fired order is placed; a later fill of the still-open parent starts a new pair.
+#[test]
+fn one_child_firing_cancels_its_sibling() {
+    let mut h = Harness::new(false);
+    h.trade_at(1_000, 1);
+    let events = h.ok(c::with_attached(c::gtc(1, M1, Side::Bid, 1_000, 10), 900, 0, 1_100, 0));
+    let Event::OrderAccepted(accepted) = events[0] else { panic!() };
+    let parent = accepted.order_id.get();
+    h.ok(c::limit(3, M1, Side::Ask, 1_000, 2, TimeInForce::Ioc, 0));
+    let (sl, tp) = (parent + 2, parent + 3);
+    // Liquidity for the take-profit's market sell, then a trade at 1 100 reaches it.
+    let Event::OrderAccepted(liquidity) = h.ok(c::gtc(2, M1, Side::Bid, 1_050, 5))[0] else { panic!() };
+    let events = h.trade_at(1_100, 1);
+    let index = |name: &str| events.iter().position(|e| e.name() == name).unwrap();
+    let Event::OrderCanceled(canceled) = events[index("OrderCanceled")] else { panic!() };
+    assert_eq!((canceled.order_id.get(), canceled.reason.get()), (sl, Ok(CancelReason::OneCancelsOther)));
+    assert!(index("OrderCanceled") < index("TriggerPlaced"));
+    assert_eq!(placed(&events), [tp]);
+    assert!(pending(&h).is_empty());
+    // The parent (8 lots still open) fills again: a new pair, for that fill only.
+    h.ok(cancel(2, liquidity.order_id.get(), 0));
+    let events = h.ok(c::limit(3, M1, Side::Ask, 1_000, 1, TimeInForce::Ioc, 0));
+    assert_eq!(names(&events).iter().filter(|n| **n == "TriggerPending").count(), 2, "{events:?}");
+    assert_eq!(pending(&h).iter().map(|p| p.5).collect::<Vec<_>>(), [1, 1]);
+}
+
+/// Attachments are checked: a stop-loss on the winning side or a take-profit on the losing side,
+/// a limit without its trigger, and one on a trigger order are refused.
+#[test]
+fn attached_prices_are_checked() {
+    let mut h = Harness::new(false);
+    h.trade_at(1_000, 1);
+    h.reject(c::with_attached(c::gtc(1, M1, Side::Bid, 1_000, 2), 1_010, 0, 0, 0), RejectReason::InvalidTriggerPrice);
+    h.reject(c::with_attached(c::gtc(1, M1, Side::Bid, 1_000, 2), 0, 0, 990, 0), RejectReason::InvalidTriggerPrice);
+    h.reject(c::with_attached(c::gtc(1, M1, Side::Ask, 1_000, 2), 990, 0, 0, 0), RejectReason::InvalidTriggerPrice);
+    h.reject(c::with_attached(c::gtc(1, M1, Side::Bid, 1_000, 2), 0, 900, 0, 0), RejectReason::InvalidTriggerPrice);
+    h.reject(c::with_attached(stop(1, Side::Bid, 1_100, 0, 2), 900, 0, 0, 0), RejectReason::InvalidOrderType);
+    // A market buy takes the reference price (last trade 1 000) as its price.
+    h.reject(c::with_attached(c::market(1, M1, Side::Bid, 1), 1_000, 0, 0, 0), RejectReason::InvalidTriggerPrice);
+}
+
+/// Children, their sibling links and open attachments survive a snapshot and are in the state
+/// hash.
+#[test]
+fn attachments_survive_a_snapshot_and_are_hashed() {
+    let mut h = Harness::new(false);
+    h.trade_at(1_000, 1);
+    let before = h.engine.state_hash();
+    h.ok(c::with_attached(c::gtc(1, M1, Side::Bid, 1_000, 10), 900, 0, 1_100, 0));
+    let with_attachment = h.engine.state_hash();
+    assert_ne!(with_attachment, before);
+    h.ok(c::limit(3, M1, Side::Ask, 1_000, 2, TimeInForce::Ioc, 0));
+    let mut bytes = Vec::new();
+    let hash = h.engine.write_snapshot(h.sequence, &mut bytes);
+    let config = EngineConfig::sample();
+    let (mut restored, _) = Engine::restore_snapshot(&config, engine::OrderBook::with_capacity, &bytes).unwrap();
+    assert_eq!(restored.state_hash(), hash);
+    restored.validate().unwrap();
+    // The restored engine grows the same children and fires the same OCO.
+    for command in [c::limit(3, M1, Side::Ask, 1_000, 1, TimeInForce::Ioc, 0), c::market(3, M1, Side::Ask, 3)] {
+        let (mut live, mut replayed) = (Vec::new(), Vec::new());
+        h.sequence += 1;
+        let ctx = CommandContext::new(h.sequence, 1);
+        h.engine.execute(ctx, &command, &mut live);
+        restored.execute(ctx, &command, &mut replayed);
+        assert_eq!(live, replayed);
+        assert_eq!(restored.state_hash(), h.engine.state_hash());
+    }
+}

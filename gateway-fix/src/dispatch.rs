@@ -578,6 +578,7 @@ fn cancel_text(reason: CancelReason) -> Option<&'static str> {
             Some("canceled by self-trade prevention: it would have traded with another order of the same user")
         }
         CancelReason::Administrative => Some("canceled by the exchange (administrative, e.g. a market halt)"),
+        CancelReason::OneCancelsOther => Some("canceled: the other order of its stop-loss / take-profit pair fired"),
     }
 }
 

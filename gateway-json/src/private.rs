@@ -378,10 +378,20 @@ pub(crate) fn parse_order(state: &PrivateState, user: UserId, params: &SignedPar
             "Invalid triggerBy: {trigger_by} (only {TRIGGER_BY_LAST_PRICE} is supported)"
         )));
     }
-    for attached in ATTACHED_TRIGGER_FIELDS {
-        if params.contains_key(attached) {
-            return Err(invalid_order(format!("{attached} is not supported yet")));
-        }
+    // Attached stop-loss / take-profit: trigger and limit prices on the tick grid; the engine
+    // checks their sides and creates the children as the order fills.
+    let mut attached = [0u64; 4];
+    for (value, name) in attached.iter_mut().zip(ATTACHED_TRIGGER_FIELDS) {
+        *value =
+            grid_value(params, name, format.quote_decimals, market.tick_size, &format!("the tick size {tick_text}"))?
+                .unwrap_or(0);
+    }
+    if trigger_price.is_some() && attached.iter().any(|&value| value != 0) {
+        return Err(invalid_order("A trigger order cannot carry an attached stop-loss or take-profit"));
+    }
+    let [stop_loss_trigger, stop_loss_limit, take_profit_trigger, take_profit_limit] = attached;
+    if (stop_loss_limit != 0 && stop_loss_trigger == 0) || (take_profit_limit != 0 && take_profit_trigger == 0) {
+        return Err(invalid_order("A stop-loss or take-profit limit price needs its trigger price"));
     }
     // A trigger order's size may come as triggerQuantity (Backpack's name for it).
     let quantity = match (quantity, trigger_quantity) {
@@ -420,6 +430,10 @@ pub(crate) fn parse_order(state: &PrivateState, user: UserId, params: &SignedPar
         time_in_force: time_in_force.into(),
         self_trade_prevention: self_trade_prevention.into(),
         post_only: post_only.into(),
+        stop_loss_trigger_ticks: Ticks::new(stop_loss_trigger),
+        stop_loss_limit_ticks: Ticks::new(stop_loss_limit),
+        take_profit_trigger_ticks: Ticks::new(take_profit_trigger),
+        take_profit_limit_ticks: Ticks::new(take_profit_limit),
         ..NewOrder::default()
     })
 }
@@ -427,7 +441,7 @@ pub(crate) fn parse_order(state: &PrivateState, user: UserId, params: &SignedPar
 /// The only `triggerBy` this exchange has: its own last trade price.
 const TRIGGER_BY_LAST_PRICE: &str = "LastPrice";
 
-/// Backpack's attached stop-loss / take-profit fields, refused until they are implemented.
+/// Backpack's attached stop-loss / take-profit fields, in the order of the `NewOrder` fields.
 const ATTACHED_TRIGGER_FIELDS: [&str; 4] =
     ["stopLossTriggerPrice", "stopLossLimitPrice", "takeProfitTriggerPrice", "takeProfitLimitPrice"];
 
@@ -449,7 +463,23 @@ pub(crate) async fn order_execute(State(state): State<PrivateState>, headers: He
     let user = state.authenticate(&headers, "orderExecute", &params)?;
     let order = parse_order(&state, user, &params)?;
     let events = state.execute(Command::NewOrder(order)).await?;
-    ok(placed_order(&state, user, &events)?)
+    let mut answer = placed_order(&state, user, &events)?;
+    // The attached stop-loss / take-profit the order was accepted with, as given.
+    let format = &state.formats[order.market_id.get() as usize - 1];
+    let attached = [
+        order.stop_loss_trigger_ticks,
+        order.stop_loss_limit_ticks,
+        order.take_profit_trigger_ticks,
+        order.take_profit_limit_ticks,
+    ];
+    if let Some(object) = answer.as_object_mut() {
+        for (name, ticks) in ATTACHED_TRIGGER_FIELDS.into_iter().zip(attached) {
+            if ticks.get() != 0 {
+                object.insert(name.into(), Value::from(format.price(ticks.get())));
+            }
+        }
+    }
+    ok(answer)
 }
 
 /// The Order object of a `NewOrder` from the events the engine answered it with (its

@@ -2,7 +2,8 @@
 //! thread behind the ingress and egress rings, the `RestGateway` dispatcher, `private_router`):
 //! a band rejection answers `{code, message}`; a `triggerPrice` order answers `TriggerPending`,
 //! is listed as such, fires when a trade reaches it, can be cancelled, and one that cannot be
-//! placed when it fires ends `TriggerFailed` in the order history.
+//! placed when it fires ends `TriggerFailed` in the order history. Attached stop-loss /
+//! take-profit create their children as the order fills.
 
 use axum::Router;
 use axum::body::Body;
@@ -180,14 +181,78 @@ async fn a_trigger_that_cannot_be_placed_ends_trigger_failed() {
     assert_eq!(status, StatusCode::OK);
     let failed = history.as_array().unwrap().iter().find(|o| o["id"] == stop["id"]).cloned().unwrap_or_default();
     assert_eq!(failed["status"], "TriggerFailed", "{history}");
-    // Attached stop-loss / take-profit are refused, never ignored.
+}
+
+/// A limit buy with attached stop-loss (market) and take-profit (limit): the answer echoes them;
+/// its fills create, then grow, the two sell children, listed as `TriggerPending` orders; a
+/// cancel of the parent leaves them; when the take-profit fires the stop-loss is cancelled (one
+/// cancels the other).
+#[tokio::test]
+async fn attached_stop_loss_and_take_profit_follow_the_fill() {
+    let h = harness();
+    let r = &h.router;
+    trade_at(r, "64000.0").await;
+    let (status, parent) = place(
+        r,
+        1,
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "64000.0", "quantity": "0.00300",
+               "stopLossTriggerPrice": "62000.0", "takeProfitTriggerPrice": "66000.0",
+               "takeProfitLimitPrice": "65900.0"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{parent}");
+    assert_eq!(parent["status"], "New");
+    assert_eq!(parent["stopLossTriggerPrice"], "62000.0");
+    assert_eq!(parent["takeProfitTriggerPrice"], "66000.0");
+    assert_eq!(parent["takeProfitLimitPrice"], "65900.0");
+    assert!(parent.get("stopLossLimitPrice").is_none(), "{parent}");
+    // A stop-loss above a buy's price is refused.
     let (status, body) = place(
         r,
         1,
-        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "63000.0", "quantity": "0.00100",
-               "stopLossTriggerPrice": "60000.0"}),
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "64000.0", "quantity": "0.00100",
+               "stopLossTriggerPrice": "65000.0"}),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["message"], "stopLossTriggerPrice is not supported yet");
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_ORDER")), "{body}");
+
+    // Each fill of 0.001 creates, then grows, one pair of sell children by the filled quantity.
+    for quantity in ["0.00100", "0.00200"] {
+        let (status, _) = place(
+            r,
+            2,
+            json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Limit", "price": "64000.0",
+                   "quantity": "0.00100", "timeInForce": "IOC"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, open) = get_call(r, "/api/v1/orders", 1, "orderQueryAll", "symbol=BTC_USDC").await;
+        let children: Vec<&Value> =
+            open.as_array().unwrap().iter().filter(|o| o["status"] == "TriggerPending").collect();
+        assert_eq!(children.len(), 2, "{open}");
+        assert!(children.iter().all(|c| c["side"] == "Ask" && c["quantity"] == quantity), "{open}");
+        let mut triggers: Vec<&str> = children.iter().map(|c| c["triggerPrice"].as_str().unwrap()).collect();
+        triggers.sort_unstable();
+        assert_eq!(triggers, ["62000.0", "66000.0"]);
+    }
+
+    // Cancel the parent: the children stay. A bid for the take-profit to sell into, then a trade
+    // at 66,000 fires it and cancels the stop-loss.
+    let (status, _) =
+        body_call(r, Method::DELETE, 1, "orderCancel", json!({"symbol": "BTC_USDC", "orderId": parent["id"]})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, open) = get_call(r, "/api/v1/orders", 1, "orderQueryAll", "symbol=BTC_USDC").await;
+    assert_eq!(open.as_array().unwrap().len(), 2, "{open}");
+    let (status, _) = place(
+        r,
+        3,
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "65950.0", "quantity": "0.00200"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    trade_at(r, "66000.0").await;
+    let (_, open) = get_call(r, "/api/v1/orders", 1, "orderQueryAll", "symbol=BTC_USDC").await;
+    assert_eq!(open, json!([]), "the take-profit filled and the stop-loss was cancelled");
+    let (_, capital) = get_call(r, "/api/v1/capital", 1, "balanceQuery", "").await;
+    assert_eq!(capital["BTC"]["available"], "1", "{capital}");
 }

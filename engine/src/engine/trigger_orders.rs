@@ -4,7 +4,7 @@
 
 use super::{CommandContext, Engine, Outcome};
 use crate::book::Book;
-use crate::triggers::{PendingTrigger, TRIGGERS_FIRED_PER_COMMAND_MAX};
+use crate::triggers::{ATTACHED_CHILDREN_MAX, Attachment, PendingTrigger, TRIGGERS_FIRED_PER_COMMAND_MAX};
 use codec::{
     CancelReason, CancelReplace, ClientOrderId, Event, Lots, NewOrder, OrderCanceled, OrderId, OrderReplaced,
     RejectReason, Reserved, Side, SideFilter, Ticks, TriggerFailed, TriggerKind, TriggerPending, TriggerPlaced, UserId,
@@ -58,6 +58,7 @@ impl<B: Book> Engine<B> {
             time_in_force: m.time_in_force.get().map_err(invalid)?,
             self_trade_prevention: m.self_trade_prevention.get().map_err(invalid)?,
             post_only: bool::from(m.post_only.get().map_err(invalid)?),
+            sibling: OrderId::ZERO,
         };
         if trigger.trigger_price_ticks == 0
             || trigger.trigger_price_ticks > config.max_price_ticks
@@ -105,6 +106,10 @@ impl<B: Book> Engine<B> {
             let last_price = market.last_trade_ticks;
             let Some(trigger) = market.triggers.pop_reached(last_price) else { return };
             let market_id = market.spec.config.id;
+            // One cancels the other: the sibling goes first, so that it can never fire too.
+            if trigger.sibling != OrderId::ZERO {
+                self.cancel_trigger(ctx, mi, trigger.sibling, CancelReason::OneCancelsOther, out);
+            }
             out.push(Event::TriggerPlaced(TriggerPlaced {
                 sequence: ctx.sequence,
                 timestamp_ns: ctx.timestamp_ns,
@@ -287,5 +292,178 @@ impl<B: Book> Engine<B> {
             reserved: Reserved::ZERO,
         }));
         Ok(())
+    }
+
+    /// The attached stop-loss / take-profit of a new order, checked: `Ok(None)` without one.
+    /// A trigger order (or the order a trigger places) cannot carry one; a limit price needs its
+    /// trigger; the stop-loss must lie on the losing side of the parent's price (its limit price,
+    /// or for a market order the market's reference price) and the take-profit on the winning
+    /// side; the open attachment must fit the trigger bounds as its two children.
+    pub(super) fn check_attachment(
+        &self,
+        mi: usize,
+        m: &NewOrder,
+        side: Side,
+        is_trigger: bool,
+    ) -> Result<Option<Attachment>, RejectReason> {
+        let (stop_loss, stop_loss_limit) = (m.stop_loss_trigger_ticks.get(), m.stop_loss_limit_ticks.get());
+        let (take_profit, take_profit_limit) = (m.take_profit_trigger_ticks.get(), m.take_profit_limit_ticks.get());
+        if stop_loss == 0 && stop_loss_limit == 0 && take_profit == 0 && take_profit_limit == 0 {
+            return Ok(None);
+        }
+        if is_trigger {
+            return Err(RejectReason::InvalidOrderType);
+        }
+        let market = &self.markets[mi];
+        let config = &market.spec.config;
+        if (stop_loss == 0 && stop_loss_limit != 0) || (take_profit == 0 && take_profit_limit != 0) {
+            return Err(RejectReason::InvalidTriggerPrice);
+        }
+        if stop_loss > config.max_price_ticks || take_profit > config.max_price_ticks {
+            return Err(RejectReason::InvalidTriggerPrice);
+        }
+        if stop_loss_limit > config.max_price_ticks || take_profit_limit > config.max_price_ticks {
+            return Err(RejectReason::InvalidPrice);
+        }
+        let reference = match m.price_ticks.get() {
+            0 => crate::bands::reference_price(
+                market.last_trade_ticks,
+                market.book.best_price(Side::Bid).map(Ticks::get),
+                market.book.best_price(Side::Ask).map(Ticks::get),
+            ),
+            limit => limit,
+        };
+        // A buy is protected by a stop below and takes profit above; a sell the reverse.
+        let losing = |trigger: u64| match side {
+            Side::Bid => trigger < reference,
+            Side::Ask => trigger > reference,
+        };
+        if (stop_loss != 0 && !losing(stop_loss))
+            || (take_profit != 0 && (take_profit == reference || losing(take_profit)))
+        {
+            return Err(RejectReason::InvalidTriggerPrice);
+        }
+        if !market.triggers.has_capacity_for(ATTACHED_CHILDREN_MAX) {
+            return Err(RejectReason::BookFull);
+        }
+        if market.triggers.count_of(m.user_id) + ATTACHED_CHILDREN_MAX > self.limits.open_orders_per_user_max {
+            return Err(RejectReason::TooManyTriggerOrders);
+        }
+        Ok(Some(Attachment {
+            parent_order_id: OrderId::ZERO,
+            user_id: m.user_id,
+            parent_side: side,
+            stop_loss_trigger_ticks: stop_loss,
+            stop_loss_limit_ticks: stop_loss_limit,
+            take_profit_trigger_ticks: take_profit,
+            take_profit_limit_ticks: take_profit_limit,
+            stop_loss_child: OrderId::ZERO,
+            take_profit_child: OrderId::ZERO,
+        }))
+    }
+
+    /// After a fill of `lots` of a parent with an attachment: grows each pending child of its
+    /// pair by `lots` (reported as a replace), or creates the child with `lots` when it does not
+    /// pend (first fill, or it fired or was canceled since), and links the pair as siblings.
+    pub(super) fn grow_attached(
+        &mut self,
+        ctx: CommandContext,
+        mi: usize,
+        parent_order_id: OrderId,
+        lots: u64,
+        out: &mut Vec<Event>,
+    ) {
+        let Some(attachment) = self.markets[mi].triggers.attachment(parent_order_id).copied() else { return };
+        let market_id = self.markets[mi].spec.config.id;
+        let side = attachment.parent_side.opposite();
+        let mut children = [OrderId::ZERO; ATTACHED_CHILDREN_MAX];
+        let legs = [
+            (
+                TriggerKind::Stop,
+                attachment.stop_loss_trigger_ticks,
+                attachment.stop_loss_limit_ticks,
+                attachment.stop_loss_child,
+            ),
+            (
+                TriggerKind::TakeProfit,
+                attachment.take_profit_trigger_ticks,
+                attachment.take_profit_limit_ticks,
+                attachment.take_profit_child,
+            ),
+        ];
+        for (slot, (kind, trigger_ticks, limit_ticks, child)) in children.iter_mut().zip(legs) {
+            if trigger_ticks == 0 {
+                continue;
+            }
+            let triggers = &mut self.markets[mi].triggers;
+            if let Some(pending) = triggers.get(child).copied() {
+                // Bounded: the children together never exceed what the parent filled.
+                let quantity = pending.quantity_lots + lots;
+                triggers.amend(child, pending.price_ticks, quantity);
+                *slot = child;
+                out.push(Event::OrderReplaced(OrderReplaced {
+                    sequence: ctx.sequence,
+                    timestamp_ns: ctx.timestamp_ns,
+                    user_id: pending.user_id,
+                    order_id: child,
+                    client_order_id: ClientOrderId::ZERO,
+                    price_ticks: Ticks::new(pending.price_ticks),
+                    quantity_lots: Lots::new(quantity),
+                    filled_lots: Lots::ZERO,
+                    remaining_lots: Lots::new(quantity),
+                    market_id,
+                    side: side.into(),
+                    priority_kept: true.into(),
+                    reserved: Reserved::ZERO,
+                }));
+                continue;
+            }
+            let order_type = if limit_ticks == 0 { codec::OrderType::Market } else { codec::OrderType::Limit };
+            let trigger = PendingTrigger {
+                order_id: OrderId::new(self.next_order_id),
+                user_id: attachment.user_id,
+                client_order_id: ClientOrderId::ZERO,
+                side,
+                kind,
+                trigger_price_ticks: trigger_ticks,
+                order_type,
+                price_ticks: limit_ticks,
+                quantity_lots: lots,
+                quote_quantity: 0,
+                time_in_force: if limit_ticks == 0 { codec::TimeInForce::Ioc } else { codec::TimeInForce::Gtc },
+                self_trade_prevention: codec::SelfTradePrevention::Allow,
+                post_only: false,
+                sibling: OrderId::ZERO,
+            };
+            self.next_order_id += 1;
+            self.markets[mi].triggers.insert(trigger);
+            *slot = trigger.order_id;
+            out.push(Event::TriggerPending(TriggerPending {
+                sequence: ctx.sequence,
+                timestamp_ns: ctx.timestamp_ns,
+                user_id: trigger.user_id,
+                order_id: trigger.order_id,
+                client_order_id: ClientOrderId::ZERO,
+                trigger_price_ticks: Ticks::new(trigger_ticks),
+                price_ticks: Ticks::new(limit_ticks),
+                quantity_lots: Lots::new(lots),
+                quote_quantity: codec::Amount::ZERO,
+                market_id,
+                side: side.into(),
+                order_type: order_type.into(),
+                time_in_force: trigger.time_in_force.into(),
+                self_trade_prevention: trigger.self_trade_prevention.into(),
+                post_only: false.into(),
+                trigger_kind: kind.into(),
+                reserved: Reserved::ZERO,
+            }));
+        }
+        let [stop_loss, take_profit] = children;
+        let triggers = &mut self.markets[mi].triggers;
+        triggers.set_children(parent_order_id, stop_loss, take_profit);
+        if stop_loss != OrderId::ZERO && take_profit != OrderId::ZERO {
+            triggers.set_sibling(stop_loss, take_profit);
+            triggers.set_sibling(take_profit, stop_loss);
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Order books: the [`Book`] interface the matching logic uses, and [`OrderBook`], the fast
 //! implementation.
 //!
-//! [`OrderBook`] keeps every resting order in a fixed-capacity arena (slots allocated at start-up)
-//! linked into two intrusive doubly linked lists: its price level's FIFO queue (time priority) and
+//! [`OrderBook`] keeps every resting order in a fixed-capacity arena (room reserved at start-up;
+//! never-used slots are appended in order, so they are always the arena's tail; the pages are
+//! touched up front by [`OrderBook::prefault`], or later for a book recovery replays on) linked into two intrusive doubly linked lists: its price level's FIFO queue (time priority) and
 //! its owner's list (for mass cancels). Levels live in their own arena; each side keeps a vector of
 //! `(price, level slot)` sorted so that the best price is the *last* element, which makes the best
 //! price O(1) and puts the churn of new and emptied levels near the end of the vector where moving

@@ -1,8 +1,9 @@
 //! Order books: the [`Book`] interface the matching logic uses, and [`OrderBook`], the fast
 //! implementation.
 //!
-//! [`OrderBook`] keeps every resting order in a fixed-capacity arena (slots allocated at start-up)
-//! linked into two intrusive doubly linked lists: its price level's FIFO queue (time priority) and
+//! [`OrderBook`] keeps every resting order in a fixed-capacity arena (room reserved at start-up;
+//! never-used slots are appended in order, so they are always the arena's tail; the pages are
+//! touched up front by [`OrderBook::prefault`], or later for a book recovery replays on) linked into two intrusive doubly linked lists: its price level's FIFO queue (time priority) and
 //! its owner's list (for mass cancels). Levels live in their own arena; each side keeps a vector of
 //! `(price, level slot)` sorted so that the best price is the *last* element, which makes the best
 //! price O(1) and puts the churn of new and emptied levels near the end of the vector where moving
@@ -88,6 +89,9 @@ pub trait Book {
     fn open_orders_of(&self, user_id: UserId) -> usize;
     /// Whether one more order fits.
     fn has_capacity(&self) -> bool;
+    /// Touches every page of the room reserved for resting orders, so that later inserts do not
+    /// pay page faults (see [`OrderBook::prefault`]). Books without reserved room do nothing.
+    fn prefault(&mut self) {}
     /// Appends an order at the back of its price level's queue.
     ///
     /// # Errors
@@ -132,6 +136,31 @@ pub trait Book {
 /// Slot index in an arena; `NIL` marks the end of a list.
 type Slot = u32;
 const NIL: Slot = Slot::MAX;
+
+/// What a never-used order slot holds once pre-faulted (never read).
+const EMPTY_ORDER_NODE: OrderNode = OrderNode {
+    order: RestingOrder {
+        order_id: OrderId::ZERO,
+        user_id: UserId::ZERO,
+        client_order_id: ClientOrderId::ZERO,
+        side: Side::Bid,
+        price: Ticks::ZERO,
+        quantity_lots: 0,
+        filled_lots: 0,
+        remaining_lots: 0,
+        reserved: 0,
+        self_trade_prevention: SelfTradePrevention::Allow,
+        post_only: false,
+    },
+    level: NIL,
+    prev: NIL,
+    next: NIL,
+    user_prev: NIL,
+    user_next: NIL,
+};
+
+/// What a never-used level slot holds once pre-faulted (never read).
+const EMPTY_LEVEL: Level = Level { price: Ticks::ZERO, total_lots: 0, order_count: 0, head: NIL, tail: NIL };
 
 #[derive(Debug, Clone, Copy)]
 struct OrderNode {
@@ -197,15 +226,19 @@ impl SideLevels {
 /// the recovered one, and a copy must not allocate on its hot path either).
 #[derive(Debug)]
 pub struct OrderBook {
+    /// Order slots ever used (the room for `capacity` is reserved up front; a slot is appended
+    /// when no freed one is left, so the never-used slots are always `orders.len()..capacity`).
     orders: Vec<OrderNode>,
-    /// Free order slots, used last-freed first (a slot a fill has just freed is still in cache).
+    /// Freed order slots, used last-freed first (a slot a fill has just freed is still in cache).
     free_orders: Vec<Slot>,
-    /// The id index: order id `i`'s slot at `i & id_mask`, `NIL` when that entry is free.
+    /// The id index: order id `i`'s slot at `i & id_mask`, stored complemented (`!slot`) so that
+    /// a free entry (`NIL`) is 0 and the index can be allocated as zeroed, untouched pages.
     by_id: Vec<Slot>,
     /// `by_id.len() - 1` (the length is a power of two, at least the capacity).
     id_mask: u64,
     /// Orders whose `by_id` entry was held by an older resting order when they arrived: id -> slot.
     spilled: FastMap<OrderId, Slot>,
+    /// Level slots ever used, appended like `orders`.
     levels: Vec<Level>,
     free_levels: Vec<Slot>,
     bids: SideLevels,
@@ -223,12 +256,12 @@ impl Clone for OrderBook {
         let mut spilled = new_map(capacity);
         spilled.extend(self.spilled.iter().map(|(&id, &slot)| (id, slot)));
         Self {
-            orders: self.orders.clone(),
+            orders: with_room(&self.orders, capacity),
             free_orders: with_room(&self.free_orders, capacity),
             by_id: self.by_id.clone(),
             id_mask: self.id_mask,
             spilled,
-            levels: self.levels.clone(),
+            levels: with_room(&self.levels, capacity),
             free_levels: with_room(&self.free_levels, capacity),
             bids: SideLevels { side: Side::Bid, sorted: with_room(&self.bids.sorted, capacity) },
             asks: SideLevels { side: Side::Ask, sorted: with_room(&self.asks.sorted, capacity) },
@@ -248,63 +281,105 @@ fn with_room<T: Copy>(items: &[T], room: usize) -> Vec<T> {
 }
 
 impl OrderBook {
-    /// A book with room for `capacity` resting orders; every structure is allocated now.
+    /// A book with room for `capacity` resting orders; every structure is allocated and its
+    /// pages touched now ([`Self::prefault`]), so the first orders of the day do not pay page
+    /// faults on the hot path.
     ///
     /// # Panics
     /// If `capacity` does not fit the slot index type.
     pub fn with_capacity(capacity: usize) -> Self {
+        let mut book = Self::with_capacity_unfaulted(capacity);
+        book.prefault();
+        book
+    }
+
+    /// A book with room for `capacity` resting orders, allocated but not touched: the operating
+    /// system maps a page when it is first written. Recovery replays on such books (a replay
+    /// touches only what its orders use, instead of paying for every page of the reserved room
+    /// first) and pre-faults afterwards, before the engine goes live.
+    ///
+    /// # Panics
+    /// If `capacity` does not fit the slot index type.
+    pub fn with_capacity_unfaulted(capacity: usize) -> Self {
         assert!(capacity < NIL as usize, "book capacity {capacity} too large");
-        let empty_order = OrderNode {
-            order: RestingOrder {
-                order_id: OrderId::ZERO,
-                user_id: UserId::ZERO,
-                client_order_id: ClientOrderId::ZERO,
-                side: Side::Bid,
-                price: Ticks::ZERO,
-                quantity_lots: 0,
-                filled_lots: 0,
-                remaining_lots: 0,
-                reserved: 0,
-                self_trade_prevention: SelfTradePrevention::Allow,
-                post_only: false,
-            },
-            level: NIL,
-            prev: NIL,
-            next: NIL,
-            user_prev: NIL,
-            user_next: NIL,
-        };
-        let empty_level = Level { price: Ticks::ZERO, total_lots: 0, order_count: 0, head: NIL, tail: NIL };
         let id_entries = capacity.max(1).next_power_of_two();
-        let mut by_client_id = new_map(capacity);
-        // Touch every page of the client-id map now (insert, then clear keeps the capacity), so
-        // the first orders of the day do not pay page faults on the hot path.
-        for i in 0..capacity as u64 {
-            by_client_id.insert((UserId::new(i), ClientOrderId::new(i)), OrderId::ZERO);
-        }
-        by_client_id.clear();
         Self {
-            orders: vec![empty_order; capacity],
-            // Popped from the end: slot 0 is used first.
-            free_orders: (0..capacity as Slot).rev().collect(),
-            by_id: vec![NIL; id_entries],
+            orders: Vec::with_capacity(capacity),
+            free_orders: Vec::with_capacity(capacity),
+            // `!NIL` is 0: a zeroed allocation, whose pages are mapped on first write.
+            by_id: vec![!NIL; id_entries],
             id_mask: id_entries as u64 - 1,
             spilled: new_map(capacity),
-            levels: vec![empty_level; capacity],
-            free_levels: (0..capacity as Slot).rev().collect(),
+            levels: Vec::with_capacity(capacity),
+            free_levels: Vec::with_capacity(capacity),
             bids: SideLevels { side: Side::Bid, sorted: Vec::with_capacity(capacity) },
             asks: SideLevels { side: Side::Ask, sorted: Vec::with_capacity(capacity) },
-            by_client_id,
+            by_client_id: new_map(capacity),
             by_user: new_map(1024),
             len: 0,
             capacity,
         }
     }
 
+    /// Writes every page of the reserved room (order and level arenas, free lists, id index,
+    /// client-id map) without changing the book's contents, so that later inserts do not pay
+    /// page faults. Costs about as much as the pages are large (tens of ms for the default
+    /// capacities); idempotent.
+    pub fn prefault(&mut self) {
+        for node in self.orders.spare_capacity_mut() {
+            node.write(EMPTY_ORDER_NODE);
+        }
+        for level in self.levels.spare_capacity_mut() {
+            level.write(EMPTY_LEVEL);
+        }
+        for slot in self.free_orders.spare_capacity_mut().iter_mut().chain(self.free_levels.spare_capacity_mut()) {
+            slot.write(NIL);
+        }
+        for entry in &mut self.by_id {
+            // A write of the value already there: `black_box` keeps it from being optimised away.
+            *entry = std::hint::black_box(*entry);
+        }
+        // Insert, then clear keeps the capacity: every page of a fresh map gets written. The
+        // entries already there are put back (the placeholder keys could collide with them).
+        let mut by_client_id = new_map(self.capacity);
+        for i in 0..self.capacity as u64 {
+            by_client_id.insert((UserId::new(i), ClientOrderId::new(i)), OrderId::ZERO);
+        }
+        by_client_id.clear();
+        by_client_id.extend(self.by_client_id.drain());
+        self.by_client_id = by_client_id;
+    }
+
+    /// A free order slot: the last freed one, else the next never-used one.
+    #[inline]
+    fn take_order_slot(&mut self) -> Option<Slot> {
+        if let Some(slot) = self.free_orders.pop() {
+            return Some(slot);
+        }
+        if self.orders.len() == self.capacity {
+            return None;
+        }
+        self.orders.push(EMPTY_ORDER_NODE);
+        Some((self.orders.len() - 1) as Slot)
+    }
+
+    /// A free level slot: the last freed one, else the next never-used one.
+    #[inline]
+    fn take_level_slot(&mut self) -> Option<Slot> {
+        if let Some(slot) = self.free_levels.pop() {
+            return Some(slot);
+        }
+        if self.levels.len() == self.capacity {
+            return None;
+        }
+        self.levels.push(EMPTY_LEVEL);
+        Some((self.levels.len() - 1) as Slot)
+    }
+
     /// The slot of a resting order: through its id-index entry, or `spilled`.
     #[inline]
     fn slot_of(&self, order_id: OrderId) -> Option<Slot> {
-        let slot = self.by_id[(order_id.get() & self.id_mask) as usize];
+        let slot = !self.by_id[(order_id.get() & self.id_mask) as usize];
         if slot != NIL && self.orders[slot as usize].order.order_id == order_id {
             return Some(slot);
         }
@@ -318,8 +393,8 @@ impl OrderBook {
     #[inline]
     fn index_id(&mut self, order_id: OrderId, slot: Slot) {
         let entry = &mut self.by_id[(order_id.get() & self.id_mask) as usize];
-        if *entry == NIL {
-            *entry = slot;
+        if *entry == !NIL {
+            *entry = !slot;
         } else {
             self.spilled.insert(order_id, slot);
         }
@@ -329,8 +404,8 @@ impl OrderBook {
     #[inline]
     fn unindex_id(&mut self, order_id: OrderId, slot: Slot) {
         let entry = &mut self.by_id[(order_id.get() & self.id_mask) as usize];
-        if *entry == slot {
-            *entry = NIL;
+        if *entry == !slot {
+            *entry = !NIL;
         } else {
             self.spilled.remove(&order_id);
         }
@@ -386,7 +461,7 @@ impl OrderBook {
                     if self.slot_of(node.order.order_id) != Some(cursor) {
                         return Err(format!("order {:?} not found by its id", node.order.order_id));
                     }
-                    let entry = self.by_id[(node.order.order_id.get() & self.id_mask) as usize];
+                    let entry = !self.by_id[(node.order.order_id.get() & self.id_mask) as usize];
                     if (entry == cursor) == self.spilled.contains_key(&node.order.order_id) {
                         return Err(format!("order {:?}: id index and spill record disagree", node.order.order_id));
                     }
@@ -404,7 +479,7 @@ impl OrderBook {
                 seen += count as usize;
             }
         }
-        let indexed = self.by_id.iter().filter(|&&slot| slot != NIL).count() + self.spilled.len();
+        let indexed = self.by_id.iter().filter(|&&entry| !entry != NIL).count() + self.spilled.len();
         let in_use = self.orders.len() - self.free_orders.len();
         if seen != self.len || indexed != self.len || in_use != self.len {
             return Err(format!("order count {seen} / indexed {indexed} / slots in use {in_use} / len {}", self.len));
@@ -502,7 +577,12 @@ impl Book for OrderBook {
 
     #[inline]
     fn has_capacity(&self) -> bool {
-        !self.free_orders.is_empty() && !self.free_levels.is_empty()
+        (!self.free_orders.is_empty() || self.orders.len() < self.capacity)
+            && (!self.free_levels.is_empty() || self.levels.len() < self.capacity)
+    }
+
+    fn prefault(&mut self) {
+        OrderBook::prefault(self);
     }
 
     fn insert(&mut self, order: RestingOrder) -> Result<(), InsertError> {
@@ -515,14 +595,14 @@ impl Book for OrderBook {
         let level_slot = match levels.search(order.price) {
             Ok(index) => levels.sorted[index].1,
             Err(index) => {
-                let level_slot = self.free_levels.pop().ok_or(InsertError::BookFull)?;
+                let level_slot = self.take_level_slot().ok_or(InsertError::BookFull)?;
                 self.levels[level_slot as usize] =
                     Level { price: order.price, total_lots: 0, order_count: 0, head: NIL, tail: NIL };
                 self.side_levels_mut(order.side).sorted.insert(index, (order.price, level_slot));
                 level_slot
             }
         };
-        let slot = self.free_orders.pop().ok_or(InsertError::BookFull)?;
+        let slot = self.take_order_slot().ok_or(InsertError::BookFull)?;
         self.index_id(order.order_id, slot);
         let level = &mut self.levels[level_slot as usize];
         let prev = level.tail;

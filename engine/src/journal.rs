@@ -712,6 +712,30 @@ impl JournalReader {
         Ok(contents)
     }
 
+    /// [`Self::read_for_recovery`] without holding the records: streams every record after
+    /// `options.after` through `visit` (as [`Self::for_each_after`] does, one read buffer and one
+    /// record in memory), then checks the end of the journal as [`Self::read_for_recovery`]
+    /// does. The returned contents hold no records. A recovery that replays as it reads must not
+    /// use its result when this fails: the end check comes after the visits.
+    ///
+    /// # Errors
+    /// As [`Self::read_for_recovery`], and any error `visit` returns (which ends the walk).
+    pub fn stream_for_recovery<E, F>(&self, options: &RecoveryOptions, visit: F) -> Result<JournalContents, E>
+    where
+        E: From<JournalError>,
+        F: FnMut(RecordRef<'_>) -> Result<ControlFlow<()>, E>,
+    {
+        let visited = self.for_each_after(options.after, visit)?;
+        let mut contents = JournalContents {
+            records: Vec::new(),
+            last_sequence: visited.last_sequence,
+            torn_tail: visited.torn_tail,
+            accepted_loss: None,
+        };
+        contents.accepted_loss = self.check_end(&contents, options)?;
+        Ok(contents)
+    }
+
     /// Compares where the journal ends with what its manifest and `options` say it reached;
     /// returns the accepted loss, if any.
     fn check_end(&self, contents: &JournalContents, options: &RecoveryOptions) -> Result<Option<String>, JournalError> {

@@ -2,7 +2,8 @@
 //! chosen to collide in the fast book's id index (ids far apart, small capacities), so that orders
 //! spill to the overflow map, are found, filled and cancelled there, and index entries are
 //! reused. After every operation both books must answer every query identically and the fast
-//! book's structure check must pass.
+//! book's structure check must pass. The same holds for a book built unfaulted (as recovery builds
+//! it) and pre-faulted at any point, orders resting or not.
 
 use codec::{ClientOrderId, OrderId, SelfTradePrevention, Side, Ticks, UserId};
 use engine::testkit::NaiveBook;
@@ -101,11 +102,20 @@ fn assert_same(fast: &OrderBook, naive: &NaiveBook, ids: &[u64]) {
 }
 
 fn run(capacity: usize, ops: &[Op]) {
-    let mut fast = OrderBook::with_capacity(capacity);
+    run_on(OrderBook::with_capacity(capacity), capacity, ops, None);
+}
+
+/// Runs `ops` on `fast` and on a naive book of `capacity`, pre-faulting `fast` before the
+/// operation at index `prefault_before` (if any).
+fn run_on(mut fast: OrderBook, capacity: usize, ops: &[Op], prefault_before: Option<usize>) {
     let mut naive = NaiveBook::with_capacity(capacity);
     let mut ids: Vec<u64> = Vec::new();
     let mut next_id = 0u64;
-    for op in ops {
+    for (index, op) in ops.iter().enumerate() {
+        if prefault_before == Some(index) {
+            fast.prefault();
+            assert_same(&fast, &naive, &ids);
+        }
         match *op {
             Op::Insert { gap, user, mut client, bid, price, lots } => {
                 next_id += gap;
@@ -147,6 +157,42 @@ proptest! {
     #[test]
     fn fast_book_matches_the_naive_book(capacity in 1..12usize, ops in prop::collection::vec(op(), 1..120)) {
         run(capacity, &ops);
+    }
+
+    /// A book allocated without touching its pages (recovery's) behaves exactly like one
+    /// pre-faulted up front, before and after its own pre-fault, which must keep every order,
+    /// index entry and free slot (the slots it hands out next included).
+    #[test]
+    fn an_unfaulted_book_prefaulted_midway_matches_the_naive_book(
+        capacity in 1..12usize,
+        ops in prop::collection::vec(op(), 1..120),
+        prefault_before in 0..130usize,
+    ) {
+        run_on(OrderBook::with_capacity_unfaulted(capacity), capacity, &ops, Some(prefault_before));
+    }
+}
+
+/// A full book refuses one more order whether its never-used slots were handed out before or
+/// after the pre-fault, and takes one again once an order leaves.
+#[test]
+fn an_unfaulted_book_is_full_at_its_capacity() {
+    for prefault_first in [false, true] {
+        let mut book = OrderBook::with_capacity_unfaulted(3);
+        if prefault_first {
+            book.prefault();
+        }
+        for id in 1..=3 {
+            assert!(book.has_capacity());
+            book.insert(order(id, 1, 0, id % 2 == 0, 100 + id, 1)).unwrap();
+        }
+        assert!(!book.has_capacity());
+        assert_eq!(book.insert(order(4, 1, 0, true, 90, 1)), Err(engine::book::InsertError::BookFull));
+        book.prefault();
+        assert!(!book.has_capacity());
+        assert!(book.remove(OrderId::new(2)).is_some());
+        book.insert(order(5, 1, 0, true, 90, 1)).unwrap();
+        book.check_structure().unwrap();
+        assert_eq!(book.len(), 3);
     }
 }
 

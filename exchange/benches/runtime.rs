@@ -77,7 +77,8 @@
 //! reads and checks the whole journal, decodes and executes every command on a new engine. The
 //! recovered state hash must equal the runtime's. Run 3 times (the journal is in the page cache,
 //! so this is CPU-bound replay, not disk reading); the median and best are printed, with the time
-//! to read and verify the journal alone and to allocate an empty engine alone.
+//! to read and verify the journal alone, to allocate an empty engine alone (unfaulted, as recovery
+//! does) and to pre-fault it (which `Runtime::start` does once after recovery, not `recover`).
 //!
 //! The summary also prints `replay: <N> commands/s` (the median run) on a line of its own.
 //!
@@ -105,8 +106,9 @@
 //! `RUNTIME_BENCH_QUICK=1` shrinks everything for a smoke run of a few seconds: journal cells of
 //! 0.2 s or 20k records, latency at 1k/s only for 1 s (0.2 s warm-up), recovery of 5k commands
 //! run once, a snapshot row of 20k resting orders and 2 snapshots. `RUNTIME_BENCH_RATES=1000,50000`
-//! replaces the offered rates of the latency rows. `RUNTIME_BENCH_ONLY=snapshot` runs section 4
-//! alone (with the load averages at its start and end).
+//! replaces the offered rates of the latency rows. `RUNTIME_BENCH_ONLY=replay` (comma-separated
+//! section names: `journal`, `latency`, `replay`, `snapshot`) runs and prints only those sections;
+//! unset or empty runs them all.
 
 use codec::{Command, Event, MarketId, OrderId, Side, TimeInForce};
 use crossbeam_queue::ArrayQueue;
@@ -156,6 +158,41 @@ struct Settings {
     snapshot_runs: usize,
     /// How long the consumer waits for progress after the producer finished before giving up.
     stall_timeout: Duration,
+    /// The sections to run (`RUNTIME_BENCH_ONLY`).
+    sections: Sections,
+}
+
+/// Which sections of the report run: all of them, or those named in `RUNTIME_BENCH_ONLY`.
+#[derive(Clone, Copy)]
+struct Sections {
+    journal: bool,
+    latency: bool,
+    replay: bool,
+    snapshot: bool,
+}
+
+impl Sections {
+    /// Every section name `RUNTIME_BENCH_ONLY` accepts.
+    const NAMES: [&'static str; 4] = ["journal", "latency", "replay", "snapshot"];
+
+    /// `RUNTIME_BENCH_ONLY=replay,snapshot` selects sections by name; unset or empty selects all.
+    /// An unknown name stops the benchmark (a typo must not silently measure nothing).
+    fn from_env() -> Self {
+        let text = std::env::var("RUNTIME_BENCH_ONLY").unwrap_or_default();
+        let names: Vec<&str> = text.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+        if names.is_empty() {
+            return Self { journal: true, latency: true, replay: true, snapshot: true };
+        }
+        for name in &names {
+            assert!(
+                Self::NAMES.contains(name),
+                "RUNTIME_BENCH_ONLY: unknown section {name:?}; known: {:?}",
+                Self::NAMES
+            );
+        }
+        let has = |section: &str| names.contains(&section);
+        Self { journal: has("journal"), latency: has("latency"), replay: has("replay"), snapshot: has("snapshot") }
+    }
 }
 
 impl Settings {
@@ -175,6 +212,7 @@ impl Settings {
                 snapshot_orders: 20_000,
                 snapshot_runs: 2,
                 stall_timeout: Duration::from_secs(10),
+                sections: Sections::from_env(),
             }
         } else {
             Self {
@@ -190,6 +228,7 @@ impl Settings {
                 snapshot_orders: 1_000_000,
                 snapshot_runs: 5,
                 stall_timeout: Duration::from_secs(10),
+                sections: Sections::from_env(),
             }
         }
     }
@@ -211,8 +250,13 @@ impl Settings {
 
     /// Flow commands the plan must hold.
     fn flow_len(&self) -> usize {
-        let latency = self.rates.iter().map(|&r| self.commands_at(r, self.latency_time)).max().unwrap_or(0);
-        (latency as usize).max(self.recovery_commands)
+        let latency = if self.sections.latency {
+            self.rates.iter().map(|&r| self.commands_at(r, self.latency_time)).max().unwrap_or(0)
+        } else {
+            0
+        };
+        let recovery = if self.sections.replay { self.recovery_commands } else { 0 };
+        (latency as usize).max(recovery)
     }
 }
 
@@ -909,6 +953,7 @@ struct RecoveryResult {
     commands: u64,
     journal_bytes: u64,
     engine_new: Duration,
+    prefault: Duration,
     read_only: Duration,
     runs: Vec<Duration>,
 }
@@ -946,14 +991,26 @@ fn recovery_benchmark(settings: &Settings, base: &Path, engine_config: &EngineCo
         .map(|(_, path)| std::fs::metadata(path).map_or(0, |m| m.len()))
         .sum();
 
+    // Reading and checking alone, as recovery streams it (one record in memory at a time).
     let started = Instant::now();
-    let contents = JournalReader::open(&config.journal_dir()).and_then(|r| r.read_after(0)).expect("read journal");
+    let mut records = 0usize;
+    JournalReader::open(&config.journal_dir())
+        .and_then(|reader| {
+            reader.for_each_after(0, |_| {
+                records += 1;
+                Ok::<_, engine::journal::JournalError>(std::ops::ControlFlow::Continue(()))
+            })
+        })
+        .expect("read journal");
     let read_only = started.elapsed();
-    assert_eq!(contents.records.len(), commands.len());
-    drop(contents);
+    assert_eq!(records, commands.len());
     let started = Instant::now();
-    drop(Engine::new(engine_config).expect("engine"));
+    let mut engine = Engine::new_unfaulted(engine_config).expect("engine");
     let engine_new = started.elapsed();
+    let started = Instant::now();
+    engine.prefault();
+    let prefault = started.elapsed();
+    drop(engine);
 
     let mut runs = Vec::new();
     for _ in 0..settings.recovery_runs {
@@ -966,7 +1023,7 @@ fn recovery_benchmark(settings: &Settings, base: &Path, engine_config: &EngineCo
         eprintln!("# recovery: {} commands in {:.3} s", recovered.replayed, runs.last().unwrap().as_secs_f64());
     }
     let _ = std::fs::remove_dir_all(&dir);
-    RecoveryResult { commands: commands.len() as u64, journal_bytes, engine_new, read_only, runs }
+    RecoveryResult { commands: commands.len() as u64, journal_bytes, engine_new, prefault, read_only, runs }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1202,10 +1259,10 @@ fn print_summary(
     settings: &Settings,
     base: &Path,
     plan: &Plan,
-    journal: &[JournalResult],
-    latency: &[LatencyResult],
-    recovery: &RecoveryResult,
-    snapshot: &SnapshotPauseResult,
+    journal: Option<&[JournalResult]>,
+    latency: Option<&[LatencyResult]>,
+    recovery: Option<&RecoveryResult>,
+    snapshot: Option<&SnapshotPauseResult>,
 ) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
@@ -1240,6 +1297,21 @@ fn print_summary(
         mix.book_end,
     );
 
+    if let Some(journal) = journal {
+        print_journal(settings, journal);
+    }
+    if let Some(latency) = latency {
+        print_latency(settings, latency);
+    }
+    if let Some(recovery) = recovery {
+        print_recovery(recovery);
+    }
+    if let Some(snapshot) = snapshot {
+        print_snapshot(snapshot);
+    }
+}
+
+fn print_journal(settings: &Settings, journal: &[JournalResult]) {
     println!();
     println!(
         "1. journal append: JournalWriter, {NEW_ORDER_BYTES}-byte NewOrder payload ({RECORD_BYTES} bytes per record), \
@@ -1287,7 +1359,9 @@ fn print_summary(
         ]);
     }
     table.print();
+}
 
+fn print_latency(settings: &Settings, latency: &[LatencyResult]) {
     println!();
     println!(
         "2. end-to-end latency in µs, open loop, from each command's SCHEDULED send time (coordinated-omission \
@@ -1343,7 +1417,9 @@ fn print_summary(
         "(commit µs: the engine thread's group commits (write, + fdatasync under fsync) during the row: mean, and the \
          upper bounds of the metrics buckets holding p99 and max)"
     );
+}
 
+fn print_recovery(recovery: &RecoveryResult) {
     println!();
     println!(
         "3. recovery replay: recover(from_scratch) of a {:.1} MB journal (page cache warm), {} run(s)",
@@ -1351,7 +1427,16 @@ fn print_summary(
         recovery.runs.len()
     );
     let mut table = Table::new(
-        &["commands", "read+CRC ms", "Engine::new ms", "recover ms", "best ms", "commands/s", "best commands/s"],
+        &[
+            "commands",
+            "read+CRC ms",
+            "new_unfaulted ms",
+            "prefault ms",
+            "recover ms",
+            "best ms",
+            "commands/s",
+            "best commands/s",
+        ],
         0,
     );
     let per_second = |d: Duration| recovery.commands as f64 / d.as_secs_f64().max(1e-9);
@@ -1359,6 +1444,7 @@ fn print_summary(
         thousands(recovery.commands as f64),
         format!("{:.1}", recovery.read_only.as_secs_f64() * 1e3),
         format!("{:.1}", recovery.engine_new.as_secs_f64() * 1e3),
+        format!("{:.1}", recovery.prefault.as_secs_f64() * 1e3),
         format!("{:.1}", recovery.median().as_secs_f64() * 1e3),
         format!("{:.1}", recovery.best().as_secs_f64() * 1e3),
         thousands(per_second(recovery.median())),
@@ -1366,15 +1452,15 @@ fn print_summary(
     ]);
     table.print();
     println!(
-        "(recover ms: median; it includes reading and checking the journal, allocating the engine and replaying; \
-         read+CRC and Engine::new are those parts measured alone)"
+        "(recover ms: median; it includes reading and checking the journal, allocating the engine (unfaulted) and \
+         replaying; read+CRC and new_unfaulted are those parts measured alone; prefault is what Runtime::start then \
+         pays once to touch the books' reserved room, not part of recover)"
     );
     println!("replay: {:.0} commands/s", per_second(recovery.median()));
-    print_snapshot_section(snapshot);
 }
 
-/// Section 4 of the report (also all of it under `RUNTIME_BENCH_ONLY=snapshot`).
-fn print_snapshot_section(snapshot: &SnapshotPauseResult) {
+/// Section 4 of the report.
+fn print_snapshot(snapshot: &SnapshotPauseResult) {
     println!();
     println!(
         "4. snapshot pause: {} resting orders on BTC_USDC (built in {:.1} s), {} snapshot(s) on request; a probe \
@@ -1416,23 +1502,24 @@ fn main() {
     let scratch = ScratchDir(base.clone());
     let engine_config = Config::load(None).and_then(|c| c.engine_config()).expect("default engine configuration");
 
-    if std::env::var("RUNTIME_BENCH_ONLY").is_ok_and(|only| only == "snapshot") {
-        println!("== exchange runtime benchmark, section 4 only (RUNTIME_BENCH_ONLY=snapshot) ==");
-        println!("load avg   {load_at_start} at start (1, 5, 15 min; other work adds to the tails)");
-        let snapshot = snapshot_pause_benchmark(&settings, &base);
-        print_snapshot_section(&snapshot);
-        println!("load avg   {} at end", load_average());
-        drop(scratch);
-        return;
-    }
     let started = Instant::now();
     let plan = plan(&engine_config, settings.flow_len());
     eprintln!("# planned {} flow commands in {:.2} s", plan.flow.len(), started.elapsed().as_secs_f64());
 
-    let journal = journal_benchmark(&settings, &base);
-    let latency = latency_benchmark(&settings, &base, &engine_config, &plan);
-    let recovery = recovery_benchmark(&settings, &base, &engine_config, &plan);
-    let snapshot = snapshot_pause_benchmark(&settings, &base);
-    print_summary(&load_at_start, &settings, &base, &plan, &journal, &latency, &recovery, &snapshot);
+    let sections = settings.sections;
+    let journal = sections.journal.then(|| journal_benchmark(&settings, &base));
+    let latency = sections.latency.then(|| latency_benchmark(&settings, &base, &engine_config, &plan));
+    let recovery = sections.replay.then(|| recovery_benchmark(&settings, &base, &engine_config, &plan));
+    let snapshot = sections.snapshot.then(|| snapshot_pause_benchmark(&settings, &base));
+    print_summary(
+        &load_at_start,
+        &settings,
+        &base,
+        &plan,
+        journal.as_deref(),
+        latency.as_deref(),
+        recovery.as_ref(),
+        snapshot.as_ref(),
+    );
     drop(scratch);
 }

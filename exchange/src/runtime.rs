@@ -60,7 +60,7 @@ use crate::metrics::Metrics;
 use codec::{Command, Event};
 use crossbeam_queue::ArrayQueue;
 use engine::doorbell::{Idle, IdlePolicy};
-use engine::journal::{JournalError, JournalReader, JournalWriter, RecoveryOptions, WATERMARK_INTERVAL};
+use engine::journal::{JournalError, JournalReader, JournalWriter, RecordRef, RecoveryOptions, WATERMARK_INTERVAL};
 use engine::latency::{CommandTrace, clock_ns};
 use engine::snapshot::{SnapshotError, list_snapshots, write_snapshot_file};
 use engine::{CommandContext, Engine, EngineConfig, OrderBook};
@@ -72,6 +72,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use engine::bus::{EngineReads, IngressCommand, IngressRing};
+
+/// Room for the events of one replayed command (a larger command grows it once).
+const RECOVERY_EVENTS_CAPACITY: usize = 1024;
 
 /// Counters readable from any thread.
 #[derive(Debug, Default)]
@@ -164,7 +167,7 @@ pub struct Recovered {
 fn load_snapshot(config: &EngineConfig, dir: &Path) -> Result<Option<(Engine, u64, PathBuf)>, RuntimeError> {
     for (sequence, path) in list_snapshots(dir)? {
         let bytes = std::fs::read(&path).map_err(|source| SnapshotError::Io { path: path.clone(), source })?;
-        match Engine::restore_snapshot(config, OrderBook::with_capacity, &bytes) {
+        match Engine::restore_snapshot(config, OrderBook::with_capacity_unfaulted, &bytes) {
             Ok((engine, at)) if at == sequence => return Ok(Some((engine, at, path))),
             Ok(_) => tracing::warn!(path = %path.display(), "snapshot sequence does not match its name; skipped"),
             Err(error) => tracing::warn!(path = %path.display(), %error, "snapshot unusable; trying an older one"),
@@ -216,7 +219,9 @@ pub fn recover_with(
     let snapshot = if mode.from_scratch { None } else { load_snapshot(engine_config, &config.snapshot_dir())? };
     let (mut engine, after, snapshot_path) = match snapshot {
         Some((engine, at, path)) => (engine, at, Some((at, path))),
-        None => (Engine::new(engine_config)?, 0, None),
+        // Not pre-faulted: the replay touches only the pages its orders use; `Runtime::start`
+        // pre-faults the live engine.
+        None => (Engine::new_unfaulted(engine_config)?, 0, None),
     };
     // A snapshot file is written only once the journal is durable up to its sequence, so even
     // one that does not restore (or is ignored by a replay from scratch) shows how far the
@@ -233,35 +238,52 @@ pub fn recover_with(
         JournalError::Incomplete(text) => RuntimeError::JournalIncomplete(text),
         other => RuntimeError::Journal(other),
     };
-    let (writer, contents) = if mode.open_writer {
-        let (writer, contents) =
-            JournalWriter::open_with(&config.journal_dir(), config.journal_config(), &options).map_err(incomplete)?;
-        (Some(writer), contents)
-    } else {
-        let reader = engine::journal::JournalReader::open(&config.journal_dir())?;
-        (None, reader.read_for_recovery(&options).map_err(incomplete)?)
-    };
-    if let Some(loss) = &contents.accepted_loss {
-        tracing::error!(%loss, "journal loss accepted (--accept-journal-loss): acknowledged commands are gone");
-    }
-    if let Some(first) = contents.records.first()
-        && first.sequence != after + 1
-    {
-        return Err(JournalError::Corrupt {
-            path: config.journal_dir(),
-            offset: 0,
-            reason: format!("journal resumes at sequence {}, snapshot ends at {after}", first.sequence),
-        }
-        .into());
-    }
-    let mut events = Vec::with_capacity(1024);
+    // Replays one record. The events are cleared, never read: recovery rebuilds state only (the
+    // sinks catch up from the journal, not from these events).
+    let mut events = Vec::with_capacity(RECOVERY_EVENTS_CAPACITY);
     let mut last_sequence = after;
-    for record in &contents.records {
-        let (command, _) = Command::decode(&record.payload)
+    let mut replayed = 0u64;
+    let mut replay = |record: RecordRef<'_>| -> Result<ControlFlow<()>, RuntimeError> {
+        if replayed == 0 && record.sequence != after + 1 {
+            return Err(JournalError::Corrupt {
+                path: config.journal_dir(),
+                offset: 0,
+                reason: format!("journal resumes at sequence {}, snapshot ends at {after}", record.sequence),
+            }
+            .into());
+        }
+        let (command, _) = Command::decode(record.payload)
             .map_err(|e| RuntimeError::BadRecord { sequence: record.sequence, reason: e.to_string() })?;
         events.clear();
         engine.execute(CommandContext::new(record.sequence, record.timestamp_ns), &command, &mut events);
         last_sequence = record.sequence;
+        replayed += 1;
+        Ok(ControlFlow::Continue(()))
+    };
+    let (writer, contents) = if mode.open_writer {
+        // The writer reads (and may truncate) the journal before returning it.
+        let (writer, contents) =
+            JournalWriter::open_with(&config.journal_dir(), config.journal_config(), &options).map_err(incomplete)?;
+        for record in &contents.records {
+            let record =
+                RecordRef { sequence: record.sequence, timestamp_ns: record.timestamp_ns, payload: &record.payload };
+            if replay(record)?.is_break() {
+                break;
+            }
+        }
+        (Some(writer), contents)
+    } else {
+        // Read-only: replay while reading, one record in memory at a time; the end of the
+        // journal is checked once the walk is over, before the engine is returned.
+        let reader = JournalReader::open(&config.journal_dir())?;
+        let contents = reader.stream_for_recovery(&options, &mut replay).map_err(|error| match error {
+            RuntimeError::Journal(journal) => incomplete(journal),
+            other => other,
+        })?;
+        (None, contents)
+    };
+    if let Some(loss) = &contents.accepted_loss {
+        tracing::error!(%loss, "journal loss accepted (--accept-journal-loss): acknowledged commands are gone");
     }
     if contents.accepted_loss.is_some() && mode.open_writer {
         // Snapshots that did not restore and lie beyond the accepted end would make every later
@@ -276,13 +298,8 @@ pub fn recover_with(
             }
         }
     }
-    let recovered = Recovered {
-        engine,
-        last_sequence,
-        snapshot: snapshot_path,
-        replayed: contents.records.len() as u64,
-        torn_tail: contents.torn_tail,
-    };
+    let recovered =
+        Recovered { engine, last_sequence, snapshot: snapshot_path, replayed, torn_tail: contents.torn_tail };
     Ok((recovered, writer))
 }
 
@@ -374,8 +391,12 @@ impl Runtime {
             events: Vec::with_capacity(4096),
         };
         let snapshotter = std::thread::Builder::new().name("snapshotter".into()).spawn(move || snapshotter.run())?;
+        // Recovery replays on books whose reserved room is untouched (cheaper replay); touch it
+        // now, once, so that live orders do not pay page faults (the shadow copy above need not).
+        let mut engine = recovered.engine;
+        engine.prefault();
         let mut engine_thread = EngineThread {
-            engine: recovered.engine,
+            engine,
             journal,
             journal_dir: config.journal_dir(),
             ring: ring.clone(),

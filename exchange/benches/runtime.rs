@@ -18,7 +18,7 @@
 //! every run.
 //!
 //! # 1. Journal append throughput
-//! [`JournalWriter`] alone, appending 64-byte payloads (an encoded `NewOrder`; 96 bytes per record
+//! [`JournalWriter`] alone, appending 104-byte payloads (an encoded `NewOrder`, schema v3; 136 bytes per record
 //! on disk with the 32-byte record header) and committing after every batch of 1, 16 or 256
 //! records, under `Durability::Fsync` (one `write` + one `fdatasync` per commit) and
 //! `Durability::None` (one `write` per commit). Each cell runs for 2 s or 2M records, whichever
@@ -134,8 +134,9 @@ const USERS: u64 = 100;
 const BOOK_TARGET: usize = 2_000;
 /// Mid price when the book is empty: 60,000 USDC in 0.1 USDC ticks.
 const EMPTY_BOOK_MID: u64 = 600_000;
-/// Bytes of one journal record carrying an encoded NewOrder (32-byte header + 64-byte payload).
-const NEW_ORDER_BYTES: usize = 64;
+/// Bytes of an encoded NewOrder (8-byte message header + 96-byte block since schema v3, which
+/// appended the trigger and attached-order prices); a journal record adds its 32-byte header.
+const NEW_ORDER_BYTES: usize = 104;
 const RECORD_BYTES: usize = engine::journal::RECORD_HEADER_BYTES + NEW_ORDER_BYTES;
 
 // ------------------------------------------------------------------------------------------------
@@ -555,7 +556,7 @@ fn journal_benchmark(settings: &Settings, base: &Path) -> Vec<JournalResult> {
     let order = commands::limit(1, MARKET, Side::Bid, EMPTY_BOOK_MID, 10, TimeInForce::Gtc, 42);
     let mut payload = [0u8; Command::ENCODED_BYTES_MAX];
     let length = order.encode(&mut payload).expect("NewOrder fits");
-    assert_eq!(length, NEW_ORDER_BYTES, "an encoded NewOrder is 64 bytes");
+    assert_eq!(length, NEW_ORDER_BYTES, "an encoded NewOrder is {NEW_ORDER_BYTES} bytes");
     let mut results = Vec::new();
     for durability in [Durability::Fsync, Durability::None] {
         for batch in settings.journal_batches {

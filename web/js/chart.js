@@ -19,6 +19,9 @@ import { add, group } from './decimal.js';
 
 /** Fraction of candles whose extremes may fall outside the scale (each end). */
 const OUTLIER_FRACTION = 0.05;
+/** Narrowest time window, in intervals: a market's first candles are not drawn a chart wide. */
+const SLOTS_MIN = 30;
+
 /** Fewest candles for which the percentile scale applies (below: plain min and max). */
 const ROBUST_MIN_CANDLES = 8;
 /** Share of the plot's height given to volume bars. */
@@ -93,7 +96,7 @@ export class CandleChart {
     /** @type {Candle[]} */
     this.candles = [];
     this.intervalSeconds = 60;
-    /** Candles shown: the window's width in intervals. */
+    /** Candles shown at most: the window's widest width in intervals. */
     this.slots = 120;
     this.emptyText = 'No trades yet in this window';
     /** @type {{x: number, y: number} | null} pointer position in CSS pixels */
@@ -155,12 +158,16 @@ export class CandleChart {
     const plotHeight = height - top - bottom;
     const priceHeight = plotHeight * (1 - VOLUME_SHARE);
     const intervalMs = this.intervalSeconds * 1000;
-    // The time window: the last `slots` intervals up to the current one (candles by time).
+    // The time window: the last `slots` intervals up to the current one (candles by time), but
+    // no wider than the candles there are (at least SLOTS_MIN), so a young market's few candles
+    // fill the chart instead of huddling at its right edge.
     const lastStart = timeMs(candles[candles.length - 1].start);
     const endMs = Math.max(Math.floor(Date.now() / intervalMs) * intervalMs, lastStart) + intervalMs;
-    const startMs = endMs - this.slots * intervalMs;
+    const history = Math.ceil((endMs - timeMs(candles[0].start)) / intervalMs);
+    const slots = Math.min(this.slots, Math.max(SLOTS_MIN, history));
+    const startMs = endMs - slots * intervalMs;
     this.endMs = endMs;
-    const slot = plotWidth / this.slots;
+    const slot = plotWidth / slots;
     const xOf = (/** @type {number} */ ms) => ((ms - startMs) / intervalMs) * slot;
     const { low, high } = robustRange(candles);
     const clamp = (/** @type {number} */ v) => Math.min(Math.max(v, top), top + priceHeight);
@@ -189,7 +196,9 @@ export class CandleChart {
       g.moveTo(px, top);
       g.lineTo(px, top + plotHeight);
       g.stroke();
-      g.fillText(hourMinute(t), px, height - 5);
+      // A label centred within half a label of either edge would run into the zone's label or
+      // off the canvas: its grid line is enough there.
+      if (px > 18 && px < plotWidth - 18) g.fillText(hourMinute(t), px, height - 5);
     }
     g.textAlign = 'left';
     g.fillText(zoneName(), plotWidth + 6, height - 5);

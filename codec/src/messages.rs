@@ -159,8 +159,11 @@ message!(
         pub market_id: MarketId,
         /// Which sides to cancel.
         pub side: SideFilterCode,
+        /// Since version 3 (a reserved byte, zero, before): which kinds of open orders to cancel
+        /// ([`OrderKindFilter::All`], or resting orders only, or pending trigger orders only).
+        pub kinds: OrderKindFilterCode,
         /// Zero.
-        pub reserved: Reserved<3>,
+        pub reserved: Reserved<2>,
     }
 );
 

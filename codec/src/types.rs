@@ -294,6 +294,20 @@ wire_enum!(
 );
 
 wire_enum!(
+    /// Which kinds of open orders a mass cancel cancels (schema version 3; zero, `All`, is what
+    /// the reserved byte held before, so older commands keep their meaning).
+    OrderKindFilter / /// Wire code of [`OrderKindFilter`].
+    OrderKindFilterCode(u8, u8) {
+        /// Resting orders and pending trigger orders.
+        All = 0,
+        /// Resting orders only (orders on the book).
+        Resting = 1,
+        /// Pending trigger orders only.
+        Trigger = 2,
+    }
+);
+
+wire_enum!(
     /// Order type.
     OrderType / /// Wire code of [`OrderType`].
     OrderTypeCode(u8, u8) {

@@ -103,6 +103,7 @@ fn instances() -> Vec<Any> {
             user_id: UserId::new(0x0102_0304_0506_0708),
             market_id: MarketId::new(0x5152_5354),
             side: SideFilter::Ask.into(),
+            kinds: OrderKindFilter::All.into(),
             reserved: Reserved::ZERO,
         }),
         Command::Deposit(Deposit {

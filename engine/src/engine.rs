@@ -17,8 +17,8 @@ use codec::{
     Amount, AssetId, BalanceChange, BalanceUpdate, BookLevelUpdate, CancelOrder, CancelReason, CancelReplace,
     ClientOrderId, Command, Deposit, Event, ExpireReason, Fill, Lots, MarketAction, MarketControl, MarketId,
     MarketStatusChanged, MassCancel, MassCancelReport, NewOrder, OrderAccepted, OrderCanceled, OrderCount,
-    OrderExpired, OrderId, OrderRejected, OrderReplaced, OrderType, RejectReason, Reserved, SelfTradePrevention,
-    Sequence, Side, SideFilter, Ticks, TimeInForce, TimestampNs, TradeId, UserId, Withdraw,
+    OrderExpired, OrderId, OrderKindFilter, OrderRejected, OrderReplaced, OrderType, RejectReason, Reserved,
+    SelfTradePrevention, Sequence, Side, SideFilter, Ticks, TimeInForce, TimestampNs, TradeId, UserId, Withdraw,
 };
 
 /// What the sequencer stamps on a command: its position in the journal and the time it was
@@ -793,6 +793,9 @@ impl<B: Book> Engine<B> {
 
     fn mass_cancel(&mut self, ctx: CommandContext, m: &MassCancel, out: &mut Vec<Event>) -> Outcome {
         let filter = m.side.get().map_err(|_| RejectReason::InvalidEnumValue)?;
+        let kinds = m.kinds.get().map_err(|_| RejectReason::InvalidEnumValue)?;
+        let resting = matches!(kinds, OrderKindFilter::All | OrderKindFilter::Resting);
+        let triggers = matches!(kinds, OrderKindFilter::All | OrderKindFilter::Trigger);
         let markets = if m.market_id == MarketId::ZERO {
             0..self.markets.len()
         } else {
@@ -803,7 +806,9 @@ impl<B: Book> Engine<B> {
         let mut canceled = 0u32;
         for mi in markets {
             ids.clear();
-            self.markets[mi].book.orders_of(m.user_id, &mut ids);
+            if resting {
+                self.markets[mi].book.orders_of(m.user_id, &mut ids);
+            }
             // Cancel in id order: the events then depend only on the book's contents, not on the
             // history that built it, so an engine restored from a snapshot behaves identically.
             ids.sort_unstable();
@@ -820,7 +825,9 @@ impl<B: Book> Engine<B> {
                     canceled += 1;
                 }
             }
-            canceled += self.mass_cancel_triggers(ctx, mi, m.user_id, filter, &mut ids, out);
+            if triggers {
+                canceled += self.mass_cancel_triggers(ctx, mi, m.user_id, filter, &mut ids, out);
+            }
         }
         ids.clear();
         self.scratch_order_ids = ids;

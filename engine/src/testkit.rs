@@ -525,6 +525,7 @@ pub mod commands {
             user_id: UserId::new(user),
             market_id: MarketId::new(market),
             side: side.into(),
+            kinds: OrderKindFilter::All.into(),
             reserved: Reserved::ZERO,
         })
     }

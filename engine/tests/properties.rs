@@ -160,6 +160,7 @@ fn book_command() -> impl Strategy<Value = Command> {
                     user_id: UserId::new(user),
                     market_id: MarketId::new(market),
                     side: side.into(),
+                    kinds: OrderKindFilter::All.into(),
                     reserved: Reserved::ZERO,
                 })
             }

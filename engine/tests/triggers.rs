@@ -378,11 +378,58 @@ fn cancels_and_replaces_reach_pending_triggers() {
         user_id: UserId::new(1),
         market_id: MarketId::new(M1),
         side: SideFilter::Both.into(),
+        kinds: OrderKindFilter::All.into(),
         reserved: Reserved::ZERO,
     }));
     let Some(Event::MassCancelReport(report)) = events.last() else { panic!("{events:?}") };
     assert_eq!(report.canceled_count.get(), 3, "one resting order and two triggers");
     assert!(h.engine.validate().is_ok());
+}
+
+/// A mass cancel filtered by kind cancels only resting orders or only pending triggers; an
+/// unknown kind is refused.
+#[test]
+fn a_mass_cancel_filtered_by_kind_spares_the_other_kind() {
+    let mass_cancel = |kinds: u16| {
+        let mut bytes = Command::MassCancel(MassCancel {
+            user_id: UserId::new(1),
+            market_id: MarketId::new(M1),
+            side: SideFilter::Both.into(),
+            kinds: OrderKindFilter::All.into(),
+            reserved: Reserved::ZERO,
+        })
+        .to_vec();
+        bytes[8 + 13] = u8::try_from(kinds).unwrap();
+        Command::decode(&bytes).unwrap().0
+    };
+    let mut h = Harness::new(false);
+    h.trade_at(1_000, 1);
+    let trigger = match h.ok(stop(1, Side::Ask, 950, 940, 2))[0] {
+        Event::TriggerPending(p) => p.order_id.get(),
+        ref other => panic!("{other:?}"),
+    };
+    let resting = match h.ok(c::gtc(1, M1, Side::Bid, 900, 1))[0] {
+        Event::OrderAccepted(a) => a.order_id.get(),
+        ref other => panic!("{other:?}"),
+    };
+    h.reject(mass_cancel(3), RejectReason::InvalidEnumValue);
+    let canceled = |events: &[Event]| -> Vec<u64> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::OrderCanceled(x) => Some(x.order_id.get()),
+                _ => None,
+            })
+            .collect()
+    };
+    let events = h.ok(mass_cancel(OrderKindFilter::Trigger.code()));
+    assert_eq!(canceled(&events), [trigger], "{events:?}");
+    h.ok(stop(1, Side::Ask, 950, 940, 2));
+    let events = h.ok(mass_cancel(OrderKindFilter::Resting.code()));
+    assert_eq!(canceled(&events), [resting], "{events:?}");
+    let Some(Event::MassCancelReport(report)) = events.last() else { panic!("{events:?}") };
+    assert_eq!(report.canceled_count.get(), 1);
+    assert_eq!(h.engine.validate(), Ok(()));
 }
 
 /// A cascade: a stop's own trade reaches the next stop. One command fires at most

@@ -561,7 +561,7 @@ fn handle_message(
                 }
                 Command::MassCancel(mut m) => {
                     m.user_id = user_id;
-                    if m.side.get().is_err() {
+                    if m.side.get().is_err() || m.kinds.get().is_err() {
                         reject(&mut state, ClientOrderId::ZERO, RejectReason::InvalidEnumValue);
                         return Ok(());
                     }

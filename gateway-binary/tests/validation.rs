@@ -41,6 +41,9 @@ fn unknown_enum_codes_are_rejected_before_the_engine() {
     let mut bad_mass_cancel = mass_cancel.to_vec();
     bad_mass_cancel[8 + 12] = 3; // side filter
     client.send_raw(&bad_mass_cancel).unwrap();
+    let mut bad_kinds = mass_cancel.to_vec();
+    bad_kinds[8 + 13] = 3; // order kind filter
+    client.send_raw(&bad_kinds).unwrap();
 
     for (index, order) in orders.iter().enumerate() {
         let reject = business_reject(next(&mut client));
@@ -48,8 +51,10 @@ fn unknown_enum_codes_are_rejected_before_the_engine() {
         assert_eq!((reject.client_sequence.get(), reject.client_order_id), (index as u64 + 1, order.client_order_id));
         assert_eq!(reject.ref_template_id.get(), NewOrder::TEMPLATE_ID);
     }
-    let reject = business_reject(next(&mut client));
-    assert_eq!((reject.reason.get(), reject.ref_template_id.get()), (Ok(RejectReason::InvalidEnumValue), 4));
+    for _ in 0..2 {
+        let reject = business_reject(next(&mut client));
+        assert_eq!((reject.reason.get(), reject.ref_template_id.get()), (Ok(RejectReason::InvalidEnumValue), 4));
+    }
     assert_eq!(commands_sent(&harness), 0);
 
     // A rejected id was not used up: the corrected order goes through with it.

@@ -620,8 +620,13 @@ pub(crate) fn translate(
                 Some(b"2") => SideFilter::Ask,
                 Some(_) => return Err(bad_value(54)),
             };
-            let command =
-                Command::MassCancel(MassCancel { user_id, market_id, side: side.into(), reserved: Reserved::ZERO });
+            let command = Command::MassCancel(MassCancel {
+                user_id,
+                market_id,
+                side: side.into(),
+                kinds: OrderKindFilter::All.into(),
+                reserved: Reserved::ZERO,
+            });
             Ok((command, Some(Pending::MassCancel { cl_ord_id: cl_ord_id.into(), request_type })))
         }
         _ => Err(Refusal::Business { reason: 3, text: "Unsupported Message Type".into(), ref_id: None }),

@@ -7,7 +7,7 @@ use crate::{ApiError, ApiResult, ok};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use codec::{Command, Event, MarketId, MassCancel, Reserved, SideFilter};
+use codec::{Command, Event, MarketId, MassCancel, OrderKindFilter, Reserved, SideFilter};
 use engine::bus::{IngressCommand, origin};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -145,8 +145,8 @@ pub(crate) async fn orders_execute(State(state): State<PrivateState>, headers: H
     ok(Value::Array(results.into_iter().map(Option::unwrap_or_default).collect()))
 }
 
-/// `DELETE /api/v1/orders`: cancels all of the user's open orders on `symbol` (engine
-/// `MassCancel`) and answers the cancelled orders.
+/// `DELETE /api/v1/orders`: cancels the user's open orders on `symbol` (engine `MassCancel`;
+/// `orderType` keeps only resting or only pending trigger orders) and answers the cancelled orders.
 #[utoipa::path(
     delete,
     path = "/api/v1/orders",
@@ -165,16 +165,18 @@ pub(crate) async fn orders_cancel_all(State(state): State<PrivateState>, headers
     let user = state.authenticate(&headers, "orderCancelAll", &params)?;
     state.fresh_views()?;
     let index = state.market(&params)?;
-    match params.get("orderType").map(String::as_str) {
-        None | Some("RestingLimitOrder") => {}
-        // There are no conditional (trigger) orders on this exchange.
-        Some("ConditionalOrder") => return ok(json!([])),
+    // Backpack's `orderType` picks which kind of open order to cancel; the engine filters so the
+    // mass cancel stays one atomic command.
+    let kinds = match params.get("orderType").map(String::as_str) {
+        None => OrderKindFilter::All,
+        Some("RestingLimitOrder") => OrderKindFilter::Resting,
+        Some("ConditionalOrder") => OrderKindFilter::Trigger,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "Invalid orderType: {other} (expected RestingLimitOrder or ConditionalOrder)"
             )));
         }
-    }
+    };
     let market_id: MarketId = state.config.markets[index].id;
     // The views drop the orders before the answer arrives: keep what they were.
     let before = state.dispatch.views.open_orders(user, Some(market_id));
@@ -182,6 +184,7 @@ pub(crate) async fn orders_cancel_all(State(state): State<PrivateState>, headers
         user_id: user,
         market_id,
         side: SideFilter::Both.into(),
+        kinds: kinds.into(),
         reserved: Reserved::ZERO,
     });
     let mut cancelled = Vec::new();

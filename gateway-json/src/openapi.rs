@@ -544,7 +544,8 @@ pub struct CancelOrderRequest {
 #[serde(rename_all = "camelCase")]
 pub struct CancelAllRequest {
     symbol: String,
-    /// `RestingLimitOrder` (default) or `ConditionalOrder` (none exist here: an empty answer).
+    /// `RestingLimitOrder` cancels only resting orders, `ConditionalOrder` only pending trigger
+    /// orders (status `TriggerPending`); without it, both.
     order_type: Option<CancelAllOrderType>,
 }
 
@@ -724,9 +725,9 @@ pub enum FillType {
 /// `orderType` of a cancel-all.
 #[derive(ToSchema)]
 pub enum CancelAllOrderType {
-    /// Resting limit orders (default).
+    /// Resting orders only (not pending trigger orders).
     RestingLimitOrder,
-    /// Conditional orders (none exist here: an empty answer).
+    /// Pending trigger (stop / take-profit) orders only, status `TriggerPending`.
     ConditionalOrder,
 }
 

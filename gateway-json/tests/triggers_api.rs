@@ -256,3 +256,71 @@ async fn attached_stop_loss_and_take_profit_follow_the_fill() {
     let (_, capital) = get_call(r, "/api/v1/capital", 1, "balanceQuery", "").await;
     assert_eq!(capital["BTC"]["available"], "1", "{capital}");
 }
+
+/// `DELETE /api/v1/orders` with `orderType`: `RestingLimitOrder` cancels only the resting order,
+/// `ConditionalOrder` only the pending trigger, no `orderType` both; each answers what it
+/// cancelled and the other kind stays open.
+#[tokio::test]
+async fn cancel_all_filters_resting_and_conditional_orders() {
+    let h = harness();
+    let r = &h.router;
+    trade_at(r, "64000.0").await;
+    let open_one_of_each = || async {
+        let (status, resting) = place(
+            r,
+            1,
+            json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "60000.0", "quantity": "0.00100"}),
+        )
+        .await;
+        assert_eq!((status, resting["status"].as_str()), (StatusCode::OK, Some("New")), "{resting}");
+        let (status, trigger) = place(
+            r,
+            1,
+            json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Market", "quantity": "0.00100",
+                   "triggerPrice": "63000.0"}),
+        )
+        .await;
+        assert_eq!((status, trigger["status"].as_str()), (StatusCode::OK, Some("TriggerPending")), "{trigger}");
+        (resting["id"].clone(), trigger["id"].clone())
+    };
+    let cancel_all = |body: Value| async move {
+        let (status, cancelled) = cancel_all_raw(r, body).await;
+        assert_eq!(status, StatusCode::OK, "{cancelled}");
+        let ids: Vec<Value> = cancelled.as_array().unwrap().iter().map(|o| o["id"].clone()).collect();
+        assert!(cancelled.as_array().unwrap().iter().all(|o| o["status"] == "Cancelled"), "{cancelled}");
+        ids
+    };
+    let open_ids = || async {
+        let (status, open) = get_call(r, "/api/v1/orders", 1, "orderQueryAll", "symbol=BTC_USDC").await;
+        assert_eq!(status, StatusCode::OK);
+        open.as_array().unwrap().iter().map(|o| o["id"].clone()).collect::<Vec<_>>()
+    };
+
+    let (resting, trigger) = open_one_of_each().await;
+    assert_eq!(cancel_all(json!({"symbol": "BTC_USDC", "orderType": "ConditionalOrder"})).await, vec![trigger]);
+    assert_eq!(open_ids().await, vec![resting.clone()], "the resting order stays");
+    assert_eq!(cancel_all(json!({"symbol": "BTC_USDC", "orderType": "RestingLimitOrder"})).await, [resting]);
+    assert!(open_ids().await.is_empty());
+
+    let (resting, trigger) = open_one_of_each().await;
+    assert_eq!(cancel_all(json!({"symbol": "BTC_USDC", "orderType": "RestingLimitOrder"})).await, [resting]);
+    assert_eq!(open_ids().await, [trigger], "the pending trigger stays");
+    let (status, _) = cancel_all_raw(r, json!({"symbol": "BTC_USDC", "orderType": "Stop"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let first_trigger = open_ids().await[0].clone();
+    let (resting, trigger) = open_one_of_each().await;
+    let mut cancelled = cancel_all(json!({"symbol": "BTC_USDC"})).await;
+    cancelled.sort_by_key(|id| id.as_str().unwrap_or_default().parse::<u64>().unwrap_or_default());
+    let mut expected = vec![first_trigger, resting, trigger];
+    expected.sort_by_key(|id| id.as_str().unwrap_or_default().parse::<u64>().unwrap_or_default());
+    assert_eq!(cancelled, expected, "no orderType: both kinds");
+    assert!(open_ids().await.is_empty());
+}
+
+/// Sends a signed `DELETE /api/v1/orders` for user 1.
+async fn cancel_all_raw(router: &Router, body: Value) -> (StatusCode, Value) {
+    let ts = now_ms();
+    let signed = format!("instruction=orderCancelAll{}&timestamp={ts}&window=5000", params_of(&body));
+    send(router, Method::DELETE, "/api/v1/orders", &body.to_string(), &auth_headers(1, &signed, ts, 5000)).await
+}

@@ -22,7 +22,7 @@ macro_rules! for_each_message {
                 user_id, order_id, client_order_id, new_price_ticks, new_quantity_lots, market_id,
                 reserved,
             },
-            MassCancel => Command { user_id, market_id, side, reserved },
+            MassCancel => Command { user_id, market_id, side, kinds, reserved },
             Deposit => Command { user_id, amount, asset_id, reserved },
             Withdraw => Command { user_id, amount, asset_id, reserved },
             MarketControl => Command { market_id, action, reserved },
@@ -124,6 +124,7 @@ macro_rules! for_each_enum {
         $callback! {
             Side => SideCode,
             SideFilter => SideFilterCode,
+            OrderKindFilter => OrderKindFilterCode,
             OrderType => OrderTypeCode,
             TimeInForce => TimeInForceCode,
             SelfTradePrevention => SelfTradePreventionCode,

@@ -293,6 +293,18 @@ wire_enum!(
     }
 );
 
+impl SideFilter {
+    /// Whether an order on `side` is among those the filter selects.
+    #[inline]
+    pub const fn admits(self, side: Side) -> bool {
+        match self {
+            SideFilter::Both => true,
+            SideFilter::Bid => matches!(side, Side::Bid),
+            SideFilter::Ask => matches!(side, Side::Ask),
+        }
+    }
+}
+
 wire_enum!(
     /// Which kinds of open orders a mass cancel cancels (schema version 3; zero, `All`, is what
     /// the reserved byte held before, so older commands keep their meaning).

@@ -18,7 +18,7 @@ use codec::{
     ClientOrderId, Command, Deposit, Event, ExpireReason, Fill, Lots, MarketAction, MarketControl, MarketId,
     MarketStatusChanged, MassCancel, MassCancelReport, NewOrder, OrderAccepted, OrderCanceled, OrderCount,
     OrderExpired, OrderId, OrderKindFilter, OrderRejected, OrderReplaced, OrderType, RejectReason, Reserved,
-    SelfTradePrevention, Sequence, Side, SideFilter, Ticks, TimeInForce, TimestampNs, TradeId, UserId, Withdraw,
+    SelfTradePrevention, Sequence, Side, Ticks, TimeInForce, TimestampNs, TradeId, UserId, Withdraw,
 };
 
 /// What the sequencer stamps on a command: its position in the journal and the time it was
@@ -814,12 +814,7 @@ impl<B: Book> Engine<B> {
             ids.sort_unstable();
             for &order_id in &ids {
                 let side = self.markets[mi].book.get(order_id).map(|o| o.side);
-                let wanted = match (filter, side) {
-                    (_, None) => false,
-                    (SideFilter::Both, Some(_)) => true,
-                    (SideFilter::Bid, Some(side)) => side == Side::Bid,
-                    (SideFilter::Ask, Some(side)) => side == Side::Ask,
-                };
+                let wanted = side.is_some_and(|side| filter.admits(side));
                 if wanted {
                     self.cancel_resting(ctx, mi, order_id, CancelReason::MassCancel, out);
                     canceled += 1;

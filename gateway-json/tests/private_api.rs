@@ -8,8 +8,7 @@
 //! of malformed inputs that must all be 4xx with `{code, message}`.
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use codec::UserId;
 use engine::bus::{BroadcastRing, IngressRing};
 use engine::{Engine, EngineConfig};
@@ -18,11 +17,10 @@ use gateway_json::{AccountViews, PrivateState, RestGateway, private_router};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt;
 
 mod support;
 
-use support::{Harness, auth_headers, now_ms, params_of, secret, sign};
+use support::{Harness, auth_headers, now_ms, params_of, secret, send, sign};
 
 /// Users 1..=3, each with 1 BTC and 10,000 USDC, registered with their keys; room for 4096
 /// orders per market.
@@ -30,26 +28,6 @@ fn harness() -> Harness {
     let mut config = EngineConfig::sample();
     config.limits.orders_per_market_max = 4096;
     Harness::start(config, 3)
-}
-
-/// A raw request with explicit headers.
-async fn send(
-    router: &Router,
-    method: Method,
-    uri: &str,
-    body: &str,
-    headers: &[(&str, String)],
-) -> (StatusCode, Value) {
-    let mut request =
-        Request::builder().method(method).uri(uri).header("content-type", "application/json; charset=utf-8");
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    let response = router.clone().oneshot(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, value)
 }
 
 /// A correctly signed request with a JSON body (POST / DELETE).

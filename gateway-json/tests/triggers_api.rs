@@ -6,15 +6,13 @@
 //! take-profit create their children as the order fills.
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use engine::{EngineConfig, PriceBand};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 mod support;
 
-use support::{Harness, auth_headers, now_ms, params_of};
+use support::{Harness, auth_headers, now_ms, params_of, send};
 
 /// Users 1..=3 with 1 BTC and 10,000 USDC each; BTC_USDC has a ±10% band.
 fn harness() -> Harness {
@@ -22,25 +20,6 @@ fn harness() -> Harness {
     config.limits.orders_per_market_max = 4096;
     config.markets[0].price_band = PriceBand { max_multiplier_ppm: 1_100_000, min_multiplier_ppm: 900_000 };
     Harness::start(config, 3)
-}
-
-async fn send(
-    router: &Router,
-    method: Method,
-    uri: &str,
-    body: &str,
-    headers: &[(&str, String)],
-) -> (StatusCode, Value) {
-    let mut request =
-        Request::builder().method(method).uri(uri).header("content-type", "application/json; charset=utf-8");
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    let response = router.clone().oneshot(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, value)
 }
 
 async fn body_call(router: &Router, method: Method, user: u64, instruction: &str, body: Value) -> (StatusCode, Value) {

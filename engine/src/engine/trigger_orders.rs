@@ -222,12 +222,7 @@ impl<B: Book> Engine<B> {
         let mut canceled = 0;
         for &order_id in ids.iter() {
             let side = self.markets[mi].triggers.get(order_id).map(|t| t.side);
-            let wanted = match (filter, side) {
-                (_, None) => false,
-                (SideFilter::Both, Some(_)) => true,
-                (SideFilter::Bid, Some(side)) => side == Side::Bid,
-                (SideFilter::Ask, Some(side)) => side == Side::Ask,
-            };
+            let wanted = side.is_some_and(|side| filter.admits(side));
             if wanted {
                 self.cancel_trigger(ctx, mi, order_id, CancelReason::MassCancel, out);
                 canceled += 1;

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
 use base64::Engine as _;
 use codec::UserId;
 use ed25519_dalek::{Signer, SigningKey};
@@ -15,6 +17,7 @@ use gateway_binary::Credentials;
 use gateway_json::{AccountViews, PrivateState, RestGateway, private_router};
 use serde_json::Value;
 use std::sync::Arc;
+use tower::ServiceExt;
 
 /// The ed25519 secret key of `user`: distinct per user, and not the user id itself.
 pub fn secret(user: u64) -> [u8; 32] {
@@ -111,4 +114,24 @@ impl Drop for Harness {
             gateway.shutdown();
         }
     }
+}
+
+/// Sends a request through `router` and returns its status and JSON body (`Null` when empty).
+pub async fn send(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    body: &str,
+    headers: &[(&str, String)],
+) -> (StatusCode, Value) {
+    let mut request =
+        Request::builder().method(method).uri(uri).header("content-type", "application/json; charset=utf-8");
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = router.clone().oneshot(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    (status, value)
 }

@@ -26,7 +26,7 @@ use tower::ServiceExt;
 
 mod support;
 
-use support::{api_key, auth_headers, funded_engine, now_ms, params_of};
+use support::{api_key, auth_headers, funded_engine, now_ms, params_of, send, send_request};
 
 /// The engine on its own thread, like `engine::testkit::EngineLoop` but stamping commands with
 /// the wall clock (the history's time filters need real times).
@@ -115,33 +115,6 @@ impl Drop for Harness {
             gateway.shutdown();
         }
     }
-}
-
-async fn send_request(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
-    let value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{status}: {e}: {}", String::from_utf8_lossy(&bytes)))
-    };
-    (status, value)
-}
-
-async fn send(
-    router: &Router,
-    method: Method,
-    uri: &str,
-    body: &str,
-    headers: &[(&str, String)],
-) -> (StatusCode, Value) {
-    let mut request =
-        Request::builder().method(method).uri(uri).header("content-type", "application/json; charset=utf-8");
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    send_request(router, request.body(Body::from(body.to_string())).unwrap()).await
 }
 
 /// A signed request with a JSON object body.

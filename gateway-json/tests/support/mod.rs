@@ -117,6 +117,19 @@ impl Drop for Harness {
 }
 
 /// Sends a request through `router` and returns its status and JSON body (`Null` when empty).
+pub async fn send_request(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{status}: {e}: {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, value)
+}
+
+/// [`send_request`] of a JSON body with explicit headers.
 pub async fn send(
     router: &Router,
     method: Method,
@@ -129,9 +142,5 @@ pub async fn send(
     for (name, value) in headers {
         request = request.header(*name, value);
     }
-    let response = router.clone().oneshot(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, value)
+    send_request(router, request.body(Body::from(body.to_string())).unwrap()).await
 }

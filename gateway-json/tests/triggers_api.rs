@@ -303,3 +303,33 @@ async fn cancel_all_raw(router: &Router, body: Value) -> (StatusCode, Value) {
     let signed = format!("instruction=orderCancelAll{}&timestamp={ts}&window=5000", params_of(&body));
     send(router, Method::DELETE, "/api/v1/orders", &body.to_string(), &auth_headers(1, &signed, ts, 5000)).await
 }
+
+#[tokio::test]
+async fn malformed_trigger_fields_are_a_400_with_code_and_message() {
+    let h = harness();
+    let r = &h.router;
+    trade_at(r, "64000.0").await;
+    let base = json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Market", "quantity": "0.00100"});
+    for (field, value) in [
+        ("triggerPrice", json!("abc")),
+        ("triggerPrice", json!("-1")),
+        ("triggerPrice", json!("63000.05")),
+        ("triggerPrice", json!("1e400")),
+        ("triggerQuantity", json!("0.00100")),
+        ("stopLossTriggerPrice", json!("not a price")),
+    ] {
+        let mut body = base.clone();
+        body[field] = value.clone();
+        let (status, answer) = place(r, 1, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}={value}: {answer}");
+        assert!(answer["code"].is_string() && answer["message"].is_string(), "{field}={value}: {answer}");
+    }
+    // The same order with a well-formed trigger is accepted: the refusals were about the values.
+    let (status, _) = place(
+        r,
+        1,
+        json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Market", "quantity": "0.00100", "triggerPrice": "63000.0"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}

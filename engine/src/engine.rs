@@ -429,7 +429,14 @@ impl<B: Book> Engine<B> {
             if !market.triggers.is_empty_of_attachments() {
                 hasher.u64(u64::MAX - 1);
                 for attachment in market.triggers.attachments() {
-                    for word in attachment.words() {
+                    let words = attachment.words();
+                    let (before_uncovered, uncovered) = words.split_at(crate::triggers::ATTACHMENT_WORDS_V5);
+                    for &word in before_uncovered {
+                        hasher.u64(word);
+                    }
+                    // Accumulated lots only when there are some (so that format-5 snapshots, which
+                    // have none, still verify).
+                    for &word in uncovered.iter().filter(|&&word| word != 0) {
                         hasher.u64(word);
                     }
                 }
@@ -879,6 +886,13 @@ impl<B: Book> Engine<B> {
         {
             return Err(RejectReason::PriceOutsideBand);
         }
+        // The attached stop-loss / take-profit keep their trigger prices: they must stay on their
+        // sides of the new price.
+        if new_price != order.price.get()
+            && market.triggers.attachment(order_id).is_some_and(|attachment| !attachment.fits_price(new_price))
+        {
+            return Err(RejectReason::InvalidTriggerPrice);
+        }
         let opposite = order.side.opposite();
         let would_cross =
             market.book.best_price(opposite).is_some_and(|best| crosses(order.side, new_price, best.get()));
@@ -1201,10 +1215,26 @@ impl<B: Book> Engine<B> {
         if quantity > config.max_quantity_lots {
             return Err(RejectReason::QuantityAboveMaximum);
         }
-        // The opposite side in priority order, without the user's own orders, up to the quantity.
+        // The price band applies to both legs: the book leg takes only makers inside it, and the
+        // pool leg may not move the pool's price beyond it (checked on the plan below).
+        let market = &self.markets[mi];
+        let band = config.price_band.limits(bands::reference_price(
+            market.last_trade_ticks,
+            market.book.best_price(Side::Bid).map(Ticks::get),
+            market.book.best_price(Side::Ask).map(Ticks::get),
+        ));
+        let band_edge = band.map(|band| match side {
+            Side::Bid => band.upper,
+            Side::Ask => band.lower,
+        });
+        // The opposite side in priority order, without the user's own orders, up to the quantity
+        // or the band's edge.
         let mut ladder = Vec::new();
         let mut gathered = 0u64;
-        self.markets[mi].book.visit_in_priority(side.opposite(), &mut |order| {
+        market.book.visit_in_priority(side.opposite(), &mut |order| {
+            if band_edge.is_some_and(|edge| !crosses(side, edge, order.price.get())) {
+                return false;
+            }
             if order.user_id != m.user_id {
                 ladder.push((order.remaining_lots, order.price.get()));
                 gathered = gathered.saturating_add(order.remaining_lots);
@@ -1219,6 +1249,12 @@ impl<B: Book> Engine<B> {
         let pool = &self.pools[pi];
         let plan =
             amm::plan_route(&ladder, side, quantity, terms, pool.base_reserve, pool.quote_reserve, pool.fee_bps)?;
+        if let Some(edge) = band_edge
+            && plan.pool_base > 0
+            && !pool_stays_in_band(pool, side, plan.pool_base, terms, edge)?
+        {
+            return Err(RejectReason::PriceOutsideBand);
+        }
         let total = u64::try_from(plan.total_quote()).map_err(|_| RejectReason::ArithmeticOverflow)?;
         let limit = m.quote_limit.get();
         let (base, quote) = (config.base, config.quote);
@@ -1270,7 +1306,7 @@ impl<B: Book> Engine<B> {
                 client_order_id: ClientOrderId::ZERO,
                 side,
                 limit: None,
-                band_edge: None,
+                band_edge,
                 quantity_lots: plan.book_lots,
                 remaining_lots: Some(plan.book_lots),
                 filled_lots: 0,
@@ -1749,6 +1785,42 @@ fn crosses(side: Side, limit: u64, resting: u64) -> bool {
         Side::Bid => limit >= resting,
         Side::Ask => limit <= resting,
     }
+}
+
+/// Whether the pool leg of a routed order (`pool_base` base units bought or sold) leaves the
+/// pool's price within the band edge `edge_ticks` (the highest price a buy may pay, the lowest a
+/// sell may accept). The pool's price after the swap, the worst its leg reaches, is its reserves'
+/// ratio in ticks: `quote × lot_size / (base × quote_per_tick_lot)`; compared by cross
+/// multiplication in u128, where a product too large for u128 means a price far beyond any edge
+/// (buy) or far above it (sell).
+///
+/// # Errors
+/// The swap's own errors (the plan was made on the same state, so none is expected).
+fn pool_stays_in_band(
+    pool: &Pool,
+    side: Side,
+    pool_base: u64,
+    terms: amm::BookTerms,
+    edge_ticks: u64,
+) -> Result<bool, RejectReason> {
+    let mode = match side {
+        Side::Bid => codec::SwapMode::ExactOut,
+        Side::Ask => codec::SwapMode::ExactIn,
+    };
+    let result = amm::swap(pool.base_reserve, pool.quote_reserve, side, mode, pool_base, pool.fee_bps)?;
+    let (base_after, quote_after) = match side {
+        Side::Bid => (result.reserve_out_after, result.reserve_in_after),
+        Side::Ask => (result.reserve_in_after, result.reserve_out_after),
+    };
+    // Both products of two u64 values fit in u128; the edge side has three factors.
+    let price_side = u128::from(quote_after) * u128::from(terms.lot_size);
+    let edge_side = (u128::from(edge_ticks) * u128::from(terms.quote_per_tick_lot)).checked_mul(u128::from(base_after));
+    Ok(match (side, edge_side) {
+        (Side::Bid, Some(edge)) => price_side <= edge,
+        (Side::Ask, Some(edge)) => price_side >= edge,
+        (Side::Bid, None) => true,
+        (Side::Ask, None) => false,
+    })
 }
 
 /// What a taker buy pays for `lots` at `price`: notional plus taker fee.

@@ -17,7 +17,9 @@
 //! and no triggers. Version 5 adds a 14th word per trigger (its attached sibling, 0: none) and,
 //! after each market's triggers, its open attachments: count u64 and each as 9 u64 words
 //! ([`crate::triggers::Attachment`], parent id order); version 4 restores with no siblings and
-//! no attachments. Version 1 snapshots (before pools) are still read: their pools are empty.
+//! no attachments. Version 6 adds a 10th word per attachment (its accumulated lots not yet
+//! covered by a child, [`crate::triggers::Attachment::uncovered_lots`]); version 5 restores them
+//! as 0. Version 1 snapshots (before pools) are still read: their pools are empty.
 //! Versions 1 and 2 are still read: their recorded hash is checked with the FNV-1a hash they were
 //! written with (the layout is otherwise that of version 2, or version 1 as said). Version 3
 //! changed only the hash function. The ledger's pool account is rebuilt from the pools' reserves.
@@ -42,9 +44,11 @@ use std::path::{Path, PathBuf};
 
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"EXSNAP01";
-/// Snapshot format version (5: attached stop-loss / take-profit; 4: markets' last trade prices and pending trigger orders; 3: the
+/// Snapshot format version (6: attachments' uncovered lots; 5: attached stop-loss / take-profit; 4: markets' last trade prices and pending trigger orders; 3: the
 /// state hash is XXH3-64; 2 and 1 recorded FNV-1a).
-pub const SNAPSHOT_VERSION: u32 = 5;
+pub const SNAPSHOT_VERSION: u32 = 6;
+/// The first format version with the attachments' uncovered lots.
+const UNCOVERED_LOTS_VERSION: u32 = 6;
 /// The first format version with the trigger section.
 const TRIGGERS_VERSION: u32 = 4;
 /// The first format version with siblings and attachments (attached stop-loss / take-profit).
@@ -312,7 +316,12 @@ impl<B: Book> Engine<B> {
                     }
                     for _ in 0..count {
                         let mut words = [0u64; crate::triggers::ATTACHMENT_WORDS];
-                        for word in &mut words {
+                        let written = if version >= UNCOVERED_LOTS_VERSION {
+                            crate::triggers::ATTACHMENT_WORDS
+                        } else {
+                            crate::triggers::ATTACHMENT_WORDS_V5
+                        };
+                        for word in &mut words[..written] {
                             *word = r.u64()?;
                         }
                         let attachment =

@@ -34,6 +34,19 @@
 //! canceled, expired): its unfilled part never gets children; children already created stay.
 //! An open attachment counts as [`ATTACHED_CHILDREN_MAX`] triggers against both bounds (per market
 //! and per user), so that creating children during a fill can never exceed them.
+//!
+//! Every child is a valid order when it fires: a fill too small to make one (fewer lots than the
+//! market's minimum quantity, or for a limit child a notional below the minimum notional at its
+//! limit price) creates no child; its lots accumulate in the attachment
+//! ([`Attachment::uncovered_lots`]) and the first fill that brings the accumulated quantity to a
+//! valid order creates the missing children with all of it. Pending children grow by each fill
+//! as before (growing keeps an order valid). Lots still accumulated when the parent leaves the
+//! book stay without children (no valid order can protect them). Children hold no funds, so
+//! none of this touches the ledger or conservation.
+//!
+//! The children's trigger prices are fixed when the parent is accepted and must stay on their
+//! sides of the parent's limit price ([`Attachment::fits_price`]): a cancel-replace that moves
+//! the parent's price past one of them is rejected (`InvalidTriggerPrice`).
 
 use crate::FastMap;
 use codec::{ClientOrderId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, TriggerKind, UserId};
@@ -50,8 +63,11 @@ pub const ATTACHED_CHILDREN_MAX: usize = 2;
 #[cfg(test)]
 pub(crate) const TRIGGER_WORDS_V5: usize = 14;
 
-/// Words per attachment in snapshots ([`Attachment::words`]).
-pub(crate) const ATTACHMENT_WORDS: usize = 9;
+/// Words per attachment in snapshots from format 6 on ([`Attachment::words`]).
+pub(crate) const ATTACHMENT_WORDS: usize = 10;
+
+/// Words per attachment in format-5 snapshots (no [`Attachment::uncovered_lots`]).
+pub(crate) const ATTACHMENT_WORDS_V5: usize = 9;
 
 /// Attached stop-loss / take-profit of an open parent order: what its fills create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +91,9 @@ pub struct Attachment {
     pub stop_loss_child: OrderId,
     /// The current take-profit child, likewise.
     pub take_profit_child: OrderId,
+    /// Lots of the parent filled while a child was missing but too few to make it a valid order:
+    /// they go into the next child created (see the module documentation).
+    pub uncovered_lots: u64,
 }
 
 impl Attachment {
@@ -91,7 +110,14 @@ impl Attachment {
             self.take_profit_limit_ticks,
             self.stop_loss_child.get(),
             self.take_profit_child.get(),
+            self.uncovered_lots,
         ]
+    }
+
+    /// Whether its stop-loss lies on the losing side of `price_ticks` and its take-profit
+    /// strictly on the winning side (see [`attached_prices_fit`]).
+    pub fn fits_price(&self, price_ticks: u64) -> bool {
+        attached_prices_fit(self.parent_side, price_ticks, self.stop_loss_trigger_ticks, self.take_profit_trigger_ticks)
     }
 
     /// The inverse of [`Self::words`]; `None` for an invalid side or an attachment with no leg.
@@ -107,9 +133,24 @@ impl Attachment {
             take_profit_limit_ticks: words[6],
             stop_loss_child: OrderId::new(words[7]),
             take_profit_child: OrderId::new(words[8]),
+            uncovered_lots: words[9],
         };
         (attachment.stop_loss_trigger_ticks != 0 || attachment.take_profit_trigger_ticks != 0).then_some(attachment)
     }
+}
+
+/// Whether an attached stop-loss (`stop_loss_ticks`, 0: none) and take-profit
+/// (`take_profit_ticks`, 0: none) of a `parent_side` order priced at `price_ticks` lie on their
+/// sides: a buy is protected by a stop below its price and takes profit above it, a sell the
+/// reverse. A stop-loss at the price itself is on the losing side (it fires on any fall); a
+/// take-profit at the price would fire at no profit, so it must be strictly beyond.
+pub fn attached_prices_fit(parent_side: Side, price_ticks: u64, stop_loss_ticks: u64, take_profit_ticks: u64) -> bool {
+    let losing = |trigger: u64| match parent_side {
+        Side::Bid => trigger < price_ticks,
+        Side::Ask => trigger > price_ticks,
+    };
+    (stop_loss_ticks == 0 || losing(stop_loss_ticks))
+        && (take_profit_ticks == 0 || (take_profit_ticks != price_ticks && !losing(take_profit_ticks)))
 }
 
 /// Most trigger orders one command fires (its own trades and the cascade they cause together).
@@ -300,11 +341,18 @@ impl TriggerBook {
         self.attached.get(&parent_order_id)
     }
 
-    /// Records a parent's current children.
-    pub(crate) fn set_children(&mut self, parent_order_id: OrderId, stop_loss: OrderId, take_profit: OrderId) {
+    /// Records a parent's current children and the lots its missing children still await.
+    pub(crate) fn set_children(
+        &mut self,
+        parent_order_id: OrderId,
+        stop_loss: OrderId,
+        take_profit: OrderId,
+        uncovered_lots: u64,
+    ) {
         if let Some(attachment) = self.attached.get_mut(&parent_order_id) {
             attachment.stop_loss_child = stop_loss;
             attachment.take_profit_child = take_profit;
+            attachment.uncovered_lots = uncovered_lots;
         }
     }
 

@@ -10,7 +10,12 @@
 //! on one market are in the mix: their firing, failures and cascades go through the same checks.
 //! So are orders with attached stop-loss / take-profit (children created and grown by fills,
 //! one-cancels-other); the naive engine applies the same rules (the trigger logic is shared, only
-//! the book differs), and the snapshot round trip at the end covers attachments.
+//! the book differs), and the snapshot round trip at the end covers attachments. After every
+//! command, too: every pending trigger has at least its market's minimum quantity (attached
+//! children from fills below it accumulate instead), every open attachment's stop-loss and
+//! take-profit lie on their sides of the parent's price (replaces included), and a routed order
+//! on the banded market fills only up to the band's edge in its direction (around the reference
+//! price before it).
 //!
 //! Failing seeds are kept in `tests/properties.proptest-regressions`.
 
@@ -34,8 +39,10 @@ fn config() -> EngineConfig {
         market.maker_fee_ppm = 1_000;
         market.taker_fee_ppm = 2_500;
     }
-    // Give ETH_USDC a tick-lot worth more than one quote unit to exercise the scaling.
+    // Give ETH_USDC a tick-lot worth more than one quote unit to exercise the scaling, and a
+    // minimum quantity, so that fills of attached parents can be too small for a child order.
     config.markets[1].tick_size = 30_000;
+    config.markets[1].min_quantity_lots = 4;
     config.limits = EngineLimits { orders_per_market_max: 24, open_orders_per_user_max: 5, accounts_expected: 8 };
     // A ±5% price band on BTC_USDC (prices 95..=105 straddle it), none on ETH_USDC.
     config.markets[0].price_band = engine::PriceBand { max_multiplier_ppm: 1_050_000, min_multiplier_ppm: 950_000 };
@@ -123,12 +130,14 @@ fn book_command() -> impl Strategy<Value = Command> {
         // some on the wrong side of the price (rejected): their fills create and grow child
         // pairs, which fire with one-cancels-other.
         5 => (user.clone(), market.clone(), side(), prop_oneof![Just(0u64), 97u64..=103], 1u64..=30, tif(),
-              prop_oneof![1 => Just(0u64), 4 => 94u64..=106], prop_oneof![1 => Just(0u64), 4 => 94u64..=106], prop_oneof![Just(0u64), 93u64..=107])
-            .prop_map(|(user, market, side, price, quantity, tif, stop_loss, take_profit, limit)| {
+              prop_oneof![1 => Just(0u64), 4 => 94u64..=106], prop_oneof![1 => Just(0u64), 4 => 94u64..=106], prop_oneof![Just(0u64), 93u64..=107], 0u64..=4)
+            .prop_map(|(user, market, side, price, quantity, tif, stop_loss, take_profit, limit, client)| {
+                // Client ids shared with the other orders, so that replaces by client id (which
+                // must keep the attached triggers on their sides) reach parents too.
                 let order = if price == 0 {
                     engine::testkit::commands::market(user, market, side, quantity)
                 } else {
-                    engine::testkit::commands::limit(user, market, side, price, quantity, tif, 0)
+                    engine::testkit::commands::limit(user, market, side, price, quantity, tif, client)
                 };
                 let (stop_loss_limit, take_profit_limit) = if limit % 2 == 0 { (limit, 0) } else { (0, limit) };
                 engine::testkit::commands::with_attached(order, stop_loss, stop_loss_limit, take_profit, take_profit_limit)
@@ -154,6 +163,19 @@ fn book_command() -> impl Strategy<Value = Command> {
                     reserved: Reserved::ZERO,
                 })
             }),
+        // Price-only replaces by client id: they reach parents with attachments often, whose
+        // triggers must stay on their sides of the new price.
+        3 => (user.clone(), market.clone(), 1u64..=4, 94u64..=106).prop_map(|(user, market, client, price)| {
+            Command::CancelReplace(CancelReplace {
+                user_id: UserId::new(user),
+                order_id: OrderId::ZERO,
+                client_order_id: ClientOrderId::new(client),
+                new_price_ticks: Ticks::new(price),
+                new_quantity_lots: Lots::ZERO,
+                market_id: MarketId::new(market),
+                reserved: Reserved::ZERO,
+            })
+        }),
         1 => (user.clone(), 0..=MARKETS, prop::sample::select(SideFilter::ALL.to_vec())).prop_map(
             |(user, market, side)| {
                 Command::MassCancel(MassCancel {
@@ -284,6 +306,7 @@ fn run(commands: &[Command]) -> Result<Coverage, TestCaseError> {
             Command::Swap(swap) => fast.pool(swap.market_id).cloned().unwrap_or_else(|| fast.pools()[0].clone()),
             _ => fast.pools()[0].clone(),
         };
+        let band_before = band_limits(&fast, &config, command);
         fast_events.clear();
         naive_events.clear();
         fast.execute(ctx, command, &mut fast_events);
@@ -314,12 +337,32 @@ fn run(commands: &[Command]) -> Result<Coverage, TestCaseError> {
                 Event::OrderCanceled(c) if c.reason.get() == Ok(CancelReason::SelfTradePrevention) => "CanceledBySTP",
                 Event::OrderCanceled(c) if c.reason.get() == Ok(CancelReason::OneCancelsOther) => "CanceledByOCO",
                 Event::OrderReplaced(r) if bool::from(r.priority_kept.get().unwrap()) => "ReplacedKeepingPriority",
+                Event::OrderReplaced(r)
+                    if fast.triggers(r.market_id).is_some_and(|t| t.attachment(r.order_id).is_some()) =>
+                {
+                    "ReplacedAttachedParent"
+                }
                 other => other.name(),
             };
             *coverage.entry(name).or_default() += 1;
             prop_assert_eq!(event.sequence().get(), ctx.sequence.get());
             reference.apply(event);
         }
+        if let (Some(band), Command::RoutedOrder(routed)) = (band_before, command) {
+            // Like a market order's: a buy pays at most the upper edge, a sell gets at least the
+            // lower one.
+            for event in &fast_events {
+                if let Event::Fill(fill) = event {
+                    let price = fill.price_ticks.get();
+                    let inside = match routed.side.get() {
+                        Ok(Side::Bid) => price <= band.upper,
+                        _ => price >= band.lower,
+                    };
+                    prop_assert!(inside, "routed fill beyond {:?}: {:?}", band, fill);
+                }
+            }
+        }
+        check_trigger_rules(&fast, &config).map_err(|e| TestCaseError::fail(format!("after {command:?}: {e}")))?;
         fast.validate().map_err(|e| TestCaseError::fail(format!("fast engine after {command:?}: {e}")))?;
         naive.validate().map_err(|e| TestCaseError::fail(format!("naive engine after {command:?}: {e}")))?;
         reference.check(&fast).map_err(|e| TestCaseError::fail(format!("reference ledger after {command:?}: {e}")))?;
@@ -339,6 +382,46 @@ fn run(commands: &[Command]) -> Result<Coverage, TestCaseError> {
         .map_err(|e| TestCaseError::fail(format!("snapshot restore: {e}")))?;
     prop_assert_eq!(restored.state_hash(), recorded);
     Ok(coverage)
+}
+
+/// The band of a routed order's market before it executes (`None`: not routed, no band, or no
+/// reference price): the last trade price, else the book's mid.
+fn band_limits(engine: &Engine, config: &EngineConfig, command: &Command) -> Option<engine::BandLimits> {
+    use engine::Book;
+    let Command::RoutedOrder(routed) = command else { return None };
+    let market = config.markets.iter().find(|m| m.id == routed.market_id)?;
+    let book = engine.book(routed.market_id)?;
+    let reference = match engine.last_trade_price(routed.market_id)? {
+        0 => match (book.best_price(Side::Bid), book.best_price(Side::Ask)) {
+            (Some(bid), Some(ask)) => (bid.get() + ask.get()) / 2,
+            _ => 0,
+        },
+        last => last,
+    };
+    market.price_band.limits(reference)
+}
+
+/// Every pending trigger would be a valid order of its market (at least its minimum quantity; the
+/// minimum notional is 0 here, its rule is in the rule tests), and every open attachment's triggers lie on their
+/// sides of its parent's price.
+fn check_trigger_rules(engine: &Engine, config: &EngineConfig) -> Result<(), String> {
+    use engine::Book;
+    for market in &config.markets {
+        let triggers = engine.triggers(market.id).unwrap();
+        for trigger in triggers.iter() {
+            if trigger.quantity_lots != 0 && trigger.quantity_lots < market.min_quantity_lots {
+                return Err(format!("{}: pending trigger is no valid order: {trigger:?}", market.symbol));
+            }
+        }
+        let book = engine.book(market.id).unwrap();
+        for attachment in triggers.attachments() {
+            let parent = book.get(attachment.parent_order_id).ok_or("attachment without parent")?;
+            if !attachment.fits_price(parent.price.get()) {
+                return Err(format!("{}: attachment {attachment:?} off its sides of {parent:?}", market.symbol));
+            }
+        }
+    }
+    Ok(())
 }
 
 proptest! {

@@ -32,6 +32,11 @@ impl Harness {
         if band {
             config.markets[0].price_band = PriceBand { max_multiplier_ppm: 1_100_000, min_multiplier_ppm: 900_000 };
         }
+        Self::with_config(config)
+    }
+
+    /// An engine on `config`, users 1..=4 funded with BTC and USDC.
+    fn with_config(config: EngineConfig) -> Self {
         let mut harness =
             Self { engine: Engine::new(&config).unwrap(), sequence: 0, reference: ReferenceLedger::new(&config) };
         for user in 1..=4 {
@@ -647,4 +652,130 @@ fn attachments_survive_a_snapshot_and_are_hashed() {
         assert_eq!(live, replayed);
         assert_eq!(restored.state_hash(), h.engine.state_hash());
     }
+}
+
+/// The attachment of an open parent on BTC_USDC.
+fn attachment_of(h: &Harness, parent: u64) -> engine::triggers::Attachment {
+    *h.engine.triggers(MarketId::new(M1)).unwrap().attachment(OrderId::new(parent)).unwrap()
+}
+
+/// A fill too small to make a valid child order (below the minimum quantity, or for a limit child
+/// below the minimum notional at its limit price) creates no child: its lots accumulate in the
+/// attachment, and the first fill that makes the accumulated quantity valid creates the pair with
+/// all of it; pending children then grow by each fill. The accumulated lots are in the snapshot.
+#[test]
+fn fills_too_small_for_a_valid_child_accumulate_until_one_is() {
+    let mut config = EngineConfig::sample();
+    config.markets[0].min_quantity_lots = 5;
+    config.markets[0].min_notional = 5_000;
+    let mut h = Harness::with_config(config.clone());
+    // An ask of 6 filled down to 1 lot (also sets the last price to 1 000).
+    h.ok(c::gtc(3, M1, Side::Ask, 1_000, 6));
+    h.ok(c::limit(4, M1, Side::Bid, 1_000, 5, TimeInForce::Ioc, 0));
+    // The parent takes that 1 lot and rests 19; stop-loss limit 800 (800 × 6 < 5 000: a child
+    // needs 7 lots), take-profit market (needs 5 lots).
+    let events = h.ok(c::with_attached(c::gtc(1, M1, Side::Bid, 1_000, 20), 900, 800, 1_100, 0));
+    let Event::OrderAccepted(accepted) = events[0] else { panic!("{events:?}") };
+    let parent = accepted.order_id.get();
+    assert!(!names(&events).contains(&"TriggerPending"), "{events:?}");
+    assert!(pending(&h).is_empty());
+    assert_eq!(attachment_of(&h, parent).uncovered_lots, 1);
+
+    // 6 lots: a valid market take-profit but not a valid stop-loss limit: still none.
+    let events = h.ok(c::limit(3, M1, Side::Ask, 1_000, 5, TimeInForce::Ioc, 0));
+    assert!(!names(&events).contains(&"TriggerPending"), "{events:?}");
+    assert_eq!(attachment_of(&h, parent).uncovered_lots, 6);
+    // The accumulated lots survive a snapshot and are in the state hash.
+    let mut bytes = Vec::new();
+    let hash = h.engine.write_snapshot(h.sequence, &mut bytes);
+    let (restored, _) = Engine::restore_snapshot(&config, engine::OrderBook::with_capacity, &bytes).unwrap();
+    assert_eq!(restored.state_hash(), hash);
+    assert_eq!(
+        restored.triggers(MarketId::new(M1)).unwrap().attachment(OrderId::new(parent)).unwrap().uncovered_lots,
+        6
+    );
+
+    // 11 lots: both children are created with all of them.
+    let events = h.ok(c::limit(3, M1, Side::Ask, 1_000, 5, TimeInForce::Ioc, 0));
+    assert_eq!(names(&events).iter().filter(|n| **n == "TriggerPending").count(), 2, "{events:?}");
+    assert_eq!(pending(&h).iter().map(|p| p.5).collect::<Vec<_>>(), [11, 11]);
+    assert_eq!(attachment_of(&h, parent).uncovered_lots, 0);
+    // Then they grow by each fill.
+    h.ok(c::limit(3, M1, Side::Ask, 1_000, 5, TimeInForce::Ioc, 0));
+    assert_eq!(pending(&h).iter().map(|p| p.5).collect::<Vec<_>>(), [16, 16]);
+    // Children hold no funds: user 1 locks only the parent's remaining 4 lots.
+    assert_eq!(h.balance(1, USDC).1, 4 * 1_000 + 4 * 1_000 * 500 / 1_000_000);
+}
+
+/// A cancel-replace that moves a parent's price past its attached stop-loss (a buy's stop at or
+/// above the new price) or take-profit (at or below it) is rejected; one that keeps both on their
+/// sides is accepted, and a parent without attachment moves freely.
+#[test]
+fn a_replace_must_keep_the_attached_triggers_on_their_sides() {
+    let mut h = Harness::new(false);
+    h.trade_at(1_000, 1);
+    let events = h.ok(c::with_attached(c::gtc(1, M1, Side::Bid, 1_000, 10), 900, 0, 1_100, 0));
+    let Event::OrderAccepted(accepted) = events[0] else { panic!("{events:?}") };
+    let parent = accepted.order_id.get();
+    h.reject(c::replace(1, M1, parent, 1_100, 0), RejectReason::InvalidTriggerPrice);
+    h.reject(c::replace(1, M1, parent, 1_150, 0), RejectReason::InvalidTriggerPrice);
+    h.reject(c::replace(1, M1, parent, 900, 0), RejectReason::InvalidTriggerPrice);
+    h.reject(c::replace(1, M1, parent, 850, 0), RejectReason::InvalidTriggerPrice);
+    h.ok(c::replace(1, M1, parent, 950, 0));
+    h.ok(c::replace(1, M1, parent, 0, 12));
+    // A sell parent: its stop-loss above, its take-profit below.
+    let events = h.ok(c::with_attached(c::gtc(2, M1, Side::Ask, 1_050, 10), 1_200, 0, 1_010, 0));
+    let Event::OrderAccepted(accepted) = events[0] else { panic!("{events:?}") };
+    h.reject(c::replace(2, M1, accepted.order_id.get(), 1_200, 0), RejectReason::InvalidTriggerPrice);
+    h.reject(c::replace(2, M1, accepted.order_id.get(), 1_000, 0), RejectReason::InvalidTriggerPrice);
+    h.ok(c::replace(2, M1, accepted.order_id.get(), 1_100, 0));
+    let Event::OrderAccepted(plain) = h.ok(c::gtc(1, M1, Side::Bid, 990, 1))[0] else { panic!() };
+    h.ok(c::replace(1, M1, plain.order_id.get(), 800, 0));
+}
+
+/// A routed order (book + AMM pool) respects the price band: its book leg takes no maker beyond
+/// the band's edge and its pool leg may not move the pool's price beyond it; when the quantity
+/// cannot be had within the band the order is rejected (`PriceOutsideBand`, nothing happens), as
+/// routed orders are all or nothing.
+#[test]
+fn a_routed_order_stays_inside_the_band() {
+    const ETH_USDC: u32 = 2;
+    const ETH: u32 = 2;
+    let mut config = EngineConfig::sample();
+    config.pools = vec![engine::PoolConfig { market_id: MarketId::new(ETH_USDC), fee_bps: 30 }];
+    config.markets[1].price_band = PriceBand { max_multiplier_ppm: 1_100_000, min_multiplier_ppm: 900_000 };
+    let mut h = Harness::with_config(config);
+    for user in 1..=4 {
+        h.ok(c::deposit(user, ETH, 1_000_000_000_000));
+        h.ok(c::deposit(user, USDC, 10_000_000_000_000));
+    }
+    // Pool: 100 ETH / 300 000 USDC (3 000 per ETH, 300 000 ticks). An ask at 4 000 placed while
+    // the market had no reference price (one-sided book, no trade), so outside today's band.
+    h.ok(c::add_liquidity(1, ETH_USDC, 10_000_000_000, 300_000_000_000));
+    h.ok(c::gtc(3, ETH_USDC, Side::Ask, 400_000, 20_000));
+    // A trade at 3 000 makes the band 2 700 .. 3 300; an ask of 5 ETH at 3 200 is inside it.
+    h.ok(c::gtc(3, ETH_USDC, Side::Ask, 300_000, 1));
+    h.ok(c::limit(4, ETH_USDC, Side::Bid, 300_000, 1, TimeInForce::Ioc, 0));
+    h.ok(c::gtc(3, ETH_USDC, Side::Ask, 320_000, 50_000));
+    let pool_price_within = |h: &Harness, lower: u128, upper: u128| {
+        // USDC minor units per ETH minor unit × 100 is USDC per ETH.
+        let pool = h.engine.pool(MarketId::new(ETH_USDC)).unwrap();
+        let (quote, base) = (u128::from(pool.quote_reserve) * 100, u128::from(pool.base_reserve));
+        quote >= lower * base && quote <= upper * base
+    };
+
+    // 8 ETH can be had within the band: the 3 200 ask and the pool up to at most 3 300.
+    let events = h.ok(c::routed(2, ETH_USDC, Side::Bid, 80_000, 0));
+    let fills: Vec<u64> =
+        events.iter().filter_map(|e| if let Event::Fill(f) = e { Some(f.price_ticks.get()) } else { None }).collect();
+    assert!(!fills.is_empty() && fills.iter().all(|&p| p <= 330_000), "{events:?}");
+    assert!(pool_price_within(&h, 2_700, 3_300));
+
+    // 12 more ETH cannot: the rest is the ask at 4 000 and the pool beyond 3 300.
+    h.reject(c::routed(2, ETH_USDC, Side::Bid, 120_000, 0), RejectReason::PriceOutsideBand);
+    // Nor a sell of 20 ETH (no bids; the pool would fall below 2 700).
+    h.reject(c::routed(2, ETH_USDC, Side::Ask, 200_000, 0), RejectReason::PriceOutsideBand);
+    // A small sell stays inside.
+    h.ok(c::routed(2, ETH_USDC, Side::Ask, 10_000, 0));
+    assert!(pool_price_within(&h, 2_700, 3_300));
 }

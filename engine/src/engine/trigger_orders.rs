@@ -4,7 +4,9 @@
 
 use super::{CommandContext, Engine, Outcome};
 use crate::book::Book;
-use crate::triggers::{ATTACHED_CHILDREN_MAX, Attachment, PendingTrigger, TRIGGERS_FIRED_PER_COMMAND_MAX};
+use crate::triggers::{
+    ATTACHED_CHILDREN_MAX, Attachment, PendingTrigger, TRIGGERS_FIRED_PER_COMMAND_MAX, attached_prices_fit,
+};
 use codec::{
     CancelReason, CancelReplace, ClientOrderId, Event, Lots, NewOrder, OrderCanceled, OrderId, OrderReplaced,
     RejectReason, Reserved, Side, SideFilter, Ticks, TriggerFailed, TriggerKind, TriggerPending, TriggerPlaced, UserId,
@@ -328,14 +330,7 @@ impl<B: Book> Engine<B> {
             ),
             limit => limit,
         };
-        // A buy is protected by a stop below and takes profit above; a sell the reverse.
-        let losing = |trigger: u64| match side {
-            Side::Bid => trigger < reference,
-            Side::Ask => trigger > reference,
-        };
-        if (stop_loss != 0 && !losing(stop_loss))
-            || (take_profit != 0 && (take_profit == reference || losing(take_profit)))
-        {
+        if !attached_prices_fit(side, reference, stop_loss, take_profit) {
             return Err(RejectReason::InvalidTriggerPrice);
         }
         if !market.triggers.has_capacity_for(ATTACHED_CHILDREN_MAX) {
@@ -354,12 +349,15 @@ impl<B: Book> Engine<B> {
             take_profit_limit_ticks: take_profit_limit,
             stop_loss_child: OrderId::ZERO,
             take_profit_child: OrderId::ZERO,
+            uncovered_lots: 0,
         }))
     }
 
     /// After a fill of `lots` of a parent with an attachment: grows each pending child of its
-    /// pair by `lots` (reported as a replace), or creates the child with `lots` when it does not
-    /// pend (first fill, or it fired or was canceled since), and links the pair as siblings.
+    /// pair by `lots` (reported as a replace), and creates each child that does not pend (first
+    /// fill, or it fired or was canceled since) with `lots` plus the lots accumulated before, once
+    /// that quantity makes every missing child a valid order (else the lots accumulate); links
+    /// the pair as siblings.
     pub(super) fn grow_attached(
         &mut self,
         ctx: CommandContext,
@@ -372,6 +370,21 @@ impl<B: Book> Engine<B> {
         let market_id = self.markets[mi].spec.config.id;
         let side = attachment.parent_side.opposite();
         let mut children = [OrderId::ZERO; ATTACHED_CHILDREN_MAX];
+        // Bounded: the accumulated lots never exceed what the parent filled.
+        let unprotected = attachment.uncovered_lots + lots;
+        let triggers = &self.markets[mi].triggers;
+        let missing = |trigger_ticks: u64, child: OrderId| trigger_ticks != 0 && triggers.get(child).is_none();
+        let any_missing = missing(attachment.stop_loss_trigger_ticks, attachment.stop_loss_child)
+            || missing(attachment.take_profit_trigger_ticks, attachment.take_profit_child);
+        // A missing child is created only as a valid order (see `crate::triggers`).
+        let create_missing = [
+            (attachment.stop_loss_trigger_ticks, attachment.stop_loss_limit_ticks, attachment.stop_loss_child),
+            (attachment.take_profit_trigger_ticks, attachment.take_profit_limit_ticks, attachment.take_profit_child),
+        ]
+        .into_iter()
+        .all(|(trigger_ticks, limit_ticks, child)| {
+            !missing(trigger_ticks, child) || self.is_valid_child(mi, limit_ticks, unprotected)
+        });
         let legs = [
             (
                 TriggerKind::Stop,
@@ -413,6 +426,10 @@ impl<B: Book> Engine<B> {
                 }));
                 continue;
             }
+            if !create_missing {
+                continue;
+            }
+            let lots = unprotected;
             let order_type = if limit_ticks == 0 { codec::OrderType::Market } else { codec::OrderType::Limit };
             let trigger = PendingTrigger {
                 order_id: OrderId::new(self.next_order_id),
@@ -455,10 +472,24 @@ impl<B: Book> Engine<B> {
         }
         let [stop_loss, take_profit] = children;
         let triggers = &mut self.markets[mi].triggers;
-        triggers.set_children(parent_order_id, stop_loss, take_profit);
+        let uncovered_lots = if any_missing && !create_missing { unprotected } else { 0 };
+        triggers.set_children(parent_order_id, stop_loss, take_profit, uncovered_lots);
         if stop_loss != OrderId::ZERO && take_profit != OrderId::ZERO {
             triggers.set_sibling(stop_loss, take_profit);
             triggers.set_sibling(take_profit, stop_loss);
         }
+    }
+
+    /// Whether `quantity_lots` makes an attached child with limit price `limit_ticks` (0: a
+    /// market order) a valid order of the market: at least its minimum quantity and, for a limit
+    /// child, its minimum notional. (Never above the maximum: the children never hold more than
+    /// the parent filled.)
+    fn is_valid_child(&self, mi: usize, limit_ticks: u64, quantity_lots: u64) -> bool {
+        let spec = &self.markets[mi].spec;
+        quantity_lots >= spec.config.min_quantity_lots
+            && (limit_ticks == 0
+                || spec
+                    .notional(limit_ticks, quantity_lots)
+                    .is_some_and(|notional| notional >= spec.config.min_notional))
     }
 }

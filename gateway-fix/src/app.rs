@@ -355,10 +355,26 @@ impl ClOrdIds {
 /// A command sent to the engine whose answer needs the request's own identifiers.
 #[derive(Debug, Clone)]
 pub(crate) enum Pending {
-    New { side: Side, lots: u64, ticks: u64, order_type: OrderType },
-    Cancel { cl_ord_id: Box<str>, orig: Box<str> },
-    Replace { cl_ord_id: Box<str>, orig: Box<str> },
-    MassCancel { cl_ord_id: Box<str>, request_type: u8 },
+    /// A NewOrderSingle; `stop_ticks` is the StopPx of a stop (OrdType 3 or 4), else 0.
+    New {
+        side: Side,
+        lots: u64,
+        ticks: u64,
+        order_type: OrderType,
+        stop_ticks: u64,
+    },
+    Cancel {
+        cl_ord_id: Box<str>,
+        orig: Box<str>,
+    },
+    Replace {
+        cl_ord_id: Box<str>,
+        orig: Box<str>,
+    },
+    MassCancel {
+        cl_ord_id: Box<str>,
+        request_type: u8,
+    },
 }
 
 /// Why an application message did not become a command.
@@ -444,7 +460,8 @@ fn rejected_new_saying(message: &Message<'_>, cl_ord_id: &str, reason: RejectRea
     let mut body = Body::new();
     body.field(37, "NONE").field(11, cl_ord_id).field(17, format!("R-{}", engine_id(message.bytes())));
     body.field(150, "8").field(39, "8");
-    for tag in [55, 54, 38, 40, 44] {
+    // The request's own fields, StopPx of a stop order included.
+    for tag in [55, 54, 38, 40, 44, 99] {
         if let Some(value) = message.get(tag) {
             body.field(tag, value);
         }
@@ -704,7 +721,7 @@ fn new_order_single(
     let Some(client_order_id) = ids.place(cl_ord_id) else {
         return Err(rejected_new(message, cl_ord_id, RejectReason::DuplicateClientOrderId));
     };
-    let pending = Pending::New { side, lots, ticks, order_type };
+    let pending = Pending::New { side, lots, ticks, order_type, stop_ticks };
     let command = Command::NewOrder(NewOrder {
         user_id,
         client_order_id: ClientOrderId::new(client_order_id),

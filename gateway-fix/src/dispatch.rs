@@ -50,8 +50,11 @@ struct OrderInfo {
     cum: u64,
     /// Σ price × quantity of the fills, in ticks × lots.
     notional: u128,
-    /// StopPx(99) of a stop order (OrdType 3 or 4) until it is triggered; 0 otherwise.
+    /// StopPx(99) of a stop order (OrdType 3 or 4); 0 for other orders.
     stop_price: u64,
+    /// Whether the stop has been triggered: its reports then show the order it placed (OrdType
+    /// 1 or 2, no StopPx), except the rejection of a stop whose order could not be placed.
+    triggered: bool,
 }
 
 struct Dispatcher {
@@ -89,9 +92,8 @@ pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
                 quantity: order.quantity_lots,
                 cum: order.cum_lots,
                 notional: order.notional,
-                // The session store keeps no StopPx: a stop order remembered across a restart
-                // reports as the order it places.
-                stop_price: 0,
+                stop_price: order.stop_price_ticks,
+                triggered: order.triggered,
             };
             remembered.push((order.order_id, info));
             dispatcher.by_client.insert((state.session_id, order.client_order_id), OrderId::new(order.order_id));
@@ -160,6 +162,8 @@ fn persist(state: &mut SessionState, order_id: OrderId, client_order_id: ClientO
         quantity_lots: info.quantity,
         cum_lots: info.cum,
         notional: info.notional,
+        stop_price_ticks: info.stop_price,
+        triggered: info.triggered,
         cl_ord_id: state.ids.text(client_order_id).into(),
         superseded: state.ids.superseded(client_order_id.get()),
     };
@@ -229,6 +233,7 @@ impl Dispatcher {
                     cum: 0,
                     notional: 0,
                     stop_price: 0,
+                    triggered: false,
                 };
                 self.orders.insert(accepted.order_id.get(), info);
                 self.by_client.insert((session, accepted.client_order_id.get()), accepted.order_id);
@@ -259,6 +264,7 @@ impl Dispatcher {
                     cum: 0,
                     notional: 0,
                     stop_price: pending.trigger_price_ticks.get(),
+                    triggered: false,
                 };
                 self.orders.insert(pending.order_id.get(), info);
                 self.by_client.insert((session, pending.client_order_id.get()), pending.order_id);
@@ -278,8 +284,8 @@ impl Dispatcher {
             }
             Event::TriggerPlaced(placed) => {
                 let Some(info) = self.orders.get_mut(placed.order_id.get()) else { return };
-                // From here on it is a plain market or limit order.
-                info.stop_price = 0;
+                // From here on it reports as the plain market or limit order it placed.
+                info.triggered = true;
                 let info = *info;
                 let exec_id = self.exec_id(placed.sequence);
                 let Some(market) = self.market(info.market) else { return };
@@ -300,6 +306,8 @@ impl Dispatcher {
                 let reason = failed.reason.get().unwrap_or(RejectReason::MalformedMessage);
                 let exec_id = self.exec_id(failed.sequence);
                 let Some(market) = self.market(info.market) else { return };
+                // What was rejected is the stop order the client sent: OrdType 3/4 with StopPx.
+                let info = OrderInfo { triggered: false, ..info };
                 self.with_session(info.session, |state| {
                     persist(state, failed.order_id, failed.client_order_id, &info, false);
                     let cl_ord_id = state.ids.text(failed.client_order_id);
@@ -370,6 +378,7 @@ impl Dispatcher {
                     cum: canceled.filled_lots.get(),
                     notional: 0,
                     stop_price: 0,
+                    triggered: false,
                 });
                 for session in targets.into_iter().flatten() {
                     self.with_session(session, |state| {
@@ -432,6 +441,7 @@ impl Dispatcher {
                     cum: replaced.filled_lots.get(),
                     notional: 0,
                     stop_price: 0,
+                    triggered: false,
                 });
                 let owner = (info.session != 0).then_some(info.session);
                 for session in targets(owner, origin_session).into_iter().flatten() {
@@ -516,13 +526,16 @@ impl Dispatcher {
                             if let Some(market) = &market {
                                 body.field(55, &market.symbol);
                             }
-                            if let Some(Pending::New { side, lots, ticks, order_type }) = pending {
+                            if let Some(Pending::New { side, lots, ticks, order_type, stop_ticks }) = pending {
                                 body.field(54, if side == Side::Bid { "1" } else { "2" });
                                 if let Some(market) = &market {
                                     body.field(38, market.quantity(lots));
-                                    body.field(40, if order_type == OrderType::Market { "1" } else { "2" });
+                                    body.field(40, ord_type(order_type, stop_ticks != 0));
                                     if ticks != 0 {
                                         body.field(44, market.price(ticks));
+                                    }
+                                    if stop_ticks != 0 {
+                                        body.field(99, market.price(stop_ticks));
                                     }
                                 }
                             }
@@ -612,19 +625,24 @@ fn header(
 fn instrument(body: &mut Body, market: &MarketInfo, info: &OrderInfo) {
     body.field(55, &market.symbol).field(54, if info.side == Side::Bid { "1" } else { "2" });
     body.field(38, market.quantity(info.quantity));
-    // OrdType: 1 market, 2 limit, 3 stop, 4 stop limit (with StopPx while not triggered).
-    let ord_type = match (info.order_type, info.stop_price != 0) {
+    // A stop reports as one (3 or 4, with StopPx) until triggered, then as the order it placed.
+    let as_stop = info.stop_price != 0 && !info.triggered;
+    body.field(40, ord_type(info.order_type, as_stop));
+    if info.price != 0 {
+        body.field(44, market.price(info.price));
+    }
+    if as_stop {
+        body.field(99, market.price(info.stop_price));
+    }
+}
+
+/// OrdType(40): 1 market, 2 limit, 3 stop, 4 stop limit.
+fn ord_type(order_type: OrderType, stop: bool) -> &'static str {
+    match (order_type, stop) {
         (OrderType::Market, false) => "1",
         (OrderType::Limit, false) => "2",
         (OrderType::Market, true) => "3",
         (OrderType::Limit, true) => "4",
-    };
-    body.field(40, ord_type);
-    if info.price != 0 {
-        body.field(44, market.price(info.price));
-    }
-    if info.stop_price != 0 {
-        body.field(99, market.price(info.stop_price));
     }
 }
 

@@ -183,8 +183,8 @@ pub struct GatewayStats {
     pub store_syncs: AtomicU64,
 }
 
-/// An order resting in the engine at start-up: what the gateway needs to reconcile the open
-/// orders its session stores remember.
+/// An order open in the engine at start-up (resting, or a pending stop): what the gateway needs
+/// to reconcile the open orders its session stores remember.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineOrder {
     /// Exchange order id.
@@ -199,18 +199,32 @@ pub struct EngineOrder {
     pub quantity_lots: u64,
     /// Filled so far, in lots.
     pub filled_lots: u64,
+    /// The trigger price in ticks of a pending stop (not yet triggered); 0 for a resting order.
+    pub stop_price_ticks: u64,
 }
 
-/// The engine's resting orders at start-up (see [`FixGateway::start_after_recovery`]).
+/// The engine's open orders at start-up (see [`FixGateway::start_after_recovery`]).
 #[derive(Debug, Clone, Default)]
 pub struct EngineOrders(pub Vec<EngineOrder>);
 
 impl EngineOrders {
-    /// Every resting order of `engine`'s books.
+    /// Every resting order of `engine`'s books and every pending trigger order.
     pub fn from_engine<B: engine::Book>(engine: &engine::Engine<B>) -> Self {
         let mut orders = Vec::new();
         for market in 1..=engine.market_count() {
             let market_id = MarketId::new(market as u32);
+            // A pending stop is open too: forgetting it would lose its trigger and fill reports.
+            for trigger in engine.triggers(market_id).into_iter().flat_map(engine::TriggerBook::iter) {
+                orders.push(EngineOrder {
+                    order_id: trigger.order_id,
+                    user_id: trigger.user_id,
+                    market_id,
+                    price_ticks: trigger.price_ticks,
+                    quantity_lots: trigger.quantity_lots,
+                    filled_lots: 0,
+                    stop_price_ticks: trigger.trigger_price_ticks,
+                });
+            }
             let Some(book) = engine.book(market_id) else { continue };
             for side in [Side::Bid, Side::Ask] {
                 book.visit_in_priority(side, &mut |resting| {
@@ -221,6 +235,7 @@ impl EngineOrders {
                         price_ticks: resting.price.get(),
                         quantity_lots: resting.quantity_lots,
                         filled_lots: resting.filled_lots,
+                        stop_price_ticks: 0,
                     });
                     true
                 });
@@ -391,5 +406,35 @@ impl Drop for FixGateway {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::Release);
         self.shared.syncer.stop.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::testkit::commands as c;
+
+    /// A pending stop is one of the engine's open orders at recovery (with its trigger price),
+    /// next to the resting orders, so that reconciliation does not forget it.
+    #[test]
+    fn engine_orders_include_pending_stops() {
+        let config = EngineConfig::sample();
+        let mut engine = engine::Engine::new(&config).unwrap();
+        let mut events = Vec::new();
+        let commands = [
+            c::deposit(1, 0, 1_000_000),
+            c::deposit(2, 1, 1_000_000_000),
+            c::gtc(1, 1, Side::Ask, 600_000, 1),
+            c::limit(2, 1, Side::Bid, 600_000, 1, codec::TimeInForce::Ioc, 0),
+            c::gtc(1, 1, Side::Ask, 610_000, 1),
+            c::trigger(1, 1, Side::Ask, codec::TriggerKind::Stop, 590_000, 0, 1, 0),
+        ];
+        for (sequence, command) in commands.iter().enumerate() {
+            engine.execute(engine::CommandContext::new(sequence as u64 + 1, 1), command, &mut events);
+        }
+        assert!(!events.iter().any(|e| matches!(e, codec::Event::OrderRejected(_))), "{events:?}");
+        let orders = EngineOrders::from_engine(&engine).0;
+        let stops: Vec<(u64, u64)> = orders.iter().map(|o| (o.price_ticks, o.stop_price_ticks)).collect();
+        assert_eq!(stops, [(0, 590_000), (610_000, 0)]);
     }
 }

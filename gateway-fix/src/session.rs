@@ -215,7 +215,7 @@ impl SessionState {
         })
     }
 
-    /// Reconciles the stored open orders with the engine's resting orders at start-up (see
+    /// Reconciles the stored open orders with the engine's open orders at start-up (see
     /// [`crate::FixGateway::start_after_recovery`]) and rewrites the log when anything changed
     /// (counted in `stats`).
     pub fn reconcile(
@@ -231,6 +231,14 @@ impl SessionState {
             };
             order.price_ticks = engine.price_ticks;
             order.quantity_lots = engine.quantity_lots;
+            if engine.stop_price_ticks != 0 {
+                // Still a pending stop.
+                order.stop_price_ticks = engine.stop_price_ticks;
+                order.triggered = false;
+            } else if order.stop_price_ticks != 0 {
+                // A stop that triggered (in the crash window) and now rests as its limit order.
+                order.triggered = true;
+            }
             if engine.filled_lots > order.cum_lots {
                 // Fills the store missed (a crash between the engine and the store): counted at
                 // the order's limit price, the price of every fill of a resting order.
@@ -1232,6 +1240,8 @@ mod tests {
             quantity_lots: 10,
             cum_lots: 0,
             notional: 0,
+            stop_price_ticks: 0,
+            triggered: false,
             cl_ord_id: current.into(),
             superseded: if original == current { Vec::new() } else { vec![original.into()] },
         }
@@ -1268,11 +1278,51 @@ mod tests {
                 price_ticks: 600_000,
                 quantity_lots: 10,
                 filled_lots: 0,
+                stop_price_ticks: 0,
             },
         )]);
         state.reconcile(&resting, &GatewayStats::default()).unwrap();
         assert!(state.ids.in_use("A0") && state.ids.in_use("A1"));
         assert!(!state.ids.in_use("B0"), "the forgotten order's ClOrdID is free again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A stored stop the engine still has pending is kept (with the engine's StopPx); one the
+    /// engine no longer has is forgotten; one that triggered and now rests is kept as triggered.
+    #[test]
+    fn reconciling_keeps_pending_stops() {
+        let dir = std::env::temp_dir().join(format!("gateway-fix-session-stops-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let gateway = GatewayConfig { store_dir: dir.clone(), ..GatewayConfig::default() };
+        let config = SessionConfig {
+            sender_comp_id: "CLIENT".into(),
+            target_comp_id: "EXCH".into(),
+            user_id: UserId::new(1),
+            public_key: [0; 32],
+        };
+        {
+            let (files, _) = StoreFiles::open(&dir.join("CLIENT@EXCH"), 10, store::Durability::Fsync).unwrap();
+            let mut records = Vec::new();
+            for (id, name) in [(1, "PENDING"), (2, "GONE"), (3, "FIRED")] {
+                let order = OrderRecord { stop_price_ticks: 590_000, ..stored_order(id, name, name) };
+                store::encode_order(&mut records, &order, true);
+            }
+            files.append(&records).unwrap();
+        }
+        let mut state = SessionState::open(config, 1, &gateway, Arc::new(Syncer::default())).unwrap();
+        let engine_order = |id: u64, stop_price_ticks: u64| crate::EngineOrder {
+            order_id: OrderId::new(id),
+            user_id: UserId::new(1),
+            market_id: MarketId::new(1),
+            price_ticks: 600_000,
+            quantity_lots: 10,
+            filled_lots: 0,
+            stop_price_ticks,
+        };
+        let open = HashMap::from([(OrderId::new(1), engine_order(1, 590_000)), (OrderId::new(3), engine_order(3, 0))]);
+        state.reconcile(&open, &GatewayStats::default()).unwrap();
+        let kept = |id: u64| state.orders.get(&id).map(|o| (o.stop_price_ticks, o.triggered));
+        assert_eq!((kept(1), kept(2), kept(3)), (Some((590_000, false)), None, Some((590_000, true))));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

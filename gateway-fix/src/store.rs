@@ -8,7 +8,7 @@
 //!   - kind 0: an administrative message (only its number is kept: it is gap-filled on resend);
 //!   - kind 1: an application message `[msg type][21-byte SendingTime][body]` (resent as it was);
 //!   - kind 2: the state of an order placed through the session, with its current and
-//!     superseded ClOrdIDs (sequence field 0; see [`OrderRecord`]); the last record of an order
+//!     superseded ClOrdIDs and a stop's StopPx (sequence field 0; see [`OrderRecord`]); the last record of an order
 //!     id wins, a closed order's record removes it;
 //!   - kind 3: a base: every outbound number up to `sequence` is used (written first by a
 //!     compaction, whose file then holds only the resend window and the open orders);
@@ -96,6 +96,10 @@ pub struct OrderRecord {
     pub cum_lots: u64,
     /// Σ price × quantity of the fills, in ticks × lots (for AvgPx).
     pub notional: u128,
+    /// StopPx(99) of a stop order (OrdType 3 or 4) in ticks; 0 for other orders.
+    pub stop_price_ticks: u64,
+    /// Whether the stop has been triggered (it then reports as the order it placed).
+    pub triggered: bool,
     /// The order's current ClOrdID(11) (after replaces, the latest).
     pub cl_ord_id: Box<str>,
     /// The ClOrdIDs it carried before, oldest first (still in use while the order is open).
@@ -106,19 +110,22 @@ pub struct OrderRecord {
 const NAME_BYTES_MAX: usize = u8::MAX as usize;
 /// Most superseded ClOrdIDs a record holds (their count is one byte).
 const SUPERSEDED_MAX: usize = u8::MAX as usize;
+/// Bytes of a record's stop fields: StopPx in ticks (u64) and the triggered flag (u8).
+const STOP_BYTES: usize = 9;
 
 impl OrderRecord {
     /// Payload after the record header: order id, client order id, market, flags (side, type,
     /// open), price, quantity, cum, notional, `[u8 length][current ClOrdID]`, then (absent in
     /// records written before chains were kept) `[u8 count]` and per superseded ClOrdID
-    /// `[u8 length][bytes]`.
+    /// `[u8 length][bytes]`, then (absent in records written before stop orders were kept: read
+    /// as no stop) the StopPx in ticks u64 and the triggered flag u8.
     fn encode(&self, open: bool, out: &mut Vec<u8>) {
         let name = |text: &str| -> Vec<u8> { text.as_bytes()[..text.len().min(NAME_BYTES_MAX)].to_vec() };
         let cl_ord_id = name(&self.cl_ord_id);
         let skip = self.superseded.len().saturating_sub(SUPERSEDED_MAX);
         let superseded: Vec<Vec<u8>> = self.superseded[skip..].iter().map(|text| name(text)).collect();
         let chain_bytes: usize = 1 + superseded.iter().map(|name| 1 + name.len()).sum::<usize>();
-        let length = 10 + 8 + 8 + 4 + 3 + 8 * 3 + 16 + 1 + cl_ord_id.len() + chain_bytes;
+        let length = 10 + 8 + 8 + 4 + 3 + 8 * 3 + 16 + 1 + cl_ord_id.len() + chain_bytes + STOP_BYTES;
         out.extend_from_slice(&(length as u32).to_le_bytes());
         out.extend_from_slice(&0u64.to_le_bytes());
         out.extend_from_slice(&[KIND_ORDER, 0]);
@@ -139,6 +146,8 @@ impl OrderRecord {
             out.push(name.len() as u8);
             out.extend_from_slice(name);
         }
+        out.extend_from_slice(&self.stop_price_ticks.to_le_bytes());
+        out.push(u8::from(self.triggered));
     }
 
     /// Decodes the payload of a kind-2 record (after the 10-byte record header): the order and
@@ -162,6 +171,10 @@ impl OrderRecord {
                 at += 1 + length;
             }
         }
+        let (stop_price_ticks, triggered) = match payload.get(at..at + STOP_BYTES) {
+            Some(stop) => (u64::from_le_bytes(stop[..8].try_into().ok()?), stop[8] == 1),
+            None => (0, false),
+        };
         let record = Self {
             order_id,
             client_order_id,
@@ -172,6 +185,8 @@ impl OrderRecord {
             quantity_lots: u64_at(31)?,
             cum_lots: u64_at(39)?,
             notional,
+            stop_price_ticks,
+            triggered,
             cl_ord_id: cl_ord_id.into(),
             superseded,
         };
@@ -506,6 +521,8 @@ mod tests {
             quantity_lots: 10,
             cum_lots: cum,
             notional: u128::from(cum) * 600_000,
+            stop_price_ticks: if id % 2 == 0 { 590_000 } else { 0 },
+            triggered: id % 4 == 0,
             cl_ord_id: format!("C{id}").into(),
             superseded: (0..id % 3).map(|n| format!("C{id}-{n}").into()).collect(),
         }
@@ -518,12 +535,30 @@ mod tests {
         record.superseded.clear();
         let mut bytes = Vec::new();
         record.encode(true, &mut bytes);
-        bytes.pop();
+        bytes.truncate(bytes.len() - STOP_BYTES - 1);
         assert_eq!(OrderRecord::decode(&bytes[14..]), Some((record.clone(), true)));
         record.superseded = vec!["A".into(), "BB".into()];
         let mut bytes = Vec::new();
         record.encode(false, &mut bytes);
         assert_eq!(OrderRecord::decode(&bytes[14..]), Some((record, false)));
+    }
+
+    /// A stop order's StopPx and triggered flag round-trip; a record written before they were
+    /// kept (ending after its chain) decodes as no stop.
+    #[test]
+    fn an_order_record_keeps_its_stop_price() {
+        let mut record = order(4, 0);
+        assert_eq!((record.stop_price_ticks, record.triggered), (590_000, true));
+        let mut bytes = Vec::new();
+        record.encode(true, &mut bytes);
+        assert_eq!(OrderRecord::decode(&bytes[14..]), Some((record.clone(), true)));
+        record.triggered = false;
+        let mut bytes = Vec::new();
+        record.encode(true, &mut bytes);
+        assert_eq!(OrderRecord::decode(&bytes[14..]), Some((record.clone(), true)));
+        bytes.truncate(bytes.len() - STOP_BYTES);
+        let older = OrderRecord { stop_price_ticks: 0, triggered: false, ..record };
+        assert_eq!(OrderRecord::decode(&bytes[14..]), Some((older, true)));
     }
 
     #[test]

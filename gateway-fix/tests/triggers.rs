@@ -1,8 +1,10 @@
 //! Stop orders and price bands over real TCP: OrdType 3 (Stop) and 4 (Stop limit) with StopPx(99)
 //! are acknowledged New (ExecType 0) with their StopPx, reported Triggered (ExecType L) when a
 //! trade reaches the stop price, then fill; a stop whose order cannot be placed is Rejected
-//! (ExecType 8) with Text; a stop is cancelled like any order; a missing StopPx is a session
-//! reject; a limit price outside the band is ExecType 8 with Text.
+//! (ExecType 8) with Text, OrdType 3 / 4 and its StopPx (as is a stop rejected on arrival); a stop
+//! is cancelled like any order, and keeps its StopPx across a gateway restart (the session store
+//! holds it); a missing StopPx is a session reject; a limit price outside the band is ExecType 8
+//! with Text.
 
 mod common;
 
@@ -81,6 +83,66 @@ fn a_stop_that_cannot_be_placed_is_rejected_and_one_can_be_cancelled() {
     let rejected = owner.expect("8");
     assert_eq!((rejected.at(150), rejected.at(39), rejected.at(11)), ("8", "8", "BIG"));
     assert_eq!(rejected.at(58), "insufficient funds");
+    // What was rejected is the stop order as sent: OrdType 3 with its StopPx.
+    assert_eq!((rejected.at(40), rejected.at(99)), ("3", "59000"), "{rejected:?}");
+}
+
+/// A stop order rejected when it arrives (by the engine: its StopPx already reached; by the
+/// gateway: a quantity off the lot grid) echoes OrdType 3 / 4 and its StopPx, not 1 / 2.
+#[test]
+fn a_rejected_stop_echoes_its_order_type_and_stop_price() {
+    let harness = Harness::start(3, |_| {});
+    let (mut owner, mut buyer, mut seller) = (harness.client(1), harness.client(2), harness.client(3));
+    trade_at(&mut seller, &mut buyer, "T1", "60000");
+    // A sell stop at 61 000: the last trade (60 000) is already below it.
+    stop(&mut owner, "REACHED", "2", "61000", "0.0001");
+    let rejected = owner.expect("8");
+    assert_eq!((rejected.at(150), rejected.at(39), rejected.at(11)), ("8", "8", "REACHED"));
+    assert_eq!((rejected.at(40), rejected.at(99), rejected.get(44)), ("3", "61000", None), "{rejected:?}");
+    // A buy stop limit at 59 000 (already above it), limit 59 500.
+    owner.send(
+        "D",
+        &[
+            (11, "REACHED-L"),
+            (55, "BTC_USDC"),
+            (54, "1"),
+            (60, &now()),
+            (38, "0.0001"),
+            (40, "4"),
+            (44, "59500"),
+            (99, "59000"),
+        ],
+    );
+    let rejected = owner.expect("8");
+    assert_eq!((rejected.at(150), rejected.at(11)), ("8", "REACHED-L"));
+    assert_eq!((rejected.at(40), rejected.at(44), rejected.at(99)), ("4", "59500", "59000"), "{rejected:?}");
+    // Refused by the gateway itself.
+    stop(&mut owner, "OFF-LOT", "2", "59000", "0.000015");
+    let rejected = owner.expect("8");
+    assert_eq!((rejected.at(150), rejected.at(11)), ("8", "OFF-LOT"));
+    assert_eq!((rejected.at(40), rejected.at(99)), ("3", "59000"), "{rejected:?}");
+}
+
+/// The session store keeps a pending stop's StopPx: after a gateway restart the stop still
+/// reports as a stop (OrdType 3 with StopPx) when it is cancelled.
+#[test]
+fn a_pending_stop_keeps_its_stop_price_across_a_gateway_restart() {
+    let mut harness = Harness::start(3, |_| {});
+    let (mut owner, mut buyer, mut seller) = (harness.client(1), harness.client(2), harness.client(3));
+    trade_at(&mut seller, &mut buyer, "T1", "60000");
+    stop(&mut owner, "KEPT", "2", "59000", "0.0001");
+    let new = owner.expect("8");
+    assert_eq!((new.at(150), new.at(40), new.at(99)), ("0", "3", "59000"));
+    let next_seq = owner.next_seq;
+    drop((owner, buyer, seller));
+    harness.restart_gateway();
+    let mut owner = common::Fix::connect(harness.address, 1);
+    owner.next_seq = next_seq;
+    assert_eq!(owner.logon(30, false).msg_type(), "A");
+    owner.send("F", &[(11, "KEPT-C"), (41, "KEPT"), (55, "BTC_USDC"), (54, "2"), (60, &now())]);
+    let canceled = owner.expect("8");
+    assert_eq!((canceled.at(150), canceled.at(39), canceled.at(41)), ("4", "4", "KEPT"));
+    assert_eq!((canceled.at(40), canceled.at(99)), ("3", "59000"), "{canceled:?}");
 }
 
 #[test]

@@ -33,9 +33,12 @@
 //!    near the target (as exchange-core's generator does). IOCs go up to 3 ticks through the
 //!    opposite best for `R(1, 50)` lots; GTCs are for `R(1, 100)`. 100k warm-up ops, then 1M
 //!    measured.
-//!    **EC+trig**: the same with 10% of the ops replaced by trigger orders (stop / take-profit,
-//!    half market and half limit, triggers 1..=20 ticks beyond the last trade price), run right
-//!    after EC in the same process so the two ns/op compare.
+//!    **EC+trig**: the same with 10% of the ops replaced by trigger ops: trigger orders (stop /
+//!    take-profit, half market and half limit, triggers 1..=10 ticks beyond the last trade price)
+//!    while fewer than 1,000 pend, else a cancel of a random pending one by its owner (so the
+//!    pending set stays near 1,000 like the book, and triggers leave by firing or cancel instead of
+//!    piling up to the per-market bound), run right after EC in the same process so the two ns/op
+//!    compare.
 //! 4. **CSV** replay: lines `side,price,qty` (side `B`/`S` or `buy`/`sell`, price in ticks,
 //!    quantity in lots; blank lines, `#` comments and a `side,...` header are skipped) sent as GTC
 //!    limits by the same two users as W-LB and reported like W-LB. Runs
@@ -655,8 +658,19 @@ impl OpenOrders {
     }
 }
 
-/// Percent of the EC+trig workload's ops that are trigger orders.
+/// Percent of the EC+trig workload's ops that are trigger orders (placements, and cancels of
+/// pending ones once there are [`EC_TRIGGER_TARGET`]).
 const EC_TRIGGER_PCT: u64 = 10;
+
+/// Pending triggers EC+trig holds: at this many, a trigger op cancels a random pending trigger
+/// instead of placing one (as traders move their stops), so the pending set stays near it the way
+/// the book stays near its target, instead of piling up to the per-market bound.
+const EC_TRIGGER_TARGET: usize = 1_000;
+
+/// Farthest EC+trig trigger from the last trade price, in ticks. EC's last price moves within a
+/// few ticks of its start, so triggers up to about 3 ticks away fire within a few trades and the
+/// farther ones mostly wait until a cancel takes them: both ways out are exercised.
+const EC_TRIGGER_DISTANCE_MAX: u64 = 10;
 
 /// EC's centre before the book has both sides.
 const EC_START_PRICE: u64 = 100_000;
@@ -679,10 +693,12 @@ fn ec_price(rng: &mut XorShift64, book: &OrderBook, side: Side, may_cross: bool)
 }
 
 /// EC: see the module documentation.
-/// EC with `trigger_pct` percent of the ops replaced by trigger orders (stop or take-profit, half
-/// market and half limit at the trigger price, `R(1, 20)` lots, trigger `R(1, 20)` ticks beyond the
-/// last trade price in its direction). The trigger draws use their own generator, so with
-/// `trigger_pct` 0 the plan is exactly EC's.
+/// EC with `trigger_pct` percent of the ops replaced by trigger ops: while fewer than
+/// [`EC_TRIGGER_TARGET`] triggers pend, a trigger order (stop or take-profit, half market and half
+/// limit at the trigger price, `R(1, 20)` lots, trigger `R(1, EC_TRIGGER_DISTANCE_MAX)` ticks beyond the last trade
+/// price in its direction); at the target, a cancel of a random pending trigger by its owner.
+/// Triggers also leave by firing when the price reaches them. The trigger draws use their own
+/// generator, so with `trigger_pct` 0 the plan is exactly EC's.
 fn plan_ec(warmup: usize, measured: usize, trigger_pct: u64) -> Plan {
     const ACCOUNTS: u64 = 1_000;
     const PREFILL: usize = 1_000;
@@ -715,6 +731,10 @@ fn plan_ec(warmup: usize, measured: usize, trigger_pct: u64) -> Plan {
 
     let mut counts = [0u64; KINDS.len()];
     let mut trigger_rng = XorShift64(0x7816_6E55_0D1C_E5A1);
+    // Pending triggers (price: the trigger price), and what became of them.
+    let mut pending = OpenOrders::default();
+    let (mut trigger_cancels, mut fired, mut failed, mut canceled) = (0u64, 0u64, 0u64, 0u64);
+    let mut most_pending = 0;
     let mut peak_book = planner.book().len();
     let (mut smallest, mut largest) = (usize::MAX, 0);
     let mut all = Vec::with_capacity(total);
@@ -726,12 +746,17 @@ fn plan_ec(warmup: usize, measured: usize, trigger_pct: u64) -> Plan {
         let (gtc, ioc, cancel) =
             (u64::from(EXCHANGE_CORE.gtc_pct), u64::from(EXCHANGE_CORE.ioc_pct), u64::from(EXCHANGE_CORE.cancel_pct));
         let last_trade = planner.engine.last_trade_price(MarketId::new(MARKET)).unwrap_or(0);
-        let (command, subject) = if trigger_pct > 0 && last_trade > 20 && trigger_rng.next() % 100 < trigger_pct {
+        let trigger_op = trigger_pct > 0 && last_trade > 20 && trigger_rng.next() % 100 < trigger_pct;
+        let (command, subject) = if trigger_op && pending.list.len() >= EC_TRIGGER_TARGET {
+            let target = pending.list[(trigger_rng.next() % pending.list.len() as u64) as usize];
+            trigger_cancels += 1;
+            (commands::cancel(target.owner, MARKET, target.id), None)
+        } else if trigger_op {
             let owner = trigger_rng.range(1, ACCOUNTS);
             let side = random_side(&mut trigger_rng);
             let kind = if trigger_rng.next() % 2 == 0 { TriggerKind::Stop } else { TriggerKind::TakeProfit };
             let rises = matches!((kind, side), (TriggerKind::Stop, Side::Bid) | (TriggerKind::TakeProfit, Side::Ask));
-            let distance = trigger_rng.range(1, 20);
+            let distance = trigger_rng.range(1, EC_TRIGGER_DISTANCE_MAX);
             let trigger = if rises { last_trade + distance } else { last_trade - distance };
             let price = if trigger_rng.next() % 2 == 0 { 0 } else { trigger };
             (commands::trigger(owner, MARKET, side, kind, trigger, price, trigger_rng.range(1, 20), 0), None)
@@ -778,10 +803,27 @@ fn plan_ec(warmup: usize, measured: usize, trigger_pct: u64) -> Plan {
         }
         // Trigger orders this command fired may have rested.
         for event in &planner.events {
-            if let Event::OrderAccepted(accepted) = event {
-                open.sync(planner.book(), accepted.order_id.get());
+            match event {
+                Event::OrderAccepted(accepted) => open.sync(planner.book(), accepted.order_id.get()),
+                Event::TriggerPending(trigger) => pending.upsert(OpenOrder {
+                    id: trigger.order_id.get(),
+                    owner: trigger.user_id.get(),
+                    side: trigger.side.get().unwrap_or(Side::Bid),
+                    price: trigger.trigger_price_ticks.get(),
+                }),
+                Event::TriggerPlaced(placed) => {
+                    fired += 1;
+                    pending.remove(placed.order_id.get());
+                }
+                Event::TriggerFailed(_) => failed += 1,
+                Event::OrderCanceled(cancel) if pending.index.contains_key(&cancel.order_id.get()) => {
+                    canceled += 1;
+                    pending.remove(cancel.order_id.get());
+                }
+                _ => {}
             }
         }
+        most_pending = most_pending.max(pending.list.len());
         let size = planner.book().len();
         peak_book = peak_book.max(size);
         if op >= warmup {
@@ -803,13 +845,22 @@ fn plan_ec(warmup: usize, measured: usize, trigger_pct: u64) -> Plan {
         (Some(bid), Some(ask)) => format!("{}", (bid.get() + ask.get()) / 2),
         _ => "-".to_string(),
     };
-    let notes = vec![
+    let mut notes = vec![
         format!("{ACCOUNTS} accounts, {PREFILL} pre-filled orders; mix over warm-up + measured: {}", mix.join(", ")),
         format!(
             "book size while measured: {smallest}..={largest} orders (target {TARGET_BOOK}); mid {EC_START_PRICE} -> {}",
             mid(planner.book())
         ),
     ];
+    if trigger_pct > 0 {
+        notes.push(format!(
+            "triggers over warm-up + measured: {} placed, {fired} fired ({failed} of them failed to place), \
+             {canceled} canceled (by {trigger_cancels} cancel ops, counted as cancel above); pending at most \
+             {most_pending}, at the end {} (target {EC_TRIGGER_TARGET})",
+            counts[5],
+            pending.list.len()
+        ));
+    }
     Plan {
         setup,
         warmup: all,

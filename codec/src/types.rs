@@ -582,7 +582,8 @@ wire_enum!(
         InvalidReplace = 404,
         /// A trigger price is zero or above the market's maximum, or the last trade price has
         /// already reached it (the order would fire at once), or trigger fields come without a
-        /// trigger kind (or the reverse).
+        /// trigger kind (or the reverse), or an attached stop-loss / take-profit is on the wrong
+        /// side of its parent's price (when placed, or after a replace that moves the parent).
         InvalidTriggerPrice = 405,
         /// Deposit or withdrawal of zero.
         AmountZero = 501,
@@ -639,7 +640,9 @@ impl RejectReason {
             RejectReason::UnknownOrder => "order not found",
             RejectReason::NotOrderOwner => "order belongs to another user",
             RejectReason::InvalidReplace => "replace changes nothing or quantity not above filled",
-            RejectReason::InvalidTriggerPrice => "invalid trigger price, or the order would trigger immediately",
+            RejectReason::InvalidTriggerPrice => {
+                "invalid trigger price: zero, out of range or already reached, or an attached stop-loss / take-profit on the wrong side of the order's price"
+            }
             RejectReason::AmountZero => "amount must be positive",
             RejectReason::ArithmeticOverflow => "amount too large",
             RejectReason::PoolNotFound => "no liquidity pool for this market",

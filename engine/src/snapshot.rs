@@ -497,4 +497,54 @@ mod tests {
         assert_eq!(restored.state_hash(), engine.state_hash());
         assert_eq!(restored.pending_triggers(codec::MarketId::new(1)), 1);
     }
+
+    /// A version-5 snapshot (9 words per attachment, no uncovered lots) with an open attachment
+    /// still restores, to the same state, with no uncovered lots.
+    #[test]
+    fn version_5_with_an_attachment_still_restores() {
+        let (config, mut engine) = engine_with_orders();
+        let mut events = Vec::new();
+        let parent = crate::testkit::commands::with_attached(
+            limit(1, 1, Side::Bid, 1_000, 5, TimeInForce::Gtc, 3),
+            900,
+            0,
+            1_100,
+            0,
+        );
+        engine.execute(CommandContext::new(5, 1_000), &parent, &mut events);
+        let triggers = engine.triggers(codec::MarketId::new(1)).unwrap();
+        assert_eq!(triggers.attachments().count(), 1, "{events:?}");
+        let mut bytes = Vec::new();
+        engine.write_snapshot(5, &mut bytes);
+        // Rebuild the trigger section as version 5 wrote it.
+        let mut section_v6 = 0;
+        let mut section_v5 = Vec::new();
+        engine.visit_trigger_state(&mut |last_trade_ticks, triggers| {
+            let attachments = triggers.attachments().count();
+            section_v6 += 8
+                * (3 + crate::triggers::TRIGGER_WORDS_V5 * triggers.len()
+                    + crate::triggers::ATTACHMENT_WORDS * attachments);
+            section_v5.extend_from_slice(&last_trade_ticks.to_le_bytes());
+            section_v5.extend_from_slice(&(triggers.len() as u64).to_le_bytes());
+            for trigger in triggers.iter() {
+                for word in trigger.words().into_iter().chain([trigger.sibling.get()]) {
+                    section_v5.extend_from_slice(&word.to_le_bytes());
+                }
+            }
+            section_v5.extend_from_slice(&(attachments as u64).to_le_bytes());
+            for attachment in triggers.attachments() {
+                for word in &attachment.words()[..crate::triggers::ATTACHMENT_WORDS_V5] {
+                    section_v5.extend_from_slice(&word.to_le_bytes());
+                }
+            }
+        });
+        let mut v5 = bytes[..bytes.len() - 4 - section_v6].to_vec();
+        v5.extend_from_slice(&section_v5);
+        v5.extend_from_slice(&[0; 4]);
+        let v5 = relabel(&v5, 5, engine.state_hash());
+        let (restored, _) = Engine::restore_snapshot(&config, OrderBook::with_capacity, &v5).unwrap();
+        assert_eq!(restored.state_hash(), engine.state_hash());
+        let attachment = *restored.triggers(codec::MarketId::new(1)).unwrap().attachments().next().unwrap();
+        assert_eq!((attachment.stop_loss_trigger_ticks, attachment.uncovered_lots), (900, 0));
+    }
 }

@@ -294,7 +294,7 @@ message!(
 message!(
     /// A new order passed every check. Follows with fills, then a rest on the book, an expiry or
     /// a cancel.
-    OrderAccepted = 101, 80 {
+    OrderAccepted = 101, 112 {
         /// Sequence of the command.
         pub sequence: Sequence,
         /// Time of the command.
@@ -325,6 +325,16 @@ message!(
         pub post_only: BooleanCode,
         /// Zero.
         pub reserved: Reserved<7>,
+        /// Since version 3: trigger price of the stop-loss attached to the order; zero for none
+        /// (so that every consumer of the events, not only the gateway that took the order, can
+        /// show the parent's attached stop-loss / take-profit).
+        pub stop_loss_trigger_ticks: Ticks,
+        /// Since version 3: limit price of the attached stop-loss; zero: a market order.
+        pub stop_loss_limit_ticks: Ticks,
+        /// Since version 3: trigger price of the take-profit attached to the order; zero for none.
+        pub take_profit_trigger_ticks: Ticks,
+        /// Since version 3: limit price of the attached take-profit; zero: a market order.
+        pub take_profit_limit_ticks: Ticks,
     }
 );
 

@@ -176,6 +176,10 @@ fn instances() -> Vec<Any> {
             self_trade_prevention: SelfTradePrevention::Allow.into(),
             post_only: false.into(),
             reserved: Reserved::ZERO,
+            stop_loss_trigger_ticks: Ticks::new(0x7172_7374_7576_7778),
+            stop_loss_limit_ticks: Ticks::new(0x8182_8384_8586_8788),
+            take_profit_trigger_ticks: Ticks::new(0x9192_9394_9596_9798),
+            take_profit_limit_ticks: Ticks::new(0xa1a2_a3a4_a5a6_a7a8),
         }),
         Event::OrderRejected(OrderRejected {
             sequence,

@@ -778,6 +778,12 @@ impl<B: Book> Engine<B> {
             self_trade_prevention: m.self_trade_prevention,
             post_only: m.post_only,
             reserved: Reserved::ZERO,
+            // The attachment as accepted, so that every consumer of the events can show it on
+            // the parent (a fired trigger order has none).
+            stop_loss_trigger_ticks: Ticks::new(attachment.map_or(0, |a| a.stop_loss_trigger_ticks)),
+            stop_loss_limit_ticks: Ticks::new(attachment.map_or(0, |a| a.stop_loss_limit_ticks)),
+            take_profit_trigger_ticks: Ticks::new(attachment.map_or(0, |a| a.take_profit_trigger_ticks)),
+            take_profit_limit_ticks: Ticks::new(attachment.map_or(0, |a| a.take_profit_limit_ticks)),
         }));
         if let Some(attachment) = attachment {
             self.markets[mi].triggers.attach(Attachment { parent_order_id: taker.order_id, ..attachment });
@@ -1299,6 +1305,7 @@ impl<B: Book> Engine<B> {
                 self_trade_prevention: SelfTradePrevention::RejectMaker.into(),
                 post_only: false.into(),
                 reserved: Reserved::ZERO,
+                ..OrderAccepted::default()
             }));
             let mut taker = Taker {
                 order_id,

@@ -689,7 +689,8 @@ pub struct MarketSection {
     pub taker_fee_ppm: u32,
     /// Price band: highest allowed price as a multiple of the reference price, in parts per
     /// million (e.g. 1100000 for 1.1×); with `price_band_min_multiplier_ppm`, both 0 (the
-    /// default) for no band. See the engine's `bands` module.
+    /// default when omitted) for no band. The shipped exchange.toml sets ±10% on every market.
+    /// See the engine's `bands` module.
     #[serde(default)]
     pub price_band_max_multiplier_ppm: u32,
     /// Price band: lowest allowed price as a multiple of the reference price, in ppm (e.g.
@@ -864,6 +865,11 @@ mod tests {
         assert!(btc.maker_fee_ppm <= btc.taker_fee_ppm);
         let pools: Vec<_> = engine.pools.iter().map(|p| (p.market_id.get(), p.fee_bps)).collect();
         assert_eq!(pools, [(2, 30), (3, 30)], "pools beside ETH_USDC and SOL_USDC");
+        // Every shipped market has a price band (±10% of the reference price), issue #20.
+        for market in &engine.markets {
+            let band = engine::PriceBand { max_multiplier_ppm: 1_100_000, min_multiplier_ppm: 900_000 };
+            assert_eq!(market.price_band, band, "{}", market.symbol);
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use codec::{
     AssetId, ClientOrderId, ExpireReason, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId,
     WireEnum,
 };
+use gateway_json::accounts::AttachedTriggers;
 use gateway_json::history::{
     FillRecord, HistoryFuture, HistoryPage, HistoryPageFuture, HistoryQuery, HistorySource, StoredOrder, TransferRecord,
 };
@@ -66,6 +67,8 @@ fn status(stored: &str) -> Result<&'static str, String> {
         "filled" => "Filled",
         "canceled" => "Cancelled",
         "expired" => "Expired",
+        "trigger_pending" => "TriggerPending",
+        "trigger_failed" => "TriggerFailed",
         other => return Err(format!("postgres: unknown order status {other}")),
     })
 }
@@ -135,7 +138,14 @@ impl HistorySource for PostgresHistory {
                         self_trade_prevention: code::<SelfTradePrevention>(row.self_trade_prevention)?,
                         post_only: row.post_only,
                         created_ns: row.created_ns,
-                        trigger_price_ticks: 0,
+                        // Kept after the order fired: the history says it was a trigger order.
+                        trigger_price_ticks: row.trigger_price_ticks.unwrap_or(0),
+                        attached: AttachedTriggers {
+                            stop_loss_trigger_ticks: row.stop_loss_trigger_ticks.unwrap_or(0),
+                            stop_loss_limit_ticks: row.stop_loss_limit_ticks.unwrap_or(0),
+                            take_profit_trigger_ticks: row.take_profit_trigger_ticks.unwrap_or(0),
+                            take_profit_limit_ticks: row.take_profit_limit_ticks.unwrap_or(0),
+                        },
                     },
                     status: status(&row.status)?,
                     expiry_reason: row
@@ -221,6 +231,8 @@ mod tests {
             ("filled", "Filled"),
             ("canceled", "Cancelled"),
             ("expired", "Expired"),
+            ("trigger_pending", "TriggerPending"),
+            ("trigger_failed", "TriggerFailed"),
         ] {
             assert_eq!(status(stored), Ok(name));
         }

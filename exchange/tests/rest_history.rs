@@ -39,13 +39,14 @@ fn demo_server_serves_batches_history_and_withdrawals() {
     };
     assert!(deposits.as_array().unwrap().iter().all(|d| d["status"] == "confirmed"), "{deposits}");
 
-    // A batch of two resting bids far below the market.
+    // A batch of two resting bids below the demo ladder (around 60,000) and inside the default
+    // ±10% price band.
     let orders = [
-        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "1000.0", "quantity": "0.01000"}),
-        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "1001.0", "quantity": "0.01000"}),
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "56000.0", "quantity": "0.01000"}),
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "56001.0", "quantity": "0.01000"}),
     ];
-    let signed = "instruction=orderExecute&orderType=Limit&price=1000.0&quantity=0.01000&side=Bid&symbol=BTC_USDC\
-                  &instruction=orderExecute&orderType=Limit&price=1001.0&quantity=0.01000&side=Bid&symbol=BTC_USDC";
+    let signed = "instruction=orderExecute&orderType=Limit&price=56000.0&quantity=0.01000&side=Bid&symbol=BTC_USDC\
+                  &instruction=orderExecute&orderType=Limit&price=56001.0&quantity=0.01000&side=Bid&symbol=BTC_USDC";
     let (status, results) = call(port, "POST", "/api/v1/orders", &json!(orders).to_string(), Some(signed));
     assert_eq!(status, 200, "{results}");
     assert_eq!(results[0]["status"], "New", "{results}");

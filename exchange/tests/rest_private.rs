@@ -1,8 +1,9 @@
 //! The signed REST API on the real server: starts the binary with `--demo` on ephemeral ports
 //! and, as demo user 2 (secret: 32 bytes of 2), signs requests like a Backpack client: reads its
-//! balances, places a resting limit bid far below the market, finds it in the open orders,
-//! cancels it, and checks an unsigned request is refused. Proves the private router, the REST
-//! dispatcher and the shared credentials are wired into the server.
+//! balances, places a resting limit bid below the demo ladder (inside the default ±10% price
+//! band), finds it in the open orders, cancels it, and checks an unsigned request is refused.
+//! Proves the private router, the REST dispatcher and the shared credentials are wired into the
+//! server.
 
 mod support;
 
@@ -39,9 +40,9 @@ fn demo_server_serves_signed_orders_and_balances() {
     };
     assert_eq!(balances["USDC"]["staked"], "0");
 
-    let body = json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "1000.0",
+    let body = json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "56000.0",
                       "quantity": "0.01000", "clientId": 4000000000u32});
-    let params = "&clientId=4000000000&orderType=Limit&price=1000.0&quantity=0.01000&side=Bid&symbol=BTC_USDC";
+    let params = "&clientId=4000000000&orderType=Limit&price=56000.0&quantity=0.01000&side=Bid&symbol=BTC_USDC";
     let (status, order) = call(port, "POST", "/api/v1/order", &body.to_string(), Some(("orderExecute", params)));
     assert_eq!(status, 200, "{order}");
     assert_eq!(order["status"], "New", "{order}");

@@ -1,7 +1,8 @@
 //! The public REST API on the real server: starts the binary with `--demo` on ephemeral ports,
 //! waits until the demo has traded, and checks that `/api/v1/depth`, `/api/v1/trades` and
 //! `/api/v1/markets` for BTC_USDC return sane, consistent data (a non-crossed book in Backpack's
-//! ordering, trades with sequential ids and millisecond timestamps, the configured filters).
+//! ordering, trades with sequential ids and millisecond timestamps, the configured filters, the
+//! default price band of every market).
 
 mod support;
 
@@ -84,6 +85,15 @@ fn demo_server_serves_public_market_data() {
     assert_eq!(btc["filters"]["price"]["tickSize"], "0.1");
     assert_eq!(btc["marketType"], "SPOT");
     assert_eq!(btc["orderBookState"], "Open");
+    // The shipped configuration's price band (±10%), published as Backpack publishes it.
+    for market in markets.as_array().unwrap() {
+        let price = &market["filters"]["price"];
+        assert_eq!(
+            (price["maxMultiplier"].as_str(), price["minMultiplier"].as_str()),
+            (Some("1.1"), Some("0.9")),
+            "{market}"
+        );
+    }
 
     let (status, ticker) = get_json(port, "/api/v1/ticker?symbol=BTC_USDC");
     assert_eq!(status, 200);

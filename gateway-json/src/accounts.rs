@@ -56,6 +56,55 @@ pub struct OpenOrder {
     /// Trigger price in ticks while the order is a pending trigger order (status
     /// `TriggerPending`); 0 once it is placed, and for every other order.
     pub trigger_price_ticks: u64,
+    /// The stop-loss / take-profit attached to the order when it was accepted (all zero: none).
+    pub attached: AttachedTriggers,
+}
+
+/// An order's attached stop-loss / take-profit prices in ticks, as it was accepted with them
+/// (Backpack's `stopLossTriggerPrice`, `stopLossLimitPrice`, `takeProfitTriggerPrice`,
+/// `takeProfitLimitPrice`); zero: not set. A limit price of zero makes that child a market order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AttachedTriggers {
+    /// Stop-loss trigger price, ticks.
+    pub stop_loss_trigger_ticks: u64,
+    /// Stop-loss limit price, ticks.
+    pub stop_loss_limit_ticks: u64,
+    /// Take-profit trigger price, ticks.
+    pub take_profit_trigger_ticks: u64,
+    /// Take-profit limit price, ticks.
+    pub take_profit_limit_ticks: u64,
+}
+
+impl AttachedTriggers {
+    /// What an `OrderAccepted` event says the order carries.
+    pub fn of_accepted(accepted: &codec::OrderAccepted) -> Self {
+        Self {
+            stop_loss_trigger_ticks: accepted.stop_loss_trigger_ticks.get(),
+            stop_loss_limit_ticks: accepted.stop_loss_limit_ticks.get(),
+            take_profit_trigger_ticks: accepted.take_profit_trigger_ticks.get(),
+            take_profit_limit_ticks: accepted.take_profit_limit_ticks.get(),
+        }
+    }
+
+    /// The engine's record of a resting parent's attachment.
+    pub fn of_attachment(attachment: &engine::triggers::Attachment) -> Self {
+        Self {
+            stop_loss_trigger_ticks: attachment.stop_loss_trigger_ticks,
+            stop_loss_limit_ticks: attachment.stop_loss_limit_ticks,
+            take_profit_trigger_ticks: attachment.take_profit_trigger_ticks,
+            take_profit_limit_ticks: attachment.take_profit_limit_ticks,
+        }
+    }
+
+    /// Backpack's field names with their prices in ticks, in that order (zero: not set).
+    pub fn fields(&self) -> [(&'static str, u64); 4] {
+        [
+            ("stopLossTriggerPrice", self.stop_loss_trigger_ticks),
+            ("stopLossLimitPrice", self.stop_loss_limit_ticks),
+            ("takeProfitTriggerPrice", self.take_profit_trigger_ticks),
+            ("takeProfitLimitPrice", self.take_profit_limit_ticks),
+        ]
+    }
 }
 
 /// Per-user balances and open orders, maintained by the dispatcher from the egress events.
@@ -124,6 +173,7 @@ impl AccountViews {
                             post_only: resting.post_only,
                             created_ns: 0,
                             trigger_price_ticks: 0,
+                            attached: AttachedTriggers::default(),
                         },
                     ));
                     true
@@ -151,8 +201,18 @@ impl AccountViews {
                         post_only: trigger.post_only,
                         created_ns: 0,
                         trigger_price_ticks: trigger.trigger_price_ticks,
+                        attached: AttachedTriggers::default(),
                     },
                 ));
+            }
+            // A recovered parent's attached stop-loss / take-profit (its OrderAccepted is in the
+            // journal's past, the attachment in the engine's state).
+            for attachment in triggers.attachments() {
+                if let Some(records) = orders.get_mut(&attachment.user_id)
+                    && let Some((_, order)) = records.iter_mut().find(|(id, _)| *id == attachment.parent_order_id.get())
+                {
+                    order.attached = AttachedTriggers::of_attachment(attachment);
+                }
             }
         }
         *write(&self.orders) =
@@ -259,6 +319,7 @@ impl AccountViews {
                     post_only: accepted.post_only.get().is_ok_and(bool::from),
                     created_ns: accepted.timestamp_ns.get(),
                     trigger_price_ticks: 0,
+                    attached: AttachedTriggers::of_accepted(accepted),
                 };
                 // A fired trigger order's acceptance replaces its pending entry.
                 write(&self.orders).entry(accepted.user_id).or_default().insert(order.order_id.get(), order);
@@ -540,5 +601,6 @@ pub(crate) fn pending_order(pending: &codec::TriggerPending) -> Option<OpenOrder
         post_only: pending.post_only.get().is_ok_and(bool::from),
         created_ns: pending.timestamp_ns.get(),
         trigger_price_ticks: pending.trigger_price_ticks.get(),
+        attached: AttachedTriggers::default(),
     })
 }

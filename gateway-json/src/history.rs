@@ -257,7 +257,9 @@ pub struct HistoryQuery {
 pub struct StoredOrder {
     /// The order (fills so far included).
     pub order: OpenOrder,
-    /// Backpack's name of its status: `New`, `PartiallyFilled`, `Filled`, `Cancelled` or `Expired`.
+    /// Backpack's name of its status: `New`, `PartiallyFilled`, `Filled`, `Cancelled`, `Expired`,
+    /// `TriggerPending` or `TriggerFailed`. For an order placed as a trigger order,
+    /// `order.trigger_price_ticks` is its trigger price also after it fired.
     pub status: &'static str,
     /// Backpack's name of the reason it expired (`expiryReason`), `None` unless it expired.
     pub expiry_reason: Option<&'static str>,
@@ -651,6 +653,14 @@ fn order_history_json(state: &PrivateState, order: &OpenOrder, status: &str, exp
     value["createdAt"] = json!(datetime(order.created_ns));
     value["expiryReason"] = json!(expiry_reason);
     value["systemOrderType"] = Value::Null;
+    // A trigger order's Backpack fields besides `triggerPrice` (which `order_json` sets).
+    if order.trigger_price_ticks != 0 {
+        let format = &state.formats[order.market_id.get() as usize - 1];
+        value["triggerBy"] = json!(crate::private::TRIGGER_BY_LAST_PRICE);
+        if order.quantity_lots > 0 {
+            value["triggerQuantity"] = json!(format.quantity(u128::from(order.quantity_lots)));
+        }
+    }
     value
 }
 

@@ -566,10 +566,24 @@ pub struct Order {
     time_in_force: String,
     self_trade_prevention: String,
     post_only: bool,
-    /// `New`, `PartiallyFilled`, `Filled`, `Cancelled`, `Expired`.
+    /// `New`, `PartiallyFilled`, `Filled`, `Cancelled`, `Expired`, `TriggerPending`.
     status: String,
     /// ms.
     created_at: u64,
+    /// A pending trigger order's trigger price (status `TriggerPending`).
+    trigger_price: Option<String>,
+    /// Attached stop-loss trigger price (only on an order placed with one).
+    stop_loss_trigger_price: Option<String>,
+    /// Attached stop-loss limit price (none: a market stop-loss).
+    stop_loss_limit_price: Option<String>,
+    /// `LastPrice` when a stop-loss is attached.
+    stop_loss_trigger_by: Option<String>,
+    /// Attached take-profit trigger price.
+    take_profit_trigger_price: Option<String>,
+    /// Attached take-profit limit price (none: a market take-profit).
+    take_profit_limit_price: Option<String>,
+    /// `LastPrice` when a take-profit is attached.
+    take_profit_trigger_by: Option<String>,
 }
 
 /// The body of `POST /api/v1/orders`: 1 to [`crate::batch::BATCH_ORDERS_MAX`] orders (an empty
@@ -820,6 +834,7 @@ pub struct OrderHistoryEntry {
     time_in_force: String,
     self_trade_prevention: String,
     post_only: bool,
+    /// As in [`Order`], or `TriggerFailed` (a fired trigger order whose order could not be placed).
     status: String,
     /// Date-time `YYYY-MM-DDTHH:MM:SS.mmm` (UTC).
     created_at: String,
@@ -829,6 +844,25 @@ pub struct OrderHistoryEntry {
     /// or a quote quantity too small for one lot).
     expiry_reason: Option<String>,
     system_order_type: Option<String>,
+    /// The trigger price of an order placed as a trigger order (from Postgres also after it
+    /// fired; in memory while it is pending or when it failed).
+    trigger_price: Option<String>,
+    /// Attached stop-loss trigger price (only on an order placed with one).
+    stop_loss_trigger_price: Option<String>,
+    /// Attached stop-loss limit price (none: a market stop-loss).
+    stop_loss_limit_price: Option<String>,
+    /// `LastPrice` when a stop-loss is attached.
+    stop_loss_trigger_by: Option<String>,
+    /// Attached take-profit trigger price.
+    take_profit_trigger_price: Option<String>,
+    /// Attached take-profit limit price (none: a market take-profit).
+    take_profit_limit_price: Option<String>,
+    /// `LastPrice` when a take-profit is attached.
+    take_profit_trigger_by: Option<String>,
+    /// `LastPrice` on a trigger order.
+    trigger_by: Option<String>,
+    /// A trigger order's quantity.
+    trigger_quantity: Option<String>,
 }
 
 /// A fill of the user's.

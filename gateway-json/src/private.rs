@@ -183,7 +183,7 @@ impl PrivateState {
         let price = (order.order_type == OrderType::Limit).then(|| format.price(order.price_ticks));
         let quantity = (order.quantity_lots > 0).then(|| format.quantity(u128::from(order.quantity_lots)));
         let quote_quantity = (order.quote_quantity > 0).then(|| format.quote(u128::from(order.quote_quantity)));
-        json!({
+        let mut value = json!({
             "id": order.order_id.get().to_string(),
             "clientId": (order.client_order_id != ClientOrderId::ZERO).then(|| order.client_order_id.get()),
             "symbol": self.config.markets[index].symbol,
@@ -209,7 +209,24 @@ impl PrivateState {
             "postOnly": order.post_only,
             "status": status,
             "createdAt": order.created_ns / 1_000_000,
-        })
+        });
+        // Backpack's attached stop-loss / take-profit fields, only on an order that has them.
+        if let Some(object) = value.as_object_mut() {
+            for (name, ticks) in order.attached.fields() {
+                if ticks != 0 {
+                    object.insert(name.into(), Value::from(format.price(ticks)));
+                }
+            }
+            for (name, trigger_ticks) in [
+                ("stopLossTriggerBy", order.attached.stop_loss_trigger_ticks),
+                ("takeProfitTriggerBy", order.attached.take_profit_trigger_ticks),
+            ] {
+                if trigger_ticks != 0 {
+                    object.insert(name.into(), Value::from(TRIGGER_BY_LAST_PRICE));
+                }
+            }
+        }
+        value
     }
 }
 
@@ -439,7 +456,7 @@ pub(crate) fn parse_order(state: &PrivateState, user: UserId, params: &SignedPar
 }
 
 /// The only `triggerBy` this exchange has: its own last trade price.
-const TRIGGER_BY_LAST_PRICE: &str = "LastPrice";
+pub(crate) const TRIGGER_BY_LAST_PRICE: &str = "LastPrice";
 
 /// Backpack's attached stop-loss / take-profit fields, in the order of the `NewOrder` fields.
 const ATTACHED_TRIGGER_FIELDS: [&str; 4] =
@@ -463,22 +480,7 @@ pub(crate) async fn order_execute(State(state): State<PrivateState>, headers: He
     let user = state.authenticate(&headers, "orderExecute", &params)?;
     let order = parse_order(&state, user, &params)?;
     let events = state.execute(Command::NewOrder(order)).await?;
-    let mut answer = placed_order(&state, user, &events)?;
-    // The attached stop-loss / take-profit the order was accepted with, as given.
-    let format = &state.formats[order.market_id.get() as usize - 1];
-    let attached = [
-        order.stop_loss_trigger_ticks,
-        order.stop_loss_limit_ticks,
-        order.take_profit_trigger_ticks,
-        order.take_profit_limit_ticks,
-    ];
-    if let Some(object) = answer.as_object_mut() {
-        for (name, ticks) in ATTACHED_TRIGGER_FIELDS.into_iter().zip(attached) {
-            if ticks.get() != 0 {
-                object.insert(name.into(), Value::from(format.price(ticks.get())));
-            }
-        }
-    }
+    let answer = placed_order(&state, user, &events)?;
     ok(answer)
 }
 
@@ -515,6 +517,7 @@ pub(crate) fn placed_order(state: &PrivateState, user: UserId, events: &[Event])
                     post_only: accepted.post_only.get().is_ok_and(bool::from),
                     created_ns: accepted.timestamp_ns.get(),
                     trigger_price_ticks: 0,
+                    attached: crate::accounts::AttachedTriggers::of_accepted(accepted),
                 });
             }
             Event::Fill(fill) => {

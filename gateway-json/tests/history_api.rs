@@ -837,6 +837,7 @@ async fn a_history_store_is_the_source_and_its_failure_is_503() {
         post_only: false,
         created_ns: 1_764_000_000_000_000_000,
         trigger_price_ticks: 0,
+        attached: Default::default(),
     };
     let store = FixedStore::new(Ok(StoreRecords {
         fills: vec![fill],

@@ -333,3 +333,79 @@ async fn malformed_trigger_fields_are_a_400_with_code_and_message() {
     .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// The parent of an attached stop-loss / take-profit shows Backpack's four fields (and
+/// `stopLossTriggerBy` / `takeProfitTriggerBy`) wherever the order is shown, not only in the
+/// `POST` answer: `GET /api/v1/order`, `GET /api/v1/orders` (before and after a partial fill),
+/// and the order history once it is cancelled. An order without them shows none of the fields.
+/// The views are built from the engine's events, so this needs `OrderAccepted` to carry the
+/// attachment (schema version 3).
+#[tokio::test]
+async fn a_parent_order_shows_its_attached_stop_loss_and_take_profit() {
+    let h = harness();
+    let r = &h.router;
+    trade_at(r, "64000.0").await;
+    let (status, parent) = place(
+        r,
+        1,
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "64000.0", "quantity": "0.00300",
+               "stopLossTriggerPrice": "62000.0", "stopLossLimitPrice": "61900.0",
+               "takeProfitTriggerPrice": "66000.0"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{parent}");
+    let (status, plain) = place(
+        r,
+        1,
+        json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "63000.0", "quantity": "0.00100"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{plain}");
+    let id = parent["id"].as_str().unwrap().to_string();
+    let expect_attached = |order: &Value| {
+        assert_eq!(order["stopLossTriggerPrice"], "62000.0", "{order}");
+        assert_eq!(order["stopLossLimitPrice"], "61900.0", "{order}");
+        assert_eq!(order["takeProfitTriggerPrice"], "66000.0", "{order}");
+        assert!(order.get("takeProfitLimitPrice").is_none(), "a market take-profit has no limit: {order}");
+        assert_eq!(
+            (order["stopLossTriggerBy"].as_str(), order["takeProfitTriggerBy"].as_str()),
+            (Some("LastPrice"), Some("LastPrice"))
+        );
+    };
+    expect_attached(&parent);
+    let (status, one) = get_call(r, "/api/v1/order", 1, "orderQuery", &format!("orderId={id}&symbol=BTC_USDC")).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    expect_attached(&one);
+
+    // A partial fill: the parent is still open and still shows them; its children exist.
+    let (status, _) = place(
+        r,
+        2,
+        json!({"symbol": "BTC_USDC", "side": "Ask", "orderType": "Limit", "price": "64000.0",
+               "quantity": "0.00100", "timeInForce": "IOC"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, open) = get_call(r, "/api/v1/orders", 1, "orderQueryAll", "symbol=BTC_USDC").await;
+    let open = open.as_array().unwrap();
+    let listed = open.iter().find(|o| o["id"] == id.as_str()).expect("parent listed");
+    assert_eq!(listed["status"], "PartiallyFilled");
+    expect_attached(listed);
+    let others: Vec<&Value> = open.iter().filter(|o| o["id"] != id.as_str()).collect();
+    assert_eq!(others.len(), 3, "the plain order and two children: {open:?}");
+    for other in others {
+        for field in ["stopLossTriggerPrice", "stopLossLimitPrice", "takeProfitTriggerPrice", "takeProfitLimitPrice"] {
+            assert!(other.get(field).is_none(), "{field} on an order without attachment: {other}");
+        }
+    }
+
+    // Cancelled, it keeps them in the order history.
+    let (status, _) =
+        body_call(r, Method::DELETE, 1, "orderCancel", json!({"symbol": "BTC_USDC", "orderId": id})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, history) =
+        get_call(r, "/wapi/v1/history/orders", 1, "orderHistoryQueryAll", &format!("orderId={id}")).await;
+    assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
+    assert_eq!(history[0]["status"], "Cancelled");
+    expect_attached(&history[0]);
+}

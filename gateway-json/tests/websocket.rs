@@ -617,6 +617,54 @@ async fn trigger_orders_stream_pending_placed_and_failed() {
     assert!(before.is_empty(), "{before:?}");
 }
 
+/// A parent order's attached stop-loss / take-profit on the order stream, in Backpack's shape:
+/// `b` / `k` the stop-loss trigger / limit, `a` / `j` the take-profit trigger / limit, `g` / `d`
+/// their trigger reference (`LastPrice`); on the parent's `orderAccepted` and on its `orderFill`.
+/// An order without attachment carries none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_order_streams_its_attached_stop_loss_and_take_profit() {
+    use codec::TimeInForce;
+    let mut h = Harness::start(WsConfig::default(), PublisherConfig::default(), true).await;
+    let mut alice = h.connect().await;
+    let mut body = json!({"method": "SUBSCRIBE", "params": ["account.orderUpdate"]});
+    body["signature"] = signature(1, 1, now_ms());
+    assert_eq!(request(&mut alice, body, 1).await.0, json!({"result": null, "id": 1}));
+
+    // A trade at 60,000 gives the reference price; alice bids 60,000 with a stop-loss at 59,000
+    // (limit 58,900) and a market take-profit at 62,000, then a plain bid at 59,500.
+    h.submit(commands::gtc(2, 1, Side::Ask, 600_000, 1));
+    h.submit(commands::limit(3, 1, Side::Bid, 600_000, 1, TimeInForce::Ioc, 0));
+    let parent =
+        h.submit(commands::with_attached(commands::gtc(1, 1, Side::Bid, 600_000, 20), 590_000, 589_000, 620_000, 0));
+    assert!(order_id(&parent) > 0, "{parent:?}");
+    h.submit(commands::gtc(1, 1, Side::Bid, 595_000, 10));
+    // Bob sells into the parent: a fill.
+    h.submit(commands::limit(2, 1, Side::Ask, 600_000, 10, TimeInForce::Ioc, 0));
+    h.settle().await;
+
+    let mut frames = Vec::new();
+    while frames.len() < 3 {
+        let frame = recv(&mut alice).await;
+        if frame["data"]["X"] == "TriggerPending" {
+            continue; // the children the fill created
+        }
+        frames.push(frame["data"].clone());
+    }
+    let summary: Vec<&str> = frames.iter().map(|d| d["e"].as_str().unwrap()).collect();
+    assert_eq!(summary, ["orderAccepted", "orderAccepted", "orderFill"], "{frames:#?}");
+    for parent in [&frames[0], &frames[2]] {
+        assert_eq!(
+            (parent["b"].as_str(), parent["k"].as_str(), parent["a"].as_str(), parent.get("j")),
+            (Some("59000.0"), Some("58900.0"), Some("62000.0"), None),
+            "{parent}"
+        );
+        assert_eq!((parent["g"].as_str(), parent["d"].as_str()), (Some("LastPrice"), Some("LastPrice")), "{parent}");
+    }
+    for key in ["a", "b", "j", "k", "d", "g"] {
+        assert!(frames[1].get(key).is_none(), "{key} on an order without attachment: {}", frames[1]);
+    }
+}
+
 /// Reads depth frames until one ends at `last`; checks `U = previous u + 1` from the first
 /// frame after `snapshot_id` on and applies them to `book`.
 async fn follow_depth(

@@ -293,6 +293,9 @@ struct FeedState {
     markets: Vec<MarketFeed>,
     /// Open orders by order id.
     orders: OrderTable<OrderInfo>,
+    /// Attached stop-loss / take-profit of the open orders that have one (kept apart from
+    /// [`OrderInfo`], which stays compact: few orders carry one).
+    attached: HashMap<u64, Attached>,
     last_ticker: Instant,
 }
 
@@ -407,7 +410,23 @@ struct OrderEvent<'a> {
     /// Trigger price of a trigger order's own frames (pending, fired): Backpack's `P`, with `B`
     /// and `Y`.
     trigger_price_ticks: Option<u64>,
+    /// The order's attached stop-loss / take-profit ([`Attached`]; all zero: none).
+    attached: Attached,
     fill: Option<FillPart>,
+}
+
+/// An order's attached stop-loss trigger and limit, take-profit trigger and limit prices in
+/// ticks, as its `OrderAccepted` carried them (zero: not set): Backpack's `b`, `k`, `a`, `j`.
+type Attached = [u64; 4];
+
+/// The attachment an `OrderAccepted` carries.
+fn attached_of(accepted: &codec::OrderAccepted) -> Attached {
+    [
+        accepted.stop_loss_trigger_ticks.get(),
+        accepted.stop_loss_limit_ticks.get(),
+        accepted.take_profit_trigger_ticks.get(),
+        accepted.take_profit_limit_ticks.get(),
+    ]
 }
 
 struct FillPart {
@@ -442,6 +461,7 @@ impl Publisher {
         let feed = FeedState {
             markets: markets.iter().map(|_| MarketFeed::default()).collect(),
             orders: OrderTable::new(),
+            attached: HashMap::new(),
             last_ticker: Instant::now(),
         };
         Arc::new(Self {
@@ -521,6 +541,19 @@ impl Publisher {
             }
         });
         feed.orders = OrderTable::from_unsorted(records);
+        // Recovered parents' attached stop-loss / take-profit live in the engine's trigger state.
+        for market in 1..=engine.market_count() as u32 {
+            let Some(triggers) = engine.triggers(MarketId::new(market)) else { continue };
+            for a in triggers.attachments() {
+                let attached = [
+                    a.stop_loss_trigger_ticks,
+                    a.stop_loss_limit_ticks,
+                    a.take_profit_trigger_ticks,
+                    a.take_profit_limit_ticks,
+                ];
+                feed.attached.insert(a.parent_order_id.get(), attached);
+            }
+        }
     }
 
     fn feed_state(&self) -> MutexGuard<'_, FeedState> {
@@ -646,12 +679,17 @@ impl Publisher {
                         executed_quote_high: 0,
                     };
                     feed.orders.insert(accepted.order_id.get(), info);
+                    let attached = attached_of(accepted);
+                    if attached != Attached::default() {
+                        feed.attached.insert(accepted.order_id.get(), attached);
+                    }
                     let order_event = OrderEvent {
                         event: "orderAccepted",
                         status: "New",
                         timestamp_ns: accepted.timestamp_ns.get(),
                         reason: None,
                         trigger_price_ticks: None,
+                        attached,
                         fill: None,
                     };
                     self.publish_order(accepted.user_id, accepted.order_id, &info, &order_event, now);
@@ -672,6 +710,7 @@ impl Publisher {
                         timestamp_ns: canceled.timestamp_ns.get(),
                         reason: None,
                         trigger_price_ticks: None,
+                        attached: feed.attached.remove(&canceled.order_id.get()).unwrap_or_default(),
                         fill: None,
                     };
                     self.publish_order(canceled.user_id, canceled.order_id, &info, &order_event, now);
@@ -693,6 +732,7 @@ impl Publisher {
                         timestamp_ns: expired.timestamp_ns.get(),
                         reason: Some(reason),
                         trigger_price_ticks: None,
+                        attached: feed.attached.remove(&expired.order_id.get()).unwrap_or_default(),
                         fill: None,
                     };
                     self.publish_order(expired.user_id, expired.order_id, &info, &order_event, now);
@@ -714,6 +754,7 @@ impl Publisher {
                         timestamp_ns: replaced.timestamp_ns.get(),
                         reason: None,
                         trigger_price_ticks: None,
+                        attached: feed.attached.get(&replaced.order_id.get()).copied().unwrap_or_default(),
                         fill: None,
                     };
                     self.publish_order(replaced.user_id, replaced.order_id, &info, &order_event, now);
@@ -744,6 +785,7 @@ impl Publisher {
                         timestamp_ns: pending.timestamp_ns.get(),
                         reason: None,
                         trigger_price_ticks: Some(pending.trigger_price_ticks.get()),
+                        attached: Attached::default(),
                         fill: None,
                     };
                     self.publish_order(pending.user_id, pending.order_id, &info, &order_event, now);
@@ -763,6 +805,7 @@ impl Publisher {
                         timestamp_ns: placed.timestamp_ns.get(),
                         reason: None,
                         trigger_price_ticks: Some(placed.trigger_price_ticks.get()),
+                        attached: Attached::default(),
                         fill: None,
                     };
                     self.publish_order(placed.user_id, placed.order_id, &info, &order_event, now);
@@ -775,6 +818,7 @@ impl Publisher {
                         timestamp_ns: failed.timestamp_ns.get(),
                         reason: Some(trigger_failure_name(failed.reason.get().ok())),
                         trigger_price_ticks: None,
+                        attached: feed.attached.remove(&failed.order_id.get()).unwrap_or_default(),
                         fill: None,
                     };
                     self.publish_order(failed.user_id, failed.order_id, &info, &order_event, now);
@@ -978,15 +1022,20 @@ impl Publisher {
                 info.quantity_lots = info.quantity_lots.max(info.filled_lots + remaining);
             }
             let info = *info;
-            if done {
+            let attached = if done {
                 feed.orders.remove(order_id.get());
+                feed.attached.remove(&order_id.get())
+            } else {
+                feed.attached.get(&order_id.get()).copied()
             }
+            .unwrap_or_default();
             let order_event = OrderEvent {
                 event: "orderFill",
                 status: if done { "Filled" } else { "PartiallyFilled" },
                 timestamp_ns: fill.timestamp_ns.get(),
                 reason: None,
                 trigger_price_ticks: None,
+                attached,
                 fill: Some(FillPart {
                     trade_id: fill.trade_id.get(),
                     lots: fill.quantity_lots.get(),
@@ -1023,6 +1072,22 @@ impl Publisher {
                     frame.str("P", &format.price(trigger_price_ticks)).str("B", TRIGGER_BY_LAST_PRICE);
                     if info.quantity_lots > 0 {
                         frame.str("Y", &format.quantity(u128::from(info.quantity_lots)));
+                    }
+                }
+                let [stop_loss_trigger, stop_loss_limit, take_profit_trigger, take_profit_limit] = event.attached;
+                for (key, ticks) in [("a", take_profit_trigger), ("b", stop_loss_trigger)] {
+                    if ticks != 0 {
+                        frame.str(key, &format.price(ticks));
+                    }
+                }
+                for (key, ticks) in [("j", take_profit_limit), ("k", stop_loss_limit)] {
+                    if ticks != 0 {
+                        frame.str(key, &format.price(ticks));
+                    }
+                }
+                for (key, trigger_ticks) in [("d", take_profit_trigger), ("g", stop_loss_trigger)] {
+                    if trigger_ticks != 0 {
+                        frame.str(key, TRIGGER_BY_LAST_PRICE);
                     }
                 }
                 frame.str("X", event.status);

@@ -46,6 +46,10 @@ pub fn fields(event: &Event) -> Value {
             "quote_quantity": m.quote_quantity.get(), "market_id": m.market_id.get(), "side": m.side.raw(),
             "order_type": m.order_type.raw(), "time_in_force": m.time_in_force.raw(),
             "self_trade_prevention": m.self_trade_prevention.raw(), "post_only": m.post_only.raw(),
+            "stop_loss_trigger_ticks": m.stop_loss_trigger_ticks.get(),
+            "stop_loss_limit_ticks": m.stop_loss_limit_ticks.get(),
+            "take_profit_trigger_ticks": m.take_profit_trigger_ticks.get(),
+            "take_profit_limit_ticks": m.take_profit_limit_ticks.get(),
         }),
         Event::OrderRejected(m) => json!({
             "user_id": m.user_id.get(), "client_order_id": m.client_order_id.get(), "order_id": m.order_id.get(),
@@ -193,5 +197,26 @@ mod tests {
         assert_eq!(value["event_index"], 3);
         assert_eq!(value["available"].as_u64(), Some(u64::MAX), "no float rounding");
         assert_eq!(value["reason"], 5);
+    }
+
+    /// An order's attached stop-loss / take-profit (schema version 3) reach Kafka and the
+    /// `order_events` details with the rest of its acceptance.
+    #[test]
+    fn an_acceptance_carries_the_attached_stop_loss_and_take_profit() {
+        let event = Event::OrderAccepted(OrderAccepted {
+            stop_loss_trigger_ticks: Ticks::new(590),
+            take_profit_trigger_ticks: Ticks::new(620),
+            take_profit_limit_ticks: Ticks::new(619),
+            ..OrderAccepted::default()
+        });
+        let value = event_json(&event, 0);
+        let attached = [
+            "stop_loss_trigger_ticks",
+            "stop_loss_limit_ticks",
+            "take_profit_trigger_ticks",
+            "take_profit_limit_ticks",
+        ]
+        .map(|field| value[field].as_u64());
+        assert_eq!(attached, [Some(590), Some(0), Some(620), Some(619)], "{value}");
     }
 }

@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (20261125000002, "ledger entry time", include_str!("../../migrations/20261125000002_ledger_entry_time.sql")),
     (20261125000003, "user directory", include_str!("../../migrations/20261125000003_user_directory.sql")),
     (20261126000001, "order expiry reason", include_str!("../../migrations/20261126000001_order_expiry_reason.sql")),
+    (20261207000001, "trigger orders", include_str!("../../migrations/20261207000001_trigger_orders.sql")),
 ];
 
 /// The schema migrations, embedded (the same files `sqlx migrate run` applies).
@@ -224,6 +225,12 @@ struct OrderChange {
     status: Option<&'static str>,
     /// codec::ExpireReason code, when the order expired.
     expire_reason: Option<i16>,
+    /// codec::RejectReason code, when a fired trigger order could not be placed.
+    trigger_failed_reason: Option<i16>,
+    /// `status` applies only if the row is not a pending trigger order: an `OrderReplaced` says
+    /// `new` / `partially_filled`, but a replaced pending trigger is still pending (the sink
+    /// cannot tell from this batch alone when the trigger was placed in an earlier one).
+    status_unless_pending: bool,
     remaining: Option<u64>,
     price: Option<u64>,
     quantity: Option<u64>,
@@ -252,6 +259,17 @@ struct Rows {
     o_quote: Vec<String>,
     o_sequence: Vec<i64>,
     o_ns: Vec<i64>,
+    /// 'new', or 'trigger_pending' for a trigger order.
+    o_status: Vec<&'static str>,
+    o_trigger_price: Vec<Option<String>>,
+    o_trigger_kind: Vec<Option<i16>>,
+    o_stop_loss_trigger: Vec<Option<String>>,
+    o_stop_loss_limit: Vec<Option<String>>,
+    o_take_profit_trigger: Vec<Option<String>>,
+    o_take_profit_limit: Vec<Option<String>>,
+    /// Trigger orders that fired in this batch: their `OrderAccepted` adds no row (the
+    /// `TriggerPending` one, maybe of an earlier batch, is the order's row).
+    fired: std::collections::HashSet<u64>,
     changes: Vec<(u64, OrderChange)>,
     change_index: HashMap<u64, usize>,
     // order_events
@@ -350,7 +368,16 @@ impl Rows {
                     rows.e_details.push(crate::json::event_json(event, index).to_string());
                 }
                 match event {
+                    Event::OrderAccepted(m) if rows.fired.contains(&m.order_id.get()) => {}
                     Event::OrderAccepted(m) => {
+                        let ticks = |t: codec::Ticks| Some(t.get()).filter(|&v| v != 0).map(|v| v.to_string());
+                        rows.o_status.push("new");
+                        rows.o_trigger_price.push(None);
+                        rows.o_trigger_kind.push(None);
+                        rows.o_stop_loss_trigger.push(ticks(m.stop_loss_trigger_ticks));
+                        rows.o_stop_loss_limit.push(ticks(m.stop_loss_limit_ticks));
+                        rows.o_take_profit_trigger.push(ticks(m.take_profit_trigger_ticks));
+                        rows.o_take_profit_limit.push(ticks(m.take_profit_limit_ticks));
                         rows.o_id.push(signed(m.order_id.get())?);
                         rows.o_user.push(signed(m.user_id.get())?);
                         rows.o_market.push(m.market_id.get() as i32);
@@ -365,6 +392,46 @@ impl Rows {
                         rows.o_quote.push(m.quote_quantity.get().to_string());
                         rows.o_sequence.push(sequence);
                         rows.o_ns.push(ns);
+                    }
+                    Event::TriggerPending(m) => {
+                        rows.o_status.push("trigger_pending");
+                        rows.o_trigger_price.push(Some(m.trigger_price_ticks.get().to_string()));
+                        rows.o_trigger_kind.push(Some(m.trigger_kind.raw() as i16));
+                        for column in [
+                            &mut rows.o_stop_loss_trigger,
+                            &mut rows.o_stop_loss_limit,
+                            &mut rows.o_take_profit_trigger,
+                            &mut rows.o_take_profit_limit,
+                        ] {
+                            column.push(None);
+                        }
+                        rows.o_id.push(signed(m.order_id.get())?);
+                        rows.o_user.push(signed(m.user_id.get())?);
+                        rows.o_market.push(m.market_id.get() as i32);
+                        rows.o_client.push(m.client_order_id.get().to_string());
+                        rows.o_side.push(m.side.raw() as i16);
+                        rows.o_type.push(m.order_type.raw() as i16);
+                        rows.o_tif.push(m.time_in_force.raw() as i16);
+                        rows.o_stp.push(m.self_trade_prevention.raw() as i16);
+                        rows.o_post.push(m.post_only.raw() == 1);
+                        rows.o_price.push(m.price_ticks.get().to_string());
+                        rows.o_quantity.push(m.quantity_lots.get().to_string());
+                        rows.o_quote.push(m.quote_quantity.get().to_string());
+                        rows.o_sequence.push(sequence);
+                        rows.o_ns.push(ns);
+                    }
+                    Event::TriggerPlaced(m) => {
+                        rows.fired.insert(m.order_id.get());
+                        let change = rows.change(m.order_id.get(), command.sequence, ns as u64);
+                        change.status = Some("new");
+                        change.status_unless_pending = false;
+                    }
+                    Event::TriggerFailed(m) => {
+                        let change = rows.change(m.order_id.get(), command.sequence, ns as u64);
+                        change.status = Some("trigger_failed");
+                        change.status_unless_pending = false;
+                        change.trigger_failed_reason = Some(m.reason.raw() as i16);
+                        change.remaining = Some(0);
                     }
                     Event::Fill(m) => {
                         user_seen(&mut rows, m.maker_user_id.get())?;
@@ -393,6 +460,7 @@ impl Rows {
                             change.filled_delta += lots;
                             change.remaining = Some(remaining);
                             change.status = Some(if done { "filled" } else { "partially_filled" });
+                            change.status_unless_pending = false;
                         }
                         let fee = u128::from(m.maker_fee.get()) + u128::from(m.taker_fee.get());
                         if fee > 0 {
@@ -403,11 +471,13 @@ impl Rows {
                     Event::OrderCanceled(m) => {
                         let change = rows.change(m.order_id.get(), command.sequence, ns as u64);
                         change.status = Some("canceled");
+                        change.status_unless_pending = false;
                         change.remaining = Some(0);
                     }
                     Event::OrderExpired(m) => {
                         let change = rows.change(m.order_id.get(), command.sequence, ns as u64);
                         change.status = Some("expired");
+                        change.status_unless_pending = false;
                         change.expire_reason = Some(m.reason.raw() as i16);
                         change.remaining = Some(0);
                     }
@@ -416,7 +486,10 @@ impl Rows {
                         change.price = Some(m.price_ticks.get());
                         change.quantity = Some(m.quantity_lots.get());
                         change.remaining = Some(m.remaining_lots.get());
+                        // Placed (or filled) earlier in this batch: certainly no longer pending.
+                        let placed_in_batch = change.status.is_some();
                         change.status = Some(if m.filled_lots.get() > 0 { "partially_filled" } else { "new" });
+                        change.status_unless_pending = !placed_in_batch;
                     }
                     Event::BalanceUpdate(m) => {
                         let (user, asset) = (m.user_id.get(), m.asset_id.get());
@@ -553,14 +626,19 @@ impl Rows {
             sqlx::query(
                 "INSERT INTO orders (order_id, user_id, market_id, client_order_id, side, order_type, time_in_force,
                      self_trade_prevention, post_only, price_ticks, quantity_lots, quote_quantity, filled_lots,
-                     remaining_lots, status, created_sequence, updated_sequence, created_ns, updated_ns)
+                     remaining_lots, status, created_sequence, updated_sequence, created_ns, updated_ns,
+                     trigger_price_ticks, trigger_kind, stop_loss_trigger_ticks, stop_loss_limit_ticks,
+                     take_profit_trigger_ticks, take_profit_limit_ticks)
                  SELECT o.id, o.user_id, o.market, o.client::numeric, o.side, o.type, o.tif, o.stp, o.post,
-                     o.price::numeric, o.quantity::numeric, o.quote::numeric, 0, o.quantity::numeric, 'new',
-                     o.seq, o.seq, o.ns, o.ns
+                     o.price::numeric, o.quantity::numeric, o.quote::numeric, 0, o.quantity::numeric, o.status,
+                     o.seq, o.seq, o.ns, o.ns, o.trigger_price::numeric, o.trigger_kind, o.sl_trigger::numeric,
+                     o.sl_limit::numeric, o.tp_trigger::numeric, o.tp_limit::numeric
                  FROM UNNEST($1::bigint[], $2::bigint[], $3::int[], $4::text[], $5::smallint[], $6::smallint[],
                      $7::smallint[], $8::smallint[], $9::bool[], $10::text[], $11::text[], $12::text[],
-                     $13::bigint[], $14::bigint[])
-                     AS o(id, user_id, market, client, side, type, tif, stp, post, price, quantity, quote, seq, ns)
+                     $13::bigint[], $14::bigint[], $15::text[], $16::text[], $17::smallint[], $18::text[],
+                     $19::text[], $20::text[], $21::text[])
+                     AS o(id, user_id, market, client, side, type, tif, stp, post, price, quantity, quote, seq, ns,
+                          status, trigger_price, trigger_kind, sl_trigger, sl_limit, tp_trigger, tp_limit)
                  ON CONFLICT DO NOTHING",
             )
             .bind(&self.o_id)
@@ -577,6 +655,13 @@ impl Rows {
             .bind(&self.o_quote)
             .bind(&self.o_sequence)
             .bind(&self.o_ns)
+            .bind(&self.o_status)
+            .bind(&self.o_trigger_price)
+            .bind(&self.o_trigger_kind)
+            .bind(&self.o_stop_loss_trigger)
+            .bind(&self.o_stop_loss_limit)
+            .bind(&self.o_take_profit_trigger)
+            .bind(&self.o_take_profit_limit)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -591,7 +676,11 @@ impl Rows {
             let mut filled = Vec::with_capacity(self.changes.len());
             let mut sequences = Vec::with_capacity(self.changes.len());
             let mut times = Vec::with_capacity(self.changes.len());
+            let mut failed_reasons = Vec::with_capacity(self.changes.len());
+            let mut unless_pending = Vec::with_capacity(self.changes.len());
             for (order, change) in &self.changes {
+                failed_reasons.push(change.trigger_failed_reason);
+                unless_pending.push(change.status_unless_pending);
                 ids.push(signed(*order)?);
                 statuses.push(change.status.map(str::to_string));
                 expire_reasons.push(change.expire_reason);
@@ -603,16 +692,18 @@ impl Rows {
                 times.push(change.timestamp_ns as i64);
             }
             sqlx::query(
-                "UPDATE orders o SET status = COALESCE(u.status, o.status),
+                "UPDATE orders o SET status = CASE WHEN u.unless_pending AND o.status = 'trigger_pending'
+                         THEN o.status ELSE COALESCE(u.status, o.status) END,
                      remaining_lots = COALESCE(u.remaining::numeric, o.remaining_lots),
                      price_ticks = COALESCE(u.price::numeric, o.price_ticks),
                      quantity_lots = COALESCE(u.quantity::numeric, o.quantity_lots),
                      filled_lots = o.filled_lots + u.filled::numeric,
                      expire_reason = COALESCE(u.expire_reason, o.expire_reason),
+                     trigger_failed_reason = COALESCE(u.failed_reason, o.trigger_failed_reason),
                      updated_sequence = u.seq, updated_ns = u.ns
                  FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-                     $8::bigint[], $9::smallint[]) AS u(id, status, remaining, price, quantity, filled, seq, ns,
-                     expire_reason)
+                     $8::bigint[], $9::smallint[], $10::smallint[], $11::bool[]) AS u(id, status, remaining, price,
+                     quantity, filled, seq, ns, expire_reason, failed_reason, unless_pending)
                  WHERE o.order_id = u.id",
             )
             .bind(&ids)
@@ -624,6 +715,8 @@ impl Rows {
             .bind(&sequences)
             .bind(&times)
             .bind(&expire_reasons)
+            .bind(&failed_reasons)
+            .bind(&unless_pending)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -1078,6 +1171,21 @@ pub struct OrderRecord {
     pub executed_quote: u64,
     /// Why it expired: the `codec::ExpireReason` code; `None` unless `status` is `expired`.
     pub expire_reason: Option<u8>,
+    /// Trigger price, ticks, of an order placed as a trigger order (also after it fired).
+    pub trigger_price_ticks: Option<u64>,
+    /// The `codec::TriggerKind` code of a trigger order.
+    pub trigger_kind: Option<u8>,
+    /// Why a fired trigger order could not be placed: the `codec::RejectReason` code; `None`
+    /// unless `status` is `trigger_failed`.
+    pub trigger_failed_reason: Option<u16>,
+    /// Attached stop-loss trigger price, ticks.
+    pub stop_loss_trigger_ticks: Option<u64>,
+    /// Attached stop-loss limit price, ticks.
+    pub stop_loss_limit_ticks: Option<u64>,
+    /// Attached take-profit trigger price, ticks.
+    pub take_profit_trigger_ticks: Option<u64>,
+    /// Attached take-profit limit price, ticks.
+    pub take_profit_limit_ticks: Option<u64>,
 }
 
 /// The columns [`order_record`] reads, over `orders o`.
@@ -1088,7 +1196,9 @@ const ORDER_COLUMNS: &str =
      (SELECT COALESCE(SUM(t.quote_amount), 0) FROM trades t
       WHERE (t.maker_user_id = o.user_id AND t.maker_order_id = o.order_id)
          OR (t.taker_user_id = o.user_id AND t.taker_order_id = o.order_id))::text,
-     o.expire_reason";
+     o.expire_reason, o.trigger_price_ticks::text, o.trigger_kind, o.trigger_failed_reason,
+     o.stop_loss_trigger_ticks::text, o.stop_loss_limit_ticks::text, o.take_profit_trigger_ticks::text,
+     o.take_profit_limit_ticks::text";
 
 fn order_record(row: &sqlx::postgres::PgRow) -> Result<OrderRecord, SinkError> {
     Ok(OrderRecord {
@@ -1109,7 +1219,19 @@ fn order_record(row: &sqlx::postgres::PgRow) -> Result<OrderRecord, SinkError> {
         quote_quantity: parse(&row.get::<String, _>(14))?,
         executed_quote: parse(&row.get::<String, _>(15))?,
         expire_reason: row.get::<Option<i16>, _>(16).map(|code| code as u8),
+        trigger_price_ticks: optional(row, 17)?,
+        trigger_kind: row.get::<Option<i16>, _>(18).map(|code| code as u8),
+        trigger_failed_reason: row.get::<Option<i16>, _>(19).map(|code| code as u16),
+        stop_loss_trigger_ticks: optional(row, 20)?,
+        stop_loss_limit_ticks: optional(row, 21)?,
+        take_profit_trigger_ticks: optional(row, 22)?,
+        take_profit_limit_ticks: optional(row, 23)?,
     })
+}
+
+/// A nullable `NUMERIC` column read as text.
+fn optional(row: &sqlx::postgres::PgRow, column: usize) -> Result<Option<u64>, SinkError> {
+    row.get::<Option<String>, _>(column).as_deref().map(parse).transpose()
 }
 
 /// Read-only queries over the sink's tables (for the REST history endpoints).

@@ -750,3 +750,114 @@ fn redis_snapshot_equals_the_engine_book_through_outages() {
     let stored: u64 = redis::cmd("GET").arg(format!("{}sequence", redis_config.prefix)).query(&mut connection).unwrap();
     assert_eq!(stored, sequence);
 }
+
+/// Attached stop-loss / take-profit children in the `orders` table, written one command per
+/// transaction (as the live sink does) and all in one (as a catch-up replay does): the parent
+/// row carries its attached prices; each child gets a `trigger_pending` row when the first fill
+/// creates it, and stays `trigger_pending` when the second fill grows it (an `OrderReplaced`,
+/// which for an ordinary order means `new`) with its quantity grown; when the take-profit fires
+/// it fills and the stop-loss is cancelled. Both ways end in the same rows, one per order.
+#[test]
+fn attached_children_stay_pending_while_they_grow_and_replay_to_the_same_rows() {
+    let Some(url) = service("EXCHANGE_TEST_DATABASE_URL") else { return };
+    let _postgres = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
+    let config = config();
+    let mut engine = Engine::new(&config).unwrap();
+    let mut commands = Vec::new();
+    for user in 1..=3 {
+        commands.push(deposit(user, 0, 1_000_000_000));
+        commands.push(deposit(user, 1, 1_000_000_000_000));
+    }
+    commands.extend([
+        // A trade at 60,000: the reference price.
+        gtc(2, 1, Side::Ask, 600_000, 10),
+        limit(3, 1, Side::Bid, 600_000, 10, TimeInForce::Ioc, 0),
+        // The parent: a bid with a market stop-loss at 59,000 and a take-profit at 62,000
+        // (limit 61,900); two fills of 10 lots create, then grow, its children.
+        with_attached(gtc(1, 1, Side::Bid, 600_000, 30), 590_000, 0, 620_000, 619_000),
+        limit(2, 1, Side::Ask, 600_000, 10, TimeInForce::Ioc, 0),
+        limit(2, 1, Side::Ask, 600_000, 10, TimeInForce::Ioc, 0),
+    ]);
+    let grown_at = commands.len();
+    commands.extend([
+        // A bid for the take-profit to sell into, then a trade at 62,000 fires it.
+        gtc(3, 1, Side::Bid, 619_000, 20),
+        gtc(2, 1, Side::Ask, 620_000, 10),
+        limit(3, 1, Side::Bid, 620_000, 10, TimeInForce::Ioc, 0),
+    ]);
+    let batches: Vec<CommandEvents> = commands
+        .iter()
+        .enumerate()
+        .map(|(index, command)| {
+            let sequence = index as u64 + 1;
+            let mut events = Vec::new();
+            engine.execute(CommandContext::new(sequence, sequence), command, &mut events);
+            assert!(!events.iter().any(|e| matches!(e, Event::OrderRejected(_))), "{command:?}: {events:?}");
+            CommandEvents { sequence, events }
+        })
+        .collect();
+    let reference = || Reference { engine_config: config.clone(), api_keys: vec![] };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    type OrderRow = (
+        i64,
+        String,
+        String,
+        Option<String>,
+        Option<i16>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows = |database: &str| -> Vec<OrderRow> {
+        runtime.block_on(async {
+            let queries = Queries::connect(database).await.unwrap();
+            sqlx::query_as(
+                "SELECT order_id, status, quantity_lots::text, trigger_price_ticks::text, trigger_kind,
+                     stop_loss_trigger_ticks::text, stop_loss_limit_ticks::text, take_profit_trigger_ticks::text,
+                     take_profit_limit_ticks::text
+                 FROM orders WHERE user_id = 1 ORDER BY order_id",
+            )
+            .fetch_all(queries.pool())
+            .await
+            .unwrap()
+        })
+    };
+    let text = |value: &str| Some(value.to_string());
+
+    // Live: one transaction per command.
+    let live = fresh_database(&url, "sink_attached_live");
+    let mut sink = PostgresSink::new(&live, reference()).unwrap();
+    sink.open().unwrap();
+    for batch in &batches[..grown_at] {
+        sink.write(std::slice::from_ref(batch)).unwrap();
+    }
+    let grown = rows(&live);
+    assert_eq!(grown.len(), 3, "the parent and its two children: {grown:?}");
+    let (parent, stop_loss, take_profit) = (&grown[0], &grown[1], &grown[2]);
+    assert_eq!(
+        (parent.1.as_str(), parent.3.clone(), parent.5.clone(), parent.6.clone(), parent.7.clone(), parent.8.clone()),
+        ("partially_filled", None, text("590000"), None, text("620000"), text("619000")),
+        "{parent:?}"
+    );
+    for (child, trigger, kind) in [(stop_loss, "590000", 1), (take_profit, "620000", 2)] {
+        assert_eq!(
+            (child.1.as_str(), child.2.as_str(), child.3.clone(), child.4),
+            ("trigger_pending", "20", text(trigger), Some(kind)),
+            "a grown child is still pending: {child:?}"
+        );
+    }
+    for batch in &batches[grown_at..] {
+        sink.write(std::slice::from_ref(batch)).unwrap();
+    }
+    let done = rows(&live);
+    let statuses: Vec<&str> = done.iter().map(|row| row.1.as_str()).collect();
+    assert_eq!(statuses, ["partially_filled", "canceled", "filled"], "{done:?}");
+
+    // Replay: every command in one transaction.
+    let replayed = fresh_database(&url, "sink_attached_replay");
+    let mut sink = PostgresSink::new(&replayed, reference()).unwrap();
+    sink.open().unwrap();
+    sink.write(&batches).unwrap();
+    assert_eq!(rows(&replayed), done);
+}

@@ -37,7 +37,8 @@ macro_rules! for_each_message {
             OrderAccepted => Event {
                 sequence, timestamp_ns, user_id, order_id, client_order_id, price_ticks,
                 quantity_lots, quote_quantity, market_id, side, order_type, time_in_force,
-                self_trade_prevention, post_only, reserved,
+                self_trade_prevention, post_only, reserved, stop_loss_trigger_ticks,
+                stop_loss_limit_ticks, take_profit_trigger_ticks, take_profit_limit_ticks,
             },
             OrderRejected => Event {
                 sequence, timestamp_ns, user_id, client_order_id, order_id, market_id, reason,

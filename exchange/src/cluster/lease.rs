@@ -74,8 +74,16 @@ impl LeaseContext {
 }
 
 impl ConsumerContext for LeaseContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
+            // The group dropped this member (its session expired: it was frozen or cut off):
+            // the lease went elsewhere. Rejoining must not take it back (this member's id is
+            // the oldest), so a primary exits here.
+            Rebalance::Revoke(partitions)
+                if consumer.assignment_lost() && partitions.elements().iter().any(|p| p.partition() == PARTITION) =>
+            {
+                self.lose("session expired: assignment lost")
+            }
             // Every eager rebalance revokes everything first: whether the lease is lost is
             // known only from the assignment that follows.
             Rebalance::Revoke(partitions) if partitions.elements().iter().any(|p| p.partition() == PARTITION) => {

@@ -179,6 +179,7 @@ impl RecordKind {
 /// The writer of the journal topic: an idempotent producer (`acks=all`, `linger.ms=0`) whose
 /// every append waits for its delivery and returns the offset Kafka assigned.
 pub struct JournalTopic {
+    brokers: String,
     producer: FutureProducer,
     topic: String,
     runtime: tokio::runtime::Runtime,
@@ -203,7 +204,7 @@ impl JournalTopic {
             .create()
             .map_err(kafka)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(kafka)?;
-        Ok(Self { producer, topic: topic.to_string(), runtime, timeout })
+        Ok(Self { brokers: brokers.to_string(), producer, topic: topic.to_string(), runtime, timeout })
     }
 
     fn append(&self, headers: OwnedHeaders, value: &[u8]) -> Result<i64, ClusterError> {
@@ -242,6 +243,44 @@ impl JournalTopic {
             .insert(Header { key: "first-sequence", value: Some(first.as_str()) })
             .insert(Header { key: "last-sequence", value: Some(last.as_str()) });
         self.append(headers, records)
+    }
+
+    /// The kinds of the records at offsets `from..to`, read back from the broker: what a primary
+    /// whose append landed later than expected checks (another primary's marker deposes it; a
+    /// deposed primary's superseded batches do not).
+    ///
+    /// # Errors
+    /// The broker did not answer within the delivery timeout, or a record's headers are bad.
+    pub fn kinds_between(&self, from: i64, to: i64) -> Result<Vec<(i64, RecordKind)>, ClusterError> {
+        let consumer: BaseConsumer = client_config(&self.brokers)
+            .set("group.id", "exchange-journal-fence-check")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
+            .create()
+            .map_err(kafka)?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment.add_partition_offset(&self.topic, PARTITION, rdkafka::Offset::Offset(from)).map_err(kafka)?;
+        consumer.assign(&assignment).map_err(kafka)?;
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut kinds = Vec::new();
+        let mut next = from;
+        while next < to {
+            if std::time::Instant::now() > deadline {
+                return Err(kafka(format!("timed out reading offsets {from}..{to} back")));
+            }
+            match consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(message)) if message.offset() >= next => {
+                    let offset = message.offset();
+                    let kind = RecordKind::parse(message.headers())
+                        .map_err(|reason| ClusterError::Corrupt { offset, reason: format!("headers: {reason}") })?;
+                    kinds.push((offset, kind));
+                    next = offset + 1;
+                }
+                Some(Ok(_)) | None => {}
+                Some(Err(error)) => return Err(kafka(error)),
+            }
+        }
+        Ok(kinds)
     }
 
     /// Appends a checkpoint: the state hash at `sequence`.

@@ -14,7 +14,9 @@
 //!   acknowledgement by the new primary is recorded (p50/max printed);
 //! - a primary frozen with SIGSTOP while a standby takes over acknowledges nothing after SIGCONT
 //!   and exits with the fenced exit code, and the order it was sent is not in the log's order;
-//! - at the end the last primary's `exchange replay` state hash equals the log's replay.
+//! - at the end the last primary's `exchange replay` state hash equals the log's replay, and the
+//!   standbys found every primary checkpoint (state hash every [`CHECKPOINT_EVERY`] sequences)
+//!   they compared equal to their own.
 //!
 //! Needs `EXCHANGE_TEST_KAFKA_BROKERS`; skipped loudly without it, failed under
 //! `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test).
@@ -38,6 +40,8 @@ use std::time::{Duration, Instant};
 const KILLS: usize = 10;
 /// The lease group's session timeout: the failure detector's delay.
 const SESSION_TIMEOUT_MS: u64 = 1_000;
+/// The primary's state hash goes into the log every this many sequences; standbys compare.
+const CHECKPOINT_EVERY: u64 = 250;
 /// Demo user 2's API secret (see `exchange::demo::demo_secrets`): the trading client.
 const SECRET: [u8; 32] = [2; 32];
 /// Demo user 3's API secret: the client of the frozen primary (one session per key).
@@ -50,6 +54,11 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// The exit code of a deposed primary.
 const FENCED_EXIT_CODE: i32 = exchange::runtime::FENCED_EXIT_CODE;
+
+/// Checkpoints a standby found equal to the primary's (from every node's log).
+static CHECKPOINTS_MATCHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Log lines of standbys whose state hash differed from a primary's checkpoint.
+static DIVERGENCES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// What a node's output says.
 #[derive(Debug)]
@@ -110,6 +119,10 @@ impl Node {
                 if line.contains(support::SBE_LISTENING) {
                     let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
                     let _ = sender.send(Line::SbePort(port));
+                } else if line.contains("checkpoint: state hash equals the primary's") {
+                    CHECKPOINTS_MATCHED.fetch_add(1, Ordering::Relaxed);
+                } else if line.contains("state hash diverges") {
+                    DIVERGENCES.lock().unwrap().push(line);
                 } else if line.contains("standby following the log") {
                     let _ = sender.send(Line::Joined);
                 }
@@ -373,7 +386,7 @@ fn kill_dash_nine_failovers_lose_nothing_acknowledged_and_a_frozen_primary_is_fe
         format!(
             "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"failover.journal.{unique}\"\n\
              lease_topic = \"failover.lease.{unique}\"\nlease_group = \"failover.{unique}\"\n\
-             session_timeout_ms = {SESSION_TIMEOUT_MS}\n"
+             session_timeout_ms = {SESSION_TIMEOUT_MS}\ncheckpoint_every = {CHECKPOINT_EVERY}\n"
         ),
     )
     .unwrap();
@@ -491,9 +504,13 @@ fn kill_dash_nine_failovers_lose_nothing_acknowledged_and_a_frozen_primary_is_fe
     let last: u64 = field("last sequence").parse().unwrap();
     assert_eq!(field("state hash"), replay.hash_at(last), "the last primary's journal replays to the log's state");
 
+    assert_eq!(*DIVERGENCES.lock().unwrap(), Vec::<String>::new(), "standbys diverged from checkpoints");
+    let matched = CHECKPOINTS_MATCHED.load(Ordering::Relaxed);
+    assert!(matched > 0, "standbys compared the primaries' checkpoints");
     failover_ms.sort_unstable();
     let mut round_trips = shared.round_trips_us.lock().unwrap().clone();
     round_trips.sort_unstable();
+    println!("{matched} checkpoints (every {CHECKPOINT_EVERY} sequences) compared equal by standbys");
     println!(
         "{KILLS} kill -9 failovers (session timeout {SESSION_TIMEOUT_MS} ms): kill -> first ack p50 {} ms, max {} ms",
         percentile(&failover_ms, 0.5),

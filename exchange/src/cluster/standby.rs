@@ -12,9 +12,12 @@
 //! Following: [`LogFollower`] yields the authoritative commands; each is appended to the local
 //! journal (same sequence and timestamp, so the local journal is byte-for-byte the primary's)
 //! and executed by this node's engine. Every `snapshot.every_commands` the standby writes a
-//! snapshot (the primary then need not). A `checkpoint` record whose sequence is the one the
-//! standby has just reached is compared with its own state hash; a difference is logged as an
-//! error and counted ([`StandbyStatus::divergences`]).
+//! snapshot (the primary then need not). Checkpoints: at every multiple of
+//! `cluster.checkpoint_every` the primary's snapshotter (its shadow engine, off the engine
+//! thread) hashes the state and the primary appends a `checkpoint` record after its next batch;
+//! the standby hashes its own state at the same sequences and compares when the record arrives.
+//! A difference (a determinism bug, or a corrupted node) is logged as an error and counted
+//! ([`StandbyStatus::divergences`]).
 //!
 //! Promotion, when the lease ([`Lease`]) is assigned to this node: append an `epoch` marker (its
 //! offset `M` is the new epoch), read the log up to and including `M` (whatever the old primary
@@ -99,6 +102,7 @@ pub struct TopicReplicator {
     topic: JournalTopic,
     epoch: i64,
     expected_offset: i64,
+    checkpoint_every: u64,
 }
 
 impl TopicReplicator {
@@ -108,10 +112,15 @@ impl TopicReplicator {
     }
 }
 
-impl BatchReplicator for TopicReplicator {
-    fn replicate(&mut self, first_sequence: u64, last_sequence: u64, records: &[u8]) -> Result<(), ReplicationError> {
+impl TopicReplicator {
+    /// Appends one record with `append` and checks where Kafka put it (fencing, see the module
+    /// documentation of [`super::log`]).
+    fn append_checked(
+        &mut self,
+        append: impl FnOnce(&JournalTopic, i64) -> Result<i64, ClusterError>,
+    ) -> Result<(), ReplicationError> {
         let failed = |error: ClusterError| ReplicationError::Failed(error.to_string());
-        let assigned = self.topic.append_batch(self.epoch, first_sequence, last_sequence, records).map_err(failed)?;
+        let assigned = append(&self.topic, self.epoch).map_err(failed)?;
         if assigned != self.expected_offset {
             // Someone else appended in between. Only another primary's epoch marker deposes
             // this one: a deposed primary's late batches (older epoch) are superseded for every
@@ -140,6 +149,20 @@ impl BatchReplicator for TopicReplicator {
     }
 }
 
+impl BatchReplicator for TopicReplicator {
+    fn replicate(&mut self, first_sequence: u64, last_sequence: u64, records: &[u8]) -> Result<(), ReplicationError> {
+        self.append_checked(|topic, epoch| topic.append_batch(epoch, first_sequence, last_sequence, records))
+    }
+
+    fn checkpoint_every(&self) -> u64 {
+        self.checkpoint_every
+    }
+
+    fn checkpoint(&mut self, sequence: u64, state_hash: u64) -> Result<(), ReplicationError> {
+        self.append_checked(|topic, _| topic.append_checkpoint(sequence, state_hash))
+    }
+}
+
 /// This node's copy of the log: engine + local journal.
 struct LocalLog<'c> {
     config: &'c Config,
@@ -149,7 +172,15 @@ struct LocalLog<'c> {
     events: Vec<Event>,
     since_snapshot: u64,
     status: Arc<StandbyStatus>,
+    /// `cluster.checkpoint_every`: own state hashes are kept at its multiples.
+    checkpoint_every: u64,
+    /// (sequence, own state hash) at the most recent checkpoint sequences, oldest first.
+    own_hashes: std::collections::VecDeque<(u64, u64)>,
 }
+
+/// Own state hashes a standby keeps for the primary's checkpoints still to come: a checkpoint
+/// arrives a few batches after its sequence.
+const OWN_HASHES_KEPT: usize = 16;
 
 impl LocalLog<'_> {
     fn apply(&mut self, followed: Followed<'_>) -> Result<(), StandbyError> {
@@ -169,11 +200,17 @@ impl LocalLog<'_> {
                 self.engine.execute(CommandContext::new(sequence, record.timestamp_ns), &command, &mut self.events);
                 self.last_sequence = sequence;
                 self.since_snapshot += 1;
+                if self.checkpoint_every > 0 && sequence.is_multiple_of(self.checkpoint_every) {
+                    if self.own_hashes.len() == OWN_HASHES_KEPT {
+                        self.own_hashes.pop_front();
+                    }
+                    self.own_hashes.push_back((sequence, self.engine.state_hash()));
+                }
             }
             Followed::Checkpoint { sequence, state_hash } => {
-                if sequence == self.last_sequence {
-                    let own = self.engine.state_hash();
+                if let Some(&(_, own)) = self.own_hashes.iter().find(|(at, _)| *at == sequence) {
                     if own == state_hash {
+                        tracing::info!(sequence, "checkpoint: state hash equals the primary's");
                         self.status.checkpoints_matched.fetch_add(1, Ordering::Relaxed);
                     } else {
                         self.status.divergences.fetch_add(1, Ordering::Relaxed);
@@ -269,6 +306,8 @@ pub fn follow_until_promoted(
         events: Vec::with_capacity(1024),
         since_snapshot: 0,
         status: status.clone(),
+        checkpoint_every: cluster.checkpoint_every,
+        own_hashes: std::collections::VecDeque::with_capacity(OWN_HASHES_KEPT),
     };
     let mut follower = LogFollower::open(&cluster.brokers, &cluster.journal_topic, cluster.replication)?;
     let lease = Lease::join(
@@ -321,7 +360,8 @@ pub fn follow_until_promoted(
         replayed: 0,
         torn_tail: None,
     };
-    let replicator = TopicReplicator { topic, epoch, expected_offset: epoch + 1 };
+    let replicator =
+        TopicReplicator { topic, epoch, expected_offset: epoch + 1, checkpoint_every: cluster.checkpoint_every };
     Ok(Some(Promoted { recovered, writer: local.writer, replicator, lease }))
 }
 
@@ -358,7 +398,7 @@ mod tests {
         let (old, new, newest) = (open(), open(), open());
         let old_epoch = old.append_epoch(1).unwrap();
         let epoch = new.append_epoch(2).unwrap();
-        let mut primary = TopicReplicator { topic: new, epoch, expected_offset: epoch + 1 };
+        let mut primary = TopicReplicator { topic: new, epoch, expected_offset: epoch + 1, checkpoint_every: 0 };
         primary.replicate(1, 2, &records(&dir, 1, 2)).unwrap();
         // The deposed primary, unaware, appends its next batch.
         old.append_batch(old_epoch, 1, 1, &records(&dir, 1, 1)).unwrap();

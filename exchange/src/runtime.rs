@@ -930,7 +930,7 @@ impl Snapshotter {
         self.sequence = sequence;
         self.since_snapshot += 1;
         self.stats.shadow_sequence.store(sequence, Ordering::Relaxed);
-        if self.checkpoint_every > 0 && sequence.is_multiple_of(self.checkpoint_every) {
+        if self.checkpoint_every > 0 && sequence % self.checkpoint_every == 0 {
             // A full pass over the state, on this thread, never the engine's. Dropped when the
             // queue is full: a checkpoint is a check, not data.
             let _ = self.checkpoints.push((sequence, self.shadow.state_hash()));

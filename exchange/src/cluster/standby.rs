@@ -200,7 +200,7 @@ impl LocalLog<'_> {
                 self.engine.execute(CommandContext::new(sequence, record.timestamp_ns), &command, &mut self.events);
                 self.last_sequence = sequence;
                 self.since_snapshot += 1;
-                if self.checkpoint_every > 0 && sequence.is_multiple_of(self.checkpoint_every) {
+                if self.checkpoint_every > 0 && sequence % self.checkpoint_every == 0 {
                     if self.own_hashes.len() == OWN_HASHES_KEPT {
                         self.own_hashes.pop_front();
                     }

@@ -523,6 +523,10 @@ fn serve_recovered(
     let spin = std::time::Duration::from_micros(config.engine.idle_spin_us);
     engine::doorbell::set_consumer_idle(config.engine.idle.consumer_policy(spin));
     #[cfg(feature = "sinks")]
+    let cluster_epoch = cluster.as_ref().map(|primary| primary.replicator.epoch());
+    #[cfg(not(feature = "sinks"))]
+    let cluster_epoch = None;
+    #[cfg(feature = "sinks")]
     let (runtime, _lease) = match cluster {
         Some(ClusterPrimary { replicator, lease }) => {
             let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator))?;
@@ -697,6 +701,7 @@ fn serve_recovered(
         demo: demo_stats.clone(),
         trade_source,
         sinks: sinks.stats(),
+        cluster_epoch,
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");

@@ -65,6 +65,8 @@ static DIVERGENCES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 enum Line {
     /// The SBE gateway listens on this port (the node serves).
     SbePort(u16),
+    /// A standby's status listener (`/metrics`, `/health`) is on this port.
+    StatusPort(u16),
     /// Promoted at this sequence with this state hash (`PROMOTED` on stdout).
     Promoted(u64, String),
     /// The node follows the log and has asked to join the lease group. (With tansu 0.6 the
@@ -119,6 +121,9 @@ impl Node {
                 if line.contains(support::SBE_LISTENING) {
                     let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
                     let _ = sender.send(Line::SbePort(port));
+                } else if line.contains("standby status listening") {
+                    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+                    let _ = sender.send(Line::StatusPort(port));
                 } else if line.contains("checkpoint: state hash equals the primary's") {
                     CHECKPOINTS_MATCHED.fetch_add(1, Ordering::Relaxed);
                 } else if line.contains("state hash diverges") {
@@ -180,10 +185,20 @@ impl Node {
         (sequence, hash, port)
     }
 
-    fn wait_joined(&self) {
-        self.wait_for("lease group join", |line| matches!(line, Line::Joined).then_some(()));
+    /// Waits until the standby follows the log; returns its status port.
+    fn wait_joined(&self) -> u16 {
+        let mut status_port = None;
+        self.wait_for("lease group join", |line| match line {
+            Line::StatusPort(port) => {
+                status_port = Some(port);
+                None
+            }
+            Line::Joined => Some(()),
+            _ => None,
+        });
         // Its JoinGroup request is on its way.
         std::thread::sleep(Duration::from_millis(300));
+        status_port.expect("the standby's status listener is announced before it follows the log")
     }
 
     /// Waits up to `timeout` for the process to exit; its exit code.
@@ -402,7 +417,7 @@ fn kill_dash_nine_failovers_lose_nothing_acknowledged_and_a_frozen_primary_is_fe
     let first = Node::start("a", &root.join("a"), &config_path);
     let (_, _, port) = first.wait_promoted();
     let second = Node::start("b", &root.join("b"), &config_path);
-    second.wait_joined();
+    let standby_status = second.wait_joined();
     let mut nodes = [first, second];
     let mut primary = 0;
     let shared = Arc::new(Shared::default());
@@ -411,6 +426,14 @@ fn kill_dash_nine_failovers_lose_nothing_acknowledged_and_a_frozen_primary_is_fe
         let shared = shared.clone();
         std::thread::spawn(move || client_loop(&shared))
     };
+
+    // The standby reports its role and progress; its /health tells load balancers to stay away.
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = support::request(standby_status, "GET", "/metrics", "", "").body().to_string();
+    assert!(metrics.contains("\nexchange_cluster_role 0\n"), "{metrics}");
+    let applied = metrics.lines().find_map(|l| l.strip_prefix("exchange_cluster_applied_sequence ")).unwrap();
+    assert!(applied.parse::<u64>().unwrap() > 0, "{metrics}");
+    assert_eq!(support::request(standby_status, "GET", "/health", "", "").status(), 503);
 
     let mut failover_ms = Vec::new();
     for cycle in 0..KILLS {
@@ -450,7 +473,7 @@ fn kill_dash_nine_failovers_lose_nothing_acknowledged_and_a_frozen_primary_is_fe
         );
         failover_ms.push(took);
         nodes[primary].restart();
-        nodes[primary].wait_joined();
+        let _ = nodes[primary].wait_joined();
         primary = standby;
     }
 

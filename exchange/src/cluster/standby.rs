@@ -82,6 +82,91 @@ pub struct StandbyStatus {
     pub checkpoints_matched: AtomicU64,
     /// Superseded batches ignored.
     pub superseded: AtomicU64,
+    /// Records of the journal topic not read yet (its end offset as last asked, minus the next
+    /// offset to read).
+    pub lag_records: AtomicU64,
+}
+
+impl StandbyStatus {
+    /// The standby's Prometheus text (`/metrics` while it follows).
+    pub fn render(&self) -> String {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let mut text = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, value: u64| {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+        };
+        family("exchange_cluster_role", "gauge", "0: standby, 1: primary (replicated journal).", 0);
+        family(
+            "exchange_cluster_applied_sequence",
+            "gauge",
+            "Last authoritative sequence this standby applied.",
+            load(&self.applied_sequence),
+        );
+        family("exchange_cluster_lag_records", "gauge", "Journal topic records not read yet.", load(&self.lag_records));
+        family(
+            "exchange_cluster_superseded_total",
+            "counter",
+            "Superseded batches (a deposed primary's writes) ignored.",
+            load(&self.superseded),
+        );
+        family(
+            "exchange_cluster_divergence_total",
+            "counter",
+            "Primary checkpoints whose state hash differed from this node's.",
+            load(&self.divergences),
+        );
+        family(
+            "exchange_cluster_checkpoints_matched_total",
+            "counter",
+            "Primary checkpoints whose state hash equalled this node's.",
+            load(&self.checkpoints_matched),
+        );
+        text
+    }
+}
+
+/// How often the standby asks the broker for the log's end (for the lag gauge).
+const LAG_REFRESH: Duration = Duration::from_secs(1);
+/// How long the status listener sleeps when no connection is waiting.
+const STATUS_ACCEPT_IDLE: Duration = Duration::from_millis(20);
+
+/// Serves `/metrics` ([`StandbyStatus::render`]) and `/health` (503 `standby <sequence>`: a load
+/// balancer must not send clients here) on `listen` until `stop`; the port is released when the
+/// returned thread ends, before the promoted node binds it for the full server.
+fn serve_status(
+    listen: std::net::SocketAddr,
+    status: Arc<StandbyStatus>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    tracing::info!(listen = %listener.local_addr()?, "standby status listening (/metrics, /health)");
+    std::thread::Builder::new().name("standby-status".into()).spawn(move || {
+        while !stop.load(Ordering::Acquire) {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(STATUS_ACCEPT_IDLE);
+                continue;
+            };
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut request = [0u8; 1024];
+            let read = stream.read(&mut request).unwrap_or(0);
+            let request = String::from_utf8_lossy(&request[..read]);
+            let (code, body) = if request.starts_with("GET /metrics") {
+                ("200 OK", status.render())
+            } else if request.starts_with("GET /health") {
+                ("503 Service Unavailable", format!("standby {}\n", status.applied_sequence.load(Ordering::Relaxed)))
+            } else {
+                ("404 Not Found", "a standby serves /metrics and /health only\n".to_string())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {code}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    })
 }
 
 /// A promoted node: what the server needs to serve as the replicated primary.
@@ -325,10 +410,32 @@ pub fn follow_until_promoted(
         cluster.replication,
         Duration::from_millis(cluster.delivery_timeout_ms),
     )?;
+    let status_stop = Arc::new(AtomicBool::new(false));
+    let status_thread = serve_status(config.http.listen, status.clone(), status_stop.clone())
+        .map_err(|source| StandbyError::Io { path: format!("status listener {}", config.http.listen), source })?;
+    // The status listener ends (and frees the HTTP port) however this function returns.
+    struct StopOnDrop(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+            if let Some(thread) = self.1.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+    let status_listener = StopOnDrop(status_stop, Some(status_thread));
     tracing::info!(topic = %cluster.journal_topic, group = %cluster.lease_group, "standby following the log");
+    let mut lag_asked = std::time::Instant::now() - LAG_REFRESH;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(None);
+        }
+        if lag_asked.elapsed() >= LAG_REFRESH {
+            lag_asked = std::time::Instant::now();
+            match follower.end_offset() {
+                Ok(end) => status.lag_records.store((end - follower.next_offset()).max(0) as u64, Ordering::Relaxed),
+                Err(error) => tracing::warn!(%error, "cannot read the journal topic's end offset"),
+            }
         }
         follower.poll(FOLLOW_POLL, &mut |followed| local.apply(followed))?;
         status.superseded.store(follower.superseded(), Ordering::Relaxed);
@@ -338,7 +445,8 @@ pub fn follow_until_promoted(
             break;
         }
     }
-    // Promotion.
+    // Promotion: the full server takes the HTTP port.
+    drop(status_listener);
     let lease_at = std::time::Instant::now();
     let epoch = topic.append_epoch(follower.highest_epoch_number() + 1)?;
     follower.read_until(epoch + 1, CATCH_UP_TIMEOUT, &mut |followed| local.apply(followed))?;

@@ -53,6 +53,10 @@ use std::time::Duration;
 
 /// The only partition of the journal and lease topics.
 pub const PARTITION: i32 = 0;
+/// From this replication factor on, created topics require [`MIN_INSYNC_REPLICAS`].
+const REPLICATION_FOR_MIN_INSYNC: i32 = 3;
+/// `min.insync.replicas` of created topics (with at least three replicas).
+const MIN_INSYNC_REPLICAS: &str = "2";
 /// How long metadata and admin requests may take before start-up gives up.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a follower's fetch waits at the end of the log for new records: bounds a standby's
@@ -104,7 +108,12 @@ pub(crate) fn client_config(brokers: &str) -> ClientConfig {
 pub fn ensure_topic(brokers: &str, topic: &str, replication: i32) -> Result<(), ClusterError> {
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(kafka)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(kafka)?;
-    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(replication));
+    // Every node rebuilds from the first record: nothing may ever be deleted. With three
+    // replicas, an acknowledged (acks=all) record is on at least two of them.
+    let mut new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(replication)).set("retention.ms", "-1");
+    if replication >= REPLICATION_FOR_MIN_INSYNC {
+        new_topic = new_topic.set("min.insync.replicas", MIN_INSYNC_REPLICAS);
+    }
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
     for result in runtime.block_on(admin.create_topics([&new_topic], &options)).map_err(kafka)? {
         match result {

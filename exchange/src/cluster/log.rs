@@ -32,12 +32,18 @@
 //!
 //! # Fencing
 //! [`JournalTopic::append_batch`] returns the offset Kafka assigned; the primary knows the offset
-//! it expects (right after its previous append). Any other offset means someone else appended in
-//! between (a newer primary's marker): the primary is deposed and must stop without
-//! acknowledging the batch. What it appended is then superseded for every follower (its epoch is
-//! older than the newer marker), or, if it landed right after a marker of the same race, it is
-//! an unacknowledged but authoritative batch, exactly like a batch a primary appended just before
-//! crashing.
+//! it expects (right after its previous append). Any other offset means someone appended in
+//! between, and the primary reads those records back ([`JournalTopic::kinds_between`]): a newer
+//! primary's epoch marker deposes it, and it must stop without acknowledging the batch (which is
+//! then superseded for every follower: its epoch is older than the newer marker). A deposed
+//! primary's late batches (an older epoch) do not depose it: followers ignore them and they do
+//! not advance the sequence, so its own batch is still authoritative
+//! (`cluster::standby::TopicReplicator`).
+//!
+//! # For other followers (e.g. a Kafka-fed replica)
+//! Open a [`LogFollower`] on the topic, call [`LogFollower::poll`] in a loop and execute every
+//! [`Followed::Command`] with an [`engine::Engine`] in the order given: the result is the
+//! primary's state, events and ids, sequence for sequence.
 
 use sinks::rdkafka;
 use sinks::rdkafka::ClientConfig;

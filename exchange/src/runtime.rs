@@ -73,6 +73,57 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use engine::bus::{EngineReads, IngressCommand, IngressRing};
 
+/// The process exit code of a primary that found itself deposed (fenced): a supervisor restarts
+/// it as a standby rather than as a primary. (EX_TEMPFAIL in sysexits.h.)
+pub const FENCED_EXIT_CODE: i32 = 75;
+
+/// Why a batch could not be replicated.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// Another primary appended to the log since this one's last append: this process is
+    /// deposed. The engine thread exits the process ([`FENCED_EXIT_CODE`]) without executing or
+    /// acknowledging the batch.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// The log did not take the batch (broker down, timeout): its outcome is unknown, so the
+    /// engine thread stops without executing or acknowledging it.
+    #[error("replication failed: {0}")]
+    Failed(String),
+}
+
+/// Where the engine thread ships every group commit before executing it (the replicated
+/// journal, `durability = "replicated"`). The engine crate knows nothing of Kafka: this is the
+/// whole boundary.
+pub trait BatchReplicator: Send {
+    /// Appends the batch of sequences `first_sequence..=last_sequence` (`records`: framed exactly
+    /// as in the local journal) and returns once the log has it durably and in the expected
+    /// place. Called on the engine thread, one batch at a time, after the local journal commit.
+    ///
+    /// # Errors
+    /// [`ReplicationError`]: the batch must not be executed or acknowledged.
+    fn replicate(&mut self, first_sequence: u64, last_sequence: u64, records: &[u8]) -> Result<(), ReplicationError>;
+
+    /// Every how many sequences the snapshotter's shadow engine hashes its state for
+    /// [`Self::checkpoint`] (0: never).
+    fn checkpoint_every(&self) -> u64 {
+        0
+    }
+
+    /// Publishes the state hash at `sequence` (computed by the snapshotter's shadow engine) so
+    /// followers can compare theirs. Called on the engine thread after a batch was replicated.
+    ///
+    /// # Errors
+    /// As [`Self::replicate`].
+    fn checkpoint(&mut self, _sequence: u64, _state_hash: u64) -> Result<(), ReplicationError> {
+        Ok(())
+    }
+}
+
+/// State hashes the shadow engine computed at checkpoint sequences, for the replicator.
+type CheckpointQueue = ArrayQueue<(u64, u64)>;
+/// Checkpoints waiting for the engine thread; more are dropped (they are only a check).
+const CHECKPOINT_QUEUE_CAPACITY: usize = 64;
+
 /// Room for the events of one replayed command (a larger command grows it once).
 const RECOVERY_EVENTS_CAPACITY: usize = 1024;
 
@@ -147,6 +198,9 @@ pub enum RuntimeError {
     /// A thread of the runtime panicked.
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
+    /// The replicated journal did not take a batch; nothing of it was acknowledged.
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
 }
 
 /// The state rebuilt from disk.
@@ -358,6 +412,28 @@ impl Runtime {
         journal: JournalWriter,
         retention: Arc<Retention>,
     ) -> std::io::Result<Self> {
+        Self::start_full(config, recovered, journal, retention, None)
+    }
+
+    /// As [`Self::start_with_retention`], with every group commit also shipped to `replicator`
+    /// (and acknowledged only once it took it).
+    pub fn start_replicated(
+        config: &Config,
+        recovered: Recovered,
+        journal: JournalWriter,
+        retention: Arc<Retention>,
+        replicator: Box<dyn BatchReplicator>,
+    ) -> std::io::Result<Self> {
+        Self::start_full(config, recovered, journal, retention, Some(replicator))
+    }
+
+    fn start_full(
+        config: &Config,
+        recovered: Recovered,
+        journal: JournalWriter,
+        retention: Arc<Retention>,
+        replicator: Option<Box<dyn BatchReplicator>>,
+    ) -> std::io::Result<Self> {
         // Starts the trace clock before any thread stamps with it.
         clock_ns();
         let ring = Arc::new(IngressRing::new(config.engine.ring_capacity));
@@ -371,7 +447,11 @@ impl Runtime {
         let control = Arc::new(SnapshotControl::default());
         let feed = Arc::new(ArrayQueue::new(config.snapshot.feed_commands.max(1)));
         let reads = Arc::new(EngineReads::default());
+        let checkpoint_every = replicator.as_ref().map_or(0, |r| r.checkpoint_every());
+        let checkpoints = Arc::new(CheckpointQueue::new(CHECKPOINT_QUEUE_CAPACITY));
         let snapshotter = Snapshotter {
+            checkpoint_every,
+            checkpoints: checkpoints.clone(),
             shadow: recovered.engine.clone(),
             sequence: recovered.last_sequence,
             feed: feed.clone(),
@@ -410,6 +490,9 @@ impl Runtime {
             batch_max: config.journal.batch_max.max(1),
             last_sequence: recovered.last_sequence,
             last_timestamp_ns: 0,
+            replicator,
+            shipped: Vec::new(),
+            checkpoints,
         };
         let core = config.engine.core;
         let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
@@ -563,6 +646,12 @@ struct EngineThread {
     batch_max: usize,
     last_sequence: u64,
     last_timestamp_ns: u64,
+    /// The replicated journal, when configured.
+    replicator: Option<Box<dyn BatchReplicator>>,
+    /// The batch's framed records, copied before the local commit clears them.
+    shipped: Vec<u8>,
+    /// State hashes from the snapshotter, for the replicator.
+    checkpoints: Arc<CheckpointQueue>,
 }
 
 impl EngineThread {
@@ -606,9 +695,43 @@ impl EngineThread {
             }
             idle.reset();
             let started = std::time::Instant::now();
+            if self.replicator.is_some() {
+                self.shipped.clear();
+                self.shipped.extend_from_slice(self.journal.pending_records());
+            }
             if let Err(error) = self.journal.commit() {
                 tracing::error!(%error, "journal commit failed: engine stops; nothing of this batch was acknowledged");
                 return Err(error.into());
+            }
+            if let Some(replicator) = &mut self.replicator {
+                let (first, last) = (batch[0].0, batch[batch.len() - 1].0);
+                match replicator.replicate(first, last, &self.shipped) {
+                    Ok(()) => {}
+                    Err(ReplicationError::Fenced(reason)) => {
+                        // Nothing of this batch was executed or published: exit before anything
+                        // else (another thread, a shutdown path) can acknowledge anything.
+                        tracing::error!(%reason, first, last, "deposed: another primary appended to the journal topic; exiting unacknowledged");
+                        std::process::exit(FENCED_EXIT_CODE);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, first, last, "replicated journal failed: engine stops; nothing of this batch was acknowledged");
+                        return Err(error.into());
+                    }
+                }
+                // Checkpoints follow the batch just delivered (their sequences are older).
+                while let Some((sequence, state_hash)) = self.checkpoints.pop() {
+                    match replicator.checkpoint(sequence, state_hash) {
+                        Ok(()) => {}
+                        Err(ReplicationError::Fenced(reason)) => {
+                            tracing::error!(%reason, "deposed: another primary appended to the journal topic; exiting unacknowledged");
+                            std::process::exit(FENCED_EXIT_CODE);
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "replicated journal failed: engine stops; nothing of this batch was acknowledged");
+                            return Err(error.into());
+                        }
+                    }
+                }
             }
             let commit_ns = started.elapsed().as_nanos() as u64;
             let committed_ns = clock_ns();
@@ -711,6 +834,9 @@ struct ShadowFinal {
 /// everything about snapshots (when, serialising, hashing, writing, pruning).
 struct Snapshotter {
     shadow: Engine,
+    /// Hash the shadow at every multiple of this sequence for the replicator (0: never).
+    checkpoint_every: u64,
+    checkpoints: Arc<CheckpointQueue>,
     /// Last sequence applied to the shadow.
     sequence: u64,
     feed: Arc<SnapshotFeed>,
@@ -804,6 +930,11 @@ impl Snapshotter {
         self.sequence = sequence;
         self.since_snapshot += 1;
         self.stats.shadow_sequence.store(sequence, Ordering::Relaxed);
+        if self.checkpoint_every > 0 && sequence % self.checkpoint_every == 0 {
+            // A full pass over the state, on this thread, never the engine's. Dropped when the
+            // queue is full: a checkpoint is a check, not data.
+            let _ = self.checkpoints.push((sequence, self.shadow.state_hash()));
+        }
     }
 
     /// Applies the journal's records after the shadow's sequence up to `target` (durable: the

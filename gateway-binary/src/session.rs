@@ -1,11 +1,12 @@
 //! Connections and sessions: logon, inbound validation, heartbeats, retransmission, terminate.
 
+use crate::recent_ids::RecentClientOrderIds;
 use crate::{KEEP_ALIVE_MS_MAX, KEEP_ALIVE_MS_MIN, LOGON_CONTEXT, RETRANSMIT_COUNT_MAX, Shared, TokenBucket};
 use bytes::{Bytes, BytesMut};
 use codec::*;
 use engine::bus::{IngressCommand, origin};
 use engine::latency::{CommandTrace, clock_ns, wire_latency};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -173,9 +174,7 @@ pub(crate) struct SessionState {
     /// Throttled application messages in a row (across connections).
     strikes: u32,
     /// Client order ids already used in this session (bounded, oldest forgotten first).
-    recent_client_ids: HashSet<u64>,
-    recent_order: VecDeque<u64>,
-    recent_max: usize,
+    recent_client_ids: RecentClientOrderIds,
 }
 
 impl SessionState {
@@ -190,9 +189,7 @@ impl SessionState {
             last_outbound: Instant::now(),
             bucket: TokenBucket::new(config.messages_per_second, config.burst, Instant::now()),
             strikes: 0,
-            recent_client_ids: HashSet::new(),
-            recent_order: VecDeque::new(),
-            recent_max: config.client_order_ids_remembered,
+            recent_client_ids: RecentClientOrderIds::new(config.client_order_ids_remembered),
         }
     }
 
@@ -217,25 +214,13 @@ impl SessionState {
 
     /// Records a client order id; false if the session used it before.
     fn remember_client_order_id(&mut self, id: u64) -> bool {
-        if !self.recent_client_ids.insert(id) {
-            return false;
-        }
-        self.recent_order.push_back(id);
-        if self.recent_order.len() > self.recent_max
-            && let Some(old) = self.recent_order.pop_front()
-        {
-            self.recent_client_ids.remove(&old);
-        }
-        true
+        self.recent_client_ids.remember(id)
     }
 
     /// Undoes [`Self::remember_client_order_id`] for the id just remembered, when its command
     /// never reached the engine (ingress full): the client is told to retry, with the same id.
     fn forget_last_client_order_id(&mut self, id: u64) {
-        if self.recent_order.back() == Some(&id) {
-            self.recent_order.pop_back();
-            self.recent_client_ids.remove(&id);
-        }
+        self.recent_client_ids.forget_last(id);
     }
 }
 

@@ -322,7 +322,7 @@ impl OrderBook {
     }
 
     /// Writes every page of the reserved room (order and level arenas, free lists, id index,
-    /// client-id map) without changing the book's contents, so that later inserts do not pay
+    /// client-id and spill maps) without changing the book's contents, so that later inserts do not pay
     /// page faults. Costs about as much as the pages are large (tens of ms for the default
     /// capacities); idempotent.
     pub fn prefault(&mut self) {
@@ -348,6 +348,16 @@ impl OrderBook {
         by_client_id.clear();
         by_client_id.extend(self.by_client_id.drain());
         self.by_client_id = by_client_id;
+        // The spill map likewise: it is sized for the whole capacity and spilled ids hash all
+        // over it, so without this the engine thread paid a page fault for most spills (and one
+        // market's spills touched its whole map, MBs, within a few thousand orders).
+        let mut spilled = new_map(self.capacity);
+        for i in 0..self.capacity as u64 {
+            spilled.insert(OrderId::new(i), NIL);
+        }
+        spilled.clear();
+        spilled.extend(self.spilled.drain());
+        self.spilled = spilled;
     }
 
     /// A free order slot: the last freed one, else the next never-used one.

@@ -1,6 +1,7 @@
 //! The exchange server: configuration, recovery, the engine runtime (ingress ring, sequencer,
 //! journal, engine thread, snapshots) and the demo market. The binary in `main.rs` wires them.
 
+pub mod allocator;
 #[cfg(feature = "sinks")]
 pub mod cluster;
 pub mod config;

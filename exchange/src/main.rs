@@ -163,6 +163,8 @@ enum JournalCommand {
 }
 
 fn main() -> ExitCode {
+    // Before anything large is allocated: views that grow by doubling leave no copies behind.
+    let large_allocations_mapped = exchange::allocator::map_large_allocations();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EXCHANGE_LOG")
@@ -171,6 +173,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if !large_allocations_mapped {
+        tracing::debug!("allocator mmap threshold left as is (not glibc, or refused)");
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,7 @@
 //! the session's, never the message's.
 
 mod dispatch;
+pub mod recent_ids;
 pub mod session;
 mod throttle;
 
@@ -63,7 +64,8 @@ pub struct GatewayConfig {
     pub retransmit_window: usize,
     /// Outbound messages queued per connection before it counts as a slow consumer.
     pub outbound_queue_max: usize,
-    /// Client order ids remembered per session for idempotency.
+    /// Client order ids remembered per session for idempotency (at most
+    /// [`recent_ids::REMEMBERED_MAX`], 2^30).
     pub client_order_ids_remembered: usize,
 }
 

@@ -1,11 +1,12 @@
 //! Connections and sessions: logon, inbound validation, heartbeats, retransmission, terminate.
 
+use crate::recent_ids::RecentClientOrderIds;
 use crate::{KEEP_ALIVE_MS_MAX, KEEP_ALIVE_MS_MIN, LOGON_CONTEXT, RETRANSMIT_COUNT_MAX, Shared, TokenBucket};
 use bytes::{Bytes, BytesMut};
 use codec::*;
 use engine::bus::{IngressCommand, origin};
 use engine::latency::{CommandTrace, clock_ns, wire_latency};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,14 +36,50 @@ pub(crate) fn event_frame(event: &Event) -> Bytes {
     frame(|out| event.encode(out))
 }
 
-/// A session's recent outbound frames for retransmission, oldest first: their bytes back to back
-/// in one ring and each one's length. A message costs its frame's bytes plus two, not an
-/// allocation and a `Bytes` handle of its own: with many sessions holding up to
-/// `retransmit_window` acknowledgements each, that is most of the gateway's memory per order.
+/// A session's recent outbound frames for retransmission, oldest first: each one packed
+/// ([`pack_frame`]) back to back in one byte ring, and each one's packed length. A message costs
+/// about half its frame's bytes plus four, not an allocation and a `Bytes` handle of its own:
+/// with many sessions holding up to `retransmit_window` acknowledgements each, that is most of
+/// the gateway's memory per order (docs/benchmarks.md, "Memory per resting order").
 pub(crate) struct FrameWindow {
     bytes: VecDeque<u8>,
     lengths: VecDeque<u16>,
     frames_max: usize,
+}
+
+/// Bytes of a frame's length at the start of its packed form.
+const PACKED_LENGTH_BYTES: usize = 2;
+/// Bytes a mask of [`pack_frame`] covers (one bit each).
+const PACK_CHUNK_BYTES: usize = 8;
+
+/// Appends `frame` to `out` packed: its length (`u16`, little-endian), then for each run of
+/// [`PACK_CHUNK_BYTES`] bytes a mask byte (bit `i` set: byte `i` of the run is not zero) and the
+/// run's non-zero bytes. Frames are fixed layouts of mostly small integers, so most of their
+/// bytes are zero: an acknowledgement of 90 bytes packs into about 45. Returns the packed length.
+fn pack_frame(frame: &[u8], length: u16, out: &mut VecDeque<u8>) -> usize {
+    let before = out.len();
+    out.extend(length.to_le_bytes());
+    for chunk in frame.chunks(PACK_CHUNK_BYTES) {
+        let mask = chunk.iter().enumerate().fold(0u8, |mask, (i, &byte)| mask | (u8::from(byte != 0) << i));
+        out.push_back(mask);
+        out.extend(chunk.iter().copied().filter(|&byte| byte != 0));
+    }
+    out.len() - before
+}
+
+/// The frame [`pack_frame`] packed into `packed` (exactly its packed bytes).
+fn unpack_frame(mut packed: impl Iterator<Item = u8>) -> Vec<u8> {
+    let length = u16::from_le_bytes([packed.next().unwrap_or(0), packed.next().unwrap_or(0)]);
+    let mut frame = vec![0u8; usize::from(length)];
+    for chunk in frame.chunks_mut(PACK_CHUNK_BYTES) {
+        let mask = packed.next().unwrap_or(0);
+        for (i, byte) in chunk.iter_mut().enumerate() {
+            if mask & (1 << i) != 0 {
+                *byte = packed.next().unwrap_or(0);
+            }
+        }
+    }
+    frame
 }
 
 impl FrameWindow {
@@ -57,7 +94,9 @@ impl FrameWindow {
 
     /// Appends a frame, forgetting the oldest beyond the window's size.
     fn push(&mut self, frame: &[u8]) {
-        let Ok(length) = u16::try_from(frame.len()) else {
+        // The packed form is at most the frame, its length and a mask per chunk.
+        let packed_max = frame.len() + PACKED_LENGTH_BYTES + frame.len().div_ceil(PACK_CHUNK_BYTES);
+        let (Ok(length), true) = (u16::try_from(frame.len()), packed_max <= usize::from(u16::MAX)) else {
             // Never: frames are at most 264 bytes. Forget everything rather than keep a window
             // whose sequences no longer match.
             debug_assert!(false, "frame of {} bytes", frame.len());
@@ -65,8 +104,9 @@ impl FrameWindow {
             self.lengths.clear();
             return;
         };
-        self.lengths.push_back(length);
-        self.bytes.extend(frame.iter().copied());
+        let packed = pack_frame(frame, length, &mut self.bytes);
+        // Fits: bounded by `packed_max` above.
+        self.lengths.push_back(packed as u16);
         while self.lengths.len() > self.frames_max {
             let oldest = self.lengths.pop_front().map_or(0, usize::from);
             self.bytes.drain(..oldest);
@@ -78,7 +118,7 @@ impl FrameWindow {
         let start: usize = self.lengths.iter().take(skip).map(|l| usize::from(*l)).sum();
         self.lengths.iter().skip(skip).take(count).scan(start, move |offset, length| {
             let length = usize::from(*length);
-            let frame: Vec<u8> = self.bytes.range(*offset..*offset + length).copied().collect();
+            let frame = unpack_frame(self.bytes.range(*offset..*offset + length).copied());
             *offset += length;
             Some(Bytes::from(frame))
         })
@@ -134,9 +174,7 @@ pub(crate) struct SessionState {
     /// Throttled application messages in a row (across connections).
     strikes: u32,
     /// Client order ids already used in this session (bounded, oldest forgotten first).
-    recent_client_ids: HashSet<u64>,
-    recent_order: VecDeque<u64>,
-    recent_max: usize,
+    recent_client_ids: RecentClientOrderIds,
 }
 
 impl SessionState {
@@ -151,9 +189,7 @@ impl SessionState {
             last_outbound: Instant::now(),
             bucket: TokenBucket::new(config.messages_per_second, config.burst, Instant::now()),
             strikes: 0,
-            recent_client_ids: HashSet::new(),
-            recent_order: VecDeque::new(),
-            recent_max: config.client_order_ids_remembered,
+            recent_client_ids: RecentClientOrderIds::new(config.client_order_ids_remembered),
         }
     }
 
@@ -178,25 +214,13 @@ impl SessionState {
 
     /// Records a client order id; false if the session used it before.
     fn remember_client_order_id(&mut self, id: u64) -> bool {
-        if !self.recent_client_ids.insert(id) {
-            return false;
-        }
-        self.recent_order.push_back(id);
-        if self.recent_order.len() > self.recent_max
-            && let Some(old) = self.recent_order.pop_front()
-        {
-            self.recent_client_ids.remove(&old);
-        }
-        true
+        self.recent_client_ids.remember(id)
     }
 
     /// Undoes [`Self::remember_client_order_id`] for the id just remembered, when its command
     /// never reached the engine (ingress full): the client is told to retry, with the same id.
     fn forget_last_client_order_id(&mut self, id: u64) {
-        if self.recent_order.back() == Some(&id) {
-            self.recent_order.pop_back();
-            self.recent_client_ids.remove(&id);
-        }
+        self.recent_client_ids.forget_last(id);
     }
 }
 
@@ -676,7 +700,7 @@ mod tests {
     }
 
     /// The window keeps the newest `frames_max` frames, byte for byte, and hands out any run of
-    /// them; a message costs its bytes plus a two-byte length.
+    /// them.
     #[test]
     fn keeps_the_newest_frames_byte_for_byte() {
         let mut window = FrameWindow::new(3);
@@ -688,7 +712,65 @@ mod tests {
         assert_eq!(all, vec![frame(3, 13), frame(4, 14), frame(5, 15)]);
         let middle: Vec<Vec<u8>> = window.frames(1, 1).map(|b| b.to_vec()).collect();
         assert_eq!(middle, vec![frame(4, 14)]);
-        assert_eq!(window.bytes.len(), 13 + 14 + 15);
+    }
+
+    /// Frames with zero and non-zero bytes anywhere, of every length up to two chunks past a
+    /// multiple of eight (a partial last chunk, an empty frame), come back byte for byte.
+    #[test]
+    fn packing_keeps_every_byte() {
+        let mut window = FrameWindow::new(100);
+        let mut pushed = Vec::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for length in 0..=26usize {
+            let frame: Vec<u8> = (0..length)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    if state % 3 == 0 { 0 } else { state as u8 | 1 }
+                })
+                .collect();
+            window.push(&frame);
+            pushed.push(frame);
+        }
+        let held: Vec<Vec<u8>> = window.frames(0, 100).map(|b| b.to_vec()).collect();
+        assert_eq!(held, pushed);
+        let tail: Vec<Vec<u8>> = window.frames(20, 3).map(|b| b.to_vec()).collect();
+        assert_eq!(tail, pushed[20..23].to_vec());
+    }
+
+    /// An order acknowledgement (mostly small integers) costs about half its frame's bytes in
+    /// the window. Fails with frames kept as they are (a message then costs its whole frame).
+    #[test]
+    fn an_acknowledgement_costs_about_half_its_frame() {
+        use codec::{Event, OrderAccepted, Side, TimeInForce};
+        let accepted = OrderAccepted {
+            sequence: 1_234_567u64.into(),
+            timestamp_ns: 1_765_000_000_123_456_789u64.into(),
+            user_id: codec::UserId::new(1_000_003),
+            order_id: codec::OrderId::new(987_654),
+            client_order_id: codec::ClientOrderId::new(125_000),
+            price_ticks: codec::Ticks::new(99_000),
+            quantity_lots: 20u64.into(),
+            quote_quantity: 0u64.into(),
+            market_id: codec::MarketId::new(2),
+            side: Side::Bid.into(),
+            order_type: codec::OrderType::Limit.into(),
+            time_in_force: TimeInForce::Gtc.into(),
+            self_trade_prevention: codec::SelfTradePrevention::Allow.into(),
+            post_only: false.into(),
+            reserved: codec::Reserved::ZERO,
+            stop_loss_trigger_ticks: codec::Ticks::new(0),
+            stop_loss_limit_ticks: codec::Ticks::new(0),
+            take_profit_trigger_ticks: codec::Ticks::new(0),
+            take_profit_limit_ticks: codec::Ticks::new(0),
+        };
+        let frame = super::event_frame(&Event::OrderAccepted(accepted));
+        let mut window = FrameWindow::new(10);
+        window.push(&frame);
+        assert_eq!(window.frames(0, 1).next().as_deref(), Some(&frame[..]));
+        let cost = window.bytes.len() + std::mem::size_of::<u16>();
+        assert!(cost * 100 <= frame.len() * 60, "{cost} bytes held for a frame of {}", frame.len());
     }
 
     #[test]

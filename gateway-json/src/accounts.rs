@@ -107,13 +107,174 @@ impl AttachedTriggers {
     }
 }
 
+/// What the views keep of an open order besides its id (the table's key) and the two fields
+/// that are zero for almost every order ([`OrderExtras`]): 64 bytes, so an entry costs 72 instead
+/// of the 96 a whole [`OpenOrder`] with its id repeated as the key took (issue #18, lean views).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OrderRecord {
+    client_order_id: ClientOrderId,
+    price_ticks: u64,
+    quantity_lots: u64,
+    filled_lots: u64,
+    executed_quote: u64,
+    created_ns: u64,
+    market_id: MarketId,
+    side: Side,
+    order_type: OrderType,
+    time_in_force: TimeInForce,
+    self_trade_prevention: SelfTradePrevention,
+    post_only: bool,
+}
+
+/// Bytes of an [`OrderRecord`] (checked at compile time: the views' memory per order depends on it).
+const ORDER_RECORD_BYTES_MAX: usize = 64;
+const _: () = assert!(std::mem::size_of::<OrderRecord>() <= ORDER_RECORD_BYTES_MAX);
+
+/// The fields of an open order that only some orders have (a quote quantity: market buys by
+/// quote; a trigger price: pending trigger orders; an attached stop-loss / take-profit), kept apart
+/// so that the others do not pay for them. Never all zero in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct OrderExtras {
+    quote_quantity: u64,
+    trigger_price_ticks: u64,
+    attached: AttachedTriggers,
+}
+
+impl OrderExtras {
+    fn of(order: &OpenOrder) -> Self {
+        Self {
+            quote_quantity: order.quote_quantity,
+            trigger_price_ticks: order.trigger_price_ticks,
+            attached: order.attached,
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl OrderRecord {
+    fn of(order: &OpenOrder) -> Self {
+        Self {
+            client_order_id: order.client_order_id,
+            price_ticks: order.price_ticks,
+            quantity_lots: order.quantity_lots,
+            filled_lots: order.filled_lots,
+            executed_quote: order.executed_quote,
+            created_ns: order.created_ns,
+            market_id: order.market_id,
+            side: order.side,
+            order_type: order.order_type,
+            time_in_force: order.time_in_force,
+            self_trade_prevention: order.self_trade_prevention,
+            post_only: order.post_only,
+        }
+    }
+
+    /// The whole order: this record with its id and extras.
+    fn open_order(&self, order_id: u64, extras: OrderExtras) -> OpenOrder {
+        OpenOrder {
+            order_id: OrderId::new(order_id),
+            client_order_id: self.client_order_id,
+            market_id: self.market_id,
+            side: self.side,
+            order_type: self.order_type,
+            price_ticks: self.price_ticks,
+            quantity_lots: self.quantity_lots,
+            quote_quantity: extras.quote_quantity,
+            filled_lots: self.filled_lots,
+            executed_quote: self.executed_quote,
+            time_in_force: self.time_in_force,
+            self_trade_prevention: self.self_trade_prevention,
+            post_only: self.post_only,
+            created_ns: self.created_ns,
+            trigger_price_ticks: extras.trigger_price_ticks,
+            attached: extras.attached,
+        }
+    }
+}
+
+/// One user's open orders by id: [`OrderRecord`]s, and [`OrderExtras`] for the orders that have
+/// any. Both tables hold ids in increasing order; an id is in `extras` only if it is in `records`.
+#[derive(Debug, Default)]
+struct UserOrders {
+    records: OrderTable<OrderRecord>,
+    extras: OrderTable<OrderExtras>,
+}
+
+impl UserOrders {
+    /// Orders in any order; of two with one id the later wins.
+    fn from_unsorted(orders: Vec<OpenOrder>) -> Self {
+        let extras: Vec<(u64, OrderExtras)> =
+            orders.iter().map(|order| (order.order_id.get(), OrderExtras::of(order))).collect();
+        let records = OrderTable::from_unsorted(
+            orders.iter().map(|order| (order.order_id.get(), OrderRecord::of(order))).collect(),
+        );
+        // The later of two records with one id wins, extras included; zero extras are dropped
+        // after that choice, so an earlier non-zero one cannot survive a later zero one.
+        let mut extras_table = OrderTable::from_unsorted(extras);
+        let zero: Vec<u64> = extras_table.iter().filter(|(_, e)| e.is_zero()).map(|(id, _)| id).collect();
+        for id in zero {
+            extras_table.remove(id);
+        }
+        Self { records, extras: extras_table }
+    }
+
+    /// Adds an order, or replaces the one with its id (a fired trigger order's acceptance
+    /// replaces its pending entry, and its trigger price with it).
+    fn insert(&mut self, order: &OpenOrder) {
+        let id = order.order_id.get();
+        self.records.insert(id, OrderRecord::of(order));
+        let extras = OrderExtras::of(order);
+        if extras.is_zero() {
+            self.extras.remove(id);
+        } else {
+            self.extras.insert(id, extras);
+        }
+    }
+
+    fn extras_of(&self, order_id: u64) -> OrderExtras {
+        self.extras.get(order_id).copied().unwrap_or_default()
+    }
+
+    fn get(&self, order_id: u64) -> Option<OpenOrder> {
+        self.records.get(order_id).map(|record| record.open_order(order_id, self.extras_of(order_id)))
+    }
+
+    /// The stored record of an order, to update in place (the extras never change in place).
+    fn record_mut(&mut self, order_id: u64) -> Option<&mut OrderRecord> {
+        self.records.get_mut(order_id)
+    }
+
+    fn remove(&mut self, order_id: u64) -> Option<OpenOrder> {
+        let record = self.records.remove(order_id)?;
+        let extras = self.extras.remove(order_id).unwrap_or_default();
+        Some(record.open_order(order_id, extras))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Every order, by id (both tables are sorted by id: one merge pass).
+    fn iter(&self) -> impl Iterator<Item = OpenOrder> + '_ {
+        let mut extras = self.extras.iter().peekable();
+        self.records.iter().map(move |(id, record)| {
+            while extras.next_if(|(extra_id, _)| *extra_id < id).is_some() {}
+            let found = extras.next_if(|(extra_id, _)| *extra_id == id).map(|(_, e)| *e).unwrap_or_default();
+            record.open_order(id, found)
+        })
+    }
+}
+
 /// Per-user balances and open orders, maintained by the dispatcher from the egress events.
 #[derive(Debug, Default)]
 pub struct AccountViews {
     balances: RwLock<HashMap<UserId, BTreeMap<AssetId, engine::Balance>>>,
-    /// Open orders by user, then by order id: an [`OrderTable`] per user (one `Vec` of
+    /// Open orders by user, then by order id: [`UserOrders`] per user (`Vec`s of compact
     /// records, appended to in id order), not a B-tree that appends leave half full.
-    orders: RwLock<HashMap<UserId, OrderTable<OpenOrder>>>,
+    orders: RwLock<HashMap<UserId, UserOrders>>,
     stale: AtomicBool,
     history: History,
 }
@@ -149,33 +310,30 @@ impl AccountViews {
     /// Replaces the open orders with the resting orders of `engine`'s books.
     pub fn seed_orders<B: Book>(&self, engine: &Engine<B>) {
         // Books are visited in priority order, not by id: collect per user, then sort once.
-        let mut orders: HashMap<UserId, Vec<(u64, OpenOrder)>> = HashMap::new();
+        let mut orders: HashMap<UserId, Vec<OpenOrder>> = HashMap::new();
         let mut market = 0u32;
         engine.visit_markets(&mut |_, book| {
             market += 1;
             for side in [Side::Bid, Side::Ask] {
                 book.visit_in_priority(side, &mut |resting| {
-                    orders.entry(resting.user_id).or_default().push((
-                        resting.order_id.get(),
-                        OpenOrder {
-                            order_id: resting.order_id,
-                            client_order_id: resting.client_order_id,
-                            market_id: MarketId::new(market),
-                            side: resting.side,
-                            order_type: OrderType::Limit,
-                            price_ticks: resting.price.get(),
-                            quantity_lots: resting.quantity_lots,
-                            quote_quantity: 0,
-                            filled_lots: resting.filled_lots,
-                            executed_quote: 0,
-                            time_in_force: TimeInForce::Gtc,
-                            self_trade_prevention: resting.self_trade_prevention,
-                            post_only: resting.post_only,
-                            created_ns: 0,
-                            trigger_price_ticks: 0,
-                            attached: AttachedTriggers::default(),
-                        },
-                    ));
+                    orders.entry(resting.user_id).or_default().push(OpenOrder {
+                        order_id: resting.order_id,
+                        client_order_id: resting.client_order_id,
+                        market_id: MarketId::new(market),
+                        side: resting.side,
+                        order_type: OrderType::Limit,
+                        price_ticks: resting.price.get(),
+                        quantity_lots: resting.quantity_lots,
+                        quote_quantity: 0,
+                        filled_lots: resting.filled_lots,
+                        executed_quote: 0,
+                        time_in_force: TimeInForce::Gtc,
+                        self_trade_prevention: resting.self_trade_prevention,
+                        post_only: resting.post_only,
+                        created_ns: 0,
+                        trigger_price_ticks: 0,
+                        attached: AttachedTriggers::default(),
+                    });
                     true
                 });
             }
@@ -183,40 +341,37 @@ impl AccountViews {
         for market in 1..=engine.market_count() as u32 {
             let Some(triggers) = engine.triggers(MarketId::new(market)) else { continue };
             for trigger in triggers.iter() {
-                orders.entry(trigger.user_id).or_default().push((
-                    trigger.order_id.get(),
-                    OpenOrder {
-                        order_id: trigger.order_id,
-                        client_order_id: trigger.client_order_id,
-                        market_id: MarketId::new(market),
-                        side: trigger.side,
-                        order_type: trigger.order_type,
-                        price_ticks: trigger.price_ticks,
-                        quantity_lots: trigger.quantity_lots,
-                        quote_quantity: trigger.quote_quantity,
-                        filled_lots: 0,
-                        executed_quote: 0,
-                        time_in_force: trigger.time_in_force,
-                        self_trade_prevention: trigger.self_trade_prevention,
-                        post_only: trigger.post_only,
-                        created_ns: 0,
-                        trigger_price_ticks: trigger.trigger_price_ticks,
-                        attached: AttachedTriggers::default(),
-                    },
-                ));
+                orders.entry(trigger.user_id).or_default().push(OpenOrder {
+                    order_id: trigger.order_id,
+                    client_order_id: trigger.client_order_id,
+                    market_id: MarketId::new(market),
+                    side: trigger.side,
+                    order_type: trigger.order_type,
+                    price_ticks: trigger.price_ticks,
+                    quantity_lots: trigger.quantity_lots,
+                    quote_quantity: trigger.quote_quantity,
+                    filled_lots: 0,
+                    executed_quote: 0,
+                    time_in_force: trigger.time_in_force,
+                    self_trade_prevention: trigger.self_trade_prevention,
+                    post_only: trigger.post_only,
+                    created_ns: 0,
+                    trigger_price_ticks: trigger.trigger_price_ticks,
+                    attached: AttachedTriggers::default(),
+                });
             }
             // A recovered parent's attached stop-loss / take-profit (its OrderAccepted is in the
             // journal's past, the attachment in the engine's state).
             for attachment in triggers.attachments() {
                 if let Some(records) = orders.get_mut(&attachment.user_id)
-                    && let Some((_, order)) = records.iter_mut().find(|(id, _)| *id == attachment.parent_order_id.get())
+                    && let Some(order) = records.iter_mut().find(|order| order.order_id == attachment.parent_order_id)
                 {
                     order.attached = AttachedTriggers::of_attachment(attachment);
                 }
             }
         }
         *write(&self.orders) =
-            orders.into_iter().map(|(user, records)| (user, OrderTable::from_unsorted(records))).collect();
+            orders.into_iter().map(|(user, records)| (user, UserOrders::from_unsorted(records))).collect();
     }
 
     /// A user's non-zero balances by asset.
@@ -228,9 +383,7 @@ impl AccountViews {
     pub fn open_orders(&self, user: UserId, market: Option<MarketId>) -> Vec<OpenOrder> {
         read(&self.orders)
             .get(&user)
-            .map(|orders| {
-                orders.iter().map(|(_, o)| o).filter(|o| market.is_none_or(|m| o.market_id == m)).copied().collect()
-            })
+            .map(|orders| orders.iter().filter(|o| market.is_none_or(|m| o.market_id == m)).collect())
             .unwrap_or_default()
     }
 
@@ -245,13 +398,9 @@ impl AccountViews {
         let orders = read(&self.orders);
         let orders = orders.get(&user)?;
         if order_id != OrderId::ZERO {
-            orders.get(order_id.get()).filter(|o| o.market_id == market).copied()
+            orders.get(order_id.get()).filter(|o| o.market_id == market)
         } else {
-            orders
-                .iter()
-                .map(|(_, o)| o)
-                .find(|o| o.market_id == market && o.client_order_id == client_order_id)
-                .copied()
+            orders.iter().find(|o| o.market_id == market && o.client_order_id == client_order_id)
         }
     }
 
@@ -322,11 +471,11 @@ impl AccountViews {
                     attached: AttachedTriggers::of_accepted(accepted),
                 };
                 // A fired trigger order's acceptance replaces its pending entry.
-                write(&self.orders).entry(accepted.user_id).or_default().insert(order.order_id.get(), order);
+                write(&self.orders).entry(accepted.user_id).or_default().insert(&order);
             }
             Event::TriggerPending(pending) => {
                 if let Some(order) = pending_order(pending) {
-                    write(&self.orders).entry(pending.user_id).or_default().insert(order.order_id.get(), order);
+                    write(&self.orders).entry(pending.user_id).or_default().insert(&order);
                 }
             }
             Event::TriggerFailed(failed) => {
@@ -374,7 +523,7 @@ impl AccountViews {
                         },
                     );
                     let Some(user_orders) = orders.get_mut(&user) else { continue };
-                    let Some(order) = user_orders.get_mut(order_id.get()) else { continue };
+                    let Some(order) = user_orders.record_mut(order_id.get()) else { continue };
                     order.filled_lots += fill.quantity_lots.get();
                     order.executed_quote += fill.quote_amount.get();
                     // Not `remaining == 0`: a quote-quantity market order has 0 remaining lots on
@@ -406,7 +555,8 @@ impl AccountViews {
             }
             Event::OrderReplaced(replaced) => {
                 let mut orders = write(&self.orders);
-                if let Some(order) = orders.get_mut(&replaced.user_id).and_then(|o| o.get_mut(replaced.order_id.get()))
+                if let Some(order) =
+                    orders.get_mut(&replaced.user_id).and_then(|o| o.record_mut(replaced.order_id.get()))
                 {
                     order.price_ticks = replaced.price_ticks.get();
                     order.quantity_lots = replaced.quantity_lots.get();
@@ -603,4 +753,89 @@ pub(crate) fn pending_order(pending: &codec::TriggerPending) -> Option<OpenOrder
         trigger_price_ticks: pending.trigger_price_ticks.get(),
         attached: AttachedTriggers::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The compact per-user order tables give back exactly the orders put in (extras included),
+    //! in id order, and cost less per order than whole [`OpenOrder`]s keyed by id.
+    use super::*;
+
+    fn order(id: u64, quote_quantity: u64, trigger_price_ticks: u64) -> OpenOrder {
+        OpenOrder {
+            order_id: OrderId::new(id),
+            client_order_id: ClientOrderId::new(id + 1_000),
+            market_id: MarketId::new(2),
+            side: if id % 2 == 0 { Side::Bid } else { Side::Ask },
+            order_type: if quote_quantity > 0 { OrderType::Market } else { OrderType::Limit },
+            price_ticks: 100 + id,
+            quantity_lots: 10 * id,
+            quote_quantity,
+            filled_lots: id % 3,
+            executed_quote: 7 * id,
+            time_in_force: TimeInForce::Gtc,
+            self_trade_prevention: SelfTradePrevention::Allow,
+            post_only: id % 5 == 0,
+            created_ns: 1_000_000 + id,
+            trigger_price_ticks,
+            attached: AttachedTriggers::default(),
+        }
+    }
+
+    #[test]
+    fn orders_come_back_whole_and_in_id_order() {
+        let mut table = UserOrders::default();
+        let orders = [order(3, 0, 0), order(5, 900, 0), order(8, 0, 120), order(9, 0, 0), order(12, 50, 130)];
+        for o in &orders {
+            table.insert(o);
+        }
+        assert_eq!(table.iter().collect::<Vec<_>>(), orders.to_vec());
+        for o in &orders {
+            assert_eq!(table.get(o.order_id.get()), Some(*o));
+        }
+        assert_eq!(table.remove(8), Some(orders[2]));
+        assert_eq!(table.get(8), None);
+        assert_eq!(table.iter().collect::<Vec<_>>(), [orders[0], orders[1], orders[3], orders[4]]);
+    }
+
+    #[test]
+    fn an_acceptance_replacing_a_pending_trigger_drops_its_trigger_price() {
+        let mut table = UserOrders::default();
+        table.insert(&order(4, 0, 150));
+        let accepted = order(4, 0, 0);
+        table.insert(&accepted);
+        assert_eq!(table.get(4), Some(accepted));
+        assert_eq!(table.iter().collect::<Vec<_>>(), [accepted]);
+        assert!(table.extras.is_empty());
+    }
+
+    #[test]
+    fn an_attached_stop_loss_and_take_profit_come_back_with_their_parent() {
+        let mut table = UserOrders::default();
+        let mut parent = order(6, 0, 0);
+        parent.attached = AttachedTriggers {
+            stop_loss_trigger_ticks: 90,
+            stop_loss_limit_ticks: 89,
+            take_profit_trigger_ticks: 120,
+            take_profit_limit_ticks: 0,
+        };
+        table.insert(&parent);
+        table.insert(&order(7, 0, 0));
+        assert_eq!(table.get(6), Some(parent));
+        assert_eq!(table.iter().collect::<Vec<_>>(), [parent, order(7, 0, 0)]);
+        assert_eq!(table.extras.len(), 1);
+    }
+
+    #[test]
+    fn seeding_keeps_the_later_of_two_orders_with_one_id() {
+        let table = UserOrders::from_unsorted(vec![order(9, 0, 0), order(4, 0, 150), order(4, 0, 0), order(2, 30, 0)]);
+        assert_eq!(table.iter().collect::<Vec<_>>(), [order(2, 30, 0), order(4, 0, 0), order(9, 0, 0)]);
+        assert_eq!(table.extras.len(), 1);
+    }
+
+    #[test]
+    fn an_order_costs_less_than_a_keyed_open_order() {
+        assert!(std::mem::size_of::<(u64, OrderRecord)>() <= 72);
+        assert!(std::mem::size_of::<(u64, OrderRecord)>() < std::mem::size_of::<(u64, OpenOrder)>());
+    }
 }

@@ -250,15 +250,17 @@ struct MarketFeed {
     top: Top,
 }
 
-/// What the publisher keeps of an open order to publish complete private order updates: 64
-/// bytes, 8-aligned (no `u128`, which would pad it to 80), kept in an [`OrderTable`] by order
-/// id (72 bytes and a bit per open order).
+/// What the publisher keeps of an open order to publish complete private order updates: 56
+/// bytes, 8-aligned (no `u128`, which would pad it), kept in an [`OrderTable`] by order id (64
+/// bytes and a bit per open order).
 #[derive(Debug, Clone, Copy)]
 struct OrderInfo {
     client_order_id: ClientOrderId,
-    price_ticks: u64,
+    /// The limit price in ticks of a limit order, the quote quantity of a market order: the
+    /// engine accepts no quote quantity on a limit order and no price on a market order, so one
+    /// word holds whichever the order has (see [`Self::price_ticks`], [`Self::quote_quantity`]).
+    price_or_quote: u64,
     quantity_lots: u64,
-    quote_quantity: u64,
     filled_lots: u64,
     /// Quote traded so far: low 64 bits (see [`Self::executed_quote`]).
     executed_quote_low: u64,
@@ -273,9 +275,43 @@ struct OrderInfo {
     post_only: bool,
 }
 
-const _: () = assert!(std::mem::size_of::<OrderInfo>() <= 64, "the publisher's per-order record stays compact");
+/// Bytes of an [`OrderInfo`]: the publisher's memory per open order depends on it.
+const ORDER_INFO_BYTES_MAX: usize = 56;
+const _: () =
+    assert!(std::mem::size_of::<OrderInfo>() <= ORDER_INFO_BYTES_MAX, "the publisher's per-order record stays compact");
 
 impl OrderInfo {
+    /// The word [`Self::price_or_quote`] of an order of `order_type`.
+    fn price_or_quote(order_type: OrderType, price_ticks: u64, quote_quantity: u64) -> u64 {
+        match order_type {
+            OrderType::Market => quote_quantity,
+            OrderType::Limit => price_ticks,
+        }
+    }
+
+    /// Limit price, ticks (0 for a market order).
+    fn price_ticks(&self) -> u64 {
+        match self.order_type {
+            OrderType::Market => 0,
+            OrderType::Limit => self.price_or_quote,
+        }
+    }
+
+    /// Sets the limit price (a replace; market orders have none).
+    fn set_price_ticks(&mut self, price_ticks: u64) {
+        if self.order_type == OrderType::Limit {
+            self.price_or_quote = price_ticks;
+        }
+    }
+
+    /// Quote quantity of a market order by quote, minor units (0 otherwise).
+    fn quote_quantity(&self) -> u64 {
+        match self.order_type {
+            OrderType::Market => self.price_or_quote,
+            OrderType::Limit => 0,
+        }
+    }
+
     /// Quote traded so far, minor units.
     fn executed_quote(&self) -> u128 {
         u128::from(self.executed_quote_high) << 64 | u128::from(self.executed_quote_low)
@@ -528,9 +564,8 @@ impl Publisher {
                             time_in_force: TimeInForce::Gtc,
                             self_trade_prevention: resting.self_trade_prevention,
                             post_only: resting.post_only,
-                            price_ticks: resting.price.get(),
+                            price_or_quote: resting.price.get(),
                             quantity_lots: resting.quantity_lots,
-                            quote_quantity: 0,
                             filled_lots: resting.filled_lots,
                             executed_quote_low: 0,
                             executed_quote_high: 0,
@@ -671,9 +706,12 @@ impl Publisher {
                             .get()
                             .unwrap_or(SelfTradePrevention::RejectTaker),
                         post_only: accepted.post_only.get().is_ok_and(bool::from),
-                        price_ticks: accepted.price_ticks.get(),
+                        price_or_quote: OrderInfo::price_or_quote(
+                            accepted.order_type.get().unwrap_or(OrderType::Limit),
+                            accepted.price_ticks.get(),
+                            accepted.quote_quantity.get(),
+                        ),
                         quantity_lots: accepted.quantity_lots.get(),
-                        quote_quantity: accepted.quote_quantity.get(),
                         filled_lots: 0,
                         executed_quote_low: 0,
                         executed_quote_high: 0,
@@ -744,7 +782,7 @@ impl Publisher {
                         feed.orders.insert(replaced.order_id.get(), unknown);
                     }
                     let Some(info) = feed.orders.get_mut(replaced.order_id.get()) else { continue };
-                    info.price_ticks = replaced.price_ticks.get();
+                    info.set_price_ticks(replaced.price_ticks.get());
                     info.quantity_lots = replaced.quantity_lots.get();
                     info.filled_lots = replaced.filled_lots.get();
                     let info = *info;
@@ -771,9 +809,12 @@ impl Publisher {
                             .get()
                             .unwrap_or(SelfTradePrevention::RejectTaker),
                         post_only: pending.post_only.get().is_ok_and(bool::from),
-                        price_ticks: pending.price_ticks.get(),
+                        price_or_quote: OrderInfo::price_or_quote(
+                            pending.order_type.get().unwrap_or(OrderType::Limit),
+                            pending.price_ticks.get(),
+                            pending.quote_quantity.get(),
+                        ),
                         quantity_lots: pending.quantity_lots.get(),
-                        quote_quantity: pending.quote_quantity.get(),
                         filled_lots: 0,
                         executed_quote_low: 0,
                         executed_quote_high: 0,
@@ -1012,7 +1053,7 @@ impl Publisher {
             let remaining = remaining.get();
             if feed.orders.get(order_id.get()).is_none() {
                 let mut unknown = unknown_order(fill.market_id, client_order_id, side, remaining, 0);
-                unknown.price_ticks = fill.price_ticks.get();
+                unknown.set_price_ticks(fill.price_ticks.get());
                 feed.orders.insert(order_id.get(), unknown);
             }
             let Some(info) = feed.orders.get_mut(order_id.get()) else { continue };
@@ -1062,11 +1103,11 @@ impl Publisher {
                 frame.str("S", side_name(info.side)).str("o", order_type_name(info.order_type));
                 frame.str("f", time_in_force_name(info.time_in_force));
                 frame.str("q", &format.quantity(u128::from(info.quantity_lots)));
-                if info.quote_quantity > 0 {
-                    frame.str("Q", &format.quote(u128::from(info.quote_quantity)));
+                if info.quote_quantity() > 0 {
+                    frame.str("Q", &format.quote(u128::from(info.quote_quantity())));
                 }
                 if info.order_type == OrderType::Limit {
-                    frame.str("p", &format.price(info.price_ticks));
+                    frame.str("p", &format.price(info.price_ticks()));
                 }
                 if let Some(trigger_price_ticks) = event.trigger_price_ticks {
                     frame.str("P", &format.price(trigger_price_ticks)).str("B", TRIGGER_BY_LAST_PRICE);
@@ -1240,9 +1281,8 @@ fn unknown_order(
         time_in_force: TimeInForce::Gtc,
         self_trade_prevention: SelfTradePrevention::RejectTaker,
         post_only: false,
-        price_ticks: 0,
+        price_or_quote: 0,
         quantity_lots: quantity,
-        quote_quantity: 0,
         filled_lots: filled,
         executed_quote_low: 0,
         executed_quote_high: 0,
@@ -1373,5 +1413,48 @@ impl Drop for Subscription {
             self.unsubscribe(&key);
         }
         self.publisher.stats.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The publisher's compact per-order record: one word holds a limit order's price or a market
+    //! order's quote quantity, and an open order costs 64 bytes in the order table.
+    use super::*;
+
+    fn info(order_type: OrderType, price_ticks: u64, quote_quantity: u64) -> OrderInfo {
+        OrderInfo {
+            client_order_id: ClientOrderId::new(7),
+            price_or_quote: OrderInfo::price_or_quote(order_type, price_ticks, quote_quantity),
+            quantity_lots: 0,
+            filled_lots: 0,
+            executed_quote_low: 0,
+            executed_quote_high: 0,
+            market: MarketId::new(1),
+            side: Side::Bid,
+            order_type,
+            time_in_force: TimeInForce::Ioc,
+            self_trade_prevention: SelfTradePrevention::RejectTaker,
+            post_only: false,
+        }
+    }
+
+    #[test]
+    fn a_limit_order_keeps_its_price_and_a_market_order_its_quote_quantity() {
+        let mut limit = info(OrderType::Limit, 101_500, 0);
+        assert_eq!((limit.price_ticks(), limit.quote_quantity()), (101_500, 0));
+        limit.set_price_ticks(99_000);
+        assert_eq!((limit.price_ticks(), limit.quote_quantity()), (99_000, 0));
+        let mut by_quote = info(OrderType::Market, 0, 2_500_000);
+        assert_eq!((by_quote.price_ticks(), by_quote.quote_quantity()), (0, 2_500_000));
+        // A fill of an unknown order sets the price it traded at: a market order has none.
+        by_quote.set_price_ticks(99_000);
+        assert_eq!((by_quote.price_ticks(), by_quote.quote_quantity()), (0, 2_500_000));
+    }
+
+    /// Fails with the former record (a price and a quote quantity word: 64 bytes, 72 per entry).
+    #[test]
+    fn an_open_order_costs_64_bytes_in_the_table() {
+        assert!(std::mem::size_of::<(u64, OrderInfo)>() <= 64);
     }
 }

@@ -10,6 +10,7 @@ pub mod faucet;
 #[cfg(feature = "sinks")]
 pub mod history_store;
 pub mod http;
+pub mod log_replica;
 pub mod metrics;
 pub mod priority;
 pub mod publishers;

@@ -449,6 +449,61 @@ fn encode_record(out: &mut Vec<u8>, sequence: u64, timestamp_ns: u64, payload: &
     out.extend_from_slice(payload);
 }
 
+/// Checks and visits the records framed back to back in `bytes` (a group commit's bytes as
+/// [`JournalWriter::pending_records`] returned them, e.g. carried by the replicated journal
+/// topic): each must have the record magic, a sane length, a matching CRC32C and the sequence
+/// after the previous one. Returns how many records were visited.
+///
+/// # Errors
+/// [`JournalError::Corrupt`] (with `origin` as the path and the byte offset) on any damage or
+/// sequence gap, before the damaged record is visited.
+pub fn for_each_record_in<'b, E, F>(origin: &Path, bytes: &'b [u8], mut visit: F) -> Result<u64, E>
+where
+    E: From<JournalError>,
+    F: FnMut(RecordRef<'b>) -> Result<(), E>,
+{
+    let corrupt = |offset: usize, reason: String| JournalError::Corrupt {
+        path: origin.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    let mut offset = 0;
+    let mut previous: Option<u64> = None;
+    let mut visited = 0;
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        if rest.len() < RECORD_HEADER_BYTES {
+            return Err(corrupt(offset, format!("{} bytes left, less than a record header", rest.len())).into());
+        }
+        let header = &rest[..RECORD_HEADER_BYTES];
+        let field = |range: std::ops::Range<usize>| -> u64 {
+            let mut word = [0u8; 8];
+            word[..range.len()].copy_from_slice(&header[range]);
+            u64::from_le_bytes(word)
+        };
+        if field(0..4) != u64::from(RECORD_MAGIC) {
+            return Err(corrupt(offset, "bad record magic".into()).into());
+        }
+        let length = field(4..8) as usize;
+        if length > RECORD_PAYLOAD_BYTES_MAX || rest.len() < RECORD_HEADER_BYTES + length {
+            return Err(corrupt(offset, format!("record length {length} exceeds the bytes or the bound")).into());
+        }
+        let payload = &rest[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + length];
+        if field(24..28) != u64::from(record_crc(header, payload)) {
+            return Err(corrupt(offset, "record checksum mismatch".into()).into());
+        }
+        let sequence = field(8..16);
+        if previous.is_some_and(|p| p.checked_add(1) != Some(sequence)) {
+            return Err(corrupt(offset, format!("sequence {sequence} after {previous:?}")).into());
+        }
+        previous = Some(sequence);
+        visit(RecordRef { sequence, timestamp_ns: field(16..24), payload })?;
+        visited += 1;
+        offset += RECORD_HEADER_BYTES + length;
+    }
+    Ok(visited)
+}
+
 /// What is at the end of a segment's valid records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentEnd {
@@ -1118,6 +1173,13 @@ impl JournalWriter {
         self.manifest.recorded().durable_through
     }
 
+    /// The records buffered since the last commit, framed exactly as they will be on disk
+    /// (see the module documentation, "Format"): what a replicated journal ships for this batch
+    /// ([`for_each_record_in`] reads them back). Empty right after [`Self::commit`].
+    pub fn pending_records(&self) -> &[u8] {
+        &self.batch
+    }
+
     /// Bytes buffered and not yet committed.
     pub fn pending_bytes(&self) -> usize {
         self.batch.len()
@@ -1221,6 +1283,38 @@ mod tests {
             }
         }
         writer.commit().unwrap();
+    }
+
+    #[test]
+    fn pending_records_read_back_and_damage_is_refused() {
+        let dir = temp_dir("pending-records");
+        let config = JournalConfig { durability: Durability::None, segment_bytes_max: 1 << 20 };
+        let (mut writer, _) = JournalWriter::open(&dir, config, 0).unwrap();
+        for i in 0..3u64 {
+            writer.append(500 + i, &[i as u8; 12]).unwrap();
+        }
+        let shipped = writer.pending_records().to_vec();
+        writer.commit().unwrap();
+        assert!(writer.pending_records().is_empty());
+        let mut seen = Vec::new();
+        let count = for_each_record_in::<JournalError, _>(&dir, &shipped, |r| {
+            seen.push(r.to_record());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(count, 3);
+        let on_disk = JournalReader::open(&dir).unwrap().read_after(0).unwrap().records;
+        assert_eq!(seen, on_disk, "the shipped bytes are the journal's own records");
+        // One flipped payload byte, a cut record, a gap in sequences: refused.
+        let mut flipped = shipped.clone();
+        flipped[RECORD_HEADER_BYTES + 1] ^= 1;
+        assert!(for_each_record_in::<JournalError, _>(&dir, &flipped, |_| Ok(())).is_err());
+        assert!(for_each_record_in::<JournalError, _>(&dir, &shipped[..shipped.len() - 1], |_| Ok(())).is_err());
+        let record_bytes = shipped.len() / 3;
+        let mut gap = shipped[..record_bytes].to_vec();
+        gap.extend_from_slice(&shipped[2 * record_bytes..]);
+        assert!(for_each_record_in::<JournalError, _>(&dir, &gap, |_| Ok(())).is_err());
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

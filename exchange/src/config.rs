@@ -53,6 +53,10 @@ pub struct Config {
     /// Kafka, Postgres and Redis sinks (all off by default).
     #[serde(default)]
     pub sinks: SinksSection,
+    /// The replicated journal and failover (`durability = "replicated"`, `exchange standby`;
+    /// docs/deployment-failover.md).
+    #[serde(default)]
+    pub cluster: ClusterSection,
     /// Assets, in id order.
     pub assets: Vec<AssetSection>,
     /// Markets, in id order (ids start at 1).
@@ -490,6 +494,52 @@ pub enum DurabilitySetting {
     Fsync,
     /// No fsync (unsafe).
     None,
+    /// Every batch also appended to the Kafka journal topic (`[cluster]`) and acknowledged only
+    /// once Kafka has it (`acks=all`); the local journal is `fdatasync`ed too only with
+    /// `cluster.local_fsync`. The node takes the lease before serving.
+    Replicated,
+}
+
+/// `[cluster]`: the replicated journal topic, the leadership lease, failover timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// Bootstrap brokers, `host:port,…` (needed by `replicated` and `exchange standby`).
+    pub brokers: String,
+    /// The authoritative log: one Kafka record per group commit, one partition.
+    pub journal_topic: String,
+    /// One-partition topic whose consumer group elects the primary.
+    pub lease_topic: String,
+    /// The consumer group of the lease.
+    pub lease_group: String,
+    /// The group coordinator's session timeout: how long a dead primary keeps the lease.
+    pub session_timeout_ms: u64,
+    /// How long the engine waits for Kafka to take one batch before it stops (unacknowledged).
+    pub delivery_timeout_ms: u64,
+    /// Also `fdatasync` the local journal of each batch (with `durability = "replicated"`).
+    pub local_fsync: bool,
+    /// Replication factor of the topics the node creates (3 in production, 1 on one broker).
+    pub replication: i32,
+}
+
+/// Default [`ClusterSection::session_timeout_ms`].
+pub const CLUSTER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 3_000;
+/// Default [`ClusterSection::delivery_timeout_ms`].
+pub const CLUSTER_DELIVERY_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            journal_topic: "exchange.journal".into(),
+            lease_topic: "exchange.lease".into(),
+            lease_group: "exchange.primary".into(),
+            session_timeout_ms: CLUSTER_SESSION_TIMEOUT_MS_DEFAULT,
+            delivery_timeout_ms: CLUSTER_DELIVERY_TIMEOUT_MS_DEFAULT,
+            local_fsync: false,
+            replication: 1,
+        }
+    }
 }
 
 /// `[snapshot]`.
@@ -833,6 +883,8 @@ impl Config {
             durability: match self.journal.durability {
                 DurabilitySetting::Fsync => Durability::Fsync,
                 DurabilitySetting::None => Durability::None,
+                DurabilitySetting::Replicated if self.cluster.local_fsync => Durability::Fsync,
+                DurabilitySetting::Replicated => Durability::None,
             },
             segment_bytes_max: self.journal.segment_bytes,
         }

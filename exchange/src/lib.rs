@@ -1,6 +1,8 @@
 //! The exchange server: configuration, recovery, the engine runtime (ingress ring, sequencer,
 //! journal, engine thread, snapshots) and the demo market. The binary in `main.rs` wires them.
 
+#[cfg(feature = "sinks")]
+pub mod cluster;
 pub mod config;
 pub mod demo;
 #[cfg(feature = "sinks")]

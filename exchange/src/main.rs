@@ -506,7 +506,8 @@ fn serve(
             // The session stores honour `--durability` as the journal does (docs/fix.md).
             durability: match config.journal.durability {
                 DurabilitySetting::Fsync => gateway_fix::store::Durability::Fsync,
-                DurabilitySetting::None => gateway_fix::store::Durability::None,
+                DurabilitySetting::Replicated if config.cluster.local_fsync => gateway_fix::store::Durability::Fsync,
+                DurabilitySetting::None | DurabilitySetting::Replicated => gateway_fix::store::Durability::None,
             },
             connections_max: config.fix.connections_max,
             messages_per_second: config.fix.messages_per_second,

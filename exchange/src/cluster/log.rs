@@ -1,0 +1,560 @@
+//! The authoritative log: the Kafka journal topic, its writer ([`JournalTopic`]) and its reader
+//! ([`LogFollower`]).
+//!
+//! # Records
+//! One partition; one Kafka record per group commit. Headers are ASCII decimal:
+//!
+//! | `kind` | other headers | value |
+//! |---|---|---|
+//! | `epoch` | `epoch` (informational count) | empty |
+//! | `batch` | `epoch`, `first-sequence`, `last-sequence` | the batch's journal records, framed as in the local journal (engine::journal "Format") |
+//! | `checkpoint` | `sequence`, `state-hash` (hex) | empty |
+//!
+//! # Epochs are marker offsets
+//! A primary's epoch is the Kafka **offset of its epoch marker**, and its batches carry that
+//! offset in their `epoch` header. Offsets are unique and increase, so two candidates that
+//! raced (both saw the same markers, both appended one) never share an epoch: the later marker
+//! supersedes the earlier, whatever count either wrote in its `epoch` header.
+//!
+//! # The authoritative order (what [`LogFollower`] yields)
+//! Records in offset order, current epoch `E` (the offset of the last marker read) and next
+//! expected sequence `N`:
+//! - `epoch` marker at offset `M`: `E := M`.
+//! - `batch` with epoch `E` and first sequence `N`: authoritative, its records are yielded;
+//!   `N := last + 1`.
+//! - `batch` with epoch `< E` (a deposed primary's late write, or one whose writer was fenced):
+//!   superseded, ignored and counted ([`LogFollower::superseded`]).
+//! - `batch` with epoch `E` and another first sequence, or epoch `> E`: impossible with the
+//!   writers' fencing (a writer appends only right after its own marker or its own previous
+//!   batch, and checks the offset it got): [`ClusterError::Corrupt`].
+//! - `checkpoint`: yielded as is; the follower compares its state hash when it is at that
+//!   sequence.
+//!
+//! # Fencing
+//! [`JournalTopic::append_batch`] returns the offset Kafka assigned; the primary knows the offset
+//! it expects (right after its previous append). Any other offset means someone else appended in
+//! between (a newer primary's marker): the primary is deposed and must stop without
+//! acknowledging the batch. What it appended is then superseded for every follower (its epoch is
+//! older than the newer marker), or, if it landed right after a marker of the same race, it is
+//! an unacknowledged but authoritative batch, exactly like a batch a primary appended just before
+//! crashing.
+
+use sinks::rdkafka;
+use sinks::rdkafka::ClientConfig;
+use sinks::rdkafka::Message;
+use sinks::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use sinks::rdkafka::client::DefaultClientContext;
+use sinks::rdkafka::consumer::{BaseConsumer, Consumer};
+use sinks::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use sinks::rdkafka::message::{Header, Headers, OwnedHeaders};
+use sinks::rdkafka::producer::{FutureProducer, FutureRecord};
+use std::path::Path;
+use std::time::Duration;
+
+/// The only partition of the journal and lease topics.
+pub const PARTITION: i32 = 0;
+/// How long metadata and admin requests may take before start-up gives up.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a follower's fetch waits at the end of the log for new records: bounds a standby's
+/// lag behind a quiet primary, and costs one request per interval when idle.
+const FETCH_WAIT_MS: &str = "5";
+
+/// Why the cluster layer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The broker refused or did not answer.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// The log breaks the authoritative-order rule (see the module documentation).
+    #[error("journal topic corrupt at offset {offset}: {reason}")]
+    Corrupt {
+        /// Offset of the offending record.
+        offset: i64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another writer appended since this primary's last append: it is deposed.
+    #[error("fenced: expected the batch at offset {expected}, Kafka assigned {assigned} (another primary appended)")]
+    Fenced {
+        /// The offset this primary expected.
+        expected: i64,
+        /// The offset Kafka assigned.
+        assigned: i64,
+    },
+    /// A journal record in a batch does not check.
+    #[error(transparent)]
+    Journal(#[from] engine::journal::JournalError),
+}
+
+fn kafka(error: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Kafka(error.to_string())
+}
+
+/// The client settings every cluster client shares.
+pub(crate) fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers).set("socket.timeout.ms", "10000").set("log_level", "3");
+    config
+}
+
+/// Creates `topic` with one partition unless it exists.
+///
+/// # Errors
+/// The broker refused.
+pub fn ensure_topic(brokers: &str, topic: &str, replication: i32) -> Result<(), ClusterError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(kafka)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(kafka)?;
+    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(replication));
+    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    for result in runtime.block_on(admin.create_topics([&new_topic], &options)).map_err(kafka)? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(kafka(format!("creating topic {topic}: {code}"))),
+        }
+    }
+    Ok(())
+}
+
+/// What a journal topic record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A new primary starts here.
+    Epoch {
+        /// The count its writer put in the header (informational; the epoch is the offset).
+        number: u64,
+    },
+    /// One group commit.
+    Batch {
+        /// The writer's epoch (the offset of its marker).
+        epoch: i64,
+        /// First sequence in the batch.
+        first_sequence: u64,
+        /// Last sequence in the batch.
+        last_sequence: u64,
+    },
+    /// The primary's state hash at a sequence.
+    Checkpoint {
+        /// The sequence hashed.
+        sequence: u64,
+        /// The state hash there.
+        state_hash: u64,
+    },
+}
+
+impl RecordKind {
+    /// Reads the kind from a record's headers.
+    fn parse(headers: Option<&rdkafka::message::BorrowedHeaders>) -> Result<Self, String> {
+        let mut fields: [Option<&str>; 6] = [None; 6];
+        const NAMES: [&str; 6] = ["kind", "epoch", "first-sequence", "last-sequence", "sequence", "state-hash"];
+        if let Some(headers) = headers {
+            for header in headers.iter() {
+                if let Some(index) = NAMES.iter().position(|name| *name == header.key) {
+                    fields[index] = header.value.and_then(|v| std::str::from_utf8(v).ok());
+                }
+            }
+        }
+        let number = |index: usize| -> Result<u64, String> {
+            fields[index]
+                .ok_or_else(|| format!("no {} header", NAMES[index]))?
+                .parse()
+                .map_err(|e| format!("{} header: {e}", NAMES[index]))
+        };
+        match fields[0] {
+            Some("epoch") => Ok(Self::Epoch { number: number(1)? }),
+            Some("batch") => Ok(Self::Batch {
+                epoch: i64::try_from(number(1)?).map_err(|e| e.to_string())?,
+                first_sequence: number(2)?,
+                last_sequence: number(3)?,
+            }),
+            Some("checkpoint") => {
+                let hash = fields[5].ok_or("no state-hash header")?;
+                let state_hash = u64::from_str_radix(hash.trim_start_matches("0x"), 16).map_err(|e| e.to_string())?;
+                Ok(Self::Checkpoint { sequence: number(4)?, state_hash })
+            }
+            other => Err(format!("unknown kind {other:?}")),
+        }
+    }
+}
+
+/// The writer of the journal topic: an idempotent producer (`acks=all`, `linger.ms=0`) whose
+/// every append waits for its delivery and returns the offset Kafka assigned.
+pub struct JournalTopic {
+    producer: FutureProducer,
+    topic: String,
+    runtime: tokio::runtime::Runtime,
+    timeout: Duration,
+}
+
+impl JournalTopic {
+    /// Connects to `brokers` and creates `topic` (one partition) if missing.
+    ///
+    /// # Errors
+    /// The broker refused.
+    pub fn open(brokers: &str, topic: &str, replication: i32, timeout: Duration) -> Result<Self, ClusterError> {
+        ensure_topic(brokers, topic, replication)?;
+        let producer: FutureProducer = client_config(brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // librdkafka's default 5 ms would be added to every acknowledgement: one batch is in
+            // flight at a time, there is nothing to wait for.
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", timeout.as_millis().to_string())
+            .set("message.max.bytes", "16777216")
+            .create()
+            .map_err(kafka)?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(kafka)?;
+        Ok(Self { producer, topic: topic.to_string(), runtime, timeout })
+    }
+
+    fn append(&self, headers: OwnedHeaders, value: &[u8]) -> Result<i64, ClusterError> {
+        let record = FutureRecord::<(), [u8]>::to(&self.topic).partition(PARTITION).payload(value).headers(headers);
+        let delivery = self.runtime.block_on(self.producer.send(record, self.timeout));
+        match delivery {
+            Ok(delivery) => Ok(delivery.offset),
+            Err((error, _)) => Err(kafka(error)),
+        }
+    }
+
+    /// Appends an epoch marker; returns its offset, the new primary's epoch.
+    ///
+    /// # Errors
+    /// The broker did not take it.
+    pub fn append_epoch(&self, number: u64) -> Result<i64, ClusterError> {
+        let number = number.to_string();
+        let headers = OwnedHeaders::new_with_capacity(2)
+            .insert(Header { key: "kind", value: Some("epoch") })
+            .insert(Header { key: "epoch", value: Some(number.as_str()) });
+        self.append(headers, &[])
+    }
+
+    /// Appends one group commit (`records`: the journal records of `first..=last`) under
+    /// `epoch`; returns the offset Kafka assigned (the caller compares it with the one it
+    /// expects: [`ClusterError::Fenced`] otherwise).
+    ///
+    /// # Errors
+    /// The broker did not take it within the delivery timeout: its outcome is unknown, the
+    /// caller must not acknowledge the batch.
+    pub fn append_batch(&self, epoch: i64, first: u64, last: u64, records: &[u8]) -> Result<i64, ClusterError> {
+        let (epoch, first, last) = (epoch.to_string(), first.to_string(), last.to_string());
+        let headers = OwnedHeaders::new_with_capacity(4)
+            .insert(Header { key: "kind", value: Some("batch") })
+            .insert(Header { key: "epoch", value: Some(epoch.as_str()) })
+            .insert(Header { key: "first-sequence", value: Some(first.as_str()) })
+            .insert(Header { key: "last-sequence", value: Some(last.as_str()) });
+        self.append(headers, records)
+    }
+
+    /// Appends a checkpoint: the state hash at `sequence`.
+    ///
+    /// # Errors
+    /// The broker did not take it.
+    pub fn append_checkpoint(&self, sequence: u64, state_hash: u64) -> Result<i64, ClusterError> {
+        let (sequence, hash) = (sequence.to_string(), format!("{state_hash:016x}"));
+        let headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header { key: "kind", value: Some("checkpoint") })
+            .insert(Header { key: "sequence", value: Some(sequence.as_str()) })
+            .insert(Header { key: "state-hash", value: Some(hash.as_str()) });
+        self.append(headers, &[])
+    }
+}
+
+/// What a follower yields, in the log's authoritative order.
+#[derive(Debug)]
+pub enum Followed<'a> {
+    /// One authoritative command, in sequence order without gaps.
+    Command(engine::journal::RecordRef<'a>),
+    /// A new primary's epoch marker was read (its offset is the epoch).
+    Epoch {
+        /// The marker's offset.
+        offset: i64,
+    },
+    /// The primary's state hash at `sequence`.
+    Checkpoint {
+        /// The sequence hashed.
+        sequence: u64,
+        /// The primary's state hash there.
+        state_hash: u64,
+    },
+}
+
+/// Reads the journal topic in offset order and yields only the authoritative commands (module
+/// documentation, "The authoritative order"). Not a group member: it assigns the partition
+/// itself, from an offset it keeps.
+pub struct LogFollower {
+    consumer: BaseConsumer,
+    topic: String,
+    /// Offset of the next record to read.
+    next_offset: i64,
+    /// Current epoch: the offset of the last marker read (-1 before any).
+    epoch: i64,
+    /// Next authoritative sequence.
+    next_sequence: u64,
+    /// Batches ignored as superseded.
+    superseded: u64,
+    /// Highest `epoch` header count of any marker read (for the next marker's count).
+    highest_epoch_number: u64,
+    /// The end of the partition was reached by the last poll and nothing followed.
+    at_end: bool,
+}
+
+impl LogFollower {
+    /// Follows `topic` from its first record, expecting sequence 1 first (a follower that
+    /// starts from a snapshot would need the log offset recorded with it: not supported yet).
+    ///
+    /// # Errors
+    /// The broker refused.
+    pub fn open(brokers: &str, topic: &str, replication: i32) -> Result<Self, ClusterError> {
+        ensure_topic(brokers, topic, replication)?;
+        let consumer: BaseConsumer = client_config(brokers)
+            // Required by librdkafka for a consumer; never joined (the partition is assigned).
+            .set("group.id", "exchange-journal-follower")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
+            .set("fetch.message.max.bytes", "16777216")
+            .create()
+            .map_err(kafka)?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment.add_partition_offset(topic, PARTITION, rdkafka::Offset::Beginning).map_err(kafka)?;
+        consumer.assign(&assignment).map_err(kafka)?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_string(),
+            next_offset: 0,
+            epoch: -1,
+            next_sequence: 1,
+            superseded: 0,
+            highest_epoch_number: 0,
+            at_end: false,
+        })
+    }
+
+    /// The offset of the next record this follower will read.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// The next authoritative sequence (the last applied + 1).
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// The current epoch (offset of the last marker read; -1 before any).
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// The highest marker count read (a new primary writes one more).
+    pub fn highest_epoch_number(&self) -> u64 {
+        self.highest_epoch_number
+    }
+
+    /// Batches ignored as superseded so far.
+    pub fn superseded(&self) -> u64 {
+        self.superseded
+    }
+
+    /// Whether the last poll reached the end of the partition (nothing more to read then).
+    pub fn at_end(&self) -> bool {
+        self.at_end
+    }
+
+    /// The partition's end offset as the broker reports it (may lag behind; an estimate for
+    /// metrics).
+    ///
+    /// # Errors
+    /// The broker did not answer.
+    pub fn end_offset(&self) -> Result<i64, ClusterError> {
+        let (_, high) = self.consumer.fetch_watermarks(&self.topic, PARTITION, ADMIN_TIMEOUT).map_err(kafka)?;
+        Ok(high)
+    }
+
+    /// Reads what arrives within `timeout` (at most one fetch's worth) and passes it to `visit`
+    /// in the authoritative order. Returns the records read (0: nothing new).
+    ///
+    /// # Errors
+    /// Broker errors, a log that breaks the rule, a damaged batch, or the visitor's error.
+    pub fn poll<E, F>(&mut self, timeout: Duration, visit: &mut F) -> Result<usize, E>
+    where
+        E: From<ClusterError>,
+        F: FnMut(Followed<'_>) -> Result<(), E>,
+    {
+        let mut read = 0;
+        let mut wait = timeout;
+        loop {
+            let Some(message) = self.consumer.poll(wait) else { return Ok(read) };
+            wait = Duration::ZERO;
+            let message = match message {
+                Ok(message) => message,
+                Err(KafkaError::PartitionEOF(_)) => {
+                    self.at_end = true;
+                    return Ok(read);
+                }
+                Err(error) => return Err(kafka(error).into()),
+            };
+            let offset = message.offset();
+            if offset < self.next_offset {
+                continue; // A re-delivery after a reconnect: already applied.
+            }
+            if offset != self.next_offset {
+                return Err(ClusterError::Corrupt {
+                    offset,
+                    reason: format!("offsets jump from {} (records deleted by retention?)", self.next_offset),
+                }
+                .into());
+            }
+            self.at_end = false;
+            read += 1;
+            let kind = RecordKind::parse(message.headers())
+                .map_err(|reason| ClusterError::Corrupt { offset, reason: format!("headers: {reason}") })?;
+            match kind {
+                RecordKind::Epoch { number } => {
+                    self.epoch = offset;
+                    self.highest_epoch_number = self.highest_epoch_number.max(number);
+                    visit(Followed::Epoch { offset })?;
+                }
+                RecordKind::Batch { epoch, .. } if epoch < self.epoch => self.superseded += 1,
+                RecordKind::Batch { epoch, first_sequence, last_sequence } => {
+                    if epoch != self.epoch || first_sequence != self.next_sequence {
+                        return Err(ClusterError::Corrupt {
+                            offset,
+                            reason: format!(
+                                "batch of epoch {epoch} from sequence {first_sequence}: expected epoch {} from {}",
+                                self.epoch, self.next_sequence
+                            ),
+                        }
+                        .into());
+                    }
+                    // Checked whole before any of it is applied: a damaged batch applies nothing.
+                    let mut records = Vec::new();
+                    let origin = Path::new(&self.topic);
+                    engine::journal::for_each_record_in::<ClusterError, _>(
+                        origin,
+                        message.payload().unwrap_or(&[]),
+                        |record| {
+                            records.push(record);
+                            Ok(())
+                        },
+                    )?;
+                    let ends = records.first().map(|r| r.sequence).zip(records.last().map(|r| r.sequence));
+                    if ends != Some((first_sequence, last_sequence)) {
+                        return Err(ClusterError::Corrupt {
+                            offset,
+                            reason: format!("batch says {first_sequence}..={last_sequence}, its records are {ends:?}"),
+                        }
+                        .into());
+                    }
+                    for record in records {
+                        visit(Followed::Command(record))?;
+                    }
+                    let expected = last_sequence + 1;
+                    self.next_sequence = expected;
+                }
+                RecordKind::Checkpoint { sequence, state_hash } => {
+                    visit(Followed::Checkpoint { sequence, state_hash })?
+                }
+            }
+            self.next_offset = offset + 1;
+        }
+    }
+
+    /// Reads until every record before `end` (exclusive) is read, or `timeout` passes.
+    ///
+    /// # Errors
+    /// As [`Self::poll`], or the timeout.
+    pub fn read_until<E, F>(&mut self, end: i64, timeout: Duration, visit: &mut F) -> Result<(), E>
+    where
+        E: From<ClusterError>,
+        F: FnMut(Followed<'_>) -> Result<(), E>,
+    {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.next_offset < end {
+            if std::time::Instant::now() > deadline {
+                return Err(
+                    kafka(format!("timed out reading the log to offset {end} (at {})", self.next_offset)).into()
+                );
+            }
+            self.poll(Duration::from_millis(50), visit)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::journal::{Durability, JournalConfig, JournalWriter, RecoveryOptions};
+
+    /// The journal records of `count` commands from `first` (payload: the sequence's low byte).
+    fn records(dir: &Path, first: u64, count: u64) -> Vec<u8> {
+        let _ = std::fs::remove_dir_all(dir);
+        let config = JournalConfig { durability: Durability::None, segment_bytes_max: 1 << 20 };
+        let options = RecoveryOptions { after: first - 1, accept_loss: true, ..RecoveryOptions::default() };
+        let (mut writer, _) = JournalWriter::open_with(dir, config, &options).unwrap();
+        for sequence in first..first + count {
+            writer.append(sequence * 10, &[sequence as u8; 8]).unwrap();
+        }
+        writer.pending_records().to_vec()
+    }
+
+    /// Two writers race on a real broker (tansu): the one whose marker is later wins; the
+    /// deposed one's late batch lands at an offset it did not expect (fenced) and every follower
+    /// ignores it; a batch that breaks the sequence is refused as corruption.
+    #[test]
+    fn followers_apply_the_authoritative_order_and_ignore_a_deposed_writer() {
+        let Ok(brokers) = std::env::var("EXCHANGE_TEST_KAFKA_BROKERS") else {
+            eprintln!("SKIPPED: EXCHANGE_TEST_KAFKA_BROKERS not set (source scripts/services)");
+            assert!(std::env::var("EXCHANGE_REQUIRE_SERVICES").is_err(), "services required");
+            return;
+        };
+        let topic = format!("journal-test-{}-{}", std::process::id(), clock());
+        let dir = std::env::temp_dir().join(format!("cluster-log-test-{}", std::process::id()));
+        let timeout = Duration::from_secs(10);
+        let old = JournalTopic::open(&brokers, &topic, 1, timeout).unwrap();
+        let new = JournalTopic::open(&brokers, &topic, 1, timeout).unwrap();
+        let old_epoch = old.append_epoch(1).unwrap();
+        assert_eq!(old_epoch, 0);
+        assert_eq!(old.append_batch(old_epoch, 1, 2, &records(&dir, 1, 2)).unwrap(), old_epoch + 1);
+        // A newer primary appends its marker; the old one, unaware, appends its next batch.
+        let new_epoch = new.append_epoch(2).unwrap();
+        let late = old.append_batch(old_epoch, 3, 3, &records(&dir, 3, 1)).unwrap();
+        assert_ne!(late, old_epoch + 2, "the deposed writer sees it did not get the offset it expected");
+        assert_eq!(new.append_batch(new_epoch, 3, 4, &records(&dir, 3, 2)).unwrap(), late + 1);
+        new.append_checkpoint(4, 0xabc).unwrap();
+
+        let mut follower = LogFollower::open(&brokers, &topic, 1).unwrap();
+        let mut seen = Vec::new();
+        let mut checkpoints = Vec::new();
+        follower
+            .read_until::<ClusterError, _>(late + 3, timeout, &mut |followed| {
+                match followed {
+                    Followed::Command(record) => seen.push((record.sequence, record.payload[0])),
+                    Followed::Checkpoint { sequence, state_hash } => checkpoints.push((sequence, state_hash)),
+                    Followed::Epoch { .. } => {}
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, [(1, 1), (2, 2), (3, 3), (4, 4)]);
+        assert_eq!(checkpoints, [(4, 0xabc)]);
+        assert_eq!((follower.superseded(), follower.epoch(), follower.next_sequence()), (1, new_epoch, 5));
+        assert_eq!(follower.highest_epoch_number(), 2);
+
+        // A batch of the current epoch that skips sequences: corruption, nothing of it applied.
+        new.append_batch(new_epoch, 9, 9, &records(&dir, 9, 1)).unwrap();
+        let mut applied = 0;
+        let error = follower
+            .read_until::<ClusterError, _>(late + 4, timeout, &mut |_| {
+                applied += 1;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(error, ClusterError::Corrupt { .. }), "{error}");
+        assert_eq!(applied, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn clock() -> u128 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    }
+}

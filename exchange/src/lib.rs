@@ -12,6 +12,7 @@ pub mod faucet;
 #[cfg(feature = "sinks")]
 pub mod history_store;
 pub mod http;
+#[cfg(feature = "sinks")]
 pub mod log_replica;
 pub mod metrics;
 pub mod priority;

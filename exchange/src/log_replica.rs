@@ -47,6 +47,7 @@
 //! primary's checkpoint at the same sequence is counted (`exchange_cluster_divergence_total`)
 //! and logged: a determinism bug.
 
+use crate::cluster::log::{ClusterError, Followed, LogFollower};
 use crate::metrics::AtomicHistogram;
 use axum::Router;
 use axum::response::IntoResponse;
@@ -59,11 +60,16 @@ use gateway_json::ws::{WsConfig, WsState, ws_router};
 use marketdata::{MarketView, Publisher, PublisherConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Room for the events of one command (a larger command grows it once).
 const EVENTS_CAPACITY: usize = 1024;
+/// How long one poll of the log waits for records: also how often the publisher's timers
+/// (conflated depth, tickers) run while the log is quiet.
+const POLL_TIMEOUT: Duration = Duration::from_millis(10);
+/// Pause after a broker error before polling again (librdkafka reconnects by itself).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Counters and the staleness histogram of a journal-following replica.
 pub struct LogReplicaStats {
@@ -136,9 +142,175 @@ pub enum LogReplicaError {
     /// The engine configuration is refused.
     #[error(transparent)]
     Config(#[from] engine::ConfigError),
-    /// The log could not be read (Kafka, or a damaged batch).
+    /// The log breaks the authoritative-order rule or holds a damaged batch.
     #[error("journal topic: {0}")]
     Log(String),
+    /// The follower thread could not start.
+    #[error("replica follower thread: {0}")]
+    Thread(std::io::Error),
+    /// The broker refused or did not answer (retried while following).
+    #[error("journal topic broker: {0}")]
+    Broker(String),
+}
+
+impl From<ClusterError> for LogReplicaError {
+    fn from(error: ClusterError) -> Self {
+        match error {
+            ClusterError::Kafka(reason) => Self::Broker(reason),
+            other => Self::Log(other.to_string()),
+        }
+    }
+}
+
+/// Settings of a journal-following replica.
+#[derive(Debug, Clone)]
+pub struct LogReplicaConfig {
+    /// Bootstrap brokers (`[cluster] brokers`).
+    pub brokers: String,
+    /// The journal topic (`[cluster] journal_topic`).
+    pub topic: String,
+    /// Replication factor should the replica be first to create the topic (`[cluster]
+    /// replication`).
+    pub replication: i32,
+    /// Snapshot file or directory to start from (`None`: the empty engine, sequence 0).
+    pub snapshot: Option<PathBuf>,
+}
+
+/// A running journal-following replica: the follower thread and what the HTTP server needs.
+pub struct LogReplica {
+    engine_config: EngineConfig,
+    publisher: Arc<Publisher>,
+    stats: Arc<LogReplicaStats>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LogReplica {
+    /// Restores the start snapshot, opens the journal topic and starts following it. The view is
+    /// stale (depth `503`) until the follower has read up to the end of the topic as it was at
+    /// start.
+    ///
+    /// # Errors
+    /// The snapshot does not restore, the configuration is refused, the broker does not answer,
+    /// or the thread cannot start.
+    pub fn start(config: LogReplicaConfig, engine_config: &EngineConfig) -> Result<Self, LogReplicaError> {
+        let (engine, at) = match &config.snapshot {
+            Some(path) => load_snapshot(engine_config, path)?,
+            None => (Engine::new_unfaulted(engine_config)?, 0),
+        };
+        let log = LogFollower::open(&config.brokers, &config.topic, config.replication)?;
+        let catch_up_to = log.end_offset()?;
+        tracing::info!(
+            topic = config.topic,
+            snapshot_sequence = at,
+            catch_up_to,
+            "replica: following the journal topic (depth unavailable until caught up)"
+        );
+        let publisher = new_publisher(engine_config);
+        let stats = Arc::new(LogReplicaStats::default());
+        let follower = Follower::new(engine, at, publisher.clone(), stats.clone());
+        publisher.view().mark_stale();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("replica-log".into())
+            .spawn(move || follow_loop(follower, log, catch_up_to, &thread_stop))
+            .map_err(LogReplicaError::Thread)?;
+        Ok(Self { engine_config: engine_config.clone(), publisher, stats, stop, thread: Some(thread) })
+    }
+
+    /// The follower's counters.
+    pub fn stats(&self) -> &Arc<LogReplicaStats> {
+        &self.stats
+    }
+
+    /// The publisher the follower feeds.
+    pub fn publisher(&self) -> &Arc<Publisher> {
+        &self.publisher
+    }
+
+    /// The HTTP routes ([`router`]).
+    pub fn router(&self) -> Router {
+        router(&self.publisher, &self.engine_config, &self.stats)
+    }
+}
+
+impl Drop for LogReplica {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Follows the log until stopped. Broker errors are retried (librdkafka reconnects); a log that
+/// breaks the rules or a record that does not apply stops the follower: the view turns stale and
+/// every stream is closed (they would have gaps), the process keeps answering so the cause is
+/// visible (`exchange_replica_failed`, the log).
+fn follow_loop(mut follower: Follower, mut log: LogFollower, catch_up_to: i64, stop: &AtomicBool) {
+    let publisher = follower.publisher.clone();
+    let stats = follower.stats.clone();
+    let mut caught_up = false;
+    while !stop.load(Ordering::Acquire) {
+        let polled = log.poll::<LogReplicaError, _>(POLL_TIMEOUT, &mut |followed| match followed {
+            Followed::Command(record) => {
+                follower.apply(record.sequence, record.timestamp_ns, record.payload).map(|_| ())
+            }
+            Followed::Checkpoint { sequence, state_hash } => {
+                follower.check(sequence, state_hash);
+                Ok(())
+            }
+            Followed::Epoch { offset } => {
+                tracing::info!(epoch = offset, sequence = follower.sequence(), "replica: a new primary's epoch");
+                Ok(())
+            }
+        });
+        stats.superseded.store(log.superseded(), Ordering::Relaxed);
+        match polled {
+            Ok(_) => {}
+            Err(LogReplicaError::Broker(error)) => {
+                tracing::warn!(%error, "replica: journal topic unreachable; retrying");
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            Err(error) => {
+                tracing::error!(%error, sequence = follower.sequence(), "replica: follower stopped; depth unavailable");
+                stats.failed.store(1, Ordering::Release);
+                publisher.view().mark_stale();
+                publisher.close_all("The replica stopped following the journal; reconnect to another replica");
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+                return;
+            }
+        }
+        if !caught_up && (log.at_end() || log.next_offset() >= catch_up_to) {
+            caught_up = true;
+            publisher.view().clear_stale();
+            tracing::info!(sequence = follower.sequence(), "replica: caught up with the journal topic; serving");
+        }
+        publisher.tick(Instant::now());
+    }
+}
+
+/// Runs the replica's HTTP server on `listen` until the process ends; logs `replica HTTP
+/// listening listen=IP:PORT`.
+///
+/// # Errors
+/// The listener cannot bind, or the server fails.
+pub fn serve(replica: LogReplica, listen: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            "replica HTTP listening (public REST and WebSocket market data from the journal topic)"
+        );
+        let service = replica.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, service).await?;
+        Ok(())
+    })
 }
 
 /// Restores the engine from `path`: a snapshot file, or a snapshot directory (its newest snapshot

@@ -63,6 +63,9 @@ struct Cli {
     /// Turns the Kafka sink on (overrides `sinks.kafka.brokers`).
     #[arg(long, global = true, env = "KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
+    /// Kafka brokers of the replicated journal and the lease (overrides `cluster.brokers`).
+    #[arg(long, global = true, env = "EXCHANGE_CLUSTER_BROKERS")]
+    cluster_brokers: Option<String>,
     /// Turns the Redis sink on (overrides `sinks.redis.url`).
     #[arg(long, global = true, env = "REDIS_URL")]
     redis_url: Option<String>,
@@ -114,6 +117,13 @@ struct RunArgs {
 enum Subcommands {
     /// Run the server (the default).
     Run(RunArgs),
+    /// A hot standby of a replicated primary: rebuilds its local journal from the Kafka journal
+    /// topic (`[cluster]`), follows it with its own engine, takes the snapshots, and when it gets
+    /// the lease appends an epoch marker, catches up and serves as the primary in the same
+    /// process (the same as `run --durability replicated`). Exit code 75: this node was primary
+    /// and was deposed (fenced). See docs/deployment-failover.md.
+    #[cfg(feature = "sinks")]
+    Standby(RunArgs),
     /// Rebuild the state from the newest snapshot and the journal (read-only) and print the
     /// state hash and counts.
     Replay {
@@ -234,6 +244,13 @@ fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
             None => config.sinks.kafka = Some(exchange::config::KafkaSinkSection::new(brokers)),
         }
     }
+    if let Some(brokers) = cli.cluster_brokers.as_ref().filter(|b| !b.is_empty()) {
+        config.cluster.brokers = brokers.clone();
+    }
+    #[cfg(feature = "sinks")]
+    if matches!(cli.command, Some(Subcommands::Standby(_))) {
+        config.journal.durability = DurabilitySetting::Replicated;
+    }
     if let Some(url) = cli.redis_url.as_ref().filter(|u| !u.is_empty()) {
         match &mut config.sinks.redis {
             Some(redis) => redis.url = url.clone(),
@@ -249,6 +266,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match &cli.command {
         None => serve(&config, engine_config, cli.run.clone(), cli.accept_journal_loss),
         Some(Subcommands::Run(args)) => serve(&config, engine_config, args.clone(), cli.accept_journal_loss),
+        #[cfg(feature = "sinks")]
+        Some(Subcommands::Standby(args)) => serve(&config, engine_config, args.clone(), cli.accept_journal_loss),
         Some(Subcommands::Replay { from_scratch }) => {
             require_data(&config)?;
             let started = Instant::now();
@@ -401,9 +420,73 @@ fn serve(
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id()).rotate_left(32);
     engine::set_lookup_hash_seed(seed);
+    if config.journal.durability == DurabilitySetting::Replicated {
+        return serve_replicated(config, engine_config, args);
+    }
     let mode = runtime::RecoveryMode { from_scratch: false, open_writer: true, accept_journal_loss };
     let (recovered, writer) = runtime::recover_with(config, &engine_config, mode)?;
     let writer = writer.expect("recover opened the writer");
+    serve_recovered(config, engine_config, args, recovered, writer, None, started)
+}
+
+/// The replicated primary and the hot standby are one code path: follow the log until this node
+/// holds the lease, promote, then serve (docs/deployment-failover.md).
+#[cfg(feature = "sinks")]
+fn serve_replicated(
+    config: &Config,
+    engine_config: engine::EngineConfig,
+    args: RunArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let status = Arc::new(exchange::cluster::standby::StandbyStatus::default());
+    let Some(promoted) = exchange::cluster::standby::follow_until_promoted(config, &engine_config, &stop, status)?
+    else {
+        tracing::info!("standby stopped");
+        return Ok(());
+    };
+    if args.print_acks {
+        // For the failover test: the state the new primary starts serving from.
+        use std::io::Write;
+        let recovered = &promoted.recovered;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "PROMOTED {} {:#018x}", recovered.last_sequence, recovered.engine.state_hash())
+            .and_then(|_| out.flush());
+    }
+    let cluster = ClusterPrimary { replicator: promoted.replicator, lease: promoted.lease };
+    serve_recovered(config, engine_config, args, promoted.recovered, promoted.writer, Some(cluster), Instant::now())
+}
+
+#[cfg(not(feature = "sinks"))]
+fn serve_replicated(
+    _config: &Config,
+    _engine_config: engine::EngineConfig,
+    _args: RunArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    Err("durability \"replicated\" needs the `sinks` feature (Kafka)".into())
+}
+
+/// What a replicated primary serves with.
+#[cfg(feature = "sinks")]
+struct ClusterPrimary {
+    replicator: exchange::cluster::standby::TopicReplicator,
+    lease: exchange::cluster::lease::Lease,
+}
+
+/// Without the `sinks` feature there is no replicated primary.
+#[cfg(not(feature = "sinks"))]
+enum ClusterPrimary {}
+
+fn serve_recovered(
+    config: &Config,
+    engine_config: engine::EngineConfig,
+    args: RunArgs,
+    recovered: runtime::Recovered,
+    writer: engine::journal::JournalWriter,
+    cluster: Option<ClusterPrimary>,
+    started: Instant,
+) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(
         data = %config.data_dir.display(),
         snapshot = ?recovered.snapshot.as_ref().map(|s| s.0),
@@ -469,7 +552,21 @@ fn serve(
     // the ingress ring.
     let spin = std::time::Duration::from_micros(config.engine.idle_spin_us);
     engine::doorbell::set_consumer_idle(config.engine.idle.consumer_policy(spin));
-    let runtime = Runtime::start_with_retention(config, recovered, writer, retention)?;
+    #[cfg(feature = "sinks")]
+    let (runtime, _lease) = match cluster {
+        Some(ClusterPrimary { replicator, lease }) => {
+            let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator))?;
+            // From here on, losing the lease ends this process: it stops acknowledging.
+            lease.exit_on_loss();
+            (runtime, Some(lease))
+        }
+        None => (Runtime::start_with_retention(config, recovered, writer, retention)?, None),
+    };
+    #[cfg(not(feature = "sinks"))]
+    let runtime = match cluster {
+        Some(never) => match never {},
+        None => Runtime::start_with_retention(config, recovered, writer, retention)?,
+    };
     let sinks = planned_sinks.start(config, &engine_config, &runtime)?;
     // Both are gating consumers: the engine waits for them rather than lapping them. Should the
     // market view lag all the same, it reseeds its books through the engine thread.

@@ -73,6 +73,37 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use engine::bus::{EngineReads, IngressCommand, IngressRing};
 
+/// The process exit code of a primary that found itself deposed (fenced): a supervisor restarts
+/// it as a standby rather than as a primary. (EX_TEMPFAIL in sysexits.h.)
+pub const FENCED_EXIT_CODE: i32 = 75;
+
+/// Why a batch could not be replicated.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// Another primary appended to the log since this one's last append: this process is
+    /// deposed. The engine thread exits the process ([`FENCED_EXIT_CODE`]) without executing or
+    /// acknowledging the batch.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// The log did not take the batch (broker down, timeout): its outcome is unknown, so the
+    /// engine thread stops without executing or acknowledging it.
+    #[error("replication failed: {0}")]
+    Failed(String),
+}
+
+/// Where the engine thread ships every group commit before executing it (the replicated
+/// journal, `durability = "replicated"`). The engine crate knows nothing of Kafka: this is the
+/// whole boundary.
+pub trait BatchReplicator: Send {
+    /// Appends the batch of sequences `first_sequence..=last_sequence` (`records`: framed exactly
+    /// as in the local journal) and returns once the log has it durably and in the expected
+    /// place. Called on the engine thread, one batch at a time, after the local journal commit.
+    ///
+    /// # Errors
+    /// [`ReplicationError`]: the batch must not be executed or acknowledged.
+    fn replicate(&mut self, first_sequence: u64, last_sequence: u64, records: &[u8]) -> Result<(), ReplicationError>;
+}
+
 /// Room for the events of one replayed command (a larger command grows it once).
 const RECOVERY_EVENTS_CAPACITY: usize = 1024;
 
@@ -147,6 +178,9 @@ pub enum RuntimeError {
     /// A thread of the runtime panicked.
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
+    /// The replicated journal did not take a batch; nothing of it was acknowledged.
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
 }
 
 /// The state rebuilt from disk.
@@ -358,6 +392,28 @@ impl Runtime {
         journal: JournalWriter,
         retention: Arc<Retention>,
     ) -> std::io::Result<Self> {
+        Self::start_full(config, recovered, journal, retention, None)
+    }
+
+    /// As [`Self::start_with_retention`], with every group commit also shipped to `replicator`
+    /// (and acknowledged only once it took it).
+    pub fn start_replicated(
+        config: &Config,
+        recovered: Recovered,
+        journal: JournalWriter,
+        retention: Arc<Retention>,
+        replicator: Box<dyn BatchReplicator>,
+    ) -> std::io::Result<Self> {
+        Self::start_full(config, recovered, journal, retention, Some(replicator))
+    }
+
+    fn start_full(
+        config: &Config,
+        recovered: Recovered,
+        journal: JournalWriter,
+        retention: Arc<Retention>,
+        replicator: Option<Box<dyn BatchReplicator>>,
+    ) -> std::io::Result<Self> {
         // Starts the trace clock before any thread stamps with it.
         clock_ns();
         let ring = Arc::new(IngressRing::new(config.engine.ring_capacity));
@@ -410,6 +466,8 @@ impl Runtime {
             batch_max: config.journal.batch_max.max(1),
             last_sequence: recovered.last_sequence,
             last_timestamp_ns: 0,
+            replicator,
+            shipped: Vec::new(),
         };
         let core = config.engine.core;
         let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
@@ -563,6 +621,10 @@ struct EngineThread {
     batch_max: usize,
     last_sequence: u64,
     last_timestamp_ns: u64,
+    /// The replicated journal, when configured.
+    replicator: Option<Box<dyn BatchReplicator>>,
+    /// The batch's framed records, copied before the local commit clears them.
+    shipped: Vec<u8>,
 }
 
 impl EngineThread {
@@ -606,9 +668,29 @@ impl EngineThread {
             }
             idle.reset();
             let started = std::time::Instant::now();
+            if self.replicator.is_some() {
+                self.shipped.clear();
+                self.shipped.extend_from_slice(self.journal.pending_records());
+            }
             if let Err(error) = self.journal.commit() {
                 tracing::error!(%error, "journal commit failed: engine stops; nothing of this batch was acknowledged");
                 return Err(error.into());
+            }
+            if let Some(replicator) = &mut self.replicator {
+                let (first, last) = (batch[0].0, batch[batch.len() - 1].0);
+                match replicator.replicate(first, last, &self.shipped) {
+                    Ok(()) => {}
+                    Err(ReplicationError::Fenced(reason)) => {
+                        // Nothing of this batch was executed or published: exit before anything
+                        // else (another thread, a shutdown path) can acknowledge anything.
+                        tracing::error!(%reason, first, last, "deposed: another primary appended to the journal topic; exiting unacknowledged");
+                        std::process::exit(FENCED_EXIT_CODE);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, first, last, "replicated journal failed: engine stops; nothing of this batch was acknowledged");
+                        return Err(error.into());
+                    }
+                }
             }
             let commit_ns = started.elapsed().as_nanos() as u64;
             let committed_ns = clock_ns();

@@ -141,7 +141,8 @@ enum Subcommands {
     /// A read-only market-data replica: serves the public REST market data and the public
     /// WebSocket streams on the HTTP port, without a data directory. By default from the Redis
     /// sink's keys (`--redis-url` or `sinks.redis`); with `--from-log` by following the
-    /// replicated journal topic (`[cluster] brokers`, `journal_topic`) with its own engine:
+    /// replicated journal topic (`--cluster-brokers` or `[cluster] brokers`, `journal_topic`)
+    /// with its own engine:
     /// every diff and trade, engine ids. See docs/operations.md and docs/deployment.md.
     #[cfg(feature = "sinks")]
     Replica {
@@ -151,9 +152,6 @@ enum Subcommands {
         /// Follow the replicated journal topic instead of the Redis sink.
         #[arg(long)]
         from_log: bool,
-        /// With `--from-log`: bootstrap brokers; overrides `cluster.brokers`.
-        #[arg(long, env = "EXCHANGE_CLUSTER_BROKERS")]
-        brokers: Option<String>,
         /// With `--from-log`: start from this engine snapshot (a file, or a snapshot directory such
         /// as a standby's `data/snapshots`: its newest usable one) instead of sequence 1.
         #[arg(long)]
@@ -339,13 +337,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         #[cfg(feature = "sinks")]
-        Some(Subcommands::Replica { from_log: true, brokers, snapshot, .. }) => {
-            let brokers = brokers.clone().unwrap_or_else(|| config.cluster.brokers.clone());
-            if brokers.is_empty() {
-                return Err("replica --from-log needs --brokers (or [cluster] brokers)".into());
+        Some(Subcommands::Replica { from_log: true, snapshot, .. }) => {
+            if config.cluster.brokers.is_empty() {
+                return Err("replica --from-log needs --cluster-brokers (or [cluster] brokers)".into());
             }
             let replica_config = exchange::log_replica::LogReplicaConfig {
-                brokers,
+                brokers: config.cluster.brokers.clone(),
                 topic: config.cluster.journal_topic.clone(),
                 replication: config.cluster.replication,
                 snapshot: snapshot.clone(),

@@ -452,3 +452,105 @@ fn replica_rebuilds_the_primarys_market_data_from_the_journal_topic() {
     stop(&mut replica_b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The sequence a process's `/health` names (`ok <sequence>`).
+fn health_sequence(port: u16) -> u64 {
+    let (_, health) = get(port, "/health");
+    health.trim().strip_prefix("ok ").and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("/health: {health}"))
+}
+
+#[test]
+fn replica_follows_a_replicated_primary_live() {
+    let Some([brokers]) = support::services(["EXCHANGE_TEST_KAFKA_BROKERS"]) else { return };
+    let id = std::process::id();
+    let (dir, config, _) = setup("replica-live", &brokers, "");
+    // A lease of its own, so that other tests' primaries on the same broker are not candidates.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[cluster]\n",
+        &format!(
+            "[cluster]\nlease_topic = \"lease-{id}\"\nlease_group = \"primary-{id}\"\nsession_timeout_ms = 1000\n"
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (mut replica_child, replica_port) = replica(&config, &[]);
+    let data = dir.join("data");
+    let (mut primary, primary_port) = start(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--durability",
+            "replicated",
+            "--http-port",
+            "0",
+            "--sbe-port",
+            "0",
+            "--fix-port",
+            "0",
+            "run",
+            "--demo",
+            "--demo-rate",
+            "1000",
+            "--demo-orders",
+            "3000",
+        ],
+        "HTTP listening",
+    );
+    let streams = Recorder::start(replica_port, &["depth.BTC_USDC", "trade.BTC_USDC"]);
+    let symbols = symbols(primary_port);
+    let primary_data = still_market_data(primary_port, &symbols);
+    let last = health_sequence(primary_port);
+    assert!(last >= 3000, "the demo flow ran ({last} commands)");
+    wait_for_sequence(replica_port, last);
+    std::thread::sleep(Duration::from_millis(300)); // the last frames reach the recorder
+
+    // At the same sequence, the replica's market data is the primary's.
+    let replica_data = market_data(replica_port, &symbols);
+    for ((symbol, (primary_depth, primary_trades)), (replica_depth, replica_trades)) in
+        symbols.iter().zip(&primary_data).zip(&replica_data)
+    {
+        assert_eq!(replica_depth["asks"], primary_depth["asks"], "{symbol} asks");
+        assert_eq!(replica_depth["bids"], primary_depth["bids"], "{symbol} bids");
+        assert_eq!(replica_trades, primary_trades, "{symbol} trades");
+    }
+    // Gap-free diffs from the empty book to the primary's book, every trade.
+    let frames = streams.stop();
+    let btc = symbols.iter().position(|s| s == "BTC_USDC").unwrap();
+    let mut book: DepthBook = Default::default();
+    let (mut previous, mut diffs, mut trades) = (0, 0, Vec::new());
+    for frame in &frames {
+        let data = &frame["data"];
+        if frame["stream"] == "trade.BTC_USDC" {
+            trades.push(data["t"].as_u64().unwrap());
+            continue;
+        }
+        let (first, end) = (data["U"].as_u64().unwrap(), data["u"].as_u64().unwrap());
+        assert_eq!(first, previous + 1, "gap-free: {data}");
+        previous = end;
+        apply_depth(&mut book, data);
+        diffs += 1;
+    }
+    let mut expected: DepthBook = Default::default();
+    apply_depth(&mut expected, &primary_data[btc].0);
+    assert_eq!(book, expected, "{diffs} diffs from the empty book = the primary's book");
+    let primary_trades: Vec<u64> =
+        primary_data[btc].1.as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(trades, primary_trades, "every BTC trade streamed once, in order");
+
+    let (_, metrics) = get(replica_port, "/metrics");
+    let (p50, count) = histogram_quantile(&metrics, "exchange_replica_staleness_seconds", 0.5);
+    let (p99, _) = histogram_quantile(&metrics, "exchange_replica_staleness_seconds", 0.99);
+    assert_eq!(count, last, "one staleness value per command: {metrics}");
+    assert_eq!(metric(&metrics, "exchange_cluster_divergence_total"), 0.0, "{metrics}");
+    eprintln!(
+        "{last} commands at 1,000/s (debug build): replica staleness p50 <= {:.2} ms, p99 <= {:.2} ms (bucket bounds)",
+        p50 * 1e3,
+        p99 * 1e3
+    );
+    let status = Command::new("kill").args(["-TERM", &primary.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let _ = primary.wait();
+    stop(&mut replica_child);
+    let _ = std::fs::remove_dir_all(&dir);
+}

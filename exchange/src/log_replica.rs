@@ -79,6 +79,8 @@ pub struct LogReplicaStats {
     pub commands: AtomicU64,
     /// Records skipped because the start snapshot already covers them.
     pub skipped: AtomicU64,
+    /// Events the replica's engine produced (and the publisher was handed) since start.
+    pub events: AtomicU64,
     /// Fills published since start.
     pub trades: AtomicU64,
     /// Book level updates published since start.
@@ -101,6 +103,7 @@ impl Default for LogReplicaStats {
             sequence: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            events: AtomicU64::new(0),
             trades: AtomicU64::new(0),
             level_updates: AtomicU64::new(0),
             superseded: AtomicU64::new(0),
@@ -412,6 +415,7 @@ impl Follower {
                 _ => {}
             }
         }
+        stats.events.fetch_add(self.events.len() as u64, Ordering::Relaxed);
         stats.trades.fetch_add(trades, Ordering::Relaxed);
         stats.level_updates.fetch_add(levels, Ordering::Relaxed);
         stats.commands.fetch_add(1, Ordering::Relaxed);
@@ -482,7 +486,7 @@ pub fn router(publisher: &Arc<Publisher>, engine_config: &EngineConfig, stats: &
 pub fn render_metrics(stats: &LogReplicaStats, publisher: &Publisher) -> String {
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     let ws = publisher.stats();
-    let series: [(&str, &str, &str, u64); 12] = [
+    let series: [(&str, &str, &str, u64); 13] = [
         ("exchange_replica_sequence", "gauge", "Last journal sequence executed and published.", load(&stats.sequence)),
         ("exchange_replica_commands_total", "counter", "Journal commands executed.", load(&stats.commands)),
         (
@@ -491,6 +495,7 @@ pub fn render_metrics(stats: &LogReplicaStats, publisher: &Publisher) -> String 
             "Journal records covered by the start snapshot.",
             load(&stats.skipped),
         ),
+        ("exchange_replica_events_total", "counter", "Engine events handed to the publisher.", load(&stats.events)),
         (
             "exchange_replica_level_updates_total",
             "counter",

@@ -520,7 +520,13 @@ pub struct ClusterSection {
     pub local_fsync: bool,
     /// Replication factor of the topics the node creates (3 in production, 1 on one broker).
     pub replication: i32,
+    /// The primary publishes its state hash at every multiple of this sequence (a `checkpoint`
+    /// record) and standbys compare theirs (0: never).
+    pub checkpoint_every: u64,
 }
+
+/// Default [`ClusterSection::checkpoint_every`].
+pub const CLUSTER_CHECKPOINT_EVERY_DEFAULT: u64 = 100_000;
 
 /// Default [`ClusterSection::session_timeout_ms`].
 pub const CLUSTER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 3_000;
@@ -538,6 +544,7 @@ impl Default for ClusterSection {
             delivery_timeout_ms: CLUSTER_DELIVERY_TIMEOUT_MS_DEFAULT,
             local_fsync: false,
             replication: 1,
+            checkpoint_every: CLUSTER_CHECKPOINT_EVERY_DEFAULT,
         }
     }
 }

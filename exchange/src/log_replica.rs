@@ -58,6 +58,7 @@ use engine::snapshot::list_snapshots;
 use engine::{CommandContext, Engine, EngineConfig, OrderBook};
 use gateway_json::ws::{WsConfig, WsState, ws_router};
 use marketdata::{MarketView, Publisher, PublisherConfig};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -65,6 +66,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Room for the events of one command (a larger command grows it once).
 const EVENTS_CAPACITY: usize = 1024;
+/// Own state hashes kept for checkpoints that arrive after the sequence they hash (a primary
+/// appends a checkpoint after its next batch).
+const OWN_HASHES_KEPT: usize = 8;
 /// How long one poll of the log waits for records: also how often the publisher's timers
 /// (conflated depth, tickers) run while the log is quiet.
 const POLL_TIMEOUT: Duration = Duration::from_millis(10);
@@ -177,6 +181,10 @@ pub struct LogReplicaConfig {
     pub replication: i32,
     /// Snapshot file or directory to start from (`None`: the empty engine, sequence 0).
     pub snapshot: Option<PathBuf>,
+    /// Hash the engine's state at every multiple of this sequence, to compare with the primary's
+    /// checkpoints (`[cluster] checkpoint_every`; 0: only a checkpoint of the sequence the replica
+    /// is at when it arrives is compared).
+    pub checkpoint_every: u64,
 }
 
 /// A running journal-following replica: the follower thread and what the HTTP server needs.
@@ -211,7 +219,8 @@ impl LogReplica {
         );
         let publisher = new_publisher(engine_config);
         let stats = Arc::new(LogReplicaStats::default());
-        let follower = Follower::new(engine, at, publisher.clone(), stats.clone());
+        let follower =
+            Follower::new(engine, at, publisher.clone(), stats.clone()).with_checkpoints_every(config.checkpoint_every);
         publisher.view().mark_stale();
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
@@ -358,6 +367,10 @@ pub enum Applied {
 pub struct Follower {
     engine: Engine,
     sequence: u64,
+    /// Hash the state at multiples of this sequence (0: never).
+    checkpoint_every: u64,
+    /// `(sequence, state hash)` at the last multiples of `checkpoint_every`, oldest first.
+    own_hashes: VecDeque<(u64, u64)>,
     publisher: Arc<Publisher>,
     stats: Arc<LogReplicaStats>,
     events: Vec<Event>,
@@ -370,7 +383,23 @@ impl Follower {
         publisher.view().seed_books_at(&engine, sequence);
         publisher.seed_orders(&engine);
         stats.sequence.store(sequence, Ordering::Release);
-        Self { engine, sequence, publisher, stats, events: Vec::with_capacity(EVENTS_CAPACITY) }
+        Self {
+            engine,
+            sequence,
+            checkpoint_every: 0,
+            own_hashes: VecDeque::with_capacity(OWN_HASHES_KEPT),
+            publisher,
+            stats,
+            events: Vec::with_capacity(EVENTS_CAPACITY),
+        }
+    }
+
+    /// Hashes the state at every multiple of `every` sequences (after publishing that command's
+    /// events: the pass over the state delays the next command, not this one), for
+    /// [`Self::check`]. 0: never.
+    pub fn with_checkpoints_every(mut self, every: u64) -> Self {
+        self.checkpoint_every = every;
+        self
     }
 
     /// The last sequence applied.
@@ -420,18 +449,27 @@ impl Follower {
         stats.level_updates.fetch_add(levels, Ordering::Relaxed);
         stats.commands.fetch_add(1, Ordering::Relaxed);
         stats.sequence.store(sequence, Ordering::Release);
+        if self.checkpoint_every > 0 && sequence % self.checkpoint_every == 0 {
+            if self.own_hashes.len() == OWN_HASHES_KEPT {
+                self.own_hashes.pop_front();
+            }
+            self.own_hashes.push_back((sequence, self.engine.state_hash()));
+        }
         Ok(Applied::Published)
     }
 
     /// Compares a primary's checkpoint (state hash `state_hash` at `sequence`) with the
-    /// replica's engine, when the replica is exactly there; returns whether they agree (`None`:
-    /// not at that sequence, nothing compared). A difference is a determinism bug: counted and
+    /// replica's own hash at that sequence: one kept at a multiple of the checkpoint interval, or
+    /// the engine's when the replica is exactly there. Returns whether they agree (`None`: no own
+    /// hash of that sequence, nothing compared). A difference is a determinism bug: counted and
     /// logged as an error.
     pub fn check(&self, sequence: u64, state_hash: u64) -> Option<bool> {
-        if sequence != self.sequence {
-            return None;
-        }
-        let own = self.engine.state_hash();
+        let kept = self.own_hashes.iter().find(|(at, _)| *at == sequence).map(|(_, hash)| *hash);
+        let own = match kept {
+            Some(hash) => hash,
+            None if sequence == self.sequence => self.engine.state_hash(),
+            None => return None,
+        };
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
         if own != state_hash {
             self.stats.divergences.fetch_add(1, Ordering::Relaxed);
@@ -573,10 +611,14 @@ mod tests {
         let stats_full = Arc::new(LogReplicaStats::default());
         let mut full = Follower::new(Engine::new(&config).unwrap(), 0, new_publisher(&config), stats_full.clone());
         let mut snapshot = Vec::new();
+        let mut hash_at_4 = 0;
         for (sequence, timestamp, payload) in records() {
             assert_eq!(full.apply(sequence, timestamp, &payload).unwrap(), Applied::Published);
             if sequence == 3 {
                 full.engine().write_snapshot(3, &mut snapshot);
+            }
+            if sequence == 4 {
+                hash_at_4 = full.engine().state_hash();
             }
         }
         assert_eq!(stats_full.staleness_ns.count(), 5);
@@ -589,7 +631,7 @@ mod tests {
         assert_eq!(load_snapshot(&config, &file).unwrap().1, 3);
         let stats = Arc::new(LogReplicaStats::default());
         let publisher = new_publisher(&config);
-        let mut from_snapshot = Follower::new(engine, at, publisher.clone(), stats.clone());
+        let mut from_snapshot = Follower::new(engine, at, publisher.clone(), stats.clone()).with_checkpoints_every(2);
         let mut outcomes = Vec::new();
         for (sequence, timestamp, payload) in records() {
             outcomes.push(from_snapshot.apply(sequence, timestamp, &payload).unwrap());
@@ -600,7 +642,11 @@ mod tests {
         assert_eq!(from_snapshot.check(5, full.engine().state_hash()), Some(true));
         assert_eq!(from_snapshot.check(5, 1), Some(false));
         assert_eq!(stats.divergences.load(Ordering::Relaxed), 1);
-        assert_eq!(from_snapshot.check(4, 1), None);
+        // A checkpoint that arrives after its sequence: compared with the hash kept at 4 (a
+        // multiple of 2); 2 is covered by the snapshot, 3 is not a multiple: nothing to compare.
+        assert_eq!(from_snapshot.check(4, hash_at_4), Some(true));
+        assert_eq!(from_snapshot.check(2, 1), None);
+        assert_eq!(from_snapshot.check(3, 1), None);
         assert_eq!(stats.staleness_ns.count(), 2);
         let depth = publisher.view().depth(codec::MarketId::new(1), 10).unwrap();
         assert_eq!((depth.asks, depth.bids, depth.last_update_id), (vec![(20_000, 2)], vec![(19_990, 2)], 5));

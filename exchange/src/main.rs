@@ -346,6 +346,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 topic: config.cluster.journal_topic.clone(),
                 replication: config.cluster.replication,
                 snapshot: snapshot.clone(),
+                checkpoint_every: config.cluster.checkpoint_every,
             };
             let replica = exchange::log_replica::LogReplica::start(replica_config, &engine_config)?;
             exchange::log_replica::serve(replica, config.http.listen)
@@ -550,6 +551,10 @@ fn serve_recovered(
     let spin = std::time::Duration::from_micros(config.engine.idle_spin_us);
     engine::doorbell::set_consumer_idle(config.engine.idle.consumer_policy(spin));
     #[cfg(feature = "sinks")]
+    let cluster_epoch = cluster.as_ref().map(|primary| primary.replicator.epoch());
+    #[cfg(not(feature = "sinks"))]
+    let cluster_epoch = None;
+    #[cfg(feature = "sinks")]
     let (runtime, _lease) = match cluster {
         Some(ClusterPrimary { replicator, lease }) => {
             let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator))?;
@@ -724,6 +729,7 @@ fn serve_recovered(
         demo: demo_stats.clone(),
         trade_source,
         sinks: sinks.stats(),
+        cluster_epoch,
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");

@@ -43,9 +43,10 @@
 //! # Failure
 //! A record that does not decode, or a sequence gap (impossible with the authoritative-order
 //! rule), stops the follower with an error in the log; the view is marked stale and the process
-//! keeps answering (depth `503`) so an operator sees why. A state hash that differs from a
-//! primary's checkpoint at the same sequence is counted (`exchange_cluster_divergence_total`)
-//! and logged: a determinism bug.
+//! keeps answering (depth `503`) so an operator sees why. The follower hashes its state at every
+//! multiple of `[cluster] checkpoint_every`; a primary's checkpoint (appended after its next batch)
+//! with another hash at the same sequence is counted (`exchange_cluster_divergence_total`) and
+//! logged: a determinism bug.
 
 use crate::cluster::log::{ClusterError, Followed, LogFollower};
 use crate::metrics::AtomicHistogram;

@@ -73,9 +73,11 @@ fn start(args: &[&str], marker: &str) -> (Child, u16) {
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
+    let mut seen = String::new();
     let port = loop {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "{args:?} exited before listening");
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "{args:?} exited before listening:\n{seen}");
+        seen.push_str(&line);
         if line.contains(marker)
             && let Some(address) = line.split("listen=").nth(1)
         {
@@ -153,7 +155,8 @@ impl Recorder {
     }
 }
 
-/// A fresh directory with an exchange.toml naming `brokers` and a journal topic of its own.
+/// A fresh directory with an exchange.toml naming `brokers` and a journal topic of its own;
+/// `extra` goes into its `[cluster]` table.
 fn setup(name: &str, brokers: &str, extra: &str) -> (PathBuf, PathBuf, String) {
     let id = std::process::id();
     let dir = std::env::temp_dir().join(format!("exchange-{name}-{id}"));
@@ -463,15 +466,9 @@ fn health_sequence(port: u16) -> u64 {
 fn replica_follows_a_replicated_primary_live() {
     let Some([brokers]) = support::services(["EXCHANGE_TEST_KAFKA_BROKERS"]) else { return };
     let id = std::process::id();
-    let (dir, config, _) = setup("replica-live", &brokers, "");
     // A lease of its own, so that other tests' primaries on the same broker are not candidates.
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[cluster]\n",
-        &format!(
-            "[cluster]\nlease_topic = \"lease-{id}\"\nlease_group = \"primary-{id}\"\nsession_timeout_ms = 1000\n"
-        ),
-    );
-    std::fs::write(&config, text).unwrap();
+    let lease = format!("lease_topic = \"lease-{id}\"\nlease_group = \"primary-{id}\"\nsession_timeout_ms = 1000\n");
+    let (dir, config, _) = setup("replica-live", &brokers, &lease);
     let (mut replica_child, replica_port) = replica(&config, &[]);
     let data = dir.join("data");
     let (mut primary, primary_port) = start(

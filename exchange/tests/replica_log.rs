@@ -60,9 +60,31 @@ fn get_json(port: u16, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")))
 }
 
+/// A child process that is killed when dropped, so a failing assertion leaves no server behind.
+struct Process(Child);
+
+impl std::ops::Deref for Process {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Process {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        stop(&mut self.0);
+    }
+}
+
 /// Starts the binary with `args` and waits for its "listen=IP:PORT" log line after `marker`.
-fn start(args: &[&str], marker: &str) -> (Child, u16) {
-    let mut child = Command::new(BINARY)
+fn start(args: &[&str], marker: &str) -> (Process, u16) {
+    let mut spawned = Command::new(BINARY)
         .args(args)
         .env_remove("DATABASE_URL")
         .env_remove("KAFKA_BROKERS")
@@ -71,7 +93,8 @@ fn start(args: &[&str], marker: &str) -> (Child, u16) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut stderr = BufReader::new(spawned.stderr.take().unwrap());
+    let child = Process(spawned);
     let mut line = String::new();
     let mut seen = String::new();
     let port = loop {
@@ -97,7 +120,7 @@ fn start(args: &[&str], marker: &str) -> (Child, u16) {
     (child, port)
 }
 
-fn replica(config: &Path, extra: &[&str]) -> (Child, u16) {
+fn replica(config: &Path, extra: &[&str]) -> (Process, u16) {
     let mut args = vec!["--config", config.to_str().unwrap(), "--http-port", "0", "replica", "--from-log"];
     args.extend_from_slice(extra);
     start(&args, "replica HTTP listening")
@@ -288,7 +311,7 @@ fn replica_rebuilds_the_primarys_market_data_from_the_journal_topic() {
     let data = dir.join("data");
 
     // The replica starts on the empty topic: fresh at once (nothing to catch up), depth empty.
-    let (mut replica_a, port_a) = replica(&config, &[]);
+    let (replica_a, port_a) = replica(&config, &[]);
     let deadline = Instant::now() + PATIENCE;
     let first_snapshot = loop {
         let (status, body) = get_json(port_a, "/api/v1/depth?symbol=BTC_USDC&limit=5000");
@@ -436,7 +459,7 @@ fn replica_rebuilds_the_primarys_market_data_from_the_journal_topic() {
     let snapshots = engine::snapshot::list_snapshots(&data.join("snapshots")).unwrap();
     let (at, file) =
         snapshots.iter().filter(|(sequence, _)| *sequence < last).min().expect("an older snapshot").clone();
-    let (mut replica_b, port_b) = replica(&config, &["--snapshot", file.to_str().unwrap()]);
+    let (replica_b, port_b) = replica(&config, &["--snapshot", file.to_str().unwrap()]);
     wait_for_sequence(port_b, last);
     let (_, page_b) = get(port_b, "/metrics");
     assert_eq!(metric(&page_b, "exchange_replica_skipped_total"), at as f64, "{page_b}");
@@ -451,8 +474,7 @@ fn replica_rebuilds_the_primarys_market_data_from_the_journal_topic() {
         let expected = if id(replica_depth) > at { id(replica_depth) } else { at };
         assert_eq!(id(&depth), expected, "{symbol} lastUpdateId: replica from snapshot {at}");
     }
-    stop(&mut replica_a);
-    stop(&mut replica_b);
+    drop((replica_a, replica_b));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -469,7 +491,7 @@ fn replica_follows_a_replicated_primary_live() {
     // A lease of its own, so that other tests' primaries on the same broker are not candidates.
     let lease = format!("lease_topic = \"lease-{id}\"\nlease_group = \"primary-{id}\"\nsession_timeout_ms = 1000\n");
     let (dir, config, _) = setup("replica-live", &brokers, &lease);
-    let (mut replica_child, replica_port) = replica(&config, &[]);
+    let (replica_child, replica_port) = replica(&config, &[]);
     let data = dir.join("data");
     let (mut primary, primary_port) = start(
         &[
@@ -548,6 +570,6 @@ fn replica_follows_a_replicated_primary_live() {
     let status = Command::new("kill").args(["-TERM", &primary.id().to_string()]).status().unwrap();
     assert!(status.success());
     let _ = primary.wait();
-    stop(&mut replica_child);
+    drop(replica_child);
     let _ = std::fs::remove_dir_all(&dir);
 }

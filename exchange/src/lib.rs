@@ -13,6 +13,8 @@ pub mod faucet;
 #[cfg(feature = "sinks")]
 pub mod history_store;
 pub mod http;
+#[cfg(feature = "sinks")]
+pub mod log_replica;
 pub mod metrics;
 pub mod priority;
 pub mod publishers;

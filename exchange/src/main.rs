@@ -139,13 +139,23 @@ enum Subcommands {
     /// Recover the data directory and write a snapshot of the result (the server must be stopped).
     Snapshot,
     /// A read-only market-data replica: serves the public REST market data and the public
-    /// WebSocket streams from the Redis sink's keys (`--redis-url` or `sinks.redis`) on the HTTP
-    /// port, without an engine or data directory. See docs/operations.md.
+    /// WebSocket streams on the HTTP port, without a data directory. By default from the Redis
+    /// sink's keys (`--redis-url` or `sinks.redis`); with `--from-log` by following the
+    /// replicated journal topic (`--cluster-brokers` or `[cluster] brokers`, `journal_topic`)
+    /// with its own engine:
+    /// every diff and trade, engine ids. See docs/operations.md and docs/deployment.md.
     #[cfg(feature = "sinks")]
     Replica {
-        /// Milliseconds between two reads of the sink's `sequence` key.
+        /// Milliseconds between two reads of the sink's `sequence` key (Redis source).
         #[arg(long, default_value_t = 50)]
         poll_ms: u64,
+        /// Follow the replicated journal topic instead of the Redis sink.
+        #[arg(long)]
+        from_log: bool,
+        /// With `--from-log`: start from this engine snapshot (a file, or a snapshot directory such
+        /// as a standby's `data/snapshots`: its newest usable one) instead of sequence 1.
+        #[arg(long)]
+        snapshot: Option<PathBuf>,
     },
 }
 
@@ -332,7 +342,25 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         #[cfg(feature = "sinks")]
-        Some(Subcommands::Replica { poll_ms }) => {
+        Some(Subcommands::Replica { from_log: true, snapshot, .. }) => {
+            if config.cluster.brokers.is_empty() {
+                return Err("replica --from-log needs --cluster-brokers (or [cluster] brokers)".into());
+            }
+            let replica_config = exchange::log_replica::LogReplicaConfig {
+                brokers: config.cluster.brokers.clone(),
+                topic: config.cluster.journal_topic.clone(),
+                replication: config.cluster.replication,
+                snapshot: snapshot.clone(),
+                checkpoint_every: config.cluster.checkpoint_every,
+            };
+            let replica = exchange::log_replica::LogReplica::start(replica_config, &engine_config)?;
+            exchange::log_replica::serve(replica, config.http.listen)
+        }
+        #[cfg(feature = "sinks")]
+        Some(Subcommands::Replica { poll_ms, snapshot, .. }) => {
+            if snapshot.is_some() {
+                return Err("replica --snapshot needs --from-log (the Redis source has no engine)".into());
+            }
             let redis = config.sinks.redis.as_ref().ok_or("replica needs --redis-url (or [sinks.redis] url)")?;
             let mut replica_config = exchange::replica::ReplicaConfig::new(&redis.url, &redis.prefix);
             replica_config.poll = Duration::from_millis((*poll_ms).max(1));

@@ -46,7 +46,9 @@ impl AtomicHistogram {
         }
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str, divisor: f64) {
+    /// Appends the histogram in Prometheus text format (HELP, TYPE, buckets, sum, count), bounds
+    /// and sum divided by `divisor` (1e9: nanoseconds to seconds).
+    pub fn render(&self, out: &mut String, name: &str, help: &str, divisor: f64) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         self.sample().render_series(out, name, "", divisor);
     }

@@ -677,10 +677,24 @@ impl Publisher {
     /// Applies one engine command's events to the view and publishes what they change. Called
     /// by the feed thread only.
     pub fn on_command(&self, events: &[Event]) {
+        self.on_command_numbered(events, None);
+    }
+
+    /// [`Self::on_command`] for a follower of the journal (a replica running its own engine over
+    /// the authoritative log): the events of the command at engine sequence `sequence`. Depth
+    /// update ids are engine sequences instead of counts of level updates: a diff carries `U` =
+    /// the market's previous id + 1 and `u` = `sequence`, so diffs stay gap-free by the usual
+    /// rule and every follower of the same log, wherever it started (seeded with
+    /// [`MarketView::seed_books_at`]), numbers them alike. Called by the follower's thread only.
+    pub fn on_sequenced_command(&self, events: &[Event], sequence: u64) {
+        self.on_command_numbered(events, Some(sequence));
+    }
+
+    fn on_command_numbered(&self, events: &[Event], sequence: Option<u64>) {
         let now = now_us();
         let mut feed = self.feed_state();
         let feed = &mut *feed;
-        self.view.apply_command_with(events, |market, book, updates, first_id| {
+        self.view.apply_command_numbered(events, sequence, |market, book, updates, first_id| {
             self.on_book(feed, market, book, updates, first_id, now);
         });
         let mut traded: Vec<(MarketId, u64)> = Vec::new();

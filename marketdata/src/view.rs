@@ -261,6 +261,17 @@ impl MarketView {
         self.stale.store(false, Ordering::Release);
     }
 
+    /// [`Self::seed_books`], and every market's update id becomes `sequence`, the engine sequence
+    /// the books are at: for a follower of the journal that numbers its diffs with engine
+    /// sequences ([`crate::Publisher::on_sequenced_command`]), whose first diff after this then
+    /// starts at `sequence + 1`.
+    pub fn seed_books_at<B: Book>(&self, engine: &Engine<B>, sequence: u64) {
+        self.seed_books(engine);
+        for lock in &self.markets {
+            lock.write().unwrap_or_else(|e| e.into_inner()).update_id = sequence;
+        }
+    }
+
     /// Applies one engine event (only book updates, fills and market status changes matter).
     pub fn apply(&self, event: &Event) {
         self.apply_command(std::slice::from_ref(event));
@@ -280,6 +291,19 @@ impl MarketView {
     pub(crate) fn apply_command_with(
         &self,
         events: &[Event],
+        on_book: impl FnMut(MarketId, &BookState<'_>, &[BookLevelUpdate], u64),
+    ) {
+        self.apply_command_numbered(events, None, on_book);
+    }
+
+    /// [`Self::apply_command_with`]; with `sequence`, the update id of each market the command
+    /// changes becomes the command's engine sequence (at least the previous id + 1) instead of
+    /// the previous id plus its number of level updates: ids that every follower of one journal
+    /// agrees on, wherever it started (see [`Self::seed_books_at`]).
+    pub(crate) fn apply_command_numbered(
+        &self,
+        events: &[Event],
+        sequence: Option<u64>,
         mut on_book: impl FnMut(MarketId, &BookState<'_>, &[BookLevelUpdate], u64),
     ) {
         let mut levels: Vec<BookLevelUpdate> = Vec::new();
@@ -316,6 +340,9 @@ impl MarketView {
                 let first_id = state.update_id + 1;
                 for update in &mine {
                     state.apply_level(update);
+                }
+                if let Some(sequence) = sequence {
+                    state.update_id = sequence.max(first_id);
                 }
                 on_book(market, &BookState(&state), &mine, first_id);
             }

@@ -471,3 +471,78 @@ async fn quote_quantity_market_order_updates_are_cumulative_and_end_once() {
     );
     assert!(updates[2].get("p").is_none());
 }
+
+/// Issue #19 item 4: a follower of the journal numbers depth diffs with engine sequences. Two
+/// followers of the same commands, one from sequence 1 and one seeded from a snapshot at S, agree
+/// on every diff after S (`U`/`u`), on `lastUpdateId` and on the book; each one's diffs are
+/// gap-free (`U` = previous `u` + 1) and end at the sequence of the command that changed the
+/// market.
+#[tokio::test]
+async fn sequenced_commands_number_diffs_with_engine_sequences_wherever_the_follower_started() {
+    use engine::testkit::commands::*;
+    let config = EngineConfig::sample();
+    let market = MarketId::new(1);
+    let mut commands = vec![deposit(1, 0, 1_000_000), deposit(2, 1, 100_000_000)];
+    for step in 0..6u64 {
+        commands.push(limit(1, 1, Side::Ask, 20_000 + step * 10, 3, TimeInForce::Gtc, 0));
+        commands.push(limit(2, 1, Side::Bid, 19_000 + step * 10, 2, TimeInForce::Gtc, 0));
+        // Crosses the best ask: a fill and a level change in one command.
+        commands.push(limit(2, 1, Side::Bid, 20_000 + step * 10, 1, TimeInForce::Ioc, 0));
+    }
+    let snapshot_at = 8u64;
+    let from_start = publisher(PublisherConfig::default());
+    let from_start_stream = from_start.connect();
+    from_start_stream.subscribe(StreamKey::Depth(market)).unwrap();
+    let mut engine = engine::Engine::new(&config).unwrap();
+    let mut snapshot = Vec::new();
+    let mut sequences_changing_book = Vec::new();
+    let mut tail = Vec::new();
+    for (index, command) in commands.iter().enumerate() {
+        let sequence = index as u64 + 1;
+        let mut events = Vec::new();
+        engine.execute(engine::CommandContext::new(sequence, sequence * 1_000), command, &mut events);
+        assert!(!events.iter().any(|e| matches!(e, Event::OrderRejected(_))), "{events:?}");
+        if events.iter().any(|e| matches!(e, Event::BookLevelUpdate(u) if u.market_id == market)) {
+            sequences_changing_book.push(sequence);
+        }
+        from_start.on_sequenced_command(&events, sequence);
+        if sequence == snapshot_at {
+            engine.write_snapshot(sequence, &mut snapshot);
+        }
+        if sequence > snapshot_at {
+            tail.push((sequence, events));
+        }
+    }
+    let (restored, at) =
+        engine::Engine::restore_snapshot(&config, engine::OrderBook::with_capacity, &snapshot).unwrap();
+    assert_eq!(at, snapshot_at);
+    let from_snapshot = publisher(PublisherConfig::default());
+    from_snapshot.view().seed_books_at(&restored, at);
+    let from_snapshot_stream = from_snapshot.connect();
+    from_snapshot_stream.subscribe(StreamKey::Depth(market)).unwrap();
+    for (sequence, events) in &tail {
+        from_snapshot.on_sequenced_command(events, *sequence);
+    }
+    let ids = |frames: &[Bytes]| -> Vec<(u64, u64)> {
+        frames
+            .iter()
+            .map(|f| {
+                let data = &json(f)["data"];
+                (data["U"].as_u64().unwrap(), data["u"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    let all = ids(&frames(&from_start_stream).await);
+    let ends: Vec<u64> = all.iter().map(|(_, last)| *last).collect();
+    assert_eq!(ends, sequences_changing_book, "each diff ends at the sequence of its command");
+    assert_eq!(all[0].0, 1);
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].0, pair[0].1 + 1, "gap-free: {all:?}");
+    }
+    let after: Vec<(u64, u64)> = all.iter().copied().filter(|(_, last)| *last > snapshot_at).collect();
+    let seeded = ids(&frames(&from_snapshot_stream).await);
+    assert_eq!(seeded[0].0, snapshot_at + 1, "the first diff after the snapshot starts after it");
+    assert_eq!(seeded[1..], after[1..], "both followers number the diffs after the snapshot alike");
+    let (a, b) = (from_start.view().depth(market, 50).unwrap(), from_snapshot.view().depth(market, 50).unwrap());
+    assert_eq!((a.bids, a.asks, a.last_update_id), (b.bids, b.asks, b.last_update_id));
+}

@@ -423,10 +423,8 @@ fn serve_gateway(
     engine_config: engine::EngineConfig,
     mut args: RunArgs,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    if args.demo {
-        return Err("a gateway process does not run the demo market (run it on the primary)".into());
-    }
-    // The load-test users' keys are served, but their funding is the primary's business.
+    // The demo and load-test users' keys are served (--demo, --load-users), but the demo market
+    // and the funding are the primary's business (serve_recovered skips them here).
     args.print_acks = false;
     let caught_up = exchange::cluster::gateway::catch_up(config, &engine_config)?;
     let exchange::cluster::gateway::CaughtUp { engine, last_sequence, position } = caught_up;
@@ -868,7 +866,8 @@ fn serve_recovered(
         exchange::demo::push_all(runtime.ring(), funding, &stop);
         tracing::info!(users = args.load_users, first = exchange::demo::LOAD_USER_FIRST, "load-test users funded");
     }
-    let demo = demo_stats.map(|stats| {
+    // A gateway process serves the demo users' keys; the demo market runs on the primary.
+    let demo = demo_stats.filter(|_| !is_gateway).map(|stats| {
         let (ring, stop, config) = (runtime.ring().clone(), stop.clone(), engine_config.clone());
         let (rate, orders) = (args.demo_rate, args.demo_orders);
         tracing::info!(rate, "demo market running");

@@ -845,6 +845,8 @@ fn serve_recovered(
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");
     }
+    #[cfg(feature = "sinks")]
+    let router = if is_gateway { exchange::cluster::gateway::refuse_directory_writes(router) } else { router };
     let router = gateway_json::limits::with_limits(router, &limits, ip_limiter);
     let listener = gateway_json::limits::LimitedListener::new(listener, &limits);
     let http_stop = stop.clone();

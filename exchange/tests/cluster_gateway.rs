@@ -9,7 +9,8 @@
 //! - a bad order (one the engine rejects: more than the balance) and a malformed one (rejected
 //!   by the REST layer) get the same status and `{code, message}` through a gateway as on the
 //!   primary;
-//! - every order a gateway acknowledged is open on the primary;
+//! - every order a gateway acknowledged is open on the primary; a gateway refuses to register
+//!   users (`403 FORBIDDEN`);
 //! - a gateway is killed, its last command is sent again to the commands topic with the same
 //!   (gateway id, gateway sequence) as a restarted gateway re-sending its outbox would, the
 //!   gateway is restarted: the command is not executed twice (the primary's open orders are
@@ -187,6 +188,11 @@ fn gateway_processes_answer_like_the_primary_and_execute_each_command_once() {
             assert_eq!((gateway_status, &error), (status, &expected), "{name}");
         }
     }
+
+    // A gateway creates no users (each process numbers new users from its own directory).
+    let register = json!({"username": "someone", "password": "a long enough password"}).to_string();
+    let refused = request(gateway_one.http, "POST", "/api/v1/auth/register", JSON, &register);
+    assert_eq!((refused.status(), refused.json("register")["code"].as_str()), (403, Some("FORBIDDEN")));
 
     // Every acknowledgement of a gateway is an order on the primary.
     let open_on_primary = open_order_ids(primary.http);

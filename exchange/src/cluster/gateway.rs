@@ -326,3 +326,35 @@ impl Following {
         Ok(())
     }
 }
+
+/// The user-directory writes a gateway process refuses: `(method, path)`. Each process numbers
+/// new users from its own `users/users.log`, so a registration on a gateway could hand out a user
+/// id another process also hands out (one person would trade on another's account).
+const DIRECTORY_WRITES: [(&str, &str); 4] = [
+    ("POST", "/api/v1/auth/register"),
+    ("POST", "/api/v1/account/keys"),
+    ("DELETE", "/api/v1/account/keys"),
+    ("POST", "/api/v1/admin/users"),
+];
+
+/// Wraps a gateway process's router so that the user-directory writes ([`DIRECTORY_WRITES`]) are
+/// answered `403 FORBIDDEN` (`{code, message}`) instead of creating users or keys here.
+pub fn refuse_directory_writes(router: axum::Router) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            let (method, path) = (request.method().as_str(), request.uri().path());
+            if DIRECTORY_WRITES.iter().any(|(m, p)| *m == method && *p == path) {
+                use axum::response::IntoResponse;
+                return gateway_json::ApiError {
+                    status: axum::http::StatusCode::FORBIDDEN,
+                    code: "FORBIDDEN",
+                    message: "users and API keys are created on the primary, not on a gateway process \
+                              (docs/deployment-gateways.md)"
+                        .into(),
+                }
+                .into_response();
+            }
+            next.run(request).await
+        },
+    ))
+}

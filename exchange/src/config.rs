@@ -528,7 +528,13 @@ pub struct ClusterSection {
     pub commands_partitions: i32,
     /// This gateway process's id (`exchange gateway`; non-zero, unique among gateways).
     pub gateway_id: u64,
+    /// The primary publishes its state hash at every multiple of this sequence (a `checkpoint`
+    /// record) and standbys compare theirs (0: never).
+    pub checkpoint_every: u64,
 }
+
+/// Default [`ClusterSection::checkpoint_every`].
+pub const CLUSTER_CHECKPOINT_EVERY_DEFAULT: u64 = 100_000;
 
 /// Default [`ClusterSection::session_timeout_ms`].
 pub const CLUSTER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 3_000;
@@ -549,6 +555,7 @@ impl Default for ClusterSection {
             commands_topic: "exchange.commands".into(),
             commands_partitions: 4,
             gateway_id: 0,
+            checkpoint_every: CLUSTER_CHECKPOINT_EVERY_DEFAULT,
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct HttpState {
     pub demo: Option<Arc<crate::demo::DemoStats>>,
     /// The running sinks' counters (`exchange_sink_*`; none without sinks).
     pub sinks: crate::publishers::SinkStats,
+    /// On a replicated primary, its epoch (the offset of its marker in the journal topic):
+    /// `exchange_cluster_role` 1 and `exchange_cluster_epoch`. `None`: not replicated.
+    pub cluster_epoch: Option<i64>,
 }
 
 /// The router: metrics, health, the public and private REST API and the WebSocket endpoint.
@@ -117,6 +120,14 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         "1 when the market view lost events and its books are untrustworthy (REST depth answers 503).",
         f64::from(u8::from(state.market_view.is_stale())),
     ));
+    if let Some(epoch) = state.cluster_epoch {
+        gauges.push(("exchange_cluster_role", "0: standby, 1: primary (replicated journal).", 1.0));
+        gauges.push((
+            "exchange_cluster_epoch",
+            "Offset of this primary's epoch marker in the journal topic.",
+            epoch as f64,
+        ));
+    }
     let mut counters = vec![(
         "exchange_snapshot_feed_overflows_total",
         "Commands the snapshot feed had no room for (the snapshotter read them from the journal).",

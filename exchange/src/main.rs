@@ -458,7 +458,7 @@ fn serve_replicated(
             .and_then(|_| out.flush());
     }
     let cluster = ClusterPrimary { replicator: promoted.replicator, lease: promoted.lease };
-    let role = Role::Primary(promoted.writer, cluster);
+    let role = Role::Primary(promoted.writer, Box::new(cluster));
     serve_recovered(config, engine_config, args, promoted.recovered, role, Instant::now())
 }
 
@@ -488,7 +488,7 @@ enum Role {
     Standalone(engine::journal::JournalWriter),
     /// The replicated primary (its local journal, the journal topic, the lease).
     #[cfg_attr(not(feature = "sinks"), allow(dead_code))]
-    Primary(engine::journal::JournalWriter, ClusterPrimary),
+    Primary(engine::journal::JournalWriter, Box<ClusterPrimary>),
     /// A gateway process: no engine of authority; follows the log from this position.
     #[cfg(feature = "sinks")]
     Gateway(Box<exchange::cluster::gateway::LogPosition>),
@@ -638,8 +638,16 @@ fn serve_recovered(
     let spin = std::time::Duration::from_micros(config.engine.idle_spin_us);
     engine::doorbell::set_consumer_idle(config.engine.idle.consumer_policy(spin));
     #[cfg(feature = "sinks")]
+    let cluster_epoch = match &role {
+        Role::Primary(_, primary) => Some(primary.replicator.epoch()),
+        _ => None,
+    };
+    #[cfg(not(feature = "sinks"))]
+    let cluster_epoch = None;
+    #[cfg(feature = "sinks")]
     let (runtime, _lease, commands) = match role {
-        Role::Primary(writer, ClusterPrimary { replicator, lease }) => {
+        Role::Primary(writer, cluster) => {
+            let ClusterPrimary { replicator, lease } = *cluster;
             let applied = recovered.engine.gateway_sequences().collect();
             let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator))?;
             // From here on, losing the lease ends this process: it stops acknowledging.
@@ -670,7 +678,7 @@ fn serve_recovered(
     };
     #[cfg(not(feature = "sinks"))]
     let runtime = match role {
-        Role::Primary(_, never) => match never {},
+        Role::Primary(_, never) => match *never {},
         Role::Standalone(writer) => Core::Engine(Runtime::start_with_retention(config, recovered, writer, retention)?),
     };
     let sinks = match &runtime {
@@ -841,6 +849,7 @@ fn serve_recovered(
         demo: demo_stats.clone(),
         trade_source,
         sinks: sinks.stats(),
+        cluster_epoch,
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");

@@ -102,7 +102,27 @@ pub trait BatchReplicator: Send {
     /// # Errors
     /// [`ReplicationError`]: the batch must not be executed or acknowledged.
     fn replicate(&mut self, first_sequence: u64, last_sequence: u64, records: &[u8]) -> Result<(), ReplicationError>;
+
+    /// Every how many sequences the snapshotter's shadow engine hashes its state for
+    /// [`Self::checkpoint`] (0: never).
+    fn checkpoint_every(&self) -> u64 {
+        0
+    }
+
+    /// Publishes the state hash at `sequence` (computed by the snapshotter's shadow engine) so
+    /// followers can compare theirs. Called on the engine thread after a batch was replicated.
+    ///
+    /// # Errors
+    /// As [`Self::replicate`].
+    fn checkpoint(&mut self, _sequence: u64, _state_hash: u64) -> Result<(), ReplicationError> {
+        Ok(())
+    }
 }
+
+/// State hashes the shadow engine computed at checkpoint sequences, for the replicator.
+type CheckpointQueue = ArrayQueue<(u64, u64)>;
+/// Checkpoints waiting for the engine thread; more are dropped (they are only a check).
+const CHECKPOINT_QUEUE_CAPACITY: usize = 64;
 
 /// Room for the events of one replayed command (a larger command grows it once).
 const RECOVERY_EVENTS_CAPACITY: usize = 1024;
@@ -428,7 +448,11 @@ impl Runtime {
         let control = Arc::new(SnapshotControl::default());
         let feed = Arc::new(ArrayQueue::new(config.snapshot.feed_commands.max(1)));
         let reads = Arc::new(EngineReads::default());
+        let checkpoint_every = replicator.as_ref().map_or(0, |r| r.checkpoint_every());
+        let checkpoints = Arc::new(CheckpointQueue::new(CHECKPOINT_QUEUE_CAPACITY));
         let snapshotter = Snapshotter {
+            checkpoint_every,
+            checkpoints: checkpoints.clone(),
             shadow: recovered.engine.clone(),
             sequence: recovered.last_sequence,
             feed: feed.clone(),
@@ -469,6 +493,7 @@ impl Runtime {
             last_timestamp_ns: 0,
             replicator,
             shipped: Vec::new(),
+            checkpoints,
         };
         let core = config.engine.core;
         let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
@@ -627,6 +652,8 @@ struct EngineThread {
     replicator: Option<Box<dyn BatchReplicator>>,
     /// The batch's framed records, copied before the local commit clears them.
     shipped: Vec<u8>,
+    /// State hashes from the snapshotter, for the replicator.
+    checkpoints: Arc<CheckpointQueue>,
 }
 
 impl EngineThread {
@@ -694,6 +721,20 @@ impl EngineThread {
                     Err(error) => {
                         tracing::error!(%error, first, last, "replicated journal failed: engine stops; nothing of this batch was acknowledged");
                         return Err(error.into());
+                    }
+                }
+                // Checkpoints follow the batch just delivered (their sequences are older).
+                while let Some((sequence, state_hash)) = self.checkpoints.pop() {
+                    match replicator.checkpoint(sequence, state_hash) {
+                        Ok(()) => {}
+                        Err(ReplicationError::Fenced(reason)) => {
+                            tracing::error!(%reason, "deposed: another primary appended to the journal topic; exiting unacknowledged");
+                            std::process::exit(FENCED_EXIT_CODE);
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "replicated journal failed: engine stops; nothing of this batch was acknowledged");
+                            return Err(error.into());
+                        }
                     }
                 }
             }
@@ -803,6 +844,9 @@ struct ShadowFinal {
 /// everything about snapshots (when, serialising, hashing, writing, pruning).
 struct Snapshotter {
     shadow: Engine,
+    /// Hash the shadow at every multiple of this sequence for the replicator (0: never).
+    checkpoint_every: u64,
+    checkpoints: Arc<CheckpointQueue>,
     /// Last sequence applied to the shadow.
     sequence: u64,
     feed: Arc<SnapshotFeed>,
@@ -897,6 +941,11 @@ impl Snapshotter {
         self.sequence = sequence;
         self.since_snapshot += 1;
         self.stats.shadow_sequence.store(sequence, Ordering::Relaxed);
+        if self.checkpoint_every > 0 && sequence % self.checkpoint_every == 0 {
+            // A full pass over the state, on this thread, never the engine's. Dropped when the
+            // queue is full: a checkpoint is a check, not data.
+            let _ = self.checkpoints.push((sequence, self.shadow.state_hash()));
+        }
     }
 
     /// Applies the journal's records after the shadow's sequence up to `target` (durable: the

@@ -18,6 +18,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Client id prefix of lease members; the start time follows (see [`Lease::join`]).
+const LEASE_CLIENT_PREFIX: &str = "exchange-lease-";
+
+/// Nanoseconds since the epoch, now: orders lease members by start time.
+fn started_ns() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
 /// How often the lease thread polls the group (heartbeats and rebalances are served by polls).
 const LEASE_POLL: Duration = Duration::from_millis(20);
 /// The heartbeat interval as a fraction of the session timeout: several heartbeats fit into
@@ -36,13 +44,22 @@ struct LeaseState {
     exit_on_loss: AtomicBool,
     /// Stop the lease thread.
     stop: AtomicBool,
+    /// Partition 0 was revoked by a rebalance whose assignment has not arrived yet.
+    revoked: AtomicBool,
+    /// The group has assigned this member (something or nothing) once: it takes part in
+    /// elections.
+    joined: AtomicBool,
 }
 
 struct LeaseContext {
     state: Arc<LeaseState>,
 }
 
-impl ClientContext for LeaseContext {}
+impl ClientContext for LeaseContext {
+    fn log(&self, level: sinks::rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::debug!(?level, facility, message, "librdkafka (lease)");
+    }
+}
 
 impl LeaseContext {
     fn lose(&self, why: &str) {
@@ -57,10 +74,20 @@ impl LeaseContext {
 }
 
 impl ConsumerContext for LeaseContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
+            // The group dropped this member (its session expired: it was frozen or cut off):
+            // the lease went elsewhere. Rejoining must not take it back (this member's id is
+            // the oldest), so a primary exits here.
+            Rebalance::Revoke(partitions)
+                if consumer.assignment_lost() && partitions.elements().iter().any(|p| p.partition() == PARTITION) =>
+            {
+                self.lose("session expired: assignment lost")
+            }
+            // Every eager rebalance revokes everything first: whether the lease is lost is
+            // known only from the assignment that follows.
             Rebalance::Revoke(partitions) if partitions.elements().iter().any(|p| p.partition() == PARTITION) => {
-                self.lose("partition revoked")
+                self.state.revoked.store(true, Ordering::Release);
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => self.lose(&error.to_string()),
@@ -69,11 +96,17 @@ impl ConsumerContext for LeaseContext {
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(partitions) = rebalance
-            && partitions.elements().iter().any(|p| p.partition() == PARTITION)
-            && !self.state.leader.swap(true, Ordering::AcqRel)
-        {
-            tracing::info!("lease acquired");
+        let Rebalance::Assign(partitions) = rebalance else { return };
+        if !self.state.joined.swap(true, Ordering::AcqRel) {
+            tracing::info!("joined the lease group");
+        }
+        let revoked = self.state.revoked.swap(false, Ordering::AcqRel);
+        if partitions.elements().iter().any(|p| p.partition() == PARTITION) {
+            if !self.state.leader.swap(true, Ordering::AcqRel) {
+                tracing::info!("lease acquired");
+            }
+        } else if revoked {
+            self.lose("partition 0 assigned to another member");
         }
     }
 }
@@ -100,16 +133,26 @@ impl Lease {
         ensure_topic(brokers, topic, replication)?;
         let session_ms = session_timeout.as_millis() as u64;
         let state = Arc::new(LeaseState::default());
-        let consumer: BaseConsumer<LeaseContext> = client_config(brokers)
+        let mut client = client_config(brokers);
+        if let Ok(debug) = std::env::var("EXCHANGE_KAFKA_DEBUG") {
+            client.set("debug", debug).set("log_level", "7");
+        }
+        let consumer: BaseConsumer<LeaseContext> = client
             .set("group.id", group)
             .set("session.timeout.ms", session_ms.to_string())
             .set("heartbeat.interval.ms", (session_ms / HEARTBEATS_PER_SESSION).max(HEARTBEAT_MS_MIN).to_string())
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "latest")
-            // Incremental rebalancing: a member joining or leaving does not take the partition
-            // from its holder (the eager protocol revokes everything at every rebalance, which
-            // would depose the primary whenever a standby starts).
-            .set("partition.assignment.strategy", "cooperative-sticky")
+            // The eager range assignor gives the partition to the first member in member id
+            // order, and the broker makes member ids `<client.id>-<uuid>`: a client id that
+            // sorts by start time makes the oldest member the leader, so a standby that joins
+            // (or restarts) never takes the lease from a running primary. Every eager rebalance
+            // still revokes everything first; the holder keeps the lease when the assignment
+            // gives partition 0 back (`LeaseContext`). cooperative-sticky would avoid the
+            // revocation, but with tansu 0.6 its changing member metadata restarts the
+            // rebalance at every join, and a second member never completes its join.
+            .set("partition.assignment.strategy", "range")
+            .set("client.id", format!("{LEASE_CLIENT_PREFIX}{:020}", started_ns()))
             .create_with_context(LeaseContext { state: state.clone() })
             .map_err(|e| ClusterError::Kafka(e.to_string()))?;
         consumer.subscribe(&[topic]).map_err(|e| ClusterError::Kafka(e.to_string()))?;

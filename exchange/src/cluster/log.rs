@@ -32,12 +32,18 @@
 //!
 //! # Fencing
 //! [`JournalTopic::append_batch`] returns the offset Kafka assigned; the primary knows the offset
-//! it expects (right after its previous append). Any other offset means someone else appended in
-//! between (a newer primary's marker): the primary is deposed and must stop without
-//! acknowledging the batch. What it appended is then superseded for every follower (its epoch is
-//! older than the newer marker), or, if it landed right after a marker of the same race, it is
-//! an unacknowledged but authoritative batch, exactly like a batch a primary appended just before
-//! crashing.
+//! it expects (right after its previous append). Any other offset means someone appended in
+//! between, and the primary reads those records back ([`JournalTopic::kinds_between`]): a newer
+//! primary's epoch marker deposes it, and it must stop without acknowledging the batch (which is
+//! then superseded for every follower: its epoch is older than the newer marker). A deposed
+//! primary's late batches (an older epoch) do not depose it: followers ignore them and they do
+//! not advance the sequence, so its own batch is still authoritative
+//! (`cluster::standby::TopicReplicator`).
+//!
+//! # For other followers (e.g. a Kafka-fed replica)
+//! Open a [`LogFollower`] on the topic, call [`LogFollower::poll`] in a loop and execute every
+//! [`Followed::Command`] with an [`engine::Engine`] in the order given: the result is the
+//! primary's state, events and ids, sequence for sequence.
 
 use sinks::rdkafka;
 use sinks::rdkafka::ClientConfig;
@@ -53,6 +59,10 @@ use std::time::Duration;
 
 /// The only partition of the journal and lease topics.
 pub const PARTITION: i32 = 0;
+/// From this replication factor on, created topics require [`MIN_INSYNC_REPLICAS`].
+const REPLICATION_FOR_MIN_INSYNC: i32 = 3;
+/// `min.insync.replicas` of created topics (with at least three replicas).
+const MIN_INSYNC_REPLICAS: &str = "2";
 /// How long metadata and admin requests may take before start-up gives up.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a follower's fetch waits at the end of the log for new records: bounds a standby's
@@ -104,7 +114,12 @@ pub(crate) fn client_config(brokers: &str) -> ClientConfig {
 pub fn ensure_topic(brokers: &str, topic: &str, replication: i32) -> Result<(), ClusterError> {
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(kafka)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(kafka)?;
-    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(replication));
+    // Every node rebuilds from the first record: nothing may ever be deleted. With three
+    // replicas, an acknowledged (acks=all) record is on at least two of them.
+    let mut new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(replication)).set("retention.ms", "-1");
+    if replication >= REPLICATION_FOR_MIN_INSYNC {
+        new_topic = new_topic.set("min.insync.replicas", MIN_INSYNC_REPLICAS);
+    }
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
     for result in runtime.block_on(admin.create_topics([&new_topic], &options)).map_err(kafka)? {
         match result {
@@ -179,6 +194,7 @@ impl RecordKind {
 /// The writer of the journal topic: an idempotent producer (`acks=all`, `linger.ms=0`) whose
 /// every append waits for its delivery and returns the offset Kafka assigned.
 pub struct JournalTopic {
+    brokers: String,
     producer: FutureProducer,
     topic: String,
     runtime: tokio::runtime::Runtime,
@@ -203,7 +219,7 @@ impl JournalTopic {
             .create()
             .map_err(kafka)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(kafka)?;
-        Ok(Self { producer, topic: topic.to_string(), runtime, timeout })
+        Ok(Self { brokers: brokers.to_string(), producer, topic: topic.to_string(), runtime, timeout })
     }
 
     fn append(&self, headers: OwnedHeaders, value: &[u8]) -> Result<i64, ClusterError> {
@@ -242,6 +258,44 @@ impl JournalTopic {
             .insert(Header { key: "first-sequence", value: Some(first.as_str()) })
             .insert(Header { key: "last-sequence", value: Some(last.as_str()) });
         self.append(headers, records)
+    }
+
+    /// The kinds of the records at offsets `from..to`, read back from the broker: what a primary
+    /// whose append landed later than expected checks (another primary's marker deposes it; a
+    /// deposed primary's superseded batches do not).
+    ///
+    /// # Errors
+    /// The broker did not answer within the delivery timeout, or a record's headers are bad.
+    pub fn kinds_between(&self, from: i64, to: i64) -> Result<Vec<(i64, RecordKind)>, ClusterError> {
+        let consumer: BaseConsumer = client_config(&self.brokers)
+            .set("group.id", "exchange-journal-fence-check")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
+            .create()
+            .map_err(kafka)?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment.add_partition_offset(&self.topic, PARTITION, rdkafka::Offset::Offset(from)).map_err(kafka)?;
+        consumer.assign(&assignment).map_err(kafka)?;
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut kinds = Vec::new();
+        let mut next = from;
+        while next < to {
+            if std::time::Instant::now() > deadline {
+                return Err(kafka(format!("timed out reading offsets {from}..{to} back")));
+            }
+            match consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(message)) if message.offset() >= next => {
+                    let offset = message.offset();
+                    let kind = RecordKind::parse(message.headers())
+                        .map_err(|reason| ClusterError::Corrupt { offset, reason: format!("headers: {reason}") })?;
+                    kinds.push((offset, kind));
+                    next = offset + 1;
+                }
+                Some(Ok(_)) | None => {}
+                Some(Err(error)) => return Err(kafka(error)),
+            }
+        }
+        Ok(kinds)
     }
 
     /// Appends a checkpoint: the state hash at `sequence`.

@@ -16,6 +16,13 @@
 //!   gateway is restarted: the command is not executed twice (the primary's open orders are
 //!   unchanged) and the restarted gateway's new orders are acknowledged.
 //!
+//!
+//! And across a failover: a primary and a standby (fixed HTTP ports) and one gateway; a client
+//! places orders through the gateway while the primary is `kill -9`ed; every order the gateway
+//! acknowledged is open on the new primary, every request answered after the kill is too, no
+//! client id is executed twice, and the time from the kill to the gateway's next acknowledgement
+//! is printed.
+//!
 //! Needs `EXCHANGE_TEST_KAFKA_BROKERS`; skipped loudly without it, failed under
 //! `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test).
 
@@ -36,6 +43,8 @@ const ORDERS_PER_PATH: usize = 100;
 /// Orders per path before measuring (a process's first order pays connection set-up: the
 /// producer's id and metadata requests, the first fetches).
 const WARM_UP_ORDERS: usize = 5;
+/// Requests through the gateway across the failover (the primary dies at a third of them).
+const REQUESTS_ACROSS_FAILOVER: u32 = 90;
 /// How long anything may take (debug build, shared machine).
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -59,6 +68,14 @@ fn place(port: u16, price: &str, quantity: &str, client_id: u32) -> (u16, Value,
     (status, order, started.elapsed())
 }
 
+/// A resting bid without a client id: `(status, body)`.
+fn place_unlabelled(port: u16, quantity: &str) -> (u16, Value) {
+    let body = json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "1000.0",
+                      "quantity": quantity});
+    let params = format!("&orderType=Limit&price=1000.0&quantity={quantity}&side=Bid&symbol=BTC_USDC");
+    call(port, "POST", "/api/v1/order", &body.to_string(), Some(("orderExecute", &params)))
+}
+
 fn open_order_ids(port: u16) -> BTreeSet<String> {
     let (status, open) =
         call(port, "GET", "/api/v1/orders?symbol=BTC_USDC", "", Some(("orderQueryAll", "&symbol=BTC_USDC")));
@@ -75,15 +92,23 @@ fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
     samples[((samples.len() - 1) as f64 * fraction).round() as usize]
 }
 
-/// Waits until `port` shows demo user 2 funded.
+/// Waits until `port` shows demo user 2 funded (a standby answers only `/metrics` and `/health`
+/// until it is promoted).
 fn wait_funded(port: u16) {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let (status, balances) = call(port, "GET", "/api/v1/capital", "", Some(("balanceQuery", "")));
-        if status == 200 && balances.get("USDC").is_some() {
+        let headers = JSON.to_string() + &signature_lines(&SECRET, "instruction=balanceQuery");
+        // A standby's status listener closes when it promotes, before the server's opens.
+        let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        let response = if listening {
+            request(port, "GET", "/api/v1/capital", &headers, "")
+        } else {
+            support::Response { raw: String::new() }
+        };
+        if response.status() == 200 && response.json("capital").get("USDC").is_some() {
             return;
         }
-        assert!(Instant::now() < deadline, "demo user 2 never funded on port {port}: {balances}");
+        assert!(Instant::now() < deadline, "demo user 2 never funded on port {port}: {}", response.raw);
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -231,6 +256,119 @@ fn gateway_processes_answer_like_the_primary_and_execute_each_command_once() {
     );
 
     drop((primary, gateway_one, gateway_two));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A free TCP port on loopback (bound, then released for the server to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `exchange standby` on a fixed HTTP port (it listens only once promoted).
+fn standby(dir: &std::path::Path, config: &str, http: u16) -> std::process::Child {
+    std::process::Command::new(support::BINARY)
+        .args(["--data", dir.to_str().unwrap(), "--http-port", &http.to_string(), "--sbe-port", "0", "--fix-port", "0"])
+        .env_remove("DATABASE_URL")
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("REDIS_URL")
+        .args(["--config", config, "standby", "--demo", "--demo-orders", "16"])
+        .args(["--status-every", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_gateway_serves_across_a_failover_and_executes_each_command_once() {
+    let Some([brokers]) = support::services(["EXCHANGE_TEST_KAFKA_BROKERS"]) else { return };
+    let root = support::data_dir("cluster-gateway-failover");
+    std::fs::create_dir_all(&root).unwrap();
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+    );
+    let config_path = root.join("exchange.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"gwf.journal.{unique}\"\n\
+             lease_topic = \"gwf.lease.{unique}\"\nlease_group = \"gwf.{unique}\"\nsession_timeout_ms = 1000\n\
+             commands_topic = \"gwf.commands.{unique}\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config_path.to_str().unwrap();
+    // The first node takes the lease alone; the second follows as its standby.
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut node_a = standby(&root.join("a"), config, port_a);
+    wait_funded(port_a);
+    let mut node_b = standby(&root.join("b"), config, port_b);
+    let gateway = Server::start_waiting_for(
+        &root.join("g"),
+        &["--config", config, "--gateway-id", "5", "gateway", "--demo"],
+        &[],
+        &[HTTP_LISTENING],
+    );
+    wait_funded(gateway.http);
+    // Give the standby time to join the lease group behind the primary.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut acked = Vec::new();
+    let mut unanswered = Vec::new();
+    let mut killed_at = None;
+    let mut first_ack_after_kill = None;
+    // No client ids (the engine refuses a second open order with the same one, which would hide
+    // a double execution): each request has its own quantity instead.
+    for request in 1..=REQUESTS_ACROSS_FAILOVER {
+        let quantity = format!("0.{:05}", 1_000 + request);
+        if request == REQUESTS_ACROSS_FAILOVER / 3 {
+            let _ = node_a.kill();
+            let _ = node_a.wait();
+            killed_at = Some(Instant::now());
+        }
+        let (status, order) = place_unlabelled(gateway.http, &quantity);
+        match status {
+            200 => {
+                assert_eq!(order["status"], "New", "{order}");
+                acked.push((quantity, order["id"].as_str().unwrap().to_string()));
+                if let (Some(killed), None) = (killed_at, first_ack_after_kill) {
+                    first_ack_after_kill = Some(killed.elapsed());
+                }
+            }
+            _ => unanswered.push((quantity, status, order)),
+        }
+    }
+    let failover = first_ack_after_kill.expect("the gateway acknowledged orders after the failover");
+    println!(
+        "kill -9 of the primary → next acknowledgement through the gateway: {:.0} ms; {} unanswered: {unanswered:?}",
+        ms(failover),
+        unanswered.len()
+    );
+    wait_funded(port_b);
+    let (status, open) =
+        call(port_b, "GET", "/api/v1/orders?symbol=BTC_USDC", "", Some(("orderQueryAll", "&symbol=BTC_USDC")));
+    assert_eq!(status, 200, "{open}");
+    let open: Vec<(String, String)> = open
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["quantity"].as_str().unwrap().to_string(), o["id"].as_str().unwrap().to_string()))
+        .collect();
+    for (quantity, id) in &acked {
+        assert!(open.contains(&(quantity.clone(), id.clone())), "acknowledged order {id} ({quantity}) lost: {open:?}");
+    }
+    // An unanswered request may or may not have taken effect, but nothing is executed twice.
+    let mut quantities: Vec<&str> = open.iter().map(|(quantity, _)| quantity.as_str()).collect();
+    quantities.sort_unstable();
+    let count = quantities.len();
+    quantities.dedup();
+    assert_eq!(quantities.len(), count, "a request executed twice: {open:?}");
+    assert!(count >= acked.len());
+    let _ = node_b.kill();
+    let _ = node_b.wait();
+    drop(gateway);
     let _ = std::fs::remove_dir_all(&root);
 }
 

@@ -264,9 +264,25 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A node process, killed (SIGKILL) and reaped when dropped.
+struct Node(std::process::Child);
+
+impl Node {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// `exchange standby` on a fixed HTTP port (it listens only once promoted).
-fn standby(dir: &std::path::Path, config: &str, http: u16) -> std::process::Child {
-    std::process::Command::new(support::BINARY)
+fn standby(dir: &std::path::Path, config: &str, http: u16) -> Node {
+    let child = std::process::Command::new(support::BINARY)
         .args(["--data", dir.to_str().unwrap(), "--http-port", &http.to_string(), "--sbe-port", "0", "--fix-port", "0"])
         .env_remove("DATABASE_URL")
         .env_remove("KAFKA_BROKERS")
@@ -276,7 +292,8 @@ fn standby(dir: &std::path::Path, config: &str, http: u16) -> std::process::Chil
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Node(child)
 }
 
 #[test]
@@ -304,7 +321,7 @@ fn a_gateway_serves_across_a_failover_and_executes_each_command_once() {
     let (port_a, port_b) = (free_port(), free_port());
     let mut node_a = standby(&root.join("a"), config, port_a);
     wait_funded(port_a);
-    let mut node_b = standby(&root.join("b"), config, port_b);
+    let node_b = standby(&root.join("b"), config, port_b);
     let gateway = Server::start_waiting_for(
         &root.join("g"),
         &["--config", config, "--gateway-id", "5", "gateway", "--demo"],
@@ -324,8 +341,7 @@ fn a_gateway_serves_across_a_failover_and_executes_each_command_once() {
     for request in 1..=REQUESTS_ACROSS_FAILOVER {
         let quantity = format!("0.{:05}", 1_000 + request);
         if request == REQUESTS_ACROSS_FAILOVER / 3 {
-            let _ = node_a.kill();
-            let _ = node_a.wait();
+            node_a.kill();
             killed_at = Some(Instant::now());
         }
         let (status, order) = place_unlabelled(gateway.http, &quantity);
@@ -366,9 +382,7 @@ fn a_gateway_serves_across_a_failover_and_executes_each_command_once() {
     quantities.dedup();
     assert_eq!(quantities.len(), count, "a request executed twice: {open:?}");
     assert!(count >= acked.len());
-    let _ = node_b.kill();
-    let _ = node_b.wait();
-    drop(gateway);
+    drop((node_a, node_b, gateway));
     let _ = std::fs::remove_dir_all(&root);
 }
 

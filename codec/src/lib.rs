@@ -14,6 +14,7 @@
 pub mod decimal;
 pub mod header;
 pub mod messages;
+pub mod origin;
 pub mod types;
 
 mod envelope;
@@ -23,6 +24,7 @@ pub use envelope::{Command, Event, Session};
 pub use framing::{FRAME_BYTES_MAX, FrameDecoder, encode_frame, frame_length};
 pub use header::*;
 pub use messages::*;
+pub use origin::{GatewayTag, decode_journaled, encode_journaled};
 pub use types::*;
 
 /// Why bytes could not be decoded.

@@ -7,8 +7,8 @@
 //! `schema/exchange.xml`.
 //!
 //! Template id ranges: 1–19 order entry, ledger, market control (7) and AMM pool (8–11) commands, 20–39 reserved,
-//! 40–59 reserved for administrative commands, 101–199 engine events, 200–229 the binary
-//! gateway's session protocol.
+//! 40–59 reserved for administrative commands, 60–69 journal-only messages ([`crate::origin`]),
+//! 101–199 engine events, 200–229 the binary gateway's session protocol.
 
 use crate::types::*;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};

@@ -64,18 +64,27 @@ pub struct IngressCommand {
     /// of its wire-to-wire trace ([`crate::latency`]). Beside the command, not in it: the
     /// command's wire layout and journal record stay as they are.
     pub stamps: GatewayStamps,
+    /// The gateway process that sent the command through the commands topic, and its sequence
+    /// there (journaled with the command; the engine drops duplicates). `None` for commands from
+    /// gateways inside the engine's process.
+    pub gateway: Option<codec::GatewayTag>,
 }
 
 impl IngressCommand {
     /// An untraced command (internal producers, tools, tests).
     pub fn new(origin: u64, command: Command) -> Self {
-        Self { origin, command, stamps: GatewayStamps::default() }
+        Self { origin, command, stamps: GatewayStamps::default(), gateway: None }
     }
 
     /// A command from a gateway that read its request at `received_ns` ([`crate::latency::clock_ns`])
     /// and pushes it now.
     pub fn traced(origin: u64, command: Command, received_ns: u64) -> Self {
-        Self { origin, command, stamps: GatewayStamps::received_at(received_ns) }
+        Self { origin, command, stamps: GatewayStamps::received_at(received_ns), gateway: None }
+    }
+
+    /// A command a gateway process sent through the commands topic (exactly once: `tag`).
+    pub fn from_gateway(origin: u64, command: Command, tag: codec::GatewayTag) -> Self {
+        Self { origin, command, stamps: GatewayStamps::default(), gateway: Some(tag) }
     }
 }
 

@@ -9,6 +9,7 @@ use crate::config::{ConfigError, EngineConfig, EngineLimits, MarketSpec};
 use crate::hash::{StateHasher, StateWords};
 use crate::ledger::{Balance, Ledger, LedgerError};
 use crate::triggers::{Attachment, TriggerBook};
+use codec::GatewayTag;
 use codec::{
     AddLiquidity, LiquidityAdded, LiquidityRemoved, OrderRouted, RemoveLiquidity, RoutedOrder, Shares, Swap,
     SwapExecuted, SwapMode,
@@ -20,6 +21,7 @@ use codec::{
     OrderExpired, OrderId, OrderKindFilter, OrderRejected, OrderReplaced, OrderType, RejectReason, Reserved,
     SelfTradePrevention, Sequence, Side, Ticks, TimeInForce, TimestampNs, TradeId, UserId, Withdraw,
 };
+use std::collections::BTreeMap;
 
 /// What the sequencer stamps on a command: its position in the journal and the time it was
 /// accepted. The engine copies both into the events it emits and reads no clock of its own.
@@ -29,14 +31,28 @@ pub struct CommandContext {
     pub sequence: Sequence,
     /// Sequencer time.
     pub timestamp_ns: TimestampNs,
+    /// The remote gateway process that sent the command and its sequence there (journaled with
+    /// the command, [`codec::origin`]); `None` for commands from gateways inside the engine's
+    /// process and for every record written before gateway processes existed.
+    pub gateway: Option<GatewayTag>,
 }
 
 impl CommandContext {
     /// A context from plain integers.
     pub fn new(sequence: u64, timestamp_ns: u64) -> Self {
-        Self { sequence: Sequence::new(sequence), timestamp_ns: TimestampNs::new(timestamp_ns) }
+        Self { sequence: Sequence::new(sequence), timestamp_ns: TimestampNs::new(timestamp_ns), gateway: None }
+    }
+
+    /// The same context for a command sent by a gateway process (`None`: from no gateway process).
+    pub fn with_gateway(self, gateway: Option<GatewayTag>) -> Self {
+        Self { gateway, ..self }
     }
 }
+
+/// How many distinct gateway processes the engine remembers (deduplication state). A command from
+/// a further gateway id is dropped like a duplicate ([`Engine::is_duplicate`]): configure fewer
+/// gateway ids.
+pub const GATEWAYS_MAX: usize = 4096;
 
 #[derive(Clone)]
 struct MarketState<B> {
@@ -119,6 +135,10 @@ pub struct Engine<B: Book = OrderBook> {
     pools: Vec<Pool>,
     /// Per market (index = market id − 1): the index of its pool in `pools`.
     pool_of_market: Vec<Option<usize>>,
+    /// Exactly-once for gateway processes: per gateway id, the highest gateway sequence applied.
+    /// A command whose sequence is not above it is a duplicate and is dropped without events.
+    /// A `BTreeMap`: hashed and serialised in gateway id order.
+    gateway_sequences: BTreeMap<u64, u64>,
 }
 
 impl Engine<OrderBook> {
@@ -180,6 +200,7 @@ impl<B: Book> Engine<B> {
             next_order_id: 1,
             limits,
             scratch_order_ids: Vec::with_capacity(limits.open_orders_per_user_max),
+            gateway_sequences: BTreeMap::new(),
         })
     }
 
@@ -193,7 +214,18 @@ impl<B: Book> Engine<B> {
 
     /// Executes one command, appending its events to `out`. Either the command is rejected
     /// (exactly one [`OrderRejected`] event, no state change) or it takes effect completely.
+    ///
+    /// A command from a gateway process ([`CommandContext::gateway`]) whose gateway sequence is
+    /// not above the highest applied for that gateway is a duplicate (a gateway re-sent it, or a
+    /// new primary re-read the commands topic): it is dropped, with no event and no state change
+    /// ([`Self::is_duplicate`] tells beforehand).
     pub fn execute(&mut self, ctx: CommandContext, command: &Command, out: &mut Vec<Event>) {
+        if let Some(tag) = ctx.gateway {
+            if self.is_duplicate(tag) {
+                return;
+            }
+            self.gateway_sequences.insert(tag.gateway_id, tag.gateway_sequence);
+        }
         let result = match command {
             Command::NewOrder(m) => self.new_order(ctx, m, None, out),
             Command::CancelOrder(m) => self.cancel_order(ctx, m, out),
@@ -378,6 +410,31 @@ impl<B: Book> Engine<B> {
         Ok(())
     }
 
+    /// Whether a command from a gateway process with this tag would be dropped as a duplicate
+    /// (its sequence is not above the highest applied for its gateway, or the gateway table is
+    /// full).
+    pub fn is_duplicate(&self, tag: GatewayTag) -> bool {
+        match self.gateway_sequences.get(&tag.gateway_id) {
+            Some(&highest) => tag.gateway_sequence <= highest,
+            None => self.gateway_sequences.len() >= GATEWAYS_MAX,
+        }
+    }
+
+    /// The highest gateway sequence applied for `gateway_id` (`None`: none yet).
+    pub fn gateway_sequence(&self, gateway_id: u64) -> Option<u64> {
+        self.gateway_sequences.get(&gateway_id).copied()
+    }
+
+    /// The deduplication state: (gateway id, highest sequence applied), in gateway id order.
+    pub fn gateway_sequences(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.gateway_sequences.iter().map(|(id, sequence)| (*id, *sequence))
+    }
+
+    /// Restores the deduplication state (snapshot restore).
+    pub(crate) fn restore_gateway_sequences(&mut self, sequences: BTreeMap<u64, u64>) {
+        self.gateway_sequences = sequences;
+    }
+
     /// The id the next accepted order will get.
     pub fn next_order_id(&self) -> OrderId {
         OrderId::new(self.next_order_id)
@@ -454,6 +511,15 @@ impl<B: Book> Engine<B> {
         for pool in &self.pools {
             pool.hash_into(hasher);
         }
+        // Likewise the deduplication state, only once a gateway process has sent a command.
+        if !self.gateway_sequences.is_empty() {
+            hasher.u64(u64::MAX - 2);
+            hasher.u64(self.gateway_sequences.len() as u64);
+            for (gateway_id, sequence) in &self.gateway_sequences {
+                hasher.u64(*gateway_id);
+                hasher.u64(*sequence);
+            }
+        }
     }
 
     /// Checks every book and ledger invariant: books not crossed and internally consistent,
@@ -463,7 +529,6 @@ impl<B: Book> Engine<B> {
     /// # Errors
     /// A description of the first broken invariant.
     pub fn validate(&self) -> Result<(), String> {
-        use std::collections::BTreeMap;
         let mut locked_by_orders: BTreeMap<(UserId, AssetId), u128> = BTreeMap::new();
         let mut open_by_user: BTreeMap<(MarketId, UserId), usize> = BTreeMap::new();
         for market in &self.markets {

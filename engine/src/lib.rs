@@ -45,7 +45,7 @@ pub use amm::{Pool, PoolConfig};
 pub use bands::{BandLimits, PriceBand};
 pub use book::{Book, LevelSummary, OrderBook, RestingOrder};
 pub use config::{AssetConfig, ConfigError, EngineConfig, EngineLimits, MarketConfig};
-pub use engine::{CommandContext, Engine};
+pub use engine::{CommandContext, Engine, GATEWAYS_MAX};
 pub use hash::StateHasher;
 pub use ledger::{Balance, Ledger};
 pub use triggers::{PendingTrigger, TriggerBook};

@@ -18,8 +18,11 @@
 //! after each market's triggers, its open attachments: count u64 and each as 9 u64 words
 //! ([`crate::triggers::Attachment`], parent id order); version 4 restores with no siblings and
 //! no attachments. Version 6 adds a 10th word per attachment (its accumulated lots not yet
-//! covered by a child, [`crate::triggers::Attachment::uncovered_lots`]); version 5 restores them
-//! as 0. Version 1 snapshots (before pools) are still read: their pools are empty.
+//! covered by a child, [`crate::triggers::Attachment::uncovered_lots`]) and, after the last
+//! market's attachments, the gateway processes' deduplication state: count u64 and per gateway
+//! (gateway id u64, highest gateway sequence applied u64) in gateway id order; version 5 restores
+//! with no uncovered lots and no gateways. Version 1 snapshots (before pools) are still read:
+//! their pools are empty.
 //! Versions 1 and 2 are still read: their recorded hash is checked with the FNV-1a hash they were
 //! written with (the layout is otherwise that of version 2, or version 1 as said). Version 3
 //! changed only the hash function. The ledger's pool account is rebuilt from the pools' reserves.
@@ -44,11 +47,14 @@ use std::path::{Path, PathBuf};
 
 /// Snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"EXSNAP01";
-/// Snapshot format version (6: attachments' uncovered lots; 5: attached stop-loss / take-profit; 4: markets' last trade prices and pending trigger orders; 3: the
-/// state hash is XXH3-64; 2 and 1 recorded FNV-1a).
+/// Snapshot format version (6: attachments' uncovered lots and the gateway processes'
+/// deduplication state; 5: attached stop-loss / take-profit; 4: markets' last trade prices and
+/// pending trigger orders; 3: the state hash is XXH3-64; 2 and 1 recorded FNV-1a).
 pub const SNAPSHOT_VERSION: u32 = 6;
 /// The first format version with the attachments' uncovered lots.
 const UNCOVERED_LOTS_VERSION: u32 = 6;
+/// The first format version with the gateway deduplication section.
+const GATEWAYS_VERSION: u32 = 6;
 /// The first format version with the trigger section.
 const TRIGGERS_VERSION: u32 = 4;
 /// The first format version with siblings and attachments (attached stop-loss / take-profit).
@@ -179,6 +185,11 @@ impl<B: Book> Engine<B> {
                 }
             }
         });
+        out.extend_from_slice(&(self.gateway_sequences().count() as u64).to_le_bytes());
+        for (gateway_id, sequence) in self.gateway_sequences() {
+            out.extend_from_slice(&gateway_id.to_le_bytes());
+            out.extend_from_slice(&sequence.to_le_bytes());
+        }
         let crc = crc32c::crc32c(out);
         out.extend_from_slice(&crc.to_le_bytes());
         state_hash
@@ -336,6 +347,20 @@ impl<B: Book> Engine<B> {
             }
             engine.restore_trigger_state(markets).map_err(invalid)?;
         }
+        if version >= GATEWAYS_VERSION {
+            let count = r.u64()? as usize;
+            if count > crate::engine::GATEWAYS_MAX {
+                return Err(invalid(format!("{count} gateways in the deduplication state")));
+            }
+            let mut sequences = std::collections::BTreeMap::new();
+            for _ in 0..count {
+                let (gateway_id, sequence) = (r.u64()?, r.u64()?);
+                if sequences.insert(gateway_id, sequence).is_some() {
+                    return Err(invalid(format!("gateway {gateway_id} twice in the deduplication state")));
+                }
+            }
+            engine.restore_gateway_sequences(sequences);
+        }
         if r.offset != body.len() {
             return Err(invalid("trailing bytes"));
         }
@@ -422,6 +447,9 @@ mod tests {
         (config, engine)
     }
 
+    /// The gateway section of a state without gateway commands: its count word.
+    const GATEWAY_COUNT_BYTES: usize = 8;
+
     /// Rewrites a snapshot's version and recorded hash (and its checksum).
     fn relabel(bytes: &[u8], version: u32, hash: u64) -> Vec<u8> {
         let mut body = bytes[..bytes.len() - 4].to_vec();
@@ -444,9 +472,9 @@ mod tests {
         assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), SNAPSHOT_VERSION);
 
         // Versions before 4 end before the trigger section (3 words per market here: no trades,
-        // no triggers, no attachments).
+        // no triggers, no attachments) and the gateway section (its count, zero).
         let without_triggers = {
-            let cut = bytes.len() - 4 - 24 * engine.market_count();
+            let cut = bytes.len() - 4 - GATEWAY_COUNT_BYTES - 24 * engine.market_count();
             let mut v = bytes[..cut].to_vec();
             v.extend_from_slice(&[0; 4]);
             v
@@ -489,7 +517,7 @@ mod tests {
                 }
             }
         });
-        let mut v4 = bytes[..bytes.len() - 4 - section_v5].to_vec();
+        let mut v4 = bytes[..bytes.len() - 4 - GATEWAY_COUNT_BYTES - section_v5].to_vec();
         v4.extend_from_slice(&section_v4);
         v4.extend_from_slice(&[0; 4]);
         let v4 = relabel(&v4, 4, engine.state_hash());
@@ -538,7 +566,8 @@ mod tests {
                 }
             }
         });
-        let mut v5 = bytes[..bytes.len() - 4 - section_v6].to_vec();
+        // Version 6 ends with the (empty) gateway section; version 5 has none.
+        let mut v5 = bytes[..bytes.len() - 4 - GATEWAY_COUNT_BYTES - section_v6].to_vec();
         v5.extend_from_slice(&section_v5);
         v5.extend_from_slice(&[0; 4]);
         let v5 = relabel(&v5, 5, engine.state_hash());
@@ -546,5 +575,51 @@ mod tests {
         assert_eq!(restored.state_hash(), engine.state_hash());
         let attachment = *restored.triggers(codec::MarketId::new(1)).unwrap().attachments().next().unwrap();
         assert_eq!((attachment.stop_loss_trigger_ticks, attachment.uncovered_lots), (900, 0));
+    }
+
+    /// The gateway deduplication state is engine state: a duplicate changes nothing, the state
+    /// hash covers the table, a version-6 snapshot carries it, and a version-5 snapshot (no
+    /// gateway section) still restores, with an empty table.
+    #[test]
+    fn gateway_sequences_are_in_the_hash_and_the_snapshot() {
+        let (config, mut engine) = engine_with_orders();
+        let before = engine.state_hash();
+        let mut version_5 = Vec::new();
+        engine.write_snapshot(4, &mut version_5);
+        let version_5 = relabel(
+            &[&version_5[..version_5.len() - 4 - GATEWAY_COUNT_BYTES], &[0; 4][..]].concat(),
+            5,
+            engine.state_hash(),
+        );
+        let (restored, _) = Engine::restore_snapshot(&config, OrderBook::with_capacity, &version_5).unwrap();
+        assert_eq!((restored.state_hash(), restored.gateway_sequences().count()), (before, 0));
+
+        let tag = codec::GatewayTag { gateway_id: 9, gateway_sequence: 100 };
+        let order = limit(1, 1, Side::Bid, 980, 1, TimeInForce::Gtc, 3);
+        let mut events = Vec::new();
+        engine.execute(CommandContext::new(5, 1_000).with_gateway(Some(tag)), &order, &mut events);
+        assert!(!events.is_empty());
+        let after_first = engine.state_hash();
+        assert_ne!(after_first, before);
+        // The same command again, and an older sequence of the same gateway: dropped, no events.
+        for sequence in [100, 99] {
+            events.clear();
+            let again = codec::GatewayTag { gateway_sequence: sequence, ..tag };
+            assert!(engine.is_duplicate(again));
+            engine.execute(CommandContext::new(6, 1_000).with_gateway(Some(again)), &order, &mut events);
+            assert!(events.is_empty(), "{events:?}");
+            assert_eq!(engine.state_hash(), after_first);
+        }
+        assert_eq!(engine.book(codec::MarketId::new(1)).unwrap().len(), 3);
+        // Another gateway's sequence 100 is not a duplicate.
+        let other = codec::GatewayTag { gateway_id: 10, gateway_sequence: 100 };
+        assert!(!engine.is_duplicate(other));
+
+        let mut bytes = Vec::new();
+        engine.write_snapshot(6, &mut bytes);
+        let (restored, _) = Engine::restore_snapshot(&config, OrderBook::with_capacity, &bytes).unwrap();
+        assert_eq!(restored.state_hash(), engine.state_hash());
+        assert_eq!(restored.gateway_sequence(9), Some(100));
+        assert!(restored.is_duplicate(tag));
     }
 }

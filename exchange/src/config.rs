@@ -520,6 +520,14 @@ pub struct ClusterSection {
     pub local_fsync: bool,
     /// Replication factor of the topics the node creates (3 in production, 1 on one broker).
     pub replication: i32,
+    /// The topic gateway processes (`exchange gateway`) send commands through; the replicated
+    /// primary consumes it (docs/deployment-gateways.md).
+    pub commands_topic: String,
+    /// Partitions of the commands topic when a node creates it (records are keyed by gateway id,
+    /// so one gateway's commands stay in order).
+    pub commands_partitions: i32,
+    /// This gateway process's id (`exchange gateway`; non-zero, unique among gateways).
+    pub gateway_id: u64,
     /// The primary publishes its state hash at every multiple of this sequence (a `checkpoint`
     /// record) and standbys compare theirs (0: never).
     pub checkpoint_every: u64,
@@ -544,6 +552,9 @@ impl Default for ClusterSection {
             delivery_timeout_ms: CLUSTER_DELIVERY_TIMEOUT_MS_DEFAULT,
             local_fsync: false,
             replication: 1,
+            commands_topic: "exchange.commands".into(),
+            commands_partitions: 4,
+            gateway_id: 0,
             checkpoint_every: CLUSTER_CHECKPOINT_EVERY_DEFAULT,
         }
     }

@@ -53,7 +53,7 @@ use crate::metrics::AtomicHistogram;
 use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use codec::{Command, Event};
+use codec::Event;
 use engine::latency::EXPORT_BOUNDS_NS;
 use engine::snapshot::list_snapshots;
 use engine::{CommandContext, Engine, EngineConfig, OrderBook};
@@ -428,10 +428,13 @@ impl Follower {
         if sequence != self.sequence + 1 {
             return Err(LogReplicaError::Gap { at: self.sequence, found: sequence });
         }
-        let (command, _) =
-            Command::decode(payload).map_err(|e| LogReplicaError::BadRecord { sequence, reason: e.to_string() })?;
+        // A gateway process's command carries its (gateway id, sequence) after the command: the
+        // engine needs it to drop a duplicate exactly as the primary did.
+        let (command, gateway) = codec::decode_journaled(payload)
+            .map_err(|e| LogReplicaError::BadRecord { sequence, reason: e.to_string() })?;
         self.events.clear();
-        self.engine.execute(CommandContext::new(sequence, timestamp_ns), &command, &mut self.events);
+        let context = CommandContext::new(sequence, timestamp_ns).with_gateway(gateway);
+        self.engine.execute(context, &command, &mut self.events);
         self.publisher.on_sequenced_command(&self.events, sequence);
         let published_ns = wall_clock_ns();
         self.sequence = sequence;

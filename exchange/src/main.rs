@@ -3,7 +3,6 @@
 //! inspect state offline. See `exchange --help` and docs/operations.md.
 
 use clap::{Parser, Subcommand};
-use codec::Command;
 use exchange::config::{Config, DurabilitySetting, IdleStrategy};
 use exchange::runtime::{self, Runtime};
 use std::path::PathBuf;
@@ -66,6 +65,9 @@ struct Cli {
     /// Kafka brokers of the replicated journal and the lease (overrides `cluster.brokers`).
     #[arg(long, global = true, env = "EXCHANGE_CLUSTER_BROKERS")]
     cluster_brokers: Option<String>,
+    /// This gateway process's id (`exchange gateway`; `[cluster] gateway_id`).
+    #[arg(long, global = true, env = "EXCHANGE_GATEWAY_ID")]
+    gateway_id: Option<u64>,
     /// Turns the Redis sink on (overrides `sinks.redis.url`).
     #[arg(long, global = true, env = "REDIS_URL")]
     redis_url: Option<String>,
@@ -124,6 +126,12 @@ enum Subcommands {
     /// and was deposed (fenced). See docs/deployment-failover.md.
     #[cfg(feature = "sinks")]
     Standby(RunArgs),
+    /// A gateway process: the REST/WebSocket API of a replicated primary, on any machine, without
+    /// an engine of its own authority. Sends each command through the Kafka commands topic
+    /// (`[cluster] commands_topic`, key = `[cluster] gateway_id`) and answers from the journal
+    /// topic, which it follows with its own engine. See docs/deployment-gateways.md.
+    #[cfg(feature = "sinks")]
+    Gateway(RunArgs),
     /// Rebuild the state from the newest snapshot and the journal (read-only) and print the
     /// state hash and counts.
     Replay {
@@ -250,6 +258,9 @@ fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
     if let Some(brokers) = cli.cluster_brokers.as_ref().filter(|b| !b.is_empty()) {
         config.cluster.brokers = brokers.clone();
     }
+    if let Some(gateway_id) = cli.gateway_id {
+        config.cluster.gateway_id = gateway_id;
+    }
     #[cfg(feature = "sinks")]
     if matches!(cli.command, Some(Subcommands::Standby(_))) {
         config.journal.durability = DurabilitySetting::Replicated;
@@ -271,6 +282,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Some(Subcommands::Run(args)) => serve(&config, engine_config, args.clone(), cli.accept_journal_loss),
         #[cfg(feature = "sinks")]
         Some(Subcommands::Standby(args)) => serve(&config, engine_config, args.clone(), cli.accept_journal_loss),
+        #[cfg(feature = "sinks")]
+        Some(Subcommands::Gateway(args)) => serve_gateway(&config, engine_config, args.clone()),
         Some(Subcommands::Replay { from_scratch }) => {
             require_data(&config)?;
             let started = Instant::now();
@@ -324,8 +337,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .into());
             }
             let visited = reader.for_each_after(from.saturating_sub(1), |record| {
-                match Command::decode(record.payload) {
-                    Ok((command, _)) => println!("{} {} {:?}", record.sequence, record.timestamp_ns, command),
+                match codec::decode_journaled(record.payload) {
+                    Ok((command, None)) => println!("{} {} {:?}", record.sequence, record.timestamp_ns, command),
+                    Ok((command, Some(gateway))) => {
+                        println!("{} {} {:?} {:?}", record.sequence, record.timestamp_ns, command, gateway)
+                    }
                     Err(error) => println!("{} {} <undecodable: {error}>", record.sequence, record.timestamp_ns),
                 }
                 printed += 1;
@@ -429,7 +445,24 @@ fn serve(
     let mode = runtime::RecoveryMode { from_scratch: false, open_writer: true, accept_journal_loss };
     let (recovered, writer) = runtime::recover_with(config, &engine_config, mode)?;
     let writer = writer.expect("recover opened the writer");
-    serve_recovered(config, engine_config, args, recovered, writer, None, started)
+    serve_recovered(config, engine_config, args, recovered, Role::Standalone(writer), started)
+}
+
+/// A gateway process: catch up with the log, then serve the same API as the primary with the
+/// commands going to the commands topic (docs/deployment-gateways.md).
+#[cfg(feature = "sinks")]
+fn serve_gateway(
+    config: &Config,
+    engine_config: engine::EngineConfig,
+    mut args: RunArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // The demo and load-test users' keys are served (--demo, --load-users), but the demo market
+    // and the funding are the primary's business (serve_recovered skips them here).
+    args.print_acks = false;
+    let caught_up = exchange::cluster::gateway::catch_up(config, &engine_config)?;
+    let exchange::cluster::gateway::CaughtUp { engine, last_sequence, position } = caught_up;
+    let recovered = runtime::Recovered { engine, last_sequence, snapshot: None, replayed: 0, torn_tail: None };
+    serve_recovered(config, engine_config, args, recovered, Role::Gateway(Box::new(position)), Instant::now())
 }
 
 /// The replicated primary and the hot standby are one code path: follow the log until this node
@@ -458,7 +491,8 @@ fn serve_replicated(
             .and_then(|_| out.flush());
     }
     let cluster = ClusterPrimary { replicator: promoted.replicator, lease: promoted.lease };
-    serve_recovered(config, engine_config, args, promoted.recovered, promoted.writer, Some(cluster), Instant::now())
+    let role = Role::Primary(promoted.writer, Box::new(cluster));
+    serve_recovered(config, engine_config, args, promoted.recovered, role, Instant::now())
 }
 
 #[cfg(not(feature = "sinks"))]
@@ -481,13 +515,90 @@ struct ClusterPrimary {
 #[cfg(not(feature = "sinks"))]
 enum ClusterPrimary {}
 
+/// What this process serves as.
+enum Role {
+    /// The engine, with its local journal only.
+    Standalone(engine::journal::JournalWriter),
+    /// The replicated primary (its local journal, the journal topic, the lease).
+    #[cfg_attr(not(feature = "sinks"), allow(dead_code))]
+    Primary(engine::journal::JournalWriter, Box<ClusterPrimary>),
+    /// A gateway process: no engine of authority; follows the log from this position.
+    #[cfg(feature = "sinks")]
+    Gateway(Box<exchange::cluster::gateway::LogPosition>),
+}
+
+/// What the handlers are wired to: the engine runtime, or a gateway process's core (the same
+/// rings, fed through Kafka).
+enum Core {
+    Engine(Runtime),
+    #[cfg(feature = "sinks")]
+    Gateway(exchange::cluster::gateway::GatewayCore),
+}
+
+impl Core {
+    fn ring(&self) -> &Arc<runtime::IngressRing> {
+        match self {
+            Core::Engine(runtime) => &runtime.ring,
+            #[cfg(feature = "sinks")]
+            Core::Gateway(core) => &core.ring,
+        }
+    }
+
+    fn egress(&self) -> &Arc<exchange::egress::BroadcastRing> {
+        match self {
+            Core::Engine(runtime) => &runtime.egress,
+            #[cfg(feature = "sinks")]
+            Core::Gateway(core) => &core.egress,
+        }
+    }
+
+    fn reads(&self) -> &Arc<runtime::EngineReads> {
+        match self {
+            Core::Engine(runtime) => &runtime.reads,
+            #[cfg(feature = "sinks")]
+            Core::Gateway(core) => &core.reads,
+        }
+    }
+
+    fn metrics(&self) -> &Arc<exchange::metrics::Metrics> {
+        match self {
+            Core::Engine(runtime) => &runtime.metrics,
+            #[cfg(feature = "sinks")]
+            Core::Gateway(core) => &core.metrics,
+        }
+    }
+
+    fn stats(&self) -> &Arc<runtime::RuntimeStats> {
+        match self {
+            Core::Engine(runtime) => &runtime.stats,
+            #[cfg(feature = "sinks")]
+            Core::Gateway(core) => &core.stats,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        match self {
+            Core::Engine(runtime) => runtime.is_finished(),
+            #[cfg(feature = "sinks")]
+            Core::Gateway(core) => core.is_finished(),
+        }
+    }
+
+    fn shutdown(self) -> Result<(), Box<dyn std::error::Error>> {
+        match self {
+            Core::Engine(runtime) => Ok(runtime.shutdown()?),
+            #[cfg(feature = "sinks")]
+            Core::Gateway(core) => Ok(core.shutdown()?),
+        }
+    }
+}
+
 fn serve_recovered(
     config: &Config,
     engine_config: engine::EngineConfig,
     args: RunArgs,
     recovered: runtime::Recovered,
-    writer: engine::journal::JournalWriter,
-    cluster: Option<ClusterPrimary>,
+    role: Role,
     started: Instant,
 ) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(
@@ -508,6 +619,10 @@ fn serve_recovered(
     for key in &config.api_keys {
         credentials.insert(codec::FixedBytes(key.key()?), codec::UserId::new(key.user_id));
     }
+    #[cfg(feature = "sinks")]
+    let is_gateway = matches!(role, Role::Gateway(_));
+    #[cfg(not(feature = "sinks"))]
+    let is_gateway = false;
     for user in exchange::demo::LOAD_USER_FIRST..exchange::demo::LOAD_USER_FIRST + args.load_users {
         let secret = exchange::demo::load_user_secret(user);
         credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
@@ -556,36 +671,69 @@ fn serve_recovered(
     let spin = std::time::Duration::from_micros(config.engine.idle_spin_us);
     engine::doorbell::set_consumer_idle(config.engine.idle.consumer_policy(spin));
     #[cfg(feature = "sinks")]
-    let cluster_epoch = cluster.as_ref().map(|primary| primary.replicator.epoch());
+    let cluster_epoch = match &role {
+        Role::Primary(_, primary) => Some(primary.replicator.epoch()),
+        _ => None,
+    };
     #[cfg(not(feature = "sinks"))]
     let cluster_epoch = None;
     #[cfg(feature = "sinks")]
-    let (runtime, _lease) = match cluster {
-        Some(ClusterPrimary { replicator, lease }) => {
+    let (runtime, _lease, commands) = match role {
+        Role::Primary(writer, cluster) => {
+            let ClusterPrimary { replicator, lease } = *cluster;
+            let applied = recovered.engine.gateway_sequences().collect();
             let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator))?;
             // From here on, losing the lease ends this process: it stops acknowledging.
             lease.exit_on_loss();
-            (runtime, Some(lease))
+            // The gateway processes' commands (docs/deployment-gateways.md).
+            let cluster = &config.cluster;
+            let commands = exchange::cluster::commands::CommandsConsumer::start(
+                &cluster.brokers,
+                &cluster.commands_topic,
+                cluster.commands_partitions,
+                cluster.replication,
+                applied,
+                runtime.ring.clone(),
+            )?;
+            (Core::Engine(runtime), Some(lease), Some(commands))
         }
-        None => (Runtime::start_with_retention(config, recovered, writer, retention)?, None),
+        Role::Standalone(writer) => {
+            (Core::Engine(Runtime::start_with_retention(config, recovered, writer, retention)?), None, None)
+        }
+        Role::Gateway(position) => {
+            let caught_up = exchange::cluster::gateway::CaughtUp {
+                engine: recovered.engine,
+                last_sequence: recovered.last_sequence,
+                position: *position,
+            };
+            (Core::Gateway(exchange::cluster::gateway::GatewayCore::start(config, caught_up)?), None, None)
+        }
     };
     #[cfg(not(feature = "sinks"))]
-    let runtime = match cluster {
-        Some(never) => match never {},
-        None => Runtime::start_with_retention(config, recovered, writer, retention)?,
+    let runtime = match role {
+        Role::Primary(_, never) => match *never {},
+        Role::Standalone(writer) => Core::Engine(Runtime::start_with_retention(config, recovered, writer, retention)?),
     };
-    let sinks = planned_sinks.start(config, &engine_config, &runtime)?;
+    let sinks = match &runtime {
+        Core::Engine(engine_runtime) => planned_sinks.start(config, &engine_config, engine_runtime)?,
+        // The primary's sinks write the history; a gateway only reads it.
+        #[cfg(feature = "sinks")]
+        Core::Gateway(_) => exchange::publishers::Sinks::none(),
+    };
     // Both are gating consumers: the engine waits for them rather than lapping them. Should the
     // market view lag all the same, it reseeds its books through the engine thread.
     let market_feed = marketdata::Feed::start_publishing_with_reseed(
         publisher.clone(),
-        runtime.egress.subscribe_gating_from(0),
-        runtime.reads.clone(),
+        runtime.egress().subscribe_gating_from(0),
+        runtime.reads().clone(),
     )?;
-    let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress.subscribe_gating_from(0))?;
+    let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress().subscribe_gating_from(0))?;
     let http_address = listener.local_addr()?;
     tracing::info!(listen = %http_address, "HTTP listening (/metrics, /health, /api/v1, WebSocket at / and /ws)");
-    let binary_gateway = if config.binary.enabled {
+    if is_gateway && (config.binary.enabled || config.fix.enabled) {
+        tracing::warn!("a gateway process serves REST and WebSocket only: the SBE and FIX gateways stay off");
+    }
+    let binary_gateway = if config.binary.enabled && !is_gateway {
         let gateway_config = gateway_binary::GatewayConfig {
             listen: config.binary.listen,
             connections_max: config.binary.connections_max,
@@ -595,7 +743,7 @@ fn serve_recovered(
             retransmit_window: config.binary.retransmit_window,
             ..gateway_binary::GatewayConfig::default()
         };
-        let (ingress, egress) = (runtime.ring.clone(), runtime.egress.clone());
+        let (ingress, egress) = (runtime.ring().clone(), runtime.egress().clone());
         let gateway = http_runtime
             .block_on(gateway_binary::BinaryGateway::start(gateway_config, credentials.clone(), ingress, &egress))
             .map_err(|e| format!("cannot start the binary gateway on {}: {e}", config.binary.listen))?;
@@ -603,7 +751,7 @@ fn serve_recovered(
     } else {
         None
     };
-    let fix_gateway = if config.fix.enabled {
+    let fix_gateway = if config.fix.enabled && !is_gateway {
         let mut sessions = Vec::new();
         for session in &config.fix_sessions {
             sessions.push(gateway_fix::SessionConfig {
@@ -649,7 +797,7 @@ fn serve_recovered(
             throttle_strikes_max: config.fix.throttle_strikes_max,
             ..gateway_fix::GatewayConfig::default()
         };
-        let (ingress, egress) = (runtime.ring.clone(), runtime.egress.clone());
+        let (ingress, egress) = (runtime.ring().clone(), runtime.egress().clone());
         let gateway = http_runtime
             .block_on(gateway_fix::FixGateway::start_after_recovery(
                 gateway_config,
@@ -678,7 +826,7 @@ fn serve_recovered(
     let private_api = gateway_json::PrivateState::new(
         &rest_gateway,
         credentials.clone(),
-        runtime.ring.clone(),
+        runtime.ring().clone(),
         Arc::new(engine_config.clone()),
     )
     .with_users(user_store.clone())
@@ -717,9 +865,9 @@ fn serve_recovered(
     let faucet = args.demo.then(|| exchange::faucet::Faucet::new(&engine_config, private_api.clone()));
     let demo_stats = args.demo.then(|| Arc::new(exchange::demo::DemoStats::new(&engine_config)));
     let router = exchange::http::router(exchange::http::HttpState {
-        metrics: runtime.metrics.clone(),
-        stats: runtime.stats.clone(),
-        ring: runtime.ring.clone(),
+        metrics: runtime.metrics().clone(),
+        stats: runtime.stats().clone(),
+        ring: runtime.ring().clone(),
         binary: binary_gateway.as_ref().map(|gateway| gateway.stats()),
         fix: fix_gateway.as_ref().map(|gateway| gateway.stats()),
         market_view,
@@ -739,6 +887,8 @@ fn serve_recovered(
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");
     }
+    #[cfg(feature = "sinks")]
+    let router = if is_gateway { exchange::cluster::gateway::refuse_directory_writes(router) } else { router };
     let router = gateway_json::limits::with_limits(router, &limits, ip_limiter);
     let listener = gateway_json::limits::LimitedListener::new(listener, &limits);
     let http_stop = stop.clone();
@@ -755,20 +905,21 @@ fn serve_recovered(
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
 
-    if args.load_users > 0 {
+    if args.load_users > 0 && !is_gateway {
         let funding = exchange::demo::load_user_funding(&engine_config, args.load_users);
-        exchange::demo::push_all(&runtime.ring, funding, &stop);
+        exchange::demo::push_all(runtime.ring(), funding, &stop);
         tracing::info!(users = args.load_users, first = exchange::demo::LOAD_USER_FIRST, "load-test users funded");
     }
-    let demo = demo_stats.map(|stats| {
-        let (ring, stop, config) = (runtime.ring.clone(), stop.clone(), engine_config.clone());
+    // A gateway process serves the demo users' keys; the demo market runs on the primary.
+    let demo = demo_stats.filter(|_| !is_gateway).map(|stats| {
+        let (ring, stop, config) = (runtime.ring().clone(), stop.clone(), engine_config.clone());
         let (rate, orders) = (args.demo_rate, args.demo_orders);
         tracing::info!(rate, "demo market running");
         std::thread::spawn(move || exchange::demo::run(config, ring, stop, stats, rate, orders))
     });
 
     let acks = args.print_acks.then(|| {
-        let (stats, stop) = (runtime.stats.clone(), stop.clone());
+        let (stats, stop) = (runtime.stats().clone(), stop.clone());
         std::thread::spawn(move || {
             use std::io::Write;
             let mut printed = 0;
@@ -793,7 +944,7 @@ fn serve_recovered(
             stop.store(true, Ordering::Relaxed);
         }
         if args.status_every > 0 && last_status.elapsed() >= Duration::from_secs(args.status_every) {
-            let stats = &runtime.stats;
+            let stats = runtime.stats();
             let commands = stats.commands.load(Ordering::Relaxed);
             let rate = (commands - last_commands) as f64 / last_status.elapsed().as_secs_f64();
             tracing::info!(
@@ -819,6 +970,10 @@ fn serve_recovered(
     }
     if let Some(gateway) = fix_gateway {
         gateway.shutdown();
+    }
+    #[cfg(feature = "sinks")]
+    if let Some(commands) = commands {
+        commands.shutdown();
     }
     market_feed.shutdown();
     rest_gateway.shutdown();

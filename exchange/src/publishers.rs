@@ -62,6 +62,11 @@ mod disabled {
     }
 
     impl Sinks {
+        /// No sinks.
+        pub fn none() -> Self {
+            Self
+        }
+
         /// Empty.
         pub fn stats(&self) -> SinkStats {
             SinkStats

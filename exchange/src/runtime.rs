@@ -306,10 +306,11 @@ pub fn recover_with(
             }
             .into());
         }
-        let (command, _) = Command::decode(record.payload)
+        let (command, gateway) = codec::decode_journaled(record.payload)
             .map_err(|e| RuntimeError::BadRecord { sequence: record.sequence, reason: e.to_string() })?;
         events.clear();
-        engine.execute(CommandContext::new(record.sequence, record.timestamp_ns), &command, &mut events);
+        let context = CommandContext::new(record.sequence, record.timestamp_ns).with_gateway(gateway);
+        engine.execute(context, &command, &mut events);
         last_sequence = record.sequence;
         replayed += 1;
         Ok(ControlFlow::Continue(()))
@@ -599,6 +600,7 @@ struct JournaledCommand {
     sequence: u64,
     timestamp_ns: u64,
     command: Command,
+    gateway: Option<codec::GatewayTag>,
 }
 
 /// The snapshot feed: bounded, the engine thread never waits on it.
@@ -667,7 +669,7 @@ impl EngineThread {
         // (sequence, timestamp, command, popped at: its trace's engine-side start).
         let mut batch: Vec<(u64, u64, IngressCommand, u64)> = Vec::with_capacity(self.batch_max);
         let mut events: Vec<Event> = Vec::with_capacity(4096);
-        let mut encoded = [0u8; Command::ENCODED_BYTES_MAX];
+        let mut encoded = [0u8; codec::origin::JOURNALED_BYTES_MAX];
         let mut idle = Idle::default();
         loop {
             while batch.len() < self.batch_max {
@@ -676,7 +678,10 @@ impl EngineThread {
                 // Time enters through the journal: stamped once here, never read by the engine.
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
                 self.last_timestamp_ns = self.last_timestamp_ns.max(now);
-                let length = item.command.encode(&mut encoded).expect("buffer fits every command");
+                // A gateway process's (id, sequence) is journaled with the command: every follower
+                // then drops the same duplicates (codec::origin).
+                let length = codec::encode_journaled(&item.command, item.gateway, &mut encoded)
+                    .expect("buffer fits every command");
                 let sequence = self.journal.append(self.last_timestamp_ns, &encoded[..length])?;
                 batch.push((sequence, self.last_timestamp_ns, item, popped_ns));
             }
@@ -745,9 +750,14 @@ impl EngineThread {
             for (sequence, timestamp_ns, item, popped_ns) in batch.drain(..) {
                 let command_started = std::time::Instant::now();
                 events.clear();
-                self.engine.execute(CommandContext::new(sequence, timestamp_ns), &item.command, &mut events);
+                let context = CommandContext::new(sequence, timestamp_ns).with_gateway(item.gateway);
+                self.engine.execute(context, &item.command, &mut events);
                 // Never waited for: a full feed means the snapshotter reads this from the journal.
-                if self.feed.push(JournaledCommand { sequence, timestamp_ns, command: item.command }).is_err() {
+                if self
+                    .feed
+                    .push(JournaledCommand { sequence, timestamp_ns, command: item.command, gateway: item.gateway })
+                    .is_err()
+                {
                     feed_overflows += 1;
                 }
                 for event in &events {
@@ -895,7 +905,7 @@ impl Snapshotter {
                 if fed.sequence > self.sequence + 1 {
                     self.catch_up_from_journal(fed.sequence - 1)?;
                 }
-                self.apply(fed.sequence, fed.timestamp_ns, &fed.command);
+                self.apply(fed.sequence, fed.timestamp_ns, fed.gateway, &fed.command);
                 if self.every_commands > 0 && self.since_snapshot >= self.every_commands {
                     self.snapshot();
                 }
@@ -924,9 +934,10 @@ impl Snapshotter {
         }
     }
 
-    fn apply(&mut self, sequence: u64, timestamp_ns: u64, command: &Command) {
+    fn apply(&mut self, sequence: u64, timestamp_ns: u64, gateway: Option<codec::GatewayTag>, command: &Command) {
         self.events.clear();
-        self.shadow.execute(CommandContext::new(sequence, timestamp_ns), command, &mut self.events);
+        let context = CommandContext::new(sequence, timestamp_ns).with_gateway(gateway);
+        self.shadow.execute(context, command, &mut self.events);
         self.sequence = sequence;
         self.since_snapshot += 1;
         self.stats.shadow_sequence.store(sequence, Ordering::Relaxed);
@@ -946,9 +957,9 @@ impl Snapshotter {
             if record.sequence > target {
                 return Ok(ControlFlow::Break(()));
             }
-            let (command, _) = Command::decode(record.payload)
+            let (command, gateway) = codec::decode_journaled(record.payload)
                 .map_err(|e| RuntimeError::BadRecord { sequence: record.sequence, reason: e.to_string() })?;
-            self.apply(record.sequence, record.timestamp_ns, &command);
+            self.apply(record.sequence, record.timestamp_ns, gateway, &command);
             Ok(if record.sequence == target { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
         })?;
         if self.sequence != target {

@@ -309,7 +309,7 @@ fn client_loop(shared: &Shared) {
 struct LogReplay {
     follower: LogFollower,
     /// (timestamp, command) of sequences 1.. (index = sequence - 1).
-    commands: Vec<(u64, Command)>,
+    commands: Vec<(u64, Command, Option<codec::GatewayTag>)>,
     engine: Engine,
     applied: u64,
 }
@@ -327,7 +327,8 @@ impl LogReplay {
                 .poll::<ClusterError, _>(Duration::from_millis(50), &mut |followed| {
                     if let Followed::Command(record) = followed {
                         assert_eq!(record.sequence, commands.len() as u64 + 1);
-                        commands.push((record.timestamp_ns, Command::decode(record.payload).unwrap().0));
+                        let (command, gateway) = codec::decode_journaled(record.payload).unwrap();
+                        commands.push((record.timestamp_ns, command, gateway));
                     }
                     Ok(())
                 })
@@ -351,9 +352,10 @@ impl LogReplay {
         self.read(Some(sequence));
         let mut events = Vec::new();
         while self.applied < sequence {
-            let (timestamp_ns, command) = &self.commands[self.applied as usize];
+            let (timestamp_ns, command, gateway) = &self.commands[self.applied as usize];
             self.applied += 1;
-            self.engine.execute(CommandContext::new(self.applied, *timestamp_ns), command, &mut events);
+            let context = CommandContext::new(self.applied, *timestamp_ns).with_gateway(*gateway);
+            self.engine.execute(context, command, &mut events);
             events.clear();
         }
         format!("{:#018x}", self.engine.state_hash())
@@ -362,7 +364,7 @@ impl LogReplay {
     /// The client order id of the new order at `sequence`, if it is one.
     fn client_order_id_at(&self, sequence: u64) -> Option<u64> {
         match self.commands.get(sequence as usize - 1) {
-            Some((_, Command::NewOrder(order))) => Some(order.client_order_id.get()),
+            Some((_, Command::NewOrder(order), _)) => Some(order.client_order_id.get()),
             _ => None,
         }
     }

@@ -27,7 +27,7 @@ pub mod kafka;
 pub mod postgres;
 pub mod redis;
 
-use codec::{Command, Event};
+use codec::Event;
 use engine::bus::{BroadcastRing, ReadError};
 use engine::journal::{JournalError, JournalReader};
 use engine::snapshot::list_snapshots;
@@ -232,10 +232,11 @@ fn replay_engine(
                 )));
             }
             expected += 1;
-            let (command, _) = Command::decode(record.payload)
+            let (command, gateway) = codec::decode_journaled(record.payload)
                 .map_err(|e| SinkError::CatchUp(format!("journal record {}: {e}", record.sequence)))?;
             events.clear();
-            engine.execute(CommandContext::new(record.sequence, record.timestamp_ns), &command, &mut events);
+            let context = CommandContext::new(record.sequence, record.timestamp_ns).with_gateway(gateway);
+            engine.execute(context, &command, &mut events);
             if record.sequence > after {
                 visit(CommandEvents { sequence: record.sequence, events: events.clone() })?;
                 last = record.sequence;

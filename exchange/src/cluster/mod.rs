@@ -6,6 +6,8 @@
 //! engine over that log and derives exactly the primary's events, ids and state hash: the journal
 //! topic is the only output topic followers need, gap-free by construction.
 
+pub mod commands;
+pub mod gateway;
 pub mod lease;
 pub mod log;
 pub mod standby;

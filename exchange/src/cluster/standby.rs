@@ -28,7 +28,7 @@ use super::lease::Lease;
 use super::log::{ClusterError, Followed, JournalTopic, LogFollower, RecordKind};
 use crate::config::Config;
 use crate::runtime::{self, BatchReplicator, Recovered, ReplicationError, RuntimeError};
-use codec::{Command, Event};
+use codec::Event;
 use engine::journal::{JournalError, JournalWriter};
 use engine::{CommandContext, Engine, EngineConfig};
 use std::path::Path;
@@ -279,10 +279,11 @@ impl LocalLog<'_> {
                     }
                     .into());
                 }
-                let (command, _) = Command::decode(record.payload)
+                let (command, gateway) = codec::decode_journaled(record.payload)
                     .map_err(|e| RuntimeError::BadRecord { sequence, reason: e.to_string() })?;
                 self.events.clear();
-                self.engine.execute(CommandContext::new(sequence, record.timestamp_ns), &command, &mut self.events);
+                let context = CommandContext::new(sequence, record.timestamp_ns).with_gateway(gateway);
+                self.engine.execute(context, &command, &mut self.events);
                 self.last_sequence = sequence;
                 self.since_snapshot += 1;
                 if self.checkpoint_every > 0 && sequence % self.checkpoint_every == 0 {

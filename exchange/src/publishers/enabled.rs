@@ -121,6 +121,11 @@ impl SinkStats {
 }
 
 impl Sinks {
+    /// No sinks (a gateway process: the primary's sinks write the history).
+    pub fn none() -> Self {
+        Self { drivers: Vec::new() }
+    }
+
     /// The live counters of every sink.
     pub fn stats(&self) -> SinkStats {
         SinkStats { drivers: self.drivers.iter().map(|d| (d.name(), d.stats())).collect() }

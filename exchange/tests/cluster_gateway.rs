@@ -1,0 +1,391 @@
+//! Gateway processes (`exchange gateway`) in front of a replicated primary, with real processes
+//! and a real Kafka-protocol broker (tansu, `source scripts/services`):
+//!
+//! - a replicated primary (`exchange standby --demo`, alone in its lease group, so it promotes)
+//!   and two gateway processes (ids 1 and 2) share a journal topic and a commands topic;
+//! - demo user 2 places signed limit orders through the primary's own REST port and through both
+//!   gateways, interleaved; every gateway answer has the JSON shape of the primary's (same keys,
+//!   `status: New`), and the order→ack latency of each path is printed (p50/p99);
+//! - a bad order (one the engine rejects: more than the balance) and a malformed one (rejected
+//!   by the REST layer) get the same status and `{code, message}` through a gateway as on the
+//!   primary;
+//! - every order a gateway acknowledged is open on the primary; a gateway refuses to register
+//!   users (`403 FORBIDDEN`);
+//! - a gateway is killed, its last command is sent again to the commands topic with the same
+//!   (gateway id, gateway sequence) as a restarted gateway re-sending its outbox would, the
+//!   gateway is restarted: the command is not executed twice (the primary's open orders are
+//!   unchanged) and the restarted gateway's new orders are acknowledged.
+//!
+//!
+//! And across a failover: a primary and a standby (fixed HTTP ports) and one gateway; a client
+//! places orders through the gateway while the primary is `kill -9`ed; every order the gateway
+//! acknowledged is open on the new primary, every request answered after the kill is too, no
+//! client id is executed twice, and the time from the kill to the gateway's next acknowledgement
+//! is printed.
+//!
+//! Needs `EXCHANGE_TEST_KAFKA_BROKERS`; skipped loudly without it, failed under
+//! `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test).
+
+mod support;
+
+use exchange::cluster::commands::CommandsProducer;
+use exchange::cluster::log::{ClusterError, Followed, LogFollower};
+use exchange::config::DEFAULT_CONFIG;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use support::{HTTP_LISTENING, JSON, Server, request, signature_lines};
+
+/// Demo user 2's API secret (`exchange::demo::demo_secrets`).
+const SECRET: [u8; 32] = [2; 32];
+/// Orders per path for the latency comparison.
+const ORDERS_PER_PATH: usize = 100;
+/// Orders per path before measuring (a process's first order pays connection set-up: the
+/// producer's id and metadata requests, the first fetches).
+const WARM_UP_ORDERS: usize = 5;
+/// Requests through the gateway across the failover (the primary dies at a third of them).
+const REQUESTS_ACROSS_FAILOVER: u32 = 90;
+/// How long anything may take (debug build, shared machine).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn call(port: u16, method: &str, path: &str, body: &str, signed: Option<(&str, &str)>) -> (u16, Value) {
+    let mut headers = JSON.to_string();
+    if let Some((instruction, params)) = signed {
+        headers += &signature_lines(&SECRET, &format!("instruction={instruction}{params}"));
+    }
+    let response = request(port, method, path, &headers, body);
+    (response.status(), response.json(path))
+}
+
+/// A resting bid far below the market: `(status, body, latency)`.
+fn place(port: u16, price: &str, quantity: &str, client_id: u32) -> (u16, Value, Duration) {
+    let body = json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": price,
+                      "quantity": quantity, "clientId": client_id});
+    let params =
+        format!("&clientId={client_id}&orderType=Limit&price={price}&quantity={quantity}&side=Bid&symbol=BTC_USDC");
+    let started = Instant::now();
+    let (status, order) = call(port, "POST", "/api/v1/order", &body.to_string(), Some(("orderExecute", &params)));
+    (status, order, started.elapsed())
+}
+
+/// A resting bid without a client id: `(status, body)`.
+fn place_unlabelled(port: u16, quantity: &str) -> (u16, Value) {
+    let body = json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "1000.0",
+                      "quantity": quantity});
+    let params = format!("&orderType=Limit&price=1000.0&quantity={quantity}&side=Bid&symbol=BTC_USDC");
+    call(port, "POST", "/api/v1/order", &body.to_string(), Some(("orderExecute", &params)))
+}
+
+fn open_order_ids(port: u16) -> BTreeSet<String> {
+    let (status, open) =
+        call(port, "GET", "/api/v1/orders?symbol=BTC_USDC", "", Some(("orderQueryAll", "&symbol=BTC_USDC")));
+    assert_eq!(status, 200, "{open}");
+    open.as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_string()).collect()
+}
+
+fn keys(value: &Value) -> BTreeSet<String> {
+    value.as_object().unwrap().keys().cloned().collect()
+}
+
+fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
+    samples.sort_unstable();
+    samples[((samples.len() - 1) as f64 * fraction).round() as usize]
+}
+
+/// Waits until `port` shows demo user 2 funded (a standby answers only `/metrics` and `/health`
+/// until it is promoted).
+fn wait_funded(port: u16) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let headers = JSON.to_string() + &signature_lines(&SECRET, "instruction=balanceQuery");
+        // A standby's status listener closes when it promotes, before the server's opens.
+        let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        let response = if listening {
+            request(port, "GET", "/api/v1/capital", &headers, "")
+        } else {
+            support::Response { raw: String::new() }
+        };
+        if response.status() == 200 && response.json("capital").get("USDC").is_some() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "demo user 2 never funded on port {port}: {}", response.raw);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The payload of the last command gateway `gateway_id` sent, read from the journal topic.
+fn last_command_of(brokers: &str, topic: &str, gateway_id: u64) -> Vec<u8> {
+    let mut follower = LogFollower::open(brokers, topic, 1).unwrap();
+    let end = follower.end_offset().unwrap();
+    let mut last = None;
+    follower
+        .read_until::<ClusterError, _>(end, PATIENCE, &mut |followed| {
+            if let Followed::Command(record) = followed
+                && let Ok((_, Some(tag))) = codec::decode_journaled(record.payload)
+                && tag.gateway_id == gateway_id
+            {
+                last = Some(record.payload.to_vec());
+            }
+            Ok(())
+        })
+        .unwrap();
+    last.expect("the gateway's commands are in the log")
+}
+
+#[test]
+fn gateway_processes_answer_like_the_primary_and_execute_each_command_once() {
+    let Some([brokers]) = support::services(["EXCHANGE_TEST_KAFKA_BROKERS"]) else { return };
+    let root = support::data_dir("cluster-gateway");
+    std::fs::create_dir_all(&root).unwrap();
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+    );
+    let (journal_topic, commands_topic) = (format!("gw.journal.{unique}"), format!("gw.commands.{unique}"));
+    let config_path = root.join("exchange.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"{journal_topic}\"\n\
+             lease_topic = \"gw.lease.{unique}\"\nlease_group = \"gw.{unique}\"\nsession_timeout_ms = 1000\n\
+             commands_topic = \"{commands_topic}\"\ncommands_partitions = 2\n"
+        ),
+    )
+    .unwrap();
+    let config = config_path.to_str().unwrap();
+    let primary = Server::start(
+        &root.join("primary"),
+        &["--config", config, "standby", "--demo", "--demo-orders", "16", "--status-every", "0"],
+        &[],
+    );
+    wait_funded(primary.http);
+    let gateway_args = |id: &'static str| -> Vec<&str> {
+        vec!["--config", config, "--gateway-id", id, "gateway", "--demo", "--status-every", "0"]
+    };
+    let gateway_one = Server::start_waiting_for(&root.join("g1"), &gateway_args("1"), &[], &[HTTP_LISTENING]);
+    let mut gateway_two = Server::start_waiting_for(&root.join("g2"), &gateway_args("2"), &[], &[HTTP_LISTENING]);
+    wait_funded(gateway_one.http);
+    wait_funded(gateway_two.http);
+
+    // Orders through each path, interleaved so that both see the same load.
+    let ports = [("primary", primary.http), ("gateway 1", gateway_one.http), ("gateway 2", gateway_two.http)];
+    let mut latencies: [Vec<Duration>; 3] = Default::default();
+    let mut acked_by_gateways = Vec::new();
+    let mut primary_keys = None;
+    for round in 0..WARM_UP_ORDERS + ORDERS_PER_PATH {
+        for (path, (name, port)) in ports.iter().enumerate() {
+            let client_id = (1_000 + round * ports.len() + path) as u32;
+            let (status, order, latency) = place(*port, "1000.0", "0.01000", client_id);
+            assert_eq!(status, 200, "{name}: {order}");
+            assert_eq!(order["status"], "New", "{name}: {order}");
+            assert_eq!(order["clientId"], client_id, "{name}: {order}");
+            let shape = keys(&order);
+            match &primary_keys {
+                None => primary_keys = Some(shape),
+                Some(expected) => assert_eq!(&shape, expected, "{name} answers another JSON shape: {order}"),
+            }
+            if round >= WARM_UP_ORDERS {
+                latencies[path].push(latency);
+            }
+            if path > 0 {
+                acked_by_gateways.push(order["id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    for (path, (name, _)) in ports.iter().enumerate() {
+        let samples = &mut latencies[path];
+        let (p50, p99) = (percentile(samples, 0.50), percentile(samples, 0.99));
+        println!(
+            "order→ack via {name}: p50 {:.2} ms, p99 {:.2} ms ({} orders after {WARM_UP_ORDERS} unmeasured)",
+            ms(p50),
+            ms(p99),
+            samples.len()
+        );
+    }
+
+    // Errors: one the engine decides (more than the balance) and one the REST layer decides.
+    for (price, quantity) in [("1000.0", "100000.00000"), ("1000.05", "0.01000")] {
+        let (status, expected, _) = place(primary.http, price, quantity, 7);
+        assert!(status >= 400, "{expected}");
+        for (name, port) in &ports[1..] {
+            let (gateway_status, error, _) = place(*port, price, quantity, 7);
+            assert_eq!((gateway_status, &error), (status, &expected), "{name}");
+        }
+    }
+
+    // A gateway creates no users (each process numbers new users from its own directory).
+    let register = json!({"username": "someone", "password": "a long enough password"}).to_string();
+    let refused = request(gateway_one.http, "POST", "/api/v1/auth/register", JSON, &register);
+    assert_eq!((refused.status(), refused.json("register")["code"].as_str()), (403, Some("FORBIDDEN")));
+
+    // Every acknowledgement of a gateway is an order on the primary.
+    let open_on_primary = open_order_ids(primary.http);
+    for id in &acked_by_gateways {
+        assert!(open_on_primary.contains(id), "order {id} acknowledged by a gateway is not on the primary");
+    }
+
+    // A command re-sent after a gateway restart is not executed twice. The order re-sent is
+    // cancelled first (through the primary), so executing it again would open it again.
+    let (status, order, _) = place(gateway_two.http, "1000.0", "0.01000", 500);
+    assert_eq!(status, 200, "{order}");
+    let id = order["id"].as_str().unwrap();
+    let params = format!("&orderId={id}&symbol=BTC_USDC");
+    let cancel = json!({"symbol": "BTC_USDC", "orderId": id}).to_string();
+    let (status, canceled) = call(primary.http, "DELETE", "/api/v1/order", &cancel, Some(("orderCancel", &params)));
+    assert_eq!((status, &canceled["status"]), (200, &json!("Cancelled")), "{canceled}");
+    let resent = last_command_of(&brokers, &journal_topic, 2);
+    assert!(matches!(codec::decode_journaled(&resent), Ok((codec::Command::NewOrder(_), Some(_)))));
+    gateway_two.kill();
+    let before = open_order_ids(primary.http);
+    let outbox = CommandsProducer::open(&brokers, &commands_topic, 2, 1, 2).unwrap();
+    outbox.send(&resent).unwrap();
+    outbox.flush(PATIENCE);
+    gateway_two.restart();
+    wait_funded(gateway_two.http);
+    let (status, order, _) = place(gateway_two.http, "1000.0", "0.01000", 999);
+    assert_eq!((status, &order["status"]), (200, &json!("New")), "{order}");
+    // The new order's command was sent after the re-sent one, on the same partition (key =
+    // gateway id): once it is answered, the re-sent one was consumed.
+    let after = open_order_ids(primary.http);
+    let added: Vec<_> = after.difference(&before).collect();
+    assert_eq!(
+        added,
+        [order["id"].as_str().unwrap()],
+        "only the new order was added, the re-sent one was not executed"
+    );
+
+    drop((primary, gateway_one, gateway_two));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A free TCP port on loopback (bound, then released for the server to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A node process, killed (SIGKILL) and reaped when dropped.
+struct Node(std::process::Child);
+
+impl Node {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `exchange standby` on a fixed HTTP port (it listens only once promoted).
+fn standby(dir: &std::path::Path, config: &str, http: u16) -> Node {
+    let child = std::process::Command::new(support::BINARY)
+        .args(["--data", dir.to_str().unwrap(), "--http-port", &http.to_string(), "--sbe-port", "0", "--fix-port", "0"])
+        .env_remove("DATABASE_URL")
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("REDIS_URL")
+        .args(["--config", config, "standby", "--demo", "--demo-orders", "16"])
+        .args(["--status-every", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Node(child)
+}
+
+#[test]
+fn a_gateway_serves_across_a_failover_and_executes_each_command_once() {
+    let Some([brokers]) = support::services(["EXCHANGE_TEST_KAFKA_BROKERS"]) else { return };
+    let root = support::data_dir("cluster-gateway-failover");
+    std::fs::create_dir_all(&root).unwrap();
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+    );
+    let config_path = root.join("exchange.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"gwf.journal.{unique}\"\n\
+             lease_topic = \"gwf.lease.{unique}\"\nlease_group = \"gwf.{unique}\"\nsession_timeout_ms = 1000\n\
+             commands_topic = \"gwf.commands.{unique}\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config_path.to_str().unwrap();
+    // The first node takes the lease alone; the second follows as its standby.
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut node_a = standby(&root.join("a"), config, port_a);
+    wait_funded(port_a);
+    let node_b = standby(&root.join("b"), config, port_b);
+    let gateway = Server::start_waiting_for(
+        &root.join("g"),
+        &["--config", config, "--gateway-id", "5", "gateway", "--demo"],
+        &[],
+        &[HTTP_LISTENING],
+    );
+    wait_funded(gateway.http);
+    // Give the standby time to join the lease group behind the primary.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut acked = Vec::new();
+    let mut unanswered = Vec::new();
+    let mut killed_at = None;
+    let mut first_ack_after_kill = None;
+    // No client ids (the engine refuses a second open order with the same one, which would hide
+    // a double execution): each request has its own quantity instead.
+    for request in 1..=REQUESTS_ACROSS_FAILOVER {
+        let quantity = format!("0.{:05}", 1_000 + request);
+        if request == REQUESTS_ACROSS_FAILOVER / 3 {
+            node_a.kill();
+            killed_at = Some(Instant::now());
+        }
+        let (status, order) = place_unlabelled(gateway.http, &quantity);
+        match status {
+            200 => {
+                assert_eq!(order["status"], "New", "{order}");
+                acked.push((quantity, order["id"].as_str().unwrap().to_string()));
+                if let (Some(killed), None) = (killed_at, first_ack_after_kill) {
+                    first_ack_after_kill = Some(killed.elapsed());
+                }
+            }
+            _ => unanswered.push((quantity, status, order)),
+        }
+    }
+    let failover = first_ack_after_kill.expect("the gateway acknowledged orders after the failover");
+    println!(
+        "kill -9 of the primary → next acknowledgement through the gateway: {:.0} ms; {} unanswered: {unanswered:?}",
+        ms(failover),
+        unanswered.len()
+    );
+    wait_funded(port_b);
+    let (status, open) =
+        call(port_b, "GET", "/api/v1/orders?symbol=BTC_USDC", "", Some(("orderQueryAll", "&symbol=BTC_USDC")));
+    assert_eq!(status, 200, "{open}");
+    let open: Vec<(String, String)> = open
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["quantity"].as_str().unwrap().to_string(), o["id"].as_str().unwrap().to_string()))
+        .collect();
+    for (quantity, id) in &acked {
+        assert!(open.contains(&(quantity.clone(), id.clone())), "acknowledged order {id} ({quantity}) lost: {open:?}");
+    }
+    // An unanswered request may or may not have taken effect, but nothing is executed twice.
+    let mut quantities: Vec<&str> = open.iter().map(|(quantity, _)| quantity.as_str()).collect();
+    quantities.sort_unstable();
+    let count = quantities.len();
+    quantities.dedup();
+    assert_eq!(quantities.len(), count, "a request executed twice: {open:?}");
+    assert!(count >= acked.len());
+    drop((node_a, node_b, gateway));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}

@@ -1,6 +1,7 @@
-//! Fuzzes every decoder of the codec: `Command::decode`, `Event::decode`, `Session::decode` and
-//! `FrameDecoder::next_frame` (and the messages inside complete frames) must never panic, and
-//! whatever decodes must re-encode to the same known block.
+//! Fuzzes every decoder of the codec: `Command::decode`, `Event::decode`, `Session::decode`,
+//! `decode_journaled` (a journal payload or a Kafka commands-topic record: a command and an
+//! optional gateway origin) and `FrameDecoder::next_frame` (and the messages inside complete
+//! frames) must never panic, and whatever decodes must re-encode to the same known block.
 
 #![no_main]
 
@@ -25,6 +26,12 @@ fn decode_messages(bytes: &[u8]) {
         check(bytes, &session.to_vec(), consumed);
     }
     assert!(decoded <= 1, "the envelopes' template ids overlap");
+    if let Ok((command, tag)) = codec::decode_journaled(bytes) {
+        // What decodes re-encodes (in this version's layout) to a payload that decodes the same.
+        let mut out = [0u8; codec::origin::JOURNALED_BYTES_MAX];
+        let written = codec::encode_journaled(&command, tag, &mut out).expect("a decoded command fits");
+        assert_eq!(codec::decode_journaled(&out[..written]), Ok((command, tag)));
+    }
 }
 
 /// A decoded message re-encodes to the header's template and the same known block. A block

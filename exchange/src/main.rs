@@ -121,7 +121,7 @@ enum Subcommands {
     /// topic (`[cluster]`), follows it with its own engine, takes the snapshots, and when it gets
     /// the lease appends an epoch marker, catches up and serves as the primary in the same
     /// process (the same as `run --durability replicated`). Exit code 75: this node was primary
-    /// and was deposed (fenced). See docs/deployment-failover.md.
+    /// and was deposed (fenced). See docs/deployment.md, "Replicated journal and failover".
     #[cfg(feature = "sinks")]
     Standby(RunArgs),
     /// Rebuild the state from the newest snapshot and the journal (read-only) and print the
@@ -433,7 +433,7 @@ fn serve(
 }
 
 /// The replicated primary and the hot standby are one code path: follow the log until this node
-/// holds the lease, promote, then serve (docs/deployment-failover.md).
+/// holds the lease, promote, then serve (docs/deployment.md, "Replicated journal and failover").
 #[cfg(feature = "sinks")]
 fn serve_replicated(
     config: &Config,
@@ -457,7 +457,12 @@ fn serve_replicated(
         let _ = writeln!(out, "PROMOTED {} {:#018x}", recovered.last_sequence, recovered.engine.state_hash())
             .and_then(|_| out.flush());
     }
-    let cluster = ClusterPrimary { replicator: promoted.replicator, lease: promoted.lease };
+    let cluster = ClusterPrimary {
+        replicator: promoted.replicator,
+        lease: promoted.lease,
+        rings: promoted.rings,
+        timeline: promoted.timeline,
+    };
     serve_recovered(config, engine_config, args, promoted.recovered, promoted.writer, Some(cluster), Instant::now())
 }
 
@@ -475,6 +480,8 @@ fn serve_replicated(
 struct ClusterPrimary {
     replicator: exchange::cluster::standby::TopicReplicator,
     lease: exchange::cluster::lease::Lease,
+    rings: runtime::Rings,
+    timeline: Arc<exchange::promotion::PromotionTimeline>,
 }
 
 /// Without the `sinks` feature there is no replicated primary.
@@ -557,12 +564,14 @@ fn serve_recovered(
     engine::doorbell::set_consumer_idle(config.engine.idle.consumer_policy(spin));
     #[cfg(feature = "sinks")]
     let cluster_epoch = cluster.as_ref().map(|primary| primary.replicator.epoch());
+    #[cfg(feature = "sinks")]
+    let cluster_promotion = cluster.as_ref().map(|primary| primary.timeline.clone());
     #[cfg(not(feature = "sinks"))]
-    let cluster_epoch = None;
+    let (cluster_epoch, cluster_promotion) = (None, None);
     #[cfg(feature = "sinks")]
     let (runtime, _lease) = match cluster {
-        Some(ClusterPrimary { replicator, lease }) => {
-            let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator))?;
+        Some(ClusterPrimary { replicator, lease, rings, timeline: _ }) => {
+            let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator), rings)?;
             // From here on, losing the lease ends this process: it stops acknowledging.
             lease.exit_on_loss();
             (runtime, Some(lease))
@@ -735,6 +744,7 @@ fn serve_recovered(
         trade_source,
         sinks: sinks.stats(),
         cluster_epoch,
+        cluster_promotion: cluster_promotion.clone(),
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");
@@ -752,6 +762,9 @@ fn serve_recovered(
         // header-read and idle timeouts.
         gateway_json::limits::serve(listener, router, shutdown).await;
     });
+    if let Some(timeline) = &cluster_promotion {
+        timeline.mark(exchange::promotion::PromotionPhase::Serving);
+    }
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
 

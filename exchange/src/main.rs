@@ -567,7 +567,8 @@ fn serve_recovered(
     #[cfg(feature = "sinks")]
     let cluster_promotion = cluster.as_ref().map(|primary| primary.timeline.clone());
     #[cfg(not(feature = "sinks"))]
-    let (cluster_epoch, cluster_promotion) = (None, None);
+    let (cluster_epoch, cluster_promotion): (Option<i64>, Option<Arc<exchange::promotion::PromotionTimeline>>) =
+        (None, None);
     #[cfg(feature = "sinks")]
     let (runtime, _lease) = match cluster {
         Some(ClusterPrimary { replicator, lease, rings, timeline: _ }) => {

@@ -54,7 +54,7 @@ pub struct Config {
     #[serde(default)]
     pub sinks: SinksSection,
     /// The replicated journal and failover (`durability = "replicated"`, `exchange standby`;
-    /// docs/deployment-failover.md).
+    /// docs/deployment.md, "Replicated journal and failover").
     #[serde(default)]
     pub cluster: ClusterSection,
     /// Assets, in id order.

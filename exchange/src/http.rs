@@ -52,6 +52,9 @@ pub struct HttpState {
     /// On a replicated primary, its epoch (the offset of its marker in the journal topic):
     /// `exchange_cluster_role` 1 and `exchange_cluster_epoch`. `None`: not replicated.
     pub cluster_epoch: Option<i64>,
+    /// On a replicated primary, when each phase of its promotion was reached
+    /// (`exchange_cluster_promotion_*_ms`).
+    pub cluster_promotion: Option<Arc<crate::promotion::PromotionTimeline>>,
 }
 
 /// The router: metrics, health, the public and private REST API and the WebSocket endpoint.
@@ -127,6 +130,9 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             "Offset of this primary's epoch marker in the journal topic.",
             epoch as f64,
         ));
+    }
+    if let Some(promotion) = &state.cluster_promotion {
+        gauges.extend(promotion.gauges());
     }
     let mut counters = vec![(
         "exchange_snapshot_feed_overflows_total",

@@ -17,6 +17,7 @@ pub mod http;
 pub mod log_replica;
 pub mod metrics;
 pub mod priority;
+pub mod promotion;
 pub mod publishers;
 #[cfg(feature = "sinks")]
 pub mod replica;

@@ -123,7 +123,7 @@ enum Subcommands {
     /// topic (`[cluster]`), follows it with its own engine, takes the snapshots, and when it gets
     /// the lease appends an epoch marker, catches up and serves as the primary in the same
     /// process (the same as `run --durability replicated`). Exit code 75: this node was primary
-    /// and was deposed (fenced). See docs/deployment-failover.md.
+    /// and was deposed (fenced). See docs/deployment.md, "Replicated journal and failover".
     #[cfg(feature = "sinks")]
     Standby(RunArgs),
     /// A gateway process: the REST/WebSocket API of a replicated primary, on any machine, without
@@ -461,12 +461,13 @@ fn serve_gateway(
     args.print_acks = false;
     let caught_up = exchange::cluster::gateway::catch_up(config, &engine_config)?;
     let exchange::cluster::gateway::CaughtUp { engine, last_sequence, position } = caught_up;
-    let recovered = runtime::Recovered { engine, last_sequence, snapshot: None, replayed: 0, torn_tail: None };
+    let recovered =
+        runtime::Recovered { engine, last_sequence, snapshot: None, replayed: 0, torn_tail: None, prefaulted: false };
     serve_recovered(config, engine_config, args, recovered, Role::Gateway(Box::new(position)), Instant::now())
 }
 
 /// The replicated primary and the hot standby are one code path: follow the log until this node
-/// holds the lease, promote, then serve (docs/deployment-failover.md).
+/// holds the lease, promote, then serve (docs/deployment.md, "Replicated journal and failover").
 #[cfg(feature = "sinks")]
 fn serve_replicated(
     config: &Config,
@@ -490,7 +491,12 @@ fn serve_replicated(
         let _ = writeln!(out, "PROMOTED {} {:#018x}", recovered.last_sequence, recovered.engine.state_hash())
             .and_then(|_| out.flush());
     }
-    let cluster = ClusterPrimary { replicator: promoted.replicator, lease: promoted.lease };
+    let cluster = ClusterPrimary {
+        replicator: promoted.replicator,
+        lease: promoted.lease,
+        rings: promoted.rings,
+        timeline: promoted.timeline,
+    };
     let role = Role::Primary(promoted.writer, Box::new(cluster));
     serve_recovered(config, engine_config, args, promoted.recovered, role, Instant::now())
 }
@@ -509,6 +515,8 @@ fn serve_replicated(
 struct ClusterPrimary {
     replicator: exchange::cluster::standby::TopicReplicator,
     lease: exchange::cluster::lease::Lease,
+    rings: runtime::Rings,
+    timeline: Arc<exchange::promotion::PromotionTimeline>,
 }
 
 /// Without the `sinks` feature there is no replicated primary.
@@ -671,18 +679,19 @@ fn serve_recovered(
     let spin = std::time::Duration::from_micros(config.engine.idle_spin_us);
     engine::doorbell::set_consumer_idle(config.engine.idle.consumer_policy(spin));
     #[cfg(feature = "sinks")]
-    let cluster_epoch = match &role {
-        Role::Primary(_, primary) => Some(primary.replicator.epoch()),
-        _ => None,
+    let (cluster_epoch, cluster_promotion) = match &role {
+        Role::Primary(_, primary) => (Some(primary.replicator.epoch()), Some(primary.timeline.clone())),
+        _ => (None, None),
     };
     #[cfg(not(feature = "sinks"))]
-    let cluster_epoch = None;
+    let (cluster_epoch, cluster_promotion): (Option<i64>, Option<Arc<exchange::promotion::PromotionTimeline>>) =
+        (None, None);
     #[cfg(feature = "sinks")]
     let (runtime, _lease, commands) = match role {
         Role::Primary(writer, cluster) => {
-            let ClusterPrimary { replicator, lease } = *cluster;
+            let ClusterPrimary { replicator, lease, rings, timeline: _ } = *cluster;
             let applied = recovered.engine.gateway_sequences().collect();
-            let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator))?;
+            let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator), rings)?;
             // From here on, losing the lease ends this process: it stops acknowledging.
             lease.exit_on_loss();
             // The gateway processes' commands (docs/deployment-gateways.md).
@@ -883,6 +892,7 @@ fn serve_recovered(
         trade_source,
         sinks: sinks.stats(),
         cluster_epoch,
+        cluster_promotion: cluster_promotion.clone(),
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");
@@ -902,6 +912,9 @@ fn serve_recovered(
         // header-read and idle timeouts.
         gateway_json::limits::serve(listener, router, shutdown).await;
     });
+    if let Some(timeline) = &cluster_promotion {
+        timeline.mark(exchange::promotion::PromotionPhase::Serving);
+    }
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
 

@@ -215,6 +215,9 @@ pub struct Recovered {
     pub replayed: u64,
     /// Where a torn tail was found (and, for a writer, truncated).
     pub torn_tail: Option<(PathBuf, u64)>,
+    /// The engine's reserved room is touched already ([`Engine::prefault`], done by a hot
+    /// standby before it follows): the runtime's start skips it.
+    pub prefaulted: bool,
 }
 
 /// Loads the newest snapshot that restores cleanly (older ones are tried if it is damaged).
@@ -353,8 +356,14 @@ pub fn recover_with(
             }
         }
     }
-    let recovered =
-        Recovered { engine, last_sequence, snapshot: snapshot_path, replayed, torn_tail: contents.torn_tail };
+    let recovered = Recovered {
+        engine,
+        last_sequence,
+        snapshot: snapshot_path,
+        replayed,
+        torn_tail: contents.torn_tail,
+        prefaulted: false,
+    };
     Ok((recovered, writer))
 }
 
@@ -377,6 +386,26 @@ impl Retention {
     /// The lowest floor, or `None` when no sink is registered.
     pub fn floor(&self) -> Option<u64> {
         self.floors.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|f| f.load(Ordering::Acquire)).min()
+    }
+}
+
+/// The ingress and egress rings of a runtime. Allocated by [`Runtime`]'s start, or ahead of it
+/// by a hot standby ([`Self::allocate`]): tens of MB to initialise (a fifth of a second in an
+/// unoptimised build), which a promotion should not pay for.
+pub struct Rings {
+    /// Producers push commands here.
+    pub ring: Arc<IngressRing>,
+    /// Every event, once its command is durable.
+    pub egress: Arc<BroadcastRing>,
+}
+
+impl Rings {
+    /// Allocates the rings with the configured capacities.
+    pub fn allocate(config: &Config) -> Self {
+        Self {
+            ring: Arc::new(IngressRing::new(config.engine.ring_capacity)),
+            egress: BroadcastRing::new(config.engine.egress_capacity),
+        }
     }
 }
 
@@ -413,19 +442,21 @@ impl Runtime {
         journal: JournalWriter,
         retention: Arc<Retention>,
     ) -> std::io::Result<Self> {
-        Self::start_full(config, recovered, journal, retention, None)
+        Self::start_full(config, recovered, journal, retention, None, None)
     }
 
     /// As [`Self::start_with_retention`], with every group commit also shipped to `replicator`
-    /// (and acknowledged only once it took it).
+    /// (and acknowledged only once it took it), on `rings` allocated ahead (by the standby this
+    /// primary was).
     pub fn start_replicated(
         config: &Config,
         recovered: Recovered,
         journal: JournalWriter,
         retention: Arc<Retention>,
         replicator: Box<dyn BatchReplicator>,
+        rings: Rings,
     ) -> std::io::Result<Self> {
-        Self::start_full(config, recovered, journal, retention, Some(replicator))
+        Self::start_full(config, recovered, journal, retention, Some(replicator), Some(rings))
     }
 
     fn start_full(
@@ -434,11 +465,11 @@ impl Runtime {
         journal: JournalWriter,
         retention: Arc<Retention>,
         replicator: Option<Box<dyn BatchReplicator>>,
+        rings: Option<Rings>,
     ) -> std::io::Result<Self> {
         // Starts the trace clock before any thread stamps with it.
         clock_ns();
-        let ring = Arc::new(IngressRing::new(config.engine.ring_capacity));
-        let egress = BroadcastRing::new(config.engine.egress_capacity);
+        let Rings { ring, egress } = rings.unwrap_or_else(|| Rings::allocate(config));
         let metrics = Arc::new(Metrics::default());
         let stats = Arc::new(RuntimeStats::default());
         stats.last_sequence.store(recovered.last_sequence, Ordering::Relaxed);
@@ -475,7 +506,9 @@ impl Runtime {
         // Recovery replays on books whose reserved room is untouched (cheaper replay); touch it
         // now, once, so that live orders do not pay page faults (the shadow copy above need not).
         let mut engine = recovered.engine;
-        engine.prefault();
+        if !recovered.prefaulted {
+            engine.prefault();
+        }
         let mut engine_thread = EngineThread {
             engine,
             journal,

@@ -73,6 +73,41 @@ enum Line {
     /// join of a second member completes only once the holder is gone, so there is no later
     /// signal of readiness to wait for.)
     Joined,
+    /// The promotion's phases (the node's "promotion timeline" log line).
+    Timeline(Timeline),
+}
+
+/// A promotion's phases as the promoted node logged them: when it got the lease (µs since the
+/// UNIX epoch) and each later phase in ms after that.
+#[derive(Debug, Clone, Copy)]
+struct Timeline {
+    lease_unix_us: u64,
+    epoch_appended_ms: u64,
+    caught_up_ms: u64,
+    serving_ms: u64,
+    first_commit_ms: u64,
+}
+
+impl Timeline {
+    /// From the node's `promotion timeline` log line (`name=value` fields).
+    fn parse(line: &str) -> Self {
+        let field = |name: &str| -> u64 {
+            let start = line.find(&format!(" {name}=")).unwrap_or_else(|| panic!("no {name} in {line}"));
+            let value = &line[start + name.len() + 2..];
+            value.split(' ').next().unwrap().parse().unwrap()
+        };
+        Self {
+            lease_unix_us: field("lease_unix_us"),
+            epoch_appended_ms: field("epoch_appended_ms"),
+            caught_up_ms: field("caught_up_ms"),
+            serving_ms: field("serving_ms"),
+            first_commit_ms: field("first_commit_ms"),
+        }
+    }
+}
+
+fn unix_us_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
 }
 
 /// One `exchange standby` process.
@@ -130,6 +165,8 @@ impl Node {
                     DIVERGENCES.lock().unwrap().push(line);
                 } else if line.contains("standby following the log") {
                     let _ = sender.send(Line::Joined);
+                } else if line.contains("promotion timeline") {
+                    let _ = sender.send(Line::Timeline(Timeline::parse(&line)));
                 }
             }
         });
@@ -438,6 +475,8 @@ fn kill_dash_nine_failovers_lose_nothing_acknowledged_and_a_frozen_primary_is_fe
     assert_eq!(support::request(standby_status, "GET", "/health", "", "").status(), 503);
 
     let mut failover_ms = Vec::new();
+    // Per failover: kill -> lease, then the promotion's phases after the lease.
+    let mut phases_ms: Vec<[u64; 5]> = Vec::new();
     for cycle in 0..KILLS {
         std::thread::sleep(Duration::from_millis(300 + rng.below(1_200)));
         let standby = 1 - primary;
@@ -448,6 +487,7 @@ fn kill_dash_nine_failovers_lose_nothing_acknowledged_and_a_frozen_primary_is_fe
         *shared.failover.lock().unwrap() = (Some(Instant::now()), None);
         *shared.port.lock().unwrap() = None;
         let killed_at = Instant::now();
+        let killed_unix_us = unix_us_now();
         nodes[primary].kill();
         let (sequence, hash, port) = nodes[standby].wait_promoted();
         *shared.port.lock().unwrap() = Some(port);
@@ -467,13 +507,30 @@ fn kill_dash_nine_failovers_lose_nothing_acknowledged_and_a_frozen_primary_is_fe
             }
         };
         let took = first_ack.duration_since(killed_at).as_millis() as u64;
+        let timeline = nodes[standby].wait_for("promotion timeline", |line| match line {
+            Line::Timeline(timeline) => Some(timeline),
+            _ => None,
+        });
+        let lease_ms = timeline.lease_unix_us.saturating_sub(killed_unix_us) / 1_000;
         println!(
-            "failover {cycle}: killed {} at sequence ~{sequence}, {} promoted, first ack after {took} ms ({} acked so far)",
+            "failover {cycle}: killed {} at sequence ~{sequence}, {} promoted, first ack after {took} ms ({} acked so far); \
+             lease after {lease_ms} ms, then marker +{}, caught up +{}, serving +{}, first commit +{} ms",
             nodes[primary].name,
             nodes[standby].name,
-            acked.len()
+            acked.len(),
+            timeline.epoch_appended_ms,
+            timeline.caught_up_ms,
+            timeline.serving_ms,
+            timeline.first_commit_ms,
         );
         failover_ms.push(took);
+        phases_ms.push([
+            lease_ms,
+            timeline.epoch_appended_ms,
+            timeline.caught_up_ms,
+            timeline.serving_ms,
+            timeline.first_commit_ms,
+        ]);
         nodes[primary].restart();
         let _ = nodes[primary].wait_joined();
         primary = standby;
@@ -540,6 +597,19 @@ fn kill_dash_nine_failovers_lose_nothing_acknowledged_and_a_frozen_primary_is_fe
         "{KILLS} kill -9 failovers (session timeout {SESSION_TIMEOUT_MS} ms): kill -> first ack p50 {} ms, max {} ms",
         percentile(&failover_ms, 0.5),
         failover_ms[failover_ms.len() - 1]
+    );
+    let phase = |index: usize| {
+        let mut values: Vec<u64> = phases_ms.iter().map(|phases| phases[index]).collect();
+        values.sort_unstable();
+        format!("p50 {} max {}", percentile(&values, 0.5), values[values.len() - 1])
+    };
+    println!(
+        "phases (ms): kill -> lease {}; after the lease: marker {}, caught up {}, serving {}, first commit {}",
+        phase(0),
+        phase(1),
+        phase(2),
+        phase(3),
+        phase(4)
     );
     println!(
         "{} orders acknowledged (durability replicated, debug build): order -> ack p50 {} us, p99 {} us",

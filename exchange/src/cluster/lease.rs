@@ -14,7 +14,7 @@ use super::log::{ClusterError, PARTITION, client_config, ensure_topic};
 use sinks::rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use sinks::rdkafka::{ClientContext, TopicPartitionList};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ const HEARTBEAT_MS_MIN: u64 = 50;
 struct LeaseState {
     /// Partition 0 is assigned to this member.
     leader: AtomicBool,
+    /// When partition 0 was last assigned to this member (µs since the UNIX epoch; 0: never).
+    acquired_unix_us: AtomicU64,
     /// Exit the process ([`crate::runtime::FENCED_EXIT_CODE`]) when the lease is lost while
     /// held: set once this process serves as primary.
     exit_on_loss: AtomicBool,
@@ -102,6 +104,9 @@ impl ConsumerContext for LeaseContext {
         }
         let revoked = self.state.revoked.swap(false, Ordering::AcqRel);
         if partitions.elements().iter().any(|p| p.partition() == PARTITION) {
+            if !self.state.leader.load(Ordering::Acquire) {
+                self.state.acquired_unix_us.store(crate::promotion::unix_us_now(), Ordering::Release);
+            }
             if !self.state.leader.swap(true, Ordering::AcqRel) {
                 tracing::info!("lease acquired");
             }
@@ -135,7 +140,8 @@ impl Lease {
         let state = Arc::new(LeaseState::default());
         let mut client = client_config(brokers);
         if let Ok(debug) = std::env::var("EXCHANGE_KAFKA_DEBUG") {
-            client.set("debug", debug).set("log_level", "7");
+            // The client's own level filter is set from `log_level` only through set_log_level.
+            client.set("debug", debug).set_log_level(sinks::rdkafka::config::RDKafkaLogLevel::Debug);
         }
         let consumer: BaseConsumer<LeaseContext> = client
             .set("group.id", group)
@@ -177,6 +183,12 @@ impl Lease {
     /// Whether this member holds the lease now.
     pub fn is_leader(&self) -> bool {
         self.state.leader.load(Ordering::Acquire)
+    }
+
+    /// When the group last assigned the lease to this member (µs since the UNIX epoch), if it
+    /// did: the first phase of a promotion.
+    pub fn acquired_unix_us(&self) -> Option<u64> {
+        Some(self.state.acquired_unix_us.load(Ordering::Acquire)).filter(|&at| at > 0)
     }
 
     /// From now on, losing the lease exits the process with

@@ -1,5 +1,5 @@
 //! Past one machine: the replicated journal on Kafka, leadership through a Kafka consumer group,
-//! the hot standby and its promotion (docs/deployment-failover.md).
+//! the hot standby and its promotion (docs/deployment.md, "Replicated journal and failover").
 //!
 //! The authoritative log is a one-partition Kafka topic holding the journal's group commits
 //! ([`log`]). The engine is a pure function of its journal, so every follower runs its own

@@ -7,7 +7,7 @@
 //! `journal` and `snapshots` aside (into `<data>/previous/`, replacing what an earlier start put
 //! there) and rebuilds them by following the journal topic from its first record. That is the
 //! simplest correct rule; its cost is a replay of the whole topic at every start (so the topic's
-//! retention must keep every record, see docs/deployment-failover.md).
+//! retention must keep every record, see docs/deployment.md, "Topics").
 //!
 //! Following: [`LogFollower`] yields the authoritative commands; each is appended to the local
 //! journal (same sequence and timestamp, so the local journal is byte-for-byte the primary's)
@@ -23,11 +23,17 @@
 //! offset `M` is the new epoch), read the log up to and including `M` (whatever the old primary
 //! appended before the marker is authoritative and applied), and hand the engine and journal to
 //! the ordinary server with a [`TopicReplicator`] expecting its first batch at `M + 1`.
+//!
+//! What does not depend on the log's content is done before the node becomes a candidate, not
+//! at promotion: its engine's reserved room is touched ([`Engine::prefault`]) and the runtime's
+//! rings are allocated ([`Rings`]); together most of a second of every failover in an
+//! unoptimised build. The phases of a promotion are timed ([`PromotionTimeline`]).
 
 use super::lease::Lease;
 use super::log::{ClusterError, Followed, JournalTopic, LogFollower, RecordKind};
 use crate::config::Config;
-use crate::runtime::{self, BatchReplicator, Recovered, ReplicationError, RuntimeError};
+use crate::promotion::{PromotionPhase, PromotionTimeline};
+use crate::runtime::{self, BatchReplicator, Recovered, ReplicationError, Rings, RuntimeError};
 use codec::Event;
 use engine::journal::{JournalError, JournalWriter};
 use engine::{CommandContext, Engine, EngineConfig};
@@ -179,6 +185,11 @@ pub struct Promoted {
     pub replicator: TopicReplicator,
     /// The lease (held; losing it exits the process once serving).
     pub lease: Lease,
+    /// The runtime's rings, allocated while this node was a standby.
+    pub rings: Rings,
+    /// When each phase of the promotion was reached; the server marks
+    /// [`PromotionPhase::Serving`], the replicator [`PromotionPhase::FirstCommit`].
+    pub timeline: Arc<PromotionTimeline>,
 }
 
 /// The primary's side of the log: appends each batch under its epoch and checks that Kafka put
@@ -188,6 +199,8 @@ pub struct TopicReplicator {
     epoch: i64,
     expected_offset: i64,
     checkpoint_every: u64,
+    /// The promotion's timeline, until the first batch is committed under this epoch.
+    first_commit: Option<Arc<PromotionTimeline>>,
 }
 
 impl TopicReplicator {
@@ -236,7 +249,11 @@ impl TopicReplicator {
 
 impl BatchReplicator for TopicReplicator {
     fn replicate(&mut self, first_sequence: u64, last_sequence: u64, records: &[u8]) -> Result<(), ReplicationError> {
-        self.append_checked(|topic, epoch| topic.append_batch(epoch, first_sequence, last_sequence, records))
+        self.append_checked(|topic, epoch| topic.append_batch(epoch, first_sequence, last_sequence, records))?;
+        if let Some(timeline) = self.first_commit.take() {
+            timeline.mark(PromotionPhase::FirstCommit);
+        }
+        Ok(())
     }
 
     fn checkpoint_every(&self) -> u64 {
@@ -384,9 +401,15 @@ pub fn follow_until_promoted(
     let mode = runtime::RecoveryMode { from_scratch: true, open_writer: true, accept_journal_loss: false };
     let (recovered, writer) = runtime::recover_with(config, engine_config, mode)?;
     let writer = writer.ok_or_else(|| StandbyError::Config("recovery did not open the journal".into()))?;
+    // What a promotion would otherwise pay for, done before this node becomes a candidate:
+    // touching the engine's reserved room and allocating the runtime's rings (together most
+    // of a second in an unoptimised build, tens of ms optimised).
+    let mut engine = recovered.engine;
+    engine.prefault();
+    let rings = Rings::allocate(config);
     let mut local = LocalLog {
         config,
-        engine: recovered.engine,
+        engine,
         writer,
         last_sequence: recovered.last_sequence,
         events: Vec::with_capacity(1024),
@@ -447,31 +470,43 @@ pub fn follow_until_promoted(
         }
     }
     // Promotion: the full server takes the HTTP port.
+    let timeline = Arc::new(PromotionTimeline::default());
+    timeline
+        .mark_at(PromotionPhase::LeaseAcquired, lease.acquired_unix_us().unwrap_or_else(crate::promotion::unix_us_now));
     drop(status_listener);
-    let lease_at = std::time::Instant::now();
     let epoch = topic.append_epoch(follower.highest_epoch_number() + 1)?;
+    timeline.mark(PromotionPhase::EpochAppended);
     follower.read_until(epoch + 1, CATCH_UP_TIMEOUT, &mut |followed| local.apply(followed))?;
     local.settle()?;
     if follower.epoch() != epoch {
         return Err(ClusterError::Corrupt { offset: epoch, reason: "own epoch marker not read back".into() }.into());
     }
+    timeline.mark(PromotionPhase::CaughtUp);
     tracing::info!(
         epoch,
         sequence = local.last_sequence,
         superseded = follower.superseded(),
-        catch_up_ms = lease_at.elapsed().as_millis() as u64,
         "promoted: serving as primary"
     );
+    // Closing a Kafka consumer waits for its broker threads (about 100 ms): not on the way to
+    // serving.
+    std::thread::spawn(move || drop(follower));
     let recovered = Recovered {
         engine: local.engine,
         last_sequence: local.last_sequence,
         snapshot: None,
         replayed: 0,
         torn_tail: None,
+        prefaulted: true,
     };
-    let replicator =
-        TopicReplicator { topic, epoch, expected_offset: epoch + 1, checkpoint_every: cluster.checkpoint_every };
-    Ok(Some(Promoted { recovered, writer: local.writer, replicator, lease }))
+    let replicator = TopicReplicator {
+        topic,
+        epoch,
+        expected_offset: epoch + 1,
+        checkpoint_every: cluster.checkpoint_every,
+        first_commit: Some(timeline.clone()),
+    };
+    Ok(Some(Promoted { recovered, writer: local.writer, replicator, lease, rings, timeline }))
 }
 
 #[cfg(test)]
@@ -507,7 +542,8 @@ mod tests {
         let (old, new, newest) = (open(), open(), open());
         let old_epoch = old.append_epoch(1).unwrap();
         let epoch = new.append_epoch(2).unwrap();
-        let mut primary = TopicReplicator { topic: new, epoch, expected_offset: epoch + 1, checkpoint_every: 0 };
+        let mut primary =
+            TopicReplicator { topic: new, epoch, expected_offset: epoch + 1, checkpoint_every: 0, first_commit: None };
         primary.replicate(1, 2, &records(&dir, 1, 2)).unwrap();
         // The deposed primary, unaware, appends its next batch.
         old.append_batch(old_epoch, 1, 1, &records(&dir, 1, 1)).unwrap();

@@ -521,7 +521,7 @@ pub struct ClusterSection {
     /// Replication factor of the topics the node creates (3 in production, 1 on one broker).
     pub replication: i32,
     /// The topic gateway processes (`exchange gateway`) send commands through; the replicated
-    /// primary consumes it (docs/deployment-gateways.md).
+    /// primary consumes it (docs/deployment.md, "Gateway processes").
     pub commands_topic: String,
     /// Partitions of the commands topic when a node creates it (records are keyed by gateway id,
     /// so one gateway's commands stay in order).

@@ -129,7 +129,7 @@ enum Subcommands {
     /// A gateway process: the REST/WebSocket API of a replicated primary, on any machine, without
     /// an engine of its own authority. Sends each command through the Kafka commands topic
     /// (`[cluster] commands_topic`, key = `[cluster] gateway_id`) and answers from the journal
-    /// topic, which it follows with its own engine. See docs/deployment-gateways.md.
+    /// topic, which it follows with its own engine. See docs/deployment.md, "Gateway processes".
     #[cfg(feature = "sinks")]
     Gateway(RunArgs),
     /// Rebuild the state from the newest snapshot and the journal (read-only) and print the
@@ -449,7 +449,7 @@ fn serve(
 }
 
 /// A gateway process: catch up with the log, then serve the same API as the primary with the
-/// commands going to the commands topic (docs/deployment-gateways.md).
+/// commands going to the commands topic (docs/deployment.md, "Gateway processes").
 #[cfg(feature = "sinks")]
 fn serve_gateway(
     config: &Config,
@@ -694,7 +694,7 @@ fn serve_recovered(
             let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator), rings)?;
             // From here on, losing the lease ends this process: it stops acknowledging.
             lease.exit_on_loss();
-            // The gateway processes' commands (docs/deployment-gateways.md).
+            // The gateway processes' commands (docs/deployment.md, "Gateway processes").
             let cluster = &config.cluster;
             let commands = exchange::cluster::commands::CommandsConsumer::start(
                 &cluster.brokers,

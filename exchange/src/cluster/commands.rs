@@ -23,7 +23,7 @@
 //! engine's table already covers, as of the engine it starts from, and afterwards every command
 //! at or below the highest it pushed for that gateway. That filter is only an optimisation: the
 //! engine's own check is the rule. The cost is reading the topic's retention at every promotion
-//! (see docs/deployment-gateways.md, "Limits").
+//! (see docs/deployment.md, "Gateway processes", "Limits").
 
 use super::log::{ClusterError, client_config};
 use codec::GatewayTag;

@@ -1,5 +1,5 @@
 //! A gateway process (`exchange gateway`): the REST/WebSocket API without an engine of its own
-//! authority, on any number of machines (docs/deployment-gateways.md).
+//! authority, on any number of machines (docs/deployment.md, "Gateway processes").
 //!
 //! ```text
 //! REST/WS handlers ──push──▶ local ingress ring ──▶ forwarder thread: gateway sequence,
@@ -349,7 +349,7 @@ pub fn refuse_directory_writes(router: axum::Router) -> axum::Router {
                     status: axum::http::StatusCode::FORBIDDEN,
                     code: "FORBIDDEN",
                     message: "users and API keys are created on the primary, not on a gateway process \
-                              (docs/deployment-gateways.md)"
+                              (docs/deployment.md#gateway-processes-exchange-gateway)"
                         .into(),
                 }
                 .into_response();

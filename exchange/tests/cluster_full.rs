@@ -7,7 +7,8 @@
 //! - two `exchange gateway` processes (ids 1 and 2) in front of them, through the commands topic;
 //! - an `exchange replica --from-log` following the journal topic;
 //! - two clients, one per gateway, send signed REST orders that cross (a bid of demo user 2 then
-//!   an ask of demo user 3 at the same price and quantity, so every pair trades);
+//!   an ask of demo user 3 at the same price, so every pair trades; every fourth bid is for twice
+//!   the ask's quantity, so that bids rest on three price levels and the book is never empty);
 //! - the primary is `kill -9`ed at [`KILLS`] random moments (seeded RNG, seed printed and taken
 //!   from `EXCHANGE_FAILOVER_SEED`), the dead node restarted each time as the new standby.
 //!
@@ -49,10 +50,18 @@ const SESSION_TIMEOUT_MS: u64 = 1_000;
 const BUYER: [u8; 32] = [2; 32];
 /// Demo user 3's API secret: the seller.
 const SELLER: [u8; 32] = [3; 32];
-/// The price every order is placed at (the band is around the last trade: always this).
-const PRICE: &str = "1000.0";
-/// The quantity of every order.
+/// Orders are placed at this many units of USDC plus 0 to [`PRICE_LEVELS`] - 1 ticks (0.1): well
+/// inside the price band around the last trade.
+const PRICE_UNITS: u64 = 1000;
+/// Price levels the orders cycle over.
+const PRICE_LEVELS: u64 = 3;
+/// The quantity of every ask and most bids.
 const QUANTITY: &str = "0.00100";
+/// The quantity of every [`RESTING_EVERY`]th bid: half of it rests (open orders grow by one per
+/// such bid, far below `open_orders_per_user_max`).
+const DOUBLE_QUANTITY: &str = "0.00200";
+/// Every this many pairs, the bid is for [`DOUBLE_QUANTITY`].
+const RESTING_EVERY: u64 = 4;
 /// How long anything a process is expected to do may take (debug build, shared machine).
 const PATIENCE: Duration = Duration::from_secs(60);
 /// How long a client waits for the answer to one request.
@@ -251,11 +260,11 @@ fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16,
 }
 
 /// A signed limit order of the key `secret` through `port`: `(status, body)`.
-fn place(port: u16, secret: &[u8; 32], side: &str, client_id: u32) -> (u16, String) {
-    let body = json!({"symbol": "BTC_USDC", "side": side, "orderType": "Limit", "price": PRICE,
-                      "quantity": QUANTITY, "clientId": client_id});
+fn place(port: u16, secret: &[u8; 32], side: &str, price: &str, quantity: &str, client_id: u32) -> (u16, String) {
+    let body = json!({"symbol": "BTC_USDC", "side": side, "orderType": "Limit", "price": price,
+                      "quantity": quantity, "clientId": client_id});
     let params =
-        format!("&clientId={client_id}&orderType=Limit&price={PRICE}&quantity={QUANTITY}&side={side}&symbol=BTC_USDC");
+        format!("&clientId={client_id}&orderType=Limit&price={price}&quantity={quantity}&side={side}&symbol=BTC_USDC");
     let headers = JSON.to_string() + &signature_lines(secret, &format!("instruction=orderExecute{params}"));
     http(port, "POST", "/api/v1/order", &headers, &body.to_string())
 }
@@ -304,7 +313,7 @@ struct Shared {
     unanswered: Mutex<BTreeMap<u16, u64>>,
     /// Set while the test checks a failover: the clients send nothing new.
     paused: AtomicBool,
-    /// Requests sent and not yet answered.
+    /// Pairs of requests begun and not yet answered.
     in_flight: AtomicUsize,
     stop: AtomicBool,
 }
@@ -321,21 +330,30 @@ impl Shared {
     }
 }
 
-/// Sends crossing pairs (a bid of user 2, then an ask of user 3) through the gateway on `port`
-/// until told to stop; client ids start above `first_client_id`.
+/// Sends crossing pairs (a bid of user 2, then an ask of user 3 at the same price) through the
+/// gateway on `port` until told to stop; client ids start above `first_client_id`. The prices
+/// cycle over [`PRICE_LEVELS`] ticks and every [`RESTING_EVERY`]th bid is for twice the
+/// quantity, so that the book is never empty and its levels change (the replica's book is
+/// compared with the primary's).
 fn client_loop(shared: &Shared, port: u16, first_client_id: u32) {
     let mut client_id = first_client_id;
-    while !shared.stop.load(Ordering::SeqCst) {
-        for (secret, side) in [(&BUYER, "Bid"), (&SELLER, "Ask")] {
-            shared.in_flight.fetch_add(1, Ordering::SeqCst);
-            if shared.paused.load(Ordering::SeqCst) {
-                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
+    for pair in 0u64.. {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        // A pair is in flight from here: the test pauses only between pairs.
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        if shared.paused.load(Ordering::SeqCst) {
+            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let price = format!("{PRICE_UNITS}.{}", pair % PRICE_LEVELS);
+        let bid_quantity = if pair % RESTING_EVERY == 0 { DOUBLE_QUANTITY } else { QUANTITY };
+        for (secret, side, quantity) in [(&BUYER, "Bid", bid_quantity), (&SELLER, "Ask", QUANTITY)] {
             client_id += 1;
             let sent = Instant::now();
-            let (status, body) = place(port, secret, side, client_id);
+            let (status, body) = place(port, secret, side, &price, quantity, client_id);
             let received = Instant::now();
             if status == 200 {
                 let order: Value = serde_json::from_str(&body).unwrap();
@@ -346,8 +364,8 @@ fn client_loop(shared: &Shared, port: u16, first_client_id: u32) {
                 // No hot loop against a gateway without a primary.
                 std::thread::sleep(Duration::from_millis(20));
             }
-            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -512,7 +530,9 @@ fn assert_replica_book_equals_primary(primary_port: u16, replica_port: u16, cont
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(health_sequence(primary_port), Some(sequence), "{context}: the primary moved while paused");
-    assert_eq!(book(replica_port), book(primary_port), "{context}: the replica's book at {sequence} is the primary's");
+    let primary_book = book(primary_port);
+    assert!(primary_book.1.as_array().is_some_and(|bids| !bids.is_empty()), "{context}: bids rest: {primary_book:?}");
+    assert_eq!(book(replica_port), primary_book, "{context}: the replica's book at {sequence} is the primary's");
     sequence
 }
 

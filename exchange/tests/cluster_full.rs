@@ -3,7 +3,8 @@
 //!
 //! - two `exchange standby` nodes share a journal topic and a lease group (1 s session timeout):
 //!   the lease holder is the primary, the other its hot standby; each runs the Kafka sink
-//!   (`[sinks.kafka]`, topics of this test) while it is primary;
+//!   (`[sinks.kafka]`, topics of this test) and the Postgres sink (a database of this test) while
+//!   it is primary;
 //! - two `exchange gateway` processes (ids 1 and 2) in front of them, through the commands topic;
 //! - an `exchange replica --from-log` following the journal topic;
 //! - two clients, one per gateway, send signed REST orders that cross (a bid of demo user 2 then
@@ -15,12 +16,12 @@
 //! After each failover (the load paused while it is checked): the new primary's state hash at
 //! promotion equals this test's replay of the authoritative log at that sequence; every order
 //! acknowledged through either gateway before the kill is in that log (by its client id); the
-//! trades topic holds no trade twice; the replica's book equals the primary's at the same
+//! trades topic and the Postgres `trades` table hold no trade twice; the replica's book equals the primary's at the same
 //! sequence; the time from the kill to the first acknowledgement of a request sent after it
 //! through a gateway is recorded (p50/max printed). At the end: every trade of the log is on the
-//! trades topic exactly once, and every acknowledged order is in the log.
+//! trades topic and in Postgres exactly once, and every acknowledged order is in the log.
 //!
-//! Needs `EXCHANGE_TEST_KAFKA_BROKERS`; skipped loudly without it, failed under
+//! Needs `EXCHANGE_TEST_KAFKA_BROKERS` and `EXCHANGE_TEST_DATABASE_URL`; skipped loudly without it, failed under
 //! `EXCHANGE_REQUIRE_SERVICES=1` (scripts/test).
 
 mod support;
@@ -30,7 +31,7 @@ use engine::{CommandContext, Engine};
 use exchange::cluster::log::{ClusterError, Followed, LogFollower};
 use exchange::config::{Config, DEFAULT_CONFIG};
 use serde_json::{Value, json};
-use sinks::rdkafka;
+use sinks::{rdkafka, sqlx};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -490,6 +491,37 @@ impl TradesTopic {
     }
 }
 
+/// The sink's Postgres `trades` table.
+struct TradesTable {
+    runtime: tokio::runtime::Runtime,
+    queries: sinks::postgres::Queries,
+}
+
+impl TradesTable {
+    fn open(database: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let queries = runtime.block_on(sinks::postgres::Queries::connect(database)).unwrap();
+        Self { runtime, queries }
+    }
+
+    /// (market, trade id) of every row, and the number of rows.
+    fn trades(&self) -> (BTreeSet<(u32, u64)>, usize) {
+        let rows: Vec<(i32, i64)> = self
+            .runtime
+            .block_on(sqlx::query_as("SELECT market_id, trade_id FROM trades").fetch_all(self.queries.pool()))
+            // The first primary's sink creates the table.
+            .unwrap_or_default();
+        let count = rows.len();
+        (rows.into_iter().map(|(market, trade)| (market as u32, trade as u64)).collect(), count)
+    }
+
+    fn assert_none_doubled(&self, context: &str) -> usize {
+        let (distinct, rows) = self.trades();
+        assert_eq!(rows, distinct.len(), "{context}: trades written twice to Postgres");
+        rows
+    }
+}
+
 /// A small deterministic generator (xorshift64), seeded from the environment or the clock.
 struct Rng(u64);
 
@@ -538,7 +570,11 @@ fn assert_replica_book_equals_primary(primary_port: u16, replica_port: u16, cont
 
 #[test]
 fn the_whole_cluster_survives_kill_dash_nine_failovers_under_gateway_load() {
-    let Some([brokers]) = support::services(["EXCHANGE_TEST_KAFKA_BROKERS"]) else { return };
+    let Some([brokers, database_server]) =
+        support::services(["EXCHANGE_TEST_KAFKA_BROKERS", "EXCHANGE_TEST_DATABASE_URL"])
+    else {
+        return;
+    };
     let seed = std::env::var("EXCHANGE_FAILOVER_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
     });
@@ -547,6 +583,7 @@ fn the_whole_cluster_survives_kill_dash_nine_failovers_under_gateway_load() {
     let root = support::data_dir("cluster-full");
     std::fs::create_dir_all(&root).unwrap();
     let unique = format!("{}-{}", std::process::id(), seed);
+    let database = support::fresh_database(&database_server, &format!("exchange_cluster_full_{}", std::process::id()));
     let (journal_topic, trades_topic) = (format!("full.journal.{unique}"), format!("full.{unique}.trades"));
     let config_path = root.join("exchange.toml");
     std::fs::write(
@@ -558,7 +595,7 @@ fn the_whole_cluster_survives_kill_dash_nine_failovers_under_gateway_load() {
              [sinks.kafka]\nbrokers = \"{brokers}\"\norders_topic = \"full.{unique}.orders\"\n\
              trades_topic = \"{trades_topic}\"\nbalances_topic = \"full.{unique}.balances\"\n\
              book_topic = \"full.{unique}.book\"\npools_topic = \"full.{unique}.pools\"\n\
-             partitions = {SINK_PARTITIONS}\n"
+             partitions = {SINK_PARTITIONS}\n[sinks.postgres]\nurl = \"{database}\"\n"
         ),
     )
     .unwrap();
@@ -590,6 +627,7 @@ fn the_whole_cluster_survives_kill_dash_nine_failovers_under_gateway_load() {
     };
     let gateways = [gateway("1"), gateway("2")];
     let mut trades = TradesTopic::open(&brokers, &trades_topic);
+    let table = TradesTable::open(&database);
 
     let shared = Arc::new(Shared::default());
     let clients: Vec<_> = gateways
@@ -643,9 +681,10 @@ fn the_whole_cluster_survives_kill_dash_nine_failovers_under_gateway_load() {
         let settled = assert_replica_book_equals_primary(primary_port, replica_port, &context);
         trades.read(Duration::from_millis(500));
         trades.assert_none_doubled(&context);
+        let rows = table.assert_none_doubled(&context);
         println!(
             "failover {cycle}: killed {} at ~{sequence}, {} promoted, first gateway ack after {took} ms; \
-             replica = primary at {settled}; {} trades on the topic, {} acked so far",
+             replica = primary at {settled}; {} trades on the topic, {rows} in Postgres, {} acked so far",
             nodes[primary].name,
             nodes[standby].name,
             trades.seen.len(),
@@ -679,6 +718,15 @@ fn the_whole_cluster_survives_kill_dash_nine_failovers_under_gateway_load() {
     }
     let on_topic: BTreeSet<_> = trades.seen.keys().copied().collect();
     assert_eq!(on_topic, replay.trades, "every trade of the log is on the trades topic");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        table.assert_none_doubled("end");
+        if table.trades().0 == replay.trades || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(table.trades().0, replay.trades, "every trade of the log is in Postgres");
     assert!(replay.trades.len() > KILLS, "the load traded ({} trades)", replay.trades.len());
 
     failover_ms.sort_unstable();
@@ -693,7 +741,7 @@ fn the_whole_cluster_survives_kill_dash_nine_failovers_under_gateway_load() {
     );
     println!(
         "{} orders acknowledged through 2 gateways (debug build), {} trades once each on the topic, \
-         unanswered by status {:?}: order -> ack p50 {} us, p99 {} us",
+         and in Postgres, unanswered by status {:?}: order -> ack p50 {} us, p99 {} us",
         round_trips.len(),
         on_topic.len(),
         shared.unanswered.lock().unwrap(),

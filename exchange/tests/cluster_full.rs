@@ -171,7 +171,13 @@ impl Node {
                         return value;
                     }
                 }
-                Err(_) => panic!("node {} ({}): no {what} within {PATIENCE:?}", self.name, self.dir.display()),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("node {} ({}): no {what} within {PATIENCE:?}", self.name, self.dir.display())
+                }
+                // Its output closed: the process exited (its log, `<dir>.<pid>.log`, says why).
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("node {} ({}) exited while the test waited for {what}", self.name, self.dir.display())
+                }
             }
         }
     }

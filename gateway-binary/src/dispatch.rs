@@ -39,7 +39,7 @@ fn track_ack(published: &Published, traced_sequence: &mut u64) {
 }
 
 pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
-    // Open orders placed through this gateway: order id → session id (16 bytes and a bit per
+    // Open orders placed through this gateway: order id → session id (12 bytes and a bit per
     // open order: ids arrive ascending, so the table only appends).
     let mut owners: OrderTable<u64> = OrderTable::new();
     let mut idle = Idle::default();

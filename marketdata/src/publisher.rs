@@ -31,7 +31,7 @@ use bytes::Bytes;
 use codec::{
     AssetId, ClientOrderId, Event, Fill, MarketId, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId,
 };
-use engine::order_table::OrderTable;
+use engine::order_table::{OrderTable, OrderTerms};
 use engine::{Book, Engine, EngineConfig};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -250,9 +250,9 @@ struct MarketFeed {
     top: Top,
 }
 
-/// What the publisher keeps of an open order to publish complete private order updates: 56
-/// bytes, 8-aligned (no `u128`, which would pad it), kept in an [`OrderTable`] by order id (64
-/// bytes and a bit per open order).
+/// What the publisher keeps of an open order to publish complete private order updates: 48
+/// bytes, 8-aligned (no `u128`, which would pad it; the small enums and flag share one byte,
+/// [`OrderTerms`]), kept in an [`OrderTable`] by order id (52 bytes and a bit per open order).
 #[derive(Debug, Clone, Copy)]
 struct OrderInfo {
     client_order_id: ClientOrderId,
@@ -264,19 +264,20 @@ struct OrderInfo {
     filled_lots: u64,
     /// Quote traded so far: low 64 bits (see [`Self::executed_quote`]).
     executed_quote_low: u64,
-    /// Quote traded so far: bits 64..96 (a sum of u64 fill amounts reaches them only after 2^32
-    /// maximal fills; it saturates there).
-    executed_quote_high: u32,
     market: MarketId,
-    side: Side,
-    order_type: OrderType,
-    time_in_force: TimeInForce,
-    self_trade_prevention: SelfTradePrevention,
-    post_only: bool,
+    terms: OrderTerms,
+    /// Quote traded so far: bits 64..88, little-endian (a sum of u64 fill amounts reaches them
+    /// only after 2^24 maximal fills; it saturates there).
+    executed_quote_high: [u8; EXECUTED_QUOTE_HIGH_BYTES],
 }
 
+/// Bytes of [`OrderInfo::executed_quote_high`], the executed quote's bits above 64.
+const EXECUTED_QUOTE_HIGH_BYTES: usize = 3;
+/// Bits of the executed quote an [`OrderInfo`] keeps (it saturates at `2^88 - 1`).
+const EXECUTED_QUOTE_BITS: u32 = 64 + 8 * EXECUTED_QUOTE_HIGH_BYTES as u32;
+
 /// Bytes of an [`OrderInfo`]: the publisher's memory per open order depends on it.
-const ORDER_INFO_BYTES_MAX: usize = 56;
+const ORDER_INFO_BYTES_MAX: usize = 48;
 const _: () =
     assert!(std::mem::size_of::<OrderInfo>() <= ORDER_INFO_BYTES_MAX, "the publisher's per-order record stays compact");
 
@@ -291,7 +292,7 @@ impl OrderInfo {
 
     /// Limit price, ticks (0 for a market order).
     fn price_ticks(&self) -> u64 {
-        match self.order_type {
+        match self.terms.order_type() {
             OrderType::Market => 0,
             OrderType::Limit => self.price_or_quote,
         }
@@ -299,14 +300,14 @@ impl OrderInfo {
 
     /// Sets the limit price (a replace; market orders have none).
     fn set_price_ticks(&mut self, price_ticks: u64) {
-        if self.order_type == OrderType::Limit {
+        if self.terms.order_type() == OrderType::Limit {
             self.price_or_quote = price_ticks;
         }
     }
 
     /// Quote quantity of a market order by quote, minor units (0 otherwise).
     fn quote_quantity(&self) -> u64 {
-        match self.order_type {
+        match self.terms.order_type() {
             OrderType::Market => self.price_or_quote,
             OrderType::Limit => 0,
         }
@@ -314,14 +315,16 @@ impl OrderInfo {
 
     /// Quote traded so far, minor units.
     fn executed_quote(&self) -> u128 {
-        u128::from(self.executed_quote_high) << 64 | u128::from(self.executed_quote_low)
+        let mut high = [0u8; 16];
+        high[..EXECUTED_QUOTE_HIGH_BYTES].copy_from_slice(&self.executed_quote_high);
+        u128::from_le_bytes(high) << 64 | u128::from(self.executed_quote_low)
     }
 
-    /// Adds a fill's quote amount (saturating at 2^96 - 1).
+    /// Adds a fill's quote amount (saturating at 2^88 - 1).
     fn add_executed_quote(&mut self, amount: u64) {
-        let sum = self.executed_quote().saturating_add(u128::from(amount)).min((1u128 << 96) - 1);
+        let sum = self.executed_quote().saturating_add(u128::from(amount)).min((1u128 << EXECUTED_QUOTE_BITS) - 1);
         self.executed_quote_low = sum as u64;
-        self.executed_quote_high = (sum >> 64) as u32;
+        self.executed_quote_high.copy_from_slice(&(sum >> 64).to_le_bytes()[..EXECUTED_QUOTE_HIGH_BYTES]);
     }
 }
 
@@ -559,16 +562,18 @@ impl Publisher {
                         OrderInfo {
                             market: MarketId::new(market),
                             client_order_id: resting.client_order_id,
-                            side: resting.side,
-                            order_type: OrderType::Limit,
-                            time_in_force: TimeInForce::Gtc,
-                            self_trade_prevention: resting.self_trade_prevention,
-                            post_only: resting.post_only,
+                            terms: OrderTerms::new(
+                                resting.side,
+                                OrderType::Limit,
+                                TimeInForce::Gtc,
+                                resting.self_trade_prevention,
+                                resting.post_only,
+                            ),
                             price_or_quote: resting.price.get(),
                             quantity_lots: resting.quantity_lots,
                             filled_lots: resting.filled_lots,
                             executed_quote_low: 0,
-                            executed_quote_high: 0,
+                            executed_quote_high: [0; EXECUTED_QUOTE_HIGH_BYTES],
                         },
                     ));
                     true
@@ -712,14 +717,13 @@ impl Publisher {
                     let info = OrderInfo {
                         market: accepted.market_id,
                         client_order_id: accepted.client_order_id,
-                        side: accepted.side.get().unwrap_or(Side::Bid),
-                        order_type: accepted.order_type.get().unwrap_or(OrderType::Limit),
-                        time_in_force: accepted.time_in_force.get().unwrap_or(TimeInForce::Gtc),
-                        self_trade_prevention: accepted
-                            .self_trade_prevention
-                            .get()
-                            .unwrap_or(SelfTradePrevention::RejectTaker),
-                        post_only: accepted.post_only.get().is_ok_and(bool::from),
+                        terms: OrderTerms::new(
+                            accepted.side.get().unwrap_or(Side::Bid),
+                            accepted.order_type.get().unwrap_or(OrderType::Limit),
+                            accepted.time_in_force.get().unwrap_or(TimeInForce::Gtc),
+                            accepted.self_trade_prevention.get().unwrap_or(SelfTradePrevention::RejectTaker),
+                            accepted.post_only.get().is_ok_and(bool::from),
+                        ),
                         price_or_quote: OrderInfo::price_or_quote(
                             accepted.order_type.get().unwrap_or(OrderType::Limit),
                             accepted.price_ticks.get(),
@@ -728,7 +732,7 @@ impl Publisher {
                         quantity_lots: accepted.quantity_lots.get(),
                         filled_lots: 0,
                         executed_quote_low: 0,
-                        executed_quote_high: 0,
+                        executed_quote_high: [0; EXECUTED_QUOTE_HIGH_BYTES],
                     };
                     feed.orders.insert(accepted.order_id.get(), info);
                     let attached = attached_of(accepted);
@@ -815,14 +819,13 @@ impl Publisher {
                     let info = OrderInfo {
                         market: pending.market_id,
                         client_order_id: pending.client_order_id,
-                        side: pending.side.get().unwrap_or(Side::Bid),
-                        order_type: pending.order_type.get().unwrap_or(OrderType::Limit),
-                        time_in_force: pending.time_in_force.get().unwrap_or(TimeInForce::Gtc),
-                        self_trade_prevention: pending
-                            .self_trade_prevention
-                            .get()
-                            .unwrap_or(SelfTradePrevention::RejectTaker),
-                        post_only: pending.post_only.get().is_ok_and(bool::from),
+                        terms: OrderTerms::new(
+                            pending.side.get().unwrap_or(Side::Bid),
+                            pending.order_type.get().unwrap_or(OrderType::Limit),
+                            pending.time_in_force.get().unwrap_or(TimeInForce::Gtc),
+                            pending.self_trade_prevention.get().unwrap_or(SelfTradePrevention::RejectTaker),
+                            pending.post_only.get().is_ok_and(bool::from),
+                        ),
                         price_or_quote: OrderInfo::price_or_quote(
                             pending.order_type.get().unwrap_or(OrderType::Limit),
                             pending.price_ticks.get(),
@@ -831,7 +834,7 @@ impl Publisher {
                         quantity_lots: pending.quantity_lots.get(),
                         filled_lots: 0,
                         executed_quote_low: 0,
-                        executed_quote_high: 0,
+                        executed_quote_high: [0; EXECUTED_QUOTE_HIGH_BYTES],
                     };
                     feed.orders.insert(pending.order_id.get(), info);
                     let order_event = OrderEvent {
@@ -1073,7 +1076,7 @@ impl Publisher {
             let Some(info) = feed.orders.get_mut(order_id.get()) else { continue };
             info.filled_lots += fill.quantity_lots.get();
             info.add_executed_quote(fill.quote_amount.get());
-            if info.order_type == OrderType::Limit {
+            if info.terms.order_type() == OrderType::Limit {
                 info.quantity_lots = info.quantity_lots.max(info.filled_lots + remaining);
             }
             let info = *info;
@@ -1114,13 +1117,13 @@ impl Publisher {
                 if info.client_order_id != ClientOrderId::ZERO {
                     frame.int("c", info.client_order_id.get());
                 }
-                frame.str("S", side_name(info.side)).str("o", order_type_name(info.order_type));
-                frame.str("f", time_in_force_name(info.time_in_force));
+                frame.str("S", side_name(info.terms.side())).str("o", order_type_name(info.terms.order_type()));
+                frame.str("f", time_in_force_name(info.terms.time_in_force()));
                 frame.str("q", &format.quantity(u128::from(info.quantity_lots)));
                 if info.quote_quantity() > 0 {
                     frame.str("Q", &format.quote(u128::from(info.quote_quantity())));
                 }
-                if info.order_type == OrderType::Limit {
+                if info.terms.order_type() == OrderType::Limit {
                     frame.str("p", &format.price(info.price_ticks()));
                 }
                 if let Some(trigger_price_ticks) = event.trigger_price_ticks {
@@ -1157,8 +1160,8 @@ impl Publisher {
                 }
                 frame.str("z", &format.quantity(u128::from(info.filled_lots)));
                 frame.str("Z", &format.quote(info.executed_quote()));
-                frame.str("V", stp_name(info.self_trade_prevention)).int("T", event.timestamp_ns / 1_000);
-                frame.str("O", "USER").bool("y", info.post_only);
+                frame.str("V", stp_name(info.terms.self_trade_prevention())).int("T", event.timestamp_ns / 1_000);
+                frame.str("O", "USER").bool("y", info.terms.post_only());
                 frame.finish()
             });
         }
@@ -1290,16 +1293,12 @@ fn unknown_order(
     OrderInfo {
         market,
         client_order_id,
-        side,
-        order_type: OrderType::Limit,
-        time_in_force: TimeInForce::Gtc,
-        self_trade_prevention: SelfTradePrevention::RejectTaker,
-        post_only: false,
+        terms: OrderTerms::new(side, OrderType::Limit, TimeInForce::Gtc, SelfTradePrevention::RejectTaker, false),
         price_or_quote: 0,
         quantity_lots: quantity,
         filled_lots: filled,
         executed_quote_low: 0,
-        executed_quote_high: 0,
+        executed_quote_high: [0; EXECUTED_QUOTE_HIGH_BYTES],
     }
 }
 
@@ -1433,7 +1432,8 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     //! The publisher's compact per-order record: one word holds a limit order's price or a market
-    //! order's quote quantity, and an open order costs 64 bytes in the order table.
+    //! order's quote quantity, the executed quote adds up past 64 bits, and the record is 48
+    //! bytes.
     use super::*;
 
     fn info(order_type: OrderType, price_ticks: u64, quote_quantity: u64) -> OrderInfo {
@@ -1443,13 +1443,9 @@ mod tests {
             quantity_lots: 0,
             filled_lots: 0,
             executed_quote_low: 0,
-            executed_quote_high: 0,
+            executed_quote_high: [0; EXECUTED_QUOTE_HIGH_BYTES],
             market: MarketId::new(1),
-            side: Side::Bid,
-            order_type,
-            time_in_force: TimeInForce::Ioc,
-            self_trade_prevention: SelfTradePrevention::RejectTaker,
-            post_only: false,
+            terms: OrderTerms::new(Side::Bid, order_type, TimeInForce::Ioc, SelfTradePrevention::RejectTaker, false),
         }
     }
 
@@ -1466,9 +1462,24 @@ mod tests {
         assert_eq!((by_quote.price_ticks(), by_quote.quote_quantity()), (0, 2_500_000));
     }
 
-    /// Fails with the former record (a price and a quote quantity word: 64 bytes, 72 per entry).
+    /// The executed quote carries into its high bytes and saturates at 2^88 - 1.
     #[test]
-    fn an_open_order_costs_64_bytes_in_the_table() {
-        assert!(std::mem::size_of::<(u64, OrderInfo)>() <= 64);
+    fn the_executed_quote_adds_up_past_64_bits_and_saturates() {
+        let mut order = info(OrderType::Limit, 100, 0);
+        order.add_executed_quote(u64::MAX);
+        order.add_executed_quote(u64::MAX);
+        assert_eq!(order.executed_quote(), 2 * u128::from(u64::MAX));
+        for _ in 0..3 {
+            order.executed_quote_high = [0xff; EXECUTED_QUOTE_HIGH_BYTES];
+            order.add_executed_quote(u64::MAX);
+            assert_eq!(order.executed_quote(), (1u128 << 88) - 1);
+        }
+    }
+
+    /// Fails with the former record (five bytes for the small enums and flag, a 4-byte high
+    /// quote part: 56 bytes).
+    #[test]
+    fn an_open_order_record_is_48_bytes() {
+        assert!(std::mem::size_of::<OrderInfo>() <= 48);
     }
 }

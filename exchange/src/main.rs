@@ -478,28 +478,60 @@ fn serve_replicated(
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let status = Arc::new(exchange::cluster::standby::StandbyStatus::default());
-    let Some(promoted) = exchange::cluster::standby::follow_until_promoted(config, &engine_config, &stop, status)?
-    else {
-        tracing::info!("standby stopped");
-        return Ok(());
-    };
-    if args.print_acks {
-        // For the failover test: the state the new primary starts serving from.
-        use std::io::Write;
-        let recovered = &promoted.recovered;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "PROMOTED {} {:#018x}", recovered.last_sequence, recovered.engine.state_hash())
-            .and_then(|_| out.flush());
+    loop {
+        let Some(promoted) =
+            exchange::cluster::standby::follow_until_promoted(config, &engine_config, &stop, status.clone())?
+        else {
+            tracing::info!("standby stopped");
+            return Ok(());
+        };
+        if args.print_acks {
+            // For the failover test: the state the new primary starts serving from.
+            use std::io::Write;
+            let recovered = &promoted.recovered;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "PROMOTED {} {:#018x}", recovered.last_sequence, recovered.engine.state_hash())
+                .and_then(|_| out.flush());
+        }
+        let cluster = ClusterPrimary {
+            replicator: promoted.replicator,
+            lease: promoted.lease,
+            rings: promoted.rings,
+            timeline: promoted.timeline,
+        };
+        let role = Role::Primary(promoted.writer, Box::new(cluster));
+        match serve_recovered(config, engine_config.clone(), args.clone(), promoted.recovered, role, Instant::now()) {
+            // Only the epoch marker was appended: this node is a standby again. It rebuilds
+            // from the log and rejoins the lease group as its youngest member (a new client
+            // id), so it does not take the lease back from whoever holds it now.
+            Err(error) if error.is::<LeaseLostBeforeServing>() => {
+                tracing::warn!("lease lost before serving: following the log again as a standby");
+                if args.print_acks {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "DEMOTED").and_then(|_| out.flush());
+                }
+            }
+            served => return served,
+        }
     }
-    let cluster = ClusterPrimary {
-        replicator: promoted.replicator,
-        lease: promoted.lease,
-        rings: promoted.rings,
-        timeline: promoted.timeline,
-    };
-    let role = Role::Primary(promoted.writer, Box::new(cluster));
-    serve_recovered(config, engine_config, args, promoted.recovered, role, Instant::now())
 }
+
+/// A promoted node lost the lease before it served anything (it appended only its epoch
+/// marker): it goes back to following the log instead of exiting.
+#[cfg(feature = "sinks")]
+#[derive(Debug)]
+struct LeaseLostBeforeServing;
+
+#[cfg(feature = "sinks")]
+impl std::fmt::Display for LeaseLostBeforeServing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("lease lost before serving")
+    }
+}
+
+#[cfg(feature = "sinks")]
+impl std::error::Error for LeaseLostBeforeServing {}
 
 #[cfg(not(feature = "sinks"))]
 fn serve_replicated(
@@ -691,9 +723,13 @@ fn serve_recovered(
         Role::Primary(writer, cluster) => {
             let ClusterPrimary { replicator, lease, rings, timeline: _ } = *cluster;
             let applied = recovered.engine.gateway_sequences().collect();
+            // Nothing was executed or acknowledged under this epoch yet: if the lease is gone
+            // already, the node goes back to following the log. From here on, losing the
+            // lease ends this process: it stops acknowledging.
+            if !lease.commit_to_serving() {
+                return Err(Box::new(LeaseLostBeforeServing));
+            }
             let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator), rings)?;
-            // From here on, losing the lease ends this process: it stops acknowledging.
-            lease.exit_on_loss();
             // The gateway processes' commands (docs/deployment.md, "Gateway processes").
             let cluster = &config.cluster;
             let commands = exchange::cluster::commands::CommandsConsumer::start(

@@ -77,6 +77,8 @@ const SINK_PARTITIONS: i32 = 1;
 /// What a node's output says.
 #[derive(Debug)]
 enum Line {
+    /// The node lost the lease before serving and follows the log again (`DEMOTED` on stdout).
+    Demoted,
     /// The REST API listens on this port (the node serves).
     HttpPort(u16),
     /// Promoted at this sequence with this state hash (`PROMOTED` on stdout).
@@ -125,6 +127,8 @@ impl Node {
                     let mut fields = rest.split(' ');
                     let sequence = fields.next().unwrap().parse().unwrap();
                     let _ = out.send(Line::Promoted(sequence, fields.next().unwrap().to_string()));
+                } else if line == "DEMOTED" {
+                    let _ = out.send(Line::Demoted);
                 }
             }
         });
@@ -155,14 +159,21 @@ impl Node {
 
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // It may have exited on its own (deposed, fenced or lease lost: a supervisor's
+            // restart, which this planned restart stands for); any other exit is a failure.
+            if let Ok(Some(status)) = child.try_wait() {
+                supervised_exit(self.name, status.code());
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Waits for the next line `pick` accepts (others are dropped).
-    fn wait_for<T>(&self, what: &str, mut pick: impl FnMut(Line) -> Option<T>) -> T {
-        let deadline = Instant::now() + PATIENCE;
+    /// Waits for the next line `pick` accepts (others are dropped). If the process exits with
+    /// the deposed code meanwhile, the test does what a supervisor does: it restarts the node as
+    /// a standby (counted) and goes on waiting; any other exit fails the test.
+    fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(Line) -> Option<T>) -> T {
+        let mut deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -172,31 +183,75 @@ impl Node {
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("node {} ({}): no {what} within {PATIENCE:?}", self.name, self.dir.display())
+                    let state = self.diagnose();
+                    panic!("node {}: no {what} within {PATIENCE:?}\n{state}", self.name)
                 }
                 // Its output closed: the process exited (its log, `<dir>.<pid>.log`, says why).
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("node {} ({}) exited while the test waited for {what}", self.name, self.dir.display())
+                    let mut child = self.child.take().expect("a node waited for runs");
+                    let code = child.wait().unwrap().code();
+                    supervised_exit(self.name, code);
+                    let (sender, lines) = std::sync::mpsc::channel();
+                    self.lines = lines;
+                    self.spawn(sender);
+                    deadline = Instant::now() + PATIENCE;
                 }
             }
         }
     }
 
+    /// The state of a node the test waited for in vain: its process (alive or not, its kernel
+    /// state and where each thread waits) and the end of its log.
+    fn diagnose(&mut self) -> String {
+        let Some(child) = self.child.as_mut() else { return "no process".into() };
+        let pid = child.id();
+        let mut report = format!("pid {pid}, data {}\n", self.dir.display());
+        match child.try_wait() {
+            Ok(Some(status)) => report += &format!("exited: {status}\n"),
+            _ => {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                report += &status.lines().filter(|l| l.starts_with("State")).collect::<Vec<_>>().join("\n");
+                report += "\n";
+                if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+                    for task in tasks.flatten() {
+                        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+                        report += &format!("  thread {} wchan {}\n", read("comm").trim(), read("wchan").trim());
+                    }
+                }
+            }
+        }
+        let log = std::fs::read_to_string(self.dir.with_extension(format!("{pid}.log"))).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        report += &format!("log ({} lines), last 30:\n", log.lines().count());
+        for line in tail.iter().rev() {
+            report += line;
+            report += "\n";
+        }
+        report
+    }
+
     /// Waits for promotion: (sequence, state hash, HTTP port).
-    fn wait_promoted(&self) -> (u64, String, u16) {
-        let (sequence, hash) = self.wait_for("promotion", |line| match line {
-            Line::Promoted(sequence, hash) => Some((sequence, hash)),
-            _ => None,
-        });
-        let port = self.wait_for("HTTP port", |line| match line {
-            Line::HttpPort(port) => Some(port),
-            _ => None,
-        });
-        (sequence, hash, port)
+    fn wait_promoted(&mut self) -> (u64, String, u16) {
+        // A node that lost the lease before serving (`DEMOTED`) follows the log again and is
+        // promoted later: only a promotion followed by serving counts.
+        loop {
+            let (sequence, hash) = self.wait_for("promotion", |line| match line {
+                Line::Promoted(sequence, hash) => Some((sequence, hash)),
+                _ => None,
+            });
+            let served = self.wait_for("HTTP port", |line| match line {
+                Line::HttpPort(port) => Some(Some(port)),
+                Line::Demoted => Some(None),
+                _ => None,
+            });
+            if let Some(port) = served {
+                return (sequence, hash, port);
+            }
+        }
     }
 
     /// Waits until the standby follows the log (and its lease group join is on its way).
-    fn wait_joined(&self) {
+    fn wait_joined(&mut self) {
         self.wait_for("lease group join", |line| matches!(line, Line::Joined).then_some(()));
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -207,6 +262,20 @@ impl Drop for Node {
         self.kill();
     }
 }
+
+/// Restarts the test made as a supervisor: a node exited on its own with the deposed code.
+static SUPERVISED_RESTARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A node exited on its own with `code`: counted if it is the deposed code (fenced or lease lost
+/// while primary, which a supervisor answers with a restart), a failure otherwise.
+fn supervised_exit(name: &str, code: Option<i32>) {
+    assert_eq!(code, Some(DEPOSED_EXIT_CODE), "node {name} exited with {code:?}, not the deposed code");
+    let restarts = SUPERVISED_RESTARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    eprintln!("node {name} exited deposed (code {DEPOSED_EXIT_CODE}): restarted as a standby ({restarts} so far)");
+}
+
+/// The exit code of a deposed primary (`runtime::FENCED_EXIT_CODE`).
+const DEPOSED_EXIT_CODE: i32 = exchange::runtime::FENCED_EXIT_CODE;
 
 /// A child process killed (SIGKILL) and reaped when dropped.
 struct Process(Child);
@@ -618,10 +687,10 @@ fn the_whole_cluster_survives_kill_dash_nine_failovers_under_gateway_load() {
     // The replica follows the log from its (empty) start; the first node takes the lease alone,
     // then the second joins as its standby; the gateways catch up with the log.
     let (_replica, replica_port) = start_replica(&root.join("replica"), &config_path);
-    let first = Node::start("a", &root.join("a"), &config_path);
+    let mut first = Node::start("a", &root.join("a"), &config_path);
     let (_, _, mut primary_port) = first.wait_promoted();
     wait_funded(primary_port);
-    let second = Node::start("b", &root.join("b"), &config_path);
+    let mut second = Node::start("b", &root.join("b"), &config_path);
     second.wait_joined();
     let mut nodes = [first, second];
     let mut primary = 0;
@@ -744,6 +813,10 @@ fn the_whole_cluster_survives_kill_dash_nine_failovers_under_gateway_load() {
          p50 {} ms, max {} ms",
         percentile(&failover_ms, 0.5),
         failover_ms[failover_ms.len() - 1]
+    );
+    println!(
+        "{} restarts of a node that exited deposed outside a planned kill (the supervisor's part)",
+        SUPERVISED_RESTARTS.load(std::sync::atomic::Ordering::Relaxed)
     );
     println!(
         "{} orders acknowledged through 2 gateways (debug build), {} trades once each on the topic, \

@@ -65,8 +65,8 @@ impl ClientContext for LeaseContext {
 
 impl LeaseContext {
     fn lose(&self, why: &str) {
-        if self.state.leader.swap(false, Ordering::AcqRel) {
-            if self.state.exit_on_loss.load(Ordering::Acquire) {
+        if self.state.leader.swap(false, Ordering::SeqCst) {
+            if self.state.exit_on_loss.load(Ordering::SeqCst) {
                 tracing::error!(why, "lease lost while primary: exiting before acknowledging anything more");
                 std::process::exit(crate::runtime::FENCED_EXIT_CODE);
             }
@@ -191,14 +191,20 @@ impl Lease {
         Some(self.state.acquired_unix_us.load(Ordering::Acquire)).filter(|&at| at > 0)
     }
 
-    /// From now on, losing the lease exits the process with
-    /// [`crate::runtime::FENCED_EXIT_CODE`] (called when this process starts serving).
-    pub fn exit_on_loss(&self) {
-        self.state.exit_on_loss.store(true, Ordering::Release);
-        if !self.is_leader() {
-            tracing::error!("lease lost before serving: exiting");
-            std::process::exit(crate::runtime::FENCED_EXIT_CODE);
+    /// Commits this process to serving: from now on, losing the lease exits the process with
+    /// [`crate::runtime::FENCED_EXIT_CODE`]. Returns false, committing to nothing, if the lease
+    /// is already lost: the caller has not served yet and goes back to following the log.
+    ///
+    /// The flag is set before the lease is read again, and [`LeaseContext::lose`] clears the
+    /// lease before it reads the flag (both sequentially consistent): a loss racing with this
+    /// call is seen by at least one of them, so it either returns false or exits the process.
+    pub fn commit_to_serving(&self) -> bool {
+        self.state.exit_on_loss.store(true, Ordering::SeqCst);
+        if self.state.leader.load(Ordering::SeqCst) {
+            return true;
         }
+        self.state.exit_on_loss.store(false, Ordering::SeqCst);
+        false
     }
 
     /// Blocks until this member holds the lease (or `stop` is set: returns false).

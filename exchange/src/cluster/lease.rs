@@ -228,3 +228,43 @@ impl Drop for Lease {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// How long the test waits for the group to move the lease.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} within {PATIENCE:?}");
+            std::thread::sleep(LEASE_POLL);
+        }
+    }
+
+    /// On a real broker (tansu): a member that does not hold the lease (another member does)
+    /// is refused when it commits to serving, and the process goes on (before, the same call
+    /// exited the process with the deposed code), so a node can follow the log again; the
+    /// holder commits.
+    #[test]
+    fn committing_to_serving_without_the_lease_is_refused_not_fatal() {
+        let Ok(brokers) = std::env::var("EXCHANGE_TEST_KAFKA_BROKERS") else {
+            eprintln!("SKIPPED: EXCHANGE_TEST_KAFKA_BROKERS not set (source scripts/services)");
+            assert!(std::env::var("EXCHANGE_REQUIRE_SERVICES").is_err(), "services required");
+            return;
+        };
+        let name = format!("lease-test-{}-{}", std::process::id(), started_ns());
+        let session = Duration::from_millis(1_000);
+        let holder = Lease::join(&brokers, &name, &name, session, 1).unwrap();
+        wait_until("the only member gets the lease", || holder.is_leader());
+        let other = Lease::join(&brokers, &name, &name, session, 1).unwrap();
+        // Long enough for the younger member's join to be answered (tansu holds it 3 s).
+        std::thread::sleep(Duration::from_secs(5));
+        assert!(holder.is_leader() && !other.is_leader(), "the oldest member keeps the lease");
+        assert!(!other.commit_to_serving(), "a member without the lease must not serve");
+        assert!(holder.commit_to_serving(), "the member holding the lease serves");
+    }
+}

@@ -23,18 +23,15 @@
 
 mod support;
 
-use codec::{Command, Event, RejectReason, Side, TimeInForce};
-use engine::{CommandContext, Engine};
-use exchange::cluster::log::{ClusterError, Followed, LogFollower};
+use codec::{Event, RejectReason, Side, TimeInForce};
+use engine::Engine;
+use exchange::cluster::log::LogFollower;
 use exchange::config::{Config, DEFAULT_CONFIG};
 use gateway_binary::client::{Client, Incoming};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::cluster::{LogReplay, Node, NodeLine, PATIENCE, Rng, SUPERVISED_RESTARTS, percentile};
 
 /// Failovers by `kill -9` (the issue asks for at least 10).
 const KILLS: usize = 10;
@@ -48,8 +45,6 @@ const SECRET: [u8; 32] = [2; 32];
 const FROZEN_SECRET: [u8; 32] = [3; 32];
 /// Market BTC_USDC.
 const MARKET: u32 = 1;
-/// How long anything a node is expected to do may take (debug build, shared machine).
-const PATIENCE: Duration = Duration::from_secs(60);
 /// A client waits this long for an answer before it considers the connection dead.
 const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// The exit code of a deposed primary.
@@ -112,157 +107,38 @@ fn unix_us_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
 }
 
-/// One `exchange standby` process.
-struct Node {
-    name: &'static str,
-    dir: PathBuf,
-    config: PathBuf,
-    child: Option<Child>,
-    lines: Receiver<Line>,
+impl NodeLine for Line {
+    fn promoted(sequence: u64, hash: String) -> Self {
+        Line::Promoted(sequence, hash)
+    }
+
+    fn demoted() -> Self {
+        Line::Demoted
+    }
+
+    fn from_log(line: String) -> Option<Self> {
+        if line.contains(support::SBE_LISTENING) {
+            Some(Line::SbePort(line.rsplit(':').next().unwrap().trim().parse().unwrap()))
+        } else if line.contains("standby status listening") {
+            Some(Line::StatusPort(line.rsplit(':').next().unwrap().trim().parse().unwrap()))
+        } else if line.contains("checkpoint: state hash equals the primary's") {
+            CHECKPOINTS_MATCHED.fetch_add(1, Ordering::Relaxed);
+            None
+        } else if line.contains("state hash diverges") {
+            DIVERGENCES.lock().unwrap().push(line);
+            None
+        } else if line.contains("standby following the log") {
+            Some(Line::Joined)
+        } else if line.contains("promotion timeline") {
+            Some(Line::Timeline(Timeline::parse(&line)))
+        } else {
+            None
+        }
+    }
 }
 
-impl Node {
-    fn start(name: &'static str, dir: &Path, config: &Path) -> Self {
-        let (sender, lines) = std::sync::mpsc::channel();
-        let mut node = Self { name, dir: dir.to_path_buf(), config: config.to_path_buf(), child: None, lines };
-        node.spawn(sender);
-        node
-    }
-
-    fn spawn(&mut self, sender: Sender<Line>) {
-        let mut command = support::command(&self.dir);
-        command
-            .args(["--config", self.config.to_str().unwrap(), "standby", "--demo", "--demo-orders", "16"])
-            .args(["--status-every", "0", "--print-acks"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let out = sender.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("PROMOTED ") {
-                    let mut fields = rest.split(' ');
-                    let sequence = fields.next().unwrap().parse().unwrap();
-                    let _ = out.send(Line::Promoted(sequence, fields.next().unwrap().to_string()));
-                } else if line == "DEMOTED" {
-                    let _ = out.send(Line::Demoted);
-                }
-            }
-        });
-        let log_path = self.dir.with_extension(format!("{}.log", child.id()));
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut log = std::fs::File::create(log_path).unwrap();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = writeln!(log, "{line}");
-                if line.contains(support::SBE_LISTENING) {
-                    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
-                    let _ = sender.send(Line::SbePort(port));
-                } else if line.contains("standby status listening") {
-                    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
-                    let _ = sender.send(Line::StatusPort(port));
-                } else if line.contains("checkpoint: state hash equals the primary's") {
-                    CHECKPOINTS_MATCHED.fetch_add(1, Ordering::Relaxed);
-                } else if line.contains("state hash diverges") {
-                    DIVERGENCES.lock().unwrap().push(line);
-                } else if line.contains("standby following the log") {
-                    let _ = sender.send(Line::Joined);
-                } else if line.contains("promotion timeline") {
-                    let _ = sender.send(Line::Timeline(Timeline::parse(&line)));
-                }
-            }
-        });
-        self.child = Some(child);
-    }
-
-    /// Kills (SIGKILL) and starts the node again on its data directory, as a standby.
-    fn restart(&mut self) {
-        self.kill();
-        let (sender, lines) = std::sync::mpsc::channel();
-        self.lines = lines;
-        self.spawn(sender);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // It may have exited on its own (deposed, fenced or lease lost: a supervisor's
-            // restart, which this planned restart stands for); any other exit is a failure.
-            if let Ok(Some(status)) = child.try_wait() {
-                supervised_exit(self.name, status.code());
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success());
-    }
-
-    /// Waits for the next line `pick` accepts (others are dropped). If the process exits with
-    /// the deposed code meanwhile, the test does what a supervisor does: it restarts the node as
-    /// a standby (counted) and goes on waiting; any other exit fails the test.
-    fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(Line) -> Option<T>) -> T {
-        let mut deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(value) = pick(line) {
-                        return value;
-                    }
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    let state = self.diagnose();
-                    panic!("node {}: no {what} within {PATIENCE:?}\n{state}", self.name)
-                }
-                // Its output closed: the process exited (its log, `<dir>.<pid>.log`, says why).
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    let mut child = self.child.take().expect("a node waited for runs");
-                    let code = child.wait().unwrap().code();
-                    supervised_exit(self.name, code);
-                    let (sender, lines) = std::sync::mpsc::channel();
-                    self.lines = lines;
-                    self.spawn(sender);
-                    deadline = Instant::now() + PATIENCE;
-                }
-            }
-        }
-    }
-
-    /// The state of a node the test waited for in vain: its process (alive or not, its kernel
-    /// state and where each thread waits) and the end of its log.
-    fn diagnose(&mut self) -> String {
-        let Some(child) = self.child.as_mut() else { return "no process".into() };
-        let pid = child.id();
-        let mut report = format!("pid {pid}, data {}\n", self.dir.display());
-        match child.try_wait() {
-            Ok(Some(status)) => report += &format!("exited: {status}\n"),
-            _ => {
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                report += &status.lines().filter(|l| l.starts_with("State")).collect::<Vec<_>>().join("\n");
-                report += "\n";
-                if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-                    for task in tasks.flatten() {
-                        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
-                        report += &format!("  thread {} wchan {}\n", read("comm").trim(), read("wchan").trim());
-                    }
-                }
-            }
-        }
-        let log = std::fs::read_to_string(self.dir.with_extension(format!("{pid}.log"))).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        report += &format!("log ({} lines), last 30:\n", log.lines().count());
-        for line in tail.iter().rev() {
-            report += line;
-            report += "\n";
-        }
-        report
-    }
-
+/// The waits of this test on one `exchange standby` process.
+impl Node<Line> {
     /// Waits for promotion: (sequence, state hash, SBE port).
     fn wait_promoted(&mut self) -> (u64, String, u16) {
         // A node that lost the lease before serving (`DEMOTED`) follows the log again and is
@@ -298,45 +174,7 @@ impl Node {
         std::thread::sleep(Duration::from_millis(300));
         status_port.expect("the standby's status listener is announced before it follows the log")
     }
-
-    /// Waits up to `timeout` for the process to exit; its exit code.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
 }
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            // A frozen process ignores SIGKILL until it is continued.
-            let _ = std::process::Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
-        }
-        self.kill();
-    }
-}
-
-/// Restarts the test made as a supervisor: a node exited on its own with the deposed code.
-static SUPERVISED_RESTARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A node exited on its own with `code`: counted if it is the deposed code (fenced or lease lost
-/// while primary, which a supervisor answers with a restart), a failure otherwise.
-fn supervised_exit(name: &str, code: Option<i32>) {
-    assert_eq!(code, Some(DEPOSED_EXIT_CODE), "node {name} exited with {code:?}, not the deposed code");
-    let restarts = SUPERVISED_RESTARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    eprintln!("node {name} exited deposed (code {DEPOSED_EXIT_CODE}): restarted as a standby ({restarts} so far)");
-}
-
-/// The exit code of a deposed primary (`runtime::FENCED_EXIT_CODE`).
-const DEPOSED_EXIT_CODE: i32 = exchange::runtime::FENCED_EXIT_CODE;
 
 /// What the client thread and the test share.
 #[derive(Default)]
@@ -417,87 +255,6 @@ fn client_loop(shared: &Shared) {
     }
 }
 
-/// The test's own copy of the authoritative log: every command, and an engine replaying them.
-struct LogReplay {
-    follower: LogFollower,
-    /// (timestamp, command) of sequences 1.. (index = sequence - 1).
-    commands: Vec<(u64, Command, Option<codec::GatewayTag>)>,
-    engine: Engine,
-    applied: u64,
-}
-
-impl LogReplay {
-    /// Reads the log until it holds `sequence` (or, with `None`, until nothing more arrives for
-    /// a while).
-    fn read(&mut self, sequence: Option<u64>) {
-        let deadline = Instant::now() + PATIENCE;
-        let mut quiet_since = Instant::now();
-        loop {
-            let commands = &mut self.commands;
-            let read = self
-                .follower
-                .poll::<ClusterError, _>(Duration::from_millis(50), &mut |followed| {
-                    if let Followed::Command(record) = followed {
-                        assert_eq!(record.sequence, commands.len() as u64 + 1);
-                        let (command, gateway) = codec::decode_journaled(record.payload).unwrap();
-                        commands.push((record.timestamp_ns, command, gateway));
-                    }
-                    Ok(())
-                })
-                .unwrap();
-            if read > 0 {
-                quiet_since = Instant::now();
-            }
-            let done = match sequence {
-                Some(sequence) => self.commands.len() as u64 >= sequence,
-                None => self.follower.at_end() && quiet_since.elapsed() > Duration::from_millis(500),
-            };
-            if done {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the log does not reach {sequence:?}");
-        }
-    }
-
-    /// The state hash after replaying the log up to `sequence`.
-    fn hash_at(&mut self, sequence: u64) -> String {
-        self.read(Some(sequence));
-        let mut events = Vec::new();
-        while self.applied < sequence {
-            let (timestamp_ns, command, gateway) = &self.commands[self.applied as usize];
-            self.applied += 1;
-            let context = CommandContext::new(self.applied, *timestamp_ns).with_gateway(*gateway);
-            self.engine.execute(context, command, &mut events);
-            events.clear();
-        }
-        format!("{:#018x}", self.engine.state_hash())
-    }
-
-    /// The client order id of the new order at `sequence`, if it is one.
-    fn client_order_id_at(&self, sequence: u64) -> Option<u64> {
-        match self.commands.get(sequence as usize - 1) {
-            Some((_, Command::NewOrder(order), _)) => Some(order.client_order_id.get()),
-            _ => None,
-        }
-    }
-}
-
-fn percentile(sorted: &[u64], fraction: f64) -> u64 {
-    sorted[((sorted.len() - 1) as f64 * fraction).round() as usize]
-}
-
-/// A small deterministic generator (xorshift64), seeded from the environment or the clock.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
-
 #[test]
 fn kill_dash_nine_failovers_lose_nothing_acknowledged_and_a_frozen_primary_is_fenced() {
     let Some([brokers]) = support::services(["EXCHANGE_TEST_KAFKA_BROKERS"]) else { return };
@@ -520,12 +277,10 @@ fn kill_dash_nine_failovers_lose_nothing_acknowledged_and_a_frozen_primary_is_fe
     )
     .unwrap();
     let engine_config = Config::load(Some(&config_path)).unwrap().engine_config().unwrap();
-    let mut replay = LogReplay {
-        follower: LogFollower::open(&brokers, &format!("failover.journal.{unique}"), 1).unwrap(),
-        commands: Vec::new(),
-        engine: Engine::new(&engine_config).unwrap(),
-        applied: 0,
-    };
+    let mut replay = LogReplay::new(
+        LogFollower::open(&brokers, &format!("failover.journal.{unique}"), 1).unwrap(),
+        Engine::new(&engine_config).unwrap(),
+    );
 
     // The first node takes the lease alone, then the second joins as its standby.
     let mut first = Node::start("a", &root.join("a"), &config_path);

@@ -8,6 +8,7 @@
 //! `-D warnings`).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fix;
 
 use base64::Engine as _;

@@ -25,18 +25,15 @@ mod support;
 use codec::Command as EngineCommand;
 use engine::journal::{Durability, JournalConfig, JournalReader, JournalWriter, RecoveryOptions};
 use exchange::cluster::log::JournalTopic;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::replica::{Recorder, stop};
 use support::{DepthBook, apply_depth};
-use tokio_tungstenite::tungstenite::Message;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_exchange");
 /// Journal records per shipped batch (a group commit).
@@ -124,58 +121,6 @@ fn replica(config: &Path, extra: &[&str]) -> (Process, u16) {
     let mut args = vec!["--config", config.to_str().unwrap(), "--http-port", "0", "replica", "--from-log"];
     args.extend_from_slice(extra);
     start(&args, "replica HTTP listening")
-}
-
-fn stop(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// A WebSocket client on its own thread: subscribes to `streams` and records every data frame
-/// until stopped.
-struct Recorder {
-    frames: Arc<Mutex<Vec<Value>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Recorder {
-    fn start(port: u16, streams: &[&str]) -> Self {
-        let frames = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (subscribed_tx, subscribed_rx) = std::sync::mpsc::channel();
-        let subscribe = json!({"method": "SUBSCRIBE", "params": streams, "id": 1}).to_string();
-        let (thread_frames, thread_stop) = (frames.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let (mut client, _) =
-                    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
-                client.send(Message::text(subscribe)).await.unwrap();
-                while !thread_stop.load(Ordering::Acquire) {
-                    let Ok(message) = tokio::time::timeout(Duration::from_millis(100), client.next()).await else {
-                        continue;
-                    };
-                    let Some(Ok(Message::Text(text))) = message else { break };
-                    let frame: Value = serde_json::from_str(&text).unwrap();
-                    if frame.get("stream").is_some() {
-                        thread_frames.lock().unwrap().push(frame);
-                    } else {
-                        subscribed_tx.send(frame).unwrap();
-                    }
-                }
-            });
-        });
-        let answer = subscribed_rx.recv_timeout(Duration::from_secs(10)).expect("an answer to SUBSCRIBE");
-        assert_eq!(answer, json!({"result": null, "id": 1}), "subscribed to {streams:?}");
-        Self { frames, stop, thread: Some(thread) }
-    }
-
-    fn stop(mut self) -> Vec<Value> {
-        self.stop.store(true, Ordering::Release);
-        self.thread.take().unwrap().join().unwrap();
-        std::mem::take(&mut *self.frames.lock().unwrap())
-    }
 }
 
 /// A fresh directory with an exchange.toml naming `brokers` and a journal topic of its own;

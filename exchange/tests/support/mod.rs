@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod fix;
+pub mod replica;
 
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};

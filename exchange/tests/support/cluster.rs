@@ -32,6 +32,11 @@ pub fn supervised_exit(name: &str, code: Option<i32>) {
     eprintln!("node {name} exited deposed (code {DEPOSED_EXIT_CODE}): restarted as a standby ({restarts} so far)");
 }
 
+/// Deposed exits the test answered so far ([`SUPERVISED_RESTARTS`]).
+pub fn supervised_restarts() -> usize {
+    SUPERVISED_RESTARTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// What a node's output says, as one cluster test needs it.
 pub trait NodeLine: Sized + Send + 'static {
     /// Promoted at this sequence with this state hash (`PROMOTED` on stdout).
@@ -274,6 +279,11 @@ impl LogReplay {
             }
         }
         format!("{:#018x}", self.engine.state_hash())
+    }
+
+    /// Commands read so far (sequences 1..=this).
+    pub fn read_len(&self) -> u64 {
+        self.commands.len() as u64
     }
 
     /// The client order ids of the new orders up to `sequence`.

@@ -112,16 +112,24 @@ pub(crate) fn client_config(brokers: &str) -> ClientConfig {
 /// # Errors
 /// The broker refused.
 pub fn ensure_topic(brokers: &str, topic: &str, replication: i32) -> Result<(), ClusterError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(kafka)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(kafka)?;
     // Every node rebuilds from the first record: nothing may ever be deleted. With three
     // replicas, an acknowledged (acks=all) record is on at least two of them.
     let mut new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(replication)).set("retention.ms", "-1");
     if replication >= REPLICATION_FOR_MIN_INSYNC {
         new_topic = new_topic.set("min.insync.replicas", MIN_INSYNC_REPLICAS);
     }
+    create_topic(brokers, &new_topic)
+}
+
+/// Creates `new_topic` unless a topic of its name exists.
+///
+/// # Errors
+/// The broker refused.
+pub(crate) fn create_topic(brokers: &str, new_topic: &NewTopic<'_>) -> Result<(), ClusterError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(kafka)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(kafka)?;
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-    for result in runtime.block_on(admin.create_topics([&new_topic], &options)).map_err(kafka)? {
+    for result in runtime.block_on(admin.create_topics([new_topic], &options)).map_err(kafka)? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => return Err(kafka(format!("creating topic {topic}: {code}"))),

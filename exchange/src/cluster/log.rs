@@ -542,22 +542,26 @@ impl LogFollower {
     }
 }
 
+/// The journal records of `count` commands from `first` (timestamp: ten times the sequence;
+/// payload: the sequence's low byte), written to a journal in `dir`: test data for the log's and
+/// the standby's tests.
+#[cfg(test)]
+pub(crate) fn test_records(dir: &Path, first: u64, count: u64) -> Vec<u8> {
+    use engine::journal::{Durability, JournalConfig, JournalWriter, RecoveryOptions};
+    let _ = std::fs::remove_dir_all(dir);
+    let config = JournalConfig { durability: Durability::None, segment_bytes_max: 1 << 20 };
+    let options = RecoveryOptions { after: first - 1, accept_loss: true, ..RecoveryOptions::default() };
+    let (mut writer, _) = JournalWriter::open_with(dir, config, &options).unwrap();
+    for sequence in first..first + count {
+        writer.append(sequence * 10, &[sequence as u8; 8]).unwrap();
+    }
+    writer.pending_records().to_vec()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_records as records;
     use super::*;
-    use engine::journal::{Durability, JournalConfig, JournalWriter, RecoveryOptions};
-
-    /// The journal records of `count` commands from `first` (payload: the sequence's low byte).
-    fn records(dir: &Path, first: u64, count: u64) -> Vec<u8> {
-        let _ = std::fs::remove_dir_all(dir);
-        let config = JournalConfig { durability: Durability::None, segment_bytes_max: 1 << 20 };
-        let options = RecoveryOptions { after: first - 1, accept_loss: true, ..RecoveryOptions::default() };
-        let (mut writer, _) = JournalWriter::open_with(dir, config, &options).unwrap();
-        for sequence in first..first + count {
-            writer.append(sequence * 10, &[sequence as u8; 8]).unwrap();
-        }
-        writer.pending_records().to_vec()
-    }
 
     /// Two writers race on a real broker (tansu): the one whose marker is later wins; the
     /// deposed one's late batch lands at an offset it did not expect (fenced) and every follower

@@ -25,16 +25,15 @@
 //! engine's own check is the rule. The cost is reading the topic's retention at every promotion
 //! (see docs/deployment.md, "Gateway processes", "Limits").
 
-use super::log::{ClusterError, client_config};
+use super::log::{ClusterError, client_config, create_topic};
 use codec::GatewayTag;
 #[cfg(doc)]
 use engine::Engine;
 use engine::bus::{IngressCommand, IngressRing};
 use sinks::rdkafka::Message;
-use sinks::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use sinks::rdkafka::client::DefaultClientContext;
+use sinks::rdkafka::admin::{NewTopic, TopicReplication};
 use sinks::rdkafka::consumer::{BaseConsumer, Consumer};
-use sinks::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use sinks::rdkafka::error::KafkaError;
 use sinks::rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use sinks::rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -69,17 +68,7 @@ pub fn ensure_commands_topic(
     partitions: i32,
     replication: i32,
 ) -> Result<(), ClusterError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(kafka)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(kafka)?;
-    let new_topic = NewTopic::new(topic, partitions.max(1), TopicReplication::Fixed(replication));
-    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-    for result in runtime.block_on(admin.create_topics([&new_topic], &options)).map_err(kafka)? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(kafka(format!("creating topic {topic}: {code}"))),
-        }
-    }
-    Ok(())
+    create_topic(brokers, &NewTopic::new(topic, partitions.max(1), TopicReplication::Fixed(replication)))
 }
 
 /// Logs the commands the broker did not take (their requests time out at the gateway: the client

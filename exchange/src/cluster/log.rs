@@ -112,16 +112,24 @@ pub(crate) fn client_config(brokers: &str) -> ClientConfig {
 /// # Errors
 /// The broker refused.
 pub fn ensure_topic(brokers: &str, topic: &str, replication: i32) -> Result<(), ClusterError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(kafka)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(kafka)?;
     // Every node rebuilds from the first record: nothing may ever be deleted. With three
     // replicas, an acknowledged (acks=all) record is on at least two of them.
     let mut new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(replication)).set("retention.ms", "-1");
     if replication >= REPLICATION_FOR_MIN_INSYNC {
         new_topic = new_topic.set("min.insync.replicas", MIN_INSYNC_REPLICAS);
     }
+    create_topic(brokers, &new_topic)
+}
+
+/// Creates `new_topic` unless a topic of its name exists.
+///
+/// # Errors
+/// The broker refused.
+pub(crate) fn create_topic(brokers: &str, new_topic: &NewTopic<'_>) -> Result<(), ClusterError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(kafka)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(kafka)?;
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-    for result in runtime.block_on(admin.create_topics([&new_topic], &options)).map_err(kafka)? {
+    for result in runtime.block_on(admin.create_topics([new_topic], &options)).map_err(kafka)? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => return Err(kafka(format!("creating topic {topic}: {code}"))),
@@ -534,22 +542,26 @@ impl LogFollower {
     }
 }
 
+/// The journal records of `count` commands from `first` (timestamp: ten times the sequence;
+/// payload: the sequence's low byte), written to a journal in `dir`: test data for the log's and
+/// the standby's tests.
+#[cfg(test)]
+pub(crate) fn test_records(dir: &Path, first: u64, count: u64) -> Vec<u8> {
+    use engine::journal::{Durability, JournalConfig, JournalWriter, RecoveryOptions};
+    let _ = std::fs::remove_dir_all(dir);
+    let config = JournalConfig { durability: Durability::None, segment_bytes_max: 1 << 20 };
+    let options = RecoveryOptions { after: first - 1, accept_loss: true, ..RecoveryOptions::default() };
+    let (mut writer, _) = JournalWriter::open_with(dir, config, &options).unwrap();
+    for sequence in first..first + count {
+        writer.append(sequence * 10, &[sequence as u8; 8]).unwrap();
+    }
+    writer.pending_records().to_vec()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_records as records;
     use super::*;
-    use engine::journal::{Durability, JournalConfig, JournalWriter, RecoveryOptions};
-
-    /// The journal records of `count` commands from `first` (payload: the sequence's low byte).
-    fn records(dir: &Path, first: u64, count: u64) -> Vec<u8> {
-        let _ = std::fs::remove_dir_all(dir);
-        let config = JournalConfig { durability: Durability::None, segment_bytes_max: 1 << 20 };
-        let options = RecoveryOptions { after: first - 1, accept_loss: true, ..RecoveryOptions::default() };
-        let (mut writer, _) = JournalWriter::open_with(dir, config, &options).unwrap();
-        for sequence in first..first + count {
-            writer.append(sequence * 10, &[sequence as u8; 8]).unwrap();
-        }
-        writer.pending_records().to_vec()
-    }
 
     /// Two writers race on a real broker (tansu): the one whose marker is later wins; the
     /// deposed one's late batch lands at an offset it did not expect (fenced) and every follower

@@ -512,19 +512,7 @@ pub fn follow_until_promoted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::journal::{Durability, JournalConfig, RecoveryOptions};
-
-    /// The journal records of `count` commands from `first`.
-    fn records(dir: &Path, first: u64, count: u64) -> Vec<u8> {
-        let _ = std::fs::remove_dir_all(dir);
-        let config = JournalConfig { durability: Durability::None, segment_bytes_max: 1 << 20 };
-        let options = RecoveryOptions { after: first - 1, accept_loss: true, ..RecoveryOptions::default() };
-        let (mut writer, _) = JournalWriter::open_with(dir, config, &options).unwrap();
-        for sequence in first..first + count {
-            writer.append(sequence, &[sequence as u8; 8]).unwrap();
-        }
-        writer.pending_records().to_vec()
-    }
+    use crate::cluster::log::test_records as records;
 
     /// On a real broker (tansu): a primary whose batch lands after a deposed primary's late
     /// write goes on (that write is superseded), and is fenced by a newer primary's marker.

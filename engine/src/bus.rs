@@ -332,6 +332,17 @@ impl BroadcastRing {
         self.slots.len()
     }
 
+    /// Registers the waker of a consumer that parks elsewhere than on the ring's futex
+    /// ([`Consumer::park_elsewhere`]): publications call it while that consumer is parked.
+    pub fn add_waker(&self, waker: Arc<dyn crate::doorbell::Waker>) {
+        self.doorbell.add_waker(waker);
+    }
+
+    /// Unregisters a waker added by [`Self::add_waker`].
+    pub fn remove_waker(&self, waker: &Arc<dyn crate::doorbell::Waker>) {
+        self.doorbell.remove_waker(waker);
+    }
+
     /// Next position to be published.
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
@@ -560,6 +571,15 @@ impl Consumer {
     pub fn idle(&self, idle: &mut Idle, policy: IdlePolicy) {
         let ring = &*self.ring;
         ring.doorbell.idle_with(idle, policy, || ring.head.load(Ordering::Acquire) > self.cursor);
+    }
+
+    /// After [`ReadError::Empty`], for a consumer that sleeps elsewhere than on the ring's futex
+    /// (the SBE gateway's I/O thread, in `epoll_wait`): runs `park` unless an event arrived
+    /// meanwhile, announced so that the next publication calls the waker registered with
+    /// [`BroadcastRing::add_waker`] (see [`Doorbell::park_elsewhere`]). `None`: not parked.
+    pub fn park_elsewhere<T>(&self, park: impl FnOnce() -> T) -> Option<T> {
+        let ring = &*self.ring;
+        ring.doorbell.park_elsewhere(|| ring.head.load(Ordering::Acquire) > self.cursor, park)
     }
 
     /// Reads the next event.

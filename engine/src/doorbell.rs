@@ -17,9 +17,18 @@
 //! consumer's check sees the work), or it comes after (and the futex refuses to sleep on a
 //! changed value, or the producer sees the sleeper and wakes it).
 //!
+//! # Parking somewhere else
+//! A consumer that also waits for sockets (the SBE gateway's I/O thread) cannot sleep on the
+//! futex: it sleeps in `epoll_wait`. It registers a [`Waker`] (an eventfd in its poll set) and
+//! parks with [`Doorbell::park_elsewhere`], which announces it in `sleepers` exactly like a futex
+//! park, so the producer's [`Doorbell::ring`] calls its waker too: the same argument holds, with
+//! the eventfd's counter in the futex's place (a wake before the `epoll_wait` leaves the eventfd
+//! readable, so the wait returns at once).
+//!
 //! `unsafe` here is the futex system call alone, on a counter this struct owns.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How a consumer waits on an empty ring.
@@ -107,13 +116,33 @@ pub fn consumer_idle() -> IdlePolicy {
     CONSUMER_IDLE.get().copied().unwrap_or_default()
 }
 
+/// Wakes a consumer parked outside the futex (in `epoll_wait`, say): see [`Doorbell::add_waker`].
+pub trait Waker: Send + Sync {
+    /// Makes the parked consumer return (called by a producer; must not block).
+    fn wake(&self);
+}
+
 /// A wake-up counter shared by a ring's producers and its parked consumers.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Doorbell {
     /// Bumped by every ring; parked consumers sleep on it.
     rings: AtomicU32,
     /// Consumers parked or about to park.
     sleepers: AtomicU32,
+    /// Whether `wakers` holds any: the wake path skips its lock otherwise.
+    has_wakers: AtomicBool,
+    /// Consumers that park elsewhere than on the futex ([`Self::park_elsewhere`]).
+    wakers: Mutex<Vec<Arc<dyn Waker>>>,
+}
+
+impl std::fmt::Debug for Doorbell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Doorbell")
+            .field("rings", &self.rings)
+            .field("sleepers", &self.sleepers)
+            .field("has_wakers", &self.has_wakers)
+            .finish()
+    }
 }
 
 impl Doorbell {
@@ -129,6 +158,36 @@ impl Doorbell {
     #[cold]
     fn wake_all(&self) {
         futex::wake_all(&self.rings);
+        if self.has_wakers.load(Ordering::SeqCst) {
+            for waker in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Registers a consumer that parks elsewhere ([`Self::park_elsewhere`]): every ring that
+    /// finds a sleeper also calls `waker`. Kept until [`Self::remove_waker`].
+    pub fn add_waker(&self, waker: Arc<dyn Waker>) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers.push(waker);
+        self.has_wakers.store(true, Ordering::SeqCst);
+    }
+
+    /// Unregisters a waker added by [`Self::add_waker`] (the same `Arc`).
+    pub fn remove_waker(&self, waker: &Arc<dyn Waker>) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers.retain(|held| !Arc::ptr_eq(held, waker));
+        self.has_wakers.store(!wakers.is_empty(), Ordering::SeqCst);
+    }
+
+    /// Consumer side, for a consumer whose waker was added ([`Self::add_waker`]): announces it
+    /// as a sleeper, and unless `ready()` turns true calls `park` (which sleeps until the waker
+    /// is called, or for its own reasons). See the module docs for why no wake-up is lost.
+    pub fn park_elsewhere<T>(&self, ready: impl Fn() -> bool, park: impl FnOnce() -> T) -> Option<T> {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let parked = (!ready()).then(park);
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        parked
     }
 
     /// Consumer side, after an empty poll: waits as `policy` says (see [`Self::idle`]).
@@ -249,6 +308,47 @@ mod tests {
         doorbell.ring();
         let waited = consumer.join().unwrap();
         assert!(waited < Duration::from_secs(5), "woken by the ring, not the 10 s bound: {waited:?}");
+    }
+
+    /// A consumer parked elsewhere (here on a channel, standing in for `epoll_wait`) is woken by
+    /// the ring through its registered waker, not by its 10 s bound. Fails without the waker
+    /// call in `wake_all`.
+    #[test]
+    fn a_consumer_parked_elsewhere_is_woken_through_its_waker() {
+        struct ChannelWaker(std::sync::Mutex<std::sync::mpsc::Sender<()>>);
+        impl Waker for ChannelWaker {
+            fn wake(&self) {
+                let _ = self.0.lock().unwrap().send(());
+            }
+        }
+        let doorbell = Arc::new(Doorbell::default());
+        let work = Arc::new(AtomicBool::new(false));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let waker: Arc<dyn Waker> = Arc::new(ChannelWaker(std::sync::Mutex::new(sender)));
+        doorbell.add_waker(waker.clone());
+        let consumer = {
+            let (doorbell, work) = (doorbell.clone(), work.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while !work.load(Ordering::SeqCst) {
+                    doorbell.park_elsewhere(
+                        || work.load(Ordering::SeqCst),
+                        || receiver.recv_timeout(Duration::from_secs(10)),
+                    );
+                }
+                started.elapsed()
+            })
+        };
+        while doorbell.sleepers.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        work.store(true, Ordering::SeqCst);
+        doorbell.ring();
+        let waited = consumer.join().unwrap();
+        assert!(waited < Duration::from_secs(5), "woken through the waker, not the 10 s bound: {waited:?}");
+        doorbell.remove_waker(&waker);
+        assert!(!doorbell.has_wakers.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -38,47 +38,68 @@ fn track_ack(published: &Published, traced_sequence: &mut u64) {
     }
 }
 
-pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
-    // Open orders placed through this gateway: order id → session id (12 bytes and a bit per
-    // open order: ids arrive ascending, so the table only appends).
-    let mut owners: OrderTable<u64> = OrderTable::new();
-    let mut idle = Idle::default();
-    let policy = consumer_idle();
-    let mut traced_sequence = 0u64;
-    while !shared.stopping.load(Ordering::Acquire) {
+/// The routing state of the egress ring's consumer (the dispatcher thread, or the I/O thread of
+/// [`crate::IoMode::Thread`]).
+pub(crate) struct Dispatcher {
+    /// Open orders placed through this gateway: order id → session id (12 bytes and a bit per
+    /// open order: ids arrive ascending, so the table only appends).
+    owners: OrderTable<u64>,
+    /// The command sequence of the last event seen (see [`track_ack`]).
+    traced_sequence: u64,
+}
+
+impl Dispatcher {
+    pub fn new() -> Self {
+        Self { owners: OrderTable::new(), traced_sequence: 0 }
+    }
+
+    /// Routes the next event of the egress ring to its sessions. False when the ring is empty.
+    pub fn dispatch_next(&mut self, shared: &Shared, consumer: &mut Consumer) -> bool {
         match consumer.try_next() {
             Ok(published) => {
-                idle.reset();
-                track_ack(&published, &mut traced_sequence);
-                route(&shared, &mut owners, published.origin, &published.event);
+                track_ack(&published, &mut self.traced_sequence);
+                route(shared, &mut self.owners, published.origin, &published.event);
                 if published.last_of_command {
                     PENDING_ACK.set(None);
                 }
+                true
             }
-            Err(ReadError::Empty) => {
-                // Spin, then park until the engine publishes: no fixed nap (engine::doorbell).
-                consumer.idle(&mut idle, policy);
-            }
+            Err(ReadError::Empty) => false,
             Err(lagged @ ReadError::Lagged { oldest, .. }) => {
                 // Events were lost for this gateway: sessions cannot be trusted to have every
                 // report. Cut every connection (clients reconnect and reconcile) and go on.
                 tracing::error!(%lagged, "binary gateway dispatcher lagged; terminating all connections");
-                for session in shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).values() {
-                    let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(connection) = state.connection.take() {
-                        let _ = connection.kill.send(Some(TerminateReason::SlowConsumer));
-                    }
-                }
+                terminate_all(shared, TerminateReason::SlowConsumer);
                 consumer.seek(oldest);
+                true
             }
         }
     }
-    // Shutdown: tell connected clients.
+}
+
+/// Cuts every connected session's connection with `reason`.
+pub(crate) fn terminate_all(shared: &Shared, reason: TerminateReason) {
     for session in shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).values() {
         if let Some(connection) = session.lock().unwrap_or_else(|e| e.into_inner()).connection.take() {
-            let _ = connection.kill.send(Some(TerminateReason::ServerShutdown));
+            connection.terminate(reason);
         }
     }
+}
+
+pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
+    let mut dispatcher = Dispatcher::new();
+    let mut idle = Idle::default();
+    let policy = consumer_idle();
+    while !shared.stopping.load(Ordering::Acquire) {
+        if dispatcher.dispatch_next(&shared, &mut consumer) {
+            idle.reset();
+        } else {
+            // Spin, then park until the engine publishes: no fixed nap (engine::doorbell).
+            consumer.idle(&mut idle, policy);
+        }
+    }
+    // Shutdown: tell connected clients.
+    terminate_all(&shared, TerminateReason::ServerShutdown);
 }
 
 fn session_by_id(shared: &Shared, session_id: u64) -> Option<Arc<Mutex<SessionState>>> {

@@ -22,6 +22,7 @@
 //! the session's, never the message's.
 
 mod dispatch;
+mod io_thread;
 pub mod recent_ids;
 pub mod session;
 mod throttle;
@@ -47,6 +48,19 @@ pub const KEEP_ALIVE_MS_MAX: u32 = 60_000;
 /// Most messages one retransmission may carry.
 pub const RETRANSMIT_COUNT_MAX: u32 = 10_000;
 
+/// Which threads serve the sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoMode {
+    /// A tokio task per connection (reader) and per writer, with a dispatcher thread routing
+    /// the egress ring to them: four thread hand-offs from a request to its answer.
+    #[default]
+    Tokio,
+    /// One dedicated thread owns every socket (epoll through mio) and is also the dispatcher:
+    /// it reads, validates and pushes to the ingress ring, then routes the egress ring and
+    /// writes the answers itself; two hand-offs (to the engine and back).
+    Thread,
+}
+
 /// Gateway settings.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -67,6 +81,10 @@ pub struct GatewayConfig {
     /// Client order ids remembered per session for idempotency (at most
     /// [`recent_ids::REMEMBERED_MAX`], 2^30).
     pub client_order_ids_remembered: usize,
+    /// Which threads serve the sockets.
+    pub io: IoMode,
+    /// Under [`IoMode::Thread`]: the core to pin the I/O thread to (none: not pinned).
+    pub io_core: Option<usize>,
 }
 
 impl Default for GatewayConfig {
@@ -80,6 +98,8 @@ impl Default for GatewayConfig {
             retransmit_window: 100_000,
             outbound_queue_max: 65_536,
             client_order_ids_remembered: 1 << 20,
+            io: IoMode::Tokio,
+            io_core: None,
         }
     }
 }
@@ -141,12 +161,17 @@ pub(crate) struct Shared {
 pub struct BinaryGateway {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    /// The dispatcher thread ([`IoMode::Tokio`]) or the I/O thread ([`IoMode::Thread`]).
     dispatcher: Option<std::thread::JoinHandle<()>>,
+    /// Under [`IoMode::Thread`]: wakes the I/O thread (to notice a shutdown), and is rung by
+    /// the egress ring while that thread is parked.
+    io_waker: Option<(Arc<io_thread::IoWaker>, Arc<BroadcastRing>)>,
 }
 
 impl BinaryGateway {
-    /// Binds the listener, starts the dispatcher thread (egress → sessions) and the accept loop
-    /// on the current tokio runtime.
+    /// Binds the listener and starts serving as `config.io` says: under [`IoMode::Tokio`] the
+    /// dispatcher thread (egress → sessions) and the accept loop on the current tokio runtime;
+    /// under [`IoMode::Thread`] the I/O thread alone (no runtime needed).
     ///
     /// # Errors
     /// The address cannot be bound.
@@ -156,18 +181,12 @@ impl BinaryGateway {
         ingress: Arc<IngressRing>,
         egress: &Arc<BroadcastRing>,
     ) -> std::io::Result<Self> {
+        if config.io == IoMode::Thread {
+            return Self::start_io_thread(config, credentials, ingress, egress);
+        }
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            config,
-            credentials,
-            ingress,
-            sessions: Mutex::new(HashMap::new()),
-            session_keys: Mutex::new(HashMap::new()),
-            next_session_id: AtomicU64::new(1),
-            stats: Arc::new(GatewayStats::default()),
-            stopping: AtomicBool::new(false),
-        });
+        let shared = Self::shared(config, credentials, ingress, 1);
         // Gating: the engine waits for this dispatcher rather than lapping it (it never waits for
         // the engine, and cuts a session whose own queue is full instead of stalling).
         let consumer = egress.subscribe_gating();
@@ -177,7 +196,67 @@ impl BinaryGateway {
         };
         tokio::spawn(session::accept_loop(listener, shared.clone()));
         tracing::info!(listen = %local_addr, "binary gateway listening");
-        Ok(Self { shared, local_addr, dispatcher: Some(dispatcher) })
+        Ok(Self { shared, local_addr, dispatcher: Some(dispatcher), io_waker: None })
+    }
+
+    /// [`Self::start`] under [`IoMode::Thread`].
+    fn start_io_thread(
+        config: GatewayConfig,
+        credentials: Arc<Credentials>,
+        ingress: Arc<IngressRing>,
+        egress: &Arc<BroadcastRing>,
+    ) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind(config.listen)?;
+        listener.set_nonblocking(true)?;
+        let mut listener = mio::net::TcpListener::from_std(listener);
+        let local_addr = listener.local_addr()?;
+        let poll = mio::Poll::new()?;
+        poll.registry().register(&mut listener, mio::Token(0), mio::Interest::READABLE)?;
+        let waker = Arc::new(io_thread::IoWaker(mio::Waker::new(poll.registry(), io_thread::WAKER)?));
+        let io_core = config.io_core;
+        // Connection ids are the sockets' poll tokens: they start above the reserved ones.
+        let shared = Self::shared(config, credentials, ingress, io_thread::FIRST_CONNECTION_ID);
+        // Gating, as the tokio mode's dispatcher (see there).
+        let consumer = egress.subscribe_gating();
+        egress.add_waker(waker.clone());
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new().name("binary-io".into()).spawn(move || {
+                if let Some(core) = io_core {
+                    let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                    tracing::info!(core, pinned, "binary gateway I/O thread pinned");
+                }
+                io_thread::run(shared, poll, listener, consumer);
+            })?
+        };
+        tracing::info!(listen = %local_addr, "binary gateway listening (I/O thread)");
+        Ok(Self { shared, local_addr, dispatcher: Some(thread), io_waker: Some((waker, egress.clone())) })
+    }
+
+    fn shared(
+        config: GatewayConfig,
+        credentials: Arc<Credentials>,
+        ingress: Arc<IngressRing>,
+        first_id: u64,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            config,
+            credentials,
+            ingress,
+            sessions: Mutex::new(HashMap::new()),
+            session_keys: Mutex::new(HashMap::new()),
+            next_session_id: AtomicU64::new(first_id),
+            stats: Arc::new(GatewayStats::default()),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// Tells the serving threads to stop (and wakes the I/O thread if it is parked).
+    fn signal_stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        if let Some((waker, _)) = &self.io_waker {
+            engine::doorbell::Waker::wake(&**waker);
+        }
     }
 
     /// The bound address (useful with port 0).
@@ -193,7 +272,7 @@ impl BinaryGateway {
     /// Stops accepting, tells connected clients `Terminate(ServerShutdown)`, stops the
     /// dispatcher.
     pub fn shutdown(mut self) {
-        self.shared.stopping.store(true, Ordering::Release);
+        self.signal_stop();
         if let Some(dispatcher) = self.dispatcher.take() {
             let _ = dispatcher.join();
         }
@@ -204,6 +283,10 @@ impl BinaryGateway {
 
 impl Drop for BinaryGateway {
     fn drop(&mut self) {
-        self.shared.stopping.store(true, Ordering::Release);
+        self.signal_stop();
+        if let Some((waker, egress)) = self.io_waker.take() {
+            let waker: Arc<dyn engine::doorbell::Waker> = waker;
+            egress.remove_waker(&waker);
+        }
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 /// Time a connection has to complete its logon.
 const LOGON_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the writer of an ending connection has to flush what is queued and the Terminate.
-const WRITER_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const WRITER_GRACE: Duration = Duration::from_secs(1);
 
 /// Encodes a message with its SOFH into a shareable buffer.
 pub(crate) fn frame(encode: impl FnOnce(&mut [u8]) -> Option<usize>) -> Bytes {
@@ -186,13 +186,62 @@ impl From<Bytes> for Outbound {
 
 /// Traced acknowledgements one writer batch records at most (more are dropped from the
 /// histograms, never from the socket): a bound on the writer's buffer of them.
-const ACKS_PER_WRITE_MAX: usize = 1_024;
+pub(crate) const ACKS_PER_WRITE_MAX: usize = 1_024;
 
-/// The live connection of a session.
+/// Connections with something for their writer (frames queued or a kill), by id: how the
+/// I/O thread of [`crate::IoMode::Thread`] learns which sockets to write without looking at
+/// every one. Only that thread pushes and drains it (the mutex is never contended); bounded by
+/// what one turn of it delivers.
+#[derive(Debug, Default)]
+pub(crate) struct ReadyList {
+    ids: Mutex<Vec<u64>>,
+}
+
+impl ReadyList {
+    fn mark(&self, connection_id: u64) {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).push(connection_id);
+    }
+
+    /// Takes the marked ids into `into` (which it clears first).
+    pub fn take(&self, into: &mut Vec<u64>) {
+        into.clear();
+        std::mem::swap(&mut *self.ids.lock().unwrap_or_else(|e| e.into_inner()), into);
+    }
+}
+
+/// The live connection of a session: the handle its session and the dispatcher use to reach
+/// its writer (a tokio task, or the I/O thread).
+#[derive(Clone)]
 pub(crate) struct Connection {
     pub id: u64,
     pub outbound: mpsc::Sender<Outbound>,
     pub kill: watch::Sender<Option<TerminateReason>>,
+    /// Set under [`crate::IoMode::Thread`]: the writer is told this way, not by a task wake-up.
+    pub ready: Option<Arc<ReadyList>>,
+}
+
+impl Connection {
+    /// Queues a frame for the writer.
+    ///
+    /// # Errors
+    /// The queue is full (the peer does not read fast enough) or the writer is gone.
+    pub fn send(&self, message: Outbound) -> Result<(), TerminateReason> {
+        let sent = self.outbound.try_send(message).map_err(|_| TerminateReason::SlowConsumer);
+        self.notify();
+        sent
+    }
+
+    /// Tells the writer to send `reason` in a Terminate and close.
+    pub fn terminate(&self, reason: TerminateReason) {
+        let _ = self.kill.send(Some(reason));
+        self.notify();
+    }
+
+    fn notify(&self) {
+        if let Some(ready) = &self.ready {
+            ready.mark(self.id);
+        }
+    }
 }
 
 /// A session: one per API key, outliving its connections.
@@ -244,9 +293,9 @@ impl SessionState {
         self.window.push(&frame);
         self.last_outbound = Instant::now();
         if let Some(connection) = &self.connection
-            && connection.outbound.try_send(Outbound { frame, ack }).is_err()
+            && connection.send(Outbound { frame, ack }).is_err()
         {
-            let _ = connection.kill.send(Some(TerminateReason::SlowConsumer));
+            connection.terminate(TerminateReason::SlowConsumer);
             self.connection = None;
         }
     }
@@ -283,6 +332,100 @@ pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<S
             run_connection(stream, shared.clone(), connection_id).await;
             shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// How often a connection checks its logon deadline, keep-alive and the server's shutdown.
+pub(crate) const HEARTBEAT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The inbound side of one connection, without its I/O (shared by both [`crate::IoMode`]s):
+/// bytes read go in ([`Self::handle_frames`]), the clock comes in ([`Self::check_timers`]); what
+/// it says goes to the connection's [`Connection`] handle; `Err` ends the connection with that
+/// reason.
+pub(crate) struct Inbound {
+    phase: Phase,
+    last_inbound: Instant,
+    started: Instant,
+}
+
+impl Inbound {
+    /// A connection just accepted: awaiting `Negotiate`.
+    pub fn new() -> Self {
+        let now = Instant::now();
+        Self { phase: Phase::AwaitNegotiate, last_inbound: now, started: now }
+    }
+
+    /// Handles every complete frame in `buffer` (read at `received_ns`) and removes them.
+    ///
+    /// # Errors
+    /// The reason to end the connection: a bad frame, a failed logon, a protocol error, more
+    /// than two frames' worth of bytes without a complete frame.
+    pub fn handle_frames(
+        &mut self,
+        shared: &Shared,
+        buffer: &mut BytesMut,
+        link: &Connection,
+        received_ns: u64,
+    ) -> Result<(), TerminateReason> {
+        loop {
+            let (message, used) = match FrameDecoder::next_frame(buffer) {
+                Ok(Some((message, used))) => (message.to_vec(), used),
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::debug!(%error, "binary gateway: bad frame");
+                    return Err(TerminateReason::ProtocolError);
+                }
+            };
+            let _ = buffer.split_to(used);
+            self.last_inbound = Instant::now();
+            handle_message(shared, &mut self.phase, &message, link, received_ns)?;
+        }
+        if buffer.len() > 2 * FRAME_BYTES_MAX {
+            return Err(TerminateReason::ProtocolError);
+        }
+        Ok(())
+    }
+
+    /// Every [`HEARTBEAT_CHECK_INTERVAL`]: the logon deadline, the peer's keep-alive, our own
+    /// heartbeat, the server's shutdown.
+    ///
+    /// # Errors
+    /// The reason to end the connection.
+    pub fn check_timers(&mut self, shared: &Shared, link: &Connection) -> Result<(), TerminateReason> {
+        match &self.phase {
+            Phase::Established { session, keep_alive } => {
+                if self.last_inbound.elapsed() > *keep_alive * 2 {
+                    return Err(TerminateReason::KeepAliveTimeout);
+                }
+                let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+                if state.last_outbound.elapsed() >= *keep_alive {
+                    let beat = session_frame(Session::SequenceHeartbeat(SequenceHeartbeat {
+                        next_sequence: Sequence::new(state.next_outbound),
+                    }));
+                    state.last_outbound = Instant::now();
+                    let _ = link.send(beat.into());
+                }
+            }
+            _ => {
+                if self.started.elapsed() > LOGON_TIMEOUT {
+                    return Err(TerminateReason::Unauthenticated);
+                }
+            }
+        }
+        if shared.stopping.load(Ordering::Acquire) {
+            return Err(TerminateReason::ServerShutdown);
+        }
+        Ok(())
+    }
+
+    /// The connection ends: its session (if this connection still owns it) is left without one.
+    pub fn detach(&self, connection_id: u64) {
+        if let Phase::Established { session, .. } = &self.phase {
+            let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+            if state.connection.as_ref().is_some_and(|c| c.id == connection_id) {
+                state.connection = None;
+            }
+        }
     }
 }
 
@@ -362,87 +505,40 @@ async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u
     let (kill, kill_receiver) = watch::channel(None);
     let mut kill_watch = kill.subscribe();
     let mut writer_task = tokio::spawn(write_loop(writer, outbound, kill_receiver));
+    let link = Connection { id: connection_id, outbound: outbound_sender, kill, ready: None };
+    let mut inbound = Inbound::new();
     let mut buffer = BytesMut::with_capacity(2 * FRAME_BYTES_MAX);
-    let mut phase = Phase::AwaitNegotiate;
-    let mut last_inbound = Instant::now();
-    let started = Instant::now();
-    let mut heartbeat = tokio::time::interval(Duration::from_millis(100));
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_CHECK_INTERVAL);
     // When the bytes in `buffer` were read: the start of the trace of the commands they hold.
     let mut received_ns = 0u64;
 
-    let reason: TerminateReason = 'connection: loop {
-        // Parse every complete frame in the buffer.
-        loop {
-            let (message, used) = match FrameDecoder::next_frame(&buffer) {
-                Ok(Some((message, used))) => (message.to_vec(), used),
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::debug!(?peer, %error, "binary gateway: bad frame");
-                    break 'connection TerminateReason::ProtocolError;
-                }
-            };
-            let _ = buffer.split_to(used);
-            last_inbound = Instant::now();
-            match handle_message(&shared, &mut phase, &message, &outbound_sender, &kill, connection_id, received_ns) {
-                Ok(()) => {}
-                Err(reason) => break 'connection reason,
-            }
+    let reason: TerminateReason = loop {
+        if let Err(reason) = inbound.handle_frames(&shared, &mut buffer, &link, received_ns) {
+            tracing::debug!(?peer, ?reason, "binary gateway: inbound ends the connection");
+            break reason;
         }
-        if buffer.len() > 2 * FRAME_BYTES_MAX {
-            break TerminateReason::ProtocolError;
-        }
-        let keep_alive = match &phase {
-            Phase::Established { keep_alive, .. } => Some(*keep_alive),
-            _ => None,
-        };
         tokio::select! {
             read = reader.read_buf(&mut buffer) => match read {
                 Ok(0) | Err(_) => break TerminateReason::Finished,
                 Ok(_) => received_ns = clock_ns(),
             },
             _ = heartbeat.tick() => {
-                match (&phase, keep_alive) {
-                    (Phase::Established { session, .. }, Some(keep_alive)) => {
-                        if last_inbound.elapsed() > keep_alive * 2 {
-                            break TerminateReason::KeepAliveTimeout;
-                        }
-                        let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
-                        if state.last_outbound.elapsed() >= keep_alive {
-                            let beat = session_frame(Session::SequenceHeartbeat(SequenceHeartbeat {
-                                next_sequence: Sequence::new(state.next_outbound),
-                            }));
-                            state.last_outbound = Instant::now();
-                            let _ = outbound_sender.try_send(beat.into());
-                        }
-                    }
-                    _ => {
-                        if started.elapsed() > LOGON_TIMEOUT {
-                            break TerminateReason::Unauthenticated;
-                        }
-                    }
-                }
-                if shared.stopping.load(Ordering::Acquire) {
-                    break TerminateReason::ServerShutdown;
+                if let Err(reason) = inbound.check_timers(&shared, &link) {
+                    break reason;
                 }
             }
             _ = kill_watch.changed() => {
                 // Cut from elsewhere (slow consumer, duplicate logon): the writer already sends
                 // the Terminate.
-                break 'connection kill_watch.borrow().unwrap_or(TerminateReason::Finished);
+                break kill_watch.borrow().unwrap_or(TerminateReason::Finished);
             }
         }
     };
 
-    // Detach from the session (if this connection still owns it) and say why we end.
-    if let Phase::Established { session, .. } = &phase {
-        let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
-        if state.connection.as_ref().is_some_and(|c| c.id == connection_id) {
-            state.connection = None;
-        }
-    }
+    inbound.detach(connection_id);
     tracing::debug!(?peer, ?reason, "binary gateway: connection ends");
-    let _ = kill.send(Some(reason));
-    drop(outbound_sender);
+    let _ = link.kill.send(Some(reason));
+    drop(link);
     // A writer blocked on a peer that does not read (its socket buffers full) would hold this
     // connection, and its slot, for as long as the peer keeps the socket open: give it a moment
     // to say goodbye, then cut it.
@@ -472,12 +568,10 @@ fn handle_message(
     shared: &Shared,
     phase: &mut Phase,
     message: &[u8],
-    outbound: &mpsc::Sender<Outbound>,
-    kill: &watch::Sender<Option<TerminateReason>>,
-    connection_id: u64,
+    link: &Connection,
     received_ns: u64,
 ) -> Result<(), TerminateReason> {
-    let send = |frame: Bytes| outbound.try_send(frame.into()).map_err(|_| TerminateReason::SlowConsumer);
+    let send = |frame: Bytes| link.send(frame.into());
     match phase {
         Phase::AwaitNegotiate => {
             let Ok((Session::Negotiate(negotiate), _)) = Session::decode(message) else {
@@ -533,11 +627,7 @@ fn handle_message(
                     keep_alive_ms: keep_alive_ms.into(),
                     reserved: Reserved::ZERO,
                 })))?;
-                state.connection = Some(crate::session::Connection {
-                    id: connection_id,
-                    outbound: outbound.clone(),
-                    kill: kill.clone(),
-                });
+                state.connection = Some(link.clone());
                 state.last_outbound = Instant::now();
             }
             shared.stats.logons.fetch_add(1, Ordering::Relaxed);
@@ -552,7 +642,7 @@ fn handle_message(
                     Session::Terminate(_) => Err(TerminateReason::Finished),
                     Session::RetransmitRequest(request) => {
                         let state = session.lock().unwrap_or_else(|e| e.into_inner());
-                        retransmit(&state, request, outbound)
+                        retransmit(&state, request, link)
                     }
                     // Logon messages again, or server-side messages from a client.
                     _ => Err(TerminateReason::ProtocolError),
@@ -677,11 +767,7 @@ fn client_order_id_of(command: &Command) -> ClientOrderId {
     }
 }
 
-fn retransmit(
-    state: &SessionState,
-    request: RetransmitRequest,
-    outbound: &mpsc::Sender<Outbound>,
-) -> Result<(), TerminateReason> {
+fn retransmit(state: &SessionState, request: RetransmitRequest, link: &Connection) -> Result<(), TerminateReason> {
     let from = request.from_sequence.get();
     let count = request.count.get();
     let oldest = state.next_outbound - state.window.len() as u64;
@@ -692,7 +778,7 @@ fn retransmit(
             reserved: Reserved::ZERO,
         }))
     };
-    let send = |frame: Bytes| outbound.try_send(frame.into()).map_err(|_| TerminateReason::SlowConsumer);
+    let send = |frame: Bytes| link.send(frame.into());
     if count > RETRANSMIT_COUNT_MAX {
         return send(reject(RetransmitRejectReason::TooMany));
     }

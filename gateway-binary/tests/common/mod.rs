@@ -2,6 +2,10 @@
 //! the runtime's minus the journal (durability is the runtime's concern, tested there): pop the
 //! ingress ring, execute, publish every event to the egress ring with its origin.
 //!
+//! The gateway serves its sockets as `GATEWAY_BINARY_IO` says (`tokio`, the default, or
+//! `thread`): every test file runs against both modes (scripts/test runs the suite once per
+//! mode).
+//!
 //! Also a raw connection ([`Raw`]) for driving the protocol by hand (bad logons, garbage), and
 //! small helpers shared by the test files.
 
@@ -14,7 +18,7 @@ use engine::testkit::{EngineLoop, commands};
 use engine::{CommandContext, Engine, EngineConfig};
 use gateway_binary::client::{Client, ClientError, Incoming, api_key_of};
 use gateway_binary::session::logon_payload;
-use gateway_binary::{BinaryGateway, Credentials, GatewayConfig};
+use gateway_binary::{BinaryGateway, Credentials, GatewayConfig, IoMode};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -27,6 +31,15 @@ pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Secret of test user `n`: 32 bytes of `n + 100`.
 pub fn secret(user: u64) -> [u8; 32] {
     [(user + 100) as u8; 32]
+}
+
+/// The I/O mode under test: `GATEWAY_BINARY_IO=thread` for [`IoMode::Thread`], else tokio.
+pub fn io_mode() -> IoMode {
+    match std::env::var("GATEWAY_BINARY_IO").as_deref() {
+        Ok("thread") => IoMode::Thread,
+        Ok("tokio") | Err(_) => IoMode::Tokio,
+        Ok(other) => panic!("GATEWAY_BINARY_IO={other}: expected tokio or thread"),
+    }
 }
 
 pub struct Harness {
@@ -57,7 +70,8 @@ impl Harness {
         configure: impl FnOnce(&mut GatewayConfig),
         engine: impl FnOnce(&mut EngineConfig),
     ) -> Self {
-        let mut config = GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..GatewayConfig::default() };
+        let mut config =
+            GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), io: io_mode(), ..GatewayConfig::default() };
         configure(&mut config);
         let ingress = Arc::new(IngressRing::new(ingress_capacity));
         let egress = BroadcastRing::new(1 << 16);

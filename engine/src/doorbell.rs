@@ -27,7 +27,7 @@
 //!
 //! `unsafe` here is the futex system call alone, on a counter this struct owns.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -129,8 +129,9 @@ pub struct Doorbell {
     rings: AtomicU32,
     /// Consumers parked or about to park.
     sleepers: AtomicU32,
-    /// Whether `wakers` holds any: the wake path skips its lock otherwise.
-    has_wakers: AtomicBool,
+    /// Of `sleepers`, those parked elsewhere ([`Self::park_elsewhere`]): the wake path calls
+    /// the wakers only while one is (a spinning I/O thread costs the producer no syscall).
+    elsewhere: AtomicU32,
     /// Consumers that park elsewhere than on the futex ([`Self::park_elsewhere`]).
     wakers: Mutex<Vec<Arc<dyn Waker>>>,
 }
@@ -140,7 +141,7 @@ impl std::fmt::Debug for Doorbell {
         f.debug_struct("Doorbell")
             .field("rings", &self.rings)
             .field("sleepers", &self.sleepers)
-            .field("has_wakers", &self.has_wakers)
+            .field("elsewhere", &self.elsewhere)
             .finish()
     }
 }
@@ -158,7 +159,7 @@ impl Doorbell {
     #[cold]
     fn wake_all(&self) {
         futex::wake_all(&self.rings);
-        if self.has_wakers.load(Ordering::SeqCst) {
+        if self.elsewhere.load(Ordering::SeqCst) > 0 {
             for waker in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 waker.wake();
             }
@@ -170,23 +171,24 @@ impl Doorbell {
     pub fn add_waker(&self, waker: Arc<dyn Waker>) {
         let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
         wakers.push(waker);
-        self.has_wakers.store(true, Ordering::SeqCst);
     }
 
     /// Unregisters a waker added by [`Self::add_waker`] (the same `Arc`).
     pub fn remove_waker(&self, waker: &Arc<dyn Waker>) {
         let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
         wakers.retain(|held| !Arc::ptr_eq(held, waker));
-        self.has_wakers.store(!wakers.is_empty(), Ordering::SeqCst);
     }
 
     /// Consumer side, for a consumer whose waker was added ([`Self::add_waker`]): announces it
     /// as a sleeper, and unless `ready()` turns true calls `park` (which sleeps until the waker
     /// is called, or for its own reasons). See the module docs for why no wake-up is lost.
     pub fn park_elsewhere<T>(&self, ready: impl Fn() -> bool, park: impl FnOnce() -> T) -> Option<T> {
+        // `elsewhere` first: a producer that sees the sleeper also sees that it parks elsewhere.
+        self.elsewhere.fetch_add(1, Ordering::SeqCst);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         let parked = (!ready()).then(park);
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        self.elsewhere.fetch_sub(1, Ordering::SeqCst);
         parked
     }
 
@@ -348,7 +350,8 @@ mod tests {
         let waited = consumer.join().unwrap();
         assert!(waited < Duration::from_secs(5), "woken through the waker, not the 10 s bound: {waited:?}");
         doorbell.remove_waker(&waker);
-        assert!(!doorbell.has_wakers.load(Ordering::SeqCst));
+        assert!(doorbell.wakers.lock().unwrap().is_empty());
+        assert_eq!(doorbell.elsewhere.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -290,6 +290,34 @@ pub struct BinarySection {
     pub connections_max: usize,
     /// Outbound messages kept per session for retransmission.
     pub retransmit_window: usize,
+    /// Which threads serve the SBE sockets (docs/operations.md, "Wire-to-wire latency").
+    #[serde(default)]
+    pub io: BinaryIo,
+    /// With `io = "thread"`: the core to pin the I/O thread to; none: not pinned.
+    #[serde(default)]
+    pub io_core: Option<usize>,
+}
+
+/// `[binary] io`: which threads serve the SBE gateway's sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BinaryIo {
+    /// A tokio task per connection and a dispatcher thread (four thread hand-offs per order).
+    #[default]
+    Tokio,
+    /// One dedicated I/O thread (epoll) that reads, validates, pushes to the engine and also
+    /// routes and writes the answers (two hand-offs per order).
+    Thread,
+}
+
+impl BinaryIo {
+    /// The gateway's setting.
+    pub fn mode(self) -> gateway_binary::IoMode {
+        match self {
+            BinaryIo::Tokio => gateway_binary::IoMode::Tokio,
+            BinaryIo::Thread => gateway_binary::IoMode::Thread,
+        }
+    }
 }
 
 /// `[fix]`.

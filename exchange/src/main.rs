@@ -44,6 +44,13 @@ struct Cli {
     /// SBE binary gateway port; overrides the port of `binary.listen`.
     #[arg(long, global = true, env = "EXCHANGE_SBE_PORT")]
     sbe_port: Option<u16>,
+    /// Which threads serve the SBE sockets; overrides `binary.io`.
+    #[arg(long, global = true, env = "EXCHANGE_SBE_IO", value_enum)]
+    sbe_io: Option<exchange::config::BinaryIo>,
+    /// Core to pin the SBE gateway's I/O thread to (with `--sbe-io thread`); overrides
+    /// `binary.io_core`.
+    #[arg(long, global = true, env = "EXCHANGE_SBE_IO_CORE")]
+    sbe_io_core: Option<usize>,
     /// FIX gateway port; overrides the port of `fix.listen`.
     #[arg(long, global = true, env = "EXCHANGE_FIX_PORT")]
     fix_port: Option<u16>,
@@ -226,6 +233,12 @@ fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
     }
     if let Some(port) = cli.sbe_port {
         config.binary.listen.set_port(port);
+    }
+    if let Some(io) = cli.sbe_io {
+        config.binary.io = io;
+    }
+    if let Some(core) = cli.sbe_io_core {
+        config.binary.io_core = Some(core);
     }
     if let Some(port) = cli.fix_port {
         config.fix.listen.set_port(port);
@@ -786,6 +799,8 @@ fn serve_recovered(
             burst: config.binary.burst,
             throttle_strikes_max: config.binary.throttle_strikes_max,
             retransmit_window: config.binary.retransmit_window,
+            io: config.binary.io.mode(),
+            io_core: config.binary.io_core,
             ..gateway_binary::GatewayConfig::default()
         };
         let (ingress, egress) = (runtime.ring().clone(), runtime.egress().clone());

@@ -161,8 +161,10 @@ struct IoThread {
     ready: Arc<ReadyList>,
     /// Connections whose reads stopped at [`READS_PER_TURN_MAX`] (read again next turn).
     read_again: Vec<u64>,
-    /// Scratch for [`ReadyList::take`].
+    /// Connections to write this turn (read, writable, timers).
     marked: Vec<u64>,
+    /// Scratch for [`ReadyList::take`] (its capacity swaps with the list's).
+    from_sessions: Vec<u64>,
     dispatcher: Dispatcher,
 }
 
@@ -176,6 +178,7 @@ pub(crate) fn run(shared: Arc<Shared>, poll: Poll, listener: TcpListener, mut co
         ready: Arc::new(ReadyList::default()),
         read_again: Vec::new(),
         marked: Vec::new(),
+        from_sessions: Vec::new(),
         dispatcher: Dispatcher::new(),
     };
     let mut events = Events::with_capacity(EVENTS_MAX);
@@ -339,9 +342,8 @@ impl IoThread {
     /// a writable event), once each; ends the ones killed from elsewhere and the finished ones.
     fn write_marked(&mut self) {
         let mut ids = std::mem::take(&mut self.marked);
-        let mut from_sessions = Vec::new();
-        self.ready.take(&mut from_sessions);
-        ids.extend_from_slice(&from_sessions);
+        self.ready.take(&mut self.from_sessions);
+        ids.extend_from_slice(&self.from_sessions);
         ids.sort_unstable();
         ids.dedup();
         for &id in &ids {

@@ -970,6 +970,20 @@ mod tests {
         }
     }
 
+    /// `[binary] io` defaults to tokio (also when absent), takes "thread" with a core, and
+    /// refuses anything else.
+    #[test]
+    fn the_sbe_io_mode_is_configurable() {
+        let config = Config::load(None).unwrap();
+        assert_eq!((config.binary.io, config.binary.io_core), (BinaryIo::Tokio, None));
+        let absent: Config = toml::from_str(&DEFAULT_CONFIG.replace("io = \"tokio\"\n", "")).unwrap();
+        assert_eq!(absent.binary.io, BinaryIo::Tokio);
+        let thread: Config =
+            toml::from_str(&DEFAULT_CONFIG.replace("io = \"tokio\"\n", "io = \"thread\"\nio_core = 1\n")).unwrap();
+        assert_eq!((thread.binary.io.mode(), thread.binary.io_core), (gateway_binary::IoMode::Thread, Some(1)));
+        assert!(toml::from_str::<Config>(&DEFAULT_CONFIG.replace("io = \"tokio\"", "io = \"uring\"")).is_err());
+    }
+
     #[test]
     fn pools_on_unknown_markets_are_refused() {
         let text = DEFAULT_CONFIG.replace("market = \"SOL_USDC\"", "market = \"DOGE_USDC\"");

@@ -47,6 +47,8 @@ const WARM_UP_ORDERS: usize = 5;
 const REQUESTS_ACROSS_FAILOVER: u32 = 90;
 /// How long anything may take (debug build, shared machine).
 const PATIENCE: Duration = Duration::from_secs(60);
+/// A request body larger than the REST API's limit (`[http] body_bytes_max`, 64 KiB by default).
+const BODY_BYTES_OVER_LIMIT: usize = 70 * 1024;
 
 fn call(port: u16, method: &str, path: &str, body: &str, signed: Option<(&str, &str)>) -> (u16, Value) {
     let mut headers = JSON.to_string();
@@ -211,6 +213,39 @@ fn gateway_processes_answer_like_the_primary_and_execute_each_command_once() {
         for (name, port) in &ports[1..] {
             let (gateway_status, error, _) = place(*port, price, quantity, 7);
             assert_eq!((gateway_status, &error), (status, &expected), "{name}");
+        }
+    }
+
+    // Bad requests get the same status and the same body from a gateway process as from the
+    // primary: oversized, unsigned, signed with another key, a malformed body, an unknown
+    // market, an unknown route (issue #19 follow-up, gap 2).
+    let order = json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "1000.0",
+                       "quantity": "0.01000"})
+    .to_string();
+    let params = "&orderType=Limit&price=1000.0&quantity=0.01000&side=Bid&symbol=BTC_USDC";
+    let signed = JSON.to_string() + &signature_lines(&SECRET, &format!("instruction=orderExecute{params}"));
+    let wrongly_signed = JSON.to_string() + &signature_lines(&[9; 32], &format!("instruction=orderExecute{params}"));
+    let oversized = format!("{{\"symbol\":\"{}\"}}", "X".repeat(BODY_BYTES_OVER_LIMIT));
+    let bad_requests: [(&str, &str, &str, &str); 7] = [
+        ("POST", "/api/v1/order", &signed, &oversized),
+        ("POST", "/api/v1/order", JSON, &order),
+        ("POST", "/api/v1/order", &wrongly_signed, &order),
+        ("POST", "/api/v1/order", &signed, "{\"symbol\": \"BTC_USDC\", \"side\": "),
+        ("POST", "/api/v1/order", &signed, "\u{1}\u{2} not json"),
+        ("GET", "/api/v1/depth?symbol=NOPE_NOPE", "", ""),
+        ("GET", "/api/v1/no-such-route", "", ""),
+    ];
+    for (method, path, headers, body) in bad_requests {
+        let expected = request(primary.http, method, path, headers, body);
+        assert!(expected.status() >= 400, "{method} {path}: {}", expected.raw);
+        for (name, port) in &ports[1..] {
+            let answer = request(*port, method, path, headers, body);
+            assert_eq!(
+                (answer.status(), answer.body()),
+                (expected.status(), expected.body()),
+                "{name}: {method} {path} ({} body bytes)",
+                body.len()
+            );
         }
     }
 

@@ -71,10 +71,12 @@ impl Process {
         Self { child, lines, stdout, log }
     }
 
-    /// The last 40 lines of its log.
+    /// The last 40 lines of its log; the whole log is written to `<temp>/cluster-tail-<pid>.log`.
     fn tail(&self) -> String {
         let log = self.log.lock().unwrap();
-        log[log.len().saturating_sub(40)..].join("\n")
+        let path = std::env::temp_dir().join(format!("cluster-tail-{}.log", self.child.id()));
+        let _ = std::fs::write(&path, log.join("\n"));
+        format!("({} lines in {})\n{}", log.len(), path.display(), log[log.len().saturating_sub(40)..].join("\n"))
     }
 
     /// The first log line containing `marker` (waiting for it).
@@ -163,6 +165,11 @@ fn still_sequence(port: u16) -> u64 {
     last.unwrap()
 }
 
+/// Whether `dir` holds a snapshot with a recorded log position.
+fn has_positioned_snapshot(dir: &Path) -> bool {
+    engine::snapshot::list_snapshots(dir).unwrap().iter().any(|(_, file)| LogPosition::read_for(file).is_some())
+}
+
 /// The newest snapshot in `dir` with a recorded log position: (sequence, position).
 fn newest_positioned_snapshot(dir: &Path) -> (u64, LogPosition) {
     engine::snapshot::list_snapshots(dir)
@@ -203,16 +210,23 @@ fn followers_started_from_a_snapshot_read_only_the_tail() {
     args.extend(["run", "--demo", "--demo-rate", "2000", "--demo-orders", &demo, "--status-every", "0"]);
     let mut primary = Process::start(&args);
     let primary_port = primary.wait_port(support::HTTP_LISTENING);
+    let every = SNAPSHOT_EVERY.to_string();
     let mut standby_args =
-        vec!["--config", config, "--data", standby_data.to_str().unwrap(), "--snapshot-every", "500"];
+        vec!["--config", config, "--data", standby_data.to_str().unwrap(), "--snapshot-every", &every];
     standby_args.extend(ports);
     standby_args.extend(["standby", "--status-every", "0", "--print-acks"]);
     let standby = Process::start(&standby_args);
     assert!(standby.wait_line("following the journal topic from offset").contains("offset=0 "));
     let status_port = standby.wait_port("standby status listening");
 
-    // Killed mid-flow, so that the log goes on without it.
-    wait_metric_at_least(status_port, "exchange_cluster_applied_sequence", DEMO_COMMANDS / 2);
+    // Killed mid-flow, once it has a snapshot with a position, so that the log goes on
+    // without it.
+    wait_metric_at_least(status_port, "exchange_cluster_applied_sequence", DEMO_COMMANDS / 4);
+    let deadline = Instant::now() + PATIENCE;
+    while !has_positioned_snapshot(&standby_data.join("snapshots")) {
+        assert!(Instant::now() < deadline, "the standby should snapshot every {SNAPSHOT_EVERY} commands");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     drop(standby); // SIGKILL
     let last = still_sequence(primary_port);
     let (snapshot_sequence, position) = newest_positioned_snapshot(&standby_data.join("snapshots"));

@@ -149,6 +149,12 @@ impl Lease {
             .set("heartbeat.interval.ms", (session_ms / HEARTBEATS_PER_SESSION).max(HEARTBEAT_MS_MIN).to_string())
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "latest")
+            // Sent as the group's rebalance timeout: how long the coordinator waits, in a
+            // rebalance, for members to join again before it drops them. librdkafka's default
+            // (300 s) let a member that died during a rebalance hold up the lease for minutes
+            // (tansu 0.6 waits for it rather than expiring its session); a live member polls
+            // every LEASE_POLL, far inside this.
+            .set("max.poll.interval.ms", session_ms.to_string())
             // The eager range assignor gives the partition to the first member in member id
             // order, and the broker makes member ids `<client.id>-<uuid>`: a client id that
             // sorts by start time makes the oldest member the leader, so a standby that joins

@@ -29,7 +29,7 @@ use support::cluster::{LogReplay, PATIENCE};
 /// Commands between the standby's snapshots.
 const SNAPSHOT_EVERY: u64 = 500;
 /// Commands of the demo flow.
-const DEMO_COMMANDS: u64 = 4_000;
+const DEMO_COMMANDS: u64 = 6_000;
 
 /// A child process killed (SIGKILL) and reaped when dropped; its log lines on a channel.
 struct Process {
@@ -207,7 +207,7 @@ fn followers_started_from_a_snapshot_read_only_the_tail() {
     let demo = DEMO_COMMANDS.to_string();
     let mut args = vec!["--config", config, "--data", primary_data.to_str().unwrap(), "--durability", "replicated"];
     args.extend(ports);
-    args.extend(["run", "--demo", "--demo-rate", "2000", "--demo-orders", &demo, "--status-every", "0"]);
+    args.extend(["run", "--demo", "--demo-rate", "1500", "--demo-orders", &demo, "--status-every", "0"]);
     let mut primary = Process::start(&args);
     let primary_port = primary.wait_port(support::HTTP_LISTENING);
     let every = SNAPSHOT_EVERY.to_string();
@@ -286,6 +286,8 @@ fn followers_started_from_a_snapshot_read_only_the_tail() {
     let mut replay =
         LogReplay::new(LogFollower::open(&brokers, &journal_topic, 1).unwrap(), Engine::new(&engine_config).unwrap());
     assert_eq!(hash, replay.hash_at(sequence), "the promoted standby's state is the log's");
+    let rejoins = standby.log.lock().unwrap().iter().filter(|line| line.contains("alone in the lease group")).count();
+    eprintln!("promoted at sequence {sequence}; lease rejoins while alone without the lease: {rejoins}");
     drop(standby);
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -15,7 +15,9 @@
 //! # What it does
 //! A follower thread reads the topic through a `LogFollower`, starting at the snapshot it was
 //! given (an engine snapshot file at sequence S, e.g. one a standby wrote; or the empty engine
-//! at sequence 0), skips the records the snapshot already covers, executes every later command
+//! at sequence 0): from the journal topic position recorded beside a standby's snapshot (only the
+//! records after S are read), otherwise from the first record, skipping the records the snapshot
+//! already covers. It executes every later command
 //! on its engine and hands the events to the same [`Publisher`] and [`MarketView`] the primary's
 //! market-data feed uses ([`Publisher::on_sequenced_command`]). The gateway's own routers serve
 //! them: `/api/v1/depth`, `trades`, `ticker(s)`, `klines`, … and the public WebSocket streams.

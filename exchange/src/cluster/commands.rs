@@ -292,7 +292,7 @@ fn decode_record(payload: &[u8]) -> Result<(codec::Command, GatewayTag), String>
     }
 }
 
-/// The first offset of `low..high` whose record `applied` does not cover ([`covered`]); `high`
+/// The first offset of `low..high` whose record the engine's table does not cover; `high`
 /// when all are covered. `probe` reads the record at an offset (`None`: there is none, which
 /// counts as not covered). Coverage is a prefix property of a partition (module documentation),
 /// so a binary search finds it in about `log2(high - low)` probes.

@@ -44,6 +44,13 @@
 //! Open a [`LogFollower`] on the topic, call [`LogFollower::poll`] in a loop and execute every
 //! [`Followed::Command`] with an [`engine::Engine`] in the order given: the result is the
 //! primary's state, events and ids, sequence for sequence.
+//!
+//! # Starting from a snapshot
+//! A follower that writes a snapshot of its state at sequence `S` records its
+//! [`LogPosition`] beside it ([`LogPosition::write_for`]); one that starts from that snapshot
+//! opens the follower there ([`LogFollower::open_at`], which checks the position against the
+//! topic) and reads only the records after it, with the rule above unchanged (a batch that does
+//! not continue at `S + 1` is corruption).
 
 use sinks::rdkafka;
 use sinks::rdkafka::ClientConfig;

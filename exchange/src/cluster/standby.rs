@@ -5,14 +5,17 @@
 //! snapshots are a cache of the authoritative log, and a deposed primary's local journal may end
 //! with a batch that was fenced (never in the log's order). So at start the node moves its
 //! `journal` and `snapshots` aside (into `<data>/previous/`, replacing what an earlier start put
-//! there) and rebuilds them by following the journal topic from its first record. That is the
-//! simplest correct rule; its cost is a replay of the whole topic at every start (so the topic's
-//! retention must keep every record, see docs/deployment.md, "Topics").
+//! there) and rebuilds them from the log. It starts from its own newest snapshot that it wrote
+//! while following the log, with the journal topic position recorded beside it
+//! ([`LogPosition`], [`resume_from_snapshot`]): only the records after it are read. Without one
+//! (a primary's snapshots have none: its last local batch may have been fenced) it follows the
+//! topic from its first record (so the topic's retention must keep every record, see
+//! docs/deployment.md, "Topics").
 //!
 //! Following: [`LogFollower`] yields the authoritative commands; each is appended to the local
 //! journal (same sequence and timestamp, so the local journal is byte-for-byte the primary's)
 //! and executed by this node's engine. Every `snapshot.every_commands` the standby writes a
-//! snapshot (the primary then need not). Checkpoints: at every multiple of
+//! snapshot (the primary then need not), and the follower's position beside it. Checkpoints: at every multiple of
 //! `cluster.checkpoint_every` the primary's snapshotter (its shadow engine, off the engine
 //! thread) hashes the state and the primary appends a `checkpoint` record after its next batch;
 //! the standby hashes its own state at the same sequences and compares when the record arrives.

@@ -290,7 +290,45 @@ fn gateway_processes_answer_like_the_primary_and_execute_each_command_once() {
         "only the new order was added, the re-sent one was not executed"
     );
 
-    drop((primary, gateway_one, gateway_two));
+    // The engine's table of gateway ids fills up (gateways 1 and 2 and as many more as it
+    // holds, sent straight to the commands topic): a further gateway's order is rejected with
+    // TooManyGateways, which its client sees as a 503 (before, the command was dropped without
+    // an answer and the request timed out).
+    let health = |port: u16| -> u64 {
+        let body = request(port, "GET", "/health", "", "").body().to_string();
+        body.trim().strip_prefix("ok ").and_then(|s| s.parse().ok()).unwrap_or(0)
+    };
+    let before = health(primary.http);
+    let filler = engine::testkit::commands::limit(1, 99, codec::Side::Bid, 1, 1, codec::TimeInForce::Gtc, 0);
+    let fillers = engine::GATEWAYS_MAX as u64 - 2;
+    {
+        use sinks::rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            sinks::rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+        for gateway_id in 100..100 + fillers {
+            let mut record = [0u8; 512];
+            let tag = codec::GatewayTag { gateway_id, gateway_sequence: 1 };
+            let length = codec::encode_journaled(&filler, Some(tag), &mut record).unwrap();
+            let key = gateway_id.to_string();
+            producer.send(BaseRecord::to(&commands_topic).key(&key).payload(&record[..length])).unwrap();
+        }
+        producer.flush(PATIENCE).unwrap();
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while health(primary.http) < before + fillers {
+        assert!(Instant::now() < deadline, "the primary should execute the {fillers} filler commands");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gateway_three = Server::start_waiting_for(&root.join("g3"), &gateway_args("3"), &[], &[HTTP_LISTENING]);
+    wait_funded(gateway_three.http);
+    let (status, refused, _) = place(gateway_three.http, "1000.0", "0.01000", 4_097);
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["code"], "SERVICE_UNAVAILABLE", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("Too many gateway processes"), "{refused}");
+    let (status, order, _) = place(gateway_one.http, "1000.0", "0.01000", 4_098);
+    assert_eq!((status, &order["status"]), (200, &json!("New")), "a gateway in the table goes on: {order}");
+
+    drop((primary, gateway_one, gateway_two, gateway_three));
     let _ = std::fs::remove_dir_all(&root);
 }
 

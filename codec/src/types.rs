@@ -601,6 +601,11 @@ wire_enum!(
         InsufficientShares = 605,
         /// An amount is zero or the result would round to nothing.
         InvalidAmount = 606,
+        /// The command comes from a gateway process whose id the engine cannot track: its
+        /// deduplication table holds `engine::GATEWAYS_MAX` gateway ids and is full. Exactly once
+        /// needs the table, so such a command is rejected rather than executed (or dropped
+        /// silently); the operator runs fewer gateway ids.
+        TooManyGateways = 701,
         /// The gateway's per-session message rate was exceeded (gateway-side).
         Throttled = 901,
         /// The engine's ingress ring was full; retry later (gateway-side).
@@ -651,6 +656,7 @@ impl RejectReason {
             RejectReason::InsufficientLiquidity => "not enough liquidity in the pool",
             RejectReason::InsufficientShares => "not enough pool shares",
             RejectReason::InvalidAmount => "amount is zero or too small",
+            RejectReason::TooManyGateways => "too many gateway processes; send through another gateway",
             RejectReason::Throttled => "message rate limit exceeded",
             RejectReason::EngineBusy => "engine busy, retry later",
             RejectReason::MalformedMessage => "malformed message",

@@ -50,8 +50,8 @@ impl CommandContext {
 }
 
 /// How many distinct gateway processes the engine remembers (deduplication state). A command from
-/// a further gateway id is dropped like a duplicate ([`Engine::is_duplicate`]): configure fewer
-/// gateway ids.
+/// a further gateway id is rejected with [`RejectReason::TooManyGateways`] (deterministically:
+/// the table is engine state): configure fewer gateway ids.
 pub const GATEWAYS_MAX: usize = 4096;
 
 #[derive(Clone)]
@@ -218,28 +218,23 @@ impl<B: Book> Engine<B> {
     /// A command from a gateway process ([`CommandContext::gateway`]) whose gateway sequence is
     /// not above the highest applied for that gateway is a duplicate (a gateway re-sent it, or a
     /// new primary re-read the commands topic): it is dropped, with no event and no state change
-    /// ([`Self::is_duplicate`] tells beforehand).
+    /// ([`Self::is_duplicate`] tells beforehand). One from a gateway id the table has no room
+    /// for ([`GATEWAYS_MAX`]) is rejected ([`RejectReason::TooManyGateways`]), its gateway not
+    /// remembered.
     pub fn execute(&mut self, ctx: CommandContext, command: &Command, out: &mut Vec<Event>) {
+        let mut untracked_gateway = false;
         if let Some(tag) = ctx.gateway {
             if self.is_duplicate(tag) {
                 return;
             }
-            self.gateway_sequences.insert(tag.gateway_id, tag.gateway_sequence);
+            if self.gateway_table_full_for(tag) {
+                untracked_gateway = true;
+            } else {
+                self.gateway_sequences.insert(tag.gateway_id, tag.gateway_sequence);
+            }
         }
-        let result = match command {
-            Command::NewOrder(m) => self.new_order(ctx, m, None, out),
-            Command::CancelOrder(m) => self.cancel_order(ctx, m, out),
-            Command::CancelReplace(m) => self.cancel_replace(ctx, m, out),
-            Command::MassCancel(m) => self.mass_cancel(ctx, m, out),
-            Command::Deposit(m) => self.deposit(ctx, m, out),
-            Command::Withdraw(m) => self.withdraw(ctx, m, out),
-            Command::MarketControl(m) => self.market_control(ctx, m, out),
-            Command::AddLiquidity(m) => self.add_liquidity(ctx, m, out),
-            Command::RemoveLiquidity(m) => self.remove_liquidity(ctx, m, out),
-            Command::Swap(m) => self.swap(ctx, m, out),
-            Command::RoutedOrder(m) => self.routed_order(ctx, m, out),
-        };
-        // Trades may have moved a market's last price: fire the trigger orders it reached.
+        let result =
+            if untracked_gateway { Err(RejectReason::TooManyGateways) } else { self.dispatch(ctx, command, out) }; // Trades may have moved a market's last price: fire the trigger orders it reached.
         if result.is_ok()
             && let Command::NewOrder(NewOrder { market_id, .. })
             | Command::CancelReplace(CancelReplace { market_id, .. })
@@ -271,6 +266,23 @@ impl<B: Book> Engine<B> {
                 reason: reason.into(),
                 command_template_id: command.template_id().into(),
             }));
+        }
+    }
+
+    /// Executes `command` by its kind (no deduplication: [`Self::execute`] did that).
+    fn dispatch(&mut self, ctx: CommandContext, command: &Command, out: &mut Vec<Event>) -> Result<(), RejectReason> {
+        match command {
+            Command::NewOrder(m) => self.new_order(ctx, m, None, out),
+            Command::CancelOrder(m) => self.cancel_order(ctx, m, out),
+            Command::CancelReplace(m) => self.cancel_replace(ctx, m, out),
+            Command::MassCancel(m) => self.mass_cancel(ctx, m, out),
+            Command::Deposit(m) => self.deposit(ctx, m, out),
+            Command::Withdraw(m) => self.withdraw(ctx, m, out),
+            Command::MarketControl(m) => self.market_control(ctx, m, out),
+            Command::AddLiquidity(m) => self.add_liquidity(ctx, m, out),
+            Command::RemoveLiquidity(m) => self.remove_liquidity(ctx, m, out),
+            Command::Swap(m) => self.swap(ctx, m, out),
+            Command::RoutedOrder(m) => self.routed_order(ctx, m, out),
         }
     }
 
@@ -411,13 +423,16 @@ impl<B: Book> Engine<B> {
     }
 
     /// Whether a command from a gateway process with this tag would be dropped as a duplicate
-    /// (its sequence is not above the highest applied for its gateway, or the gateway table is
-    /// full).
+    /// (its sequence is not above the highest applied for its gateway).
     pub fn is_duplicate(&self, tag: GatewayTag) -> bool {
-        match self.gateway_sequences.get(&tag.gateway_id) {
-            Some(&highest) => tag.gateway_sequence <= highest,
-            None => self.gateway_sequences.len() >= GATEWAYS_MAX,
-        }
+        self.gateway_sequences.get(&tag.gateway_id).is_some_and(|&highest| tag.gateway_sequence <= highest)
+    }
+
+    /// Whether a command from a gateway process with this tag would be rejected with
+    /// [`RejectReason::TooManyGateways`]: its gateway id is not in the deduplication table and
+    /// the table holds [`GATEWAYS_MAX`] ids already.
+    pub fn gateway_table_full_for(&self, tag: GatewayTag) -> bool {
+        !self.gateway_sequences.contains_key(&tag.gateway_id) && self.gateway_sequences.len() >= GATEWAYS_MAX
     }
 
     /// The highest gateway sequence applied for `gateway_id` (`None`: none yet).

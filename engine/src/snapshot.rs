@@ -622,4 +622,46 @@ mod tests {
         assert_eq!(restored.gateway_sequence(9), Some(100));
         assert!(restored.is_duplicate(tag));
     }
+
+    /// A command from a gateway id beyond the deduplication table's room is rejected
+    /// (`TooManyGateways`: one event, no state change, its gateway not remembered), the same way
+    /// on every engine that executes it; gateways already in the table go on. (Before, it was
+    /// dropped like a duplicate: no event at all.)
+    #[test]
+    fn a_command_from_a_gateway_beyond_the_table_is_rejected_deterministically() {
+        let (config, mut engine) = engine_with_orders();
+        let deposit = crate::testkit::commands::deposit(1, 0, 5);
+        let mut events = Vec::new();
+        for gateway_id in 0..crate::engine::GATEWAYS_MAX as u64 {
+            let tag = codec::GatewayTag { gateway_id, gateway_sequence: 1 };
+            engine.execute(CommandContext::new(10 + gateway_id, 1_000).with_gateway(Some(tag)), &deposit, &mut events);
+        }
+        let mut replica = {
+            let mut bytes = Vec::new();
+            engine.write_snapshot(10, &mut bytes);
+            Engine::restore_snapshot(&config, OrderBook::with_capacity, &bytes).unwrap().0
+        };
+        let full = engine.state_hash();
+        let beyond = codec::GatewayTag { gateway_id: crate::engine::GATEWAYS_MAX as u64, gateway_sequence: 1 };
+        assert!(engine.gateway_table_full_for(beyond) && !engine.is_duplicate(beyond));
+        let order = limit(1, 1, Side::Bid, 980, 1, TimeInForce::Gtc, 3);
+        for engine in [&mut engine, &mut replica] {
+            events.clear();
+            engine.execute(CommandContext::new(9_000, 1_000).with_gateway(Some(beyond)), &order, &mut events);
+            match events.as_slice() {
+                [codec::Event::OrderRejected(rejected)] => {
+                    assert_eq!(rejected.reason.get(), Ok(codec::RejectReason::TooManyGateways));
+                    assert_eq!(rejected.user_id, order.user_id());
+                }
+                other => panic!("one rejection expected: {other:?}"),
+            }
+            assert_eq!(engine.state_hash(), full, "a rejection changes nothing");
+            assert_eq!(engine.gateway_sequence(beyond.gateway_id), None);
+        }
+        // A gateway in the table goes on.
+        events.clear();
+        let known = codec::GatewayTag { gateway_id: 0, gateway_sequence: 2 };
+        engine.execute(CommandContext::new(9_001, 1_000).with_gateway(Some(known)), &order, &mut events);
+        assert!(matches!(events.first(), Some(codec::Event::OrderAccepted(_))), "{events:?}");
+    }
 }

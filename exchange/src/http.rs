@@ -55,6 +55,23 @@ pub struct HttpState {
     /// On a replicated primary, when each phase of its promotion was reached
     /// (`exchange_cluster_promotion_*_ms`).
     pub cluster_promotion: Option<Arc<crate::promotion::PromotionTimeline>>,
+    /// On a replicated primary, its commands topic consumer's counters
+    /// (`exchange_cluster_commands_*_total`).
+    pub cluster_commands: Option<CommandsTopicStats>,
+}
+
+/// The counters of a replicated primary's commands topic consumer
+/// (`cluster::commands::CommandsConsumer`).
+#[derive(Clone, Default)]
+pub struct CommandsTopicStats {
+    /// Records read.
+    pub read: Arc<std::sync::atomic::AtomicU64>,
+    /// Commands pushed into the ingress ring.
+    pub pushed: Arc<std::sync::atomic::AtomicU64>,
+    /// Commands skipped as already applied.
+    pub skipped: Arc<std::sync::atomic::AtomicU64>,
+    /// Records skipped as not a command with a gateway origin, or too long.
+    pub malformed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The router: metrics, health, the public and private REST API and the WebSocket endpoint.
@@ -140,6 +157,26 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         stats.snapshot_feed_overflows.load(Ordering::Relaxed),
     )];
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    if let Some(commands) = &state.cluster_commands {
+        counters.extend([
+            ("exchange_cluster_commands_read_total", "Commands topic records read.", load(&commands.read)),
+            (
+                "exchange_cluster_commands_pushed_total",
+                "Commands topic commands pushed to the engine.",
+                load(&commands.pushed),
+            ),
+            (
+                "exchange_cluster_commands_skipped_total",
+                "Commands topic commands skipped as already applied.",
+                load(&commands.skipped),
+            ),
+            (
+                "exchange_cluster_commands_malformed_total",
+                "Commands topic records skipped: not a command with a gateway origin, or too long.",
+                load(&commands.malformed),
+            ),
+        ]);
+    }
     let ws = state.websocket.publisher().stats();
     gauges.push(("exchange_ws_subscribers", "Open WebSocket subscribers.", load(&ws.subscribers) as f64));
     counters.extend([

@@ -15,7 +15,9 @@
 //! # What it does
 //! A follower thread reads the topic through a `LogFollower`, starting at the snapshot it was
 //! given (an engine snapshot file at sequence S, e.g. one a standby wrote; or the empty engine
-//! at sequence 0), skips the records the snapshot already covers, executes every later command
+//! at sequence 0): from the journal topic position recorded beside a standby's snapshot (only the
+//! records after S are read), otherwise from the first record, skipping the records the snapshot
+//! already covers. It executes every later command
 //! on its engine and hands the events to the same [`Publisher`] and [`MarketView`] the primary's
 //! market-data feed uses ([`Publisher::on_sequenced_command`]). The gateway's own routers serve
 //! them: `/api/v1/depth`, `trades`, `ticker(s)`, `klines`, … and the public WebSocket streams.
@@ -48,7 +50,7 @@
 //! with another hash at the same sequence is counted (`exchange_cluster_divergence_total`) and
 //! logged: a determinism bug.
 
-use crate::cluster::log::{ClusterError, Followed, LogFollower};
+use crate::cluster::log::{ClusterError, Followed, LogFollower, LogPosition};
 use crate::metrics::AtomicHistogram;
 use axum::Router;
 use axum::response::IntoResponse;
@@ -100,6 +102,11 @@ pub struct LogReplicaStats {
     pub failed: AtomicU64,
     /// Wall-clock publish time minus the journal record's sequencer timestamp, per command, ns.
     pub staleness_ns: AtomicHistogram,
+    /// Journal topic records read since start (from the start snapshot's log position when it
+    /// has one: only the records after it).
+    pub records_read: AtomicU64,
+    /// The journal topic offset the follower started at.
+    pub start_offset: AtomicU64,
 }
 
 impl Default for LogReplicaStats {
@@ -116,6 +123,8 @@ impl Default for LogReplicaStats {
             checkpoints: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             staleness_ns: AtomicHistogram::new(EXPORT_BOUNDS_NS),
+            records_read: AtomicU64::new(0),
+            start_offset: AtomicU64::new(0),
         }
     }
 }
@@ -206,20 +215,38 @@ impl LogReplica {
     /// The snapshot does not restore, the configuration is refused, the broker does not answer,
     /// or the thread cannot start.
     pub fn start(config: LogReplicaConfig, engine_config: &EngineConfig) -> Result<Self, LogReplicaError> {
-        let (engine, at) = match &config.snapshot {
-            Some(path) => load_snapshot(engine_config, path)?,
-            None => (Engine::new_unfaulted(engine_config)?, 0),
+        let stats = Arc::new(LogReplicaStats::default());
+        let (engine, at, position) = match &config.snapshot {
+            Some(path) => load_snapshot_with_position(engine_config, path)?,
+            None => (Engine::new_unfaulted(engine_config)?, 0, None),
         };
-        let log = LogFollower::open(&config.brokers, &config.topic, config.replication)?;
+        // From the snapshot's recorded log position when it has one (a standby's snapshot): only
+        // the records after it are read. Otherwise from the first record, skipping what the
+        // snapshot covers.
+        let log = match position {
+            Some(position) => {
+                match LogFollower::open_at(&config.brokers, &config.topic, config.replication, position) {
+                    Ok(log) => log,
+                    Err(ClusterError::Corrupt { reason, .. }) => {
+                        tracing::warn!(reason, "snapshot's log position does not match the topic: reading it all");
+                        LogFollower::open(&config.brokers, &config.topic, config.replication)?
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            None => LogFollower::open(&config.brokers, &config.topic, config.replication)?,
+        };
+        stats.start_offset.store(u64::try_from(log.next_offset()).unwrap_or(0), Ordering::Relaxed);
         let catch_up_to = log.end_offset()?;
         tracing::info!(
             topic = config.topic,
             snapshot_sequence = at,
             catch_up_to,
-            "replica: following the journal topic (depth unavailable until caught up)"
+            offset = log.next_offset(),
+            "replica: following the journal topic from offset {} (depth unavailable until caught up)",
+            log.next_offset()
         );
         let publisher = new_publisher(engine_config);
-        let stats = Arc::new(LogReplicaStats::default());
         let follower =
             Follower::new(engine, at, publisher.clone(), stats.clone()).with_checkpoints_every(config.checkpoint_every);
         publisher.view().mark_stale();
@@ -280,6 +307,7 @@ fn follow_loop(mut follower: Follower, mut log: LogFollower, catch_up_to: i64, s
             }
         });
         stats.superseded.store(log.superseded(), Ordering::Relaxed);
+        stats.records_read.store(log.records_read(), Ordering::Relaxed);
         match polled {
             Ok(_) => {}
             Err(LogReplicaError::Broker(error)) => {
@@ -332,6 +360,19 @@ pub fn serve(replica: LogReplica, listen: std::net::SocketAddr) -> Result<(), Bo
 /// # Errors
 /// [`LogReplicaError::Snapshot`] when nothing restores.
 pub fn load_snapshot(config: &EngineConfig, path: &Path) -> Result<(Engine, u64), LogReplicaError> {
+    load_snapshot_with_position(config, path).map(|(engine, sequence, _)| (engine, sequence))
+}
+
+/// [`load_snapshot`], and the journal topic position recorded beside the snapshot file used
+/// (a standby writes one with each snapshot, see [`LogPosition`]), if it has one that fits its
+/// sequence.
+///
+/// # Errors
+/// [`LogReplicaError::Snapshot`] when nothing restores.
+pub fn load_snapshot_with_position(
+    config: &EngineConfig,
+    path: &Path,
+) -> Result<(Engine, u64, Option<LogPosition>), LogReplicaError> {
     let failed = |reason: String| LogReplicaError::Snapshot { path: path.to_path_buf(), reason };
     let files = if path.is_dir() {
         list_snapshots(path).map_err(|e| failed(e.to_string()))?.into_iter().map(|(_, file)| file).collect()
@@ -344,7 +385,10 @@ pub fn load_snapshot(config: &EngineConfig, path: &Path) -> Result<(Engine, u64)
             Engine::restore_snapshot(config, OrderBook::with_capacity_unfaulted, &bytes).map_err(|e| e.to_string())
         });
         match restored {
-            Ok(restored) => return Ok(restored),
+            Ok((engine, sequence)) => {
+                let position = LogPosition::read_for(&file).filter(|p| p.next_sequence == sequence + 1);
+                return Ok((engine, sequence, position));
+            }
             Err(error) => {
                 tracing::warn!(file = %file.display(), %error, "snapshot unusable; trying an older one");
                 last_error = format!("{}: {error}", file.display());
@@ -528,7 +572,19 @@ pub fn router(publisher: &Arc<Publisher>, engine_config: &EngineConfig, stats: &
 pub fn render_metrics(stats: &LogReplicaStats, publisher: &Publisher) -> String {
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     let ws = publisher.stats();
-    let series: [(&str, &str, &str, u64); 13] = [
+    let series: [(&str, &str, &str, u64); 15] = [
+        (
+            "exchange_cluster_log_records_read_total",
+            "counter",
+            "Journal topic records read since start.",
+            load(&stats.records_read),
+        ),
+        (
+            "exchange_cluster_log_start_offset",
+            "gauge",
+            "Journal topic offset the follower started at (after its start snapshot).",
+            load(&stats.start_offset),
+        ),
         ("exchange_replica_sequence", "gauge", "Last journal sequence executed and published.", load(&stats.sequence)),
         ("exchange_replica_commands_total", "counter", "Journal commands executed.", load(&stats.commands)),
         (

@@ -944,6 +944,10 @@ fn serve_recovered(
         sinks: sinks.stats(),
         cluster_epoch,
         cluster_promotion: cluster_promotion.clone(),
+        #[cfg(feature = "sinks")]
+        cluster_commands: commands.as_ref().map(|commands| commands.stats()),
+        #[cfg(not(feature = "sinks"))]
+        cluster_commands: None,
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");

@@ -47,6 +47,8 @@ const WARM_UP_ORDERS: usize = 5;
 const REQUESTS_ACROSS_FAILOVER: u32 = 90;
 /// How long anything may take (debug build, shared machine).
 const PATIENCE: Duration = Duration::from_secs(60);
+/// A request body larger than the REST API's limit (`[http] body_bytes_max`, 64 KiB by default).
+const BODY_BYTES_OVER_LIMIT: usize = 70 * 1024;
 
 fn call(port: u16, method: &str, path: &str, body: &str, signed: Option<(&str, &str)>) -> (u16, Value) {
     let mut headers = JSON.to_string();
@@ -214,6 +216,39 @@ fn gateway_processes_answer_like_the_primary_and_execute_each_command_once() {
         }
     }
 
+    // Bad requests get the same status and the same body from a gateway process as from the
+    // primary: oversized, unsigned, signed with another key, a malformed body, an unknown
+    // market, an unknown route (issue #19 follow-up, gap 2).
+    let order = json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "1000.0",
+                       "quantity": "0.01000"})
+    .to_string();
+    let params = "&orderType=Limit&price=1000.0&quantity=0.01000&side=Bid&symbol=BTC_USDC";
+    let signed = JSON.to_string() + &signature_lines(&SECRET, &format!("instruction=orderExecute{params}"));
+    let wrongly_signed = JSON.to_string() + &signature_lines(&[9; 32], &format!("instruction=orderExecute{params}"));
+    let oversized = format!("{{\"symbol\":\"{}\"}}", "X".repeat(BODY_BYTES_OVER_LIMIT));
+    let bad_requests: [(&str, &str, &str, &str); 7] = [
+        ("POST", "/api/v1/order", &signed, &oversized),
+        ("POST", "/api/v1/order", JSON, &order),
+        ("POST", "/api/v1/order", &wrongly_signed, &order),
+        ("POST", "/api/v1/order", &signed, "{\"symbol\": \"BTC_USDC\", \"side\": "),
+        ("POST", "/api/v1/order", &signed, "\u{1}\u{2} not json"),
+        ("GET", "/api/v1/depth?symbol=NOPE_NOPE", "", ""),
+        ("GET", "/api/v1/no-such-route", "", ""),
+    ];
+    for (method, path, headers, body) in bad_requests {
+        let expected = request(primary.http, method, path, headers, body);
+        assert!(expected.status() >= 400, "{method} {path}: {}", expected.raw);
+        for (name, port) in &ports[1..] {
+            let answer = request(*port, method, path, headers, body);
+            assert_eq!(
+                (answer.status(), answer.body()),
+                (expected.status(), expected.body()),
+                "{name}: {method} {path} ({} body bytes)",
+                body.len()
+            );
+        }
+    }
+
     // A gateway creates no users (each process numbers new users from its own directory).
     let register = json!({"username": "someone", "password": "a long enough password"}).to_string();
     let refused = request(gateway_one.http, "POST", "/api/v1/auth/register", JSON, &register);
@@ -255,7 +290,45 @@ fn gateway_processes_answer_like_the_primary_and_execute_each_command_once() {
         "only the new order was added, the re-sent one was not executed"
     );
 
-    drop((primary, gateway_one, gateway_two));
+    // The engine's table of gateway ids fills up (gateways 1 and 2 and as many more as it
+    // holds, sent straight to the commands topic): a further gateway's order is rejected with
+    // TooManyGateways, which its client sees as a 503 (before, the command was dropped without
+    // an answer and the request timed out).
+    let health = |port: u16| -> u64 {
+        let body = request(port, "GET", "/health", "", "").body().to_string();
+        body.trim().strip_prefix("ok ").and_then(|s| s.parse().ok()).unwrap_or(0)
+    };
+    let before = health(primary.http);
+    let filler = engine::testkit::commands::limit(1, 99, codec::Side::Bid, 1, 1, codec::TimeInForce::Gtc, 0);
+    let fillers = engine::GATEWAYS_MAX as u64 - 2;
+    {
+        use sinks::rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            sinks::rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+        for gateway_id in 100..100 + fillers {
+            let mut record = [0u8; 512];
+            let tag = codec::GatewayTag { gateway_id, gateway_sequence: 1 };
+            let length = codec::encode_journaled(&filler, Some(tag), &mut record).unwrap();
+            let key = gateway_id.to_string();
+            producer.send(BaseRecord::to(&commands_topic).key(&key).payload(&record[..length])).unwrap();
+        }
+        producer.flush(PATIENCE).unwrap();
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while health(primary.http) < before + fillers {
+        assert!(Instant::now() < deadline, "the primary should execute the {fillers} filler commands");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gateway_three = Server::start_waiting_for(&root.join("g3"), &gateway_args("3"), &[], &[HTTP_LISTENING]);
+    wait_funded(gateway_three.http);
+    let (status, refused, _) = place(gateway_three.http, "1000.0", "0.01000", 4_097);
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["code"], "SERVICE_UNAVAILABLE", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("Too many gateway processes"), "{refused}");
+    let (status, order, _) = place(gateway_one.http, "1000.0", "0.01000", 4_098);
+    assert_eq!((status, &order["status"]), (200, &json!("New")), "a gateway in the table goes on: {order}");
+
+    drop((primary, gateway_one, gateway_two, gateway_three));
     let _ = std::fs::remove_dir_all(&root);
 }
 

@@ -242,7 +242,9 @@ pub fn reject_error(reason: RejectReasonCode) -> ApiError {
             (StatusCode::BAD_REQUEST, "INVALID_CLIENT_REQUEST")
         }
         RejectReason::Throttled => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
-        RejectReason::EngineBusy => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+        RejectReason::EngineBusy | RejectReason::TooManyGateways => {
+            (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
+        }
         _ => (StatusCode::BAD_REQUEST, "INVALID_ORDER"),
     };
     // NotOrderOwner must not reveal that the order exists.

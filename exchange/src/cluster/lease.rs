@@ -51,7 +51,16 @@ struct LeaseState {
     /// The group has assigned this member (something or nothing) once: it takes part in
     /// elections.
     joined: AtomicBool,
+    /// The last JoinGroup response made this member the leader of a group of one (from
+    /// librdkafka's `cgrp` debug log: the only place it is told).
+    sole_member: AtomicBool,
+    /// The lease thread must leave the group and join again (see [`LeaseContext::post_rebalance`]).
+    rejoin: AtomicBool,
 }
+
+/// What librdkafka logs (facility `JOINGROUP`) when a JoinGroup response makes this member the
+/// leader of a group with one member.
+const SOLE_LEADER_LOG: (&str, &str) = ("I am elected leader for group", "with 1 member(s)");
 
 struct LeaseContext {
     state: Arc<LeaseState>,
@@ -59,6 +68,15 @@ struct LeaseContext {
 
 impl ClientContext for LeaseContext {
     fn log(&self, level: sinks::rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        if facility == "JOINGROUP" {
+            // Every JoinGroup response is logged first ("JoinGroup response: …"), then, for the
+            // member the coordinator made the group's leader, "I am elected leader …".
+            if message.starts_with("JoinGroup response") {
+                self.state.sole_member.store(false, Ordering::Release);
+            } else if message.contains(SOLE_LEADER_LOG.0) {
+                self.state.sole_member.store(message.contains(SOLE_LEADER_LOG.1), Ordering::Release);
+            }
+        }
         tracing::debug!(?level, facility, message, "librdkafka (lease)");
     }
 }
@@ -110,8 +128,20 @@ impl ConsumerContext for LeaseContext {
             if !self.state.leader.swap(true, Ordering::AcqRel) {
                 tracing::info!("lease acquired");
             }
-        } else if revoked {
-            self.lose("partition 0 assigned to another member");
+        } else {
+            if revoked {
+                self.lose("partition 0 assigned to another member");
+            }
+            if self.state.sole_member.swap(false, Ordering::AcqRel) {
+                // The only member, and its own assignor gave it partition 0, yet the
+                // coordinator answered nothing: tansu 0.6 can keep a group's generation across
+                // a rebalance that drops a dead member and then returns that generation's old
+                // assignment (partition 0 to the dead member) at every rejoin, so the lease
+                // never moves (the restarted-standby hang of the failover tests). Leaving and
+                // joining again empties the group, which starts a new generation.
+                tracing::warn!("alone in the lease group without the lease: leaving and joining again");
+                self.state.rejoin.store(true, Ordering::Release);
+            }
         }
     }
 }
@@ -139,10 +169,12 @@ impl Lease {
         let session_ms = session_timeout.as_millis() as u64;
         let state = Arc::new(LeaseState::default());
         let mut client = client_config(brokers);
-        if let Ok(debug) = std::env::var("EXCHANGE_KAFKA_DEBUG") {
-            // The client's own level filter is set from `log_level` only through set_log_level.
-            client.set("debug", debug).set_log_level(sinks::rdkafka::config::RDKafkaLogLevel::Debug);
-        }
+        // The consumer group's debug log is how this member learns it is the group's only member
+        // (`LeaseState::sole_member`); more contexts with EXCHANGE_KAFKA_DEBUG. The client's own
+        // level filter is set from `log_level` only through set_log_level.
+        let debug =
+            std::env::var("EXCHANGE_KAFKA_DEBUG").map_or_else(|_| "cgrp".to_string(), |more| format!("cgrp,{more}"));
+        client.set("debug", debug).set_log_level(sinks::rdkafka::config::RDKafkaLogLevel::Debug);
         let consumer: BaseConsumer<LeaseContext> = client
             .set("group.id", group)
             .set("session.timeout.ms", session_ms.to_string())
@@ -163,6 +195,7 @@ impl Lease {
             .map_err(|e| ClusterError::Kafka(e.to_string()))?;
         consumer.subscribe(&[topic]).map_err(|e| ClusterError::Kafka(e.to_string()))?;
         let thread_state = state.clone();
+        let topic = topic.to_string();
         let thread = std::thread::Builder::new()
             .name("lease".into())
             .spawn(move || {
@@ -170,6 +203,12 @@ impl Lease {
                     // Nothing is ever produced to the lease topic: polls only serve the group.
                     if let Some(Err(error)) = consumer.poll(LEASE_POLL) {
                         tracing::debug!(%error, "lease poll");
+                    }
+                    if thread_state.rejoin.swap(false, Ordering::AcqRel) {
+                        consumer.unsubscribe();
+                        if let Err(error) = consumer.subscribe(&[topic.as_str()]) {
+                            tracing::warn!(%error, "lease: joining again failed");
+                        }
                     }
                 }
                 // Leaving the group hands the lease over at once instead of after the timeout.

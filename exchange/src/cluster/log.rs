@@ -44,6 +44,13 @@
 //! Open a [`LogFollower`] on the topic, call [`LogFollower::poll`] in a loop and execute every
 //! [`Followed::Command`] with an [`engine::Engine`] in the order given: the result is the
 //! primary's state, events and ids, sequence for sequence.
+//!
+//! # Starting from a snapshot
+//! A follower that writes a snapshot of its state at sequence `S` records its
+//! [`LogPosition`] beside it ([`LogPosition::write_for`]); one that starts from that snapshot
+//! opens the follower there ([`LogFollower::open_at`], which checks the position against the
+//! topic) and reads only the records after it, with the rule above unchanged (a batch that does
+//! not continue at `S + 1` is corruption).
 
 use sinks::rdkafka;
 use sinks::rdkafka::ClientConfig;
@@ -275,35 +282,7 @@ impl JournalTopic {
     /// # Errors
     /// The broker did not answer within the delivery timeout, or a record's headers are bad.
     pub fn kinds_between(&self, from: i64, to: i64) -> Result<Vec<(i64, RecordKind)>, ClusterError> {
-        let consumer: BaseConsumer = client_config(&self.brokers)
-            .set("group.id", "exchange-journal-fence-check")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
-            .create()
-            .map_err(kafka)?;
-        let mut assignment = rdkafka::TopicPartitionList::new();
-        assignment.add_partition_offset(&self.topic, PARTITION, rdkafka::Offset::Offset(from)).map_err(kafka)?;
-        consumer.assign(&assignment).map_err(kafka)?;
-        let deadline = std::time::Instant::now() + self.timeout;
-        let mut kinds = Vec::new();
-        let mut next = from;
-        while next < to {
-            if std::time::Instant::now() > deadline {
-                return Err(kafka(format!("timed out reading offsets {from}..{to} back")));
-            }
-            match consumer.poll(Duration::from_millis(50)) {
-                Some(Ok(message)) if message.offset() >= next => {
-                    let offset = message.offset();
-                    let kind = RecordKind::parse(message.headers())
-                        .map_err(|reason| ClusterError::Corrupt { offset, reason: format!("headers: {reason}") })?;
-                    kinds.push((offset, kind));
-                    next = offset + 1;
-                }
-                Some(Ok(_)) | None => {}
-                Some(Err(error)) => return Err(kafka(error)),
-            }
-        }
-        Ok(kinds)
+        read_kinds(&self.brokers, &self.topic, from, to, self.timeout)
     }
 
     /// Appends a checkpoint: the state hash at `sequence`.
@@ -317,6 +296,167 @@ impl JournalTopic {
             .insert(Header { key: "sequence", value: Some(sequence.as_str()) })
             .insert(Header { key: "state-hash", value: Some(hash.as_str()) });
         self.append(headers, &[])
+    }
+}
+
+/// The kinds of the records of `topic` at offsets `from..to`, read from the broker within
+/// `timeout`.
+///
+/// # Errors
+/// The broker did not answer in time, or a record's headers are bad.
+pub fn read_kinds(
+    brokers: &str,
+    topic: &str,
+    from: i64,
+    to: i64,
+    timeout: Duration,
+) -> Result<Vec<(i64, RecordKind)>, ClusterError> {
+    let consumer: BaseConsumer = client_config(brokers)
+        .set("group.id", "exchange-journal-fence-check")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS)
+        .create()
+        .map_err(kafka)?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment.add_partition_offset(topic, PARTITION, rdkafka::Offset::Offset(from)).map_err(kafka)?;
+    consumer.assign(&assignment).map_err(kafka)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut kinds = Vec::new();
+    let mut next = from;
+    while next < to {
+        if std::time::Instant::now() > deadline {
+            return Err(kafka(format!("timed out reading offsets {from}..{to} back")));
+        }
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(message)) if message.offset() >= next => {
+                let offset = message.offset();
+                let kind = RecordKind::parse(message.headers())
+                    .map_err(|reason| ClusterError::Corrupt { offset, reason: format!("headers: {reason}") })?;
+                kinds.push((offset, kind));
+                next = offset + 1;
+            }
+            Some(Ok(_)) | None => {}
+            Some(Err(error)) => return Err(kafka(error)),
+        }
+    }
+    Ok(kinds)
+}
+
+/// Where a follower stands in the journal topic, exactly: the next record to read and the
+/// authoritative-order state there. Recorded beside each snapshot a follower writes (the
+/// snapshot holds the state at `next_sequence - 1`), so a follower that starts from that
+/// snapshot reads only the records after it ([`LogFollower::open_at`]) instead of the whole
+/// topic.
+///
+/// Why a recorded position rather than a search over offsets: the epoch in force at an offset
+/// is the offset of the last marker before it, and telling an authoritative batch from a
+/// superseded one needs that epoch; only a reader that came through the markers knows it. The
+/// position is checked against the topic before use ([`LogFollower::open_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    /// Offset of the next record to read.
+    pub offset: i64,
+    /// The epoch in force there (offset of the last marker before it; -1 before any).
+    pub epoch: i64,
+    /// The next authoritative sequence (the snapshot's sequence + 1).
+    pub next_sequence: u64,
+    /// Highest marker count read before it.
+    pub highest_epoch_number: u64,
+    /// The last authoritative batch before it: (offset, epoch, last sequence); `None` before any.
+    /// What [`LogFollower::open_at`] checks to know the position belongs to this topic.
+    pub last_batch: Option<(i64, i64, u64)>,
+}
+
+/// The name of the file that records the [`LogPosition`] of a snapshot file (beside it).
+pub fn position_path(snapshot: &Path) -> std::path::PathBuf {
+    let mut name = snapshot.as_os_str().to_os_string();
+    name.push(POSITION_SUFFIX);
+    std::path::PathBuf::from(name)
+}
+
+/// Suffix of a snapshot's position file (`snapshot-<sequence>.snap.log-position`).
+pub const POSITION_SUFFIX: &str = ".log-position";
+
+impl LogPosition {
+    /// The position of a follower that has not read anything: the first record, sequence 1.
+    pub const START: Self = Self { offset: 0, epoch: -1, next_sequence: 1, highest_epoch_number: 0, last_batch: None };
+
+    /// The position as one line of text (`key=value` pairs), for [`Self::parse`].
+    pub fn to_text(&self) -> String {
+        let last_batch = match self.last_batch {
+            Some((offset, epoch, sequence)) => format!("{offset}:{epoch}:{sequence}"),
+            None => "none".into(),
+        };
+        format!(
+            "offset={} epoch={} next-sequence={} highest-epoch-number={} last-batch={last_batch}\n",
+            self.offset, self.epoch, self.next_sequence, self.highest_epoch_number
+        )
+    }
+
+    /// Reads [`Self::to_text`]'s format.
+    ///
+    /// # Errors
+    /// A field is missing or not a number.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let field = |name: &str| -> Result<&str, String> {
+            text.split_whitespace()
+                .find_map(|pair| pair.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+                .ok_or_else(|| format!("no {name}"))
+        };
+        let number = |name: &str| -> Result<i64, String> { field(name)?.parse().map_err(|e| format!("{name}: {e}")) };
+        let unsigned = |name: &str| -> Result<u64, String> { field(name)?.parse().map_err(|e| format!("{name}: {e}")) };
+        let last_batch = match field("last-batch")? {
+            "none" => None,
+            triple => {
+                let mut parts = triple.split(':').map(|part| part.parse::<i64>());
+                match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                    (Some(Ok(offset)), Some(Ok(epoch)), Some(Ok(sequence)), None) => {
+                        Some((offset, epoch, u64::try_from(sequence).map_err(|e| format!("last-batch: {e}"))?))
+                    }
+                    _ => return Err(format!("last-batch: {triple:?}")),
+                }
+            }
+        };
+        let position = Self {
+            offset: number("offset")?,
+            epoch: number("epoch")?,
+            next_sequence: unsigned("next-sequence")?,
+            highest_epoch_number: unsigned("highest-epoch-number")?,
+            last_batch,
+        };
+        if position.offset < 0 || position.next_sequence == 0 {
+            return Err(format!("out of range: {position:?}"));
+        }
+        Ok(position)
+    }
+
+    /// Reads the position file of `snapshot` ([`position_path`]); `None` if there is none or it
+    /// does not parse (logged).
+    pub fn read_for(snapshot: &Path) -> Option<Self> {
+        let path = position_path(snapshot);
+        let text = std::fs::read_to_string(&path).ok()?;
+        match Self::parse(&text) {
+            Ok(position) => Some(position),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "snapshot log position unreadable; ignored");
+                None
+            }
+        }
+    }
+
+    /// Writes the position file of `snapshot` (write, sync, rename: a crash leaves the old file
+    /// or none, never half of one).
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn write_for(&self, snapshot: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let path = position_path(snapshot);
+        let temporary = path.with_extension("log-position.tmp");
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(self.to_text().as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)
     }
 }
 
@@ -357,15 +497,61 @@ pub struct LogFollower {
     highest_epoch_number: u64,
     /// The end of the partition was reached by the last poll and nothing followed.
     at_end: bool,
+    /// The last authoritative batch read: (offset, epoch, last sequence).
+    last_batch: Option<(i64, i64, u64)>,
+    /// Records read from the topic since this follower opened (what a start from a snapshot
+    /// saves is visible here).
+    records_read: u64,
 }
 
 impl LogFollower {
-    /// Follows `topic` from its first record, expecting sequence 1 first (a follower that
-    /// starts from a snapshot would need the log offset recorded with it: not supported yet).
+    /// Follows `topic` from its first record, expecting sequence 1 first.
     ///
     /// # Errors
     /// The broker refused.
     pub fn open(brokers: &str, topic: &str, replication: i32) -> Result<Self, ClusterError> {
+        Self::open_unchecked(brokers, topic, replication, LogPosition::START)
+    }
+
+    /// Follows `topic` from `position` (recorded with a snapshot by a follower of this topic),
+    /// after checking that it belongs to this topic: the partition reaches it, and the record
+    /// at its last authoritative batch is that batch (same epoch, same last sequence). Then
+    /// the authoritative-order rule goes on exactly as if this follower had read everything
+    /// before (a batch that does not continue `next_sequence` is still
+    /// [`ClusterError::Corrupt`]).
+    ///
+    /// # Errors
+    /// The broker refused, or [`ClusterError::Corrupt`] when the position does not match the
+    /// topic (the caller falls back to [`Self::open`]).
+    pub fn open_at(brokers: &str, topic: &str, replication: i32, position: LogPosition) -> Result<Self, ClusterError> {
+        let follower = Self::open_unchecked(brokers, topic, replication, position)?;
+        let mismatch = |reason: String| ClusterError::Corrupt { offset: position.offset, reason };
+        let end = follower.end_offset()?;
+        if end < position.offset {
+            return Err(mismatch(format!("the topic ends at {end}, before the recorded position")));
+        }
+        if let Some((offset, epoch, last_sequence)) = position.last_batch {
+            let kinds = read_kinds(brokers, topic, offset, offset + 1, ADMIN_TIMEOUT)?;
+            let found = kinds.first().map(|(_, kind)| *kind);
+            let matches = matches!(
+                found,
+                Some(RecordKind::Batch { epoch: e, last_sequence: l, .. }) if e == epoch && l == last_sequence
+            );
+            if !matches || last_sequence + 1 != position.next_sequence {
+                return Err(mismatch(format!(
+                    "recorded batch ({epoch}, ..={last_sequence}) at offset {offset}, the topic has {found:?}"
+                )));
+            }
+        }
+        Ok(follower)
+    }
+
+    fn open_unchecked(
+        brokers: &str,
+        topic: &str,
+        replication: i32,
+        position: LogPosition,
+    ) -> Result<Self, ClusterError> {
         ensure_topic(brokers, topic, replication)?;
         let consumer: BaseConsumer = client_config(brokers)
             // Required by librdkafka for a consumer; never joined (the partition is assigned).
@@ -377,18 +563,39 @@ impl LogFollower {
             .create()
             .map_err(kafka)?;
         let mut assignment = rdkafka::TopicPartitionList::new();
-        assignment.add_partition_offset(topic, PARTITION, rdkafka::Offset::Beginning).map_err(kafka)?;
+        let start =
+            if position.offset == 0 { rdkafka::Offset::Beginning } else { rdkafka::Offset::Offset(position.offset) };
+        assignment.add_partition_offset(topic, PARTITION, start).map_err(kafka)?;
         consumer.assign(&assignment).map_err(kafka)?;
         Ok(Self {
             consumer,
             topic: topic.to_string(),
-            next_offset: 0,
-            epoch: -1,
-            next_sequence: 1,
+            next_offset: position.offset,
+            epoch: position.epoch,
+            next_sequence: position.next_sequence,
             superseded: 0,
-            highest_epoch_number: 0,
+            highest_epoch_number: position.highest_epoch_number,
             at_end: false,
+            last_batch: position.last_batch,
+            records_read: 0,
         })
+    }
+
+    /// Where this follower stands (to record with a snapshot of the state at
+    /// `next_sequence - 1`).
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            offset: self.next_offset,
+            epoch: self.epoch,
+            next_sequence: self.next_sequence,
+            highest_epoch_number: self.highest_epoch_number,
+            last_batch: self.last_batch,
+        }
+    }
+
+    /// Records read from the topic since this follower opened.
+    pub fn records_read(&self) -> u64 {
+        self.records_read
     }
 
     /// The offset of the next record this follower will read.
@@ -467,6 +674,7 @@ impl LogFollower {
             }
             self.at_end = false;
             read += 1;
+            self.records_read += 1;
             let kind = RecordKind::parse(message.headers())
                 .map_err(|reason| ClusterError::Corrupt { offset, reason: format!("headers: {reason}") })?;
             match kind {
@@ -509,8 +717,8 @@ impl LogFollower {
                     for record in records {
                         visit(Followed::Command(record))?;
                     }
-                    let expected = last_sequence + 1;
-                    self.next_sequence = expected;
+                    self.next_sequence = last_sequence + 1;
+                    self.last_batch = Some((offset, epoch, last_sequence));
                 }
                 RecordKind::Checkpoint { sequence, state_hash } => {
                     visit(Followed::Checkpoint { sequence, state_hash })?

@@ -5,14 +5,17 @@
 //! snapshots are a cache of the authoritative log, and a deposed primary's local journal may end
 //! with a batch that was fenced (never in the log's order). So at start the node moves its
 //! `journal` and `snapshots` aside (into `<data>/previous/`, replacing what an earlier start put
-//! there) and rebuilds them by following the journal topic from its first record. That is the
-//! simplest correct rule; its cost is a replay of the whole topic at every start (so the topic's
-//! retention must keep every record, see docs/deployment.md, "Topics").
+//! there) and rebuilds them from the log. It starts from its own newest snapshot that it wrote
+//! while following the log, with the journal topic position recorded beside it
+//! ([`LogPosition`], [`resume_from_snapshot`]): only the records after it are read. Without one
+//! (a primary's snapshots have none: its last local batch may have been fenced) it follows the
+//! topic from its first record (so the topic's retention must keep every record, see
+//! docs/deployment.md, "Topics").
 //!
 //! Following: [`LogFollower`] yields the authoritative commands; each is appended to the local
 //! journal (same sequence and timestamp, so the local journal is byte-for-byte the primary's)
 //! and executed by this node's engine. Every `snapshot.every_commands` the standby writes a
-//! snapshot (the primary then need not). Checkpoints: at every multiple of
+//! snapshot (the primary then need not), and the follower's position beside it. Checkpoints: at every multiple of
 //! `cluster.checkpoint_every` the primary's snapshotter (its shadow engine, off the engine
 //! thread) hashes the state and the primary appends a `checkpoint` record after its next batch;
 //! the standby hashes its own state at the same sequences and compares when the record arrives.
@@ -30,13 +33,13 @@
 //! unoptimised build. The phases of a promotion are timed ([`PromotionTimeline`]).
 
 use super::lease::Lease;
-use super::log::{ClusterError, Followed, JournalTopic, LogFollower, RecordKind};
+use super::log::{ClusterError, Followed, JournalTopic, LogFollower, LogPosition, RecordKind};
 use crate::config::Config;
 use crate::promotion::{PromotionPhase, PromotionTimeline};
 use crate::runtime::{self, BatchReplicator, Recovered, ReplicationError, Rings, RuntimeError};
 use codec::Event;
-use engine::journal::{JournalError, JournalWriter};
-use engine::{CommandContext, Engine, EngineConfig};
+use engine::journal::{JournalError, JournalWriter, RecoveryOptions};
+use engine::{CommandContext, Engine, EngineConfig, OrderBook};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -91,6 +94,11 @@ pub struct StandbyStatus {
     /// Records of the journal topic not read yet (its end offset as last asked, minus the next
     /// offset to read).
     pub lag_records: AtomicU64,
+    /// Records of the journal topic read since this node started following (a start from a
+    /// snapshot reads only the records after it).
+    pub records_read: AtomicU64,
+    /// The offset this node started reading the journal topic at (0: its first record).
+    pub start_offset: AtomicU64,
 }
 
 impl StandbyStatus {
@@ -109,6 +117,18 @@ impl StandbyStatus {
             load(&self.applied_sequence),
         );
         family("exchange_cluster_lag_records", "gauge", "Journal topic records not read yet.", load(&self.lag_records));
+        family(
+            "exchange_cluster_log_records_read_total",
+            "counter",
+            "Journal topic records read since this node started following.",
+            load(&self.records_read),
+        );
+        family(
+            "exchange_cluster_log_start_offset",
+            "gauge",
+            "Journal topic offset this node started reading at (after its start snapshot).",
+            load(&self.start_offset),
+        );
         family(
             "exchange_cluster_superseded_total",
             "counter",
@@ -332,8 +352,9 @@ impl LocalLog<'_> {
     }
 
     /// Makes what was applied durable locally (a cache of the log: its durability setting is
-    /// the journal's) and takes a snapshot when one is due.
-    fn settle(&mut self) -> Result<(), StandbyError> {
+    /// the journal's) and takes a snapshot when one is due, recording the follower's `position`
+    /// beside it (a later start resumes there, see [`resume_from_snapshot`]).
+    fn settle(&mut self, position: LogPosition) -> Result<(), StandbyError> {
         self.writer.commit()?;
         self.status.applied_sequence.store(self.last_sequence, Ordering::Release);
         let every = self.config.snapshot.every_commands;
@@ -341,10 +362,20 @@ impl LocalLog<'_> {
             let mut bytes = Vec::new();
             self.engine.write_snapshot(self.last_sequence, &mut bytes);
             match engine::snapshot::write_snapshot_file(&self.config.snapshot_dir(), self.last_sequence, &bytes) {
-                Ok(_) if self.config.snapshot.prune_journal => {
-                    runtime::prune(&self.config.snapshot_dir(), &self.config.journal_dir(), None)
+                Ok(file) => {
+                    // The position must describe exactly this state; it does after a whole poll
+                    // (a batch is applied whole), and a snapshot without one is only slower to
+                    // resume from.
+                    if position.next_sequence == self.last_sequence + 1 {
+                        if let Err(error) = position.write_for(&file) {
+                            tracing::warn!(%error, "standby snapshot's log position not written");
+                        }
+                    }
+                    if self.config.snapshot.prune_journal {
+                        runtime::prune(&self.config.snapshot_dir(), &self.config.journal_dir(), None);
+                        remove_orphan_positions(&self.config.snapshot_dir());
+                    }
                 }
-                Ok(_) => {}
                 Err(error) => tracing::error!(%error, "standby snapshot failed"),
             }
             self.since_snapshot = 0;
@@ -379,6 +410,97 @@ fn set_local_data_aside(config: &Config) -> Result<(), StandbyError> {
     Ok(())
 }
 
+/// A node's own snapshot to resume from, set aside at start: the newest in
+/// `<data>/previous/snapshots` that has a log position recorded beside it. Only snapshots a node
+/// wrote while following the log have one ([`LocalLog::settle`]): every command they cover came
+/// from the log in its authoritative order. A primary's snapshots have none (its last local batch
+/// may have been fenced, never in the log), so they are never resumed from.
+///
+/// The snapshot (and its position) is copied into the fresh snapshot directory, the engine
+/// restored from it, the local journal opened to continue after its sequence, and a follower
+/// opened at the position (checked against the topic, [`LogFollower::open_at`]). Anything that
+/// does not fit (no such snapshot, it does not restore, the position does not match the topic)
+/// falls back to a rebuild from the first record: `None`, with the fresh directories empty again.
+fn resume_from_snapshot(
+    config: &Config,
+    engine_config: &EngineConfig,
+) -> Result<Option<(Recovered, Option<JournalWriter>, LogFollower)>, StandbyError> {
+    let cluster = &config.cluster;
+    let aside = config.data_dir.join(PREVIOUS_DIR).join(config.snapshot_dir().file_name().unwrap_or_default());
+    let candidates = engine::snapshot::list_snapshots(&aside).unwrap_or_default();
+    let Some((sequence, file, position)) = candidates.into_iter().find_map(|(sequence, file)| {
+        let position = LogPosition::read_for(&file)?;
+        (position.next_sequence == sequence + 1).then_some((sequence, file, position))
+    }) else {
+        return Ok(None);
+    };
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| StandbyError::Io { path, source }
+    };
+    let snapshots = config.snapshot_dir();
+    std::fs::create_dir_all(&snapshots).map_err(io(&snapshots))?;
+    let copy = snapshots.join(file.file_name().unwrap_or_default());
+    std::fs::copy(&file, &copy).map_err(io(&copy))?;
+    let resumed = (|| -> Result<_, StandbyError> {
+        let unusable = |reason: String| StandbyError::Config(format!("snapshot {}: {reason}", file.display()));
+        let bytes = std::fs::read(&copy).map_err(io(&copy))?;
+        let (engine, at) = Engine::restore_snapshot(engine_config, OrderBook::with_capacity_unfaulted, &bytes)
+            .map_err(|e| unusable(e.to_string()))?;
+        if at != sequence {
+            return Err(unusable(format!("restores to sequence {at}")));
+        }
+        // The local journal starts right after the snapshot: the log holds what precedes it
+        // (the layout a pruned journal has). Nothing is lost, so the "loss" the journal sees
+        // (it begins at `sequence + 1`) is accepted silently.
+        let options = RecoveryOptions { after: sequence, accept_loss: true, ..RecoveryOptions::default() };
+        let (writer, _) = JournalWriter::open_with(&config.journal_dir(), config.journal_config(), &options)?;
+        let follower = LogFollower::open_at(&cluster.brokers, &cluster.journal_topic, cluster.replication, position)?;
+        let recovered = Recovered {
+            engine,
+            last_sequence: sequence,
+            snapshot: Some((sequence, copy.clone())),
+            replayed: 0,
+            torn_tail: None,
+            prefaulted: false,
+        };
+        Ok((recovered, Some(writer), follower))
+    })();
+    match resumed {
+        Ok(resumed) => {
+            // Kept with the copy, so this snapshot can be resumed from again.
+            if let Err(error) = position.write_for(&copy) {
+                tracing::warn!(%error, "log position of the resumed snapshot not copied");
+            }
+            tracing::info!(sequence, offset = position.offset, "resuming from own snapshot");
+            Ok(Some(resumed))
+        }
+        // A broker that does not answer is not a reason to read the whole log instead.
+        Err(StandbyError::Cluster(ClusterError::Kafka(reason))) => Err(ClusterError::Kafka(reason).into()),
+        Err(error) => {
+            tracing::warn!(%error, sequence, "own snapshot not usable: rebuilding from the first record of the log");
+            for dir in [config.journal_dir(), snapshots] {
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Removes position files whose snapshot was pruned.
+fn remove_orphan_positions(snapshots: &Path) {
+    let Ok(entries) = std::fs::read_dir(snapshots) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(snapshot) = path.to_str().and_then(|p| p.strip_suffix(super::log::POSITION_SUFFIX)) else { continue };
+        if !Path::new(snapshot).exists() {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// Runs a replicated node until it holds the lease and has become the primary (or `stop` is
 /// set: `None`): rebuild the local state from the log, follow it, and on getting the lease
 /// append an epoch marker and catch up to it.
@@ -398,9 +520,24 @@ pub fn follow_until_promoted(
         ));
     }
     set_local_data_aside(config)?;
-    let mode = runtime::RecoveryMode { from_scratch: true, open_writer: true, accept_journal_loss: false };
-    let (recovered, writer) = runtime::recover_with(config, engine_config, mode)?;
+    let (recovered, writer, mut follower) = match resume_from_snapshot(config, engine_config)? {
+        Some(resumed) => resumed,
+        None => {
+            let mode = runtime::RecoveryMode { from_scratch: true, open_writer: true, accept_journal_loss: false };
+            let (recovered, writer) = runtime::recover_with(config, engine_config, mode)?;
+            let follower = LogFollower::open(&cluster.brokers, &cluster.journal_topic, cluster.replication)?;
+            (recovered, writer, follower)
+        }
+    };
     let writer = writer.ok_or_else(|| StandbyError::Config("recovery did not open the journal".into()))?;
+    status.start_offset.store(u64::try_from(follower.next_offset()).unwrap_or(0), Ordering::Relaxed);
+    tracing::info!(
+        offset = follower.next_offset(),
+        sequence = recovered.last_sequence,
+        "following the journal topic from offset {} (state at sequence {})",
+        follower.next_offset(),
+        recovered.last_sequence
+    );
     // What a promotion would otherwise pay for, done before this node becomes a candidate:
     // touching the engine's reserved room and allocating the runtime's rings (together most
     // of a second in an unoptimised build, tens of ms optimised).
@@ -418,7 +555,6 @@ pub fn follow_until_promoted(
         checkpoint_every: cluster.checkpoint_every,
         own_hashes: std::collections::VecDeque::with_capacity(OWN_HASHES_KEPT),
     };
-    let mut follower = LogFollower::open(&cluster.brokers, &cluster.journal_topic, cluster.replication)?;
     let lease = Lease::join(
         &cluster.brokers,
         &cluster.lease_topic,
@@ -463,8 +599,9 @@ pub fn follow_until_promoted(
         }
         follower.poll(FOLLOW_POLL, &mut |followed| local.apply(followed))?;
         status.superseded.store(follower.superseded(), Ordering::Relaxed);
+        status.records_read.store(follower.records_read(), Ordering::Relaxed);
         // Committed per poll: the local journal is a cache, one write per fetch is plenty.
-        local.settle()?;
+        local.settle(follower.position())?;
         if lease.is_leader() {
             break;
         }
@@ -477,7 +614,7 @@ pub fn follow_until_promoted(
     let epoch = topic.append_epoch(follower.highest_epoch_number() + 1)?;
     timeline.mark(PromotionPhase::EpochAppended);
     follower.read_until(epoch + 1, CATCH_UP_TIMEOUT, &mut |followed| local.apply(followed))?;
-    local.settle()?;
+    local.settle(follower.position())?;
     if follower.epoch() != epoch {
         return Err(ClusterError::Corrupt { offset: epoch, reason: "own epoch marker not read back".into() }.into());
     }

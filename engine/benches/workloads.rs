@@ -1,11 +1,11 @@
 //! Matching-engine workloads: `cargo bench -p engine --bench workloads`.
 //!
-//! A benchmark, not a test: it drives [`engine::Engine`] with [`codec::Command`]s built outside the timing on the
+//! A benchmark, not a test: it drives [`engine::Engine`] with [`codec::Command`]s on the
 //! `BTC_USDC` market (id 1) of [`EngineConfig::sample`], with the other markets removed and the
 //! book capacity raised to fit the workload. Building the commands is never timed; W-LB and CSV
 //! hand them over [`FLOW_CHUNK`] at a time from one reused buffer (W-LB generates each chunk just
 //! before it is sent), as an ingress ring does, so the engine does not read a fresh pre-built
-//! command array (100 MB at 1M orders) that no real ingress would hand it. One events
+//! command array (a whole `Command` per order) that no real ingress would hand it. One events
 //! vector is reused (cleared per command), so the numbers are about the engine, not allocation.
 //! Every workload ends with [`Engine::validate`] (book and ledger invariants) and stops the run
 //! if it fails.

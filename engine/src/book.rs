@@ -255,6 +255,15 @@ impl Clone for OrderBook {
         let capacity = self.capacity;
         let mut spilled = new_map(capacity);
         spilled.extend(self.spilled.iter().map(|(&id, &slot)| (id, slot)));
+        // A book still sized for replay (its client-id map grown only as far as it needed) is
+        // copied into a full-capacity map, so the copy does not grow it on its hot path.
+        let by_client_id = if self.by_client_id.capacity() >= capacity {
+            self.by_client_id.clone()
+        } else {
+            let mut by_client_id = new_map(capacity);
+            by_client_id.extend(self.by_client_id.iter().map(|(&key, &id)| (key, id)));
+            by_client_id
+        };
         Self {
             orders: with_room(&self.orders, capacity),
             free_orders: with_room(&self.free_orders, capacity),
@@ -265,7 +274,7 @@ impl Clone for OrderBook {
             free_levels: with_room(&self.free_levels, capacity),
             bids: SideLevels { side: Side::Bid, sorted: with_room(&self.bids.sorted, capacity) },
             asks: SideLevels { side: Side::Ask, sorted: with_room(&self.asks.sorted, capacity) },
-            by_client_id: self.by_client_id.clone(),
+            by_client_id,
             by_user: self.by_user.clone(),
             len: self.len,
             capacity: self.capacity,
@@ -298,6 +307,13 @@ impl OrderBook {
     /// touches only what its orders use, instead of paying for every page of the reserved room
     /// first) and pre-faults afterwards, before the engine goes live.
     ///
+    /// Its hash maps (client ids, spilled ids) start empty and grow with the orders, instead of
+    /// being sized for the whole capacity: a replay's resting orders (thousands, typically) then
+    /// keep them small enough to stay in cache, where a full-capacity table (megabytes) made
+    /// every client-id insert, lookup and removal a cache and TLB miss and often a page fault.
+    /// Growing costs a rehash now and then, which a replay can afford and the live engine
+    /// thread cannot: [`Self::prefault`] rebuilds them at full capacity.
+    ///
     /// # Panics
     /// If `capacity` does not fit the slot index type.
     pub fn with_capacity_unfaulted(capacity: usize) -> Self {
@@ -309,12 +325,12 @@ impl OrderBook {
             // `!NIL` is 0: a zeroed allocation, whose pages are mapped on first write.
             by_id: vec![!NIL; id_entries],
             id_mask: id_entries as u64 - 1,
-            spilled: new_map(capacity),
+            spilled: new_map(0),
             levels: Vec::with_capacity(capacity),
             free_levels: Vec::with_capacity(capacity),
             bids: SideLevels { side: Side::Bid, sorted: Vec::with_capacity(capacity) },
             asks: SideLevels { side: Side::Ask, sorted: Vec::with_capacity(capacity) },
-            by_client_id: new_map(capacity),
+            by_client_id: new_map(0),
             by_user: new_map(1024),
             len: 0,
             capacity,
@@ -322,8 +338,9 @@ impl OrderBook {
     }
 
     /// Writes every page of the reserved room (order and level arenas, free lists, id index,
-    /// client-id and spill maps) without changing the book's contents, so that later inserts do not pay
-    /// page faults. Costs about as much as the pages are large (tens of ms for the default
+    /// client-id and spill maps, which it first sizes for the whole capacity if they were grown
+    /// by a replay) without changing the book's contents, so that later inserts do not pay page
+    /// faults or rehashes. Costs about as much as the pages are large (tens of ms for the default
     /// capacities); idempotent.
     pub fn prefault(&mut self) {
         for node in self.orders.spare_capacity_mut() {
@@ -728,5 +745,64 @@ impl Book for OrderBook {
 
     fn validate_structure(&self) -> Result<(), String> {
         self.check_structure()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Room of the books of these tests: far more than the orders they hold.
+    const CAPACITY: usize = 1 << 16;
+    /// Orders with client ids inserted into each book.
+    const ORDERS: u64 = 100;
+
+    fn order(id: u64) -> RestingOrder {
+        RestingOrder {
+            order_id: OrderId::new(id),
+            user_id: UserId::new(1 + id % 7),
+            client_order_id: ClientOrderId::new(1_000 + id),
+            side: if id % 2 == 0 { Side::Bid } else { Side::Ask },
+            price: Ticks::new(if id % 2 == 0 { 100 - id % 10 } else { 200 + id % 10 }),
+            quantity_lots: 1,
+            filled_lots: 0,
+            remaining_lots: 1,
+            reserved: 100,
+            self_trade_prevention: SelfTradePrevention::Allow,
+            post_only: false,
+        }
+    }
+
+    fn assert_client_ids_found(book: &OrderBook) {
+        for id in 1..=ORDERS {
+            let order = order(id);
+            assert_eq!(book.find_client_order(order.user_id, order.client_order_id), Some(order.order_id));
+        }
+        book.check_structure().expect("consistent book");
+    }
+
+    /// Recovery's book keeps its client-id map as small as its orders need (a full-capacity
+    /// table made every replayed client id a cache miss); a copy of it and its pre-fault size the
+    /// map for the whole capacity, so the live engine thread never rehashes it.
+    #[test]
+    fn an_unfaulted_book_grows_its_client_id_map_and_a_prefault_or_copy_sizes_it_fully() {
+        let mut book = OrderBook::with_capacity_unfaulted(CAPACITY);
+        for id in 1..=ORDERS {
+            book.insert(order(id)).expect("room");
+        }
+        assert!(book.by_client_id.capacity() < CAPACITY / 16, "replay map sized {}", book.by_client_id.capacity());
+        assert_client_ids_found(&book);
+
+        let copy = book.clone();
+        assert!(copy.by_client_id.capacity() >= CAPACITY);
+        assert_client_ids_found(&copy);
+
+        book.prefault();
+        assert!(book.by_client_id.capacity() >= CAPACITY);
+        assert!(book.spilled.capacity() >= CAPACITY);
+        assert_client_ids_found(&book);
+
+        let live = OrderBook::with_capacity(CAPACITY);
+        assert!(live.by_client_id.capacity() >= CAPACITY);
     }
 }

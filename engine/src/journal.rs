@@ -28,6 +28,9 @@
 //! checks every record it reads; it reads only the header of a segment that lies wholly before
 //! the requested start (covered by a snapshot) and stops as soon as its visitor says so, so a
 //! catch-up over days of journal holds one record in memory, not the tail.
+//! [`JournalReader::for_each_after_read_ahead`] is the same walk with the reading and checking on
+//! a second thread, a few batches ahead of the visitor: recovery replays with it, so execution
+//! overlaps the reads and checksums.
 //!
 //! # Recovery
 //! [`JournalReader`] walks the segments after the snapshot in order and checks every record. Damage in the last
@@ -97,6 +100,14 @@ pub const RECORD_PAYLOAD_BYTES_MAX: usize = 1024;
 /// Bytes of a segment a reader buffers at a time: what streaming a segment costs in memory,
 /// whatever the segment's size.
 pub const SEGMENT_READ_BUFFER_BYTES: usize = 256 << 10;
+
+/// Payload bytes a read-ahead batch gathers before the reading thread hands it over
+/// ([`JournalReader::for_each_after_read_ahead`]): large enough that hand-overs are rare (a few
+/// thousand records each), small enough to stay in the caches the two threads share.
+pub const READ_AHEAD_BATCH_BYTES: usize = 256 << 10;
+/// Read-ahead batches in flight between the reading thread and the visitor: bounds its memory to
+/// a few batches, whatever the journal's length.
+pub const READ_AHEAD_BATCHES: usize = 2;
 
 /// Name of the manifest file in the journal directory (see the module documentation).
 pub const MANIFEST_FILE: &str = "MANIFEST";
@@ -692,6 +703,35 @@ impl RecordRef<'_> {
     }
 }
 
+/// Records read ahead of their visit ([`JournalReader::for_each_after_read_ahead`]): the
+/// payloads back to back in one buffer, and per record its sequence, timestamp and payload's end.
+#[derive(Debug, Default)]
+struct ReadAheadBatch {
+    payloads: Vec<u8>,
+    records: Vec<(u64, u64, usize)>,
+}
+
+impl ReadAheadBatch {
+    fn push(&mut self, record: RecordRef<'_>) {
+        self.payloads.extend_from_slice(record.payload);
+        self.records.push((record.sequence, record.timestamp_ns, self.payloads.len()));
+    }
+
+    fn clear(&mut self) {
+        self.payloads.clear();
+        self.records.clear();
+    }
+
+    fn records(&self) -> impl Iterator<Item = RecordRef<'_>> {
+        let mut start = 0;
+        self.records.iter().map(move |&(sequence, timestamp_ns, end)| {
+            let payload = &self.payloads[start..end];
+            start = end;
+            RecordRef { sequence, timestamp_ns, payload }
+        })
+    }
+}
+
 /// How a walk through the journal ([`JournalReader::for_each_after`]) ended.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Visited {
@@ -768,8 +808,8 @@ impl JournalReader {
     }
 
     /// [`Self::read_for_recovery`] without holding the records: streams every record after
-    /// `options.after` through `visit` (as [`Self::for_each_after`] does, one read buffer and one
-    /// record in memory), then checks the end of the journal as [`Self::read_for_recovery`]
+    /// `options.after` through `visit` (as [`Self::for_each_after_read_ahead`] does, a few
+    /// batches in memory, read and checked on a second thread while `visit` runs), then checks the end of the journal as [`Self::read_for_recovery`]
     /// does. The returned contents hold no records. A recovery that replays as it reads must not
     /// use its result when this fails: the end check comes after the visits.
     ///
@@ -780,7 +820,7 @@ impl JournalReader {
         E: From<JournalError>,
         F: FnMut(RecordRef<'_>) -> Result<ControlFlow<()>, E>,
     {
-        let visited = self.for_each_after(options.after, visit)?;
+        let visited = self.for_each_after_read_ahead(options.after, visit)?;
         let mut contents = JournalContents {
             records: Vec::new(),
             last_sequence: visited.last_sequence,
@@ -934,6 +974,74 @@ impl JournalReader {
         // segment would start (an empty last segment: the previous segment's last record).
         visited.last_sequence = expected_first.map_or(0, |first| first.saturating_sub(1));
         Ok(visited)
+    }
+
+    /// [`Self::for_each_after`] with the reading and checking on a second thread, ahead of
+    /// `visit`: the thread reads records in batches ([`READ_AHEAD_BATCH_BYTES`], at most
+    /// [`READ_AHEAD_BATCHES`] waiting) that the calling thread visits, so a replay's execution
+    /// overlaps the reads and checksums instead of waiting for them. The visits, the result and
+    /// the errors are those of [`Self::for_each_after`]: records in order, each checked before it
+    /// is visited; damage is reported only after every record before it was visited; a visitor's
+    /// error or stop ends the walk (the thread may have read a little further, which is
+    /// discarded, and damage it found there is not reported, as a walk that stopped would not
+    /// have read it). When no thread can be started the walk runs on the calling thread.
+    ///
+    /// # Errors
+    /// As [`Self::for_each_after`].
+    pub fn for_each_after_read_ahead<E, F>(&self, after: u64, mut visit: F) -> Result<Visited, E>
+    where
+        E: From<JournalError>,
+        F: FnMut(RecordRef<'_>) -> Result<ControlFlow<()>, E>,
+    {
+        let (full_sender, full_batches) = std::sync::mpsc::sync_channel::<ReadAheadBatch>(READ_AHEAD_BATCHES);
+        let (empty_sender, empty_batches) = std::sync::mpsc::channel::<ReadAheadBatch>();
+        std::thread::scope(|scope| {
+            let reading =
+                std::thread::Builder::new().name("journal-read-ahead".into()).spawn_scoped(scope, move || {
+                    let mut batch = ReadAheadBatch::default();
+                    let visited = self.for_each_after(after, |record| {
+                        batch.push(record);
+                        if batch.payloads.len() >= READ_AHEAD_BATCH_BYTES {
+                            let mut full = empty_batches.try_recv().unwrap_or_default();
+                            full.clear();
+                            std::mem::swap(&mut full, &mut batch);
+                            if full_sender.send(full).is_err() {
+                                // The visitor stopped: read no further.
+                                return Ok::<_, JournalError>(ControlFlow::Break(()));
+                            }
+                        }
+                        Ok(ControlFlow::Continue(()))
+                    });
+                    // The records before any damage are visited before the damage is reported.
+                    if !batch.records.is_empty() {
+                        let _ = full_sender.send(batch);
+                    }
+                    visited
+                });
+            let Ok(reading) = reading else {
+                drop(full_batches);
+                return self.for_each_after(after, &mut visit);
+            };
+            let mut ended: Option<Result<Visited, E>> = None;
+            'batches: for batch in full_batches.iter() {
+                for record in batch.records() {
+                    let sequence = record.sequence;
+                    match visit(record) {
+                        Err(error) => ended = Some(Err(error)),
+                        Ok(ControlFlow::Break(())) => {
+                            ended = Some(Ok(Visited { last_sequence: sequence, torn_tail: None, stopped: true }))
+                        }
+                        Ok(ControlFlow::Continue(())) => continue,
+                    }
+                    break 'batches;
+                }
+                let _ = empty_sender.send(batch);
+            }
+            // A reading thread blocked on a full channel sees it closed and stops.
+            drop(full_batches);
+            let read = reading.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            ended.unwrap_or_else(|| read.map_err(E::from))
+        })
     }
 
     /// Reads every record with `sequence > after` into memory (recovery replays them all), with
@@ -1513,6 +1621,70 @@ mod tests {
         // Walking on reaches it.
         let error = visit_sequences(&dir, 5).unwrap_err();
         assert!(matches!(&error, JournalError::Corrupt { path, .. } if path == &segments[3].1), "{error}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The sequences a walk visited and how it ended, by the sequential walk or the read-ahead.
+    fn walk(dir: &Path, after: u64, read_ahead: bool, stop_at: u64, fail_at: u64) -> (Vec<Record>, String) {
+        let mut records = Vec::new();
+        let visit = |record: RecordRef<'_>| {
+            records.push(record.to_record());
+            if record.sequence == fail_at {
+                return Err(JournalError::Incomplete(format!("visitor failed at {fail_at}")));
+            }
+            Ok(if record.sequence == stop_at { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        };
+        let reader = JournalReader::open(dir).unwrap();
+        let ended = if read_ahead {
+            reader.for_each_after_read_ahead(after, visit)
+        } else {
+            reader.for_each_after(after, visit)
+        };
+        (records, format!("{ended:?}"))
+    }
+
+    /// Reading ahead on a second thread visits the same records and ends the same way as the
+    /// sequential walk: over many batches and segments, from any start, when the visitor stops or
+    /// fails (in a later batch than the first), and at damage, which is reported only after
+    /// every record before it was visited.
+    #[test]
+    fn reading_ahead_visits_and_ends_exactly_as_the_sequential_walk() {
+        const RECORDS: u64 = 60_000;
+        let dir = temp_dir("read-ahead");
+        write(&dir, RECORDS, 64 << 10);
+        let segments = list_segments(&dir).unwrap();
+        assert!(segments.len() > 8, "the journal spans many segments");
+        let payload_bytes: usize =
+            JournalReader::open(&dir).unwrap().read_after(0).unwrap().records.iter().map(|r| r.payload.len()).sum();
+        assert!(payload_bytes > 2 * READ_AHEAD_BATCH_BYTES, "the journal spans several batches");
+        let late = RECORDS - 5;
+        let cases = [
+            (0, 0, 0),
+            (1, 0, 0),
+            (segments[3].0 - 1, 0, 0),
+            (RECORDS - 1, 0, 0),
+            (RECORDS + 2, 0, 0),
+            (0, late, 0),
+            (0, 0, late),
+            (0, 0, 7),
+            (0, 3, 0),
+        ];
+        for (after, stop_at, fail_at) in cases {
+            let sequential = walk(&dir, after, false, stop_at, fail_at);
+            let ahead = walk(&dir, after, true, stop_at, fail_at);
+            assert_eq!(ahead.1, sequential.1, "after {after}, stop at {stop_at}, fail at {fail_at}");
+            assert!(ahead.0 == sequential.0, "after {after}, stop at {stop_at}, fail at {fail_at}: visits differ");
+        }
+        assert_eq!(walk(&dir, 0, true, 0, 0).0.len(), RECORDS as usize);
+        // Damage in a middle segment, far into the journal: the same visits, then the same error.
+        damage_first_record(&segments[segments.len() - 3].1);
+        let sequential = walk(&dir, 0, false, 0, 0);
+        let ahead = walk(&dir, 0, true, 0, 0);
+        assert!(sequential.1.contains("Corrupt"), "{}", sequential.1);
+        assert_eq!(ahead.1, sequential.1);
+        assert!(ahead.0 == sequential.0, "visits before the damage differ");
+        // A walk that stops before the damage does not report it, read ahead or not.
+        assert_eq!(walk(&dir, 0, true, 10, 0).1, walk(&dir, 0, false, 10, 0).1);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -106,7 +106,8 @@
 //! `RUNTIME_BENCH_QUICK=1` shrinks everything for a smoke run of a few seconds: journal cells of
 //! 0.2 s or 20k records, latency at 1k/s only for 1 s (0.2 s warm-up), recovery of 5k commands
 //! run once, a snapshot row of 20k resting orders and 2 snapshots. `RUNTIME_BENCH_RATES=1000,50000`
-//! replaces the offered rates of the latency rows. `RUNTIME_BENCH_ONLY=replay` (comma-separated
+//! replaces the offered rates of the latency rows; `RUNTIME_BENCH_REPLAY_RUNS=9` the number of
+//! recovery runs. `RUNTIME_BENCH_ONLY=replay` (comma-separated
 //! section names: `journal`, `latency`, `replay`, `snapshot`) runs and prints only those sections;
 //! unset or empty runs them all.
 
@@ -232,6 +233,17 @@ impl Settings {
                 sections: Sections::from_env(),
             }
         }
+    }
+
+    /// `RUNTIME_BENCH_REPLAY_RUNS=9` replaces the number of recovery runs (more runs give a steadier
+    /// median and best on a loaded machine).
+    fn with_env_replay_runs(mut self) -> Self {
+        if let Some(runs) = std::env::var("RUNTIME_BENCH_REPLAY_RUNS").ok().and_then(|v| v.trim().parse().ok())
+            && runs > 0
+        {
+            self.recovery_runs = runs;
+        }
+        self
     }
 
     /// `RUNTIME_BENCH_RATES=1000,50000` replaces the offered rates of the latency rows.
@@ -1496,7 +1508,7 @@ fn print_snapshot(snapshot: &SnapshotPauseResult) {
 
 fn main() {
     let load_at_start = load_average();
-    let settings = Settings::from_env().with_env_rates();
+    let settings = Settings::from_env().with_env_rates().with_env_replay_runs();
     let base = std::env::temp_dir().join(format!("exchange-runtime-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).expect("create scratch directory");

@@ -331,8 +331,9 @@ pub fn recover_with(
         }
         (Some(writer), contents)
     } else {
-        // Read-only: replay while reading, one record in memory at a time; the end of the
-        // journal is checked once the walk is over, before the engine is returned.
+        // Read-only: replay while reading (a second thread reads and checks a few batches of
+        // records ahead, so execution overlaps the reads and checksums); the end of the journal
+        // is checked once the walk is over, before the engine is returned.
         let reader = JournalReader::open(&config.journal_dir())?;
         let contents = reader.stream_for_recovery(&options, &mut replay).map_err(|error| match error {
             RuntimeError::Journal(journal) => incomplete(journal),

@@ -350,7 +350,7 @@ impl FixGateway {
         consumer: engine::bus::Consumer,
         resting: Option<&EngineOrders>,
     ) -> Result<Self, StartError> {
-        let syncer = Arc::new(session::Syncer::default());
+        let syncer = Arc::new(session::Syncer::new(config.io == IoMode::Thread));
         let stats = Arc::new(GatewayStats::default());
         let resting: Option<std::collections::HashMap<OrderId, EngineOrder>> =
             resting.map(|r| r.0.iter().map(|order| (order.order_id, *order)).collect());

@@ -456,12 +456,22 @@ pub(crate) struct Syncer {
     ready: Condvar,
     /// Set to end the thread (after the gateway stopped).
     pub stop: AtomicBool,
+    /// Under [`crate::IoMode::Thread`] the I/O thread runs the rounds itself ([`sync_round`]):
+    /// nobody waits on `ready`, and a notification would be a wasted futex call per flush.
+    pub inline: bool,
 }
 
 impl Syncer {
+    /// An empty queue; `inline`: under [`crate::IoMode::Thread`] (see [`Syncer::inline`]).
+    pub fn new(inline: bool) -> Self {
+        Self { inline, ..Self::default() }
+    }
+
     fn schedule(&self, session_id: u64) {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(session_id);
-        self.ready.notify_one();
+        if !self.inline {
+            self.ready.notify_one();
+        }
     }
 }
 

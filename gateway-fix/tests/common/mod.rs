@@ -158,6 +158,13 @@ impl Harness {
         self.start_gateway();
     }
 
+    /// Stops the gateway (as the server does at exit); it is not started again.
+    pub fn shutdown_gateway(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown();
+        }
+    }
+
     pub fn gateway(&self) -> &FixGateway {
         self.gateway.as_ref().unwrap()
     }

@@ -28,6 +28,10 @@
 //! session answers in the BeginString of its Logon and ends on any other; a message is processed only when its MsgSeqNum is the next expected one
 //! (lower: duplicate or fatal; higher: ResendRequest); one connection per session at a time.
 //!
+//! Threads ([`IoMode`]): a tokio task per connection with a dispatcher thread and a syncer
+//! thread, or one I/O thread (`io_thread`) that serves every socket and is also the dispatcher and
+//! the syncer. The session logic (`session::Inbound`) is the same in both.
+//!
 //! The full rules, tags and configuration are in docs/fix.md.
 
 mod app;

@@ -336,6 +336,36 @@ pub struct FixSection {
     pub throttle_strikes_max: u32,
     /// Most simultaneous connections.
     pub connections_max: usize,
+    /// Which threads serve the FIX sockets (docs/operations.md, "FIX gateway threads").
+    #[serde(default)]
+    pub io: FixIo,
+    /// With `io = "thread"`: the core to pin the I/O thread to; none: not pinned.
+    #[serde(default)]
+    pub io_core: Option<usize>,
+}
+
+/// `[fix] io`: which threads serve the FIX gateway's sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FixIo {
+    /// A tokio task per connection and per writer, a dispatcher thread and a store syncer
+    /// thread (five thread hand-offs per order).
+    #[default]
+    Tokio,
+    /// One dedicated I/O thread (epoll) that reads, runs the sessions, pushes to the engine, and
+    /// also routes the engine's events, writes the session stores and the answers (two
+    /// hand-offs per order).
+    Thread,
+}
+
+impl FixIo {
+    /// The gateway's setting.
+    pub fn mode(self) -> gateway_fix::IoMode {
+        match self {
+            FixIo::Tokio => gateway_fix::IoMode::Tokio,
+            FixIo::Thread => gateway_fix::IoMode::Thread,
+        }
+    }
 }
 
 /// `[[fix_sessions]]`: a CompID pair, its user and the user's Ed25519 public key (base64).

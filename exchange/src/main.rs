@@ -54,6 +54,13 @@ struct Cli {
     /// FIX gateway port; overrides the port of `fix.listen`.
     #[arg(long, global = true, env = "EXCHANGE_FIX_PORT")]
     fix_port: Option<u16>,
+    /// Which threads serve the FIX sockets; overrides `fix.io`.
+    #[arg(long, global = true, env = "EXCHANGE_FIX_IO", value_enum)]
+    fix_io: Option<exchange::config::FixIo>,
+    /// Core to pin the FIX gateway's I/O thread to (with `--fix-io thread`); overrides
+    /// `fix.io_core`.
+    #[arg(long, global = true, env = "EXCHANGE_FIX_IO_CORE")]
+    fix_io_core: Option<usize>,
     /// Journal segment size in bytes; overrides `journal.segment_bytes`.
     #[arg(long, global = true, env = "EXCHANGE_SEGMENT_BYTES")]
     segment_bytes: Option<u64>,
@@ -242,6 +249,12 @@ fn load_config(cli: &Cli) -> Result<Config, Box<dyn std::error::Error>> {
     }
     if let Some(port) = cli.fix_port {
         config.fix.listen.set_port(port);
+    }
+    if let Some(io) = cli.fix_io {
+        config.fix.io = io;
+    }
+    if let Some(core) = cli.fix_io_core {
+        config.fix.io_core = Some(core);
     }
     if let Some(bytes) = cli.segment_bytes {
         config.journal.segment_bytes = bytes;
@@ -855,6 +868,8 @@ fn serve_recovered(
             messages_per_second: config.fix.messages_per_second,
             burst: config.fix.burst,
             throttle_strikes_max: config.fix.throttle_strikes_max,
+            io: config.fix.io.mode(),
+            io_core: config.fix.io_core,
             ..gateway_fix::GatewayConfig::default()
         };
         let (ingress, egress) = (runtime.ring().clone(), runtime.egress().clone());

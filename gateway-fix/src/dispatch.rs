@@ -57,7 +57,9 @@ struct OrderInfo {
     triggered: bool,
 }
 
-struct Dispatcher {
+/// Routes the egress ring to the sessions: the body of the dispatcher thread
+/// ([`crate::IoMode::Tokio`]) or part of each turn of the I/O thread ([`crate::IoMode::Thread`]).
+pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
     /// Open orders of this gateway by order id (ids arrive ascending: the table appends).
     orders: OrderTable<OrderInfo>,
@@ -66,72 +68,96 @@ struct Dispatcher {
     touched: Vec<u64>,
     last_sequence: u64,
     exec_counter: u64,
+    /// Events routed since the touched sessions were last flushed.
+    batch: usize,
+    /// The sequence of the last command whose first event was seen (see [`track_ack`]).
+    traced_sequence: u64,
 }
 
+/// The dispatcher thread ([`crate::IoMode::Tokio`]).
 pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
-    let mut dispatcher = Dispatcher {
-        shared: shared.clone(),
-        orders: OrderTable::new(),
-        by_client: HashMap::new(),
-        touched: Vec::new(),
-        last_sequence: u64::MAX,
-        exec_counter: 0,
-    };
-    // The open orders the session stores remember (placed before a restart), in no particular
-    // order: collected, then sorted once.
-    let mut remembered: Vec<(u64, OrderInfo)> = Vec::new();
-    for session in &shared.sessions {
-        let state = session.lock().unwrap_or_else(|e| e.into_inner());
-        for order in state.orders.values() {
-            let info = OrderInfo {
-                session: state.session_id,
-                market: MarketId::new(order.market_id),
-                side: order.side,
-                order_type: order.order_type,
-                price: order.price_ticks,
-                quantity: order.quantity_lots,
-                cum: order.cum_lots,
-                notional: order.notional,
-                stop_price: order.stop_price_ticks,
-                triggered: order.triggered,
-            };
-            remembered.push((order.order_id, info));
-            dispatcher.by_client.insert((state.session_id, order.client_order_id), OrderId::new(order.order_id));
-        }
-    }
-    dispatcher.orders = OrderTable::from_unsorted(remembered);
+    let mut dispatcher = Dispatcher::new(shared.clone());
     let mut idle = Idle::default();
     let policy = consumer_idle();
-    let mut batch = 0usize;
-    let mut traced_sequence = 0u64;
     while !shared.stopping.load(Ordering::Acquire) {
+        if dispatcher.dispatch_next(&mut consumer) {
+            idle.reset();
+        } else {
+            // Spin, then park until the engine publishes: no fixed nap (engine::doorbell).
+            consumer.idle(&mut idle, policy);
+        }
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher that knows the open orders the session stores remember (placed before a
+    /// restart).
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let mut dispatcher = Dispatcher {
+            shared: shared.clone(),
+            orders: OrderTable::new(),
+            by_client: HashMap::new(),
+            touched: Vec::new(),
+            last_sequence: u64::MAX,
+            exec_counter: 0,
+            batch: 0,
+            traced_sequence: 0,
+        };
+        // In no particular order: collected, then sorted once.
+        let mut remembered: Vec<(u64, OrderInfo)> = Vec::new();
+        for session in &shared.sessions {
+            let state = session.lock().unwrap_or_else(|e| e.into_inner());
+            for order in state.orders.values() {
+                let info = OrderInfo {
+                    session: state.session_id,
+                    market: MarketId::new(order.market_id),
+                    side: order.side,
+                    order_type: order.order_type,
+                    price: order.price_ticks,
+                    quantity: order.quantity_lots,
+                    cum: order.cum_lots,
+                    notional: order.notional,
+                    stop_price: order.stop_price_ticks,
+                    triggered: order.triggered,
+                };
+                remembered.push((order.order_id, info));
+                dispatcher.by_client.insert((state.session_id, order.client_order_id), OrderId::new(order.order_id));
+            }
+        }
+        dispatcher.orders = OrderTable::from_unsorted(remembered);
+        dispatcher
+    }
+
+    /// Routes the next event of the ring; `false` when there was none (the touched sessions
+    /// are then flushed to the syncer, as they are every [`BATCH_MAX`] events).
+    pub fn dispatch_next(&mut self, consumer: &mut Consumer) -> bool {
         match consumer.try_next() {
             Ok(published) => {
-                idle.reset();
-                track_ack(&published, &mut traced_sequence);
-                dispatcher.route(published.origin, &published.event);
+                track_ack(&published, &mut self.traced_sequence);
+                self.route(published.origin, &published.event);
                 if published.last_of_command {
                     set_pending_ack(None);
                 }
-                batch += 1;
-                if batch >= BATCH_MAX {
-                    dispatcher.flush();
-                    batch = 0;
+                self.batch += 1;
+                if self.batch >= BATCH_MAX {
+                    self.flush();
+                    self.batch = 0;
                 }
+                true
             }
             Err(ReadError::Empty) => {
-                dispatcher.flush();
-                batch = 0;
-                // Spin, then park until the engine publishes: no fixed nap (engine::doorbell).
-                consumer.idle(&mut idle, policy);
+                self.flush();
+                self.batch = 0;
+                false
             }
             Err(lagged @ ReadError::Lagged { oldest, .. }) => {
                 // Reports were lost: cut every connection (clients reconnect and reconcile).
                 tracing::error!(%lagged, "FIX dispatcher lagged; cutting all connections");
-                for session in &shared.sessions {
+                for session in &self.shared.sessions {
                     session.lock().unwrap_or_else(|e| e.into_inner()).cut();
                 }
                 consumer.seek(oldest);
+                true
             }
         }
     }

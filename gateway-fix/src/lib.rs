@@ -28,11 +28,16 @@
 //! session answers in the BeginString of its Logon and ends on any other; a message is processed only when its MsgSeqNum is the next expected one
 //! (lower: duplicate or fatal; higher: ResendRequest); one connection per session at a time.
 //!
+//! Threads ([`IoMode`]): a tokio task per connection with a dispatcher thread and a syncer
+//! thread, or one I/O thread (`io_thread`) that serves every socket and is also the dispatcher and
+//! the syncer. The session logic (`session::Inbound`) is the same in both.
+//!
 //! The full rules, tags and configuration are in docs/fix.md.
 
 mod app;
 mod dispatch;
 pub mod encoder;
+mod io_thread;
 pub mod parser;
 mod session;
 pub mod store;
@@ -77,6 +82,21 @@ pub struct SessionConfig {
     pub public_key: [u8; 32],
 }
 
+/// Which threads serve the sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoMode {
+    /// A tokio task per connection (reader) and per writer, with a dispatcher thread routing
+    /// the egress ring to the sessions and a syncer thread writing their stores: five thread
+    /// hand-offs from a request to its answer.
+    #[default]
+    Tokio,
+    /// One dedicated thread owns every socket (epoll through mio) and is also the dispatcher
+    /// and the syncer: it reads, runs the session logic and pushes to the ingress ring, then
+    /// routes the egress ring, writes the stores and the answers itself; two hand-offs (to the
+    /// engine and back).
+    Thread,
+}
+
 /// Gateway settings.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -114,6 +134,10 @@ pub struct GatewayConfig {
     pub heartbeat_seconds: std::ops::RangeInclusive<u32>,
     /// Time a connection has to log on.
     pub logon_timeout: Duration,
+    /// Which threads serve the sockets.
+    pub io: IoMode,
+    /// Under [`IoMode::Thread`]: the core to pin the I/O thread to (none: not pinned).
+    pub io_core: Option<usize>,
 }
 
 impl Default for GatewayConfig {
@@ -133,6 +157,8 @@ impl Default for GatewayConfig {
             sending_time_tolerance: Duration::from_secs(120),
             heartbeat_seconds: 1..=300,
             logon_timeout: Duration::from_secs(10),
+            io: IoMode::Tokio,
+            io_core: None,
         }
     }
 }
@@ -269,14 +295,20 @@ impl Shared {
 pub struct FixGateway {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    /// The dispatcher thread ([`IoMode::Tokio`]) or the I/O thread ([`IoMode::Thread`]).
     dispatcher: Option<std::thread::JoinHandle<()>>,
+    /// The syncer thread ([`IoMode::Tokio`] only: the I/O thread is its own syncer).
     syncer: Option<std::thread::JoinHandle<()>>,
+    /// Under [`IoMode::Thread`]: wakes the I/O thread (to notice a shutdown), and is rung by
+    /// the egress ring while that thread is parked.
+    io_waker: Option<(Arc<io_thread::IoWaker>, Arc<BroadcastRing>)>,
 }
 
 impl FixGateway {
-    /// Opens every session's store, binds the listener, starts the dispatcher thread (egress →
-    /// sessions, from the ring's current head), the syncer thread (store → socket) and the
-    /// accept loop on the current tokio runtime. The open orders the stores remember are taken
+    /// Opens every session's store, binds the listener and starts serving as `config.io` says:
+    /// under [`IoMode::Tokio`] the dispatcher thread (egress → sessions, from the ring's current
+    /// head), the syncer thread (store → socket) and the accept loop on the current tokio
+    /// runtime; under [`IoMode::Thread`] the I/O thread alone. The open orders the stores remember are taken
     /// as they are (use [`FixGateway::start_after_recovery`] when the engine was recovered).
     ///
     /// # Errors
@@ -288,7 +320,7 @@ impl FixGateway {
         ingress: Arc<IngressRing>,
         egress: &Arc<BroadcastRing>,
     ) -> Result<Self, StartError> {
-        Self::start_with(config, sessions, markets, ingress, egress.subscribe_gating(), None).await
+        Self::start_with(config, sessions, markets, ingress, egress, egress.subscribe_gating(), None).await
     }
 
     /// [`FixGateway::start`] for a server that recovered its engine: `resting` are the engine's
@@ -309,7 +341,8 @@ impl FixGateway {
         egress: &Arc<BroadcastRing>,
         resting: &EngineOrders,
     ) -> Result<Self, StartError> {
-        Self::start_with(config, sessions, markets, ingress, egress.subscribe_gating_from(0), Some(resting)).await
+        Self::start_with(config, sessions, markets, ingress, egress, egress.subscribe_gating_from(0), Some(resting))
+            .await
     }
 
     async fn start_with(
@@ -317,10 +350,11 @@ impl FixGateway {
         sessions: Vec<SessionConfig>,
         markets: &EngineConfig,
         ingress: Arc<IngressRing>,
+        egress: &Arc<BroadcastRing>,
         consumer: engine::bus::Consumer,
         resting: Option<&EngineOrders>,
     ) -> Result<Self, StartError> {
-        let syncer = Arc::new(session::Syncer::default());
+        let syncer = Arc::new(session::Syncer::new(config.io == IoMode::Thread));
         let stats = Arc::new(GatewayStats::default());
         let resting: Option<std::collections::HashMap<OrderId, EngineOrder>> =
             resting.map(|r| r.0.iter().map(|order| (order.order_id, *order)).collect());
@@ -344,18 +378,53 @@ impl FixGateway {
             }
             states.push(Arc::new(Mutex::new(state)));
         }
+        let markets = app::Markets::new(markets);
+        let shared = |config: GatewayConfig, first_connection_id: u64| {
+            Arc::new(Shared {
+                config,
+                markets,
+                ingress,
+                sessions: states,
+                next_connection_id: AtomicU64::new(first_connection_id),
+                stats,
+                stopping: AtomicBool::new(false),
+                syncer,
+            })
+        };
+        if config.io == IoMode::Thread {
+            let listener = std::net::TcpListener::bind(config.listen)?;
+            listener.set_nonblocking(true)?;
+            let mut listener = mio::net::TcpListener::from_std(listener);
+            let local_addr = listener.local_addr()?;
+            let poll = mio::Poll::new()?;
+            poll.registry().register(&mut listener, mio::Token(0), mio::Interest::READABLE)?;
+            let waker = Arc::new(io_thread::IoWaker(mio::Waker::new(poll.registry(), io_thread::WAKER)?));
+            let io_core = config.io_core;
+            // Connection ids are the sockets' poll tokens: they start above the reserved ones.
+            let shared = shared(config, io_thread::FIRST_CONNECTION_ID);
+            egress.add_waker(waker.clone());
+            let thread = {
+                let shared = shared.clone();
+                std::thread::Builder::new().name("fix-io".into()).spawn(move || {
+                    if let Some(core) = io_core {
+                        let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                        tracing::info!(core, pinned, "FIX gateway I/O thread pinned");
+                    }
+                    io_thread::run(shared, poll, listener, consumer);
+                })?
+            };
+            tracing::info!(listen = %local_addr, "FIX gateway listening (I/O thread)");
+            return Ok(Self {
+                shared,
+                local_addr,
+                dispatcher: Some(thread),
+                syncer: None,
+                io_waker: Some((waker, egress.clone())),
+            });
+        }
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            config,
-            markets: app::Markets::new(markets),
-            ingress,
-            sessions: states,
-            next_connection_id: AtomicU64::new(1),
-            stats,
-            stopping: AtomicBool::new(false),
-            syncer,
-        });
+        let shared = shared(config, 1);
         let syncer = {
             let shared = shared.clone();
             std::thread::Builder::new().name("fix-sync".into()).spawn(move || session::run_syncer(shared))?
@@ -366,7 +435,15 @@ impl FixGateway {
         };
         tokio::spawn(session::accept_loop(listener, shared.clone()));
         tracing::info!(listen = %local_addr, "FIX gateway listening");
-        Ok(Self { shared, local_addr, dispatcher: Some(dispatcher), syncer: Some(syncer) })
+        Ok(Self { shared, local_addr, dispatcher: Some(dispatcher), syncer: Some(syncer), io_waker: None })
+    }
+
+    /// Tells the serving threads to stop (and wakes the I/O thread if it is parked).
+    fn signal_stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        if let Some((waker, _)) = &self.io_waker {
+            engine::doorbell::Waker::wake(&**waker);
+        }
     }
 
     /// The bound address (useful with port 0).
@@ -383,12 +460,14 @@ impl FixGateway {
     /// syncs every session's store (after a clean stop even a store written without `fsync`
     /// needs no sequence reset at the next boot).
     pub fn shutdown(mut self) {
-        self.shared.stopping.store(true, Ordering::Release);
+        self.signal_stop();
         if let Some(dispatcher) = self.dispatcher.take() {
             let _ = dispatcher.join();
         }
-        // Give session tasks a moment to send their Logout.
-        std::thread::sleep(Duration::from_millis(150));
+        if self.io_waker.is_none() {
+            // Give session tasks a moment to send their Logout (the I/O thread sent them).
+            std::thread::sleep(Duration::from_millis(150));
+        }
         self.shared.syncer.stop.store(true, Ordering::Release);
         if let Some(syncer) = self.syncer.take() {
             let _ = syncer.join();
@@ -404,8 +483,12 @@ impl FixGateway {
 
 impl Drop for FixGateway {
     fn drop(&mut self) {
-        self.shared.stopping.store(true, Ordering::Release);
+        self.signal_stop();
         self.shared.syncer.stop.store(true, Ordering::Release);
+        if let Some((waker, egress)) = self.io_waker.take() {
+            let waker: Arc<dyn engine::doorbell::Waker> = waker;
+            egress.remove_waker(&waker);
+        }
     }
 }
 

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, watch};
 const APPL_VER_ID: &[u8] = b"9";
 
 /// Time the writer of an ending connection has to flush what is queued.
-const WRITER_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const WRITER_GRACE: Duration = Duration::from_secs(1);
 /// Logout text of a Logon refused because the numbers must be reset first (see
 /// [`SessionState::reset_required`]).
 pub(crate) const RESET_REQUIRED_TEXT: &str =
@@ -87,7 +87,7 @@ impl From<Bytes> for Outbound {
 
 /// Traced acknowledgements one writer batch records at most (more are dropped from the
 /// histograms, never from the socket): a bound on the writer's buffer of them.
-const ACKS_PER_WRITE_MAX: usize = 1_024;
+pub(crate) const ACKS_PER_WRITE_MAX: usize = 1_024;
 
 thread_local! {
     /// The trace of the command whose events the dispatcher is turning into reports, with the
@@ -456,12 +456,22 @@ pub(crate) struct Syncer {
     ready: Condvar,
     /// Set to end the thread (after the gateway stopped).
     pub stop: AtomicBool,
+    /// Under [`crate::IoMode::Thread`] the I/O thread runs the rounds itself ([`sync_round`]):
+    /// nobody waits on `ready`, and a notification would be a wasted futex call per flush.
+    pub inline: bool,
 }
 
 impl Syncer {
+    /// An empty queue; `inline`: under [`crate::IoMode::Thread`] (see [`Syncer::inline`]).
+    pub fn new(inline: bool) -> Self {
+        Self { inline, ..Self::default() }
+    }
+
     fn schedule(&self, session_id: u64) {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(session_id);
-        self.ready.notify_one();
+        if !self.inline {
+            self.ready.notify_one();
+        }
     }
 }
 
@@ -485,45 +495,72 @@ pub(crate) fn run_syncer(shared: Arc<Shared>) {
             }
             std::mem::swap(&mut ids, &mut *queue);
         }
-        for session_id in ids.drain(..) {
-            let Some(session) = shared.session(session_id) else { continue };
-            let batch = session.lock().unwrap_or_else(|e| e.into_inner()).take_batch();
-            let result = match &batch.write {
-                StoreWrite::Append(records) if records.is_empty() => Ok(0),
-                StoreWrite::Append(records) => {
-                    shared.stats.store_batches.fetch_add(1, Ordering::Relaxed);
-                    batch.files.append(records)
-                }
-                StoreWrite::Replace { image, reset } => {
-                    shared.stats.store_rewrites.fetch_add(1, Ordering::Relaxed);
-                    let replaced = batch.files.replace(image);
-                    if *reset { replaced.and_then(|syncs| batch.files.reset_done().map(|()| syncs)) } else { replaced }
-                }
-            };
-            match result {
-                Ok(syncs) => {
-                    shared.stats.store_syncs.fetch_add(syncs, Ordering::Relaxed);
-                }
-                Err(error) => {
-                    tracing::error!(%error, session = session_id, "FIX store write failed; connection cut");
-                    session.lock().unwrap_or_else(|e| e.into_inner()).cut();
-                    continue;
-                }
+        sync_sessions(&shared, &mut ids, None);
+    }
+}
+
+/// Under [`crate::IoMode::Thread`], the I/O thread is the syncer: one round over the sessions
+/// scheduled since the last (none: `false`), without waiting; the connections that were handed
+/// messages are added to `delivered`.
+pub(crate) fn sync_round(shared: &Shared, ids: &mut Vec<u64>, delivered: &mut Vec<u64>) -> bool {
+    {
+        let mut queue = shared.syncer.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.is_empty() {
+            return false;
+        }
+        std::mem::swap(ids, &mut *queue);
+    }
+    sync_sessions(shared, ids, Some(delivered));
+    true
+}
+
+/// One round of the syncer over the sessions `ids` (drained): writes each one's store records,
+/// syncs them if the durability says so, then hands its messages to the connection (whose id
+/// goes to `delivered`).
+fn sync_sessions(shared: &Shared, ids: &mut Vec<u64>, mut delivered: Option<&mut Vec<u64>>) {
+    for session_id in ids.drain(..) {
+        let Some(session) = shared.session(session_id) else { continue };
+        let batch = session.lock().unwrap_or_else(|e| e.into_inner()).take_batch();
+        let result = match &batch.write {
+            StoreWrite::Append(records) if records.is_empty() => Ok(0),
+            StoreWrite::Append(records) => {
+                shared.stats.store_batches.fetch_add(1, Ordering::Relaxed);
+                batch.files.append(records)
             }
-            let mut cut = None;
-            for item in batch.items {
-                if cut == Some(item.connection) {
-                    continue;
-                }
-                if let Err(mpsc::error::TrySendError::Full(_)) =
-                    item.to.try_send(Outbound { bytes: item.bytes, ack: item.ack })
-                {
-                    cut = Some(item.connection);
-                    let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
-                    if state.connection.as_ref().is_some_and(|c| c.id == item.connection) {
-                        tracing::warn!(session = session_id, "FIX slow consumer; connection cut");
-                        state.cut();
-                    }
+            StoreWrite::Replace { image, reset } => {
+                shared.stats.store_rewrites.fetch_add(1, Ordering::Relaxed);
+                let replaced = batch.files.replace(image);
+                if *reset { replaced.and_then(|syncs| batch.files.reset_done().map(|()| syncs)) } else { replaced }
+            }
+        };
+        match result {
+            Ok(syncs) => {
+                shared.stats.store_syncs.fetch_add(syncs, Ordering::Relaxed);
+            }
+            Err(error) => {
+                tracing::error!(%error, session = session_id, "FIX store write failed; connection cut");
+                session.lock().unwrap_or_else(|e| e.into_inner()).cut();
+                continue;
+            }
+        }
+        let mut cut = None;
+        for item in batch.items {
+            if cut == Some(item.connection) {
+                continue;
+            }
+            if let Some(delivered) = delivered.as_deref_mut()
+                && delivered.last() != Some(&item.connection)
+            {
+                delivered.push(item.connection);
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                item.to.try_send(Outbound { bytes: item.bytes, ack: item.ack })
+            {
+                cut = Some(item.connection);
+                let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+                if state.connection.as_ref().is_some_and(|c| c.id == item.connection) {
+                    tracing::warn!(session = session_id, "FIX slow consumer; connection cut");
+                    state.cut();
                 }
             }
         }
@@ -579,7 +616,7 @@ enum Phase {
 
 /// What the connection does after a message.
 #[derive(Debug, PartialEq, Eq)]
-enum Flow {
+pub(crate) enum Flow {
     Continue,
     /// End the connection (a Logout, if any, has been queued).
     Close,
@@ -645,8 +682,10 @@ async fn write_loop(
     }
 }
 
-struct Context<'a> {
-    shared: &'a Shared,
+/// What the session logic of one connection needs of the outside world: the gateway, the queue
+/// its writer drains (a tokio task, or the I/O thread) and the switch that cuts it.
+pub(crate) struct Context {
+    shared: Arc<Shared>,
     outbound: mpsc::Sender<Outbound>,
     kill: watch::Sender<bool>,
     connection_id: u64,
@@ -655,24 +694,42 @@ struct Context<'a> {
     received_ns: u64,
 }
 
-async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u64) {
-    let peer = stream.peer_addr().ok();
-    let (mut reader, writer) = stream.into_split();
-    let (outbound, outbound_receiver) = mpsc::channel::<Outbound>(shared.config.outbound_queue_max);
-    let (kill, kill_receiver) = watch::channel(false);
-    let mut kill_watch = kill.subscribe();
-    let mut writer_task = tokio::spawn(write_loop(writer, outbound_receiver, kill_receiver));
-    let mut context = Context { shared: &shared, outbound, kill, connection_id, next_test_request: 1, received_ns: 0 };
-    let mut buffer = BytesMut::with_capacity(2 * parser::MESSAGE_BYTES_MAX);
-    let mut phase = Phase::AwaitLogon;
-    let mut last_received = Instant::now();
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+/// The sans-I/O session logic of one connection, driven by both I/O modes: bytes in
+/// ([`Inbound::handle_bytes`]), the clock ([`Inbound::check_timers`]) and the end
+/// ([`Inbound::end`]); everything it answers goes through the session's store and the syncer
+/// (sequenced messages) or straight onto the connection's queue (a refused logon).
+pub(crate) struct Inbound {
+    context: Context,
+    phase: Phase,
+    last_received: Instant,
+    started: Instant,
+}
 
-    'connection: loop {
+impl Inbound {
+    /// A new connection: its writer drains `outbound`; `kill` cuts it.
+    pub fn new(
+        shared: Arc<Shared>,
+        connection_id: u64,
+        outbound: mpsc::Sender<Outbound>,
+        kill: watch::Sender<bool>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            context: Context { shared, outbound, kill, connection_id, next_test_request: 1, received_ns: 0 },
+            phase: Phase::AwaitLogon,
+            last_received: now,
+            started: now,
+        }
+    }
+
+    /// Handles every whole message in `buffer` (consumed from it), read at `received_ns`.
+    /// `Close`: the connection ends (a Logout, if any, is queued).
+    pub fn handle_bytes(&mut self, buffer: &mut BytesMut, received_ns: u64) -> Flow {
+        self.context.received_ns = received_ns;
+        let shared = self.context.shared.clone();
         loop {
-            let (flow, used) = match parser::parse(&buffer) {
-                Parsed::Incomplete => break,
+            let (flow, used) = match parser::parse(buffer) {
+                Parsed::Incomplete => return Flow::Continue,
                 Parsed::Garbled(skip) => {
                     shared.stats.garbled.fetch_add(1, Ordering::Relaxed);
                     buffer.advance(skip);
@@ -680,22 +737,62 @@ async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u
                 }
                 Parsed::Complete(message, used) => {
                     shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-                    last_received = Instant::now();
-                    (handle(&mut context, &mut phase, &message), used)
+                    self.last_received = Instant::now();
+                    (handle(&mut self.context, &mut self.phase, &message), used)
                 }
             };
             buffer.advance(used);
             if flow == Flow::Close {
-                break 'connection;
+                return Flow::Close;
             }
+        }
+    }
+
+    /// Periodic work ([`TIMER_INTERVAL`]): logon timeout, heartbeats, test requests, shutdown.
+    pub fn check_timers(&mut self) -> Flow {
+        timer(&mut self.context, &mut self.phase, self.last_received, self.started)
+    }
+
+    /// The connection ends: what its session queued goes to the syncer, and the session is free
+    /// for another connection.
+    pub fn end(&mut self) {
+        if let Phase::Active { session, .. } = &self.phase {
+            let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+            state.flush();
+            if state.connection.as_ref().is_some_and(|c| c.id == self.context.connection_id) {
+                state.connection = None;
+            }
+        }
+        self.phase = Phase::AwaitLogon;
+    }
+}
+
+/// How often each connection's timers are looked at (heartbeats are whole seconds).
+pub(crate) const TIMER_INTERVAL: Duration = Duration::from_millis(50);
+
+async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u64) {
+    let peer = stream.peer_addr().ok();
+    let (mut reader, writer) = stream.into_split();
+    let (outbound, outbound_receiver) = mpsc::channel::<Outbound>(shared.config.outbound_queue_max);
+    let (kill, kill_receiver) = watch::channel(false);
+    let mut kill_watch = kill.subscribe();
+    let mut writer_task = tokio::spawn(write_loop(writer, outbound_receiver, kill_receiver));
+    let mut inbound = Inbound::new(shared, connection_id, outbound, kill);
+    let mut buffer = BytesMut::with_capacity(2 * parser::MESSAGE_BYTES_MAX);
+    let mut tick = tokio::time::interval(TIMER_INTERVAL);
+    let mut received_ns = 0;
+
+    loop {
+        if inbound.handle_bytes(&mut buffer, received_ns) == Flow::Close {
+            break;
         }
         tokio::select! {
             read = reader.read_buf(&mut buffer) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(_) => context.received_ns = clock_ns(),
+                Ok(_) => received_ns = clock_ns(),
             },
             _ = tick.tick() => {
-                if timer(&mut context, &mut phase, last_received, started) == Flow::Close {
+                if inbound.check_timers() == Flow::Close {
                     break;
                 }
             }
@@ -703,22 +800,16 @@ async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u
         }
     }
 
-    if let Phase::Active { session, .. } = &phase {
-        let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
-        state.flush();
-        if state.connection.as_ref().is_some_and(|c| c.id == connection_id) {
-            state.connection = None;
-        }
-    }
+    inbound.end();
     tracing::debug!(?peer, "FIX gateway: connection ends");
-    drop(context);
+    drop(inbound);
     if tokio::time::timeout(WRITER_GRACE, &mut writer_task).await.is_err() {
         writer_task.abort();
     }
 }
 
 /// Periodic work: logon timeout, heartbeats, test requests, shutdown.
-fn timer(context: &mut Context<'_>, phase: &mut Phase, last_received: Instant, started: Instant) -> Flow {
+fn timer(context: &mut Context, phase: &mut Phase, last_received: Instant, started: Instant) -> Flow {
     match phase {
         Phase::AwaitLogon => {
             if started.elapsed() > context.shared.config.logon_timeout
@@ -832,7 +923,7 @@ fn is_valid_msg_type(msg_type: &[u8], fix50: bool) -> bool {
 }
 
 /// An unsequenced Logout to a connection that is not (or not yet) a session.
-fn refuse(context: &Context<'_>, message: &Message<'_>, text: &str) -> Flow {
+fn refuse(context: &Context, message: &Message<'_>, text: &str) -> Flow {
     context.shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
     let ours = message.text(56).filter(|t| !t.is_empty()).unwrap_or("GATEWAY");
     let theirs = message.text(49).filter(|t| !t.is_empty()).unwrap_or("UNKNOWN");
@@ -844,15 +935,16 @@ fn refuse(context: &Context<'_>, message: &Message<'_>, text: &str) -> Flow {
     Flow::Close
 }
 
-fn handle(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) -> Flow {
+fn handle(context: &mut Context, phase: &mut Phase, message: &Message<'_>) -> Flow {
     match phase {
         Phase::AwaitLogon => logon(context, phase, message),
         Phase::Active { .. } => active(context, phase, message),
     }
 }
 
-fn logon(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) -> Flow {
-    let shared = context.shared;
+fn logon(context: &mut Context, phase: &mut Phase, message: &Message<'_>) -> Flow {
+    let shared = context.shared.clone();
+    let shared = &*shared;
     if message.msg_type() != b"A" {
         return refuse(context, message, "First message must be a Logon");
     }
@@ -984,8 +1076,9 @@ fn credentials_valid(config: &SessionConfig, message: &Message<'_>, sending_time
     verifying.verify_strict(&payload, &ed25519_dalek::Signature::from_bytes(&signature)).is_ok()
 }
 
-fn active(context: &mut Context<'_>, phase: &mut Phase, message: &Message<'_>) -> Flow {
-    let shared = context.shared;
+fn active(context: &mut Context, phase: &mut Phase, message: &Message<'_>) -> Flow {
+    let shared = context.shared.clone();
+    let shared = &*shared;
     let Phase::Active { session, test_request, resend_through, .. } = phase else { return Flow::Close };
     let session = session.clone();
     let mut state = session.lock().unwrap_or_else(|e| e.into_inner());

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Fix, GATEWAY, Harness, frame, now};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[test]
 fn logon_is_answered_with_heartbeat_interval_and_reset() {
@@ -507,4 +507,42 @@ fn the_outbound_store_is_bounded_and_older_messages_are_gap_filled() {
     assert_eq!((fill.seq(), fill.at(36)), (302, "305"));
     fix2.send("1", &[(112, "still")]);
     assert_eq!(fix2.expect("0").seq(), 305);
+}
+
+/// A connection that does not log on within `logon_timeout` is closed (the timer runs in both
+/// I/O modes: a tokio interval, or the I/O thread's poll timeout).
+#[test]
+fn a_connection_that_does_not_log_on_is_closed_at_the_logon_timeout() {
+    let harness = Harness::start(1, |config| config.logon_timeout = Duration::from_millis(300));
+    let started = Instant::now();
+    let mut fix = Fix::connect(harness.address, 1);
+    fix.assert_closed();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(5), "closed after {waited:?}");
+}
+
+/// A gateway that stops logs its sessions out ("Server shutdown") before closing them.
+#[test]
+fn shutdown_logs_sessions_out() {
+    let mut harness = Harness::start(1, |_| {});
+    let mut fix = harness.client(1);
+    harness.shutdown_gateway();
+    let logout = fix.expect("5");
+    assert_eq!(logout.at(58), "Server shutdown", "{logout:?}");
+    fix.assert_closed();
+}
+
+/// Connections beyond `connections_max` are not served; the ones within are.
+#[test]
+fn connections_beyond_the_limit_are_not_served() {
+    let harness = Harness::start(2, |config| config.connections_max = 1);
+    let mut first = harness.client(1);
+    let mut second = Fix::connect(harness.address, 2);
+    // Refused at accept: the socket is closed without an answer to its Logon.
+    let logon = second.logon_fields(1, 30, true, 2);
+    let frame = second.frame(&logon);
+    let _ = second.write(&frame);
+    second.assert_closed();
+    first.send("1", &[(112, "STILL")]);
+    assert_eq!(first.expect("0").at(112), "STILL");
 }

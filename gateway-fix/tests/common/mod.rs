@@ -1,6 +1,9 @@
 //! Test harness: a real FIX gateway on a loopback port in front of a real engine loop (pop the
 //! ingress ring, execute, publish every event with its origin), and a scripted FIX client that
 //! writes raw tag=value messages and reads the answers with the crate's parser.
+//!
+//! The gateway serves its sockets as `GATEWAY_FIX_IO` says (`tokio`, the default, or `thread`):
+//! every test file runs against both modes (scripts/test runs the suite once per mode).
 
 #![allow(dead_code)]
 
@@ -12,7 +15,7 @@ use engine::testkit::{EngineLoop, commands};
 use engine::{CommandContext, Engine, EngineConfig};
 use gateway_fix::encoder::{checksum, time};
 use gateway_fix::parser::{Parsed, parse};
-use gateway_fix::{FixGateway, GatewayConfig, SessionConfig, logon_payload};
+use gateway_fix::{FixGateway, GatewayConfig, IoMode, SessionConfig, logon_payload};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -41,6 +44,15 @@ fn unique_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gateway-fix-test-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// The I/O mode under test: `GATEWAY_FIX_IO=thread` for [`IoMode::Thread`], else tokio.
+pub fn io_mode() -> IoMode {
+    match std::env::var("GATEWAY_FIX_IO").as_deref() {
+        Ok("thread") => IoMode::Thread,
+        Ok("tokio") | Err(_) => IoMode::Tokio,
+        Ok(other) => panic!("GATEWAY_FIX_IO={other}: expected tokio or thread"),
+    }
 }
 
 pub struct Harness {
@@ -81,6 +93,7 @@ impl Harness {
         let mut config = GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             store_dir: unique_dir(),
+            io: io_mode(),
             ..GatewayConfig::default()
         };
         configure(&mut config);
@@ -143,6 +156,13 @@ impl Harness {
         }
         between(&self.store_dir);
         self.start_gateway();
+    }
+
+    /// Stops the gateway (as the server does at exit); it is not started again.
+    pub fn shutdown_gateway(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown();
+        }
     }
 
     pub fn gateway(&self) -> &FixGateway {

@@ -498,7 +498,8 @@ pub async fn serve(mut listener: LimitedListener, router: Router, shutdown: impl
     use axum::serve::Listener as _;
     let (stop_connections, stopping) = tokio::sync::watch::channel(false);
     let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1.timer(TokioTimer::new()).header_read_timeout(listener.header_read_timeout);
+    // Pipelined requests (several read at once) get their answers in one write, not one each.
+    http1.timer(TokioTimer::new()).header_read_timeout(listener.header_read_timeout).pipeline_flush(true);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, address) = tokio::select! {

@@ -112,9 +112,30 @@ pub struct HttpSection {
     /// (0: no limit). Keep it above `websocket.ping_interval_ms`.
     #[serde(default = "http_defaults::idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// Threads of the HTTP server's runtime (REST, WebSocket, metrics), from 1 to
+    /// [`HTTP_WORKER_THREADS_MAX`]. They parse requests, verify signatures and write answers:
+    /// with more than one, signed REST requests are verified on several cores at once.
+    #[serde(default = "http_defaults::worker_threads")]
+    pub worker_threads: usize,
 }
 
+/// Most threads `[http] worker_threads` may ask for.
+pub const HTTP_WORKER_THREADS_MAX: usize = 64;
+
 impl HttpSection {
+    /// The HTTP server's thread count ([`HttpSection::worker_threads`]), checked.
+    ///
+    /// # Errors
+    /// A count outside 1 to [`HTTP_WORKER_THREADS_MAX`], said in the message.
+    pub fn checked_worker_threads(&self) -> Result<usize, String> {
+        let threads = self.worker_threads;
+        if (1..=HTTP_WORKER_THREADS_MAX).contains(&threads) {
+            Ok(threads)
+        } else {
+            Err(format!("http.worker_threads is {threads}: must be from 1 to {HTTP_WORKER_THREADS_MAX}"))
+        }
+    }
+
     /// The limits of the REST API.
     pub fn limits(&self) -> gateway_json::limits::HttpLimits {
         gateway_json::limits::HttpLimits {
@@ -135,6 +156,11 @@ impl HttpSection {
 /// configuration files written before the limits existed still load.
 mod http_defaults {
     use gateway_json::limits::HttpLimits;
+
+    /// One thread: what the server always ran before the setting existed.
+    pub(super) fn worker_threads() -> usize {
+        1
+    }
 
     pub(super) fn body_bytes_max() -> usize {
         HttpLimits::default().body_bytes_max
@@ -1023,6 +1049,21 @@ mod tests {
         let text = DEFAULT_CONFIG.replace("fee_bps = 30", "fee_bps = 5000");
         let config: Config = toml::from_str(&text).unwrap();
         assert!(config.engine_config().is_err());
+    }
+
+    /// `[http] worker_threads`: 1 by default and when absent; 0 and above the maximum refused.
+    #[test]
+    fn http_worker_threads_are_checked() {
+        let threads = |text: &str| toml::from_str::<Config>(text).unwrap().http.checked_worker_threads();
+        assert_eq!(threads(DEFAULT_CONFIG), Ok(1), "one HTTP thread unless configured");
+        assert_eq!(threads(&DEFAULT_CONFIG.replace("worker_threads = 1", "worker_threads = 2")), Ok(2));
+        let without = DEFAULT_CONFIG.replace("worker_threads = 1\n", "");
+        assert_ne!(without, DEFAULT_CONFIG);
+        assert_eq!(threads(&without), Ok(1), "files written before the setting still load");
+        for refused in [0, HTTP_WORKER_THREADS_MAX + 1] {
+            let text = DEFAULT_CONFIG.replace("worker_threads = 1", &format!("worker_threads = {refused}"));
+            assert!(threads(&text).unwrap_err().contains("must be from 1 to"), "{refused}");
+        }
     }
 
     #[test]

@@ -677,7 +677,8 @@ fn serve_recovered(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered"
     );
-    let http_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let http_threads = config.http.checked_worker_threads()?;
+    let http_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(http_threads).enable_all().build()?;
     let listener = http_runtime
         .block_on(tokio::net::TcpListener::bind(config.http.listen))
         .map_err(|e| format!("cannot listen on {}: {e}", config.http.listen))?;

@@ -21,7 +21,8 @@ use base64::Engine as _;
 use codec::{FixedBytes, UserId};
 use gateway_binary::Credentials;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
 /// `X-Window` when the header is absent, ms.
 pub const WINDOW_DEFAULT_MS: u64 = 5_000;
@@ -45,15 +46,20 @@ pub fn body_params(body: &[u8]) -> Result<SignedParams, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(SignedParams::new());
     }
-    let raw: BTreeMap<String, Box<RawValue>> =
+    // Values borrowed from the body (no copy until they go into the parameters); a duplicate
+    // key keeps its last value, as serde_json's map does.
+    let raw: BTreeMap<String, &RawValue> =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("Malformed JSON body: {e}")))?;
     let mut params = SignedParams::new();
     for (key, value) in raw {
         let text = value.get();
-        let text = if text.starts_with('"') {
-            serde_json::from_str::<String>(text).map_err(|_| ApiError::bad_request("Malformed JSON string"))?
-        } else {
-            text.to_string()
+        let text = match text.strip_prefix('"').and_then(|inner| inner.strip_suffix('"')) {
+            // A string without escapes is its text between the quotes (RawValue checked it).
+            Some(inner) if !inner.contains('\\') => inner.to_string(),
+            Some(_) => {
+                serde_json::from_str::<String>(text).map_err(|_| ApiError::bad_request("Malformed JSON string"))?
+            }
+            None => text.to_string(),
         };
         params.insert(key, text);
     }
@@ -135,6 +141,35 @@ fn decimal_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiErr
     }
 }
 
+/// Most decompressed public keys a thread keeps (see [`verifying_key`]); past it the cache is
+/// emptied and refills with the keys in use.
+pub const VERIFYING_KEYS_CACHED_MAX: usize = 4_096;
+
+thread_local! {
+    /// Public keys already decompressed by this thread, by their 32 bytes.
+    static VERIFYING_KEYS: RefCell<HashMap<[u8; 32], ed25519_dalek::VerifyingKey>> = RefCell::new(HashMap::new());
+}
+
+/// The Ed25519 public key of `bytes`, decompressed (`None`: not a curve point). Decompressing
+/// costs a field square root, a sizeable part of one verification, and gives the same answer for
+/// the same bytes every time, so each thread keeps the keys it has seen. The cache decides
+/// nothing about access: whether a key is registered is asked of the credentials on every
+/// request, before this.
+fn verifying_key(bytes: &[u8; 32]) -> Option<ed25519_dalek::VerifyingKey> {
+    VERIFYING_KEYS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(key) = cache.get(bytes) {
+            return Some(*key);
+        }
+        let key = ed25519_dalek::VerifyingKey::from_bytes(bytes).ok()?;
+        if cache.len() >= VERIFYING_KEYS_CACHED_MAX {
+            cache.clear();
+        }
+        cache.insert(*bytes, key);
+        Some(key)
+    })
+}
+
 /// Verifies a request's signature headers against `instruction` and `params` at time `now_ms`;
 /// returns the key's user.
 ///
@@ -195,7 +230,7 @@ pub fn verify_signature(
         .and_then(|bytes| bytes.try_into().ok())
         .ok_or_else(|| unauthorized("Invalid X-Signature: expected base64 of a 64-byte Ed25519 signature"))?;
     let user = credentials.user_of(&FixedBytes(key)).ok_or_else(|| unauthorized("Unknown API key"))?;
-    let verifying = ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|_| unauthorized("Invalid API key"))?;
+    let verifying = verifying_key(&key).ok_or_else(|| unauthorized("Invalid API key"))?;
     let message = signing_string(instruction, params, timestamp, window);
     verifying
         .verify_strict(message.as_bytes(), &ed25519_dalek::Signature::from_bytes(&signature))
@@ -223,6 +258,69 @@ mod tests {
         assert_eq!(query_params(Some("symbol=SOL%5FUSDC&a=1&a=2")).unwrap()["a"], "1");
         assert!(body_params(b"[1]").is_err());
         assert!(body_params(b"  ").unwrap().is_empty());
+    }
+
+    /// String values are signed unescaped whether or not they carry escapes (the fast path for
+    /// plain strings and the decoding path give the same text).
+    #[test]
+    fn body_params_unescape_strings_and_keep_raw_numbers() {
+        let params = body_params(br#"{"a":"x\"y","b":"\u0041\n","c":"plain","d":-1.50e3,"e":null,"f":""}"#).unwrap();
+        assert_eq!(params["a"], "x\"y");
+        assert_eq!(params["b"], "A\n");
+        assert_eq!(params["c"], "plain");
+        assert_eq!(params["d"], "-1.50e3");
+        assert_eq!(params["e"], "null");
+        assert_eq!(params["f"], "");
+        assert_eq!(body_params(br#"{"a":"1","a":"2"}"#).unwrap()["a"], "2", "the last of a repeated key");
+        assert!(body_params(br#"{"a":"\x"}"#).is_err(), "an invalid escape is malformed");
+    }
+
+    /// A key whose decompressed form this thread keeps still needs to be registered: revoking it
+    /// refuses the next request, and a key that is not a curve point is refused every time.
+    #[test]
+    fn cached_keys_still_answer_to_the_registry() {
+        let secret = [9u8; 32];
+        let signing = ed25519_dalek::SigningKey::from_bytes(&secret);
+        let key = gateway_binary::client::api_key_of(&secret);
+        let credentials = Credentials::default();
+        credentials.insert(key, UserId::new(7));
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let params = body_params(br#"{"symbol":"BTC_USDC"}"#).unwrap();
+        let now = 1_764_021_600_000;
+        let message = signing_string("orderCancel", &params, now, 5_000);
+        let signature = b64.encode(ed25519_dalek::Signer::sign(&signing, message.as_bytes()).to_bytes());
+        let key_text = b64.encode(key.0);
+        let check = |credentials: &Credentials| {
+            verify_signature(credentials, &key_text, &signature, now, 5_000, "orderCancel", &params, now)
+        };
+        assert_eq!(check(&credentials), Ok(UserId::new(7)));
+        assert_eq!(check(&credentials), Ok(UserId::new(7)), "verified again from the cache");
+        credentials.revoke(&key);
+        assert_eq!(check(&credentials).unwrap_err().message, "Unknown API key");
+        // Registered bytes that are no curve point (about half of all y have no x on the curve).
+        let not_a_point = (2u8..=255)
+            .map(|y| {
+                let mut bytes = [0u8; 32];
+                bytes[0] = y;
+                bytes
+            })
+            .find(|bytes| ed25519_dalek::VerifyingKey::from_bytes(bytes).is_err())
+            .expect("a y without a point");
+        credentials.insert(FixedBytes(not_a_point), UserId::new(8));
+        for _ in 0..2 {
+            let error = verify_signature(
+                &credentials,
+                &b64.encode(not_a_point),
+                &signature,
+                now,
+                5_000,
+                "orderCancel",
+                &params,
+                now,
+            )
+            .unwrap_err();
+            assert_eq!(error.message, "Invalid API key");
+        }
     }
 
     /// The worked example of docs/rest-api.md.

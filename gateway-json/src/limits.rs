@@ -498,6 +498,9 @@ pub async fn serve(mut listener: LimitedListener, router: Router, shutdown: impl
     use axum::serve::Listener as _;
     let (stop_connections, stopping) = tokio::sync::watch::channel(false);
     let mut http1 = hyper::server::conn::http1::Builder::new();
+    // Not `pipeline_flush`: it holds an answer back while unparsed bytes of the next request sit
+    // in the read buffer, so a client that sends part of its next request and waits for the
+    // previous answer would wait until a timeout.
     http1.timer(TokioTimer::new()).header_read_timeout(listener.header_read_timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

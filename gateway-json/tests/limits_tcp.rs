@@ -4,7 +4,8 @@
 //! 413 `{code, message}`; the per-IP rate applies to the peer address the listener records.
 //! One address holding connections open (idle, half-sent head, half-sent body) gets its share
 //! and no more, and those connections are closed by the header-read and idle timeouts, while a
-//! client at another address is served throughout.
+//! client at another address is served throughout. An answer is written as soon as it is ready,
+//! even while part of the client's next pipelined request waits in the server's read buffer.
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -187,4 +188,27 @@ fn one_address_holding_connections_does_not_lock_out_others() {
     assert!(closed_by_server(&mut polite, Duration::from_secs(3)));
     let mut polite = connect_from(&runtime, [127, 0, 0, 2], port);
     assert_eq!(http_get(&mut polite, "/ping").0, 200);
+}
+
+/// A client that pipelines the start of its next request and then waits for the previous answer
+/// gets that answer at once (hyper's `pipeline_flush` would hold it back while those bytes sit
+/// unparsed in the read buffer, until a timeout closed the connection).
+#[test]
+fn an_answer_is_not_held_behind_a_partial_pipelined_request() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let limits = HttpLimits { header_read_timeout: Duration::from_secs(30), ..HttpLimits::default() };
+    let router = Router::new().route("/ping", get(|| async { axum::Json(serde_json::json!({"ok": true})) }));
+    let router = with_limits(router, &limits, Arc::new(IpRateLimiter::new(0, 0)));
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(gateway_json::limits::serve(LimitedListener::new(listener, &limits), router, std::future::pending()));
+
+    let mut client = connect(port);
+    client.get_mut().set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // One complete request and the first bytes of the next, in one write.
+    client.get_mut().write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\nGET /ping HTTP/1.1\r\nHo").unwrap();
+    let (status, body) = read_response(&mut client);
+    assert_eq!((status, body["ok"].as_bool()), (200, Some(true)), "the first answer came");
+    client.get_mut().write_all(b"st: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut client).0, 200, "then the second");
 }

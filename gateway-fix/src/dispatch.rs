@@ -123,7 +123,9 @@ pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
                 dispatcher.flush();
                 batch = 0;
                 // Spin, then park until the engine publishes: no fixed nap (engine::doorbell).
-                consumer.idle(&mut idle, policy);
+                // With no connection open, park at once (issue #17).
+                let serving = shared.stats.connections.load(Ordering::Relaxed) > 0;
+                consumer.idle(&mut idle, policy.when_serving(serving));
             }
             Err(lagged @ ReadError::Lagged { oldest, .. }) => {
                 // Reports were lost: cut every connection (clients reconnect and reconcile).

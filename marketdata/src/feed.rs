@@ -174,7 +174,7 @@ fn reseed(target: &Target, reads: &EngineReads, stop: &AtomicBool) -> Option<u64
 const TICK_EVERY_COMMANDS: u32 = 256;
 
 /// Longest time between two timer checks while idle (conflated depth windows are at least
-/// 100 ms, tickers 1 s): the feed checks after every park or spin step once this has passed.
+/// 200 ms, tickers 1 s): the feed checks after every park or spin step once this has passed.
 const TICK_IDLE_EVERY: Duration = Duration::from_millis(1);
 
 fn run(

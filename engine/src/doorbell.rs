@@ -80,6 +80,27 @@ impl Default for IdlePolicy {
     }
 }
 
+impl IdlePolicy {
+    /// This policy for a consumer that has someone to answer quickly only while `serving` (a
+    /// gateway dispatcher with a connection open, the REST dispatcher with a request waiting for
+    /// its answer). With nobody to serve, a spin-then-park wait parks at once (spin zero): every
+    /// publication wakes every consumer of the egress ring, and a dispatcher that spun its
+    /// [`IdleWait::spin`] after each one for no client cost the other threads of a 2-core machine
+    /// most of a core (issue #17). It still wakes on every ring and consumes every event; only
+    /// the spin goes. A busy spin stays a busy spin (the operator chose to spend the cores, and a
+    /// parked consumer would cost the engine a wake-up syscall per publication); the nap policy
+    /// is kept as it was measured.
+    #[must_use]
+    pub fn when_serving(self, serving: bool) -> Self {
+        match self {
+            IdlePolicy::Wait(wait) if !serving && wait.spin != Duration::MAX => {
+                IdlePolicy::Wait(IdleWait { spin: Duration::ZERO, ..wait })
+            }
+            other => other,
+        }
+    }
+}
+
 /// Empty polls of [`IdlePolicy::Nap`] spent spinning, then yielding, before the naps.
 const NAP_SPINS: u32 = 100;
 const NAP_YIELDS: u32 = 200;
@@ -352,6 +373,43 @@ mod tests {
         doorbell.remove_waker(&waker);
         assert!(doorbell.wakers.lock().unwrap().is_empty());
         assert_eq!(doorbell.elsewhere.load(Ordering::SeqCst), 0);
+    }
+
+    /// A consumer with nobody to serve parks on its first empty poll instead of spinning its
+    /// (here 10 s) spin time; serving, it spins first. Fails without [`IdlePolicy::when_serving`]
+    /// zeroing the spin (the consumer is never seen parked within the 5 s bound).
+    #[test]
+    fn a_consumer_with_nobody_to_serve_parks_without_spinning() {
+        let doorbell = Arc::new(Doorbell::default());
+        let policy = IdlePolicy::Wait(IdleWait { spin: Duration::from_secs(10), park_max: Duration::from_secs(10) });
+        let consumer = {
+            let doorbell = doorbell.clone();
+            std::thread::spawn(move || {
+                let mut idle = Idle::default();
+                doorbell.idle_with(&mut idle, policy.when_serving(false), || false);
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while doorbell.sleepers.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let parked = doorbell.sleepers.load(Ordering::SeqCst) == 1;
+        // Wake it either way (a parked consumer returns on the ring, a spinning one on its own).
+        while !consumer.is_finished() {
+            doorbell.ring();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        consumer.join().unwrap();
+        assert!(parked, "with nobody to serve, the first empty poll parks instead of spinning 10 s");
+
+        // Serving, the same policy spins first: the first empty poll returns without parking.
+        let mut idle = Idle::default();
+        let started = Instant::now();
+        doorbell.idle_with(&mut idle, policy.when_serving(true), || false);
+        assert!(started.elapsed() < Duration::from_secs(5), "serving: one spin step, no park");
+        // A busy spin stays one, served or not.
+        let busy = IdlePolicy::Wait(IdleWait::busy_spin());
+        assert_eq!(busy.when_serving(false), busy);
     }
 
     #[test]

@@ -94,8 +94,10 @@ pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
         if dispatcher.dispatch_next(&shared, &mut consumer) {
             idle.reset();
         } else {
-            // Spin, then park until the engine publishes: no fixed nap (engine::doorbell).
-            consumer.idle(&mut idle, policy);
+            // Spin, then park until the engine publishes: no fixed nap (engine::doorbell). With
+            // no connection open there is nobody to answer quickly: park at once (issue #17).
+            let serving = shared.stats.connections.load(Ordering::Relaxed) > 0;
+            consumer.idle(&mut idle, policy.when_serving(serving));
         }
     }
     // Shutdown: tell connected clients.

@@ -84,7 +84,9 @@ pub(crate) fn run(shared: Arc<Shared>, mut consumer: Consumer) {
             idle.reset();
         } else {
             // Spin, then park until the engine publishes: no fixed nap (engine::doorbell).
-            consumer.idle(&mut idle, policy);
+            // With no connection open, park at once (issue #17).
+            let serving = shared.stats.connections.load(Ordering::Relaxed) > 0;
+            consumer.idle(&mut idle, policy.when_serving(serving));
         }
     }
 }

@@ -175,7 +175,8 @@ pub(crate) fn run(shared: Arc<Shared>, poll: Poll, listener: TcpListener, mut co
     while !thread.shared.stopping.load(Ordering::Acquire) {
         let now = Instant::now();
         let since = *idle_since.get_or_insert(now);
-        let park = !never_park && now.duration_since(since) >= spin;
+        // With no socket open there is nobody to answer quickly: park at once (issue #17).
+        let park = !never_park && (thread.sockets.is_empty() || now.duration_since(since) >= spin);
         let polled = if park {
             let timeout = next_check.saturating_duration_since(now);
             consumer.park_elsewhere(|| thread.poll.poll(&mut events, Some(timeout)))

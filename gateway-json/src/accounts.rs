@@ -18,7 +18,7 @@ use engine::latency::{CommandTrace, clock_ns};
 use engine::order_table::{OrderTable, OrderTerms};
 use engine::{Book, Engine, EngineConfig, Ledger};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::oneshot;
 
@@ -621,6 +621,9 @@ pub(crate) struct Answer {
 pub(crate) struct Dispatch {
     pub views: Arc<AccountViews>,
     waiters: Mutex<HashMap<u64, Waiter>>,
+    /// How many requests wait for their answer (`waiters.len()`, stored under its lock): the
+    /// dispatcher spins on an empty ring only while one does (issue #17).
+    waiting: AtomicUsize,
     next_request: AtomicU64,
     stopping: AtomicBool,
 }
@@ -632,6 +635,7 @@ impl Dispatch {
         let (done, receiver) = oneshot::channel();
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         waiters.insert(id, Waiter { events: Vec::new(), ack: None, done });
+        self.waiting.store(waiters.len(), Ordering::Relaxed);
         (id, receiver)
     }
 
@@ -639,6 +643,7 @@ impl Dispatch {
     pub fn forget(&self, id: u64) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         waiters.remove(&id);
+        self.waiting.store(waiters.len(), Ordering::Relaxed);
     }
 
     fn route(&self, tag: u64, event: Event, last: bool, trace: &CommandTrace) {
@@ -654,6 +659,7 @@ impl Dispatch {
         waiter.events.push(event);
         if last {
             let removed = waiters.remove(&id);
+            self.waiting.store(waiters.len(), Ordering::Relaxed);
             if let Some(waiter) = removed {
                 let _ = waiter.done.send(Answer { events: waiter.events, ack: waiter.ack });
             }
@@ -673,7 +679,9 @@ fn run(dispatch: Arc<Dispatch>, mut consumer: Consumer) {
             }
             Err(ReadError::Empty) => {
                 // Spin, then park until the engine publishes: no fixed nap (engine::doorbell).
-                consumer.idle(&mut idle, policy);
+                // With no request waiting for its answer, park at once (issue #17).
+                let serving = dispatch.waiting.load(Ordering::Relaxed) > 0;
+                consumer.idle(&mut idle, policy.when_serving(serving));
             }
             Err(lagged @ ReadError::Lagged { oldest, .. }) => {
                 // Events were lost: the views can no longer be trusted, and the waiters whose
@@ -703,6 +711,7 @@ impl RestGateway {
         let dispatch = Arc::new(Dispatch {
             views,
             waiters: Mutex::new(HashMap::new()),
+            waiting: AtomicUsize::new(0),
             next_request: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
         });

@@ -223,19 +223,7 @@ impl LogReplica {
         // From the snapshot's recorded log position when it has one (a standby's snapshot): only
         // the records after it are read. Otherwise from the first record, skipping what the
         // snapshot covers.
-        let log = match position {
-            Some(position) => {
-                match LogFollower::open_at(&config.brokers, &config.topic, config.replication, position) {
-                    Ok(log) => log,
-                    Err(ClusterError::Corrupt { reason, .. }) => {
-                        tracing::warn!(reason, "snapshot's log position does not match the topic: reading it all");
-                        LogFollower::open(&config.brokers, &config.topic, config.replication)?
-                    }
-                    Err(error) => return Err(error.into()),
-                }
-            }
-            None => LogFollower::open(&config.brokers, &config.topic, config.replication)?,
-        };
+        let log = LogFollower::open_from(&config.brokers, &config.topic, config.replication, position)?;
         stats.start_offset.store(u64::try_from(log.next_offset()).unwrap_or(0), Ordering::Relaxed);
         let catch_up_to = log.end_offset()?;
         tracing::info!(

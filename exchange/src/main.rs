@@ -129,6 +129,19 @@ struct RunArgs {
     print_acks: bool,
 }
 
+/// `exchange gateway`: the server's options and where the gateway's state starts.
+#[cfg(feature = "sinks")]
+#[derive(Debug, Clone, clap::Args)]
+struct GatewayArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Start from this engine snapshot (a file, or a snapshot directory such as a standby's
+    /// `data/snapshots`: its newest usable one) and its recorded journal topic position, reading
+    /// only the records after it, instead of the whole topic from its first record.
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Subcommands {
     /// Run the server (the default).
@@ -145,7 +158,7 @@ enum Subcommands {
     /// (`[cluster] commands_topic`, key = `[cluster] gateway_id`) and answers from the journal
     /// topic, which it follows with its own engine. See docs/deployment.md, "Gateway processes".
     #[cfg(feature = "sinks")]
-    Gateway(RunArgs),
+    Gateway(GatewayArgs),
     /// Rebuild the state from the newest snapshot and the journal (read-only) and print the
     /// state hash and counts.
     Replay {
@@ -309,7 +322,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         #[cfg(feature = "sinks")]
         Some(Subcommands::Standby(args)) => serve(&config, engine_config, args.clone(), cli.accept_journal_loss),
         #[cfg(feature = "sinks")]
-        Some(Subcommands::Gateway(args)) => serve_gateway(&config, engine_config, args.clone()),
+        Some(Subcommands::Gateway(args)) => {
+            serve_gateway(&config, engine_config, args.run.clone(), args.snapshot.as_deref())
+        }
         Some(Subcommands::Replay { from_scratch }) => {
             require_data(&config)?;
             let started = Instant::now();
@@ -481,11 +496,12 @@ fn serve_gateway(
     config: &Config,
     engine_config: engine::EngineConfig,
     mut args: RunArgs,
+    snapshot: Option<&std::path::Path>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     // The demo and load-test users' keys are served (--demo, --load-users), but the demo market
     // and the funding are the primary's business (serve_recovered skips them here).
     args.print_acks = false;
-    let caught_up = exchange::cluster::gateway::catch_up(config, &engine_config)?;
+    let caught_up = exchange::cluster::gateway::catch_up(config, &engine_config, snapshot)?;
     let exchange::cluster::gateway::CaughtUp { engine, last_sequence, position } = caught_up;
     let recovered =
         runtime::Recovered { engine, last_sequence, snapshot: None, replayed: 0, torn_tail: None, prefaulted: false };

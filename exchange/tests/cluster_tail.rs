@@ -7,7 +7,10 @@
 //! own newest snapshot, starts reading at the recorded offset (not 0), reads exactly the records
 //! after it (`exchange_cluster_log_records_read_total` = topic end - start offset) and reaches the
 //! primary's last sequence. A `replica --from-log --snapshot` of the standby's snapshot directory
-//! does the same and serves the primary's depth. Then the primary is killed: the restarted
+//! does the same and serves the primary's depth. So does a `gateway --snapshot` of the same
+//! directory, and it answers demo user 2's open orders (three resting bids placed through the
+//! primary before the snapshot, and whatever the flow left) and balances, and the market maker's
+//! open orders, exactly as the primary does. Then the primary is killed: the restarted
 //! standby is promoted, and its state hash equals the test's own replay of the whole log.
 //!
 //! Needs `EXCHANGE_TEST_KAFKA_BROKERS`; skipped loudly without it, failed under
@@ -25,6 +28,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 use support::cluster::{LogReplay, PATIENCE};
+use support::{JSON, request, signature_lines};
 
 /// Commands between the standby's snapshots.
 const SNAPSHOT_EVERY: u64 = 500;
@@ -165,6 +169,39 @@ fn still_sequence(port: u16) -> u64 {
     last.unwrap()
 }
 
+/// A signed REST call as demo user `user` (secret `[user; 32]`, `exchange::demo::demo_secrets`):
+/// `(status, body)`.
+fn signed(port: u16, user: u8, method: &str, path: &str, body: &str, signed: &str) -> (u16, serde_json::Value) {
+    let headers = JSON.to_string() + &signature_lines(&[user; 32], signed);
+    let response = request(port, method, path, &headers, body);
+    (response.status(), response.json(path))
+}
+
+/// Demo user `user`'s open orders on BTC_USDC, sorted by id, and its balances.
+fn orders_and_balances(port: u16, user: u8) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let (status, orders) =
+        signed(port, user, "GET", "/api/v1/orders?symbol=BTC_USDC", "", "instruction=orderQueryAll&symbol=BTC_USDC");
+    assert_eq!(status, 200, "{orders}");
+    let mut orders = orders.as_array().unwrap().clone();
+    orders.sort_by_key(|order| order["id"].as_str().unwrap().to_string());
+    let (status, balances) = signed(port, user, "GET", "/api/v1/capital", "", "instruction=balanceQuery");
+    assert_eq!(status, 200, "{balances}");
+    (orders, balances)
+}
+
+/// `orders` without the two fields an engine snapshot does not hold (`createdAt`,
+/// `executedQuoteQuantity`: a process started from a snapshot shows 0 for the orders resting in
+/// it; docs/deployment.md, "Gateway processes", "Limits"). Every other field must be equal.
+fn without_unsnapshotted(orders: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let mut orders = orders.to_vec();
+    for order in &mut orders {
+        let order = order.as_object_mut().unwrap();
+        order.remove("createdAt").unwrap();
+        order.remove("executedQuoteQuantity").unwrap();
+    }
+    orders
+}
+
 /// Whether `dir` holds a snapshot with a recorded log position.
 fn has_positioned_snapshot(dir: &Path) -> bool {
     engine::snapshot::list_snapshots(dir).unwrap().iter().any(|(_, file)| LogPosition::read_for(file).is_some())
@@ -210,6 +247,41 @@ fn followers_started_from_a_snapshot_read_only_the_tail() {
     args.extend(["run", "--demo", "--demo-rate", "1500", "--demo-orders", &demo, "--status-every", "0"]);
     let mut primary = Process::start(&args);
     let primary_port = primary.wait_port(support::HTTP_LISTENING);
+    // Demo user 2's resting bids far below the market, placed once the demo has funded it (and
+    // cancelled what an earlier run left), long before the standby's snapshot.
+    let deadline = Instant::now() + PATIENCE;
+    while signed(primary_port, 2, "GET", "/api/v1/capital", "", "instruction=balanceQuery").1.get("USDC").is_none() {
+        assert!(Instant::now() < deadline, "demo user 2 never funded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // 5% below the best bid: inside the ±10% price band, below where the demo's fair price walks.
+    let deadline = Instant::now() + PATIENCE;
+    let best_bid = loop {
+        let depth = get(primary_port, "/api/v1/depth?symbol=BTC_USDC&limit=1");
+        let value: serde_json::Value = serde_json::from_str(&depth).unwrap_or_default();
+        if let Some(price) = value["bids"][0][0].as_str().and_then(|p| p.parse::<f64>().ok()) {
+            break price;
+        }
+        assert!(Instant::now() < deadline, "the demo market maker never quoted BTC_USDC: {depth}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let price = format!("{}", (best_bid * 0.95).floor() as u64);
+    let resting_bids = ["0.01000", "0.02000", "0.03000"];
+    for quantity in resting_bids {
+        let body = serde_json::json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": price,
+                                      "quantity": quantity});
+        let params = format!("&orderType=Limit&price={price}&quantity={quantity}&side=Bid&symbol=BTC_USDC");
+        let (status, order) = signed(
+            primary_port,
+            2,
+            "POST",
+            "/api/v1/order",
+            &body.to_string(),
+            &format!("instruction=orderExecute{params}"),
+        );
+        assert_eq!(status, 200, "{order}");
+    }
+    let placed_by = get(primary_port, "/health").trim().strip_prefix("ok ").unwrap().parse::<u64>().unwrap();
     let every = SNAPSHOT_EVERY.to_string();
     let mut standby_args =
         vec!["--config", config, "--data", standby_data.to_str().unwrap(), "--snapshot-every", &every];
@@ -232,6 +304,10 @@ fn followers_started_from_a_snapshot_read_only_the_tail() {
     let (snapshot_sequence, position) = newest_positioned_snapshot(&standby_data.join("snapshots"));
     assert!(snapshot_sequence >= SNAPSHOT_EVERY && position.offset > 0, "{snapshot_sequence} {position:?}");
     assert!(snapshot_sequence < last, "the log went on after the standby's last snapshot");
+    assert!(
+        snapshot_sequence > placed_by,
+        "demo user 2's bids ({placed_by}) are in the snapshot ({snapshot_sequence})"
+    );
     let end = LogFollower::open(&brokers, &journal_topic, 1).unwrap().end_offset().unwrap();
     eprintln!("standby snapshot at sequence {snapshot_sequence}, log offset {} of {end}", position.offset);
 
@@ -269,6 +345,39 @@ fn followers_started_from_a_snapshot_read_only_the_tail() {
     };
     assert_eq!(levels(&replica_depth), levels(&primary_depth));
     drop(replica);
+
+    // So does a gateway process started from the standby's snapshots, and its REST views (open
+    // orders per user, balances), rebuilt from the snapshot's engine state plus the tail, are the
+    // primary's.
+    let gateway_data = root.join("gateway");
+    let mut gateway_args = vec!["--config", config, "--data", gateway_data.to_str().unwrap(), "--gateway-id", "9"];
+    gateway_args.extend(ports);
+    gateway_args.extend(["gateway", "--demo", "--status-every", "0", "--snapshot", snapshots.to_str().unwrap()]);
+    let gateway = Process::start(&gateway_args);
+    let caught_up = gateway.wait_line("gateway caught up with the log");
+    let field = |line: &str, name: &str| -> i64 {
+        let value = line.split(&format!(" {name}=")).nth(1).unwrap_or_else(|| panic!("no {name}= in {line}"));
+        value.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (start, read) = (field(&caught_up, "start_offset"), field(&caught_up, "records_read"));
+    assert!(start >= position.offset, "the gateway starts at its snapshot's position, not 0: {caught_up}");
+    assert_eq!(read, end - start, "the gateway reads only the tail: {caught_up}");
+    assert_eq!(field(&caught_up, "sequence"), last as i64, "{caught_up}");
+    let gateway_port = gateway.wait_port(support::HTTP_LISTENING);
+    let (orders, balances) = orders_and_balances(gateway_port, 2);
+    let (primary_orders, primary_balances) = orders_and_balances(primary_port, 2);
+    assert_eq!(balances, primary_balances);
+    assert_eq!(without_unsnapshotted(&orders), without_unsnapshotted(&primary_orders));
+    let quantities: Vec<&str> = orders.iter().filter_map(|order| order["quantity"].as_str()).collect();
+    for quantity in resting_bids {
+        assert!(quantities.iter().any(|q| q.parse::<f64>() == quantity.parse::<f64>()), "{quantity}: {orders:?}");
+    }
+    let (maker_orders, _) = orders_and_balances(gateway_port, 1);
+    assert!(!maker_orders.is_empty(), "the market maker rests orders");
+    let (primary_maker_orders, primary_maker_balances) = orders_and_balances(primary_port, 1);
+    assert_eq!(orders_and_balances(gateway_port, 1).1, primary_maker_balances);
+    assert_eq!(without_unsnapshotted(&maker_orders), without_unsnapshotted(&primary_maker_orders));
+    drop(gateway);
 
     // The resumed standby, promoted, holds exactly the state of a replay of the whole log.
     let _ = primary.child.kill();

@@ -41,6 +41,7 @@ use codec::{Event, GatewayTag};
 use engine::doorbell::Idle;
 use engine::{CommandContext, Engine, EngineConfig};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -76,6 +77,9 @@ pub enum GatewayError {
     /// A thread could not start.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The start snapshot (`--snapshot`) does not restore.
+    #[error(transparent)]
+    Snapshot(#[from] crate::log_replica::LogReplicaError),
 }
 
 /// The gateway's follower at the end of the log, before serving: the engine (the views are
@@ -103,9 +107,13 @@ struct Follower {
 
 impl Follower {
     /// Applies one authoritative record; returns the gateway tag of a command (and its events in
-    /// `self.events`).
+    /// `self.events`). A command the start snapshot covers (read when its recorded log position
+    /// did not match the topic and the follower started from the first record) is skipped.
     fn apply(&mut self, followed: Followed<'_>) -> Result<Option<Option<GatewayTag>>, GatewayError> {
         let Followed::Command(record) = followed else { return Ok(None) };
+        if record.sequence <= self.last_sequence {
+            return Ok(None);
+        }
         let (command, gateway) = codec::decode_journaled(record.payload)
             .map_err(|e| GatewayError::BadRecord { sequence: record.sequence, reason: e.to_string() })?;
         self.events.clear();
@@ -130,22 +138,43 @@ fn require_cluster(config: &Config) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// Follows the journal topic from its first record to its current end with a fresh engine.
+/// Follows the journal topic to its current end: from its first record with a fresh engine, or,
+/// given `snapshot` (a snapshot file or directory, e.g. a standby's `data/snapshots`), from the
+/// engine restored from it and the journal topic position recorded beside it, exactly as a
+/// journal-following replica starts ([`crate::log_replica::load_snapshot_with_position`],
+/// [`LogFollower::open_from`]): only the records after the snapshot are read. The views the
+/// server seeds from the returned engine (books, balances, open orders per user) are then those
+/// of the snapshot's state plus the tail.
 ///
 /// # Errors
-/// Configuration, broker, corrupt log.
-pub fn catch_up(config: &Config, engine_config: &EngineConfig) -> Result<CaughtUp, GatewayError> {
+/// Configuration, a snapshot that does not restore, broker, corrupt log.
+pub fn catch_up(
+    config: &Config,
+    engine_config: &EngineConfig,
+    snapshot: Option<&Path>,
+) -> Result<CaughtUp, GatewayError> {
     require_cluster(config)?;
     let cluster = &config.cluster;
     let started = Instant::now();
-    let mut follower = LogFollower::open(&cluster.brokers, &cluster.journal_topic, cluster.replication)?;
-    let mut state =
-        Follower { engine: Engine::new(engine_config)?, last_sequence: 0, events: Vec::with_capacity(1024) };
+    let (engine, at, position) = match snapshot {
+        Some(path) => crate::log_replica::load_snapshot_with_position(engine_config, path)?,
+        None => (Engine::new(engine_config)?, 0, None),
+    };
+    let mut follower = LogFollower::open_from(&cluster.brokers, &cluster.journal_topic, cluster.replication, position)?;
+    let start_offset = follower.next_offset();
+    tracing::info!(
+        offset = start_offset,
+        sequence = at,
+        "gateway following the journal topic from offset {start_offset} (state at sequence {at})"
+    );
+    let mut state = Follower { engine, last_sequence: at, events: Vec::with_capacity(1024) };
     let end = follower.end_offset()?;
     follower.read_until::<GatewayError, _>(end, CATCH_UP_TIMEOUT, &mut |followed| state.apply(followed).map(drop))?;
     tracing::info!(
         sequence = state.last_sequence,
         log_end = end,
+        start_offset,
+        records_read = follower.records_read(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "gateway caught up with the log"
     );

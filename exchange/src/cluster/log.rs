@@ -513,6 +513,30 @@ impl LogFollower {
         Self::open_unchecked(brokers, topic, replication, LogPosition::START)
     }
 
+    /// Follows `topic` from `position` when there is one and it matches the topic
+    /// ([`Self::open_at`]), otherwise from its first record ([`Self::open`]; a mismatch is logged
+    /// as a warning). The start of every follower that restores a snapshot without keeping a
+    /// local journal (journal-following replicas, gateway processes): the caller skips the
+    /// records its snapshot covers when the fallback reads from the first record.
+    ///
+    /// # Errors
+    /// The broker refused.
+    pub fn open_from(
+        brokers: &str,
+        topic: &str,
+        replication: i32,
+        position: Option<LogPosition>,
+    ) -> Result<Self, ClusterError> {
+        let Some(position) = position else { return Self::open(brokers, topic, replication) };
+        match Self::open_at(brokers, topic, replication, position) {
+            Err(ClusterError::Corrupt { reason, .. }) => {
+                tracing::warn!(reason, "snapshot's log position does not match the topic: reading it all");
+                Self::open(brokers, topic, replication)
+            }
+            opened => opened,
+        }
+    }
+
     /// Follows `topic` from `position` (recorded with a snapshot by a follower of this topic),
     /// after checking that it belongs to this topic: the partition reaches it, and the record
     /// at its last authoritative batch is that batch (same epoch, same last sequence). Then

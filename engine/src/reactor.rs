@@ -89,8 +89,6 @@ pub trait Reactor: Connections {
     fn poll(&mut self) -> &mut Poll;
     /// Whether any connection is open (with none the thread parks at once).
     fn has_connections(&self) -> bool;
-    /// Takes the connections whose reads stopped at [`READS_PER_TURN_MAX`] (read again now).
-    fn take_read_again(&mut self) -> Vec<u64>;
     /// Routes the next event the engine published; whether there was one.
     fn dispatch_next(&mut self, consumer: &mut Consumer) -> bool;
     /// Ends the turn: writes what is queued and, when `timers_due`, runs the protocol's timers
@@ -111,6 +109,9 @@ pub fn run_turns(
 ) {
     let mut idle = IdleSpin::from_policy();
     let mut next_check = Instant::now() + timer_interval;
+    // Connections whose reads stopped at [`READS_PER_TURN_MAX`]: read again before the turn ends,
+    // and (if cut short again) next turn.
+    let mut read_again = Vec::new();
     while !reactor.is_stopping() {
         let no_connections = !reactor.has_connections();
         let polled = idle.poll(reactor.poll(), events, consumer, no_connections, next_check);
@@ -120,9 +121,11 @@ pub fn run_turns(
             tracing::error!(%error, "{gateway} gateway I/O thread: poll failed");
             break;
         }
-        let mut worked = handle_events(events, reactor);
-        for id in reactor.take_read_again() {
-            reactor.read(id);
+        let mut worked = handle_events(events, reactor, &mut read_again);
+        for id in std::mem::take(&mut read_again) {
+            if reactor.read(id) {
+                read_again.push(id);
+            }
             worked = true;
         }
         let mut routed = 0;
@@ -201,14 +204,16 @@ impl IdleSpin {
 pub trait Connections {
     /// The listener is readable: accept (see [`accept_ready`]).
     fn accept(&mut self);
-    /// Connection `id` is readable, closed by the peer or failed: read it.
-    fn read(&mut self, id: u64);
+    /// Connection `id` is readable, closed by the peer or failed: read it (see [`read_ready`]).
+    /// Whether its reads stopped at [`READS_PER_TURN_MAX`] (it is read again).
+    fn read(&mut self, id: u64) -> bool;
     /// Connection `id` is writable: write it this turn.
     fn writable(&mut self, id: u64);
 }
 
-/// Accepts, reads and marks for writing as `events` say; whether there were any.
-pub fn handle_events(events: &Events, connections: &mut impl Connections) -> bool {
+/// Accepts, reads and marks for writing as `events` say; whether there were any. The connections
+/// whose reads stopped at [`READS_PER_TURN_MAX`] go to `read_again`.
+pub fn handle_events(events: &Events, connections: &mut impl Connections, read_again: &mut Vec<u64>) -> bool {
     let mut any = false;
     for event in events {
         match event.token() {
@@ -216,8 +221,8 @@ pub fn handle_events(events: &Events, connections: &mut impl Connections) -> boo
             WAKER => {}
             Token(token) => {
                 let id = token as u64;
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    connections.read(id);
+                if (event.is_readable() || event.is_read_closed() || event.is_error()) && connections.read(id) {
+                    read_again.push(id);
                 }
                 if event.is_writable() {
                     connections.writable(id);

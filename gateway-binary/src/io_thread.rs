@@ -98,8 +98,6 @@ struct IoThread {
     listener: TcpListener,
     sockets: HashMap<u64, Socket>,
     ready: Arc<ReadyList>,
-    /// Connections whose reads stopped at [`reactor::READS_PER_TURN_MAX`] (read again next turn).
-    read_again: Vec<u64>,
     /// Connections to write this turn (read, writable, timers).
     marked: Vec<u64>,
     /// Scratch for [`ReadyList::take`] (its capacity swaps with the list's).
@@ -115,7 +113,6 @@ pub(crate) fn run(shared: Arc<Shared>, poll: Poll, listener: TcpListener, mut co
         listener,
         sockets: HashMap::new(),
         ready: Arc::new(ReadyList::default()),
-        read_again: Vec::new(),
         marked: Vec::new(),
         from_sessions: Vec::new(),
         dispatcher: Dispatcher::new(),
@@ -136,10 +133,6 @@ impl Reactor for IoThread {
 
     fn has_connections(&self) -> bool {
         !self.sockets.is_empty()
-    }
-
-    fn take_read_again(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.read_again)
     }
 
     fn dispatch_next(&mut self, consumer: &mut Consumer) -> bool {
@@ -193,21 +186,22 @@ impl Connections for IoThread {
 
     /// Reads a socket until it would block (or [`reactor::READS_PER_TURN_MAX`]), handling the
     /// frames.
-    fn read(&mut self, id: u64) {
-        let Some(socket) = self.sockets.get_mut(&id) else { return };
+    fn read(&mut self, id: u64) -> bool {
+        let Some(socket) = self.sockets.get_mut(&id) else { return false };
         if socket.closing.is_some() {
             reactor::discard_ready(&mut socket.stream);
-            return;
+            return false;
         }
         let shared = &self.shared;
         let Socket { stream, inbound, link, buffer, .. } = &mut *socket;
+        let mut read_again = false;
         let ending = match reactor::read_ready(stream, |bytes, received_ns| {
             buffer.extend_from_slice(bytes);
             inbound.handle_frames(shared, buffer, link, received_ns)
         }) {
             ReadEnd::Drained => None,
             ReadEnd::Again => {
-                self.read_again.push(id);
+                read_again = true;
                 None
             }
             ReadEnd::PeerGone => Some(TerminateReason::Finished),
@@ -218,6 +212,7 @@ impl Connections for IoThread {
         }
         // Answers (logon, rejects) go out in the same turn.
         self.marked.push(id);
+        read_again
     }
 
     fn writable(&mut self, id: u64) {

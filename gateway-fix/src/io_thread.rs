@@ -85,8 +85,6 @@ struct IoThread {
     poll: Poll,
     listener: TcpListener,
     sockets: HashMap<u64, Socket>,
-    /// Connections whose reads stopped at [`reactor::READS_PER_TURN_MAX`] (read again next turn).
-    read_again: Vec<u64>,
     /// Connections to write this turn (read, writable, handed messages by the syncer).
     marked: Vec<u64>,
     /// Scratch for the syncer rounds.
@@ -102,7 +100,6 @@ pub(crate) fn run(shared: Arc<Shared>, poll: Poll, listener: TcpListener, mut co
         poll,
         listener,
         sockets: HashMap::new(),
-        read_again: Vec::new(),
         marked: Vec::new(),
         scheduled: Vec::new(),
     };
@@ -122,10 +119,6 @@ impl Reactor for IoThread {
 
     fn has_connections(&self) -> bool {
         !self.sockets.is_empty()
-    }
-
-    fn take_read_again(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.read_again)
     }
 
     fn dispatch_next(&mut self, consumer: &mut Consumer) -> bool {
@@ -176,13 +169,14 @@ impl Connections for IoThread {
 
     /// Reads a socket until it would block (or [`reactor::READS_PER_TURN_MAX`]), handling the
     /// messages.
-    fn read(&mut self, id: u64) {
-        let Some(socket) = self.sockets.get_mut(&id) else { return };
+    fn read(&mut self, id: u64) -> bool {
+        let Some(socket) = self.sockets.get_mut(&id) else { return false };
         if socket.closing.is_some() {
             reactor::discard_ready(&mut socket.stream);
-            return;
+            return false;
         }
         let Socket { stream, inbound, buffer, .. } = &mut *socket;
+        let mut read_again = false;
         let ending = match reactor::read_ready(stream, |bytes, received_ns| {
             buffer.extend_from_slice(bytes);
             match inbound.handle_bytes(buffer, received_ns) {
@@ -192,7 +186,7 @@ impl Connections for IoThread {
         }) {
             ReadEnd::Drained => false,
             ReadEnd::Again => {
-                self.read_again.push(id);
+                read_again = true;
                 false
             }
             ReadEnd::PeerGone | ReadEnd::Refused(()) => true,
@@ -202,6 +196,7 @@ impl Connections for IoThread {
         }
         // Answers (logon, rejects, a refused logon's Logout) go out in the same turn.
         self.marked.push(id);
+        read_again
     }
 
     fn writable(&mut self, id: u64) {
@@ -278,7 +273,7 @@ impl IoThread {
     /// within [`SHUTDOWN_WRITE_MAX`].
     fn shut_down(&mut self, events: &mut Events) {
         if self.poll.poll(events, Some(Duration::ZERO)).is_ok() {
-            reactor::handle_events(events, self);
+            reactor::handle_events(events, self, &mut Vec::new());
         }
         self.check_timers();
         let deadline = Instant::now() + SHUTDOWN_WRITE_MAX;

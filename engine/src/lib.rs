@@ -36,6 +36,7 @@ pub mod journal;
 pub mod latency;
 pub mod ledger;
 pub mod order_table;
+pub mod reactor;
 pub mod snapshot;
 pub mod testkit;
 pub mod throttle;

@@ -301,7 +301,7 @@ pub struct FixGateway {
     syncer: Option<std::thread::JoinHandle<()>>,
     /// Under [`IoMode::Thread`]: wakes the I/O thread (to notice a shutdown), and is rung by
     /// the egress ring while that thread is parked.
-    io_waker: Option<(Arc<io_thread::IoWaker>, Arc<BroadcastRing>)>,
+    io_waker: Option<(Arc<engine::reactor::IoWaker>, Arc<BroadcastRing>)>,
 }
 
 impl FixGateway {
@@ -392,16 +392,11 @@ impl FixGateway {
             })
         };
         if config.io == IoMode::Thread {
-            let listener = std::net::TcpListener::bind(config.listen)?;
-            listener.set_nonblocking(true)?;
-            let mut listener = mio::net::TcpListener::from_std(listener);
-            let local_addr = listener.local_addr()?;
-            let poll = mio::Poll::new()?;
-            poll.registry().register(&mut listener, mio::Token(0), mio::Interest::READABLE)?;
-            let waker = Arc::new(io_thread::IoWaker(mio::Waker::new(poll.registry(), io_thread::WAKER)?));
+            let engine::reactor::Listening { poll, listener, local_addr, waker } =
+                engine::reactor::listen(config.listen)?;
             let io_core = config.io_core;
             // Connection ids are the sockets' poll tokens: they start above the reserved ones.
-            let shared = shared(config, io_thread::FIRST_CONNECTION_ID);
+            let shared = shared(config, engine::reactor::FIRST_CONNECTION_ID);
             egress.add_waker(waker.clone());
             let thread = {
                 let shared = shared.clone();

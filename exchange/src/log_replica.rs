@@ -650,6 +650,42 @@ mod tests {
         commands.iter().enumerate().map(|(i, c)| (i as u64 + 1, now, c.to_vec())).collect()
     }
 
+    /// `--snapshot` (replica and gateway process) given a missing path, an empty directory, a
+    /// file that is not a snapshot, or a directory whose newest snapshot is garbage: a clear
+    /// error naming the path, or the newest usable snapshot, never a panic.
+    #[test]
+    fn unusable_snapshot_paths_are_errors_and_a_garbage_newest_snapshot_is_skipped() {
+        let config = EngineConfig::sample();
+        let dir = std::env::temp_dir().join(format!("log-replica-snapshots-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let unusable = |path: &Path| match load_snapshot_with_position(&config, path) {
+            Err(LogReplicaError::Snapshot { path: named, .. }) => assert_eq!(named, path),
+            Err(other) => panic!("unexpected error {other}"),
+            Ok((_, sequence, _)) => panic!("{} loaded at {sequence}", path.display()),
+        };
+        unusable(&dir.join("absent.snap"));
+        unusable(&dir);
+        let garbage = dir.join("snapshot-00000000000000000009.snap");
+        std::fs::write(&garbage, b"not a snapshot at all").unwrap();
+        unusable(&garbage);
+
+        let mut engine = Engine::new(&config).unwrap();
+        let mut events = Vec::new();
+        for (sequence, timestamp, payload) in records().into_iter().take(3) {
+            let (command, _) = codec::Command::decode(&payload).unwrap();
+            engine.execute(CommandContext::new(sequence, timestamp), &command, &mut events);
+        }
+        let mut snapshot = Vec::new();
+        engine.write_snapshot(3, &mut snapshot);
+        std::fs::write(dir.join("snapshot-00000000000000000003.snap"), &snapshot).unwrap();
+        let (restored, sequence, position) = load_snapshot_with_position(&config, &dir).unwrap();
+        assert_eq!(sequence, 3);
+        assert_eq!(restored.state_hash(), engine.state_hash());
+        assert!(position.is_none(), "no position file beside it");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// A follower from a snapshot at 3 skips what it covers, applies the rest, ends with the
     /// state of one that applied everything from 1, records one staleness value per executed
     /// command, and refuses a gap.

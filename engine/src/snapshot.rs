@@ -377,6 +377,23 @@ fn snapshot_name(sequence: u64) -> String {
     format!("snapshot-{sequence:020}.snap")
 }
 
+/// The CRC32C a snapshot records in its last four bytes, checked against all the bytes before
+/// it (the format's own checksum, see the module documentation): what a copy of a snapshot
+/// (e.g. reassembled from the chunks of the snapshot topic) is verified with before it is
+/// restored.
+///
+/// # Errors
+/// Shorter than the checksum, or the recorded checksum does not match the bytes.
+pub fn recorded_checksum(bytes: &[u8]) -> Result<u32, SnapshotError> {
+    let Some(split) = bytes.len().checked_sub(4) else { return Err(invalid("shorter than its checksum")) };
+    let (body, recorded) = bytes.split_at(split);
+    let recorded = u32::from_le_bytes(recorded.try_into().map_err(|_| invalid("shorter than its checksum"))?);
+    if crc32c::crc32c(body) != recorded {
+        return Err(invalid("checksum mismatch"));
+    }
+    Ok(recorded)
+}
+
 /// Writes a snapshot file atomically (temporary file, fsync, rename, directory fsync).
 ///
 /// # Errors

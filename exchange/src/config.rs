@@ -615,7 +615,16 @@ pub struct ClusterSection {
     /// The primary publishes its state hash at every multiple of this sequence (a `checkpoint`
     /// record) and standbys compare theirs (0: never).
     pub checkpoint_every: u64,
+    /// The topic standbys publish their snapshots to and nodes without a local snapshot start
+    /// from (one partition; empty: snapshots are neither published nor read; docs/deployment.md,
+    /// "Topics").
+    pub snapshot_topic: String,
+    /// `retention.ms` of the snapshot topic when a node creates it: a few snapshot intervals.
+    pub snapshot_retention_ms: u64,
 }
+
+/// Default [`ClusterSection::snapshot_retention_ms`]: one day.
+pub const CLUSTER_SNAPSHOT_RETENTION_MS_DEFAULT: u64 = 86_400_000;
 
 /// Default [`ClusterSection::checkpoint_every`].
 pub const CLUSTER_CHECKPOINT_EVERY_DEFAULT: u64 = 100_000;
@@ -640,6 +649,8 @@ impl Default for ClusterSection {
             commands_partitions: 4,
             gateway_id: 0,
             checkpoint_every: CLUSTER_CHECKPOINT_EVERY_DEFAULT,
+            snapshot_topic: "exchange.snapshots".into(),
+            snapshot_retention_ms: CLUSTER_SNAPSHOT_RETENTION_MS_DEFAULT,
         }
     }
 }

@@ -195,6 +195,9 @@ pub struct LogReplicaConfig {
     /// checkpoints (`[cluster] checkpoint_every`; 0: only a checkpoint of the sequence the replica
     /// is at when it arrives is compared).
     pub checkpoint_every: u64,
+    /// Without `snapshot`: the snapshot topic to start from (its newest usable snapshot; `None`
+    /// or none usable: the first record of the journal topic).
+    pub snapshot_topic: Option<crate::cluster::snapshots::SnapshotTopic>,
 }
 
 /// A running journal-following replica: the follower thread and what the HTTP server needs.
@@ -216,14 +219,26 @@ impl LogReplica {
     /// or the thread cannot start.
     pub fn start(config: LogReplicaConfig, engine_config: &EngineConfig) -> Result<Self, LogReplicaError> {
         let stats = Arc::new(LogReplicaStats::default());
-        let (engine, at, position) = match &config.snapshot {
-            Some(path) => load_snapshot_with_position(engine_config, path)?,
-            None => (Engine::new_unfaulted(engine_config)?, 0, None),
+        let published = match (&config.snapshot, &config.snapshot_topic) {
+            (None, Some(topic)) => crate::cluster::snapshots::follow_from_published(topic, engine_config)?,
+            _ => None,
         };
-        // From the snapshot's recorded log position when it has one (a standby's snapshot): only
-        // the records after it are read. Otherwise from the first record, skipping what the
-        // snapshot covers.
-        let log = LogFollower::open_from(&config.brokers, &config.topic, config.replication, position)?;
+        let (engine, at, log) = match (&config.snapshot, published) {
+            // From the snapshot's recorded log position when it has one (a standby's snapshot):
+            // only the records after it are read. Otherwise from the first record, skipping what
+            // the snapshot covers.
+            (Some(path), _) => {
+                let (engine, at, position) = load_snapshot_with_position(engine_config, path)?;
+                (engine, at, LogFollower::open_from(&config.brokers, &config.topic, config.replication, position)?)
+            }
+            // The snapshot topic's newest usable snapshot, followed from its position.
+            (None, Some(published)) => (published.engine, published.sequence, published.follower),
+            (None, None) => (
+                Engine::new_unfaulted(engine_config)?,
+                0,
+                LogFollower::open(&config.brokers, &config.topic, config.replication)?,
+            ),
+        };
         stats.start_offset.store(u64::try_from(log.next_offset()).unwrap_or(0), Ordering::Relaxed);
         let catch_up_to = log.end_offset()?;
         tracing::info!(

@@ -409,6 +409,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 replication: config.cluster.replication,
                 snapshot: snapshot.clone(),
                 checkpoint_every: config.cluster.checkpoint_every,
+                snapshot_topic: exchange::cluster::snapshots::SnapshotTopic::of(&config.cluster),
             };
             let replica = exchange::log_replica::LogReplica::start(replica_config, &engine_config)?;
             exchange::log_replica::serve(replica, config.http.listen)

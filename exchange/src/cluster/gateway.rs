@@ -33,6 +33,7 @@
 
 use super::commands::CommandsProducer;
 use super::log::{ClusterError, Followed, LogFollower};
+use super::snapshots::{SnapshotTopic, follow_from_published};
 use crate::config::Config;
 use crate::egress::BroadcastRing;
 use crate::metrics::Metrics;
@@ -156,11 +157,27 @@ pub fn catch_up(
     require_cluster(config)?;
     let cluster = &config.cluster;
     let started = Instant::now();
-    let (engine, at, position) = match snapshot {
-        Some(path) => crate::log_replica::load_snapshot_with_position(engine_config, path)?,
-        None => (Engine::new(engine_config)?, 0, None),
+    let (engine, at, mut follower) = match snapshot {
+        Some(path) => {
+            let (engine, at, position) = crate::log_replica::load_snapshot_with_position(engine_config, path)?;
+            (
+                engine,
+                at,
+                LogFollower::open_from(&cluster.brokers, &cluster.journal_topic, cluster.replication, position)?,
+            )
+        }
+        // No snapshot given: the newest usable one of the snapshot topic, else the first record.
+        None => {
+            match SnapshotTopic::of(cluster).map(|topic| follow_from_published(&topic, engine_config)).transpose()? {
+                Some(Some(published)) => (published.engine, published.sequence, published.follower),
+                _ => (
+                    Engine::new(engine_config)?,
+                    0,
+                    LogFollower::open(&cluster.brokers, &cluster.journal_topic, cluster.replication)?,
+                ),
+            }
+        }
     };
-    let mut follower = LogFollower::open_from(&cluster.brokers, &cluster.journal_topic, cluster.replication, position)?;
     let start_offset = follower.next_offset();
     tracing::info!(
         offset = start_offset,

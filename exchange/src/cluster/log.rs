@@ -550,9 +550,15 @@ impl LogFollower {
     pub fn open_at(brokers: &str, topic: &str, replication: i32, position: LogPosition) -> Result<Self, ClusterError> {
         let follower = Self::open_unchecked(brokers, topic, replication, position)?;
         let mismatch = |reason: String| ClusterError::Corrupt { offset: position.offset, reason };
-        let end = follower.end_offset()?;
+        let (start, end) = follower.watermarks()?;
         if end < position.offset {
             return Err(mismatch(format!("the topic ends at {end}, before the recorded position")));
+        }
+        // Retention deleted records this position needs (the record after it, or the batch it
+        // is checked against): the snapshot is older than the journal topic's retention.
+        let needed = position.last_batch.map_or(position.offset, |(offset, _, _)| offset).min(position.offset);
+        if start > needed {
+            return Err(mismatch(format!("the topic starts at {start}: retention deleted offset {needed}")));
         }
         if let Some((offset, epoch, last_sequence)) = position.last_batch {
             let kinds = read_kinds(brokers, topic, offset, offset + 1, ADMIN_TIMEOUT)?;
@@ -658,8 +664,12 @@ impl LogFollower {
     /// # Errors
     /// The broker did not answer.
     pub fn end_offset(&self) -> Result<i64, ClusterError> {
-        let (_, high) = self.consumer.fetch_watermarks(&self.topic, PARTITION, ADMIN_TIMEOUT).map_err(kafka)?;
-        Ok(high)
+        Ok(self.watermarks()?.1)
+    }
+
+    /// The partition's first and end offsets as the broker reports them.
+    fn watermarks(&self) -> Result<(i64, i64), ClusterError> {
+        self.consumer.fetch_watermarks(&self.topic, PARTITION, ADMIN_TIMEOUT).map_err(kafka)
     }
 
     /// Reads what arrives within `timeout` (at most one fetch's worth) and passes it to `visit`

@@ -10,4 +10,5 @@ pub mod commands;
 pub mod gateway;
 pub mod lease;
 pub mod log;
+pub mod snapshots;
 pub mod standby;

@@ -34,6 +34,7 @@
 
 use super::lease::Lease;
 use super::log::{ClusterError, Followed, JournalTopic, LogFollower, LogPosition, RecordKind};
+use super::snapshots::{SnapshotPublishCounters, SnapshotPublisher, SnapshotTopic};
 use crate::config::Config;
 use crate::promotion::{PromotionPhase, PromotionTimeline};
 use crate::runtime::{self, BatchReplicator, Recovered, ReplicationError, Rings, RuntimeError};
@@ -99,6 +100,8 @@ pub struct StandbyStatus {
     pub records_read: AtomicU64,
     /// The offset this node started reading the journal topic at (0: its first record).
     pub start_offset: AtomicU64,
+    /// What its snapshot publisher did (the snapshot topic).
+    pub snapshot_publish: Arc<SnapshotPublishCounters>,
 }
 
 impl StandbyStatus {
@@ -147,6 +150,7 @@ impl StandbyStatus {
             "Primary checkpoints whose state hash equalled this node's.",
             load(&self.checkpoints_matched),
         );
+        text.push_str(&self.snapshot_publish.render());
         text
     }
 }
@@ -298,6 +302,8 @@ struct LocalLog<'c> {
     checkpoint_every: u64,
     /// (sequence, own state hash) at the most recent checkpoint sequences, oldest first.
     own_hashes: std::collections::VecDeque<(u64, u64)>,
+    /// Publishes each snapshot with a position to the snapshot topic (`None`: not configured).
+    publisher: Option<SnapshotPublisher>,
 }
 
 /// Own state hashes a standby keeps for the primary's checkpoints still to come: a checkpoint
@@ -369,6 +375,10 @@ impl LocalLog<'_> {
                     if position.next_sequence == self.last_sequence + 1 {
                         if let Err(error) = position.write_for(&file) {
                             tracing::warn!(%error, "standby snapshot's log position not written");
+                        }
+                        // Handed to the publisher's thread: this loop never waits for Kafka.
+                        if let Some(publisher) = &self.publisher {
+                            publisher.publish(self.last_sequence, position, bytes);
                         }
                     }
                     if self.config.snapshot.prune_journal {
@@ -489,6 +499,36 @@ fn resume_from_snapshot(
     }
 }
 
+/// A node with no snapshot of its own to resume from (none with a log position among those set
+/// aside) takes the newest usable snapshot of the snapshot topic
+/// ([`super::snapshots::read_published`]): it is written, with its position, where
+/// [`resume_from_snapshot`] looks for the node's own, which then resumes from it exactly as from
+/// its own (checked against the topic; a mismatch rebuilds from the first record).
+fn fetch_published_snapshot(config: &Config, topic: &SnapshotTopic) -> Result<(), StandbyError> {
+    let aside = config.data_dir.join(PREVIOUS_DIR).join(config.snapshot_dir().file_name().unwrap_or_default());
+    let own = engine::snapshot::list_snapshots(&aside).unwrap_or_default();
+    if own.iter().any(|(_, file)| LogPosition::read_for(file).is_some()) {
+        return Ok(());
+    }
+    let Some(newest) = super::snapshots::read_published(topic)?.into_iter().next() else {
+        tracing::warn!(
+            topic = topic.topic,
+            "no local snapshot and none in the snapshot topic: reading the journal topic from its first record"
+        );
+        return Ok(());
+    };
+    let file = engine::snapshot::write_snapshot_file(&aside, newest.sequence, &newest.bytes)
+        .map_err(|e| StandbyError::Config(format!("writing the snapshot topic's snapshot: {e}")))?;
+    newest.position.write_for(&file).map_err(|source| StandbyError::Io { path: file.display().to_string(), source })?;
+    tracing::info!(
+        sequence = newest.sequence,
+        offset = newest.position.offset,
+        "no local snapshot: took the snapshot topic's snapshot at sequence {}",
+        newest.sequence
+    );
+    Ok(())
+}
+
 /// Removes position files whose snapshot was pruned.
 fn remove_orphan_positions(snapshots: &Path) {
     let Ok(entries) = std::fs::read_dir(snapshots) else { return };
@@ -520,6 +560,10 @@ pub fn follow_until_promoted(
         ));
     }
     set_local_data_aside(config)?;
+    let snapshot_topic = SnapshotTopic::of(cluster);
+    if let Some(topic) = &snapshot_topic {
+        fetch_published_snapshot(config, topic)?;
+    }
     let (recovered, writer, mut follower) = match resume_from_snapshot(config, engine_config)? {
         Some(resumed) => resumed,
         None => {
@@ -554,6 +598,10 @@ pub fn follow_until_promoted(
         status: status.clone(),
         checkpoint_every: cluster.checkpoint_every,
         own_hashes: std::collections::VecDeque::with_capacity(OWN_HASHES_KEPT),
+        publisher: snapshot_topic
+            .filter(|_| config.snapshot.every_commands > 0)
+            .map(|topic| SnapshotPublisher::start(topic, status.snapshot_publish.clone()))
+            .transpose()?,
     };
     let lease = Lease::join(
         &cluster.brokers,

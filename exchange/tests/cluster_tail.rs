@@ -21,186 +21,18 @@ mod support;
 use engine::Engine;
 use exchange::cluster::log::{LogFollower, LogPosition};
 use exchange::config::{Config, DEFAULT_CONFIG};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 use support::cluster::{LogReplay, PATIENCE};
-use support::{JSON, request, signature_lines};
+use support::process::{
+    Process, RESTING_BIDS, get, metric, orders_and_balances, place_resting_bids, still_sequence, wait_metric,
+    wait_metric_at_least, without_unsnapshotted,
+};
 
 /// Commands between the standby's snapshots.
 const SNAPSHOT_EVERY: u64 = 500;
 /// Commands of the demo flow.
 const DEMO_COMMANDS: u64 = 6_000;
-
-/// A child process killed (SIGKILL) and reaped when dropped; its log lines on a channel.
-struct Process {
-    child: Child,
-    lines: Receiver<String>,
-    stdout: Receiver<String>,
-    /// Every line of its log so far (for a failure's diagnosis).
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Process {
-    fn start(args: &[&str]) -> Self {
-        let mut child = std::process::Command::new(support::BINARY)
-            .args(args)
-            .env_remove("DATABASE_URL")
-            .env_remove("KAFKA_BROKERS")
-            .env_remove("REDIS_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let forward = |stream: Box<dyn Read + Send>| {
-            let (sender, receiver) = std::sync::mpsc::channel();
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains("ERROR") || line.contains("WARN") {
-                        eprintln!("[child] {line}");
-                    }
-                    log.lock().unwrap().push(line.clone());
-                    let _ = sender.send(line);
-                }
-            });
-            receiver
-        };
-        let lines = forward(Box::new(child.stderr.take().unwrap()));
-        let stdout = forward(Box::new(child.stdout.take().unwrap()));
-        Self { child, lines, stdout, log }
-    }
-
-    /// The last 40 lines of its log; the whole log is written to `<temp>/cluster-tail-<pid>.log`.
-    fn tail(&self) -> String {
-        let log = self.log.lock().unwrap();
-        let path = std::env::temp_dir().join(format!("cluster-tail-{}.log", self.child.id()));
-        let _ = std::fs::write(&path, log.join("\n"));
-        format!("({} lines in {})\n{}", log.len(), path.display(), log[log.len().saturating_sub(40)..].join("\n"))
-    }
-
-    /// The first log line containing `marker` (waiting for it).
-    fn wait_line(&self, marker: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|e| panic!("no log line {marker:?}: {e}"));
-            if line.contains(marker) {
-                return line;
-            }
-        }
-    }
-
-    /// The port of the first log line containing `marker` and `listen=IP:PORT`.
-    fn wait_port(&self, marker: &str) -> u16 {
-        let line = self.wait_line(marker);
-        let address = line.split("listen=").nth(1).unwrap_or_else(|| panic!("no listen= in {line}"));
-        address.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// GET `path`: the body.
-fn get(port: u16, path: &str) -> String {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
-    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.split_once("\r\n\r\n").map_or(String::new(), |(_, body)| body.to_string())
-}
-
-/// The value of the unlabelled series `name` on a `/metrics` page (`None`: not there).
-fn metric(page: &str, name: &str) -> Option<u64> {
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok().map(|v| v as u64))
-}
-
-/// Waits until `/metrics` on `port` has `name` equal to `value`; returns the page.
-fn wait_metric(port: u16, name: &str, value: u64) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let page = get(port, "/metrics");
-        if metric(&page, name) == Some(value) {
-            return page;
-        }
-        assert!(Instant::now() < deadline, "{name} should reach {value}:\n{page}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits until `/metrics` on `port` has `name` at or above `value`.
-fn wait_metric_at_least(port: u16, name: &str, value: u64) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let page = get(port, "/metrics");
-        if metric(&page, name).is_some_and(|found| found >= value) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} should reach {value}:\n{page}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The primary's sequence (`/health`: `ok <sequence>`) once its flow has stopped for 2 s.
-fn still_sequence(port: u16) -> u64 {
-    let deadline = Instant::now() + PATIENCE * 2;
-    let sequence = || get(port, "/health").trim().strip_prefix("ok ").and_then(|s| s.parse::<u64>().ok());
-    let mut last = sequence();
-    let mut still_since = Instant::now();
-    while still_since.elapsed() < Duration::from_secs(2) || last.is_none_or(|s| s == 0) {
-        assert!(Instant::now() < deadline, "the demo flow should stop ({last:?})");
-        std::thread::sleep(Duration::from_millis(200));
-        let now = sequence();
-        if now != last {
-            still_since = Instant::now();
-        }
-        last = now;
-    }
-    last.unwrap()
-}
-
-/// A signed REST call as demo user `user` (secret `[user; 32]`, `exchange::demo::demo_secrets`):
-/// `(status, body)`.
-fn signed(port: u16, user: u8, method: &str, path: &str, body: &str, signed: &str) -> (u16, serde_json::Value) {
-    let headers = JSON.to_string() + &signature_lines(&[user; 32], signed);
-    let response = request(port, method, path, &headers, body);
-    (response.status(), response.json(path))
-}
-
-/// Demo user `user`'s open orders on BTC_USDC, sorted by id, and its balances.
-fn orders_and_balances(port: u16, user: u8) -> (Vec<serde_json::Value>, serde_json::Value) {
-    let (status, orders) =
-        signed(port, user, "GET", "/api/v1/orders?symbol=BTC_USDC", "", "instruction=orderQueryAll&symbol=BTC_USDC");
-    assert_eq!(status, 200, "{orders}");
-    let mut orders = orders.as_array().unwrap().clone();
-    orders.sort_by_key(|order| order["id"].as_str().unwrap().to_string());
-    let (status, balances) = signed(port, user, "GET", "/api/v1/capital", "", "instruction=balanceQuery");
-    assert_eq!(status, 200, "{balances}");
-    (orders, balances)
-}
-
-/// `orders` without the two fields an engine snapshot does not hold (`createdAt`,
-/// `executedQuoteQuantity`: a process started from a snapshot shows 0 for the orders resting in
-/// it; docs/deployment.md, "Gateway processes", "Limits"). Every other field must be equal.
-fn without_unsnapshotted(orders: &[serde_json::Value]) -> Vec<serde_json::Value> {
-    let mut orders = orders.to_vec();
-    for order in &mut orders {
-        let order = order.as_object_mut().unwrap();
-        order.remove("createdAt").unwrap();
-        order.remove("executedQuoteQuantity").unwrap();
-    }
-    orders
-}
 
 /// Whether `dir` holds a snapshot with a recorded log position.
 fn has_positioned_snapshot(dir: &Path) -> bool {
@@ -232,7 +64,7 @@ fn followers_started_from_a_snapshot_read_only_the_tail() {
         format!(
             "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"{journal_topic}\"\n\
              lease_topic = \"tail.lease.{unique}\"\nlease_group = \"tail.{unique}\"\n\
-             commands_topic = \"tail.commands.{unique}\"\nsession_timeout_ms = 1000\ncheckpoint_every = 500\n"
+             commands_topic = \"tail.commands.{unique}\"\nsnapshot_topic = \"tail.snapshots.{unique}\"\nsession_timeout_ms = 1000\ncheckpoint_every = 500\n"
         ),
     )
     .unwrap();
@@ -247,41 +79,9 @@ fn followers_started_from_a_snapshot_read_only_the_tail() {
     args.extend(["run", "--demo", "--demo-rate", "1500", "--demo-orders", &demo, "--status-every", "0"]);
     let mut primary = Process::start(&args);
     let primary_port = primary.wait_port(support::HTTP_LISTENING);
-    // Demo user 2's resting bids far below the market, placed once the demo has funded it (and
-    // cancelled what an earlier run left), long before the standby's snapshot.
-    let deadline = Instant::now() + PATIENCE;
-    while signed(primary_port, 2, "GET", "/api/v1/capital", "", "instruction=balanceQuery").1.get("USDC").is_none() {
-        assert!(Instant::now() < deadline, "demo user 2 never funded");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // 5% below the best bid: inside the ±10% price band, below where the demo's fair price walks.
-    let deadline = Instant::now() + PATIENCE;
-    let best_bid = loop {
-        let depth = get(primary_port, "/api/v1/depth?symbol=BTC_USDC&limit=1");
-        let value: serde_json::Value = serde_json::from_str(&depth).unwrap_or_default();
-        if let Some(price) = value["bids"][0][0].as_str().and_then(|p| p.parse::<f64>().ok()) {
-            break price;
-        }
-        assert!(Instant::now() < deadline, "the demo market maker never quoted BTC_USDC: {depth}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let price = format!("{}", (best_bid * 0.95).floor() as u64);
-    let resting_bids = ["0.01000", "0.02000", "0.03000"];
-    for quantity in resting_bids {
-        let body = serde_json::json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": price,
-                                      "quantity": quantity});
-        let params = format!("&orderType=Limit&price={price}&quantity={quantity}&side=Bid&symbol=BTC_USDC");
-        let (status, order) = signed(
-            primary_port,
-            2,
-            "POST",
-            "/api/v1/order",
-            &body.to_string(),
-            &format!("instruction=orderExecute{params}"),
-        );
-        assert_eq!(status, 200, "{order}");
-    }
-    let placed_by = get(primary_port, "/health").trim().strip_prefix("ok ").unwrap().parse::<u64>().unwrap();
+    // Demo user 2's resting bids far below the market, long before the standby's snapshot.
+    let resting_bids = RESTING_BIDS;
+    let placed_by = place_resting_bids(primary_port, 2, &resting_bids);
     let every = SNAPSHOT_EVERY.to_string();
     let mut standby_args =
         vec!["--config", config, "--data", standby_data.to_str().unwrap(), "--snapshot-every", &every];

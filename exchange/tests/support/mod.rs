@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod fix;
+pub mod process;
 pub mod replica;
 
 use base64::Engine as _;

@@ -323,7 +323,7 @@ impl SnapshotAssembler {
                     position: set.header.position,
                     bytes,
                 });
-                self.usable.sort_by(|a, b| b.sequence.cmp(&a.sequence));
+                self.usable.sort_by_key(|snapshot| std::cmp::Reverse(snapshot.sequence));
                 self.usable.truncate(USABLE_SETS_KEPT);
             }
             Err(problem) => {

@@ -119,8 +119,10 @@ pub(crate) fn client_config(brokers: &str) -> ClientConfig {
 /// # Errors
 /// The broker refused.
 pub fn ensure_topic(brokers: &str, topic: &str, replication: i32) -> Result<(), ClusterError> {
-    // Every node rebuilds from the first record: nothing may ever be deleted. With three
-    // replicas, an acknowledged (acks=all) record is on at least two of them.
+    // Infinite retention when created: without published snapshots a node rebuilds from the
+    // first record. Shortening it is the operator's step (docs/deployment.md, "Journal
+    // retention"). With three replicas, an acknowledged (acks=all) record is on at least two of
+    // them.
     let mut new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(replication)).set("retention.ms", "-1");
     if replication >= REPLICATION_FOR_MIN_INSYNC {
         new_topic = new_topic.set("min.insync.replicas", MIN_INSYNC_REPLICAS);

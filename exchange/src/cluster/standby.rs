@@ -8,9 +8,11 @@
 //! there) and rebuilds them from the log. It starts from its own newest snapshot that it wrote
 //! while following the log, with the journal topic position recorded beside it
 //! ([`LogPosition`], [`resume_from_snapshot`]): only the records after it are read. Without one
-//! (a primary's snapshots have none: its last local batch may have been fenced) it follows the
-//! topic from its first record (so the topic's retention must keep every record, see
-//! docs/deployment.md, "Topics").
+//! (a primary's snapshots have none: its last local batch may have been fenced) it takes the
+//! newest usable snapshot of the snapshot topic, which standbys publish
+//! ([`super::snapshots`], [`fetch_published_snapshot`]), and with none there follows the topic
+//! from its first record (the journal topic's retention rule: docs/deployment.md, "Journal
+//! retention").
 //!
 //! Following: [`LogFollower`] yields the authoritative commands; each is appended to the local
 //! journal (same sequence and timestamp, so the local journal is byte-for-byte the primary's)

@@ -769,6 +769,49 @@ mod tests {
         assert_eq!(assemble(&old[..3]), (vec![], 0));
     }
 
+    /// With no broker to reach, [`SnapshotPublisher::publish`] still returns at once; a
+    /// snapshot handed over while one is being published is skipped (counted), the failed
+    /// publication is counted, and the next snapshot is attempted again.
+    #[test]
+    fn publishing_never_waits_and_a_failure_is_counted_and_retried_with_the_next_snapshot() {
+        let topic = SnapshotTopic {
+            brokers: "127.0.0.1:1".into(),
+            topic: "unreachable.snapshots".into(),
+            journal_topic: "journal".into(),
+            replication: 1,
+            retention_ms: 60_000,
+        };
+        let counters = Arc::new(SnapshotPublishCounters::default());
+        let publisher = SnapshotPublisher::start(topic, counters.clone()).unwrap();
+        let position = LogPosition { next_sequence: 11, ..LogPosition::START };
+        let wait_failed = |count: u64| {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while counters.failed.load(Ordering::Relaxed) < count {
+                assert!(Instant::now() < deadline, "the publication should fail");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        let snapshot = snapshot_bytes(4, 2 * SNAPSHOT_CHUNK_BYTES);
+        let copies = [snapshot.clone(), snapshot.clone(), snapshot];
+        let started = Instant::now();
+        for bytes in copies {
+            publisher.publish(10, position, bytes);
+        }
+        assert!(started.elapsed() < Duration::from_millis(500), "publish waited {:?}", started.elapsed());
+        // The first is taken by the thread, the second queued, the third skipped (or, if the
+        // thread had not taken the first yet, the second and third).
+        assert!((1..=2).contains(&counters.skipped.load(Ordering::Relaxed)));
+        let skipped = counters.skipped.load(Ordering::Relaxed);
+        wait_failed(3 - skipped);
+        assert_eq!(counters.published.load(Ordering::Relaxed), 0);
+        // The next snapshot is attempted again, not skipped.
+        publisher.publish(20, LogPosition { next_sequence: 21, ..LogPosition::START }, snapshot_bytes(5, 100));
+        assert_eq!(counters.skipped.load(Ordering::Relaxed), skipped);
+        wait_failed(4 - skipped);
+        let metrics = counters.render();
+        assert!(metrics.contains(&format!("exchange_cluster_snapshot_publish_failures_total {}", 4 - skipped)));
+    }
+
     /// Chunk headers survive the trip through Kafka headers; other records are not chunks.
     #[test]
     fn chunk_headers_round_trip() {

@@ -246,9 +246,15 @@ impl Ledger {
         Ok(after)
     }
 
-    /// Moves `amount` from available to locked.
-    pub(crate) fn lock(&mut self, user_id: UserId, asset: AssetId, amount: u64) -> Result<Balance, LedgerError> {
-        let balance = self.balance_mut(user_id, asset).ok_or(LedgerError::Insufficient)?;
+    /// Moves `amount` from available to locked in an account (an order's reservation).
+    #[inline]
+    pub(crate) fn lock_at(
+        &mut self,
+        account: AccountIndex,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<Balance, LedgerError> {
+        let balance = self.balance_at_mut(account, asset);
         let available = balance.available.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
         // Cannot overflow: available + locked never exceeds the asset's outstanding total (< 2^64).
         balance.locked += amount;

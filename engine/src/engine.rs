@@ -783,7 +783,8 @@ impl<B: Book> Engine<B> {
         let available = |asset| account.map_or(0, |account| self.ledger.balance_at(account, asset).available);
         let budget = match (order_type, side) {
             (OrderType::Limit, Side::Bid) => {
-                let needed = spec.bid_reservation(price, quantity).ok_or(RejectReason::ArithmeticOverflow)?;
+                // A limit order's minimum value is its notional, computed above.
+                let needed = spec.bid_reservation_of(minimum_value).ok_or(RejectReason::ArithmeticOverflow)?;
                 if available(quote) < needed {
                     return Err(RejectReason::InsufficientBalance);
                 }
@@ -1546,16 +1547,18 @@ impl<B: Book> Engine<B> {
                 return MatchStop::Filled;
             }
             let market = &self.markets[mi];
-            let Some(&maker) = market.book.front(opposite) else {
+            let Some(front) = market.book.front(opposite) else {
                 return if quote_quantity_reached(&market.spec, taker, out) {
                     MatchStop::QuoteQuantityReached
                 } else {
                     MatchStop::NoLiquidity
                 };
             };
-            if taker.limit.is_some_and(|limit| !crosses(taker.side, limit, maker.price.get())) {
+            // Most takers stop here, at a price they do not cross: check before copying the maker.
+            if taker.limit.is_some_and(|limit| !crosses(taker.side, limit, front.price.get())) {
                 return MatchStop::PriceLimit;
             }
+            let maker = *front;
             if taker.band_edge.is_some_and(|edge| !crosses(taker.side, edge, maker.price.get())) {
                 return MatchStop::PriceBand;
             }

@@ -45,6 +45,7 @@ impl PriceBand {
     pub const NONE: Self = Self { max_multiplier_ppm: 0, min_multiplier_ppm: 0 };
 
     /// Whether the band applies at all.
+    #[inline]
     pub fn is_enabled(&self) -> bool {
         *self != Self::NONE
     }

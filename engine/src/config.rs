@@ -170,7 +170,12 @@ impl MarketSpec {
     /// (taker) fee. `None` on overflow.
     #[inline]
     pub fn bid_reservation(&self, price_ticks: u64, lots: u64) -> Option<u64> {
-        let notional = self.notional(price_ticks, lots)?;
+        self.bid_reservation_of(self.notional(price_ticks, lots)?)
+    }
+
+    /// [`Self::bid_reservation`] of an order whose notional is known already.
+    #[inline]
+    pub fn bid_reservation_of(&self, notional: u64) -> Option<u64> {
         notional.checked_add(Self::fee(notional, self.config.taker_fee_ppm))
     }
 }

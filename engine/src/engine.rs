@@ -7,7 +7,7 @@ use crate::bands;
 use crate::book::{Book, OrderBook, RestingOrder};
 use crate::config::{ConfigError, EngineConfig, EngineLimits, MarketSpec};
 use crate::hash::{StateHasher, StateWords};
-use crate::ledger::{Balance, Ledger, LedgerError};
+use crate::ledger::{AccountIndex, Balance, Ledger, LedgerError};
 use crate::triggers::{Attachment, TriggerBook};
 use codec::GatewayTag;
 use codec::{
@@ -73,6 +73,10 @@ struct MarketState<B> {
 struct Taker {
     order_id: OrderId,
     user_id: UserId,
+    /// The user's ledger account, looked up once when the taker is made (accounts are never
+    /// removed, so it stays valid); `None` without one, which funds checks make impossible for
+    /// a taker that trades or rests.
+    account: Option<AccountIndex>,
     client_order_id: ClientOrderId,
     side: Side,
     /// Limit price; `None` for market orders.
@@ -240,6 +244,8 @@ impl<B: Book> Engine<B> {
             | Command::CancelReplace(CancelReplace { market_id, .. })
             | Command::RoutedOrder(RoutedOrder { market_id, .. }) = command
             && let Some(mi) = self.market_index(*market_id)
+            // Nothing can fire without pending triggers (most markets, most of the time).
+            && !self.markets[mi].triggers.is_empty()
         {
             self.fire_triggers(ctx, mi, out);
         }
@@ -719,24 +725,34 @@ impl<B: Book> Engine<B> {
             return Err(RejectReason::DuplicateClientOrderId);
         }
         let trigger_kind = m.trigger_kind.get().map_err(invalid)?;
-        let attachment = self.check_attachment(
-            mi,
-            m,
-            side,
-            fired.is_some() || trigger_kind != codec::TriggerKind::None || m.trigger_price_ticks.get() != 0,
-        )?;
+        let attachment = if has_attachment(m) {
+            self.check_attachment(
+                mi,
+                m,
+                side,
+                fired.is_some() || trigger_kind != codec::TriggerKind::None || m.trigger_price_ticks.get() != 0,
+            )?
+        } else {
+            None
+        };
         let market = &self.markets[mi];
         match trigger_kind {
             codec::TriggerKind::None if m.trigger_price_ticks.get() == 0 => {}
             codec::TriggerKind::None => return Err(RejectReason::InvalidTriggerPrice),
             kind => return self.accept_trigger(ctx, mi, m, kind, out),
         }
-        // The price band around the reference price, fixed for the whole order.
-        let band = spec.config.price_band.limits(bands::reference_price(
-            market.last_trade_ticks,
-            market.book.best_price(Side::Bid).map(Ticks::get),
-            market.book.best_price(Side::Ask).map(Ticks::get),
-        ));
+        // The price band around the reference price, fixed for the whole order (no reference to
+        // compute for a market without a band).
+        let price_band = spec.config.price_band;
+        let band = if price_band.is_enabled() {
+            price_band.limits(bands::reference_price(
+                market.last_trade_ticks,
+                market.book.best_price(Side::Bid).map(Ticks::get),
+                market.book.best_price(Side::Ask).map(Ticks::get),
+            ))
+        } else {
+            None
+        };
         if let Some(band) = band
             && order_type == OrderType::Limit
             && !band.contains(price)
@@ -749,7 +765,10 @@ impl<B: Book> Engine<B> {
         });
         let may_rest = order_type == OrderType::Limit && time_in_force == TimeInForce::Gtc;
         if may_rest {
-            if market.book.open_orders_of(m.user_id) >= self.limits.open_orders_per_user_max {
+            // A user holds at most the whole book: below the bound, the per-user count (a lookup
+            // by user) cannot have reached it.
+            let bound = self.limits.open_orders_per_user_max;
+            if market.book.len() >= bound && market.book.open_orders_of(m.user_id) >= bound {
                 return Err(RejectReason::TooManyOpenOrders);
             }
             if !market.book.has_capacity() {
@@ -758,11 +777,15 @@ impl<B: Book> Engine<B> {
         }
 
         // Funds: the whole order must be affordable at its limit (takers pay from available).
+        // The account is looked up once, for these checks, the fills and the rest.
         let (base, quote) = (config.base, config.quote);
+        let account = self.ledger.account_index(m.user_id);
+        let available = |asset| account.map_or(0, |account| self.ledger.balance_at(account, asset).available);
         let budget = match (order_type, side) {
             (OrderType::Limit, Side::Bid) => {
-                let needed = spec.bid_reservation(price, quantity).ok_or(RejectReason::ArithmeticOverflow)?;
-                if self.ledger.get(m.user_id, quote).available < needed {
+                // A limit order's minimum value is its notional, computed above.
+                let needed = spec.bid_reservation_of(minimum_value).ok_or(RejectReason::ArithmeticOverflow)?;
+                if available(quote) < needed {
                     return Err(RejectReason::InsufficientBalance);
                 }
                 None
@@ -770,20 +793,20 @@ impl<B: Book> Engine<B> {
             (OrderType::Market, Side::Ask) if quote_quantity != 0 => {
                 // Sells what it holds, in whole lots, until the quote quantity is reached: it
                 // needs at least one lot now; how many it sells depends on the bids it meets.
-                if self.ledger.get(m.user_id, base).available < config.lot_size {
+                if available(base) < config.lot_size {
                     return Err(RejectReason::InsufficientBalance);
                 }
                 None
             }
             (_, Side::Ask) => {
                 let needed = spec.base_amount(quantity).ok_or(RejectReason::ArithmeticOverflow)?;
-                if self.ledger.get(m.user_id, base).available < needed {
+                if available(base) < needed {
                     return Err(RejectReason::InsufficientBalance);
                 }
                 None
             }
             (OrderType::Market, Side::Bid) => {
-                let available = self.ledger.get(m.user_id, quote).available;
+                let available = available(quote);
                 if available == 0 || available < quote_quantity {
                     return Err(RejectReason::InsufficientBalance);
                 }
@@ -816,6 +839,7 @@ impl<B: Book> Engine<B> {
         let mut taker = Taker {
             order_id: fired.unwrap_or(OrderId::new(self.next_order_id)),
             user_id: m.user_id,
+            account,
             client_order_id,
             side,
             limit: (order_type == OrderType::Limit).then_some(price),
@@ -827,8 +851,7 @@ impl<B: Book> Engine<B> {
             spent: 0,
             proceeds_max: sells_by_quote.then_some(quote_quantity),
             proceeds: 0,
-            deliverable_lots: sells_by_quote
-                .then(|| self.ledger.get(m.user_id, base).available / self.markets[mi].spec.config.lot_size),
+            deliverable_lots: sells_by_quote.then(|| available(base) / self.markets[mi].spec.config.lot_size),
             last_fill: None,
             self_trade_prevention,
             time_in_force,
@@ -1036,6 +1059,7 @@ impl<B: Book> Engine<B> {
         let mut taker = Taker {
             order_id,
             user_id: order.user_id,
+            account: self.ledger.account_index(order.user_id),
             client_order_id: order.client_order_id,
             side: order.side,
             limit: Some(new_price),
@@ -1390,6 +1414,7 @@ impl<B: Book> Engine<B> {
             let mut taker = Taker {
                 order_id,
                 user_id: m.user_id,
+                account: self.ledger.account_index(m.user_id),
                 client_order_id: ClientOrderId::ZERO,
                 side,
                 limit: None,
@@ -1522,16 +1547,18 @@ impl<B: Book> Engine<B> {
                 return MatchStop::Filled;
             }
             let market = &self.markets[mi];
-            let Some(&maker) = market.book.front(opposite) else {
+            let Some(front) = market.book.front(opposite) else {
                 return if quote_quantity_reached(&market.spec, taker, out) {
                     MatchStop::QuoteQuantityReached
                 } else {
                     MatchStop::NoLiquidity
                 };
             };
-            if taker.limit.is_some_and(|limit| !crosses(taker.side, limit, maker.price.get())) {
+            // Most takers stop here, at a price they do not cross: check before copying the maker.
+            if taker.limit.is_some_and(|limit| !crosses(taker.side, limit, front.price.get())) {
                 return MatchStop::PriceLimit;
             }
+            let maker = *front;
             if taker.band_edge.is_some_and(|edge| !crosses(taker.side, edge, maker.price.get())) {
                 return MatchStop::PriceBand;
             }
@@ -1619,7 +1646,7 @@ impl<B: Book> Engine<B> {
         let ledger = &mut self.ledger;
         // Both accounts exist (the taker pays from one, the maker's reservation sits in the
         // other): look each up once, not once per operation.
-        let taker_account = ledger.account_index(taker.user_id).expect(INVARIANT);
+        let taker_account = taker.account.expect(INVARIANT);
         let maker_account = ledger.account_index(maker.user_id).expect(INVARIANT);
         match taker.side {
             Side::Bid => {
@@ -1753,9 +1780,10 @@ impl<B: Book> Engine<B> {
                 (None, _) => out.push(expire(ExpireReason::NoLiquidity)),
             },
         }
-        // A parent that does not rest gets no children for its unfilled part.
+        // A parent that does not rest gets no children for its unfilled part (without any
+        // attachment in the market there is nothing to detach).
         let market = &mut self.markets[mi];
-        if market.book.get(taker.order_id).is_none() {
+        if !market.triggers.is_empty_of_attachments() && market.book.get(taker.order_id).is_none() {
             market.triggers.detach(taker.order_id);
         }
     }
@@ -1771,7 +1799,8 @@ impl<B: Book> Engine<B> {
         };
         let reserved = reserved.expect("bounded by market limits");
         const INVARIANT: &str = "funds and capacity checked before acceptance";
-        let balance = self.ledger.lock(taker.user_id, asset, reserved).expect(INVARIANT);
+        let account = taker.account.expect(INVARIANT);
+        let balance = self.ledger.lock_at(account, asset, reserved).expect(INVARIANT);
         market
             .book
             .insert(RestingOrder {
@@ -1863,6 +1892,17 @@ impl<B: Book> Engine<B> {
             reserved: Reserved::ZERO,
         }));
     }
+}
+
+/// Whether a new order carries a stop-loss / take-profit attachment (any of its four prices set):
+/// only then is there an attachment to check.
+#[inline]
+fn has_attachment(m: &NewOrder) -> bool {
+    (m.stop_loss_trigger_ticks.get()
+        | m.stop_loss_limit_ticks.get()
+        | m.take_profit_trigger_ticks.get()
+        | m.take_profit_limit_ticks.get())
+        != 0
 }
 
 /// Whether a `side` order at `limit` trades against a resting order at `resting`.

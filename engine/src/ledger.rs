@@ -29,12 +29,58 @@ pub struct Ledger {
     /// Every account's balances in one flat array, `asset_count` per account in account order: a
     /// balance is one index computation away (no second allocation per account to chase).
     balances: Vec<Balance>,
-    index: FastMap<UserId, u32>,
+    index: AccountMap,
     fees_collected: Vec<u64>,
     /// Held by AMM pools, per asset (the sum of the pools' reserves).
     pooled: Vec<u64>,
     deposited: Vec<u128>,
     withdrawn: Vec<u128>,
+}
+
+/// User ids below this are found through a plain array (4 bytes an id, at most 4 MiB), the rest
+/// through a hash map: the exchange hands out user ids sequentially from 1, so in practice every
+/// lookup is one array read instead of a hash probe (the ledger is looked up on every order).
+const DENSE_USER_IDS_MAX: u64 = 1 << 20;
+
+/// User id -> account position. Lookup state only: accounts themselves are kept (and hashed,
+/// snapshotted, iterated) in creation order, so how this finds them cannot affect determinism.
+#[derive(Debug, Clone)]
+struct AccountMap {
+    /// Indexed by user id below [`DENSE_USER_IDS_MAX`]: the account position + 1, 0 for none.
+    /// Grown (doubling) when an account with a larger id is created.
+    dense: Vec<u32>,
+    /// Accounts of larger user ids.
+    sparse: FastMap<UserId, u32>,
+}
+
+impl AccountMap {
+    fn new(accounts_expected: usize) -> Self {
+        let dense_len = (accounts_expected as u64).clamp(1, DENSE_USER_IDS_MAX) as usize;
+        Self { dense: vec![0; dense_len], sparse: new_map(0) }
+    }
+
+    #[inline]
+    fn get(&self, user_id: UserId) -> Option<u32> {
+        match self.dense.get(user_id.get() as usize) {
+            Some(&entry) => entry.checked_sub(1),
+            None if user_id.get() < DENSE_USER_IDS_MAX => None,
+            None => self.sparse.get(&user_id).copied(),
+        }
+    }
+
+    fn insert(&mut self, user_id: UserId, position: u32) {
+        let id = user_id.get();
+        if id < DENSE_USER_IDS_MAX {
+            let id = id as usize;
+            if id >= self.dense.len() {
+                let len = (id + 1).next_power_of_two().min(DENSE_USER_IDS_MAX as usize);
+                self.dense.resize(len, 0);
+            }
+            self.dense[id] = position + 1;
+        } else {
+            self.sparse.insert(user_id, position);
+        }
+    }
 }
 
 /// The position of an account in the ledger (see [`Ledger::account_index`]).
@@ -54,7 +100,7 @@ impl Ledger {
             asset_count,
             users: Vec::with_capacity(accounts_expected),
             balances: Vec::with_capacity(accounts_expected * asset_count),
-            index: new_map(accounts_expected),
+            index: AccountMap::new(accounts_expected),
             fees_collected: vec![0; asset_count],
             pooled: vec![0; asset_count],
             deposited: vec![0; asset_count],
@@ -113,7 +159,7 @@ impl Ledger {
 
     #[inline]
     fn slot(&self, user_id: UserId) -> Option<usize> {
-        self.index.get(&user_id).map(|&i| i as usize)
+        self.index.get(user_id).map(|i| i as usize)
     }
 
     #[inline]
@@ -246,9 +292,15 @@ impl Ledger {
         Ok(after)
     }
 
-    /// Moves `amount` from available to locked.
-    pub(crate) fn lock(&mut self, user_id: UserId, asset: AssetId, amount: u64) -> Result<Balance, LedgerError> {
-        let balance = self.balance_mut(user_id, asset).ok_or(LedgerError::Insufficient)?;
+    /// Moves `amount` from available to locked in an account (an order's reservation).
+    #[inline]
+    pub(crate) fn lock_at(
+        &mut self,
+        account: AccountIndex,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<Balance, LedgerError> {
+        let balance = self.balance_at_mut(account, asset);
         let available = balance.available.checked_sub(amount).ok_or(LedgerError::Insufficient)?;
         // Cannot overflow: available + locked never exceeds the asset's outstanding total (< 2^64).
         balance.locked += amount;
@@ -359,7 +411,7 @@ impl Ledger {
         let count = r.u64()? as usize;
         for _ in 0..count {
             let user_id = UserId::new(r.u64()?);
-            if self.index.contains_key(&user_id) {
+            if self.index.get(user_id).is_some() {
                 return Err(crate::snapshot::invalid(format!("account {user_id} twice")));
             }
             for _ in 0..self.asset_count {
@@ -394,5 +446,31 @@ impl Ledger {
             hasher.u128(self.deposited[a]);
             hasher.u128(self.withdrawn[a]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accounts are found whatever their user id: below the dense bound (the array grows past its
+    /// start-up length), at and beyond it (the hash map), and an unknown id is no account.
+    #[test]
+    fn accounts_are_found_on_both_sides_of_the_dense_id_bound() {
+        let mut ledger = Ledger::new(2, 4);
+        let ids = [1, 3, 4, 5, 1_000, DENSE_USER_IDS_MAX - 1, DENSE_USER_IDS_MAX, u64::MAX];
+        for (n, &id) in ids.iter().enumerate() {
+            ledger.deposit(UserId::new(id), AssetId::new(1), 10 + n as u64).expect("deposit fits");
+        }
+        assert_eq!(ledger.account_count(), ids.len());
+        for (n, &id) in ids.iter().enumerate() {
+            let account = ledger.account_index(UserId::new(id)).expect("account exists");
+            assert_eq!(account, AccountIndex(n), "user {id}");
+            assert_eq!(ledger.balance(UserId::new(id), AssetId::new(1)).available, 10 + n as u64);
+        }
+        for id in [0, 2, 6, 999, DENSE_USER_IDS_MAX + 1, u64::MAX - 1] {
+            assert_eq!(ledger.account_index(UserId::new(id)), None, "user {id}");
+        }
+        assert!(ledger.index.dense.len() <= DENSE_USER_IDS_MAX as usize);
     }
 }

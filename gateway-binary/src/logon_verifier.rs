@@ -74,6 +74,8 @@ impl LogonVerifier {
     /// The thread cannot be spawned.
     pub fn start(waker: Arc<dyn Waker>, stats: Arc<GatewayStats>) -> std::io::Result<Self> {
         let (checks, inbox) = mpsc::sync_channel::<LogonCheck>(LOGON_VERIFICATIONS_PENDING_MAX);
+        // Unbounded type, bounded use: a verdict answers a pending check, at most
+        // LOGON_VERIFICATIONS_PENDING_MAX of them.
         let (outbox, verdicts) = mpsc::channel::<LogonVerdict>();
         let thread = std::thread::Builder::new().name("binary-logon".into()).spawn(move || {
             // Ends when the I/O thread drops its end (after the checks still queued).

@@ -201,6 +201,11 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             "Open connections of the SBE gateway.",
             load(&binary.connections) as f64,
         ));
+        gauges.push((
+            "exchange_binary_logon_verifications_pending",
+            "SBE logon signatures waiting for the verifier thread (io = thread).",
+            load(&binary.logon_verifications_pending) as f64,
+        ));
         counters.extend([
             ("exchange_binary_logons_total", "Sessions established on the SBE gateway.", load(&binary.logons)),
             (

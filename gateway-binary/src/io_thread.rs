@@ -17,11 +17,18 @@
 //! the egress ring's doorbell ([`engine::doorbell::Doorbell::park_elsewhere`]): a publication
 //! or a socket wakes it, never a fixed nap. The wait is bounded by the next heartbeat check.
 //!
+//! Logon signatures are not checked here: a connection's `Establish` goes to the verifier thread
+//! ([`crate::logon_verifier`]) and the connection waits, reading nothing, until the verdict comes
+//! back (the verifier rings this thread's waker); then this thread finishes the logon, handles
+//! what the client sent after `Establish` and reads the socket again. Meanwhile every other
+//! connection is served.
+//!
 //! The loop's skeleton (idle decision, accept, reads, the batched out buffer) is
 //! [`engine::reactor`], shared with the FIX gateway; what is SBE's (sessions, Terminate) is here.
 
 use crate::Shared;
 use crate::dispatch::{Dispatcher, terminate_all};
+use crate::logon_verifier::LogonVerifier;
 use crate::session::{Connection, HEARTBEAT_CHECK_INTERVAL, Inbound, Outbound, ReadyList};
 use crate::session::{WRITER_GRACE, session_frame};
 use bytes::BytesMut;
@@ -45,8 +52,10 @@ struct Socket {
     link: Connection,
     outbound: mpsc::Receiver<Outbound>,
     kill: watch::Receiver<Option<TerminateReason>>,
-    /// Bytes read and not yet a whole frame.
+    /// Bytes read and not yet a whole frame (or, while its logon is verified, not yet handled).
     buffer: BytesMut,
+    /// When the newest bytes of `buffer` were read.
+    received_ns: u64,
     /// Frames to write.
     out: OutBuffer,
     /// Ending: the Terminate is queued; closed once `out` is written or at this deadline.
@@ -103,10 +112,29 @@ struct IoThread {
     /// Scratch for [`ReadyList::take`] (its capacity swaps with the list's).
     from_sessions: Vec<u64>,
     dispatcher: Dispatcher,
+    /// Where logon signatures are checked.
+    verifier: LogonVerifier,
+    /// Connections whose reads after a logon verdict stopped at [`reactor::READS_PER_TURN_MAX`]:
+    /// read again next turn.
+    resumed_reads: Vec<u64>,
+}
+
+/// Why a connection's reads stopped before its socket would block.
+enum ReadStop {
+    /// End the connection with this reason.
+    End(TerminateReason),
+    /// Its logon signature is being checked: read the rest after the verdict.
+    AwaitVerdict,
 }
 
 /// Runs the I/O thread until the gateway stops.
-pub(crate) fn run(shared: Arc<Shared>, poll: Poll, listener: TcpListener, mut consumer: Consumer) {
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    poll: Poll,
+    listener: TcpListener,
+    mut consumer: Consumer,
+    verifier: LogonVerifier,
+) {
     let mut thread = IoThread {
         shared,
         poll,
@@ -116,6 +144,8 @@ pub(crate) fn run(shared: Arc<Shared>, poll: Poll, listener: TcpListener, mut co
         marked: Vec::new(),
         from_sessions: Vec::new(),
         dispatcher: Dispatcher::new(),
+        verifier,
+        resumed_reads: Vec::new(),
     };
     let mut events = Events::with_capacity(reactor::EVENTS_MAX);
     reactor::run_turns(&mut thread, &mut consumer, &mut events, HEARTBEAT_CHECK_INTERVAL, "binary");
@@ -139,14 +169,16 @@ impl Reactor for IoThread {
         self.dispatcher.dispatch_next(&self.shared, consumer)
     }
 
-    /// Writes, then (when due) heartbeats and deadlines with their own write; writing is not
-    /// counted as work (what it writes was counted when queued).
+    /// Logon verdicts (and the reads they resume), writes, then (when due) heartbeats and
+    /// deadlines with their own write; writing is not counted as work (what it writes was
+    /// counted when queued), a verdict or a resumed read is.
     fn finish_turn(&mut self, timers_due: bool) -> bool {
+        let worked = self.take_verdicts();
         self.write_marked();
         if timers_due {
             self.check_timers();
         }
-        false
+        worked
     }
 }
 
@@ -176,6 +208,7 @@ impl Connections for IoThread {
                         outbound,
                         kill,
                         buffer: BytesMut::with_capacity(2 * FRAME_BYTES_MAX),
+                        received_ns: 0,
                         out: OutBuffer::default(),
                         closing: None,
                     },
@@ -192,20 +225,26 @@ impl Connections for IoThread {
             reactor::discard_ready(&mut socket.stream);
             return false;
         }
-        let shared = &self.shared;
-        let Socket { stream, inbound, link, buffer, .. } = &mut *socket;
+        if socket.inbound.is_verifying_logon() {
+            // Left in the socket until the verdict (then read: see `take_verdicts`).
+            return false;
+        }
+        let Self { shared, verifier, .. } = self;
+        let Socket { stream, inbound, link, buffer, received_ns: buffer_received_ns, .. } = &mut *socket;
         let mut read_again = false;
         let ending = match reactor::read_ready(stream, |bytes, received_ns| {
             buffer.extend_from_slice(bytes);
-            inbound.handle_frames(shared, buffer, link, received_ns)
+            *buffer_received_ns = received_ns;
+            inbound.handle_frames(shared, buffer, link, received_ns, Some(verifier)).map_err(ReadStop::End)?;
+            if inbound.is_verifying_logon() { Err(ReadStop::AwaitVerdict) } else { Ok(()) }
         }) {
-            ReadEnd::Drained => None,
+            ReadEnd::Drained | ReadEnd::Refused(ReadStop::AwaitVerdict) => None,
             ReadEnd::Again => {
                 read_again = true;
                 None
             }
             ReadEnd::PeerGone => Some(TerminateReason::Finished),
-            ReadEnd::Refused(reason) => Some(reason),
+            ReadEnd::Refused(ReadStop::End(reason)) => Some(reason),
         };
         if let Some(reason) = ending {
             socket.close(reason);
@@ -221,6 +260,44 @@ impl Connections for IoThread {
 }
 
 impl IoThread {
+    /// Finishes the logons whose verdict came back: each connection's logon completes (or it
+    /// ends), the frames it sent after `Establish` are handled in order, and its socket is read
+    /// again (it was left alone meanwhile; with edge-triggered readiness nothing else would read
+    /// it). Also reads again the connections whose resumed reads were cut short last turn.
+    /// Whether there was any of either.
+    fn take_verdicts(&mut self) -> bool {
+        let mut worked = false;
+        for id in std::mem::take(&mut self.resumed_reads) {
+            if self.read(id) {
+                self.resumed_reads.push(id);
+            }
+            worked = true;
+        }
+        while let Some(verdict) = self.verifier.next_verdict() {
+            worked = true;
+            let id = verdict.connection_id;
+            // Gone or ending since: the verdict is of no use.
+            let Some(socket) = self.sockets.get_mut(&id) else { continue };
+            if socket.closing.is_some() {
+                continue;
+            }
+            let Socket { inbound, link, buffer, received_ns, .. } = &mut *socket;
+            let resumed = inbound
+                .logon_verified(&self.shared, link, verdict.valid)
+                .and_then(|()| inbound.handle_frames(&self.shared, buffer, link, *received_ns, Some(&self.verifier)));
+            self.marked.push(id);
+            match resumed {
+                Err(reason) => socket.close(reason),
+                Ok(()) => {
+                    if self.read(id) {
+                        self.resumed_reads.push(id);
+                    }
+                }
+            }
+        }
+        worked
+    }
+
     /// Writes every connection with something queued (marked by its session, the dispatcher or
     /// a writable event), once each; ends the ones killed from elsewhere and the finished ones.
     fn write_marked(&mut self) {

@@ -23,6 +23,7 @@
 
 mod dispatch;
 mod io_thread;
+mod logon_verifier;
 pub mod recent_ids;
 pub mod session;
 mod throttle;
@@ -37,6 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+pub use logon_verifier::LOGON_VERIFICATIONS_PENDING_MAX;
 pub use throttle::TokenBucket;
 
 /// The text signed at logon, before the server nonce and the API key.
@@ -57,7 +59,9 @@ pub enum IoMode {
     Tokio,
     /// One dedicated thread owns every socket (epoll through mio) and is also the dispatcher:
     /// it reads, validates and pushes to the ingress ring, then routes the egress ring and
-    /// writes the answers itself; two hand-offs (to the engine and back).
+    /// writes the answers itself; two hand-offs (to the engine and back). Logon signatures are
+    /// checked on a verifier thread beside it, so a burst of logons does not hold the sessions'
+    /// orders (at most [`LOGON_VERIFICATIONS_PENDING_MAX`] pending).
     Thread,
 }
 
@@ -136,6 +140,9 @@ pub struct GatewayStats {
     pub logons: AtomicU64,
     /// Logons refused.
     pub logon_failures: AtomicU64,
+    /// Logon signatures handed to the verifier thread and not yet answered
+    /// ([`IoMode::Thread`]; always 0 under [`IoMode::Tokio`], which checks them inline).
+    pub logon_verifications_pending: AtomicU64,
     /// Commands put on the ingress ring.
     pub commands: AtomicU64,
     /// Business rejects sent.
@@ -213,6 +220,8 @@ impl BinaryGateway {
         // Gating, as the tokio mode's dispatcher (see there).
         let consumer = egress.subscribe_gating();
         egress.add_waker(waker.clone());
+        // Logon signatures are checked on a thread of their own, off the I/O thread.
+        let verifier = logon_verifier::LogonVerifier::start(waker.clone(), shared.stats.clone())?;
         let thread = {
             let shared = shared.clone();
             std::thread::Builder::new().name("binary-io".into()).spawn(move || {
@@ -220,7 +229,7 @@ impl BinaryGateway {
                     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
                     tracing::info!(core, pinned, "binary gateway I/O thread pinned");
                 }
-                io_thread::run(shared, poll, listener, consumer);
+                io_thread::run(shared, poll, listener, consumer, verifier);
             })?
         };
         tracing::info!(listen = %local_addr, "binary gateway listening (I/O thread)");

@@ -1,5 +1,6 @@
 //! Connections and sessions: logon, inbound validation, heartbeats, retransmission, terminate.
 
+use crate::logon_verifier::{LogonCheck, LogonVerifier};
 use crate::recent_ids::RecentClientOrderIds;
 use crate::{KEEP_ALIVE_MS_MAX, KEEP_ALIVE_MS_MIN, LOGON_CONTEXT, RETRANSMIT_COUNT_MAX, Shared, TokenBucket};
 use bytes::{Bytes, BytesMut};
@@ -356,6 +357,9 @@ impl Inbound {
     }
 
     /// Handles every complete frame in `buffer` (read at `received_ns`) and removes them.
+    /// `verifier`: where a logon's signature is checked (`None`: here, inline). With a verifier,
+    /// handling stops after the `Establish` until [`Self::logon_verified`]: the frames after it
+    /// stay in `buffer` (see [`Self::is_verifying_logon`]).
     ///
     /// # Errors
     /// The reason to end the connection: a bad frame, a failed logon, a protocol error, more
@@ -366,8 +370,14 @@ impl Inbound {
         buffer: &mut BytesMut,
         link: &Connection,
         received_ns: u64,
+        verifier: Option<&LogonVerifier>,
     ) -> Result<(), TerminateReason> {
         loop {
+            if self.is_verifying_logon() {
+                // The rest waits for the verdict. `buffer` holds at most what was read with the
+                // `Establish`: nothing more is read meanwhile.
+                return Ok(());
+            }
             let (message, used) = match FrameDecoder::next_frame(buffer) {
                 Ok(Some((message, used))) => (message.to_vec(), used),
                 Ok(None) => break,
@@ -378,7 +388,7 @@ impl Inbound {
             };
             let _ = buffer.split_to(used);
             self.last_inbound = Instant::now();
-            handle_message(shared, &mut self.phase, &message, link, received_ns)?;
+            handle_message(shared, &mut self.phase, &message, link, received_ns, verifier)?;
         }
         if buffer.len() > 2 * FRAME_BYTES_MAX {
             return Err(TerminateReason::ProtocolError);
@@ -418,6 +428,28 @@ impl Inbound {
         Ok(())
     }
 
+    /// Whether the connection's logon signature is being checked elsewhere: it handles no frame
+    /// until [`Self::logon_verified`] (and the I/O thread reads nothing more of its socket).
+    pub fn is_verifying_logon(&self) -> bool {
+        matches!(self.phase, Phase::VerifyingLogon { .. })
+    }
+
+    /// The verdict on the signature of the `Establish` this connection is waiting on: the logon
+    /// completes exactly as it does when checked inline (`EstablishAck`, or the same refusals).
+    /// Without a check pending, nothing happens. The caller then hands the frames still in the
+    /// buffer to [`Self::handle_frames`].
+    ///
+    /// # Errors
+    /// `Unauthenticated` (bad signature) or `DuplicateSession`: the connection ends.
+    pub fn logon_verified(&mut self, shared: &Shared, link: &Connection, valid: bool) -> Result<(), TerminateReason> {
+        let Phase::VerifyingLogon { key, user_id, keep_alive_ms } = self.phase else { return Ok(()) };
+        if !valid {
+            shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(TerminateReason::Unauthenticated);
+        }
+        establish_session(shared, &mut self.phase, key, user_id, keep_alive_ms, link)
+    }
+
     /// The connection ends: its session (if this connection still owns it) is left without one.
     pub fn detach(&self, connection_id: u64) {
         if let Phase::Established { session, .. } = &self.phase {
@@ -431,8 +463,22 @@ impl Inbound {
 
 enum Phase {
     AwaitNegotiate,
-    AwaitEstablish { key: PublicKey, user_id: UserId, nonce: [u8; 32] },
-    Established { session: Arc<Mutex<SessionState>>, keep_alive: Duration },
+    AwaitEstablish {
+        key: PublicKey,
+        user_id: UserId,
+        nonce: [u8; 32],
+    },
+    /// `Establish` received, its signature handed to the verifier thread: nothing else is
+    /// handled until the verdict. `keep_alive_ms` is the clamped one asked for.
+    VerifyingLogon {
+        key: PublicKey,
+        user_id: UserId,
+        keep_alive_ms: u32,
+    },
+    Established {
+        session: Arc<Mutex<SessionState>>,
+        keep_alive: Duration,
+    },
 }
 
 /// The writer half: drains the outbound queue, batching writes; on a kill signal writes the
@@ -513,7 +559,8 @@ async fn run_connection(stream: TcpStream, shared: Arc<Shared>, connection_id: u
     let mut received_ns = 0u64;
 
     let reason: TerminateReason = loop {
-        if let Err(reason) = inbound.handle_frames(&shared, &mut buffer, &link, received_ns) {
+        // Logon signatures are checked inline: this task serves this connection alone.
+        if let Err(reason) = inbound.handle_frames(&shared, &mut buffer, &link, received_ns, None) {
             tracing::debug!(?peer, ?reason, "binary gateway: inbound ends the connection");
             break reason;
         }
@@ -563,6 +610,54 @@ fn business_reject(
     }))
 }
 
+/// Completes a logon whose signature is valid: the key's session (created on its first logon)
+/// gets this connection, unless another connection holds it; `EstablishAck` is sent.
+///
+/// # Errors
+/// `DuplicateSession`: another connection holds the session; or the connection is gone.
+fn establish_session(
+    shared: &Shared,
+    phase: &mut Phase,
+    key: PublicKey,
+    user_id: UserId,
+    keep_alive_ms: u32,
+    link: &Connection,
+) -> Result<(), TerminateReason> {
+    let send = |frame: Bytes| link.send(frame.into());
+    let session = {
+        let mut sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .entry(key.0)
+            .or_insert_with(|| {
+                let session_id = shared.next_session_id.fetch_add(1, Ordering::Relaxed);
+                shared.session_keys.lock().unwrap_or_else(|e| e.into_inner()).insert(session_id, key.0);
+                Arc::new(Mutex::new(SessionState::new(user_id, session_id, &shared.config)))
+            })
+            .clone()
+    };
+    {
+        let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
+        if state.connection.is_some() {
+            shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(TerminateReason::DuplicateSession);
+        }
+        // The key may have been re-registered to another user since the session began.
+        state.user_id = user_id;
+        send(session_frame(Session::EstablishAck(EstablishAck {
+            user_id,
+            next_sequence: Sequence::new(state.next_outbound),
+            next_expected_sequence: Sequence::new(state.next_inbound),
+            keep_alive_ms: keep_alive_ms.into(),
+            reserved: Reserved::ZERO,
+        })))?;
+        state.connection = Some(link.clone());
+        state.last_outbound = Instant::now();
+    }
+    shared.stats.logons.fetch_add(1, Ordering::Relaxed);
+    *phase = Phase::Established { session, keep_alive: Duration::from_millis(u64::from(keep_alive_ms)) };
+    Ok(())
+}
+
 /// Handles one inbound message. `Err` ends the connection with that reason.
 fn handle_message(
     shared: &Shared,
@@ -570,6 +665,7 @@ fn handle_message(
     message: &[u8],
     link: &Connection,
     received_ns: u64,
+    verifier: Option<&LogonVerifier>,
 ) -> Result<(), TerminateReason> {
     let send = |frame: Bytes| link.send(frame.into());
     match phase {
@@ -592,48 +688,29 @@ fn handle_message(
             Ok(())
         }
         Phase::AwaitEstablish { key, user_id, nonce } => {
+            let (key, user_id, nonce) = (*key, *user_id, *nonce);
             let Ok((Session::Establish(establish), _)) = Session::decode(message) else {
                 shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
                 return Err(TerminateReason::Unauthenticated);
             };
-            if !verify_logon(key, nonce, &establish.signature) {
-                shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
-                return Err(TerminateReason::Unauthenticated);
-            }
             let keep_alive_ms = establish.keep_alive_ms.get().clamp(KEEP_ALIVE_MS_MIN, KEEP_ALIVE_MS_MAX);
-            let session = {
-                let mut sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
-                sessions
-                    .entry(key.0)
-                    .or_insert_with(|| {
-                        let session_id = shared.next_session_id.fetch_add(1, Ordering::Relaxed);
-                        shared.session_keys.lock().unwrap_or_else(|e| e.into_inner()).insert(session_id, key.0);
-                        Arc::new(Mutex::new(SessionState::new(*user_id, session_id, &shared.config)))
-                    })
-                    .clone()
-            };
-            {
-                let mut state = session.lock().unwrap_or_else(|e| e.into_inner());
-                if state.connection.is_some() {
+            let Some(verifier) = verifier else {
+                if !verify_logon(&key, &nonce, &establish.signature) {
                     shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
-                    return Err(TerminateReason::DuplicateSession);
+                    return Err(TerminateReason::Unauthenticated);
                 }
-                // The key may have been re-registered to another user since the session began.
-                state.user_id = *user_id;
-                send(session_frame(Session::EstablishAck(EstablishAck {
-                    user_id: *user_id,
-                    next_sequence: Sequence::new(state.next_outbound),
-                    next_expected_sequence: Sequence::new(state.next_inbound),
-                    keep_alive_ms: keep_alive_ms.into(),
-                    reserved: Reserved::ZERO,
-                })))?;
-                state.connection = Some(link.clone());
-                state.last_outbound = Instant::now();
+                return establish_session(shared, phase, key, user_id, keep_alive_ms, link);
+            };
+            let check = LogonCheck { connection_id: link.id, key, nonce, signature: establish.signature };
+            if let Err(reason) = verifier.submit(check) {
+                shared.stats.logon_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(reason);
             }
-            shared.stats.logons.fetch_add(1, Ordering::Relaxed);
-            *phase = Phase::Established { session, keep_alive: Duration::from_millis(u64::from(keep_alive_ms)) };
+            *phase = Phase::VerifyingLogon { key, user_id, keep_alive_ms };
             Ok(())
         }
+        // Never: frames are not handled while verifying.
+        Phase::VerifyingLogon { .. } => Err(TerminateReason::ProtocolError),
         Phase::Established { session, .. } => {
             // Session-layer messages first.
             if let Ok((message, _)) = Session::decode(message) {
@@ -806,7 +883,11 @@ pub fn logon_payload(nonce: &[u8; 32], api_key: &PublicKey) -> Vec<u8> {
     payload
 }
 
-fn verify_logon(key: &PublicKey, nonce: &[u8; 32], signature: &Signature) -> bool {
+/// Whether `signature` is `key`'s over the logon payload of `nonce` (strictly: no small-order
+/// keys, canonical signatures only).
+pub(crate) fn verify_logon(key: &PublicKey, nonce: &[u8; 32], signature: &Signature) -> bool {
+    #[cfg(test)]
+    crate::logon_verifier::gate::pass();
     let Ok(verifying) = ed25519_dalek::VerifyingKey::from_bytes(&key.0) else { return false };
     let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
     verifying.verify_strict(&logon_payload(nonce, key), &signature).is_ok()

@@ -2,7 +2,9 @@
 //! wrong key, an `Establish` without `Negotiate` and an application message before logon all end
 //! with `Terminate(Unauthenticated)` and a closed connection; a second connection for a logged-on
 //! key gets `Terminate(DuplicateSession)` while the first keeps working; a revoked key cannot log
-//! on; the granted keep-alive is the clamped one. Every refusal is counted.
+//! on; the granted keep-alive is the clamped one. Every refusal is counted. Frames written together
+//! with `Establish` follow its verdict in order (in `thread` mode the signature is checked off the
+//! I/O thread meanwhile: gateway-binary/src/logon_verifier.rs has the tests that hold it there).
 
 mod common;
 
@@ -143,4 +145,48 @@ fn the_keep_alive_granted_is_clamped() {
     assert_eq!(ack.keep_alive_ms.get(), KEEP_ALIVE_MS_MAX);
     let (_c, ack) = Raw::logon(harness.address, &secret(3), 1_234);
     assert_eq!((ack.keep_alive_ms.get(), ack.user_id.get()), (1_234, 3));
+}
+
+/// Frames written together with `Establish` are handled after the logon's verdict, in order, the
+/// same in both I/O modes (in `thread` mode the signature is checked on the verifier thread while
+/// the rest waits): after a good signature `EstablishAck` then the orders' answers; after a bad
+/// one `Terminate(Unauthenticated)` alone, and nothing reaches the engine.
+#[test]
+fn frames_sent_with_establish_follow_its_verdict() {
+    let harness = Harness::start(1, |_| {});
+    let key = api_key_of(&secret(1));
+    let framed = |message: Vec<u8>| {
+        let mut frame = vec![0; frame_length(message.len())];
+        encode_frame(&message, &mut frame).unwrap();
+        frame
+    };
+    let establish = |signature: [u8; 64]| {
+        framed(
+            Session::Establish(Establish {
+                signature: FixedBytes(signature),
+                next_expected_sequence: Sequence::new(1),
+                keep_alive_ms: 5_000u32.into(),
+                reserved: Reserved::ZERO,
+            })
+            .to_vec(),
+        )
+    };
+    let order = |client_order_id| framed(limit(Side::Bid, 600_000, 1, client_order_id).to_vec());
+
+    let mut refused = Raw::connect(harness.address);
+    refused.negotiate(key);
+    refused.write(&[establish([0; 64]), order(1)].concat()).unwrap();
+    assert_eq!(refused.expect_terminate(), TerminateReason::Unauthenticated);
+    assert_eq!(harness.gateway().stats().commands.load(Ordering::Relaxed), 0);
+
+    let mut raw = Raw::connect(harness.address);
+    let nonce = raw.negotiate(key);
+    raw.write(&[establish(sign(&secret(1), &logon_payload(&nonce, &key))), order(1), order(2)].concat()).unwrap();
+    match raw.receive() {
+        Some(Incoming::Session(Session::EstablishAck(ack))) => assert_eq!(ack.user_id.get(), 1),
+        other => panic!("expected EstablishAck, got {other:?}"),
+    }
+    for client_order_id in 1..=2 {
+        assert_eq!(accepted(raw.receive().unwrap()).client_order_id.get(), client_order_id);
+    }
 }

@@ -4,7 +4,8 @@
 //! [`CommandContext`] (sequence and timestamp from the journal): it appends the resulting
 //! [`codec::Event`]s to the caller's buffer and never does I/O, reads a clock or draws randomness.
 //! Replaying the same commands therefore reproduces the same state, which [`Engine::state_hash`]
-//! summarises.
+//! summarises. A replay that needs only the state calls [`Engine::execute_without_events`]
+//! (the events are not built; the state is the same, see [`event_sink`]).
 //!
 //! Rules the engine enforces, each rejection a numbered [`codec::RejectReason`]; a rejected command
 //! changes nothing:

@@ -6,6 +6,7 @@ use crate::amm::{self, Pool};
 use crate::bands;
 use crate::book::{Book, OrderBook, RestingOrder};
 use crate::config::{ConfigError, EngineConfig, EngineLimits, MarketSpec};
+use crate::event_sink::{EventSink, NoEvents};
 use crate::hash::{StateHasher, StateWords};
 use crate::ledger::{AccountIndex, Balance, Ledger, LedgerError};
 use crate::triggers::{Attachment, TriggerBook};
@@ -99,13 +100,23 @@ struct Taker {
     /// Most lots a quote-quantity market sell can deliver: the seller's available base at
     /// acceptance, in whole lots.
     deliverable_lots: Option<u64>,
-    /// Index in the command's output of this taker's latest `Fill`, so that the fill can be
-    /// marked as completing the order once matching ends (quote-quantity orders learn that they
-    /// are done only when the next lot no longer fits their quote quantity).
-    last_fill: Option<usize>,
+    /// This taker's latest fill: where its `Fill` event is, so that it can be marked as
+    /// completing the order once matching ends (quote-quantity orders learn that they are done
+    /// only when the next lot no longer fits their quote quantity), and its price. Kept here,
+    /// never read back from the events, so that a replay without events decides the same.
+    last_fill: Option<LastFill>,
     self_trade_prevention: SelfTradePrevention,
     time_in_force: TimeInForce,
     post_only: bool,
+}
+
+/// A taker's latest fill (see [`Taker::last_fill`]).
+#[derive(Debug, Clone, Copy)]
+struct LastFill {
+    /// Its `Fill` event's index in the sink ([`EventSink::next_index`]).
+    event_index: usize,
+    /// Its price in ticks.
+    price_ticks: u64,
 }
 
 /// Why matching stopped.
@@ -226,6 +237,18 @@ impl<B: Book> Engine<B> {
     /// for ([`GATEWAYS_MAX`]) is rejected ([`RejectReason::TooManyGateways`]), its gateway not
     /// remembered.
     pub fn execute(&mut self, ctx: CommandContext, command: &Command, out: &mut Vec<Event>) {
+        self.execute_into(ctx, command, out);
+    }
+
+    /// Executes one command for its state change only, building no events: what a replay that
+    /// rebuilds state uses (recovery, shadow engines). The state afterwards is exactly the one
+    /// [`Self::execute`] reaches.
+    pub fn execute_without_events(&mut self, ctx: CommandContext, command: &Command) {
+        self.execute_into(ctx, command, &mut NoEvents);
+    }
+
+    /// [`Self::execute`] into any [`EventSink`]; the engine's decisions never depend on the sink.
+    pub fn execute_into(&mut self, ctx: CommandContext, command: &Command, out: &mut impl EventSink) {
         let mut untracked_gateway = false;
         if let Some(tag) = ctx.gateway {
             if self.is_duplicate(tag) {
@@ -276,7 +299,12 @@ impl<B: Book> Engine<B> {
     }
 
     /// Executes `command` by its kind (no deduplication: [`Self::execute`] did that).
-    fn dispatch(&mut self, ctx: CommandContext, command: &Command, out: &mut Vec<Event>) -> Result<(), RejectReason> {
+    fn dispatch(
+        &mut self,
+        ctx: CommandContext,
+        command: &Command,
+        out: &mut impl EventSink,
+    ) -> Result<(), RejectReason> {
         match command {
             Command::NewOrder(m) => self.new_order(ctx, m, None, out),
             Command::CancelOrder(m) => self.cancel_order(ctx, m, out),
@@ -656,7 +684,7 @@ impl<B: Book> Engine<B> {
         ctx: CommandContext,
         m: &NewOrder,
         fired: Option<OrderId>,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) -> Outcome {
         let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
         if self.markets[mi].halted {
@@ -896,7 +924,7 @@ impl<B: Book> Engine<B> {
         Ok(())
     }
 
-    fn cancel_order(&mut self, ctx: CommandContext, m: &CancelOrder, out: &mut Vec<Event>) -> Outcome {
+    fn cancel_order(&mut self, ctx: CommandContext, m: &CancelOrder, out: &mut impl EventSink) -> Outcome {
         let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
         if let Some(order_id) = self.find_own_trigger(mi, m.user_id, m.order_id, m.client_order_id)? {
             self.cancel_trigger(ctx, mi, order_id, CancelReason::UserRequested, out);
@@ -907,7 +935,7 @@ impl<B: Book> Engine<B> {
         Ok(())
     }
 
-    fn mass_cancel(&mut self, ctx: CommandContext, m: &MassCancel, out: &mut Vec<Event>) -> Outcome {
+    fn mass_cancel(&mut self, ctx: CommandContext, m: &MassCancel, out: &mut impl EventSink) -> Outcome {
         let filter = m.side.get().map_err(|_| RejectReason::InvalidEnumValue)?;
         let kinds = m.kinds.get().map_err(|_| RejectReason::InvalidEnumValue)?;
         let resting = matches!(kinds, OrderKindFilter::All | OrderKindFilter::Resting);
@@ -954,7 +982,7 @@ impl<B: Book> Engine<B> {
         Ok(())
     }
 
-    fn cancel_replace(&mut self, ctx: CommandContext, m: &CancelReplace, out: &mut Vec<Event>) -> Outcome {
+    fn cancel_replace(&mut self, ctx: CommandContext, m: &CancelReplace, out: &mut impl EventSink) -> Outcome {
         let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
         if self.markets[mi].halted {
             return Err(RejectReason::MarketHalted);
@@ -1082,7 +1110,7 @@ impl<B: Book> Engine<B> {
         Ok(())
     }
 
-    fn deposit(&mut self, ctx: CommandContext, m: &Deposit, out: &mut Vec<Event>) -> Outcome {
+    fn deposit(&mut self, ctx: CommandContext, m: &Deposit, out: &mut impl EventSink) -> Outcome {
         self.check_asset(m.asset_id, m.amount)?;
         let balance = self.ledger.deposit(m.user_id, m.asset_id, m.amount.get()).map_err(|e| match e {
             LedgerError::Overflow => RejectReason::ArithmeticOverflow,
@@ -1092,7 +1120,7 @@ impl<B: Book> Engine<B> {
         Ok(())
     }
 
-    fn withdraw(&mut self, ctx: CommandContext, m: &Withdraw, out: &mut Vec<Event>) -> Outcome {
+    fn withdraw(&mut self, ctx: CommandContext, m: &Withdraw, out: &mut impl EventSink) -> Outcome {
         self.check_asset(m.asset_id, m.amount)?;
         let balance = self
             .ledger
@@ -1102,7 +1130,7 @@ impl<B: Book> Engine<B> {
         Ok(())
     }
 
-    fn market_control(&mut self, ctx: CommandContext, m: &MarketControl, out: &mut Vec<Event>) -> Outcome {
+    fn market_control(&mut self, ctx: CommandContext, m: &MarketControl, out: &mut impl EventSink) -> Outcome {
         let mi = self.market_index(m.market_id).ok_or(RejectReason::UnknownMarket)?;
         let halted = match m.action.get().map_err(|_| RejectReason::InvalidEnumValue)? {
             MarketAction::Halt => true,
@@ -1148,7 +1176,7 @@ impl<B: Book> Engine<B> {
         }
     }
 
-    fn add_liquidity(&mut self, ctx: CommandContext, m: &AddLiquidity, out: &mut Vec<Event>) -> Outcome {
+    fn add_liquidity(&mut self, ctx: CommandContext, m: &AddLiquidity, out: &mut impl EventSink) -> Outcome {
         let pi = self.pool_index(m.market_id)?;
         self.refuse_if_halted(m.market_id)?;
         let pool = &self.pools[pi];
@@ -1200,7 +1228,7 @@ impl<B: Book> Engine<B> {
         Ok(())
     }
 
-    fn remove_liquidity(&mut self, ctx: CommandContext, m: &RemoveLiquidity, out: &mut Vec<Event>) -> Outcome {
+    fn remove_liquidity(&mut self, ctx: CommandContext, m: &RemoveLiquidity, out: &mut impl EventSink) -> Outcome {
         let pi = self.pool_index(m.market_id)?;
         let pool = &self.pools[pi];
         let shares = m.shares.get();
@@ -1253,7 +1281,7 @@ impl<B: Book> Engine<B> {
         Ok(())
     }
 
-    fn swap(&mut self, ctx: CommandContext, m: &Swap, out: &mut Vec<Event>) -> Outcome {
+    fn swap(&mut self, ctx: CommandContext, m: &Swap, out: &mut impl EventSink) -> Outcome {
         let pi = self.pool_index(m.market_id)?;
         self.refuse_if_halted(m.market_id)?;
         let side = m.side.get().map_err(|_| RejectReason::InvalidEnumValue)?;
@@ -1308,7 +1336,7 @@ impl<B: Book> Engine<B> {
     /// prevention `RejectMaker`, cancels) the user's own resting orders, exactly as planned; the
     /// pool leg a swap of the rest. Funds and the quote limit are checked on the exact plan before
     /// anything happens.
-    fn routed_order(&mut self, ctx: CommandContext, m: &RoutedOrder, out: &mut Vec<Event>) -> Outcome {
+    fn routed_order(&mut self, ctx: CommandContext, m: &RoutedOrder, out: &mut impl EventSink) -> Outcome {
         let pi = self.pool_index(m.market_id)?;
         self.refuse_if_halted(m.market_id)?;
         let mi = m.market_id.get() as usize - 1;
@@ -1540,7 +1568,13 @@ impl<B: Book> Engine<B> {
 
     /// Matches a taker against the opposite side until it fills, stops crossing, runs out of
     /// liquidity or funds, or self-trade prevention stops it.
-    fn match_taker(&mut self, ctx: CommandContext, mi: usize, taker: &mut Taker, out: &mut Vec<Event>) -> MatchStop {
+    fn match_taker(
+        &mut self,
+        ctx: CommandContext,
+        mi: usize,
+        taker: &mut Taker,
+        out: &mut impl EventSink,
+    ) -> MatchStop {
         let opposite = taker.side.opposite();
         loop {
             if taker.remaining_lots == Some(0) {
@@ -1548,7 +1582,7 @@ impl<B: Book> Engine<B> {
             }
             let market = &self.markets[mi];
             let Some(front) = market.book.front(opposite) else {
-                return if quote_quantity_reached(&market.spec, taker, out) {
+                return if quote_quantity_reached(&market.spec, taker) {
                     MatchStop::QuoteQuantityReached
                 } else {
                     MatchStop::NoLiquidity
@@ -1614,7 +1648,7 @@ impl<B: Book> Engine<B> {
         taker: &mut Taker,
         maker: &RestingOrder,
         lots: u64,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) {
         let market = &mut self.markets[mi];
         let spec = &market.spec;
@@ -1688,7 +1722,7 @@ impl<B: Book> Engine<B> {
             *remaining -= lots;
         }
 
-        taker.last_fill = Some(out.len());
+        taker.last_fill = Some(LastFill { event_index: out.next_index(), price_ticks: price });
         out.push(Event::Fill(Fill {
             sequence: ctx.sequence,
             timestamp_ns: ctx.timestamp_ns,
@@ -1711,14 +1745,17 @@ impl<B: Book> Engine<B> {
             taker_order_complete: (taker.remaining_lots == Some(0)).into(),
             reserved: Reserved::ZERO,
         }));
-        for (user, account, asset) in [
-            (taker.user_id, taker_account, quote),
-            (taker.user_id, taker_account, base),
-            (maker.user_id, maker_account, quote),
-            (maker.user_id, maker_account, base),
-        ] {
-            let balance = self.ledger.balance_at(account, asset);
-            self.emit_balance(ctx, user, asset, balance, BalanceChange::Trade, out);
+        // Without events the balances are not even read (they would only describe the change).
+        if out.keeps_events() {
+            for (user, account, asset) in [
+                (taker.user_id, taker_account, quote),
+                (taker.user_id, taker_account, base),
+                (maker.user_id, maker_account, quote),
+                (maker.user_id, maker_account, base),
+            ] {
+                let balance = self.ledger.balance_at(account, asset);
+                self.emit_balance(ctx, user, asset, balance, BalanceChange::Trade, out);
+            }
         }
         self.emit_level(ctx, mi, maker.side, price, out);
         // Attached stop-loss / take-profit grow with each fill of their parent, maker or taker.
@@ -1732,7 +1769,14 @@ impl<B: Book> Engine<B> {
     }
 
     /// After matching: rest a GTC remainder, or expire / cancel what is left.
-    fn finish_taker(&mut self, ctx: CommandContext, mi: usize, taker: &Taker, stop: MatchStop, out: &mut Vec<Event>) {
+    fn finish_taker(
+        &mut self,
+        ctx: CommandContext,
+        mi: usize,
+        taker: &Taker,
+        stop: MatchStop,
+        out: &mut impl EventSink,
+    ) {
         let remaining = taker.remaining_lots.unwrap_or(0);
         let expire = |reason: ExpireReason| {
             Event::OrderExpired(OrderExpired {
@@ -1770,9 +1814,9 @@ impl<B: Book> Engine<B> {
             MatchStop::PriceBand => out.push(expire(ExpireReason::PriceBand)),
             // As close to its quote quantity as whole lots allow: the order is filled, and its
             // last fill says so. A quote quantity too small for a single lot expires instead.
-            MatchStop::QuoteQuantityReached => match taker.last_fill.map(|index| &mut out[index]) {
-                Some(Event::Fill(fill)) => fill.taker_order_complete = true.into(),
-                _ => out.push(expire(ExpireReason::FundsExhausted)),
+            MatchStop::QuoteQuantityReached => match taker.last_fill {
+                Some(last) => out.mark_taker_order_complete(last.event_index),
+                None => out.push(expire(ExpireReason::FundsExhausted)),
             },
             MatchStop::PriceLimit | MatchStop::NoLiquidity => match (taker.limit, taker.time_in_force) {
                 (Some(price), TimeInForce::Gtc) => self.rest(ctx, mi, taker, price, out),
@@ -1789,7 +1833,7 @@ impl<B: Book> Engine<B> {
     }
 
     /// Puts a GTC remainder on the book and locks its reservation.
-    fn rest(&mut self, ctx: CommandContext, mi: usize, taker: &Taker, price: u64, out: &mut Vec<Event>) {
+    fn rest(&mut self, ctx: CommandContext, mi: usize, taker: &Taker, price: u64, out: &mut impl EventSink) {
         let market = &mut self.markets[mi];
         let spec = &market.spec;
         let remaining = taker.remaining_lots.unwrap_or(0);
@@ -1828,7 +1872,7 @@ impl<B: Book> Engine<B> {
         mi: usize,
         order_id: OrderId,
         reason: CancelReason,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) {
         let market = &mut self.markets[mi];
         let Some(order) = market.book.remove(order_id) else { return };
@@ -1856,7 +1900,11 @@ impl<B: Book> Engine<B> {
         self.emit_balance(ctx, order.user_id, asset, balance, BalanceChange::OrderReleased, out);
     }
 
-    fn emit_level(&self, ctx: CommandContext, mi: usize, side: Side, price: u64, out: &mut Vec<Event>) {
+    fn emit_level(&self, ctx: CommandContext, mi: usize, side: Side, price: u64, out: &mut impl EventSink) {
+        // The level's new totals only describe the change: not looked up without events.
+        if !out.keeps_events() {
+            return;
+        }
         let market = &self.markets[mi];
         let (total, count) =
             market.book.level(side, Ticks::new(price)).map_or((0, 0), |level| (level.total_lots, level.order_count));
@@ -1879,7 +1927,7 @@ impl<B: Book> Engine<B> {
         asset: AssetId,
         balance: Balance,
         reason: BalanceChange,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) {
         out.push(Event::BalanceUpdate(BalanceUpdate {
             sequence: ctx.sequence,
@@ -1960,12 +2008,12 @@ fn taker_cost(spec: &MarketSpec, price: u64, lots: u64) -> u64 {
 /// Whether a quote-quantity order that met an empty book could not have taken another lot at any
 /// price the book might have offered: a buy cannot pay for one more lot at its last fill's price
 /// (any later ask is at least as dear), a sell cannot sell one more lot even at the lowest price.
-fn quote_quantity_reached(spec: &MarketSpec, taker: &Taker, out: &[Event]) -> bool {
+fn quote_quantity_reached(spec: &MarketSpec, taker: &Taker) -> bool {
     if let Some(budget) = taker.budget
         && taker.remaining_lots.is_none()
-        && let Some(Event::Fill(last)) = taker.last_fill.map(|index| &out[index])
+        && let Some(last) = taker.last_fill
     {
-        return affordable_lots(spec, last.price_ticks.get(), budget - taker.spent, 1) == 0;
+        return affordable_lots(spec, last.price_ticks, budget - taker.spent, 1) == 0;
     }
     if let Some(proceeds_max) = taker.proceeds_max {
         return taker.last_fill.is_some() && sellable_lots(spec, 1, proceeds_max - taker.proceeds) == 0;

@@ -4,7 +4,8 @@
 //! [`CommandContext`] (sequence and timestamp from the journal): it appends the resulting
 //! [`codec::Event`]s to the caller's buffer and never does I/O, reads a clock or draws randomness.
 //! Replaying the same commands therefore reproduces the same state, which [`Engine::state_hash`]
-//! summarises.
+//! summarises. A replay that needs only the state calls [`Engine::execute_without_events`]
+//! (the events are not built; the state is the same, see [`event_sink`]).
 //!
 //! Rules the engine enforces, each rejection a numbered [`codec::RejectReason`]; a rejected command
 //! changes nothing:
@@ -31,6 +32,7 @@ pub mod bus;
 pub mod config;
 pub mod doorbell;
 mod engine;
+pub mod event_sink;
 mod hash;
 pub mod journal;
 pub mod latency;
@@ -47,6 +49,7 @@ pub use bands::{BandLimits, PriceBand};
 pub use book::{Book, LevelSummary, OrderBook, RestingOrder};
 pub use config::{AssetConfig, ConfigError, EngineConfig, EngineLimits, MarketConfig};
 pub use engine::{CommandContext, Engine, GATEWAYS_MAX};
+pub use event_sink::{EventSink, NoEvents};
 pub use hash::StateHasher;
 pub use ledger::{Balance, Ledger};
 pub use triggers::{PendingTrigger, TriggerBook};

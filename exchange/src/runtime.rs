@@ -44,8 +44,9 @@
 //! is ahead of it with the feed empty) and reads the missing commands from the journal, where
 //! they are already durable ([`JournalReader::for_each_after`]). How far the shadow is behind is
 //! the gauge `exchange_snapshot_shadow_lag_commands`; it does strictly less work per command
-//! than the engine thread (no journal, no publication), so it falls behind only while it writes
-//! a snapshot or is starved of CPU, and catches up after.
+//! than the engine thread (no journal, no publication, no events:
+//! [`Engine::execute_without_events`]), so it falls behind only while it writes a snapshot or is
+//! starved of CPU, and catches up after.
 //!
 //! At shutdown the engine thread stops first; the snapshotter then applies everything up to the
 //! engine's last sequence and writes the final snapshot, and [`Runtime::shutdown`] compares the
@@ -123,9 +124,6 @@ pub trait BatchReplicator: Send {
 type CheckpointQueue = ArrayQueue<(u64, u64)>;
 /// Checkpoints waiting for the engine thread; more are dropped (they are only a check).
 const CHECKPOINT_QUEUE_CAPACITY: usize = 64;
-
-/// Room for the events of one replayed command (a larger command grows it once).
-const RECOVERY_EVENTS_CAPACITY: usize = 1024;
 
 /// Counters readable from any thread.
 #[derive(Debug, Default)]
@@ -295,9 +293,8 @@ pub fn recover_with(
         JournalError::Incomplete(text) => RuntimeError::JournalIncomplete(text),
         other => RuntimeError::Journal(other),
     };
-    // Replays one record. The events are cleared, never read: recovery rebuilds state only (the
-    // sinks catch up from the journal, not from these events).
-    let mut events = Vec::with_capacity(RECOVERY_EVENTS_CAPACITY);
+    // Replays one record without building its events: recovery rebuilds state only (the sinks
+    // catch up from the journal, not from these events).
     let mut last_sequence = after;
     let mut replayed = 0u64;
     let mut replay = |record: RecordRef<'_>| -> Result<ControlFlow<()>, RuntimeError> {
@@ -311,9 +308,8 @@ pub fn recover_with(
         }
         let (command, gateway) = codec::decode_journaled(record.payload)
             .map_err(|e| RuntimeError::BadRecord { sequence: record.sequence, reason: e.to_string() })?;
-        events.clear();
         let context = CommandContext::new(record.sequence, record.timestamp_ns).with_gateway(gateway);
-        engine.execute(context, &command, &mut events);
+        engine.execute_without_events(context, &command);
         last_sequence = record.sequence;
         replayed += 1;
         Ok(ControlFlow::Continue(()))
@@ -501,7 +497,6 @@ impl Runtime {
             prune_journal: config.snapshot.prune_journal,
             retention,
             buffer: Vec::new(),
-            events: Vec::with_capacity(4096),
         };
         let snapshotter = std::thread::Builder::new().name("snapshotter".into()).spawn(move || snapshotter.run())?;
         // Recovery replays on books whose reserved room is untouched (cheaper replay); touch it
@@ -897,7 +892,6 @@ struct Snapshotter {
     prune_journal: bool,
     retention: Arc<Retention>,
     buffer: Vec<u8>,
-    events: Vec<Event>,
 }
 
 impl Snapshotter {
@@ -969,9 +963,9 @@ impl Snapshotter {
     }
 
     fn apply(&mut self, sequence: u64, timestamp_ns: u64, gateway: Option<codec::GatewayTag>, command: &Command) {
-        self.events.clear();
+        // State only: nobody reads the shadow's events.
         let context = CommandContext::new(sequence, timestamp_ns).with_gateway(gateway);
-        self.shadow.execute(context, command, &mut self.events);
+        self.shadow.execute_without_events(context, command);
         self.sequence = sequence;
         self.since_snapshot += 1;
         self.stats.shadow_sequence.store(sequence, Ordering::Relaxed);

@@ -234,12 +234,15 @@ fn replay_engine(
             expected += 1;
             let (command, gateway) = codec::decode_journaled(record.payload)
                 .map_err(|e| SinkError::CatchUp(format!("journal record {}: {e}", record.sequence)))?;
-            events.clear();
             let context = CommandContext::new(record.sequence, record.timestamp_ns).with_gateway(gateway);
-            engine.execute(context, &command, &mut events);
             if record.sequence > after {
+                events.clear();
+                engine.execute(context, &command, &mut events);
                 visit(CommandEvents { sequence: record.sequence, events: events.clone() })?;
                 last = record.sequence;
+            } else {
+                // Already delivered: only the state is needed.
+                engine.execute_without_events(context, &command);
             }
             // Stop at `up_to`: later records (and segments) are not even read.
             Ok(if record.sequence >= up_to { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })

@@ -4,6 +4,7 @@
 
 use super::{CommandContext, Engine, Outcome};
 use crate::book::Book;
+use crate::event_sink::EventSink;
 use crate::triggers::{
     ATTACHED_CHILDREN_MAX, Attachment, PendingTrigger, TRIGGERS_FIRED_PER_COMMAND_MAX, attached_prices_fit,
 };
@@ -21,7 +22,7 @@ impl<B: Book> Engine<B> {
         mi: usize,
         m: &NewOrder,
         kind: TriggerKind,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) -> Outcome {
         let invalid = |_| RejectReason::InvalidEnumValue;
         let market = &self.markets[mi];
@@ -104,7 +105,7 @@ impl<B: Book> Engine<B> {
     /// most [`TRIGGERS_FIRED_PER_COMMAND_MAX`] per command. Kept out of line: inlined, it made
     /// every command's `execute` frame larger, though few commands fire anything.
     #[inline(never)]
-    pub(super) fn fire_triggers(&mut self, ctx: CommandContext, mi: usize, out: &mut Vec<Event>) {
+    pub(super) fn fire_triggers(&mut self, ctx: CommandContext, mi: usize, out: &mut impl EventSink) {
         for _ in 0..TRIGGERS_FIRED_PER_COMMAND_MAX {
             let market = &mut self.markets[mi];
             let last_price = market.last_trade_ticks;
@@ -190,7 +191,7 @@ impl<B: Book> Engine<B> {
         mi: usize,
         order_id: OrderId,
         reason: CancelReason,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) {
         let market = &mut self.markets[mi];
         let Some(trigger) = market.triggers.remove(order_id) else { return };
@@ -218,7 +219,7 @@ impl<B: Book> Engine<B> {
         user_id: UserId,
         filter: SideFilter,
         ids: &mut Vec<OrderId>,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) -> u32 {
         ids.clear();
         self.markets[mi].triggers.orders_of(user_id, ids);
@@ -243,7 +244,7 @@ impl<B: Book> Engine<B> {
         mi: usize,
         order_id: OrderId,
         m: &CancelReplace,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) -> Outcome {
         let market = &self.markets[mi];
         let spec = &market.spec;
@@ -366,7 +367,7 @@ impl<B: Book> Engine<B> {
         mi: usize,
         parent_order_id: OrderId,
         lots: u64,
-        out: &mut Vec<Event>,
+        out: &mut impl EventSink,
     ) {
         let Some(attachment) = self.markets[mi].triggers.attachment(parent_order_id).copied() else { return };
         let market_id = self.markets[mi].spec.config.id;

@@ -40,7 +40,6 @@ use super::snapshots::{SnapshotPublishCounters, SnapshotPublisher, SnapshotTopic
 use crate::config::Config;
 use crate::promotion::{PromotionPhase, PromotionTimeline};
 use crate::runtime::{self, BatchReplicator, Recovered, ReplicationError, Rings, RuntimeError};
-use codec::Event;
 use engine::journal::{JournalError, JournalWriter, RecoveryOptions};
 use engine::{CommandContext, Engine, EngineConfig, OrderBook};
 use std::path::Path;
@@ -297,7 +296,6 @@ struct LocalLog<'c> {
     engine: Engine,
     writer: JournalWriter,
     last_sequence: u64,
-    events: Vec<Event>,
     since_snapshot: u64,
     status: Arc<StandbyStatus>,
     /// `cluster.checkpoint_every`: own state hashes are kept at its multiples.
@@ -326,9 +324,10 @@ impl LocalLog<'_> {
                 }
                 let (command, gateway) = codec::decode_journaled(record.payload)
                     .map_err(|e| RuntimeError::BadRecord { sequence, reason: e.to_string() })?;
-                self.events.clear();
+                // State only: a standby publishes nothing until it is promoted (and then runs a
+                // live engine of its own), so its copy's events would be dropped unread.
                 let context = CommandContext::new(sequence, record.timestamp_ns).with_gateway(gateway);
-                self.engine.execute(context, &command, &mut self.events);
+                self.engine.execute_without_events(context, &command);
                 self.last_sequence = sequence;
                 self.since_snapshot += 1;
                 if self.checkpoint_every > 0 && sequence % self.checkpoint_every == 0 {
@@ -595,7 +594,6 @@ pub fn follow_until_promoted(
         engine,
         writer,
         last_sequence: recovered.last_sequence,
-        events: Vec::with_capacity(1024),
         since_snapshot: 0,
         status: status.clone(),
         checkpoint_every: cluster.checkpoint_every,

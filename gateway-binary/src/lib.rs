@@ -212,7 +212,7 @@ impl BinaryGateway {
         let shared = Self::shared(config, credentials, ingress, engine::reactor::FIRST_CONNECTION_ID);
         // Gating, as the tokio mode's dispatcher (see there).
         let consumer = egress.subscribe_gating();
-        egress.add_waker(waker.clone());
+        egress.add_waker(waker.clone()).map_err(std::io::Error::other)?;
         let thread = {
             let shared = shared.clone();
             std::thread::Builder::new().name("binary-io".into()).spawn(move || {

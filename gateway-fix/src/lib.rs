@@ -397,7 +397,7 @@ impl FixGateway {
             let io_core = config.io_core;
             // Connection ids are the sockets' poll tokens: they start above the reserved ones.
             let shared = shared(config, engine::reactor::FIRST_CONNECTION_ID);
-            egress.add_waker(waker.clone());
+            egress.add_waker(waker.clone()).map_err(std::io::Error::other)?;
             let thread = {
                 let shared = shared.clone();
                 std::thread::Builder::new().name("fix-io".into()).spawn(move || {

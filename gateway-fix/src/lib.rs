@@ -297,7 +297,8 @@ pub struct FixGateway {
     local_addr: SocketAddr,
     /// The dispatcher thread ([`IoMode::Tokio`]) or the I/O thread ([`IoMode::Thread`]).
     dispatcher: Option<std::thread::JoinHandle<()>>,
-    /// The syncer thread ([`IoMode::Tokio`] only: the I/O thread is its own syncer).
+    /// The syncer thread ([`IoMode::Tokio`], and [`IoMode::Thread`] under `Durability::Fsync`;
+    /// under `None` the I/O thread is its own syncer).
     syncer: Option<std::thread::JoinHandle<()>>,
     /// Under [`IoMode::Thread`]: wakes the I/O thread (to notice a shutdown), and is rung by
     /// the egress ring while that thread is parked.
@@ -354,7 +355,9 @@ impl FixGateway {
         consumer: engine::bus::Consumer,
         resting: Option<&EngineOrders>,
     ) -> Result<Self, StartError> {
-        let syncer = Arc::new(session::Syncer::new(config.io == IoMode::Thread));
+        // The I/O thread runs the store rounds itself only when they do not wait for the disk.
+        let inline_syncer = config.io == IoMode::Thread && config.durability == store::Durability::None;
+        let syncer = Arc::new(session::Syncer::new(inline_syncer));
         let stats = Arc::new(GatewayStats::default());
         let resting: Option<std::collections::HashMap<OrderId, EngineOrder>> =
             resting.map(|r| r.0.iter().map(|order| (order.order_id, *order)).collect());
@@ -397,6 +400,21 @@ impl FixGateway {
             let io_core = config.io_core;
             // Connection ids are the sockets' poll tokens: they start above the reserved ones.
             let shared = shared(config, engine::reactor::FIRST_CONNECTION_ID);
+            // Under fsync the stores' rounds run on a syncer thread that hands the durable
+            // messages back to the I/O thread (and wakes it): the I/O thread keeps reading,
+            // routing and writing while an `fdatasync` is in flight.
+            let delivery = (!inline_syncer).then(|| Arc::new(session::Delivery::new(waker.clone())));
+            let syncer = match &delivery {
+                Some(delivery) => {
+                    let (shared, delivery) = (shared.clone(), delivery.clone());
+                    Some(
+                        std::thread::Builder::new()
+                            .name("fix-sync".into())
+                            .spawn(move || session::run_syncer(shared, Some(delivery)))?,
+                    )
+                }
+                None => None,
+            };
             egress.add_waker(waker.clone()).map_err(std::io::Error::other)?;
             let thread = {
                 let shared = shared.clone();
@@ -405,7 +423,7 @@ impl FixGateway {
                         let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
                         tracing::info!(core, pinned, "FIX gateway I/O thread pinned");
                     }
-                    io_thread::run(shared, poll, listener, consumer);
+                    io_thread::run(shared, poll, listener, consumer, delivery);
                 })?
             };
             tracing::info!(listen = %local_addr, "FIX gateway listening (I/O thread)");
@@ -413,7 +431,7 @@ impl FixGateway {
                 shared,
                 local_addr,
                 dispatcher: Some(thread),
-                syncer: None,
+                syncer,
                 io_waker: Some((waker, egress.clone())),
             });
         }
@@ -422,7 +440,7 @@ impl FixGateway {
         let shared = shared(config, 1);
         let syncer = {
             let shared = shared.clone();
-            std::thread::Builder::new().name("fix-sync".into()).spawn(move || session::run_syncer(shared))?
+            std::thread::Builder::new().name("fix-sync".into()).spawn(move || session::run_syncer(shared, None))?
         };
         let dispatcher = {
             let shared = shared.clone();

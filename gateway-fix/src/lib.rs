@@ -505,10 +505,60 @@ impl Drop for FixGateway {
     }
 }
 
+// The integration tests' harness, reused by the unit tests below that need the gateway's
+// insides: its `gateway_fix::` paths name this crate.
+#[cfg(test)]
+extern crate self as gateway_fix;
+
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod harness;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use engine::testkit::commands as c;
+
+    /// Under [`IoMode::Thread`] and `Durability::Fsync`, a store sync in flight (here session 1's
+    /// log held, standing for a slow `fdatasync`) neither lets session 1's answer out before its
+    /// record is durable nor stops the I/O thread: another connection's refused Logon is answered
+    /// meanwhile, and session 1's answer follows once the store is released. Fails when the I/O
+    /// thread runs the syncer rounds itself under fsync (before issue #17's fix): it waits on the
+    /// store and answers nobody until the release.
+    #[test]
+    fn under_fsync_the_io_thread_serves_others_while_a_store_sync_is_in_flight() {
+        let harness = harness::Harness::start(2, |config| {
+            config.io = IoMode::Thread;
+            config.durability = store::Durability::Fsync;
+        });
+        let mut first = harness.client(1);
+        let files = {
+            let session = harness.gateway().shared.sessions[0].lock().unwrap();
+            session.store_files().clone()
+        };
+        let held = files.hold_log();
+        first.send("1", &[(112, "PROBE")]);
+        // The Heartbeat answering the TestRequest is sequenced: it waits for its store record.
+        first.stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut chunk = [0u8; 1024];
+        match std::io::Read::read(&mut first.stream, &mut chunk) {
+            Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            other => panic!("an answer before its store record was durable: {other:?}"),
+        }
+        first.stream.set_read_timeout(Some(harness::RECEIVE_TIMEOUT)).unwrap();
+        // Meanwhile another connection is served: a Logon signed with the wrong key is refused.
+        let started = std::time::Instant::now();
+        let mut second = harness::Fix::connect(harness.address, 2);
+        let logon = second.logon_fields(1, 30, true, 1);
+        let bytes = second.frame(&logon);
+        second.write(&bytes).unwrap();
+        let refused = second.receive().expect("the refused Logon's Logout while the store is busy");
+        assert_eq!(refused.msg_type(), "5", "{refused:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+        drop(held);
+        let heartbeat = first.expect("0");
+        assert_eq!(heartbeat.at(112), "PROBE");
+    }
 
     /// A pending stop is one of the engine's open orders at recovery (with its trigger price),
     /// next to the resting orders, so that reconciliation does not forget it.

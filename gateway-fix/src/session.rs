@@ -366,6 +366,12 @@ impl SessionState {
         Batch { files: self.files.clone(), write, items: std::mem::take(&mut self.unsent) }
     }
 
+    /// The session's store (tests hold its log to stand for a long `fdatasync`).
+    #[cfg(test)]
+    pub(crate) fn store_files(&self) -> &Arc<StoreFiles> {
+        &self.files
+    }
+
     /// Makes the store durable at a clean shutdown (see [`StoreFiles::settle`]).
     pub fn settle(&self) -> std::io::Result<()> {
         self.files.settle()

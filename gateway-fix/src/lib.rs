@@ -29,8 +29,9 @@
 //! (lower: duplicate or fatal; higher: ResendRequest); one connection per session at a time.
 //!
 //! Threads ([`IoMode`]): a tokio task per connection with a dispatcher thread and a syncer
-//! thread, or one I/O thread (`io_thread`) that serves every socket and is also the dispatcher and
-//! the syncer. The session logic (`session::Inbound`) is the same in both.
+//! thread, or one I/O thread (`io_thread`) that serves every socket and is also the dispatcher and,
+//! under `Durability::None`, the syncer (under `Fsync` the syncer thread stays and hands the
+//! durable messages back). The session logic (`session::Inbound`) is the same in both.
 //!
 //! The full rules, tags and configuration are in docs/fix.md.
 
@@ -91,9 +92,11 @@ pub enum IoMode {
     #[default]
     Tokio,
     /// One dedicated thread owns every socket (epoll through mio) and is also the dispatcher
-    /// and the syncer: it reads, runs the session logic and pushes to the ingress ring, then
-    /// routes the egress ring, writes the stores and the answers itself; two hand-offs (to the
-    /// engine and back).
+    /// (and, under `Durability::None`, the syncer): it reads, runs the session logic and pushes
+    /// to the ingress ring, then routes the egress ring and writes the answers itself; two
+    /// hand-offs (to the engine and back). Under `Durability::Fsync` a syncer thread writes and
+    /// syncs the stores and hands the durable messages back (waking this thread), so that it
+    /// never waits for an `fdatasync`.
     Thread,
 }
 
@@ -309,7 +312,7 @@ impl FixGateway {
     /// Opens every session's store, binds the listener and starts serving as `config.io` says:
     /// under [`IoMode::Tokio`] the dispatcher thread (egress → sessions, from the ring's current
     /// head), the syncer thread (store → socket) and the accept loop on the current tokio
-    /// runtime; under [`IoMode::Thread`] the I/O thread alone. The open orders the stores remember are taken
+    /// runtime; under [`IoMode::Thread`] the I/O thread (and under `Durability::Fsync` the syncer thread). The open orders the stores remember are taken
     /// as they are (use [`FixGateway::start_after_recovery`] when the engine was recovered).
     ///
     /// # Errors

@@ -312,8 +312,9 @@ impl FixGateway {
     /// Opens every session's store, binds the listener and starts serving as `config.io` says:
     /// under [`IoMode::Tokio`] the dispatcher thread (egress → sessions, from the ring's current
     /// head), the syncer thread (store → socket) and the accept loop on the current tokio
-    /// runtime; under [`IoMode::Thread`] the I/O thread (and under `Durability::Fsync` the syncer thread). The open orders the stores remember are taken
-    /// as they are (use [`FixGateway::start_after_recovery`] when the engine was recovered).
+    /// runtime; under [`IoMode::Thread`] the I/O thread (and under `Durability::Fsync` the
+    /// syncer thread). The open orders the stores remember are taken as they are (use
+    /// [`FixGateway::start_after_recovery`] when the engine was recovered).
     ///
     /// # Errors
     /// A bad session list, an unusable store directory, or an address that cannot be bound.

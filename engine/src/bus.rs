@@ -334,13 +334,17 @@ impl BroadcastRing {
 
     /// Registers the waker of a consumer that parks elsewhere than on the ring's futex
     /// ([`Consumer::park_elsewhere`]): publications call it while that consumer is parked.
-    pub fn add_waker(&self, waker: Arc<dyn crate::doorbell::Waker>) {
-        self.doorbell.add_waker(waker);
+    ///
+    /// # Errors
+    /// [`crate::doorbell::WakerSlotsFull`]: [`crate::doorbell::WAKER_SLOTS_MAX`] wakers are
+    /// registered already.
+    pub fn add_waker(&self, waker: Arc<dyn crate::doorbell::Waker>) -> Result<(), crate::doorbell::WakerSlotsFull> {
+        self.doorbell.add_waker(waker)
     }
 
-    /// Unregisters a waker added by [`Self::add_waker`].
-    pub fn remove_waker(&self, waker: &Arc<dyn crate::doorbell::Waker>) {
-        self.doorbell.remove_waker(waker);
+    /// Unregisters a waker added by [`Self::add_waker`]; whether it was registered.
+    pub fn remove_waker(&self, waker: &Arc<dyn crate::doorbell::Waker>) -> bool {
+        self.doorbell.remove_waker(waker)
     }
 
     /// Next position to be published.

@@ -25,11 +25,23 @@
 //! the eventfd's counter in the futex's place (a wake before the `epoll_wait` leaves the eventfd
 //! readable, so the wait returns at once).
 //!
-//! `unsafe` here is the futex system call alone, on a counter this struct owns.
+//! # No lock on the producer's path
+//! The producer of the egress ring is the engine thread, which takes no lock. The wakers live
+//! in a fixed set of [`WAKER_SLOTS_MAX`] slots, each an atomic pointer: a ring loads them and
+//! calls the wakers it finds, with one counter increment around the pass (`waking`); it never
+//! waits for anybody. Registering and removing (a gateway starting and stopping) are the slow
+//! side: they serialise on a mutex of their own, and a removal clears the slot, then waits until
+//! no wake pass that could have loaded the old pointer is still running before it releases the
+//! waker (see [`waker_slots`]).
+//!
+//! `unsafe` here is the futex system call, on a counter this struct owns, and the waker slots'
+//! pointers.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub use waker_slots::{WAKER_SLOTS_MAX, WakerSlotsFull};
 
 /// How a consumer waits on an empty ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,8 +165,9 @@ pub struct Doorbell {
     /// Of `sleepers`, those parked elsewhere ([`Self::park_elsewhere`]): the wake path calls
     /// the wakers only while one is (a spinning I/O thread costs the producer no syscall).
     elsewhere: AtomicU32,
-    /// Consumers that park elsewhere than on the futex ([`Self::park_elsewhere`]).
-    wakers: Mutex<Vec<Arc<dyn Waker>>>,
+    /// Consumers that park elsewhere than on the futex ([`Self::park_elsewhere`]): read by the
+    /// producers without a lock.
+    wakers: waker_slots::WakerSlots,
 }
 
 impl std::fmt::Debug for Doorbell {
@@ -181,23 +194,30 @@ impl Doorbell {
     fn wake_all(&self) {
         futex::wake_all(&self.rings);
         if self.elsewhere.load(Ordering::SeqCst) > 0 {
-            for waker in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                waker.wake();
-            }
+            self.wakers.wake_all();
         }
     }
 
     /// Registers a consumer that parks elsewhere ([`Self::park_elsewhere`]): every ring that
-    /// finds a sleeper also calls `waker`. Kept until [`Self::remove_waker`].
-    pub fn add_waker(&self, waker: Arc<dyn Waker>) {
-        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        wakers.push(waker);
+    /// finds a sleeper also calls `waker`. Kept until [`Self::remove_waker`]. Called when a
+    /// gateway starts, never on the producers' path.
+    ///
+    /// # Errors
+    /// [`WakerSlotsFull`]: [`WAKER_SLOTS_MAX`] wakers are registered already.
+    pub fn add_waker(&self, waker: Arc<dyn Waker>) -> Result<(), WakerSlotsFull> {
+        self.wakers.add(waker)
     }
 
-    /// Unregisters a waker added by [`Self::add_waker`] (the same `Arc`).
-    pub fn remove_waker(&self, waker: &Arc<dyn Waker>) {
-        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        wakers.retain(|held| !Arc::ptr_eq(held, waker));
+    /// Unregisters a waker added by [`Self::add_waker`] (the same `Arc`); whether it was
+    /// registered. Returns once no ring can still be calling it (a ring's pass over the wakers
+    /// lasts a few system calls).
+    pub fn remove_waker(&self, waker: &Arc<dyn Waker>) -> bool {
+        self.wakers.remove(waker)
+    }
+
+    /// Number of registered wakers.
+    pub fn wakers_registered(&self) -> usize {
+        self.wakers.registered()
     }
 
     /// Consumer side, for a consumer whose waker was added ([`Self::add_waker`]): announces it
@@ -246,6 +266,144 @@ impl Doorbell {
             futex::wait(&self.rings, seen, wait.park_max);
         }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[allow(unsafe_code)] // The slots' pointers: four audited blocks, each with its SAFETY comment.
+pub mod waker_slots {
+    //! The doorbell's wakers as a fixed set of slots that a producer reads without a lock.
+    //!
+    //! A slot holds null or a pointer from `Box::into_raw` of a registered `Arc<dyn Waker>`
+    //! (boxed: the `Arc` of a trait object is a fat pointer, an atomic holds a thin one).
+    //!
+    //! Invariants:
+    //! - Only [`WakerSlots::add`] puts a pointer into a slot and only [`WakerSlots::remove`] takes
+    //!   one out; both hold `registry`, so a pointer is released by exactly one remover, and a
+    //!   remover may read the waker behind a slot (nobody else frees it meanwhile).
+    //! - A wake pass increments `waking` before it loads any slot and decrements it after its
+    //!   last call. A remover clears the slot first, then waits for `waking` to read zero, then
+    //!   releases the waker. Every operation is sequentially consistent, so a pass that loaded
+    //!   the old pointer comes before the clearing in the single total order, hence its increment
+    //!   does too, and `waking` cannot read zero until that pass has decremented: the waker is
+    //!   released only after every call on it returned. A pass that starts after the clearing
+    //!   cannot load the pointer.
+    //! - A remover that never sees zero within [`REMOVE_WAIT_MAX`] (producers ringing without a
+    //!   pause) does not release the waker: it keeps it in `registry` until the doorbell drops.
+    //!   That leak is bounded by one waker per such removal (a gateway stop) and has not been
+    //!   seen with the egress ring, whose single producer makes `waking` zero between passes.
+    use super::Waker;
+    use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// Wakers one doorbell holds at once: one per I/O thread parked on the ring (the SBE and
+    /// FIX gateways', with room for gateways started while stopped ones are not yet dropped).
+    pub const WAKER_SLOTS_MAX: usize = 8;
+
+    /// Longest a removal waits for the wake passes in progress before it keeps the waker until
+    /// the doorbell drops (see the module docs).
+    pub const REMOVE_WAIT_MAX: Duration = Duration::from_millis(100);
+
+    /// [`super::Doorbell::add_waker`] found every slot taken.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WakerSlotsFull;
+
+    impl std::fmt::Display for WakerSlotsFull {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "every one of the doorbell's {WAKER_SLOTS_MAX} waker slots is taken")
+        }
+    }
+
+    impl std::error::Error for WakerSlotsFull {}
+
+    type Entry = Arc<dyn Waker>;
+
+    /// The slots (see the module docs).
+    #[derive(Default)]
+    pub(crate) struct WakerSlots {
+        slots: [AtomicPtr<Entry>; WAKER_SLOTS_MAX],
+        /// Wake passes in progress.
+        waking: AtomicU32,
+        /// Serialises [`Self::add`] and [`Self::remove`]; holds the wakers whose removal could
+        /// not wait for the passes in progress (released when the doorbell drops).
+        registry: Mutex<Vec<Entry>>,
+    }
+
+    impl WakerSlots {
+        /// Calls every registered waker; takes no lock and waits for nobody.
+        pub(crate) fn wake_all(&self) {
+            self.waking.fetch_add(1, Ordering::SeqCst);
+            for slot in &self.slots {
+                let entry = slot.load(Ordering::SeqCst);
+                if !entry.is_null() {
+                    // SAFETY: a non-null slot points to a live `Box<Entry>` (from `add`), and
+                    // `remove` releases it only after clearing the slot and seeing `waking` at
+                    // zero, which cannot happen before this pass decrements it below (module
+                    // docs). Only a shared reference is made.
+                    unsafe { (*entry).wake() };
+                }
+            }
+            self.waking.fetch_sub(1, Ordering::SeqCst);
+        }
+
+        /// Puts `waker` in a free slot.
+        pub(crate) fn add(&self, waker: Entry) -> Result<(), WakerSlotsFull> {
+            let _registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(slot) = self.slots.iter().find(|slot| slot.load(Ordering::SeqCst).is_null()) else {
+                return Err(WakerSlotsFull);
+            };
+            slot.store(Box::into_raw(Box::new(waker)), Ordering::SeqCst);
+            Ok(())
+        }
+
+        /// Clears the slot holding `waker` and releases it once no pass can be calling it;
+        /// whether it was registered.
+        pub(crate) fn remove(&self, waker: &Entry) -> bool {
+            let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            let found = self.slots.iter().find(|slot| {
+                let entry = slot.load(Ordering::SeqCst);
+                // SAFETY: a non-null slot points to a live `Box<Entry>`; only a remover releases
+                // it, and removers hold `registry`, as this one does.
+                !entry.is_null() && Arc::ptr_eq(unsafe { &*entry }, waker)
+            });
+            let Some(slot) = found else { return false };
+            let entry = slot.swap(std::ptr::null_mut(), Ordering::SeqCst);
+            // SAFETY: `entry` came from `Box::into_raw` in `add`, and the slot that held it is
+            // cleared: this remover (under `registry`) is its only owner now. It is dropped
+            // below only once no pass can be calling it (module docs).
+            let entry = unsafe { Box::from_raw(entry) };
+            let deadline = Instant::now() + REMOVE_WAIT_MAX;
+            loop {
+                if self.waking.load(Ordering::SeqCst) == 0 {
+                    drop(entry);
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!("doorbell: producers never paused; a removed waker is kept until the ring drops");
+                    registry.push(*entry);
+                    return true;
+                }
+                std::thread::yield_now();
+            }
+        }
+
+        /// Number of registered wakers.
+        pub(crate) fn registered(&self) -> usize {
+            self.slots.iter().filter(|slot| !slot.load(Ordering::SeqCst).is_null()).count()
+        }
+    }
+
+    impl Drop for WakerSlots {
+        fn drop(&mut self) {
+            for slot in &mut self.slots {
+                let entry = std::mem::replace(slot.get_mut(), std::ptr::null_mut());
+                if !entry.is_null() {
+                    // SAFETY: `&mut self`: no pass or remover is running; the pointer came from
+                    // `Box::into_raw` in `add` and no remover took it out (the slot held it).
+                    drop(unsafe { Box::from_raw(entry) });
+                }
+            }
+        }
     }
 }
 
@@ -304,7 +462,7 @@ mod futex {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
 
     #[test]
     fn a_parked_consumer_is_woken_by_a_ring_long_before_its_park_bound() {
@@ -348,7 +506,7 @@ mod tests {
         let work = Arc::new(AtomicBool::new(false));
         let (sender, receiver) = std::sync::mpsc::channel();
         let waker: Arc<dyn Waker> = Arc::new(ChannelWaker(std::sync::Mutex::new(sender)));
-        doorbell.add_waker(waker.clone());
+        doorbell.add_waker(waker.clone()).unwrap();
         let consumer = {
             let (doorbell, work) = (doorbell.clone(), work.clone());
             std::thread::spawn(move || {
@@ -370,9 +528,194 @@ mod tests {
         doorbell.ring();
         let waited = consumer.join().unwrap();
         assert!(waited < Duration::from_secs(5), "woken through the waker, not the 10 s bound: {waited:?}");
-        doorbell.remove_waker(&waker);
-        assert!(doorbell.wakers.lock().unwrap().is_empty());
+        assert!(doorbell.remove_waker(&waker));
+        assert_eq!(doorbell.wakers_registered(), 0);
         assert_eq!(doorbell.elsewhere.load(Ordering::SeqCst), 0);
+    }
+
+    /// A waker that counts its calls and notices a call after it started being dropped.
+    struct CountingWaker {
+        /// `LIVE` until its drop starts.
+        state: AtomicU32,
+        calls: Arc<AtomicU64>,
+        used_after_release: Arc<AtomicBool>,
+    }
+
+    const LIVE: u32 = 0x11FE;
+    const RELEASED: u32 = 0xDEAD;
+
+    impl Waker for CountingWaker {
+        fn wake(&self) {
+            // A call lasts a while (an eventfd write can be descheduled): a release during it
+            // is seen by the second look.
+            let until = Instant::now() + Duration::from_micros(20);
+            let live_at_start = self.state.load(Ordering::SeqCst) == LIVE;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            if !live_at_start || self.state.load(Ordering::SeqCst) != LIVE {
+                self.used_after_release.store(true, Ordering::SeqCst);
+            }
+            self.calls.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Drop for CountingWaker {
+        fn drop(&mut self) {
+            self.state.store(RELEASED, Ordering::SeqCst);
+            // Widen the window in which a pass that still held the pointer would call it.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// Registering more than [`WAKER_SLOTS_MAX`] wakers is a named error (the gateway's start
+    /// fails with it), and a removed waker frees its slot.
+    #[test]
+    fn more_wakers_than_the_slots_is_an_error_and_removal_frees_a_slot() {
+        struct Nothing;
+        impl Waker for Nothing {
+            fn wake(&self) {}
+        }
+        let doorbell = Doorbell::default();
+        let wakers: Vec<Arc<dyn Waker>> = (0..WAKER_SLOTS_MAX).map(|_| Arc::new(Nothing) as Arc<dyn Waker>).collect();
+        for waker in &wakers {
+            doorbell.add_waker(waker.clone()).unwrap();
+        }
+        let one_more: Arc<dyn Waker> = Arc::new(Nothing);
+        let refused = doorbell.add_waker(one_more.clone());
+        assert_eq!(refused, Err(WakerSlotsFull));
+        assert!(refused.unwrap_err().to_string().contains(&WAKER_SLOTS_MAX.to_string()));
+        assert!(!doorbell.remove_waker(&one_more), "never registered");
+        assert!(doorbell.remove_waker(&wakers[3]));
+        assert!(!doorbell.remove_waker(&wakers[3]), "removed once");
+        doorbell.add_waker(one_more.clone()).unwrap();
+        assert_eq!(doorbell.wakers_registered(), WAKER_SLOTS_MAX);
+        // The doorbell releases what it still holds when it drops.
+        drop(doorbell);
+        assert_eq!(Arc::strong_count(&one_more), 1);
+        assert_eq!(Arc::strong_count(&wakers[0]), 1);
+    }
+
+    /// A ring never waits for another thread's use of the waker set: while one producer is
+    /// inside a slow waker call (300 ms, standing in for a descheduled thread), another
+    /// producer's ring returns at once. Fails with the old `Mutex<Vec<_>>` of wakers, under which
+    /// the second ring waited for the first one's lock (about 300 ms).
+    #[test]
+    fn a_ring_never_waits_for_another_thread_using_the_wakers() {
+        struct SlowOnce {
+            slow: AtomicBool,
+            inside: AtomicBool,
+        }
+        impl Waker for SlowOnce {
+            fn wake(&self) {
+                if self.slow.swap(false, Ordering::SeqCst) {
+                    self.inside.store(true, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            }
+        }
+        let doorbell = Arc::new(Doorbell::default());
+        let waker = Arc::new(SlowOnce { slow: AtomicBool::new(true), inside: AtomicBool::new(false) });
+        doorbell.add_waker(waker.clone()).unwrap();
+        // A consumer announced as parked elsewhere, so that rings call the wakers.
+        doorbell.elsewhere.fetch_add(1, Ordering::SeqCst);
+        doorbell.sleepers.fetch_add(1, Ordering::SeqCst);
+        let first = {
+            let doorbell = doorbell.clone();
+            std::thread::spawn(move || doorbell.ring())
+        };
+        while !waker.inside.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let started = Instant::now();
+        doorbell.ring();
+        let waited = started.elapsed();
+        first.join().unwrap();
+        assert!(waited < Duration::from_millis(150), "the second ring waited {waited:?} for the first");
+    }
+
+    /// Wakers registered and removed over and over while producers ring: every parked consumer
+    /// is woken by every publication (never by its bound), and no removed waker is called once
+    /// it is being released (each waker notices a call after its drop started). The second check
+    /// fails if a removal releases the waker without waiting for the wake passes in progress
+    /// (verified by dropping the wait in `WakerSlots::remove`).
+    #[test]
+    fn wakers_come_and_go_while_producers_ring_without_a_lost_wake_or_a_late_call() {
+        const PUBLICATIONS: u64 = 3_000;
+        const PARK_BOUND: Duration = Duration::from_secs(2);
+        let doorbell = Arc::new(Doorbell::default());
+        let published = Arc::new(AtomicU64::new(0));
+        let used_after_release = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        // The parked consumer: an I/O thread stand-in whose waker stays registered.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<()>(1);
+        struct ChannelWaker(std::sync::mpsc::SyncSender<()>);
+        impl Waker for ChannelWaker {
+            fn wake(&self) {
+                let _ = self.0.try_send(());
+            }
+        }
+        doorbell.add_waker(Arc::new(ChannelWaker(sender))).unwrap();
+        let consumer = {
+            let (doorbell, published) = (doorbell.clone(), published.clone());
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                let mut bound_hits = 0;
+                while seen < PUBLICATIONS {
+                    let parked = doorbell.park_elsewhere(
+                        || published.load(Ordering::SeqCst) > seen,
+                        || receiver.recv_timeout(PARK_BOUND),
+                    );
+                    if let Some(Err(_)) = parked {
+                        bound_hits += 1;
+                    }
+                    seen = published.load(Ordering::SeqCst);
+                }
+                bound_hits
+            })
+        };
+        // Two threads churning wakers through the other slots.
+        let churners: Vec<_> = (0..2)
+            .map(|_| {
+                let (doorbell, done, used_after_release) = (doorbell.clone(), done.clone(), used_after_release.clone());
+                std::thread::spawn(move || {
+                    let calls = Arc::new(AtomicU64::new(0));
+                    let mut rounds = 0u64;
+                    while !done.load(Ordering::SeqCst) {
+                        let waker: Arc<dyn Waker> = Arc::new(CountingWaker {
+                            state: AtomicU32::new(LIVE),
+                            calls: calls.clone(),
+                            used_after_release: used_after_release.clone(),
+                        });
+                        doorbell.add_waker(waker.clone()).unwrap();
+                        std::thread::yield_now();
+                        assert!(doorbell.remove_waker(&waker));
+                        rounds += 1;
+                    }
+                    (rounds, calls.load(Ordering::SeqCst))
+                })
+            })
+            .collect();
+        // The producer: publish, ring; every few publications let the consumer park again.
+        for _ in 0..PUBLICATIONS {
+            published.fetch_add(1, Ordering::SeqCst);
+            doorbell.ring();
+            if published.load(Ordering::SeqCst) % 8 == 0 {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        let bound_hits = consumer.join().unwrap();
+        done.store(true, Ordering::SeqCst);
+        let mut churned_calls = 0;
+        for churner in churners {
+            let (rounds, calls) = churner.join().unwrap();
+            assert!(rounds > 0);
+            churned_calls += calls;
+        }
+        assert_eq!(bound_hits, 0, "a parked consumer waited for its bound instead of being woken");
+        assert!(churned_calls > 0, "the churned wakers were rung while registered");
+        assert!(!used_after_release.load(Ordering::SeqCst), "a waker was called after its release started");
+        assert_eq!(doorbell.wakers_registered(), 1);
     }
 
     /// A consumer with nobody to serve parks on its first empty poll instead of spinning its

@@ -219,7 +219,7 @@ impl BinaryGateway {
         let shared = Self::shared(config, credentials, ingress, engine::reactor::FIRST_CONNECTION_ID);
         // Gating, as the tokio mode's dispatcher (see there).
         let consumer = egress.subscribe_gating();
-        egress.add_waker(waker.clone());
+        egress.add_waker(waker.clone()).map_err(std::io::Error::other)?;
         // Logon signatures are checked on a thread of their own, off the I/O thread.
         let verifier = logon_verifier::LogonVerifier::start(waker.clone(), shared.stats.clone())?;
         let thread = {

@@ -1,15 +1,24 @@
 //! [`crate::IoMode::Thread`]: one dedicated thread owns every FIX socket and is also the egress
-//! ring's dispatcher and the session stores' syncer, so an order crosses two thread boundaries
-//! (this thread → the engine → this thread) instead of five (tokio reader → engine → dispatcher
-//! → syncer → tokio writer).
+//! ring's dispatcher (and, under `Durability::None`, the session stores' syncer), so an order
+//! crosses two thread boundaries (this thread → the engine → this thread; under `Fsync` a third
+//! to the syncer thread and back) instead of five (tokio reader → engine → dispatcher → syncer →
+//! tokio writer).
 //!
 //! Each turn of its loop: `epoll_wait` (through mio) for socket readiness; accept; read every
 //! readable socket until it would block (a bounded number of reads per turn) and hand the bytes
 //! to the connection's [`Inbound`] (the same session logic as the tokio mode: logon, sequence
 //! numbers, resends, rejects, throttle, ingress push); route what the engine published (the same
-//! [`Dispatcher`]); run one syncer round (the same store writes: under `Durability::None` a
-//! `write` without `fsync`, under `Fsync` one `fdatasync` for every session's batch of the turn);
-//! then write, once per connection, everything queued for it (batched). A socket that would
+//! [`Dispatcher`]); then the store round and the writes:
+//! - under `Durability::None` this thread runs one syncer round itself (the same store writes: a
+//!   `write` without `fsync`, cheap), which queues the messages onto their connections;
+//! - under `Fsync` the round runs on the syncer thread (as in the tokio mode: one `fdatasync` per
+//!   session's batch, a batch being everything queued while the previous one was synced), which
+//!   queues the durable messages onto their connections and hands their ids back through a
+//!   [`Delivery`], waking this thread's poll. So this thread never waits for the disk: it keeps
+//!   reading, routing and writing while a sync is in flight, and a message still reaches its
+//!   socket only after its store record is durable;
+//!
+//! then it writes, once per connection, everything queued for it (batched). A socket that would
 //! block keeps its bytes in the connection's out buffer (at most
 //! [`reactor::OUT_BUFFER_BYTES_MAX`] taken from its queue at a time); the queue behind it is the same bounded one as in the tokio mode,
 //! so a peer that does not read is cut as a slow consumer by the same rule.
@@ -22,10 +31,14 @@
 //!
 //! The loop's skeleton (idle decision, accept, reads, the batched out buffer) is
 //! [`engine::reactor`], shared with the SBE gateway; what is FIX's (sessions, syncer) is here.
+//!
+//! An ending connection is closed once its queue is empty and nothing for it is still at the
+//! syncer (the messages on their way hold a sender of its queue; only the session logic's own
+//! one is left), or after [`WRITER_GRACE`]: a Logout being synced is written before the close.
 
 use crate::Shared;
 use crate::dispatch::Dispatcher;
-use crate::session::{Flow, Inbound, Outbound, TIMER_INTERVAL, WRITER_GRACE, sync_round};
+use crate::session::{Delivery, Flow, Inbound, Outbound, TIMER_INTERVAL, WRITER_GRACE, sync_round};
 use bytes::BytesMut;
 use engine::bus::{Consumer, origin};
 use engine::reactor::{self, Connections, OutBuffer, Reactor, ReadEnd};
@@ -70,6 +83,12 @@ impl Socket {
         })
     }
 
+    /// Whether nothing more can come for the connection: its queue is empty and every sender
+    /// but the session logic's own is gone (the messages the syncer holds for it hold one each).
+    fn drained(&self) -> bool {
+        self.outbound.is_empty() && self.outbound.sender_strong_count() <= 1
+    }
+
     /// Starts ending the connection: its session is left (what it queued is written first).
     fn close(&mut self) {
         if self.closing.is_none() {
@@ -90,10 +109,21 @@ struct IoThread {
     /// Scratch for the syncer rounds.
     scheduled: Vec<u64>,
     dispatcher: Dispatcher,
+    /// Under `Durability::Fsync`: the connections the syncer thread handed durable messages
+    /// (none: this thread runs the syncer rounds).
+    delivery: Option<Arc<Delivery>>,
 }
 
 /// Runs the I/O thread until the gateway stops.
-pub(crate) fn run(shared: Arc<Shared>, poll: Poll, listener: TcpListener, mut consumer: Consumer) {
+/// `delivery`: the syncer thread's hand-back (under `Durability::Fsync`); none: this thread runs
+/// the syncer rounds.
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    poll: Poll,
+    listener: TcpListener,
+    mut consumer: Consumer,
+    delivery: Option<Arc<Delivery>>,
+) {
     let mut thread = IoThread {
         dispatcher: Dispatcher::new(shared.clone()),
         shared,
@@ -102,6 +132,7 @@ pub(crate) fn run(shared: Arc<Shared>, poll: Poll, listener: TcpListener, mut co
         sockets: HashMap::new(),
         marked: Vec::new(),
         scheduled: Vec::new(),
+        delivery,
     };
     let mut events = Events::with_capacity(reactor::EVENTS_MAX);
     reactor::run_turns(&mut thread, &mut consumer, &mut events, TIMER_INTERVAL, "FIX");
@@ -205,12 +236,16 @@ impl Connections for IoThread {
 }
 
 impl IoThread {
-    /// Runs one syncer round (store writes, then the messages onto the connections' queues) and
-    /// writes every connection with something queued, once each; removes the cut ones and the
-    /// ended ones whose queue is written. Whether anything was done.
+    /// Runs one syncer round (store writes, then the messages onto the connections' queues), or
+    /// takes the connections the syncer thread handed messages, and writes every connection with
+    /// something queued, once each; removes the cut ones and the ended ones whose queue is
+    /// written. Whether anything was done.
     fn write_marked(&mut self) -> bool {
         let mut marked = std::mem::take(&mut self.marked);
-        let synced = sync_round(&self.shared, &mut self.scheduled, &mut marked);
+        let synced = match &self.delivery {
+            Some(delivery) => delivery.take(&mut marked),
+            None => sync_round(&self.shared, &mut self.scheduled, &mut marked),
+        };
         let worked = synced || !marked.is_empty();
         marked.sort_unstable();
         marked.dedup();
@@ -222,7 +257,7 @@ impl IoThread {
                 continue;
             }
             match socket.flush() {
-                Ok(done) if done && socket.closing.is_some() => self.remove(id),
+                Ok(done) if done && socket.closing.is_some() && socket.drained() => self.remove(id),
                 Ok(_) => {}
                 Err(_) => {
                     socket.close();
@@ -290,8 +325,11 @@ impl IoThread {
         for id in ids {
             self.remove(id);
         }
-        // What the sessions queued last reaches their stores.
-        let mut delivered = Vec::new();
-        sync_round(&self.shared, &mut self.scheduled, &mut delivered);
+        // What the sessions queued last reaches their stores (a syncer thread drains its queue
+        // before it stops).
+        if self.delivery.is_none() {
+            let mut delivered = Vec::new();
+            sync_round(&self.shared, &mut self.scheduled, &mut delivered);
+        }
     }
 }

@@ -29,8 +29,9 @@
 //! (lower: duplicate or fatal; higher: ResendRequest); one connection per session at a time.
 //!
 //! Threads ([`IoMode`]): a tokio task per connection with a dispatcher thread and a syncer
-//! thread, or one I/O thread (`io_thread`) that serves every socket and is also the dispatcher and
-//! the syncer. The session logic (`session::Inbound`) is the same in both.
+//! thread, or one I/O thread (`io_thread`) that serves every socket and is also the dispatcher and,
+//! under `Durability::None`, the syncer (under `Fsync` the syncer thread stays and hands the
+//! durable messages back). The session logic (`session::Inbound`) is the same in both.
 //!
 //! The full rules, tags and configuration are in docs/fix.md.
 
@@ -91,9 +92,11 @@ pub enum IoMode {
     #[default]
     Tokio,
     /// One dedicated thread owns every socket (epoll through mio) and is also the dispatcher
-    /// and the syncer: it reads, runs the session logic and pushes to the ingress ring, then
-    /// routes the egress ring, writes the stores and the answers itself; two hand-offs (to the
-    /// engine and back).
+    /// (and, under `Durability::None`, the syncer): it reads, runs the session logic and pushes
+    /// to the ingress ring, then routes the egress ring and writes the answers itself; two
+    /// hand-offs (to the engine and back). Under `Durability::Fsync` a syncer thread writes and
+    /// syncs the stores and hands the durable messages back (waking this thread), so that it
+    /// never waits for an `fdatasync`.
     Thread,
 }
 
@@ -297,7 +300,8 @@ pub struct FixGateway {
     local_addr: SocketAddr,
     /// The dispatcher thread ([`IoMode::Tokio`]) or the I/O thread ([`IoMode::Thread`]).
     dispatcher: Option<std::thread::JoinHandle<()>>,
-    /// The syncer thread ([`IoMode::Tokio`] only: the I/O thread is its own syncer).
+    /// The syncer thread ([`IoMode::Tokio`], and [`IoMode::Thread`] under `Durability::Fsync`;
+    /// under `None` the I/O thread is its own syncer).
     syncer: Option<std::thread::JoinHandle<()>>,
     /// Under [`IoMode::Thread`]: wakes the I/O thread (to notice a shutdown), and is rung by
     /// the egress ring while that thread is parked.
@@ -308,8 +312,9 @@ impl FixGateway {
     /// Opens every session's store, binds the listener and starts serving as `config.io` says:
     /// under [`IoMode::Tokio`] the dispatcher thread (egress → sessions, from the ring's current
     /// head), the syncer thread (store → socket) and the accept loop on the current tokio
-    /// runtime; under [`IoMode::Thread`] the I/O thread alone. The open orders the stores remember are taken
-    /// as they are (use [`FixGateway::start_after_recovery`] when the engine was recovered).
+    /// runtime; under [`IoMode::Thread`] the I/O thread (and under `Durability::Fsync` the
+    /// syncer thread). The open orders the stores remember are taken as they are (use
+    /// [`FixGateway::start_after_recovery`] when the engine was recovered).
     ///
     /// # Errors
     /// A bad session list, an unusable store directory, or an address that cannot be bound.
@@ -354,7 +359,9 @@ impl FixGateway {
         consumer: engine::bus::Consumer,
         resting: Option<&EngineOrders>,
     ) -> Result<Self, StartError> {
-        let syncer = Arc::new(session::Syncer::new(config.io == IoMode::Thread));
+        // The I/O thread runs the store rounds itself only when they do not wait for the disk.
+        let inline_syncer = config.io == IoMode::Thread && config.durability == store::Durability::None;
+        let syncer = Arc::new(session::Syncer::new(inline_syncer));
         let stats = Arc::new(GatewayStats::default());
         let resting: Option<std::collections::HashMap<OrderId, EngineOrder>> =
             resting.map(|r| r.0.iter().map(|order| (order.order_id, *order)).collect());
@@ -397,7 +404,22 @@ impl FixGateway {
             let io_core = config.io_core;
             // Connection ids are the sockets' poll tokens: they start above the reserved ones.
             let shared = shared(config, engine::reactor::FIRST_CONNECTION_ID);
-            egress.add_waker(waker.clone());
+            // Under fsync the stores' rounds run on a syncer thread that hands the durable
+            // messages back to the I/O thread (and wakes it): the I/O thread keeps reading,
+            // routing and writing while an `fdatasync` is in flight.
+            let delivery = (!inline_syncer).then(|| Arc::new(session::Delivery::new(waker.clone())));
+            let syncer = match &delivery {
+                Some(delivery) => {
+                    let (shared, delivery) = (shared.clone(), delivery.clone());
+                    Some(
+                        std::thread::Builder::new()
+                            .name("fix-sync".into())
+                            .spawn(move || session::run_syncer(shared, Some(delivery)))?,
+                    )
+                }
+                None => None,
+            };
+            egress.add_waker(waker.clone()).map_err(std::io::Error::other)?;
             let thread = {
                 let shared = shared.clone();
                 std::thread::Builder::new().name("fix-io".into()).spawn(move || {
@@ -405,7 +427,7 @@ impl FixGateway {
                         let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
                         tracing::info!(core, pinned, "FIX gateway I/O thread pinned");
                     }
-                    io_thread::run(shared, poll, listener, consumer);
+                    io_thread::run(shared, poll, listener, consumer, delivery);
                 })?
             };
             tracing::info!(listen = %local_addr, "FIX gateway listening (I/O thread)");
@@ -413,7 +435,7 @@ impl FixGateway {
                 shared,
                 local_addr,
                 dispatcher: Some(thread),
-                syncer: None,
+                syncer,
                 io_waker: Some((waker, egress.clone())),
             });
         }
@@ -422,7 +444,7 @@ impl FixGateway {
         let shared = shared(config, 1);
         let syncer = {
             let shared = shared.clone();
-            std::thread::Builder::new().name("fix-sync".into()).spawn(move || session::run_syncer(shared))?
+            std::thread::Builder::new().name("fix-sync".into()).spawn(move || session::run_syncer(shared, None))?
         };
         let dispatcher = {
             let shared = shared.clone();
@@ -487,10 +509,60 @@ impl Drop for FixGateway {
     }
 }
 
+// The integration tests' harness, reused by the unit tests below that need the gateway's
+// insides: its `gateway_fix::` paths name this crate.
+#[cfg(test)]
+extern crate self as gateway_fix;
+
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod harness;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use engine::testkit::commands as c;
+
+    /// Under [`IoMode::Thread`] and `Durability::Fsync`, a store sync in flight (here session 1's
+    /// log held, standing for a slow `fdatasync`) neither lets session 1's answer out before its
+    /// record is durable nor stops the I/O thread: another connection's refused Logon is answered
+    /// meanwhile, and session 1's answer follows once the store is released. Fails when the I/O
+    /// thread runs the syncer rounds itself under fsync (before issue #17's fix): it waits on the
+    /// store and answers nobody until the release.
+    #[test]
+    fn under_fsync_the_io_thread_serves_others_while_a_store_sync_is_in_flight() {
+        let harness = harness::Harness::start(2, |config| {
+            config.io = IoMode::Thread;
+            config.durability = store::Durability::Fsync;
+        });
+        let mut first = harness.client(1);
+        let files = {
+            let session = harness.gateway().shared.sessions[0].lock().unwrap();
+            session.store_files().clone()
+        };
+        let held = files.hold_log();
+        first.send("1", &[(112, "PROBE")]);
+        // The Heartbeat answering the TestRequest is sequenced: it waits for its store record.
+        first.stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut chunk = [0u8; 1024];
+        match std::io::Read::read(&mut first.stream, &mut chunk) {
+            Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            other => panic!("an answer before its store record was durable: {other:?}"),
+        }
+        first.stream.set_read_timeout(Some(harness::RECEIVE_TIMEOUT)).unwrap();
+        // Meanwhile another connection is served: a Logon signed with the wrong key is refused.
+        let started = std::time::Instant::now();
+        let mut second = harness::Fix::connect(harness.address, 2);
+        let logon = second.logon_fields(1, 30, true, 1);
+        let bytes = second.frame(&logon);
+        second.write(&bytes).unwrap();
+        let refused = second.receive().expect("the refused Logon's Logout while the store is busy");
+        assert_eq!(refused.msg_type(), "5", "{refused:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+        drop(held);
+        let heartbeat = first.expect("0");
+        assert_eq!(heartbeat.at(112), "PROBE");
+    }
 
     /// A pending stop is one of the engine's open orders at recovery (with its trigger price),
     /// next to the resting orders, so that reconciliation does not forget it.

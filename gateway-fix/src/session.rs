@@ -366,6 +366,12 @@ impl SessionState {
         Batch { files: self.files.clone(), write, items: std::mem::take(&mut self.unsent) }
     }
 
+    /// The session's store (tests hold its log to stand for a long `fdatasync`).
+    #[cfg(test)]
+    pub(crate) fn store_files(&self) -> &Arc<StoreFiles> {
+        &self.files
+    }
+
     /// Makes the store durable at a clean shutdown (see [`StoreFiles::settle`]).
     pub fn settle(&self) -> std::io::Result<()> {
         self.files.settle()
@@ -456,13 +462,15 @@ pub(crate) struct Syncer {
     ready: Condvar,
     /// Set to end the thread (after the gateway stopped).
     pub stop: AtomicBool,
-    /// Under [`crate::IoMode::Thread`] the I/O thread runs the rounds itself ([`sync_round`]):
-    /// nobody waits on `ready`, and a notification would be a wasted futex call per flush.
+    /// Under [`crate::IoMode::Thread`] with `Durability::None` the I/O thread runs the rounds
+    /// itself ([`sync_round`]: a write to the page cache is cheap): nobody waits on `ready`, and
+    /// a notification would be a wasted futex call per flush. Under `Durability::Fsync` a syncer
+    /// thread runs them in both modes, so the I/O thread never waits for an `fdatasync`.
     pub inline: bool,
 }
 
 impl Syncer {
-    /// An empty queue; `inline`: under [`crate::IoMode::Thread`] (see [`Syncer::inline`]).
+    /// An empty queue; `inline`: the I/O thread runs the rounds (see [`Syncer::inline`]).
     pub fn new(inline: bool) -> Self {
         Self { inline, ..Self::default() }
     }
@@ -475,14 +483,59 @@ impl Syncer {
     }
 }
 
+/// How the syncer thread tells the I/O thread ([`crate::IoMode::Thread`] under
+/// `Durability::Fsync`) which connections it handed durable messages: their ids, and a wake-up
+/// of the I/O thread's poll (its eventfd), which may be parked in `epoll_wait`.
+pub(crate) struct Delivery {
+    /// Connections handed messages since the I/O thread last looked.
+    connections: Mutex<Vec<u64>>,
+    /// Whether `connections` may be non-empty: the I/O thread looks at it every turn, and
+    /// takes the lock only when this is set.
+    pending: AtomicBool,
+    waker: Arc<engine::reactor::IoWaker>,
+}
+
+impl Delivery {
+    /// A delivery that wakes the I/O thread through `waker`.
+    pub(crate) fn new(waker: Arc<engine::reactor::IoWaker>) -> Self {
+        Self { connections: Mutex::new(Vec::new()), pending: AtomicBool::new(false), waker }
+    }
+
+    /// Syncer side: `delivered` (drained) were handed messages; wakes the I/O thread.
+    fn hand(&self, delivered: &mut Vec<u64>) {
+        if delivered.is_empty() {
+            return;
+        }
+        self.connections.lock().unwrap_or_else(|e| e.into_inner()).append(delivered);
+        // After the ids are in: the I/O thread that sees the flag finds them.
+        self.pending.store(true, Ordering::SeqCst);
+        engine::doorbell::Waker::wake(&*self.waker);
+    }
+
+    /// I/O thread side: moves the connections handed messages into `marked`; whether any were.
+    pub(crate) fn take(&self, marked: &mut Vec<u64>) -> bool {
+        // A load first: the usual turn finds nothing and writes no shared cache line.
+        if !self.pending.load(Ordering::SeqCst) || !self.pending.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let any = !connections.is_empty();
+        marked.append(&mut connections);
+        any
+    }
+}
+
 /// The syncer thread: for each scheduled session, writes its pending store records (or a
 /// rewrite of its log) in one write, syncs them once under `Durability::Fsync` (group commit of
 /// everything queued since its last round; under `None` not at all), then hands the messages
 /// queued behind them to the connection. Sessions' locks are
-/// held only to take the work and to cut a connection, never during disk I/O.
-pub(crate) fn run_syncer(shared: Arc<Shared>) {
+/// held only to take the work and to cut a connection, never during disk I/O. With a
+/// `delivery` (the I/O thread's connections), the connections handed messages go to it after
+/// each round.
+pub(crate) fn run_syncer(shared: Arc<Shared>, delivery: Option<Arc<Delivery>>) {
     let syncer = shared.syncer.clone();
     let mut ids = Vec::new();
+    let mut delivered = Vec::new();
     loop {
         {
             let mut queue = syncer.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -495,11 +548,18 @@ pub(crate) fn run_syncer(shared: Arc<Shared>) {
             }
             std::mem::swap(&mut ids, &mut *queue);
         }
-        sync_sessions(&shared, &mut ids, None);
+        match &delivery {
+            Some(delivery) => {
+                sync_sessions(&shared, &mut ids, Some(&mut delivered));
+                delivery.hand(&mut delivered);
+            }
+            None => sync_sessions(&shared, &mut ids, None),
+        }
     }
 }
 
-/// Under [`crate::IoMode::Thread`], the I/O thread is the syncer: one round over the sessions
+/// Under [`crate::IoMode::Thread`] with `Durability::None` ([`Syncer::inline`]), the I/O thread
+/// is the syncer: one round over the sessions
 /// scheduled since the last (none: `false`), without waiting; the connections that were handed
 /// messages are added to `delivered`.
 pub(crate) fn sync_round(shared: &Shared, ids: &mut Vec<u64>, delivered: &mut Vec<u64>) -> bool {

@@ -468,6 +468,13 @@ impl StoreFiles {
         Ok(1)
     }
 
+    /// Holds the log as a write in progress does: the syncer's next write of this store waits
+    /// until the guard drops (tests stand it for a long `fdatasync`).
+    #[cfg(test)]
+    pub(crate) fn hold_log(&self) -> std::sync::MutexGuard<'_, File> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Replaces the log by `image` (see [`encode_image`]): written to a new file, renamed over
     /// the log. Under `Durability::Fsync` the new file is synced before the rename, then the
     /// directory and `inbound.seq` (3 syncs); under `None` nothing is synced (a rename is atomic

@@ -734,6 +734,35 @@ fn serve_recovered(
             "no users.jwt_secret configured: session tokens are signed with a random key and end at restart"
         );
     }
+    // In a cluster the users topic is the directory (docs/deployment.md, "User directory"): the
+    // primary reads it all, then appends every change of its own there before answering; a
+    // gateway process reads it all, then follows it.
+    #[cfg(feature = "sinks")]
+    let users_following = match &role {
+        Role::Primary(_, primary) => {
+            let cluster = &config.cluster;
+            let topic = exchange::cluster::users::UsersTopic::promote(
+                &cluster.brokers,
+                &cluster.users_topic,
+                cluster.replication,
+                Duration::from_millis(cluster.delivery_timeout_ms.max(1)),
+                primary.replicator.epoch(),
+                &user_store,
+            )?;
+            user_store.set_directory_log(Arc::new(topic));
+            None
+        }
+        Role::Gateway(_) => {
+            let cluster = &config.cluster;
+            Some(exchange::cluster::users::follow_in_background(
+                &cluster.brokers,
+                &cluster.users_topic,
+                cluster.replication,
+                user_store.clone(),
+            )?)
+        }
+        Role::Standalone(_) => None,
+    };
     // The REST market view starts from the recovered books and follows the egress ring from its
     // first event.
     let market_view = Arc::new(marketdata::MarketView::new(&engine_config));
@@ -1074,6 +1103,10 @@ fn serve_recovered(
     #[cfg(feature = "sinks")]
     if let Some(commands) = commands {
         commands.shutdown();
+    }
+    #[cfg(feature = "sinks")]
+    if let Some(following) = users_following {
+        following.shutdown();
     }
     market_feed.shutdown();
     rest_gateway.shutdown();

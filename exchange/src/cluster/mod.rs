@@ -11,3 +11,4 @@ pub mod gateway;
 pub mod lease;
 pub mod log;
 pub mod standby;
+pub mod users;

@@ -737,19 +737,28 @@ fn serve_recovered(
     // In a cluster the users topic is the directory (docs/deployment.md, "User directory"): the
     // primary reads it all, then appends every change of its own there before answering; a
     // gateway process reads it all, then follows it.
+    // The primary's reading runs beside the rest of the start (it is joined before any client
+    // is served), so that it adds to a failover's time only what the rest does not cover.
+    #[cfg(feature = "sinks")]
+    let mut users_promotion = None;
     #[cfg(feature = "sinks")]
     let users_following = match &role {
         Role::Primary(_, primary) => {
-            let cluster = &config.cluster;
-            let topic = exchange::cluster::users::UsersTopic::promote(
-                &cluster.brokers,
-                &cluster.users_topic,
-                cluster.replication,
-                Duration::from_millis(cluster.delivery_timeout_ms.max(1)),
-                primary.replicator.epoch(),
-                &user_store,
-            )?;
-            user_store.set_directory_log(Arc::new(topic));
+            let (cluster, store) = (config.cluster.clone(), user_store.clone());
+            let epoch = primary.replicator.epoch();
+            let promotion = std::thread::Builder::new().name("users-promotion".into()).spawn(move || {
+                let topic = exchange::cluster::users::UsersTopic::promote(
+                    &cluster.brokers,
+                    &cluster.users_topic,
+                    cluster.replication,
+                    Duration::from_millis(cluster.delivery_timeout_ms.max(1)),
+                    epoch,
+                    &store,
+                )?;
+                store.set_directory_log(Arc::new(topic));
+                Ok::<_, exchange::cluster::log::ClusterError>(())
+            })?;
+            users_promotion = Some(promotion);
             None
         }
         Role::Gateway(_) => {
@@ -847,6 +856,11 @@ fn serve_recovered(
     let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress().subscribe_gating_from(0))?;
     let http_address = listener.local_addr()?;
     tracing::info!(listen = %http_address, "HTTP listening (/metrics, /health, /api/v1, WebSocket at / and /ws)");
+    // Every user and key of the directory is known before the first client is served.
+    #[cfg(feature = "sinks")]
+    if let Some(promotion) = users_promotion {
+        promotion.join().map_err(|_| "the users topic promotion panicked")??;
+    }
     if is_gateway && (config.binary.enabled || config.fix.enabled) {
         tracing::warn!("a gateway process serves REST and WebSocket only: the SBE and FIX gateways stay off");
     }

@@ -615,6 +615,9 @@ fn users_registered_on_the_primary_reach_a_running_gateway_and_a_promoted_standb
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_funded(port_b);
+    let read = std::fs::read_to_string(&log_b).unwrap_or_default();
+    let users_read = read.lines().find(|line| line.contains("users topic read up to")).unwrap_or("none");
+    println!("the promoted standby's users topic step: {users_read}");
     let (status, order) = place_signed(port_b, &trading_secret);
     assert_eq!((status, &order["status"]), (200, &json!("New")), "alice's key on the promoted standby: {order}");
     let (status, _) = place_signed(port_b, &revoked_secret);

@@ -396,14 +396,15 @@ impl UsersTopic {
         let record = FutureRecord::<(), [u8]>::to(&self.topic).partition(PARTITION).payload(value).headers(headers);
         // On a thread of its own: the store calls this from HTTP handlers, some of them on the
         // async runtime's workers, where a runtime cannot be blocked on.
-        let delivery = std::thread::scope(|scope| {
-            scope.spawn(|| self.runtime.block_on(self.producer.send(record, self.timeout))).join()
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| match self.runtime.block_on(self.producer.send(record, self.timeout)) {
+                    Ok(delivery) => Ok(delivery.offset),
+                    Err((error, _)) => Err(kafka(error)),
+                })
+                .join()
         })
-        .map_err(|_| kafka("the users topic append thread panicked"))?;
-        match delivery {
-            Ok(delivery) => Ok(delivery.offset),
-            Err((error, _)) => Err(kafka(error)),
-        }
+        .map_err(|_| kafka("the users topic append thread panicked"))?
     }
 
     /// Whether a record of another writer between `from` and `to` (exclusive) is a newer

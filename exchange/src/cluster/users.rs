@@ -475,3 +475,68 @@ impl DirectoryLog for UsersTopic {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_binary::Credentials;
+    use gateway_json::UsersConfig;
+
+    fn brokers() -> Option<String> {
+        let brokers = std::env::var("EXCHANGE_TEST_KAFKA_BROKERS").ok();
+        if brokers.is_none() {
+            eprintln!("EXCHANGE_TEST_KAFKA_BROKERS not set: skipping (source scripts/services)");
+            assert!(std::env::var_os("EXCHANGE_REQUIRE_SERVICES").is_none(), "services required");
+        }
+        brokers
+    }
+
+    fn store(name: &str) -> UserStore {
+        let dir = std::env::temp_dir().join(format!("users-topic-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        UserStore::open(UsersConfig::new(dir), Arc::new(Credentials::default())).unwrap()
+    }
+
+    /// Two primaries race on one users topic: the older one (deposed by the newer one's marker)
+    /// has its late registration refused and stops writing; the newer one goes on past that late
+    /// record; a reader from the first record applies exactly what both primaries acknowledged.
+    #[test]
+    fn a_deposed_primary_is_refused_and_its_late_record_is_ignored_by_every_reader() {
+        let Some(brokers) = brokers() else { return };
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let topic = format!("users-fence-{}-{nanos}", std::process::id());
+        let timeout = Duration::from_secs(10);
+        let old_store = Arc::new(store("old"));
+        let old = UsersTopic::promote(&brokers, &topic, 1, timeout, 5, &old_store).unwrap();
+        assert!(old_store.set_directory_log(Arc::new(old)));
+        let alice = old_store.register("alice", "password1").unwrap();
+
+        // A newer primary takes over: it reads alice.
+        let new_store = Arc::new(store("new"));
+        let new = UsersTopic::promote(&brokers, &topic, 1, timeout, 9, &new_store).unwrap();
+        assert!(new_store.set_directory_log(Arc::new(new)));
+        assert_eq!(new_store.user_by_name("alice").map(|user| user.id), Some(alice.id));
+
+        // The deposed one's registration lands after the newer marker: refused, and so is
+        // everything after it.
+        let refused = old_store.register("bob", "password2").unwrap_err();
+        assert_eq!(refused.code, "SERVICE_UNAVAILABLE");
+        assert!(old_store.user_by_name("bob").is_none());
+        assert_eq!(old_store.register("dave", "password4").unwrap_err().code, "SERVICE_UNAVAILABLE");
+
+        // The newer one's next append is not where it expected (the late record is between),
+        // but no newer marker is: accepted. It numbers after alice.
+        let carol = new_store.register("carol", "password3").unwrap();
+        assert_eq!(carol.id.get(), alice.id.get() + 1);
+
+        let reader = store("reader");
+        let mut follower = UsersFollower::open(&brokers, &topic, 1).unwrap();
+        let end = follower.end_offset().unwrap();
+        follower.read_until(end, timeout, &reader, false).unwrap();
+        let stats = follower.stats();
+        assert!(reader.user_by_name("alice").is_some() && reader.user_by_name("carol").is_some());
+        assert!(reader.user_by_name("bob").is_none(), "the deposed primary's late record is superseded");
+        assert_eq!(stats.superseded.load(Ordering::Relaxed), 1);
+        assert_eq!((stats.applied.load(Ordering::Relaxed), stats.refused.load(Ordering::Relaxed)), (2, 0));
+    }
+}

@@ -520,10 +520,22 @@ fn serve_replicated(
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let status = Arc::new(exchange::cluster::standby::StandbyStatus::default());
+    // One user directory for the life of the process: the standby keeps it current from the
+    // users topic, so that a promotion reads only what came after (docs/deployment.md, "User
+    // directory").
+    let (credentials, user_store) = open_directory(config)?;
     loop {
-        let Some(promoted) =
-            exchange::cluster::standby::follow_until_promoted(config, &engine_config, &stop, status.clone())?
-        else {
+        let cluster = &config.cluster;
+        let following = exchange::cluster::users::follow_in_background(
+            &cluster.brokers,
+            &cluster.users_topic,
+            cluster.replication,
+            user_store.clone(),
+            exchange::cluster::users::FollowMode::Standby,
+        )?;
+        let promoted = exchange::cluster::standby::follow_until_promoted(config, &engine_config, &stop, status.clone());
+        let users_follower = following.stop();
+        let Some(promoted) = promoted? else {
             tracing::info!("standby stopped");
             return Ok(());
         };
@@ -540,6 +552,8 @@ fn serve_replicated(
             lease: promoted.lease,
             rings: promoted.rings,
             timeline: promoted.timeline,
+            directory: Some((credentials.clone(), user_store.clone())),
+            users_follower,
         };
         let role = Role::Primary(promoted.writer, Box::new(cluster));
         match serve_recovered(config, engine_config.clone(), args.clone(), promoted.recovered, role, Instant::now()) {
@@ -591,6 +605,10 @@ struct ClusterPrimary {
     lease: exchange::cluster::lease::Lease,
     rings: runtime::Rings,
     timeline: Arc<exchange::promotion::PromotionTimeline>,
+    /// The process's user directory (kept current while it was a standby).
+    directory: Option<(Arc<gateway_binary::Credentials>, Arc<gateway_json::UserStore>)>,
+    /// Where the standby's reader of the users topic stopped.
+    users_follower: Option<exchange::cluster::users::UsersFollower>,
 }
 
 /// Without the `sinks` feature there is no replicated primary.
@@ -675,48 +693,13 @@ impl Core {
     }
 }
 
-fn serve_recovered(
+/// This process's user directory: the users store (`<data_dir>/users/users.log`) and the API key
+/// table it feeds. Registered users and their API keys are not in the journal (docs/rest-api.md);
+/// new ids start above every configured and demo user and skip the load-test range.
+fn open_directory(
     config: &Config,
-    engine_config: engine::EngineConfig,
-    args: RunArgs,
-    recovered: runtime::Recovered,
-    role: Role,
-    started: Instant,
-) -> Result<(), Box<dyn std::error::Error>> {
-    tracing::info!(
-        data = %config.data_dir.display(),
-        snapshot = ?recovered.snapshot.as_ref().map(|s| s.0),
-        replayed = recovered.replayed,
-        last_sequence = recovered.last_sequence,
-        torn_tail = ?recovered.torn_tail,
-        state_hash = format_args!("{:#018x}", recovered.engine.state_hash()),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "recovered"
-    );
-    let http_threads = config.http.checked_worker_threads()?;
-    let http_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(http_threads).enable_all().build()?;
-    let listener = http_runtime
-        .block_on(tokio::net::TcpListener::bind(config.http.listen))
-        .map_err(|e| format!("cannot listen on {}: {e}", config.http.listen))?;
+) -> Result<(Arc<gateway_binary::Credentials>, Arc<gateway_json::UserStore>), Box<dyn std::error::Error>> {
     let credentials = Arc::new(gateway_binary::Credentials::default());
-    for key in &config.api_keys {
-        credentials.insert(codec::FixedBytes(key.key()?), codec::UserId::new(key.user_id));
-    }
-    #[cfg(feature = "sinks")]
-    let is_gateway = matches!(role, Role::Gateway(_));
-    #[cfg(not(feature = "sinks"))]
-    let is_gateway = false;
-    for user in exchange::demo::LOAD_USER_FIRST..exchange::demo::LOAD_USER_FIRST + args.load_users {
-        let secret = exchange::demo::load_user_secret(user);
-        credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
-    }
-    if args.demo {
-        for (user, secret) in exchange::demo::demo_secrets() {
-            credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
-        }
-    }
-    // Registered users and their API keys (not in the journal: see docs/rest-api.md). New ids
-    // start above every configured and demo user and skip the load-test range.
     let users_config = gateway_json::UsersConfig {
         jwt_secret: (!config.users.jwt_secret.is_empty()).then(|| config.users.jwt_secret.as_bytes().to_vec()),
         jwt_ttl: Duration::from_secs(config.users.jwt_ttl_seconds.max(1)),
@@ -734,9 +717,63 @@ fn serve_recovered(
             "no users.jwt_secret configured: session tokens are signed with a random key and end at restart"
         );
     }
+    Ok((credentials, user_store))
+}
+
+fn serve_recovered(
+    config: &Config,
+    engine_config: engine::EngineConfig,
+    args: RunArgs,
+    recovered: runtime::Recovered,
+    #[cfg_attr(not(feature = "sinks"), allow(unused_mut))] mut role: Role,
+    started: Instant,
+) -> Result<(), Box<dyn std::error::Error>> {
+    tracing::info!(
+        data = %config.data_dir.display(),
+        snapshot = ?recovered.snapshot.as_ref().map(|s| s.0),
+        replayed = recovered.replayed,
+        last_sequence = recovered.last_sequence,
+        torn_tail = ?recovered.torn_tail,
+        state_hash = format_args!("{:#018x}", recovered.engine.state_hash()),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
+    let http_threads = config.http.checked_worker_threads()?;
+    let http_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(http_threads).enable_all().build()?;
+    let listener = http_runtime
+        .block_on(tokio::net::TcpListener::bind(config.http.listen))
+        .map_err(|e| format!("cannot listen on {}: {e}", config.http.listen))?;
+    #[cfg(feature = "sinks")]
+    let (directory, users_follower) = match &mut role {
+        Role::Primary(_, primary) => (primary.directory.take(), primary.users_follower.take()),
+        _ => (None, None),
+    };
+    #[cfg(not(feature = "sinks"))]
+    let directory = None;
+    let (credentials, user_store) = match directory {
+        Some(directory) => directory,
+        None => open_directory(config)?,
+    };
+    for key in &config.api_keys {
+        credentials.insert(codec::FixedBytes(key.key()?), codec::UserId::new(key.user_id));
+    }
+    #[cfg(feature = "sinks")]
+    let is_gateway = matches!(role, Role::Gateway(_));
+    #[cfg(not(feature = "sinks"))]
+    let is_gateway = false;
+    for user in exchange::demo::LOAD_USER_FIRST..exchange::demo::LOAD_USER_FIRST + args.load_users {
+        let secret = exchange::demo::load_user_secret(user);
+        credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
+    }
+    if args.demo {
+        for (user, secret) in exchange::demo::demo_secrets() {
+            credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
+        }
+    }
     // In a cluster the users topic is the directory (docs/deployment.md, "User directory"): the
-    // primary reads it all, then appends every change of its own there before answering; a
-    // gateway process reads it all, then follows it.
+    // primary reads it up to its marker (from where its standby's reader stopped), then appends
+    // every change of its own there before answering; a gateway process reads it all, then
+    // follows it.
     // The primary's reading runs beside the rest of the start (it is joined before any client
     // is served), so that it adds to a failover's time only what the rest does not cover.
     #[cfg(feature = "sinks")]
@@ -754,6 +791,7 @@ fn serve_recovered(
                     Duration::from_millis(cluster.delivery_timeout_ms.max(1)),
                     epoch,
                     &store,
+                    users_follower,
                 )?;
                 store.set_directory_log(Arc::new(topic));
                 Ok::<_, exchange::cluster::log::ClusterError>(())
@@ -768,6 +806,7 @@ fn serve_recovered(
                 &cluster.users_topic,
                 cluster.replication,
                 user_store.clone(),
+                exchange::cluster::users::FollowMode::Gateway,
             )?)
         }
         Role::Standalone(_) => None,
@@ -802,12 +841,17 @@ fn serve_recovered(
     #[cfg(feature = "sinks")]
     let (runtime, _lease, commands) = match role {
         Role::Primary(writer, cluster) => {
-            let ClusterPrimary { replicator, lease, rings, timeline: _ } = *cluster;
+            let ClusterPrimary { replicator, lease, rings, .. } = *cluster;
             let applied = recovered.engine.gateway_sequences().collect();
             // Nothing was executed or acknowledged under this epoch yet: if the lease is gone
             // already, the node goes back to following the log. From here on, losing the
             // lease ends this process: it stops acknowledging.
             if !lease.commit_to_serving() {
+                // The users topic step ends first: this process's store outlives this attempt
+                // and must not get this attempt's writer after the next promotion's.
+                if let Some(promotion) = users_promotion.take() {
+                    let _ = promotion.join();
+                }
                 return Err(Box::new(LeaseLostBeforeServing));
             }
             let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator), rings)?;
@@ -1120,7 +1164,7 @@ fn serve_recovered(
     }
     #[cfg(feature = "sinks")]
     if let Some(following) = users_following {
-        following.shutdown();
+        following.stop();
     }
     market_feed.shutdown();
     rest_gateway.shutdown();

@@ -280,7 +280,7 @@ pub struct UserStore {
     per_user: Limiter,
     per_ip: Limiter,
     /// Set on a cluster's primary: every record goes to this log first (module documentation).
-    directory_log: std::sync::OnceLock<Arc<dyn DirectoryLog>>,
+    directory_log: Mutex<Option<Arc<dyn DirectoryLog>>>,
 }
 
 impl std::fmt::Debug for UserStore {
@@ -405,15 +405,16 @@ impl UserStore {
             per_ip: Limiter::new(config.login_burst_per_ip, config.login_refill),
             config,
             dummy_hash,
-            directory_log: std::sync::OnceLock::new(),
+            directory_log: Mutex::new(None),
         })
     }
 
     /// Makes `log` the authoritative log of this store's own changes (a cluster's primary): from
     /// now on a registration, key or revocation is appended there first and refused (`503`) when
-    /// the log does not take it. Set once; a second call is ignored (returns `false`).
+    /// the log does not take it. Replaces the log of an earlier promotion of this process (a
+    /// node that went back to following and was promoted again); returns whether one was set.
     pub fn set_directory_log(&self, log: Arc<dyn DirectoryLog>) -> bool {
-        self.directory_log.set(log).is_ok()
+        self.directory_log.lock().unwrap_or_else(|e| e.into_inner()).replace(log).is_some()
     }
 
     /// Applies one record of the directory log (a line as [`DirectoryLog::append`] got it, a
@@ -497,7 +498,8 @@ impl UserStore {
             code: "SERVICE_UNAVAILABLE",
             message: "User store unavailable, retry later".into(),
         };
-        if let Some(log) = self.directory_log.get() {
+        let log = self.directory_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(log) = log {
             // The log is the directory: nothing is applied, written or answered before it has
             // the record (a failover must not lose a user whose orders are in the journal).
             if let Err(error) = log.append(line.trim_end_matches('\n')) {
@@ -1024,7 +1026,7 @@ mod tests {
         let primary_dir = dir("log-primary");
         let log = Arc::new(RecordingLog::default());
         let primary = UserStore::open(UsersConfig::new(&primary_dir), Arc::new(Credentials::default())).unwrap();
-        assert!(primary.set_directory_log(log.clone()));
+        assert!(!primary.set_directory_log(log.clone()));
         let alice = primary.register("alice", "password1").unwrap();
         let (key, secret) = primary.generate_key(alice.id, "bot").unwrap();
         let (revoked, revoked_secret) = primary.generate_key(alice.id, "old").unwrap();

@@ -7,9 +7,10 @@
 //! only once Kafka acknowledged it (`acks=all`, [`UsersTopic`] is the store's
 //! [`DirectoryLog`]). Gateway processes follow the topic live ([`UsersFollower`],
 //! [`follow_in_background`]) and apply each record to their in-memory store: a user registered on
-//! the primary trades through every gateway as soon as its records arrive. A node that becomes
-//! primary reads the whole topic first ([`UsersTopic::promote`]), so it knows every user and
-//! numbers new ones after the highest id seen.
+//! the primary trades through every gateway as soon as its records arrive. A standby follows it
+//! too (into its store and its `users.log`), and when it becomes primary it reads the rest of the
+//! topic up to its own marker first ([`UsersTopic::promote`]), so it knows every user and numbers
+//! new ones after the highest id seen.
 //!
 //! # Records
 //! One partition, one Kafka record per directory change; headers in ASCII decimal:
@@ -243,37 +244,52 @@ impl UsersFollower {
     }
 }
 
-/// A gateway process's live reader of the users topic: reads it to its end before the process
-/// serves, then applies new records on a thread of its own until stopped.
+/// A live reader of the users topic on a thread of its own: a gateway process's (which reads the
+/// topic to its end before it serves) or a standby's (which keeps its store, and its
+/// `users.log`, current, so that a promotion reads only the records after it).
 pub struct UsersFollowing {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    thread: JoinHandle<UsersFollower>,
     stats: Arc<UsersStats>,
 }
 
-/// Reads `topic` to its end into `store` (in memory only: the topic is the directory, read from
-/// its start at every start), then follows it on a background thread.
+/// How a [`follow_in_background`] reader starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowMode {
+    /// A gateway process: read the topic to its end before returning; in memory only (the topic
+    /// is the directory, read from its start at every start).
+    Gateway,
+    /// A standby: return at once; each record also goes to the local `users.log`.
+    Standby,
+}
+
+/// Follows `topic` into `store` on a background thread, from its first record (see
+/// [`FollowMode`]).
 ///
 /// # Errors
-/// The broker, or the catch-up did not finish within [`CATCH_UP_TIMEOUT`].
+/// The broker, or (a gateway) the catch-up did not finish within [`CATCH_UP_TIMEOUT`].
 pub fn follow_in_background(
     brokers: &str,
     topic: &str,
     replication: i32,
     store: Arc<UserStore>,
+    mode: FollowMode,
 ) -> Result<UsersFollowing, ClusterError> {
     let started = Instant::now();
     let mut follower = UsersFollower::open(brokers, topic, replication)?;
-    let end = follower.end_offset()?;
-    follower.read_until(end, CATCH_UP_TIMEOUT, &store, false)?;
+    let persist = mode == FollowMode::Standby;
     let stats = follower.stats();
-    tracing::info!(
-        records = end,
-        applied = stats.applied.load(Ordering::Relaxed),
-        users = store.user_count(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "users topic read: following it"
-    );
+    if mode == FollowMode::Gateway {
+        let end = follower.end_offset()?;
+        follower.read_until(end, CATCH_UP_TIMEOUT, &store, persist)?;
+        tracing::info!(
+            records = end,
+            applied = stats.applied.load(Ordering::Relaxed),
+            users = store.user_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "users topic read: following it"
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = stop.clone();
     let thread = std::thread::Builder::new()
@@ -281,7 +297,7 @@ pub fn follow_in_background(
         .spawn(move || {
             let mut failing = false;
             while !thread_stop.load(Ordering::Acquire) {
-                match follower.poll(FOLLOW_POLL, &store, false) {
+                match follower.poll(FOLLOW_POLL, &store, persist) {
                     Ok(_) if failing => {
                         failing = false;
                         tracing::info!("users topic readable again");
@@ -297,6 +313,7 @@ pub fn follow_in_background(
                     }
                 }
             }
+            follower
         })
         .map_err(kafka)?;
     Ok(UsersFollowing { stop, thread, stats })
@@ -308,10 +325,10 @@ impl UsersFollowing {
         self.stats.clone()
     }
 
-    /// Stops the thread.
-    pub fn shutdown(self) {
+    /// Stops the thread; the reader where it stopped (`None` if the thread panicked).
+    pub fn stop(self) -> Option<UsersFollower> {
         self.stop.store(true, Ordering::Release);
-        let _ = self.thread.join();
+        self.thread.join().ok()
     }
 }
 
@@ -338,8 +355,9 @@ struct WriterState {
 impl UsersTopic {
     /// Takes over the users topic for a new primary of `epoch` (its journal-topic epoch): appends
     /// an epoch marker, reads every record before it into `store` (persisted in its local file,
-    /// so the file stays a complete copy), and returns the writer to give the store
-    /// ([`UserStore::set_directory_log`]). Each append waits up to `timeout` for Kafka.
+    /// so the file stays a complete copy) from where `follower` (the standby's reader of the
+    /// topic into this store) stands, or from the first record, and returns the writer to give
+    /// the store ([`UserStore::set_directory_log`]). Each append waits up to `timeout` for Kafka.
     ///
     /// # Errors
     /// The broker, or the catch-up did not finish within [`CATCH_UP_TIMEOUT`].
@@ -350,6 +368,7 @@ impl UsersTopic {
         timeout: Duration,
         epoch: i64,
         store: &UserStore,
+        follower: Option<UsersFollower>,
     ) -> Result<Self, ClusterError> {
         let started = Instant::now();
         ensure_topic(brokers, topic, replication)?;
@@ -372,13 +391,18 @@ impl UsersTopic {
             state: Mutex::new(WriterState { expected: 0, stopped: None }),
         };
         let marker = writer.send("epoch", &[])?;
-        let mut follower = UsersFollower::open(brokers, topic, replication)?;
+        let mut follower = match follower {
+            Some(follower) => follower,
+            None => UsersFollower::open(brokers, topic, replication)?,
+        };
+        let from = follower.next_offset();
         follower.read_until(marker, CATCH_UP_TIMEOUT, store, true)?;
         let stats = follower.stats();
         writer.state.lock().unwrap_or_else(|e| e.into_inner()).expected = marker + 1;
         tracing::info!(
             epoch,
             marker,
+            from,
             applied = stats.applied.load(Ordering::Relaxed),
             known = stats.known.load(Ordering::Relaxed),
             users = store.user_count(),
@@ -507,14 +531,21 @@ mod tests {
         let topic = format!("users-fence-{}-{nanos}", std::process::id());
         let timeout = Duration::from_secs(10);
         let old_store = Arc::new(store("old"));
-        let old = UsersTopic::promote(&brokers, &topic, 1, timeout, 5, &old_store).unwrap();
-        assert!(old_store.set_directory_log(Arc::new(old)));
+        let old = UsersTopic::promote(&brokers, &topic, 1, timeout, 5, &old_store, None).unwrap();
+        assert!(!old_store.set_directory_log(Arc::new(old)));
         let alice = old_store.register("alice", "password1").unwrap();
 
         // A newer primary takes over: it reads alice.
         let new_store = Arc::new(store("new"));
-        let new = UsersTopic::promote(&brokers, &topic, 1, timeout, 9, &new_store).unwrap();
-        assert!(new_store.set_directory_log(Arc::new(new)));
+        // (as a standby: it followed the topic before its promotion)
+        let following = follow_in_background(&brokers, &topic, 1, new_store.clone(), FollowMode::Standby).unwrap();
+        let deadline = Instant::now() + timeout;
+        while new_store.user_by_name("alice").is_none() {
+            assert!(Instant::now() < deadline, "the standby's reader never applied alice");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let new = UsersTopic::promote(&brokers, &topic, 1, timeout, 9, &new_store, following.stop()).unwrap();
+        assert!(!new_store.set_directory_log(Arc::new(new)));
         assert_eq!(new_store.user_by_name("alice").map(|user| user.id), Some(alice.id));
 
         // The deposed one's registration lands after the newer marker: refused, and so is

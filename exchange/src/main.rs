@@ -533,9 +533,15 @@ fn serve_replicated(
             user_store.clone(),
             exchange::cluster::users::FollowMode::Standby,
         )?;
+        let users_writer = exchange::cluster::users::UsersTopic::open(
+            &cluster.brokers,
+            &cluster.users_topic,
+            cluster.replication,
+            Duration::from_millis(cluster.delivery_timeout_ms.max(1)),
+        )?;
         let promoted = exchange::cluster::standby::follow_until_promoted(config, &engine_config, &stop, status.clone());
-        let users_follower = following.stop();
         let Some(promoted) = promoted? else {
+            following.stop();
             tracing::info!("standby stopped");
             return Ok(());
         };
@@ -553,7 +559,8 @@ fn serve_replicated(
             rings: promoted.rings,
             timeline: promoted.timeline,
             directory: Some((credentials.clone(), user_store.clone())),
-            users_follower,
+            users_following: Some(following),
+            users_writer: Some(users_writer),
         };
         let role = Role::Primary(promoted.writer, Box::new(cluster));
         match serve_recovered(config, engine_config.clone(), args.clone(), promoted.recovered, role, Instant::now()) {
@@ -607,8 +614,11 @@ struct ClusterPrimary {
     timeline: Arc<exchange::promotion::PromotionTimeline>,
     /// The process's user directory (kept current while it was a standby).
     directory: Option<(Arc<gateway_binary::Credentials>, Arc<gateway_json::UserStore>)>,
-    /// Where the standby's reader of the users topic stopped.
-    users_follower: Option<exchange::cluster::users::UsersFollower>,
+    /// The standby's reader of the users topic (stopped by the promotion's users step, beside the
+    /// rest of the start: its poll takes up to 20 ms to notice).
+    users_following: Option<exchange::cluster::users::UsersFollowing>,
+    /// The users topic writer, connected while this node was a standby.
+    users_writer: Option<exchange::cluster::users::UsersTopic>,
 }
 
 /// Without the `sinks` feature there is no replicated primary.
@@ -744,9 +754,11 @@ fn serve_recovered(
         .block_on(tokio::net::TcpListener::bind(config.http.listen))
         .map_err(|e| format!("cannot listen on {}: {e}", config.http.listen))?;
     #[cfg(feature = "sinks")]
-    let (directory, users_follower) = match &mut role {
-        Role::Primary(_, primary) => (primary.directory.take(), primary.users_follower.take()),
-        _ => (None, None),
+    let (directory, standby_users_following, users_writer) = match &mut role {
+        Role::Primary(_, primary) => {
+            (primary.directory.take(), primary.users_following.take(), primary.users_writer.take())
+        }
+        _ => (None, None, None),
     };
     #[cfg(not(feature = "sinks"))]
     let directory = None;
@@ -784,15 +796,17 @@ fn serve_recovered(
             let (cluster, store) = (config.cluster.clone(), user_store.clone());
             let epoch = primary.replicator.epoch();
             let promotion = std::thread::Builder::new().name("users-promotion".into()).spawn(move || {
-                let topic = exchange::cluster::users::UsersTopic::promote(
-                    &cluster.brokers,
-                    &cluster.users_topic,
-                    cluster.replication,
-                    Duration::from_millis(cluster.delivery_timeout_ms.max(1)),
-                    epoch,
-                    &store,
-                    users_follower,
-                )?;
+                let writer = match users_writer {
+                    Some(writer) => writer,
+                    None => exchange::cluster::users::UsersTopic::open(
+                        &cluster.brokers,
+                        &cluster.users_topic,
+                        cluster.replication,
+                        Duration::from_millis(cluster.delivery_timeout_ms.max(1)),
+                    )?,
+                };
+                let standby_reader = standby_users_following.and_then(|following| following.stop());
+                let topic = writer.promote(epoch, &store, standby_reader)?;
                 store.set_directory_log(Arc::new(topic));
                 Ok::<_, exchange::cluster::log::ClusterError>(())
             })?;

@@ -8,8 +8,9 @@
 //! [`DirectoryLog`]). Gateway processes follow the topic live ([`UsersFollower`],
 //! [`follow_in_background`]) and apply each record to their in-memory store: a user registered on
 //! the primary trades through every gateway as soon as its records arrive. A standby follows it
-//! too (into its store and its `users.log`), and when it becomes primary it reads the rest of the
-//! topic up to its own marker first ([`UsersTopic::promote`]), so it knows every user and numbers
+//! too (into its store and its `users.log`) with a writer connected ahead ([`UsersTopic::open`]),
+//! and when it becomes primary it reads the rest of the topic up to its own marker first
+//! ([`UsersTopic::promote`]), so it knows every user and numbers
 //! new ones after the highest id seen.
 //!
 //! # Records
@@ -61,8 +62,9 @@ use std::time::{Duration, Instant};
 /// How long a follower's fetch waits at the end of the topic: bounds how late a gateway learns a
 /// new user (plus one produce and one fetch round trip).
 const FETCH_WAIT_MS: &str = "20";
-/// How long one poll of the background follower waits before it looks at the stop flag.
-const FOLLOW_POLL: Duration = Duration::from_millis(100);
+/// How long one poll of the background follower waits before it looks at the stop flag: a
+/// promotion waits up to this long for the standby's reader to stop.
+const FOLLOW_POLL: Duration = Duration::from_millis(20);
 /// How long reading the topic to its end (at a gateway's start, at a promotion) may take.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest record value accepted (a users.log line is a few hundred bytes; an argon2 hash ~100).
@@ -336,6 +338,7 @@ impl UsersFollowing {
 pub struct UsersTopic {
     brokers: String,
     topic: String,
+    replication: i32,
     producer: FutureProducer,
     runtime: tokio::runtime::Runtime,
     timeout: Duration,
@@ -353,24 +356,13 @@ struct WriterState {
 }
 
 impl UsersTopic {
-    /// Takes over the users topic for a new primary of `epoch` (its journal-topic epoch): appends
-    /// an epoch marker, reads every record before it into `store` (persisted in its local file,
-    /// so the file stays a complete copy) from where `follower` (the standby's reader of the
-    /// topic into this store) stands, or from the first record, and returns the writer to give
-    /// the store ([`UserStore::set_directory_log`]). Each append waits up to `timeout` for Kafka.
+    /// Connects a writer ahead of a promotion (creating the topic, one partition, if missing): a
+    /// standby does this while it follows, so that its promotion pays only for its marker's round
+    /// trip, not for the producer's set-up. Each append waits up to `timeout` for Kafka.
     ///
     /// # Errors
-    /// The broker, or the catch-up did not finish within [`CATCH_UP_TIMEOUT`].
-    pub fn promote(
-        brokers: &str,
-        topic: &str,
-        replication: i32,
-        timeout: Duration,
-        epoch: i64,
-        store: &UserStore,
-        follower: Option<UsersFollower>,
-    ) -> Result<Self, ClusterError> {
-        let started = Instant::now();
+    /// The broker refused.
+    pub fn open(brokers: &str, topic: &str, replication: i32, timeout: Duration) -> Result<Self, ClusterError> {
         ensure_topic(brokers, topic, replication)?;
         let producer: FutureProducer = client_config(brokers)
             .set("enable.idempotence", "true")
@@ -381,19 +373,39 @@ impl UsersTopic {
             .create()
             .map_err(kafka)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(kafka)?;
-        let writer = Self {
+        Ok(Self {
             brokers: brokers.to_string(),
             topic: topic.to_string(),
+            replication,
             producer,
             runtime,
             timeout,
-            epoch,
+            epoch: -1,
             state: Mutex::new(WriterState { expected: 0, stopped: None }),
-        };
+        })
+    }
+
+    /// Takes over the users topic for a new primary of `epoch` (its journal-topic epoch): appends
+    /// an epoch marker, reads every record before it into `store` (persisted in its local file,
+    /// so the file stays a complete copy) from where `follower` (the standby's reader of the
+    /// topic into this store) stands, or from the first record, and returns the writer to give
+    /// the store ([`UserStore::set_directory_log`]).
+    ///
+    /// # Errors
+    /// The broker, or the catch-up did not finish within [`CATCH_UP_TIMEOUT`].
+    pub fn promote(
+        mut self,
+        epoch: i64,
+        store: &UserStore,
+        follower: Option<UsersFollower>,
+    ) -> Result<Self, ClusterError> {
+        let started = Instant::now();
+        self.epoch = epoch;
+        let writer = self;
         let marker = writer.send("epoch", &[])?;
         let mut follower = match follower {
             Some(follower) => follower,
-            None => UsersFollower::open(brokers, topic, replication)?,
+            None => UsersFollower::open(&writer.brokers, &writer.topic, writer.replication)?,
         };
         let from = follower.next_offset();
         follower.read_until(marker, CATCH_UP_TIMEOUT, store, true)?;
@@ -531,7 +543,7 @@ mod tests {
         let topic = format!("users-fence-{}-{nanos}", std::process::id());
         let timeout = Duration::from_secs(10);
         let old_store = Arc::new(store("old"));
-        let old = UsersTopic::promote(&brokers, &topic, 1, timeout, 5, &old_store, None).unwrap();
+        let old = UsersTopic::open(&brokers, &topic, 1, timeout).unwrap().promote(5, &old_store, None).unwrap();
         assert!(!old_store.set_directory_log(Arc::new(old)));
         let alice = old_store.register("alice", "password1").unwrap();
 
@@ -544,7 +556,8 @@ mod tests {
             assert!(Instant::now() < deadline, "the standby's reader never applied alice");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let new = UsersTopic::promote(&brokers, &topic, 1, timeout, 9, &new_store, following.stop()).unwrap();
+        let new = UsersTopic::open(&brokers, &topic, 1, timeout).unwrap();
+        let new = new.promote(9, &new_store, following.stop()).unwrap();
         assert!(!new_store.set_directory_log(Arc::new(new)));
         assert_eq!(new_store.user_by_name("alice").map(|user| user.id), Some(alice.id));
 

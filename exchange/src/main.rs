@@ -807,8 +807,9 @@ fn serve_recovered(
                 };
                 let standby_reader = standby_users_following.and_then(|following| following.stop());
                 let topic = writer.promote(epoch, &store, standby_reader)?;
+                let stats = topic.stats();
                 store.set_directory_log(Arc::new(topic));
-                Ok::<_, exchange::cluster::log::ClusterError>(())
+                Ok::<_, exchange::cluster::log::ClusterError>(stats)
             })?;
             users_promotion = Some(promotion);
             None
@@ -916,9 +917,12 @@ fn serve_recovered(
     tracing::info!(listen = %http_address, "HTTP listening (/metrics, /health, /api/v1, WebSocket at / and /ws)");
     // Every user and key of the directory is known before the first client is served.
     #[cfg(feature = "sinks")]
-    if let Some(promotion) = users_promotion {
-        promotion.join().map_err(|_| "the users topic promotion panicked")??;
-    }
+    let cluster_users = match users_promotion {
+        Some(promotion) => Some(promotion.join().map_err(|_| "the users topic promotion panicked")??),
+        None => users_following.as_ref().map(|following| following.stats()),
+    };
+    #[cfg(not(feature = "sinks"))]
+    let cluster_users = None;
     if is_gateway && (config.binary.enabled || config.fix.enabled) {
         tracing::warn!("a gateway process serves REST and WebSocket only: the SBE and FIX gateways stay off");
     }
@@ -1081,6 +1085,7 @@ fn serve_recovered(
         cluster_commands: commands.as_ref().map(|commands| commands.stats()),
         #[cfg(not(feature = "sinks"))]
         cluster_commands: None,
+        cluster_users,
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");

@@ -603,6 +603,10 @@ fn users_registered_on_the_primary_reach_a_running_gateway_and_a_promoted_standb
     });
     assert_eq!(refusal["message"], "Unknown API key", "{refusal}");
     println!("key revoked on the primary → refused by the gateway: {:.0} ms", ms(took));
+    // The user, two keys and a revocation: four records applied by the gateway's reader.
+    let metrics = request(gateway.http, "GET", "/metrics", "", "").body().to_string();
+    assert!(metrics.lines().any(|line| line == "exchange_cluster_users_applied_total 4"), "{metrics}");
+    assert!(metrics.lines().any(|line| line == "exchange_cluster_users_refused_total 0"), "{metrics}");
 
     // A standby promoted after the registration knows alice and numbers after her.
     std::thread::sleep(Duration::from_secs(2)); // the standby joins the lease group

@@ -54,7 +54,7 @@ use sinks::rdkafka::consumer::{BaseConsumer, Consumer};
 use sinks::rdkafka::error::KafkaError;
 use sinks::rdkafka::message::{Header, Headers, OwnedHeaders};
 use sinks::rdkafka::producer::{FutureProducer, FutureRecord};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -105,18 +105,8 @@ impl Kind {
     }
 }
 
-/// Counters of a reader of the users topic.
-#[derive(Debug, Default)]
-pub struct UsersStats {
-    /// Records that changed the directory here.
-    pub applied: AtomicU64,
-    /// Records already known here (read again).
-    pub known: AtomicU64,
-    /// Records of a superseded epoch, ignored.
-    pub superseded: AtomicU64,
-    /// Records refused: malformed or contradicting this directory (logged as errors).
-    pub refused: AtomicU64,
-}
+/// Counters of a reader of the users topic (on `/metrics`).
+pub use crate::http::UsersTopicStats as UsersStats;
 
 /// Reads the users topic in offset order and applies the authoritative records (module
 /// documentation) to a [`UserStore`]. Not a group member: it assigns the partition itself.
@@ -339,6 +329,8 @@ pub struct UsersTopic {
     brokers: String,
     topic: String,
     replication: i32,
+    /// The counters of the reader that brought the store up to this writer's marker.
+    stats: Arc<UsersStats>,
     producer: FutureProducer,
     runtime: tokio::runtime::Runtime,
     timeout: Duration,
@@ -377,6 +369,7 @@ impl UsersTopic {
             brokers: brokers.to_string(),
             topic: topic.to_string(),
             replication,
+            stats: Arc::default(),
             producer,
             runtime,
             timeout,
@@ -401,7 +394,7 @@ impl UsersTopic {
     ) -> Result<Self, ClusterError> {
         let started = Instant::now();
         self.epoch = epoch;
-        let writer = self;
+        let mut writer = self;
         let marker = writer.send("epoch", &[])?;
         let mut follower = match follower {
             Some(follower) => follower,
@@ -411,6 +404,7 @@ impl UsersTopic {
         follower.read_until(marker, CATCH_UP_TIMEOUT, store, true)?;
         let stats = follower.stats();
         writer.state.lock().unwrap_or_else(|e| e.into_inner()).expected = marker + 1;
+        writer.stats = stats.clone();
         tracing::info!(
             epoch,
             marker,
@@ -422,6 +416,12 @@ impl UsersTopic {
             "users topic read up to this primary's marker: it writes the directory"
         );
         Ok(writer)
+    }
+
+    /// The counters of the reader that brought the store up to this writer's marker (the
+    /// standby's, since it started).
+    pub fn stats(&self) -> Arc<UsersStats> {
+        self.stats.clone()
     }
 
     fn send(&self, kind: &str, value: &[u8]) -> Result<i64, ClusterError> {

@@ -612,6 +612,10 @@ pub struct ClusterSection {
     pub commands_partitions: i32,
     /// This gateway process's id (`exchange gateway`; non-zero, unique among gateways).
     pub gateway_id: u64,
+    /// The shared user directory: the replicated primary appends every user, API key and
+    /// revocation here before answering; gateway processes follow it and a promoted standby reads
+    /// it (one partition; docs/deployment.md, "User directory").
+    pub users_topic: String,
     /// The primary publishes its state hash at every multiple of this sequence (a `checkpoint`
     /// record) and standbys compare theirs (0: never).
     pub checkpoint_every: u64,
@@ -648,6 +652,7 @@ impl Default for ClusterSection {
             commands_topic: "exchange.commands".into(),
             commands_partitions: 4,
             gateway_id: 0,
+            users_topic: "exchange.users".into(),
             checkpoint_every: CLUSTER_CHECKPOINT_EVERY_DEFAULT,
             snapshot_topic: "exchange.snapshots".into(),
             snapshot_retention_ms: CLUSTER_SNAPSHOT_RETENTION_MS_DEFAULT,

@@ -58,6 +58,24 @@ pub struct HttpState {
     /// On a replicated primary, its commands topic consumer's counters
     /// (`exchange_cluster_commands_*_total`).
     pub cluster_commands: Option<CommandsTopicStats>,
+    /// On a replicated primary and a gateway process, its users topic reader's counters
+    /// (`exchange_cluster_users_*_total`).
+    pub cluster_users: Option<Arc<UsersTopicStats>>,
+}
+
+/// The counters of a reader of the users topic (`cluster::users`, docs/deployment.md "User
+/// directory"): a gateway process's, or the one a primary read the directory with (since it
+/// started as a standby).
+#[derive(Debug, Default)]
+pub struct UsersTopicStats {
+    /// Records that changed the directory here.
+    pub applied: std::sync::atomic::AtomicU64,
+    /// Records already known here (read again).
+    pub known: std::sync::atomic::AtomicU64,
+    /// Records of a superseded epoch (a deposed primary's late writes), ignored.
+    pub superseded: std::sync::atomic::AtomicU64,
+    /// Records refused: malformed or contradicting this directory (logged as errors).
+    pub refused: std::sync::atomic::AtomicU64,
 }
 
 /// The counters of a replicated primary's commands topic consumer
@@ -174,6 +192,22 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
                 "exchange_cluster_commands_malformed_total",
                 "Commands topic records skipped: not a command with a gateway origin, or too long.",
                 load(&commands.malformed),
+            ),
+        ]);
+    }
+    if let Some(users) = &state.cluster_users {
+        counters.extend([
+            ("exchange_cluster_users_applied_total", "Users topic records applied here.", load(&users.applied)),
+            ("exchange_cluster_users_known_total", "Users topic records already known here.", load(&users.known)),
+            (
+                "exchange_cluster_users_superseded_total",
+                "Users topic records of a superseded primary, ignored.",
+                load(&users.superseded),
+            ),
+            (
+                "exchange_cluster_users_refused_total",
+                "Users topic records refused: malformed or contradicting this directory.",
+                load(&users.refused),
             ),
         ]);
     }

@@ -521,10 +521,28 @@ fn serve_replicated(
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let status = Arc::new(exchange::cluster::standby::StandbyStatus::default());
+    // One user directory for the life of the process: the standby keeps it current from the
+    // users topic, so that a promotion reads only what came after (docs/deployment.md, "User
+    // directory").
+    let (credentials, user_store) = open_directory(config)?;
     loop {
-        let Some(promoted) =
-            exchange::cluster::standby::follow_until_promoted(config, &engine_config, &stop, status.clone())?
-        else {
+        let cluster = &config.cluster;
+        let following = exchange::cluster::users::follow_in_background(
+            &cluster.brokers,
+            &cluster.users_topic,
+            cluster.replication,
+            user_store.clone(),
+            exchange::cluster::users::FollowMode::Standby,
+        )?;
+        let users_writer = exchange::cluster::users::UsersTopic::open(
+            &cluster.brokers,
+            &cluster.users_topic,
+            cluster.replication,
+            Duration::from_millis(cluster.delivery_timeout_ms.max(1)),
+        )?;
+        let promoted = exchange::cluster::standby::follow_until_promoted(config, &engine_config, &stop, status.clone());
+        let Some(promoted) = promoted? else {
+            following.stop();
             tracing::info!("standby stopped");
             return Ok(());
         };
@@ -541,6 +559,9 @@ fn serve_replicated(
             lease: promoted.lease,
             rings: promoted.rings,
             timeline: promoted.timeline,
+            directory: Some((credentials.clone(), user_store.clone())),
+            users_following: Some(following),
+            users_writer: Some(users_writer),
         };
         let role = Role::Primary(promoted.writer, Box::new(cluster));
         match serve_recovered(config, engine_config.clone(), args.clone(), promoted.recovered, role, Instant::now()) {
@@ -592,6 +613,13 @@ struct ClusterPrimary {
     lease: exchange::cluster::lease::Lease,
     rings: runtime::Rings,
     timeline: Arc<exchange::promotion::PromotionTimeline>,
+    /// The process's user directory (kept current while it was a standby).
+    directory: Option<(Arc<gateway_binary::Credentials>, Arc<gateway_json::UserStore>)>,
+    /// The standby's reader of the users topic (stopped by the promotion's users step, beside the
+    /// rest of the start: its poll takes up to 20 ms to notice).
+    users_following: Option<exchange::cluster::users::UsersFollowing>,
+    /// The users topic writer, connected while this node was a standby.
+    users_writer: Option<exchange::cluster::users::UsersTopic>,
 }
 
 /// Without the `sinks` feature there is no replicated primary.
@@ -676,48 +704,13 @@ impl Core {
     }
 }
 
-fn serve_recovered(
+/// This process's user directory: the users store (`<data_dir>/users/users.log`) and the API key
+/// table it feeds. Registered users and their API keys are not in the journal (docs/rest-api.md);
+/// new ids start above every configured and demo user and skip the load-test range.
+fn open_directory(
     config: &Config,
-    engine_config: engine::EngineConfig,
-    args: RunArgs,
-    recovered: runtime::Recovered,
-    role: Role,
-    started: Instant,
-) -> Result<(), Box<dyn std::error::Error>> {
-    tracing::info!(
-        data = %config.data_dir.display(),
-        snapshot = ?recovered.snapshot.as_ref().map(|s| s.0),
-        replayed = recovered.replayed,
-        last_sequence = recovered.last_sequence,
-        torn_tail = ?recovered.torn_tail,
-        state_hash = format_args!("{:#018x}", recovered.engine.state_hash()),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "recovered"
-    );
-    let http_threads = config.http.checked_worker_threads()?;
-    let http_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(http_threads).enable_all().build()?;
-    let listener = http_runtime
-        .block_on(tokio::net::TcpListener::bind(config.http.listen))
-        .map_err(|e| format!("cannot listen on {}: {e}", config.http.listen))?;
+) -> Result<(Arc<gateway_binary::Credentials>, Arc<gateway_json::UserStore>), Box<dyn std::error::Error>> {
     let credentials = Arc::new(gateway_binary::Credentials::default());
-    for key in &config.api_keys {
-        credentials.insert(codec::FixedBytes(key.key()?), codec::UserId::new(key.user_id));
-    }
-    #[cfg(feature = "sinks")]
-    let is_gateway = matches!(role, Role::Gateway(_));
-    #[cfg(not(feature = "sinks"))]
-    let is_gateway = false;
-    for user in exchange::demo::LOAD_USER_FIRST..exchange::demo::LOAD_USER_FIRST + args.load_users {
-        let secret = exchange::demo::load_user_secret(user);
-        credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
-    }
-    if args.demo {
-        for (user, secret) in exchange::demo::demo_secrets() {
-            credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
-        }
-    }
-    // Registered users and their API keys (not in the journal: see docs/rest-api.md). New ids
-    // start above every configured and demo user and skip the load-test range.
     let users_config = gateway_json::UsersConfig {
         jwt_secret: (!config.users.jwt_secret.is_empty()).then(|| config.users.jwt_secret.as_bytes().to_vec()),
         jwt_ttl: Duration::from_secs(config.users.jwt_ttl_seconds.max(1)),
@@ -735,6 +728,105 @@ fn serve_recovered(
             "no users.jwt_secret configured: session tokens are signed with a random key and end at restart"
         );
     }
+    Ok((credentials, user_store))
+}
+
+fn serve_recovered(
+    config: &Config,
+    engine_config: engine::EngineConfig,
+    args: RunArgs,
+    recovered: runtime::Recovered,
+    #[cfg_attr(not(feature = "sinks"), allow(unused_mut))] mut role: Role,
+    started: Instant,
+) -> Result<(), Box<dyn std::error::Error>> {
+    tracing::info!(
+        data = %config.data_dir.display(),
+        snapshot = ?recovered.snapshot.as_ref().map(|s| s.0),
+        replayed = recovered.replayed,
+        last_sequence = recovered.last_sequence,
+        torn_tail = ?recovered.torn_tail,
+        state_hash = format_args!("{:#018x}", recovered.engine.state_hash()),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
+    let http_threads = config.http.checked_worker_threads()?;
+    let http_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(http_threads).enable_all().build()?;
+    let listener = http_runtime
+        .block_on(tokio::net::TcpListener::bind(config.http.listen))
+        .map_err(|e| format!("cannot listen on {}: {e}", config.http.listen))?;
+    #[cfg(feature = "sinks")]
+    let (directory, standby_users_following, users_writer) = match &mut role {
+        Role::Primary(_, primary) => {
+            (primary.directory.take(), primary.users_following.take(), primary.users_writer.take())
+        }
+        _ => (None, None, None),
+    };
+    #[cfg(not(feature = "sinks"))]
+    let directory = None;
+    let (credentials, user_store) = match directory {
+        Some(directory) => directory,
+        None => open_directory(config)?,
+    };
+    for key in &config.api_keys {
+        credentials.insert(codec::FixedBytes(key.key()?), codec::UserId::new(key.user_id));
+    }
+    #[cfg(feature = "sinks")]
+    let is_gateway = matches!(role, Role::Gateway(_));
+    #[cfg(not(feature = "sinks"))]
+    let is_gateway = false;
+    for user in exchange::demo::LOAD_USER_FIRST..exchange::demo::LOAD_USER_FIRST + args.load_users {
+        let secret = exchange::demo::load_user_secret(user);
+        credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
+    }
+    if args.demo {
+        for (user, secret) in exchange::demo::demo_secrets() {
+            credentials.insert(gateway_binary::client::api_key_of(&secret), codec::UserId::new(user));
+        }
+    }
+    // In a cluster the users topic is the directory (docs/deployment.md, "User directory"): the
+    // primary reads it up to its marker (from where its standby's reader stopped), then appends
+    // every change of its own there before answering; a gateway process reads it all, then
+    // follows it.
+    // The primary's reading runs beside the rest of the start (it is joined before any client
+    // is served), so that it adds to a failover's time only what the rest does not cover.
+    #[cfg(feature = "sinks")]
+    let mut users_promotion = None;
+    #[cfg(feature = "sinks")]
+    let users_following = match &role {
+        Role::Primary(_, primary) => {
+            let (cluster, store) = (config.cluster.clone(), user_store.clone());
+            let epoch = primary.replicator.epoch();
+            let promotion = std::thread::Builder::new().name("users-promotion".into()).spawn(move || {
+                let writer = match users_writer {
+                    Some(writer) => writer,
+                    None => exchange::cluster::users::UsersTopic::open(
+                        &cluster.brokers,
+                        &cluster.users_topic,
+                        cluster.replication,
+                        Duration::from_millis(cluster.delivery_timeout_ms.max(1)),
+                    )?,
+                };
+                let standby_reader = standby_users_following.and_then(|following| following.stop());
+                let topic = writer.promote(epoch, &store, standby_reader)?;
+                let stats = topic.stats();
+                store.set_directory_log(Arc::new(topic));
+                Ok::<_, exchange::cluster::log::ClusterError>(stats)
+            })?;
+            users_promotion = Some(promotion);
+            None
+        }
+        Role::Gateway(_) => {
+            let cluster = &config.cluster;
+            Some(exchange::cluster::users::follow_in_background(
+                &cluster.brokers,
+                &cluster.users_topic,
+                cluster.replication,
+                user_store.clone(),
+                exchange::cluster::users::FollowMode::Gateway,
+            )?)
+        }
+        Role::Standalone(_) => None,
+    };
     // The REST market view starts from the recovered books and follows the egress ring from its
     // first event.
     let market_view = Arc::new(marketdata::MarketView::new(&engine_config));
@@ -765,12 +857,17 @@ fn serve_recovered(
     #[cfg(feature = "sinks")]
     let (runtime, _lease, commands) = match role {
         Role::Primary(writer, cluster) => {
-            let ClusterPrimary { replicator, lease, rings, timeline: _ } = *cluster;
+            let ClusterPrimary { replicator, lease, rings, .. } = *cluster;
             let applied = recovered.engine.gateway_sequences().collect();
             // Nothing was executed or acknowledged under this epoch yet: if the lease is gone
             // already, the node goes back to following the log. From here on, losing the
             // lease ends this process: it stops acknowledging.
             if !lease.commit_to_serving() {
+                // The users topic step ends first: this process's store outlives this attempt
+                // and must not get this attempt's writer after the next promotion's.
+                if let Some(promotion) = users_promotion.take() {
+                    let _ = promotion.join();
+                }
                 return Err(Box::new(LeaseLostBeforeServing));
             }
             let runtime = Runtime::start_replicated(config, recovered, writer, retention, Box::new(replicator), rings)?;
@@ -819,6 +916,14 @@ fn serve_recovered(
     let rest_gateway = gateway_json::RestGateway::start(account_views, runtime.egress().subscribe_gating_from(0))?;
     let http_address = listener.local_addr()?;
     tracing::info!(listen = %http_address, "HTTP listening (/metrics, /health, /api/v1, WebSocket at / and /ws)");
+    // Every user and key of the directory is known before the first client is served.
+    #[cfg(feature = "sinks")]
+    let cluster_users = match users_promotion {
+        Some(promotion) => Some(promotion.join().map_err(|_| "the users topic promotion panicked")??),
+        None => users_following.as_ref().map(|following| following.stats()),
+    };
+    #[cfg(not(feature = "sinks"))]
+    let cluster_users = None;
     if is_gateway && (config.binary.enabled || config.fix.enabled) {
         tracing::warn!("a gateway process serves REST and WebSocket only: the SBE and FIX gateways stay off");
     }
@@ -981,6 +1086,7 @@ fn serve_recovered(
         cluster_commands: commands.as_ref().map(|commands| commands.stats()),
         #[cfg(not(feature = "sinks"))]
         cluster_commands: None,
+        cluster_users,
     });
     if config.admin.token.is_empty() {
         tracing::info!("admin API off (no admin token)");
@@ -1075,6 +1181,10 @@ fn serve_recovered(
     #[cfg(feature = "sinks")]
     if let Some(commands) = commands {
         commands.shutdown();
+    }
+    #[cfg(feature = "sinks")]
+    if let Some(following) = users_following {
+        following.stop();
     }
     market_feed.shutdown();
     rest_gateway.shutdown();

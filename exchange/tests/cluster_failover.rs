@@ -270,7 +270,7 @@ fn kill_dash_nine_failovers_lose_nothing_acknowledged_and_a_frozen_primary_is_fe
     std::fs::write(
         &config_path,
         format!(
-            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"failover.journal.{unique}\"\n\
+            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"failover.journal.{unique}\"\nusers_topic = \"failover.journal.{unique}.users\"\n\
              lease_topic = \"failover.lease.{unique}\"\nlease_group = \"failover.{unique}\"\n\
              session_timeout_ms = {SESSION_TIMEOUT_MS}\ncheckpoint_every = {CHECKPOINT_EVERY}\n"
         ),

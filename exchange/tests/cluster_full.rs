@@ -436,7 +436,7 @@ fn the_whole_cluster_survives_kill_dash_nine_failovers_under_gateway_load() {
     std::fs::write(
         &config_path,
         format!(
-            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"{journal_topic}\"\n\
+            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"{journal_topic}\"\nusers_topic = \"{journal_topic}.users\"\n\
              lease_topic = \"full.lease.{unique}\"\nlease_group = \"full.{unique}\"\n\
              session_timeout_ms = {SESSION_TIMEOUT_MS}\ncommands_topic = \"full.commands.{unique}\"\n\
              [sinks.kafka]\nbrokers = \"{brokers}\"\norders_topic = \"full.{unique}.orders\"\n\

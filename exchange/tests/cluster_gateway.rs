@@ -149,7 +149,7 @@ fn gateway_processes_answer_like_the_primary_and_execute_each_command_once() {
     std::fs::write(
         &config_path,
         format!(
-            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"{journal_topic}\"\n\
+            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"{journal_topic}\"\nusers_topic = \"{journal_topic}.users\"\n\
              lease_topic = \"gw.lease.{unique}\"\nlease_group = \"gw.{unique}\"\nsession_timeout_ms = 1000\n\
              commands_topic = \"{commands_topic}\"\ncommands_partitions = 2\n"
         ),
@@ -353,17 +353,23 @@ impl Drop for Node {
     }
 }
 
-/// `exchange standby` on a fixed HTTP port (it listens only once promoted).
+/// The admin token of the nodes (`EXCHANGE_ADMIN_TOKEN`): deposits for registered users.
+const ADMIN_TOKEN: &str = "cluster-gateway-admin-token-0123456789";
+
+/// `exchange standby` on a fixed HTTP port (it listens only once promoted), with the admin API
+/// on ([`ADMIN_TOKEN`]); its log goes to `<dir>.log`.
 fn standby(dir: &std::path::Path, config: &str, http: u16) -> Node {
+    let log = std::fs::File::create(dir.with_extension("log")).unwrap();
     let child = std::process::Command::new(support::BINARY)
         .args(["--data", dir.to_str().unwrap(), "--http-port", &http.to_string(), "--sbe-port", "0", "--fix-port", "0"])
         .env_remove("DATABASE_URL")
         .env_remove("KAFKA_BROKERS")
         .env_remove("REDIS_URL")
+        .env("EXCHANGE_ADMIN_TOKEN", ADMIN_TOKEN)
         .args(["--config", config, "standby", "--demo", "--demo-orders", "16"])
         .args(["--status-every", "0"])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     Node(child)
@@ -383,7 +389,7 @@ fn a_gateway_serves_across_a_failover_and_executes_each_command_once() {
     std::fs::write(
         &config_path,
         format!(
-            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"gwf.journal.{unique}\"\n\
+            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"gwf.journal.{unique}\"\nusers_topic = \"gwf.journal.{unique}.users\"\n\
              lease_topic = \"gwf.lease.{unique}\"\nlease_group = \"gwf.{unique}\"\nsession_timeout_ms = 1000\n\
              commands_topic = \"gwf.commands.{unique}\"\n"
         ),
@@ -455,6 +461,181 @@ fn a_gateway_serves_across_a_failover_and_executes_each_command_once() {
     quantities.dedup();
     assert_eq!(quantities.len(), count, "a request executed twice: {open:?}");
     assert!(count >= acked.len());
+    drop((node_a, node_b, gateway));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A request with `headers` (lines, each ending in CRLF) and a JSON body: `(status, body)`.
+fn call_with(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16, Value) {
+    let response = request(port, method, path, &(JSON.to_string() + headers), body);
+    (response.status(), response.json(path))
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+/// A resting bid of `0.01` at 1000 signed with `secret`: `(status, body)`.
+fn place_signed(port: u16, secret: &[u8; 32]) -> (u16, Value) {
+    let body = json!({"symbol": "BTC_USDC", "side": "Bid", "orderType": "Limit", "price": "1000.0",
+                      "quantity": "0.01000"});
+    let params = "&orderType=Limit&price=1000.0&quantity=0.01000&side=Bid&symbol=BTC_USDC";
+    let headers = signature_lines(secret, &format!("instruction=orderExecute{params}"));
+    call_with(port, "POST", "/api/v1/order", &headers, &body.to_string())
+}
+
+/// Registers `username` on `port` and logs in: `(user id, session token)`.
+fn register_and_login(port: u16, username: &str) -> (u64, String) {
+    let credentials = json!({"username": username, "password": "a long enough password"}).to_string();
+    let (status, user) = call_with(port, "POST", "/api/v1/auth/register", "", &credentials);
+    assert_eq!(status, 201, "{user}");
+    let (status, session) = call_with(port, "POST", "/api/v1/auth/login", "", &credentials);
+    assert_eq!(status, 200, "{session}");
+    (user["userId"].as_u64().unwrap(), session["token"].as_str().unwrap().to_string())
+}
+
+/// Generates an API key for the session's user: `(public key, secret)`.
+fn generate_key(port: u16, token: &str) -> (String, [u8; 32]) {
+    use base64::Engine as _;
+    let (status, key) = call_with(port, "POST", "/api/v1/account/keys", &bearer(token), r#"{"label":"bot"}"#);
+    assert_eq!(status, 201, "{key}");
+    let secret = base64::engine::general_purpose::STANDARD.decode(key["secret"].as_str().unwrap()).unwrap();
+    (key["apiKey"].as_str().unwrap().to_string(), secret.try_into().unwrap())
+}
+
+/// Credits `user` with 100,000 USDC through the admin API of `port`.
+fn deposit(port: u16, user: u64) {
+    let body = json!({"userId": user, "symbol": "USDC", "quantity": "100000"}).to_string();
+    let (status, answer) = call_with(port, "POST", "/api/v1/admin/deposits", &bearer(ADMIN_TOKEN), &body);
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Polls `attempt` every 20 ms until it returns `Some`, for at most [`USERS_TOPIC_PATIENCE`]:
+/// the value and how long it took.
+fn within_users_patience<T>(what: &str, mut attempt: impl FnMut() -> Result<T, String>) -> (T, Duration) {
+    let started = Instant::now();
+    loop {
+        match attempt() {
+            Ok(value) => return (value, started.elapsed()),
+            Err(last) => {
+                assert!(started.elapsed() < USERS_TOPIC_PATIENCE, "{what} not within {USERS_TOPIC_PATIENCE:?}: {last}")
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long a change of the user directory on the primary may take to be honoured by a gateway
+/// process (a produce, a fetch of the users topic; the deposit through the journal topic): the
+/// goal is about a second, this bound leaves room for a loaded debug build.
+const USERS_TOPIC_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The shared user directory (the users topic, docs/deployment.md "User directory"): a user and
+/// keys registered on the primary **after** the gateway process started trade through it without
+/// a restart, a key revoked on the primary is refused by the gateway, and a standby promoted
+/// after the registration knows the user (its key works there, and it numbers new users after
+/// the highest id it read); a user registered on that new primary reaches the gateway too.
+#[test]
+fn users_registered_on_the_primary_reach_a_running_gateway_and_a_promoted_standby() {
+    let Some([brokers]) = support::services(["EXCHANGE_TEST_KAFKA_BROKERS"]) else { return };
+    let root = support::data_dir("cluster-gateway-users");
+    std::fs::create_dir_all(&root).unwrap();
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+    );
+    let config_path = root.join("exchange.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"gwu.journal.{unique}\"\n\
+             lease_topic = \"gwu.lease.{unique}\"\nlease_group = \"gwu.{unique}\"\nsession_timeout_ms = 1000\n\
+             commands_topic = \"gwu.commands.{unique}\"\nusers_topic = \"gwu.users.{unique}\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config_path.to_str().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut node_a = standby(&root.join("a"), config, port_a);
+    wait_funded(port_a);
+    let node_b = standby(&root.join("b"), config, port_b);
+    let gateway = Server::start_waiting_for(
+        &root.join("g"),
+        &["--config", config, "--gateway-id", "6", "gateway", "--demo"],
+        &[],
+        &[HTTP_LISTENING],
+    );
+    wait_funded(gateway.http);
+
+    // Registered on the primary after the gateway started.
+    let (alice, token) = register_and_login(port_a, "alice");
+    let (_, trading_secret) = generate_key(port_a, &token);
+    let (revoked_key, revoked_secret) = generate_key(port_a, &token);
+    deposit(port_a, alice);
+    let (order, took) = within_users_patience("alice's signed order through the gateway", || {
+        match place_signed(gateway.http, &trading_secret) {
+            (200, order) => Ok(order),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    });
+    assert_eq!(order["status"], "New", "{order}");
+    println!("key registered on the primary → first order accepted through the gateway: {:.0} ms", ms(took));
+    // Her password works on the gateway too (sessions are per process).
+    let credentials = json!({"username": "alice", "password": "a long enough password"}).to_string();
+    let (status, session) = call_with(gateway.http, "POST", "/api/v1/auth/login", "", &credentials);
+    assert_eq!(status, 200, "{session}");
+    let (status, account) =
+        call_with(gateway.http, "GET", "/api/v1/account", &bearer(session["token"].as_str().unwrap()), "");
+    assert_eq!((status, account["userId"].as_u64()), (200, Some(alice)), "{account}");
+
+    // A key revoked on the primary is refused by the gateway.
+    let (status, answer) = place_signed(gateway.http, &revoked_secret);
+    assert_eq!(status, 200, "the second key works before its revocation: {answer}");
+    let revoke = json!({"apiKey": revoked_key}).to_string();
+    let (status, answer) = call_with(port_a, "DELETE", "/api/v1/account/keys", &bearer(&token), &revoke);
+    assert_eq!(status, 200, "{answer}");
+    let (refusal, took) = within_users_patience("the revoked key refused by the gateway", || {
+        match place_signed(gateway.http, &revoked_secret) {
+            (401, body) => Ok(body),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    });
+    assert_eq!(refusal["message"], "Unknown API key", "{refusal}");
+    println!("key revoked on the primary → refused by the gateway: {:.0} ms", ms(took));
+    // The user, two keys and a revocation: four records applied by the gateway's reader.
+    let metrics = request(gateway.http, "GET", "/metrics", "", "").body().to_string();
+    assert!(metrics.lines().any(|line| line == "exchange_cluster_users_applied_total 4"), "{metrics}");
+    assert!(metrics.lines().any(|line| line == "exchange_cluster_users_refused_total 0"), "{metrics}");
+
+    // A standby promoted after the registration knows alice and numbers after her.
+    std::thread::sleep(Duration::from_secs(2)); // the standby joins the lease group
+    node_a.kill();
+    // Its status listener (before) answers nothing but /metrics and /health: wait for the server.
+    let log_b = root.join("b.log");
+    let deadline = Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(&log_b).unwrap_or_default().contains("phase=\"serving\"") {
+        assert!(Instant::now() < deadline, "the standby never promoted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_funded(port_b);
+    let read = std::fs::read_to_string(&log_b).unwrap_or_default();
+    let users_read = read.lines().find(|line| line.contains("users topic read up to")).unwrap_or("none");
+    println!("the promoted standby's users topic step: {users_read}");
+    let (status, order) = place_signed(port_b, &trading_secret);
+    assert_eq!((status, &order["status"]), (200, &json!("New")), "alice's key on the promoted standby: {order}");
+    let (status, _) = place_signed(port_b, &revoked_secret);
+    assert_eq!(status, 401, "the revocation is known to the promoted standby");
+    let (bob, bob_token) = register_and_login(port_b, "bob");
+    assert!(bob > alice, "the new primary numbers after the highest id it read: bob {bob}, alice {alice}");
+    let (_, bob_secret) = generate_key(port_b, &bob_token);
+    deposit(port_b, bob);
+    within_users_patience("bob's order (registered on the new primary) through the gateway", || {
+        match place_signed(gateway.http, &bob_secret) {
+            (200, order) => Ok(order),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    });
     drop((node_a, node_b, gateway));
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -62,7 +62,7 @@ fn followers_started_from_a_snapshot_read_only_the_tail() {
     std::fs::write(
         &config_path,
         format!(
-            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"{journal_topic}\"\n\
+            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"{journal_topic}\"\nusers_topic = \"{journal_topic}.users\"\n\
              lease_topic = \"tail.lease.{unique}\"\nlease_group = \"tail.{unique}\"\n\
              commands_topic = \"tail.commands.{unique}\"\nsnapshot_topic = \"tail.snapshots.{unique}\"\nsession_timeout_ms = 1000\ncheckpoint_every = 500\n"
         ),

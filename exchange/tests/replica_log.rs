@@ -136,7 +136,7 @@ fn setup(name: &str, brokers: &str, extra: &str) -> (PathBuf, PathBuf, String) {
     std::fs::write(
         &config,
         format!(
-            "{}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"{topic}\"\n{extra}",
+            "{}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"{topic}\"\nusers_topic = \"{topic}.users\"\n{extra}",
             exchange::config::DEFAULT_CONFIG
         ),
     )

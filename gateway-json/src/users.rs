@@ -16,6 +16,14 @@
 //! and the SBE gateway read), and removed from it when revoked, so a revoked key is refused by
 //! the next request.
 //!
+//! # Replicated directory (a cluster)
+//! In a cluster (docs/deployment.md, "User directory") the replicated primary is the single
+//! writer of user ids: its store is given a [`DirectoryLog`] (the Kafka users topic) and every
+//! record is appended there, and acknowledged by it, **before** it is written to the local file,
+//! applied, or answered; a record the log refuses is answered `503` and changes nothing. Every
+//! other process (gateway processes, a promoting standby) applies the log's records with
+//! [`UserStore::apply_replicated`], which is idempotent: a record already known changes nothing.
+//!
 //! Sessions are stateless HS256 JWTs ([`UserStore::login`], [`UserStore::verify_jwt`]) signed
 //! with a secret from the configuration, or a random one per process (then every session ends
 //! when the server restarts).
@@ -55,6 +63,28 @@ pub const PASSWORD_MAX: usize = 256;
 pub const KEYS_PER_USER_MAX: usize = 50;
 /// Longest key label, characters.
 pub const LABEL_MAX: usize = 64;
+
+/// The authoritative log of directory records in a cluster (the Kafka users topic): the primary's
+/// store appends every record here before it applies it.
+pub trait DirectoryLog: Send + Sync {
+    /// Appends one record, exactly as the record file holds it (`<crc32c> <JSON>`, without the
+    /// newline), and returns once the log has it durably.
+    ///
+    /// # Errors
+    /// The log did not take it (or its outcome is unknown): the store refuses the change.
+    fn append(&self, line: &str) -> Result<(), String>;
+}
+
+/// Why a record from the directory log was not applied ([`UserStore::apply_replicated`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicatedError {
+    /// The line is not a record (checksum, JSON).
+    #[error("not a directory record: {0}")]
+    Malformed(String),
+    /// It contradicts the directory here (a user id or name, or a key, already taken otherwise).
+    #[error("conflicts with the directory here: {0}")]
+    Conflict(String),
+}
 
 /// Settings of the user store.
 #[derive(Debug, Clone)]
@@ -249,6 +279,8 @@ pub struct UserStore {
     dummy_hash: String,
     per_user: Limiter,
     per_ip: Limiter,
+    /// Set on a cluster's primary: every record goes to this log first (module documentation).
+    directory_log: Mutex<Option<Arc<dyn DirectoryLog>>>,
 }
 
 impl std::fmt::Debug for UserStore {
@@ -373,7 +405,83 @@ impl UserStore {
             per_ip: Limiter::new(config.login_burst_per_ip, config.login_refill),
             config,
             dummy_hash,
+            directory_log: Mutex::new(None),
         })
+    }
+
+    /// Makes `log` the authoritative log of this store's own changes (a cluster's primary): from
+    /// now on a registration, key or revocation is appended there first and refused (`503`) when
+    /// the log does not take it. Replaces the log of an earlier promotion of this process (a
+    /// node that went back to following and was promoted again); returns whether one was set.
+    pub fn set_directory_log(&self, log: Arc<dyn DirectoryLog>) -> bool {
+        self.directory_log.lock().unwrap_or_else(|e| e.into_inner()).replace(log).is_some()
+    }
+
+    /// Applies one record of the directory log (a line as [`DirectoryLog::append`] got it, a
+    /// trailing newline allowed), unless this store already has it: returns whether it changed
+    /// anything. A new key is usable, a revoked one refused, from the next request on; a new user
+    /// moves the next free id past it (a promoted primary goes on numbering after it). With
+    /// `persist` the record is also appended to the local record file (a cache: a write failure
+    /// is logged, the record applied all the same).
+    ///
+    /// # Errors
+    /// A malformed line, or a record that contradicts this directory (nothing is applied).
+    pub fn apply_replicated(&self, line: &[u8], persist: bool) -> Result<bool, ReplicatedError> {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let record = parse_line(line).map_err(ReplicatedError::Malformed)?;
+        let conflict = |what: String| Err(ReplicatedError::Conflict(what));
+        let mut inner = self.lock();
+        match &record {
+            Record::User { id, username, .. } => match (inner.users.get(id), inner.by_name.get(username)) {
+                (Some(stored), _) if stored.user.username == *username => return Ok(false),
+                (Some(stored), _) => {
+                    return conflict(format!("user {id} is {:?} here, not {username:?}", stored.user.username));
+                }
+                (None, Some(other)) => return conflict(format!("username {username:?} is user {other} here")),
+                (None, None) => {}
+            },
+            Record::Key { api_key, user_id, .. } => {
+                if let Some(key) = inner.keys.get(api_key) {
+                    if key.user_id.get() == *user_id {
+                        return Ok(false);
+                    }
+                    return conflict(format!("key {api_key} belongs to user {} here", key.user_id));
+                }
+                let bytes = decode_public_key(api_key).map_err(|e| ReplicatedError::Malformed(e.message))?;
+                match self.credentials.user_of(&FixedBytes(bytes)) {
+                    Some(owner) if owner.get() != *user_id => {
+                        return conflict(format!("key {api_key} is configured for user {owner} here"));
+                    }
+                    _ => self.credentials.insert(FixedBytes(bytes), UserId::new(*user_id)),
+                }
+            }
+            Record::Revoke { api_key, .. } => match inner.keys.get(api_key) {
+                Some(key) if key.revoked_ms.is_some() => return Ok(false),
+                Some(_) => {
+                    if let Ok(bytes) = decode_public_key(api_key) {
+                        self.credentials.revoke(&FixedBytes(bytes));
+                    }
+                }
+                None => return conflict(format!("revokes key {api_key}, unknown here")),
+            },
+        }
+        if persist {
+            let mut text = Vec::with_capacity(line.len() + 1);
+            text.extend_from_slice(line);
+            text.push(b'\n');
+            match inner.file.write_all(&text).and_then(|()| inner.file.sync_data()) {
+                Ok(()) => inner.file_len += text.len() as u64,
+                Err(error) => {
+                    tracing::error!(%error, path = %self.path.display(), "user store cache write failed");
+                    let length = inner.file_len;
+                    let _ = inner.file.set_len(length);
+                }
+            }
+        }
+        inner.version += 1;
+        apply(&mut inner, record);
+        inner.next_id = next_free_id(&self.config, inner.next_id);
+        Ok(true)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -385,15 +493,37 @@ impl UserStore {
     fn persist(&self, inner: &mut Inner, record: Record) -> Result<(), ApiError> {
         let json = serde_json::to_string(&record).map_err(|_| internal("Record encoding failed"))?;
         let line = format!("{:08x} {json}\n", crc32c::crc32c(json.as_bytes()));
+        let unavailable = || ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "SERVICE_UNAVAILABLE",
+            message: "User store unavailable, retry later".into(),
+        };
+        let log = self.directory_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(log) = log {
+            // The log is the directory: nothing is applied, written or answered before it has
+            // the record (a failover must not lose a user whose orders are in the journal).
+            if let Err(error) = log.append(line.trim_end_matches('\n')) {
+                tracing::error!(%error, "user directory log refused a record; change refused");
+                return Err(unavailable());
+            }
+            // From here the record is in the directory: the local file is only a cache.
+            match inner.file.write_all(line.as_bytes()).and_then(|()| inner.file.sync_data()) {
+                Ok(()) => inner.file_len += line.len() as u64,
+                Err(error) => {
+                    tracing::error!(%error, path = %self.path.display(), "user store cache write failed");
+                    let length = inner.file_len;
+                    let _ = inner.file.set_len(length);
+                }
+            }
+            inner.version += 1;
+            apply(inner, record);
+            return Ok(());
+        }
         let result = inner.file.write_all(line.as_bytes()).and_then(|()| inner.file.sync_data());
         if let Err(error) = result {
             tracing::error!(%error, path = %self.path.display(), "user store write failed");
             let _ = inner.file.set_len(inner.file_len);
-            return Err(ApiError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                code: "SERVICE_UNAVAILABLE",
-                message: "User store unavailable, retry later".into(),
-            });
+            return Err(unavailable());
         }
         inner.file_len += line.len() as u64;
         inner.version += 1;
@@ -872,6 +1002,88 @@ mod tests {
         let too_old = Claims { auth: now - bound, ..old };
         assert_eq!(store.verify_jwt(&sign(&too_old)), Ok(user.id));
         assert_eq!(store.renew(&sign(&too_old)).unwrap_err().message, "Session too old to renew, log in again");
+    }
+
+    /// The log of a primary's store in a test: every record appended, or a refusal.
+    #[derive(Default)]
+    struct RecordingLog {
+        lines: Mutex<Vec<String>>,
+        refuse: std::sync::atomic::AtomicBool,
+    }
+
+    impl DirectoryLog for RecordingLog {
+        fn append(&self, line: &str) -> Result<(), String> {
+            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err("broker away".into());
+            }
+            self.lines.lock().unwrap().push(line.to_string());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_follower_applies_the_primarys_directory_log_once_and_the_primary_answers_only_what_the_log_took() {
+        let primary_dir = dir("log-primary");
+        let log = Arc::new(RecordingLog::default());
+        let primary = UserStore::open(UsersConfig::new(&primary_dir), Arc::new(Credentials::default())).unwrap();
+        assert!(!primary.set_directory_log(log.clone()));
+        let alice = primary.register("alice", "password1").unwrap();
+        let (key, secret) = primary.generate_key(alice.id, "bot").unwrap();
+        let (revoked, revoked_secret) = primary.generate_key(alice.id, "old").unwrap();
+        primary.revoke_key(alice.id, &revoked.api_key).unwrap();
+        assert_eq!(log.lines.lock().unwrap().len(), 4, "every change is in the log");
+
+        // A follower (a gateway process): the same users and keys, usable at once.
+        let follower_credentials = Arc::new(Credentials::default());
+        let follower = UserStore::open(UsersConfig::new(dir("log-follower")), follower_credentials.clone()).unwrap();
+        let lines = log.lines.lock().unwrap().clone();
+        for line in &lines {
+            assert_eq!(follower.apply_replicated(line.as_bytes(), false), Ok(true), "{line}");
+        }
+        assert_eq!(follower.user_by_name("alice").unwrap().id, alice.id);
+        assert_eq!(follower_credentials.user_of(&gateway_binary::client::api_key_of(&secret)), Some(alice.id));
+        assert_eq!(follower_credentials.user_of(&gateway_binary::client::api_key_of(&revoked_secret)), None);
+        assert!(follower.login("alice", "password1").is_ok(), "the password hash came along");
+        assert_eq!(follower.keys(alice.id).len(), 2);
+        // Read again (a restart, a re-delivery): nothing changes.
+        let version = follower.version();
+        for line in &lines {
+            assert_eq!(follower.apply_replicated(format!("{line}\n").as_bytes(), false), Ok(false));
+        }
+        assert_eq!(follower.version(), version);
+        assert!(follower.path().metadata().unwrap().len() == 0, "without persist the local file is untouched");
+        assert!(matches!(follower.apply_replicated(b"00000000 {}", false), Err(ReplicatedError::Malformed(_))));
+
+        // A promoted standby persists them and numbers new users after the highest id seen.
+        let standby_dir = dir("log-standby");
+        let standby = UserStore::open(UsersConfig::new(&standby_dir), Arc::new(Credentials::default())).unwrap();
+        for line in &lines {
+            standby.apply_replicated(line.as_bytes(), true).unwrap();
+        }
+        assert_eq!(standby.register("bob", "password2").unwrap().id, UserId::new(alice.id.get() + 1));
+        drop(standby);
+        let reopened = UserStore::open(UsersConfig::new(&standby_dir), Arc::new(Credentials::default())).unwrap();
+        assert_eq!(reopened.keys(alice.id), primary.keys(alice.id), "the local file holds the applied records");
+
+        // A record contradicting the directory is refused whole.
+        let other = UserStore::open(UsersConfig::new(dir("log-other")), Arc::new(Credentials::default())).unwrap();
+        other.register("mallory", "password3").unwrap();
+        assert!(matches!(other.apply_replicated(lines[0].as_bytes(), false), Err(ReplicatedError::Conflict(_))));
+        assert!(other.user_by_name("alice").is_none());
+        let unknown_key_revocation = lines[3].as_bytes();
+        assert!(matches!(other.apply_replicated(unknown_key_revocation, false), Err(ReplicatedError::Conflict(_))));
+
+        // When the log refuses, the primary refuses too, and nothing changes there.
+        log.refuse.store(true, std::sync::atomic::Ordering::Relaxed);
+        let refused = primary.register("carol", "password4").unwrap_err();
+        assert_eq!((refused.status, refused.code), (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"));
+        assert!(primary.user_by_name("carol").is_none());
+        assert!(primary.add_key(alice.id, gateway_binary::client::api_key_of(&[5; 32]).0, "x").is_err());
+        assert_eq!(primary.keys(alice.id).len(), 2);
+        drop(primary);
+        let reopened = UserStore::open(UsersConfig::new(&primary_dir), Arc::new(Credentials::default())).unwrap();
+        assert!(reopened.user_by_name("carol").is_none(), "not in the local file either");
+        assert_eq!(key.user_id, alice.id);
     }
 
     #[test]

@@ -12,3 +12,4 @@ pub mod lease;
 pub mod log;
 pub mod snapshots;
 pub mod standby;
+pub mod users;

@@ -375,39 +375,59 @@ fn standby(dir: &std::path::Path, config: &str, http: u16) -> Node {
     Node(child)
 }
 
+/// Two engine nodes (the first takes the lease, the second follows as its standby) and one
+/// gateway process, on topics of their own (named `<prefix>.*.<unique>`) with a 1 s session
+/// timeout; returns once the primary and the gateway serve the funded demo users.
+struct Cluster {
+    root: std::path::PathBuf,
+    port_a: u16,
+    port_b: u16,
+    node_a: Node,
+    node_b: Node,
+    gateway: Server,
+}
+
+impl Cluster {
+    fn start(brokers: &str, name: &str, prefix: &str, gateway_id: u64) -> Self {
+        let root = support::data_dir(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+        );
+        let config_path = root.join("exchange.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"{prefix}.journal.{unique}\"\n\
+                 lease_topic = \"{prefix}.lease.{unique}\"\nlease_group = \"{prefix}.{unique}\"\nsession_timeout_ms = 1000\n\
+                 commands_topic = \"{prefix}.commands.{unique}\"\nusers_topic = \"{prefix}.users.{unique}\"\n"
+            ),
+        )
+        .unwrap();
+        let config = config_path.to_str().unwrap();
+        let (port_a, port_b) = (free_port(), free_port());
+        let node_a = standby(&root.join("a"), config, port_a);
+        wait_funded(port_a);
+        let node_b = standby(&root.join("b"), config, port_b);
+        let gateway_id = gateway_id.to_string();
+        let gateway = Server::start_waiting_for(
+            &root.join("g"),
+            &["--config", config, "--gateway-id", &gateway_id, "gateway", "--demo"],
+            &[],
+            &[HTTP_LISTENING],
+        );
+        wait_funded(gateway.http);
+        Self { root, port_a, port_b, node_a, node_b, gateway }
+    }
+}
+
 #[test]
 fn a_gateway_serves_across_a_failover_and_executes_each_command_once() {
     let Some([brokers]) = support::services(["EXCHANGE_TEST_KAFKA_BROKERS"]) else { return };
-    let root = support::data_dir("cluster-gateway-failover");
-    std::fs::create_dir_all(&root).unwrap();
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
-    );
-    let config_path = root.join("exchange.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"gwf.journal.{unique}\"\nusers_topic = \"gwf.journal.{unique}.users\"\n\
-             lease_topic = \"gwf.lease.{unique}\"\nlease_group = \"gwf.{unique}\"\nsession_timeout_ms = 1000\n\
-             commands_topic = \"gwf.commands.{unique}\"\n"
-        ),
-    )
-    .unwrap();
-    let config = config_path.to_str().unwrap();
-    // The first node takes the lease alone; the second follows as its standby.
-    let (port_a, port_b) = (free_port(), free_port());
-    let mut node_a = standby(&root.join("a"), config, port_a);
-    wait_funded(port_a);
-    let node_b = standby(&root.join("b"), config, port_b);
-    let gateway = Server::start_waiting_for(
-        &root.join("g"),
-        &["--config", config, "--gateway-id", "5", "gateway", "--demo"],
-        &[],
-        &[HTTP_LISTENING],
-    );
-    wait_funded(gateway.http);
+    let Cluster { root, port_a: _, port_b, mut node_a, node_b, gateway } =
+        Cluster::start(&brokers, "cluster-gateway-failover", "gwf", 5);
     // Give the standby time to join the lease group behind the primary.
     std::thread::sleep(Duration::from_secs(2));
 
@@ -538,36 +558,8 @@ const USERS_TOPIC_PATIENCE: Duration = Duration::from_secs(10);
 #[test]
 fn users_registered_on_the_primary_reach_a_running_gateway_and_a_promoted_standby() {
     let Some([brokers]) = support::services(["EXCHANGE_TEST_KAFKA_BROKERS"]) else { return };
-    let root = support::data_dir("cluster-gateway-users");
-    std::fs::create_dir_all(&root).unwrap();
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
-    );
-    let config_path = root.join("exchange.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "{DEFAULT_CONFIG}\n[cluster]\nbrokers = \"{brokers}\"\njournal_topic = \"gwu.journal.{unique}\"\n\
-             lease_topic = \"gwu.lease.{unique}\"\nlease_group = \"gwu.{unique}\"\nsession_timeout_ms = 1000\n\
-             commands_topic = \"gwu.commands.{unique}\"\nusers_topic = \"gwu.users.{unique}\"\n"
-        ),
-    )
-    .unwrap();
-    let config = config_path.to_str().unwrap();
-    let (port_a, port_b) = (free_port(), free_port());
-    let mut node_a = standby(&root.join("a"), config, port_a);
-    wait_funded(port_a);
-    let node_b = standby(&root.join("b"), config, port_b);
-    let gateway = Server::start_waiting_for(
-        &root.join("g"),
-        &["--config", config, "--gateway-id", "6", "gateway", "--demo"],
-        &[],
-        &[HTTP_LISTENING],
-    );
-    wait_funded(gateway.http);
-
+    let Cluster { root, port_a, port_b, mut node_a, node_b, gateway } =
+        Cluster::start(&brokers, "cluster-gateway-users", "gwu", 6);
     // Registered on the primary after the gateway started.
     let (alice, token) = register_and_login(port_a, "alice");
     let (_, trading_secret) = generate_key(port_a, &token);

@@ -51,7 +51,7 @@
 //! follower (standby, replicas, gateway processes, which read the journal topic, never the
 //! commands topic) applies exactly the same commands: the skip is deterministic by construction.
 
-use super::log::{ClusterError, client_config, create_topic};
+use super::log::{ClusterError, client_config, create_topic, ordered_producer_config};
 use codec::GatewayTag;
 #[cfg(doc)]
 use engine::Engine;
@@ -147,11 +147,8 @@ impl CommandsProducer {
     ) -> Result<Self, ClusterError> {
         ensure_commands_topic(brokers, topic, partitions, replication)?;
         let failures = Arc::new(AtomicU64::new(0));
-        let producer = client_config(brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // Every millisecond of linger is added to every order's acknowledgement.
-            .set("linger.ms", "0")
+        // Every millisecond of linger would be added to every order's acknowledgement.
+        let producer = ordered_producer_config(brokers)
             .create_with_context(DeliveryLog { failures: failures.clone() })
             .map_err(kafka)?;
         Ok(Self { producer, topic: topic.to_string(), key: gateway_id.to_string(), failures })

@@ -114,6 +114,16 @@ pub(crate) fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
+/// The settings of every cluster producer whose records must land once and in order: idempotent,
+/// `acks=all` (in every in-sync replica before it counts), and `linger.ms=0`: each of these
+/// producers has one record (a batch, a registration, a command) that somebody waits for, and
+/// librdkafka's default 5 ms linger would be added to that wait.
+pub(crate) fn ordered_producer_config(brokers: &str) -> ClientConfig {
+    let mut config = client_config(brokers);
+    config.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "0");
+    config
+}
+
 /// Creates `topic` with one partition unless it exists.
 ///
 /// # Errors
@@ -225,12 +235,8 @@ impl JournalTopic {
     /// The broker refused.
     pub fn open(brokers: &str, topic: &str, replication: i32, timeout: Duration) -> Result<Self, ClusterError> {
         ensure_topic(brokers, topic, replication)?;
-        let producer: FutureProducer = client_config(brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // librdkafka's default 5 ms would be added to every acknowledgement: one batch is in
-            // flight at a time, there is nothing to wait for.
-            .set("linger.ms", "0")
+        // One batch is in flight at a time: the acknowledgements wait for it.
+        let producer: FutureProducer = ordered_producer_config(brokers)
             .set("message.timeout.ms", timeout.as_millis().to_string())
             .set("message.max.bytes", "16777216")
             .create()

@@ -45,7 +45,7 @@
 //! give a user id a follower already gave to someone else. The journal topic lives on the same
 //! brokers, so in practice the primary stops on its own journal's delivery failure first.
 
-use super::log::{ClusterError, PARTITION, client_config, ensure_topic};
+use super::log::{ClusterError, PARTITION, client_config, ensure_topic, ordered_producer_config};
 use gateway_json::UserStore;
 use gateway_json::users::DirectoryLog;
 use sinks::rdkafka;
@@ -356,11 +356,8 @@ impl UsersTopic {
     /// The broker refused.
     pub fn open(brokers: &str, topic: &str, replication: i32, timeout: Duration) -> Result<Self, ClusterError> {
         ensure_topic(brokers, topic, replication)?;
-        let producer: FutureProducer = client_config(brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // A registration waits for its record: nothing to batch it with.
-            .set("linger.ms", "0")
+        // A registration waits for its record: nothing to batch it with.
+        let producer: FutureProducer = ordered_producer_config(brokers)
             .set("message.timeout.ms", timeout.as_millis().to_string())
             .create()
             .map_err(kafka)?;

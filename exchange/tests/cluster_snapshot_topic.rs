@@ -26,8 +26,7 @@ use engine::Engine;
 use exchange::cluster::log::{LogFollower, LogPosition};
 use exchange::cluster::snapshots::{SnapshotTopic, read_published};
 use exchange::config::{Config, DEFAULT_CONFIG};
-use std::time::Instant;
-use support::cluster::{LogReplay, PATIENCE};
+use support::cluster::LogReplay;
 use support::process::{
     Process, RESTING_BIDS, get, metric, orders_and_balances, place_resting_bids, still_sequence, wait_metric,
     wait_metric_at_least, without_unsnapshotted,
@@ -170,15 +169,7 @@ fn fresh_nodes_start_from_the_snapshot_topic_and_read_only_the_tail() {
     assert_eq!(metric(&page, "exchange_cluster_log_start_offset"), Some(position.offset as u64), "{page}");
     let _ = primary.child.kill();
     let _ = primary.child.wait();
-    let deadline = Instant::now() + PATIENCE;
-    let (promoted_at, hash) = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = fresh.stdout.recv_timeout(left).unwrap_or_else(|_| panic!("no promotion:\n{}", fresh.tail()));
-        if let Some(rest) = line.strip_prefix("PROMOTED ") {
-            let (sequence, hash) = rest.split_once(' ').unwrap();
-            break (sequence.parse::<u64>().unwrap(), hash.to_string());
-        }
-    };
+    let (promoted_at, hash) = fresh.wait_promoted();
     assert_eq!(promoted_at, last);
     let mut replay =
         LogReplay::new(LogFollower::open(&brokers, &journal_topic, 1).unwrap(), Engine::new(&engine_config).unwrap());

@@ -182,15 +182,7 @@ fn followers_started_from_a_snapshot_read_only_the_tail() {
     // The resumed standby, promoted, holds exactly the state of a replay of the whole log.
     let _ = primary.child.kill();
     let _ = primary.child.wait();
-    let deadline = Instant::now() + PATIENCE;
-    let (sequence, hash) = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = standby.stdout.recv_timeout(left).unwrap_or_else(|_| panic!("no promotion:\n{}", standby.tail()));
-        if let Some(rest) = line.strip_prefix("PROMOTED ") {
-            let (sequence, hash) = rest.split_once(' ').unwrap();
-            break (sequence.parse::<u64>().unwrap(), hash.to_string());
-        }
-    };
+    let (sequence, hash) = standby.wait_promoted();
     assert_eq!(sequence, last);
     let mut replay =
         LogReplay::new(LogFollower::open(&brokers, &journal_topic, 1).unwrap(), Engine::new(&engine_config).unwrap());

@@ -70,6 +70,20 @@ impl Process {
         }
     }
 
+    /// The `(sequence, state hash)` a promoted node prints on stdout (`PROMOTED <sequence>
+    /// <hash>`), waiting for it.
+    pub fn wait_promoted(&self) -> (u64, String) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.stdout.recv_timeout(left).unwrap_or_else(|_| panic!("no promotion:\n{}", self.tail()));
+            if let Some(rest) = line.strip_prefix("PROMOTED ") {
+                let (sequence, hash) = rest.split_once(' ').unwrap();
+                return (sequence.parse::<u64>().unwrap(), hash.to_string());
+            }
+        }
+    }
+
     /// The port of the first log line containing `marker` and `listen=IP:PORT`.
     pub fn wait_port(&self, marker: &str) -> u16 {
         let line = self.wait_line(marker);
